@@ -1,0 +1,503 @@
+//! The typed configuration model: the single source of truth for every setting.
+//!
+//! The text form (`set …` lines) lives in [`text`]; it parses into and prints from
+//! these types and nothing else. Every field has a default, and the defaults are the
+//! factory configuration.
+
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The whole configuration of one gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    pub system: System,
+    /// The service facing the internet: mail for our domains, relayed inside.
+    pub inbound: Service,
+    /// The service facing the inside: mail from internal networks, delivered out.
+    pub outbound: Service,
+    /// Connection classification rules, ordered by their number.
+    pub classify: BTreeMap<u32, ClassifyRule>,
+    /// Routing by recipient domain pattern.
+    pub routes: BTreeMap<DomainPattern, Route>,
+    pub queue: QueueSettings,
+}
+
+/// Which of the two services a setting or a session belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceName {
+    Inbound,
+    Outbound,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 2] = [ServiceName::Inbound, ServiceName::Outbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Inbound => "inbound",
+            ServiceName::Outbound => "outbound",
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Config {
+    pub fn service(&self, name: ServiceName) -> &Service {
+        match name {
+            ServiceName::Inbound => &self.inbound,
+            ServiceName::Outbound => &self.outbound,
+        }
+    }
+
+    pub fn service_mut(&mut self, name: ServiceName) -> &mut Service {
+        match name {
+            ServiceName::Inbound => &mut self.inbound,
+            ServiceName::Outbound => &mut self.outbound,
+        }
+    }
+
+    /// The category of a client at `remote`, by the first matching classify rule.
+    /// `None` when no rule matches or the matching rule denies.
+    pub fn classify(&self, local: SocketAddr, remote: SocketAddr) -> Classification<'_> {
+        for rule in self.classify.values() {
+            if rule.matches(local, remote) {
+                return match &rule.action {
+                    ClassifyAction::Category(c) => Classification::Category(c),
+                    ClassifyAction::Deny(text) => Classification::Deny(text),
+                };
+            }
+        }
+        Classification::Unclassified
+    }
+
+    /// The route for a recipient domain: an exact pattern first, then the longest
+    /// `.suffix`, then `*`.
+    pub fn route_for(&self, domain: &str) -> Option<(&DomainPattern, &Route)> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some((p, r)) = self.routes.get_key_value(&DomainPattern::Exact(domain.clone())) {
+            return Some((p, r));
+        }
+        let mut rest = domain.as_str();
+        while let Some(dot) = rest.find('.') {
+            let suffix = &rest[dot..];
+            let key = DomainPattern::Suffix(suffix[1..].to_string());
+            if let Some((p, r)) = self.routes.get_key_value(&key) {
+                return Some((p, r));
+            }
+            rest = &rest[dot + 1..];
+        }
+        self.routes.get_key_value(&DomainPattern::Any)
+    }
+}
+
+/// The result of classifying a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classification<'a> {
+    Category(&'a str),
+    Deny(&'a str),
+    Unclassified,
+}
+
+/// System-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct System {
+    /// The name we give in greetings, EHLO and Received headers.
+    pub host_name: String,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        System { host_name: "drawbridge.invalid".to_string() }
+    }
+}
+
+/// Default maximum message size: 35 MiB, as common MTAs ship.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35 * 1024 * 1024;
+/// RFC 5321 §4.5.3.1.8: at least 100 recipients must be accepted.
+pub const MIN_RECIPIENTS: u32 = 100;
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+pub const DEFAULT_TEXT_LINE: u32 = 1000;
+
+/// One SMTP service (the seeds' dispatcher service) and its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Plain listening addresses (STARTTLS is offered on these).
+    pub listen: Vec<SocketAddr>,
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    /// RFC 5321 §4.5.3.2.7: server timeout waiting for the next command, 5 min.
+    pub idle_timeout: Duration,
+    /// RFC 5321 §4.5.3.2.5/6: data block timeout, 3 min.
+    pub data_timeout: Duration,
+    pub max_session_time: Duration,
+    pub max_messages_per_session: u32,
+    pub max_message_size: u64,
+    pub max_recipients: u32,
+    /// Longest text line accepted in message data, octets with CRLF.
+    pub max_line_length: u32,
+    /// Errors a client may make before it is disconnected with 421.
+    pub error_limit: u32,
+    /// Wait this long before the greeting; a client that talks meanwhile is refused.
+    pub greet_delay: Duration,
+    /// Which EHLO extensions are advertised (the seeds' `EhloKeywords`).
+    pub ehlo_keywords: EhloKeywords,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            listen: Vec::new(),
+            max_connections: 500,
+            max_connections_per_ip: 20,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            max_session_time: Duration::from_secs(3600),
+            max_messages_per_session: 1000,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: MIN_RECIPIENTS,
+            max_line_length: DEFAULT_TEXT_LINE,
+            error_limit: 10,
+            greet_delay: Duration::ZERO,
+            ehlo_keywords: EhloKeywords::ALL,
+        }
+    }
+}
+
+/// A set of EHLO extension keywords, by bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EhloKeywords(u16);
+
+impl EhloKeywords {
+    pub const PIPELINING: EhloKeywords = EhloKeywords(1 << 0);
+    pub const SIZE: EhloKeywords = EhloKeywords(1 << 1);
+    pub const EIGHTBITMIME: EhloKeywords = EhloKeywords(1 << 2);
+    pub const ENHANCEDSTATUSCODES: EhloKeywords = EhloKeywords(1 << 3);
+    pub const STARTTLS: EhloKeywords = EhloKeywords(1 << 4);
+    pub const AUTH: EhloKeywords = EhloKeywords(1 << 5);
+    pub const DSN: EhloKeywords = EhloKeywords(1 << 6);
+    pub const SMTPUTF8: EhloKeywords = EhloKeywords(1 << 7);
+    pub const CHUNKING: EhloKeywords = EhloKeywords(1 << 8);
+    pub const NONE: EhloKeywords = EhloKeywords(0);
+    pub const ALL: EhloKeywords = EhloKeywords(0x1ff);
+
+    /// Every keyword with its name, in the order EHLO advertises them.
+    pub const NAMES: [(EhloKeywords, &'static str); 9] = [
+        (Self::PIPELINING, "PIPELINING"),
+        (Self::SIZE, "SIZE"),
+        (Self::EIGHTBITMIME, "8BITMIME"),
+        (Self::ENHANCEDSTATUSCODES, "ENHANCEDSTATUSCODES"),
+        (Self::STARTTLS, "STARTTLS"),
+        (Self::AUTH, "AUTH"),
+        (Self::DSN, "DSN"),
+        (Self::SMTPUTF8, "SMTPUTF8"),
+        (Self::CHUNKING, "CHUNKING"),
+    ];
+
+    pub fn contains(self, other: EhloKeywords) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn with(self, other: EhloKeywords) -> EhloKeywords {
+        EhloKeywords(self.0 | other.0)
+    }
+
+    pub fn without(self, other: EhloKeywords) -> EhloKeywords {
+        EhloKeywords(self.0 & !other.0)
+    }
+
+    /// The keyword named `name` (case-insensitive).
+    pub fn from_name(name: &str) -> Option<EhloKeywords> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(k, _)| *k)
+    }
+
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(k, _)| self.contains(*k))
+            .map(|(_, n)| n)
+    }
+}
+
+/// A network in CIDR form; the address is stored with its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `None` when the prefix is longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return None;
+        }
+        Some(Cidr { addr: mask(addr, prefix), prefix })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One connection classification rule (the seeds' PORT_ACCESS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassifyRule {
+    pub local: Option<Cidr>,
+    pub local_port: Option<u16>,
+    pub remote: Option<Cidr>,
+    pub remote_port: Option<u16>,
+    pub action: ClassifyAction,
+}
+
+impl ClassifyRule {
+    pub fn matches(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.local.is_none_or(|c| c.contains(local.ip()))
+            && self.local_port.is_none_or(|p| p == local.port())
+            && self.remote.is_none_or(|c| c.contains(remote.ip()))
+            && self.remote_port.is_none_or(|p| p == remote.port())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClassifyAction {
+    /// A category name such as INTERNAL or EXTERNAL.
+    Category(String),
+    /// Refuse the connection with this text.
+    Deny(String),
+}
+
+/// The category name that makes a client internal: it may relay anywhere.
+pub const INTERNAL: &str = "INTERNAL";
+
+/// A recipient domain pattern.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DomainPattern {
+    /// The domain itself, lower case, no trailing dot.
+    Exact(String),
+    /// Any subdomain of this domain (written `.example.com`), not the domain itself.
+    Suffix(String),
+    /// Every domain (written `*`).
+    Any,
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(d) => f.write_str(d),
+            DomainPattern::Suffix(d) => write!(f, ".{d}"),
+            DomainPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// Where mail for a domain pattern goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub next_hop: NextHop,
+    /// How long to wait for a relay host to answer before trying the next.
+    pub failover_timeout: Duration,
+    /// How long a relay host that failed is passed over.
+    pub avoid_time: Duration,
+    /// Most connections open at once to this route's next hop.
+    pub concurrency: u32,
+}
+
+/// Default failover timeout: the seeds' `FailoverTimeout 10`.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Route {
+    pub fn new(next_hop: NextHop) -> Route {
+        Route {
+            next_hop,
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
+            avoid_time: Duration::from_secs(60),
+            concurrency: 20,
+        }
+    }
+
+    /// Our own domains are those routed to internal relays.
+    pub fn is_internal_relay(&self) -> bool {
+        matches!(self.next_hop, NextHop::Relay(_))
+    }
+}
+
+/// The kind of next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// Internal relay list `[host]:port,…`, used round-robin.
+    Relay(Vec<SocketAddr>),
+    /// One smarthost for everything the route matches.
+    Smarthost(Vec<SocketAddr>),
+}
+
+impl NextHop {
+    pub fn hosts(&self) -> &[SocketAddr] {
+        match self {
+            NextHop::Relay(h) | NextHop::Smarthost(h) => h,
+        }
+    }
+}
+
+/// Queue and retry settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Delays between delivery attempts; the last repeats.
+    pub retry: Vec<Duration>,
+    /// A message older than this is returned to its sender.
+    pub max_lifetime: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        let m = |mins: u64| Duration::from_secs(mins * 60);
+        QueueSettings {
+            retry: vec![m(5), m(15), m(30), m(60), m(120), m(240)],
+            max_lifetime: Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
+/// The host board's default configuration, in the text form.
+pub const HOST_DEFAULT: &str = include_str!("../../board/host/default.conf");
+
+/// The host board's default configuration, parsed.
+pub fn host_default() -> Config {
+    // The file is part of the build and tested to parse (see text::tests).
+    text::parse(HOST_DEFAULT).expect("board/host/default.conf parses")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_contains_and_masks() {
+        let c = Cidr::new("10.1.2.3".parse().unwrap(), 8).unwrap();
+        assert_eq!(c.to_string(), "10.0.0.0/8");
+        assert!(c.contains("10.200.0.1".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let any = Cidr::new("0.0.0.0".parse().unwrap(), 0).unwrap();
+        assert!(any.contains("192.0.2.1".parse().unwrap()));
+        assert!(Cidr::new("10.0.0.0".parse().unwrap(), 33).is_none());
+        let v6 = Cidr::new("2001:db8::1".parse().unwrap(), 32).unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn routes_prefer_exact_then_longest_suffix_then_any() {
+        let mut cfg = Config::default();
+        let hop = |p: u16| Route::new(NextHop::Relay(vec![sa(&format!("127.0.0.1:{p}"))]));
+        cfg.routes.insert(DomainPattern::Exact("example.com".into()), hop(1));
+        cfg.routes.insert(DomainPattern::Suffix("example.com".into()), hop(2));
+        cfg.routes.insert(DomainPattern::Suffix("b.example.com".into()), hop(3));
+        cfg.routes.insert(DomainPattern::Any, hop(4));
+        let port = |d: &str| cfg.route_for(d).unwrap().1.next_hop.hosts()[0].port();
+        assert_eq!(port("example.com"), 1);
+        assert_eq!(port("EXAMPLE.com."), 1);
+        assert_eq!(port("a.example.com"), 2);
+        assert_eq!(port("x.b.example.com"), 3);
+        assert_eq!(port("b.example.com"), 2);
+        assert_eq!(port("example.org"), 4);
+        cfg.routes.remove(&DomainPattern::Any);
+        assert!(cfg.route_for("example.org").is_none());
+    }
+
+    #[test]
+    fn classification_first_match_wins() {
+        let mut cfg = Config::default();
+        cfg.classify.insert(
+            10,
+            ClassifyRule {
+                local: None,
+                local_port: None,
+                remote: Cidr::new("127.0.0.0".parse().unwrap(), 8),
+                remote_port: None,
+                action: ClassifyAction::Category(INTERNAL.into()),
+            },
+        );
+        cfg.classify.insert(
+            20,
+            ClassifyRule {
+                local: None,
+                local_port: Some(7633),
+                remote: None,
+                remote_port: None,
+                action: ClassifyAction::Deny("no web interface here".into()),
+            },
+        );
+        let local = sa("127.0.0.1:25");
+        assert_eq!(cfg.classify(local, sa("127.0.0.9:4000")), Classification::Category(INTERNAL));
+        assert_eq!(
+            cfg.classify(sa("192.0.2.1:7633"), sa("192.0.2.9:4000")),
+            Classification::Deny("no web interface here")
+        );
+        assert_eq!(cfg.classify(local, sa("192.0.2.9:4000")), Classification::Unclassified);
+    }
+
+    #[test]
+    fn ehlo_keyword_names_round_trip() {
+        for (k, n) in EhloKeywords::NAMES {
+            assert_eq!(EhloKeywords::from_name(n), Some(k));
+            assert_eq!(EhloKeywords::from_name(&n.to_lowercase()), Some(k));
+        }
+        let some = EhloKeywords::NONE.with(EhloKeywords::SIZE).with(EhloKeywords::DSN);
+        assert_eq!(some.names().collect::<Vec<_>>(), ["SIZE", "DSN"]);
+        assert!(EhloKeywords::ALL.without(EhloKeywords::SIZE).contains(EhloKeywords::DSN));
+    }
+}

@@ -1,0 +1,6 @@
+//! SMTP protocol cores. They do no I/O: no sockets, no files, no clock reads, no TLS.
+//! The async layer in `net/` moves bytes and time in and out of them.
+
+pub mod client;
+pub mod reply;
+pub mod server;
