@@ -1,5 +1,11 @@
 //! drawbridge: the firmware of a hardened SMTP relay appliance.
 
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod gateway;
+pub mod log;
+pub mod net;
 pub mod queue;
+pub mod relay;
 pub mod smtp;

@@ -1,1 +1,56 @@
-fn main() {}
+//! The drawbridge binary: parses the command line and runs the gateway.
+
+use std::process::ExitCode;
+
+use drawbridge::cli::{self, Command};
+use drawbridge::config;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse(&args) {
+        Ok(Command::Run(opts)) => opts,
+        Ok(Command::Help) => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("drawbridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match &opts.config {
+        None => config::host_default(),
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("drawbridge: cannot read {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match config::text::parse(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("drawbridge: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    drawbridge::log::init(&config.system.host_name);
+    if opts.console {
+        log::info!(target: "main", "the serial console is not available yet; running without it");
+    }
+    match drawbridge::gateway::run(config, &opts.state_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!(target: "main", "{e}");
+            eprintln!("drawbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The command line (SPEC §12): `drawbridge`, `drawbridge run …`, `--help`.
+
+use std::path::PathBuf;
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the gateway.
+    Run(RunOptions),
+    Help,
+    Version,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Initial configuration as set-lines; `None` means the host board's default.
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub console: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            config: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            console: true,
+        }
+    }
+}
+
+/// The host board keeps its state here (board/host.toml).
+pub const DEFAULT_STATE_DIR: &str = "./var";
+
+pub const HELP: &str = "\
+drawbridge: a hardened SMTP relay for a firewall or DMZ
+
+USAGE:
+    drawbridge                  run the gateway with the host board's built-in
+                                default configuration, state in ./var
+    drawbridge run [OPTIONS]    run the gateway
+    drawbridge --help           show this text
+    drawbridge --version        show the version
+
+RUN OPTIONS:
+    --config FILE      initial configuration as `set …` lines (default: the
+                       host board's built-in default)
+    --state-dir DIR    where the spool, configuration slots and keys live
+                       (default: ./var)
+    --no-console       do not read console commands from standard input
+
+SERVICES:
+    inbound   takes internet mail for our domains and relays it to the
+              internal servers named by `set route … relay …`
+    outbound  takes mail from internal networks and delivers it out
+
+A message is answered 250 only once it is on stable storage; a gateway that
+is killed and restarted delivers everything it accepted.
+
+Logs go to standard error, one line per event; RUST_LOG=debug shows more.
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut it = args.iter().map(String::as_str).peekable();
+    match it.peek() {
+        None => return Ok(Command::Run(RunOptions::default())),
+        Some(&"-h" | &"--help" | &"help") => return Ok(Command::Help),
+        Some(&"-V" | &"--version") => return Ok(Command::Version),
+        Some(&"run") => {
+            it.next();
+        }
+        Some(a) if a.starts_with('-') => {}
+        Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
+    }
+    let mut opts = RunOptions::default();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg {
+            "--config" => opts.config = Some(value("--config")?),
+            "--state-dir" => opts.state_dir = value("--state-dir")?,
+            "--no-console" => opts.console = false,
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown option '{other}' (try --help)")),
+        }
+    }
+    Ok(Command::Run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(parse(&args("")), Ok(Command::Run(RunOptions::default())));
+        assert_eq!(parse(&args("--help")), Ok(Command::Help));
+        assert_eq!(parse(&args("run --help")), Ok(Command::Help));
+        assert_eq!(
+            parse(&args("run --config a.conf --state-dir /tmp/s --no-console")),
+            Ok(Command::Run(RunOptions {
+                config: Some("a.conf".into()),
+                state_dir: "/tmp/s".into(),
+                console: false
+            }))
+        );
+        assert!(
+            parse(&args("run --config"))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse(&args("run --bogus"))
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(
+            parse(&args("frobnicate"))
+                .unwrap_err()
+                .contains("unknown command")
+        );
+    }
+}

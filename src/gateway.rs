@@ -1,0 +1,115 @@
+//! The running gateway: one executor, the spool, the queue manager and the listeners.
+
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use smol::LocalExecutor;
+
+use crate::config::{Config, ServiceName};
+use crate::net::listener::{self, Counts};
+use crate::queue::{GroupCommit, Spool};
+use crate::relay::Scheduler;
+use crate::smtp::server::ServerConfig;
+
+/// What every task of the running gateway shares.
+pub struct Gateway {
+    config: RefCell<Rc<Config>>,
+    server_configs: RefCell<[Rc<ServerConfig>; 2]>,
+    pub spool: Rc<Spool>,
+    pub commit: GroupCommit,
+    pub scheduler: Rc<Scheduler>,
+    pub executor: Rc<LocalExecutor<'static>>,
+}
+
+impl Gateway {
+    /// The running configuration. New sessions take it; running ones keep theirs.
+    pub fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    pub fn server_config(&self, service: ServiceName) -> Rc<ServerConfig> {
+        self.server_configs.borrow()[service as usize].clone()
+    }
+}
+
+fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
+    let make = |s| {
+        Rc::new(ServerConfig::from_service(
+            &config.system.host_name,
+            config.service(s),
+        ))
+    };
+    [make(ServiceName::Inbound), make(ServiceName::Outbound)]
+}
+
+/// An exclusive lock on the state directory, held for the life of the process.
+pub struct StateLock(#[allow(dead_code)] File);
+
+/// Takes the state directory for this process: two gateways on one spool would lose mail.
+pub fn lock_state_dir(state_dir: &Path) -> io::Result<StateLock> {
+    fs::create_dir_all(state_dir)?;
+    let file = File::create(state_dir.join("lock"))?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "state directory {} is in use by another drawbridge",
+                state_dir.display()
+            ),
+        ));
+    }
+    Ok(StateLock(file))
+}
+
+/// Where the spool lives under the state directory.
+pub fn spool_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("spool")
+}
+
+/// Runs the gateway until the process is killed. Errors are start-up errors.
+pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
+    let _lock = lock_state_dir(state_dir)?;
+    let (spool, recovered) = Spool::open(&spool_dir(state_dir))?;
+    let spool = Rc::new(spool);
+    let config = Rc::new(config);
+    let executor = Rc::new(LocalExecutor::new());
+    let scheduler = Scheduler::new(spool.clone(), config.clone(), executor.clone());
+    let gw = Rc::new(Gateway {
+        server_configs: RefCell::new(server_configs(&config)),
+        config: RefCell::new(config.clone()),
+        commit: GroupCommit::new(spool.clone()),
+        spool,
+        scheduler: scheduler.clone(),
+        executor: executor.clone(),
+    });
+    let mut listeners = Vec::new();
+    for service in ServiceName::ALL {
+        let counts = Rc::new(RefCell::new(Counts::default()));
+        for addr in &config.service(service).listen {
+            let l = listener::bind(*addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} for {service}: {e}"),
+                )
+            })?;
+            log::info!(target: "main", "{service} service listening on {addr}");
+            listeners.push((service, l, counts.clone()));
+        }
+    }
+    log::info!(target: "main", "starting: {} message(s) recovered from the queue", recovered.len());
+    scheduler.start();
+    scheduler.recover(recovered);
+    for (service, l, counts) in listeners {
+        executor
+            .spawn(listener::accept_loop(gw.clone(), service, l, counts))
+            .detach();
+    }
+    smol::block_on(executor.run(std::future::pending::<()>()));
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The async layer: moves bytes between sockets and the protocol cores, and arms timers.
+//!
+//! Nothing here parses SMTP; everything here is I/O.
+
+pub mod connection;
+pub mod listener;
+pub mod session;
+
+use std::time::Instant;
+
+use async_io::Timer;
+
+/// Reading buffer per connection.
+pub const READ_BUFFER: usize = 16 * 1024;
+
+/// A timer for a core's `poll_timeout()`: fires at the deadline, or never.
+pub fn timer_at(deadline: Option<Instant>) -> Timer {
+    match deadline {
+        Some(at) => Timer::at(at),
+        None => Timer::never(),
+    }
+}

@@ -1,0 +1,620 @@
+//! The queue manager: routes queued messages to next hops, runs deliveries with
+//! connection reuse and per-destination concurrency, and retries on a back-off schedule.
+//!
+//! It owns the in-memory picture of the queue; the spool on disk is the truth it is
+//! rebuilt from at start-up.
+
+pub mod policy;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use smol::LocalExecutor;
+use smol::channel::{Receiver, Sender, unbounded};
+use smol::future::FutureExt as _;
+
+use crate::clock::unix_now;
+use crate::config::{Config, DomainPattern};
+use crate::log::Relay;
+use crate::net::connection::Connection;
+use crate::queue::{Envelope, QueueId, RcptStatus, Ret, Spool};
+use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
+use crate::smtp::reply::Reply;
+
+/// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
+pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
+/// How long an idle connection waits for more mail to the same next hop before QUIT.
+pub const CONNECTION_REUSE_IDLE: Duration = Duration::from_secs(2);
+
+/// RFC 3461 NOTIFY, as bits in the envelope's `notify` byte.
+pub mod notify {
+    pub const NEVER: u8 = 1;
+    pub const SUCCESS: u8 = 2;
+    pub const FAILURE: u8 = 4;
+    pub const DELAY: u8 = 8;
+
+    /// The NOTIFY parameter value for these bits, or `None` when none are set.
+    pub fn to_param(bits: u8) -> Option<String> {
+        if bits & NEVER != 0 {
+            return Some("NEVER".into());
+        }
+        let names: Vec<&str> = [(SUCCESS, "SUCCESS"), (FAILURE, "FAILURE"), (DELAY, "DELAY")]
+            .into_iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| n)
+            .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+/// Recipients of one message bound for one destination: one transaction.
+struct Job {
+    id: QueueId,
+    rcpts: Vec<usize>,
+}
+
+/// A message the queue manager knows about.
+struct Active {
+    env: Envelope,
+    /// Jobs handed out and not yet reported back.
+    in_flight: usize,
+    /// When this process accepted it, for `delay=`; `None` for recovered messages.
+    accepted: Option<Instant>,
+    /// The content, read once while jobs are in flight.
+    content: Option<Rc<[u8]>>,
+}
+
+/// One next hop (a route) with its waiting jobs and its connections.
+struct Destination {
+    jobs: VecDeque<Job>,
+    workers: u32,
+    idle: u32,
+    bell: (Sender<()>, Receiver<()>),
+    next_host: usize,
+    avoid: HashMap<SocketAddr, Instant>,
+}
+
+impl Destination {
+    fn new() -> Destination {
+        Destination {
+            jobs: VecDeque::new(),
+            workers: 0,
+            idle: 0,
+            bell: unbounded(),
+            next_host: 0,
+            avoid: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    messages: HashMap<QueueId, Active>,
+    destinations: HashMap<DomainPattern, Destination>,
+    /// (unix time of the next attempt, id); stale entries are skipped when popped.
+    deferred: BinaryHeap<Reverse<(u64, QueueId)>>,
+}
+
+/// The queue manager. Shared as `Rc<Scheduler>` on the single-threaded executor.
+pub struct Scheduler {
+    inner: RefCell<Inner>,
+    spool: Rc<Spool>,
+    config: RefCell<Rc<Config>>,
+    client_config: Rc<ClientConfig>,
+    executor: Rc<LocalExecutor<'static>>,
+    retry_bell: (Sender<()>, Receiver<()>),
+}
+
+impl Scheduler {
+    pub fn new(
+        spool: Rc<Spool>,
+        config: Rc<Config>,
+        executor: Rc<LocalExecutor<'static>>,
+    ) -> Rc<Scheduler> {
+        let client_config = Rc::new(ClientConfig {
+            helo_name: config.system.host_name.clone(),
+            ..ClientConfig::default()
+        });
+        Rc::new(Scheduler {
+            inner: RefCell::new(Inner::default()),
+            spool,
+            config: RefCell::new(config),
+            client_config,
+            executor,
+            retry_bell: unbounded(),
+        })
+    }
+
+    fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Starts the retry timer. Call once.
+    pub fn start(self: &Rc<Self>) {
+        self.executor.spawn(self.clone().retry_loop()).detach();
+    }
+
+    /// Takes the messages recovered from the spool at start-up.
+    pub fn recover(self: &Rc<Self>, envelopes: Vec<Envelope>) {
+        let now = unix_now();
+        for env in envelopes {
+            log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {})",
+                env.id, env.sender, env.size, env.recipients.len(),
+                if env.held { "hold" } else if env.next_attempt > now { "deferred" } else { "active" });
+            let id = env.id.clone();
+            let due = env.next_attempt;
+            let held = env.held;
+            let active = Active {
+                env,
+                in_flight: 0,
+                accepted: None,
+                content: None,
+            };
+            self.inner.borrow_mut().messages.insert(id.clone(), active);
+            if held {
+                continue;
+            }
+            if due > now {
+                self.inner.borrow_mut().deferred.push(Reverse((due, id)));
+            } else {
+                self.dispatch(&id);
+            }
+        }
+        let _ = self.retry_bell.0.try_send(());
+    }
+
+    /// Takes a message that was just committed to the spool.
+    pub fn submit(self: &Rc<Self>, env: Envelope, accepted: Instant) {
+        log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue active)",
+            env.id, env.sender, env.size, env.recipients.len());
+        let id = env.id.clone();
+        let active = Active {
+            env,
+            in_flight: 0,
+            accepted: Some(accepted),
+            content: None,
+        };
+        self.inner.borrow_mut().messages.insert(id.clone(), active);
+        self.dispatch(&id);
+    }
+
+    /// Number of messages in the queue manager's picture (active, deferred or held).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Splits a message's undelivered recipients into jobs per destination.
+    fn dispatch(self: &Rc<Self>, id: &QueueId) {
+        let config = self.config();
+        let mut woken: Vec<(DomainPattern, usize)> = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(active) = inner.messages.get_mut(id) else {
+                return;
+            };
+            if active.in_flight > 0 || active.env.held {
+                return;
+            }
+            let mut by_dest: BTreeMap<DomainPattern, Vec<usize>> = BTreeMap::new();
+            let mut unroutable = Vec::new();
+            for (i, r) in active.env.recipients.iter().enumerate() {
+                if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred { .. }) {
+                    continue;
+                }
+                let domain = policy::domain_of(&r.address)
+                    .unwrap_or_else(|| config.system.host_name.to_ascii_lowercase());
+                match config.route_for(&domain) {
+                    Some((pattern, _)) => by_dest.entry(pattern.clone()).or_default().push(i),
+                    None => unroutable.push(i),
+                }
+            }
+            for i in unroutable {
+                let reply = Reply::new(550, "5.4.4", "No route to the recipient's domain");
+                log_status(&active.env, i, None, active.accepted, &reply);
+                active.env.recipients[i].status = RcptStatus::Failed {
+                    reply: reply.one_line(),
+                };
+            }
+            let mut jobs = Vec::new();
+            for (dest, rcpts) in by_dest {
+                let mut count = 0;
+                for chunk in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
+                    jobs.push((
+                        dest.clone(),
+                        Job {
+                            id: id.clone(),
+                            rcpts: chunk.to_vec(),
+                        },
+                    ));
+                    count += 1;
+                }
+                woken.push((dest, count));
+            }
+            active.in_flight = jobs.len();
+            for (dest, job) in jobs {
+                inner
+                    .destinations
+                    .entry(dest)
+                    .or_insert_with(Destination::new)
+                    .jobs
+                    .push_back(job);
+            }
+        }
+        if woken.is_empty() {
+            self.finish(id);
+            return;
+        }
+        for (dest, count) in woken {
+            self.wake(&config, dest, count);
+        }
+    }
+
+    /// Gets `count` new jobs at `dest` moving: idle connections first, then new ones
+    /// up to the route's concurrency limit.
+    fn wake(self: &Rc<Self>, config: &Config, dest: DomainPattern, count: usize) {
+        let limit = config.routes.get(&dest).map_or(1, |r| r.concurrency.max(1));
+        let mut spawn = 0;
+        {
+            let mut inner = self.inner.borrow_mut();
+            let d = inner
+                .destinations
+                .entry(dest.clone())
+                .or_insert_with(Destination::new);
+            let ring = (d.idle as usize).min(count);
+            for _ in 0..ring {
+                let _ = d.bell.0.try_send(());
+            }
+            let room = limit.saturating_sub(d.workers) as usize;
+            spawn = spawn.max((count - ring).min(room));
+            d.workers += spawn as u32;
+        }
+        for _ in 0..spawn {
+            self.executor
+                .spawn(self.clone().worker(dest.clone()))
+                .detach();
+        }
+    }
+
+    fn take_job(&self, dest: &DomainPattern) -> Option<Job> {
+        self.inner
+            .borrow_mut()
+            .destinations
+            .get_mut(dest)?
+            .jobs
+            .pop_front()
+    }
+
+    /// One connection's life: take jobs for `dest` until there are none for a while.
+    async fn worker(self: Rc<Self>, dest: DomainPattern) {
+        let mut conn: Option<Connection> = None;
+        let mut idle_expired = false;
+        loop {
+            let Some(job) = self.take_job(&dest) else {
+                if conn.is_none() || idle_expired {
+                    break;
+                }
+                let bell = self.set_idle(&dest, true);
+                let rung = async { bell.recv().await.is_ok() }
+                    .or(async {
+                        Timer::after(CONNECTION_REUSE_IDLE).await;
+                        false
+                    })
+                    .await;
+                self.set_idle(&dest, false);
+                idle_expired = !rung;
+                continue;
+            };
+            idle_expired = false;
+            if !conn.as_ref().is_some_and(Connection::is_usable) {
+                match self.connect(&dest).await {
+                    Ok(c) => conn = Some(c),
+                    Err(reason) => {
+                        self.defer_destination(&dest, job, &reason);
+                        break;
+                    }
+                }
+            }
+            // The branch above leaves a connection in place or breaks out.
+            let Some(c) = conn.as_mut() else { break };
+            let outgoing = match self.outgoing(&job) {
+                Ok(m) => m,
+                Err(reply) => {
+                    let replies = vec![reply; job.rcpts.len()];
+                    self.record(&job, None, &replies);
+                    continue;
+                }
+            };
+            let replies = c.send(outgoing).await;
+            self.record(&job, Some(c.peer()), &replies);
+            if !c.is_usable() {
+                conn = None;
+            }
+        }
+        if let Some(d) = self.inner.borrow_mut().destinations.get_mut(&dest) {
+            d.workers = d.workers.saturating_sub(1);
+        }
+        if let Some(c) = conn {
+            c.quit().await;
+        }
+    }
+
+    fn set_idle(&self, dest: &DomainPattern, idle: bool) -> Receiver<()> {
+        let mut inner = self.inner.borrow_mut();
+        let d = inner
+            .destinations
+            .entry(dest.clone())
+            .or_insert_with(Destination::new);
+        if idle {
+            d.idle += 1;
+        } else {
+            d.idle = d.idle.saturating_sub(1);
+        }
+        d.bell.1.clone()
+    }
+
+    /// Opens a connection to the destination's next host in round-robin order,
+    /// passing over hosts that failed recently and failing over on error or timeout.
+    async fn connect(&self, dest: &DomainPattern) -> Result<Connection, String> {
+        let config = self.config();
+        let Some(route) = config.routes.get(dest) else {
+            return Err("route removed from the configuration".into());
+        };
+        let hosts = route.next_hop.hosts();
+        if hosts.is_empty() {
+            return Err("route has no hosts".into());
+        }
+        let start = {
+            let mut inner = self.inner.borrow_mut();
+            let d = inner
+                .destinations
+                .entry(dest.clone())
+                .or_insert_with(Destination::new);
+            let start = d.next_host;
+            d.next_host = d.next_host.wrapping_add(1);
+            start
+        };
+        let mut last = String::from("all hosts failed recently and are passed over for now");
+        for k in 0..hosts.len() {
+            let host = hosts[(start + k) % hosts.len()];
+            let now = Instant::now();
+            let avoided = self
+                .inner
+                .borrow()
+                .destinations
+                .get(dest)
+                .and_then(|d| d.avoid.get(&host))
+                .is_some_and(|until| *until > now);
+            if avoided {
+                continue;
+            }
+            match Connection::open(host, route.failover_timeout, self.client_config.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    last = format!("connect to {}: {e}", Relay(host));
+                    log::info!(target: "smtp", "{last}");
+                    let until = Instant::now() + route.avoid_time;
+                    if let Some(d) = self.inner.borrow_mut().destinations.get_mut(dest) {
+                        d.avoid.insert(host, until);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The transaction for a job, reading the content once per message.
+    fn outgoing(&self, job: &Job) -> Result<OutgoingMessage, Reply> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(active) = inner.messages.get_mut(&job.id) else {
+            return Err(Reply::new(451, "4.3.0", "Message vanished from the queue"));
+        };
+        let content = match &active.content {
+            Some(c) => c.clone(),
+            None => match self.spool.read_content(&job.id) {
+                Ok(bytes) => {
+                    let c: Rc<[u8]> = bytes.into();
+                    active.content = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    log::error!(target: "qmgr", "{}: cannot read queue file: {e}", job.id);
+                    return Err(Reply::new(451, "4.3.0", "Queue file read error"));
+                }
+            },
+        };
+        let env = &active.env;
+        Ok(OutgoingMessage {
+            from: env.sender.clone(),
+            rcpts: job
+                .rcpts
+                .iter()
+                .map(|&i| {
+                    let r = &env.recipients[i];
+                    OutgoingRcpt {
+                        address: r.address.clone(),
+                        notify: notify::to_param(r.notify),
+                        orcpt: r.orcpt.clone(),
+                    }
+                })
+                .collect(),
+            content,
+            eight_bit: env.eight_bit,
+            smtputf8: env.smtputf8,
+            ret: env.ret.map(|r| match r {
+                Ret::Full => "FULL".to_string(),
+                Ret::Hdrs => "HDRS".to_string(),
+            }),
+            envid: env.envid.clone(),
+        })
+    }
+
+    /// Gives every job waiting at `dest`, and `first`, a temporary failure.
+    fn defer_destination(self: &Rc<Self>, dest: &DomainPattern, first: Job, reason: &str) {
+        let mut jobs = vec![first];
+        if let Some(d) = self.inner.borrow_mut().destinations.get_mut(dest) {
+            jobs.extend(d.jobs.drain(..));
+        }
+        let reply = Reply::new(451, "4.4.1", reason.to_string());
+        for job in jobs {
+            let replies = vec![reply.clone(); job.rcpts.len()];
+            self.record(&job, None, &replies);
+        }
+    }
+
+    /// Records a job's per-recipient outcome; the last job of a message settles it.
+    fn record(self: &Rc<Self>, job: &Job, relay: Option<SocketAddr>, replies: &[Reply]) {
+        let settled = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(active) = inner.messages.get_mut(&job.id) else {
+                return;
+            };
+            for (&i, reply) in job.rcpts.iter().zip(replies) {
+                log_status(&active.env, i, relay, active.accepted, reply);
+                let text = reply.one_line();
+                active.env.recipients[i].status = if reply.is_positive() {
+                    RcptStatus::Delivered { reply: text }
+                } else if reply.is_permanent() {
+                    RcptStatus::Failed { reply: text }
+                } else {
+                    RcptStatus::Deferred { reply: text }
+                };
+            }
+            active.in_flight = active.in_flight.saturating_sub(1);
+            active.in_flight == 0
+        };
+        if settled {
+            self.finish(&job.id);
+        }
+    }
+
+    /// A message with no jobs in flight: removed when every recipient is settled,
+    /// otherwise scheduled for its next attempt (or expired).
+    fn finish(self: &Rc<Self>, id: &QueueId) {
+        let config = self.config();
+        let mut inner = self.inner.borrow_mut();
+        let Some(active) = inner.messages.get_mut(id) else {
+            return;
+        };
+        active.content = None;
+        let env = &mut active.env;
+        let open = |s: &RcptStatus| matches!(s, RcptStatus::Pending | RcptStatus::Deferred { .. });
+        let now = unix_now();
+        if env.recipients.iter().any(|r| open(&r.status)) {
+            env.attempts = env.attempts.saturating_add(1);
+            let lifetime = config.queue.max_lifetime.as_secs();
+            if now.saturating_sub(env.arrived) < lifetime {
+                let schedule = &config.queue.retry;
+                let step = (env.attempts as usize - 1).min(schedule.len().saturating_sub(1));
+                let delay = schedule.get(step).map_or(300, Duration::as_secs).max(1);
+                env.next_attempt = now + delay;
+                if let Err(e) = self.spool.update(env) {
+                    log::error!(target: "qmgr", "{id}: cannot update queue file: {e}");
+                }
+                let due = env.next_attempt;
+                inner.deferred.push(Reverse((due, id.clone())));
+                let _ = self.retry_bell.0.try_send(());
+                return;
+            }
+            for r in env.recipients.iter_mut() {
+                let last = match &r.status {
+                    RcptStatus::Deferred { reply } => reply.clone(),
+                    RcptStatus::Pending => String::new(),
+                    _ => continue,
+                };
+                let text = format!("message expired after {} attempts: {last}", env.attempts);
+                log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({text})", r.address);
+                r.status = RcptStatus::Failed {
+                    reply: format!("550 5.4.7 {text}"),
+                };
+            }
+        }
+        if let Err(e) = self.spool.remove(id) {
+            log::error!(target: "qmgr", "{id}: cannot remove queue file: {e}");
+        }
+        log::info!(target: "qmgr", "{id}: removed");
+        inner.messages.remove(id);
+    }
+
+    /// Wakes deferred messages when their time comes.
+    async fn retry_loop(self: Rc<Self>) {
+        loop {
+            let next = self
+                .inner
+                .borrow()
+                .deferred
+                .peek()
+                .map(|Reverse((t, _))| *t);
+            let wait = match next {
+                Some(t) => Timer::after(Duration::from_secs(t.saturating_sub(unix_now()))),
+                None => Timer::never(),
+            };
+            let bell = self.retry_bell.1.clone();
+            async {
+                let _ = bell.recv().await;
+            }
+            .or(async {
+                wait.await;
+            })
+            .await;
+            let now = unix_now();
+            let mut due = Vec::new();
+            {
+                let mut inner = self.inner.borrow_mut();
+                while let Some(Reverse((t, _))) = inner.deferred.peek() {
+                    if *t > now {
+                        break;
+                    }
+                    let Some(Reverse((t, id))) = inner.deferred.pop() else {
+                        break;
+                    };
+                    let current = inner
+                        .messages
+                        .get(&id)
+                        .is_some_and(|a| a.env.next_attempt == t);
+                    if current {
+                        due.push(id);
+                    }
+                }
+            }
+            for id in due {
+                self.dispatch(&id);
+            }
+        }
+    }
+}
+
+/// One Postfix-shaped delivery line: `ID: to=<…>, relay=…, delay=…, dsn=…, status=… (…)`.
+fn log_status(
+    env: &Envelope,
+    i: usize,
+    relay: Option<SocketAddr>,
+    accepted: Option<Instant>,
+    reply: &Reply,
+) {
+    let delay = match accepted {
+        Some(at) => at.elapsed().as_secs_f64(),
+        None => unix_now().saturating_sub(env.arrived) as f64,
+    };
+    let status = if reply.is_positive() {
+        "sent"
+    } else if reply.is_permanent() {
+        "bounced"
+    } else {
+        "deferred"
+    };
+    let dsn = reply
+        .enhanced
+        .map_or_else(|| format!("{}.0.0", reply.code / 100), |e| e.to_string());
+    let relay = relay.map_or_else(|| "none".to_string(), |r| Relay(r).to_string());
+    log::info!(target: "smtp", "{}: to=<{}>, relay={relay}, delay={delay:.2}, dsn={dsn}, status={status} ({})",
+        env.id, env.recipients[i].address, reply.one_line());
+}
