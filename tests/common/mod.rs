@@ -1,0 +1,429 @@
+//! Shared harness for the integration tests: the gateway as a real process, a test
+//! sink that records what it receives, Postfix's tools and Python's smtplib as peers.
+//! Everything talks over loopback.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound on any wait for something to happen over loopback.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("drawbridge-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `cond` until it holds or `WAIT` passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The gateway, running as its own process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub inbound: u16,
+    pub outbound: u16,
+}
+
+impl Gateway {
+    /// A configuration with the inbound and outbound services on the given ports.
+    pub fn config_text(inbound: u16, outbound: u16, extra: &str) -> String {
+        format!(
+            "set system host-name gw.example.com\n\
+             set service inbound listen 127.0.0.1:{inbound}\n\
+             set service outbound listen 127.0.0.1:{outbound}\n\
+             {extra}\n"
+        )
+    }
+
+    /// Starts the gateway with `extra` config lines in `dir` and waits until it listens.
+    pub fn start(dir: &Path, extra: &str) -> Gateway {
+        let inbound = free_port();
+        let outbound = free_port();
+        let config = dir.join("gateway.conf");
+        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        Self::start_with(dir, config, inbound, outbound)
+    }
+
+    pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
+        let mut gw = Gateway {
+            child: None,
+            state: dir.join("state"),
+            log: dir.join("gateway.log"),
+            config,
+            inbound,
+            outbound,
+        };
+        gw.spawn();
+        gw
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--no-console")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start drawbridge");
+        self.child = Some(child);
+        let port = self.inbound;
+        wait_until("the gateway to log that it listens", || {
+            self.log_text().contains(&format!("listening on 127.0.0.1:{port}"))
+        });
+    }
+
+    /// Kills the gateway with SIGKILL: no chance to tidy up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same state directory and configuration.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str) {
+        wait_until(&format!("log line containing {needle:?}"), || self.log_text().contains(needle));
+    }
+
+    /// Files in the spool's queue directory.
+    pub fn queue_files(&self) -> Vec<String> {
+        let dir = self.state.join("spool").join("queue");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn inbound_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.inbound))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One message as the test sink received it.
+#[derive(Clone, Debug, Default)]
+pub struct SinkMessage {
+    pub helo: String,
+    /// The MAIL command's argument line after `MAIL FROM:`.
+    pub mail: String,
+    pub rcpts: Vec<String>,
+    /// The DATA bytes as they came over the wire, up to and including `.CRLF`.
+    pub wire: Vec<u8>,
+    /// The content with dot-stuffing undone and the final `.CRLF` removed.
+    pub content: Vec<u8>,
+}
+
+/// A test next hop: an SMTP server that records every message it accepts.
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub messages: Arc<Mutex<Vec<SinkMessage>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// How the sink answers.
+#[derive(Clone, Default)]
+pub struct SinkBehaviour {
+    /// Recipients answered `550 5.1.1 User unknown`.
+    pub reject: Vec<String>,
+    /// Recipients answered `450 4.2.0 Try again`.
+    pub defer: Vec<String>,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        Self::start_on(0, SinkBehaviour::default())
+    }
+
+    pub fn start_on(port: u16, behaviour: SinkBehaviour) -> Sink {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (messages.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (m, b) = (m.clone(), behaviour.clone());
+                std::thread::spawn(move || serve_sink(conn, m, b));
+            }
+        });
+        Sink { addr, messages, stop }
+    }
+
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    pub fn wait_for(&self, n: usize) -> Vec<SinkMessage> {
+        wait_until(&format!("{n} message(s) at the sink"), || self.count() >= n);
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBehaviour) {
+    let mut out = conn.try_clone().unwrap();
+    let mut input = BufReader::new(conn);
+    let mut msg = SinkMessage::default();
+    let _ = out.write_all(b"220 sink.test ESMTP test sink\r\n");
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let upper = text.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            msg.helo = text[4..].trim().to_string();
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+        } else if upper.starts_with("HELO") {
+            msg.helo = text[4..].trim().to_string();
+            "250 sink.test\r\n".into()
+        } else if upper.starts_with("MAIL FROM:") {
+            msg.mail = text[10..].to_string();
+            msg.rcpts.clear();
+            "250 2.1.0 Ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = text[8..].to_string();
+            let bare = rcpt.trim_start_matches('<').split('>').next().unwrap_or("").to_string();
+            if b.reject.contains(&bare) {
+                "550 5.1.1 User unknown\r\n".into()
+            } else if b.defer.contains(&bare) {
+                "450 4.2.0 Try again later\r\n".into()
+            } else {
+                msg.rcpts.push(rcpt);
+                "250 2.1.5 Ok\r\n".into()
+            }
+        } else if upper == "DATA" {
+            if msg.rcpts.is_empty() {
+                "554 5.5.1 No valid recipients\r\n".into()
+            } else {
+                let _ = out.write_all(b"354 go ahead\r\n");
+                let mut wire = Vec::new();
+                let mut content = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if input.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    wire.extend_from_slice(&l);
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let body = if l.starts_with(b".") { &l[1..] } else { &l[..] };
+                    content.extend_from_slice(body);
+                }
+                msg.wire = wire;
+                msg.content = content;
+                messages.lock().unwrap().push(msg.clone());
+                "250 2.0.0 Ok: queued\r\n".into()
+            }
+        } else if upper == "RSET" {
+            msg.rcpts.clear();
+            "250 2.0.0 Ok\r\n".into()
+        } else if upper == "QUIT" {
+            let _ = out.write_all(b"221 2.0.0 Bye\r\n");
+            let _ = out.shutdown(Shutdown::Both);
+            return;
+        } else if upper == "NOOP" {
+            "250 2.0.0 Ok\r\n".into()
+        } else {
+            "502 5.5.2 Not implemented\r\n".into()
+        };
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a Python program; returns its standard output, failing the test on error.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a Python program that may fail; returns (success, stdout+stderr).
+pub fn python_result(script: &str) -> (bool, String) {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A raw SMTP conversation over TCP: write bytes, read what comes back.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Raw { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads until the text read so far has `n` complete final reply lines.
+    pub fn replies(&mut self, n: usize) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let finals = text.split("\r\n").filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ').count();
+            if finals >= n {
+                return text;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return text,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+    }
+
+    /// Reads until the peer closes; returns everything read.
+    pub fn until_close(&mut self) -> String {
+        let mut got = Vec::new();
+        let _ = self.stream.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
+/// Postfix's smtp-sink on a loopback port, dumping each message into a directory.
+pub struct PostfixSink {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl PostfixSink {
+    pub fn start(dir: &Path) -> PostfixSink {
+        let port = free_port();
+        let dump = dir.join("sink-dump");
+        std::fs::create_dir_all(&dump).unwrap();
+        let mut cmd = Command::new("/usr/sbin/smtp-sink");
+        // smtp-sink drops privileges to this user when started as root.
+        if is_root() {
+            std::process::Command::new("chown").arg("postfix").arg(&dump).status().unwrap();
+            cmd.arg("-u").arg("postfix");
+        }
+        let child = cmd
+            .arg("-d")
+            .arg(format!("{}/%M.", dump.display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start smtp-sink (Debian package postfix)");
+        wait_until("smtp-sink to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        PostfixSink { child, port, dir: dump }
+    }
+
+    /// The dumped messages' text.
+    pub fn dumps(&self) -> Vec<String> {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PostfixSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
