@@ -687,6 +687,27 @@ mod tests {
     }
 
     #[test]
+    fn list_skips_unreadable_envelopes_and_content_in_progress() {
+        let tmp = TempDir::new("list");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let second = receive(&spool, 7_000_000, b"second");
+        let first = receive(&spool, 6_000_000, b"first");
+        let broken = receive(&spool, 8_000_000, b"broken");
+        fs::write(
+            file_path_in(spool.dir(), &broken.id, ENVELOPE_EXT),
+            b"DBENV",
+        )
+        .unwrap();
+        let mut receiving = spool.create(9).unwrap();
+        receiving.write(b"in progress").unwrap();
+        assert_eq!(spool.list().unwrap(), vec![first, second]);
+        assert_eq!(
+            spool.load(&broken.id).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
     fn forged_ids_never_become_paths() {
         let tmp = TempDir::new("forged");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
