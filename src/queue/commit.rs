@@ -96,27 +96,26 @@ impl GroupCommit {
     /// storage. On error the message is not accepted and is deleted from the spool; the same
     /// happens if this future is dropped before it completes.
     pub async fn commit(&self, finished: Finished) -> io::Result<()> {
-        let mut guard = DeleteUnlessCommitted {
-            spool: &self.spool,
-            id: Some(finished.id),
-        };
+        let id = finished.id;
         let batch = {
             let state = self.state.borrow();
-            if let Some(id) = &guard.id {
-                state.open.members.borrow_mut().push(id.clone());
-            }
+            state.open.members.borrow_mut().push(id.clone());
             Rc::clone(&state.open)
+        };
+        let mut guard = DeleteUnlessCommitted {
+            spool: &self.spool,
+            id: Some(id),
         };
         loop {
             if let Some(result) = batch.result.get() {
-                return match result {
-                    Ok(()) => {
-                        guard.id = None;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        if let Some(id) = &guard.id {
-                            log::warn!("{id}: sync failed, message not accepted: {e}");
+                return match (result, guard.id.take()) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(e), id) => {
+                        if let Some(id) = id {
+                            log::warn!("{id}: sync failed, message not accepted, deleted: {e}");
+                            if let Err(e) = self.spool.remove(&id) {
+                                log::warn!("{id}: cannot delete uncommitted message: {e}");
+                            }
                         }
                         Err(copy_error(e))
                     }
@@ -160,7 +159,7 @@ impl GroupCommit {
     }
 }
 
-/// Deletes a message whose commit did not succeed, whether it failed or was dropped.
+/// Deletes a message whose commit future is dropped before the sync answered.
 struct DeleteUnlessCommitted<'a> {
     spool: &'a Spool,
     /// `None` once committed.
