@@ -1,113 +1,57 @@
-//! The durable spool. (Interface placeholder: the implementation replaces this file.)
+//! The durable spool: messages on disk, recovered at start-up, acknowledged after a group commit.
+//!
+//! * [`id`]: queue ids, generated and parsed.
+//! * [`envelope`]: the envelope types and their versioned, checksummed file format.
+//! * [`spool`]: the files of each message: receive, finish, update, remove, recover.
+//! * [`commit`]: the group commit that makes finished messages durable before the 250.
+//!
+//! This module knows files and the blocking pool; it knows nothing of SMTP sessions or
+//! sockets. Every log line starts with the queue id.
 
-use std::io;
-use std::net::IpAddr;
-use std::path::Path;
+pub mod commit;
+pub mod envelope;
+pub mod id;
+pub mod spool;
 
-use serde::{Deserialize, Serialize};
+pub use commit::GroupCommit;
+pub use envelope::{
+    ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_MAX_FILE, ENVELOPE_MAX_PAYLOAD, ENVELOPE_VERSION,
+    Envelope, EnvelopeError, Origin, RcptStatus, Recipient, Ret,
+};
+pub use id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
+pub use spool::{
+    CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,
+};
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct QueueId(pub heapless::String<16>);
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
 
-impl std::fmt::Display for QueueId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+    /// A fresh directory under the system temp dir, deleted with everything in it on drop.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "drawbridge-queue-{name}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Origin {
-    Inbound,
-    Outbound,
-    Local,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RcptStatus {
-    Pending,
-    Deferred { reply: String },
-    Delivered { reply: String },
-    Failed { reply: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub address: String,
-    pub orcpt: Option<String>,
-    pub notify: u8,
-    pub status: RcptStatus,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub id: QueueId,
-    pub arrived: u64,
-    pub origin: Origin,
-    pub client_ip: Option<IpAddr>,
-    pub client_helo: String,
-    pub sender: String,
-    pub size: u64,
-    pub eight_bit: bool,
-    pub smtputf8: bool,
-    pub ret: Option<Ret>,
-    pub envid: Option<String>,
-    pub recipients: Vec<Recipient>,
-    pub attempts: u32,
-    pub next_attempt: u64,
-    pub held: bool,
-}
-
-pub struct Spool;
-pub struct Incoming {
-    pub id: QueueId,
-}
-pub struct Finished {
-    pub id: QueueId,
-}
-
-impl Spool {
-    pub fn open(_dir: &Path) -> io::Result<(Spool, Vec<Envelope>)> {
-        todo!()
-    }
-    pub fn create(&self, _now_unix: u64) -> io::Result<Incoming> {
-        todo!()
-    }
-    pub fn read_content(&self, _id: &QueueId) -> io::Result<Vec<u8>> {
-        todo!()
-    }
-    pub fn update(&self, _env: &Envelope) -> io::Result<()> {
-        todo!()
-    }
-    pub fn remove(&self, _id: &QueueId) -> io::Result<()> {
-        todo!()
-    }
-}
-
-impl Incoming {
-    pub fn write(&mut self, _bytes: &[u8]) -> io::Result<()> {
-        todo!()
-    }
-    pub fn finish(self, _env: &Envelope) -> io::Result<Finished> {
-        todo!()
-    }
-    pub fn abort(self) {
-        todo!()
-    }
-}
-
-pub struct GroupCommit;
-
-impl GroupCommit {
-    pub fn new(_spool: std::rc::Rc<Spool>) -> GroupCommit {
-        todo!()
-    }
-    pub async fn commit(&self, _f: Finished) -> io::Result<()> {
-        todo!()
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
