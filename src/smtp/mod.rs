@@ -2,5 +2,6 @@
 //! The async layer in `net/` moves bytes and time in and out of them.
 
 pub mod client;
+pub mod client_reply;
 pub mod reply;
 pub mod server;
