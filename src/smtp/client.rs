@@ -866,3 +866,1144 @@ fn rcpt_command(rcpt: &OutgoingRcpt, ext: &Extensions) -> String {
     line.push_str("\r\n");
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::{Enhanced, MAX_REPLY_LINES};
+
+    /// One step of a transcript.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The server writes these bytes.
+        Server(Vec<u8>),
+        /// The client has written exactly this since the last check.
+        Sent(Vec<u8>),
+        /// The client has written exactly this, in one transmit, since the last check.
+        SentOnce(Vec<u8>),
+        /// The next event is this.
+        Event(ClientEvent),
+        Send(OutgoingMessage),
+        Quit,
+        Eof,
+        /// The clock moves on this many seconds; `handle_timeout` runs if a deadline passed.
+        Wait(u64),
+        /// `poll_timeout()` is this many seconds after the start, or `None`.
+        Deadline(Option<u64>),
+        Ready(bool),
+        Closed(bool),
+    }
+    use Step::*;
+
+    fn s(bytes: &[u8]) -> Step {
+        Server(bytes.to_vec())
+    }
+
+    fn c(bytes: &[u8]) -> Step {
+        Sent(bytes.to_vec())
+    }
+
+    fn c1(bytes: &[u8]) -> Step {
+        SentOnce(bytes.to_vec())
+    }
+
+    /// Parses one reply written as on the wire.
+    fn r(wire: &str) -> Reply {
+        let mut reader = ReplyReader::new();
+        let mut input = wire.as_bytes();
+        let reply = reader.read(&mut input).unwrap().unwrap();
+        assert!(input.is_empty());
+        reply
+    }
+
+    fn done(replies: &[&str]) -> Step {
+        Event(ClientEvent::TransactionDone(
+            replies.iter().map(|w| r(w)).collect(),
+        ))
+    }
+
+    fn closed(reply: Option<&str>) -> Step {
+        Event(ClientEvent::Closed(reply.map(r)))
+    }
+
+    fn msg(from: &str, rcpts: &[&str], content: &[u8]) -> OutgoingMessage {
+        OutgoingMessage {
+            from: from.into(),
+            rcpts: rcpts
+                .iter()
+                .map(|a| OutgoingRcpt {
+                    address: a.to_string(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            content: content.into(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+        }
+    }
+
+    fn config() -> Rc<ClientConfig> {
+        Rc::new(ClientConfig {
+            helo_name: "gw.example.net".into(),
+            ..ClientConfig::default()
+        })
+    }
+
+    /// How server writes are cut before they reach `handle_input`.
+    #[derive(Clone, Copy, Debug)]
+    enum Feed {
+        Whole,
+        ByteAtATime,
+        SplitAt(usize),
+    }
+
+    struct Driver {
+        client: Client,
+        start: Instant,
+        now: Instant,
+        out: Vec<Vec<u8>>,
+        events: VecDeque<ClientEvent>,
+    }
+
+    impl Driver {
+        fn drain(&mut self) {
+            while let Some(out) = self.client.poll_transmit() {
+                self.out.push(out);
+            }
+            while let Some(event) = self.client.poll_event() {
+                self.events.push_back(event);
+            }
+        }
+    }
+
+    fn run_with(steps: &[Step], feed: Feed) {
+        let start = Instant::now();
+        let mut d = Driver {
+            client: Client::new(config(), start),
+            start,
+            now: start,
+            out: Vec::new(),
+            events: VecDeque::new(),
+        };
+        d.drain();
+        for (n, step) in steps.iter().enumerate() {
+            let at = format!("step {n} {step:?} fed {feed:?}");
+            match step {
+                Server(bytes) => {
+                    let pieces: Vec<&[u8]> = match feed {
+                        Feed::Whole => vec![bytes],
+                        Feed::ByteAtATime => bytes.chunks(1).collect(),
+                        Feed::SplitAt(i) if i < bytes.len() => vec![&bytes[..i], &bytes[i..]],
+                        Feed::SplitAt(_) => vec![bytes],
+                    };
+                    for piece in pieces {
+                        d.client.handle_input(piece, d.now);
+                        d.drain();
+                    }
+                }
+                Sent(want) => {
+                    let got = d.out.concat();
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(want),
+                        "{at}"
+                    );
+                    d.out.clear();
+                }
+                SentOnce(want) => {
+                    assert_eq!(d.out.len(), 1, "{at}: {:?}", d.out);
+                    assert_eq!(
+                        String::from_utf8_lossy(&d.out[0]),
+                        String::from_utf8_lossy(want),
+                        "{at}"
+                    );
+                    d.out.clear();
+                }
+                Event(want) => assert_eq!(d.events.pop_front().as_ref(), Some(want), "{at}"),
+                Send(m) => {
+                    d.client.send(m.clone(), d.now);
+                    d.drain();
+                }
+                Quit => {
+                    d.client.quit(d.now);
+                    d.drain();
+                }
+                Eof => {
+                    d.client.handle_eof(d.now);
+                    d.drain();
+                }
+                Wait(secs) => {
+                    d.now += Duration::from_secs(*secs);
+                    if d.client.poll_timeout().is_some_and(|t| t <= d.now) {
+                        d.client.handle_timeout(d.now);
+                        d.drain();
+                    }
+                }
+                Deadline(want) => {
+                    let want = want.map(|secs| d.start + Duration::from_secs(secs));
+                    assert_eq!(d.client.poll_timeout(), want, "{at}");
+                }
+                Ready(want) => assert_eq!(d.client.is_ready(), *want, "{at}"),
+                Closed(want) => assert_eq!(d.client.is_closed(), *want, "{at}"),
+            }
+        }
+        assert!(
+            d.out.is_empty(),
+            "unchecked output {:?} fed {feed:?}",
+            d.out
+        );
+        assert!(
+            d.events.is_empty(),
+            "unchecked events {:?} fed {feed:?}",
+            d.events
+        );
+    }
+
+    /// Runs a transcript with server writes fed whole, a byte at a time and split at
+    /// every index: the result must not change.
+    fn run(steps: &[Step]) {
+        run_with(steps, Feed::Whole);
+        run_with(steps, Feed::ByteAtATime);
+        let longest = steps
+            .iter()
+            .map(|s| if let Server(b) = s { b.len() } else { 0 })
+            .max()
+            .unwrap_or(0);
+        for i in 0..=longest {
+            run_with(steps, Feed::SplitAt(i));
+        }
+    }
+
+    const GREETING: &[u8] = b"220 mx.example.org ESMTP\r\n";
+    const EHLO: &[u8] = b"EHLO gw.example.net\r\n";
+
+    fn ehlo_reply(keywords: &[&str]) -> Vec<u8> {
+        let mut lines = vec!["mx.example.org".to_string()];
+        lines.extend(keywords.iter().map(|k| k.to_string()));
+        Reply::plain(250, lines).to_wire()
+    }
+
+    /// Greeting and EHLO with these keywords, ending `Ready`.
+    fn opening(keywords: &[&str]) -> Vec<Step> {
+        let reply = ehlo_reply(keywords);
+        let ext = Extensions::from_ehlo(&r(std::str::from_utf8(&reply).unwrap()));
+        vec![
+            Deadline(Some(300)),
+            Ready(false),
+            s(GREETING),
+            c(EHLO),
+            Server(reply),
+            Event(ClientEvent::Ready(ext)),
+            Ready(true),
+            Deadline(None),
+        ]
+    }
+
+    fn with(mut head: Vec<Step>, tail: Vec<Step>) -> Vec<Step> {
+        head.extend(tail);
+        head
+    }
+
+    #[test]
+    fn pipelined_happy_path_sends_one_group() {
+        run(&with(
+            opening(&["PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES"]),
+            vec![
+                Send(msg("a@example.net", &["b@example.org", "c@example.org"], b"Subject: x\r\n\r\nhi\r\n")),
+                Ready(false),
+                c1(b"MAIL FROM:<a@example.net> SIZE=18\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n"),
+                s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n"),
+                c(b"Subject: x\r\n\r\nhi\r\n.\r\n"),
+                s(b"250 2.0.0 Queued as 1234\r\n"),
+                done(&["250 2.0.0 Queued as 1234\r\n", "250 2.0.0 Queued as 1234\r\n"]),
+                Ready(true),
+                Quit,
+                c(b"QUIT\r\n"),
+                Ready(false),
+                s(b"221 2.0.0 Bye\r\n"),
+                closed(None),
+                Closed(true),
+                Deadline(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn lock_step_without_pipelining() {
+        run(&with(
+            opening(&["SIZE", "8BITMIME"]),
+            vec![
+                Send(msg("", &["b@example.org", "c@example.org"], b"hi\r\n")),
+                c(b"MAIL FROM:<> SIZE=4\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"RCPT TO:<b@example.org>\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"RCPT TO:<c@example.org>\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"DATA\r\n"),
+                s(b"354 Go\r\n"),
+                c(b"hi\r\n.\r\n"),
+                s(b"250 Done\r\n"),
+                done(&["250 Done\r\n", "250 Done\r\n"]),
+            ],
+        ));
+    }
+
+    #[test]
+    fn ehlo_refused_falls_back_to_helo() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"502 5.5.1 Command not implemented\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            Ready(false),
+            s(b"250 mx.example.org\r\n"),
+            Event(ClientEvent::Ready(Extensions::default())),
+            Ready(true),
+            Send(OutgoingMessage {
+                eight_bit: true,
+                ..msg("a@x", &["b@y"], b"x\r\n")
+            }),
+            c(b"MAIL FROM:<a@x>\r\n"),
+            s(b"250 ok\r\n"),
+            c(b"RCPT TO:<b@y>\r\n"),
+            s(b"250 ok\r\n"),
+            c(b"DATA\r\n"),
+            s(b"354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"250 ok\r\n"),
+            done(&["250 ok\r\n"]),
+        ]);
+    }
+
+    #[test]
+    fn helo_refused_too_ends_the_connection() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"500 what\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            s(b"550 go away\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("550 go away\r\n")),
+            Closed(true),
+            Ready(false),
+        ]);
+    }
+
+    #[test]
+    fn ehlo_temporary_failure_ends_the_connection() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"451 4.3.0 later\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("451 4.3.0 later\r\n")),
+        ]);
+    }
+
+    #[test]
+    fn refused_greeting_sends_quit() {
+        run(&[
+            s(b"554-5.7.1 No service\r\n554 5.7.1 for you\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("554-5.7.1 No service\r\n554 5.7.1 for you\r\n")),
+            Closed(true),
+            // Nothing more is read.
+            s(b"221 bye\r\n"),
+        ]);
+    }
+
+    #[test]
+    fn multi_line_greeting_and_keywords_any_case() {
+        let ext = Extensions {
+            esmtp: true,
+            pipelining: true,
+            size: Some(0),
+            eight_bit_mime: true,
+            smtputf8: true,
+            dsn: true,
+            starttls: true,
+            chunking: true,
+            enhanced_status_codes: true,
+        };
+        run(&[
+            s(b"220-mx.example.org\r\n220-welcome\r\n220 ESMTP\r\n"),
+            c(EHLO),
+            s(
+                b"250-mx.example.org hello\r\n250-pipelining\r\n250-Size\r\n250-8bitmime\r\n\
+                250-SMTPUTF8\r\n250-DSN\r\n250-STARTTLS\r\n250-X-UNKNOWN 1 2\r\n250-CHUNKING\r\n\
+                250 ENHANCEDSTATUSCODES\r\n",
+            ),
+            Event(ClientEvent::Ready(ext)),
+        ]);
+    }
+
+    #[test]
+    fn size_limit_is_checked_locally() {
+        run(&with(
+            opening(&["PIPELINING", "SIZE 10"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"0123456789X")),
+                c(b""),
+                done(&[
+                    "552 5.3.4 Message size exceeds remote limit\r\n",
+                    "552 5.3.4 Message size exceeds remote limit\r\n",
+                ]),
+                Ready(true),
+                // Exactly at the limit goes out, with SIZE.
+                Send(msg("a@x", &["b@y"], b"0123456789")),
+                c1(b"MAIL FROM:<a@x> SIZE=10\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn eight_bit_body_only_when_offered() {
+        let m = OutgoingMessage {
+            eight_bit: true,
+            ..msg("a@x", &["b@y"], b"\xc3\xa9\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "8BITMIME"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x> BODY=8BITMIME\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![Send(m), c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")],
+        ));
+    }
+
+    #[test]
+    fn smtputf8_needs_the_extension() {
+        let m = OutgoingMessage {
+            smtputf8: true,
+            ..msg("j\u{f6}@x", &["b@y"], b"x\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "8BITMIME"]),
+            vec![
+                Send(m.clone()),
+                done(&["553 5.6.7 Remote server does not support SMTPUTF8\r\n"]),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING", "SMTPUTF8"]),
+            vec![
+                Send(m),
+                c("MAIL FROM:<j\u{f6}@x> SMTPUTF8\r\nRCPT TO:<b@y>\r\nDATA\r\n".as_bytes()),
+            ],
+        ));
+    }
+
+    #[test]
+    fn dsn_parameters_only_when_offered() {
+        let m = OutgoingMessage {
+            ret: Some("HDRS".into()),
+            envid: Some("QQ314159".into()),
+            rcpts: vec![
+                OutgoingRcpt {
+                    address: "b@y".into(),
+                    notify: Some("SUCCESS,FAILURE".into()),
+                    orcpt: Some("rfc822;b@y".into()),
+                },
+                OutgoingRcpt {
+                    address: "c@y".into(),
+                    notify: Some("NEVER".into()),
+                    orcpt: None,
+                },
+            ],
+            ..msg("a@x", &[], b"x\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "DSN"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x> RET=HDRS ENVID=QQ314159\r\n\
+                    RCPT TO:<b@y> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y\r\n\
+                    RCPT TO:<c@y> NOTIFY=NEVER\r\nDATA\r\n"),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    /// A pipelined transaction of one recipient up to the 354, then `content` goes out
+    /// as `wire`.
+    fn data_transcript(content: &[u8], wire: &[u8]) -> Vec<Step> {
+        with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], content)),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(wire),
+                s(b"250 ok\r\n"),
+                done(&["250 ok\r\n"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn content_is_dot_stuffed() {
+        run(&data_transcript(
+            b".x\r\nmid.dle\r\n.\r\n..\r\nend\r\n",
+            b"..x\r\nmid.dle\r\n..\r\n...\r\nend\r\n.\r\n",
+        ));
+    }
+
+    #[test]
+    fn content_gets_a_final_line_break() {
+        run(&data_transcript(
+            b"a\r\nno break",
+            b"a\r\nno break\r\n.\r\n",
+        ));
+        run(&data_transcript(b"a\r\n.", b"a\r\n..\r\n.\r\n"));
+        run(&data_transcript(b"", b".\r\n"));
+    }
+
+    #[test]
+    fn bare_cr_and_lf_become_crlf() {
+        run(&data_transcript(
+            b"a\nb\rc\r\r\n.\n\r.\r",
+            b"a\r\nb\r\nc\r\n\r\n..\r\n\r\n..\r\n.\r\n",
+        ));
+        // A smuggled end of data is stuffed, not obeyed.
+        run(&data_transcript(
+            b"x\n.\nMAIL FROM:<e@vil>\r\n",
+            b"x\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n",
+        ));
+    }
+
+    #[test]
+    fn large_content_goes_out_in_bounded_chunks() {
+        let mut content = Vec::new();
+        while content.len() < 3 * DATA_CHUNK {
+            content.extend_from_slice(b".line of text\r\n");
+        }
+        let mut stream = DataStream::new(content.clone().into());
+        let mut wire = Vec::new();
+        let mut chunks = 0;
+        loop {
+            let (chunk, last) = stream.next_chunk();
+            assert!(chunk.len() <= 2 * DATA_CHUNK + 5);
+            wire.extend_from_slice(&chunk);
+            chunks += 1;
+            if last {
+                break;
+            }
+        }
+        assert_eq!(chunks, 3 + usize::from(content.len() % DATA_CHUNK != 0));
+        let mut want = Vec::new();
+        for line in content.split_inclusive(|&b| b == b'\n') {
+            want.push(b'.');
+            want.extend_from_slice(line);
+        }
+        want.extend_from_slice(b".\r\n");
+        assert_eq!(wire, want);
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_stays_one_line_break() {
+        let mut content = vec![b'x'; DATA_CHUNK - 1];
+        content.extend_from_slice(b"\r\n.y\r\n");
+        let mut stream = DataStream::new(content.into());
+        let (first, last) = stream.next_chunk();
+        assert!(!last);
+        assert!(!first.ends_with(b"\r"));
+        let (second, last) = stream.next_chunk();
+        assert!(last);
+        assert_eq!(second, b"\r\n..y\r\n.\r\n");
+    }
+
+    #[test]
+    fn per_recipient_statuses() {
+        run(&with(
+            opening(&["PIPELINING", "ENHANCEDSTATUSCODES"]),
+            vec![
+                Send(msg("a@x", &["nobody@y", "b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<nobody@y>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 2.1.0 ok\r\n550 5.1.1 No such user\r\n250 2.1.5 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 2.0.0 queued\r\n"),
+                done(&["550 5.1.1 No such user\r\n", "250 2.0.0 queued\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_sends_no_content() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"secret\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n450 later\r\n554 5.5.1 No valid recipients\r\n"),
+                c(b""),
+                done(&["550 no\r\n", "450 later\r\n"]),
+                Ready(true),
+                // The next transaction starts clean.
+                Send(msg("a@x", &["d@y"], b"x\r\n")),
+                c1(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n"),
+                done(&["250 ok\r\n"]),
+                // A completed DATA needs no RSET.
+                Send(msg("a@x", &["e@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<e@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_but_data_accepted_is_ended_with_a_dot() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"secret\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n354 go\r\n"),
+                c(b".\r\n"),
+                Ready(false),
+                s(b"554 no valid recipients\r\n"),
+                done(&["550 no\r\n"]),
+                Ready(true),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_without_pipelining_skips_data() {
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"250 ok\r\n"),
+                c(b"RCPT TO:<b@y>\r\n"),
+                s(b"550 no\r\n"),
+                c(b""),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"RSET\r\n"),
+                s(b"250 ok\r\n"),
+                c(b"MAIL FROM:<a@x>\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn mail_refused_applies_to_every_recipient() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"553 5.7.1 Sender refused\r\n503 no mail\r\n503 no mail\r\n503 no mail\r\n"),
+                done(&[
+                    "553 5.7.1 Sender refused\r\n",
+                    "553 5.7.1 Sender refused\r\n",
+                ]),
+                Ready(true),
+            ],
+        ));
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"451 4.3.0 try later\r\n"),
+                c(b""),
+                done(&["451 4.3.0 try later\r\n", "451 4.3.0 try later\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn data_refused_applies_to_accepted_recipients() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n550 no\r\n451 4.3.0 no data now\r\n"),
+                done(&["451 4.3.0 no data now\r\n", "550 no\r\n"]),
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn final_reply_refusal_is_per_accepted_recipient() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n452 full\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"554 5.7.1 spam\r\n"),
+                done(&["554 5.7.1 spam\r\n", "452 full\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn service_closing_mid_transaction() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y", "d@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n421 4.3.2 shutting down\r\n"),
+                c(b""),
+                done(&["550 no\r\n", "421 4.3.2 shutting down\r\n", "421 4.3.2 shutting down\r\n"]),
+                closed(Some("421 4.3.2 shutting down\r\n")),
+                Closed(true),
+                Deadline(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn service_closing_while_idle_or_at_greeting() {
+        run(&[s(b"421 busy\r\n"), c(b""), closed(Some("421 busy\r\n"))]);
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"421 4.7.0 bye\r\n"),
+            c(b""),
+            closed(Some("421 4.7.0 bye\r\n")),
+        ]);
+    }
+
+    #[test]
+    fn connection_reuse() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"one\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"one\r\n.\r\n"),
+                s(b"250 first\r\n"),
+                done(&["250 first\r\n"]),
+                Send(msg("a@x", &["c@y"], b"two\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"two\r\n.\r\n"),
+                s(b"250 second\r\n"),
+                done(&["250 second\r\n"]),
+                Send(msg("a@x", &["d@y"], b"three\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"550 no\r\n503 a\r\n503 b\r\n"),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["d@y"], b"four\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"four\r\n.\r\n"),
+                s(b"250 fourth\r\n"),
+                done(&["250 fourth\r\n"]),
+                Quit,
+                c(b"QUIT\r\n"),
+                s(b"221 bye\r\n"),
+                closed(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn refused_rset_ends_the_connection() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n503 no\r\n"),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"502 no rset\r\n"),
+                done(&["451 4.5.0 Protocol error: RSET refused with 502\r\n"]),
+                closed(Some("451 4.5.0 Protocol error: RSET refused with 502\r\n")),
+            ],
+        ));
+    }
+
+    #[test]
+    fn greeting_timeout() {
+        run(&[
+            Deadline(Some(300)),
+            Wait(299),
+            Closed(false),
+            Wait(1),
+            closed(Some("451 4.4.2 Timeout waiting for greeting reply\r\n")),
+            Deadline(None),
+        ]);
+    }
+
+    #[test]
+    fn ehlo_timeout() {
+        run(&[
+            Wait(10),
+            s(GREETING),
+            c(EHLO),
+            Deadline(Some(310)),
+            Wait(300),
+            closed(Some("451 4.4.2 Timeout waiting for EHLO reply\r\n")),
+        ]);
+    }
+
+    /// A pipelined transaction of two recipients, opened at 0 s and sent at 0 s.
+    fn timed(tail: Vec<Step>) -> Vec<Step> {
+        with(
+            with(
+                opening(&["PIPELINING"]),
+                vec![
+                    Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                    c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                ],
+            ),
+            tail,
+        )
+    }
+
+    #[test]
+    fn mail_timeout() {
+        let t = "451 4.4.2 Timeout waiting for MAIL reply\r\n";
+        run(&timed(vec![
+            Deadline(Some(300)),
+            Wait(300),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn rcpt_timeout_keeps_settled_recipients() {
+        let t = "451 4.4.2 Timeout waiting for RCPT reply\r\n";
+        run(&timed(vec![
+            Wait(5),
+            s(b"250 ok\r\n550 no\r\n"),
+            Deadline(Some(305)),
+            Wait(300),
+            done(&["550 no\r\n", t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn data_initiation_timeout() {
+        let t = "451 4.4.2 Timeout waiting for DATA reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n"),
+            Deadline(Some(120)),
+            Wait(120),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn final_dot_timeout() {
+        let t = "451 4.4.2 Timeout waiting for end of data reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            // The data-block deadline finds the content handed out and waits the full
+            // final-dot timeout from then on.
+            Deadline(Some(180)),
+            Wait(180),
+            Closed(false),
+            Deadline(Some(780)),
+            Wait(599),
+            Closed(false),
+            Wait(1),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn final_reply_in_time_after_rearm() {
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            Wait(400),
+            s(b"250 ok\r\n"),
+            done(&["250 ok\r\n", "250 ok\r\n"]),
+            Deadline(None),
+            Ready(true),
+        ]));
+    }
+
+    #[test]
+    fn data_block_timeout_when_content_is_not_taken() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        assert!(client.poll_transmit().is_some());
+        client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n", t0);
+        // The layer never takes the content.
+        let deadline = client.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + Duration::from_secs(180));
+        client.handle_timeout(deadline);
+        let t = r("451 4.4.2 Timeout sending message data\r\n");
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![t.clone()]))
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(t))));
+        assert_eq!(client.poll_transmit(), None);
+        assert!(client.is_closed());
+    }
+
+    #[test]
+    fn early_timeout_call_does_nothing() {
+        run(&[Wait(100), Deadline(Some(300)), Closed(false)]);
+        let mut client = Client::new(config(), Instant::now());
+        client.handle_timeout(Instant::now());
+        assert_eq!(client.poll_event(), None);
+    }
+
+    #[test]
+    fn quit_timeout_closes_quietly() {
+        run(&with(
+            opening(&[]),
+            vec![
+                Quit,
+                c(b"QUIT\r\n"),
+                Deadline(Some(300)),
+                Wait(300),
+                closed(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn malformed_replies_are_protocol_errors() {
+        for (bad, why) in [
+            (
+                &b"250 ok\r\n25O oops\r\n"[..],
+                "reply line without a valid reply code",
+            ),
+            (
+                b"250 ok\r\n250-a\r\n251 b\r\n",
+                "multi-line reply with mixed reply codes",
+            ),
+            (
+                b"250 ok\r\n250ok\r\n",
+                "reply line without a valid reply code",
+            ),
+        ] {
+            let e = format!("451 4.5.0 Protocol error: {why}\r\n");
+            run(&timed(vec![
+                s(bad),
+                c(b""),
+                done(&[&e, &e]),
+                closed(Some(&e)),
+            ]));
+        }
+    }
+
+    #[test]
+    fn overlong_and_endless_replies_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: reply line longer than 512 octets\r\n";
+        let mut long = b"250 ".to_vec();
+        long.resize(600, b'x');
+        run(&timed(vec![Server(long), done(&[e, e]), closed(Some(e))]));
+        let e = "451 4.5.0 Protocol error: reply with too many lines\r\n";
+        let lines = b"250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        run_with(
+            &timed(vec![Server(lines), done(&[e, e]), closed(Some(e))]),
+            Feed::Whole,
+        );
+    }
+
+    #[test]
+    fn unsolicited_replies_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: unexpected reply\r\n";
+        // Only one reply is owed for EHLO.
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"250 mx\r\n250 injected\r\n"),
+            Event(ClientEvent::Ready(Extensions {
+                esmtp: true,
+                ..Extensions::default()
+            })),
+            c(b""),
+            closed(Some(e)),
+        ]);
+        // After a transaction, while idle.
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![s(b"250 stray\r\n"), closed(Some(e)), Closed(true)],
+        ));
+        // Extra replies after the final reply of a transaction.
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n250 extra\r\n"),
+                done(&["250 ok\r\n"]),
+                closed(Some(e)),
+            ],
+        ));
+    }
+
+    #[test]
+    fn multi_line_replies_with_enhanced_codes() {
+        run(&timed(vec![
+            s(b"250 2.1.0 ok\r\n550-5.1.1 No such user\r\n550-5.1.1 see\r\n550 5.1.1 https://x\r\n\
+                250 2.1.5 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"250-2.0.0 Queued\r\n250 2.0.0 as 42\r\n"),
+            done(&[
+                "550-5.1.1 No such user\r\n550-5.1.1 see\r\n550 5.1.1 https://x\r\n",
+                "250-2.0.0 Queued\r\n250 2.0.0 as 42\r\n",
+            ]),
+        ]));
+        let got = r("550-5.1.1 No such user\r\n550 5.1.1 here\r\n");
+        assert_eq!(got.enhanced, Some(Enhanced::new(5, 1, 1)));
+        assert_eq!(
+            got.lines,
+            vec!["No such user".to_string(), "here".to_string()]
+        );
+    }
+
+    #[test]
+    fn connection_lost() {
+        let e = "451 4.4.2 Connection lost while waiting for RCPT reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n"),
+            Eof,
+            c(b""),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&[
+            Eof,
+            closed(Some(
+                "451 4.4.2 Connection lost while waiting for greeting reply\r\n",
+            )),
+        ]);
+        run(&with(
+            opening(&[]),
+            vec![Eof, closed(Some("451 4.4.2 Connection lost\r\n"))],
+        ));
+        run(&with(
+            opening(&[]),
+            vec![Quit, c(b"QUIT\r\n"), Eof, closed(None), Eof],
+        ));
+    }
+
+    #[test]
+    fn negative_reply_before_the_content_is_taken_ends_the_connection() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        assert!(client.poll_transmit().is_some());
+        client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n554 5.3.4 too big\r\n", t0);
+        let reply = r("554 5.3.4 too big\r\n");
+        assert_eq!(client.poll_transmit(), None);
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![reply.clone()]))
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(reply))));
+    }
+
+    #[test]
+    fn quit_during_a_transaction_settles_it() {
+        let e = "451 4.4.2 Delivery aborted: connection closed locally\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n550 no\r\n"),
+            Quit,
+            c(b""),
+            done(&["550 no\r\n", e]),
+            closed(None),
+        ]));
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            Quit,
+            c(b""),
+            closed(None),
+            Closed(true),
+        ]);
+    }
+
+    #[test]
+    fn unsafe_envelope_values_never_reach_the_wire() {
+        let mut m = msg("a@x", &["b@y", "c@y\r\nRSET"], b"x\r\n");
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n"),
+                done(&[
+                    "250 ok\r\n",
+                    "553 5.1.3 Bad destination mailbox address syntax\r\n",
+                ]),
+            ],
+        ));
+        m.from = "a@x>\nDATA".into();
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m),
+                c(b""),
+                done(&[
+                    "553 5.1.7 Bad sender address syntax\r\n",
+                    "553 5.1.7 Bad sender address syntax\r\n",
+                ]),
+            ],
+        ));
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "not ready"))]
+    fn send_before_ready_fails_every_recipient() {
+        let mut client = Client::new(config(), Instant::now());
+        client.send(msg("a@x", &["b@y", "c@y"], b"x\r\n"), Instant::now());
+        let t = Reply::new(451, "4.3.0", "Connection not ready for a transaction");
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![t.clone(), t]))
+        );
+        assert_eq!(client.poll_transmit(), None);
+    }
+}
