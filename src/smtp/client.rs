@@ -667,6 +667,17 @@ impl Client {
             self.settle_and_close(&reply.clone(), Some(reply), false);
             return;
         }
+        // RFC 5321 §4.2.1: only DATA gets an intermediate reply, and only 354. A 2xx to
+        // DATA would claim delivery of content never sent.
+        let fits = match expect {
+            Expect::Greeting | Expect::AbandonedData | Expect::Quit => true,
+            Expect::Data => reply.code == 354 || reply.code >= 400,
+            _ => reply.code / 100 != 3,
+        };
+        if !fits {
+            self.fail(Failure::Unexpected);
+            return;
+        }
         match expect {
             Expect::Greeting if reply.code == 220 => {
                 let line = format!("EHLO {}\r\n", self.config.helo_name);
@@ -1895,6 +1906,35 @@ mod tests {
             got.lines,
             vec!["No such user".to_string(), "here".to_string()]
         );
+    }
+
+    #[test]
+    fn replies_of_the_wrong_kind_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: unexpected reply\r\n";
+        // A 250 to DATA must not pass for a delivery.
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"354 go\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"354 again\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&[s(GREETING), c(EHLO), s(b"354 what\r\n"), closed(Some(e))]);
     }
 
     #[test]
