@@ -363,6 +363,11 @@ enum Phase {
 /// finds chunks were handed out since the deadline was armed: a stall is detected within
 /// two data-block timeouts, and the final reply gets at least `data_done_timeout` once
 /// the last chunk is written.
+///
+/// Memory: the reply reader (511 octets plus at most 64 buffered lines, see
+/// [`ReplyReader`]), one data chunk at a time (at most 128 KiB + 5 octets), and commands
+/// and states in proportion to the recipients of the message, which come from our queue,
+/// never from the server.
 pub struct Client {
     config: Rc<ClientConfig>,
     phase: Phase,
@@ -1789,6 +1794,36 @@ mod tests {
         assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(t))));
         assert_eq!(client.poll_transmit(), None);
         assert!(client.is_closed());
+    }
+
+    #[test]
+    fn helo_and_rset_timeouts() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"502 no\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            Wait(300),
+            closed(Some("451 4.4.2 Timeout waiting for HELO reply\r\n")),
+        ]);
+        let t = "451 4.4.2 Timeout waiting for RSET reply\r\n";
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"550 no\r\n"),
+                done(&["550 no\r\n"]),
+                Deadline(None),
+                Wait(1000),
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"RSET\r\n"),
+                Deadline(Some(1300)),
+                Wait(300),
+                done(&[t]),
+                closed(Some(t)),
+            ],
+        ));
     }
 
     #[test]
