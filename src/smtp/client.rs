@@ -1,10 +1,23 @@
 //! The SMTP client core: bytes and time in; commands, events and deadlines out.
-//! (Interface placeholder: the implementation replaces this file.)
+//!
+//! Speaks the client side of RFC 5321 with SIZE (RFC 1870), PIPELINING (RFC 2920),
+//! 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and enhanced status codes
+//! (RFC 2034). It knows nothing about sockets, TLS, DNS or the queue.
 
+use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::smtp::client_reply::{ReplyError, ReplyReader};
 use crate::smtp::reply::Reply;
+
+/// Octets of message content dot-stuffed into one transmit while sending DATA.
+///
+/// Each transmit holds at most twice this (a stuffed dot or a bare CR or LF made CRLF
+/// doubles a byte) plus the 5-octet end of data: 128 KiB + 5 octets, and only one exists
+/// at a time, so a large message is never copied whole.
+pub const DATA_CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -17,6 +30,8 @@ pub struct ClientConfig {
 }
 
 impl Default for ClientConfig {
+    /// RFC 5321 §4.5.3.2: 5 min greeting and commands, 2 min DATA, 3 min per data
+    /// block, 10 min after the final dot.
     fn default() -> Self {
         ClientConfig {
             helo_name: "localhost".into(),
@@ -50,10 +65,12 @@ pub struct OutgoingMessage {
     pub envid: Option<String>,
 }
 
+/// What the server offered in its EHLO reply. All false after a HELO.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Extensions {
     pub esmtp: bool,
     pub pipelining: bool,
+    /// RFC 1870: `Some(0)` when SIZE is offered without a fixed limit.
     pub size: Option<u64>,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
@@ -63,47 +80,2005 @@ pub struct Extensions {
     pub enhanced_status_codes: bool,
 }
 
+impl Extensions {
+    /// Reads the keyword lines of a positive EHLO reply (RFC 5321 §4.1.1.1): the first
+    /// line names the server; keywords are case-insensitive; unknown ones are ignored.
+    fn from_ehlo(reply: &Reply) -> Extensions {
+        let mut ext = Extensions {
+            esmtp: true,
+            ..Extensions::default()
+        };
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+            if is("PIPELINING") {
+                ext.pipelining = true;
+            } else if is("SIZE") {
+                // RFC 1870 §4: a missing, zero or unreadable limit means no fixed limit.
+                ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
+            } else if is("8BITMIME") {
+                ext.eight_bit_mime = true;
+            } else if is("SMTPUTF8") {
+                ext.smtputf8 = true;
+            } else if is("DSN") {
+                ext.dsn = true;
+            } else if is("STARTTLS") {
+                ext.starttls = true;
+            } else if is("CHUNKING") {
+                ext.chunking = true;
+            } else if is("ENHANCEDSTATUSCODES") {
+                ext.enhanced_status_codes = true;
+            }
+        }
+        ext
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// The greeting and EHLO (or HELO) went through; `send` may be called.
     Ready(Extensions),
+    /// The outcome of one `send`: one reply per recipient, in the order of `msg.rcpts`.
     TransactionDone(Vec<Reply>),
+    /// The connection is over; the layer closes the socket after writing what
+    /// `poll_transmit` still gives. `None` after an orderly QUIT, otherwise the reason.
     Closed(Option<Reply>),
 }
 
-pub struct Client;
+/// A reply the server owes us, in the order the commands went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Ehlo,
+    Helo,
+    Rset,
+    Mail,
+    /// The RCPT for this index of `msg.rcpts`.
+    Rcpt(usize),
+    Data,
+    /// The reply to the final dot after the content.
+    EndOfData,
+    /// The reply to a lone dot ending a DATA that had no accepted recipient.
+    AbandonedData,
+    Quit,
+}
+
+impl Expect {
+    /// The stage named in local replies.
+    fn stage(self) -> &'static str {
+        match self {
+            Expect::Greeting => "greeting",
+            Expect::Ehlo => "EHLO",
+            Expect::Helo => "HELO",
+            Expect::Rset => "RSET",
+            Expect::Mail => "MAIL",
+            Expect::Rcpt(_) => "RCPT",
+            Expect::Data => "DATA",
+            Expect::EndOfData | Expect::AbandonedData => "end of data",
+            Expect::Quit => "QUIT",
+        }
+    }
+}
+
+/// Why a connection ends early. The server's misbehaviour and silence are told apart
+/// from our own misuse; each knows the reply its in-flight recipients get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Failure {
+    /// RFC 5321 §4.5.3.2: no reply in time.
+    Timeout(Expect),
+    /// RFC 5321 §4.5.3.2: a data block could not be handed out in time.
+    DataBlockTimeout,
+    /// The server closed the connection.
+    ConnectionLost(Option<Expect>),
+    /// The server's bytes are not a reply.
+    Malformed(ReplyError),
+    /// Bytes arrived when no reply was owed, or a positive reply before the end of data.
+    Unexpected,
+    /// The server refused RSET, so the next transaction cannot start clean.
+    RsetRefused(u16),
+}
+
+impl Failure {
+    fn reply(&self) -> Reply {
+        match self {
+            Failure::Timeout(expect) => Reply::new(
+                451,
+                "4.4.2",
+                format!("Timeout waiting for {} reply", expect.stage()),
+            ),
+            Failure::DataBlockTimeout => Reply::new(451, "4.4.2", "Timeout sending message data"),
+            Failure::ConnectionLost(Some(expect)) => Reply::new(
+                451,
+                "4.4.2",
+                format!("Connection lost while waiting for {} reply", expect.stage()),
+            ),
+            Failure::ConnectionLost(None) => Reply::new(451, "4.4.2", "Connection lost"),
+            Failure::Malformed(error) => error.reply(),
+            Failure::Unexpected => Reply::new(451, "4.5.0", "Protocol error: unexpected reply"),
+            Failure::RsetRefused(code) => Reply::new(
+                451,
+                "4.5.0",
+                format!("Protocol error: RSET refused with {code}"),
+            ),
+        }
+    }
+}
+
+/// Where a recipient of the transaction in flight stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RcptState {
+    /// RCPT not answered yet.
+    Pending,
+    /// RCPT answered positively; the outcome of DATA decides.
+    Accepted,
+    Done(Reply),
+}
+
+/// The transaction in flight: the message and where each recipient stands.
+#[derive(Debug)]
+struct Transaction {
+    msg: OutgoingMessage,
+    rcpts: Vec<RcptState>,
+    mail_failed: bool,
+}
+
+impl Transaction {
+    fn accepted(&self) -> usize {
+        self.rcpts
+            .iter()
+            .filter(|r| **r == RcptState::Accepted)
+            .count()
+    }
+
+    /// Gives `reply` to every recipient not settled yet.
+    fn settle_unsettled(&mut self, reply: &Reply) {
+        for r in &mut self.rcpts {
+            if !matches!(r, RcptState::Done(_)) {
+                *r = RcptState::Done(reply.clone());
+            }
+        }
+    }
+
+    /// Gives `reply` to every recipient whose RCPT was accepted.
+    fn settle_accepted(&mut self, reply: &Reply) {
+        for r in &mut self.rcpts {
+            if *r == RcptState::Accepted {
+                *r = RcptState::Done(reply.clone());
+            }
+        }
+    }
+
+    /// One reply per recipient; those left unsettled get `unsettled`.
+    fn into_replies(self, unsettled: &Reply) -> Vec<Reply> {
+        self.rcpts
+            .into_iter()
+            .map(|r| match r {
+                RcptState::Done(reply) => reply,
+                RcptState::Pending | RcptState::Accepted => unsettled.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Dot-stuffs message content chunk by chunk (RFC 5321 §4.5.2) and ends it with
+/// `CRLF.CRLF`.
+///
+/// A bare CR or LF becomes CRLF, so nothing in the content can end the data early or be
+/// read differently by the server. Content not ending in a line break gets one.
+#[derive(Debug)]
+struct DataStream {
+    content: Rc<[u8]>,
+    pos: usize,
+    /// The next byte starts a line (a dot there is doubled).
+    line_start: bool,
+    /// The last byte read was a CR whose line break is not written yet.
+    pending_cr: bool,
+}
+
+impl DataStream {
+    fn new(content: Rc<[u8]>) -> DataStream {
+        DataStream {
+            content,
+            pos: 0,
+            line_start: true,
+            pending_cr: false,
+        }
+    }
+
+    /// The next chunk and whether it was the last.
+    fn next_chunk(&mut self) -> (Vec<u8>, bool) {
+        let end = self.content.len().min(self.pos.saturating_add(DATA_CHUNK));
+        let input = &self.content[self.pos..end];
+        // Worst case: every byte doubled, then CRLF.CRLF.
+        let mut out = Vec::with_capacity(input.len() * 2 + 5);
+        for &b in input {
+            if self.pending_cr {
+                self.pending_cr = false;
+                out.extend_from_slice(b"\r\n");
+                self.line_start = true;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.line_start = true;
+                }
+                _ => {
+                    if self.line_start && b == b'.' {
+                        out.push(b'.');
+                    }
+                    out.push(b);
+                    self.line_start = false;
+                }
+            }
+        }
+        self.pos = end;
+        let last = end == self.content.len();
+        if last {
+            if self.pending_cr || !self.line_start {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        (out, last)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the greeting or the EHLO/HELO reply.
+    Opening,
+    /// `Ready` was emitted; transactions may run.
+    Open,
+    /// QUIT went out; waiting for its reply.
+    Quitting,
+    Closed,
+}
+
+/// One outgoing SMTP connection to a next hop.
+///
+/// Calling order, for the layer that owns the socket:
+///
+/// 1. `Client::new(config, now)` once the TCP connection is up.
+/// 2. After every call below, drain `poll_transmit()` (write each buffer in full, in
+///    order), then drain `poll_event()`, then re-arm the timer from `poll_timeout()`.
+/// 3. Feed what the socket reads to `handle_input(bytes, now)`; call
+///    `handle_timeout(now)` when the time from `poll_timeout()` has passed; call
+///    `handle_eof(now)` when the server closes the connection.
+/// 4. After `ClientEvent::Ready`, and whenever `is_ready()` is true, call
+///    `send(msg, now)` for the next message; its outcome comes as
+///    `ClientEvent::TransactionDone`. Call `quit(now)` to end the connection.
+/// 5. After `ClientEvent::Closed` (`is_closed()` is true), write what `poll_transmit()`
+///    still gives and close the socket; the client takes no more input.
+///
+/// Message content is handed out by `poll_transmit()` in chunks of [`DATA_CHUNK`]
+/// octets. The core cannot see when the layer finishes writing them, so the data-block
+/// and final-dot deadlines are re-armed from the `now` of the `handle_timeout` call that
+/// finds chunks were handed out since the deadline was armed: a stall is detected within
+/// two data-block timeouts, and the final reply gets at least `data_done_timeout` once
+/// the last chunk is written.
+///
+/// Memory: the reply reader (511 octets plus at most 64 buffered lines, see
+/// [`ReplyReader`]), one data chunk at a time (at most 128 KiB + 5 octets), and commands
+/// and states in proportion to the recipients of the message, which come from our queue,
+/// never from the server.
+pub struct Client {
+    config: Rc<ClientConfig>,
+    phase: Phase,
+    reader: ReplyReader,
+    /// Replies the server owes, oldest first.
+    expected: VecDeque<Expect>,
+    /// Commands held back until the previous reply (no PIPELINING).
+    held: VecDeque<(Expect, String)>,
+    /// What the server offered; `Some` from `Ready` on.
+    extensions: Option<Extensions>,
+    transaction: Option<Transaction>,
+    /// Content still to be handed out after a 354.
+    data: Option<DataStream>,
+    /// Content was handed out since the deadline was last armed.
+    data_progress: bool,
+    /// A transaction may be open at the server: RSET before the next MAIL.
+    needs_rset: bool,
+    deadline: Option<Instant>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<ClientEvent>,
+}
 
 impl Client {
-    pub fn new(_config: Rc<ClientConfig>, _now: Instant) -> Client {
-        todo!()
+    /// Starts waiting for the server's greeting.
+    pub fn new(config: Rc<ClientConfig>, now: Instant) -> Client {
+        let mut client = Client {
+            config,
+            phase: Phase::Opening,
+            reader: ReplyReader::new(),
+            expected: VecDeque::from([Expect::Greeting]),
+            held: VecDeque::new(),
+            extensions: None,
+            transaction: None,
+            data: None,
+            data_progress: false,
+            needs_rset: false,
+            deadline: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        client.arm(now);
+        client
     }
-    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) {
-        todo!()
+
+    /// Bytes read from the server.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        let mut input = bytes;
+        while !input.is_empty() && self.phase != Phase::Closed {
+            if self.expected.is_empty() {
+                // Nothing is owed: a confused or injecting server.
+                self.fail(Failure::Unexpected);
+                return;
+            }
+            match self.reader.read(&mut input) {
+                Ok(Some(reply)) => self.on_reply(reply, now),
+                Ok(None) => {}
+                Err(error) => self.fail(Failure::Malformed(error)),
+            }
+        }
     }
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+
+    /// The time from `poll_timeout()` has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match self.deadline {
+            Some(deadline) if now >= deadline => {}
+            _ => return,
+        }
+        match self.expected.front().copied() {
+            None => self.deadline = None,
+            Some(Expect::Quit) => self.close(None),
+            Some(Expect::EndOfData) if self.data_progress => self.arm(now),
+            Some(Expect::EndOfData) if self.data.is_some() => self.fail(Failure::DataBlockTimeout),
+            Some(expect) => self.fail(Failure::Timeout(expect)),
+        }
     }
+
+    /// The server closed the connection.
     pub fn handle_eof(&mut self, _now: Instant) {
-        todo!()
+        match self.phase {
+            Phase::Closed => {}
+            Phase::Quitting => self.close(None),
+            Phase::Opening | Phase::Open => {
+                let expect = self.expected.front().copied();
+                self.fail(Failure::ConnectionLost(expect));
+            }
+        }
     }
-    pub fn send(&mut self, _msg: OutgoingMessage, _now: Instant) {
-        todo!()
+
+    /// Starts a mail transaction; its outcome comes as `ClientEvent::TransactionDone`.
+    ///
+    /// Only when `is_ready()`; otherwise every recipient gets a local 451.
+    pub fn send(&mut self, msg: OutgoingMessage, now: Instant) {
+        debug_assert!(self.is_ready(), "send() on a client that is not ready");
+        let ext = match (&self.extensions, self.is_ready()) {
+            (Some(ext), true) => ext.clone(),
+            _ => {
+                let reply = Reply::new(451, "4.3.0", "Connection not ready for a transaction");
+                let replies = vec![reply; msg.rcpts.len()];
+                self.events.push_back(ClientEvent::TransactionDone(replies));
+                return;
+            }
+        };
+        let everyone = |reply: Reply| vec![reply; msg.rcpts.len()];
+        let local = if ext
+            .size
+            .is_some_and(|limit| limit > 0 && msg.content.len() as u64 > limit)
+        {
+            Some(everyone(Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds remote limit",
+            )))
+        } else if msg.smtputf8 && !ext.smtputf8 {
+            // RFC 6531 §3.4.
+            Some(everyone(Reply::new(
+                553,
+                "5.6.7",
+                "Remote server does not support SMTPUTF8",
+            )))
+        } else if ![Some(&msg.from), msg.ret.as_ref(), msg.envid.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|s| is_safe_on_wire(s))
+        {
+            Some(everyone(Reply::new(
+                553,
+                "5.1.7",
+                "Bad sender address syntax",
+            )))
+        } else {
+            None
+        };
+        if let Some(replies) = local {
+            self.events.push_back(ClientEvent::TransactionDone(replies));
+            return;
+        }
+
+        let rcpts: Vec<RcptState> = msg
+            .rcpts
+            .iter()
+            .map(|r| {
+                let fields = [Some(&r.address), r.notify.as_ref(), r.orcpt.as_ref()];
+                if fields.into_iter().flatten().all(|s| is_safe_on_wire(s)) {
+                    RcptState::Pending
+                } else {
+                    let reply = Reply::new(553, "5.1.3", "Bad destination mailbox address syntax");
+                    RcptState::Done(reply)
+                }
+            })
+            .collect();
+        let txn = Transaction {
+            msg,
+            rcpts,
+            mail_failed: false,
+        };
+        if !txn.rcpts.contains(&RcptState::Pending) {
+            let replies = txn.into_replies(&Failure::Unexpected.reply());
+            self.events.push_back(ClientEvent::TransactionDone(replies));
+            return;
+        }
+
+        let mut commands = Vec::new();
+        if self.needs_rset {
+            commands.push((Expect::Rset, "RSET\r\n".to_string()));
+        }
+        commands.push((Expect::Mail, mail_command(&txn.msg, &ext)));
+        for (i, rcpt) in txn.msg.rcpts.iter().enumerate() {
+            if txn.rcpts[i] == RcptState::Pending {
+                commands.push((Expect::Rcpt(i), rcpt_command(rcpt, &ext)));
+            }
+        }
+        // RFC 2920 §3.1: DATA ends the group.
+        commands.push((Expect::Data, "DATA\r\n".to_string()));
+        self.needs_rset = true;
+        self.transaction = Some(txn);
+
+        if ext.pipelining {
+            let mut group = Vec::new();
+            for (expect, line) in commands {
+                group.extend_from_slice(line.as_bytes());
+                self.expected.push_back(expect);
+            }
+            self.transmit.push_back(group);
+        } else {
+            self.held.extend(commands);
+            self.send_held();
+        }
+        self.arm(now);
     }
-    pub fn quit(&mut self, _now: Instant) {
-        todo!()
+
+    /// Ends the connection: QUIT when idle. A transaction in flight is abandoned, its
+    /// unsettled recipients getting a local 451.
+    pub fn quit(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Closed | Phase::Quitting => {}
+            Phase::Opening => self.close(None),
+            Phase::Open if self.transaction.is_some() => {
+                let reply = Reply::new(451, "4.4.2", "Delivery aborted: connection closed locally");
+                self.settle_and_close(&reply, None, false);
+            }
+            Phase::Open => {
+                self.transmit.push_back(b"QUIT\r\n".to_vec());
+                self.expected.push_back(Expect::Quit);
+                self.phase = Phase::Quitting;
+                self.arm(now);
+            }
+        }
     }
+
+    /// True when `send` may be called: open and no transaction in flight.
     pub fn is_ready(&self) -> bool {
-        todo!()
+        self.phase == Phase::Open && self.transaction.is_none()
     }
+
+    /// True once `ClientEvent::Closed` was emitted.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.phase == Phase::Closed
     }
+
+    /// The next bytes to write to the server, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        todo!()
+        if let Some(out) = self.transmit.pop_front() {
+            return Some(out);
+        }
+        let stream = self.data.as_mut()?;
+        let (chunk, last) = stream.next_chunk();
+        if last {
+            self.data = None;
+        }
+        self.data_progress = true;
+        Some(chunk)
     }
+
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        todo!()
+        self.events.pop_front()
     }
+
+    /// When `handle_timeout` must be called, if a reply is owed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.phase == Phase::Closed {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
+    /// Arms the deadline for the reply at the head of `expected`.
+    fn arm(&mut self, now: Instant) {
+        self.data_progress = false;
+        let Some(&expect) = self.expected.front() else {
+            self.deadline = None;
+            return;
+        };
+        let c = &self.config;
+        let timeout = match expect {
+            Expect::Greeting => c.greeting_timeout,
+            Expect::Data => c.data_init_timeout,
+            Expect::EndOfData if self.data.is_some() => c.data_block_timeout,
+            Expect::EndOfData => c.data_done_timeout,
+            Expect::Ehlo
+            | Expect::Helo
+            | Expect::Rset
+            | Expect::Mail
+            | Expect::Rcpt(_)
+            | Expect::AbandonedData
+            | Expect::Quit => c.command_timeout,
+        };
+        // A timeout too large for the clock means none.
+        self.deadline = now.checked_add(timeout);
+    }
+
+    /// Sends the next held command if no reply is owed (lock-step without PIPELINING).
+    fn send_held(&mut self) {
+        if !self.expected.is_empty() {
+            return;
+        }
+        if let Some((expect, line)) = self.held.pop_front() {
+            self.transmit.push_back(line.into_bytes());
+            self.expected.push_back(expect);
+        }
+    }
+
+    fn send_command(&mut self, expect: Expect, line: &str) {
+        self.transmit.push_back(line.as_bytes().to_vec());
+        self.expected.push_back(expect);
+    }
+
+    fn on_reply(&mut self, reply: Reply, now: Instant) {
+        let Some(expect) = self.expected.pop_front() else {
+            self.fail(Failure::Unexpected);
+            return;
+        };
+        if expect == Expect::Quit {
+            self.close(None);
+            return;
+        }
+        if reply.code == 421 {
+            // RFC 5321 §3.8: the server is closing the connection.
+            self.settle_and_close(&reply.clone(), Some(reply), false);
+            return;
+        }
+        // RFC 5321 §4.2.1: only DATA gets an intermediate reply, and only 354. A 2xx to
+        // DATA would claim delivery of content never sent.
+        let fits = match expect {
+            Expect::Greeting | Expect::AbandonedData | Expect::Quit => true,
+            Expect::Data => reply.code == 354 || reply.code >= 400,
+            _ => reply.code / 100 != 3,
+        };
+        if !fits {
+            self.fail(Failure::Unexpected);
+            return;
+        }
+        match expect {
+            Expect::Greeting if reply.code == 220 => {
+                let line = format!("EHLO {}\r\n", self.config.helo_name);
+                self.send_command(Expect::Ehlo, &line);
+            }
+            Expect::Ehlo if reply.is_positive() => self.open(Extensions::from_ehlo(&reply)),
+            Expect::Ehlo if reply.is_permanent() => {
+                // RFC 5321 §4.1.4: an older server; fall back to HELO.
+                let line = format!("HELO {}\r\n", self.config.helo_name);
+                self.send_command(Expect::Helo, &line);
+            }
+            Expect::Helo if reply.is_positive() => self.open(Extensions::default()),
+            Expect::Greeting | Expect::Ehlo | Expect::Helo => {
+                // RFC 5321 §3.1: the server will not talk to us; say goodbye.
+                self.settle_and_close(&reply.clone(), Some(reply), true);
+                return;
+            }
+            Expect::Rset if reply.is_positive() => self.needs_rset = false,
+            Expect::Rset => {
+                self.fail(Failure::RsetRefused(reply.code));
+                return;
+            }
+            Expect::Mail => self.on_mail_reply(reply),
+            Expect::Rcpt(i) => self.on_rcpt_reply(i, reply),
+            Expect::Data => self.on_data_reply(reply),
+            Expect::EndOfData => {
+                if self.data.is_some() {
+                    // The server answered before the content was all handed out.
+                    if reply.is_positive() {
+                        self.fail(Failure::Unexpected);
+                    } else {
+                        self.data = None;
+                        if let Some(txn) = &mut self.transaction {
+                            txn.settle_accepted(&reply);
+                        }
+                        self.settle_and_close(&reply.clone(), Some(reply), false);
+                    }
+                    return;
+                }
+                if let Some(txn) = &mut self.transaction {
+                    txn.settle_accepted(&reply);
+                }
+                self.needs_rset = false;
+            }
+            Expect::AbandonedData => self.needs_rset = false,
+            Expect::Quit => {}
+        }
+        self.send_held();
+        self.finish_transaction();
+        self.arm(now);
+    }
+
+    fn open(&mut self, ext: Extensions) {
+        self.phase = Phase::Open;
+        self.extensions = Some(ext.clone());
+        self.events.push_back(ClientEvent::Ready(ext));
+    }
+
+    fn on_mail_reply(&mut self, reply: Reply) {
+        let Some(txn) = &mut self.transaction else {
+            return;
+        };
+        if reply.is_positive() {
+            return;
+        }
+        txn.mail_failed = true;
+        txn.settle_unsettled(&reply);
+        // Without PIPELINING nothing more is sent; with it, the RCPT and DATA replies
+        // are still read and ignored.
+        self.held.clear();
+    }
+
+    fn on_rcpt_reply(&mut self, i: usize, reply: Reply) {
+        let Some(txn) = &mut self.transaction else {
+            return;
+        };
+        if txn.mail_failed {
+            return;
+        }
+        if let Some(state) = txn.rcpts.get_mut(i) {
+            *state = if reply.is_positive() {
+                RcptState::Accepted
+            } else {
+                RcptState::Done(reply)
+            };
+        }
+        let rcpts_answered = !self.held.iter().any(|(e, _)| matches!(e, Expect::Rcpt(_)))
+            && !self.expected.iter().any(|e| matches!(e, Expect::Rcpt(_)));
+        if rcpts_answered && txn.accepted() == 0 {
+            // No recipient: DATA is not sent (without PIPELINING).
+            self.held.clear();
+        }
+    }
+
+    fn on_data_reply(&mut self, reply: Reply) {
+        let Some(txn) = &mut self.transaction else {
+            return;
+        };
+        let accepted = if txn.mail_failed { 0 } else { txn.accepted() };
+        if reply.code == 354 {
+            if accepted > 0 {
+                self.data = Some(DataStream::new(txn.msg.content.clone()));
+                self.expected.push_back(Expect::EndOfData);
+            } else {
+                // RFC 2920 §3.1: no recipient was accepted, yet the server wants data;
+                // end it at once with an empty message.
+                self.send_command(Expect::AbandonedData, ".\r\n");
+            }
+        } else if !txn.mail_failed {
+            txn.settle_accepted(&reply);
+        }
+    }
+
+    /// Emits `TransactionDone` once every reply of the transaction is in.
+    fn finish_transaction(&mut self) {
+        if !(self.expected.is_empty() && self.held.is_empty() && self.data.is_none()) {
+            return;
+        }
+        if let Some(txn) = self.transaction.take() {
+            let unsettled = Reply::new(451, "4.5.0", "Protocol error: no reply for recipient");
+            self.events
+                .push_back(ClientEvent::TransactionDone(txn.into_replies(&unsettled)));
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        let reply = failure.reply();
+        self.settle_and_close(&reply, Some(reply.clone()), false);
+    }
+
+    /// Ends the transaction in flight, its unsettled recipients getting `unsettled`,
+    /// then closes with `reason`, sending QUIT first if `say_quit`.
+    fn settle_and_close(&mut self, unsettled: &Reply, reason: Option<Reply>, say_quit: bool) {
+        if let Some(txn) = self.transaction.take() {
+            self.events
+                .push_back(ClientEvent::TransactionDone(txn.into_replies(unsettled)));
+        }
+        self.transmit.clear();
+        if say_quit {
+            self.transmit.push_back(b"QUIT\r\n".to_vec());
+        }
+        self.close(reason);
+    }
+
+    fn close(&mut self, reason: Option<Reply>) {
+        self.phase = Phase::Closed;
+        self.expected.clear();
+        self.held.clear();
+        self.data = None;
+        self.deadline = None;
+        self.events.push_back(ClientEvent::Closed(reason));
+    }
+}
+
+/// A value fit for a command line: no control characters that could end the line or
+/// smuggle another command. The queue checks this already; the wire must not trust it.
+fn is_safe_on_wire(s: &str) -> bool {
+    !s.bytes().any(|b| b < 0x20 || b == 0x7f)
+}
+
+/// `MAIL FROM:<…>` with the parameters the server offered (RFC 1870, 6152, 6531, 3461).
+fn mail_command(msg: &OutgoingMessage, ext: &Extensions) -> String {
+    let mut line = format!("MAIL FROM:<{}>", msg.from);
+    // Writing to a String cannot fail.
+    if ext.size.is_some() {
+        let _ = write!(line, " SIZE={}", msg.content.len());
+    }
+    if msg.eight_bit && ext.eight_bit_mime {
+        line.push_str(" BODY=8BITMIME");
+    }
+    if msg.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    if ext.dsn {
+        if let Some(ret) = &msg.ret {
+            let _ = write!(line, " RET={ret}");
+        }
+        if let Some(envid) = &msg.envid {
+            let _ = write!(line, " ENVID={envid}");
+        }
+    }
+    line.push_str("\r\n");
+    line
+}
+
+/// `RCPT TO:<…>` with DSN parameters if the server offered DSN (RFC 3461 §4).
+fn rcpt_command(rcpt: &OutgoingRcpt, ext: &Extensions) -> String {
+    let mut line = format!("RCPT TO:<{}>", rcpt.address);
+    if ext.dsn {
+        if let Some(notify) = &rcpt.notify {
+            let _ = write!(line, " NOTIFY={notify}");
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            let _ = write!(line, " ORCPT={orcpt}");
+        }
+    }
+    line.push_str("\r\n");
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::{Enhanced, MAX_REPLY_LINES};
+
+    /// One step of a transcript.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The server writes these bytes.
+        Server(Vec<u8>),
+        /// The client has written exactly this since the last check.
+        Sent(Vec<u8>),
+        /// The client has written exactly this, in one transmit, since the last check.
+        SentOnce(Vec<u8>),
+        /// The next event is this.
+        Event(ClientEvent),
+        Send(OutgoingMessage),
+        Quit,
+        Eof,
+        /// The clock moves on this many seconds; `handle_timeout` runs if a deadline passed.
+        Wait(u64),
+        /// `poll_timeout()` is this many seconds after the start, or `None`.
+        Deadline(Option<u64>),
+        Ready(bool),
+        Closed(bool),
+    }
+    use Step::*;
+
+    fn s(bytes: &[u8]) -> Step {
+        Server(bytes.to_vec())
+    }
+
+    fn c(bytes: &[u8]) -> Step {
+        Sent(bytes.to_vec())
+    }
+
+    fn c1(bytes: &[u8]) -> Step {
+        SentOnce(bytes.to_vec())
+    }
+
+    /// Parses one reply written as on the wire.
+    fn r(wire: &str) -> Reply {
+        let mut reader = ReplyReader::new();
+        let mut input = wire.as_bytes();
+        let reply = reader.read(&mut input).unwrap().unwrap();
+        assert!(input.is_empty());
+        reply
+    }
+
+    fn done(replies: &[&str]) -> Step {
+        Event(ClientEvent::TransactionDone(
+            replies.iter().map(|w| r(w)).collect(),
+        ))
+    }
+
+    fn closed(reply: Option<&str>) -> Step {
+        Event(ClientEvent::Closed(reply.map(r)))
+    }
+
+    fn msg(from: &str, rcpts: &[&str], content: &[u8]) -> OutgoingMessage {
+        OutgoingMessage {
+            from: from.into(),
+            rcpts: rcpts
+                .iter()
+                .map(|a| OutgoingRcpt {
+                    address: a.to_string(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            content: content.into(),
+            eight_bit: false,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+        }
+    }
+
+    fn config() -> Rc<ClientConfig> {
+        Rc::new(ClientConfig {
+            helo_name: "gw.example.net".into(),
+            ..ClientConfig::default()
+        })
+    }
+
+    /// How server writes are cut before they reach `handle_input`.
+    #[derive(Clone, Copy, Debug)]
+    enum Feed {
+        Whole,
+        ByteAtATime,
+        SplitAt(usize),
+    }
+
+    struct Driver {
+        client: Client,
+        start: Instant,
+        now: Instant,
+        out: Vec<Vec<u8>>,
+        events: VecDeque<ClientEvent>,
+    }
+
+    impl Driver {
+        fn drain(&mut self) {
+            while let Some(out) = self.client.poll_transmit() {
+                self.out.push(out);
+            }
+            while let Some(event) = self.client.poll_event() {
+                self.events.push_back(event);
+            }
+        }
+    }
+
+    fn run_with(steps: &[Step], feed: Feed) {
+        let start = Instant::now();
+        let mut d = Driver {
+            client: Client::new(config(), start),
+            start,
+            now: start,
+            out: Vec::new(),
+            events: VecDeque::new(),
+        };
+        d.drain();
+        for (n, step) in steps.iter().enumerate() {
+            let at = format!("step {n} {step:?} fed {feed:?}");
+            match step {
+                Server(bytes) => {
+                    let pieces: Vec<&[u8]> = match feed {
+                        Feed::Whole => vec![bytes],
+                        Feed::ByteAtATime => bytes.chunks(1).collect(),
+                        Feed::SplitAt(i) if i < bytes.len() => vec![&bytes[..i], &bytes[i..]],
+                        Feed::SplitAt(_) => vec![bytes],
+                    };
+                    for piece in pieces {
+                        d.client.handle_input(piece, d.now);
+                        d.drain();
+                    }
+                }
+                Sent(want) => {
+                    let got = d.out.concat();
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(want),
+                        "{at}"
+                    );
+                    d.out.clear();
+                }
+                SentOnce(want) => {
+                    assert_eq!(d.out.len(), 1, "{at}: {:?}", d.out);
+                    assert_eq!(
+                        String::from_utf8_lossy(&d.out[0]),
+                        String::from_utf8_lossy(want),
+                        "{at}"
+                    );
+                    d.out.clear();
+                }
+                Event(want) => assert_eq!(d.events.pop_front().as_ref(), Some(want), "{at}"),
+                Send(m) => {
+                    d.client.send(m.clone(), d.now);
+                    d.drain();
+                }
+                Quit => {
+                    d.client.quit(d.now);
+                    d.drain();
+                }
+                Eof => {
+                    d.client.handle_eof(d.now);
+                    d.drain();
+                }
+                Wait(secs) => {
+                    d.now += Duration::from_secs(*secs);
+                    if d.client.poll_timeout().is_some_and(|t| t <= d.now) {
+                        d.client.handle_timeout(d.now);
+                        d.drain();
+                    }
+                }
+                Deadline(want) => {
+                    let want = want.map(|secs| d.start + Duration::from_secs(secs));
+                    assert_eq!(d.client.poll_timeout(), want, "{at}");
+                }
+                Ready(want) => assert_eq!(d.client.is_ready(), *want, "{at}"),
+                Closed(want) => assert_eq!(d.client.is_closed(), *want, "{at}"),
+            }
+        }
+        assert!(
+            d.out.is_empty(),
+            "unchecked output {:?} fed {feed:?}",
+            d.out
+        );
+        assert!(
+            d.events.is_empty(),
+            "unchecked events {:?} fed {feed:?}",
+            d.events
+        );
+    }
+
+    /// Runs a transcript with server writes fed whole, a byte at a time and split at
+    /// every index: the result must not change.
+    fn run(steps: &[Step]) {
+        run_with(steps, Feed::Whole);
+        run_with(steps, Feed::ByteAtATime);
+        let longest = steps
+            .iter()
+            .map(|s| if let Server(b) = s { b.len() } else { 0 })
+            .max()
+            .unwrap_or(0);
+        for i in 0..=longest {
+            run_with(steps, Feed::SplitAt(i));
+        }
+    }
+
+    const GREETING: &[u8] = b"220 mx.example.org ESMTP\r\n";
+    const EHLO: &[u8] = b"EHLO gw.example.net\r\n";
+
+    fn ehlo_reply(keywords: &[&str]) -> Vec<u8> {
+        let mut lines = vec!["mx.example.org".to_string()];
+        lines.extend(keywords.iter().map(|k| k.to_string()));
+        Reply::plain(250, lines).to_wire()
+    }
+
+    /// Greeting and EHLO with these keywords, ending `Ready`.
+    fn opening(keywords: &[&str]) -> Vec<Step> {
+        let reply = ehlo_reply(keywords);
+        let ext = Extensions::from_ehlo(&r(std::str::from_utf8(&reply).unwrap()));
+        vec![
+            Deadline(Some(300)),
+            Ready(false),
+            s(GREETING),
+            c(EHLO),
+            Server(reply),
+            Event(ClientEvent::Ready(ext)),
+            Ready(true),
+            Deadline(None),
+        ]
+    }
+
+    fn with(mut head: Vec<Step>, tail: Vec<Step>) -> Vec<Step> {
+        head.extend(tail);
+        head
+    }
+
+    #[test]
+    fn pipelined_happy_path_sends_one_group() {
+        run(&with(
+            opening(&["PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES"]),
+            vec![
+                Send(msg("a@example.net", &["b@example.org", "c@example.org"], b"Subject: x\r\n\r\nhi\r\n")),
+                Ready(false),
+                c1(b"MAIL FROM:<a@example.net> SIZE=18\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n"),
+                s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n"),
+                c(b"Subject: x\r\n\r\nhi\r\n.\r\n"),
+                s(b"250 2.0.0 Queued as 1234\r\n"),
+                done(&["250 2.0.0 Queued as 1234\r\n", "250 2.0.0 Queued as 1234\r\n"]),
+                Ready(true),
+                Quit,
+                c(b"QUIT\r\n"),
+                Ready(false),
+                s(b"221 2.0.0 Bye\r\n"),
+                closed(None),
+                Closed(true),
+                Deadline(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn lock_step_without_pipelining() {
+        run(&with(
+            opening(&["SIZE", "8BITMIME"]),
+            vec![
+                Send(msg("", &["b@example.org", "c@example.org"], b"hi\r\n")),
+                c(b"MAIL FROM:<> SIZE=4\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"RCPT TO:<b@example.org>\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"RCPT TO:<c@example.org>\r\n"),
+                s(b"250 Ok\r\n"),
+                c(b"DATA\r\n"),
+                s(b"354 Go\r\n"),
+                c(b"hi\r\n.\r\n"),
+                s(b"250 Done\r\n"),
+                done(&["250 Done\r\n", "250 Done\r\n"]),
+            ],
+        ));
+    }
+
+    #[test]
+    fn ehlo_refused_falls_back_to_helo() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"502 5.5.1 Command not implemented\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            Ready(false),
+            s(b"250 mx.example.org\r\n"),
+            Event(ClientEvent::Ready(Extensions::default())),
+            Ready(true),
+            Send(OutgoingMessage {
+                eight_bit: true,
+                ..msg("a@x", &["b@y"], b"x\r\n")
+            }),
+            c(b"MAIL FROM:<a@x>\r\n"),
+            s(b"250 ok\r\n"),
+            c(b"RCPT TO:<b@y>\r\n"),
+            s(b"250 ok\r\n"),
+            c(b"DATA\r\n"),
+            s(b"354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"250 ok\r\n"),
+            done(&["250 ok\r\n"]),
+        ]);
+    }
+
+    #[test]
+    fn helo_refused_too_ends_the_connection() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"500 what\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            s(b"550 go away\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("550 go away\r\n")),
+            Closed(true),
+            Ready(false),
+        ]);
+    }
+
+    #[test]
+    fn ehlo_temporary_failure_ends_the_connection() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"451 4.3.0 later\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("451 4.3.0 later\r\n")),
+        ]);
+    }
+
+    #[test]
+    fn refused_greeting_sends_quit() {
+        run(&[
+            s(b"554-5.7.1 No service\r\n554 5.7.1 for you\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some("554-5.7.1 No service\r\n554 5.7.1 for you\r\n")),
+            Closed(true),
+            // Nothing more is read.
+            s(b"221 bye\r\n"),
+        ]);
+    }
+
+    #[test]
+    fn multi_line_greeting_and_keywords_any_case() {
+        let ext = Extensions {
+            esmtp: true,
+            pipelining: true,
+            size: Some(0),
+            eight_bit_mime: true,
+            smtputf8: true,
+            dsn: true,
+            starttls: true,
+            chunking: true,
+            enhanced_status_codes: true,
+        };
+        run(&[
+            s(b"220-mx.example.org\r\n220-welcome\r\n220 ESMTP\r\n"),
+            c(EHLO),
+            s(
+                b"250-mx.example.org hello\r\n250-pipelining\r\n250-Size\r\n250-8bitmime\r\n\
+                250-SMTPUTF8\r\n250-DSN\r\n250-STARTTLS\r\n250-X-UNKNOWN 1 2\r\n250-CHUNKING\r\n\
+                250 ENHANCEDSTATUSCODES\r\n",
+            ),
+            Event(ClientEvent::Ready(ext)),
+        ]);
+    }
+
+    #[test]
+    fn size_limit_is_checked_locally() {
+        run(&with(
+            opening(&["PIPELINING", "SIZE 10"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"0123456789X")),
+                c(b""),
+                done(&[
+                    "552 5.3.4 Message size exceeds remote limit\r\n",
+                    "552 5.3.4 Message size exceeds remote limit\r\n",
+                ]),
+                Ready(true),
+                // Exactly at the limit goes out, with SIZE.
+                Send(msg("a@x", &["b@y"], b"0123456789")),
+                c1(b"MAIL FROM:<a@x> SIZE=10\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn eight_bit_body_only_when_offered() {
+        let m = OutgoingMessage {
+            eight_bit: true,
+            ..msg("a@x", &["b@y"], b"\xc3\xa9\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "8BITMIME"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x> BODY=8BITMIME\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![Send(m), c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")],
+        ));
+    }
+
+    #[test]
+    fn smtputf8_needs_the_extension() {
+        let m = OutgoingMessage {
+            smtputf8: true,
+            ..msg("j\u{f6}@x", &["b@y"], b"x\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "8BITMIME"]),
+            vec![
+                Send(m.clone()),
+                done(&["553 5.6.7 Remote server does not support SMTPUTF8\r\n"]),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING", "SMTPUTF8"]),
+            vec![
+                Send(m),
+                c("MAIL FROM:<j\u{f6}@x> SMTPUTF8\r\nRCPT TO:<b@y>\r\nDATA\r\n".as_bytes()),
+            ],
+        ));
+    }
+
+    #[test]
+    fn dsn_parameters_only_when_offered() {
+        let m = OutgoingMessage {
+            ret: Some("HDRS".into()),
+            envid: Some("QQ314159".into()),
+            rcpts: vec![
+                OutgoingRcpt {
+                    address: "b@y".into(),
+                    notify: Some("SUCCESS,FAILURE".into()),
+                    orcpt: Some("rfc822;b@y".into()),
+                },
+                OutgoingRcpt {
+                    address: "c@y".into(),
+                    notify: Some("NEVER".into()),
+                    orcpt: None,
+                },
+            ],
+            ..msg("a@x", &[], b"x\r\n")
+        };
+        run(&with(
+            opening(&["PIPELINING", "DSN"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x> RET=HDRS ENVID=QQ314159\r\n\
+                    RCPT TO:<b@y> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y\r\n\
+                    RCPT TO:<c@y> NOTIFY=NEVER\r\nDATA\r\n"),
+            ],
+        ));
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    /// A pipelined transaction of one recipient up to the 354, then `content` goes out
+    /// as `wire`.
+    fn data_transcript(content: &[u8], wire: &[u8]) -> Vec<Step> {
+        with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], content)),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(wire),
+                s(b"250 ok\r\n"),
+                done(&["250 ok\r\n"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn content_is_dot_stuffed() {
+        run(&data_transcript(
+            b".x\r\nmid.dle\r\n.\r\n..\r\nend\r\n",
+            b"..x\r\nmid.dle\r\n..\r\n...\r\nend\r\n.\r\n",
+        ));
+    }
+
+    #[test]
+    fn content_gets_a_final_line_break() {
+        run(&data_transcript(
+            b"a\r\nno break",
+            b"a\r\nno break\r\n.\r\n",
+        ));
+        run(&data_transcript(b"a\r\n.", b"a\r\n..\r\n.\r\n"));
+        run(&data_transcript(b"", b".\r\n"));
+    }
+
+    #[test]
+    fn bare_cr_and_lf_become_crlf() {
+        run(&data_transcript(
+            b"a\nb\rc\r\r\n.\n\r.\r",
+            b"a\r\nb\r\nc\r\n\r\n..\r\n\r\n..\r\n.\r\n",
+        ));
+        // A smuggled end of data is stuffed, not obeyed.
+        run(&data_transcript(
+            b"x\n.\nMAIL FROM:<e@vil>\r\n",
+            b"x\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n",
+        ));
+    }
+
+    #[test]
+    fn large_content_goes_out_in_bounded_chunks() {
+        let mut content = Vec::new();
+        while content.len() < 3 * DATA_CHUNK {
+            content.extend_from_slice(b".line of text\r\n");
+        }
+        let mut stream = DataStream::new(content.clone().into());
+        let mut wire = Vec::new();
+        let mut chunks = 0;
+        loop {
+            let (chunk, last) = stream.next_chunk();
+            assert!(chunk.len() <= 2 * DATA_CHUNK + 5);
+            wire.extend_from_slice(&chunk);
+            chunks += 1;
+            if last {
+                break;
+            }
+        }
+        assert_eq!(chunks, 3 + usize::from(content.len() % DATA_CHUNK != 0));
+        let mut want = Vec::new();
+        for line in content.split_inclusive(|&b| b == b'\n') {
+            want.push(b'.');
+            want.extend_from_slice(line);
+        }
+        want.extend_from_slice(b".\r\n");
+        assert_eq!(wire, want);
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_stays_one_line_break() {
+        let mut content = vec![b'x'; DATA_CHUNK - 1];
+        content.extend_from_slice(b"\r\n.y\r\n");
+        let mut stream = DataStream::new(content.into());
+        let (first, last) = stream.next_chunk();
+        assert!(!last);
+        assert!(!first.ends_with(b"\r"));
+        let (second, last) = stream.next_chunk();
+        assert!(last);
+        assert_eq!(second, b"\r\n..y\r\n.\r\n");
+    }
+
+    #[test]
+    fn per_recipient_statuses() {
+        run(&with(
+            opening(&["PIPELINING", "ENHANCEDSTATUSCODES"]),
+            vec![
+                Send(msg("a@x", &["nobody@y", "b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<nobody@y>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 2.1.0 ok\r\n550 5.1.1 No such user\r\n250 2.1.5 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 2.0.0 queued\r\n"),
+                done(&["550 5.1.1 No such user\r\n", "250 2.0.0 queued\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_sends_no_content() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"secret\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n450 later\r\n554 5.5.1 No valid recipients\r\n"),
+                c(b""),
+                done(&["550 no\r\n", "450 later\r\n"]),
+                Ready(true),
+                // The next transaction starts clean.
+                Send(msg("a@x", &["d@y"], b"x\r\n")),
+                c1(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n"),
+                done(&["250 ok\r\n"]),
+                // A completed DATA needs no RSET.
+                Send(msg("a@x", &["e@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<e@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_but_data_accepted_is_ended_with_a_dot() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"secret\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n354 go\r\n"),
+                c(b".\r\n"),
+                Ready(false),
+                s(b"554 no valid recipients\r\n"),
+                done(&["550 no\r\n"]),
+                Ready(true),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn all_recipients_refused_without_pipelining_skips_data() {
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"250 ok\r\n"),
+                c(b"RCPT TO:<b@y>\r\n"),
+                s(b"550 no\r\n"),
+                c(b""),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"RSET\r\n"),
+                s(b"250 ok\r\n"),
+                c(b"MAIL FROM:<a@x>\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn mail_refused_applies_to_every_recipient() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"553 5.7.1 Sender refused\r\n503 no mail\r\n503 no mail\r\n503 no mail\r\n"),
+                done(&[
+                    "553 5.7.1 Sender refused\r\n",
+                    "553 5.7.1 Sender refused\r\n",
+                ]),
+                Ready(true),
+            ],
+        ));
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"451 4.3.0 try later\r\n"),
+                c(b""),
+                done(&["451 4.3.0 try later\r\n", "451 4.3.0 try later\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn data_refused_applies_to_accepted_recipients() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n550 no\r\n451 4.3.0 no data now\r\n"),
+                done(&["451 4.3.0 no data now\r\n", "550 no\r\n"]),
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn final_reply_refusal_is_per_accepted_recipient() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n452 full\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"554 5.7.1 spam\r\n"),
+                done(&["554 5.7.1 spam\r\n", "452 full\r\n"]),
+                Ready(true),
+            ],
+        ));
+    }
+
+    #[test]
+    fn service_closing_mid_transaction() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y", "c@y", "d@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n421 4.3.2 shutting down\r\n"),
+                c(b""),
+                done(&["550 no\r\n", "421 4.3.2 shutting down\r\n", "421 4.3.2 shutting down\r\n"]),
+                closed(Some("421 4.3.2 shutting down\r\n")),
+                Closed(true),
+                Deadline(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn service_closing_while_idle_or_at_greeting() {
+        run(&[s(b"421 busy\r\n"), c(b""), closed(Some("421 busy\r\n"))]);
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"421 4.7.0 bye\r\n"),
+            c(b""),
+            closed(Some("421 4.7.0 bye\r\n")),
+        ]);
+    }
+
+    #[test]
+    fn connection_reuse() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"one\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"one\r\n.\r\n"),
+                s(b"250 first\r\n"),
+                done(&["250 first\r\n"]),
+                Send(msg("a@x", &["c@y"], b"two\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"two\r\n.\r\n"),
+                s(b"250 second\r\n"),
+                done(&["250 second\r\n"]),
+                Send(msg("a@x", &["d@y"], b"three\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"550 no\r\n503 a\r\n503 b\r\n"),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["d@y"], b"four\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"four\r\n.\r\n"),
+                s(b"250 fourth\r\n"),
+                done(&["250 fourth\r\n"]),
+                Quit,
+                c(b"QUIT\r\n"),
+                s(b"221 bye\r\n"),
+                closed(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn refused_rset_ends_the_connection() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n550 no\r\n503 no\r\n"),
+                done(&["550 no\r\n"]),
+                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                s(b"502 no rset\r\n"),
+                done(&["451 4.5.0 Protocol error: RSET refused with 502\r\n"]),
+                closed(Some("451 4.5.0 Protocol error: RSET refused with 502\r\n")),
+            ],
+        ));
+    }
+
+    #[test]
+    fn greeting_timeout() {
+        run(&[
+            Deadline(Some(300)),
+            Wait(299),
+            Closed(false),
+            Wait(1),
+            closed(Some("451 4.4.2 Timeout waiting for greeting reply\r\n")),
+            Deadline(None),
+        ]);
+    }
+
+    #[test]
+    fn ehlo_timeout() {
+        run(&[
+            Wait(10),
+            s(GREETING),
+            c(EHLO),
+            Deadline(Some(310)),
+            Wait(300),
+            closed(Some("451 4.4.2 Timeout waiting for EHLO reply\r\n")),
+        ]);
+    }
+
+    /// A pipelined transaction of two recipients, opened at 0 s and sent at 0 s.
+    fn timed(tail: Vec<Step>) -> Vec<Step> {
+        with(
+            with(
+                opening(&["PIPELINING"]),
+                vec![
+                    Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                    c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+                ],
+            ),
+            tail,
+        )
+    }
+
+    #[test]
+    fn mail_timeout() {
+        let t = "451 4.4.2 Timeout waiting for MAIL reply\r\n";
+        run(&timed(vec![
+            Deadline(Some(300)),
+            Wait(300),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn rcpt_timeout_keeps_settled_recipients() {
+        let t = "451 4.4.2 Timeout waiting for RCPT reply\r\n";
+        run(&timed(vec![
+            Wait(5),
+            s(b"250 ok\r\n550 no\r\n"),
+            Deadline(Some(305)),
+            Wait(300),
+            done(&["550 no\r\n", t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn data_initiation_timeout() {
+        let t = "451 4.4.2 Timeout waiting for DATA reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n"),
+            Deadline(Some(120)),
+            Wait(120),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn final_dot_timeout() {
+        let t = "451 4.4.2 Timeout waiting for end of data reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            // The data-block deadline finds the content handed out and waits the full
+            // final-dot timeout from then on.
+            Deadline(Some(180)),
+            Wait(180),
+            Closed(false),
+            Deadline(Some(780)),
+            Wait(599),
+            Closed(false),
+            Wait(1),
+            done(&[t, t]),
+            closed(Some(t)),
+        ]));
+    }
+
+    #[test]
+    fn final_reply_in_time_after_rearm() {
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            Wait(400),
+            s(b"250 ok\r\n"),
+            done(&["250 ok\r\n", "250 ok\r\n"]),
+            Deadline(None),
+            Ready(true),
+        ]));
+    }
+
+    #[test]
+    fn data_block_timeout_when_content_is_not_taken() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        assert!(client.poll_transmit().is_some());
+        client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n", t0);
+        // The layer never takes the content.
+        let deadline = client.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + Duration::from_secs(180));
+        client.handle_timeout(deadline);
+        let t = r("451 4.4.2 Timeout sending message data\r\n");
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![t.clone()]))
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(t))));
+        assert_eq!(client.poll_transmit(), None);
+        assert!(client.is_closed());
+    }
+
+    #[test]
+    fn helo_and_rset_timeouts() {
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"502 no\r\n"),
+            c(b"HELO gw.example.net\r\n"),
+            Wait(300),
+            closed(Some("451 4.4.2 Timeout waiting for HELO reply\r\n")),
+        ]);
+        let t = "451 4.4.2 Timeout waiting for RSET reply\r\n";
+        run(&with(
+            opening(&[]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\n"),
+                s(b"550 no\r\n"),
+                done(&["550 no\r\n"]),
+                Deadline(None),
+                Wait(1000),
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"RSET\r\n"),
+                Deadline(Some(1300)),
+                Wait(300),
+                done(&[t]),
+                closed(Some(t)),
+            ],
+        ));
+    }
+
+    #[test]
+    fn early_timeout_call_does_nothing() {
+        run(&[Wait(100), Deadline(Some(300)), Closed(false)]);
+        let mut client = Client::new(config(), Instant::now());
+        client.handle_timeout(Instant::now());
+        assert_eq!(client.poll_event(), None);
+    }
+
+    #[test]
+    fn quit_timeout_closes_quietly() {
+        run(&with(
+            opening(&[]),
+            vec![
+                Quit,
+                c(b"QUIT\r\n"),
+                Deadline(Some(300)),
+                Wait(300),
+                closed(None),
+            ],
+        ));
+    }
+
+    #[test]
+    fn malformed_replies_are_protocol_errors() {
+        for (bad, why) in [
+            (
+                &b"250 ok\r\n25O oops\r\n"[..],
+                "reply line without a valid reply code",
+            ),
+            (
+                b"250 ok\r\n250-a\r\n251 b\r\n",
+                "multi-line reply with mixed reply codes",
+            ),
+            (
+                b"250 ok\r\n250ok\r\n",
+                "reply line without a valid reply code",
+            ),
+        ] {
+            let e = format!("451 4.5.0 Protocol error: {why}\r\n");
+            run(&timed(vec![
+                s(bad),
+                c(b""),
+                done(&[&e, &e]),
+                closed(Some(&e)),
+            ]));
+        }
+    }
+
+    #[test]
+    fn overlong_and_endless_replies_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: reply line longer than 512 octets\r\n";
+        let mut long = b"250 ".to_vec();
+        long.resize(600, b'x');
+        run(&timed(vec![Server(long), done(&[e, e]), closed(Some(e))]));
+        let e = "451 4.5.0 Protocol error: reply with too many lines\r\n";
+        let lines = b"250-x\r\n".repeat(MAX_REPLY_LINES + 1);
+        run_with(
+            &timed(vec![Server(lines), done(&[e, e]), closed(Some(e))]),
+            Feed::Whole,
+        );
+    }
+
+    #[test]
+    fn unsolicited_replies_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: unexpected reply\r\n";
+        // Only one reply is owed for EHLO.
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            s(b"250 mx\r\n250 injected\r\n"),
+            Event(ClientEvent::Ready(Extensions {
+                esmtp: true,
+                ..Extensions::default()
+            })),
+            c(b""),
+            closed(Some(e)),
+        ]);
+        // After a transaction, while idle.
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![s(b"250 stray\r\n"), closed(Some(e)), Closed(true)],
+        ));
+        // Extra replies after the final reply of a transaction.
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n250 extra\r\n"),
+                done(&["250 ok\r\n"]),
+                closed(Some(e)),
+            ],
+        ));
+    }
+
+    #[test]
+    fn multi_line_replies_with_enhanced_codes() {
+        run(&timed(vec![
+            s(b"250 2.1.0 ok\r\n550-5.1.1 No such user\r\n550-5.1.1 see\r\n550 5.1.1 https://x\r\n\
+                250 2.1.5 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"250-2.0.0 Queued\r\n250 2.0.0 as 42\r\n"),
+            done(&[
+                "550-5.1.1 No such user\r\n550-5.1.1 see\r\n550 5.1.1 https://x\r\n",
+                "250-2.0.0 Queued\r\n250 2.0.0 as 42\r\n",
+            ]),
+        ]));
+        let got = r("550-5.1.1 No such user\r\n550 5.1.1 here\r\n");
+        assert_eq!(got.enhanced, Some(Enhanced::new(5, 1, 1)));
+        assert_eq!(
+            got.lines,
+            vec!["No such user".to_string(), "here".to_string()]
+        );
+    }
+
+    #[test]
+    fn replies_of_the_wrong_kind_are_protocol_errors() {
+        let e = "451 4.5.0 Protocol error: unexpected reply\r\n";
+        // A 250 to DATA must not pass for a delivery.
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"354 go\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            c(b"x\r\n.\r\n"),
+            s(b"354 again\r\n"),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&[s(GREETING), c(EHLO), s(b"354 what\r\n"), closed(Some(e))]);
+    }
+
+    #[test]
+    fn connection_lost() {
+        let e = "451 4.4.2 Connection lost while waiting for RCPT reply\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n250 ok\r\n"),
+            Eof,
+            c(b""),
+            done(&[e, e]),
+            closed(Some(e)),
+        ]));
+        run(&[
+            Eof,
+            closed(Some(
+                "451 4.4.2 Connection lost while waiting for greeting reply\r\n",
+            )),
+        ]);
+        run(&with(
+            opening(&[]),
+            vec![Eof, closed(Some("451 4.4.2 Connection lost\r\n"))],
+        ));
+        run(&with(
+            opening(&[]),
+            vec![Quit, c(b"QUIT\r\n"), Eof, closed(None), Eof],
+        ));
+    }
+
+    #[test]
+    fn negative_reply_before_the_content_is_taken_ends_the_connection() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        assert!(client.poll_transmit().is_some());
+        client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n554 5.3.4 too big\r\n", t0);
+        let reply = r("554 5.3.4 too big\r\n");
+        assert_eq!(client.poll_transmit(), None);
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![reply.clone()]))
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(reply))));
+    }
+
+    #[test]
+    fn quit_during_a_transaction_settles_it() {
+        let e = "451 4.4.2 Delivery aborted: connection closed locally\r\n";
+        run(&timed(vec![
+            s(b"250 ok\r\n550 no\r\n"),
+            Quit,
+            c(b""),
+            done(&["550 no\r\n", e]),
+            closed(None),
+        ]));
+        run(&[
+            s(GREETING),
+            c(EHLO),
+            Quit,
+            c(b""),
+            closed(None),
+            Closed(true),
+        ]);
+    }
+
+    #[test]
+    fn unsafe_envelope_values_never_reach_the_wire() {
+        let mut m = msg("a@x", &["b@y", "c@y\r\nRSET"], b"x\r\n");
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m.clone()),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                c(b"x\r\n.\r\n"),
+                s(b"250 ok\r\n"),
+                done(&[
+                    "250 ok\r\n",
+                    "553 5.1.3 Bad destination mailbox address syntax\r\n",
+                ]),
+            ],
+        ));
+        m.from = "a@x>\nDATA".into();
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                Send(m),
+                c(b""),
+                done(&[
+                    "553 5.1.7 Bad sender address syntax\r\n",
+                    "553 5.1.7 Bad sender address syntax\r\n",
+                ]),
+            ],
+        ));
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "not ready"))]
+    fn send_before_ready_fails_every_recipient() {
+        let mut client = Client::new(config(), Instant::now());
+        client.send(msg("a@x", &["b@y", "c@y"], b"x\r\n"), Instant::now());
+        let t = Reply::new(451, "4.3.0", "Connection not ready for a transaction");
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![t.clone(), t]))
+        );
+        assert_eq!(client.poll_transmit(), None);
     }
 }
