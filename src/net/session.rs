@@ -167,7 +167,7 @@ fn begin_message(
         written: 0,
         eight_bit: false,
     };
-    match gw.spool.create(unix_micros_now()) {
+    match gw.spool.create_at(unix_micros_now()) {
         Ok(incoming) => {
             let id = incoming.id.to_string();
             let trace = Trace {
