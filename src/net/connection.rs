@@ -40,6 +40,8 @@ pub struct Connection {
     peer: SocketAddr,
     buf: Box<[u8]>,
     extensions: Extensions,
+    /// A peer that takes none of our bytes for this long is given up on.
+    write_timeout: Duration,
 }
 
 impl Connection {
@@ -57,6 +59,7 @@ impl Connection {
             let _ = stream.get_ref().set_nodelay(true);
             let mut conn = Connection {
                 stream,
+                write_timeout: config.data_block_timeout,
                 client: Client::new(config, Instant::now()),
                 peer,
                 buf: vec![0; READ_BUFFER].into_boxed_slice(),
@@ -136,7 +139,12 @@ impl Connection {
             return Some(event);
         }
         while let Some(out) = self.client.poll_transmit() {
-            if let Err(e) = self.stream.write_all(&out).await {
+            let write = async { self.stream.write_all(&out).await };
+            let stalled = async {
+                Timer::after(self.write_timeout).await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))
+            };
+            if let Err(e) = write.or(stalled).await {
                 log::debug!(target: "smtp", "write to {}: {e}", self.peer);
                 self.client.handle_eof(Instant::now());
                 return self.client.poll_event();
