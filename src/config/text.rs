@@ -51,9 +51,16 @@ pub enum LineError {
     /// A `"` in the middle of an unquoted word.
     QuoteInsideWord { column: usize },
     /// A word that is not one of the keywords allowed where it stands.
-    UnknownKeyword { after: String, found: String, expected: Vec<&'static str> },
+    UnknownKeyword {
+        after: String,
+        found: String,
+        expected: Vec<&'static str>,
+    },
     /// The line ends where a keyword is needed.
-    Incomplete { after: String, expected: Vec<&'static str> },
+    Incomplete {
+        after: String,
+        expected: Vec<&'static str>,
+    },
     /// The line ends where a value is needed.
     MissingValue { after: String, expected: String },
     /// Words after a complete statement.
@@ -61,7 +68,11 @@ pub enum LineError {
     /// A value that does not parse; `problem` reads after the quoted value.
     Value { value: String, problem: String },
     /// A value that parses but is outside what `setting` accepts.
-    OutOfRange { value: String, setting: String, reason: String },
+    OutOfRange {
+        value: String,
+        setting: String,
+        reason: String,
+    },
     /// A classify option given twice; `after` ends with the second one.
     Repeated { after: String },
     /// Applying the statement would exceed a bound of the model.
@@ -97,14 +108,20 @@ impl fmt::Display for LineError {
                 lex::MAX_LINE_OCTETS
             ),
             LineError::UnterminatedQuote { column } => {
-                write!(f, "unterminated quote: the '\"' at column {column} is never closed")
+                write!(
+                    f,
+                    "unterminated quote: the '\"' at column {column} is never closed"
+                )
             }
             LineError::UnknownEscape { column, found } => write!(
                 f,
                 "unknown escape '\\{found}' at column {column}: only \\\" and \\\\ may follow a backslash"
             ),
             LineError::ControlCharacter { column } => {
-                write!(f, "control character at column {column}: only printable text is accepted")
+                write!(
+                    f,
+                    "control character at column {column}: only printable text is accepted"
+                )
             }
             LineError::TextAfterQuote { column } => write!(
                 f,
@@ -114,10 +131,23 @@ impl fmt::Display for LineError {
                 f,
                 "'\"' inside a word at column {column}: quote the whole word instead"
             ),
-            LineError::UnknownKeyword { after, found, expected } if after.is_empty() => {
-                write!(f, "unknown keyword '{}': expected {}", shown(found), one_of(expected))
+            LineError::UnknownKeyword {
+                after,
+                found,
+                expected,
+            } if after.is_empty() => {
+                write!(
+                    f,
+                    "unknown keyword '{}': expected {}",
+                    shown(found),
+                    one_of(expected)
+                )
             }
-            LineError::UnknownKeyword { after, found, expected } => write!(
+            LineError::UnknownKeyword {
+                after,
+                found,
+                expected,
+            } => write!(
                 f,
                 "unknown keyword '{}' after '{}': expected {}",
                 shown(found),
@@ -131,7 +161,11 @@ impl fmt::Display for LineError {
                 one_of(expected)
             ),
             LineError::MissingValue { after, expected } => {
-                write!(f, "missing value after '{}': expected {expected}", shown(after))
+                write!(
+                    f,
+                    "missing value after '{}': expected {expected}",
+                    shown(after)
+                )
             }
             LineError::Trailing { after, found } => {
                 write!(
@@ -146,8 +180,16 @@ impl fmt::Display for LineError {
                 Ok(())
             }
             LineError::Value { value, problem } => write!(f, "'{}' {problem}", shown(value)),
-            LineError::OutOfRange { value, setting, reason } => {
-                write!(f, "'{}' is out of range for {setting}: {reason}", shown(value))
+            LineError::OutOfRange {
+                value,
+                setting,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "'{}' is out of range for {setting}: {reason}",
+                    shown(value)
+                )
             }
             LineError::Repeated { after } => write!(
                 f,
@@ -181,7 +223,10 @@ pub fn parse_into(config: &mut Config, text: &str) -> Result<(), ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut staged = config.clone();
     for (index, line) in text.lines().enumerate() {
-        let fail = |e: LineError| ParseError { line: index + 1, message: e.to_string() };
+        let fail = |e: LineError| ParseError {
+            line: index + 1,
+            message: e.to_string(),
+        };
         if let Some(statement) = Statement::parse(line).map_err(fail)? {
             statement.apply(&mut staged).map_err(fail)?;
         }
@@ -253,12 +298,18 @@ mod tests {
         assert_eq!(rules[2].action, ClassifyAction::Category("EXTERNAL".into()));
         let local = sa("127.0.0.1:2525");
         use crate::config::Classification;
-        assert_eq!(cfg.classify(local, sa("127.0.0.1:5000")), Classification::Category(INTERNAL));
+        assert_eq!(
+            cfg.classify(local, sa("127.0.0.1:5000")),
+            Classification::Category(INTERNAL)
+        );
         assert_eq!(
             cfg.classify(local, sa("192.0.2.1:5000")),
             Classification::Category("EXTERNAL")
         );
-        assert_eq!(cfg.classify(local, sa("[2001:db8::1]:5000")), Classification::Category("EXTERNAL"));
+        assert_eq!(
+            cfg.classify(local, sa("[2001:db8::1]:5000")),
+            Classification::Category("EXTERNAL")
+        );
         assert_eq!(cfg.route_for("mail.example.com").unwrap().1.next_hop, relay);
         assert!(cfg.route_for("example.org").is_none());
         assert_eq!(parse(&print(&cfg)).unwrap(), cfg);
@@ -270,72 +321,238 @@ mod tests {
     fn bad_lines_are_refused_with_line_number_and_reason() {
         let ok = "set system host-name gw.example.com\n";
         let cases: &[(&str, &str)] = &[
-            ("sett system host-name x", "unknown keyword 'sett': expected 'set'"),
-            ("set sytem host-name x", "unknown keyword 'sytem' after 'set': expected one of system, service"),
-            ("set system", "incomplete statement 'set system': expected 'host-name'"),
-            ("set system host-name", "missing value after 'set system host-name': expected a host name"),
+            (
+                "sett system host-name x",
+                "unknown keyword 'sett': expected 'set'",
+            ),
+            (
+                "set sytem host-name x",
+                "unknown keyword 'sytem' after 'set': expected one of system, service",
+            ),
+            (
+                "set system",
+                "incomplete statement 'set system': expected 'host-name'",
+            ),
+            (
+                "set system host-name",
+                "missing value after 'set system host-name': expected a host name",
+            ),
             ("set system host-name gw_1", "'gw_1' is not a host name"),
-            ("set system host-name a b", "unexpected 'b' after the complete statement 'set system host-name a'"),
-            ("set system host-name a # name", "(a comment must be on a line of its own)"),
-            ("set service sideways listen 1.2.3.4:25", "unknown keyword 'sideways' after 'set service': expected one of inbound, outbound"),
-            ("set service inbound max-conns 5", "unknown keyword 'max-conns' after 'set service inbound': expected one of listen, max-connections, max-connections-per-ip, idle-timeout"),
-            ("set service inbound", "incomplete statement 'set service inbound': expected one of listen, max-connections"),
-            ("set service inbound max-connections", "missing value after 'set service inbound max-connections': expected a number from 1 to 65535"),
-            ("set service inbound max-connections 0", "'0' is out of range for max-connections: expected a number from 1 to 65535"),
-            ("set service inbound max-connections 65536", "'65536' is out of range for max-connections"),
-            ("set service inbound max-connections 99999999999999999999999", "is out of range for max-connections"),
-            ("set service inbound max-connections five", "'five' is not a number: expected a number from 1 to 65535"),
-            ("set service inbound max-connections -1", "'-1' is not a number"),
-            ("set service inbound max-connections-per-ip 0", "out of range for max-connections-per-ip"),
-            ("set service inbound idle-timeout abc", "'abc' is not a duration: expected a number with a unit s, m, h or d (e.g. 30s)"),
-            ("set service inbound idle-timeout 300", "'300' is not a duration"),
-            ("set service inbound idle-timeout 0s", "'0s' is out of range for idle-timeout: expected more than 0s"),
-            ("set service inbound data-timeout 400d", "'400d' is too long: at most 365d"),
-            ("set service outbound max-session-time 0m", "out of range for max-session-time"),
-            ("set service outbound max-messages-per-session 0", "out of range for max-messages-per-session: expected a number of at least 1"),
-            ("set service outbound max-message-size 1023", "'1023' is out of range for max-message-size: expected at least 1024 bytes"),
-            ("set service outbound max-message-size 10x", "'10x' is not a size"),
-            ("set service inbound max-recipients 50", "'50' is out of range for max-recipients: RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients"),
-            ("set service inbound max-line-length 999", "RFC 5321 §4.5.3.1.6"),
-            ("set service inbound max-line-length 65537", "expected a number from 1000 to 65536"),
-            ("set service inbound error-limit 0", "out of range for error-limit"),
-            ("set service inbound greet-delay soon", "'soon' is not a duration"),
-            ("set service inbound ehlo-keywords \"SIZE XCLIENT\"", "'XCLIENT' is not an EHLO keyword: expected some of PIPELINING, SIZE"),
-            ("set service inbound ehlo-keywords \"SIZE", "unterminated quote: the '\"' at column 36 is never closed"),
-            ("set service inbound listen 1.2.3.4", "'1.2.3.4' is not a listen address: expected an address and port"),
+            (
+                "set system host-name a b",
+                "unexpected 'b' after the complete statement 'set system host-name a'",
+            ),
+            (
+                "set system host-name a # name",
+                "(a comment must be on a line of its own)",
+            ),
+            (
+                "set service sideways listen 1.2.3.4:25",
+                "unknown keyword 'sideways' after 'set service': expected one of inbound, outbound",
+            ),
+            (
+                "set service inbound max-conns 5",
+                "unknown keyword 'max-conns' after 'set service inbound': expected one of listen, max-connections, max-connections-per-ip, idle-timeout",
+            ),
+            (
+                "set service inbound",
+                "incomplete statement 'set service inbound': expected one of listen, max-connections",
+            ),
+            (
+                "set service inbound max-connections",
+                "missing value after 'set service inbound max-connections': expected a number from 1 to 65535",
+            ),
+            (
+                "set service inbound max-connections 0",
+                "'0' is out of range for max-connections: expected a number from 1 to 65535",
+            ),
+            (
+                "set service inbound max-connections 65536",
+                "'65536' is out of range for max-connections",
+            ),
+            (
+                "set service inbound max-connections 99999999999999999999999",
+                "is out of range for max-connections",
+            ),
+            (
+                "set service inbound max-connections five",
+                "'five' is not a number: expected a number from 1 to 65535",
+            ),
+            (
+                "set service inbound max-connections -1",
+                "'-1' is not a number",
+            ),
+            (
+                "set service inbound max-connections-per-ip 0",
+                "out of range for max-connections-per-ip",
+            ),
+            (
+                "set service inbound idle-timeout abc",
+                "'abc' is not a duration: expected a number with a unit s, m, h or d (e.g. 30s)",
+            ),
+            (
+                "set service inbound idle-timeout 300",
+                "'300' is not a duration",
+            ),
+            (
+                "set service inbound idle-timeout 0s",
+                "'0s' is out of range for idle-timeout: expected more than 0s",
+            ),
+            (
+                "set service inbound data-timeout 400d",
+                "'400d' is too long: at most 365d",
+            ),
+            (
+                "set service outbound max-session-time 0m",
+                "out of range for max-session-time",
+            ),
+            (
+                "set service outbound max-messages-per-session 0",
+                "out of range for max-messages-per-session: expected a number of at least 1",
+            ),
+            (
+                "set service outbound max-message-size 1023",
+                "'1023' is out of range for max-message-size: expected at least 1024 bytes",
+            ),
+            (
+                "set service outbound max-message-size 10x",
+                "'10x' is not a size",
+            ),
+            (
+                "set service inbound max-recipients 50",
+                "'50' is out of range for max-recipients: RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients",
+            ),
+            (
+                "set service inbound max-line-length 999",
+                "RFC 5321 §4.5.3.1.6",
+            ),
+            (
+                "set service inbound max-line-length 65537",
+                "expected a number from 1000 to 65536",
+            ),
+            (
+                "set service inbound error-limit 0",
+                "out of range for error-limit",
+            ),
+            (
+                "set service inbound greet-delay soon",
+                "'soon' is not a duration",
+            ),
+            (
+                "set service inbound ehlo-keywords \"SIZE XCLIENT\"",
+                "'XCLIENT' is not an EHLO keyword: expected some of PIPELINING, SIZE",
+            ),
+            (
+                "set service inbound ehlo-keywords \"SIZE",
+                "unterminated quote: the '\"' at column 35 is never closed",
+            ),
+            (
+                "set service inbound listen 1.2.3.4",
+                "'1.2.3.4' is not a listen address: expected an address and port",
+            ),
             ("set service inbound listen 1.2.3.4:0", "has port 0"),
-            ("set classify 0 category X", "'0' is out of range for a classify rule number: expected a number from 1 to 65535"),
-            ("set classify 10", "incomplete statement 'set classify 10': expected one of local, local-port, remote, remote-port, category, deny"),
-            ("set classify 10 remote 10.0.0.0/8", "incomplete statement 'set classify 10 remote 10.0.0.0/8'"),
-            ("set classify 10 remote 10.0.0.0/33 category X", "'10.0.0.0/33' has a bad prefix length: expected /0 to /32"),
-            ("set classify 10 remote 10.0.0.0/8 remote 11.0.0.0/8 category X", "an option is given twice in 'set classify 10 remote 10.0.0.0/8 remote'"),
-            ("set classify 10 category X remote 10.0.0.0/8", "unexpected 'remote' after the complete statement 'set classify 10 category X'"),
-            ("set classify 10 category internal", "category names are upper case (write 'INTERNAL')"),
-            ("set classify 10 local-port 0 category X", "'0' is not a port"),
-            ("set classify 10 deny", "missing value after 'set classify 10 deny': expected a quoted reply text"),
-            ("set classify 10 deny \"bad \\q\"", "unknown escape '\\q' at column 23"),
-            ("set classify 10 deny \"x\"y", "text right after a closing quote at column 25"),
-            ("set classify 10 deny no\"x\"", "'\"' inside a word at column 24"),
-            ("set classify 10 deny \"\"", "is not a deny text: it is empty"),
-            ("set route *.example.com relay [10.0.0.1]", "write '.example.com' for the subdomains of example.com"),
-            ("set route example.com relay 10.0.0.1:25", "'10.0.0.1:25' is not a relay host: expected [address] or [address]:port"),
-            ("set route example.com relay [10.0.0.1]:25,", "has an empty entry"),
-            ("set route example.com relay", "missing value after 'set route example.com relay': expected a list of [address]:port"),
-            ("set route example.com failover-timeout 5s", "route 'example.com' has no next hop yet: set 'set route example.com relay …' or 'set route example.com smarthost …' first"),
-            ("set route example.com mx", "unknown keyword 'mx' after 'set route example.com': expected one of relay, smarthost"),
+            (
+                "set classify 0 category X",
+                "'0' is out of range for a classify rule number: expected a number from 1 to 65535",
+            ),
+            (
+                "set classify 10",
+                "incomplete statement 'set classify 10': expected one of local, local-port, remote, remote-port, category, deny",
+            ),
+            (
+                "set classify 10 remote 10.0.0.0/8",
+                "incomplete statement 'set classify 10 remote 10.0.0.0/8'",
+            ),
+            (
+                "set classify 10 remote 10.0.0.0/33 category X",
+                "'10.0.0.0/33' has a bad prefix length: expected /0 to /32",
+            ),
+            (
+                "set classify 10 remote 10.0.0.0/8 remote 11.0.0.0/8 category X",
+                "an option is given twice in 'set classify 10 remote 10.0.0.0/8 remote'",
+            ),
+            (
+                "set classify 10 category X remote 10.0.0.0/8",
+                "unexpected 'remote' after the complete statement 'set classify 10 category X'",
+            ),
+            (
+                "set classify 10 category internal",
+                "category names are upper case (write 'INTERNAL')",
+            ),
+            (
+                "set classify 10 local-port 0 category X",
+                "'0' is not a port",
+            ),
+            (
+                "set classify 10 deny",
+                "missing value after 'set classify 10 deny': expected a quoted reply text",
+            ),
+            (
+                "set classify 10 deny \"bad \\q\"",
+                "unknown escape '\\q' at column 27",
+            ),
+            (
+                "set classify 10 deny \"x\"y",
+                "text right after a closing quote at column 25",
+            ),
+            (
+                "set classify 10 deny no\"x\"",
+                "'\"' inside a word at column 24",
+            ),
+            (
+                "set classify 10 deny \"\"",
+                "is not a deny text: it is empty",
+            ),
+            (
+                "set route *.example.com relay [10.0.0.1]",
+                "write '.example.com' for the subdomains of example.com",
+            ),
+            (
+                "set route example.com relay 10.0.0.1:25",
+                "'10.0.0.1:25' is not a relay host: expected [address] or [address]:port",
+            ),
+            (
+                "set route example.com relay [10.0.0.1]:25,",
+                "has an empty entry",
+            ),
+            (
+                "set route example.com relay",
+                "missing value after 'set route example.com relay': expected a list of [address]:port",
+            ),
+            (
+                "set route example.com failover-timeout 5s",
+                "route 'example.com' has no next hop yet: set 'set route example.com relay …' or 'set route example.com smarthost …' first",
+            ),
+            (
+                "set route example.com mx",
+                "unknown keyword 'mx' after 'set route example.com': expected one of relay, smarthost",
+            ),
             ("set queue retry \"\"", "is not a retry schedule"),
-            ("set queue retry \"5m 0s\"", "'0s' is too short for a retry step"),
+            (
+                "set queue retry \"5m 0s\"",
+                "'0s' is too short for a retry step",
+            ),
             ("set queue max-lifetime 0d", "out of range for max-lifetime"),
-            ("set queue", "incomplete statement 'set queue': expected one of retry, max-lifetime"),
-            ("set system host-name a\u{1}b", "control character at column 23"),
+            (
+                "set queue",
+                "incomplete statement 'set queue': expected one of retry, max-lifetime",
+            ),
+            (
+                "set system host-name a\u{1}b",
+                "control character at column 23",
+            ),
         ];
+        let mut failures = Vec::new();
         for (line, fragment) in cases {
-            let text = format!("# a comment\n{ok}\n  {line}\n{ok}");
-            let err = parse(&text).unwrap_err();
-            assert_eq!(err.line, 4, "{line}: {err}");
-            assert!(err.message.contains(fragment), "{line}\n  got:  {}\n  want: {fragment}", err.message);
-            assert!(err.to_string().starts_with("line 4: "));
+            let text = format!("# a comment\n{ok}\n{line}\n{ok}");
+            match parse(&text) {
+                Err(err) if err.line == 4 && err.message.contains(fragment) => {
+                    assert!(err.to_string().starts_with("line 4: "));
+                }
+                other => failures.push(format!("{line}\n  got:  {other:?}\n  want: {fragment}")),
+            }
         }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]
@@ -391,7 +608,10 @@ mod tests {
         .unwrap();
         let route = &cfg.routes[&DomainPattern::Suffix("example.net".into())];
         assert_eq!(route.avoid_time, Duration::ZERO);
-        assert_eq!(route.next_hop, NextHop::Relay(vec![sa("10.0.0.2:2525"), sa("10.0.0.3:25")]));
+        assert_eq!(
+            route.next_hop,
+            NextHop::Relay(vec![sa("10.0.0.2:2525"), sa("10.0.0.3:25")])
+        );
     }
 
     #[test]
@@ -419,13 +639,19 @@ mod tests {
     fn bounds_of_the_model_are_enforced() {
         let mut text = String::new();
         for i in 0..statement::MAX_LISTEN_ADDRESSES {
-            text.push_str(&format!("set service inbound listen 127.0.0.1:{}\n", 2000 + i));
+            text.push_str(&format!(
+                "set service inbound listen 127.0.0.1:{}\n",
+                2000 + i
+            ));
         }
         let mut cfg = parse(&text).unwrap();
         // Repeating an address adds nothing and so stays within the bound.
         parse_into(&mut cfg, "set service inbound listen 127.0.0.1:2000\n").unwrap();
         let err = parse_into(&mut cfg, "set service inbound listen 127.0.0.1:3000\n").unwrap_err();
-        assert!(err.message.contains("too many listen addresses in one service: at most 8"));
+        assert!(
+            err.message
+                .contains("too many listen addresses in one service: at most 8")
+        );
 
         let mut text = String::new();
         for i in 1..=statement::MAX_CLASSIFY_RULES {
@@ -482,7 +708,7 @@ mod tests {
          set route .EXAMPLE.com. relay \"[10.1.1.5]\"\n\
          set route example.com failover-timeout 30s\n\
          set classify 30 remote 0.0.0.0/0 category EXTERNAL\n\
-         set classify 10 category INTERNAL remote-port 1024 remote 10.1.2.3/24 local 192.0.2.1\n\
+         set classify 10 remote-port 1024 remote 10.1.2.3/24 local 192.0.2.1 category INTERNAL\n\
          set classify 20 local-port 7633 deny \"no web \\\"interface\\\" here\"\n\
          set service outbound listen 10.1.1.1:587\n\
          set service inbound max-message-size 5M\n\
@@ -517,11 +743,13 @@ set route example.com relay [10.1.1.5]:25,[10.1.1.6]:25
 set route example.com failover-timeout 30s
 set route .example.com relay [10.1.1.5]:25
 set queue retry \"5m 15m 1h 1d\"
-set queue max-lifetime 5d
 ";
         assert_eq!(print(&cfg), expected);
         assert_eq!(parse(expected).unwrap(), cfg);
-        assert_eq!(cfg.classify[&20].action, ClassifyAction::Deny("no web \"interface\" here".into()));
+        assert_eq!(
+            cfg.classify[&20].action,
+            ClassifyAction::Deny("no web \"interface\" here".into())
+        );
         // max-lifetime 120h is the default 5d, so it does not print at all.
         let cfg = parse("set queue max-lifetime 120h\n").unwrap();
         assert_eq!(print(&cfg), "");
@@ -534,7 +762,11 @@ set queue max-lifetime 5d
             let cfg = random_config(&mut rng);
             for statement in statements(&cfg) {
                 let line = statement.to_string();
-                assert_eq!(Statement::parse(&line), Ok(Some(statement.clone())), "{line}");
+                assert_eq!(
+                    Statement::parse(&line),
+                    Ok(Some(statement.clone())),
+                    "{line}"
+                );
             }
         }
     }
@@ -544,7 +776,11 @@ set queue max-lifetime 5d
         cfg.system.host_name = "mx1.example.org".into();
         for name in ServiceName::ALL {
             let s = cfg.service_mut(name);
-            s.listen = vec![sa("0.0.0.0:25"), sa("[2001:db8::25]:25"), sa("[fe80::1%3]:2525")];
+            s.listen = vec![
+                sa("0.0.0.0:25"),
+                sa("[2001:db8::25]:25"),
+                sa("[fe80::1%3]:2525"),
+            ];
             s.max_connections = 65535;
             s.max_connections_per_ip = 1;
             s.idle_timeout = secs(1);
@@ -603,10 +839,19 @@ set queue max-lifetime 5d
         }
         let text = print(&full_config());
         assert!(text.contains("set service outbound max-message-size 18446744073709551615\n"));
-        assert!(text.contains("set service inbound max-message-size 1k\n"), "{text}");
+        assert!(
+            text.contains("set service inbound max-message-size 1k\n"),
+            "{text}"
+        );
         assert!(text.contains("set route * smarthost [::1]:587\n"), "{text}");
-        assert!(text.contains("set service inbound ehlo-keywords \"\"\n"), "{text}");
-        assert!(text.contains("deny \"\\\\ \\\"quoted\\\" \t # and more\"\n"), "{text}");
+        assert!(
+            text.contains("set service inbound ehlo-keywords \"\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deny \"\\\\ \\\"quoted\\\" \t # and more\"\n"),
+            "{text}"
+        );
     }
 
     // ---- generated models ---------------------------------------------------------------
@@ -636,14 +881,16 @@ set queue max-lifetime 5d
             self.next() % one_in == 0
         }
 
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.range(0, items.len() as u64 - 1) as usize]
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.range(0, items.len() as u64 - 1) as usize]
         }
     }
 
     fn random_ip(rng: &mut XorShift) -> IpAddr {
         match rng.range(0, 3) {
-            0 => IpAddr::V6(Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next()))),
+            0 => IpAddr::V6(Ipv6Addr::from(
+                u128::from(rng.next()) << 64 | u128::from(rng.next()),
+            )),
             1 => IpAddr::V6(Ipv6Addr::from(rng.range(0, 3) as u128)),
             _ => IpAddr::V4(Ipv4Addr::from(rng.next() as u32)),
         }
@@ -662,7 +909,7 @@ set queue max-lifetime 5d
     }
 
     fn random_label(rng: &mut XorShift, alphabet: &[u8], len: u64) -> String {
-        (0..len).map(|_| *rng.pick(alphabet) as char).collect()
+        (0..len).map(|_| rng.pick(alphabet) as char).collect()
     }
 
     fn random_domain(rng: &mut XorShift) -> String {
@@ -763,12 +1010,26 @@ set queue max-lifetime 5d
             }
         }
         for _ in 0..rng.range(0, 5) {
-            let pick = |rng: &mut XorShift| if rng.chance(2) { Some(random_cidr(rng)) } else { None };
+            let pick = |rng: &mut XorShift| {
+                if rng.chance(2) {
+                    Some(random_cidr(rng))
+                } else {
+                    None
+                }
+            };
             let rule = ClassifyRule {
                 local: pick(rng),
-                local_port: if rng.chance(2) { Some(rng.range(1, 65535) as u16) } else { None },
+                local_port: if rng.chance(2) {
+                    Some(rng.range(1, 65535) as u16)
+                } else {
+                    None
+                },
                 remote: pick(rng),
-                remote_port: if rng.chance(2) { Some(rng.range(1, 65535) as u16) } else { None },
+                remote_port: if rng.chance(2) {
+                    Some(rng.range(1, 65535) as u16)
+                } else {
+                    None
+                },
                 action: if rng.chance(2) {
                     let len = rng.range(1, value::MAX_CATEGORY_OCTETS as u64);
                     ClassifyAction::Category(random_label(rng, b"ABCXYZ019_", len))
@@ -870,29 +1131,86 @@ set queue max-lifetime 5d
     #[test]
     fn random_word_soup_never_panics() {
         const WORDS: &[&str] = &[
-            "set", "system", "host-name", "service", "inbound", "outbound", "listen",
-            "max-connections", "max-connections-per-ip", "idle-timeout", "data-timeout",
-            "max-session-time", "max-messages-per-session", "max-message-size",
-            "max-recipients", "max-line-length", "error-limit", "greet-delay", "ehlo-keywords",
-            "classify", "local", "local-port", "remote", "remote-port", "category", "deny",
-            "route", "relay", "smarthost", "failover-timeout", "avoid-time", "concurrency",
-            "queue", "retry", "max-lifetime", "0", "1", "25", "100", "1000", "65535", "65536",
-            "4294967296", "5m", "0s", "365d", "366d", "35M", "1k", "\"\"", "\"5m 1h\"",
-            "\"SIZE\"", "INTERNAL", "x", "*", ".example.com", "example.com", "[::1]:25",
-            "[10.0.0.1]", "10.0.0.0/8", "::/0", "127.0.0.1:25", "\"no\"", "\"", "\\", "#",
-            "\"a\\\"b\"", "\"unterminated",
+            "set",
+            "system",
+            "host-name",
+            "service",
+            "inbound",
+            "outbound",
+            "listen",
+            "max-connections",
+            "max-connections-per-ip",
+            "idle-timeout",
+            "data-timeout",
+            "max-session-time",
+            "max-messages-per-session",
+            "max-message-size",
+            "max-recipients",
+            "max-line-length",
+            "error-limit",
+            "greet-delay",
+            "ehlo-keywords",
+            "classify",
+            "local",
+            "local-port",
+            "remote",
+            "remote-port",
+            "category",
+            "deny",
+            "route",
+            "relay",
+            "smarthost",
+            "failover-timeout",
+            "avoid-time",
+            "concurrency",
+            "queue",
+            "retry",
+            "max-lifetime",
+            "0",
+            "1",
+            "25",
+            "100",
+            "1000",
+            "65535",
+            "65536",
+            "4294967296",
+            "5m",
+            "0s",
+            "365d",
+            "366d",
+            "35M",
+            "1k",
+            "\"\"",
+            "\"5m 1h\"",
+            "\"SIZE\"",
+            "INTERNAL",
+            "x",
+            "*",
+            ".example.com",
+            "example.com",
+            "[::1]:25",
+            "[10.0.0.1]",
+            "10.0.0.0/8",
+            "::/0",
+            "127.0.0.1:25",
+            "\"no\"",
+            "\"",
+            "\\",
+            "#",
+            "\"a\\\"b\"",
+            "\"unterminated",
         ];
         let mut rng = XorShift(0xabad_1dea);
         for _ in 0..5000 {
             let mut line = String::new();
             if rng.chance(8) {
-                line.push_str(*rng.pick(WORDS));
+                line.push_str(rng.pick(WORDS));
             } else {
                 line.push_str("set");
             }
             for _ in 0..rng.range(0, 10) {
                 line.push(' ');
-                line.push_str(*rng.pick(WORDS));
+                line.push_str(rng.pick(WORDS));
             }
             check_consistent(&line);
         }
@@ -914,7 +1232,10 @@ set queue max-lifetime 5d
                         0 => {
                             chars.remove(at);
                         }
-                        1 => chars.insert(at, *rng.pick(&['"', ' ', '\\', '0', '9', 'm', ',', '.', '/', ':'])),
+                        1 => chars.insert(
+                            at,
+                            rng.pick(&['"', ' ', '\\', '0', '9', 'm', ',', '.', '/', ':']),
+                        ),
                         _ => chars[at] = char::from(rng.range(0x20, 0x7e) as u8),
                     }
                 }

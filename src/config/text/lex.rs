@@ -46,9 +46,14 @@ pub fn split(line: &str) -> Result<Vec<String>, LineError> {
                     Some((at, '\\')) => match chars.next() {
                         Some((_, c @ ('"' | '\\'))) => word.push(c),
                         Some((_, c)) if !c.is_control() => {
-                            return Err(LineError::UnknownEscape { column: at + 1, found: c });
+                            return Err(LineError::UnknownEscape {
+                                column: at + 1,
+                                found: c,
+                            });
                         }
-                        Some((at, _)) => return Err(LineError::ControlCharacter { column: at + 1 }),
+                        Some((at, _)) => {
+                            return Err(LineError::ControlCharacter { column: at + 1 });
+                        }
                         None => return Err(LineError::UnterminatedQuote { column: start + 1 }),
                     },
                     Some((at, c)) if c.is_control() && c != '\t' => {
@@ -84,8 +89,14 @@ pub fn split(line: &str) -> Result<Vec<String>, LineError> {
 pub fn word(text: &str) -> String {
     let plain = !text.is_empty()
         && !text.starts_with('#')
-        && !text.chars().any(|c| is_blank(c) || c == '"' || c.is_control());
-    if plain { text.to_string() } else { quoted(text) }
+        && !text
+            .chars()
+            .any(|c| is_blank(c) || c == '"' || c.is_control());
+    if plain {
+        text.to_string()
+    } else {
+        quoted(text)
+    }
 }
 
 /// `text` in double quotes, with `"` and `\` escaped.
@@ -112,7 +123,10 @@ mod tests {
 
     #[test]
     fn splits_on_blanks() {
-        assert_eq!(words("set  system\thost-name gw"), ["set", "system", "host-name", "gw"]);
+        assert_eq!(
+            words("set  system\thost-name gw"),
+            ["set", "system", "host-name", "gw"]
+        );
         assert_eq!(words("   "), Vec::<String>::new());
         assert_eq!(words(""), Vec::<String>::new());
         assert_eq!(words(" a "), ["a"]);
@@ -129,23 +143,52 @@ mod tests {
 
     #[test]
     fn refuses_broken_quoting_with_its_column() {
-        assert_eq!(split(r#"set "abc"#), Err(LineError::UnterminatedQuote { column: 5 }));
-        assert_eq!(split(r#"set "abc\"#), Err(LineError::UnterminatedQuote { column: 5 }));
+        assert_eq!(
+            split(r#"set "abc"#),
+            Err(LineError::UnterminatedQuote { column: 5 })
+        );
+        assert_eq!(
+            split(r#"set "abc\"#),
+            Err(LineError::UnterminatedQuote { column: 5 })
+        );
         assert_eq!(
             split(r#"x "a\nb""#),
-            Err(LineError::UnknownEscape { column: 5, found: 'n' })
+            Err(LineError::UnknownEscape {
+                column: 5,
+                found: 'n'
+            })
         );
-        assert_eq!(split(r#"x "a"b"#), Err(LineError::TextAfterQuote { column: 6 }));
-        assert_eq!(split(r#"x ab"c""#), Err(LineError::QuoteInsideWord { column: 5 }));
-        assert_eq!(split("x a\rb"), Err(LineError::ControlCharacter { column: 4 }));
-        assert_eq!(split("x \"a\u{0}\""), Err(LineError::ControlCharacter { column: 5 }));
-        assert_eq!(split("x \"a\\\u{7}\""), Err(LineError::ControlCharacter { column: 6 }));
+        assert_eq!(
+            split(r#"x "a"b"#),
+            Err(LineError::TextAfterQuote { column: 6 })
+        );
+        assert_eq!(
+            split(r#"x ab"c""#),
+            Err(LineError::QuoteInsideWord { column: 5 })
+        );
+        assert_eq!(
+            split("x a\rb"),
+            Err(LineError::ControlCharacter { column: 4 })
+        );
+        assert_eq!(
+            split("x \"a\u{0}\""),
+            Err(LineError::ControlCharacter { column: 5 })
+        );
+        assert_eq!(
+            split("x \"a\\\u{7}\""),
+            Err(LineError::ControlCharacter { column: 6 })
+        );
     }
 
     #[test]
     fn refuses_overlong_lines() {
         let line = "x".repeat(MAX_LINE_OCTETS + 1);
-        assert_eq!(split(&line), Err(LineError::LineTooLong { octets: MAX_LINE_OCTETS + 1 }));
+        assert_eq!(
+            split(&line),
+            Err(LineError::LineTooLong {
+                octets: MAX_LINE_OCTETS + 1
+            })
+        );
         assert!(split(&line[1..]).is_ok());
     }
 

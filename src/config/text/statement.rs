@@ -5,8 +5,7 @@ use super::LineError;
 use super::lex;
 use super::value;
 use crate::config::{
-    ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords, NextHop, Route,
-    ServiceName,
+    ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords, NextHop, Route, ServiceName,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,7 +30,11 @@ pub struct Limit {
 
 impl Limit {
     const fn new(min: u32, max: u32) -> Limit {
-        Limit { min, max, source: None }
+        Limit {
+            min,
+            max,
+            source: None,
+        }
     }
 
     /// What an accepted value looks like, for messages.
@@ -184,8 +187,10 @@ const TOP: &Keywords<Top> = &[
     ("queue", Top::Queue),
 ];
 const SYSTEM: &Keywords<()> = &[("host-name", ())];
-const SERVICES: &Keywords<ServiceName> =
-    &[("inbound", ServiceName::Inbound), ("outbound", ServiceName::Outbound)];
+const SERVICES: &Keywords<ServiceName> = &[
+    ("inbound", ServiceName::Inbound),
+    ("outbound", ServiceName::Outbound),
+];
 const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("listen", ServiceKey::Listen),
     ("max-connections", ServiceKey::MaxConnections),
@@ -193,7 +198,10 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("idle-timeout", ServiceKey::IdleTimeout),
     ("data-timeout", ServiceKey::DataTimeout),
     ("max-session-time", ServiceKey::MaxSessionTime),
-    ("max-messages-per-session", ServiceKey::MaxMessagesPerSession),
+    (
+        "max-messages-per-session",
+        ServiceKey::MaxMessagesPerSession,
+    ),
     ("max-message-size", ServiceKey::MaxMessageSize),
     ("max-recipients", ServiceKey::MaxRecipients),
     ("max-line-length", ServiceKey::MaxLineLength),
@@ -216,8 +224,10 @@ const ROUTE_KEYS: &Keywords<RouteKey> = &[
     ("avoid-time", RouteKey::AvoidTime),
     ("concurrency", RouteKey::Concurrency),
 ];
-const QUEUE_KEYS: &Keywords<QueueKey> =
-    &[("retry", QueueKey::Retry), ("max-lifetime", QueueKey::MaxLifetime)];
+const QUEUE_KEYS: &Keywords<QueueKey> = &[
+    ("retry", QueueKey::Retry),
+    ("max-lifetime", QueueKey::MaxLifetime),
+];
 
 fn names<T>(keywords: &Keywords<T>) -> Vec<&'static str> {
     keywords.iter().map(|(name, _)| *name).collect()
@@ -239,16 +249,25 @@ struct Cursor<'w> {
 impl<'w> Cursor<'w> {
     /// The words read so far, as written.
     fn after(&self) -> String {
-        let shown: Vec<String> = self.words[..self.next].iter().map(|w| lex::word(w)).collect();
+        let shown: Vec<String> = self.words[..self.next]
+            .iter()
+            .map(|w| lex::word(w))
+            .collect();
         shown.join(" ")
     }
 
     /// The next word as one of `keywords` (any case).
     fn keyword<T: Copy>(&mut self, keywords: &Keywords<T>) -> Result<T, LineError> {
         let Some(word) = self.words.get(self.next) else {
-            return Err(LineError::Incomplete { after: self.after(), expected: names(keywords) });
+            return Err(LineError::Incomplete {
+                after: self.after(),
+                expected: names(keywords),
+            });
         };
-        match keywords.iter().find(|(name, _)| name.eq_ignore_ascii_case(word)) {
+        match keywords
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word))
+        {
             Some((_, found)) => {
                 self.next += 1;
                 Ok(*found)
@@ -276,12 +295,14 @@ impl<'w> Cursor<'w> {
     /// The next word as a number within `limit`; `setting` names it for messages.
     fn number(&mut self, setting: &str, limit: Limit) -> Result<u32, LineError> {
         let text = self.value(&limit.expected())?;
-        let Some(n) = value::number(text) else {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(LineError::Value {
                 value: text.to_string(),
                 problem: format!("is not a number: expected {}", limit.expected()),
             });
-        };
+        }
+        // All digits: `None` means larger than any u64, so above every limit.
+        let n = value::number(text).unwrap_or(u64::MAX);
         match u32::try_from(n) {
             Ok(n) if (limit.min..=limit.max).contains(&n) => Ok(n),
             _ => Err(LineError::OutOfRange {
@@ -313,9 +334,10 @@ impl<'w> Cursor<'w> {
     fn finish(&self) -> Result<(), LineError> {
         match self.words.get(self.next) {
             None => Ok(()),
-            Some(found) => {
-                Err(LineError::Trailing { after: self.after(), found: found.clone() })
-            }
+            Some(found) => Err(LineError::Trailing {
+                after: self.after(),
+                found: found.clone(),
+            }),
         }
     }
 }
@@ -353,7 +375,9 @@ impl Statement {
                 Statement::Route(pattern, route_setting(&mut c)?)
             }
             Top::Queue => Statement::Queue(match c.keyword(QUEUE_KEYS)? {
-                QueueKey::Retry => QueueSetting::Retry(value::retry(c.value(value::RETRY_EXPECTED)?)?),
+                QueueKey::Retry => {
+                    QueueSetting::Retry(value::retry(c.value(value::RETRY_EXPECTED)?)?)
+                }
                 QueueKey::MaxLifetime => {
                     QueueSetting::MaxLifetime(c.duration("max-lifetime", Zero::Refused)?)
                 }
@@ -411,16 +435,23 @@ impl Statement {
                 match config.routes.get_mut(pattern) {
                     Some(route) => route.next_hop = hop.clone(),
                     None if count >= MAX_ROUTES => {
-                        return Err(LineError::TooMany { what: "routes", limit: MAX_ROUTES });
+                        return Err(LineError::TooMany {
+                            what: "routes",
+                            limit: MAX_ROUTES,
+                        });
                     }
                     None => {
-                        config.routes.insert(pattern.clone(), Route::new(hop.clone()));
+                        config
+                            .routes
+                            .insert(pattern.clone(), Route::new(hop.clone()));
                     }
                 }
             }
             Statement::Route(pattern, setting) => {
                 let Some(route) = config.routes.get_mut(pattern) else {
-                    return Err(LineError::NoNextHop { pattern: pattern.to_string() });
+                    return Err(LineError::NoNextHop {
+                        pattern: pattern.to_string(),
+                    });
                 };
                 match setting {
                     RouteSetting::NextHop(hop) => route.next_hop = hop.clone(),
@@ -481,8 +512,13 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
 }
 
 fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
-    let mut rule =
-        ClassifyRule { local: None, local_port: None, remote: None, remote_port: None, action: ClassifyAction::Deny(String::new()) };
+    let mut rule = ClassifyRule {
+        local: None,
+        local_port: None,
+        remote: None,
+        remote_port: None,
+        action: ClassifyAction::Deny(String::new()),
+    };
     let mut seen = [false; 4];
     loop {
         let key = c.keyword(CLASSIFY_KEYS)?;
@@ -508,9 +544,7 @@ fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
         seen[slot] = true;
         match key {
             ClassifyKey::Local => rule.local = Some(value::cidr(c.value(value::CIDR_EXPECTED)?)?),
-            ClassifyKey::Remote => {
-                rule.remote = Some(value::cidr(c.value(value::CIDR_EXPECTED)?)?)
-            }
+            ClassifyKey::Remote => rule.remote = Some(value::cidr(c.value(value::CIDR_EXPECTED)?)?),
             ClassifyKey::LocalPort => {
                 rule.local_port = Some(value::port(c.value(value::PORT_EXPECTED)?)?)
             }
@@ -524,9 +558,9 @@ fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
 
 fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
     Ok(match c.keyword(ROUTE_KEYS)? {
-        RouteKey::Relay => {
-            RouteSetting::NextHop(NextHop::Relay(value::hosts(c.value(value::HOSTS_EXPECTED)?)?))
-        }
+        RouteKey::Relay => RouteSetting::NextHop(NextHop::Relay(value::hosts(
+            c.value(value::HOSTS_EXPECTED)?,
+        )?)),
         RouteKey::Smarthost => RouteSetting::NextHop(NextHop::Smarthost(value::hosts(
             c.value(value::HOSTS_EXPECTED)?,
         )?)),
@@ -559,24 +593,48 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         }
         use ServiceSetting as S;
         let pairs = [
-            (s.max_connections != d.max_connections, S::MaxConnections(s.max_connections)),
+            (
+                s.max_connections != d.max_connections,
+                S::MaxConnections(s.max_connections),
+            ),
             (
                 s.max_connections_per_ip != d.max_connections_per_ip,
                 S::MaxConnectionsPerIp(s.max_connections_per_ip),
             ),
-            (s.idle_timeout != d.idle_timeout, S::IdleTimeout(s.idle_timeout)),
-            (s.data_timeout != d.data_timeout, S::DataTimeout(s.data_timeout)),
-            (s.max_session_time != d.max_session_time, S::MaxSessionTime(s.max_session_time)),
+            (
+                s.idle_timeout != d.idle_timeout,
+                S::IdleTimeout(s.idle_timeout),
+            ),
+            (
+                s.data_timeout != d.data_timeout,
+                S::DataTimeout(s.data_timeout),
+            ),
+            (
+                s.max_session_time != d.max_session_time,
+                S::MaxSessionTime(s.max_session_time),
+            ),
             (
                 s.max_messages_per_session != d.max_messages_per_session,
                 S::MaxMessagesPerSession(s.max_messages_per_session),
             ),
-            (s.max_message_size != d.max_message_size, S::MaxMessageSize(s.max_message_size)),
-            (s.max_recipients != d.max_recipients, S::MaxRecipients(s.max_recipients)),
-            (s.max_line_length != d.max_line_length, S::MaxLineLength(s.max_line_length)),
+            (
+                s.max_message_size != d.max_message_size,
+                S::MaxMessageSize(s.max_message_size),
+            ),
+            (
+                s.max_recipients != d.max_recipients,
+                S::MaxRecipients(s.max_recipients),
+            ),
+            (
+                s.max_line_length != d.max_line_length,
+                S::MaxLineLength(s.max_line_length),
+            ),
             (s.error_limit != d.error_limit, S::ErrorLimit(s.error_limit)),
             (s.greet_delay != d.greet_delay, S::GreetDelay(s.greet_delay)),
-            (s.ehlo_keywords != d.ehlo_keywords, S::EhloKeywords(s.ehlo_keywords)),
+            (
+                s.ehlo_keywords != d.ehlo_keywords,
+                S::EhloKeywords(s.ehlo_keywords),
+            ),
         ];
         for (differs, setting) in pairs {
             if differs {
@@ -602,10 +660,14 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         }
     }
     if config.queue.retry != default.queue.retry {
-        out.push(Statement::Queue(QueueSetting::Retry(config.queue.retry.clone())));
+        out.push(Statement::Queue(QueueSetting::Retry(
+            config.queue.retry.clone(),
+        )));
     }
     if config.queue.max_lifetime != default.queue.max_lifetime {
-        out.push(Statement::Queue(QueueSetting::MaxLifetime(config.queue.max_lifetime)));
+        out.push(Statement::Queue(QueueSetting::MaxLifetime(
+            config.queue.max_lifetime,
+        )));
     }
     out
 }
@@ -680,7 +742,11 @@ impl fmt::Display for Statement {
                 }
             }
             Statement::Queue(QueueSetting::Retry(steps)) => {
-                write!(f, "set queue retry {}", lex::quoted(&value::format_retry(steps)))
+                write!(
+                    f,
+                    "set queue retry {}",
+                    lex::quoted(&value::format_retry(steps))
+                )
             }
             Statement::Queue(QueueSetting::MaxLifetime(d)) => {
                 write!(f, "set queue max-lifetime {}", dur(d))

@@ -55,16 +55,21 @@ pub const PATTERN_EXPECTED: &str = "a domain pattern: example.com, .example.com 
 /// What a host name looks like, for messages.
 pub const HOST_NAME_EXPECTED: &str = "a host name such as gw.example.com";
 /// What a category looks like, for messages.
-pub const CATEGORY_EXPECTED: &str = "a category name of upper-case letters, digits and _ (e.g. INTERNAL)";
+pub const CATEGORY_EXPECTED: &str =
+    "a category name of upper-case letters, digits and _ (e.g. INTERNAL)";
 /// What a deny text looks like, for messages.
 pub const DENY_EXPECTED: &str = "a quoted reply text such as \"no relaying here\"";
 /// What an EHLO keyword list looks like, for messages.
-pub const EHLO_EXPECTED: &str = "a quoted list of EHLO keywords such as \"PIPELINING SIZE STARTTLS\"";
+pub const EHLO_EXPECTED: &str =
+    "a quoted list of EHLO keywords such as \"PIPELINING SIZE STARTTLS\"";
 /// What a retry schedule looks like, for messages.
 pub const RETRY_EXPECTED: &str = "a quoted list of 1 to 20 durations such as \"5m 15m 1h\"";
 
 fn invalid(value: &str, problem: impl Into<String>) -> LineError {
-    LineError::Value { value: value.to_string(), problem: problem.into() }
+    LineError::Value {
+        value: value.to_string(),
+        problem: problem.into(),
+    }
 }
 
 /// A decimal number of at most `u64::MAX`; `None` when `text` is not all digits or is too
@@ -79,8 +84,18 @@ pub fn number(text: &str) -> Option<u64> {
 
 /// A duration: a whole number with a unit `s`, `m`, `h` or `d` (either case).
 pub fn duration(text: &str) -> Result<Duration, LineError> {
-    let not_duration = || invalid(text, format!("is not a duration: expected {DURATION_EXPECTED}"));
-    let too_long = || invalid(text, format!("is too long: at most {}", format_duration(MAX_DURATION)));
+    let not_duration = || {
+        invalid(
+            text,
+            format!("is not a duration: expected {DURATION_EXPECTED}"),
+        )
+    };
+    let too_long = || {
+        invalid(
+            text,
+            format!("is too long: at most {}", format_duration(MAX_DURATION)),
+        )
+    };
     let Some(unit) = text.chars().last() else {
         return Err(not_duration());
     };
@@ -95,7 +110,9 @@ pub fn duration(text: &str) -> Result<Duration, LineError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(not_duration());
     }
-    let secs = number(digits).and_then(|n| n.checked_mul(unit_secs)).ok_or_else(too_long)?;
+    let secs = number(digits)
+        .and_then(|n| n.checked_mul(unit_secs))
+        .ok_or_else(too_long)?;
     if secs > MAX_DURATION.as_secs() {
         return Err(too_long());
     }
@@ -164,16 +181,22 @@ pub fn format_size(octets: u64) -> String {
 pub fn port(text: &str) -> Result<u16, LineError> {
     match number(text).map(u16::try_from) {
         Some(Ok(p)) if p != 0 => Ok(p),
-        _ => Err(invalid(text, format!("is not a port: expected {PORT_EXPECTED}"))),
+        _ => Err(invalid(
+            text,
+            format!("is not a port: expected {PORT_EXPECTED}"),
+        )),
     }
 }
 
 /// A listening address: `address:port`, IPv6 in brackets. Port 0 is refused: a listener
 /// needs a port that clients can be told.
 pub fn listen(text: &str) -> Result<SocketAddr, LineError> {
-    let addr: SocketAddr = text
-        .parse()
-        .map_err(|_| invalid(text, format!("is not a listen address: expected {LISTEN_EXPECTED}")))?;
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        invalid(
+            text,
+            format!("is not a listen address: expected {LISTEN_EXPECTED}"),
+        )
+    })?;
     if addr.port() == 0 {
         return Err(invalid(text, "has port 0: a listener needs a fixed port"));
     }
@@ -188,7 +211,10 @@ fn relay_host(text: &str) -> Result<SocketAddr, LineError> {
             "is not a relay host: expected [address] or [address]:port (e.g. [10.1.1.5]:25)",
         )
     };
-    let (ip, rest) = text.strip_prefix('[').and_then(|t| t.split_once(']')).ok_or_else(bad)?;
+    let (ip, rest) = text
+        .strip_prefix('[')
+        .and_then(|t| t.split_once(']'))
+        .ok_or_else(bad)?;
     let ip: IpAddr = ip.parse().map_err(|_| bad())?;
     let port = match rest {
         "" => DEFAULT_RELAY_PORT,
@@ -203,10 +229,16 @@ pub fn hosts(text: &str) -> Result<Vec<SocketAddr>, LineError> {
     let mut out = Vec::new();
     for entry in text.split(',') {
         if entry.is_empty() {
-            return Err(invalid(text, format!("has an empty entry: expected {HOSTS_EXPECTED}")));
+            return Err(invalid(
+                text,
+                format!("has an empty entry: expected {HOSTS_EXPECTED}"),
+            ));
         }
         if out.len() == MAX_RELAY_HOSTS {
-            return Err(invalid(text, format!("has more than {MAX_RELAY_HOSTS} hosts")));
+            return Err(invalid(
+                text,
+                format!("has more than {MAX_RELAY_HOSTS} hosts"),
+            ));
         }
         let host = relay_host(entry)?;
         if out.contains(&host) {
@@ -219,7 +251,10 @@ pub fn hosts(text: &str) -> Result<Vec<SocketAddr>, LineError> {
 
 /// A relay list in its canonical form: every entry `[address]:port`.
 pub fn format_hosts(hosts: &[SocketAddr]) -> String {
-    let entries: Vec<String> = hosts.iter().map(|h| format!("[{}]:{}", h.ip(), h.port())).collect();
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("[{}]:{}", h.ip(), h.port()))
+        .collect();
     entries.join(",")
 }
 
@@ -263,7 +298,10 @@ fn dns_name(text: &str, what: &str) -> Result<String, LineError> {
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(invalid(text, format!("is not {what}: it has an empty label")));
+            return Err(invalid(
+                text,
+                format!("is not {what}: it has an empty label"),
+            ));
         }
         if label.len() > MAX_LABEL_OCTETS {
             return Err(invalid(
@@ -273,7 +311,9 @@ fn dns_name(text: &str, what: &str) -> Result<String, LineError> {
                 ),
             ));
         }
-        let ldh = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let ldh = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ldh || label.starts_with('-') || label.ends_with('-') {
             return Err(invalid(
                 text,
@@ -303,14 +343,21 @@ pub fn pattern(text: &str) -> Result<DomainPattern, LineError> {
         ));
     }
     match text.strip_prefix('.') {
-        Some(rest) => Ok(DomainPattern::Suffix(dns_name(rest, "a domain")?.to_ascii_lowercase())),
-        None => Ok(DomainPattern::Exact(dns_name(text, "a domain")?.to_ascii_lowercase())),
+        Some(rest) => Ok(DomainPattern::Suffix(
+            dns_name(rest, "a domain")?.to_ascii_lowercase(),
+        )),
+        None => Ok(DomainPattern::Exact(
+            dns_name(text, "a domain")?.to_ascii_lowercase(),
+        )),
     }
 }
 
 /// A classification category: upper-case letters, digits and `_`.
 pub fn category(text: &str) -> Result<String, LineError> {
-    let fits = |t: &str| t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    let fits = |t: &str| {
+        t.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
     if text.is_empty() || text.len() > MAX_CATEGORY_OCTETS {
         return Err(invalid(
             text,
@@ -327,7 +374,10 @@ pub fn category(text: &str) -> Result<String, LineError> {
             format!("is not a category name: category names are upper case (write '{upper}')"),
         ));
     }
-    Err(invalid(text, format!("is not a category name: expected {CATEGORY_EXPECTED}")))
+    Err(invalid(
+        text,
+        format!("is not a category name: expected {CATEGORY_EXPECTED}"),
+    ))
 }
 
 /// The text of a deny reply: RFC 5321 §4.2 `textstring` (printable ASCII and tab), not
@@ -344,7 +394,10 @@ pub fn deny_text(text: &str) -> Result<String, LineError> {
             ),
         ));
     }
-    if !text.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+    if !text
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
         return Err(invalid(
             text,
             "is not a deny text: a reply is printable ASCII (RFC 5321 §4.2 textstring)",
@@ -362,7 +415,10 @@ pub fn ehlo_keywords(text: &str) -> Result<EhloKeywords, LineError> {
             let known: Vec<&str> = EhloKeywords::NAMES.iter().map(|(_, n)| *n).collect();
             return Err(invalid(
                 name,
-                format!("is not an EHLO keyword: expected some of {}", known.join(", ")),
+                format!(
+                    "is not an EHLO keyword: expected some of {}",
+                    known.join(", ")
+                ),
             ));
         };
         if set.contains(keyword) {
@@ -383,23 +439,36 @@ pub fn retry(text: &str) -> Result<Vec<Duration>, LineError> {
     let mut steps = Vec::new();
     for step in text.split_ascii_whitespace() {
         if steps.len() == MAX_RETRY_STEPS {
-            return Err(invalid(text, format!("has more than {MAX_RETRY_STEPS} retry steps")));
+            return Err(invalid(
+                text,
+                format!("has more than {MAX_RETRY_STEPS} retry steps"),
+            ));
         }
         let d = duration(step)?;
         if d.is_zero() {
-            return Err(invalid(step, "is too short for a retry step: expected more than 0s"));
+            return Err(invalid(
+                step,
+                "is too short for a retry step: expected more than 0s",
+            ));
         }
         steps.push(d);
     }
     if steps.is_empty() {
-        return Err(invalid(text, format!("is not a retry schedule: expected {RETRY_EXPECTED}")));
+        return Err(invalid(
+            text,
+            format!("is not a retry schedule: expected {RETRY_EXPECTED}"),
+        ));
     }
     Ok(steps)
 }
 
 /// A retry schedule in its canonical form.
 pub fn format_retry(steps: &[Duration]) -> String {
-    steps.iter().map(|d| format_duration(*d)).collect::<Vec<_>>().join(" ")
+    steps
+        .iter()
+        .map(|d| format_duration(*d))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -424,13 +493,23 @@ mod tests {
         assert_eq!(duration("0s"), Ok(secs(0)));
         assert_eq!(duration("007s"), Ok(secs(7)));
         assert_eq!(duration("365d"), Ok(MAX_DURATION));
-        for bad in ["", "s", "30", "abc", "-5s", "+5s", "5 s", "5x", "1.5h", "5é", "é"] {
+        for bad in [
+            "", "s", "30", "abc", "-5s", "+5s", "5 s", "5x", "1.5h", "5é", "é",
+        ] {
             let message = problem(duration(bad).unwrap_err());
             assert!(message.contains("is not a duration"), "{bad:?}: {message}");
         }
-        for long in ["366d", "31536001s", "99999999999999999999999s", "18446744073709551615d"] {
+        for long in [
+            "366d",
+            "31536001s",
+            "99999999999999999999999s",
+            "18446744073709551615d",
+        ] {
             let message = problem(duration(long).unwrap_err());
-            assert!(message.contains("is too long: at most 365d"), "{long:?}: {message}");
+            assert!(
+                message.contains("is too long: at most 365d"),
+                "{long:?}: {message}"
+            );
         }
     }
 
@@ -445,7 +524,18 @@ mod tests {
         assert_eq!(format_duration(secs(86_400 * 5)), "5d");
         assert_eq!(format_duration(secs(86_400 + 3600)), "25h");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1s");
-        for s in [1, 59, 60, 61, 3599, 3600, 86_399, 86_400, 90_000, MAX_DURATION.as_secs()] {
+        for s in [
+            1,
+            59,
+            60,
+            61,
+            3599,
+            3600,
+            86_399,
+            86_400,
+            90_000,
+            MAX_DURATION.as_secs(),
+        ] {
             assert_eq!(duration(&format_duration(secs(s))), Ok(secs(s)), "{s}");
         }
     }
@@ -469,7 +559,16 @@ mod tests {
         }
         assert!(problem(size("18446744073709551615k").unwrap_err()).contains("too large"));
         assert!(problem(size("99999999999999999999999").unwrap_err()).contains("too large"));
-        for n in [1, 1023, 1024, 1025, MIB, GIB, u64::MAX, u64::MAX - u64::MAX % GIB] {
+        for n in [
+            1,
+            1023,
+            1024,
+            1025,
+            MIB,
+            GIB,
+            u64::MAX,
+            u64::MAX - u64::MAX % GIB,
+        ] {
             assert_eq!(size(&format_size(n)), Ok(n), "{n}");
         }
     }
@@ -479,10 +578,17 @@ mod tests {
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
             hosts("[127.0.0.1]:2526,[10.1.1.6]:25,[::1]:25"),
-            Ok(vec![sa("127.0.0.1:2526"), sa("10.1.1.6:25"), sa("[::1]:25")])
+            Ok(vec![
+                sa("127.0.0.1:2526"),
+                sa("10.1.1.6:25"),
+                sa("[::1]:25")
+            ])
         );
         assert_eq!(hosts("[10.1.1.6]"), Ok(vec![sa("10.1.1.6:25")]));
-        assert_eq!(format_hosts(&[sa("10.1.1.6:25"), sa("[::1]:2525")]), "[10.1.1.6]:25,[::1]:2525");
+        assert_eq!(
+            format_hosts(&[sa("10.1.1.6:25"), sa("[::1]:2525")]),
+            "[10.1.1.6]:25,[::1]:2525"
+        );
         for (bad, part) in [
             ("10.1.1.6:25", "is not a relay host"),
             ("[10.1.1.6]:", "is not a port"),
@@ -517,7 +623,10 @@ mod tests {
 
     #[test]
     fn names_and_patterns() {
-        assert_eq!(host_name("gw.Example.com."), Ok("gw.Example.com".to_string()));
+        assert_eq!(
+            host_name("gw.Example.com."),
+            Ok("gw.Example.com".to_string())
+        );
         assert_eq!(host_name("localhost"), Ok("localhost".to_string()));
         let label = "a".repeat(63);
         assert!(host_name(&format!("{label}.com")).is_ok());
@@ -526,12 +635,24 @@ mod tests {
         assert_eq!(long.len(), 259);
         assert!(problem(host_name(&long).unwrap_err()).contains("253 octets"));
         assert!(host_name(&long[..253]).is_ok());
-        for bad in ["-gw.example.com", "gw-.example.com", "gw..example.com", "gw_1.example", "."] {
+        for bad in [
+            "-gw.example.com",
+            "gw-.example.com",
+            "gw..example.com",
+            "gw_1.example",
+            ".",
+        ] {
             assert!(host_name(bad).is_err(), "{bad}");
         }
         assert_eq!(pattern("*"), Ok(DomainPattern::Any));
-        assert_eq!(pattern("Example.COM"), Ok(DomainPattern::Exact("example.com".into())));
-        assert_eq!(pattern(".Example.com"), Ok(DomainPattern::Suffix("example.com".into())));
+        assert_eq!(
+            pattern("Example.COM"),
+            Ok(DomainPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            pattern(".Example.com"),
+            Ok(DomainPattern::Suffix("example.com".into()))
+        );
         assert!(problem(pattern("*.example.com").unwrap_err()).contains("write '.example.com'"));
         assert!(pattern(".").is_err());
         assert!(pattern("..x").is_err());
@@ -559,9 +680,14 @@ mod tests {
         assert_eq!(format_ehlo_keywords(set), "PIPELINING SIZE STARTTLS");
         assert_eq!(ehlo_keywords(""), Ok(EhloKeywords::NONE));
         assert_eq!(format_ehlo_keywords(EhloKeywords::NONE), "");
-        assert_eq!(ehlo_keywords(&format_ehlo_keywords(EhloKeywords::ALL)), Ok(EhloKeywords::ALL));
+        assert_eq!(
+            ehlo_keywords(&format_ehlo_keywords(EhloKeywords::ALL)),
+            Ok(EhloKeywords::ALL)
+        );
         let message = problem(ehlo_keywords("SIZE XCLIENT").unwrap_err());
-        assert!(message.starts_with("'XCLIENT' is not an EHLO keyword: expected some of PIPELINING"));
+        assert!(
+            message.starts_with("'XCLIENT' is not an EHLO keyword: expected some of PIPELINING")
+        );
         assert!(problem(ehlo_keywords("SIZE size").unwrap_err()).contains("listed twice"));
     }
 
@@ -581,9 +707,15 @@ mod tests {
         assert_eq!(port("25"), Ok(25));
         assert_eq!(port("65535"), Ok(65535));
         for bad in ["0", "65536", "", "x", "-1", "99999999999999999999999"] {
-            assert!(problem(port(bad).unwrap_err()).contains("is not a port"), "{bad}");
+            assert!(
+                problem(port(bad).unwrap_err()).contains("is not a port"),
+                "{bad}"
+            );
         }
-        assert_eq!(listen("127.0.0.1:2525").unwrap().to_string(), "127.0.0.1:2525");
+        assert_eq!(
+            listen("127.0.0.1:2525").unwrap().to_string(),
+            "127.0.0.1:2525"
+        );
         assert_eq!(listen("[::1]:25").unwrap().to_string(), "[::1]:25");
         assert!(problem(listen("127.0.0.1").unwrap_err()).contains("is not a listen address"));
         assert!(problem(listen("[127.0.0.1]:25").unwrap_err()).contains("is not a listen address"));
