@@ -512,48 +512,54 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
 }
 
 fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
-    let mut rule = ClassifyRule {
-        local: None,
-        local_port: None,
-        remote: None,
-        remote_port: None,
-        action: ClassifyAction::Deny(String::new()),
-    };
-    let mut seen = [false; 4];
+    let (mut local, mut local_port, mut remote, mut remote_port) = (None, None, None, None);
     loop {
-        let key = c.keyword(CLASSIFY_KEYS)?;
-        let slot = match key {
-            ClassifyKey::Local => 0,
-            ClassifyKey::LocalPort => 1,
-            ClassifyKey::Remote => 2,
-            ClassifyKey::RemotePort => 3,
-            ClassifyKey::Category => {
-                let name = value::category(c.value(value::CATEGORY_EXPECTED)?)?;
-                rule.action = ClassifyAction::Category(name);
-                return Ok(rule);
+        let action = match c.keyword(CLASSIFY_KEYS)? {
+            ClassifyKey::Local => {
+                option_once(c, &mut local, value::CIDR_EXPECTED, value::cidr)?;
+                continue;
             }
-            ClassifyKey::Deny => {
-                let text = value::deny_text(c.value(value::DENY_EXPECTED)?)?;
-                rule.action = ClassifyAction::Deny(text);
-                return Ok(rule);
-            }
-        };
-        if seen[slot] {
-            return Err(LineError::Repeated { after: c.after() });
-        }
-        seen[slot] = true;
-        match key {
-            ClassifyKey::Local => rule.local = Some(value::cidr(c.value(value::CIDR_EXPECTED)?)?),
-            ClassifyKey::Remote => rule.remote = Some(value::cidr(c.value(value::CIDR_EXPECTED)?)?),
             ClassifyKey::LocalPort => {
-                rule.local_port = Some(value::port(c.value(value::PORT_EXPECTED)?)?)
+                option_once(c, &mut local_port, value::PORT_EXPECTED, value::port)?;
+                continue;
+            }
+            ClassifyKey::Remote => {
+                option_once(c, &mut remote, value::CIDR_EXPECTED, value::cidr)?;
+                continue;
             }
             ClassifyKey::RemotePort => {
-                rule.remote_port = Some(value::port(c.value(value::PORT_EXPECTED)?)?)
+                option_once(c, &mut remote_port, value::PORT_EXPECTED, value::port)?;
+                continue;
             }
-            ClassifyKey::Category | ClassifyKey::Deny => {}
-        }
+            ClassifyKey::Category => {
+                ClassifyAction::Category(value::category(c.value(value::CATEGORY_EXPECTED)?)?)
+            }
+            ClassifyKey::Deny => {
+                ClassifyAction::Deny(value::deny_text(c.value(value::DENY_EXPECTED)?)?)
+            }
+        };
+        return Ok(ClassifyRule {
+            local,
+            local_port,
+            remote,
+            remote_port,
+            action,
+        });
     }
+}
+
+/// Reads the value of a classify option into `slot`, which must still be empty.
+fn option_once<T>(
+    c: &mut Cursor<'_>,
+    slot: &mut Option<T>,
+    expected: &str,
+    parse: fn(&str) -> Result<T, LineError>,
+) -> Result<(), LineError> {
+    if slot.is_some() {
+        return Err(LineError::Repeated { after: c.after() });
+    }
+    *slot = Some(parse(c.value(expected)?)?);
+    Ok(())
 }
 
 fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
@@ -752,5 +758,94 @@ impl fmt::Display for Statement {
                 write!(f, "set queue max-lifetime {}", dur(d))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(line: &str) -> Statement {
+        Statement::parse(line).unwrap().unwrap()
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_no_statement() {
+        assert_eq!(Statement::parse(""), Ok(None));
+        assert_eq!(Statement::parse("  # set queue retry x"), Ok(None));
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_print_in_lower_case() {
+        let s = one("SET Service INBOUND Max-Connections 7");
+        assert_eq!(
+            s,
+            Statement::Service(ServiceName::Inbound, ServiceSetting::MaxConnections(7))
+        );
+        assert_eq!(s.to_string(), "set service inbound max-connections 7");
+        assert_eq!(
+            one("\"set\" \"queue\" max-lifetime \"2d\"").to_string(),
+            "set queue max-lifetime 2d"
+        );
+    }
+
+    #[test]
+    fn classify_options_come_in_any_order_and_print_in_one() {
+        let a = one("set classify 5 remote-port 99 local 10.0.0.1 category A");
+        let b = one("set classify 5 local 10.0.0.1/32 remote-port 99 category A");
+        assert_eq!(a, b);
+        assert_eq!(
+            a.to_string(),
+            "set classify 5 local 10.0.0.1/32 remote-port 99 category A"
+        );
+    }
+
+    #[test]
+    fn route_attributes_need_the_route() {
+        let mut cfg = Config::default();
+        let attr = one("set route * concurrency 4");
+        assert_eq!(
+            attr.apply(&mut cfg),
+            Err(LineError::NoNextHop {
+                pattern: "*".into()
+            })
+        );
+        assert_eq!(cfg, Config::default());
+        one("set route * smarthost [192.0.2.25]:587")
+            .apply(&mut cfg)
+            .unwrap();
+        attr.apply(&mut cfg).unwrap();
+        let route = &cfg.routes[&DomainPattern::Any];
+        assert_eq!(route.concurrency, 4);
+        assert_eq!(
+            route.failover_timeout,
+            crate::config::DEFAULT_FAILOVER_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn listen_adds_an_address_once() {
+        let mut cfg = Config::default();
+        let listen = one("set service outbound listen [::1]:587");
+        listen.apply(&mut cfg).unwrap();
+        listen.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.outbound.listen.len(), 1);
+        assert!(cfg.inbound.listen.is_empty());
+    }
+
+    #[test]
+    fn statements_of_the_default_are_none() {
+        assert!(statements(&Config::default()).is_empty());
+        let mut cfg = Config::default();
+        cfg.inbound.max_recipients = 200;
+        cfg.queue.retry = vec![Duration::from_secs(60)];
+        let lines: Vec<String> = statements(&cfg).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "set service inbound max-recipients 200",
+                "set queue retry \"1m\""
+            ]
+        );
     }
 }
