@@ -1,0 +1,851 @@
+//! One `set` statement: parsed from a line's words into a checked [`Statement`], applied
+//! to a [`Config`], and printed back in canonical form.
+
+use super::LineError;
+use super::lex;
+use super::value;
+use crate::config::{
+    ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords, NextHop, Route, ServiceName,
+};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Most listening addresses per service: 8, 32 octets each in memory.
+pub const MAX_LISTEN_ADDRESSES: usize = 8;
+/// Most classify rules: 1024. A rule costs at most about 600 octets (its deny text is at
+/// most 500), so all rules together at most about 600 KiB.
+pub const MAX_CLASSIFY_RULES: usize = 1024;
+/// Most routes: 1024. A route costs at most about 900 octets (a 253-octet pattern and 16
+/// hosts of 32 octets), so all routes together at most about 900 KiB.
+pub const MAX_ROUTES: usize = 1024;
+
+/// The accepted range of one numeric setting and, where a standard sets it, the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub min: u32,
+    pub max: u32,
+    pub source: Option<&'static str>,
+}
+
+impl Limit {
+    const fn new(min: u32, max: u32) -> Limit {
+        Limit {
+            min,
+            max,
+            source: None,
+        }
+    }
+
+    /// What an accepted value looks like, for messages.
+    pub fn expected(&self) -> String {
+        if self.max == u32::MAX {
+            format!("a number of at least {}", self.min)
+        } else {
+            format!("a number from {} to {}", self.min, self.max)
+        }
+    }
+}
+
+/// Connections at once, in all and per client address: at most 65535, one per port.
+pub const CONNECTIONS_LIMIT: Limit = Limit::new(1, 65535);
+/// Messages in one session: at least one.
+pub const MESSAGES_PER_SESSION_LIMIT: Limit = Limit::new(1, u32::MAX);
+/// RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients.
+pub const RECIPIENTS_LIMIT: Limit = Limit {
+    min: crate::config::MIN_RECIPIENTS,
+    max: u32::MAX,
+    source: Some("RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients"),
+};
+/// RFC 5321 §4.5.3.1.6: a text line of 1000 octets with its CRLF must be accepted. At most
+/// 64 KiB: a session may buffer one line of this length.
+pub const LINE_LENGTH_LIMIT: Limit = Limit {
+    min: crate::config::DEFAULT_TEXT_LINE,
+    max: 65536,
+    source: Some("RFC 5321 §4.5.3.1.6 requires accepting text lines of 1000 octets"),
+};
+/// Client errors before a disconnect: at least one.
+pub const ERROR_LIMIT: Limit = Limit::new(1, u32::MAX);
+/// Connections at once to one route's next hop.
+pub const CONCURRENCY_LIMIT: Limit = Limit::new(1, 1000);
+/// Classify rule numbers.
+pub const RULE_NUMBER_LIMIT: Limit = Limit::new(1, 65535);
+/// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
+pub const MIN_MESSAGE_SIZE: u64 = 1024;
+
+/// One checked `set` statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Statement {
+    /// `set system host-name NAME`
+    HostName(String),
+    /// `set service SVC …`
+    Service(ServiceName, ServiceSetting),
+    /// `set classify N …`: replaces rule N as a whole.
+    Classify(u32, ClassifyRule),
+    /// `set route PATTERN …`
+    Route(DomainPattern, RouteSetting),
+    /// `set queue …`
+    Queue(QueueSetting),
+}
+
+/// One setting of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceSetting {
+    /// Adds a listening address unless it is there already.
+    Listen(SocketAddr),
+    MaxConnections(u32),
+    MaxConnectionsPerIp(u32),
+    IdleTimeout(Duration),
+    DataTimeout(Duration),
+    MaxSessionTime(Duration),
+    MaxMessagesPerSession(u32),
+    MaxMessageSize(u64),
+    MaxRecipients(u32),
+    MaxLineLength(u32),
+    ErrorLimit(u32),
+    GreetDelay(Duration),
+    EhloKeywords(EhloKeywords),
+}
+
+/// One setting of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteSetting {
+    /// `relay HOSTS` or `smarthost HOSTS`: creates the route or changes its next hop.
+    NextHop(NextHop),
+    /// Needs the route to exist already, as do the others below.
+    FailoverTimeout(Duration),
+    AvoidTime(Duration),
+    Concurrency(u32),
+}
+
+/// One setting of the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueSetting {
+    Retry(Vec<Duration>),
+    MaxLifetime(Duration),
+}
+
+#[derive(Clone, Copy)]
+enum Top {
+    System,
+    Service,
+    Classify,
+    Route,
+    Queue,
+}
+
+#[derive(Clone, Copy)]
+enum ServiceKey {
+    Listen,
+    MaxConnections,
+    MaxConnectionsPerIp,
+    IdleTimeout,
+    DataTimeout,
+    MaxSessionTime,
+    MaxMessagesPerSession,
+    MaxMessageSize,
+    MaxRecipients,
+    MaxLineLength,
+    ErrorLimit,
+    GreetDelay,
+    EhloKeywords,
+}
+
+#[derive(Clone, Copy)]
+enum ClassifyKey {
+    Local,
+    LocalPort,
+    Remote,
+    RemotePort,
+    Category,
+    Deny,
+}
+
+#[derive(Clone, Copy)]
+enum RouteKey {
+    Relay,
+    Smarthost,
+    FailoverTimeout,
+    AvoidTime,
+    Concurrency,
+}
+
+#[derive(Clone, Copy)]
+enum QueueKey {
+    Retry,
+    MaxLifetime,
+}
+
+type Keywords<T> = [(&'static str, T)];
+
+const SET: &Keywords<()> = &[("set", ())];
+const TOP: &Keywords<Top> = &[
+    ("system", Top::System),
+    ("service", Top::Service),
+    ("classify", Top::Classify),
+    ("route", Top::Route),
+    ("queue", Top::Queue),
+];
+const SYSTEM: &Keywords<()> = &[("host-name", ())];
+const SERVICES: &Keywords<ServiceName> = &[
+    ("inbound", ServiceName::Inbound),
+    ("outbound", ServiceName::Outbound),
+];
+const SERVICE_KEYS: &Keywords<ServiceKey> = &[
+    ("listen", ServiceKey::Listen),
+    ("max-connections", ServiceKey::MaxConnections),
+    ("max-connections-per-ip", ServiceKey::MaxConnectionsPerIp),
+    ("idle-timeout", ServiceKey::IdleTimeout),
+    ("data-timeout", ServiceKey::DataTimeout),
+    ("max-session-time", ServiceKey::MaxSessionTime),
+    (
+        "max-messages-per-session",
+        ServiceKey::MaxMessagesPerSession,
+    ),
+    ("max-message-size", ServiceKey::MaxMessageSize),
+    ("max-recipients", ServiceKey::MaxRecipients),
+    ("max-line-length", ServiceKey::MaxLineLength),
+    ("error-limit", ServiceKey::ErrorLimit),
+    ("greet-delay", ServiceKey::GreetDelay),
+    ("ehlo-keywords", ServiceKey::EhloKeywords),
+];
+const CLASSIFY_KEYS: &Keywords<ClassifyKey> = &[
+    ("local", ClassifyKey::Local),
+    ("local-port", ClassifyKey::LocalPort),
+    ("remote", ClassifyKey::Remote),
+    ("remote-port", ClassifyKey::RemotePort),
+    ("category", ClassifyKey::Category),
+    ("deny", ClassifyKey::Deny),
+];
+const ROUTE_KEYS: &Keywords<RouteKey> = &[
+    ("relay", RouteKey::Relay),
+    ("smarthost", RouteKey::Smarthost),
+    ("failover-timeout", RouteKey::FailoverTimeout),
+    ("avoid-time", RouteKey::AvoidTime),
+    ("concurrency", RouteKey::Concurrency),
+];
+const QUEUE_KEYS: &Keywords<QueueKey> = &[
+    ("retry", QueueKey::Retry),
+    ("max-lifetime", QueueKey::MaxLifetime),
+];
+
+fn names<T>(keywords: &Keywords<T>) -> Vec<&'static str> {
+    keywords.iter().map(|(name, _)| *name).collect()
+}
+
+/// Whether a duration setting accepts zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    Allowed,
+    Refused,
+}
+
+/// The words of one line and how far they have been read.
+struct Cursor<'w> {
+    words: &'w [String],
+    next: usize,
+}
+
+impl<'w> Cursor<'w> {
+    /// The words read so far, as written.
+    fn after(&self) -> String {
+        let shown: Vec<String> = self.words[..self.next]
+            .iter()
+            .map(|w| lex::word(w))
+            .collect();
+        shown.join(" ")
+    }
+
+    /// The next word as one of `keywords` (any case).
+    fn keyword<T: Copy>(&mut self, keywords: &Keywords<T>) -> Result<T, LineError> {
+        let Some(word) = self.words.get(self.next) else {
+            return Err(LineError::Incomplete {
+                after: self.after(),
+                expected: names(keywords),
+            });
+        };
+        match keywords
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word))
+        {
+            Some((_, found)) => {
+                self.next += 1;
+                Ok(*found)
+            }
+            None => Err(LineError::UnknownKeyword {
+                after: self.after(),
+                found: word.clone(),
+                expected: names(keywords),
+            }),
+        }
+    }
+
+    /// The next word as a value; `expected` says what it should look like.
+    fn value(&mut self, expected: &str) -> Result<&'w str, LineError> {
+        let Some(word) = self.words.get(self.next) else {
+            return Err(LineError::MissingValue {
+                after: self.after(),
+                expected: expected.to_string(),
+            });
+        };
+        self.next += 1;
+        Ok(word)
+    }
+
+    /// The next word as a number within `limit`; `setting` names it for messages.
+    fn number(&mut self, setting: &str, limit: Limit) -> Result<u32, LineError> {
+        let text = self.value(&limit.expected())?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LineError::Value {
+                value: text.to_string(),
+                problem: format!("is not a number: expected {}", limit.expected()),
+            });
+        }
+        // All digits: `None` means larger than any u64, so above every limit.
+        let n = value::number(text).unwrap_or(u64::MAX);
+        match u32::try_from(n) {
+            Ok(n) if (limit.min..=limit.max).contains(&n) => Ok(n),
+            _ => Err(LineError::OutOfRange {
+                value: text.to_string(),
+                setting: setting.to_string(),
+                reason: match limit.source {
+                    Some(source) if n < u64::from(limit.min) => source.to_string(),
+                    _ => format!("expected {}", limit.expected()),
+                },
+            }),
+        }
+    }
+
+    /// The next word as a duration; `setting` names it for messages.
+    fn duration(&mut self, setting: &str, zero: Zero) -> Result<Duration, LineError> {
+        let text = self.value(value::DURATION_EXPECTED)?;
+        let d = value::duration(text)?;
+        if d.is_zero() && zero == Zero::Refused {
+            return Err(LineError::OutOfRange {
+                value: text.to_string(),
+                setting: setting.to_string(),
+                reason: "expected more than 0s".to_string(),
+            });
+        }
+        Ok(d)
+    }
+
+    /// Succeeds when every word has been read.
+    fn finish(&self) -> Result<(), LineError> {
+        match self.words.get(self.next) {
+            None => Ok(()),
+            Some(found) => Err(LineError::Trailing {
+                after: self.after(),
+                found: found.clone(),
+            }),
+        }
+    }
+}
+
+impl Statement {
+    /// The statement on one line of text; `None` for a blank or comment line.
+    pub fn parse(line: &str) -> Result<Option<Statement>, LineError> {
+        if lex::is_comment_or_blank(line) {
+            return Ok(None);
+        }
+        let words = lex::split(line)?;
+        Statement::from_words(&words).map(Some)
+    }
+
+    /// The statement made of `words`, which are not empty.
+    pub fn from_words(words: &[String]) -> Result<Statement, LineError> {
+        let mut c = Cursor { words, next: 0 };
+        c.keyword(SET)?;
+        let statement = match c.keyword(TOP)? {
+            Top::System => {
+                c.keyword(SYSTEM)?;
+                Statement::HostName(value::host_name(c.value(value::HOST_NAME_EXPECTED)?)?)
+            }
+            Top::Service => {
+                let name = c.keyword(SERVICES)?;
+                let key = c.keyword(SERVICE_KEYS)?;
+                Statement::Service(name, service_setting(&mut c, key)?)
+            }
+            Top::Classify => {
+                let number = c.number("a classify rule number", RULE_NUMBER_LIMIT)?;
+                Statement::Classify(number, classify_rule(&mut c)?)
+            }
+            Top::Route => {
+                let pattern = value::pattern(c.value(value::PATTERN_EXPECTED)?)?;
+                Statement::Route(pattern, route_setting(&mut c)?)
+            }
+            Top::Queue => Statement::Queue(match c.keyword(QUEUE_KEYS)? {
+                QueueKey::Retry => {
+                    QueueSetting::Retry(value::retry(c.value(value::RETRY_EXPECTED)?)?)
+                }
+                QueueKey::MaxLifetime => {
+                    QueueSetting::MaxLifetime(c.duration("max-lifetime", Zero::Refused)?)
+                }
+            }),
+        };
+        c.finish()?;
+        Ok(statement)
+    }
+
+    /// Applies the statement to `config`. On error `config` is unchanged.
+    pub fn apply(&self, config: &mut Config) -> Result<(), LineError> {
+        match self {
+            Statement::HostName(name) => config.system.host_name = name.clone(),
+            Statement::Service(name, setting) => {
+                let s = config.service_mut(*name);
+                match setting {
+                    ServiceSetting::Listen(addr) => {
+                        if !s.listen.contains(addr) {
+                            if s.listen.len() >= MAX_LISTEN_ADDRESSES {
+                                return Err(LineError::TooMany {
+                                    what: "listen addresses in one service",
+                                    limit: MAX_LISTEN_ADDRESSES,
+                                });
+                            }
+                            s.listen.push(*addr);
+                        }
+                    }
+                    ServiceSetting::MaxConnections(n) => s.max_connections = *n,
+                    ServiceSetting::MaxConnectionsPerIp(n) => s.max_connections_per_ip = *n,
+                    ServiceSetting::IdleTimeout(d) => s.idle_timeout = *d,
+                    ServiceSetting::DataTimeout(d) => s.data_timeout = *d,
+                    ServiceSetting::MaxSessionTime(d) => s.max_session_time = *d,
+                    ServiceSetting::MaxMessagesPerSession(n) => s.max_messages_per_session = *n,
+                    ServiceSetting::MaxMessageSize(n) => s.max_message_size = *n,
+                    ServiceSetting::MaxRecipients(n) => s.max_recipients = *n,
+                    ServiceSetting::MaxLineLength(n) => s.max_line_length = *n,
+                    ServiceSetting::ErrorLimit(n) => s.error_limit = *n,
+                    ServiceSetting::GreetDelay(d) => s.greet_delay = *d,
+                    ServiceSetting::EhloKeywords(k) => s.ehlo_keywords = *k,
+                }
+            }
+            Statement::Classify(number, rule) => {
+                if !config.classify.contains_key(number)
+                    && config.classify.len() >= MAX_CLASSIFY_RULES
+                {
+                    return Err(LineError::TooMany {
+                        what: "classify rules",
+                        limit: MAX_CLASSIFY_RULES,
+                    });
+                }
+                config.classify.insert(*number, rule.clone());
+            }
+            Statement::Route(pattern, RouteSetting::NextHop(hop)) => {
+                let count = config.routes.len();
+                match config.routes.get_mut(pattern) {
+                    Some(route) => route.next_hop = hop.clone(),
+                    None if count >= MAX_ROUTES => {
+                        return Err(LineError::TooMany {
+                            what: "routes",
+                            limit: MAX_ROUTES,
+                        });
+                    }
+                    None => {
+                        config
+                            .routes
+                            .insert(pattern.clone(), Route::new(hop.clone()));
+                    }
+                }
+            }
+            Statement::Route(pattern, setting) => {
+                let Some(route) = config.routes.get_mut(pattern) else {
+                    return Err(LineError::NoNextHop {
+                        pattern: pattern.to_string(),
+                    });
+                };
+                match setting {
+                    RouteSetting::NextHop(hop) => route.next_hop = hop.clone(),
+                    RouteSetting::FailoverTimeout(d) => route.failover_timeout = *d,
+                    RouteSetting::AvoidTime(d) => route.avoid_time = *d,
+                    RouteSetting::Concurrency(n) => route.concurrency = *n,
+                }
+            }
+            Statement::Queue(QueueSetting::Retry(steps)) => config.queue.retry = steps.clone(),
+            Statement::Queue(QueueSetting::MaxLifetime(d)) => config.queue.max_lifetime = *d,
+        }
+        Ok(())
+    }
+}
+
+fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting, LineError> {
+    use ServiceSetting as S;
+    Ok(match key {
+        ServiceKey::Listen => S::Listen(value::listen(c.value(value::LISTEN_EXPECTED)?)?),
+        ServiceKey::MaxConnections => {
+            S::MaxConnections(c.number("max-connections", CONNECTIONS_LIMIT)?)
+        }
+        ServiceKey::MaxConnectionsPerIp => {
+            S::MaxConnectionsPerIp(c.number("max-connections-per-ip", CONNECTIONS_LIMIT)?)
+        }
+        ServiceKey::IdleTimeout => S::IdleTimeout(c.duration("idle-timeout", Zero::Refused)?),
+        ServiceKey::DataTimeout => S::DataTimeout(c.duration("data-timeout", Zero::Refused)?),
+        ServiceKey::MaxSessionTime => {
+            S::MaxSessionTime(c.duration("max-session-time", Zero::Refused)?)
+        }
+        ServiceKey::MaxMessagesPerSession => S::MaxMessagesPerSession(
+            c.number("max-messages-per-session", MESSAGES_PER_SESSION_LIMIT)?,
+        ),
+        ServiceKey::MaxMessageSize => {
+            let text = c.value(value::SIZE_EXPECTED)?;
+            let size = value::size(text)?;
+            if size < MIN_MESSAGE_SIZE {
+                return Err(LineError::OutOfRange {
+                    value: text.to_string(),
+                    setting: "max-message-size".to_string(),
+                    reason: "expected at least 1024 bytes (1k)".to_string(),
+                });
+            }
+            S::MaxMessageSize(size)
+        }
+        ServiceKey::MaxRecipients => {
+            S::MaxRecipients(c.number("max-recipients", RECIPIENTS_LIMIT)?)
+        }
+        ServiceKey::MaxLineLength => {
+            S::MaxLineLength(c.number("max-line-length", LINE_LENGTH_LIMIT)?)
+        }
+        ServiceKey::ErrorLimit => S::ErrorLimit(c.number("error-limit", ERROR_LIMIT)?),
+        ServiceKey::GreetDelay => S::GreetDelay(c.duration("greet-delay", Zero::Allowed)?),
+        ServiceKey::EhloKeywords => {
+            S::EhloKeywords(value::ehlo_keywords(c.value(value::EHLO_EXPECTED)?)?)
+        }
+    })
+}
+
+fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
+    let (mut local, mut local_port, mut remote, mut remote_port) = (None, None, None, None);
+    loop {
+        let action = match c.keyword(CLASSIFY_KEYS)? {
+            ClassifyKey::Local => {
+                option_once(c, &mut local, value::CIDR_EXPECTED, value::cidr)?;
+                continue;
+            }
+            ClassifyKey::LocalPort => {
+                option_once(c, &mut local_port, value::PORT_EXPECTED, value::port)?;
+                continue;
+            }
+            ClassifyKey::Remote => {
+                option_once(c, &mut remote, value::CIDR_EXPECTED, value::cidr)?;
+                continue;
+            }
+            ClassifyKey::RemotePort => {
+                option_once(c, &mut remote_port, value::PORT_EXPECTED, value::port)?;
+                continue;
+            }
+            ClassifyKey::Category => {
+                ClassifyAction::Category(value::category(c.value(value::CATEGORY_EXPECTED)?)?)
+            }
+            ClassifyKey::Deny => {
+                ClassifyAction::Deny(value::deny_text(c.value(value::DENY_EXPECTED)?)?)
+            }
+        };
+        return Ok(ClassifyRule {
+            local,
+            local_port,
+            remote,
+            remote_port,
+            action,
+        });
+    }
+}
+
+/// Reads the value of a classify option into `slot`, which must still be empty.
+fn option_once<T>(
+    c: &mut Cursor<'_>,
+    slot: &mut Option<T>,
+    expected: &str,
+    parse: fn(&str) -> Result<T, LineError>,
+) -> Result<(), LineError> {
+    if slot.is_some() {
+        return Err(LineError::Repeated { after: c.after() });
+    }
+    *slot = Some(parse(c.value(expected)?)?);
+    Ok(())
+}
+
+fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
+    Ok(match c.keyword(ROUTE_KEYS)? {
+        RouteKey::Relay => RouteSetting::NextHop(NextHop::Relay(value::hosts(
+            c.value(value::HOSTS_EXPECTED)?,
+        )?)),
+        RouteKey::Smarthost => RouteSetting::NextHop(NextHop::Smarthost(value::hosts(
+            c.value(value::HOSTS_EXPECTED)?,
+        )?)),
+        RouteKey::FailoverTimeout => {
+            RouteSetting::FailoverTimeout(c.duration("failover-timeout", Zero::Refused)?)
+        }
+        RouteKey::AvoidTime => RouteSetting::AvoidTime(c.duration("avoid-time", Zero::Allowed)?),
+        RouteKey::Concurrency => {
+            RouteSetting::Concurrency(c.number("concurrency", CONCURRENCY_LIMIT)?)
+        }
+    })
+}
+
+/// The statements that build `config` from `Config::default()`, in canonical order:
+/// system; the inbound then the outbound service, listen addresses first; classify rules
+/// by number; routes in pattern order, each next hop first; the queue. Settings equal to
+/// their default are left out.
+pub fn statements(config: &Config) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let default = Config::default();
+    if config.system.host_name != default.system.host_name {
+        out.push(Statement::HostName(config.system.host_name.clone()));
+    }
+    for name in ServiceName::ALL {
+        let s = config.service(name);
+        let d = default.service(name);
+        let mut push = |setting| out.push(Statement::Service(name, setting));
+        for addr in &s.listen {
+            push(ServiceSetting::Listen(*addr));
+        }
+        use ServiceSetting as S;
+        let pairs = [
+            (
+                s.max_connections != d.max_connections,
+                S::MaxConnections(s.max_connections),
+            ),
+            (
+                s.max_connections_per_ip != d.max_connections_per_ip,
+                S::MaxConnectionsPerIp(s.max_connections_per_ip),
+            ),
+            (
+                s.idle_timeout != d.idle_timeout,
+                S::IdleTimeout(s.idle_timeout),
+            ),
+            (
+                s.data_timeout != d.data_timeout,
+                S::DataTimeout(s.data_timeout),
+            ),
+            (
+                s.max_session_time != d.max_session_time,
+                S::MaxSessionTime(s.max_session_time),
+            ),
+            (
+                s.max_messages_per_session != d.max_messages_per_session,
+                S::MaxMessagesPerSession(s.max_messages_per_session),
+            ),
+            (
+                s.max_message_size != d.max_message_size,
+                S::MaxMessageSize(s.max_message_size),
+            ),
+            (
+                s.max_recipients != d.max_recipients,
+                S::MaxRecipients(s.max_recipients),
+            ),
+            (
+                s.max_line_length != d.max_line_length,
+                S::MaxLineLength(s.max_line_length),
+            ),
+            (s.error_limit != d.error_limit, S::ErrorLimit(s.error_limit)),
+            (s.greet_delay != d.greet_delay, S::GreetDelay(s.greet_delay)),
+            (
+                s.ehlo_keywords != d.ehlo_keywords,
+                S::EhloKeywords(s.ehlo_keywords),
+            ),
+        ];
+        for (differs, setting) in pairs {
+            if differs {
+                push(setting);
+            }
+        }
+    }
+    for (number, rule) in &config.classify {
+        out.push(Statement::Classify(*number, rule.clone()));
+    }
+    for (pattern, route) in &config.routes {
+        let d = Route::new(route.next_hop.clone());
+        let mut push = |setting| out.push(Statement::Route(pattern.clone(), setting));
+        push(RouteSetting::NextHop(route.next_hop.clone()));
+        if route.failover_timeout != d.failover_timeout {
+            push(RouteSetting::FailoverTimeout(route.failover_timeout));
+        }
+        if route.avoid_time != d.avoid_time {
+            push(RouteSetting::AvoidTime(route.avoid_time));
+        }
+        if route.concurrency != d.concurrency {
+            push(RouteSetting::Concurrency(route.concurrency));
+        }
+    }
+    if config.queue.retry != default.queue.retry {
+        out.push(Statement::Queue(QueueSetting::Retry(
+            config.queue.retry.clone(),
+        )));
+    }
+    if config.queue.max_lifetime != default.queue.max_lifetime {
+        out.push(Statement::Queue(QueueSetting::MaxLifetime(
+            config.queue.max_lifetime,
+        )));
+    }
+    out
+}
+
+/// The canonical line, without its line end.
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dur = |d: &Duration| value::format_duration(*d);
+        match self {
+            Statement::HostName(name) => write!(f, "set system host-name {}", lex::word(name)),
+            Statement::Service(name, setting) => {
+                write!(f, "set service {name} ")?;
+                match setting {
+                    ServiceSetting::Listen(a) => write!(f, "listen {a}"),
+                    ServiceSetting::MaxConnections(n) => write!(f, "max-connections {n}"),
+                    ServiceSetting::MaxConnectionsPerIp(n) => {
+                        write!(f, "max-connections-per-ip {n}")
+                    }
+                    ServiceSetting::IdleTimeout(d) => write!(f, "idle-timeout {}", dur(d)),
+                    ServiceSetting::DataTimeout(d) => write!(f, "data-timeout {}", dur(d)),
+                    ServiceSetting::MaxSessionTime(d) => {
+                        write!(f, "max-session-time {}", dur(d))
+                    }
+                    ServiceSetting::MaxMessagesPerSession(n) => {
+                        write!(f, "max-messages-per-session {n}")
+                    }
+                    ServiceSetting::MaxMessageSize(n) => {
+                        write!(f, "max-message-size {}", value::format_size(*n))
+                    }
+                    ServiceSetting::MaxRecipients(n) => write!(f, "max-recipients {n}"),
+                    ServiceSetting::MaxLineLength(n) => write!(f, "max-line-length {n}"),
+                    ServiceSetting::ErrorLimit(n) => write!(f, "error-limit {n}"),
+                    ServiceSetting::GreetDelay(d) => write!(f, "greet-delay {}", dur(d)),
+                    ServiceSetting::EhloKeywords(k) => write!(
+                        f,
+                        "ehlo-keywords {}",
+                        lex::quoted(&value::format_ehlo_keywords(*k))
+                    ),
+                }
+            }
+            Statement::Classify(number, rule) => {
+                write!(f, "set classify {number}")?;
+                if let Some(c) = &rule.local {
+                    write!(f, " local {c}")?;
+                }
+                if let Some(p) = rule.local_port {
+                    write!(f, " local-port {p}")?;
+                }
+                if let Some(c) = &rule.remote {
+                    write!(f, " remote {c}")?;
+                }
+                if let Some(p) = rule.remote_port {
+                    write!(f, " remote-port {p}")?;
+                }
+                match &rule.action {
+                    ClassifyAction::Category(name) => write!(f, " category {}", lex::word(name)),
+                    ClassifyAction::Deny(text) => write!(f, " deny {}", lex::quoted(text)),
+                }
+            }
+            Statement::Route(pattern, setting) => {
+                write!(f, "set route {} ", lex::word(&pattern.to_string()))?;
+                match setting {
+                    RouteSetting::NextHop(NextHop::Relay(hosts)) => {
+                        write!(f, "relay {}", lex::word(&value::format_hosts(hosts)))
+                    }
+                    RouteSetting::NextHop(NextHop::Smarthost(hosts)) => {
+                        write!(f, "smarthost {}", lex::word(&value::format_hosts(hosts)))
+                    }
+                    RouteSetting::FailoverTimeout(d) => write!(f, "failover-timeout {}", dur(d)),
+                    RouteSetting::AvoidTime(d) => write!(f, "avoid-time {}", dur(d)),
+                    RouteSetting::Concurrency(n) => write!(f, "concurrency {n}"),
+                }
+            }
+            Statement::Queue(QueueSetting::Retry(steps)) => {
+                write!(
+                    f,
+                    "set queue retry {}",
+                    lex::quoted(&value::format_retry(steps))
+                )
+            }
+            Statement::Queue(QueueSetting::MaxLifetime(d)) => {
+                write!(f, "set queue max-lifetime {}", dur(d))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(line: &str) -> Statement {
+        Statement::parse(line).unwrap().unwrap()
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_no_statement() {
+        assert_eq!(Statement::parse(""), Ok(None));
+        assert_eq!(Statement::parse("  # set queue retry x"), Ok(None));
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive_and_print_in_lower_case() {
+        let s = one("SET Service INBOUND Max-Connections 7");
+        assert_eq!(
+            s,
+            Statement::Service(ServiceName::Inbound, ServiceSetting::MaxConnections(7))
+        );
+        assert_eq!(s.to_string(), "set service inbound max-connections 7");
+        assert_eq!(
+            one("\"set\" \"queue\" max-lifetime \"2d\"").to_string(),
+            "set queue max-lifetime 2d"
+        );
+    }
+
+    #[test]
+    fn classify_options_come_in_any_order_and_print_in_one() {
+        let a = one("set classify 5 remote-port 99 local 10.0.0.1 category A");
+        let b = one("set classify 5 local 10.0.0.1/32 remote-port 99 category A");
+        assert_eq!(a, b);
+        assert_eq!(
+            a.to_string(),
+            "set classify 5 local 10.0.0.1/32 remote-port 99 category A"
+        );
+    }
+
+    #[test]
+    fn route_attributes_need_the_route() {
+        let mut cfg = Config::default();
+        let attr = one("set route * concurrency 4");
+        assert_eq!(
+            attr.apply(&mut cfg),
+            Err(LineError::NoNextHop {
+                pattern: "*".into()
+            })
+        );
+        assert_eq!(cfg, Config::default());
+        one("set route * smarthost [192.0.2.25]:587")
+            .apply(&mut cfg)
+            .unwrap();
+        attr.apply(&mut cfg).unwrap();
+        let route = &cfg.routes[&DomainPattern::Any];
+        assert_eq!(route.concurrency, 4);
+        assert_eq!(
+            route.failover_timeout,
+            crate::config::DEFAULT_FAILOVER_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn listen_adds_an_address_once() {
+        let mut cfg = Config::default();
+        let listen = one("set service outbound listen [::1]:587");
+        listen.apply(&mut cfg).unwrap();
+        listen.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.outbound.listen.len(), 1);
+        assert!(cfg.inbound.listen.is_empty());
+    }
+
+    #[test]
+    fn statements_of_the_default_are_none() {
+        assert!(statements(&Config::default()).is_empty());
+        let mut cfg = Config::default();
+        cfg.inbound.max_recipients = 200;
+        cfg.queue.retry = vec![Duration::from_secs(60)];
+        let lines: Vec<String> = statements(&cfg).iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "set service inbound max-recipients 200",
+                "set queue retry \"1m\""
+            ]
+        );
+    }
+}

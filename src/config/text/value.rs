@@ -1,0 +1,724 @@
+//! Values in the configuration text: durations, sizes, numbers, addresses, names and
+//! lists, each parsed from one word into its checked type and printed back canonically.
+
+use super::LineError;
+use crate::config::{Cidr, DomainPattern, EhloKeywords};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Longest duration accepted anywhere: 365 days. Deadlines are computed as `now + d`, and
+/// a bound keeps that sum far from overflowing; no mail timer is longer than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * DAY);
+
+/// RFC 1035 §2.3.4: a label is at most 63 octets.
+pub const MAX_LABEL_OCTETS: usize = 63;
+/// RFC 1035 §2.3.4: a name is at most 255 octets on the wire, so 253 in text without the
+/// trailing dot.
+pub const MAX_DOMAIN_OCTETS: usize = 253;
+
+/// Longest category name, in octets. Category names are short identifiers such as
+/// INTERNAL; this bounds each classify rule's name to 32 octets.
+pub const MAX_CATEGORY_OCTETS: usize = 32;
+
+/// Longest deny text, in octets. RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets
+/// with its CRLF; the code (`554 `, 4 octets), an enhanced status code (`5.7.1 `, 6 octets)
+/// and the CRLF (2 octets) leave 500.
+pub const MAX_DENY_TEXT_OCTETS: usize = 500;
+
+/// Most hosts in one relay or smarthost list: 16 addresses, 32 octets each in memory.
+pub const MAX_RELAY_HOSTS: usize = 16;
+
+/// Most entries in the queue's retry schedule: 20 durations, 16 octets each.
+pub const MAX_RETRY_STEPS: usize = 20;
+
+/// The port a relay host gets when its list entry names none: the SMTP port, 25.
+pub const DEFAULT_RELAY_PORT: u16 = 25;
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+
+/// What a duration looks like, for messages.
+pub const DURATION_EXPECTED: &str = "a number with a unit s, m, h or d (e.g. 30s)";
+/// What a size looks like, for messages.
+pub const SIZE_EXPECTED: &str = "a number of bytes, or with a unit k, m or g (e.g. 35m)";
+/// What a listen address looks like, for messages.
+pub const LISTEN_EXPECTED: &str = "an address and port such as 0.0.0.0:25 or [::]:25";
+/// What a relay list looks like, for messages.
+pub const HOSTS_EXPECTED: &str = "a list of [address]:port such as [10.1.1.5]:25,[10.1.1.6]:25";
+/// What a network looks like, for messages.
+pub const CIDR_EXPECTED: &str = "an address or a network such as 10.0.0.0/8";
+/// What a port looks like, for messages.
+pub const PORT_EXPECTED: &str = "a port number from 1 to 65535";
+/// What a domain pattern looks like, for messages.
+pub const PATTERN_EXPECTED: &str = "a domain pattern: example.com, .example.com or *";
+/// What a host name looks like, for messages.
+pub const HOST_NAME_EXPECTED: &str = "a host name such as gw.example.com";
+/// What a category looks like, for messages.
+pub const CATEGORY_EXPECTED: &str =
+    "a category name of upper-case letters, digits and _ (e.g. INTERNAL)";
+/// What a deny text looks like, for messages.
+pub const DENY_EXPECTED: &str = "a quoted reply text such as \"no relaying here\"";
+/// What an EHLO keyword list looks like, for messages.
+pub const EHLO_EXPECTED: &str =
+    "a quoted list of EHLO keywords such as \"PIPELINING SIZE STARTTLS\"";
+/// What a retry schedule looks like, for messages.
+pub const RETRY_EXPECTED: &str = "a quoted list of 1 to 20 durations such as \"5m 15m 1h\"";
+
+fn invalid(value: &str, problem: impl Into<String>) -> LineError {
+    LineError::Value {
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// A decimal number of at most `u64::MAX`; `None` when `text` is not all digits or is too
+/// large.
+pub fn number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits, so the only failure left is overflow.
+    text.parse().ok()
+}
+
+/// A duration: a whole number with a unit `s`, `m`, `h` or `d` (either case).
+pub fn duration(text: &str) -> Result<Duration, LineError> {
+    let not_duration = || {
+        invalid(
+            text,
+            format!("is not a duration: expected {DURATION_EXPECTED}"),
+        )
+    };
+    let too_long = || {
+        invalid(
+            text,
+            format!("is too long: at most {}", format_duration(MAX_DURATION)),
+        )
+    };
+    let Some(unit) = text.chars().last() else {
+        return Err(not_duration());
+    };
+    let digits = &text[..text.len() - unit.len_utf8()];
+    let unit_secs = match unit.to_ascii_lowercase() {
+        's' => 1,
+        'm' => MINUTE,
+        'h' => HOUR,
+        'd' => DAY,
+        _ => return Err(not_duration()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_duration());
+    }
+    let secs = number(digits)
+        .and_then(|n| n.checked_mul(unit_secs))
+        .ok_or_else(too_long)?;
+    if secs > MAX_DURATION.as_secs() {
+        return Err(too_long());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// A duration in its canonical form: whole seconds in the largest unit that divides them
+/// exactly (`300s` prints as `5m`). Fractions of a second cannot be written in the text
+/// form and are dropped.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    for (unit, size) in [('d', DAY), ('h', HOUR), ('m', MINUTE)] {
+        if secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// A size in octets: a whole number, optionally with a unit `k`, `m` or `g` (either case)
+/// for KiB, MiB or GiB.
+pub fn size(text: &str) -> Result<u64, LineError> {
+    let not_size = || invalid(text, format!("is not a size: expected {SIZE_EXPECTED}"));
+    let (digits, unit) = match text.chars().last() {
+        Some(c) if c.is_ascii_digit() => (text, 1),
+        Some(c) => {
+            let unit = match c.to_ascii_lowercase() {
+                'k' => KIB,
+                'm' => MIB,
+                'g' => GIB,
+                _ => return Err(not_size()),
+            };
+            (&text[..text.len() - c.len_utf8()], unit)
+        }
+        None => return Err(not_size()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_size());
+    }
+    number(digits)
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| invalid(text, "is too large a size"))
+}
+
+/// A size in its canonical form: the largest unit that divides it exactly (`36700160`
+/// prints as `35m`).
+pub fn format_size(octets: u64) -> String {
+    if octets != 0 {
+        for (unit, size) in [('g', GIB), ('m', MIB), ('k', KIB)] {
+            if octets % size == 0 {
+                return format!("{}{unit}", octets / size);
+            }
+        }
+    }
+    octets.to_string()
+}
+
+/// A TCP port, 1 to 65535.
+pub fn port(text: &str) -> Result<u16, LineError> {
+    match number(text).map(u16::try_from) {
+        Some(Ok(p)) if p != 0 => Ok(p),
+        _ => Err(invalid(
+            text,
+            format!("is not a port: expected {PORT_EXPECTED}"),
+        )),
+    }
+}
+
+/// A listening address: `address:port`, IPv6 in brackets. Port 0 is refused: a listener
+/// needs a port that clients can be told.
+pub fn listen(text: &str) -> Result<SocketAddr, LineError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        invalid(
+            text,
+            format!("is not a listen address: expected {LISTEN_EXPECTED}"),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(invalid(text, "has port 0: a listener needs a fixed port"));
+    }
+    Ok(addr)
+}
+
+/// One relay host: `[address]` or `[address]:port`.
+fn relay_host(text: &str) -> Result<SocketAddr, LineError> {
+    let bad = || {
+        invalid(
+            text,
+            "is not a relay host: expected [address] or [address]:port (e.g. [10.1.1.5]:25)",
+        )
+    };
+    let (ip, rest) = text
+        .strip_prefix('[')
+        .and_then(|t| t.split_once(']'))
+        .ok_or_else(bad)?;
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let port = match rest {
+        "" => DEFAULT_RELAY_PORT,
+        _ => port(rest.strip_prefix(':').ok_or_else(bad)?)?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A relay or smarthost list: `[address]:port` entries separated by commas, each at most
+/// once, at most [`MAX_RELAY_HOSTS`].
+pub fn hosts(text: &str) -> Result<Vec<SocketAddr>, LineError> {
+    let mut out = Vec::new();
+    for entry in text.split(',') {
+        if entry.is_empty() {
+            return Err(invalid(
+                text,
+                format!("has an empty entry: expected {HOSTS_EXPECTED}"),
+            ));
+        }
+        if out.len() == MAX_RELAY_HOSTS {
+            return Err(invalid(
+                text,
+                format!("has more than {MAX_RELAY_HOSTS} hosts"),
+            ));
+        }
+        let host = relay_host(entry)?;
+        if out.contains(&host) {
+            return Err(invalid(entry, "is listed twice in one relay list"));
+        }
+        out.push(host);
+    }
+    Ok(out)
+}
+
+/// A relay list in its canonical form: every entry `[address]:port`.
+pub fn format_hosts(hosts: &[SocketAddr]) -> String {
+    let entries: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("[{}]:{}", h.ip(), h.port()))
+        .collect();
+    entries.join(",")
+}
+
+/// A network: `address/prefix`, or a bare address for one host (/32 or /128). Host bits
+/// are cleared.
+pub fn cidr(text: &str) -> Result<Cidr, LineError> {
+    let bad = || invalid(text, format!("is not a network: expected {CIDR_EXPECTED}"));
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let longest: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => longest,
+        Some(p) => match number(p) {
+            Some(n) if n <= u64::from(longest) => n as u8,
+            _ => {
+                return Err(invalid(
+                    text,
+                    format!("has a bad prefix length: expected /0 to /{longest}"),
+                ));
+            }
+        },
+    };
+    Cidr::new(addr, prefix).ok_or_else(bad)
+}
+
+/// A DNS name of letters, digits and hyphens (RFC 1035 §2.3.1, RFC 1123 §2.1), one
+/// trailing dot dropped, case kept.
+fn dns_name(text: &str, what: &str) -> Result<String, LineError> {
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.is_empty() {
+        return Err(invalid(text, format!("is not {what}: it is empty")));
+    }
+    if name.len() > MAX_DOMAIN_OCTETS {
+        return Err(invalid(
+            text,
+            format!("is not {what}: longer than {MAX_DOMAIN_OCTETS} octets (RFC 1035 §2.3.4)"),
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(invalid(
+                text,
+                format!("is not {what}: it has an empty label"),
+            ));
+        }
+        if label.len() > MAX_LABEL_OCTETS {
+            return Err(invalid(
+                text,
+                format!(
+                    "is not {what}: label '{label}' is longer than {MAX_LABEL_OCTETS} octets (RFC 1035 §2.3.4)"
+                ),
+            ));
+        }
+        let ldh = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ldh || label.starts_with('-') || label.ends_with('-') {
+            return Err(invalid(
+                text,
+                format!(
+                    "is not {what}: labels are letters, digits and inner hyphens (RFC 1035 §2.3.1)"
+                ),
+            ));
+        }
+    }
+    Ok(name.to_string())
+}
+
+/// The gateway's host name.
+pub fn host_name(text: &str) -> Result<String, LineError> {
+    dns_name(text, "a host name")
+}
+
+/// A recipient domain pattern: `example.com`, `.example.com` or `*`, lower-cased.
+pub fn pattern(text: &str) -> Result<DomainPattern, LineError> {
+    if text == "*" {
+        return Ok(DomainPattern::Any);
+    }
+    if let Some(rest) = text.strip_prefix("*.") {
+        return Err(invalid(
+            text,
+            format!("is not a domain pattern: write '.{rest}' for the subdomains of {rest}"),
+        ));
+    }
+    match text.strip_prefix('.') {
+        Some(rest) => Ok(DomainPattern::Suffix(
+            dns_name(rest, "a domain")?.to_ascii_lowercase(),
+        )),
+        None => Ok(DomainPattern::Exact(
+            dns_name(text, "a domain")?.to_ascii_lowercase(),
+        )),
+    }
+}
+
+/// A classification category: upper-case letters, digits and `_`.
+pub fn category(text: &str) -> Result<String, LineError> {
+    let fits = |t: &str| {
+        t.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if text.is_empty() || text.len() > MAX_CATEGORY_OCTETS {
+        return Err(invalid(
+            text,
+            format!("is not a category name: expected 1 to {MAX_CATEGORY_OCTETS} characters"),
+        ));
+    }
+    if fits(text) {
+        return Ok(text.to_string());
+    }
+    let upper = text.to_ascii_uppercase();
+    if fits(&upper) {
+        return Err(invalid(
+            text,
+            format!("is not a category name: category names are upper case (write '{upper}')"),
+        ));
+    }
+    Err(invalid(
+        text,
+        format!("is not a category name: expected {CATEGORY_EXPECTED}"),
+    ))
+}
+
+/// The text of a deny reply: RFC 5321 §4.2 `textstring` (printable ASCII and tab), not
+/// empty, at most [`MAX_DENY_TEXT_OCTETS`].
+pub fn deny_text(text: &str) -> Result<String, LineError> {
+    if text.is_empty() {
+        return Err(invalid(text, "is not a deny text: it is empty"));
+    }
+    if text.len() > MAX_DENY_TEXT_OCTETS {
+        return Err(invalid(
+            text,
+            format!(
+                "is too long for a deny text: at most {MAX_DENY_TEXT_OCTETS} octets fit a reply line (RFC 5321 §4.5.3.1.5)"
+            ),
+        ));
+    }
+    if !text
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(invalid(
+            text,
+            "is not a deny text: a reply is printable ASCII (RFC 5321 §4.2 textstring)",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A set of EHLO keywords: names from [`EhloKeywords::NAMES`] (any case) separated by
+/// blanks, each at most once. An empty list advertises nothing.
+pub fn ehlo_keywords(text: &str) -> Result<EhloKeywords, LineError> {
+    let mut set = EhloKeywords::NONE;
+    for name in text.split_ascii_whitespace() {
+        let Some(keyword) = EhloKeywords::from_name(name) else {
+            let known: Vec<&str> = EhloKeywords::NAMES.iter().map(|(_, n)| *n).collect();
+            return Err(invalid(
+                name,
+                format!(
+                    "is not an EHLO keyword: expected some of {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if set.contains(keyword) {
+            return Err(invalid(name, "is listed twice in the EHLO keywords"));
+        }
+        set = set.with(keyword);
+    }
+    Ok(set)
+}
+
+/// A set of EHLO keywords in its canonical form: the names in advertising order.
+pub fn format_ehlo_keywords(set: EhloKeywords) -> String {
+    set.names().collect::<Vec<_>>().join(" ")
+}
+
+/// A retry schedule: 1 to [`MAX_RETRY_STEPS`] durations, each longer than zero.
+pub fn retry(text: &str) -> Result<Vec<Duration>, LineError> {
+    let mut steps = Vec::new();
+    for step in text.split_ascii_whitespace() {
+        if steps.len() == MAX_RETRY_STEPS {
+            return Err(invalid(
+                text,
+                format!("has more than {MAX_RETRY_STEPS} retry steps"),
+            ));
+        }
+        let d = duration(step)?;
+        if d.is_zero() {
+            return Err(invalid(
+                step,
+                "is too short for a retry step: expected more than 0s",
+            ));
+        }
+        steps.push(d);
+    }
+    if steps.is_empty() {
+        return Err(invalid(
+            text,
+            format!("is not a retry schedule: expected {RETRY_EXPECTED}"),
+        ));
+    }
+    Ok(steps)
+}
+
+/// A retry schedule in its canonical form.
+pub fn format_retry(steps: &[Duration]) -> String {
+    steps
+        .iter()
+        .map(|d| format_duration(*d))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn problem(e: LineError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(duration("30s"), Ok(secs(30)));
+        assert_eq!(duration("5m"), Ok(secs(300)));
+        assert_eq!(duration("5M"), Ok(secs(300)));
+        assert_eq!(duration("2h"), Ok(secs(7200)));
+        assert_eq!(duration("5d"), Ok(secs(432_000)));
+        assert_eq!(duration("0s"), Ok(secs(0)));
+        assert_eq!(duration("007s"), Ok(secs(7)));
+        assert_eq!(duration("365d"), Ok(MAX_DURATION));
+        for bad in [
+            "", "s", "30", "abc", "-5s", "+5s", "5 s", "5x", "1.5h", "5é", "é",
+        ] {
+            let message = problem(duration(bad).unwrap_err());
+            assert!(message.contains("is not a duration"), "{bad:?}: {message}");
+        }
+        for long in [
+            "366d",
+            "31536001s",
+            "99999999999999999999999s",
+            "18446744073709551615d",
+        ] {
+            let message = problem(duration(long).unwrap_err());
+            assert!(
+                message.contains("is too long: at most 365d"),
+                "{long:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_exact_unit() {
+        assert_eq!(format_duration(secs(0)), "0s");
+        assert_eq!(format_duration(secs(59)), "59s");
+        assert_eq!(format_duration(secs(300)), "5m");
+        assert_eq!(format_duration(secs(90)), "90s");
+        assert_eq!(format_duration(secs(5400)), "90m");
+        assert_eq!(format_duration(secs(7200)), "2h");
+        assert_eq!(format_duration(secs(86_400 * 5)), "5d");
+        assert_eq!(format_duration(secs(86_400 + 3600)), "25h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s");
+        for s in [
+            1,
+            59,
+            60,
+            61,
+            3599,
+            3600,
+            86_399,
+            86_400,
+            90_000,
+            MAX_DURATION.as_secs(),
+        ] {
+            assert_eq!(duration(&format_duration(secs(s))), Ok(secs(s)), "{s}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(size("1024"), Ok(1024));
+        assert_eq!(size("35m"), Ok(35 * MIB));
+        assert_eq!(size("35M"), Ok(35 * MIB));
+        assert_eq!(size("4k"), Ok(4096));
+        assert_eq!(size("2G"), Ok(2 * GIB));
+        assert_eq!(format_size(35 * MIB), "35m");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(1025), "1025");
+        assert_eq!(format_size(3 * GIB), "3g");
+        assert_eq!(format_size(1536 * MIB), "1536m");
+        assert_eq!(format_size(0), "0");
+        for bad in ["", "m", "1.5m", "5t", "5 m", "-1", "k5"] {
+            let message = problem(size(bad).unwrap_err());
+            assert!(message.contains("is not a size"), "{bad:?}: {message}");
+        }
+        assert!(problem(size("18446744073709551615k").unwrap_err()).contains("too large"));
+        assert!(problem(size("99999999999999999999999").unwrap_err()).contains("too large"));
+        for n in [
+            1,
+            1023,
+            1024,
+            1025,
+            MIB,
+            GIB,
+            u64::MAX,
+            u64::MAX - u64::MAX % GIB,
+        ] {
+            assert_eq!(size(&format_size(n)), Ok(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn relay_lists() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            hosts("[127.0.0.1]:2526,[10.1.1.6]:25,[::1]:25"),
+            Ok(vec![
+                sa("127.0.0.1:2526"),
+                sa("10.1.1.6:25"),
+                sa("[::1]:25")
+            ])
+        );
+        assert_eq!(hosts("[10.1.1.6]"), Ok(vec![sa("10.1.1.6:25")]));
+        assert_eq!(
+            format_hosts(&[sa("10.1.1.6:25"), sa("[::1]:2525")]),
+            "[10.1.1.6]:25,[::1]:2525"
+        );
+        for (bad, part) in [
+            ("10.1.1.6:25", "is not a relay host"),
+            ("[10.1.1.6]:", "is not a port"),
+            ("[10.1.1.6]:0", "is not a port"),
+            ("[10.1.1.6]:65536", "is not a port"),
+            ("[10.1.1.6]25", "is not a relay host"),
+            ("[mail.example.com]:25", "is not a relay host"),
+            ("[10.1.1.6", "is not a relay host"),
+            ("[10.1.1.6]:25,", "has an empty entry"),
+            ("[10.1.1.6]:25,[10.1.1.6]", "listed twice"),
+            ("", "has an empty entry"),
+        ] {
+            let message = problem(hosts(bad).unwrap_err());
+            assert!(message.contains(part), "{bad:?}: {message}");
+        }
+        let many: Vec<String> = (1..=17).map(|i| format!("[10.0.0.{i}]")).collect();
+        assert!(hosts(&many[..16].join(",")).is_ok());
+        assert!(problem(hosts(&many.join(",")).unwrap_err()).contains("more than 16 hosts"));
+    }
+
+    #[test]
+    fn networks() {
+        assert_eq!(cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(cidr("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(cidr("::1").unwrap().to_string(), "::1/128");
+        assert_eq!(cidr("::/0").unwrap().to_string(), "::/0");
+        assert!(problem(cidr("10.0.0.0/33").unwrap_err()).contains("expected /0 to /32"));
+        assert!(problem(cidr("::/129").unwrap_err()).contains("expected /0 to /128"));
+        assert!(problem(cidr("10.0.0.0/").unwrap_err()).contains("bad prefix length"));
+        assert!(problem(cidr("10.0.0/8").unwrap_err()).contains("is not a network"));
+    }
+
+    #[test]
+    fn names_and_patterns() {
+        assert_eq!(
+            host_name("gw.Example.com."),
+            Ok("gw.Example.com".to_string())
+        );
+        assert_eq!(host_name("localhost"), Ok("localhost".to_string()));
+        let label = "a".repeat(63);
+        assert!(host_name(&format!("{label}.com")).is_ok());
+        assert!(problem(host_name(&format!("a{label}.com")).unwrap_err()).contains("63 octets"));
+        let long = vec!["abcdefghi"; 26].join(".");
+        assert_eq!(long.len(), 259);
+        assert!(problem(host_name(&long).unwrap_err()).contains("253 octets"));
+        assert!(host_name(&long[..253]).is_ok());
+        for bad in [
+            "-gw.example.com",
+            "gw-.example.com",
+            "gw..example.com",
+            "gw_1.example",
+            ".",
+        ] {
+            assert!(host_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(pattern("*"), Ok(DomainPattern::Any));
+        assert_eq!(
+            pattern("Example.COM"),
+            Ok(DomainPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            pattern(".Example.com"),
+            Ok(DomainPattern::Suffix("example.com".into()))
+        );
+        assert!(problem(pattern("*.example.com").unwrap_err()).contains("write '.example.com'"));
+        assert!(pattern(".").is_err());
+        assert!(pattern("..x").is_err());
+    }
+
+    #[test]
+    fn categories_and_deny_texts() {
+        assert_eq!(category("INTERNAL"), Ok("INTERNAL".to_string()));
+        assert_eq!(category("NET_2"), Ok("NET_2".to_string()));
+        assert!(problem(category("internal").unwrap_err()).contains("write 'INTERNAL'"));
+        assert!(category("IN-TERNAL").is_err());
+        assert!(category("").is_err());
+        assert!(category(&"A".repeat(33)).is_err());
+        assert!(category(&"A".repeat(32)).is_ok());
+        assert!(deny_text("no relay\there").is_ok());
+        assert!(deny_text("").is_err());
+        assert!(problem(deny_text("caf\u{e9}").unwrap_err()).contains("printable ASCII"));
+        assert!(deny_text(&"x".repeat(500)).is_ok());
+        assert!(problem(deny_text(&"x".repeat(501)).unwrap_err()).contains("at most 500"));
+    }
+
+    #[test]
+    fn ehlo_keyword_lists() {
+        let set = ehlo_keywords("size  pipelining\tSTARTTLS").unwrap();
+        assert_eq!(format_ehlo_keywords(set), "PIPELINING SIZE STARTTLS");
+        assert_eq!(ehlo_keywords(""), Ok(EhloKeywords::NONE));
+        assert_eq!(format_ehlo_keywords(EhloKeywords::NONE), "");
+        assert_eq!(
+            ehlo_keywords(&format_ehlo_keywords(EhloKeywords::ALL)),
+            Ok(EhloKeywords::ALL)
+        );
+        let message = problem(ehlo_keywords("SIZE XCLIENT").unwrap_err());
+        assert!(
+            message.starts_with("'XCLIENT' is not an EHLO keyword: expected some of PIPELINING")
+        );
+        assert!(problem(ehlo_keywords("SIZE size").unwrap_err()).contains("listed twice"));
+    }
+
+    #[test]
+    fn retry_schedules() {
+        assert_eq!(retry(" 5m  1h "), Ok(vec![secs(300), secs(3600)]));
+        assert_eq!(format_retry(&[secs(300), secs(3600)]), "5m 1h");
+        assert!(problem(retry("").unwrap_err()).contains("is not a retry schedule"));
+        assert!(problem(retry("5m 0s").unwrap_err()).contains("'0s' is too short"));
+        assert!(problem(retry("5m x").unwrap_err()).contains("'x' is not a duration"));
+        assert!(retry(&vec!["1m"; 20].join(" ")).is_ok());
+        assert!(problem(retry(&vec!["1m"; 21].join(" ")).unwrap_err()).contains("more than 20"));
+    }
+
+    #[test]
+    fn ports_and_listen_addresses() {
+        assert_eq!(port("25"), Ok(25));
+        assert_eq!(port("65535"), Ok(65535));
+        for bad in ["0", "65536", "", "x", "-1", "99999999999999999999999"] {
+            assert!(
+                problem(port(bad).unwrap_err()).contains("is not a port"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            listen("127.0.0.1:2525").unwrap().to_string(),
+            "127.0.0.1:2525"
+        );
+        assert_eq!(listen("[::1]:25").unwrap().to_string(), "[::1]:25");
+        assert!(problem(listen("127.0.0.1").unwrap_err()).contains("is not a listen address"));
+        assert!(problem(listen("[127.0.0.1]:25").unwrap_err()).contains("is not a listen address"));
+        assert!(problem(listen("0.0.0.0:0").unwrap_err()).contains("port 0"));
+    }
+}
