@@ -83,7 +83,10 @@ impl Config {
     /// `.suffix`, then `*`.
     pub fn route_for(&self, domain: &str) -> Option<(&DomainPattern, &Route)> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some((p, r)) = self.routes.get_key_value(&DomainPattern::Exact(domain.clone())) {
+        if let Some((p, r)) = self
+            .routes
+            .get_key_value(&DomainPattern::Exact(domain.clone()))
+        {
             return Some((p, r));
         }
         let mut rest = domain.as_str();
@@ -116,7 +119,9 @@ pub struct System {
 
 impl Default for System {
     fn default() -> Self {
-        System { host_name: "drawbridge.invalid".to_string() }
+        System {
+            host_name: "drawbridge.invalid".to_string(),
+        }
     }
 }
 
@@ -244,7 +249,10 @@ impl Cidr {
         if prefix > max {
             return None;
         }
-        Some(Cidr { addr: mask(addr, prefix), prefix })
+        Some(Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        })
     }
 
     pub fn addr(&self) -> IpAddr {
@@ -271,12 +279,20 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -443,9 +459,12 @@ mod tests {
     fn routes_prefer_exact_then_longest_suffix_then_any() {
         let mut cfg = Config::default();
         let hop = |p: u16| Route::new(NextHop::Relay(vec![sa(&format!("127.0.0.1:{p}"))]));
-        cfg.routes.insert(DomainPattern::Exact("example.com".into()), hop(1));
-        cfg.routes.insert(DomainPattern::Suffix("example.com".into()), hop(2));
-        cfg.routes.insert(DomainPattern::Suffix("b.example.com".into()), hop(3));
+        cfg.routes
+            .insert(DomainPattern::Exact("example.com".into()), hop(1));
+        cfg.routes
+            .insert(DomainPattern::Suffix("example.com".into()), hop(2));
+        cfg.routes
+            .insert(DomainPattern::Suffix("b.example.com".into()), hop(3));
         cfg.routes.insert(DomainPattern::Any, hop(4));
         let port = |d: &str| cfg.route_for(d).unwrap().1.next_hop.hosts()[0].port();
         assert_eq!(port("example.com"), 1);
@@ -482,12 +501,18 @@ mod tests {
             },
         );
         let local = sa("127.0.0.1:25");
-        assert_eq!(cfg.classify(local, sa("127.0.0.9:4000")), Classification::Category(INTERNAL));
+        assert_eq!(
+            cfg.classify(local, sa("127.0.0.9:4000")),
+            Classification::Category(INTERNAL)
+        );
         assert_eq!(
             cfg.classify(sa("192.0.2.1:7633"), sa("192.0.2.9:4000")),
             Classification::Deny("no web interface here")
         );
-        assert_eq!(cfg.classify(local, sa("192.0.2.9:4000")), Classification::Unclassified);
+        assert_eq!(
+            cfg.classify(local, sa("192.0.2.9:4000")),
+            Classification::Unclassified
+        );
     }
 
     #[test]
@@ -496,8 +521,14 @@ mod tests {
             assert_eq!(EhloKeywords::from_name(n), Some(k));
             assert_eq!(EhloKeywords::from_name(&n.to_lowercase()), Some(k));
         }
-        let some = EhloKeywords::NONE.with(EhloKeywords::SIZE).with(EhloKeywords::DSN);
+        let some = EhloKeywords::NONE
+            .with(EhloKeywords::SIZE)
+            .with(EhloKeywords::DSN);
         assert_eq!(some.names().collect::<Vec<_>>(), ["SIZE", "DSN"]);
-        assert!(EhloKeywords::ALL.without(EhloKeywords::SIZE).contains(EhloKeywords::DSN));
+        assert!(
+            EhloKeywords::ALL
+                .without(EhloKeywords::SIZE)
+                .contains(EhloKeywords::DSN)
+        );
     }
 }

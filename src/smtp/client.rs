@@ -73,14 +73,34 @@ pub enum ClientEvent {
 pub struct Client;
 
 impl Client {
-    pub fn new(_config: Rc<ClientConfig>, _now: Instant) -> Client { todo!() }
-    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) { todo!() }
-    pub fn handle_timeout(&mut self, _now: Instant) { todo!() }
-    pub fn send(&mut self, _msg: OutgoingMessage, _now: Instant) { todo!() }
-    pub fn quit(&mut self, _now: Instant) { todo!() }
-    pub fn is_ready(&self) -> bool { todo!() }
-    pub fn is_closed(&self) -> bool { todo!() }
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> { todo!() }
-    pub fn poll_event(&mut self) -> Option<ClientEvent> { todo!() }
-    pub fn poll_timeout(&self) -> Option<Instant> { todo!() }
+    pub fn new(_config: Rc<ClientConfig>, _now: Instant) -> Client {
+        todo!()
+    }
+    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) {
+        todo!()
+    }
+    pub fn handle_timeout(&mut self, _now: Instant) {
+        todo!()
+    }
+    pub fn send(&mut self, _msg: OutgoingMessage, _now: Instant) {
+        todo!()
+    }
+    pub fn quit(&mut self, _now: Instant) {
+        todo!()
+    }
+    pub fn is_ready(&self) -> bool {
+        todo!()
+    }
+    pub fn is_closed(&self) -> bool {
+        todo!()
+    }
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        todo!()
+    }
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        todo!()
+    }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        todo!()
+    }
 }

@@ -1,6 +1,9 @@
 //! SMTP protocol cores. They do no I/O: no sockets, no files, no clock reads, no TLS.
 //! The async layer in `net/` moves bytes and time in and out of them.
 
+pub mod address;
 pub mod client;
+pub mod command;
+pub mod data;
 pub mod reply;
 pub mod server;

@@ -19,7 +19,11 @@ pub struct Enhanced {
 
 impl Enhanced {
     pub const fn new(class: u8, subject: u16, detail: u16) -> Enhanced {
-        Enhanced { class, subject, detail }
+        Enhanced {
+            class,
+            subject,
+            detail,
+        }
     }
 
     /// Parses `2.1.0`; class must be 2, 4 or 5; subject and detail at most 3 digits.
@@ -41,7 +45,11 @@ impl Enhanced {
         if !matches!(class, 2 | 4 | 5) {
             return None;
         }
-        Some(Enhanced { class, subject: subject.parse().ok()?, detail: detail.parse().ok()? })
+        Some(Enhanced {
+            class,
+            subject: subject.parse().ok()?,
+            detail: detail.parse().ok()?,
+        })
     }
 }
 
@@ -67,13 +75,25 @@ impl Reply {
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Reply {
         let enhanced = Enhanced::parse(enhanced);
         debug_assert!(enhanced.is_some(), "bad enhanced code literal");
-        Reply { code, enhanced, lines: vec![text.into()] }
+        Reply {
+            code,
+            enhanced,
+            lines: vec![text.into()],
+        }
     }
 
     /// A reply without an enhanced code (greetings and EHLO/HELO, RFC 2034 §3).
     pub fn plain(code: u16, lines: Vec<String>) -> Reply {
-        let lines = if lines.is_empty() { vec![String::new()] } else { lines };
-        Reply { code, enhanced: None, lines }
+        let lines = if lines.is_empty() {
+            vec![String::new()]
+        } else {
+            lines
+        };
+        Reply {
+            code,
+            enhanced: None,
+            lines,
+        }
     }
 
     pub fn is_positive(&self) -> bool {
@@ -111,7 +131,10 @@ impl Reply {
             let room = MAX_REPLY_LINE - 2 - (out.len() - start);
             let text = line.as_bytes();
             let text = &text[..text.len().min(room)];
-            out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+            out.extend(
+                text.iter()
+                    .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -145,14 +168,20 @@ mod tests {
     fn enhanced_codes_parse_strictly() {
         assert_eq!(Enhanced::parse("2.1.0"), Some(Enhanced::new(2, 1, 0)));
         assert_eq!(Enhanced::parse("5.7.123"), Some(Enhanced::new(5, 7, 123)));
-        for bad in ["", "2.1", "3.0.0", "2.1.0.1", "2.1234.0", "2.a.0", "22.1.0", "2..0"] {
+        for bad in [
+            "", "2.1", "3.0.0", "2.1.0.1", "2.1234.0", "2.a.0", "22.1.0", "2..0",
+        ] {
             assert_eq!(Enhanced::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn multi_line_wire_form() {
-        let r = Reply { code: 250, enhanced: None, lines: vec!["a".into(), "b".into()] };
+        let r = Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec!["a".into(), "b".into()],
+        };
         assert_eq!(r.to_wire(), b"250-a\r\n250 b\r\n");
         let r = Reply::new(550, "5.7.1", "Relaying denied");
         assert_eq!(r.to_wire(), b"550 5.7.1 Relaying denied\r\n");

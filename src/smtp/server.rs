@@ -42,10 +42,16 @@ impl ServerConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Body { SevenBit, EightBitMime }
+pub enum Body {
+    SevenBit,
+    EightBitMime,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ret { Full, Hdrs }
+pub enum Ret {
+    Full,
+    Hdrs,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct MailParams {
@@ -58,7 +64,12 @@ pub struct MailParams {
 
 /// RFC 3461 NOTIFY: `never` or any of success/failure/delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Notify { pub never: bool, pub success: bool, pub failure: bool, pub delay: bool }
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RcptParams {
@@ -77,10 +88,20 @@ pub struct Transaction {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict { Accept, Reject(Reply) }
+pub enum Verdict {
+    Accept,
+    Reject(Reply),
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason { Quit, Timeout, TooManyErrors, EarlyTalker, SessionLimit, Shutdown }
+pub enum CloseReason {
+    Quit,
+    Timeout,
+    TooManyErrors,
+    EarlyTalker,
+    SessionLimit,
+    Shutdown,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -98,13 +119,31 @@ pub enum Event {
 pub struct Session;
 
 impl Session {
-    pub fn new(_config: Rc<ServerConfig>, _now: Instant) -> Session { todo!() }
-    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) { todo!() }
-    pub fn handle_timeout(&mut self, _now: Instant) { todo!() }
-    pub fn answer(&mut self, _verdict: Verdict, _now: Instant) { todo!() }
-    pub fn commit_done(&mut self, _result: Result<String, Reply>, _now: Instant) { todo!() }
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> { todo!() }
-    pub fn poll_event(&mut self) -> Option<Event> { todo!() }
-    pub fn poll_timeout(&self) -> Option<Instant> { todo!() }
-    pub fn is_closed(&self) -> bool { todo!() }
+    pub fn new(_config: Rc<ServerConfig>, _now: Instant) -> Session {
+        todo!()
+    }
+    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) {
+        todo!()
+    }
+    pub fn handle_timeout(&mut self, _now: Instant) {
+        todo!()
+    }
+    pub fn answer(&mut self, _verdict: Verdict, _now: Instant) {
+        todo!()
+    }
+    pub fn commit_done(&mut self, _result: Result<String, Reply>, _now: Instant) {
+        todo!()
+    }
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        todo!()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        todo!()
+    }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        todo!()
+    }
+    pub fn is_closed(&self) -> bool {
+        todo!()
+    }
 }
