@@ -20,16 +20,27 @@ use crate::smtp::reply::Reply;
 /// The settings one session runs under.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Our name in the greeting, the EHLO reply and 421 replies.
     pub host_name: String,
+    /// Content octets of one message; advertised with SIZE, enforced while reading.
     pub max_message_size: u64,
+    /// Accepted recipients per transaction; past it RCPT gets 452.
     pub max_recipients: u32,
+    /// Longest content line, octets with its CRLF.
     pub max_line_length: u32,
+    /// Quiet time allowed while waiting for a command.
     pub command_timeout: Duration,
+    /// Quiet time allowed inside DATA content or a BDAT chunk.
     pub data_timeout: Duration,
+    /// Whole session, from `Session::new`.
     pub max_session_time: Duration,
+    /// Messages (content ended and handed to the layer) per session; 0: no limit.
     pub max_messages: u32,
+    /// Client errors before 421 and close; 0: no limit.
     pub error_limit: u32,
+    /// Wait before the greeting; a client talking meanwhile is refused.
     pub greet_delay: Duration,
+    /// Keywords to advertise; STARTTLS and AUTH are left out until this core handles them.
     pub ehlo_keywords: EhloKeywords,
 }
 
@@ -69,6 +80,7 @@ pub struct MailParams {
     pub body: Option<Body>,
     pub smtputf8: bool,
     pub ret: Option<Ret>,
+    /// As written (still xtext-encoded), at most `command::MAX_ENVID` characters.
     pub envid: Option<String>,
 }
 
@@ -84,6 +96,7 @@ pub struct Notify {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RcptParams {
     pub notify: Option<Notify>,
+    /// `addr-type;xtext` as written (still xtext-encoded).
     pub orcpt: Option<String>,
 }
 
@@ -268,7 +281,7 @@ impl Session {
             return;
         }
         self.input.extend_from_slice(bytes);
-        self.process(now);
+        self.process();
     }
 
     /// Acts on the passing of time: the delayed greeting and the timeouts.
@@ -424,16 +437,16 @@ impl Session {
             self.close(CloseReason::SessionLimit);
             return;
         }
-        self.process(now);
+        self.process();
     }
 
     /// Runs the state machine over the buffered input until it is used up, the session
     /// waits for the layer, or it closes.
-    fn process(&mut self, now: Instant) {
+    fn process(&mut self) {
         let mut input = std::mem::take(&mut self.input);
         let mut pos = 0;
         while pos < input.len() && self.wait.is_none() && !self.is_closed() {
-            let used = self.step(&input[pos..], now);
+            let used = self.step(&input[pos..]);
             if used == 0 {
                 break;
             }
@@ -452,10 +465,10 @@ impl Session {
     }
 
     /// Consumes a prefix of `buf`; 0 when a complete unit needs more bytes.
-    fn step(&mut self, buf: &[u8], now: Instant) -> usize {
+    fn step(&mut self, buf: &[u8]) -> usize {
         match &mut self.phase {
             Phase::Greeting { .. } | Phase::Closed => buf.len(),
-            Phase::Command => self.command_line(buf, now),
+            Phase::Command => self.command_line(buf),
             Phase::Data(reader) => match reader.feed(buf, &mut self.data) {
                 Some(used) => {
                     self.end_data();
@@ -481,7 +494,7 @@ impl Session {
     }
 
     /// Frames one command line (RFC 5321 §2.3.8: CRLF only) and handles it.
-    fn command_line(&mut self, buf: &[u8], now: Instant) -> usize {
+    fn command_line(&mut self, buf: &[u8]) -> usize {
         let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
             if self.discarding.is_some() {
                 return buf.len();
@@ -510,12 +523,12 @@ impl Session {
                 let verb = self.discarding.take().unwrap_or_else(|| verb_of(line));
                 self.reject(&verb, e.reply(), true);
             }
-            None => self.command(&line[..lf - 1], now),
+            None => self.command(&line[..lf - 1]),
         }
         lf + 1
     }
 
-    fn command(&mut self, line: &[u8], _now: Instant) {
+    fn command(&mut self, line: &[u8]) {
         let verb = verb_of(line);
         let command = match Command::parse(line) {
             Ok(c) => c,
@@ -768,6 +781,7 @@ impl Session {
         self.bdat = None;
         match result {
             Ok(size) => {
+                // Content is read only after HELO/EHLO and MAIL, so both are set here.
                 let (helo, esmtp) = self.helo.clone().unwrap_or_default();
                 let (from, mail_params) = self.mail.take().unwrap_or_default();
                 let transaction = Transaction {
