@@ -1,8 +1,11 @@
 //! SMTP protocol cores. They do no I/O: no sockets, no files, no clock reads, no TLS.
 //! The async layer in `net/` moves bytes and time in and out of them.
 
+pub mod address;
 pub mod client;
 pub mod client_reply;
+pub mod command;
+pub mod data;
 pub mod received;
 pub mod reply;
 pub mod server;

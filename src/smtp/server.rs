@@ -1,25 +1,46 @@
 //! The SMTP server session core: bytes and time in; replies, events and deadlines out.
-//! (Interface placeholder: the implementation replaces this file.)
+//!
+//! RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
+//! ENHANCEDSTATUSCODES (RFC 2034, 3463), DSN (RFC 3461), SMTPUTF8 (RFC 6531) and
+//! CHUNKING (RFC 3030). Strict CRLF everywhere (SMTP smuggling, CVE-2023-51764).
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{EhloKeywords, Service};
+use crate::smtp::address::{Path, PathTarget};
+use crate::smtp::command::{
+    Command, CommandError, LineError, MAX_COMMAND_LINE, Param, ParamError, mail_params,
+    rcpt_params, verb_of,
+};
+use crate::smtp::data::{ContentChecker, ContentError, DataReader};
 use crate::smtp::reply::Reply;
 
 /// The settings one session runs under.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Our name in the greeting, the EHLO reply and 421 replies.
     pub host_name: String,
+    /// Content octets of one message; advertised with SIZE, enforced while reading.
     pub max_message_size: u64,
+    /// Accepted recipients per transaction; past it RCPT gets 452.
     pub max_recipients: u32,
+    /// Longest content line, octets with its CRLF.
     pub max_line_length: u32,
+    /// Quiet time allowed while waiting for a command.
     pub command_timeout: Duration,
+    /// Quiet time allowed inside DATA content or a BDAT chunk.
     pub data_timeout: Duration,
+    /// Whole session, from `Session::new`.
     pub max_session_time: Duration,
+    /// Messages (content ended and handed to the layer) per session; 0: no limit.
     pub max_messages: u32,
+    /// Client errors before 421 and close; 0: no limit.
     pub error_limit: u32,
+    /// Wait before the greeting; a client talking meanwhile is refused.
     pub greet_delay: Duration,
+    /// Keywords to advertise; STARTTLS and AUTH are left out until this core handles them.
     pub ehlo_keywords: EhloKeywords,
 }
 
@@ -59,6 +80,7 @@ pub struct MailParams {
     pub body: Option<Body>,
     pub smtputf8: bool,
     pub ret: Option<Ret>,
+    /// As written (still xtext-encoded), at most `command::MAX_ENVID` characters.
     pub envid: Option<String>,
 }
 
@@ -74,6 +96,7 @@ pub struct Notify {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RcptParams {
     pub notify: Option<Notify>,
+    /// `addr-type;xtext` as written (still xtext-encoded).
     pub orcpt: Option<String>,
 }
 
@@ -116,34 +139,1928 @@ pub enum Event {
     Closing(CloseReason),
 }
 
-pub struct Session;
+/// Most octets of input kept while the session waits for `answer` or `commit_done`
+/// (worst case 64 KiB per session). Pipelined commands fit many times over; a client
+/// that sends more meanwhile is not following RFC 2920 §3.1. The layer should stop
+/// reading while `wants_input()` is false; if it does not and the bound is passed, the
+/// extra input is dropped and, once the pending reply has gone out, the session ends with
+/// `421 4.7.0` and `Closing(SessionLimit)`.
+pub const MAX_PENDING_INPUT: usize = 64 * 1024;
+
+/// The session's main state.
+enum Phase {
+    /// Waiting `greet_delay` before the greeting; input now is an early talker.
+    Greeting {
+        due: Instant,
+    },
+    /// Reading command lines.
+    Command,
+    /// Reading DATA content.
+    Data(DataReader),
+    /// Reading a BDAT chunk of `remaining` more octets. With `refusal` the chunk is only
+    /// consumed and the refusal is the reply.
+    Bdat {
+        remaining: u64,
+        chunk: u64,
+        last: bool,
+        refusal: Option<Reply>,
+    },
+    Closed,
+}
+
+/// What the session waits for from the layer.
+enum Wait {
+    Mail { from: String, params: MailParams },
+    Rcpt { to: String, params: RcptParams },
+    Commit { command: &'static str },
+}
+
+/// One SMTP server session: bytes and time in; replies, events and deadlines out.
+///
+/// Calling order:
+/// 1. `Session::new(config, now)`.
+/// 2. Loop: call `handle_input(bytes, now)` with whatever arrived from the client, and
+///    `handle_timeout(now)` once the instant from `poll_timeout()` has passed.
+/// 3. After every call, drain `poll_transmit()` (write all of it to the client) and
+///    `poll_event()` (act on each event).
+/// 4. `Event::CheckMail` and `Event::CheckRcpt` must be answered with `answer`, and
+///    `Event::MessageEnd` with `commit_done`. Until then the session processes no more
+///    input (it keeps it, up to `MAX_PENDING_INPUT`), so replies stay in order under
+///    PIPELINING, and no timeout fires; `wants_input()` is false meanwhile.
+/// 5. When `is_closed()` is true, flush what `poll_transmit()` gives and close the socket.
+///
+/// The session does no I/O and never reads the clock: `now` is always an argument.
+pub struct Session {
+    config: Rc<ServerConfig>,
+    /// The EHLO keywords advertised and accepted (STARTTLS and AUTH are not handled
+    /// by this core yet, so never offered).
+    offered: EhloKeywords,
+    phase: Phase,
+    wait: Option<Wait>,
+    /// Unprocessed input: a partial command line (at most `MAX_COMMAND_LINE`), or what
+    /// arrived while waiting (at most `MAX_PENDING_INPUT`).
+    input: Vec<u8>,
+    /// Inside an over-long command line: drop input up to the next LF. Holds the verb.
+    discarding: Option<String>,
+    overrun: bool,
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+    /// Content read in this call, not yet given out as `MessageData`.
+    data: Vec<u8>,
+    helo: Option<(String, bool)>,
+    mail: Option<(String, MailParams)>,
+    rcpts: Vec<(String, RcptParams)>,
+    /// A RCPT command was given in this transaction, accepted or not.
+    rcpt_seen: bool,
+    /// The content checker of a BDAT transaction that has begun (`MessageBegin` sent).
+    bdat: Option<ContentChecker>,
+    pending_source_route: bool,
+    messages: u32,
+    errors: u32,
+    start: Instant,
+    last_input: Instant,
+}
 
 impl Session {
-    pub fn new(_config: Rc<ServerConfig>, _now: Instant) -> Session {
-        todo!()
+    pub fn new(config: Rc<ServerConfig>, now: Instant) -> Session {
+        let offered = config
+            .ehlo_keywords
+            .without(EhloKeywords::STARTTLS)
+            .without(EhloKeywords::AUTH);
+        let due = now.checked_add(config.greet_delay).unwrap_or(now);
+        let mut s = Session {
+            config,
+            offered,
+            phase: Phase::Greeting { due },
+            wait: None,
+            input: Vec::new(),
+            discarding: None,
+            overrun: false,
+            out: Vec::new(),
+            events: VecDeque::new(),
+            data: Vec::new(),
+            helo: None,
+            mail: None,
+            rcpts: Vec::new(),
+            rcpt_seen: false,
+            bdat: None,
+            pending_source_route: false,
+            messages: 0,
+            errors: 0,
+            start: now,
+            last_input: now,
+        };
+        if due <= now {
+            s.greet(now);
+        }
+        s
     }
-    pub fn handle_input(&mut self, _bytes: &[u8], _now: Instant) {
-        todo!()
+
+    /// Takes bytes from the client.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        if self.is_closed() || bytes.is_empty() {
+            return;
+        }
+        if let Phase::Greeting { due } = self.phase {
+            if now < due {
+                let reply = Reply::new(554, "5.5.1", "Error: talked before greeting");
+                self.reject("CONNECT", reply, false);
+                self.close(CloseReason::EarlyTalker);
+                return;
+            }
+            // The greeting timer is late, which is not the client's fault.
+            self.greet(now);
+        }
+        self.last_input = now;
+        if self.wait.is_some() {
+            if self.overrun || self.input.len().saturating_add(bytes.len()) > MAX_PENDING_INPUT {
+                self.overrun = true;
+            } else {
+                self.input.extend_from_slice(bytes);
+            }
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        self.process();
     }
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+
+    /// Acts on the passing of time: the delayed greeting and the timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() || self.wait.is_some() {
+            return;
+        }
+        if let Phase::Greeting { due } = self.phase {
+            if now >= due {
+                self.greet(now);
+            }
+        }
+        if self.session_deadline().is_some_and(|d| now >= d) {
+            self.time_out(CloseReason::SessionLimit);
+        } else if self.phase_deadline().is_some_and(|d| now >= d) {
+            self.time_out(CloseReason::Timeout);
+        }
     }
-    pub fn answer(&mut self, _verdict: Verdict, _now: Instant) {
-        todo!()
+
+    /// Answers the pending `CheckMail` or `CheckRcpt`.
+    pub fn answer(&mut self, verdict: Verdict, now: Instant) {
+        match self.wait.take() {
+            Some(Wait::Mail { from, params }) => match verdict {
+                Verdict::Accept => {
+                    self.mail = Some((from, params));
+                    self.reply(&Reply::new(250, "2.1.0", "Ok"));
+                }
+                Verdict::Reject(r) => self.reject("MAIL", r, false),
+            },
+            Some(Wait::Rcpt { to, params }) => match verdict {
+                Verdict::Accept => {
+                    self.rcpts.push((to, params));
+                    self.reply(&Reply::new(250, "2.1.5", "Ok"));
+                }
+                Verdict::Reject(r) => self.reject("RCPT", r, false),
+            },
+            other => {
+                log::warn!("smtp server: answer() without a pending check");
+                self.wait = other;
+                return;
+            }
+        }
+        self.resume(now);
     }
-    pub fn commit_done(&mut self, _result: Result<String, Reply>, _now: Instant) {
-        todo!()
+
+    /// Reports the outcome of committing the message of `MessageEnd`: the queue id, or
+    /// the reply to give instead.
+    pub fn commit_done(&mut self, result: Result<String, Reply>, now: Instant) {
+        let Some(Wait::Commit { command }) = self.wait else {
+            log::warn!("smtp server: commit_done() without a pending message");
+            return;
+        };
+        self.wait = None;
+        match result {
+            Ok(id) => self.reply(&Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
+            Err(r) => self.reject(command, r, false),
+        }
+        self.resume(now);
     }
+
+    /// Everything to write to the client, in order, or `None` when there is nothing.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        todo!()
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.out))
+        }
     }
+
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
+
+    /// When `handle_timeout` should next be called; `None` while waiting for the layer
+    /// or once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.is_closed() || self.wait.is_some() {
+            return None;
+        }
+        let phase = match self.phase {
+            Phase::Greeting { due } => Some(due),
+            _ => self.phase_deadline(),
+        };
+        match (phase, self.session_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
+
     pub fn is_closed(&self) -> bool {
-        todo!()
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// False while an event waits for `answer` or `commit_done`, and once closed: the
+    /// layer may stop reading from the client meanwhile.
+    pub fn wants_input(&self) -> bool {
+        !self.is_closed() && self.wait.is_none()
+    }
+
+    /// Whether the path of the pending `CheckMail`/`CheckRcpt` carried an RFC 5321
+    /// §4.1.1.3 source route (`@a,@b:`). The route is dropped from the address in the
+    /// event; policy may still refuse such paths (SPEC §3).
+    pub fn pending_check_had_source_route(&self) -> bool {
+        matches!(self.wait, Some(Wait::Mail { .. } | Wait::Rcpt { .. }))
+            && self.pending_source_route
+    }
+
+    // ---- internals ----
+
+    fn greet(&mut self, now: Instant) {
+        let text = format!("{} ESMTP drawbridge", self.config.host_name);
+        self.reply(&Reply::plain(220, vec![text]));
+        self.phase = Phase::Command;
+        self.last_input = now;
+    }
+
+    fn session_deadline(&self) -> Option<Instant> {
+        self.start.checked_add(self.config.max_session_time)
+    }
+
+    fn phase_deadline(&self) -> Option<Instant> {
+        let limit = match self.phase {
+            Phase::Command => self.config.command_timeout,
+            Phase::Data(_) | Phase::Bdat { .. } => self.config.data_timeout,
+            Phase::Greeting { .. } | Phase::Closed => return None,
+        };
+        self.last_input.checked_add(limit)
+    }
+
+    fn time_out(&mut self, reason: CloseReason) {
+        let command = match self.phase {
+            Phase::Data(_) => "DATA",
+            Phase::Bdat { .. } => "BDAT",
+            _ => "CONNECT",
+        };
+        let host = &self.config.host_name;
+        let reply = Reply::new(421, "4.4.2", format!("{host} Error: timeout exceeded"));
+        self.reject(command, reply, false);
+        self.close(reason);
+    }
+
+    /// Continues after the layer answered: processes what arrived meanwhile.
+    fn resume(&mut self, now: Instant) {
+        self.last_input = now;
+        if self.overrun {
+            let host = &self.config.host_name;
+            let reply = Reply::new(
+                421,
+                "4.7.0",
+                format!("{host} Error: too much pipelined input"),
+            );
+            self.reject("CONNECT", reply, false);
+            self.close(CloseReason::SessionLimit);
+            return;
+        }
+        self.process();
+    }
+
+    /// Runs the state machine over the buffered input until it is used up, the session
+    /// waits for the layer, or it closes.
+    fn process(&mut self) {
+        let mut input = std::mem::take(&mut self.input);
+        let mut pos = 0;
+        while pos < input.len() && self.wait.is_none() && !self.is_closed() {
+            let used = self.step(&input[pos..]);
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
+        input.drain(..pos);
+        if self.is_closed() {
+            input.clear();
+        } else if input.len() > MAX_PENDING_INPUT {
+            // Only possible when a wait began with a large input still unread.
+            input.truncate(MAX_PENDING_INPUT);
+            self.overrun = true;
+        }
+        self.input = input;
+        self.flush_data();
+    }
+
+    /// Consumes a prefix of `buf`; 0 when a complete unit needs more bytes.
+    fn step(&mut self, buf: &[u8]) -> usize {
+        match &mut self.phase {
+            Phase::Greeting { .. } | Phase::Closed => buf.len(),
+            Phase::Command => self.command_line(buf),
+            Phase::Data(reader) => match reader.feed(buf, &mut self.data) {
+                Some(used) => {
+                    self.end_data();
+                    used
+                }
+                None => buf.len(),
+            },
+            Phase::Bdat { remaining, .. } => {
+                let n = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                *remaining -= n as u64;
+                let done = *remaining == 0;
+                if let Some(checker) = &mut self.bdat {
+                    checker.push(&buf[..n], &mut self.data);
+                }
+                if done {
+                    self.end_chunk();
+                }
+                n
+            }
+        }
+    }
+
+    /// Frames one command line (RFC 5321 §2.3.8: CRLF only) and handles it.
+    fn command_line(&mut self, buf: &[u8]) -> usize {
+        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+            if self.discarding.is_some() {
+                return buf.len();
+            }
+            if buf.len() >= MAX_COMMAND_LINE {
+                // With its LF still to come the line is over the limit: drop it now.
+                self.discarding = Some(verb_of(buf));
+                return buf.len();
+            }
+            return 0;
+        };
+        let line = &buf[..lf];
+        let error = if self.discarding.is_some() || lf + 1 > MAX_COMMAND_LINE {
+            Some(LineError::TooLong)
+        } else if line.last() != Some(&b'\r') {
+            Some(LineError::BareLf)
+        } else if line[..lf - 1].contains(&b'\r') {
+            Some(LineError::BareCr)
+        } else if line.contains(&0) {
+            Some(LineError::Nul)
+        } else {
+            None
+        };
+        match error {
+            Some(e) => {
+                let verb = self.discarding.take().unwrap_or_else(|| verb_of(line));
+                self.reject(&verb, e.reply(), true);
+            }
+            None => self.command(&line[..lf - 1]),
+        }
+        lf + 1
+    }
+
+    fn command(&mut self, line: &[u8]) {
+        let verb = verb_of(line);
+        let command = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => return self.reject(&verb, e.reply(), true),
+        };
+        match command {
+            Command::Ehlo(name) | Command::Helo(name) => {
+                let esmtp = verb == "EHLO";
+                self.reset_transaction();
+                self.helo = Some((name.to_string(), esmtp));
+                self.event(Event::Helo {
+                    name: name.to_string(),
+                    esmtp,
+                });
+                let mut lines = vec![self.config.host_name.clone()];
+                if esmtp {
+                    for keyword in self.offered.names() {
+                        if keyword == "SIZE" {
+                            lines.push(format!("SIZE {}", self.config.max_message_size));
+                        } else {
+                            lines.push(keyword.to_string());
+                        }
+                    }
+                }
+                self.reply(&Reply::plain(250, lines));
+            }
+            Command::Mail { path, params } => self.mail(&verb, path, &params),
+            Command::Rcpt { path, params } => self.rcpt(&verb, path, &params),
+            Command::Data => {
+                if let Some(refusal) = self.refuse_content() {
+                    return self.reject(&verb, refusal, true);
+                }
+                if self.bdat.is_some() {
+                    let r = Reply::new(503, "5.5.1", "Error: BDAT transfer in progress");
+                    return self.reject(&verb, r, true);
+                }
+                self.event(Event::MessageBegin);
+                self.reply(&Reply::plain(
+                    354,
+                    vec!["End data with <CR><LF>.<CR><LF>".into()],
+                ));
+                let reader =
+                    DataReader::new(self.config.max_line_length, self.config.max_message_size);
+                self.phase = Phase::Data(reader);
+            }
+            Command::Bdat { size, last } => {
+                let refusal = if !self.esmtp() || !self.offered.contains(EhloKeywords::CHUNKING) {
+                    Some(Reply::new(502, "5.5.1", "Error: command not implemented"))
+                } else {
+                    self.refuse_content()
+                };
+                if refusal.is_none() && self.bdat.is_none() {
+                    self.event(Event::MessageBegin);
+                    let checker = ContentChecker::new(
+                        self.config.max_line_length,
+                        self.config.max_message_size,
+                    );
+                    self.bdat = Some(checker);
+                }
+                self.phase = Phase::Bdat {
+                    remaining: size,
+                    chunk: size,
+                    last,
+                    refusal,
+                };
+                if size == 0 {
+                    self.end_chunk();
+                }
+            }
+            Command::Rset => {
+                self.reset_transaction();
+                self.reply(&Reply::new(250, "2.0.0", "Ok"));
+            }
+            Command::Noop => self.reply(&Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => {
+                self.reply(&Reply::new(221, "2.0.0", "Bye"));
+                self.close(CloseReason::Quit);
+            }
+            Command::Vrfy => self.reply(&Reply::new(
+                252,
+                "2.5.2",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Help => self.reply(&Reply::new(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+            )),
+            Command::Expn => {
+                self.reject(&verb, Reply::new(502, "5.5.1", "EXPN not available"), false)
+            }
+            Command::Starttls | Command::Auth => {
+                self.reject(
+                    &verb,
+                    Reply::new(502, "5.5.1", "Error: command not implemented"),
+                    true,
+                );
+            }
+        }
+    }
+
+    fn esmtp(&self) -> bool {
+        self.helo.as_ref().is_some_and(|(_, esmtp)| *esmtp)
+    }
+
+    /// What EHLO offered; nothing after HELO.
+    fn offered_now(&self) -> EhloKeywords {
+        if self.esmtp() {
+            self.offered
+        } else {
+            EhloKeywords::NONE
+        }
+    }
+
+    fn mail(&mut self, verb: &str, path: Path, params: &[Param]) {
+        if self.helo.is_none() {
+            return self.reject(
+                verb,
+                Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"),
+                true,
+            );
+        }
+        if self.mail.is_some() {
+            return self.reject(
+                verb,
+                Reply::new(503, "5.5.1", "Error: nested MAIL command"),
+                true,
+            );
+        }
+        if self.config.max_messages > 0 && self.messages >= self.config.max_messages {
+            let r = Reply::new(452, "4.5.3", "Error: too many messages in this session");
+            return self.reject(verb, r, false);
+        }
+        if matches!(path.target, PathTarget::Postmaster(_)) {
+            return self.reject(verb, CommandError::BadSender.reply(), true);
+        }
+        let params = match mail_params(params, self.offered_now(), self.config.max_message_size) {
+            Ok(p) => p,
+            Err(e) => return self.reject(verb, e.reply(), e != ParamError::TooBig),
+        };
+        if !path.target.is_ascii() && !params.smtputf8 {
+            return self.reject(verb, non_ascii_reply(), true);
+        }
+        let from = path.target.to_address();
+        self.pending_source_route = path.had_source_route;
+        self.event(Event::CheckMail {
+            from: from.clone(),
+            params: params.clone(),
+        });
+        self.wait = Some(Wait::Mail { from, params });
+    }
+
+    fn rcpt(&mut self, verb: &str, path: Path, params: &[Param]) {
+        let Some((_, mail_params)) = &self.mail else {
+            return self.reject(
+                verb,
+                Reply::new(503, "5.5.1", "Error: need MAIL command"),
+                true,
+            );
+        };
+        let smtputf8 = mail_params.smtputf8;
+        if self.bdat.is_some() {
+            return self.reject(
+                verb,
+                Reply::new(503, "5.5.1", "Error: BDAT transfer in progress"),
+                true,
+            );
+        }
+        self.rcpt_seen = true;
+        let params = match rcpt_params(params, self.offered_now()) {
+            Ok(p) => p,
+            Err(e) => return self.reject(verb, e.reply(), true),
+        };
+        if !path.target.is_ascii() && !smtputf8 {
+            return self.reject(verb, non_ascii_reply(), true);
+        }
+        if self.rcpts.len() >= self.config.max_recipients as usize {
+            return self.reject(
+                verb,
+                Reply::new(452, "4.5.3", "Error: too many recipients"),
+                false,
+            );
+        }
+        let to = path.target.to_address();
+        self.pending_source_route = path.had_source_route;
+        self.event(Event::CheckRcpt {
+            to: to.clone(),
+            params: params.clone(),
+        });
+        self.wait = Some(Wait::Rcpt { to, params });
+    }
+
+    /// The refusal of DATA or BDAT for want of recipients, if any.
+    fn refuse_content(&self) -> Option<Reply> {
+        if self.mail.is_none() {
+            Some(Reply::new(503, "5.5.1", "Error: need MAIL command"))
+        } else if !self.rcpts.is_empty() {
+            None
+        } else if self.rcpt_seen {
+            Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
+        } else {
+            Some(Reply::new(503, "5.5.1", "Error: need RCPT command"))
+        }
+    }
+
+    /// The end of DATA content has been read.
+    fn end_data(&mut self) {
+        let Phase::Data(reader) = &mut self.phase else {
+            return;
+        };
+        let result = reader.finish();
+        self.phase = Phase::Command;
+        self.end_message(result, "DATA");
+    }
+
+    /// A BDAT chunk has been read in full.
+    fn end_chunk(&mut self) {
+        let Phase::Bdat {
+            chunk,
+            last,
+            refusal,
+            ..
+        } = std::mem::replace(&mut self.phase, Phase::Command)
+        else {
+            return;
+        };
+        if let Some(reply) = refusal {
+            return self.reject("BDAT", reply, true);
+        }
+        let Some(checker) = &mut self.bdat else {
+            // A chunk is accepted only once its checker exists (see `command`).
+            return;
+        };
+        if let Some(e) = checker.error() {
+            self.end_message(Err(e), "BDAT");
+        } else if last {
+            let result = checker.finish();
+            self.end_message(result, "BDAT");
+        } else {
+            self.reply(&Reply::new(
+                250,
+                "2.0.0",
+                format!("{chunk} octets received"),
+            ));
+        }
+    }
+
+    /// Commits or refuses the message whose content has ended; clears the transaction.
+    fn end_message(&mut self, result: Result<u64, ContentError>, command: &'static str) {
+        self.bdat = None;
+        match result {
+            Ok(size) => {
+                // Content is read only after HELO/EHLO and MAIL, so both are set here.
+                let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+                let (from, mail_params) = self.mail.take().unwrap_or_default();
+                let transaction = Transaction {
+                    helo,
+                    esmtp,
+                    from,
+                    mail_params,
+                    rcpts: std::mem::take(&mut self.rcpts),
+                    size,
+                };
+                self.reset_transaction();
+                self.messages = self.messages.saturating_add(1);
+                self.event(Event::MessageEnd(transaction));
+                self.wait = Some(Wait::Commit { command });
+            }
+            Err(e) => {
+                self.event(Event::MessageAbort);
+                self.reset_transaction();
+                self.reject(command, e.reply(), e.is_protocol_error());
+            }
+        }
+    }
+
+    /// Forgets MAIL and RCPT; a BDAT message under way is aborted.
+    fn reset_transaction(&mut self) {
+        if self.bdat.take().is_some() {
+            self.event(Event::MessageAbort);
+        }
+        self.mail = None;
+        self.rcpts.clear();
+        self.rcpt_seen = false;
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        reply.write_wire(&mut self.out);
+    }
+
+    /// Sends a 4xx/5xx reply and reports it. A client error (`counts`) moves towards the
+    /// error limit; reaching it ends the session with 421 (0 means no limit).
+    fn reject(&mut self, command: &str, reply: Reply, counts: bool) {
+        self.reply(&reply);
+        self.event(Event::Rejected {
+            command: command.to_string(),
+            reply,
+        });
+        if !counts || self.is_closed() {
+            return;
+        }
+        self.errors = self.errors.saturating_add(1);
+        if self.config.error_limit > 0 && self.errors >= self.config.error_limit {
+            let host = &self.config.host_name;
+            let reply = Reply::new(421, "4.7.0", format!("{host} Error: too many errors"));
+            self.reply(&reply);
+            self.event(Event::Rejected {
+                command: command.to_string(),
+                reply,
+            });
+            self.close(CloseReason::TooManyErrors);
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if matches!(self.phase, Phase::Data(_)) || self.bdat.is_some() {
+            self.bdat = None;
+            self.event(Event::MessageAbort);
+        }
+        self.event(Event::Closing(reason));
+        self.phase = Phase::Closed;
+        self.wait = None;
+        self.input = Vec::new();
+    }
+
+    /// Queues an event, after any content read before it.
+    fn event(&mut self, event: Event) {
+        self.flush_data();
+        self.events.push_back(event);
+    }
+
+    fn flush_data(&mut self) {
+        if !self.data.is_empty() {
+            self.events
+                .push_back(Event::MessageData(std::mem::take(&mut self.data)));
+        }
+    }
+}
+
+/// RFC 6531 §3.5: a non-ASCII address needs SMTPUTF8 on MAIL.
+fn non_ascii_reply() -> Reply {
+    Reply::new(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GREETING: &[u8] = b"220 mx.test ESMTP drawbridge\r\n";
+    const EHLO_REPLY: &[u8] =
+        b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n\
+        250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+    const OK: &[u8] = b"250 2.0.0 Ok\r\n";
+    const MAIL_OK: &[u8] = b"250 2.1.0 Ok\r\n";
+    const RCPT_OK: &[u8] = b"250 2.1.5 Ok\r\n";
+    const GO_AHEAD: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
+    const QUEUED: &[u8] = b"250 2.0.0 Ok: queued as TESTID\r\n";
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            host_name: "mx.test".into(),
+            max_message_size: 10_000,
+            max_recipients: 3,
+            max_line_length: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            max_session_time: Duration::from_secs(3600),
+            max_messages: 5,
+            error_limit: 10,
+            greet_delay: Duration::ZERO,
+            ehlo_keywords: EhloKeywords::ALL,
+        }
+    }
+
+    /// One step of a transcript.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// The client writes these bytes.
+        C(Vec<u8>),
+        /// The server's next output is exactly this (checked when the transcript is fed
+        /// whole; split runs compare the total with the whole run).
+        S(Vec<u8>),
+        /// Time passes, then `handle_timeout`.
+        Wait(Duration),
+        /// Everything the server has written so far is not checked further.
+        Any,
+    }
+    use Step::Wait;
+
+    fn c(b: impl AsRef<[u8]>) -> Step {
+        Step::C(b.as_ref().to_vec())
+    }
+    fn s(b: impl AsRef<[u8]>) -> Step {
+        Step::S(b.as_ref().to_vec())
+    }
+    fn secs(n: u64) -> Step {
+        Wait(Duration::from_secs(n))
+    }
+
+    /// What one run produced.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Outcome {
+        out: Vec<u8>,
+        /// Events with adjacent `MessageData` merged.
+        events: Vec<Event>,
+        closed: bool,
+    }
+
+    impl Outcome {
+        /// Content of every committed message.
+        fn committed(&self) -> Vec<Vec<u8>> {
+            let mut done = Vec::new();
+            let mut cur = None::<Vec<u8>>;
+            for e in &self.events {
+                match e {
+                    Event::MessageBegin => cur = Some(Vec::new()),
+                    Event::MessageData(d) => cur
+                        .as_mut()
+                        .expect("data inside a message")
+                        .extend_from_slice(d),
+                    Event::MessageEnd(_) => done.push(cur.take().expect("end inside a message")),
+                    Event::MessageAbort => cur = None,
+                    _ => {}
+                }
+            }
+            done
+        }
+
+        fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
+            self.events.iter().filter(|e| pred(e)).count()
+        }
+
+        fn message_ends(&self) -> usize {
+            self.count(|e| matches!(e, Event::MessageEnd(_)))
+        }
+    }
+
+    /// The test policy: senders `spammer@…` and recipients `nobody@…` are refused; a
+    /// message from `tempfail@…` fails to commit; everything else is accepted.
+    fn respond(session: &mut Session, event: &Event, now: Instant) {
+        match event {
+            Event::CheckMail { from, .. } if from.starts_with("spammer@") => session.answer(
+                Verdict::Reject(Reply::new(550, "5.7.1", "Sender refused")),
+                now,
+            ),
+            Event::CheckRcpt { to, .. } if to.starts_with("nobody@") => session.answer(
+                Verdict::Reject(Reply::new(550, "5.1.1", "No such user")),
+                now,
+            ),
+            Event::CheckMail { .. } | Event::CheckRcpt { .. } => {
+                session.answer(Verdict::Accept, now)
+            }
+            Event::MessageEnd(t) if t.from.starts_with("tempfail@") => {
+                session.commit_done(Err(Reply::new(451, "4.3.0", "Queue busy")), now)
+            }
+            Event::MessageEnd(_) => session.commit_done(Ok("TESTID".into()), now),
+            _ => {}
+        }
+    }
+
+    /// Drains output and events, answering as the policy says, until quiet.
+    fn drain(session: &mut Session, now: Instant, out: &mut Vec<u8>, events: &mut Vec<Event>) {
+        loop {
+            if let Some(bytes) = session.poll_transmit() {
+                assert!(!bytes.is_empty());
+                out.extend_from_slice(&bytes);
+            }
+            let Some(event) = session.poll_event() else {
+                break;
+            };
+            if let Event::MessageData(d) = &event {
+                assert!(!d.is_empty(), "empty MessageData");
+            }
+            respond(session, &event, now);
+            match (events.last_mut(), event) {
+                (Some(Event::MessageData(prev)), Event::MessageData(more)) => {
+                    prev.extend_from_slice(&more)
+                }
+                (_, event) => events.push(event),
+            }
+        }
+        assert!(session.poll_transmit().is_none());
+    }
+
+    /// Runs `steps` with the client writes cut into `chunks` pieces per segment.
+    /// `cut(offset, segment)` gives the chunk lengths for a segment starting at `offset`
+    /// in the whole client stream; `None` feeds each `C` step as written and checks
+    /// every `S` step.
+    fn execute(
+        cfg: &ServerConfig,
+        steps: &[Step],
+        cut: Option<&dyn Fn(usize, usize) -> Vec<usize>>,
+    ) -> Outcome {
+        let mut now = Instant::now();
+        let mut session = Session::new(Rc::new(cfg.clone()), now);
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        drain(&mut session, now, &mut out, &mut events);
+        let mut checked = 0;
+        let mut segment = Vec::new();
+        let mut offset = 0;
+        let mut feed = |session: &mut Session,
+                        seg: &mut Vec<u8>,
+                        now,
+                        out: &mut Vec<u8>,
+                        events: &mut Vec<Event>| {
+            let mut lens = match cut {
+                Some(cut) => cut(offset, seg.len()),
+                None => vec![seg.len()],
+            };
+            lens.retain(|&n| n > 0);
+            assert_eq!(lens.iter().sum::<usize>(), seg.len());
+            let mut at = 0;
+            for n in lens {
+                session.handle_input(&seg[at..at + n], now);
+                drain(session, now, out, events);
+                at += n;
+            }
+            offset += seg.len();
+            seg.clear();
+        };
+        for step in steps {
+            match step {
+                Step::C(bytes) => {
+                    segment.extend_from_slice(bytes);
+                    if cut.is_none() {
+                        feed(&mut session, &mut segment, now, &mut out, &mut events);
+                    }
+                }
+                Step::S(expected) => {
+                    if cut.is_none() {
+                        let got = &out[checked..];
+                        let got = &got[..got.len().min(expected.len())];
+                        assert_eq!(
+                            String::from_utf8_lossy(got),
+                            String::from_utf8_lossy(expected),
+                            "server output"
+                        );
+                        checked += expected.len();
+                    }
+                }
+                Step::Any => checked = out.len(),
+                Wait(d) => {
+                    feed(&mut session, &mut segment, now, &mut out, &mut events);
+                    now += *d;
+                    if let Some(t) = session.poll_timeout() {
+                        if now >= t {
+                            session.handle_timeout(now);
+                        }
+                    }
+                    drain(&mut session, now, &mut out, &mut events);
+                }
+            }
+        }
+        feed(&mut session, &mut segment, now, &mut out, &mut events);
+        Outcome {
+            out,
+            events,
+            closed: session.is_closed(),
+        }
+    }
+
+    /// Runs a transcript whole, one byte at a time and split in two at every index; all
+    /// runs must give the same output and events. Returns the outcome.
+    fn check(cfg: &ServerConfig, steps: &[Step]) -> Outcome {
+        let whole = execute(cfg, steps, None);
+        let total: usize = steps
+            .iter()
+            .map(|s| if let Step::C(b) = s { b.len() } else { 0 })
+            .sum();
+        let bytewise = execute(cfg, steps, Some(&|_, len| vec![1; len]));
+        assert_eq!(bytewise, whole, "one byte at a time");
+        for i in 0..=total {
+            let split = move |offset: usize, len: usize| {
+                if (offset..offset + len).contains(&i) {
+                    vec![i - offset, offset + len - i]
+                } else {
+                    vec![len]
+                }
+            };
+            let run = execute(cfg, steps, Some(&split));
+            assert_eq!(run, whole, "split at {i}");
+        }
+        assert!(
+            well_formed(&whole.out),
+            "{}",
+            String::from_utf8_lossy(&whole.out)
+        );
+        whole
+    }
+
+    /// Every reply line is `ddd[ -]text` CRLF, at most 512 octets; error replies carry an
+    /// enhanced code of their class; no CR or LF stands alone.
+    fn well_formed(out: &[u8]) -> bool {
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            return false;
+        }
+        for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(line) = line.strip_suffix(b"\r") else {
+                return false;
+            };
+            if line.len() + 2 > crate::smtp::reply::MAX_REPLY_LINE
+                || line.contains(&b'\r')
+                || line.len() < 4
+            {
+                return false;
+            }
+            let Ok(text) = std::str::from_utf8(line) else {
+                return false;
+            };
+            let code = &text[..3];
+            if !code.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(code.as_bytes()[0], b'2'..=b'5')
+            {
+                return false;
+            }
+            if !matches!(line[3], b' ' | b'-') {
+                return false;
+            }
+            let enhanced = text[4..]
+                .split(' ')
+                .next()
+                .and_then(crate::smtp::reply::Enhanced::parse);
+            match enhanced {
+                Some(e) if e.class != code.as_bytes()[0] - b'0' => return false,
+                None if matches!(code.as_bytes()[0], b'4' | b'5') => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// True when each of `parts` occurs in `out`, in order.
+    fn in_order(out: &[u8], parts: &[&[u8]]) -> bool {
+        let mut at = 0;
+        for p in parts {
+            match out[at..].windows(p.len()).position(|w| w == *p) {
+                Some(i) => at += i + p.len(),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn has(out: &[u8], part: &[u8]) -> bool {
+        in_order(out, &[part])
+    }
+
+    /// The usual opening: greeting, EHLO, one sender, one recipient.
+    fn opening() -> Vec<Step> {
+        vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s(MAIL_OK),
+            c("RCPT TO:<b@example.com>\r\n"),
+            s(RCPT_OK),
+        ]
+    }
+
+    fn with(mut steps: Vec<Step>, more: Vec<Step>) -> Vec<Step> {
+        steps.extend(more);
+        steps
+    }
+
+    // ---- happy paths ----
+
+    #[test]
+    fn ehlo_lists_offered_keywords_without_starttls_and_auth() {
+        let o = check(
+            &config(),
+            &[s(GREETING), c("ehlo client.example\r\n"), s(EHLO_REPLY)],
+        );
+        assert_eq!(
+            o.events,
+            vec![Event::Helo {
+                name: "client.example".into(),
+                esmtp: true
+            }]
+        );
+        let mut cfg = config();
+        cfg.ehlo_keywords = EhloKeywords::NONE
+            .with(EhloKeywords::SIZE)
+            .with(EhloKeywords::STARTTLS);
+        cfg.max_message_size = 77;
+        check(
+            &cfg,
+            &[
+                s(GREETING),
+                c("EHLO [192.0.2.1]\r\n"),
+                s("250-mx.test\r\n250 SIZE 77\r\n"),
+            ],
+        );
+    }
+
+    #[test]
+    fn full_transaction_undoes_dot_stuffing() {
+        let steps = with(
+            opening(),
+            vec![
+                c("DATA\r\n"),
+                s(GO_AHEAD),
+                c("Subject: t\r\n\r\n..line\r\n.x\r\n...\r\nend\r\n.\r\n"),
+                s(QUEUED),
+                c("QUIT\r\n"),
+                s("221 2.0.0 Bye\r\n"),
+            ],
+        );
+        let o = check(&config(), &steps);
+        assert_eq!(
+            o.committed(),
+            vec![b"Subject: t\r\n\r\n.line\r\nx\r\n..\r\nend\r\n".to_vec()]
+        );
+        let Some(Event::MessageEnd(t)) =
+            o.events.iter().find(|e| matches!(e, Event::MessageEnd(_)))
+        else {
+            panic!("no MessageEnd")
+        };
+        assert_eq!(t.helo, "client.example");
+        assert!(t.esmtp);
+        assert_eq!(t.from, "a@example.org");
+        assert_eq!(
+            t.rcpts,
+            vec![("b@example.com".to_string(), RcptParams::default())]
+        );
+        assert_eq!(t.size, 33);
+        assert!(o.closed);
+        assert_eq!(o.events.last(), Some(&Event::Closing(CloseReason::Quit)));
+    }
+
+    #[test]
+    fn empty_message_and_two_messages_in_a_session() {
+        let steps = with(
+            opening(),
+            vec![
+                c("DATA\r\n.\r\n"),
+                s([GO_AHEAD, QUEUED].concat()),
+                c("MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\nDATA\r\nx\r\n.\r\n"),
+                s([MAIL_OK, RCPT_OK, GO_AHEAD, QUEUED].concat()),
+            ],
+        );
+        let o = check(&config(), &steps);
+        assert_eq!(o.committed(), vec![Vec::new(), b"x\r\n".to_vec()]);
+        assert!(o.events.contains(&Event::CheckMail {
+            from: String::new(),
+            params: MailParams::default()
+        }));
+        assert!(o.events.contains(&Event::CheckRcpt {
+            to: "Postmaster".into(),
+            params: RcptParams::default()
+        }));
+    }
+
+    #[test]
+    fn eight_bit_body() {
+        let body = b"Subject: caf\xc3\xa9\r\n\r\n\xe2\x82\xac \xff\xfe\r\n";
+        let steps = vec![
+            s(GREETING),
+            c(
+                "EHLO c.example\r\nMAIL FROM:<a@example.org> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+            ),
+            s([EHLO_REPLY, MAIL_OK, RCPT_OK, GO_AHEAD].concat()),
+            c([&body[..], b".\r\n"].concat()),
+            s(QUEUED),
+        ];
+        let o = check(&config(), &steps);
+        assert_eq!(o.committed(), vec![body.to_vec()]);
+        let want = MailParams {
+            body: Some(Body::EightBitMime),
+            ..MailParams::default()
+        };
+        assert!(o.events.contains(&Event::CheckMail {
+            from: "a@example.org".into(),
+            params: want
+        }));
+    }
+
+    #[test]
+    fn bdat_chunks_with_crlf_across_the_boundary() {
+        let steps = with(
+            opening(),
+            vec![
+                c("BDAT 4\r\nabc\r"),
+                s("250 2.0.0 4 octets received\r\n"),
+                c("BDAT 7 LAST\r\n\n.\r\nd\r\n"),
+                s(QUEUED),
+                c("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nBDAT 0 LAST\r\n"),
+                s([MAIL_OK, RCPT_OK, QUEUED].concat()),
+            ],
+        );
+        let o = check(&config(), &steps);
+        assert_eq!(
+            o.committed(),
+            vec![b"abc\r\n.\r\nd\r\n".to_vec(), Vec::new()]
+        );
+        assert_eq!(o.count(|e| matches!(e, Event::MessageBegin)), 2);
+    }
+
+    #[test]
+    fn bdat_refusals_consume_the_chunk() {
+        let mut cfg = config();
+        cfg.ehlo_keywords = EhloKeywords::ALL.without(EhloKeywords::CHUNKING);
+        let o = check(&cfg, &[c("EHLO c.example\r\nBDAT 6\r\nQUIT\r\nNOOP\r\n")]);
+        assert!(in_order(
+            &o.out,
+            &[b"502 5.5.1 Error: command not implemented\r\n", OK]
+        ));
+        assert!(!o.closed);
+        // No recipients: the chunk is eaten, then 503.
+        let o = check(
+            &config(),
+            &[c(
+                "EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n",
+            )],
+        );
+        assert!(in_order(
+            &o.out,
+            &[MAIL_OK, b"503 5.5.1 Error: need RCPT command\r\n", OK]
+        ));
+        assert_eq!(o.count(|e| matches!(e, Event::MessageBegin)), 0);
+        // All recipients refused.
+        let o = check(
+            &config(),
+            &[c(
+                "EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<nobody@b.example>\r\nDATA\r\n",
+            )],
+        );
+        assert!(has(&o.out, b"554 5.5.1 Error: no valid recipients\r\n"));
+    }
+
+    #[test]
+    fn bdat_failed_chunk_kills_the_transaction() {
+        let steps = with(
+            opening(),
+            vec![
+                c("BDAT 4\r\na\nbc"),
+                s("550 5.5.2 Message refused: bare <CR> or <LF> in data\r\n"),
+                c("BDAT 3 LAST\r\nxyz"),
+                s("503 5.5.1 Error: need MAIL command\r\n"),
+                c("DATA\r\n"),
+                s("503 5.5.1 Error: need MAIL command\r\n"),
+                c("RSET\r\n"),
+                s(OK),
+            ],
+        );
+        let o = check(&config(), &steps);
+        assert_eq!(o.message_ends(), 0);
+        assert_eq!(o.count(|e| matches!(e, Event::MessageAbort)), 1);
+        // DATA in the middle of a BDAT transaction is refused; RSET aborts it.
+        let steps = with(
+            opening(),
+            vec![
+                c("BDAT 1\r\nx"),
+                s("250 2.0.0 1 octets received\r\n"),
+                c("DATA\r\n"),
+                s("503 5.5.1 Error: BDAT transfer in progress\r\n"),
+                c("RSET\r\n"),
+                s(OK),
+            ],
+        );
+        let o = check(&config(), &steps);
+        assert_eq!(o.message_ends(), 0);
+        assert_eq!(o.count(|e| matches!(e, Event::MessageAbort)), 1);
+    }
+
+    #[test]
+    fn pipelined_commands_answered_in_order() {
+        let steps = vec![
+            s(GREETING),
+            c(
+                "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n\
+               RCPT TO:<nobody@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+            ),
+            s([
+                EHLO_REPLY,
+                MAIL_OK,
+                RCPT_OK,
+                b"550 5.1.1 No such user\r\n",
+                RCPT_OK,
+                GO_AHEAD,
+            ]
+            .concat()),
+            c("hi\r\n.\r\nNOOP\r\n"),
+            s([QUEUED, OK].concat()),
+        ];
+        let o = check(&config(), &steps);
+        let Some(Event::MessageEnd(t)) =
+            o.events.iter().find(|e| matches!(e, Event::MessageEnd(_)))
+        else {
+            panic!("no MessageEnd")
+        };
+        let rcpts: Vec<&str> = t.rcpts.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rcpts, ["b@example.com", "c@example.com"]);
+        assert!(o.events.contains(&Event::Rejected {
+            command: "RCPT".into(),
+            reply: Reply::new(550, "5.1.1", "No such user")
+        }));
+    }
+
+    #[test]
+    fn replies_batch_into_one_transmit_while_the_layer_answers() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(config()), now);
+        assert_eq!(session.poll_transmit().unwrap(), GREETING);
+        session.handle_input(
+            b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+            now,
+        );
+        assert!(!session.wants_input());
+        let mut checks = 0;
+        while let Some(e) = session.poll_event() {
+            if matches!(e, Event::CheckMail { .. } | Event::CheckRcpt { .. }) {
+                assert_eq!(session.poll_timeout(), None, "no timeout while waiting");
+                checks += 1;
+                session.answer(Verdict::Accept, now);
+            }
+        }
+        assert_eq!(checks, 3);
+        let all = [EHLO_REPLY, MAIL_OK, RCPT_OK, RCPT_OK, GO_AHEAD].concat();
+        assert_eq!(session.poll_transmit().unwrap(), all);
+        assert!(session.poll_transmit().is_none());
+        assert!(session.wants_input());
+        assert!(session.wants_input());
+    }
+
+    #[test]
+    fn helo_allows_no_esmtp_parameters() {
+        let steps = vec![
+            s(GREETING),
+            c("HELO c.example\r\n"),
+            s("250 mx.test\r\n"),
+            c("MAIL FROM:<a@example.org> SIZE=10\r\n"),
+            s("555 5.5.4 Unsupported option: SIZE\r\n"),
+            c(
+                "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com> NOTIFY=NEVER\r\nBDAT 1 LAST\r\nx",
+            ),
+            s([
+                MAIL_OK,
+                b"555 5.5.4 Unsupported option: NOTIFY\r\n" as &[u8],
+                b"502 5.5.1 Error: command not implemented\r\n",
+            ]
+            .concat()),
+        ];
+        let o = check(&config(), &steps);
+        assert_eq!(
+            o.events[0],
+            Event::Helo {
+                name: "c.example".into(),
+                esmtp: false
+            }
+        );
+    }
+
+    #[test]
+    fn dsn_parameters_are_parsed() {
+        let steps =
+            vec![
+            c("EHLO c.example\r\nMAIL FROM:<a@example.org> RET=HDRS ENVID=QQ+2B1 SIZE=100\r\n\
+               RCPT TO:<b@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;b+40example.com\r\n\
+               RCPT TO:<c@example.com> NOTIFY=BOGUS\r\nRCPT TO:<d@example.com> FOO=1\r\n"),
+            s([GREETING, EHLO_REPLY, MAIL_OK, RCPT_OK].concat()),
+            s(b"501 5.5.4 Bad parameter value: NOTIFY\r\n555 5.5.4 Unsupported option: FOO\r\n"),
+        ];
+        let o = check(&config(), &steps);
+        let mail = MailParams {
+            size: Some(100),
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ+2B1".into()),
+            ..MailParams::default()
+        };
+        assert!(o.events.contains(&Event::CheckMail {
+            from: "a@example.org".into(),
+            params: mail
+        }));
+        let rcpt = RcptParams {
+            notify: Some(Notify {
+                never: false,
+                success: false,
+                failure: true,
+                delay: true,
+            }),
+            orcpt: Some("rfc822;b+40example.com".into()),
+        };
+        assert!(o.events.contains(&Event::CheckRcpt {
+            to: "b@example.com".into(),
+            params: rcpt
+        }));
+        let mut cfg = config();
+        cfg.ehlo_keywords = EhloKeywords::ALL.without(EhloKeywords::DSN);
+        let o = check(
+            &cfg,
+            &[c(
+                "EHLO c.example\r\nMAIL FROM:<a@example.org> RET=FULL\r\n",
+            )],
+        );
+        assert!(has(&o.out, b"555 5.5.4 Unsupported option: RET\r\n"));
+    }
+
+    #[test]
+    fn smtputf8_addresses() {
+        let steps = vec![
+            c(
+                "EHLO c.example\r\nMAIL FROM:<j\u{f6}rg@b\u{fc}cher.example> SMTPUTF8\r\nRCPT TO:<\u{4f60}\u{597d}@example.com>\r\nDATA\r\n",
+            ),
+            s([GREETING, EHLO_REPLY, MAIL_OK, RCPT_OK, GO_AHEAD].concat()),
+            c("x\r\n.\r\n"),
+            s(QUEUED),
+            c(
+                "MAIL FROM:<j\u{f6}rg@example.org>\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<\u{e9}@example.com>\r\n",
+            ),
+            s([
+                b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n" as &[u8],
+                MAIL_OK,
+                b"553 5.6.7 Error: non-ASCII address requires SMTPUTF8\r\n",
+            ]
+            .concat()),
+        ];
+        let o = check(&config(), &steps);
+        assert_eq!(o.message_ends(), 1);
+        let params = MailParams {
+            smtputf8: true,
+            ..MailParams::default()
+        };
+        assert!(o.events.contains(&Event::CheckMail {
+            from: "j\u{f6}rg@b\u{fc}cher.example".into(),
+            params
+        }));
+        let mut cfg = config();
+        cfg.ehlo_keywords = EhloKeywords::ALL.without(EhloKeywords::SMTPUTF8);
+        let o = check(
+            &cfg,
+            &[c(
+                "EHLO c.example\r\nMAIL FROM:<a@example.org> SMTPUTF8\r\n",
+            )],
+        );
+        assert!(has(&o.out, b"555 5.5.4 Unsupported option: SMTPUTF8\r\n"));
+    }
+
+    fn hops(n: usize) -> Vec<u8> {
+        let mut m = "Received: from a by b;\r\n\tThu, 1 Jan 2026 00:00:00 +0000\r\n".repeat(n);
+        m.push_str("Subject: loop\r\n\r\nReceived: in the body does not count\r\n.\r\n");
+        m.into_bytes()
+    }
+
+    #[test]
+    fn loop_detection_at_51_received_fields_not_50() {
+        let o = check(
+            &config(),
+            &with(
+                opening(),
+                vec![c("DATA\r\n"), s(GO_AHEAD), c(hops(50)), s(QUEUED)],
+            ),
+        );
+        assert_eq!(o.message_ends(), 1);
+        let loop51 = vec![
+            c("DATA\r\n"),
+            s(GO_AHEAD),
+            c(hops(51)),
+            s("554 5.4.6 Too many hops: mail loop detected\r\n"),
+        ];
+        let o = check(&config(), &with(opening(), loop51));
+        assert_eq!(o.message_ends(), 0);
+        assert!(o.events.contains(&Event::MessageAbort));
+        assert!(!o.closed);
+    }
+
+    #[test]
+    fn max_messages_per_session() {
+        let mut cfg = config();
+        cfg.max_messages = 1;
+        let steps = with(
+            opening(),
+            vec![
+                c("DATA\r\nx\r\n.\r\nMAIL FROM:<a@example.org>\r\n"),
+                s([
+                    GO_AHEAD,
+                    QUEUED,
+                    b"452 4.5.3 Error: too many messages in this session\r\n",
+                ]
+                .concat()),
+            ],
+        );
+        let o = check(&cfg, &steps);
+        assert_eq!(o.message_ends(), 1);
+        assert!(!o.closed);
+    }
+
+    #[test]
+    fn error_limit_closes_with_421() {
+        let mut cfg = config();
+        cfg.error_limit = 3;
+        let steps = vec![
+            s(GREETING),
+            c("FOO\r\nBAR\r\nNOOP\r\nEXPN x\r\nBAZ\r\nNOOP\r\n"),
+            s(b"500 5.5.2 Error: command not recognized\r\n500 5.5.2 Error: command not recognized\r\n\
+                250 2.0.0 Ok\r\n502 5.5.1 EXPN not available\r\n500 5.5.2 Error: command not recognized\r\n\
+                421 4.7.0 mx.test Error: too many errors\r\n"),
+        ];
+        let o = check(&cfg, &steps);
+        assert!(o.closed);
+        assert_eq!(
+            o.events.last(),
+            Some(&Event::Closing(CloseReason::TooManyErrors))
+        );
+    }
+
+    #[test]
+    fn policy_refusals_and_failed_commit() {
+        let steps = vec![
+            c(
+                "EHLO c.example\r\nMAIL FROM:<spammer@example.org>\r\nMAIL FROM:<tempfail@example.org>\r\n\
+               RCPT TO:<b@example.com>\r\nDATA\r\nx\r\n.\r\n",
+            ),
+            s([
+                GREETING,
+                EHLO_REPLY,
+                b"550 5.7.1 Sender refused\r\n",
+                MAIL_OK,
+                RCPT_OK,
+                GO_AHEAD,
+            ]
+            .concat()),
+            s(b"451 4.3.0 Queue busy\r\n"),
+            c("RCPT TO:<b@example.com>\r\n"),
+            s(b"503 5.5.1 Error: need MAIL command\r\n"),
+        ];
+        let o = check(&config(), &steps);
+        assert_eq!(o.message_ends(), 1);
+        let rejected: Vec<&str> = o
+            .events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Rejected { command, .. } = e {
+                    Some(command.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(rejected, ["MAIL", "DATA", "RCPT"]);
+    }
+
+    #[test]
+    fn small_commands() {
+        let steps = vec![
+            c("EHLO c.example\r\nVRFY x\r\nhelp\r\nNOOP hi\r\nRSET\r\nSTARTTLS\r\nAUTH PLAIN\r\nEXPN list\r\n\
+               MAIL FROM:<a@example.org>\r\nMAIL FROM:<a@example.org>\r\nRSET x\r\nEHLO\r\nDATA\r\n"),
+            s([GREETING, EHLO_REPLY].concat()),
+            s(b"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n\
+                214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n\
+                250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n\
+                502 5.5.1 Error: command not implemented\r\n502 5.5.1 Error: command not implemented\r\n\
+                502 5.5.1 EXPN not available\r\n250 2.1.0 Ok\r\n503 5.5.1 Error: nested MAIL command\r\n\
+                501 5.5.4 Syntax: RSET\r\n501 5.5.4 Syntax: EHLO hostname\r\n503 5.5.1 Error: need RCPT command\r\n"),
+            c("QUIT\r\nNOOP\r\n"),
+            s(b"221 2.0.0 Bye\r\n"),
+        ];
+        let o = check(&config(), &steps);
+        assert!(o.closed);
+    }
+
+    #[test]
+    fn greeting_after_delay() {
+        let mut cfg = config();
+        cfg.greet_delay = Duration::from_secs(5);
+        let o = check(
+            &cfg,
+            &[
+                s(""),
+                secs(4),
+                s(""),
+                secs(1),
+                s(GREETING),
+                c("NOOP\r\n"),
+                s(OK),
+            ],
+        );
+        assert!(!o.closed);
+        let now = Instant::now();
+        let session = Session::new(Rc::new(cfg), now);
+        assert_eq!(session.poll_timeout(), Some(now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn source_route_is_dropped_but_reported() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(config()), now);
+        session.handle_input(
+            b"EHLO c.example\r\nMAIL FROM:<@r1.example,@r2.example:a@example.org>\r\n",
+            now,
+        );
+        assert!(session.pending_check_had_source_route());
+        let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+        assert!(events.contains(&Event::CheckMail {
+            from: "a@example.org".into(),
+            params: MailParams::default()
+        }));
+        session.answer(Verdict::Accept, now);
+        assert!(!session.pending_check_had_source_route());
+        session.handle_input(b"RCPT TO:<b@example.com>\r\n", now);
+        assert!(!session.pending_check_had_source_route());
+    }
+
+    #[test]
+    fn session_time_limit() {
+        let mut cfg = config();
+        cfg.max_session_time = Duration::from_secs(500);
+        let o = check(
+            &cfg,
+            &[
+                c("NOOP\r\n"),
+                secs(200),
+                c("NOOP\r\n"),
+                secs(200),
+                c("NOOP\r\n"),
+                secs(100),
+            ],
+        );
+        assert!(o.closed);
+        assert!(has(
+            &o.out,
+            b"421 4.4.2 mx.test Error: timeout exceeded\r\n"
+        ));
+        assert_eq!(
+            o.events.last(),
+            Some(&Event::Closing(CloseReason::SessionLimit))
+        );
+    }
+
+    #[test]
+    fn overrun_while_waiting_is_bounded() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(config()), now);
+        session.handle_input(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n", now);
+        assert!(!session.wants_input());
+        let junk = vec![b'x'; MAX_PENDING_INPUT / 2 + 1];
+        session.handle_input(&junk, now);
+        session.handle_input(&junk, now);
+        assert!(session.input.len() <= MAX_PENDING_INPUT);
+        session.answer(Verdict::Accept, now);
+        let out = session.poll_transmit().unwrap();
+        assert!(in_order(
+            &out,
+            &[
+                MAIL_OK,
+                b"421 4.7.0 mx.test Error: too much pipelined input\r\n"
+            ]
+        ));
+        assert!(session.is_closed());
+    }
+
+    // ---- bad input: one test per row ----
+
+    /// `bad_input!(name: tweak, steps, expect [...], absent [...], survives, committed)`.
+    /// Checks the replies in `expect` appear in order, none of `absent` appears, whether
+    /// the session is still open (a survivor must then answer NOOP), and how many
+    /// messages were committed.
+    macro_rules! bad_input {
+        ($($name:ident: $tweak:expr, $steps:expr, expect [$($e:expr),* $(,)?], absent [$($a:expr),* $(,)?],
+           survives $survives:expr, committed $n:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let mut cfg = config();
+                let tweak: fn(&mut ServerConfig) = $tweak;
+                tweak(&mut cfg);
+                let mut steps: Vec<Step> = $steps;
+                if $survives {
+                    steps.push(c("NOOP\r\n"));
+                }
+                let o = check(&cfg, &steps);
+                let expect: &[&[u8]] = &[$($e.as_ref()),*];
+                assert!(in_order(&o.out, expect), "{}", String::from_utf8_lossy(&o.out));
+                let absent: &[&[u8]] = &[$($a.as_ref()),*];
+                for a in absent {
+                    assert!(!has(&o.out, a), "{} in {}", String::from_utf8_lossy(a), String::from_utf8_lossy(&o.out));
+                }
+                assert_eq!(o.closed, !$survives, "closed");
+                if $survives {
+                    assert!(o.out.ends_with(OK), "{}", String::from_utf8_lossy(&o.out));
+                }
+                assert_eq!(o.message_ends(), $n, "committed messages");
+                let begins = o.count(|e| matches!(e, Event::MessageBegin));
+                let aborts = o.count(|e| matches!(e, Event::MessageAbort));
+                assert_eq!(begins, $n + aborts, "every begun message ends or aborts");
+            }
+        )*};
+    }
+
+    fn same(_: &mut ServerConfig) {}
+
+    fn in_data(content: &[u8]) -> Vec<Step> {
+        with(opening(), vec![c("DATA\r\n"), s(GO_AHEAD), c(content)])
+    }
+
+    const BARE: &[u8] = b"550 5.5.2 Message refused: bare <CR> or <LF> in data\r\n";
+
+    bad_input! {
+        command_line_over_512_octets: same,
+            vec![c(format!("EHLO {}\r\n", "a".repeat(600))), c("HELO c.example\r\n")],
+            expect [b"500 5.5.2 Error: line too long\r\n", b"250 mx.test\r\n"], absent [b"501"],
+            survives true, committed 0;
+        command_line_of_exactly_512_octets: same,
+            vec![c(format!("NOOP {}\r\n", "a".repeat(505)))],
+            expect [GREETING], absent [b"500"],
+            survives true, committed 0;
+        command_line_of_513_octets: same,
+            vec![c(format!("NOOP {}\r\n", "a".repeat(506)))],
+            expect [b"500 5.5.2 Error: line too long\r\n"], absent [],
+            survives true, committed 0;
+        text_line_over_the_limit: |c| c.max_line_length = 100,
+            in_data(format!("Subject: x\r\n\r\n{}\r\nshort\r\n.\r\n", "b".repeat(99)).as_bytes()),
+            expect [b"550 5.6.0 Message refused: line longer than 100 octets\r\n"], absent [QUEUED],
+            survives true, committed 0;
+        bare_lf_in_data: same, in_data(b"a\r\nb\nc\r\n.\r\n"),
+            expect [BARE], absent [QUEUED], survives true, committed 0;
+        bare_cr_in_data: same, in_data(b"a\rb\r\n.\r\n"),
+            expect [BARE], absent [QUEUED], survives true, committed 0;
+        bare_lf_in_command: same, vec![c("NOOP\nNOOP\r\n")],
+            expect [b"500 5.5.2 Error: bare <LF> received\r\n", OK], absent [],
+            survives true, committed 0;
+        bare_cr_in_command: same, vec![c("NO\rOP\r\n")],
+            expect [b"500 5.5.2 Error: bare <CR> received\r\n"], absent [],
+            survives true, committed 0;
+        end_of_data_with_bare_lf_does_not_end: same,
+            in_data(b"hello\n.\nVRFY x\r\nHELP\r\n.\r\n"),
+            expect [BARE], absent [QUEUED, b"252", b"214"], survives true, committed 0;
+        end_of_data_with_bare_cr_does_not_end: same,
+            in_data(b"hello\r.\rVRFY x\r\n.\r\n"),
+            expect [BARE], absent [QUEUED, b"252"], survives true, committed 0;
+        end_of_data_lf_then_crlf_does_not_end: same,
+            in_data(b"hello\n.\r\nVRFY x\r\n.\r\n"),
+            expect [BARE], absent [QUEUED, b"252"], survives true, committed 0;
+        end_of_data_crlf_then_lf_does_not_end: same,
+            in_data(b"hello\r\n.\nVRFY x\r\n.\r\n"),
+            expect [BARE], absent [QUEUED, b"252"], survives true, committed 0;
+        bare_lf_in_bdat_chunk: same,
+            with(opening(), vec![c("BDAT 3\r\na\nb"), c("BDAT 2 LAST\r\nc\r")]),
+            expect [BARE, b"503 5.5.1 Error: need MAIL command\r\n"], absent [QUEUED],
+            survives true, committed 0;
+        lone_cr_at_end_of_last_bdat_chunk: same,
+            with(opening(), vec![c("BDAT 2 LAST\r\na\r")]),
+            expect [BARE], absent [QUEUED], survives true, committed 0;
+        nul_in_data: same, in_data(b"a\0b\r\n.\r\n"),
+            expect [b"550 5.6.0 Message refused: NUL in data\r\n"], absent [QUEUED],
+            survives true, committed 0;
+        nul_in_command: same, vec![c("NO\0OP\r\n")],
+            expect [b"500 5.5.2 Error: NUL in command\r\n"], absent [],
+            survives true, committed 0;
+        declared_size_over_the_limit: same,
+            vec![c("EHLO c.example\r\nMAIL FROM:<a@example.org> SIZE=10001\r\nMAIL FROM:<a@example.org> SIZE=10000\r\n")],
+            expect [b"552 5.3.4 Message size exceeds fixed limit\r\n", MAIL_OK], absent [],
+            survives true, committed 0;
+        data_over_the_size_limit: |c| c.max_message_size = 100,
+            in_data(format!("{}.\r\n", "0123456789abcdefghi\r\n".repeat(6)).as_bytes()),
+            expect [GO_AHEAD, b"552 5.3.4 Message size exceeds fixed limit\r\n"], absent [QUEUED],
+            survives true, committed 0;
+        bdat_over_the_size_limit: |c| c.max_message_size = 10,
+            with(opening(), vec![c("BDAT 8\r\n12345678BDAT 8 LAST\r\n12345678")]),
+            expect [b"250 2.0.0 8 octets received\r\n", b"552 5.3.4 Message size exceeds fixed limit\r\n"],
+            absent [QUEUED], survives true, committed 0;
+        more_recipients_than_the_limit: |c| c.max_recipients = 2,
+            with(opening(), vec![c("RCPT TO:<c@example.com>\r\nRCPT TO:<d@example.com>\r\nDATA\r\nx\r\n.\r\n")]),
+            expect [RCPT_OK, RCPT_OK, b"452 4.5.3 Error: too many recipients\r\n", GO_AHEAD, QUEUED], absent [],
+            survives true, committed 1;
+        mail_before_ehlo: same, vec![c("MAIL FROM:<a@example.org>\r\n")],
+            expect [b"503 5.5.1 Error: send HELO/EHLO first\r\n"], absent [],
+            survives true, committed 0;
+        data_without_rcpt: same,
+            vec![c("EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nDATA\r\n")],
+            expect [b"503 5.5.1 Error: need RCPT command\r\n"], absent [GO_AHEAD],
+            survives true, committed 0;
+        pipelined_commands_after_a_failing_mail: same,
+            vec![c("EHLO c.example\r\nMAIL FROM:<a@@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n\
+                    Subject: x\r\n\r\nbody\r\n.\r\n")],
+            expect [b"501 5.1.7 Bad sender address syntax\r\n", b"503 5.5.1 Error: need MAIL command\r\n",
+                    b"503 5.5.1 Error: need MAIL command\r\n", b"500 5.5.2 Error: command not recognized\r\n",
+                    b"500 5.5.2 Error: command not recognized\r\n", b"500 5.5.2 Error: command not recognized\r\n",
+                    b"500 5.5.2 Error: command not recognized\r\n"],
+            absent [GO_AHEAD, MAIL_OK, RCPT_OK], survives true, committed 0;
+        bad_recipient_syntax: same,
+            with(opening(), vec![c("RCPT TO:<b@exa mple.com>\r\n")]),
+            expect [b"501 5.1.3 Bad recipient address syntax\r\n"], absent [], survives true, committed 0;
+        talking_before_the_greeting: |c| c.greet_delay = Duration::from_secs(5),
+            vec![c("EHLO c.example\r\n"), secs(10), c("NOOP\r\n")],
+            expect [b"554 5.5.1 Error: talked before greeting\r\n"], absent [b"220", b"250"],
+            survives false, committed 0;
+        silent_client_command_timeout: same,
+            vec![c("EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n"), secs(299), c("NO"), secs(299), secs(1)],
+            expect [MAIL_OK, b"421 4.4.2 mx.test Error: timeout exceeded\r\n"], absent [OK],
+            survives false, committed 0;
+        silent_client_data_timeout: same,
+            with(in_data(b"Subject: x\r\n"), vec![secs(179), c("more\r\n"), secs(179), secs(1), c(".\r\n")]),
+            expect [GO_AHEAD, b"421 4.4.2 mx.test Error: timeout exceeded\r\n"], absent [QUEUED],
+            survives false, committed 0;
+    }
+
+    #[test]
+    fn timeouts_report_their_reason() {
+        let o = check(
+            &config(),
+            &in_data(b"x")
+                .into_iter()
+                .chain([secs(180)])
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            o.events
+                .ends_with(&[Event::MessageAbort, Event::Closing(CloseReason::Timeout)])
+        );
+        let o = check(&config(), &[secs(300)]);
+        assert_eq!(o.events.last(), Some(&Event::Closing(CloseReason::Timeout)));
+        let mut cfg = config();
+        cfg.greet_delay = Duration::from_secs(1);
+        let o = check(&cfg, &[c("x")]);
+        assert_eq!(
+            o.events.last(),
+            Some(&Event::Closing(CloseReason::EarlyTalker))
+        );
+    }
+
+    // ---- generated sessions ----
+
+    /// xorshift64: a tiny deterministic generator for test inputs.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"EHLO c.example\r\n",
+        b"HELO c.example\r\n",
+        b"MAIL FROM:<a@example.org>\r\n",
+        b"MAIL FROM:<> SIZE=100 BODY=8BITMIME\r\n",
+        b"MAIL FROM:<spammer@example.org>\r\n",
+        b"MAIL FROM:<tempfail@example.org>\r\n",
+        b"RCPT TO:<b@example.com>\r\n",
+        b"RCPT TO:<nobody@example.com> NOTIFY=NEVER\r\n",
+        b"RCPT TO:<postmaster>\r\n",
+        b"DATA\r\n",
+        b"Subject: x\r\n\r\n",
+        b"..dots\r\n",
+        b".\r\n",
+        b"\r\n.\r\n",
+        b"BDAT 7\r\n",
+        b"BDAT 3 LAST\r\n",
+        b"BDAT 0 LAST\r\n",
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"VRFY x\r\n",
+        b"QUIT\r\n",
+        b"\n",
+        b"\r",
+        b"\0",
+        b"Received: x\r\n",
+        b"\xff\xfe",
+        b"bdat 99999999999999 last\r\n",
+        b"MAIL FROM:<\xc3\xa9@example.org> SMTPUTF8\r\n",
+    ];
+
+    #[test]
+    fn generated_sessions_never_panic_and_reply_well() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            let mut cfg = config();
+            cfg.max_line_length = 20 + rng.below(100) as u32;
+            cfg.max_message_size = 10 + rng.below(300) as u64;
+            cfg.max_recipients = 1 + rng.below(3) as u32;
+            cfg.error_limit = rng.below(12) as u32;
+            cfg.max_messages = rng.below(4) as u32;
+            let mut now = Instant::now();
+            let mut session = Session::new(Rc::new(cfg), now);
+            let (mut out, mut events) = (Vec::new(), Vec::new());
+            drain(&mut session, now, &mut out, &mut events);
+            for _ in 0..rng.below(40) {
+                let mut bytes = PIECES[rng.below(PIECES.len())].to_vec();
+                if rng.below(10) == 0 {
+                    bytes.extend((0..rng.below(600)).map(|_| b"ab\r\n."[rng.below(5)]));
+                }
+                let cut = rng.below(bytes.len() + 1);
+                for part in [&bytes[..cut], &bytes[cut..]] {
+                    session.handle_input(part, now);
+                    drain(&mut session, now, &mut out, &mut events);
+                }
+                if rng.below(20) == 0 {
+                    now += Duration::from_secs(rng.below(400) as u64);
+                    session.handle_timeout(now);
+                    drain(&mut session, now, &mut out, &mut events);
+                }
+            }
+            assert!(
+                well_formed(&out),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out)
+            );
+            // Messages begin and end (or abort) in pairs, and nothing follows Closing.
+            let mut open = false;
+            for (i, e) in events.iter().enumerate() {
+                match e {
+                    Event::MessageBegin => {
+                        assert!(!open, "round {round}: nested begin");
+                        open = true;
+                    }
+                    Event::MessageData(_) => assert!(open, "round {round}: data outside a message"),
+                    Event::MessageEnd(t) => {
+                        assert!(open, "round {round}: end outside a message");
+                        assert!(!t.rcpts.is_empty());
+                        open = false;
+                    }
+                    Event::MessageAbort => {
+                        assert!(open, "round {round}: abort outside a message");
+                        open = false;
+                    }
+                    Event::Closing(_) => {
+                        assert_eq!(i, events.len() - 1, "round {round}: events after Closing");
+                        assert!(!open, "round {round}: closed with a message open");
+                    }
+                    _ => {}
+                }
+            }
+            assert!(session.input.len() <= MAX_PENDING_INPUT);
+        }
     }
 }
