@@ -91,9 +91,9 @@ fn smtplib_through_inbound_to_postfix_smtp_sink() {
         sink.dumps().iter().any(|d| d.contains("last line"))
     });
     let dump = sink.dumps().into_iter().find(|d| d.contains("last line")).unwrap();
-    assert!(dump.contains("X-Mail-Args: FROM:<alice@example.org>"), "{dump}");
+    assert!(dump.contains("X-Mail-Args: <alice@example.org>"), "{dump}");
     assert!(dump.contains("BODY=8BITMIME"), "{dump}");
-    assert!(dump.contains("X-Rcpt-Args: TO:<bob@example.com>"), "{dump}");
+    assert!(dump.contains("X-Rcpt-Args: <bob@example.com>"), "{dump}");
     assert!(dump.contains("by gw.example.com (drawbridge) with ESMTP id"), "{dump}");
     assert!(dump.contains("Subject: relay test"), "{dump}");
     // smtp-sink undoes the dot-stuffing we applied: the body is as the client wrote it.
@@ -132,7 +132,9 @@ fn half_written_queue_files_are_discarded_at_start() {
     std::fs::write(queue.join("0000000000AAAA.msg"), b"Subject: never acknowledged\r\n").unwrap();
     std::fs::write(queue.join("0000000000BBBB.env"), b"DBENV\x00\x01garbage").unwrap();
     gw.restart();
-    gw.wait_for_log("0 message(s) recovered");
+    gw.wait_for_log_count("0 message(s) recovered", 2);
+    gw.wait_for_log("0000000000AAAA: discarding half-written message");
+    gw.wait_for_log("0000000000BBBB: discarding half-written message");
     assert!(gw.queue_files().is_empty(), "{:?}", gw.queue_files());
     assert_eq!(sink.count(), 0);
 }

@@ -141,6 +141,13 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until `needle` has been logged `n` times (the log spans restarts).
+    pub fn wait_for_log_count(&self, needle: &str, n: usize) {
+        wait_until(&format!("{n} log lines containing {needle:?}"), || {
+            self.log_text().matches(needle).count() >= n
+        });
+    }
+
     pub fn wait_for_log(&self, needle: &str) {
         wait_until(&format!("log line containing {needle:?}"), || self.log_text().contains(needle));
     }
