@@ -422,10 +422,14 @@ fn run_postfix(
         || instance.check_running(),
     )
     .map_err(|failure| {
-        Failure(format!(
-            "{failure}\n{}",
-            process::log_tail(instance.log_file(), LOG_TAIL)
-        ))
+        if process::interrupted() {
+            failure
+        } else {
+            Failure(format!(
+                "{failure}\n{}",
+                process::log_tail(instance.log_file(), LOG_TAIL)
+            ))
+        }
     })?;
     instance.stop();
     sink.stop();

@@ -54,9 +54,14 @@ pub fn catch_interrupts() {
     }
 }
 
+/// Whether SIGINT or SIGTERM arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// An error if SIGINT or SIGTERM arrived.
 pub fn check_interrupted() -> Result<(), Failure> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         Err(Failure::new("interrupted"))
     } else {
         Ok(())

@@ -36,10 +36,11 @@ pub fn run(cargo_args: &[String]) -> Result<ExitCode, Failure> {
         .args(["test", "--workspace", "--all-targets"])
         .args(cargo_args)
         .current_dir(&root);
-    println!(
-        "xtask: cargo test --workspace --all-targets {}",
-        cargo_args.join(" ")
-    );
+    let shown: Vec<&str> = ["cargo", "test", "--workspace", "--all-targets"]
+        .into_iter()
+        .chain(cargo_args.iter().map(String::as_str))
+        .collect();
+    println!("xtask: {}", shown.join(" "));
     let status = command.status().context("running cargo test")?;
     Ok(exit_code(status))
 }
