@@ -45,8 +45,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// How often a progress line is printed during a run.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// How much of a log an error message quotes.
-const LOG_TAIL: usize = 2000;
 
 const SENDER: &str = "sender@example.org";
 const RECIPIENT: &str = "rcpt@example.com";
@@ -186,10 +184,20 @@ pub struct Measurement {
     pub peak_pss_kib: u64,
 }
 
-/// The programs a run needs.
-struct Tools {
+/// What each system's run shares: the load generator, the sink, the options and the
+/// work directory.
+struct Load<'a> {
     smtp_sink: PathBuf,
     smtp_source: PathBuf,
+    options: &'a Options,
+    work: PathBuf,
+}
+
+impl Load<'_> {
+    /// Where a file of one system's run goes, named `<system>-<what>`.
+    fn file(&self, system: System, what: &str) -> PathBuf {
+        self.work.join(format!("{}-{what}", system.name()))
+    }
 }
 
 fn find_tool(name: &str) -> Result<PathBuf, Failure> {
@@ -207,10 +215,8 @@ pub fn run_relay(options: &Options) -> Result<ExitCode, Failure> {
             "the Postfix run needs root (`postfix start`): run as root, or pass --only drawbridge",
         ));
     }
-    let tools = Tools {
-        smtp_sink: find_tool("smtp-sink")?,
-        smtp_source: find_tool("smtp-source")?,
-    };
+    let smtp_sink = find_tool("smtp-sink")?;
+    let smtp_source = find_tool("smtp-source")?;
     let postfix_programs = if options.runs(System::Postfix) {
         let postfix = find_tool("postfix")?;
         let postconf = find_tool("postconf")?;
@@ -232,17 +238,21 @@ pub fn run_relay(options: &Options) -> Result<ExitCode, Failure> {
     let work = bench_dir.join(format!("relay-{}", std::process::id()));
     make_shared_dir(&bench_dir)?;
     make_shared_dir(&work)?;
+    let load = Load {
+        smtp_sink,
+        smtp_source,
+        options,
+        work,
+    };
     println!("relay benchmark: {}", options.describe());
 
     let outcome = (|| {
         let drawbridge = match &drawbridge {
-            Some(binary) => Some(run_drawbridge(&tools, binary, &work, options)?),
+            Some(binary) => Some(run_drawbridge(&load, binary)?),
             None => None,
         };
         let postfix = match &postfix_programs {
-            Some((program, version)) => {
-                Some(run_postfix(&tools, program, version, &work, options)?)
-            }
+            Some((program, version)) => Some(run_postfix(&load, program, version)?),
             None => None,
         };
         Ok((drawbridge, postfix))
@@ -250,10 +260,10 @@ pub fn run_relay(options: &Options) -> Result<ExitCode, Failure> {
     let (drawbridge, postfix) = outcome.map_err(|failure: Failure| {
         Failure(format!(
             "{failure}\n(the run's files are kept in {})",
-            work.display()
+            load.work.display()
         ))
     })?;
-    let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_dir_all(&load.work);
 
     for (system, measurement) in [
         (System::Drawbridge, &drawbridge),
@@ -329,24 +339,16 @@ set route .example.com relay [127.0.0.1]:{sink}
     )
 }
 
-fn run_drawbridge(
-    tools: &Tools,
-    binary: &Path,
-    work: &Path,
-    options: &Options,
-) -> Result<Measurement, Failure> {
+fn run_drawbridge(load: &Load, binary: &Path) -> Result<Measurement, Failure> {
+    let system = System::Drawbridge;
     let [sink_port, inbound, outbound] = process::free_ports::<3>()?;
-    let mut sink = Sink::start(
-        &tools.smtp_sink,
-        sink_port,
-        &work.join("drawbridge-sink.log"),
-    )?;
-    let config = work.join("drawbridge.conf");
+    let mut sink = Sink::start(&load.smtp_sink, sink_port, &load.file(system, "sink.log"))?;
+    let config = load.file(system, "config");
     fs::write(&config, drawbridge_config(inbound, outbound, sink_port))
         .context(format_args!("writing {}", config.display()))?;
-    let state = work.join("drawbridge-state");
+    let state = load.file(system, "state");
     fs::create_dir_all(&state).context(format_args!("creating {}", state.display()))?;
-    let log = work.join("drawbridge.log");
+    let log = load.file(system, "out.log");
     let log_out = process::log_file(&log)?;
     let log_err = log_out.try_clone().context("sharing drawbridge's log")?;
 
@@ -368,36 +370,22 @@ fn run_drawbridge(
     let mut gateway_health = || {
         gateway
             .check_running()
-            .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(&log, LOG_TAIL))))
+            .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(&log))))
     };
     process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, &mut gateway_health)?;
     let sampler = PeakPss::start(move || vec![pid]);
-    let measurement = drive(
-        System::Drawbridge,
-        &tools.smtp_source,
-        options,
-        inbound,
-        &mut sink,
-        &work.join("drawbridge-source.log"),
-        sampler,
-        gateway_health,
-    )?;
+    let measurement = drive(system, load, inbound, &mut sink, sampler, gateway_health)?;
     gateway.stop();
     sink.stop();
     Ok(measurement)
 }
 
-fn run_postfix(
-    tools: &Tools,
-    program: &Path,
-    version: &str,
-    work: &Path,
-    options: &Options,
-) -> Result<Measurement, Failure> {
+fn run_postfix(load: &Load, program: &Path, version: &str) -> Result<Measurement, Failure> {
+    let system = System::Postfix;
     let [sink_port, smtpd_port] = process::free_ports::<2>()?;
-    let mut sink = Sink::start(&tools.smtp_sink, sink_port, &work.join("postfix-sink.log"))?;
+    let mut sink = Sink::start(&load.smtp_sink, sink_port, &load.file(system, "sink.log"))?;
     println!("postfix: starting {version}, relaying to smtp-sink on 127.0.0.1:{sink_port}");
-    let layout = Layout::under(&work.join("postfix"));
+    let layout = Layout::under(&load.file(system, "instance"));
     make_shared_dir(&layout.root)?;
     let mut instance = Instance::start(
         program,
@@ -411,23 +399,16 @@ fn run_postfix(
     })?;
     let master = instance.master_pid();
     let sampler = PeakPss::start(move || process::descendants(&process::process_table(), master));
-    let measurement = drive(
-        System::Postfix,
-        &tools.smtp_source,
-        options,
-        smtpd_port,
-        &mut sink,
-        &work.join("postfix-source.log"),
-        sampler,
-        || instance.check_running(),
-    )
+    let measurement = drive(system, load, smtpd_port, &mut sink, sampler, || {
+        instance.check_running()
+    })
     .map_err(|failure| {
         if process::interrupted() {
             failure
         } else {
             Failure(format!(
                 "{failure}\n{}",
-                process::log_tail(instance.log_file(), LOG_TAIL)
+                process::log_tail(instance.log_file())
             ))
         }
     })?;
@@ -437,22 +418,21 @@ fn run_postfix(
 }
 
 /// Runs smtp-source against `port` and times it until the sink has every message.
-#[allow(clippy::too_many_arguments)]
 fn drive(
     system: System,
-    smtp_source: &Path,
-    options: &Options,
+    load: &Load,
     port: u16,
     sink: &mut Sink,
-    source_log: &Path,
     sampler: PeakPss,
     mut system_health: impl FnMut() -> Result<(), Failure>,
 ) -> Result<Measurement, Failure> {
     let name = system.name();
+    let options = load.options;
     let wanted = u64::from(options.messages);
-    let log_out = process::log_file(source_log)?;
+    let source_log = load.file(system, "source.log");
+    let log_out = process::log_file(&source_log)?;
     let log_err = log_out.try_clone().context("sharing smtp-source's log")?;
-    let mut command = Command::new(smtp_source);
+    let mut command = Command::new(&load.smtp_source);
     command
         .args(options.source_args(port))
         .stdin(Stdio::null())
@@ -481,7 +461,7 @@ fn drive(
             if !status.success() {
                 return Err(Failure(format!(
                     "{name}: smtp-source failed ({status}) with {received} of {wanted} messages at the sink; {}",
-                    process::log_tail(source_log, LOG_TAIL)
+                    process::log_tail(&source_log)
                 )));
             }
             source_done = true;

@@ -213,7 +213,7 @@ impl Instance {
                     output.status,
                     String::from_utf8_lossy(&output.stdout).trim(),
                     String::from_utf8_lossy(&output.stderr).trim(),
-                    process::log_tail(&layout.log_file, 2000),
+                    process::log_tail(&layout.log_file),
                 )))
             }
         }
@@ -234,7 +234,7 @@ impl Instance {
             Err(Failure(format!(
                 "the Postfix master (pid {}) has exited; {}",
                 self.master,
-                process::log_tail(&self.layout.log_file, 2000)
+                process::log_tail(&self.layout.log_file)
             )))
         }
     }

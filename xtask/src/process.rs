@@ -30,6 +30,12 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// How often readiness waits retry.
 const RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How long one readiness probe waits for a TCP handshake on loopback.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How much of a log an error message quotes: the last few lines.
+pub const LOG_TAIL_BYTES: usize = 2000;
+
 unsafe extern "C" {
     fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
     fn kill(pid: i32, signum: c_int) -> c_int;
@@ -197,7 +203,7 @@ pub fn wait_for_listener(
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + timeout;
     loop {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+        if TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok() {
             return Ok(());
         }
         check_interrupted()?;
@@ -344,11 +350,11 @@ impl Drop for PeakPss {
     }
 }
 
-/// The last `limit` bytes of a log file, for error messages.
-pub fn log_tail(path: &Path, limit: usize) -> String {
+/// The last [`LOG_TAIL_BYTES`] of a log file, for error messages.
+pub fn log_tail(path: &Path) -> String {
     match fs::read(path) {
         Ok(bytes) => {
-            let start = bytes.len().saturating_sub(limit);
+            let start = bytes.len().saturating_sub(LOG_TAIL_BYTES);
             let text = String::from_utf8_lossy(&bytes[start..]);
             if text.trim().is_empty() {
                 format!("({} is empty)", path.display())

@@ -118,7 +118,7 @@ impl Sink {
         process::wait_for_listener("smtp-sink", port, START_TIMEOUT, || {
             sink.process
                 .check_running()
-                .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(log, 2000))))
+                .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(log))))
         })?;
         Ok(sink)
     }
