@@ -1,5 +1,208 @@
-//! Build tool for drawbridge: `cargo xtask bench|test`.
-fn main() {
-    eprintln!("usage: cargo xtask <bench relay|test>");
-    std::process::exit(2);
+//! Build tool for drawbridge: `cargo xtask test` and `cargo xtask bench relay`.
+//!
+//! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
+//! `/proc` and drives Debian's packages and Postfix's tools.
+
+mod bench;
+mod postfix;
+mod process;
+mod sink;
+mod test_runner;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  test [CARGO-TEST-ARGS...]
+      Install the Debian packages the tests drive when one is missing
+      (postfix, swaks, python3, openssl, dnsmasq-base; installing needs root),
+      then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
+      and exit with its status.
+
+  bench relay [--messages N] [--sessions S] [--size BYTES]
+              [--only drawbridge|postfix] [--reconnect]
+      Relay N messages (default 10000) with BYTES of payload each (default
+      2048) over S parallel SMTP sessions (default 10), sent by Postfix's
+      smtp-source, through a release build of drawbridge and then through a
+      private Postfix instance, to one smtp-sink as the final next hop.
+      Prints messages/s end to end (from the start of smtp-source until the
+      sink has all N) and the peak PSS of each system, and writes
+      target/bench/relay.json. Each session keeps its connection open
+      between messages (smtp-source -d) unless --reconnect is given, which
+      opens a new connection per message; both systems get the same load.
+      --only runs one of the two systems. The Postfix run needs root.
+
+  help, --help, -h
+      Print this text.
+";
+
+/// Why a command failed, as a message for the person who ran it.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure(message.into())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Turns any error into a [`Failure`] that says what was being done.
+pub trait Context<T> {
+    fn context(self, doing: impl fmt::Display) -> Result<T, Failure>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, doing: impl fmt::Display) -> Result<T, Failure> {
+        self.map_err(|error| Failure(format!("{doing}: {error}")))
+    }
+}
+
+/// A command line, checked.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Help,
+    Test { cargo_args: Vec<String> },
+    BenchRelay(bench::Options),
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    match args.split_first() {
+        None => Err("no command given".to_owned()),
+        Some((command, rest)) => match command.as_str() {
+            "help" | "--help" | "-h" => Ok(Command::Help),
+            "test" => Ok(Command::Test {
+                cargo_args: rest.to_vec(),
+            }),
+            "bench" => match rest.split_first() {
+                Some((what, options)) if what == "relay" => {
+                    bench::Options::parse(options).map(Command::BenchRelay)
+                }
+                Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
+                None => Err("`bench` needs a benchmark name: relay".to_owned()),
+            },
+            other => Err(format!("unknown command `{other}`")),
+        },
+    }
+}
+
+/// The workspace root: the parent of the folder that holds xtask's manifest.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Cargo's target directory for this workspace (honours `CARGO_TARGET_DIR`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// The cargo that runs xtask, so that the same toolchain builds and tests.
+pub fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { cargo_args } => test_runner::run(&cargo_args),
+        Command::BenchRelay(options) => bench::run_relay(&options),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("xtask: error: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn help_forms_parse() {
+        for word in ["help", "--help", "-h"] {
+            assert_eq!(parse(&args(&[word])), Ok(Command::Help));
+        }
+    }
+
+    #[test]
+    fn test_passes_its_arguments_to_cargo() {
+        assert_eq!(
+            parse(&args(&["test", "smtp::", "--", "--nocapture"])),
+            Ok(Command::Test {
+                cargo_args: args(&["smtp::", "--", "--nocapture"])
+            })
+        );
+    }
+
+    #[test]
+    fn bench_relay_parses_with_defaults() {
+        assert_eq!(
+            parse(&args(&["bench", "relay"])),
+            Ok(Command::BenchRelay(bench::Options::default()))
+        );
+    }
+
+    #[test]
+    fn unknown_commands_are_refused() {
+        assert!(parse(&args(&[])).is_err());
+        assert!(parse(&args(&["build"])).is_err());
+        assert!(parse(&args(&["bench"])).is_err());
+        assert!(parse(&args(&["bench", "smtp"])).is_err());
+    }
+
+    #[test]
+    fn usage_lists_every_command() {
+        for command in ["test", "bench relay", "help"] {
+            assert!(USAGE.contains(command), "{command}");
+        }
+    }
+
+    #[test]
+    fn workspace_root_holds_the_workspace_manifest() {
+        assert!(workspace_root().join("xtask").join("Cargo.toml").is_file());
+    }
+
+    #[test]
+    fn context_names_what_was_being_done() {
+        let result: Result<(), &str> = Err("boom");
+        assert_eq!(
+            result.context("starting x").unwrap_err().0,
+            "starting x: boom"
+        );
+    }
 }
