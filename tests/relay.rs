@@ -56,28 +56,55 @@ fn smtplib_through_inbound_to_the_test_sink() {
     let m = &msgs[0];
     assert_eq!(m.helo, "gw.example.com");
     assert!(m.mail.starts_with("<alice@example.org>"), "{}", m.mail);
-    assert!(m.mail.contains("BODY=8BITMIME"), "8-bit body must be declared: {}", m.mail);
+    assert!(
+        m.mail.contains("BODY=8BITMIME"),
+        "8-bit body must be declared: {}",
+        m.mail
+    );
     assert_eq!(m.rcpts, ["<bob@example.com>"]);
 
     let content = String::from_utf8(m.content.clone()).unwrap();
     // Our trace header comes first, naming the client, us, the protocol and the id.
     assert!(content.starts_with("Received: from client.example.org (unknown [127.0.0.1])\r\n\tby gw.example.com (drawbridge) with ESMTP id "), "{content}");
-    assert!(content.contains(&format!("id {id}\r\n\tfor <bob@example.com>;")), "{content}");
+    assert!(
+        content.contains(&format!("id {id}\r\n\tfor <bob@example.com>;")),
+        "{content}"
+    );
     // The original header and body arrive byte for byte, 8-bit intact.
-    let original = content.split_once("Subject: relay test\r\n").map(|x| x.1).unwrap();
+    let original = content
+        .split_once("Subject: relay test\r\n")
+        .map(|x| x.1)
+        .unwrap();
     assert!(content.contains("From: Alice <alice@example.org>\r\nTo: Bob <bob@example.com>\r\n"));
-    assert!(original.ends_with(std::str::from_utf8(BODY).unwrap()), "{original}");
+    assert!(
+        original.ends_with(std::str::from_utf8(BODY).unwrap()),
+        "{original}"
+    );
     // Dot-stuffing is applied on the wire: every content line starting with '.' doubled.
     let wire = String::from_utf8(m.wire.clone()).unwrap();
-    assert!(wire.contains("\r\n..leading dot\r\n..\r\n...two dots\r\n"), "{wire}");
+    assert!(
+        wire.contains("\r\n..leading dot\r\n..\r\n...two dots\r\n"),
+        "{wire}"
+    );
     assert!(wire.ends_with("last line\r\n.\r\n"));
 
-    gw.wait_for_log(&format!("{id}: to=<bob@example.com>, relay=127.0.0.1[127.0.0.1]:{}", sink.addr.port()));
+    gw.wait_for_log(&format!(
+        "{id}: to=<bob@example.com>, relay=127.0.0.1[127.0.0.1]:{}",
+        sink.addr.port()
+    ));
     gw.wait_for_log(&format!("{id}: removed"));
     let log = gw.log_text();
-    assert!(log.contains(&format!("{id}: from=<alice@example.org>, size=")), "{log}");
-    assert!(log.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued)"), "{log}");
-    wait_until("the queue to empty", || !gw.queue_files().iter().any(|f| f.starts_with(&id)));
+    assert!(
+        log.contains(&format!("{id}: from=<alice@example.org>, size=")),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued)"),
+        "{log}"
+    );
+    wait_until("the queue to empty", || {
+        !gw.queue_files().iter().any(|f| f.starts_with(&id))
+    });
 }
 
 #[test]
@@ -90,15 +117,25 @@ fn smtplib_through_inbound_to_postfix_smtp_sink() {
     wait_until("smtp-sink to dump the message", || {
         sink.dumps().iter().any(|d| d.contains("last line"))
     });
-    let dump = sink.dumps().into_iter().find(|d| d.contains("last line")).unwrap();
+    let dump = sink
+        .dumps()
+        .into_iter()
+        .find(|d| d.contains("last line"))
+        .unwrap();
     assert!(dump.contains("X-Mail-Args: <alice@example.org>"), "{dump}");
     assert!(dump.contains("BODY=8BITMIME"), "{dump}");
     assert!(dump.contains("X-Rcpt-Args: <bob@example.com>"), "{dump}");
-    assert!(dump.contains("by gw.example.com (drawbridge) with ESMTP id"), "{dump}");
+    assert!(
+        dump.contains("by gw.example.com (drawbridge) with ESMTP id"),
+        "{dump}"
+    );
     assert!(dump.contains("Subject: relay test"), "{dump}");
     // smtp-sink undoes the dot-stuffing we applied: the body is as the client wrote it.
     let body = dump.replace("\r\n", "\n");
-    assert!(body.contains("Grüße aus Köln\n.leading dot\n.\n..two dots\nlast line\n"), "{dump}");
+    assert!(
+        body.contains("Grüße aus Köln\n.leading dot\n.\n..two dots\nlast line\n"),
+        "{dump}"
+    );
 }
 
 #[test]
@@ -112,7 +149,10 @@ fn a_message_acknowledged_then_sigkilled_is_delivered_after_restart() {
     assert!(out.contains("queued as"), "{out}");
     let id = out.trim().rsplit(' ').next().unwrap().to_string();
     let files = gw.queue_files();
-    assert!(files.contains(&format!("{id}.msg")) && files.contains(&format!("{id}.env")), "{files:?}");
+    assert!(
+        files.contains(&format!("{id}.msg")) && files.contains(&format!("{id}.env")),
+        "{files:?}"
+    );
 
     let sink = Sink::start_on(sink_port, SinkBehaviour::default());
     gw.restart();
@@ -129,7 +169,11 @@ fn half_written_queue_files_are_discarded_at_start() {
     let mut gw = Gateway::start(dir.path(), &routes(sink.addr.port()));
     gw.kill();
     let queue = gw.state.join("spool").join("queue");
-    std::fs::write(queue.join("0000000000AAAA.msg"), b"Subject: never acknowledged\r\n").unwrap();
+    std::fs::write(
+        queue.join("0000000000AAAA.msg"),
+        b"Subject: never acknowledged\r\n",
+    )
+    .unwrap();
     std::fs::write(queue.join("0000000000BBBB.env"), b"DBENV\x00\x01garbage").unwrap();
     gw.restart();
     gw.wait_for_log_count("0 message(s) recovered", 2);
@@ -173,7 +217,11 @@ fn with_the_first_relay_dead_delivery_goes_through_the_second() {
     let msgs = sink.wait_for(2);
     assert_eq!(msgs.len(), 2);
     gw.wait_for_log(&format!("connect to 127.0.0.1[127.0.0.1]:{dead}"));
-    assert!(!gw.log_text().contains("status=deferred"), "{}", gw.log_text());
+    assert!(
+        !gw.log_text().contains("status=deferred"),
+        "{}",
+        gw.log_text()
+    );
 }
 
 #[test]
@@ -181,7 +229,10 @@ fn per_recipient_status_is_kept_and_permanent_failures_are_recorded() {
     let dir = TempDir::new("rcpt");
     let sink = Sink::start_on(
         0,
-        SinkBehaviour { reject: vec!["gone@example.com".into()], defer: vec!["later@example.com".into()] },
+        SinkBehaviour {
+            reject: vec!["gone@example.com".into()],
+            defer: vec!["later@example.com".into()],
+        },
     );
     let gw = Gateway::start(dir.path(), &routes(sink.addr.port()));
     let script = format!(
@@ -200,9 +251,18 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
     gw.wait_for_log("to=<gone@example.com>");
     gw.wait_for_log("to=<later@example.com>");
     let log = gw.log_text();
-    assert!(log.contains("to=<bob@example.com>") && log.contains("status=sent"), "{log}");
-    assert!(log.contains("dsn=5.1.1, status=bounced (550 5.1.1 User unknown)"), "{log}");
-    assert!(log.contains("dsn=4.2.0, status=deferred (450 4.2.0 Try again later)"), "{log}");
+    assert!(
+        log.contains("to=<bob@example.com>") && log.contains("status=sent"),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=5.1.1, status=bounced (550 5.1.1 User unknown)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=4.2.0, status=deferred (450 4.2.0 Try again later)"),
+        "{log}"
+    );
     // The deferred recipient is retried alone; bob is not sent twice.
     wait_until("a second attempt for the deferred recipient", || {
         gw.log_text().matches("to=<later@example.com>").count() >= 2

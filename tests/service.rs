@@ -41,18 +41,30 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30, source_address=("{src}", 0)) 
         )
     };
     let outside = python(&script("127.0.0.3"));
-    assert!(outside.contains("bob@example.com (250, b'2.1.5 Ok')"), "{outside}");
-    assert!(outside.contains("eve@example.net (550, b'5.7.1 <eve@example.net>: Relay access denied')"), "{outside}");
+    assert!(
+        outside.contains("bob@example.com (250, b'2.1.5 Ok')"),
+        "{outside}"
+    );
+    assert!(
+        outside.contains("eve@example.net (550, b'5.7.1 <eve@example.net>: Relay access denied')"),
+        "{outside}"
+    );
     assert!(outside.contains("x@sub.example.com (250"), "{outside}");
     let inside = python(&script("127.0.0.2"));
-    assert!(inside.contains("eve@example.net (250, b'2.1.5 Ok')"), "{inside}");
+    assert!(
+        inside.contains("eve@example.net (250, b'2.1.5 Ok')"),
+        "{inside}"
+    );
     gw.wait_for_log("NOQUEUE: reject: RCPT from unknown[127.0.0.3]: 550 5.7.1 <eve@example.net>: Relay access denied");
 }
 
 #[test]
 fn a_denied_classification_refuses_the_connection() {
     let dir = TempDir::new("deny");
-    let gw = Gateway::start(dir.path(), "set classify 10 remote 127.0.0.0/8 deny \"no service for you\"\n");
+    let gw = Gateway::start(
+        dir.path(),
+        "set classify 10 remote 127.0.0.0/8 deny \"no service for you\"\n",
+    );
     let mut raw = Raw::connect(gw.inbound_addr());
     let text = raw.until_close();
     assert_eq!(text, "554 5.7.1 no service for you\r\n");
@@ -70,7 +82,10 @@ fn connection_limits_per_client_and_in_total_are_enforced() {
     assert!(a.replies(1).starts_with("220 "));
     assert!(b.replies(1).starts_with("220 "));
     let mut c = Raw::connect(gw.inbound_addr());
-    assert_eq!(c.until_close(), "421 4.7.0 gw.example.com Error: too many connections from 127.0.0.1\r\n");
+    assert_eq!(
+        c.until_close(),
+        "421 4.7.0 gw.example.com Error: too many connections from 127.0.0.1\r\n"
+    );
     // A place freed is a place given again.
     a.send(b"QUIT\r\n");
     assert!(a.until_close().contains("221 2.0.0"));
@@ -83,7 +98,10 @@ fn connection_limits_per_client_and_in_total_are_enforced() {
     let mut first = Raw::connect(out);
     assert!(first.replies(1).starts_with("220 "));
     let mut second = Raw::connect(out);
-    assert_eq!(second.until_close(), "421 4.7.0 gw.example.com Error: too many connections\r\n");
+    assert_eq!(
+        second.until_close(),
+        "421 4.7.0 gw.example.com Error: too many connections\r\n"
+    );
 }
 
 #[test]
@@ -107,13 +125,21 @@ fn smtp_smuggling_with_bare_line_feeds_queues_nothing() {
     let sink = Sink::start();
     let gw = Gateway::start(
         dir.path(),
-        &format!("set classify 10 remote 127.0.0.0/8 category INTERNAL\n{}", relay_to(sink.addr.port())),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n{}",
+            relay_to(sink.addr.port())
+        ),
     );
     let mut raw = Raw::connect(gw.inbound_addr());
     raw.replies(1);
-    raw.send(b"EHLO c.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n");
+    raw.send(
+        b"EHLO c.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n",
+    );
     let text = raw.replies(4);
-    assert!(text.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"), "{text}");
+    assert!(
+        text.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{text}"
+    );
     raw.send(
         b"Subject: hi\r\n\r\nbody\n.\nMAIL FROM:<evil@example.org>\nRCPT TO:<victim@example.com>\nDATA\nSubject: smuggled\n\n.\n\r\n.\r\n",
     );
@@ -140,7 +166,11 @@ fn pipelined_commands_get_their_replies_in_order_in_one_batch() {
         b"MAIL FROM:<a@example.org>\r\nRCPT TO:<one@example.com>\r\nRCPT TO:<x@elsewhere.test>\r\nRCPT TO:<two@example.com>\r\nDATA\r\n",
     );
     let text = raw.replies(5);
-    let codes: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).map(|l| &l[..3]).collect();
+    let codes: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| &l[..3])
+        .collect();
     assert_eq!(codes, ["250", "250", "550", "250", "354"], "{text}");
     raw.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
     let text = raw.replies(2);
@@ -156,10 +186,24 @@ fn postfix_smtp_source_load_arrives_complete_at_smtp_sink() {
     let sink = PostfixSink::start(dir.path());
     let gw = Gateway::start(
         dir.path(),
-        &format!("set classify 10 remote 127.0.0.0/8 category INTERNAL\n{}", relay_to(sink.port)),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n{}",
+            relay_to(sink.port)
+        ),
     );
     let status = Command::new("/usr/sbin/smtp-source")
-        .args(["-s", "5", "-m", "200", "-l", "2048", "-f", "load@example.org", "-t", "rcpt@example.com"])
+        .args([
+            "-s",
+            "5",
+            "-m",
+            "200",
+            "-l",
+            "2048",
+            "-f",
+            "load@example.org",
+            "-t",
+            "rcpt@example.com",
+        ])
         .arg(format!("127.0.0.1:{}", gw.inbound))
         .status()
         .expect("smtp-source (Debian package postfix)");

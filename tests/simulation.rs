@@ -45,15 +45,24 @@ struct Faults {
 
 /// Sends `messages` over one connection; returns the client's per-recipient replies
 /// and what the server accepted.
-fn run(seed: u64, messages: &[OutgoingMessage], faults: Faults) -> (Vec<Vec<Reply>>, ServerSide, bool) {
+fn run(
+    seed: u64,
+    messages: &[OutgoingMessage],
+    faults: Faults,
+) -> (Vec<Vec<Reply>>, ServerSide, bool) {
     let mut rng = Rng(seed | 1);
     let start = Instant::now();
     let mut now = start;
-    let mut service = Service::default();
-    service.max_recipients = 100;
+    let service = Service::default();
     let server_config = Rc::new(ServerConfig::from_service("sim.example", &service));
     let mut server = Session::new(server_config, now);
-    let mut client = Client::new(Rc::new(ClientConfig { helo_name: "client.sim".into(), ..ClientConfig::default() }), now);
+    let mut client = Client::new(
+        Rc::new(ClientConfig {
+            helo_name: "client.sim".into(),
+            ..ClientConfig::default()
+        }),
+        now,
+    );
     let mut to_server: Vec<u8> = Vec::new();
     let mut to_client: Vec<u8> = Vec::new();
     let mut side = ServerSide::default();
@@ -62,15 +71,19 @@ fn run(seed: u64, messages: &[OutgoingMessage], faults: Faults) -> (Vec<Vec<Repl
     let mut sent_to_server = 0usize;
     let mut stalled = faults.stall.is_none();
     let mut closed = false;
+    let mut faults_cut = false;
     for _round in 0..200_000 {
         while let Some(ev) = server.poll_event() {
             match ev {
-                Event::CheckMail { .. } | Event::CheckRcpt { .. } => server.answer(Verdict::Accept, now),
+                Event::CheckMail { .. } | Event::CheckRcpt { .. } => {
+                    server.answer(Verdict::Accept, now)
+                }
                 Event::MessageBegin => side.current.clear(),
                 Event::MessageData(d) => side.current.extend_from_slice(&d),
                 Event::MessageEnd(tx) => {
                     let rcpts = tx.rcpts.iter().map(|(a, _)| a.clone()).collect();
-                    side.messages.push((tx.from.clone(), rcpts, std::mem::take(&mut side.current)));
+                    side.messages
+                        .push((tx.from.clone(), rcpts, std::mem::take(&mut side.current)));
                     side.committed += 1;
                     server.commit_done(Ok(format!("SIM{}", side.committed)), now);
                 }
@@ -99,6 +112,10 @@ fn run(seed: u64, messages: &[OutgoingMessage], faults: Faults) -> (Vec<Vec<Repl
         while let Some(out) = client.poll_transmit() {
             to_server.extend_from_slice(&out);
         }
+        if faults_cut {
+            to_server.clear();
+            to_client.clear();
+        }
         if closed && to_server.is_empty() {
             return (results, side, true);
         }
@@ -115,7 +132,11 @@ fn run(seed: u64, messages: &[OutgoingMessage], faults: Faults) -> (Vec<Vec<Repl
             let n = 1 + rng.below(faults.max_chunk.min(to_server.len()));
             if let Some(limit) = faults.drop_after {
                 if sent_to_server + n > limit {
+                    // The wire is cut: nothing more crosses in either direction.
                     client.handle_eof(now);
+                    to_server.clear();
+                    to_client.clear();
+                    faults_cut = true;
                     continue;
                 }
             }
@@ -128,7 +149,10 @@ fn run(seed: u64, messages: &[OutgoingMessage], faults: Faults) -> (Vec<Vec<Repl
             client.handle_input(&piece, now);
         } else {
             // Nothing in flight: let time pass to the nearest deadline.
-            let next = [client.poll_timeout(), server.poll_timeout()].into_iter().flatten().min();
+            let next = [client.poll_timeout(), server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(t) => {
                     now = now.max(t);
@@ -159,7 +183,11 @@ fn message(rng: &mut Rng, n: usize) -> OutgoingMessage {
         content.extend_from_slice(b"\r\n");
     }
     let rcpts = (0..1 + rng.below(3))
-        .map(|i| OutgoingRcpt { address: format!("r{i}@example.com"), notify: None, orcpt: None })
+        .map(|i| OutgoingRcpt {
+            address: format!("r{i}@example.com"),
+            notify: None,
+            orcpt: None,
+        })
         .collect();
     OutgoingMessage {
         from: format!("s{n}@example.org"),
@@ -176,9 +204,19 @@ fn message(rng: &mut Rng, n: usize) -> OutgoingMessage {
 fn content_survives_any_split_of_the_wire() {
     for seed in 1..60u64 {
         let mut rng = Rng(seed * 7919);
-        let msgs: Vec<_> = (0..1 + rng.below(4)).map(|n| message(&mut rng, n)).collect();
+        let msgs: Vec<_> = (0..1 + rng.below(4))
+            .map(|n| message(&mut rng, n))
+            .collect();
         let chunk = 1 + rng.below(700);
-        let (results, side, _) = run(seed, &msgs, Faults { max_chunk: chunk, drop_after: None, stall: None });
+        let (results, side, _) = run(
+            seed,
+            &msgs,
+            Faults {
+                max_chunk: chunk,
+                drop_after: None,
+                stall: None,
+            },
+        );
         assert_eq!(results.len(), msgs.len(), "seed {seed}");
         for r in &results {
             assert!(r.iter().all(|x| x.code == 250), "seed {seed}: {r:?}");
@@ -198,8 +236,15 @@ fn a_dropped_connection_defers_what_was_in_flight_and_commits_nothing_partial() 
         let mut rng = Rng(seed * 104_729);
         let msgs: Vec<_> = (0..2).map(|n| message(&mut rng, n)).collect();
         let drop_after = 40 + rng.below(600);
-        let (results, side, closed) =
-            run(seed, &msgs, Faults { max_chunk: 64, drop_after: Some(drop_after), stall: None });
+        let (results, side, closed) = run(
+            seed,
+            &msgs,
+            Faults {
+                max_chunk: 64,
+                drop_after: Some(drop_after),
+                stall: None,
+            },
+        );
         assert!(closed, "seed {seed}");
         // Whatever the server committed arrived whole.
         for (i, (_, _, content)) in side.messages.iter().enumerate() {
@@ -221,7 +266,11 @@ fn a_server_that_stalls_past_the_client_timeout_defers_the_message() {
     let (results, side, closed) = run(
         5,
         &msgs,
-        Faults { max_chunk: 512, drop_after: None, stall: Some(Duration::from_secs(3600)) },
+        Faults {
+            max_chunk: 512,
+            drop_after: None,
+            stall: Some(Duration::from_secs(3600)),
+        },
     );
     assert!(closed);
     assert!(side.messages.is_empty());

@@ -142,7 +142,10 @@ impl Connection {
             let write = async { self.stream.write_all(&out).await };
             let stalled = async {
                 Timer::after(self.write_timeout).await;
-                Err(io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                ))
             };
             if let Err(e) = write.or(stalled).await {
                 log::debug!(target: "smtp", "write to {}: {e}", self.peer);

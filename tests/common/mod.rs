@@ -23,7 +23,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("drawbridge-{name}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("drawbridge-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -42,7 +43,11 @@ impl Drop for TempDir {
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `cond` until it holds or `WAIT` passes.
@@ -98,7 +103,11 @@ impl Gateway {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
             .arg("run")
             .arg("--config")
@@ -115,7 +124,8 @@ impl Gateway {
         self.child = Some(child);
         let port = self.inbound;
         wait_until("the gateway to log that it listens", || {
-            self.log_text().contains(&format!("listening on 127.0.0.1:{port}"))
+            self.log_text()
+                .contains(&format!("listening on 127.0.0.1:{port}"))
         });
     }
 
@@ -149,14 +159,20 @@ impl Gateway {
     }
 
     pub fn wait_for_log(&self, needle: &str) {
-        wait_until(&format!("log line containing {needle:?}"), || self.log_text().contains(needle));
+        wait_until(&format!("log line containing {needle:?}"), || {
+            self.log_text().contains(needle)
+        });
     }
 
     /// Files in the spool's queue directory.
     pub fn queue_files(&self) -> Vec<String> {
         let dir = self.state.join("spool").join("queue");
         let mut v: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -223,7 +239,11 @@ impl Sink {
                 std::thread::spawn(move || serve_sink(conn, m, b));
             }
         });
-        Sink { addr, messages, stop }
+        Sink {
+            addr,
+            messages,
+            stop,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -268,7 +288,12 @@ fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBe
             "250 2.1.0 Ok\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = text[8..].to_string();
-            let bare = rcpt.trim_start_matches('<').split('>').next().unwrap_or("").to_string();
+            let bare = rcpt
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .to_string();
             if b.reject.contains(&bare) {
                 "550 5.1.1 User unknown\r\n".into()
             } else if b.defer.contains(&bare) {
@@ -321,7 +346,11 @@ fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBe
 
 /// Runs a Python program; returns its standard output, failing the test on error.
 pub fn python(script: &str) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3");
     assert!(
         out.status.success(),
         "python failed:\n{}\n{}",
@@ -333,7 +362,11 @@ pub fn python(script: &str) -> String {
 
 /// Runs a Python program that may fail; returns (success, stdout+stderr).
 pub fn python_result(script: &str) -> (bool, String) {
-    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
@@ -361,7 +394,10 @@ impl Raw {
         let mut buf = [0u8; 4096];
         loop {
             let text = String::from_utf8_lossy(&got).into_owned();
-            let finals = text.split("\r\n").filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ').count();
+            let finals = text
+                .split("\r\n")
+                .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+                .count();
             if finals >= n {
                 return text;
             }
@@ -395,7 +431,11 @@ impl PostfixSink {
         let mut cmd = Command::new("/usr/sbin/smtp-sink");
         // smtp-sink drops privileges to this user when started as root.
         if is_root() {
-            std::process::Command::new("chown").arg("postfix").arg(&dump).status().unwrap();
+            std::process::Command::new("chown")
+                .arg("postfix")
+                .arg(&dump)
+                .status()
+                .unwrap();
             cmd.arg("-u").arg("postfix");
         }
         let child = cmd
@@ -407,8 +447,14 @@ impl PostfixSink {
             .stderr(Stdio::null())
             .spawn()
             .expect("start smtp-sink (Debian package postfix)");
-        wait_until("smtp-sink to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        PostfixSink { child, port, dir: dump }
+        wait_until("smtp-sink to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        PostfixSink {
+            child,
+            port,
+            dir: dump,
+        }
     }
 
     /// The dumped messages' text.
