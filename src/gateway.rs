@@ -11,7 +11,7 @@ use smol::LocalExecutor;
 
 use crate::config::{Config, ServiceName};
 use crate::net::listener::{self, Counts};
-use crate::queue::{GroupCommit, Spool};
+use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::Scheduler;
 use crate::smtp::server::ServerConfig;
 
@@ -20,7 +20,8 @@ pub struct Gateway {
     config: RefCell<Rc<Config>>,
     server_configs: RefCell<[Rc<ServerConfig>; 2]>,
     pub spool: Rc<Spool>,
-    pub commit: GroupCommit,
+    pub journal: Rc<RefCell<Journal>>,
+    pub commit: Rc<GroupCommit>,
     pub scheduler: Rc<Scheduler>,
     pub executor: Rc<LocalExecutor<'static>>,
 }
@@ -75,15 +76,25 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
 /// Runs the gateway until the process is killed. Errors are start-up errors.
 pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let _lock = lock_state_dir(state_dir)?;
-    let (spool, recovered) = Spool::open(&spool_dir(state_dir))?;
+    let (spool, files) = Spool::open(&spool_dir(state_dir))?;
+    let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
+    let journal = Rc::new(RefCell::new(journal));
+    let commit = Rc::new(GroupCommit::new(spool.clone(), journal.clone()));
     let config = Rc::new(config);
     let executor = Rc::new(LocalExecutor::new());
-    let scheduler = Scheduler::new(spool.clone(), config.clone(), executor.clone());
+    let scheduler = Scheduler::new(
+        spool.clone(),
+        journal.clone(),
+        commit.clone(),
+        config.clone(),
+        executor.clone(),
+    );
     let gw = Rc::new(Gateway {
         server_configs: RefCell::new(server_configs(&config)),
         config: RefCell::new(config.clone()),
-        commit: GroupCommit::new(spool.clone()),
+        commit,
+        journal,
         spool,
         scheduler: scheduler.clone(),
         executor: executor.clone(),
@@ -102,9 +113,10 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
             listeners.push((service, l, counts.clone()));
         }
     }
-    log::info!(target: "main", "starting: {} message(s) recovered from the queue", recovered.len());
+    let recovered = files.len() + journaled.len();
+    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
     scheduler.start();
-    scheduler.recover(recovered);
+    scheduler.recover(files, journaled);
     for (service, l, counts) in listeners {
         executor
             .spawn(listener::accept_loop(gw.clone(), service, l, counts))

@@ -13,19 +13,30 @@ use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::ServiceName;
 use crate::gateway::Gateway;
 use crate::log::Peer;
-use crate::queue::{Envelope, Incoming, Origin, RcptStatus, Recipient, Ret};
-use crate::relay::{notify, policy};
+use crate::queue::{
+    Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Recipient, Ret,
+};
+use crate::relay::{Backing, notify, policy};
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{self, Body, CloseReason, Event, Session, Transaction, Verdict};
 
 use super::{READ_BUFFER, timer_at};
 
-/// What the layer remembers of the session beyond the core: the message being spooled.
+/// Where the message being received is kept until it is committed.
+enum Store {
+    /// Small messages stay in memory and go to the journal whole.
+    Memory(Vec<u8>),
+    /// A message that outgrew the journal's limit streams into its own file.
+    File(Incoming),
+    /// The spool failed mid-message: it is refused with 451 at its end.
+    Failed,
+}
+
+/// The message being received: its queue id and where its bytes are.
 struct Spooling {
-    incoming: Option<Incoming>,
-    /// Set when the spool failed mid-message: the message is refused with 451 at its end.
-    failed: bool,
+    id: QueueId,
+    store: Store,
     written: u64,
     eight_bit: bool,
 }
@@ -77,11 +88,11 @@ pub async fn serve(
                     session.answer(verdict, Instant::now());
                 }
                 Event::MessageBegin => {
-                    spooling = Some(begin_message(&gw, service, peer, &helo, esmtp, &rcpts));
+                    spooling = Some(begin_message(&gw, peer, &helo, esmtp, &rcpts));
                 }
                 Event::MessageData(bytes) => {
                     if let Some(s) = spooling.as_mut() {
-                        s.write(&bytes);
+                        s.write(&gw, &bytes);
                     }
                 }
                 Event::MessageAbort => spooling = None,
@@ -152,65 +163,79 @@ fn spool_error() -> Reply {
     Reply::new(451, "4.3.0", "Error: queue file write error")
 }
 
-/// Opens the spool file and writes our trace header first.
+/// Starts a message: a queue id, and our trace header first.
 fn begin_message(
     gw: &Gateway,
-    service: ServiceName,
     peer: SocketAddr,
     helo: &str,
     esmtp: bool,
     rcpts: &[String],
 ) -> Spooling {
+    let id = gw.spool.allocate_id(unix_micros_now());
+    let id_text = id.to_string();
+    let trace = Trace {
+        helo,
+        client_ip: peer.ip(),
+        client_name: None,
+        by: &gw.config().system.host_name,
+        protocol: if esmtp { "ESMTP" } else { "SMTP" },
+        tls: None,
+        id: &id_text,
+        for_rcpt: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
+        date: &rfc5322(unix_now()),
+    };
+    log::info!(target: "smtpd", "{id}: client={}", Peer { name: None, addr: peer });
     let mut s = Spooling {
-        incoming: None,
-        failed: false,
+        id,
+        store: Store::Memory(Vec::with_capacity(4096)),
         written: 0,
         eight_bit: false,
     };
-    match gw.spool.create_at(unix_micros_now()) {
-        Ok(incoming) => {
-            let id = incoming.id.to_string();
-            let trace = Trace {
-                helo,
-                client_ip: peer.ip(),
-                client_name: None,
-                by: &gw.config().system.host_name,
-                protocol: if esmtp { "ESMTP" } else { "SMTP" },
-                tls: None,
-                id: &id,
-                for_rcpt: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
-                date: &rfc5322(unix_now()),
-            };
-            log::info!(target: "smtpd", "{id}: client={}", Peer { name: None, addr: peer });
-            s.incoming = Some(incoming);
-            s.write(trace.header().as_bytes());
-        }
-        Err(e) => {
-            log::error!(target: "smtpd", "cannot create queue file for {service}: {e}");
-            s.failed = true;
-        }
-    }
+    s.write(gw, trace.header().as_bytes());
     s
 }
 
 impl Spooling {
-    fn write(&mut self, bytes: &[u8]) {
-        let Some(incoming) = self.incoming.as_mut() else {
-            return;
-        };
-        if let Err(e) = incoming.write(bytes) {
-            log::error!(target: "smtpd", "{}: queue file write error: {e}", incoming.id);
-            self.incoming = None;
-            self.failed = true;
-            return;
+    fn write(&mut self, gw: &Gateway, bytes: &[u8]) {
+        if let Store::Memory(buf) = &mut self.store {
+            if buf.len() + bytes.len() <= JOURNAL_MESSAGE_MAX {
+                buf.extend_from_slice(bytes);
+                self.note(bytes);
+                return;
+            }
+            // Too big for the journal: the rest streams into the message's own file.
+            let buf = std::mem::take(buf);
+            self.store = match gw.spool.create_named(self.id.clone()) {
+                Ok(mut incoming) => match incoming.write(&buf) {
+                    Ok(()) => Store::File(incoming),
+                    Err(e) => self.fail(&e),
+                },
+                Err(e) => self.fail(&e),
+            };
         }
+        if let Store::File(incoming) = &mut self.store {
+            if let Err(e) = incoming.write(bytes) {
+                self.store = self.fail(&e);
+                return;
+            }
+            self.note(bytes);
+        }
+    }
+
+    fn note(&mut self, bytes: &[u8]) {
         self.written += bytes.len() as u64;
         self.eight_bit |= bytes.iter().any(|b| *b >= 0x80);
     }
+
+    fn fail(&self, e: &std::io::Error) -> Store {
+        log::error!(target: "smtpd", "{}: queue file write error: {e}", self.id);
+        Store::Failed
+    }
 }
 
-/// Finishes the spool file, waits for the group commit, and hands the message to the
-/// queue manager. Only after this returns `Ok` may the client hear 250.
+/// Writes the message to the journal or finishes its file, waits for the group commit,
+/// and hands the message to the queue manager. Only after this returns `Ok` may the client
+/// hear 250.
 async fn commit(
     gw: &Rc<Gateway>,
     service: ServiceName,
@@ -218,30 +243,45 @@ async fn commit(
     s: Spooling,
     tx: Transaction,
 ) -> Result<String, Reply> {
-    let Some(incoming) = s.incoming.filter(|_| !s.failed) else {
-        return Err(spool_error());
-    };
-    let id = incoming.id.clone();
+    let id = s.id;
     let env = envelope(&id, service, peer, &tx, s.written, s.eight_bit);
-    let finished = match incoming.finish(&env) {
-        Ok(f) => f,
+    let written = match s.store {
+        Store::Memory(buf) => {
+            let appended = gw.journal.borrow_mut().append(&env, &buf);
+            appended.map(|segment| {
+                (
+                    Pending::Journal {
+                        id: id.clone(),
+                        segment,
+                    },
+                    Some(Rc::from(buf)),
+                    Backing::Journal(segment),
+                )
+            })
+        }
+        Store::File(incoming) => incoming
+            .finish(&env)
+            .map(|finished| (Pending::File(finished), None, Backing::File)),
+        Store::Failed => return Err(spool_error()),
+    };
+    let (pending, content, backing) = match written {
+        Ok(w) => w,
         Err(e) => {
             log::error!(target: "smtpd", "{id}: queue file write error: {e}");
             return Err(spool_error());
         }
     };
-    if let Err(e) = gw.commit.commit(finished).await {
-        log::error!(target: "smtpd", "{id}: queue file sync error: {e}");
-        let _ = gw.spool.remove(&id);
+    if let Err(e) = gw.commit.commit(pending).await {
+        log::error!(target: "smtpd", "{id}: queue sync error: {e}");
         return Err(spool_error());
     }
-    gw.scheduler.submit(env, Instant::now());
+    gw.scheduler.submit(env, Instant::now(), content, backing);
     Ok(id.to_string())
 }
 
 /// The spool envelope of an accepted transaction.
 fn envelope(
-    id: &crate::queue::QueueId,
+    id: &QueueId,
     service: ServiceName,
     peer: SocketAddr,
     tx: &Transaction,

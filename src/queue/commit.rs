@@ -7,10 +7,12 @@
 //! duration, whatever the message rate.
 //!
 //! The sync itself runs on the blocking pool (`smol::unblock`); the executor thread never
-//! waits on the disk. On Linux it is one `syncfs(2)` on the queue directory's filesystem,
-//! which writes back every dirty file and directory entry and commits the journal (and,
-//! since Linux 5.8, reports writeback errors of the filesystem). Elsewhere each file of the
-//! batch is fsynced, then the queue directory.
+//! waits on the disk. Journal members need one `fdatasync` of each journal segment written
+//! since the last sync: one sequential write for the whole batch. File members need more:
+//! on Linux one `syncfs(2)` on the queue directory's filesystem, which writes back every
+//! dirty file and directory entry and commits the filesystem's own journal (and, since
+//! Linux 5.8, reports writeback errors of the filesystem); elsewhere each file of the batch
+//! is fsynced, then the queue directory.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -22,15 +24,44 @@ use std::sync::{Arc, OnceLock};
 use smol::channel::{Receiver, Sender};
 
 use super::id::QueueId;
+use super::journal::{Journal, JournalSync};
 use super::spool::{CONTENT_EXT, ENVELOPE_EXT, Finished, Spool};
 
-/// Makes one batch durable: `(queue directory handle, queue directory path, members)`.
-/// Runs on the blocking pool.
-type SyncFn = dyn Fn(&File, &Path, &[QueueId]) -> io::Result<()> + Send + Sync;
+/// What one batch must make durable. Built on the executor thread, run on the blocking pool.
+pub struct SyncWork {
+    /// The queue directory, open.
+    pub dir: Arc<File>,
+    pub dir_path: PathBuf,
+    /// Members stored as files.
+    pub files: Vec<QueueId>,
+    /// Journal segments (and the journal directory) written since the last sync.
+    pub journal: JournalSync,
+}
+
+/// Makes one batch durable. Runs on the blocking pool.
+type SyncFn = dyn Fn(&SyncWork) -> io::Result<()> + Send + Sync;
+
+/// A message written and waiting to be made durable.
+pub enum Pending {
+    /// In its own files ([`Spool`]).
+    File(Finished),
+    /// In the journal, in this segment.
+    Journal { id: QueueId, segment: u64 },
+}
+
+impl Pending {
+    pub fn id(&self) -> &QueueId {
+        match self {
+            Pending::File(f) => &f.id,
+            Pending::Journal { id, .. } => id,
+        }
+    }
+}
 
 /// The group commit of one spool. Single-threaded: use it from the executor thread.
 pub struct GroupCommit {
     spool: Rc<Spool>,
+    journal: Rc<RefCell<Journal>>,
     state: RefCell<State>,
     syncs: Cell<u64>,
     sync: Arc<SyncFn>,
@@ -67,17 +98,18 @@ impl Batch {
 }
 
 impl GroupCommit {
-    pub fn new(spool: Rc<Spool>) -> GroupCommit {
-        #[cfg(target_os = "linux")]
-        let sync: Arc<SyncFn> = Arc::new(sync_filesystem);
-        #[cfg(not(target_os = "linux"))]
-        let sync: Arc<SyncFn> = Arc::new(sync_each_file);
-        GroupCommit::with_sync(spool, sync)
+    pub fn new(spool: Rc<Spool>, journal: Rc<RefCell<Journal>>) -> GroupCommit {
+        GroupCommit::with_sync(spool, journal, Arc::new(sync_batch))
     }
 
-    fn with_sync(spool: Rc<Spool>, sync: Arc<SyncFn>) -> GroupCommit {
+    fn with_sync(
+        spool: Rc<Spool>,
+        journal: Rc<RefCell<Journal>>,
+        sync: Arc<SyncFn>,
+    ) -> GroupCommit {
         GroupCommit {
             spool,
+            journal,
             state: RefCell::new(State {
                 open: Rc::new(Batch::new()),
                 running: None,
@@ -92,30 +124,35 @@ impl GroupCommit {
         self.syncs.get()
     }
 
-    /// Returns once the message's two files and their directory entries are on stable
-    /// storage. On error the message is not accepted and is deleted from the spool; the same
-    /// happens if this future is dropped before it completes.
-    pub async fn commit(&self, finished: Finished) -> io::Result<()> {
-        let id = finished.id;
+    /// Returns once the message (its two files and their directory entries, or its journal
+    /// record) is on stable storage. On error the message is not accepted and is deleted
+    /// from the spool; the same happens if this future is dropped before it completes.
+    pub async fn commit(&self, pending: Pending) -> io::Result<()> {
         let batch = {
             let state = self.state.borrow();
-            state.open.members.borrow_mut().push(id.clone());
+            if let Pending::File(f) = &pending {
+                state.open.members.borrow_mut().push(f.id.clone());
+            }
             Rc::clone(&state.open)
         };
         let mut guard = DeleteUnlessCommitted {
             spool: &self.spool,
-            id: Some(id),
+            journal: &self.journal,
+            pending: Some(pending),
         };
         loop {
             if let Some(result) = batch.result.get() {
-                return match (result, guard.id.take()) {
-                    (Ok(()), _) => Ok(()),
-                    (Err(e), id) => {
-                        if let Some(id) = id {
-                            log::warn!("{id}: sync failed, message not accepted, deleted: {e}");
-                            if let Err(e) = self.spool.remove(&id) {
-                                log::warn!("{id}: cannot delete uncommitted message: {e}");
-                            }
+                return match result {
+                    Ok(()) => {
+                        guard.pending = None;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if let Some(p) = &guard.pending {
+                            log::warn!(
+                                "{}: sync failed, message not accepted, deleted: {e}",
+                                p.id()
+                            );
                         }
                         Err(copy_error(e))
                     }
@@ -143,14 +180,17 @@ impl GroupCommit {
             batch
         };
         self.syncs.set(self.syncs.get().saturating_add(1));
-        let members = batch.members.take();
+        let work = SyncWork {
+            dir: self.spool.dir_handle(),
+            dir_path: self.spool.dir().to_path_buf(),
+            files: batch.members.take(),
+            journal: self.journal.borrow_mut().take_sync(),
+        };
         let result = Arc::clone(&batch.result);
         let sender = batch.sender.take();
-        let dir = self.spool.dir_handle();
-        let dir_path: PathBuf = self.spool.dir().to_path_buf();
         let sync = Arc::clone(&self.sync);
         smol::unblock(move || {
-            let outcome = sync(&dir, &dir_path, &members);
+            let outcome = sync(&work);
             // Only this closure sets the result, once.
             let _ = result.set(outcome);
             drop(sender);
@@ -159,21 +199,40 @@ impl GroupCommit {
     }
 }
 
-/// Deletes a message whose commit future is dropped before the sync answered.
+/// Deletes a message whose commit failed, or whose commit future is dropped before the
+/// sync answered: it was never acknowledged and must not come back after a restart.
 struct DeleteUnlessCommitted<'a> {
     spool: &'a Spool,
+    journal: &'a RefCell<Journal>,
     /// `None` once committed.
-    id: Option<QueueId>,
+    pending: Option<Pending>,
 }
 
 impl Drop for DeleteUnlessCommitted<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Err(e) = self.spool.remove(&id) {
-                log::warn!("{id}: cannot delete uncommitted message: {e}");
+        let removed = match self.pending.take() {
+            None => return,
+            Some(Pending::File(f)) => self.spool.remove(&f.id).map(|()| f.id),
+            Some(Pending::Journal { id, segment }) => {
+                self.journal.borrow_mut().done(&id, segment).map(|()| id)
             }
+        };
+        if let Err(e) = removed {
+            log::warn!("cannot delete an uncommitted message: {e}");
         }
     }
+}
+
+/// The sync of one batch: the journal's segments, then the files if there are any.
+fn sync_batch(work: &SyncWork) -> io::Result<()> {
+    work.journal.run()?;
+    if work.files.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    return sync_filesystem(&work.dir);
+    #[cfg(not(target_os = "linux"))]
+    return sync_each_file(&work.dir, &work.dir_path, &work.files);
 }
 
 /// An equal error for every member of a failed batch (`io::Error` is not `Clone`).
@@ -186,7 +245,7 @@ fn copy_error(e: &io::Error) -> io::Error {
 
 /// One `syncfs(2)` for the whole filesystem of the queue directory.
 #[cfg(target_os = "linux")]
-fn sync_filesystem(dir: &File, _: &Path, _: &[QueueId]) -> io::Result<()> {
+fn sync_filesystem(dir: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `dir` owns the descriptor and keeps it open for the duration of the call;
     // syncfs reads nothing from our memory.
@@ -224,11 +283,15 @@ mod tests {
     use super::super::tests::TempDir;
     use super::*;
 
-    fn finish_one(spool: &Spool, content: &[u8]) -> Finished {
+    fn finish_one(spool: &Spool, content: &[u8]) -> Pending {
         let mut incoming = spool.create(1_700_000_000).unwrap();
         incoming.write(content).unwrap();
         let env = sample(incoming.id.clone(), content.len() as u64);
-        incoming.finish(&env).unwrap()
+        Pending::File(incoming.finish(&env).unwrap())
+    }
+
+    fn journal(tmp: &TempDir) -> Rc<RefCell<Journal>> {
+        Rc::new(RefCell::new(Journal::open(tmp.path()).unwrap().0))
     }
 
     /// Runs `count` commits as concurrent tasks; `before_run` sees the executor once every
@@ -263,9 +326,9 @@ mod tests {
         let tmp = TempDir::new("commit-lone");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
         let spool = Rc::new(spool);
-        let commit = GroupCommit::new(Rc::clone(&spool));
+        let commit = GroupCommit::new(Rc::clone(&spool), journal(&tmp));
         let finished = finish_one(&spool, b"hello\r\n");
-        let id = finished.id.clone();
+        let id = finished.id().clone();
         smol::block_on(commit.commit(finished)).unwrap();
         assert_eq!(commit.syncs(), 1);
         let (_, queued) = Spool::open(tmp.path()).unwrap();
@@ -278,7 +341,7 @@ mod tests {
         let tmp = TempDir::new("commit-many");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
         let spool = Rc::new(spool);
-        let commit = Rc::new(GroupCommit::new(Rc::clone(&spool)));
+        let commit = Rc::new(GroupCommit::new(Rc::clone(&spool), journal(&tmp)));
         let results = commit_concurrently(&commit, &spool, 50, || {});
         assert_eq!(results.len(), 50);
         assert!(results.iter().all(|r| r.is_ok()));
@@ -293,15 +356,15 @@ mod tests {
         gate: Arc<(Mutex<bool>, Condvar)>,
         batches: Arc<Mutex<Vec<usize>>>,
     ) -> Arc<SyncFn> {
-        Arc::new(move |dir: &File, path: &Path, members: &[QueueId]| {
+        Arc::new(move |work: &SyncWork| {
             let (open, cv) = &*gate;
             let mut open = open.lock().unwrap();
             while !*open {
                 open = cv.wait(open).unwrap();
             }
             drop(open);
-            batches.lock().unwrap().push(members.len());
-            sync_each_file(dir, path, members)
+            batches.lock().unwrap().push(work.files.len());
+            sync_each_file(&work.dir, &work.dir_path, &work.files)
         })
     }
 
@@ -313,7 +376,11 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let sync = gated_sync(Arc::clone(&gate), Arc::clone(&batches));
-        let commit = Rc::new(GroupCommit::with_sync(Rc::clone(&spool), sync));
+        let commit = Rc::new(GroupCommit::with_sync(
+            Rc::clone(&spool),
+            journal(&tmp),
+            sync,
+        ));
         let results = commit_concurrently(&commit, &spool, 50, || {
             // Every commit has joined a batch; the first sync is still held at the gate.
             assert_eq!(commit.syncs(), 1);
@@ -333,10 +400,13 @@ mod tests {
         let tmp = TempDir::new("commit-fail");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
         let spool = Rc::new(spool);
-        let sync: Arc<SyncFn> = Arc::new(|_: &File, _: &Path, _: &[QueueId]| {
-            Err(io::Error::from_raw_os_error(libc::EIO))
-        });
-        let commit = Rc::new(GroupCommit::with_sync(Rc::clone(&spool), sync));
+        let sync: Arc<SyncFn> =
+            Arc::new(|_: &SyncWork| Err(io::Error::from_raw_os_error(libc::EIO)));
+        let commit = Rc::new(GroupCommit::with_sync(
+            Rc::clone(&spool),
+            journal(&tmp),
+            sync,
+        ));
         let results = commit_concurrently(&commit, &spool, 10, || {});
         assert_eq!(results.len(), 10);
         for result in results {
@@ -345,8 +415,8 @@ mod tests {
         assert!(commit.syncs() >= 1 && commit.syncs() < 10);
         assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 0);
         // The commit keeps working after a failure.
-        let ok: Arc<SyncFn> = Arc::new(|_: &File, _: &Path, _: &[QueueId]| Ok(()));
-        let commit = GroupCommit::with_sync(Rc::clone(&spool), ok);
+        let ok: Arc<SyncFn> = Arc::new(|_: &SyncWork| Ok(()));
+        let commit = GroupCommit::with_sync(Rc::clone(&spool), journal(&tmp), ok);
         smol::block_on(commit.commit(finish_one(&spool, b"x"))).unwrap();
         assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 2);
     }
@@ -359,10 +429,10 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let sync = gated_sync(Arc::clone(&gate), Arc::clone(&batches));
-        let commit = GroupCommit::with_sync(Rc::clone(&spool), sync);
+        let commit = GroupCommit::with_sync(Rc::clone(&spool), journal(&tmp), sync);
         let first = finish_one(&spool, b"first");
         let second = finish_one(&spool, b"second");
-        let kept = second.id.clone();
+        let kept = second.id().clone();
         let ex = smol::LocalExecutor::new();
         // The first commit starts the sync, then is dropped while the sync waits at the gate.
         let mut first_commit = Box::pin(commit.commit(first));
@@ -384,10 +454,10 @@ mod tests {
     fn the_file_by_file_sync_tolerates_deleted_members() {
         let tmp = TempDir::new("commit-each");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
-        let present = finish_one(&spool, b"here");
-        let gone = finish_one(&spool, b"gone");
-        spool.remove(&gone.id).unwrap();
+        let present = finish_one(&spool, b"here").id().clone();
+        let gone = finish_one(&spool, b"gone").id().clone();
+        spool.remove(&gone).unwrap();
         let dir = File::open(spool.dir()).unwrap();
-        sync_each_file(&dir, spool.dir(), &[present.id, gone.id]).unwrap();
+        sync_each_file(&dir, spool.dir(), &[present, gone]).unwrap();
     }
 }

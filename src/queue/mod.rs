@@ -3,6 +3,7 @@
 //! * [`id`]: queue ids, generated and parsed.
 //! * [`envelope`]: the envelope types and their versioned, checksummed file format.
 //! * [`spool`]: the files of each message: receive, finish, update, remove, recover.
+//! * [`journal`]: the fast path for small messages: appended whole to a segment file.
 //! * [`commit`]: the group commit that makes finished messages durable before the 250.
 //!
 //! This module knows files and the blocking pool; it knows nothing of SMTP sessions or
@@ -11,14 +12,16 @@
 pub mod commit;
 pub mod envelope;
 pub mod id;
+pub mod journal;
 pub mod spool;
 
-pub use commit::GroupCommit;
+pub use commit::{GroupCommit, Pending, SyncWork};
 pub use envelope::{
     ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_MAX_FILE, ENVELOPE_MAX_PAYLOAD, ENVELOPE_VERSION,
     Envelope, EnvelopeError, Origin, RcptStatus, Recipient, Ret,
 };
 pub use id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
+pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, Recovered};
 pub use spool::{
     CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,
 };

@@ -153,31 +153,48 @@ impl Spool {
     /// the time and a counter, and is larger than every id this spool handed out or
     /// recovered, so ids stay unique even if the clock stalls or steps back.
     pub fn create_at(&self, now_micros: u64) -> io::Result<Incoming> {
-        let mut value = QueueId::value_at(now_micros, 0).max(self.last_id.get().wrapping_add(1));
         for _ in 0..CREATE_ATTEMPTS {
-            self.last_id.set(value);
-            let id = QueueId::from_value(value);
-            let path = self.file_path(&id, CONTENT_EXT)?;
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(Incoming {
-                        id,
-                        writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
-                        written: 0,
-                        path,
-                        finished: false,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    value = value.wrapping_add(1);
-                }
-                Err(e) => return Err(e),
+            match self.create_named(self.allocate_id(now_micros)) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                other => return other,
             }
         }
         Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "no free queue id",
         ))
+    }
+
+    /// A fresh id for `now_micros` (unix microseconds): larger than every id this spool
+    /// handed out or saw, so ids stay unique even if the clock stalls or steps back.
+    pub fn allocate_id(&self, now_micros: u64) -> QueueId {
+        let value = QueueId::value_at(now_micros, 0).max(self.last_id.get().wrapping_add(1));
+        self.last_id.set(value);
+        QueueId::from_value(value)
+    }
+
+    /// Records an id in use elsewhere (the journal), so it is never handed out again.
+    pub fn observe_id(&self, id: &QueueId) {
+        if let Some(value) = id.value() {
+            self.last_id.set(self.last_id.get().max(value));
+        }
+    }
+
+    /// Starts a message under `id` (from [`Spool::allocate_id`]); fails with
+    /// `AlreadyExists` if its content file is there already.
+    pub fn create_named(&self, id: QueueId) -> io::Result<Incoming> {
+        let path = self.file_path(&id, CONTENT_EXT)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Incoming {
+            id,
+            writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
+            written: 0,
+            path,
+            finished: false,
+        })
     }
 
     /// The whole content of a queued message.

@@ -22,7 +22,9 @@ use crate::clock::unix_now;
 use crate::config::{Config, DomainPattern};
 use crate::log::Relay;
 use crate::net::connection::Connection;
-use crate::queue::{Envelope, QueueId, RcptStatus, Ret, Spool};
+use crate::queue::{
+    Envelope, GroupCommit, Journal, Pending, QueueId, RcptStatus, Recovered, Ret, Spool,
+};
 use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
 
@@ -58,14 +60,25 @@ struct Job {
     rcpts: Vec<usize>,
 }
 
+/// Where a message's durable copy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A record in this journal segment; the content is held in memory.
+    Journal(u64),
+    /// Its own files in the spool.
+    File,
+}
+
 /// A message the queue manager knows about.
 struct Active {
     env: Envelope,
+    backing: Backing,
     /// Jobs handed out and not yet reported back.
     in_flight: usize,
     /// When this process accepted it, for `delay=`; `None` for recovered messages.
     accepted: Option<Instant>,
-    /// The content, read once while jobs are in flight.
+    /// The content: always for journal messages, read once while jobs are in flight for
+    /// file messages.
     content: Option<Rc<[u8]>>,
 }
 
@@ -104,6 +117,8 @@ struct Inner {
 pub struct Scheduler {
     inner: RefCell<Inner>,
     spool: Rc<Spool>,
+    journal: Rc<RefCell<Journal>>,
+    commit: Rc<GroupCommit>,
     config: RefCell<Rc<Config>>,
     client_config: Rc<ClientConfig>,
     executor: Rc<LocalExecutor<'static>>,
@@ -113,6 +128,8 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         spool: Rc<Spool>,
+        journal: Rc<RefCell<Journal>>,
+        commit: Rc<GroupCommit>,
         config: Rc<Config>,
         executor: Rc<LocalExecutor<'static>>,
     ) -> Rc<Scheduler> {
@@ -123,6 +140,8 @@ impl Scheduler {
         Rc::new(Scheduler {
             inner: RefCell::new(Inner::default()),
             spool,
+            journal,
+            commit,
             config: RefCell::new(config),
             client_config,
             executor,
@@ -139,22 +158,46 @@ impl Scheduler {
         self.executor.spawn(self.clone().retry_loop()).detach();
     }
 
-    /// Takes the messages recovered from the spool at start-up.
-    pub fn recover(self: &Rc<Self>, envelopes: Vec<Envelope>) {
+    /// Takes the messages recovered at start-up: those in files, and those in the journal.
+    /// A message in both was being moved to its files; the files are the newer copy.
+    pub fn recover(self: &Rc<Self>, files: Vec<Envelope>, journaled: Vec<Recovered>) {
         let now = unix_now();
-        for env in envelopes {
+        let in_files: std::collections::HashSet<QueueId> =
+            files.iter().map(|e| e.id.clone()).collect();
+        let recovered = |env, backing, content| Active {
+            env,
+            backing,
+            in_flight: 0,
+            accepted: None,
+            content,
+        };
+        let mut all: Vec<Active> = files
+            .into_iter()
+            .map(|e| recovered(e, Backing::File, None))
+            .collect();
+        for r in journaled {
+            self.spool.observe_id(&r.env.id);
+            if in_files.contains(&r.env.id) {
+                if let Err(e) = self.journal.borrow_mut().done(&r.env.id, r.segment) {
+                    log::warn!(target: "qmgr", "{}: cannot mark journal copy done: {e}", r.env.id);
+                }
+                continue;
+            }
+            all.push(recovered(
+                r.env,
+                Backing::Journal(r.segment),
+                Some(r.content.into()),
+            ));
+        }
+        all.sort_by(|a, b| (a.env.arrived, &a.env.id).cmp(&(b.env.arrived, &b.env.id)));
+        for active in all {
+            let env = &active.env;
             log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {})",
                 env.id, env.sender, env.size, env.recipients.len(),
                 if env.held { "hold" } else if env.next_attempt > now { "deferred" } else { "active" });
             let id = env.id.clone();
             let due = env.next_attempt;
             let held = env.held;
-            let active = Active {
-                env,
-                in_flight: 0,
-                accepted: None,
-                content: None,
-            };
             self.inner.borrow_mut().messages.insert(id.clone(), active);
             if held {
                 continue;
@@ -168,16 +211,23 @@ impl Scheduler {
         let _ = self.retry_bell.0.try_send(());
     }
 
-    /// Takes a message that was just committed to the spool.
-    pub fn submit(self: &Rc<Self>, env: Envelope, accepted: Instant) {
+    /// Takes a message that was just committed, with its content when it is in memory.
+    pub fn submit(
+        self: &Rc<Self>,
+        env: Envelope,
+        accepted: Instant,
+        content: Option<Rc<[u8]>>,
+        backing: Backing,
+    ) {
         log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue active)",
             env.id, env.sender, env.size, env.recipients.len());
         let id = env.id.clone();
         let active = Active {
             env,
+            backing,
             in_flight: 0,
             accepted: Some(accepted),
-            content: None,
+            content,
         };
         self.inner.borrow_mut().messages.insert(id.clone(), active);
         self.dispatch(&id);
@@ -504,7 +554,6 @@ impl Scheduler {
         let Some(active) = inner.messages.get_mut(id) else {
             return;
         };
-        active.content = None;
         let env = &mut active.env;
         let open = |s: &RcptStatus| matches!(s, RcptStatus::Pending | RcptStatus::Deferred { .. });
         let now = unix_now();
@@ -516,10 +565,16 @@ impl Scheduler {
                 let step = (env.attempts as usize - 1).min(schedule.len().saturating_sub(1));
                 let delay = schedule.get(step).map_or(300, Duration::as_secs).max(1);
                 env.next_attempt = now + delay;
-                if let Err(e) = self.spool.update(env) {
-                    log::error!(target: "qmgr", "{id}: cannot update queue file: {e}");
-                }
                 let due = env.next_attempt;
+                match active.backing {
+                    Backing::File => {
+                        active.content = None;
+                        if let Err(e) = self.spool.update(&active.env) {
+                            log::error!(target: "qmgr", "{id}: cannot update queue file: {e}");
+                        }
+                    }
+                    Backing::Journal(segment) => self.move_to_file(active, segment),
+                }
                 inner.deferred.push(Reverse((due, id.clone())));
                 let _ = self.retry_bell.0.try_send(());
                 return;
@@ -537,11 +592,62 @@ impl Scheduler {
                 };
             }
         }
-        if let Err(e) = self.spool.remove(id) {
-            log::error!(target: "qmgr", "{id}: cannot remove queue file: {e}");
+        let removed = match active.backing {
+            Backing::File => self.spool.remove(id),
+            Backing::Journal(segment) => self.journal.borrow_mut().done(id, segment),
+        };
+        if let Err(e) = removed {
+            log::error!(target: "qmgr", "{id}: cannot remove from the queue: {e}");
         }
         log::info!(target: "qmgr", "{id}: removed");
         inner.messages.remove(id);
+    }
+
+    /// A journal message that has to wait: its files are written now and it is served from
+    /// them; its journal record is retired once the files are durable.
+    fn move_to_file(self: &Rc<Self>, active: &mut Active, segment: u64) {
+        let id = active.env.id.clone();
+        let Some(content) = active.content.clone() else {
+            return;
+        };
+        let written = self
+            .spool
+            .create_named(id.clone())
+            .and_then(|mut incoming| {
+                incoming.write(&content)?;
+                incoming.finish(&active.env)
+            });
+        let finished = match written {
+            Ok(f) => f,
+            Err(e) => {
+                // It stays in the journal and in memory; the next deferral tries again.
+                log::warn!(target: "qmgr", "{id}: cannot move to a queue file: {e}");
+                return;
+            }
+        };
+        active.backing = Backing::File;
+        active.content = None;
+        let this = self.clone();
+        self.executor
+            .spawn(async move {
+                let synced = this.commit.commit(Pending::File(finished)).await;
+                let mut inner = this.inner.borrow_mut();
+                let active = inner.messages.get_mut(&id);
+                match (synced, active) {
+                    (Err(e), Some(active)) => {
+                        // The files are gone with the failed sync: back to the journal copy.
+                        log::error!(target: "qmgr", "{id}: queue file sync failed, keeping the journal copy: {e}");
+                        active.backing = Backing::Journal(segment);
+                        active.content = Some(content);
+                    }
+                    _ => {
+                        if let Err(e) = this.journal.borrow_mut().done(&id, segment) {
+                            log::warn!(target: "qmgr", "{id}: cannot retire journal record: {e}");
+                        }
+                    }
+                }
+            })
+            .detach();
     }
 
     /// Wakes deferred messages when their time comes.
