@@ -113,10 +113,9 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
             listeners.push((service, l, counts.clone()));
         }
     }
-    let recovered = files.len() + journaled.len();
-    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
     scheduler.start();
-    scheduler.recover(files, journaled);
+    let recovered = scheduler.recover(files, journaled);
+    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
     for (service, l, counts) in listeners {
         executor
             .spawn(listener::accept_loop(gw.clone(), service, l, counts))

@@ -192,7 +192,11 @@ fn a_message_waits_while_the_next_hop_is_down_and_goes_when_it_returns() {
     let id = out.trim().rsplit(' ').next().unwrap().to_string();
     gw.wait_for_log(&format!("{id}: to=<bob@example.com>, relay=none"));
     gw.wait_for_log("status=deferred (451 4.4.1 connect to 127.0.0.1[127.0.0.1]");
-    assert!(gw.queue_files().contains(&format!("{id}.env")));
+    // A message that has to wait leaves the journal for its own files.
+    wait_until("the deferred message to move to its files", || {
+        let files = gw.queue_files();
+        files.contains(&format!("{id}.env")) && files.contains(&format!("{id}.msg"))
+    });
 
     let sink = Sink::start_on(sink_port, SinkBehaviour::default());
     let msgs = sink.wait_for(1);
@@ -269,4 +273,81 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
     });
     assert_eq!(sink.count(), 1);
     assert_eq!(gw.log_text().matches("to=<bob@example.com>").count(), 1);
+}
+
+/// A next hop that takes the TCP connection and never says a word.
+fn black_hole(port: u16) -> std::thread::JoinHandle<()> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(3) {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })
+}
+
+#[test]
+fn a_journal_message_in_flight_when_sigkilled_is_delivered_after_restart() {
+    let dir = TempDir::new("sigkill-journal");
+    let sink_port = free_port();
+    let hole = black_hole(sink_port);
+    let mut gw = Gateway::start(dir.path(), &routes(sink_port));
+    let out = python(&SEND_8BIT.replace("PORT", &gw.inbound.to_string()));
+    // Answered 250; the delivery hangs on the silent next hop; the message exists only
+    // in the journal.
+    gw.kill();
+    assert!(out.contains("queued as"), "{out}");
+    let id = out.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        !gw.queue_files().iter().any(|f| f.starts_with(&id)),
+        "{:?}",
+        gw.queue_files()
+    );
+    hole.join().unwrap();
+
+    let sink = Sink::start_on(sink_port, SinkBehaviour::default());
+    gw.restart();
+    gw.wait_for_log("1 message(s) recovered");
+    let msgs = sink.wait_for(1);
+    assert!(String::from_utf8_lossy(&msgs[0].content).contains(&format!("id {id}")));
+    gw.wait_for_log(&format!("{id}: removed"));
+    // Delivered and done: a third start finds nothing to send again.
+    gw.restart();
+    gw.wait_for_log("0 message(s) recovered");
+    assert_eq!(sink.count(), 1);
+}
+
+#[test]
+fn a_message_too_big_for_the_journal_streams_through_its_own_files() {
+    let dir = TempDir::new("big");
+    let sink = Sink::start();
+    let gw = Gateway::start(dir.path(), &routes(sink.addr.port()));
+    let script = format!(
+        r#"
+import smtplib
+line = b"0123456789" * 9 + b"\r\n"
+body = b"Subject: big\r\n\r\n" + line * 6000
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    s.sendmail("alice@example.org", ["bob@example.com"], body)
+print(len(body))
+"#,
+        port = gw.inbound
+    );
+    let len: usize = python(&script).trim().parse().unwrap();
+    assert!(len > 256 * 1024);
+    let msgs = sink.wait_for(1);
+    let content = String::from_utf8(msgs[0].content.clone()).unwrap();
+    let original = content.split_once("Subject: big\r\n").unwrap().1;
+    assert_eq!(original.len() + "Subject: big\r\n".len(), len);
+    assert_eq!(
+        original
+            .matches(&format!("{}\r\n", "0123456789".repeat(9)))
+            .count(),
+        6000
+    );
 }

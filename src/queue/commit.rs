@@ -190,7 +190,10 @@ impl GroupCommit {
         let sender = batch.sender.take();
         let sync = Arc::clone(&self.sync);
         smol::unblock(move || {
-            let outcome = sync(&work);
+            // A panicking sync must still give every member an answer, or they would wait on
+            // a batch that never ends.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sync(&work)))
+                .unwrap_or_else(|_| Err(io::Error::other("the sync panicked")));
             // Only this closure sets the result, once.
             let _ = result.set(outcome);
             drop(sender);
@@ -459,5 +462,100 @@ mod tests {
         spool.remove(&gone).unwrap();
         let dir = File::open(spool.dir()).unwrap();
         sync_each_file(&dir, spool.dir(), &[present, gone]).unwrap();
+    }
+
+    /// Appends `count` journal messages and commits them as concurrent tasks.
+    fn commit_journal_concurrently(
+        commit: &Rc<GroupCommit>,
+        journal: &RefCell<Journal>,
+        count: usize,
+    ) -> Vec<io::Result<()>> {
+        let ex = smol::LocalExecutor::new();
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let id = QueueId::from_value(0x5000 + i as u64);
+                let content = format!("journal message {i}\r\n");
+                let env = sample(id.clone(), content.len() as u64);
+                let segment = journal
+                    .borrow_mut()
+                    .append(&env, content.as_bytes())
+                    .unwrap();
+                let commit = Rc::clone(commit);
+                ex.spawn(async move { commit.commit(Pending::Journal { id, segment }).await })
+            })
+            .collect();
+        smol::block_on(ex.run(async {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await);
+            }
+            results
+        }))
+    }
+
+    #[test]
+    fn journal_commits_share_syncs_and_survive_a_restart() {
+        let tmp = TempDir::new("commit-journal");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let spool = Rc::new(spool);
+        let journal = journal(&tmp);
+        let commit = Rc::new(GroupCommit::new(Rc::clone(&spool), Rc::clone(&journal)));
+        let results = commit_journal_concurrently(&commit, &journal, 50);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert!(
+            commit.syncs() >= 1 && commit.syncs() < 50,
+            "{} syncs",
+            commit.syncs()
+        );
+        drop(commit);
+        drop(journal);
+        let (_, recovered) = Journal::open(tmp.path()).unwrap();
+        assert_eq!(recovered.len(), 50);
+    }
+
+    #[test]
+    fn a_failed_journal_sync_retires_its_records() {
+        let tmp = TempDir::new("commit-journal-fail");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let spool = Rc::new(spool);
+        let journal = journal(&tmp);
+        let sync: Arc<SyncFn> = Arc::new(|work: &SyncWork| {
+            if work.files.is_empty() {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        });
+        let commit = Rc::new(GroupCommit::with_sync(
+            Rc::clone(&spool),
+            Rc::clone(&journal),
+            sync,
+        ));
+        let results = commit_journal_concurrently(&commit, &journal, 5);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().unwrap_err().raw_os_error() == Some(libc::EIO))
+        );
+        drop(commit);
+        drop(journal);
+        // Refused with 451: none of them may come back after a restart.
+        let (_, recovered) = Journal::open(tmp.path()).unwrap();
+        assert!(recovered.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_sync_fails_its_members_instead_of_hanging_them() {
+        let tmp = TempDir::new("commit-panic");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let spool = Rc::new(spool);
+        let sync: Arc<SyncFn> = Arc::new(|_: &SyncWork| panic!("disk driver bug"));
+        let commit = Rc::new(GroupCommit::with_sync(
+            Rc::clone(&spool),
+            journal(&tmp),
+            sync,
+        ));
+        let results = commit_concurrently(&commit, &spool, 5, || {});
+        assert!(results.iter().all(|r| r.is_err()));
     }
 }

@@ -160,7 +160,8 @@ impl Scheduler {
 
     /// Takes the messages recovered at start-up: those in files, and those in the journal.
     /// A message in both was being moved to its files; the files are the newer copy.
-    pub fn recover(self: &Rc<Self>, files: Vec<Envelope>, journaled: Vec<Recovered>) {
+    /// Returns how many messages it took.
+    pub fn recover(self: &Rc<Self>, files: Vec<Envelope>, journaled: Vec<Recovered>) -> usize {
         let now = unix_now();
         let in_files: std::collections::HashSet<QueueId> =
             files.iter().map(|e| e.id.clone()).collect();
@@ -190,6 +191,7 @@ impl Scheduler {
             ));
         }
         all.sort_by(|a, b| (a.env.arrived, &a.env.id).cmp(&(b.env.arrived, &b.env.id)));
+        let count = all.len();
         for active in all {
             let env = &active.env;
             log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {})",
@@ -209,6 +211,7 @@ impl Scheduler {
             }
         }
         let _ = self.retry_bell.0.try_send(());
+        count
     }
 
     /// Takes a message that was just committed, with its content when it is in memory.
