@@ -494,6 +494,8 @@ fn read_name(msg: &[u8], start: usize) -> Result<(Name, usize), DecodeError> {
     let mut hops = 0usize;
     let mut wire_len = 1usize;
     loop {
+        #[cfg(test)]
+        tests::count_step();
         let len = *msg.get(pos).ok_or(DecodeError::TruncatedName)?;
         match len & 0xc0 {
             0x00 if len == 0 => {
@@ -541,6 +543,20 @@ fn read_name(msg: &[u8], start: usize) -> Result<(Name, usize), DecodeError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        static STEPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// One label or pointer read by `read_name` (the decoder's unit of work).
+    pub(crate) fn count_step() {
+        STEPS.with(|s| s.set(s.get() + 1));
+    }
+
+    /// Name-reading steps taken on this thread so far.
+    pub(crate) fn steps() -> usize {
+        STEPS.with(|s| s.get())
+    }
 
     /// Decodes hex written in the test sources.
     pub(crate) fn hex(text: &str) -> Vec<u8> {
