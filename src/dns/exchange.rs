@@ -478,4 +478,89 @@ mod tests {
         ex.handle_transport_error(t0);
         assert_eq!(ex.poll_event(), Some(Err(DnsError::Network)));
     }
+
+    /// Random sequences of the inputs the async layer can produce: the exchange always
+    /// ends, never sends more queries than its attempt limit, and only ever falls back
+    /// to TCP after a UDP query.
+    #[test]
+    fn generated_input_sequences() {
+        let mut rng = Prng::from_seed(99);
+        for case in 0..2000u64 {
+            let attempts = 1 + rng.below(5);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut ex = Exchange::new(
+                Name::parse("mail.example.test").unwrap(),
+                RecordType::A,
+                servers(),
+                &options(attempts),
+                case,
+                now,
+            );
+            let (mut udp_sent, mut tcp_sent) = (0, 0);
+            let mut current: Option<Transmit> = None;
+            let mut steps = 0;
+            let result = loop {
+                if let Some(result) = ex.poll_event() {
+                    break result;
+                }
+                steps += 1;
+                assert!(steps < 1000, "case {case} does not end");
+                if let Some(tx) = ex.poll_transmit() {
+                    match tx.transport {
+                        Transport::Udp => udp_sent += 1,
+                        Transport::Tcp => tcp_sent += 1,
+                    }
+                    current = Some(tx);
+                }
+                let deadline = ex
+                    .poll_timeout()
+                    .expect("unfinished exchange has a deadline");
+                assert!(deadline > now);
+                let tx = current.clone().expect("a query was sent");
+                let wire = |message: Vec<u8>| match tx.transport {
+                    Transport::Udp => message,
+                    Transport::Tcp => framed(&message),
+                };
+                match rng.below(8) {
+                    0 => {
+                        now = deadline;
+                        ex.handle_timeout(now);
+                    }
+                    1 => {
+                        now += Duration::from_millis(1);
+                        ex.handle_timeout(now);
+                    }
+                    2 => {
+                        let other = if tx.server == servers()[0] { 1 } else { 0 };
+                        ex.handle_input(servers()[other], &answer_to(&tx, false, 0), now);
+                    }
+                    3 => {
+                        let rcode = [0, 2, 3, 5][rng.below(4)];
+                        ex.handle_input(tx.server, &wire(answer_to(&tx, false, rcode)), now);
+                    }
+                    4 => ex.handle_input(tx.server, &wire(answer_to(&tx, true, 0)), now),
+                    5 => ex.handle_transport_error(now),
+                    6 => {
+                        let junk: Vec<u8> =
+                            (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
+                        ex.handle_input(tx.server, &junk, now);
+                    }
+                    _ => {
+                        let answer = wire(answer_to(&tx, false, 0));
+                        let cut = rng.below(answer.len());
+                        ex.handle_input(tx.server, &answer[..cut], now);
+                        ex.handle_input(tx.server, &answer[cut..], now);
+                    }
+                }
+            };
+            assert!(ex.poll_timeout().is_none());
+            assert!(ex.poll_transmit().is_none());
+            assert!(udp_sent <= attempts, "case {case}: {udp_sent} > {attempts}");
+            assert!(tcp_sent <= udp_sent);
+            if let Ok(response) = result {
+                assert!(matches!(response.rcode, Rcode::NoError | Rcode::NxDomain));
+            }
+        }
+    }
 }

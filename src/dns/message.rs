@@ -105,7 +105,7 @@ pub enum DecodeError {
     LabelTooLong,
     /// A name longer than 255 octets once decompressed.
     NameTooLong,
-    /// A label with a byte that is not a letter, digit, `-` or `_`.
+    /// A label with a byte that is not a letter, digit, `-`, `_` or `/`.
     BadLabel,
     /// A compression pointer to itself or to an offset it already passed.
     PointerLoop,

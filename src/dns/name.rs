@@ -21,16 +21,17 @@ pub enum NameError {
     LabelTooLong,
     /// More than `MAX_NAME_WIRE` octets in wire form.
     NameTooLong,
-    /// A byte that is not a letter, digit, `-` or `_`.
+    /// A byte that is not a letter, digit, `-`, `_` or `/`.
     BadCharacter,
 }
 
 /// A DNS name in presentation form: lower-case ASCII labels joined by dots, without the
 /// trailing dot. The root name is the empty string and prints as `.`.
 ///
-/// Labels hold letters, digits, `-` and `_` (service labels such as `_mta-sts` and the
-/// host names found in the wild); this is stricter than RFC 1035 allows on the wire and is
-/// what a mail gateway can safely log and connect to.
+/// Labels hold letters, digits, `-`, `_` (service labels such as `_mta-sts`, and host
+/// names found in the wild) and `/` (RFC 2317 classless reverse delegation, as in
+/// `25.0/25.2.0.192.in-addr.arpa`). This is stricter than RFC 1035 allows on the wire and
+/// keeps every name safe to log and to put in a header.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(String);
 
@@ -161,7 +162,7 @@ impl NameBuilder {
         }
         if !label
             .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/'))
         {
             return Err(NameError::BadCharacter);
         }
@@ -211,6 +212,10 @@ mod tests {
         assert_eq!(Name::parse("a..b"), Err(NameError::EmptyLabel));
         assert_eq!(Name::parse(".a"), Err(NameError::EmptyLabel));
         assert_eq!(Name::parse("a b.c"), Err(NameError::BadCharacter));
+        assert_eq!(Name::parse("a\\.b"), Err(NameError::BadCharacter));
+        assert_eq!(Name::parse("a:b"), Err(NameError::BadCharacter));
+        assert!(Name::parse("25.0/25.2.0.192.in-addr.arpa").is_ok());
+        assert!(Name::parse("_mta-sts.example.test").is_ok());
         assert_eq!(Name::parse("\u{e9}.c"), Err(NameError::BadCharacter));
         let long_label = "a".repeat(64);
         assert_eq!(Name::parse(&long_label), Err(NameError::LabelTooLong));

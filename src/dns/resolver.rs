@@ -209,7 +209,7 @@ impl Resolver {
                 match with_deadline(open(&transmit), deadline).await {
                     Some(Ok(opened)) => link = Some(opened),
                     Some(Err(error)) => {
-                        log::debug!("dns: {}: {error}", transmit.server);
+                        log::debug!(target: "dns", "{}: {error}", transmit.server);
                         exchange.handle_transport_error(Instant::now());
                         continue;
                     }
@@ -240,7 +240,7 @@ impl Resolver {
                 }
                 Some(Ok((n, from))) => exchange.handle_input(from, &buffer[..n], now),
                 Some(Err(error)) => {
-                    log::debug!("dns: receive: {error}");
+                    log::debug!(target: "dns", "receive: {error}");
                     exchange.handle_transport_error(now);
                 }
             }
