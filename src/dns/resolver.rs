@@ -113,10 +113,13 @@ impl Resolver {
         if !addresses.is_empty() {
             return Ok(addresses);
         }
-        match (v4, v6) {
-            (Err(e), _) | (_, Err(e)) if e != DnsError::NxDomain => Err(e),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            _ => Ok(addresses),
+        // No addresses: a temporary failure of either family outranks NXDOMAIN, which
+        // outranks "exists without addresses".
+        let errors = [v4.err(), v6.err()];
+        let mut errors = errors.iter().flatten();
+        match errors.clone().find(|e| !e.is_permanent()).or(errors.next()) {
+            Some(error) => Err(*error),
+            None => Ok(addresses),
         }
     }
 
