@@ -209,6 +209,13 @@ fn postfix_smtp_source_load_arrives_complete_at_smtp_sink() {
         .expect("smtp-source (Debian package postfix)");
     assert!(status.success());
     wait_until("200 messages at smtp-sink", || sink.dumps().len() >= 200);
-    wait_until("the queue to empty", || gw.queue_files().is_empty());
+    wait_until("200 deliveries in the log", || {
+        gw.log_text().matches("status=sent").count() >= 200
+    });
+    wait_until("200 removals in the log", || {
+        gw.log_text().matches(": removed").count() >= 200
+    });
+    assert_eq!(sink.dumps().len(), 200);
     assert_eq!(gw.log_text().matches("status=sent").count(), 200);
+    assert!(gw.queue_files().is_empty());
 }

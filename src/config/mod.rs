@@ -115,12 +115,21 @@ pub enum Classification<'a> {
 pub struct System {
     /// The name we give in greetings, EHLO and Received headers.
     pub host_name: String,
+    /// DNS resolvers for MX routing and reverse lookups, asked in order.
+    pub dns_resolvers: Vec<SocketAddr>,
+    /// How long one DNS query waits for an answer before the next resolver is asked.
+    pub dns_timeout: Duration,
 }
+
+/// Default DNS query timeout.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Default for System {
     fn default() -> Self {
         System {
             host_name: "drawbridge.invalid".to_string(),
+            dns_resolvers: Vec::new(),
+            dns_timeout: DEFAULT_DNS_TIMEOUT,
         }
     }
 }
@@ -155,6 +164,32 @@ pub struct Service {
     pub greet_delay: Duration,
     /// Which EHLO extensions are advertised (the seeds' `EhloKeywords`).
     pub ehlo_keywords: EhloKeywords,
+    /// Recipient verification against the internal servers (callouts).
+    pub verify: Verify,
+}
+
+/// Recipient verification: RCPT for a domain routed to internal relays is checked live
+/// against the internal server before we answer, so unknown users are refused at the door.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    pub enabled: bool,
+    /// How long a "user exists" answer is remembered.
+    pub positive_ttl: Duration,
+    /// How long a "no such user" answer is remembered.
+    pub negative_ttl: Duration,
+    /// With every internal server unreachable: accept (true) or answer 451 (false).
+    pub accept_when_unreachable: bool,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            enabled: false,
+            positive_ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(600),
+            accept_when_unreachable: false,
+        }
+    }
 }
 
 impl Default for Service {
@@ -173,6 +208,7 @@ impl Default for Service {
             error_limit: 10,
             greet_delay: Duration::ZERO,
             ehlo_keywords: EhloKeywords::ALL,
+            verify: Verify::default(),
         }
     }
 }
@@ -393,12 +429,16 @@ pub enum NextHop {
     Relay(Vec<SocketAddr>),
     /// One smarthost for everything the route matches.
     Smarthost(Vec<SocketAddr>),
+    /// The recipient domain's MX records (RFC 5321 §5.1), looked up by our DNS client.
+    Mx,
 }
 
 impl NextHop {
+    /// The fixed hosts of a relay list or smarthost; none for MX routing.
     pub fn hosts(&self) -> &[SocketAddr] {
         match self {
             NextHop::Relay(h) | NextHop::Smarthost(h) => h,
+            NextHop::Mx => &[],
         }
     }
 }
@@ -410,6 +450,8 @@ pub struct QueueSettings {
     pub retry: Vec<Duration>,
     /// A message older than this is returned to its sender.
     pub max_lifetime: Duration,
+    /// After this long undelivered, the sender gets one delay notice; zero means never.
+    pub delay_notice: Duration,
 }
 
 impl Default for QueueSettings {
@@ -418,6 +460,7 @@ impl Default for QueueSettings {
         QueueSettings {
             retry: vec![m(5), m(15), m(30), m(60), m(120), m(240)],
             max_lifetime: Duration::from_secs(5 * 24 * 3600),
+            delay_notice: Duration::ZERO,
         }
     }
 }

@@ -331,7 +331,7 @@ mod tests {
             ),
             (
                 "set system",
-                "incomplete statement 'set system': expected 'host-name'",
+                "incomplete statement 'set system': expected one of host-name, dns",
             ),
             (
                 "set system host-name",
@@ -524,8 +524,8 @@ mod tests {
                 "route 'example.com' has no next hop yet: set 'set route example.com relay …' or 'set route example.com smarthost …' first",
             ),
             (
-                "set route example.com mx",
-                "unknown keyword 'mx' after 'set route example.com': expected one of relay, smarthost",
+                "set route example.com direct",
+                "unknown keyword 'direct' after 'set route example.com': expected one of relay, smarthost, mx",
             ),
             ("set queue retry \"\"", "is not a retry schedule"),
             (

@@ -70,6 +70,8 @@ pub const ERROR_LIMIT: Limit = Limit::new(1, u32::MAX);
 pub const CONCURRENCY_LIMIT: Limit = Limit::new(1, 1000);
 /// Classify rule numbers.
 pub const RULE_NUMBER_LIMIT: Limit = Limit::new(1, 65535);
+/// At most this many DNS resolvers: resolv.conf's own limit is 3; a few more cost nothing.
+pub const MAX_DNS_RESOLVERS: usize = 8;
 /// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
 pub const MIN_MESSAGE_SIZE: u64 = 1024;
 
@@ -78,6 +80,10 @@ pub const MIN_MESSAGE_SIZE: u64 = 1024;
 pub enum Statement {
     /// `set system host-name NAME`
     HostName(String),
+    /// `set system dns resolver ADDR`: adds a resolver unless it is there already.
+    DnsResolver(SocketAddr),
+    /// `set system dns timeout DUR`
+    DnsTimeout(Duration),
     /// `set service SVC …`
     Service(ServiceName, ServiceSetting),
     /// `set classify N …`: replaces rule N as a whole.
@@ -105,6 +111,11 @@ pub enum ServiceSetting {
     ErrorLimit(u32),
     GreetDelay(Duration),
     EhloKeywords(EhloKeywords),
+    VerifyRecipients(bool),
+    VerifyPositiveTtl(Duration),
+    VerifyNegativeTtl(Duration),
+    /// `accept` (true) or `tempfail` (false).
+    VerifyUnreachable(bool),
 }
 
 /// One setting of a route.
@@ -123,6 +134,7 @@ pub enum RouteSetting {
 pub enum QueueSetting {
     Retry(Vec<Duration>),
     MaxLifetime(Duration),
+    DelayNotice(Duration),
 }
 
 #[derive(Clone, Copy)]
@@ -149,6 +161,10 @@ enum ServiceKey {
     ErrorLimit,
     GreetDelay,
     EhloKeywords,
+    VerifyRecipients,
+    VerifyPositiveTtl,
+    VerifyNegativeTtl,
+    VerifyUnreachable,
 }
 
 #[derive(Clone, Copy)]
@@ -165,6 +181,7 @@ enum ClassifyKey {
 enum RouteKey {
     Relay,
     Smarthost,
+    Mx,
     FailoverTimeout,
     AvoidTime,
     Concurrency,
@@ -174,6 +191,19 @@ enum RouteKey {
 enum QueueKey {
     Retry,
     MaxLifetime,
+    DelayNotice,
+}
+
+#[derive(Clone, Copy)]
+enum SystemKey {
+    HostName,
+    Dns,
+}
+
+#[derive(Clone, Copy)]
+enum DnsKey {
+    Resolver,
+    Timeout,
 }
 
 type Keywords<T> = [(&'static str, T)];
@@ -186,7 +216,10 @@ const TOP: &Keywords<Top> = &[
     ("route", Top::Route),
     ("queue", Top::Queue),
 ];
-const SYSTEM: &Keywords<()> = &[("host-name", ())];
+const SYSTEM: &Keywords<SystemKey> = &[("host-name", SystemKey::HostName), ("dns", SystemKey::Dns)];
+const DNS_KEYS: &Keywords<DnsKey> = &[("resolver", DnsKey::Resolver), ("timeout", DnsKey::Timeout)];
+const YES_NO: &Keywords<bool> = &[("yes", true), ("no", false)];
+const UNREACHABLE: &Keywords<bool> = &[("accept", true), ("tempfail", false)];
 const SERVICES: &Keywords<ServiceName> = &[
     ("inbound", ServiceName::Inbound),
     ("outbound", ServiceName::Outbound),
@@ -208,6 +241,10 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("error-limit", ServiceKey::ErrorLimit),
     ("greet-delay", ServiceKey::GreetDelay),
     ("ehlo-keywords", ServiceKey::EhloKeywords),
+    ("verify-recipients", ServiceKey::VerifyRecipients),
+    ("verify-positive-ttl", ServiceKey::VerifyPositiveTtl),
+    ("verify-negative-ttl", ServiceKey::VerifyNegativeTtl),
+    ("verify-unreachable", ServiceKey::VerifyUnreachable),
 ];
 const CLASSIFY_KEYS: &Keywords<ClassifyKey> = &[
     ("local", ClassifyKey::Local),
@@ -220,6 +257,7 @@ const CLASSIFY_KEYS: &Keywords<ClassifyKey> = &[
 const ROUTE_KEYS: &Keywords<RouteKey> = &[
     ("relay", RouteKey::Relay),
     ("smarthost", RouteKey::Smarthost),
+    ("mx", RouteKey::Mx),
     ("failover-timeout", RouteKey::FailoverTimeout),
     ("avoid-time", RouteKey::AvoidTime),
     ("concurrency", RouteKey::Concurrency),
@@ -227,6 +265,7 @@ const ROUTE_KEYS: &Keywords<RouteKey> = &[
 const QUEUE_KEYS: &Keywords<QueueKey> = &[
     ("retry", QueueKey::Retry),
     ("max-lifetime", QueueKey::MaxLifetime),
+    ("delay-notice", QueueKey::DelayNotice),
 ];
 
 fn names<T>(keywords: &Keywords<T>) -> Vec<&'static str> {
@@ -357,10 +396,19 @@ impl Statement {
         let mut c = Cursor { words, next: 0 };
         c.keyword(SET)?;
         let statement = match c.keyword(TOP)? {
-            Top::System => {
-                c.keyword(SYSTEM)?;
-                Statement::HostName(value::host_name(c.value(value::HOST_NAME_EXPECTED)?)?)
-            }
+            Top::System => match c.keyword(SYSTEM)? {
+                SystemKey::HostName => {
+                    Statement::HostName(value::host_name(c.value(value::HOST_NAME_EXPECTED)?)?)
+                }
+                SystemKey::Dns => match c.keyword(DNS_KEYS)? {
+                    DnsKey::Resolver => {
+                        Statement::DnsResolver(value::resolver(c.value(value::RESOLVER_EXPECTED)?)?)
+                    }
+                    DnsKey::Timeout => {
+                        Statement::DnsTimeout(c.duration("dns timeout", Zero::Refused)?)
+                    }
+                },
+            },
             Top::Service => {
                 let name = c.keyword(SERVICES)?;
                 let key = c.keyword(SERVICE_KEYS)?;
@@ -381,6 +429,9 @@ impl Statement {
                 QueueKey::MaxLifetime => {
                     QueueSetting::MaxLifetime(c.duration("max-lifetime", Zero::Refused)?)
                 }
+                QueueKey::DelayNotice => {
+                    QueueSetting::DelayNotice(c.duration("delay-notice", Zero::Allowed)?)
+                }
             }),
         };
         c.finish()?;
@@ -391,6 +442,19 @@ impl Statement {
     pub fn apply(&self, config: &mut Config) -> Result<(), LineError> {
         match self {
             Statement::HostName(name) => config.system.host_name = name.clone(),
+            Statement::DnsResolver(addr) => {
+                let resolvers = &mut config.system.dns_resolvers;
+                if !resolvers.contains(addr) {
+                    if resolvers.len() >= MAX_DNS_RESOLVERS {
+                        return Err(LineError::TooMany {
+                            what: "DNS resolvers",
+                            limit: MAX_DNS_RESOLVERS,
+                        });
+                    }
+                    resolvers.push(*addr);
+                }
+            }
+            Statement::DnsTimeout(d) => config.system.dns_timeout = *d,
             Statement::Service(name, setting) => {
                 let s = config.service_mut(*name);
                 match setting {
@@ -417,6 +481,10 @@ impl Statement {
                     ServiceSetting::ErrorLimit(n) => s.error_limit = *n,
                     ServiceSetting::GreetDelay(d) => s.greet_delay = *d,
                     ServiceSetting::EhloKeywords(k) => s.ehlo_keywords = *k,
+                    ServiceSetting::VerifyRecipients(on) => s.verify.enabled = *on,
+                    ServiceSetting::VerifyPositiveTtl(d) => s.verify.positive_ttl = *d,
+                    ServiceSetting::VerifyNegativeTtl(d) => s.verify.negative_ttl = *d,
+                    ServiceSetting::VerifyUnreachable(a) => s.verify.accept_when_unreachable = *a,
                 }
             }
             Statement::Classify(number, rule) => {
@@ -462,6 +530,7 @@ impl Statement {
             }
             Statement::Queue(QueueSetting::Retry(steps)) => config.queue.retry = steps.clone(),
             Statement::Queue(QueueSetting::MaxLifetime(d)) => config.queue.max_lifetime = *d,
+            Statement::Queue(QueueSetting::DelayNotice(d)) => config.queue.delay_notice = *d,
         }
         Ok(())
     }
@@ -508,6 +577,14 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
         ServiceKey::EhloKeywords => {
             S::EhloKeywords(value::ehlo_keywords(c.value(value::EHLO_EXPECTED)?)?)
         }
+        ServiceKey::VerifyRecipients => S::VerifyRecipients(c.keyword(YES_NO)?),
+        ServiceKey::VerifyPositiveTtl => {
+            S::VerifyPositiveTtl(c.duration("verify-positive-ttl", Zero::Allowed)?)
+        }
+        ServiceKey::VerifyNegativeTtl => {
+            S::VerifyNegativeTtl(c.duration("verify-negative-ttl", Zero::Allowed)?)
+        }
+        ServiceKey::VerifyUnreachable => S::VerifyUnreachable(c.keyword(UNREACHABLE)?),
     })
 }
 
@@ -570,6 +647,7 @@ fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
         RouteKey::Smarthost => RouteSetting::NextHop(NextHop::Smarthost(value::hosts(
             c.value(value::HOSTS_EXPECTED)?,
         )?)),
+        RouteKey::Mx => RouteSetting::NextHop(NextHop::Mx),
         RouteKey::FailoverTimeout => {
             RouteSetting::FailoverTimeout(c.duration("failover-timeout", Zero::Refused)?)
         }
@@ -589,6 +667,12 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     let default = Config::default();
     if config.system.host_name != default.system.host_name {
         out.push(Statement::HostName(config.system.host_name.clone()));
+    }
+    for addr in &config.system.dns_resolvers {
+        out.push(Statement::DnsResolver(*addr));
+    }
+    if config.system.dns_timeout != default.system.dns_timeout {
+        out.push(Statement::DnsTimeout(config.system.dns_timeout));
     }
     for name in ServiceName::ALL {
         let s = config.service(name);
@@ -641,6 +725,22 @@ pub fn statements(config: &Config) -> Vec<Statement> {
                 s.ehlo_keywords != d.ehlo_keywords,
                 S::EhloKeywords(s.ehlo_keywords),
             ),
+            (
+                s.verify.enabled != d.verify.enabled,
+                S::VerifyRecipients(s.verify.enabled),
+            ),
+            (
+                s.verify.positive_ttl != d.verify.positive_ttl,
+                S::VerifyPositiveTtl(s.verify.positive_ttl),
+            ),
+            (
+                s.verify.negative_ttl != d.verify.negative_ttl,
+                S::VerifyNegativeTtl(s.verify.negative_ttl),
+            ),
+            (
+                s.verify.accept_when_unreachable != d.verify.accept_when_unreachable,
+                S::VerifyUnreachable(s.verify.accept_when_unreachable),
+            ),
         ];
         for (differs, setting) in pairs {
             if differs {
@@ -675,6 +775,11 @@ pub fn statements(config: &Config) -> Vec<Statement> {
             config.queue.max_lifetime,
         )));
     }
+    if config.queue.delay_notice != default.queue.delay_notice {
+        out.push(Statement::Queue(QueueSetting::DelayNotice(
+            config.queue.delay_notice,
+        )));
+    }
     out
 }
 
@@ -684,6 +789,8 @@ impl fmt::Display for Statement {
         let dur = |d: &Duration| value::format_duration(*d);
         match self {
             Statement::HostName(name) => write!(f, "set system host-name {}", lex::word(name)),
+            Statement::DnsResolver(addr) => write!(f, "set system dns resolver {addr}"),
+            Statement::DnsTimeout(d) => write!(f, "set system dns timeout {}", dur(d)),
             Statement::Service(name, setting) => {
                 write!(f, "set service {name} ")?;
                 match setting {
@@ -711,6 +818,20 @@ impl fmt::Display for Statement {
                         f,
                         "ehlo-keywords {}",
                         lex::quoted(&value::format_ehlo_keywords(*k))
+                    ),
+                    ServiceSetting::VerifyRecipients(on) => {
+                        write!(f, "verify-recipients {}", if *on { "yes" } else { "no" })
+                    }
+                    ServiceSetting::VerifyPositiveTtl(d) => {
+                        write!(f, "verify-positive-ttl {}", dur(d))
+                    }
+                    ServiceSetting::VerifyNegativeTtl(d) => {
+                        write!(f, "verify-negative-ttl {}", dur(d))
+                    }
+                    ServiceSetting::VerifyUnreachable(accept) => write!(
+                        f,
+                        "verify-unreachable {}",
+                        if *accept { "accept" } else { "tempfail" }
                     ),
                 }
             }
@@ -742,6 +863,7 @@ impl fmt::Display for Statement {
                     RouteSetting::NextHop(NextHop::Smarthost(hosts)) => {
                         write!(f, "smarthost {}", lex::word(&value::format_hosts(hosts)))
                     }
+                    RouteSetting::NextHop(NextHop::Mx) => f.write_str("mx"),
                     RouteSetting::FailoverTimeout(d) => write!(f, "failover-timeout {}", dur(d)),
                     RouteSetting::AvoidTime(d) => write!(f, "avoid-time {}", dur(d)),
                     RouteSetting::Concurrency(n) => write!(f, "concurrency {n}"),
@@ -756,6 +878,9 @@ impl fmt::Display for Statement {
             }
             Statement::Queue(QueueSetting::MaxLifetime(d)) => {
                 write!(f, "set queue max-lifetime {}", dur(d))
+            }
+            Statement::Queue(QueueSetting::DelayNotice(d)) => {
+                write!(f, "set queue delay-notice {}", dur(d))
             }
         }
     }
@@ -847,5 +972,46 @@ mod tests {
                 "set queue retry \"1m\""
             ]
         );
+    }
+
+    #[test]
+    fn dns_mx_delay_notice_and_verification_settings_round_trip() {
+        let text = "set system dns resolver 127.0.0.1\n\
+                    set system dns resolver [::1]:5353\n\
+                    set system dns timeout 5s\n\
+                    set service inbound verify-recipients yes\n\
+                    set service inbound verify-positive-ttl 2h\n\
+                    set service inbound verify-negative-ttl 0s\n\
+                    set service inbound verify-unreachable accept\n\
+                    set route * mx\n\
+                    set queue delay-notice 4h\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(
+            cfg.system.dns_resolvers,
+            [
+                "127.0.0.1:53".parse().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.system.dns_timeout, Duration::from_secs(5));
+        assert!(cfg.inbound.verify.enabled && cfg.inbound.verify.accept_when_unreachable);
+        assert_eq!(cfg.inbound.verify.negative_ttl, Duration::ZERO);
+        assert_eq!(cfg.routes[&DomainPattern::Any].next_hop, NextHop::Mx);
+        assert_eq!(cfg.queue.delay_notice, Duration::from_secs(4 * 3600));
+        let printed = crate::config::text::print(&cfg);
+        assert_eq!(
+            printed,
+            text.replace("resolver 127.0.0.1\n", "resolver 127.0.0.1:53\n")
+        );
+        assert_eq!(crate::config::text::parse(&printed).unwrap(), cfg);
+        for bad in [
+            "set system dns resolver nameserver.example",
+            "set system dns resolver 127.0.0.1:0",
+            "set service inbound verify-recipients maybe",
+            "set service inbound verify-unreachable bounce",
+            "set route * mx extra",
+        ] {
+            assert!(Statement::parse(bad).is_err(), "{bad}");
+        }
     }
 }

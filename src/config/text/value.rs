@@ -44,6 +44,11 @@ pub const DURATION_EXPECTED: &str = "a number with a unit s, m, h or d (e.g. 30s
 pub const SIZE_EXPECTED: &str = "a number of bytes, or with a unit k, m or g (e.g. 35m)";
 /// What a listen address looks like, for messages.
 pub const LISTEN_EXPECTED: &str = "an address and port such as 0.0.0.0:25 or [::]:25";
+/// What a DNS resolver address looks like, for messages.
+pub const RESOLVER_EXPECTED: &str =
+    "an address with an optional port such as 10.1.1.53 or [::1]:53";
+/// The DNS port, when a resolver is given without one.
+pub const DNS_PORT: u16 = 53;
 /// What a relay list looks like, for messages.
 pub const HOSTS_EXPECTED: &str = "a list of [address]:port such as [10.1.1.5]:25,[10.1.1.6]:25";
 /// What a network looks like, for messages.
@@ -184,6 +189,20 @@ pub fn port(text: &str) -> Result<u16, LineError> {
         _ => Err(invalid(
             text,
             format!("is not a port: expected {PORT_EXPECTED}"),
+        )),
+    }
+}
+
+/// A DNS resolver: `address`, `address:port` or `[v6]:port`; the port defaults to 53.
+pub fn resolver(text: &str) -> Result<SocketAddr, LineError> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, DNS_PORT));
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        _ => Err(invalid(
+            text,
+            format!("is not a resolver address: expected {RESOLVER_EXPECTED}"),
         )),
     }
 }
