@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -10,6 +11,7 @@ use std::rc::Rc;
 use smol::LocalExecutor;
 
 use crate::config::{Config, ServiceName};
+use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::Scheduler;
@@ -73,6 +75,43 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
 }
 
+/// The DNS client: the configured resolvers, or on a host without any, the ones in
+/// `/etc/resolv.conf`.
+fn resolver(config: &Config) -> Option<Rc<Resolver>> {
+    let mut servers = config.system.dns_resolvers.clone();
+    if servers.is_empty() {
+        servers = std::fs::read_to_string(RESOLV_CONF)
+            .map(|text| resolv_conf_servers(&text))
+            .unwrap_or_default();
+        if !servers.is_empty() {
+            log::info!(target: "main", "DNS: no resolvers configured, using those in {RESOLV_CONF}");
+        }
+    }
+    if servers.is_empty() {
+        log::warn!(target: "main", "DNS: no resolvers; MX routes will defer their mail");
+        return None;
+    }
+    let options = ResolverOptions {
+        timeout: config.system.dns_timeout,
+        ..ResolverOptions::default()
+    };
+    Some(Rc::new(Resolver::new(servers, options)))
+}
+
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The `nameserver` lines of a resolv.conf, on port 53.
+fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            let ip: IpAddr = words.next()?.parse().ok()?;
+            Some(SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
 /// Runs the gateway until the process is killed. Errors are start-up errors.
 pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let _lock = lock_state_dir(state_dir)?;
@@ -83,10 +122,12 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let commit = Rc::new(GroupCommit::new(spool.clone(), journal.clone()));
     let config = Rc::new(config);
     let executor = Rc::new(LocalExecutor::new());
+    let resolver = resolver(&config);
     let scheduler = Scheduler::new(
         spool.clone(),
         journal.clone(),
         commit.clone(),
+        resolver,
         config.clone(),
         executor.clone(),
     );
@@ -123,4 +164,18 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     }
     smol::block_on(executor.run(std::future::pending::<()>()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text = "# comment\nnameserver 10.0.0.53\nsearch example.com\nnameserver ::1\nnameserver bogus\n";
+        assert_eq!(
+            resolv_conf_servers(text),
+            ["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+    }
 }

@@ -3,17 +3,15 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use drawbridge::dns::{DnsError, MxAnswer, Name, Query, RecordType, Resolver, ResolverOptions};
+mod common;
 
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
-/// How long a test waits for dnsmasq to answer its first query.
-const STARTUP: Duration = Duration::from_secs(10);
+use common::{Dnsmasq, free_udp_and_tcp_port};
+use drawbridge::dns::{DnsError, MxAnswer, Name, RecordType, Resolver, ResolverOptions};
 
 fn name(text: &str) -> Name {
     Name::parse(text).unwrap()
@@ -24,93 +22,6 @@ fn options(timeout_ms: u64, cache_entries: usize) -> ResolverOptions {
         timeout: Duration::from_millis(timeout_ms),
         attempts: 4,
         cache_entries,
-    }
-}
-
-/// A dnsmasq serving only the records given on its command line; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Dnsmasq {
-    fn start(records: &[&str]) -> Dnsmasq {
-        for _ in 0..5 {
-            let port = free_udp_and_tcp_port();
-            let mut command = Command::new(DNSMASQ);
-            command
-                .arg("--no-daemon")
-                .arg(format!("--port={port}"))
-                .args([
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--conf-file=/dev/null",
-                    "--local=/test/",
-                    "--local=/arpa/",
-                    "--pid-file",
-                ])
-                .args(records)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            if unsafe { libc::geteuid() } == 0 {
-                command.arg("--user=root");
-            }
-            let child = command.spawn().expect("start dnsmasq");
-            let mut server = Dnsmasq {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            if server.wait_ready() {
-                return server;
-            }
-            let _ = server.child.kill();
-        }
-        panic!("dnsmasq did not start");
-    }
-
-    /// Polls with a plain query until dnsmasq answers or exits.
-    fn wait_ready(&mut self) -> bool {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let query = Query::new(7, name("ready.test"), RecordType::A).encode();
-        let start = Instant::now();
-        let mut buffer = [0u8; 512];
-        while start.elapsed() < STARTUP {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            let _ = socket.send_to(&query, self.addr);
-            if let Ok((_, from)) = socket.recv_from(&mut buffer) {
-                if from == self.addr {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 at the time of asking.
-fn free_udp_and_tcp_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

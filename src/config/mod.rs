@@ -401,7 +401,12 @@ pub struct Route {
     pub avoid_time: Duration,
     /// Most connections open at once to this route's next hop.
     pub concurrency: u32,
+    /// The port of the hosts an MX lookup finds (RFC 5321 §4.5.4.2: 25).
+    pub mx_port: u16,
 }
+
+/// The SMTP port, for MX hosts.
+pub const SMTP_PORT: u16 = 25;
 
 /// Default failover timeout: the seeds' `FailoverTimeout 10`.
 pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -413,6 +418,7 @@ impl Route {
             failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             avoid_time: Duration::from_secs(60),
             concurrency: 20,
+            mx_port: SMTP_PORT,
         }
     }
 

@@ -311,7 +311,11 @@ mod tests {
             Classification::Category("EXTERNAL")
         );
         assert_eq!(cfg.route_for("mail.example.com").unwrap().1.next_hop, relay);
-        assert!(cfg.route_for("example.org").is_none());
+        // Everything else goes out by MX: the outbound service's default route.
+        assert_eq!(
+            cfg.route_for("example.org").unwrap().1.next_hop,
+            NextHop::Mx
+        );
         assert_eq!(parse(&print(&cfg)).unwrap(), cfg);
     }
 
@@ -525,7 +529,7 @@ mod tests {
             ),
             (
                 "set route example.com direct",
-                "unknown keyword 'direct' after 'set route example.com': expected one of relay, smarthost, mx",
+                "unknown keyword 'direct' after 'set route example.com': expected one of relay, smarthost, mx, failover-timeout",
             ),
             ("set queue retry \"\"", "is not a retry schedule"),
             (

@@ -19,7 +19,8 @@ use smol::channel::{Receiver, Sender, unbounded};
 use smol::future::FutureExt as _;
 
 use crate::clock::unix_now;
-use crate::config::{Config, DomainPattern};
+use crate::config::{Config, DomainPattern, NextHop};
+use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
 use crate::net::connection::Connection;
 use crate::queue::{
@@ -51,6 +52,26 @@ pub mod notify {
             .map(|(_, n)| n)
             .collect();
         (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+/// Where a job goes: the fixed hosts of a route, or the MX hosts of one domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DestKey {
+    /// A relay list or smarthost: every domain the route matches shares its hosts.
+    Route(DomainPattern),
+    /// MX routing: each recipient domain is its own destination.
+    Mx {
+        route: DomainPattern,
+        domain: String,
+    },
+}
+
+impl DestKey {
+    fn route(&self) -> &DomainPattern {
+        match self {
+            DestKey::Route(r) | DestKey::Mx { route: r, .. } => r,
+        }
     }
 }
 
@@ -108,7 +129,7 @@ impl Destination {
 #[derive(Default)]
 struct Inner {
     messages: HashMap<QueueId, Active>,
-    destinations: HashMap<DomainPattern, Destination>,
+    destinations: HashMap<DestKey, Destination>,
     /// (unix time of the next attempt, id); stale entries are skipped when popped.
     deferred: BinaryHeap<Reverse<(u64, QueueId)>>,
 }
@@ -121,6 +142,7 @@ pub struct Scheduler {
     commit: Rc<GroupCommit>,
     config: RefCell<Rc<Config>>,
     client_config: Rc<ClientConfig>,
+    resolver: Option<Rc<Resolver>>,
     executor: Rc<LocalExecutor<'static>>,
     retry_bell: (Sender<()>, Receiver<()>),
 }
@@ -130,6 +152,7 @@ impl Scheduler {
         spool: Rc<Spool>,
         journal: Rc<RefCell<Journal>>,
         commit: Rc<GroupCommit>,
+        resolver: Option<Rc<Resolver>>,
         config: Rc<Config>,
         executor: Rc<LocalExecutor<'static>>,
     ) -> Rc<Scheduler> {
@@ -144,6 +167,7 @@ impl Scheduler {
             commit,
             config: RefCell::new(config),
             client_config,
+            resolver,
             executor,
             retry_bell: unbounded(),
         })
@@ -248,7 +272,7 @@ impl Scheduler {
     /// Splits a message's undelivered recipients into jobs per destination.
     fn dispatch(self: &Rc<Self>, id: &QueueId) {
         let config = self.config();
-        let mut woken: Vec<(DomainPattern, usize)> = Vec::new();
+        let mut woken: Vec<(DestKey, usize)> = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let Some(active) = inner.messages.get_mut(id) else {
@@ -257,7 +281,7 @@ impl Scheduler {
             if active.in_flight > 0 || active.env.held {
                 return;
             }
-            let mut by_dest: BTreeMap<DomainPattern, Vec<usize>> = BTreeMap::new();
+            let mut by_dest: BTreeMap<DestKey, Vec<usize>> = BTreeMap::new();
             let mut unroutable = Vec::new();
             for (i, r) in active.env.recipients.iter().enumerate() {
                 if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred { .. }) {
@@ -266,7 +290,16 @@ impl Scheduler {
                 let domain = policy::domain_of(&r.address)
                     .unwrap_or_else(|| config.system.host_name.to_ascii_lowercase());
                 match config.route_for(&domain) {
-                    Some((pattern, _)) => by_dest.entry(pattern.clone()).or_default().push(i),
+                    Some((pattern, route)) => {
+                        let key = match route.next_hop {
+                            NextHop::Mx => DestKey::Mx {
+                                route: pattern.clone(),
+                                domain,
+                            },
+                            _ => DestKey::Route(pattern.clone()),
+                        };
+                        by_dest.entry(key).or_default().push(i)
+                    }
                     None => unroutable.push(i),
                 }
             }
@@ -313,8 +346,11 @@ impl Scheduler {
 
     /// Gets `count` new jobs at `dest` moving: idle connections first, then new ones
     /// up to the route's concurrency limit.
-    fn wake(self: &Rc<Self>, config: &Config, dest: DomainPattern, count: usize) {
-        let limit = config.routes.get(&dest).map_or(1, |r| r.concurrency.max(1));
+    fn wake(self: &Rc<Self>, config: &Config, dest: DestKey, count: usize) {
+        let limit = config
+            .routes
+            .get(dest.route())
+            .map_or(1, |r| r.concurrency.max(1));
         let mut spawn = 0;
         {
             let mut inner = self.inner.borrow_mut();
@@ -337,7 +373,7 @@ impl Scheduler {
         }
     }
 
-    fn take_job(&self, dest: &DomainPattern) -> Option<Job> {
+    fn take_job(&self, dest: &DestKey) -> Option<Job> {
         self.inner
             .borrow_mut()
             .destinations
@@ -347,7 +383,7 @@ impl Scheduler {
     }
 
     /// One connection's life: take jobs for `dest` until there are none for a while.
-    async fn worker(self: Rc<Self>, dest: DomainPattern) {
+    async fn worker(self: Rc<Self>, dest: DestKey) {
         let mut conn: Option<Connection> = None;
         let mut idle_expired = false;
         loop {
@@ -370,8 +406,8 @@ impl Scheduler {
             if !conn.as_ref().is_some_and(Connection::is_usable) {
                 match self.connect(&dest).await {
                     Ok(c) => conn = Some(c),
-                    Err(reason) => {
-                        self.defer_destination(&dest, job, &reason);
+                    Err(reply) => {
+                        self.fail_destination(&dest, job, &reply);
                         break;
                     }
                 }
@@ -400,7 +436,7 @@ impl Scheduler {
         }
     }
 
-    fn set_idle(&self, dest: &DomainPattern, idle: bool) -> Receiver<()> {
+    fn set_idle(&self, dest: &DestKey, idle: bool) -> Receiver<()> {
         let mut inner = self.inner.borrow_mut();
         let d = inner
             .destinations
@@ -414,30 +450,44 @@ impl Scheduler {
         d.bell.1.clone()
     }
 
-    /// Opens a connection to the destination's next host in round-robin order,
-    /// passing over hosts that failed recently and failing over on error or timeout.
-    async fn connect(&self, dest: &DomainPattern) -> Result<Connection, String> {
+    /// Opens a connection to the destination: a relay list's hosts in round-robin order,
+    /// or a domain's MX hosts in preference order, passing over hosts that failed recently
+    /// and failing over on error or timeout. The error is the reply every job waiting for
+    /// this destination gets: temporary, or permanent where DNS says the domain cannot
+    /// take mail.
+    async fn connect(&self, dest: &DestKey) -> Result<Connection, Reply> {
         let config = self.config();
-        let Some(route) = config.routes.get(dest) else {
-            return Err("route removed from the configuration".into());
+        let Some(route) = config.routes.get(dest.route()) else {
+            return Err(Reply::new(
+                451,
+                "4.4.0",
+                "Route removed from the configuration",
+            ));
         };
-        let hosts = route.next_hop.hosts();
-        if hosts.is_empty() {
-            return Err("route has no hosts".into());
-        }
-        let start = {
-            let mut inner = self.inner.borrow_mut();
-            let d = inner
-                .destinations
-                .entry(dest.clone())
-                .or_insert_with(Destination::new);
-            let start = d.next_host;
-            d.next_host = d.next_host.wrapping_add(1);
-            start
+        let hosts = match dest {
+            DestKey::Route(_) => {
+                let hosts = route.next_hop.hosts();
+                if hosts.is_empty() {
+                    return Err(Reply::new(451, "4.4.0", "Route has no hosts"));
+                }
+                let start = {
+                    let mut inner = self.inner.borrow_mut();
+                    let d = inner
+                        .destinations
+                        .entry(dest.clone())
+                        .or_insert_with(Destination::new);
+                    let start = d.next_host;
+                    d.next_host = d.next_host.wrapping_add(1);
+                    start
+                };
+                (0..hosts.len())
+                    .map(|k| hosts[(start + k) % hosts.len()])
+                    .collect()
+            }
+            DestKey::Mx { domain, .. } => self.mx_hosts(domain, route.mx_port).await?,
         };
         let mut last = String::from("all hosts failed recently and are passed over for now");
-        for k in 0..hosts.len() {
-            let host = hosts[(start + k) % hosts.len()];
+        for host in hosts {
             let now = Instant::now();
             let avoided = self
                 .inner
@@ -461,7 +511,59 @@ impl Scheduler {
                 }
             }
         }
-        Err(last)
+        Err(Reply::new(451, "4.4.1", last))
+    }
+
+    /// The hosts mail for `domain` goes to (RFC 5321 §5.1): its MX hosts by preference
+    /// (equal preferences in random order), or its own address when it has no MX, or
+    /// the address of an address literal. A null MX (RFC 7505) is a permanent failure.
+    async fn mx_hosts(&self, domain: &str, port: u16) -> Result<Vec<SocketAddr>, Reply> {
+        if let Some(ip) = address_literal(domain) {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let Some(resolver) = &self.resolver else {
+            return Err(Reply::new(451, "4.4.3", "No DNS resolvers configured"));
+        };
+        let name = Name::parse(domain)
+            .map_err(|_| Reply::new(550, "5.1.2", format!("Bad destination domain {domain}")))?;
+        let exchanges = match resolver.lookup_mx(&name).await {
+            Ok(MxAnswer::NullMx) => {
+                return Err(Reply::new(
+                    556,
+                    "5.1.10",
+                    format!("Domain {domain} does not accept mail (null MX)"),
+                ));
+            }
+            Ok(MxAnswer::NoMx) => vec![name],
+            Ok(MxAnswer::Exchanges(list)) => list.into_iter().map(|mx| mx.exchange).collect(),
+            Err(e) => {
+                log::info!(target: "smtp", "MX lookup for {domain}: {e}");
+                return Err(e.reply());
+            }
+        };
+        let mut hosts = Vec::new();
+        let mut last = None;
+        for exchange in exchanges {
+            match resolver.lookup_ip(&exchange).await {
+                Ok(ips) => hosts.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port))),
+                Err(e) => {
+                    log::info!(target: "smtp", "address lookup for {exchange} (MX of {domain}): {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        if hosts.is_empty() {
+            let reply = match last {
+                Some(e) if !e.is_permanent() => e.reply(),
+                _ => Reply::new(
+                    451,
+                    "4.4.4",
+                    format!("No address found for the mail hosts of {domain}"),
+                ),
+            };
+            return Err(reply);
+        }
+        Ok(hosts)
     }
 
     /// The transaction for a job, reading the content once per message.
@@ -510,13 +612,12 @@ impl Scheduler {
         })
     }
 
-    /// Gives every job waiting at `dest`, and `first`, a temporary failure.
-    fn defer_destination(self: &Rc<Self>, dest: &DomainPattern, first: Job, reason: &str) {
+    /// Gives every job waiting at `dest`, and `first`, the reply that ended the attempt.
+    fn fail_destination(self: &Rc<Self>, dest: &DestKey, first: Job, reply: &Reply) {
         let mut jobs = vec![first];
         if let Some(d) = self.inner.borrow_mut().destinations.get_mut(dest) {
             jobs.extend(d.jobs.drain(..));
         }
-        let reply = Reply::new(451, "4.4.1", reason.to_string());
         for job in jobs {
             let replies = vec![reply.clone(); job.rcpts.len()];
             self.record(&job, None, &replies);
@@ -726,4 +827,45 @@ fn log_status(
     let relay = relay.map_or_else(|| "none".to_string(), |r| Relay(r).to_string());
     log::info!(target: "smtp", "{}: to=<{}>, relay={relay}, delay={delay:.2}, dsn={dsn}, status={status} ({})",
         env.id, env.recipients[i].address, reply.one_line());
+}
+
+/// The address of an address-literal domain such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+fn address_literal(domain: &str) -> Option<std::net::IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let text = match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => &inner[5..],
+        _ => inner,
+    };
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_literals() {
+        assert_eq!(
+            address_literal("[192.0.2.1]"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            address_literal("[IPv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(address_literal("[ipv6:::1]"), Some("::1".parse().unwrap()));
+        for bad in ["192.0.2.1", "[example.com]", "[2001:db8::1]x", "[]"] {
+            assert_eq!(address_literal(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn notify_parameters() {
+        assert_eq!(notify::to_param(0), None);
+        assert_eq!(notify::to_param(notify::NEVER), Some("NEVER".into()));
+        assert_eq!(
+            notify::to_param(notify::SUCCESS | notify::DELAY),
+            Some("SUCCESS,DELAY".into())
+        );
+    }
 }

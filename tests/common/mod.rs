@@ -5,12 +5,18 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+use drawbridge::dns::{Name, Query, RecordType};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+/// How long a test waits for dnsmasq to answer its first query.
+const STARTUP: Duration = Duration::from_secs(10);
 
 /// Upper bound on any wait for something to happen over loopback.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -479,4 +485,91 @@ impl Drop for PostfixSink {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A dnsmasq serving only the records given on its command line; killed on drop.
+pub struct Dnsmasq {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    pub fn start(records: &[&str]) -> Dnsmasq {
+        for _ in 0..5 {
+            let port = free_udp_and_tcp_port();
+            let mut command = Command::new(DNSMASQ);
+            command
+                .arg("--no-daemon")
+                .arg(format!("--port={port}"))
+                .args([
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--conf-file=/dev/null",
+                    "--local=/test/",
+                    "--local=/arpa/",
+                    "--pid-file",
+                ])
+                .args(records)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if unsafe { libc::geteuid() } == 0 {
+                command.arg("--user=root");
+            }
+            let child = command.spawn().expect("start dnsmasq");
+            let mut server = Dnsmasq {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            };
+            if server.wait_ready() {
+                return server;
+            }
+            let _ = server.child.kill();
+        }
+        panic!("dnsmasq did not start");
+    }
+
+    /// Polls with a plain query until dnsmasq answers or exits.
+    fn wait_ready(&mut self) -> bool {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let query = Query::new(7, Name::parse("ready.test").unwrap(), RecordType::A).encode();
+        let start = Instant::now();
+        let mut buffer = [0u8; 512];
+        while start.elapsed() < STARTUP {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let _ = socket.send_to(&query, self.addr);
+            if let Ok((_, from)) = socket.recv_from(&mut buffer) {
+                if from == self.addr {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 at the time of asking.
+pub fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

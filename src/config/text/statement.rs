@@ -127,6 +127,7 @@ pub enum RouteSetting {
     FailoverTimeout(Duration),
     AvoidTime(Duration),
     Concurrency(u32),
+    MxPort(u16),
 }
 
 /// One setting of the queue.
@@ -185,6 +186,7 @@ enum RouteKey {
     FailoverTimeout,
     AvoidTime,
     Concurrency,
+    MxPort,
 }
 
 #[derive(Clone, Copy)]
@@ -261,6 +263,7 @@ const ROUTE_KEYS: &Keywords<RouteKey> = &[
     ("failover-timeout", RouteKey::FailoverTimeout),
     ("avoid-time", RouteKey::AvoidTime),
     ("concurrency", RouteKey::Concurrency),
+    ("mx-port", RouteKey::MxPort),
 ];
 const QUEUE_KEYS: &Keywords<QueueKey> = &[
     ("retry", QueueKey::Retry),
@@ -526,6 +529,7 @@ impl Statement {
                     RouteSetting::FailoverTimeout(d) => route.failover_timeout = *d,
                     RouteSetting::AvoidTime(d) => route.avoid_time = *d,
                     RouteSetting::Concurrency(n) => route.concurrency = *n,
+                    RouteSetting::MxPort(p) => route.mx_port = *p,
                 }
             }
             Statement::Queue(QueueSetting::Retry(steps)) => config.queue.retry = steps.clone(),
@@ -655,6 +659,7 @@ fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
         RouteKey::Concurrency => {
             RouteSetting::Concurrency(c.number("concurrency", CONCURRENCY_LIMIT)?)
         }
+        RouteKey::MxPort => RouteSetting::MxPort(value::port(c.value(value::PORT_EXPECTED)?)?),
     })
 }
 
@@ -764,6 +769,9 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         if route.concurrency != d.concurrency {
             push(RouteSetting::Concurrency(route.concurrency));
         }
+        if route.mx_port != d.mx_port {
+            push(RouteSetting::MxPort(route.mx_port));
+        }
     }
     if config.queue.retry != default.queue.retry {
         out.push(Statement::Queue(QueueSetting::Retry(
@@ -867,6 +875,7 @@ impl fmt::Display for Statement {
                     RouteSetting::FailoverTimeout(d) => write!(f, "failover-timeout {}", dur(d)),
                     RouteSetting::AvoidTime(d) => write!(f, "avoid-time {}", dur(d)),
                     RouteSetting::Concurrency(n) => write!(f, "concurrency {n}"),
+                    RouteSetting::MxPort(p) => write!(f, "mx-port {p}"),
                 }
             }
             Statement::Queue(QueueSetting::Retry(steps)) => {
@@ -984,6 +993,7 @@ mod tests {
                     set service inbound verify-negative-ttl 0s\n\
                     set service inbound verify-unreachable accept\n\
                     set route * mx\n\
+                    set route * mx-port 2525\n\
                     set queue delay-notice 4h\n";
         let cfg = crate::config::text::parse(text).unwrap();
         assert_eq!(
@@ -997,6 +1007,7 @@ mod tests {
         assert!(cfg.inbound.verify.enabled && cfg.inbound.verify.accept_when_unreachable);
         assert_eq!(cfg.inbound.verify.negative_ttl, Duration::ZERO);
         assert_eq!(cfg.routes[&DomainPattern::Any].next_hop, NextHop::Mx);
+        assert_eq!(cfg.routes[&DomainPattern::Any].mx_port, 2525);
         assert_eq!(cfg.queue.delay_notice, Duration::from_secs(4 * 3600));
         let printed = crate::config::text::print(&cfg);
         assert_eq!(

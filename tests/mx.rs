@@ -1,0 +1,112 @@
+//! MX routing through the gateway, with a real dnsmasq as the resolver: preference
+//! order, fallback to the next MX, no-MX fallback to the address, null MX, NXDOMAIN.
+
+mod common;
+
+use common::*;
+
+/// The gateway with `* mx` routing via `dns`, MX hosts reached on `port`, internal clients.
+fn start(dir: &TempDir, dns: &Dnsmasq, port: u16) -> Gateway {
+    Gateway::start(
+        dir.path(),
+        &format!(
+            "set system dns resolver {}\n\
+             set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route * mx\n\
+             set route * mx-port {port}\n\
+             set route * avoid-time 0s\n\
+             set queue retry \"1s\"\n",
+            dns.addr
+        ),
+    )
+}
+
+fn send(gw: &Gateway, rcpts: &[&str]) -> String {
+    let list = rcpts
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    code, resp = s.docmd("EHLO", "client.example.org")
+    s.mail("alice@example.org")
+    for r in [{list}]:
+        assert s.rcpt(r)[0] == 250
+    code, resp = s.data(b"Subject: mx\r\n\r\nhello\r\n")
+    assert code == 250
+    print(resp.decode())
+"#,
+        port = gw.inbound
+    ));
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn mail_goes_to_the_preferred_mx_and_fails_over_in_order() {
+    let dir = TempDir::new("mx-order");
+    let sink = Sink::start();
+    let port = sink.addr.port();
+    // Preference 10 is 127.0.0.2, where nothing listens; 20 is the sink on 127.0.0.1;
+    // 30 (127.0.0.3) must never be needed.
+    let dns = Dnsmasq::start(&[
+        "--mx-host=mx.test,mx30.mx.test,30",
+        "--mx-host=mx.test,mx10.mx.test,10",
+        "--mx-host=mx.test,mx20.mx.test,20",
+        "--host-record=mx10.mx.test,127.0.0.2",
+        "--host-record=mx20.mx.test,127.0.0.1",
+        "--host-record=mx30.mx.test,127.0.0.3",
+    ]);
+    let gw = start(&dir, &dns, port);
+    let id = send(&gw, &["bob@mx.test"]);
+    let msgs = sink.wait_for(1);
+    assert_eq!(msgs[0].rcpts, ["<bob@mx.test>"]);
+    gw.wait_for_log(&format!(
+        "{id}: to=<bob@mx.test>, relay=127.0.0.1[127.0.0.1]:{port}"
+    ));
+    let log = gw.log_text();
+    let tried_10 = log
+        .find(&format!("connect to 127.0.0.2[127.0.0.2]:{port}"))
+        .expect("MX 10 tried");
+    let sent = log.find("status=sent").unwrap();
+    assert!(tried_10 < sent, "{log}");
+    assert!(!log.contains("127.0.0.3"), "{log}");
+}
+
+#[test]
+fn a_domain_without_mx_gets_mail_at_its_address() {
+    let dir = TempDir::new("mx-none");
+    let sink = Sink::start();
+    let dns = Dnsmasq::start(&["--host-record=plain.test,127.0.0.1"]);
+    let gw = start(&dir, &dns, sink.addr.port());
+    send(&gw, &["carol@plain.test"]);
+    assert_eq!(sink.wait_for(1)[0].rcpts, ["<carol@plain.test>"]);
+}
+
+#[test]
+fn null_mx_and_nonexistent_domains_fail_permanently_at_once() {
+    let dir = TempDir::new("mx-null");
+    let sink = Sink::start();
+    let dns = Dnsmasq::start(&[
+        "--mx-host=nullmx.test,.,0",
+        "--mx-host=good.test,mail.good.test,10",
+        "--host-record=mail.good.test,127.0.0.1",
+    ]);
+    let gw = start(&dir, &dns, sink.addr.port());
+    let id = send(&gw, &["a@nullmx.test", "b@nosuch.test", "c@good.test"]);
+    assert_eq!(sink.wait_for(1)[0].rcpts, ["<c@good.test>"]);
+    gw.wait_for_log(&format!("{id}: removed"));
+    let log = gw.log_text();
+    assert!(
+        log.contains("to=<a@nullmx.test>, relay=none")
+            && log.contains("dsn=5.1.10, status=bounced"),
+        "{log}"
+    );
+    assert!(
+        log.contains("to=<b@nosuch.test>, relay=none") && log.contains("dsn=5.1.2, status=bounced"),
+        "{log}"
+    );
+    assert!(!log.contains("status=deferred"), "{log}");
+}
