@@ -2,11 +2,18 @@
 
 use std::path::PathBuf;
 
+use crate::control::Request;
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the gateway.
     Run(RunOptions),
+    /// Ask the gateway running on a state directory to do a queue operation.
+    Queue {
+        request: Request,
+        state_dir: PathBuf,
+    },
     Help,
     Version,
 }
@@ -39,6 +46,14 @@ USAGE:
     drawbridge                  run the gateway with the host board's built-in
                                 default configuration, state in ./var
     drawbridge run [OPTIONS]    run the gateway
+    drawbridge queue list [--json]        list the queue of a running gateway
+    drawbridge queue show ID              one message: envelope, status, content
+    drawbridge queue flush                try every deferred message now
+    drawbridge queue hold ID              keep a message from delivery (kept
+                                          across restarts)
+    drawbridge queue release ID           release a held message
+    drawbridge queue delete ID            remove a message, telling no one
+                                          (queue commands take --state-dir DIR)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -70,6 +85,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"run") => {
             it.next();
         }
+        Some(&"queue") => return parse_queue(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -89,6 +105,42 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `queue VERB [ID] [--json] [--state-dir DIR]`.
+fn parse_queue(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut json = false;
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--state-dir" => {
+                state_dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state-dir needs a value (try --help)")?
+            }
+            "--json" => json = true,
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other),
+        }
+    }
+    let mut line = String::from("queue");
+    for w in &words {
+        line.push(' ');
+        line.push_str(w);
+    }
+    if json {
+        if words.as_slice() != ["list"] {
+            return Err("--json goes with 'queue list' only".into());
+        }
+        line.push_str(" json");
+    }
+    let request = Request::parse(&line)?;
+    Ok(Command::Queue { request, state_dir })
 }
 
 #[cfg(test)]

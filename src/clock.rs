@@ -84,6 +84,20 @@ pub fn rfc5322(secs: u64) -> String {
     )
 }
 
+/// The stamp Postfix's `mailq` shows for arrival: `Sat Nov 21 21:41:41`.
+pub fn mailq_stamp(secs: u64) -> String {
+    let c = Civil::from_unix(secs);
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02}",
+        DAYS[c.weekday],
+        c.month_name(),
+        c.day,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
 /// The syslog-style stamp Postfix logs start with: `Nov 21 21:41:41`.
 pub fn syslog_stamp(secs: u64) -> String {
     let c = Civil::from_unix(secs);
@@ -109,6 +123,7 @@ mod tests {
         assert_eq!(rfc5322(1_795_297_301), "Sat, 21 Nov 2026 21:41:41 +0000");
         assert_eq!(rfc5322(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 +0000");
         assert_eq!(syslog_stamp(1_795_297_301), "Nov 21 21:41:41");
+        assert_eq!(mailq_stamp(1_795_297_301), "Sat Nov 21 21:41:41");
         assert_eq!(syslog_stamp(1_793_899_200), "Nov  5 17:20:00");
     }
 }

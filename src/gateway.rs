@@ -157,6 +157,15 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     scheduler.start();
     let recovered = scheduler.recover(files, journaled);
     log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
+    let control = crate::control::bind(state_dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open the control socket: {e}")))?;
+    executor
+        .spawn(crate::control::serve(
+            scheduler.clone(),
+            executor.clone(),
+            control,
+        ))
+        .detach();
     for (service, l, counts) in listeners {
         executor
             .spawn(listener::accept_loop(gw.clone(), service, l, counts))

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Queue { request, state_dir }) => return queue(&request, &state_dir),
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -51,6 +52,27 @@ fn main() -> ExitCode {
             log::error!(target: "main", "{e}");
             eprintln!("drawbridge: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a queue command against the gateway on `state_dir`.
+fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) -> ExitCode {
+    match drawbridge::control::request(state_dir, request) {
+        Ok(Ok(body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(reason)) => {
+            eprintln!("drawbridge: {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "drawbridge: no gateway answers on {}: {e}",
+                drawbridge::control::socket_path(state_dir).display()
+            );
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,357 @@
+//! The control socket: how `drawbridge queue …` talks to a running gateway.
+//!
+//! A Unix socket `control.sock` in the state directory, readable by its owner only. A
+//! client sends one request line and reads the answer until the gateway closes: a first
+//! line `ok` or `error <text>`, then the body.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use smol::future::FutureExt as _;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::clock::mailq_stamp;
+use crate::queue::QueueId;
+use crate::relay::Scheduler;
+use crate::relay::ops::QueueEntry;
+
+/// The socket's name in the state directory.
+pub const SOCKET_NAME: &str = "control.sock";
+/// Longest request line; requests are a few words.
+const MAX_REQUEST: usize = 1024;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// A request, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    List { json: bool },
+    Show(QueueId),
+    Flush,
+    Hold(QueueId),
+    Release(QueueId),
+    Delete(QueueId),
+}
+
+impl Request {
+    /// Parses `queue list [json]`, `queue show ID`, `queue flush`, `queue hold ID`,
+    /// `queue release ID`, `queue delete ID`.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let id = |w: Option<&&str>| -> Result<QueueId, String> {
+            let w = w.ok_or("a queue id is needed")?;
+            w.parse()
+                .map_err(|e| format!("'{w}' is not a queue id: {e}"))
+        };
+        let request = match words.as_slice() {
+            ["queue", "list"] => Request::List { json: false },
+            ["queue", "list", "json"] => Request::List { json: true },
+            ["queue", "flush"] => Request::Flush,
+            ["queue", "show", rest @ ..] if rest.len() <= 1 => Request::Show(id(rest.first())?),
+            ["queue", "hold", rest @ ..] if rest.len() <= 1 => Request::Hold(id(rest.first())?),
+            ["queue", "release", rest @ ..] if rest.len() <= 1 => {
+                Request::Release(id(rest.first())?)
+            }
+            ["queue", "delete", rest @ ..] if rest.len() <= 1 => Request::Delete(id(rest.first())?),
+            _ => return Err(format!("unknown request '{}'", line.trim())),
+        };
+        Ok(request)
+    }
+
+    /// The request line, as a client sends it.
+    pub fn line(&self) -> String {
+        match self {
+            Request::List { json: false } => "queue list".into(),
+            Request::List { json: true } => "queue list json".into(),
+            Request::Show(id) => format!("queue show {id}"),
+            Request::Flush => "queue flush".into(),
+            Request::Hold(id) => format!("queue hold {id}"),
+            Request::Release(id) => format!("queue release {id}"),
+            Request::Delete(id) => format!("queue delete {id}"),
+        }
+    }
+}
+
+/// Runs a request against the queue manager: `Ok(body)` or `Err(reason)`.
+pub fn execute(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
+    let done = |r: Result<(), crate::relay::ops::OpError>, what: &str| {
+        r.map(|()| format!("{what}\n")).map_err(|e| e.to_string())
+    };
+    match request {
+        Request::List { json: false } => Ok(list_text(&scheduler.list())),
+        Request::List { json: true } => Ok(list_json(&scheduler.list())),
+        Request::Show(id) => {
+            let (entry, content) = scheduler.show(id).map_err(|e| e.to_string())?;
+            let mut out = list_text(std::slice::from_ref(&entry));
+            out.push_str("\n*** MESSAGE CONTENTS ***\n");
+            out.push_str(&String::from_utf8_lossy(&content).replace("\r\n", "\n"));
+            Ok(out)
+        }
+        Request::Flush => Ok(format!("{} message(s) flushed\n", scheduler.flush())),
+        Request::Hold(id) => done(scheduler.hold(id), &format!("{id}: held")),
+        Request::Release(id) => done(scheduler.release(id), &format!("{id}: released")),
+        Request::Delete(id) => done(scheduler.delete(id), &format!("{id}: deleted")),
+    }
+}
+
+/// Binds the control socket, replacing a stale one (the caller holds the state lock).
+pub fn bind(state_dir: &Path) -> io::Result<Async<UnixListener>> {
+    let path = socket_path(state_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Async::new(listener)
+}
+
+/// Serves the control socket until the process ends.
+pub async fn serve(
+    scheduler: Rc<Scheduler>,
+    executor: Rc<smol::LocalExecutor<'static>>,
+    listener: Async<UnixListener>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            Timer::after(Duration::from_millis(100)).await;
+            continue;
+        };
+        let scheduler = scheduler.clone();
+        executor.spawn(answer(scheduler, stream)).detach();
+    }
+}
+
+async fn answer(scheduler: Rc<Scheduler>, mut stream: Async<UnixStream>) {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') && buf.len() < MAX_REQUEST {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(buf)
+    };
+    let expired = async {
+        Timer::after(REQUEST_TIMEOUT).await;
+        None
+    };
+    let Some(buf) = read.or(expired).await else {
+        return;
+    };
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let reply = match Request::parse(line).and_then(|r| execute(&scheduler, &r)) {
+        Ok(body) => format!("ok\n{body}"),
+        Err(e) => format!("error {e}\n"),
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+}
+
+/// The client side: sends one request to the gateway running on `state_dir`.
+/// `Ok(Ok(body))`, `Ok(Err(reason))` for a refused request, `Err` when no gateway answers.
+pub fn request(state_dir: &Path, request: &Request) -> io::Result<Result<String, String>> {
+    let mut stream = UnixStream::connect(socket_path(state_dir))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(format!("{}\n", request.line()).as_bytes())?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    match text.split_once('\n') {
+        Some(("ok", body)) => Ok(Ok(body.to_string())),
+        Some((first, _)) => Ok(Err(first
+            .strip_prefix("error ")
+            .unwrap_or(first)
+            .to_string())),
+        None => Ok(Err(format!("unexpected answer: {text}"))),
+    }
+}
+
+/// A listing in the shape of Postfix's `mailq`: `*` marks a message being delivered,
+/// `!` a held one.
+pub fn list_text(entries: &[QueueEntry]) -> String {
+    if entries.is_empty() {
+        return "Mail queue is empty\n".into();
+    }
+    let mut out =
+        String::from("-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+    let mut total = 0u64;
+    for e in entries {
+        total += e.size;
+        let mark = if e.held {
+            "!"
+        } else if e.active {
+            "*"
+        } else {
+            " "
+        };
+        let sender = if e.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &e.sender
+        };
+        out.push_str(&format!(
+            "{}{mark} {:>8} {} {sender}\n",
+            e.id,
+            e.size,
+            mailq_stamp(e.arrived)
+        ));
+        for r in &e.recipients {
+            if let Some(reply) = r.reply.as_ref().filter(|_| r.status != "delivered") {
+                out.push_str(&format!("{:49}({}: {reply})\n", "", r.status));
+            }
+            out.push_str(&format!("{:49}{}\n", "", r.address));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "-- {} Kbytes in {} Request{}.\n",
+        total.div_ceil(1024),
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// The listing as JSON: an array of messages with their recipients.
+pub fn list_json(entries: &[QueueEntry]) -> String {
+    let mut out = String::from("[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"id\":{},\"arrived\":{},\"sender\":{},\"size\":{},\"held\":{},\"active\":{},\"attempts\":{},\"next_attempt\":{},\"recipients\":[",
+            json_string(e.id.as_str()),
+            e.arrived,
+            json_string(&e.sender),
+            e.size,
+            e.held,
+            e.active,
+            e.attempts,
+            e.next_attempt
+        ));
+        for (k, r) in e.recipients.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{{\"address\":{},\"status\":{},\"reply\":{}}}",
+                json_string(&r.address),
+                json_string(r.status),
+                r.reply.as_deref().map_or("null".to_string(), json_string)
+            ));
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]\n");
+    out
+}
+
+/// A JSON string literal (RFC 8259 §7).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::ops::EntryRecipient;
+
+    #[test]
+    fn requests_parse_and_print_back() {
+        let id: QueueId = "0000000000ABCDEF".parse().unwrap();
+        for r in [
+            Request::List { json: false },
+            Request::List { json: true },
+            Request::Flush,
+            Request::Show(id.clone()),
+            Request::Hold(id.clone()),
+            Request::Release(id.clone()),
+            Request::Delete(id),
+        ] {
+            assert_eq!(Request::parse(&r.line()), Ok(r));
+        }
+        assert!(
+            Request::parse("queue hold")
+                .unwrap_err()
+                .contains("queue id is needed")
+        );
+        assert!(
+            Request::parse("queue hold ../etc")
+                .unwrap_err()
+                .contains("not a queue id")
+        );
+        assert!(Request::parse("queue hold A B").is_err());
+        assert!(
+            Request::parse("reboot")
+                .unwrap_err()
+                .contains("unknown request")
+        );
+    }
+
+    fn entry() -> QueueEntry {
+        QueueEntry {
+            id: "18E0F3A2C41B0700".parse().unwrap(),
+            arrived: 1_795_297_301,
+            sender: "a\"b@example.org".into(),
+            size: 2048,
+            held: true,
+            active: false,
+            attempts: 2,
+            next_attempt: 1_795_297_601,
+            recipients: vec![EntryRecipient {
+                address: "bob@example.com".into(),
+                status: "deferred",
+                reply: Some("451 4.4.1 connect to x: refused\r\n".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn json_listing_escapes_and_parses() {
+        let json = list_json(&[entry()]);
+        assert!(json.starts_with(
+            "[{\"id\":\"18E0F3A2C41B0700\",\"arrived\":1795297301,\"sender\":\"a\\\"b@example.org\""
+        ));
+        assert!(json.contains("\"reply\":\"451 4.4.1 connect to x: refused\\r\\n\""));
+        assert_eq!(list_json(&[]), "[]\n");
+    }
+
+    #[test]
+    fn text_listing_looks_like_mailq() {
+        let text = list_text(&[entry()]);
+        assert!(
+            text.contains("18E0F3A2C41B0700!     2048 Sat Nov 21 21:41:41 a\"b@example.org\n"),
+            "{text}"
+        );
+        assert!(text.contains("(deferred: 451 4.4.1"));
+        assert!(text.ends_with("-- 2 Kbytes in 1 Request.\n"));
+        assert_eq!(list_text(&[]), "Mail queue is empty\n");
+    }
+}
