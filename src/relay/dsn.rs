@@ -600,3 +600,583 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::queue::{Origin, Recipient};
+
+    const NOW: u64 = 1_795_297_301;
+    const ORIGINAL: &[u8] = b"From: Alice <alice@example.org>\r\n\
+        To: bob@example.com\r\n\
+        Subject: quarterly figures\r\n\
+        Message-ID: <1@example.org>\r\n\
+        \r\n\
+        Hello Bob,\r\n\
+        the figures are attached.\r\n";
+
+    fn rcpt(address: &str, notify: u8, status: RcptStatus) -> Recipient {
+        Recipient {
+            address: address.into(),
+            orcpt: None,
+            notify,
+            status,
+        }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            id: "0123456789ABCDEF".parse().unwrap(),
+            arrived: 1_700_000_000,
+            origin: Origin::Inbound,
+            client_ip: None,
+            client_helo: "mx.example.org".into(),
+            sender: "alice@example.org".into(),
+            size: ORIGINAL.len() as u64,
+            eight_bit: false,
+            smtputf8: false,
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ314159".into()),
+            recipients: vec![
+                Recipient {
+                    address: "bob@example.com".into(),
+                    orcpt: Some("rfc822;bob+2Bfigures@example.com".into()),
+                    notify: 0,
+                    status: RcptStatus::Failed {
+                        reply: "550 5.1.1 User unknown".into(),
+                    },
+                },
+                rcpt(
+                    "carol@example.com",
+                    notify::FAILURE | notify::DELAY,
+                    RcptStatus::Deferred {
+                        reply: "451 4.3.0 try later".into(),
+                    },
+                ),
+                rcpt("dave@example.com", 0, RcptStatus::Pending),
+            ],
+            attempts: 3,
+            next_attempt: 0,
+            held: false,
+        }
+    }
+
+    fn report<'a>(env: &'a Envelope, kind: ReportKind, content: &'a [u8]) -> Report<'a> {
+        Report {
+            env,
+            rcpts: vec![0, 1],
+            kind,
+            content,
+            reporting_mta: "gw.example.net",
+            now_unix: NOW,
+            boundary_seed: 42,
+            remote_mta: vec![Some("mx1.example.com".into()), None],
+            retry_until_unix: Some(NOW + 5 * 86_400),
+        }
+    }
+
+    fn text(built: &Built) -> &str {
+        std::str::from_utf8(&built.bytes).unwrap()
+    }
+
+    /// Every line ends in CRLF, is at most 998 octets, and no CR or LF stands alone.
+    fn assert_well_formed(bytes: &[u8]) {
+        assert!(bytes.ends_with(b"\r\n"));
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\r' {
+                assert_eq!(bytes.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+            }
+            if b == b'\n' {
+                assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at {i}");
+            }
+        }
+        for line in bytes.split(|&b| b == b'\n') {
+            assert!(line.len() <= MAX_LINE + 1, "line of {} octets", line.len());
+        }
+    }
+
+    /// The delivery-status part's body: from after its headers to the next boundary.
+    fn status_part(s: &str) -> &str {
+        let start = s
+            .find("Content-Type: message/delivery-status\r\n\r\n")
+            .unwrap();
+        let body = &s[start + "Content-Type: message/delivery-status\r\n\r\n".len()..];
+        &body[..body.find("\r\n--=_").unwrap()]
+    }
+
+    const VIEW: &str = r#"
+import sys, email
+m = email.message_from_bytes(sys.stdin.buffer.read())
+n = lambda v: ' '.join(str(v).split())
+print('type', m.get_content_type(), m.get_param('report-type'))
+for k in ('From', 'To', 'Subject', 'Auto-Submitted', 'MIME-Version', 'Bcc'):
+    print('hdr', k, n(m[k]))
+print('top-defects', len(m.defects))
+parts = m.get_payload()
+print('parts', len(parts))
+for p in parts:
+    print('part', p.get_content_type(), len(p.defects))
+for i, block in enumerate(parts[1].get_payload()):
+    for k, v in block.items():
+        print('ds', i, k + ':', n(v))
+ret = parts[2]
+if ret.get_content_type() == 'message/rfc822':
+    inner = ret.get_payload()[0]
+    print('inner-subject', n(inner['Subject']))
+    print('inner-body', ascii(inner.get_payload(decode=True)))
+else:
+    print('headers-only', ascii(ret.get_payload()))
+"#;
+
+    /// The report as Python's `email` package reads it, one fact a line.
+    fn python_view(bytes: &[u8]) -> String {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(VIEW)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn assert_has(view: &str, line: &str) {
+        assert!(
+            view.lines().any(|l| l == line),
+            "no line {line:?} in\n{view}"
+        );
+    }
+
+    #[test]
+    fn notify_never_asks_for_nothing() {
+        let mut env = envelope();
+        env.recipients[0].notify = notify::NEVER;
+        assert!(!wants_report(&env, 0, ReportKind::Failure));
+        assert!(!wants_report(&env, 0, ReportKind::Delay));
+    }
+
+    #[test]
+    fn notify_default_reports_failures_and_delays() {
+        let env = envelope();
+        assert!(wants_report(&env, 0, ReportKind::Failure));
+        assert!(wants_report(&env, 0, ReportKind::Delay));
+    }
+
+    #[test]
+    fn notify_names_exactly_the_kinds() {
+        let mut env = envelope();
+        env.recipients[0].notify = notify::SUCCESS;
+        assert!(!wants_report(&env, 0, ReportKind::Failure));
+        assert!(!wants_report(&env, 0, ReportKind::Delay));
+        env.recipients[0].notify = notify::DELAY;
+        assert!(!wants_report(&env, 0, ReportKind::Failure));
+        assert!(wants_report(&env, 0, ReportKind::Delay));
+        env.recipients[0].notify = notify::FAILURE;
+        assert!(wants_report(&env, 0, ReportKind::Failure));
+        assert!(!wants_report(&env, 0, ReportKind::Delay));
+        env.recipients[0].notify = notify::SUCCESS | notify::FAILURE | notify::DELAY;
+        assert!(wants_report(&env, 0, ReportKind::Failure));
+        assert!(wants_report(&env, 0, ReportKind::Delay));
+    }
+
+    #[test]
+    fn null_sender_never_gets_a_report() {
+        let mut env = envelope();
+        env.sender.clear();
+        for notify in [0, notify::FAILURE, notify::FAILURE | notify::DELAY] {
+            env.recipients[0].notify = notify;
+            assert!(!wants_report(&env, 0, ReportKind::Failure));
+            assert!(!wants_report(&env, 0, ReportKind::Delay));
+        }
+    }
+
+    #[test]
+    fn index_past_the_recipients_is_no() {
+        let env = envelope();
+        assert!(!wants_report(&env, 3, ReportKind::Failure));
+        assert!(!wants_report(&env, usize::MAX, ReportKind::Delay));
+    }
+
+    #[test]
+    fn failure_field_lines_are_exact() {
+        let env = envelope();
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        assert!(!built.eight_bit);
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        assert_eq!(
+            status_part(s),
+            "Reporting-MTA: dns; gw.example.net\r\n\
+             X-Drawbridge-Queue-ID: 0123456789ABCDEF\r\n\
+             Original-Envelope-Id: QQ314159\r\n\
+             Arrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n\
+             \r\n\
+             Final-Recipient: rfc822; bob@example.com\r\n\
+             Original-Recipient: rfc822; bob+figures@example.com\r\n\
+             Action: failed\r\n\
+             Status: 5.1.1\r\n\
+             Remote-MTA: dns; mx1.example.com\r\n\
+             Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\
+             Last-Attempt-Date: Sat, 21 Nov 2026 21:41:41 +0000\r\n\
+             \r\n\
+             Final-Recipient: rfc822; carol@example.com\r\n\
+             Action: failed\r\n\
+             Status: 5.3.0\r\n\
+             Diagnostic-Code: smtp; 451 4.3.0 try later\r\n\
+             Last-Attempt-Date: Sat, 21 Nov 2026 21:41:41 +0000\r\n"
+        );
+        let head = &s[..s.find("\r\n\r\n").unwrap() + 2];
+        let boundary = boundary_candidate(42, &env.id, 0);
+        assert_eq!(
+            head,
+            format!(
+                "From: Mail Delivery System <MAILER-DAEMON@gw.example.net>\r\n\
+                 To: <alice@example.org>\r\n\
+                 Subject: Undelivered Mail Returned to Sender\r\n\
+                 Date: Sat, 21 Nov 2026 21:41:41 +0000\r\n\
+                 Message-ID: <6B021015.0123456789ABCDEF.F@gw.example.net>\r\n\
+                 Auto-Submitted: auto-replied\r\n\
+                 MIME-Version: 1.0\r\n\
+                 Content-Type: multipart/report; report-type=delivery-status;\r\n \
+                 boundary=\"{boundary}\"\r\n"
+            )
+        );
+        assert!(s.contains("<bob@example.com>: host mx1.example.com said: 550 5.1.1 User"));
+        assert!(s.contains("Content-Type: text/rfc822-headers\r\n"));
+        assert!(s.ends_with(&format!("\r\n--{boundary}--\r\n")));
+    }
+
+    #[test]
+    fn delay_field_lines_are_exact() {
+        let env = envelope();
+        let mut r = report(&env, ReportKind::Delay, ORIGINAL);
+        r.rcpts = vec![1, 2];
+        r.remote_mta = vec![Some("mx2.example.com".into()), None];
+        let built = build(&r);
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        let status = status_part(s);
+        let groups: Vec<&str> = status.split("\r\n\r\n").collect();
+        assert_eq!(groups.len(), 3);
+        assert_eq!(
+            groups[1],
+            "Final-Recipient: rfc822; carol@example.com\r\n\
+             Action: delayed\r\n\
+             Status: 4.3.0\r\n\
+             Remote-MTA: dns; mx2.example.com\r\n\
+             Diagnostic-Code: smtp; 451 4.3.0 try later\r\n\
+             Last-Attempt-Date: Sat, 21 Nov 2026 21:41:41 +0000\r\n\
+             Will-Retry-Until: Thu, 26 Nov 2026 21:41:41 +0000"
+        );
+        assert_eq!(
+            groups[2],
+            "Final-Recipient: rfc822; dave@example.com\r\n\
+             Action: delayed\r\n\
+             Status: 4.0.0\r\n\
+             Last-Attempt-Date: Sat, 21 Nov 2026 21:41:41 +0000\r\n\
+             Will-Retry-Until: Thu, 26 Nov 2026 21:41:41 +0000\r\n"
+        );
+        assert!(s.contains("Subject: Delayed Mail (still being retried)\r\n"));
+        assert!(s.contains(".D@gw.example.net>\r\n"));
+        let flat = s.replace("\r\n", " ");
+        assert!(flat.contains(
+            "will keep trying until Thu, 26 Nov 2026 21:41:41 +0000, when the queue lifetime ends"
+        ));
+    }
+
+    #[test]
+    fn status_comes_from_the_reply() {
+        use ReportKind::{Delay, Failure};
+        assert_eq!(
+            status_code(Some("550 5.1.1 User unknown"), Failure),
+            "5.1.1"
+        );
+        assert_eq!(status_code(Some("554 no such user"), Failure), "5.0.0");
+        assert_eq!(status_code(Some("421 4.4.2 timeout"), Delay), "4.4.2");
+        assert_eq!(status_code(Some("450 mailbox busy"), Delay), "4.0.0");
+        assert_eq!(status_code(Some("garbage 5.1.1"), Failure), "5.0.0");
+        assert_eq!(status_code(Some("550 5.1"), Failure), "5.0.0");
+        assert_eq!(status_code(None, Delay), "4.0.0");
+        assert_eq!(
+            status_code(
+                Some("550 5.4.7 message expired after 3 attempts: 451 4.3.0 x"),
+                Failure
+            ),
+            "5.4.7"
+        );
+    }
+
+    #[test]
+    fn python_reads_a_headers_only_failure() {
+        let env = envelope();
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        let view = python_view(&built.bytes);
+        assert_has(&view, "type multipart/report delivery-status");
+        assert_has(
+            &view,
+            "hdr From Mail Delivery System <MAILER-DAEMON@gw.example.net>",
+        );
+        assert_has(&view, "hdr To <alice@example.org>");
+        assert_has(&view, "hdr Subject Undelivered Mail Returned to Sender");
+        assert_has(&view, "hdr Auto-Submitted auto-replied");
+        assert_has(&view, "top-defects 0");
+        assert_has(&view, "parts 3");
+        assert_has(&view, "part text/plain 0");
+        assert_has(&view, "part message/delivery-status 0");
+        assert_has(&view, "part text/rfc822-headers 0");
+        assert_has(&view, "ds 0 Reporting-MTA: dns; gw.example.net");
+        assert_has(&view, "ds 0 Original-Envelope-Id: QQ314159");
+        assert_has(&view, "ds 1 Final-Recipient: rfc822; bob@example.com");
+        assert_has(
+            &view,
+            "ds 1 Original-Recipient: rfc822; bob+figures@example.com",
+        );
+        assert_has(&view, "ds 1 Action: failed");
+        assert_has(&view, "ds 1 Status: 5.1.1");
+        assert_has(&view, "ds 1 Diagnostic-Code: smtp; 550 5.1.1 User unknown");
+        assert_has(&view, "ds 2 Final-Recipient: rfc822; carol@example.com");
+        assert_has(&view, "ds 2 Status: 5.3.0");
+        assert!(!view.contains("ds 3 "), "{view}");
+        // Headers only: the header section, not a line of the body.
+        assert_has(
+            &view,
+            "headers-only 'From: Alice <alice@example.org>\\r\\nTo: bob@example.com\\r\\n\
+             Subject: quarterly figures\\r\\nMessage-ID: <1@example.org>\\r\\n'",
+        );
+        assert!(!view.contains("Hello Bob"));
+    }
+
+    #[test]
+    fn python_reads_a_full_return() {
+        let mut env = envelope();
+        env.ret = Some(Ret::Full);
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        assert!(!built.eight_bit);
+        assert_well_formed(&built.bytes);
+        let view = python_view(&built.bytes);
+        assert_has(&view, "parts 3");
+        assert_has(&view, "part message/rfc822 0");
+        assert_has(&view, "inner-subject quarterly figures");
+        assert_has(
+            &view,
+            "inner-body b'Hello Bob,\\r\\nthe figures are attached.\\r\\n'",
+        );
+    }
+
+    #[test]
+    fn no_ret_returns_headers_only() {
+        let mut env = envelope();
+        env.ret = None;
+        let built = build(&report(&env, ReportKind::Delay, ORIGINAL));
+        let view = python_view(&built.bytes);
+        assert_has(&view, "part text/rfc822-headers 0");
+        assert_has(&view, "ds 1 Action: delayed");
+        assert_has(
+            &view,
+            "ds 1 Will-Retry-Until: Thu, 26 Nov 2026 21:41:41 +0000",
+        );
+        assert!(!view.contains("Hello Bob"));
+    }
+
+    #[test]
+    fn eight_bit_full_return_is_flagged() {
+        let mut env = envelope();
+        env.ret = Some(Ret::Full);
+        let content = b"Subject: caf\xc3\xa9\r\n\r\nna\xc3\xafve body\r\n";
+        let built = build(&report(&env, ReportKind::Failure, content));
+        assert!(built.eight_bit);
+        assert_well_formed(&built.bytes);
+        let s = String::from_utf8_lossy(&built.bytes);
+        assert!(
+            s.contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+        );
+        let view = python_view(&built.bytes);
+        assert_has(&view, "part message/rfc822 0");
+        assert_has(&view, "inner-body b'na\\xc3\\xafve body\\r\\n'");
+    }
+
+    #[test]
+    fn eight_bit_body_with_headers_only_stays_seven_bit() {
+        let env = envelope();
+        let content = b"Subject: plain\r\n\r\nna\xc3\xafve body\r\n";
+        let built = build(&report(&env, ReportKind::Failure, content));
+        assert!(!built.eight_bit);
+        assert!(built.bytes.iter().all(|&b| b < 0x80));
+        let view = python_view(&built.bytes);
+        assert_has(&view, "headers-only 'Subject: plain\\r\\n'");
+    }
+
+    #[test]
+    fn reply_text_cannot_inject_headers() {
+        let mut env = envelope();
+        env.recipients[0].status = RcptStatus::Failed {
+            reply: "550 5.1.1 gone\r\nBcc: victim@example.net\r\n\r\nInjected body".into(),
+        };
+        env.recipients[0].address = "bob@example.com\r\nX-Evil: 1".into();
+        env.recipients[0].orcpt = Some("rfc822;b+0D+0ABcc:+20x@y".into());
+        env.sender = "alice@example.org\r\nBcc: victim@example.net".into();
+        env.envid = Some("E\nBcc: v".into());
+        let mut r = report(&env, ReportKind::Failure, ORIGINAL);
+        r.reporting_mta = "gw.example.net\r\nBcc: victim@example.net";
+        r.remote_mta = vec![Some("mx\r\nBcc: v".into()), None];
+        let built = build(&r);
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        assert!(!s.contains("\r\nBcc:"), "{s}");
+        assert!(!s.contains("\r\nX-Evil:"), "{s}");
+        assert!(!s.contains("\r\nInjected"), "{s}");
+        let view = python_view(&built.bytes);
+        assert_has(&view, "hdr Bcc None");
+        assert_has(&view, "parts 3");
+        assert_has(
+            &view,
+            "ds 1 Diagnostic-Code: smtp; 550 5.1.1 gone Bcc: victim@example.net Injected body",
+        );
+        assert_has(
+            &view,
+            "ds 1 Final-Recipient: utf-8; bob@example.com\\x{D}\\x{A}X-Evil:\\x{20}1",
+        );
+        // The decoded ORCPT would hold CR LF, so it stays in its xtext form.
+        assert_has(&view, "ds 1 Original-Recipient: rfc822; b+0D+0ABcc:+20x@y");
+        // No delivery-status block gained a field of the injected names.
+        for line in view.lines().filter(|l| l.starts_with("ds ")) {
+            let field = line.split(' ').nth(2).unwrap();
+            assert!(!matches!(field, "Bcc:" | "X-Evil:"), "{line}");
+        }
+        assert_has(&view, "ds 0 Original-Envelope-Id: E Bcc: v");
+    }
+
+    #[test]
+    fn boundary_avoids_the_content() {
+        let mut env = envelope();
+        env.ret = Some(Ret::Full);
+        let first = boundary_candidate(42, &env.id, 0);
+        let second = boundary_candidate(42, &env.id, 1);
+        assert_ne!(first, second);
+        assert_eq!(first.len(), second.len());
+        let content = format!(
+            "Subject: trap\r\n\r\n--{first}\r\nContent-Type: text/plain\r\n\r\nfake\r\n--{first}--\r\n"
+        );
+        let built = build(&report(&env, ReportKind::Failure, content.as_bytes()));
+        let s = text(&built);
+        assert!(s.contains(&format!("boundary=\"{second}\"")));
+        let view = python_view(&built.bytes);
+        assert_has(&view, "parts 3");
+        assert_has(&view, "part message/rfc822 0");
+        assert!(view.contains(&format!("inner-body b'--{first}")), "{view}");
+
+        // A boundary met in a reply text is skipped too.
+        let mut env = envelope();
+        env.recipients[0].status = RcptStatus::Failed {
+            reply: format!("550 {first} {second}"),
+        };
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        let third = boundary_candidate(42, &env.id, 2);
+        assert!(text(&built).contains(&format!("boundary=\"{third}\"")));
+        assert_has(&python_view(&built.bytes), "parts 3");
+    }
+
+    #[test]
+    fn long_reply_text_is_folded_and_cut() {
+        let mut env = envelope();
+        let long_word = "x".repeat(3000);
+        let words = "word ".repeat(1500);
+        env.recipients[0].status = RcptStatus::Failed {
+            reply: format!("550 5.7.1 {long_word} {words}"),
+        };
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        assert!(s.contains(CUT_MARKER.trim()));
+        let view = python_view(&built.bytes);
+        assert_has(&view, "parts 3");
+        assert_has(&view, "ds 1 Status: 5.7.1");
+        let diag = view
+            .lines()
+            .find(|l| l.starts_with("ds 1 Diagnostic-Code: smtp; 550 5.7.1 xxx"))
+            .unwrap();
+        assert!(diag.len() < MAX_DIAGNOSTIC + 64, "{}", diag.len());
+    }
+
+    #[test]
+    fn content_lines_are_normalised() {
+        let mut env = envelope();
+        env.ret = Some(Ret::Full);
+        let mut content = b"Subject: odd\n\nbare LF\nbare CR\rlong ".to_vec();
+        content.extend(std::iter::repeat_n(b'y', 2500));
+        let built = build(&report(&env, ReportKind::Failure, &content));
+        assert_well_formed(&built.bytes);
+        let view = python_view(&built.bytes);
+        assert_has(&view, "inner-subject odd");
+        assert!(view.contains("inner-body b'bare LF\\r\\nbare CR\\r\\nlong yyy"));
+    }
+
+    #[test]
+    fn non_ascii_addresses_keep_the_status_part_seven_bit() {
+        let mut env = envelope();
+        env.recipients[0].address = "j\u{f6}rg@example.de".into();
+        let built = build(&report(&env, ReportKind::Failure, ORIGINAL));
+        assert!(built.eight_bit);
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        assert!(status_part(s).is_ascii());
+        assert!(s.contains("Final-Recipient: utf-8; j\\x{F6}rg@example.de\r\n"));
+        assert!(s.contains("Content-Type: text/plain; charset=utf-8\r\n"));
+        assert_has(&python_view(&built.bytes), "parts 3");
+    }
+
+    #[test]
+    fn header_section_extraction() {
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_section(b"A: 1\n\nbody\n"), b"A: 1\n");
+        assert_eq!(header_section(b"\r\nbody\r\n"), b"");
+        assert_eq!(header_section(b"A: 1\r\n"), b"A: 1\r\n");
+        assert_eq!(header_section(b""), b"");
+    }
+
+    #[test]
+    fn xtext_decoding() {
+        assert_eq!(xtext_decode("a+2Bb@x").as_deref(), Some("a+b@x"));
+        assert_eq!(xtext_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(xtext_decode("bad+2"), None);
+        assert_eq!(xtext_decode("bad+ZZ"), None);
+        assert_eq!(xtext_decode("crlf+0D+0A"), None);
+        assert_eq!(xtext_decode("high+C3"), None);
+        assert_eq!(original_recipient("rfc822;a+2Bb@x"), "rfc822; a+b@x");
+        assert_eq!(original_recipient("nosemicolon"), "rfc822; nosemicolon");
+    }
+
+    #[test]
+    fn wrapping_respects_both_widths() {
+        let mut out = String::new();
+        push_wrapped(&mut out, "Name: ", &"ab ".repeat(60), " ");
+        for line in out.split("\r\n").filter(|l| !l.is_empty()) {
+            assert!(line.len() <= FOLD_WIDTH, "{line}");
+        }
+        assert!(out.starts_with("Name: ab ab"));
+        assert!(out.contains("\r\n ab"));
+        let mut out = String::new();
+        push_wrapped(&mut out, "N: ", &"z".repeat(2500), " ");
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1].len(), MAX_LINE);
+        assert_eq!(lines[3], "");
+        assert_eq!(clean(" a\r\n\tb\u{85}c\u{2028} ", Charset::Utf8), "a b c");
+        assert_eq!(clean("caf\u{e9}", Charset::Ascii), "caf?");
+    }
+}
