@@ -380,19 +380,26 @@ fn explanation(r: &Report, mta: &str, rcpts: &[(usize, &crate::queue::Recipient)
     );
     out.push_str("\r\n");
     let intro = match r.kind {
-        ReportKind::Failure => "I'm sorry to have to inform you that your message could not \
-             be delivered to one or more recipients. It's attached below."
-            .to_string(),
+        ReportKind::Failure => {
+            let attached = if r.env.ret == Some(Ret::Full) {
+                "It's attached below."
+            } else {
+                "Its header section is attached below."
+            };
+            format!(
+                "I'm sorry to have to inform you that your message could not be delivered to \
+                 one or more recipients. {attached}"
+            )
+        }
         ReportKind::Delay => {
             let until = match r.retry_until_unix {
-                Some(t) => format!(" until {}", rfc5322(t)),
-                None => String::new(),
+                Some(t) => format!("until {}, when the queue lifetime ends", rfc5322(t)),
+                None => "until the queue lifetime ends".to_string(),
             };
             format!(
                 "THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE. Your message \
                  could not be delivered yet to one or more recipients. It is still in the \
-                 queue, and the mail system will keep trying{until}, when the queue lifetime \
-                 ends."
+                 queue, and the mail system will keep trying {until}."
             )
         }
     };
@@ -1133,6 +1140,37 @@ else:
         assert!(status_part(s).is_ascii());
         assert!(s.contains("Final-Recipient: utf-8; j\\x{F6}rg@example.de\r\n"));
         assert!(s.contains("Content-Type: text/plain; charset=utf-8\r\n"));
+        assert_has(&python_view(&built.bytes), "parts 3");
+    }
+
+    #[test]
+    fn eight_bit_headers_make_an_eight_bit_report() {
+        let env = envelope();
+        let content = b"Subject: caf\xc3\xa9\r\n\r\nbody\r\n";
+        let built = build(&report(&env, ReportKind::Failure, content));
+        assert!(built.eight_bit);
+        assert_well_formed(&built.bytes);
+        let s = String::from_utf8_lossy(&built.bytes);
+        assert!(s.contains(
+            "Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        ));
+        assert_has(&python_view(&built.bytes), "part text/rfc822-headers 0");
+    }
+
+    #[test]
+    fn odd_recipient_lists_do_not_panic() {
+        let env = envelope();
+        let mut r = report(&env, ReportKind::Failure, b"");
+        r.rcpts = vec![7, usize::MAX, 0];
+        r.remote_mta = Vec::new();
+        let built = build(&r);
+        assert_well_formed(&built.bytes);
+        let s = text(&built);
+        assert_eq!(s.matches("Final-Recipient:").count(), 1);
+        assert!(!s.contains("Remote-MTA:"));
+        r.rcpts.clear();
+        let built = build(&r);
+        assert!(!text(&built).contains("Final-Recipient:"));
         assert_has(&python_view(&built.bytes), "parts 3");
     }
 
