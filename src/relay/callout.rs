@@ -1,0 +1,1 @@
+//! Recipient verification callouts.
