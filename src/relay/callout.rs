@@ -286,8 +286,10 @@ impl Verifier {
         Some(idle.conn)
     }
 
+    /// Keeps `conn` for reuse. Its RSET may still be unanswered: the next verify on it
+    /// waits for that reply first.
     fn put_idle(&self, conn: CalloutConnection, now: Instant) {
-        if !conn.client.is_idle() {
+        if !conn.client.is_open() {
             conn.hang_up();
             return;
         }
@@ -419,7 +421,7 @@ impl CalloutConnection {
     fn hang_up(mut self) {
         self.client.quit(Instant::now());
         while let Some(out) = self.client.poll_transmit() {
-            if (&*self.stream.get_ref()).write(&out).is_err() {
+            if self.stream.get_ref().write(&out).is_err() {
                 break;
             }
         }

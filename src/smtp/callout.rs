@@ -246,9 +246,15 @@ impl CalloutClient {
     /// as `CalloutEvent::Verified`.
     pub fn verify(&mut self, rcpt: &str, now: Instant) {
         let unsendable = rcpt.len() > MAX_RCPT_LEN
-            || rcpt.bytes().any(|b| b.is_ascii_control() || b == b'<' || b == b'>');
+            || rcpt
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b'<' || b == b'>');
         let refusal = if unsendable {
-            Some(Reply::new(451, "4.1.3", "Recipient address cannot be verified"))
+            Some(Reply::new(
+                451,
+                "4.1.3",
+                "Recipient address cannot be verified",
+            ))
         } else if matches!(self.phase, Phase::Closed | Phase::Quitting) {
             Some(Reply::new(451, "4.4.2", "Callout connection closed"))
         } else if self.queued.len() >= MAX_QUEUED_VERIFIES {
@@ -714,7 +720,10 @@ mod tests {
         assert_eq!(client.poll_transmit().unwrap(), b"MAIL FROM:<>\r\n");
         assert_eq!(client.poll_transmit(), None);
         client.handle_input(b"250 Ok\r\n", now);
-        assert_eq!(client.poll_transmit().unwrap(), b"RCPT TO:<a@example.com>\r\n");
+        assert_eq!(
+            client.poll_transmit().unwrap(),
+            b"RCPT TO:<a@example.com>\r\n"
+        );
         assert_eq!(client.poll_transmit(), None);
     }
 
@@ -887,11 +896,17 @@ mod tests {
         client.verify(&"x".repeat(MAX_RCPT_LEN + 1), now);
         assert!(matches!(
             client.poll_event(),
-            Some(CalloutEvent::Verified { outcome: CalloutOutcome::Unsure(_), .. })
+            Some(CalloutEvent::Verified {
+                outcome: CalloutOutcome::Unsure(_),
+                ..
+            })
         ));
         assert!(matches!(
             client.poll_event(),
-            Some(CalloutEvent::Verified { outcome: CalloutOutcome::Unsure(_), .. })
+            Some(CalloutEvent::Verified {
+                outcome: CalloutOutcome::Unsure(_),
+                ..
+            })
         ));
         assert_eq!(client.poll_transmit(), None);
         client.handle_eof(now);
