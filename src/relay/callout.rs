@@ -460,3 +460,55 @@ impl CalloutConnection {
         self.client.poll_event()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_is_bounded_and_evicts_the_soonest_expiry() {
+        let verifier = Verifier::new(VerifyOptions::default());
+        let now = Instant::now();
+        // One negative answer, which expires first, then positives to fill the cache.
+        verifier.remember("first@example.com".into(), false, now);
+        for i in 1..MAX_CACHE_ENTRIES {
+            verifier.remember(format!("u{i}@example.com"), true, now);
+        }
+        assert_eq!(verifier.cache_len(), MAX_CACHE_ENTRIES);
+        verifier.remember("last@example.com".into(), true, now);
+        assert_eq!(verifier.cache_len(), MAX_CACHE_ENTRIES);
+        assert_eq!(verifier.cached("first@example.com", now), None);
+        assert_eq!(verifier.cached("last@example.com", now), Some(true));
+        assert_eq!(verifier.cached("u1@example.com", now), Some(true));
+        // Refreshing a key already present evicts nothing.
+        verifier.remember("u1@example.com".into(), false, now);
+        assert_eq!(verifier.cached("u2@example.com", now), Some(true));
+        assert_eq!(verifier.cached("u1@example.com", now), Some(false));
+    }
+
+    #[test]
+    fn expired_answers_are_forgotten() {
+        let verifier = Verifier::new(VerifyOptions::default());
+        let now = Instant::now();
+        verifier.remember("a@example.com".into(), true, now);
+        verifier.remember("b@example.com".into(), false, now);
+        let negative = VerifyOptions::default().negative_ttl;
+        let positive = VerifyOptions::default().positive_ttl;
+        assert_eq!(verifier.cached("b@example.com", now + negative), None);
+        assert_eq!(verifier.cached("a@example.com", now + negative), Some(true));
+        assert_eq!(verifier.cached("a@example.com", now + positive), None);
+        assert_eq!(verifier.cache_len(), 0);
+    }
+
+    #[test]
+    fn replies_and_relay_names() {
+        assert_eq!(
+            user_unknown("Bob@example.com").one_line(),
+            "550 5.1.1 <Bob@example.com>: Recipient address rejected: User unknown"
+        );
+        assert_eq!(
+            relay_name("127.0.0.1:2526".parse().unwrap()),
+            "127.0.0.1[127.0.0.1]:2526"
+        );
+    }
+}
