@@ -4,6 +4,7 @@
 //! It owns the in-memory picture of the queue; the spool on disk is the truth it is
 //! rebuilt from at start-up.
 
+pub mod callout;
 pub mod dsn;
 pub mod ops;
 pub mod policy;

@@ -2,6 +2,7 @@
 //! The async layer in `net/` moves bytes and time in and out of them.
 
 pub mod address;
+pub mod callout;
 pub mod client;
 pub mod client_reply;
 pub mod command;
