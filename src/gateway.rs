@@ -15,6 +15,7 @@ use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::Scheduler;
+use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::smtp::server::ServerConfig;
 
 /// What every task of the running gateway shares.
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub commit: Rc<GroupCommit>,
     pub scheduler: Rc<Scheduler>,
     pub executor: Rc<LocalExecutor<'static>>,
+    /// Recipient verification per service, where it is turned on.
+    verifiers: [Option<Verifier>; 2],
 }
 
 impl Gateway {
@@ -37,6 +40,30 @@ impl Gateway {
     pub fn server_config(&self, service: ServiceName) -> Rc<ServerConfig> {
         self.server_configs.borrow()[service as usize].clone()
     }
+
+    pub fn verifier(&self, service: ServiceName) -> Option<&Verifier> {
+        self.verifiers[service as usize].as_ref()
+    }
+}
+
+fn verifiers(config: &Config) -> [Option<Verifier>; 2] {
+    let make = |s: ServiceName| {
+        let v = &config.service(s).verify;
+        v.enabled.then(|| {
+            Verifier::new(VerifyOptions {
+                positive_ttl: v.positive_ttl,
+                negative_ttl: v.negative_ttl,
+                unreachable: if v.accept_when_unreachable {
+                    Unreachable::Accept
+                } else {
+                    Unreachable::TempFail
+                },
+                helo_name: config.system.host_name.clone(),
+                ..VerifyOptions::default()
+            })
+        })
+    };
+    [make(ServiceName::Inbound), make(ServiceName::Outbound)]
 }
 
 fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
@@ -133,6 +160,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     );
     let gw = Rc::new(Gateway {
         server_configs: RefCell::new(server_configs(&config)),
+        verifiers: verifiers(&config),
         config: RefCell::new(config.clone()),
         commit,
         journal,

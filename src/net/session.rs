@@ -16,6 +16,7 @@ use crate::log::Peer;
 use crate::queue::{
     Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Recipient, Ret,
 };
+use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify, policy};
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
@@ -78,13 +79,10 @@ pub async fn serve(
                     session.answer(Verdict::Accept, Instant::now());
                 }
                 Event::CheckRcpt { to, .. } => {
-                    let verdict = match policy::check_rcpt(&gw.config(), internal, &to) {
-                        Ok(_) => {
-                            rcpts.push(to);
-                            Verdict::Accept
-                        }
-                        Err(reply) => Verdict::Reject(reply),
-                    };
+                    let verdict = check_rcpt(&gw, service, internal, &to).await;
+                    if verdict == Verdict::Accept {
+                        rcpts.push(to);
+                    }
                     session.answer(verdict, Instant::now());
                 }
                 Event::MessageBegin => {
@@ -157,6 +155,34 @@ pub async fn serve(
         }
     }
     log::info!(target: "smtpd", "disconnect from {client}");
+}
+
+/// The relay policy, then, for our own domains where the service asks for it, a live
+/// check with the internal server that the recipient exists.
+async fn check_rcpt(gw: &Gateway, service: ServiceName, internal: bool, to: &str) -> Verdict {
+    let config = gw.config();
+    let pattern = match policy::check_rcpt(&config, internal, to) {
+        Ok(pattern) => pattern,
+        Err(reply) => return Verdict::Reject(reply),
+    };
+    let Some(verifier) = gw.verifier(service) else {
+        return Verdict::Accept;
+    };
+    let Some(route) = config
+        .routes
+        .get(&pattern)
+        .filter(|r| r.is_internal_relay())
+    else {
+        return Verdict::Accept;
+    };
+    match verifier
+        .verify(to, route.next_hop.hosts(), Instant::now())
+        .await
+        .outcome
+    {
+        Outcome::Accept => Verdict::Accept,
+        Outcome::Reject(reply) | Outcome::TempFail(reply) => Verdict::Reject(reply),
+    }
 }
 
 fn spool_error() -> Reply {
