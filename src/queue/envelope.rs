@@ -24,7 +24,8 @@ use super::QueueId;
 /// Format version of `<id>.env`.
 ///
 /// Changelog:
-/// * 1: first version.
+/// * 1: first version. `RcptStatus::Returned` and `RcptStatus::Delayed` were appended
+///   later; postcard numbers enum variants in order, so earlier files still read.
 pub const ENVELOPE_VERSION: u16 = 1;
 
 /// The first five octets of every envelope file.
@@ -64,9 +65,35 @@ pub enum Ret {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RcptStatus {
     Pending,
-    Deferred { reply: String },
-    Delivered { reply: String },
-    Failed { reply: String },
+    /// Failed for now; to be tried again.
+    Deferred {
+        reply: String,
+    },
+    Delivered {
+        reply: String,
+    },
+    /// Failed for good; the sender is still to be told.
+    Failed {
+        reply: String,
+    },
+    /// Failed for good, and the sender has been told (or asked not to be).
+    Returned {
+        reply: String,
+    },
+    /// Failed for now, and the sender has had a delay notice.
+    Delayed {
+        reply: String,
+    },
+}
+
+impl RcptStatus {
+    /// Still to be delivered: pending, deferred or delayed.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            RcptStatus::Pending | RcptStatus::Deferred { .. } | RcptStatus::Delayed { .. }
+        )
+    }
 }
 
 /// One recipient and its delivery status.

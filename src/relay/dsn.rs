@@ -343,7 +343,9 @@ fn stored_reply(status: &RcptStatus) -> Option<&str> {
         RcptStatus::Pending => None,
         RcptStatus::Deferred { reply }
         | RcptStatus::Delivered { reply }
-        | RcptStatus::Failed { reply } => Some(reply.as_str()).filter(|r| !r.trim().is_empty()),
+        | RcptStatus::Failed { reply }
+        | RcptStatus::Returned { reply }
+        | RcptStatus::Delayed { reply } => Some(reply.as_str()).filter(|r| !r.trim().is_empty()),
     }
 }
 

@@ -21,16 +21,19 @@ use smol::LocalExecutor;
 use smol::channel::{Receiver, Sender, unbounded};
 use smol::future::FutureExt as _;
 
+use crate::clock::unix_micros_now;
 use crate::clock::unix_now;
 use crate::config::{Config, DomainPattern, NextHop};
 use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
 use crate::net::connection::Connection;
 use crate::queue::{
-    Envelope, GroupCommit, Journal, Pending, QueueId, RcptStatus, Recovered, Ret, Spool,
+    Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId, RcptStatus,
+    Recipient, Recovered, Ret, Spool,
 };
 use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
+use dsn::{Report, ReportKind};
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
 pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
@@ -287,7 +290,7 @@ impl Scheduler {
             let mut by_dest: BTreeMap<DestKey, Vec<usize>> = BTreeMap::new();
             let mut unroutable = Vec::new();
             for (i, r) in active.env.recipients.iter().enumerate() {
-                if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred { .. }) {
+                if !r.status.is_open() {
                     continue;
                 }
                 let domain = policy::domain_of(&r.address)
@@ -637,10 +640,14 @@ impl Scheduler {
             for (&i, reply) in job.rcpts.iter().zip(replies) {
                 log_status(&active.env, i, relay, active.accepted, reply);
                 let text = reply.one_line();
-                active.env.recipients[i].status = if reply.is_positive() {
+                let status = &mut active.env.recipients[i].status;
+                *status = if reply.is_positive() {
                     RcptStatus::Delivered { reply: text }
                 } else if reply.is_permanent() {
                     RcptStatus::Failed { reply: text }
+                } else if matches!(status, RcptStatus::Delayed { .. }) {
+                    // The sender has had the delay notice already.
+                    RcptStatus::Delayed { reply: text }
                 } else {
                     RcptStatus::Deferred { reply: text }
                 };
@@ -654,25 +661,54 @@ impl Scheduler {
     }
 
     /// A message with no jobs in flight: removed when every recipient is settled,
-    /// otherwise scheduled for its next attempt (or expired).
+    /// otherwise scheduled for its next attempt (or expired). Failures and long delays
+    /// are reported to the sender first: the report is durable before the message that
+    /// caused it is removed.
     fn finish(self: &Rc<Self>, id: &QueueId) {
         let config = self.config();
+        let now = unix_now();
+        let (plan, reports) = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(active) = inner.messages.get_mut(id) else {
+                return;
+            };
+            let plan = plan_next(&mut active.env, &config, now);
+            let reports = take_reports(&mut active.env, &config, now, plan);
+            if !reports.is_empty() {
+                // Nothing may dispatch the message while its reports are being queued.
+                active.in_flight = 1;
+            }
+            (plan, reports)
+        };
+        if reports.is_empty() {
+            self.settle(id, plan);
+            return;
+        }
+        let built = self.build_reports(id, &reports, &config, now);
+        let this = self.clone();
+        let id = id.clone();
+        self.executor
+            .spawn(async move {
+                for (env, bytes) in built {
+                    this.queue_report(env, bytes).await;
+                }
+                if let Some(active) = this.inner.borrow_mut().messages.get_mut(&id) {
+                    active.in_flight = 0;
+                }
+                this.settle(&id, plan);
+            })
+            .detach();
+    }
+
+    /// Carries out the plan for a message with nothing in flight.
+    fn settle(self: &Rc<Self>, id: &QueueId, plan: Plan) {
         let mut inner = self.inner.borrow_mut();
         let Some(active) = inner.messages.get_mut(id) else {
             return;
         };
-        let env = &mut active.env;
-        let open = |s: &RcptStatus| matches!(s, RcptStatus::Pending | RcptStatus::Deferred { .. });
-        let now = unix_now();
-        if env.recipients.iter().any(|r| open(&r.status)) {
-            env.attempts = env.attempts.saturating_add(1);
-            let lifetime = config.queue.max_lifetime.as_secs();
-            if now.saturating_sub(env.arrived) < lifetime {
-                let schedule = &config.queue.retry;
-                let step = (env.attempts as usize - 1).min(schedule.len().saturating_sub(1));
-                let delay = schedule.get(step).map_or(300, Duration::as_secs).max(1);
-                env.next_attempt = now + delay;
-                let due = env.next_attempt;
+        match plan {
+            Plan::Retry(due) => {
+                active.env.next_attempt = due;
                 match active.backing {
                     Backing::File => {
                         active.content = None;
@@ -684,30 +720,134 @@ impl Scheduler {
                 }
                 inner.deferred.push(Reverse((due, id.clone())));
                 let _ = self.retry_bell.0.try_send(());
-                return;
             }
-            for r in env.recipients.iter_mut() {
-                let last = match &r.status {
-                    RcptStatus::Deferred { reply } => reply.clone(),
-                    RcptStatus::Pending => String::new(),
-                    _ => continue,
+            Plan::Remove => {
+                let removed = match active.backing {
+                    Backing::File => self.spool.remove(id),
+                    Backing::Journal(segment) => self.journal.borrow_mut().done(id, segment),
                 };
-                let text = format!("message expired after {} attempts: {last}", env.attempts);
-                log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({text})", r.address);
-                r.status = RcptStatus::Failed {
-                    reply: format!("550 5.4.7 {text}"),
-                };
+                if let Err(e) = removed {
+                    log::error!(target: "qmgr", "{id}: cannot remove from the queue: {e}");
+                }
+                log::info!(target: "qmgr", "{id}: removed");
+                inner.messages.remove(id);
             }
         }
-        let removed = match active.backing {
-            Backing::File => self.spool.remove(id),
-            Backing::Journal(segment) => self.journal.borrow_mut().done(id, segment),
+    }
+
+    /// The DSN messages for `reports`, each with its envelope: from `<>` to the sender.
+    fn build_reports(
+        &self,
+        id: &QueueId,
+        reports: &[(ReportKind, Vec<usize>)],
+        config: &Config,
+        now: u64,
+    ) -> Vec<(Envelope, Vec<u8>)> {
+        let inner = self.inner.borrow();
+        let Some(active) = inner.messages.get(id) else {
+            return Vec::new();
         };
-        if let Err(e) = removed {
-            log::error!(target: "qmgr", "{id}: cannot remove from the queue: {e}");
+        let content: Rc<[u8]> = match &active.content {
+            Some(c) => c.clone(),
+            None => match self.spool.read_content(id) {
+                Ok(bytes) => bytes.into(),
+                Err(e) => {
+                    log::error!(target: "qmgr", "{id}: cannot read the message for its report: {e}");
+                    Rc::from(&[][..])
+                }
+            },
+        };
+        let env = &active.env;
+        let mut out = Vec::new();
+        for (kind, rcpts) in reports {
+            let micros = unix_micros_now();
+            let report = Report {
+                env,
+                rcpts: rcpts.clone(),
+                kind: *kind,
+                content: &content,
+                reporting_mta: &config.system.host_name,
+                now_unix: now,
+                boundary_seed: micros ^ id.value().unwrap_or(0),
+                remote_mta: vec![None; rcpts.len()],
+                retry_until_unix: (*kind == ReportKind::Delay).then(|| {
+                    env.arrived
+                        .saturating_add(config.queue.max_lifetime.as_secs())
+                }),
+            };
+            let built = dsn::build(&report);
+            let notice = Envelope {
+                id: self.spool.allocate_id(micros),
+                arrived: now,
+                origin: Origin::Local,
+                client_ip: None,
+                client_helo: String::new(),
+                sender: String::new(),
+                size: built.bytes.len() as u64,
+                eight_bit: built.eight_bit,
+                smtputf8: !env.sender.is_ascii(),
+                ret: None,
+                envid: None,
+                recipients: vec![Recipient {
+                    address: env.sender.clone(),
+                    orcpt: None,
+                    notify: 0,
+                    status: RcptStatus::Pending,
+                }],
+                attempts: 0,
+                next_attempt: 0,
+                held: false,
+            };
+            let what = match kind {
+                ReportKind::Failure => "non-delivery",
+                ReportKind::Delay => "delay",
+            };
+            log::info!(target: "bounce", "{id}: sender {what} notification: {}", notice.id);
+            out.push((notice, built.bytes));
         }
-        log::info!(target: "qmgr", "{id}: removed");
-        inner.messages.remove(id);
+        out
+    }
+
+    /// Makes a report durable and hands it to delivery like any other message.
+    async fn queue_report(self: &Rc<Self>, env: Envelope, bytes: Vec<u8>) {
+        let id = env.id.clone();
+        let written = if bytes.len() <= JOURNAL_MESSAGE_MAX {
+            self.journal
+                .borrow_mut()
+                .append(&env, &bytes)
+                .map(|segment| {
+                    (
+                        Pending::Journal {
+                            id: id.clone(),
+                            segment,
+                        },
+                        Backing::Journal(segment),
+                    )
+                })
+        } else {
+            self.spool
+                .create_named(id.clone())
+                .and_then(|mut incoming| {
+                    incoming.write(&bytes)?;
+                    Ok((Pending::File(incoming.finish(&env)?), Backing::File))
+                })
+        };
+        let result = match written {
+            Ok((pending, backing)) => self.commit.commit(pending).await.map(|()| backing),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Backing::Journal(segment)) => {
+                self.submit(
+                    env,
+                    Instant::now(),
+                    Some(bytes.into()),
+                    Backing::Journal(segment),
+                );
+            }
+            Ok(Backing::File) => self.submit(env, Instant::now(), None, Backing::File),
+            Err(e) => log::error!(target: "bounce", "{id}: cannot queue the notification: {e}"),
+        }
     }
 
     /// A journal message that has to wait: its files are written now and it is served from
@@ -803,6 +943,97 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// What happens to a message once its attempt is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Every recipient is settled: the message leaves the queue.
+    Remove,
+    /// Some recipients wait: try again at this unix time.
+    Retry(u64),
+}
+
+/// Decides the message's next step; recipients still open past the queue lifetime
+/// become failures.
+fn plan_next(env: &mut Envelope, config: &Config, now: u64) -> Plan {
+    if !env.recipients.iter().any(|r| r.status.is_open()) {
+        return Plan::Remove;
+    }
+    env.attempts = env.attempts.saturating_add(1);
+    if now.saturating_sub(env.arrived) < config.queue.max_lifetime.as_secs() {
+        let schedule = &config.queue.retry;
+        let step = (env.attempts as usize - 1).min(schedule.len().saturating_sub(1));
+        let delay = schedule.get(step).map_or(300, Duration::as_secs).max(1);
+        return Plan::Retry(now + delay);
+    }
+    let id = env.id.clone();
+    let attempts = env.attempts;
+    for r in env.recipients.iter_mut() {
+        let last = match &r.status {
+            RcptStatus::Deferred { reply } | RcptStatus::Delayed { reply } => reply.clone(),
+            RcptStatus::Pending => String::new(),
+            _ => continue,
+        };
+        let text = format!("message expired after {attempts} attempts: {last}");
+        log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({text})", r.address);
+        r.status = RcptStatus::Failed {
+            reply: format!("550 5.4.7 {text}"),
+        };
+    }
+    Plan::Remove
+}
+
+/// The reports the sender is owed now, by kind, with the recipients each covers. Every
+/// failure is marked returned and every delay noticed, so nothing is reported twice.
+fn take_reports(
+    env: &mut Envelope,
+    config: &Config,
+    now: u64,
+    plan: Plan,
+) -> Vec<(ReportKind, Vec<usize>)> {
+    let mut out = Vec::new();
+    let failed: Vec<usize> = (0..env.recipients.len())
+        .filter(|&i| matches!(env.recipients[i].status, RcptStatus::Failed { .. }))
+        .collect();
+    let wanted: Vec<usize> = failed
+        .iter()
+        .copied()
+        .filter(|&i| dsn::wants_report(env, i, ReportKind::Failure))
+        .collect();
+    for &i in &failed {
+        if let RcptStatus::Failed { reply } = &env.recipients[i].status {
+            env.recipients[i].status = RcptStatus::Returned {
+                reply: reply.clone(),
+            };
+        }
+    }
+    if !wanted.is_empty() {
+        out.push((ReportKind::Failure, wanted));
+    }
+    let notice = config.queue.delay_notice.as_secs();
+    let late = notice > 0 && now.saturating_sub(env.arrived) >= notice;
+    if late && matches!(plan, Plan::Retry(_)) {
+        let deferred: Vec<usize> = (0..env.recipients.len())
+            .filter(|&i| matches!(env.recipients[i].status, RcptStatus::Deferred { .. }))
+            .collect();
+        let wanted: Vec<usize> = deferred
+            .iter()
+            .copied()
+            .filter(|&i| dsn::wants_report(env, i, ReportKind::Delay))
+            .collect();
+        for &i in &deferred {
+            if let RcptStatus::Deferred { reply } = &env.recipients[i].status {
+                env.recipients[i].status = RcptStatus::Delayed {
+                    reply: reply.clone(),
+                };
+            }
+        }
+        if !wanted.is_empty() {
+            out.push((ReportKind::Delay, wanted));
+        }
+    }
+    out
 }
 
 /// One Postfix-shaped delivery line: `ID: to=<…>, relay=…, delay=…, dsn=…, status=… (…)`.

@@ -55,7 +55,10 @@ impl QueueEntry {
                         RcptStatus::Pending => ("pending", None),
                         RcptStatus::Deferred { reply } => ("deferred", Some(reply.clone())),
                         RcptStatus::Delivered { reply } => ("delivered", Some(reply.clone())),
-                        RcptStatus::Failed { reply } => ("failed", Some(reply.clone())),
+                        RcptStatus::Failed { reply } | RcptStatus::Returned { reply } => {
+                            ("failed", Some(reply.clone()))
+                        }
+                        RcptStatus::Delayed { reply } => ("deferred", Some(reply.clone())),
                     };
                     EntryRecipient {
                         address: r.address.clone(),
