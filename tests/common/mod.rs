@@ -109,6 +109,8 @@ impl Gateway {
     }
 
     fn spawn(&mut self) {
+        const READY: &str = "message(s) recovered from the queue";
+        let starts = self.log_text().matches(READY).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -128,10 +130,9 @@ impl Gateway {
             .spawn()
             .expect("start drawbridge");
         self.child = Some(child);
-        let port = self.inbound;
-        wait_until("the gateway to log that it listens", || {
-            self.log_text()
-                .contains(&format!("listening on 127.0.0.1:{port}"))
+        // This start's own line: the log file spans restarts.
+        wait_until("the gateway to start", || {
+            self.log_text().matches(READY).count() > starts
         });
     }
 

@@ -1,0 +1,127 @@
+//! `drawbridge queue …` against a running gateway's state directory, end to end.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `drawbridge queue ARGS --state-dir STATE`; returns (success, stdout, stderr).
+fn queue(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .arg("queue")
+        .args(args)
+        .arg("--state-dir")
+        .arg(&gw.state)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn send(gw: &Gateway, subject: &str) -> String {
+    let out = python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    s.ehlo("client.example.org")
+    s.mail("alice@example.org")
+    s.rcpt("bob@example.com")
+    code, resp = s.data(b"Subject: {subject}\r\n\r\nbody of {subject}\r\n")
+    print(resp.decode())
+"#,
+        port = gw.inbound
+    ));
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn list_show_hold_release_delete_and_flush() {
+    let dir = TempDir::new("queue-ops");
+    let port = free_port();
+    // Retries far apart: only flush and release make the gateway try again soon.
+    let mut gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{port}\n\
+             set route example.com avoid-time 0s\n\
+             set queue retry \"1h\"\n"
+        ),
+    );
+    let kept = send(&gw, "kept");
+    let held = send(&gw, "held");
+    let gone = send(&gw, "gone");
+    wait_until("three deferrals", || {
+        gw.log_text().matches("status=deferred").count() >= 3
+    });
+
+    let (ok, text, _) = queue(&gw, &["list"]);
+    assert!(ok);
+    for id in [&kept, &held, &gone] {
+        assert!(text.contains(id.as_str()), "{text}");
+    }
+    assert!(text.contains("(deferred: 451 4.4.1 connect to"), "{text}");
+    assert!(text.ends_with("in 3 Requests.\n"), "{text}");
+
+    let (ok, json, _) = queue(&gw, &["list", "--json"]);
+    assert!(ok);
+    let parsed = python(&format!(
+        "import json,sys\nq=json.loads(sys.argv[1]) if False else json.loads('''{json}''')\nprint(len(q), sorted(m['recipients'][0]['status'] for m in q), q[0]['sender'])"
+    ));
+    assert_eq!(
+        parsed.trim(),
+        "3 ['deferred', 'deferred', 'deferred'] alice@example.org"
+    );
+
+    let (ok, shown, _) = queue(&gw, &["show", &kept]);
+    assert!(
+        ok && shown.contains("body of kept") && shown.contains("Received: from client.example.org"),
+        "{shown}"
+    );
+
+    assert!(queue(&gw, &["hold", &held]).0);
+    assert!(queue(&gw, &["delete", &gone]).0);
+    let (ok, _, err) = queue(&gw, &["delete", &gone]);
+    assert!(!ok && err.contains("no such message"), "{err}");
+    let (ok, _, err) = queue(&gw, &["hold", "../../etc/passwd"]);
+    assert!(!ok && err.contains("not a queue id"), "{err}");
+
+    // The hold survives a restart.
+    gw.restart();
+    let (_, json, _) = queue(&gw, &["list", "--json"]);
+    assert!(json.contains(&format!("\"id\":\"{held}\"")), "{json}");
+    assert!(json.contains("\"held\":true"), "{json}");
+    assert!(!json.contains(&gone), "{json}");
+
+    // With the next hop up, flush delivers what is not held; the held one waits.
+    let sink = Sink::start_on(port, SinkBehaviour::default());
+    let (ok, flushed, _) = queue(&gw, &["flush"]);
+    assert!(ok, "{flushed}");
+    let msgs = sink.wait_for(1);
+    assert!(String::from_utf8_lossy(&msgs[0].content).contains("body of kept"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(sink.count(), 1);
+
+    assert!(queue(&gw, &["release", &held]).0);
+    let msgs = sink.wait_for(2);
+    assert!(String::from_utf8_lossy(&msgs[1].content).contains("body of held"));
+    wait_until("an empty queue", || {
+        queue(&gw, &["list"]).1 == "Mail queue is empty\n"
+    });
+}
+
+#[test]
+fn queue_commands_say_clearly_when_no_gateway_runs() {
+    let dir = TempDir::new("queue-none");
+    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["queue", "list", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no gateway answers on"));
+}
