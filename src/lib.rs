@@ -10,3 +10,4 @@ pub mod net;
 pub mod queue;
 pub mod relay;
 pub mod smtp;
+pub mod token;
