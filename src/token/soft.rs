@@ -71,7 +71,8 @@ const CHECK_CONTEXT: &[u8] = b"drawbridge token: PIN check";
 const WRAP_CONTEXT: &[u8] = b"drawbridge token: object wrapping key";
 const AAD_CONTEXT: &[u8] = b"drawbridge token object v1";
 
-/// The software token. `Send + Sync`: its state sits behind a mutex.
+/// The software token. `Send + Sync`: its state sits behind a mutex, which a login holds
+/// for the PBKDF2 derivation (about a tenth of a second at the default count).
 pub struct SoftToken {
     dir: PathBuf,
     rng: SystemRandom,
@@ -121,8 +122,10 @@ struct StoredObject {
 
 impl SoftToken {
     /// Creates (or re-creates) a token in `dir` with [`DEFAULT_PBKDF2_ITERATIONS`].
-    /// Re-initializing destroys every object; if the existing token has a security
-    /// officer PIN, `so_pin` must match it.
+    /// Re-initializing destroys every object and clears a PIN lock. If the existing token
+    /// has a security officer PIN, `so_pin` must match it (else `PinIncorrect`); a token made
+    /// without one can be re-initialized by anyone who can write `dir`, which is no more
+    /// than deleting the directory would allow.
     pub fn init(
         dir: &Path,
         label: &str,
@@ -133,7 +136,7 @@ impl SoftToken {
     }
 
     /// [`SoftToken::init`] with a chosen PBKDF2 iteration count (1 to
-    /// [`MAX_PBKDF2_ITERATIONS`]); low counts are for tests only.
+    /// [`MAX_PBKDF2_ITERATIONS`], else `MechanismInvalid`); low counts are for tests only.
     pub fn init_with_iterations(
         dir: &Path,
         label: &str,
@@ -307,9 +310,21 @@ impl SoftToken {
                     spki,
                     sealed: Vec::new(),
                 };
-                let public_id = SoftToken::next_id(state)?;
-                self.store(state, public_id, public)?;
-                Some(ObjectHandle(public_id))
+                let stored = SoftToken::next_id(state)
+                    .and_then(|public_id| self.store(state, public_id, public).map(|()| public_id));
+                match stored {
+                    Ok(public_id) => Some(ObjectHandle(public_id)),
+                    Err(e) => {
+                        // Keep pairs whole: take back the private half.
+                        if remove_file_synced(&self.dir, &object_file_name(id)).is_ok() {
+                            state.objects.remove(&id);
+                            if let Some(session) = &mut state.session {
+                                session.loaded.remove(&id);
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
             }
             None => None,
         };
@@ -664,11 +679,10 @@ fn equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Overwrites key material before it is freed.
+/// Best effort: `black_box` keeps the compiler from dropping the stores as dead.
 fn wipe(bytes: &mut [u8]) {
-    for byte in bytes.iter_mut() {
-        // SAFETY: `byte` is a valid, aligned, exclusive reference.
-        unsafe { std::ptr::write_volatile(byte, 0) };
-    }
+    bytes.fill(0);
+    std::hint::black_box(bytes);
 }
 
 fn fill(rng: &SystemRandom, buf: &mut [u8]) -> Result<(), TokenError> {
