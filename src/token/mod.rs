@@ -3,7 +3,7 @@
 //! A [`Token`] hands out opaque [`ObjectHandle`]s; private and secret key bytes never leave
 //! it (there is no method that returns them). The software token [`soft::SoftToken`] is the
 //! default backend and just one implementation; the TLS layer reaches a token only through
-//! the rustls adapter in [`rustls`].
+//! the rustls adapter in [`self::rustls`].
 //!
 //! Calling order: [`Token::login`] before any operation on private or secret objects
 //! (generate, import, sign, HMAC, destroy); [`Token::info`], [`Token::mechanisms`],
@@ -11,13 +11,15 @@
 //! [`Token::find_objects`] sees only public objects until login.
 
 pub mod der;
+pub mod pin_file;
 pub mod rustls;
 pub mod soft;
 pub mod x509;
 
 use std::fmt;
 
-pub use soft::{PinFile, SoftToken};
+pub use pin_file::{PinFile, PinFileError};
+pub use soft::SoftToken;
 
 /// What a token says about itself (PKCS#11 `CK_TOKEN_INFO`, reduced).
 #[derive(Clone, Debug, PartialEq, Eq)]
