@@ -11,3 +11,4 @@ pub mod net;
 pub mod queue;
 pub mod relay;
 pub mod smtp;
+pub mod token;
