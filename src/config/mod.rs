@@ -24,6 +24,10 @@ pub struct Config {
     /// Routing by recipient domain pattern.
     pub routes: BTreeMap<DomainPattern, Route>,
     pub queue: QueueSettings,
+    /// TLS versions, cipher suites and trusted client CAs.
+    pub tls: Tls,
+    /// Named bundles of keywords that govern a session or a delivery (the seeds' channels).
+    pub channels: BTreeMap<String, Channel>,
 }
 
 /// Which of the two services a setting or a session belongs to.
@@ -146,6 +150,10 @@ pub const DEFAULT_TEXT_LINE: u32 = 1000;
 pub struct Service {
     /// Plain listening addresses (STARTTLS is offered on these).
     pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listening addresses (RFC 8314), the seeds' `TLS_PORT`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The source channel of this service's sessions.
+    pub channel: Option<String>,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
     /// RFC 5321 §4.5.3.2.7: server timeout waiting for the next command, 5 min.
@@ -196,6 +204,8 @@ impl Default for Service {
     fn default() -> Self {
         Service {
             listen: Vec::new(),
+            tls_listen: Vec::new(),
+            channel: None,
             max_connections: 500,
             max_connections_per_ip: 20,
             idle_timeout: Duration::from_secs(300),
@@ -403,6 +413,11 @@ pub struct Route {
     pub concurrency: u32,
     /// The port of the hosts an MX lookup finds (RFC 5321 §4.5.4.2: 25).
     pub mx_port: u16,
+    /// The destination channel of deliveries on this route.
+    pub channel: Option<String>,
+    /// Skip verifying the next hop's certificate even where TLS is required. Risky: a
+    /// man in the middle can read the mail.
+    pub danger_tls_no_verify: bool,
 }
 
 /// The SMTP port, for MX hosts.
@@ -419,6 +434,8 @@ impl Route {
             avoid_time: Duration::from_secs(60),
             concurrency: 20,
             mx_port: SMTP_PORT,
+            channel: None,
+            danger_tls_no_verify: false,
         }
     }
 
@@ -468,6 +485,148 @@ impl Default for QueueSettings {
             max_lifetime: Duration::from_secs(5 * 24 * 3600),
             delay_notice: Duration::ZERO,
         }
+    }
+}
+
+/// TLS settings shared by both services and by delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub tls12: bool,
+    pub tls13: bool,
+    /// Cipher suites by the provider's names; empty means the provider's default set.
+    pub cipher_suites: Vec<String>,
+    /// A PEM file of CA certificates: when set, servers ask clients for a certificate
+    /// and verify it against these.
+    pub client_ca_file: Option<String>,
+    /// A PEM file of CA certificates trusted for next hops besides the public roots.
+    pub server_ca_file: Option<String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            tls12: true,
+            tls13: true,
+            cipher_suites: Vec::new(),
+            client_ca_file: None,
+            server_ca_file: None,
+        }
+    }
+}
+
+/// One channel keyword (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChannelKeyword {
+    NoTls,
+    MayTls,
+    MustTls,
+    NoTlsServer,
+    MayTlsServer,
+    MustTlsServer,
+    NoTlsClient,
+    MayTlsClient,
+    MustTlsClient,
+    TlsSwitchChannel(String),
+    MaySaslServer,
+    MustSaslServer,
+    SaslSwitchChannel(String),
+    AllowSwitchChannel,
+    NoSwitchChannel,
+}
+
+impl ChannelKeyword {
+    /// The keyword as written.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChannelKeyword::NoTls => "notls",
+            ChannelKeyword::MayTls => "maytls",
+            ChannelKeyword::MustTls => "musttls",
+            ChannelKeyword::NoTlsServer => "notlsserver",
+            ChannelKeyword::MayTlsServer => "maytlsserver",
+            ChannelKeyword::MustTlsServer => "musttlsserver",
+            ChannelKeyword::NoTlsClient => "notlsclient",
+            ChannelKeyword::MayTlsClient => "maytlsclient",
+            ChannelKeyword::MustTlsClient => "musttlsclient",
+            ChannelKeyword::TlsSwitchChannel(_) => "tlsswitchchannel",
+            ChannelKeyword::MaySaslServer => "maysaslserver",
+            ChannelKeyword::MustSaslServer => "mustsaslserver",
+            ChannelKeyword::SaslSwitchChannel(_) => "saslswitchchannel",
+            ChannelKeyword::AllowSwitchChannel => "allowswitchchannel",
+            ChannelKeyword::NoSwitchChannel => "noswitchchannel",
+        }
+    }
+}
+
+/// What a channel says about TLS on one side of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsUse {
+    Never,
+    May,
+    Must,
+}
+
+/// A named bundle of keywords.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Channel {
+    pub keywords: Vec<ChannelKeyword>,
+}
+
+impl Channel {
+    /// TLS as a server (for sessions whose source channel this is): the `…server` form
+    /// wins over the plain one; the default is `maytls`.
+    pub fn tls_server(&self) -> TlsUse {
+        self.tls_use([
+            ChannelKeyword::NoTlsServer,
+            ChannelKeyword::MayTlsServer,
+            ChannelKeyword::MustTlsServer,
+        ])
+    }
+
+    /// TLS as a client (for deliveries whose destination channel this is).
+    pub fn tls_client(&self) -> TlsUse {
+        self.tls_use([
+            ChannelKeyword::NoTlsClient,
+            ChannelKeyword::MayTlsClient,
+            ChannelKeyword::MustTlsClient,
+        ])
+    }
+
+    fn tls_use(&self, specific: [ChannelKeyword; 3]) -> TlsUse {
+        let of = |k: &ChannelKeyword, set: &[ChannelKeyword; 3]| {
+            [TlsUse::Never, TlsUse::May, TlsUse::Must]
+                .into_iter()
+                .zip(set.iter())
+                .find(|(_, s)| *s == k)
+                .map(|(u, _)| u)
+        };
+        let general = [
+            ChannelKeyword::NoTls,
+            ChannelKeyword::MayTls,
+            ChannelKeyword::MustTls,
+        ];
+        let specific_use = self.keywords.iter().rev().find_map(|k| of(k, &specific));
+        let general_use = self.keywords.iter().rev().find_map(|k| of(k, &general));
+        specific_use.or(general_use).unwrap_or(TlsUse::May)
+    }
+
+    /// The channel a session switches to once TLS is up, if switching is allowed.
+    pub fn tls_switch(&self) -> Option<&str> {
+        if self.keywords.contains(&ChannelKeyword::NoSwitchChannel) {
+            return None;
+        }
+        self.keywords.iter().find_map(|k| match k {
+            ChannelKeyword::TlsSwitchChannel(to) => Some(to.as_str()),
+            _ => None,
+        })
+    }
+}
+
+impl Config {
+    /// A named channel; an unknown or absent name is the default channel.
+    pub fn channel(&self, name: Option<&str>) -> Channel {
+        name.and_then(|n| self.channels.get(n))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -579,5 +738,27 @@ mod tests {
                 .without(EhloKeywords::SIZE)
                 .contains(EhloKeywords::DSN)
         );
+    }
+
+    #[test]
+    fn channel_tls_keywords_specific_forms_win() {
+        let ch = |words: &[ChannelKeyword]| Channel {
+            keywords: words.to_vec(),
+        };
+        use ChannelKeyword as K;
+        assert_eq!(ch(&[]).tls_server(), TlsUse::May);
+        assert_eq!(ch(&[K::MustTls]).tls_server(), TlsUse::Must);
+        assert_eq!(ch(&[K::MustTls]).tls_client(), TlsUse::Must);
+        assert_eq!(ch(&[K::MustTls, K::MayTlsClient]).tls_client(), TlsUse::May);
+        assert_eq!(
+            ch(&[K::NoTlsServer, K::MustTls]).tls_server(),
+            TlsUse::Never
+        );
+        assert_eq!(ch(&[K::MustTlsServer]).tls_client(), TlsUse::May);
+        let switch = ch(&[K::TlsSwitchChannel("tcp_tls".into())]);
+        assert_eq!(switch.tls_switch(), Some("tcp_tls"));
+        let mut blocked = switch.clone();
+        blocked.keywords.push(K::NoSwitchChannel);
+        assert_eq!(blocked.tls_switch(), None);
     }
 }

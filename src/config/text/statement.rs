@@ -5,7 +5,8 @@ use super::LineError;
 use super::lex;
 use super::value;
 use crate::config::{
-    ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords, NextHop, Route, ServiceName,
+    Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
+    NextHop, Route, ServiceName,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub const ERROR_LIMIT: Limit = Limit::new(1, u32::MAX);
 pub const CONCURRENCY_LIMIT: Limit = Limit::new(1, 1000);
 /// Classify rule numbers.
 pub const RULE_NUMBER_LIMIT: Limit = Limit::new(1, 65535);
+/// At most this many channels: the seeds' sites used a few dozen.
+pub const MAX_CHANNELS: usize = 256;
 /// At most this many DNS resolvers: resolv.conf's own limit is 3; a few more cost nothing.
 pub const MAX_DNS_RESOLVERS: usize = 8;
 /// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
@@ -92,6 +95,20 @@ pub enum Statement {
     Route(DomainPattern, RouteSetting),
     /// `set queue …`
     Queue(QueueSetting),
+    /// `set tls …`
+    Tls(TlsSetting),
+    /// `set channel NAME keywords "…"`: replaces the channel's keywords.
+    Channel(String, Vec<ChannelKeyword>),
+}
+
+/// One TLS setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// `versions "1.2 1.3"`: (TLS 1.2, TLS 1.3).
+    Versions(bool, bool),
+    CipherSuites(Vec<String>),
+    ClientCaFile(String),
+    ServerCaFile(String),
 }
 
 /// One setting of a service.
@@ -111,6 +128,9 @@ pub enum ServiceSetting {
     ErrorLimit(u32),
     GreetDelay(Duration),
     EhloKeywords(EhloKeywords),
+    /// Adds an implicit-TLS listening address unless it is there already.
+    TlsListen(SocketAddr),
+    Channel(String),
     VerifyRecipients(bool),
     VerifyPositiveTtl(Duration),
     VerifyNegativeTtl(Duration),
@@ -128,6 +148,8 @@ pub enum RouteSetting {
     AvoidTime(Duration),
     Concurrency(u32),
     MxPort(u16),
+    Channel(String),
+    DangerTlsNoVerify(bool),
 }
 
 /// One setting of the queue.
@@ -145,6 +167,8 @@ enum Top {
     Classify,
     Route,
     Queue,
+    Tls,
+    Channel,
 }
 
 #[derive(Clone, Copy)]
@@ -162,6 +186,8 @@ enum ServiceKey {
     ErrorLimit,
     GreetDelay,
     EhloKeywords,
+    TlsListen,
+    Channel,
     VerifyRecipients,
     VerifyPositiveTtl,
     VerifyNegativeTtl,
@@ -187,6 +213,16 @@ enum RouteKey {
     AvoidTime,
     Concurrency,
     MxPort,
+    Channel,
+    DangerTlsNoVerify,
+}
+
+#[derive(Clone, Copy)]
+enum TlsKey {
+    Versions,
+    CipherSuites,
+    ClientCaFile,
+    ServerCaFile,
 }
 
 #[derive(Clone, Copy)]
@@ -217,7 +253,16 @@ const TOP: &Keywords<Top> = &[
     ("classify", Top::Classify),
     ("route", Top::Route),
     ("queue", Top::Queue),
+    ("tls", Top::Tls),
+    ("channel", Top::Channel),
 ];
+const TLS_KEYS: &Keywords<TlsKey> = &[
+    ("versions", TlsKey::Versions),
+    ("cipher-suites", TlsKey::CipherSuites),
+    ("client-ca-file", TlsKey::ClientCaFile),
+    ("server-ca-file", TlsKey::ServerCaFile),
+];
+const CHANNEL_KEYS: &Keywords<()> = &[("keywords", ())];
 const SYSTEM: &Keywords<SystemKey> = &[("host-name", SystemKey::HostName), ("dns", SystemKey::Dns)];
 const DNS_KEYS: &Keywords<DnsKey> = &[("resolver", DnsKey::Resolver), ("timeout", DnsKey::Timeout)];
 const YES_NO: &Keywords<bool> = &[("yes", true), ("no", false)];
@@ -243,6 +288,8 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("error-limit", ServiceKey::ErrorLimit),
     ("greet-delay", ServiceKey::GreetDelay),
     ("ehlo-keywords", ServiceKey::EhloKeywords),
+    ("tls-listen", ServiceKey::TlsListen),
+    ("channel", ServiceKey::Channel),
     ("verify-recipients", ServiceKey::VerifyRecipients),
     ("verify-positive-ttl", ServiceKey::VerifyPositiveTtl),
     ("verify-negative-ttl", ServiceKey::VerifyNegativeTtl),
@@ -264,6 +311,8 @@ const ROUTE_KEYS: &Keywords<RouteKey> = &[
     ("avoid-time", RouteKey::AvoidTime),
     ("concurrency", RouteKey::Concurrency),
     ("mx-port", RouteKey::MxPort),
+    ("channel", RouteKey::Channel),
+    ("danger-tls-no-verify", RouteKey::DangerTlsNoVerify),
 ];
 const QUEUE_KEYS: &Keywords<QueueKey> = &[
     ("retry", QueueKey::Retry),
@@ -436,6 +485,30 @@ impl Statement {
                     QueueSetting::DelayNotice(c.duration("delay-notice", Zero::Allowed)?)
                 }
             }),
+            Top::Tls => Statement::Tls(match c.keyword(TLS_KEYS)? {
+                TlsKey::Versions => {
+                    let (tls12, tls13) =
+                        value::tls_versions(c.value(value::TLS_VERSIONS_EXPECTED)?)?;
+                    TlsSetting::Versions(tls12, tls13)
+                }
+                TlsKey::CipherSuites => TlsSetting::CipherSuites(value::cipher_suites(
+                    c.value(value::CIPHER_SUITES_EXPECTED)?,
+                )?),
+                TlsKey::ClientCaFile => {
+                    TlsSetting::ClientCaFile(value::path(c.value(value::PATH_EXPECTED)?)?)
+                }
+                TlsKey::ServerCaFile => {
+                    TlsSetting::ServerCaFile(value::path(c.value(value::PATH_EXPECTED)?)?)
+                }
+            }),
+            Top::Channel => {
+                let name = value::channel_name(c.value(value::CHANNEL_EXPECTED)?)?;
+                c.keyword(CHANNEL_KEYS)?;
+                Statement::Channel(
+                    name,
+                    value::channel_keywords(c.value(value::KEYWORDS_EXPECTED)?)?,
+                )
+            }
         };
         c.finish()?;
         Ok(statement)
@@ -484,6 +557,18 @@ impl Statement {
                     ServiceSetting::ErrorLimit(n) => s.error_limit = *n,
                     ServiceSetting::GreetDelay(d) => s.greet_delay = *d,
                     ServiceSetting::EhloKeywords(k) => s.ehlo_keywords = *k,
+                    ServiceSetting::TlsListen(addr) => {
+                        if !s.tls_listen.contains(addr) {
+                            if s.tls_listen.len() >= MAX_LISTEN_ADDRESSES {
+                                return Err(LineError::TooMany {
+                                    what: "TLS listen addresses in one service",
+                                    limit: MAX_LISTEN_ADDRESSES,
+                                });
+                            }
+                            s.tls_listen.push(*addr);
+                        }
+                    }
+                    ServiceSetting::Channel(name) => s.channel = Some(name.clone()),
                     ServiceSetting::VerifyRecipients(on) => s.verify.enabled = *on,
                     ServiceSetting::VerifyPositiveTtl(d) => s.verify.positive_ttl = *d,
                     ServiceSetting::VerifyNegativeTtl(d) => s.verify.negative_ttl = *d,
@@ -530,11 +615,40 @@ impl Statement {
                     RouteSetting::AvoidTime(d) => route.avoid_time = *d,
                     RouteSetting::Concurrency(n) => route.concurrency = *n,
                     RouteSetting::MxPort(p) => route.mx_port = *p,
+                    RouteSetting::Channel(name) => route.channel = Some(name.clone()),
+                    RouteSetting::DangerTlsNoVerify(on) => route.danger_tls_no_verify = *on,
                 }
             }
             Statement::Queue(QueueSetting::Retry(steps)) => config.queue.retry = steps.clone(),
             Statement::Queue(QueueSetting::MaxLifetime(d)) => config.queue.max_lifetime = *d,
             Statement::Queue(QueueSetting::DelayNotice(d)) => config.queue.delay_notice = *d,
+            Statement::Tls(TlsSetting::Versions(tls12, tls13)) => {
+                config.tls.tls12 = *tls12;
+                config.tls.tls13 = *tls13;
+            }
+            Statement::Tls(TlsSetting::CipherSuites(names)) => {
+                config.tls.cipher_suites = names.clone()
+            }
+            Statement::Tls(TlsSetting::ClientCaFile(p)) => {
+                config.tls.client_ca_file = Some(p.clone())
+            }
+            Statement::Tls(TlsSetting::ServerCaFile(p)) => {
+                config.tls.server_ca_file = Some(p.clone())
+            }
+            Statement::Channel(name, keywords) => {
+                if !config.channels.contains_key(name) && config.channels.len() >= MAX_CHANNELS {
+                    return Err(LineError::TooMany {
+                        what: "channels",
+                        limit: MAX_CHANNELS,
+                    });
+                }
+                config.channels.insert(
+                    name.clone(),
+                    Channel {
+                        keywords: keywords.clone(),
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -581,6 +695,8 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
         ServiceKey::EhloKeywords => {
             S::EhloKeywords(value::ehlo_keywords(c.value(value::EHLO_EXPECTED)?)?)
         }
+        ServiceKey::TlsListen => S::TlsListen(value::listen(c.value(value::LISTEN_EXPECTED)?)?),
+        ServiceKey::Channel => S::Channel(value::channel_name(c.value(value::CHANNEL_EXPECTED)?)?),
         ServiceKey::VerifyRecipients => S::VerifyRecipients(c.keyword(YES_NO)?),
         ServiceKey::VerifyPositiveTtl => {
             S::VerifyPositiveTtl(c.duration("verify-positive-ttl", Zero::Allowed)?)
@@ -660,6 +776,10 @@ fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
             RouteSetting::Concurrency(c.number("concurrency", CONCURRENCY_LIMIT)?)
         }
         RouteKey::MxPort => RouteSetting::MxPort(value::port(c.value(value::PORT_EXPECTED)?)?),
+        RouteKey::Channel => {
+            RouteSetting::Channel(value::channel_name(c.value(value::CHANNEL_EXPECTED)?)?)
+        }
+        RouteKey::DangerTlsNoVerify => RouteSetting::DangerTlsNoVerify(c.keyword(YES_NO)?),
     })
 }
 
@@ -685,6 +805,12 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         let mut push = |setting| out.push(Statement::Service(name, setting));
         for addr in &s.listen {
             push(ServiceSetting::Listen(*addr));
+        }
+        for addr in &s.tls_listen {
+            push(ServiceSetting::TlsListen(*addr));
+        }
+        if let Some(name) = &s.channel {
+            push(ServiceSetting::Channel(name.clone()));
         }
         use ServiceSetting as S;
         let pairs = [
@@ -772,6 +898,12 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         if route.mx_port != d.mx_port {
             push(RouteSetting::MxPort(route.mx_port));
         }
+        if let Some(name) = &route.channel {
+            push(RouteSetting::Channel(name.clone()));
+        }
+        if route.danger_tls_no_verify {
+            push(RouteSetting::DangerTlsNoVerify(true));
+        }
     }
     if config.queue.retry != default.queue.retry {
         out.push(Statement::Queue(QueueSetting::Retry(
@@ -787,6 +919,24 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         out.push(Statement::Queue(QueueSetting::DelayNotice(
             config.queue.delay_notice,
         )));
+    }
+    let (tls, dtls) = (&config.tls, &default.tls);
+    if (tls.tls12, tls.tls13) != (dtls.tls12, dtls.tls13) {
+        out.push(Statement::Tls(TlsSetting::Versions(tls.tls12, tls.tls13)));
+    }
+    if tls.cipher_suites != dtls.cipher_suites {
+        out.push(Statement::Tls(TlsSetting::CipherSuites(
+            tls.cipher_suites.clone(),
+        )));
+    }
+    if let Some(p) = &tls.client_ca_file {
+        out.push(Statement::Tls(TlsSetting::ClientCaFile(p.clone())));
+    }
+    if let Some(p) = &tls.server_ca_file {
+        out.push(Statement::Tls(TlsSetting::ServerCaFile(p.clone())));
+    }
+    for (name, channel) in &config.channels {
+        out.push(Statement::Channel(name.clone(), channel.keywords.clone()));
     }
     out
 }
@@ -827,6 +977,8 @@ impl fmt::Display for Statement {
                         "ehlo-keywords {}",
                         lex::quoted(&value::format_ehlo_keywords(*k))
                     ),
+                    ServiceSetting::TlsListen(a) => write!(f, "tls-listen {a}"),
+                    ServiceSetting::Channel(name) => write!(f, "channel {name}"),
                     ServiceSetting::VerifyRecipients(on) => {
                         write!(f, "verify-recipients {}", if *on { "yes" } else { "no" })
                     }
@@ -876,6 +1028,10 @@ impl fmt::Display for Statement {
                     RouteSetting::AvoidTime(d) => write!(f, "avoid-time {}", dur(d)),
                     RouteSetting::Concurrency(n) => write!(f, "concurrency {n}"),
                     RouteSetting::MxPort(p) => write!(f, "mx-port {p}"),
+                    RouteSetting::Channel(name) => write!(f, "channel {name}"),
+                    RouteSetting::DangerTlsNoVerify(on) => {
+                        write!(f, "danger-tls-no-verify {}", if *on { "yes" } else { "no" })
+                    }
                 }
             }
             Statement::Queue(QueueSetting::Retry(steps)) => {
@@ -890,6 +1046,29 @@ impl fmt::Display for Statement {
             }
             Statement::Queue(QueueSetting::DelayNotice(d)) => {
                 write!(f, "set queue delay-notice {}", dur(d))
+            }
+            Statement::Tls(TlsSetting::Versions(tls12, tls13)) => {
+                write!(
+                    f,
+                    "set tls versions {}",
+                    lex::quoted(&value::format_tls_versions(*tls12, *tls13))
+                )
+            }
+            Statement::Tls(TlsSetting::CipherSuites(names)) => {
+                write!(f, "set tls cipher-suites {}", lex::quoted(&names.join(" ")))
+            }
+            Statement::Tls(TlsSetting::ClientCaFile(p)) => {
+                write!(f, "set tls client-ca-file {}", lex::quoted(p))
+            }
+            Statement::Tls(TlsSetting::ServerCaFile(p)) => {
+                write!(f, "set tls server-ca-file {}", lex::quoted(p))
+            }
+            Statement::Channel(name, keywords) => {
+                write!(
+                    f,
+                    "set channel {name} keywords {}",
+                    lex::quoted(&value::format_channel_keywords(keywords))
+                )
             }
         }
     }
@@ -1021,6 +1200,39 @@ mod tests {
             "set service inbound verify-recipients maybe",
             "set service inbound verify-unreachable bounce",
             "set route * mx extra",
+        ] {
+            assert!(Statement::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_and_channel_settings_round_trip() {
+        let text = "set service inbound listen 127.0.0.1:25\n\
+                    set service inbound tls-listen 127.0.0.1:465\n\
+                    set service inbound channel tcp_local\n\
+                    set route example.com relay [127.0.0.1]:2526\n\
+                    set route example.com channel tcp_internal\n\
+                    set route example.com danger-tls-no-verify yes\n\
+                    set tls versions \"1.3\"\n\
+                    set tls cipher-suites \"TLS13_AES_256_GCM_SHA384 TLS13_CHACHA20_POLY1305_SHA256\"\n\
+                    set tls client-ca-file \"/etc/drawbridge/client ca.pem\"\n\
+                    set channel tcp_auth keywords \"maytlsserver mustsaslserver noswitchchannel\"\n\
+                    set channel tcp_local keywords \"maytls maysaslserver saslswitchchannel tcp_auth tlsswitchchannel tcp_tls\"\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(cfg.inbound.tls_listen, ["127.0.0.1:465".parse().unwrap()]);
+        assert!(cfg.routes[&DomainPattern::Exact("example.com".into())].danger_tls_no_verify);
+        assert!(!cfg.tls.tls12 && cfg.tls.tls13);
+        let local = cfg.channel(Some("tcp_local"));
+        assert_eq!(local.tls_switch(), Some("tcp_tls"));
+        assert_eq!(crate::config::text::print(&cfg), text);
+        for bad in [
+            "set tls versions \"1.1 1.2\"",
+            "set tls versions \"\"",
+            "set tls cipher-suites \"aes128\"",
+            "set tls client-ca-file relative.pem",
+            "set channel Tcp_Local keywords \"maytls\"",
+            "set channel tcp_local keywords \"maytls sometimes\"",
+            "set channel tcp_local keywords \"tlsswitchchannel\"",
         ] {
             assert!(Statement::parse(bad).is_err(), "{bad}");
         }

@@ -2,7 +2,7 @@
 //! lists, each parsed from one word into its checked type and printed back canonically.
 
 use super::LineError;
-use crate::config::{Cidr, DomainPattern, EhloKeywords};
+use crate::config::{ChannelKeyword, Cidr, DomainPattern, EhloKeywords};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -191,6 +191,186 @@ pub fn port(text: &str) -> Result<u16, LineError> {
             format!("is not a port: expected {PORT_EXPECTED}"),
         )),
     }
+}
+
+/// What a TLS version list looks like, for messages.
+pub const TLS_VERSIONS_EXPECTED: &str = "\"1.2 1.3\", \"1.2\" or \"1.3\"";
+/// What a cipher-suite list looks like, for messages.
+pub const CIPHER_SUITES_EXPECTED: &str =
+    "cipher suite names separated by blanks, such as \"TLS13_AES_256_GCM_SHA384\"";
+/// What a file path looks like, for messages.
+pub const PATH_EXPECTED: &str = "an absolute file path such as /etc/drawbridge/ca.pem";
+/// What a channel name looks like, for messages.
+pub const CHANNEL_EXPECTED: &str =
+    "a channel name of lower-case letters, digits and _ (e.g. tcp_local)";
+/// What a channel keyword list looks like, for messages.
+pub const KEYWORDS_EXPECTED: &str = "channel keywords such as \"maytls maysaslserver\"";
+/// Longest channel name.
+pub const MAX_CHANNEL_NAME: usize = 32;
+/// Most keywords on one channel.
+pub const MAX_CHANNEL_KEYWORDS: usize = 32;
+/// Most cipher suites in a list: the provider has fewer.
+pub const MAX_CIPHER_SUITES: usize = 32;
+/// Longest path.
+pub const MAX_PATH: usize = 1024;
+
+/// `"1.2 1.3"`: which TLS versions are on, at least one.
+pub fn tls_versions(text: &str) -> Result<(bool, bool), LineError> {
+    let (mut tls12, mut tls13) = (false, false);
+    for word in text.split_whitespace() {
+        match word {
+            "1.2" if !tls12 => tls12 = true,
+            "1.3" if !tls13 => tls13 = true,
+            _ => {
+                return Err(invalid(
+                    text,
+                    format!(
+                        "is not a TLS version list: expected {TLS_VERSIONS_EXPECTED} (TLS 1.0 and 1.1 are not offered)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !tls12 && !tls13 {
+        return Err(invalid(
+            text,
+            format!("names no TLS version: expected {TLS_VERSIONS_EXPECTED}"),
+        ));
+    }
+    Ok((tls12, tls13))
+}
+
+pub fn format_tls_versions(tls12: bool, tls13: bool) -> String {
+    match (tls12, tls13) {
+        (true, true) => "1.2 1.3".into(),
+        (true, false) => "1.2".into(),
+        _ => "1.3".into(),
+    }
+}
+
+/// Cipher suite names: upper-case letters, digits and `_`, each once.
+pub fn cipher_suites(text: &str) -> Result<Vec<String>, LineError> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        let ok = word.len() <= 64
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok || out.iter().any(|w| w == word) || out.len() == MAX_CIPHER_SUITES {
+            return Err(invalid(
+                text,
+                format!("is not a cipher suite list: expected {CIPHER_SUITES_EXPECTED}"),
+            ));
+        }
+        out.push(word.to_string());
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            text,
+            format!("names no cipher suite: expected {CIPHER_SUITES_EXPECTED}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// An absolute path of printable characters.
+pub fn path(text: &str) -> Result<String, LineError> {
+    if text.starts_with('/') && text.len() <= MAX_PATH && !text.chars().any(char::is_control) {
+        Ok(text.to_string())
+    } else {
+        Err(invalid(
+            text,
+            format!("is not a path: expected {PATH_EXPECTED}"),
+        ))
+    }
+}
+
+/// A channel name: lower-case letters, digits and `_`.
+pub fn channel_name(text: &str) -> Result<String, LineError> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_CHANNEL_NAME
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(invalid(
+            text,
+            format!("is not a channel name: expected {CHANNEL_EXPECTED}"),
+        ))
+    }
+}
+
+/// Channel keywords; `tlsswitchchannel` and `saslswitchchannel` take a channel name.
+pub fn channel_keywords(text: &str) -> Result<Vec<ChannelKeyword>, LineError> {
+    use ChannelKeyword as K;
+    let mut out = Vec::new();
+    let mut words = text.split_whitespace();
+    while let Some(word) = words.next() {
+        let simple = [
+            K::NoTls,
+            K::MayTls,
+            K::MustTls,
+            K::NoTlsServer,
+            K::MayTlsServer,
+            K::MustTlsServer,
+            K::NoTlsClient,
+            K::MayTlsClient,
+            K::MustTlsClient,
+            K::MaySaslServer,
+            K::MustSaslServer,
+            K::AllowSwitchChannel,
+            K::NoSwitchChannel,
+        ];
+        let lower = word.to_ascii_lowercase();
+        let keyword = match simple.into_iter().find(|k| k.name() == lower) {
+            Some(k) => k,
+            None if lower == "tlsswitchchannel" || lower == "saslswitchchannel" => {
+                let target = words.next().ok_or_else(|| {
+                    invalid(
+                        text,
+                        format!("has '{word}' without a channel name after it"),
+                    )
+                })?;
+                let target = channel_name(target)?;
+                if lower == "tlsswitchchannel" {
+                    K::TlsSwitchChannel(target)
+                } else {
+                    K::SaslSwitchChannel(target)
+                }
+            }
+            None => {
+                return Err(invalid(
+                    text,
+                    format!(
+                        "has the unknown channel keyword '{word}': expected {KEYWORDS_EXPECTED}"
+                    ),
+                ));
+            }
+        };
+        if out.len() == MAX_CHANNEL_KEYWORDS {
+            return Err(invalid(
+                text,
+                format!("has more than {MAX_CHANNEL_KEYWORDS} keywords"),
+            ));
+        }
+        out.push(keyword);
+    }
+    Ok(out)
+}
+
+pub fn format_channel_keywords(keywords: &[ChannelKeyword]) -> String {
+    keywords
+        .iter()
+        .map(|k| match k {
+            ChannelKeyword::TlsSwitchChannel(to) | ChannelKeyword::SaslSwitchChannel(to) => {
+                format!("{} {to}", k.name())
+            }
+            other => other.name().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A DNS resolver: `address`, `address:port` or `[v6]:port`; the port defaults to 53.
