@@ -260,6 +260,8 @@ enum Wait {
 ///    the handshake, then calls `tls_established(info, now)`: the session is back to the
 ///    state after the greeting (RFC 3207 §4.2), nothing is sent, and input now is the
 ///    decrypted stream. On a failed handshake it calls `tls_failed(now)` and closes.
+///    No timeout fires from `StartTlsRequested` until `tls_established`: the layer bounds
+///    its own handshake.
 ///
 /// A connection that is under TLS from the start (RFC 8314) begins with
 /// `Session::new_tls(config, info, now)` and never offers STARTTLS.
