@@ -77,6 +77,8 @@ pub enum CommandError {
     Syntax(&'static str),
     BadSender,
     BadRecipient,
+    /// A verb that takes no parameters was given some (RFC 3207 §4: `STARTTLS` CRLF).
+    NoParameters,
 }
 
 impl CommandError {
@@ -86,6 +88,9 @@ impl CommandError {
             CommandError::Syntax(usage) => Reply::new(501, "5.5.4", format!("Syntax: {usage}")),
             CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
             CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+            CommandError::NoParameters => {
+                Reply::new(501, "5.5.4", "Syntax error (no parameters allowed)")
+            }
         }
     }
 }
@@ -171,7 +176,11 @@ impl Command {
         } else if is("EXPN") {
             Ok(Command::Expn)
         } else if is("STARTTLS") {
-            Ok(Command::Starttls)
+            if args.is_empty() {
+                Ok(Command::Starttls)
+            } else {
+                Err(CommandError::NoParameters)
+            }
         } else if is("AUTH") {
             Ok(Command::Auth)
         } else {
@@ -437,6 +446,16 @@ mod tests {
 
     fn parse(s: &str) -> Result<Command, CommandError> {
         Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn starttls_takes_no_parameters() {
+        assert_eq!(parse("STARTTLS"), Ok(Command::Starttls));
+        assert_eq!(parse("starttls "), Ok(Command::Starttls));
+        assert_eq!(parse("STARTTLS x"), Err(CommandError::NoParameters));
+        assert_eq!(parse("STARTTLS  NOOP"), Err(CommandError::NoParameters));
+        let wire = CommandError::NoParameters.reply().to_wire();
+        assert_eq!(wire, b"501 5.5.4 Syntax error (no parameters allowed)\r\n");
     }
 
     #[test]

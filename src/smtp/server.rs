@@ -2,7 +2,9 @@
 //!
 //! RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
 //! ENHANCEDSTATUSCODES (RFC 2034, 3463), DSN (RFC 3461), SMTPUTF8 (RFC 6531) and
-//! CHUNKING (RFC 3030). Strict CRLF everywhere (SMTP smuggling, CVE-2023-51764).
+//! CHUNKING (RFC 3030) and STARTTLS (RFC 3207). Strict CRLF everywhere (SMTP smuggling,
+//! CVE-2023-51764). The core never sees TLS itself: the layer runs the handshake and swaps
+//! the byte pump under the session, then reports the outcome (see `Session`).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -40,8 +42,14 @@ pub struct ServerConfig {
     pub error_limit: u32,
     /// Wait before the greeting; a client talking meanwhile is refused.
     pub greet_delay: Duration,
-    /// Keywords to advertise; STARTTLS and AUTH are left out until this core handles them.
+    /// Keywords to advertise; AUTH is left out until this core handles it. STARTTLS is
+    /// offered only with `tls_available`, and never once TLS is active.
     pub ehlo_keywords: EhloKeywords,
+    /// Whether STARTTLS may be offered on this connection (the layer has a certificate).
+    pub tls_available: bool,
+    /// Must-TLS (channel keyword `musttlsserver`, SPEC §3): without TLS, MAIL, RCPT, DATA
+    /// and BDAT get `530 5.7.0`.
+    pub require_tls: bool,
 }
 
 impl ServerConfig {
@@ -58,8 +66,30 @@ impl ServerConfig {
             error_limit: s.error_limit,
             greet_delay: s.greet_delay,
             ehlo_keywords: s.ehlo_keywords,
+            tls_available: false,
+            require_tls: false,
         }
     }
+}
+
+/// The TLS state of a session, as the layer reports it after a handshake. Plain data: the
+/// core never sees a TLS library type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// For example `TLSv1.3`.
+    pub version: String,
+    /// For example `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The client's certificate, when it sent one and it was verified.
+    pub peer_certificate: Option<PeerCertificate>,
+}
+
+/// What the session keeps of a verified client certificate (SPEC §5: mapped to a local
+/// user by SAN email, else subject CN).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub subject: String,
+    pub san_emails: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +138,9 @@ pub struct Transaction {
     pub mail_params: MailParams,
     pub rcpts: Vec<(String, RcptParams)>,
     pub size: u64,
+    /// The TLS state the message was received under (for `with ESMTPS` and the cipher in
+    /// the Received header); `None` in plaintext.
+    pub tls: Option<TlsInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,18 +157,34 @@ pub enum CloseReason {
     EarlyTalker,
     SessionLimit,
     Shutdown,
+    /// The TLS handshake after STARTTLS failed (`tls_failed`).
+    TlsFailed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Helo { name: String, esmtp: bool },
-    CheckMail { from: String, params: MailParams },
-    CheckRcpt { to: String, params: RcptParams },
+    Helo {
+        name: String,
+        esmtp: bool,
+    },
+    CheckMail {
+        from: String,
+        params: MailParams,
+    },
+    CheckRcpt {
+        to: String,
+        params: RcptParams,
+    },
     MessageBegin,
     MessageData(Vec<u8>),
     MessageEnd(Transaction),
     MessageAbort,
-    Rejected { command: String, reply: Reply },
+    Rejected {
+        command: String,
+        reply: Reply,
+    },
+    /// The client sent a valid STARTTLS; answer with `start_tls` or `tls_unavailable`.
+    StartTlsRequested,
     Closing(CloseReason),
 }
 
@@ -170,9 +219,22 @@ enum Phase {
 
 /// What the session waits for from the layer.
 enum Wait {
-    Mail { from: String, params: MailParams },
-    Rcpt { to: String, params: RcptParams },
-    Commit { command: &'static str },
+    Mail {
+        from: String,
+        params: MailParams,
+    },
+    Rcpt {
+        to: String,
+        params: RcptParams,
+    },
+    Commit {
+        command: &'static str,
+    },
+    /// `StartTlsRequested` was given; `start_tls` or `tls_unavailable` comes next.
+    StartTls,
+    /// The 220 to STARTTLS is out; `tls_established` or `tls_failed` comes next. Input
+    /// now is dropped, never processed (CVE-2011-0411).
+    Handshake,
 }
 
 /// One SMTP server session: bytes and time in; replies, events and deadlines out.
@@ -189,12 +251,29 @@ enum Wait {
 ///    PIPELINING, and no timeout fires; `wants_input()` is false meanwhile.
 /// 5. When `is_closed()` is true, flush what `poll_transmit()` gives and close the socket.
 ///
+/// STARTTLS (RFC 3207), offered when `ServerConfig::tls_available`:
+/// 1. A valid STARTTLS gives `Event::StartTlsRequested` and the session waits as in 4.
+/// 2. The layer answers `start_tls(now)` (the 220 is queued; write it in plaintext) or
+///    `tls_unavailable(now)` (454; the session goes on in plaintext).
+/// 3. After `start_tls`, everything the client sent after the STARTTLS line, and whatever
+///    `handle_input` gets until the next call, is dropped (CVE-2011-0411). The layer runs
+///    the handshake, then calls `tls_established(info, now)`: the session is back to the
+///    state after the greeting (RFC 3207 §4.2), nothing is sent, and input now is the
+///    decrypted stream. On a failed handshake it calls `tls_failed(now)` and closes.
+///    No timeout fires from `StartTlsRequested` until `tls_established`: the layer bounds
+///    its own handshake.
+///
+/// A connection that is under TLS from the start (RFC 8314) begins with
+/// `Session::new_tls(config, info, now)` and never offers STARTTLS.
+///
 /// The session does no I/O and never reads the clock: `now` is always an argument.
 pub struct Session {
     config: Rc<ServerConfig>,
-    /// The EHLO keywords advertised and accepted (STARTTLS and AUTH are not handled
-    /// by this core yet, so never offered).
+    /// The EHLO keywords advertised and accepted (AUTH is not handled by this core yet,
+    /// so never offered; STARTTLS only with `tls_available` and while not under TLS).
     offered: EhloKeywords,
+    /// Set once TLS is active.
+    tls: Option<TlsInfo>,
     phase: Phase,
     wait: Option<Wait>,
     /// Unprocessed input: a partial command line (at most `MAX_COMMAND_LINE`), or what
@@ -223,14 +302,15 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: Rc<ServerConfig>, now: Instant) -> Session {
-        let offered = config
-            .ehlo_keywords
-            .without(EhloKeywords::STARTTLS)
-            .without(EhloKeywords::AUTH);
+        let mut offered = config.ehlo_keywords.without(EhloKeywords::AUTH);
+        if !config.tls_available {
+            offered = offered.without(EhloKeywords::STARTTLS);
+        }
         let due = now.checked_add(config.greet_delay).unwrap_or(now);
         let mut s = Session {
             config,
             offered,
+            tls: None,
             phase: Phase::Greeting { due },
             wait: None,
             input: Vec::new(),
@@ -256,9 +336,22 @@ impl Session {
         s
     }
 
+    /// Starts a session on a connection that is under TLS from its first byte (RFC 8314
+    /// implicit TLS): `is_tls()` is true and STARTTLS is never offered.
+    pub fn new_tls(config: Rc<ServerConfig>, tls: TlsInfo, now: Instant) -> Session {
+        let mut s = Session::new(config, now);
+        s.offered = s.offered.without(EhloKeywords::STARTTLS);
+        s.tls = Some(tls);
+        s
+    }
+
     /// Takes bytes from the client.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         if self.is_closed() || bytes.is_empty() {
+            return;
+        }
+        if matches!(self.wait, Some(Wait::Handshake)) {
+            // Plaintext after the 220 to STARTTLS: never processed (CVE-2011-0411).
             return;
         }
         if let Phase::Greeting { due } = self.phase {
@@ -342,6 +435,71 @@ impl Session {
         self.resume(now);
     }
 
+    /// Answers `StartTlsRequested`: queues `220 2.0.0 Ready to start TLS` and drops all
+    /// input after the STARTTLS line. The layer writes the 220, runs the handshake and
+    /// reports with `tls_established` or `tls_failed`.
+    pub fn start_tls(&mut self, now: Instant) {
+        if !matches!(self.wait, Some(Wait::StartTls)) {
+            log::warn!("smtp server: start_tls() without a pending STARTTLS");
+            return;
+        }
+        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.forget_input();
+        self.wait = Some(Wait::Handshake);
+        self.last_input = now;
+    }
+
+    /// Answers `StartTlsRequested` when TLS cannot start now: `454 4.7.0`, and the session
+    /// goes on in plaintext with what the client sent after STARTTLS.
+    pub fn tls_unavailable(&mut self, now: Instant) {
+        if !matches!(self.wait, Some(Wait::StartTls)) {
+            log::warn!("smtp server: tls_unavailable() without a pending STARTTLS");
+            return;
+        }
+        self.wait = None;
+        let reply = Reply::new(454, "4.7.0", "TLS not available due to temporary reason");
+        self.reject("STARTTLS", reply, false);
+        self.resume(now);
+    }
+
+    /// The handshake after `start_tls` succeeded. RFC 3207 §4.2: everything learnt from
+    /// the client is forgotten (HELO/EHLO and any transaction); nothing is sent, the
+    /// client speaks first with a new EHLO.
+    pub fn tls_established(&mut self, info: TlsInfo, now: Instant) {
+        if !matches!(self.wait, Some(Wait::Handshake)) {
+            log::warn!("smtp server: tls_established() without a pending handshake");
+            return;
+        }
+        self.wait = None;
+        self.forget_input();
+        self.reset_transaction();
+        self.helo = None;
+        self.pending_source_route = false;
+        self.offered = self.offered.without(EhloKeywords::STARTTLS);
+        self.tls = Some(info);
+        self.last_input = now;
+    }
+
+    /// The handshake after `start_tls` failed: the session closes without a reply (the
+    /// connection is no longer plaintext SMTP) and gives `Closing(TlsFailed)`.
+    pub fn tls_failed(&mut self, _now: Instant) {
+        if !matches!(self.wait, Some(Wait::Handshake)) {
+            log::warn!("smtp server: tls_failed() without a pending handshake");
+            return;
+        }
+        self.close(CloseReason::TlsFailed);
+    }
+
+    /// Whether TLS is active: after `tls_established`, or from the start with `new_tls`.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS state, once TLS is active.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
     /// Everything to write to the client, in order, or `None` when there is nothing.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {
@@ -390,6 +548,13 @@ impl Session {
     }
 
     // ---- internals ----
+
+    /// Drops unprocessed input and any line being discarded.
+    fn forget_input(&mut self) {
+        self.input = Vec::new();
+        self.discarding = None;
+        self.overrun = false;
+    }
 
     fn greet(&mut self, now: Instant) {
         let text = format!("{} ESMTP drawbridge", self.config.host_name);
@@ -535,6 +700,15 @@ impl Session {
             Err(e) => return self.reject(&verb, e.reply(), true),
         };
         match command {
+            Command::Mail { .. } | Command::Rcpt { .. } | Command::Data | Command::Bdat { .. }
+                if self.config.require_tls && self.tls.is_none() =>
+            {
+                let refusal = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+                match command {
+                    Command::Bdat { size, last } => self.refuse_chunk(size, last, refusal),
+                    _ => self.reject(&verb, refusal, true),
+                }
+            }
             Command::Ehlo(name) | Command::Helo(name) => {
                 let esmtp = verb == "EHLO";
                 self.reset_transaction();
@@ -580,22 +754,19 @@ impl Session {
                 } else {
                     self.refuse_content()
                 };
-                if refusal.is_none() && self.bdat.is_none() {
-                    self.event(Event::MessageBegin);
-                    let checker = ContentChecker::new(
-                        self.config.max_line_length,
-                        self.config.max_message_size,
-                    );
-                    self.bdat = Some(checker);
-                }
-                self.phase = Phase::Bdat {
-                    remaining: size,
-                    chunk: size,
-                    last,
-                    refusal,
-                };
-                if size == 0 {
-                    self.end_chunk();
+                match refusal {
+                    Some(refusal) => self.refuse_chunk(size, last, refusal),
+                    None => {
+                        if self.bdat.is_none() {
+                            self.event(Event::MessageBegin);
+                            let checker = ContentChecker::new(
+                                self.config.max_line_length,
+                                self.config.max_message_size,
+                            );
+                            self.bdat = Some(checker);
+                        }
+                        self.read_chunk(size, last, None);
+                    }
                 }
             }
             Command::Rset => {
@@ -620,7 +791,8 @@ impl Session {
             Command::Expn => {
                 self.reject(&verb, Reply::new(502, "5.5.1", "EXPN not available"), false)
             }
-            Command::Starttls | Command::Auth => {
+            Command::Starttls => self.starttls(&verb),
+            Command::Auth => {
                 self.reject(
                     &verb,
                     Reply::new(502, "5.5.1", "Error: command not implemented"),
@@ -628,6 +800,41 @@ impl Session {
                 );
             }
         }
+    }
+
+    /// Reads (or with `refusal`, only consumes) a BDAT chunk of `size` octets.
+    fn read_chunk(&mut self, size: u64, last: bool, refusal: Option<Reply>) {
+        self.phase = Phase::Bdat {
+            remaining: size,
+            chunk: size,
+            last,
+            refusal,
+        };
+        if size == 0 {
+            self.end_chunk();
+        }
+    }
+
+    /// Consumes a BDAT chunk and answers it with `refusal`.
+    fn refuse_chunk(&mut self, size: u64, last: bool, refusal: Reply) {
+        self.read_chunk(size, last, Some(refusal));
+    }
+
+    fn starttls(&mut self, verb: &str) {
+        let refusal = if self.tls.is_some() {
+            Reply::new(503, "5.5.1", "Error: TLS already active")
+        } else if !self.offered.contains(EhloKeywords::STARTTLS) {
+            Reply::new(502, "5.5.1", "Error: command not implemented")
+        } else if !self.esmtp() {
+            Reply::new(503, "5.5.1", "Error: send EHLO first")
+        } else if self.mail.is_some() || self.bdat.is_some() {
+            Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
+        } else {
+            self.event(Event::StartTlsRequested);
+            self.wait = Some(Wait::StartTls);
+            return;
+        };
+        self.reject(verb, refusal, true);
     }
 
     fn esmtp(&self) -> bool {
@@ -791,6 +998,7 @@ impl Session {
                     mail_params,
                     rcpts: std::mem::take(&mut self.rcpts),
                     size,
+                    tls: self.tls.clone(),
                 };
                 self.reset_transaction();
                 self.messages = self.messages.saturating_add(1);
@@ -900,6 +1108,8 @@ mod tests {
             error_limit: 10,
             greet_delay: Duration::ZERO,
             ehlo_keywords: EhloKeywords::ALL,
+            tls_available: false,
+            require_tls: false,
         }
     }
 
@@ -915,6 +1125,9 @@ mod tests {
         Wait(Duration),
         /// Everything the server has written so far is not checked further.
         Any,
+        /// The layer's TLS handshake ends: `tls_established` with `tls_info()` (true) or
+        /// `tls_failed` (false). Client writes before it are fed before it.
+        Handshake(bool),
     }
     use Step::Wait;
 
@@ -935,6 +1148,7 @@ mod tests {
         /// Events with adjacent `MessageData` merged.
         events: Vec<Event>,
         closed: bool,
+        tls: bool,
     }
 
     impl Outcome {
@@ -966,10 +1180,49 @@ mod tests {
         }
     }
 
+    /// How the test layer treats TLS.
+    #[derive(Clone, Copy, Debug, Default)]
+    struct TlsMode {
+        /// Start sessions with `new_tls` (RFC 8314 implicit TLS).
+        implicit: bool,
+        /// Answer `StartTlsRequested` with `tls_unavailable` instead of `start_tls`.
+        refuse: bool,
+    }
+
+    thread_local! {
+        static TLS_MODE: std::cell::Cell<TlsMode> = const {
+            std::cell::Cell::new(TlsMode { implicit: false, refuse: false })
+        };
+    }
+
+    /// `check` with the test layer treating TLS as `mode`.
+    fn check_tls(cfg: &ServerConfig, mode: TlsMode, steps: &[Step]) -> Outcome {
+        TLS_MODE.with(|m| m.set(mode));
+        let o = check(cfg, steps);
+        TLS_MODE.with(|m| m.set(TlsMode::default()));
+        o
+    }
+
+    fn tls_info() -> TlsInfo {
+        TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            peer_certificate: Some(PeerCertificate {
+                subject: "CN=client.example".into(),
+                san_emails: vec!["a@example.org".into()],
+            }),
+        }
+    }
+
     /// The test policy: senders `spammer@…` and recipients `nobody@…` are refused; a
-    /// message from `tempfail@…` fails to commit; everything else is accepted.
+    /// message from `tempfail@…` fails to commit; everything else is accepted. STARTTLS
+    /// is answered as `TLS_MODE` says.
     fn respond(session: &mut Session, event: &Event, now: Instant) {
         match event {
+            Event::StartTlsRequested if TLS_MODE.with(|m| m.get().refuse) => {
+                session.tls_unavailable(now)
+            }
+            Event::StartTlsRequested => session.start_tls(now),
             Event::CheckMail { from, .. } if from.starts_with("spammer@") => session.answer(
                 Verdict::Reject(Reply::new(550, "5.7.1", "Sender refused")),
                 now,
@@ -1023,7 +1276,11 @@ mod tests {
         cut: Option<&dyn Fn(usize, usize) -> Vec<usize>>,
     ) -> Outcome {
         let mut now = Instant::now();
-        let mut session = Session::new(Rc::new(cfg.clone()), now);
+        let mut session = if TLS_MODE.with(|m| m.get().implicit) {
+            Session::new_tls(Rc::new(cfg.clone()), tls_info(), now)
+        } else {
+            Session::new(Rc::new(cfg.clone()), now)
+        };
         let (mut out, mut events) = (Vec::new(), Vec::new());
         drain(&mut session, now, &mut out, &mut events);
         let mut checked = 0;
@@ -1080,6 +1337,15 @@ mod tests {
                     }
                     drain(&mut session, now, &mut out, &mut events);
                 }
+                Step::Handshake(ok) => {
+                    feed(&mut session, &mut segment, now, &mut out, &mut events);
+                    if *ok {
+                        session.tls_established(tls_info(), now);
+                    } else {
+                        session.tls_failed(now);
+                    }
+                    drain(&mut session, now, &mut out, &mut events);
+                }
             }
         }
         feed(&mut session, &mut segment, now, &mut out, &mut events);
@@ -1087,6 +1353,7 @@ mod tests {
             out,
             events,
             closed: session.is_closed(),
+            tls: session.is_tls(),
         }
     }
 
@@ -1949,6 +2216,353 @@ mod tests {
         );
     }
 
+    // ---- STARTTLS (RFC 3207) ----
+
+    const EHLO_TLS_REPLY: &[u8] =
+        b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n\
+        250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+    const READY: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+    const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
+    const MUST_TLS: &[u8] = b"530 5.7.0 Must issue a STARTTLS command first\r\n";
+
+    fn tls_config() -> ServerConfig {
+        ServerConfig {
+            tls_available: true,
+            ..config()
+        }
+    }
+
+    /// Greeting, EHLO with STARTTLS offered, STARTTLS and its 220.
+    fn up_to_starttls() -> Vec<Step> {
+        vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_TLS_REPLY),
+            c("STARTTLS\r\n"),
+            s(READY),
+        ]
+    }
+
+    /// A whole transaction from EHLO to QUIT, message `hi`.
+    fn transaction_after_ehlo() -> Vec<Step> {
+        vec![
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s(MAIL_OK),
+            c("RCPT TO:<b@example.com>\r\n"),
+            s(RCPT_OK),
+            c("DATA\r\n"),
+            s(GO_AHEAD),
+            c("hi\r\n.\r\n"),
+            s(QUEUED),
+            c("QUIT\r\n"),
+            s(BYE),
+        ]
+    }
+
+    fn transactions(o: &Outcome) -> Vec<&Transaction> {
+        o.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::MessageEnd(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn starttls_requests(o: &Outcome) -> usize {
+        o.count(|e| matches!(e, Event::StartTlsRequested))
+    }
+
+    #[test]
+    fn input_pipelined_after_starttls_is_never_processed() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_TLS_REPLY),
+            c("STARTTLS\r\nNOOP\r\n"),
+            s(READY),
+            Step::Handshake(true),
+            c("QUIT\r\n"),
+            s(BYE),
+        ];
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert_eq!(o.out, [GREETING, EHLO_TLS_REPLY, READY, BYE].concat());
+        assert!(o.tls && o.closed);
+        assert_eq!(starttls_requests(&o), 1);
+    }
+
+    #[test]
+    fn input_arriving_before_the_handshake_ends_is_never_processed() {
+        let steps = with(
+            up_to_starttls(),
+            vec![
+                c("NOOP\r\nMAIL FROM:<a@example.org>\r\n"),
+                Step::Handshake(true),
+                c("QUIT\r\n"),
+                s(BYE),
+            ],
+        );
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert_eq!(o.out, [GREETING, EHLO_TLS_REPLY, READY, BYE].concat());
+        assert_eq!(o.count(|e| matches!(e, Event::CheckMail { .. })), 0);
+    }
+
+    #[test]
+    fn tls_forgets_the_ehlo() {
+        let steps = with(
+            up_to_starttls(),
+            vec![
+                Step::Handshake(true),
+                c("MAIL FROM:<a@example.org>\r\n"),
+                s("503 5.5.1 Error: send HELO/EHLO first\r\n"),
+            ],
+        );
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert!(o.tls);
+        assert_eq!(o.count(|e| matches!(e, Event::CheckMail { .. })), 0);
+    }
+
+    #[test]
+    fn starttls_offered_before_tls_only_and_the_transaction_carries_tls() {
+        let steps = with(
+            up_to_starttls(),
+            with(
+                vec![
+                    Step::Handshake(true),
+                    c("EHLO client.example\r\n"),
+                    s(EHLO_REPLY),
+                    c("STARTTLS\r\n"),
+                    s("503 5.5.1 Error: TLS already active\r\n"),
+                ],
+                transaction_after_ehlo(),
+            ),
+        );
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert!(o.tls);
+        assert_eq!(starttls_requests(&o), 1);
+        let t = transactions(&o);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].tls, Some(tls_info()));
+        assert_eq!(o.committed(), vec![b"hi\r\n".to_vec()]);
+    }
+
+    #[test]
+    fn handshake_time_is_not_a_command_timeout() {
+        let steps = with(
+            up_to_starttls(),
+            with(
+                vec![
+                    secs(1000),
+                    Step::Handshake(true),
+                    c("EHLO client.example\r\n"),
+                    s(EHLO_REPLY),
+                ],
+                transaction_after_ehlo(),
+            ),
+        );
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert_eq!(o.message_ends(), 1);
+        assert_eq!(
+            o.count(|e| matches!(e, Event::Closing(CloseReason::Quit))),
+            1
+        );
+    }
+
+    #[test]
+    fn failed_handshake_closes_quietly() {
+        let steps = with(
+            up_to_starttls(),
+            vec![Step::Handshake(false), c("QUIT\r\n")],
+        );
+        let o = check_tls(&tls_config(), TlsMode::default(), &steps);
+        assert_eq!(o.out, [GREETING, EHLO_TLS_REPLY, READY].concat());
+        assert!(o.closed && !o.tls);
+        assert_eq!(
+            o.events.last(),
+            Some(&Event::Closing(CloseReason::TlsFailed))
+        );
+    }
+
+    #[test]
+    fn starttls_refusals() {
+        // With a parameter.
+        let o = check_tls(
+            &tls_config(),
+            TlsMode::default(),
+            &[
+                s(GREETING),
+                c("EHLO client.example\r\n"),
+                s(EHLO_TLS_REPLY),
+                c("STARTTLS now\r\n"),
+                s("501 5.5.4 Syntax error (no parameters allowed)\r\n"),
+            ],
+        );
+        assert_eq!(starttls_requests(&o), 0);
+        // Not offered: no certificate, or the keyword is not allowed.
+        let mut no_keyword = tls_config();
+        no_keyword.ehlo_keywords = EhloKeywords::ALL.without(EhloKeywords::STARTTLS);
+        for cfg in [config(), no_keyword] {
+            let o = check_tls(
+                &cfg,
+                TlsMode::default(),
+                &[
+                    s(GREETING),
+                    c("EHLO client.example\r\n"),
+                    s(EHLO_REPLY),
+                    c("STARTTLS\r\n"),
+                    s("502 5.5.1 Error: command not implemented\r\n"),
+                ],
+            );
+            assert_eq!(starttls_requests(&o), 0);
+        }
+        // Before EHLO, and after HELO (STARTTLS is an extension).
+        let o = check_tls(
+            &tls_config(),
+            TlsMode::default(),
+            &[
+                s(GREETING),
+                c("STARTTLS\r\n"),
+                s("503 5.5.1 Error: send EHLO first\r\n"),
+                c("HELO client.example\r\n"),
+                s("250 mx.test\r\n"),
+                c("STARTTLS\r\n"),
+                s("503 5.5.1 Error: send EHLO first\r\n"),
+            ],
+        );
+        assert_eq!(starttls_requests(&o), 0);
+        // Inside a transaction; allowed again after RSET.
+        let o = check_tls(
+            &tls_config(),
+            TlsMode::default(),
+            &[
+                s(GREETING),
+                c("EHLO client.example\r\n"),
+                s(EHLO_TLS_REPLY),
+                c("MAIL FROM:<a@example.org>\r\n"),
+                s(MAIL_OK),
+                c("STARTTLS\r\n"),
+                s("503 5.5.1 Error: MAIL transaction in progress\r\n"),
+                c("RSET\r\n"),
+                s(OK),
+                c("STARTTLS\r\n"),
+                s(READY),
+            ],
+        );
+        assert_eq!(starttls_requests(&o), 1);
+        assert!(!o.tls);
+    }
+
+    #[test]
+    fn tls_unavailable_answers_454_and_goes_on_in_plaintext() {
+        let refuse = TlsMode {
+            refuse: true,
+            ..TlsMode::default()
+        };
+        let steps = with(
+            vec![
+                s(GREETING),
+                c("EHLO client.example\r\n"),
+                s(EHLO_TLS_REPLY),
+                c("STARTTLS\r\nNOOP\r\n"),
+                s("454 4.7.0 TLS not available due to temporary reason\r\n"),
+                s(OK),
+            ],
+            transaction_after_ehlo(),
+        );
+        let o = check_tls(&tls_config(), refuse, &steps);
+        assert!(!o.tls);
+        let t = transactions(&o);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].tls, None);
+    }
+
+    #[test]
+    fn require_tls_refuses_mail_until_tls() {
+        let cfg = ServerConfig {
+            require_tls: true,
+            ..tls_config()
+        };
+        let steps = with(
+            vec![
+                s(GREETING),
+                c("EHLO client.example\r\n"),
+                s(EHLO_TLS_REPLY),
+                c("MAIL FROM:<a@example.org>\r\n"),
+                s(MUST_TLS),
+                c("RCPT TO:<b@example.com>\r\n"),
+                s(MUST_TLS),
+                c("DATA\r\n"),
+                s(MUST_TLS),
+                c("BDAT 6 LAST\r\nNOOP\r\n"),
+                s(MUST_TLS),
+                c("NOOP\r\n"),
+                s(OK),
+                c("STARTTLS\r\n"),
+                s(READY),
+                Step::Handshake(true),
+                c("EHLO client.example\r\n"),
+                s(EHLO_REPLY),
+            ],
+            transaction_after_ehlo(),
+        );
+        let o = check_tls(&cfg, TlsMode::default(), &steps);
+        assert_eq!(o.count(|e| matches!(e, Event::CheckMail { .. })), 1);
+        assert_eq!(o.count(|e| matches!(e, Event::MessageBegin)), 1);
+        assert_eq!(transactions(&o)[0].tls, Some(tls_info()));
+    }
+
+    #[test]
+    fn implicit_tls_never_offers_starttls_and_meets_require_tls() {
+        let implicit = TlsMode {
+            implicit: true,
+            ..TlsMode::default()
+        };
+        let cfg = ServerConfig {
+            require_tls: true,
+            ..tls_config()
+        };
+        let steps = with(
+            vec![
+                s(GREETING),
+                c("EHLO client.example\r\n"),
+                s(EHLO_REPLY),
+                c("STARTTLS\r\n"),
+                s("503 5.5.1 Error: TLS already active\r\n"),
+            ],
+            transaction_after_ehlo(),
+        );
+        let o = check_tls(&cfg, implicit, &steps);
+        assert!(o.tls);
+        assert_eq!(starttls_requests(&o), 0);
+        assert_eq!(transactions(&o)[0].tls, Some(tls_info()));
+    }
+
+    #[test]
+    fn tls_calls_out_of_order_are_ignored() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(tls_config()), now);
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        drain(&mut session, now, &mut out, &mut events);
+        session.start_tls(now);
+        session.tls_unavailable(now);
+        session.tls_established(tls_info(), now);
+        session.tls_failed(now);
+        assert!(session.poll_transmit().is_none());
+        assert!(session.poll_event().is_none());
+        assert!(!session.is_tls() && !session.is_closed());
+        assert_eq!(session.tls(), None);
+        // A pending STARTTLS is not answered by `answer` or `commit_done` either.
+        session.handle_input(b"EHLO client.example\r\nSTARTTLS\r\n", now);
+        while session.poll_event().is_some() {}
+        session.poll_transmit();
+        session.answer(Verdict::Accept, now);
+        session.commit_done(Ok("X".into()), now);
+        assert!(session.poll_transmit().is_none());
+        assert!(!session.wants_input());
+        session.start_tls(now);
+        assert_eq!(session.poll_transmit(), Some(READY.to_vec()));
+    }
+
     // ---- generated sessions ----
 
     /// xorshift64: a tiny deterministic generator for test inputs.
@@ -1998,6 +2612,8 @@ mod tests {
         b"\xff\xfe",
         b"bdat 99999999999999 last\r\n",
         b"MAIL FROM:<\xc3\xa9@example.org> SMTPUTF8\r\n",
+        b"STARTTLS\r\n",
+        b"STARTTLS\r\nMAIL FROM:<a@example.org>\r\n",
     ];
 
     #[test]
@@ -2010,6 +2626,8 @@ mod tests {
             cfg.max_recipients = 1 + rng.below(3) as u32;
             cfg.error_limit = rng.below(12) as u32;
             cfg.max_messages = rng.below(4) as u32;
+            cfg.tls_available = rng.below(2) == 0;
+            cfg.require_tls = rng.below(3) == 0;
             let mut now = Instant::now();
             let mut session = Session::new(Rc::new(cfg), now);
             let (mut out, mut events) = (Vec::new(), Vec::new());
@@ -2029,6 +2647,13 @@ mod tests {
                     session.handle_timeout(now);
                     drain(&mut session, now, &mut out, &mut events);
                 }
+                // The layer's handshake ends, whether or not one is under way.
+                match rng.below(8) {
+                    0 => session.tls_established(tls_info(), now),
+                    1 => session.tls_failed(now),
+                    _ => {}
+                }
+                drain(&mut session, now, &mut out, &mut events);
             }
             assert!(
                 well_formed(&out),
