@@ -2,7 +2,9 @@
 //!
 //! Speaks the client side of RFC 5321 with SIZE (RFC 1870), PIPELINING (RFC 2920),
 //! 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and enhanced status codes
-//! (RFC 2034). It knows nothing about sockets, TLS, DNS or the queue.
+//! (RFC 2034), and STARTTLS (RFC 3207) as far as the SMTP dialogue goes: it asks for TLS
+//! and says when the handshake is due, but the layer under it runs the handshake. It knows
+//! nothing about sockets, TLS libraries, DNS or the queue.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -19,9 +21,24 @@ use crate::smtp::reply::Reply;
 /// at a time, so a large message is never copied whole.
 pub const DATA_CHUNK: usize = 64 * 1024;
 
+/// Whether the client asks a next hop for TLS (SPEC §3 channel keywords, §4 outbound TLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlsPolicy {
+    /// `notlsclient`: never send STARTTLS, even when it is offered.
+    Never,
+    /// `maytlsclient`: STARTTLS when offered; a refusal (4xx or 5xx) leaves the
+    /// connection in clear, as RFC 3207 §4.1 allows.
+    #[default]
+    Opportunistic,
+    /// `musttlsclient`: never send mail in clear. A next hop that does not offer
+    /// STARTTLS, refuses it or fails the handshake gets no mail; the message is deferred.
+    Required,
+}
+
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub helo_name: String,
+    pub tls: TlsPolicy,
     pub greeting_timeout: Duration,
     pub command_timeout: Duration,
     pub data_init_timeout: Duration,
@@ -35,6 +52,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             helo_name: "localhost".into(),
+            tls: TlsPolicy::Opportunistic,
             greeting_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
             data_init_timeout: Duration::from_secs(120),
@@ -119,8 +137,13 @@ impl Extensions {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// The greeting and EHLO (or HELO) went through; `send` may be called.
+    /// The greeting and EHLO (or HELO) went through; `send` may be called. After
+    /// STARTTLS, the extensions are those of the EHLO sent under TLS only.
     Ready(Extensions),
+    /// The server accepted STARTTLS (RFC 3207 §4): the layer runs the TLS handshake over
+    /// the connection, then calls `tls_established` or `tls_failed`. No bytes go out and
+    /// none are read as replies until then.
+    StartTls,
     /// The outcome of one `send`: one reply per recipient, in the order of `msg.rcpts`.
     TransactionDone(Vec<Reply>),
     /// The connection is over; the layer closes the socket after writing what
@@ -134,6 +157,7 @@ enum Expect {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
     Rset,
     Mail,
     /// The RCPT for this index of `msg.rcpts`.
@@ -153,6 +177,7 @@ impl Expect {
             Expect::Greeting => "greeting",
             Expect::Ehlo => "EHLO",
             Expect::Helo => "HELO",
+            Expect::StartTls => "STARTTLS",
             Expect::Rset => "RSET",
             Expect::Mail => "MAIL",
             Expect::Rcpt(_) => "RCPT",
@@ -179,6 +204,12 @@ enum Failure {
     Unexpected,
     /// The server refused RSET, so the next transaction cannot start clean.
     RsetRefused(u16),
+    /// `TlsPolicy::Required`, but the server did not offer STARTTLS.
+    TlsNotOffered,
+    /// `TlsPolicy::Required`, but the server answered STARTTLS with this reply.
+    TlsRefused(Reply),
+    /// The layer could not complete the TLS handshake, for this reason.
+    TlsHandshake(String),
 }
 
 impl Failure {
@@ -203,6 +234,24 @@ impl Failure {
                 "4.5.0",
                 format!("Protocol error: RSET refused with {code}"),
             ),
+            // RFC 3207 §4 and RFC 3463 §3.8: 454 4.7.5, transient, so the message waits
+            // for a next hop that does TLS rather than going out in clear.
+            Failure::TlsNotOffered => Reply::new(
+                454,
+                "4.7.5",
+                "TLS is required but the server does not offer STARTTLS",
+            ),
+            Failure::TlsRefused(reply) => Reply::new(
+                454,
+                "4.7.5",
+                format!(
+                    "TLS is required but the server refused STARTTLS: {}",
+                    first_line(reply)
+                ),
+            ),
+            Failure::TlsHandshake(reason) => {
+                Reply::new(454, "4.7.5", format!("TLS handshake failed: {reason}"))
+            }
         }
     }
 }
@@ -334,6 +383,8 @@ impl DataStream {
 enum Phase {
     /// Waiting for the greeting or the EHLO/HELO reply.
     Opening,
+    /// The server accepted STARTTLS; the layer runs the handshake. Nothing is read.
+    Handshake,
     /// `Ready` was emitted; transactions may run.
     Open,
     /// QUIT went out; waiting for its reply.
@@ -357,6 +408,19 @@ enum Phase {
 /// 5. After `ClientEvent::Closed` (`is_closed()` is true), write what `poll_transmit()`
 ///    still gives and close the socket; the client takes no more input.
 ///
+/// STARTTLS (RFC 3207), by `ClientConfig::tls`: when the EHLO reply offers it, the client
+/// sends `STARTTLS`; on `220` it emits `ClientEvent::StartTls` before `Ready`. The layer
+/// then runs the TLS handshake over the socket, from then on feeding `handle_input` the
+/// decrypted bytes and writing `poll_transmit()` through TLS, and calls
+/// `tls_established(now)` or `tls_failed(reason, now)`; then it drains as in step 2. After
+/// `tls_established` the client sends EHLO again and forgets the first reply
+/// (RFC 3207 §4.2); `Ready` carries the new extensions and `is_tls()` is true.
+///
+/// Response injection (SPEC §4, the client side of CVE-2011-0411): bytes that came in
+/// clear after the `220` to STARTTLS, in the same read or before `tls_established`, are
+/// discarded, never read as replies. The layer must likewise drop any plaintext its own
+/// buffers hold once the handshake starts.
+///
 /// Message content is handed out by `poll_transmit()` in chunks of [`DATA_CHUNK`]
 /// octets. The core cannot see when the layer finishes writing them, so the data-block
 /// and final-dot deadlines are re-armed from the `now` of the `handle_timeout` call that
@@ -376,8 +440,11 @@ pub struct Client {
     expected: VecDeque<Expect>,
     /// Commands held back until the previous reply (no PIPELINING).
     held: VecDeque<(Expect, String)>,
-    /// What the server offered; `Some` from `Ready` on.
+    /// What the server offered: `Some` from the EHLO reply on, held while STARTTLS is
+    /// asked for, then what `Ready` carried. Cleared when TLS starts (RFC 3207 §4.2).
     extensions: Option<Extensions>,
+    /// The TLS handshake completed: the layer carries our bytes through TLS.
+    tls: bool,
     transaction: Option<Transaction>,
     /// Content still to be handed out after a 354.
     data: Option<DataStream>,
@@ -400,6 +467,7 @@ impl Client {
             expected: VecDeque::from([Expect::Greeting]),
             held: VecDeque::new(),
             extensions: None,
+            tls: false,
             transaction: None,
             data: None,
             data_progress: false,
@@ -413,9 +481,12 @@ impl Client {
     }
 
     /// Bytes read from the server.
+    ///
+    /// While the TLS handshake is due (after `ClientEvent::StartTls`, before
+    /// `tls_established`) bytes are discarded: they came in clear and may be injected.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         let mut input = bytes;
-        while !input.is_empty() && self.phase != Phase::Closed {
+        while !input.is_empty() && !matches!(self.phase, Phase::Closed | Phase::Handshake) {
             if self.expected.is_empty() {
                 // Nothing is owed: a confused or injecting server.
                 self.fail(Failure::Unexpected);
@@ -452,7 +523,7 @@ impl Client {
         match self.phase {
             Phase::Closed => {}
             Phase::Quitting => self.close(None),
-            Phase::Opening | Phase::Open => {
+            Phase::Opening | Phase::Handshake | Phase::Open => {
                 let expect = self.expected.front().copied();
                 self.fail(Failure::ConnectionLost(expect));
             }
@@ -566,7 +637,7 @@ impl Client {
     pub fn quit(&mut self, now: Instant) {
         match self.phase {
             Phase::Closed | Phase::Quitting => {}
-            Phase::Opening => self.close(None),
+            Phase::Opening | Phase::Handshake => self.close(None),
             Phase::Open if self.transaction.is_some() => {
                 let reply = Reply::new(451, "4.4.2", "Delivery aborted: connection closed locally");
                 self.settle_and_close(&reply, None, false);
@@ -588,6 +659,41 @@ impl Client {
     /// True once `ClientEvent::Closed` was emitted.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// True once `tls_established` was called after STARTTLS: every byte since goes
+    /// through TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The layer completed the TLS handshake after `ClientEvent::StartTls`. The client
+    /// forgets what the server said before (RFC 3207 §4.2) and sends EHLO again.
+    ///
+    /// Ignored unless the handshake was due.
+    pub fn tls_established(&mut self, now: Instant) {
+        if self.phase != Phase::Handshake {
+            return;
+        }
+        self.tls = true;
+        self.phase = Phase::Opening;
+        self.reader = ReplyReader::new();
+        self.extensions = None;
+        let line = format!("EHLO {}\r\n", self.config.helo_name);
+        self.send_command(Expect::Ehlo, &line);
+        self.arm(now);
+    }
+
+    /// The layer could not complete the TLS handshake after `ClientEvent::StartTls`,
+    /// for `reason` (a short text for the reply). The connection is closed without QUIT,
+    /// since its state is unknown, with a transient 454 4.7.5 so the message is deferred.
+    ///
+    /// Ignored unless the handshake was due.
+    pub fn tls_failed(&mut self, reason: &str, _now: Instant) {
+        if self.phase != Phase::Handshake {
+            return;
+        }
+        self.fail(Failure::TlsHandshake(reason.to_string()));
     }
 
     /// The next bytes to write to the server, if any.
@@ -631,6 +737,7 @@ impl Client {
             Expect::EndOfData if self.data.is_some() => c.data_block_timeout,
             Expect::EndOfData => c.data_done_timeout,
             Expect::Ehlo
+            | Expect::StartTls
             | Expect::Helo
             | Expect::Rset
             | Expect::Mail
@@ -688,13 +795,55 @@ impl Client {
                 let line = format!("EHLO {}\r\n", self.config.helo_name);
                 self.send_command(Expect::Ehlo, &line);
             }
-            Expect::Ehlo if reply.is_positive() => self.open(Extensions::from_ehlo(&reply)),
+            Expect::Ehlo if reply.is_positive() => {
+                let ext = Extensions::from_ehlo(&reply);
+                if !self.tls && self.config.tls != TlsPolicy::Never && ext.starttls {
+                    self.extensions = Some(ext);
+                    self.send_command(Expect::StartTls, "STARTTLS\r\n");
+                } else if !self.tls && self.config.tls == TlsPolicy::Required {
+                    self.refuse_clear(Failure::TlsNotOffered);
+                    return;
+                } else {
+                    self.open(ext);
+                }
+            }
             Expect::Ehlo if reply.is_permanent() => {
                 // RFC 5321 §4.1.4: an older server; fall back to HELO.
                 let line = format!("HELO {}\r\n", self.config.helo_name);
                 self.send_command(Expect::Helo, &line);
             }
+            // An older server has no extensions, so no STARTTLS (RFC 3207 §4).
+            Expect::Helo
+                if reply.is_positive() && !self.tls && self.config.tls == TlsPolicy::Required =>
+            {
+                self.refuse_clear(Failure::TlsNotOffered);
+                return;
+            }
             Expect::Helo if reply.is_positive() => self.open(Extensions::default()),
+            Expect::StartTls if reply.code == 220 => {
+                // Whatever follows the 220 in clear is discarded: `handle_input` stops
+                // reading and the reader starts afresh after the handshake.
+                self.phase = Phase::Handshake;
+                self.reader = ReplyReader::new();
+                self.extensions = None;
+                self.deadline = None;
+                self.events.push_back(ClientEvent::StartTls);
+                return;
+            }
+            Expect::StartTls if reply.is_positive() => {
+                // RFC 3207 §4: only 220 starts TLS; the server's state is unknown.
+                self.fail(Failure::Unexpected);
+                return;
+            }
+            Expect::StartTls if self.config.tls == TlsPolicy::Required => {
+                self.refuse_clear(Failure::TlsRefused(reply));
+                return;
+            }
+            Expect::StartTls => {
+                // RFC 3207 §4.1: a refusal leaves the session in clear, as it was.
+                let ext = self.extensions.take().unwrap_or_default();
+                self.open(ext);
+            }
             Expect::Greeting | Expect::Ehlo | Expect::Helo => {
                 // RFC 5321 §3.1: the server will not talk to us; say goodbye.
                 self.settle_and_close(&reply.clone(), Some(reply), true);
@@ -808,6 +957,13 @@ impl Client {
         }
     }
 
+    /// Ends a connection that is still sane but must carry no mail in clear: QUIT, then
+    /// close with the failure's reply.
+    fn refuse_clear(&mut self, failure: Failure) {
+        let reply = failure.reply();
+        self.settle_and_close(&reply, Some(reply.clone()), true);
+    }
+
     fn fail(&mut self, failure: Failure) {
         let reply = failure.reply();
         self.settle_and_close(&reply, Some(reply.clone()), false);
@@ -835,6 +991,20 @@ impl Client {
         self.deadline = None;
         self.events.push_back(ClientEvent::Closed(reason));
     }
+}
+
+/// The first line of a server's reply, for the text of a local one: the rest of a
+/// multi-line reply could be 64 lines long.
+fn first_line(reply: &Reply) -> String {
+    let mut s = reply.code.to_string();
+    if let Some(e) = reply.enhanced {
+        let _ = write!(s, " {e}");
+    }
+    if let Some(line) = reply.lines.first() {
+        s.push(' ');
+        s.push_str(line);
+    }
+    s
 }
 
 /// A value fit for a command line: no control characters that could end the line or
@@ -908,6 +1078,14 @@ mod tests {
         Deadline(Option<u64>),
         Ready(bool),
         Closed(bool),
+        /// `is_tls()` is this.
+        Tls(bool),
+        /// The layer completed the TLS handshake.
+        TlsEstablished,
+        /// The layer failed the TLS handshake for this reason.
+        TlsFailed(&'static str),
+        /// These bytes were never written, in all the client's output so far.
+        NeverSent(&'static [u8]),
     }
     use Step::*;
 
@@ -968,6 +1146,14 @@ mod tests {
         })
     }
 
+    fn config_tls(tls: TlsPolicy) -> Rc<ClientConfig> {
+        Rc::new(ClientConfig {
+            helo_name: "gw.example.net".into(),
+            tls,
+            ..ClientConfig::default()
+        })
+    }
+
     /// How server writes are cut before they reach `handle_input`.
     #[derive(Clone, Copy, Debug)]
     enum Feed {
@@ -981,12 +1167,15 @@ mod tests {
         start: Instant,
         now: Instant,
         out: Vec<Vec<u8>>,
+        /// Everything the client wrote, checked or not.
+        all_out: Vec<u8>,
         events: VecDeque<ClientEvent>,
     }
 
     impl Driver {
         fn drain(&mut self) {
             while let Some(out) = self.client.poll_transmit() {
+                self.all_out.extend_from_slice(&out);
                 self.out.push(out);
             }
             while let Some(event) = self.client.poll_event() {
@@ -995,13 +1184,14 @@ mod tests {
         }
     }
 
-    fn run_with(steps: &[Step], feed: Feed) {
+    fn run_with(steps: &[Step], feed: Feed, config: &Rc<ClientConfig>) {
         let start = Instant::now();
         let mut d = Driver {
-            client: Client::new(config(), start),
+            client: Client::new(config.clone(), start),
             start,
             now: start,
             out: Vec::new(),
+            all_out: Vec::new(),
             events: VecDeque::new(),
         };
         d.drain();
@@ -1064,6 +1254,20 @@ mod tests {
                 }
                 Ready(want) => assert_eq!(d.client.is_ready(), *want, "{at}"),
                 Closed(want) => assert_eq!(d.client.is_closed(), *want, "{at}"),
+                Tls(want) => assert_eq!(d.client.is_tls(), *want, "{at}"),
+                TlsEstablished => {
+                    d.client.tls_established(d.now);
+                    d.drain();
+                }
+                TlsFailed(reason) => {
+                    d.client.tls_failed(reason, d.now);
+                    d.drain();
+                }
+                NeverSent(bytes) => assert!(
+                    !d.all_out.windows(bytes.len()).any(|w| w == *bytes),
+                    "{at}: {:?}",
+                    String::from_utf8_lossy(&d.all_out)
+                ),
             }
         }
         assert!(
@@ -1081,15 +1285,20 @@ mod tests {
     /// Runs a transcript with server writes fed whole, a byte at a time and split at
     /// every index: the result must not change.
     fn run(steps: &[Step]) {
-        run_with(steps, Feed::Whole);
-        run_with(steps, Feed::ByteAtATime);
+        run_config(steps, &config());
+    }
+
+    /// As `run`, with this configuration.
+    fn run_config(steps: &[Step], config: &Rc<ClientConfig>) {
+        run_with(steps, Feed::Whole, config);
+        run_with(steps, Feed::ByteAtATime, config);
         let longest = steps
             .iter()
             .map(|s| if let Server(b) = s { b.len() } else { 0 })
             .max()
             .unwrap_or(0);
         for i in 0..=longest {
-            run_with(steps, Feed::SplitAt(i));
+            run_with(steps, Feed::SplitAt(i), config);
         }
     }
 
@@ -1246,16 +1455,20 @@ mod tests {
             chunking: true,
             enhanced_status_codes: true,
         };
-        run(&[
-            s(b"220-mx.example.org\r\n220-welcome\r\n220 ESMTP\r\n"),
-            c(EHLO),
-            s(
-                b"250-mx.example.org hello\r\n250-pipelining\r\n250-Size\r\n250-8bitmime\r\n\
+        // Keyword parsing only: TLS is not asked for, so STARTTLS is merely recorded.
+        run_config(
+            &[
+                s(b"220-mx.example.org\r\n220-welcome\r\n220 ESMTP\r\n"),
+                c(EHLO),
+                s(
+                    b"250-mx.example.org hello\r\n250-pipelining\r\n250-Size\r\n250-8bitmime\r\n\
                 250-SMTPUTF8\r\n250-DSN\r\n250-STARTTLS\r\n250-X-UNKNOWN 1 2\r\n250-CHUNKING\r\n\
                 250 ENHANCEDSTATUSCODES\r\n",
-            ),
-            Event(ClientEvent::Ready(ext)),
-        ]);
+                ),
+                Event(ClientEvent::Ready(ext)),
+            ],
+            &config_tls(TlsPolicy::Never),
+        );
     }
 
     #[test]
@@ -1885,6 +2098,7 @@ mod tests {
         run_with(
             &timed(vec![Server(lines), done(&[e, e]), closed(Some(e))]),
             Feed::Whole,
+            &config(),
         );
     }
 
@@ -2080,5 +2294,323 @@ mod tests {
             Some(ClientEvent::TransactionDone(vec![t.clone(), t]))
         );
         assert_eq!(client.poll_transmit(), None);
+    }
+
+    /// The extensions an EHLO reply with these keywords gives.
+    fn ext_of(keywords: &[&str]) -> Extensions {
+        let reply = ehlo_reply(keywords);
+        Extensions::from_ehlo(&r(std::str::from_utf8(&reply).unwrap()))
+    }
+
+    const STARTTLS: &[u8] = b"STARTTLS\r\n";
+    const TLS_GO: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+
+    /// Greeting and an EHLO reply offering STARTTLS, which the client asks for.
+    fn up_to_starttls() -> Vec<Step> {
+        vec![
+            s(GREETING),
+            c(EHLO),
+            Server(ehlo_reply(&["PIPELINING", "SIZE 100", "STARTTLS"])),
+            c1(STARTTLS),
+            Ready(false),
+            Tls(false),
+        ]
+    }
+
+    /// After the handshake: EHLO again, its reply, `Ready`, then one pipelined
+    /// transaction and QUIT. The pre-TLS SIZE is forgotten: MAIL carries none.
+    fn after_tls() -> Vec<Step> {
+        vec![
+            Tls(true),
+            c1(EHLO),
+            Deadline(Some(300)),
+            Server(ehlo_reply(&["PIPELINING", "ENHANCEDSTATUSCODES"])),
+            Event(ClientEvent::Ready(ext_of(&[
+                "PIPELINING",
+                "ENHANCEDSTATUSCODES",
+            ]))),
+            Ready(true),
+            Send(msg("a@x", &["b@y"], b"hi\r\n")),
+            c1(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go\r\n"),
+            c(b"hi\r\n.\r\n"),
+            s(b"250 2.0.0 Queued\r\n"),
+            done(&["250 2.0.0 Queued\r\n"]),
+            Quit,
+            c(b"QUIT\r\n"),
+            s(b"221 2.0.0 Bye\r\n"),
+            closed(None),
+            Tls(true),
+        ]
+    }
+
+    #[test]
+    fn opportunistic_starttls_then_ehlo_again() {
+        let steps = with(
+            up_to_starttls(),
+            with(
+                vec![
+                    s(TLS_GO),
+                    Event(ClientEvent::StartTls),
+                    // The layer bounds the handshake; the core waits for no reply.
+                    Deadline(None),
+                    Ready(false),
+                    Tls(false),
+                    c(b""),
+                    TlsEstablished,
+                ],
+                after_tls(),
+            ),
+        );
+        run_config(&steps, &config_tls(TlsPolicy::Opportunistic));
+        // The default policy is opportunistic.
+        run(&steps);
+        // Under `Required` the same dialogue sends mail, once under TLS.
+        run_config(&steps, &config_tls(TlsPolicy::Required));
+    }
+
+    #[test]
+    fn bytes_after_starttls_220_in_the_same_write_are_discarded() {
+        for injected in [
+            &b"220 2.0.0 Ready\r\n250-fake\r\n250 fake\r\n"[..],
+            // An unfinished line must not prefix the real reply either.
+            b"220 2.0.0 Ready\r\n250-fake\r\n250 fake\r\n250-PIPE",
+            b"220 2.0.0 Ready\r\n500 nonsense\r\n",
+        ] {
+            run(&with(
+                up_to_starttls(),
+                with(
+                    vec![
+                        s(injected),
+                        Event(ClientEvent::StartTls),
+                        c(b""),
+                        Closed(false),
+                        TlsEstablished,
+                    ],
+                    after_tls(),
+                ),
+            ));
+        }
+    }
+
+    #[test]
+    fn bytes_arriving_before_the_handshake_ends_are_discarded() {
+        run(&with(
+            up_to_starttls(),
+            with(
+                vec![
+                    s(TLS_GO),
+                    Event(ClientEvent::StartTls),
+                    s(b"250-fake\r\n250 fake\r\n"),
+                    s(b"250 half a li"),
+                    c(b""),
+                    Closed(false),
+                    Deadline(None),
+                    TlsEstablished,
+                ],
+                after_tls(),
+            ),
+        ));
+    }
+
+    #[test]
+    fn required_without_starttls_offered_sends_no_mail() {
+        let refused = "454 4.7.5 TLS is required but the server does not offer STARTTLS\r\n";
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                Server(ehlo_reply(&["PIPELINING", "SIZE 100"])),
+                c(b"QUIT\r\n"),
+                closed(Some(refused)),
+                Closed(true),
+                Ready(false),
+                Tls(false),
+                s(b"221 bye\r\n"),
+                NeverSent(b"MAIL"),
+                NeverSent(b"STARTTLS"),
+            ],
+            &config_tls(TlsPolicy::Required),
+        );
+        // An older server answering only HELO offers no STARTTLS either.
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                s(b"502 5.5.1 Unrecognized command\r\n"),
+                c(b"HELO gw.example.net\r\n"),
+                s(b"250 mx.example.org\r\n"),
+                c(b"QUIT\r\n"),
+                closed(Some(refused)),
+                Closed(true),
+                NeverSent(b"MAIL"),
+                NeverSent(b"STARTTLS"),
+            ],
+            &config_tls(TlsPolicy::Required),
+        );
+    }
+
+    #[test]
+    fn required_with_starttls_refused_sends_no_mail() {
+        run_config(
+            &with(
+                up_to_starttls(),
+                vec![
+                    s(b"454 4.7.0 TLS not available due to temporary reason\r\n"),
+                    c(b"QUIT\r\n"),
+                    closed(Some(
+                        "454 4.7.5 TLS is required but the server refused STARTTLS: \
+                         454 4.7.0 TLS not available due to temporary reason\r\n",
+                    )),
+                    Closed(true),
+                    Ready(false),
+                    Tls(false),
+                    NeverSent(b"MAIL"),
+                ],
+            ),
+            &config_tls(TlsPolicy::Required),
+        );
+    }
+
+    #[test]
+    fn failed_handshake_closes_without_mail() {
+        for policy in [TlsPolicy::Required, TlsPolicy::Opportunistic] {
+            run_config(
+                &with(
+                    up_to_starttls(),
+                    vec![
+                        s(TLS_GO),
+                        Event(ClientEvent::StartTls),
+                        TlsFailed("certificate expired"),
+                        // The connection is in no known state: no QUIT.
+                        c(b""),
+                        closed(Some(
+                            "454 4.7.5 TLS handshake failed: certificate expired\r\n",
+                        )),
+                        Closed(true),
+                        Tls(false),
+                        Deadline(None),
+                        // A late call changes nothing.
+                        TlsEstablished,
+                        c(b""),
+                        Tls(false),
+                        NeverSent(b"MAIL"),
+                    ],
+                ),
+                &config_tls(policy),
+            );
+        }
+    }
+
+    #[test]
+    fn opportunistic_with_starttls_refused_goes_on_in_clear() {
+        run_config(
+            &with(
+                up_to_starttls(),
+                vec![
+                    s(b"454 4.7.0 TLS not available\r\n"),
+                    Event(ClientEvent::Ready(ext_of(&[
+                        "PIPELINING",
+                        "SIZE 100",
+                        "STARTTLS",
+                    ]))),
+                    Ready(true),
+                    Tls(false),
+                    Deadline(None),
+                    Send(msg("a@x", &["b@y"], b"hi\r\n")),
+                    c1(b"MAIL FROM:<a@x> SIZE=4\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+                    s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go\r\n"),
+                    c(b"hi\r\n.\r\n"),
+                    s(b"250 2.0.0 Queued\r\n"),
+                    done(&["250 2.0.0 Queued\r\n"]),
+                    NeverSent(b"EHLO gw.example.net\r\nEHLO"),
+                ],
+            ),
+            &config_tls(TlsPolicy::Opportunistic),
+        );
+    }
+
+    #[test]
+    fn never_policy_and_helo_servers_get_no_starttls() {
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                Server(ehlo_reply(&["STARTTLS"])),
+                Event(ClientEvent::Ready(ext_of(&["STARTTLS"]))),
+                Ready(true),
+                c(b""),
+                NeverSent(b"STARTTLS"),
+            ],
+            &config_tls(TlsPolicy::Never),
+        );
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                s(b"500 5.5.1 What?\r\n"),
+                c(b"HELO gw.example.net\r\n"),
+                s(b"250 mx.example.org\r\n"),
+                Event(ClientEvent::Ready(Extensions::default())),
+                Ready(true),
+                Tls(false),
+                NeverSent(b"STARTTLS"),
+            ],
+            &config_tls(TlsPolicy::Opportunistic),
+        );
+    }
+
+    #[test]
+    fn starttls_answered_with_another_positive_reply_ends_the_connection() {
+        run(&with(
+            up_to_starttls(),
+            vec![
+                s(b"250 2.0.0 Ok\r\n"),
+                closed(Some("451 4.5.0 Protocol error: unexpected reply\r\n")),
+                Closed(true),
+                Tls(false),
+                NeverSent(b"MAIL"),
+            ],
+        ));
+    }
+
+    #[test]
+    fn tls_calls_outside_a_handshake_are_ignored() {
+        run(&with(
+            opening(&["PIPELINING"]),
+            vec![
+                TlsEstablished,
+                TlsFailed("no handshake"),
+                c(b""),
+                Tls(false),
+                Ready(true),
+                Closed(false),
+            ],
+        ));
+    }
+
+    #[test]
+    fn quit_or_eof_during_the_handshake_closes() {
+        run(&with(
+            up_to_starttls(),
+            vec![
+                s(TLS_GO),
+                Event(ClientEvent::StartTls),
+                Quit,
+                c(b""),
+                closed(None),
+                Closed(true),
+            ],
+        ));
+        run(&with(
+            up_to_starttls(),
+            vec![
+                s(TLS_GO),
+                Event(ClientEvent::StartTls),
+                Eof,
+                c(b""),
+                closed(Some("451 4.4.2 Connection lost\r\n")),
+            ],
+        ));
     }
 }
