@@ -107,6 +107,8 @@ fn run(
                     }
                 }
                 ClientEvent::Closed(_) => closed = true,
+                // The simulated server offers no STARTTLS.
+                ClientEvent::StartTls => {}
             }
         }
         while let Some(out) = client.poll_transmit() {

@@ -73,7 +73,7 @@ impl Connection {
                     }
                     Some(ClientEvent::Closed(reply)) => return Err(ConnectError::Refused(reply)),
                     None if conn.client.is_closed() => return Err(ConnectError::Refused(None)),
-                    Some(ClientEvent::TransactionDone(_)) | None => {}
+                    Some(ClientEvent::TransactionDone(_) | ClientEvent::StartTls) | None => {}
                 }
             }
         };
@@ -113,7 +113,7 @@ impl Connection {
                     return vec![reply; count];
                 }
                 None if self.client.is_closed() => return vec![lost(); count],
-                Some(ClientEvent::Ready(_)) | None => {}
+                Some(ClientEvent::Ready(_) | ClientEvent::StartTls) | None => {}
             }
         }
     }

@@ -94,6 +94,7 @@ pub async fn serve(
                     }
                 }
                 Event::MessageAbort => spooling = None,
+                Event::StartTlsRequested => session.tls_unavailable(Instant::now()),
                 Event::MessageEnd(tx) => {
                     let result = match spooling.take() {
                         Some(s) => commit(&gw, service, peer, s, tx).await,
@@ -113,6 +114,7 @@ pub async fn serve(
                         CloseReason::EarlyTalker => Some("talked before the greeting"),
                         CloseReason::SessionLimit => Some("session limit"),
                         CloseReason::Shutdown => Some("shutdown"),
+                        CloseReason::TlsFailed => Some("TLS handshake failed"),
                     };
                     if let Some(why) = why {
                         log::info!(target: "smtpd", "{why} from {client}");

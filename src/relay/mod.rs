@@ -164,6 +164,8 @@ impl Scheduler {
     ) -> Rc<Scheduler> {
         let client_config = Rc::new(ClientConfig {
             helo_name: config.system.host_name.clone(),
+            // Outgoing TLS is not wired into the connection layer yet.
+            tls: crate::smtp::client::TlsPolicy::Never,
             ..ClientConfig::default()
         });
         Rc::new(Scheduler {
