@@ -403,19 +403,32 @@ mod tests {
         let tmp = TempDir::new("commit-fail");
         let (spool, _) = Spool::open(tmp.path()).unwrap();
         let spool = Rc::new(spool);
-        let sync: Arc<SyncFn> =
-            Arc::new(|_: &SyncWork| Err(io::Error::from_raw_os_error(libc::EIO)));
+        // The failing sync waits at a gate until every commit has joined a batch, so the
+        // batches are the same on every run: the first caller's, then everyone else's.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let held = Arc::clone(&gate);
+        let sync: Arc<SyncFn> = Arc::new(move |_: &SyncWork| {
+            let (open, cv) = &*held;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
         let commit = Rc::new(GroupCommit::with_sync(
             Rc::clone(&spool),
             journal(&tmp),
             sync,
         ));
-        let results = commit_concurrently(&commit, &spool, 10, || {});
+        let results = commit_concurrently(&commit, &spool, 10, || {
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        });
         assert_eq!(results.len(), 10);
         for result in results {
             assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EIO));
         }
-        assert!(commit.syncs() >= 1 && commit.syncs() < 10);
+        assert_eq!(commit.syncs(), 2);
         assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 0);
         // The commit keeps working after a failure.
         let ok: Arc<SyncFn> = Arc::new(|_: &SyncWork| Ok(()));
