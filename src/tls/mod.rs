@@ -116,6 +116,19 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+impl TlsError {
+    /// Whether the peer or the network caused it (a closed or silent connection, a failed
+    /// handshake), as opposed to our own settings, store or token. A peer's failure is
+    /// logged and the connection dropped; there is no SMTP reply to give once the
+    /// handshake has started.
+    pub fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            TlsError::Io(_) | TlsError::Closed | TlsError::Timeout | TlsError::Handshake(_)
+        )
+    }
+}
+
 impl From<TokenError> for TlsError {
     fn from(e: TokenError) -> Self {
         TlsError::Token(e)

@@ -169,9 +169,11 @@ mod tests {
 
     #[test]
     fn pkcs1_is_wrapped_as_pkcs8() {
-        let text = encode("RSA PRIVATE KEY", &sequence(&[&[0x02, 0x01, 0x00]]));
-        let pkcs8 = parse_private_key(&text).unwrap();
-        assert_eq!(pkcs8[..3], [0x30, 0x1a, 0x02]);
+        let pkcs1 = sequence(&[&[0x02, 0x01, 0x00]]);
+        let pkcs8 = parse_private_key(&encode("RSA PRIVATE KEY", &pkcs1)).unwrap();
+        // SEQUENCE of 25 octets: version 0, the 15-octet algorithm, the 7-octet key.
+        assert_eq!(pkcs8[..5], [0x30, 0x19, 0x02, 0x01, 0x00]);
+        assert!(pkcs8.ends_with(&pkcs1));
         assert!(
             pkcs8
                 .windows(OID_RSA_ENCRYPTION.len())
