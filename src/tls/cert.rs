@@ -365,6 +365,19 @@ mod tests {
     }
 
     #[test]
+    fn mutated_certificates_never_panic() {
+        let der = sample();
+        // Every byte replaced by values that touch tags, lengths and long-form markers.
+        for index in 0..der.len() {
+            for value in [0x00, 0x01, 0x30, 0x7f, 0x80, 0x81, 0x84, 0xff] {
+                let mut mutated = der.clone();
+                mutated[index] = value;
+                let _ = parse_certificate(&mutated);
+            }
+        }
+    }
+
+    #[test]
     fn times_convert_to_unix_seconds() {
         assert_eq!(parse_time(TAG_UTC_TIME, b"700101000000Z"), Some(0));
         assert_eq!(

@@ -168,6 +168,28 @@ mod tests {
     }
 
     #[test]
+    fn damaged_pem_is_an_error_not_a_panic() {
+        let good = encode("CERTIFICATE", &[0x30, 0x03, 0x02, 0x01, 0x05]);
+        for cut in 0..good.len() {
+            let text = &good[..cut];
+            let _ = parse_chain(text);
+            let _ = parse_private_key(text);
+        }
+        for (index, _) in good.char_indices() {
+            for poke in ['=', '-', '\n', '\u{e9}', 'A'] {
+                let mut text = good.clone();
+                text.replace_range(index..index + 1, &poke.to_string());
+                let _ = parse_chain(&text);
+            }
+        }
+        let huge = "A".repeat(MAX_PEM_LEN + 1);
+        assert!(parse_chain(&huge).is_err());
+        assert!(parse_private_key(&huge).is_err());
+        let long_chain = encode("CERTIFICATE", b"c").repeat(MAX_CHAIN_LEN + 1);
+        assert!(parse_chain(&long_chain).is_err());
+    }
+
+    #[test]
     fn pkcs1_is_wrapped_as_pkcs8() {
         let pkcs1 = sequence(&[&[0x02, 0x01, 0x00]]);
         let pkcs8 = parse_private_key(&encode("RSA PRIVATE KEY", &pkcs1)).unwrap();

@@ -177,8 +177,11 @@ impl TlsStream {
                 self.write_pending().await.map_err(io_error)?;
                 continue;
             }
-            if self.read_records().await? == 0 {
-                return Err(TlsError::Closed);
+            match self.read_records().await {
+                Ok(0) => return Err(TlsError::Closed),
+                Ok(_) => {}
+                Err(RecordError::Io(e)) => return Err(io_error(e)),
+                Err(RecordError::Tls(e)) => return Err(TlsError::Handshake(e.to_string())),
             }
         }
         self.write_pending().await.map_err(io_error)
@@ -186,21 +189,21 @@ impl TlsStream {
 
     /// Reads what the socket has into rustls and processes it; returns the bytes read.
     /// A protocol error sends rustls's alert before it is returned.
-    async fn read_records(&mut self) -> Result<usize, TlsError> {
+    async fn read_records(&mut self) -> Result<usize, RecordError> {
         let TlsStream {
             socket, connection, ..
         } = self;
         let n = socket
             .read_with(|mut stream| connection.read_tls(&mut stream))
             .await
-            .map_err(io_error)?;
+            .map_err(RecordError::Io)?;
         if n == 0 {
             self.eof = true;
         }
         if let Err(e) = self.connection.process_new_packets() {
             // Best effort: the alert tells the peer why; the error is what matters.
             let _ = self.write_pending().await;
-            return Err(TlsError::Handshake(e.to_string()));
+            return Err(RecordError::Tls(e));
         }
         Ok(n)
     }
@@ -216,9 +219,13 @@ impl TlsStream {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             self.write_pending().await?;
-            self.read_records()
-                .await
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            match self.read_records().await {
+                Ok(_) => {}
+                Err(RecordError::Io(e)) => return Err(e),
+                Err(RecordError::Tls(e)) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
         }
     }
 
@@ -279,6 +286,12 @@ impl TlsStream {
         }
         info
     }
+}
+
+/// Why reading records failed: the socket, or the peer's TLS.
+enum RecordError {
+    Io(io::Error),
+    Tls(rustls::Error),
 }
 
 fn io_error(e: io::Error) -> TlsError {

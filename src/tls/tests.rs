@@ -269,6 +269,49 @@ fn tls13_and_tls12_carry_data_both_ways() {
 }
 
 #[test]
+fn one_byte_reads_see_every_byte() {
+    let dir = TempDir::new("onebyte");
+    let token = test_token(&dir.0);
+    let certificate = token_certificate(&token, "mx.example.test");
+    let root = certificate.chain[0].clone();
+    let server = server_config(
+        &ServerSettings {
+            certificates: vec![certificate],
+            ..ServerSettings::default()
+        },
+        token,
+    )
+    .unwrap();
+    let client = client_trusting(vec![root], Versions::default());
+    run(async {
+        let (s, c) = handshake(server, client, "mx.example.test").await;
+        let (mut s, mut c) = (s.unwrap(), c.unwrap());
+        let message: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        // Written in uneven pieces, read one byte at a time.
+        for piece in message.chunks(7) {
+            c.write_all(piece).await.unwrap();
+        }
+        c.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while got.len() < message.len() {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+            got.push(byte[0]);
+        }
+        assert_eq!(got, message);
+        // A peer that vanishes without close_notify is an error, not a clean end.
+        c.socket()
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        assert_eq!(
+            s.read(&mut byte).await.unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
+    });
+}
+
+#[test]
 fn version_mismatch_fails_cleanly() {
     let dir = TempDir::new("mismatch");
     let token = test_token(&dir.0);
