@@ -11,4 +11,5 @@ pub mod net;
 pub mod queue;
 pub mod relay;
 pub mod smtp;
+pub mod tls;
 pub mod token;

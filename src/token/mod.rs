@@ -3,7 +3,7 @@
 //! A [`Token`] hands out opaque [`ObjectHandle`]s; private and secret key bytes never leave
 //! it (there is no method that returns them). The software token [`soft::SoftToken`] is the
 //! default backend and just one implementation; the TLS layer reaches a token only through
-//! the rustls adapter in [`self::rustls`].
+//! the rustls adapter in `crate::tls::signing`.
 //!
 //! Calling order: [`Token::login`] before any operation on private or secret objects
 //! (generate, import, sign, HMAC, destroy); [`Token::info`], [`Token::mechanisms`],
@@ -12,7 +12,6 @@
 
 pub mod der;
 pub mod pin_file;
-pub mod rustls;
 pub mod soft;
 pub mod x509;
 

@@ -1,6 +1,6 @@
 //! The rustls signing adapter: a token key as a `rustls::sign::SigningKey`, so TLS handshakes sign on the token.
 //!
-//! This is the one file of the token that names rustls. The key bytes stay on the token:
+//! It lives with the TLS layer, the one place that names rustls. The key bytes stay on the token:
 //! each handshake signature is one [`Token::sign`] call.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
-use super::{KeyKind, Mechanism, ObjectClass, ObjectHandle, Token, TokenError};
+use crate::token::{KeyKind, Mechanism, ObjectClass, ObjectHandle, Token, TokenError};
 
 /// RSA schemes in order of preference: PSS before PKCS#1 v1.5 (RFC 8446 §4.2.3 allows
 /// only PSS in TLS 1.3 handshakes), longer hashes first, as rustls's own RSA key does.
@@ -151,7 +151,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const RSA_PKCS8: &[u8] = include_bytes!("testdata/rsa2048.pk8.der");
+    const RSA_PKCS8: &[u8] = include_bytes!("../token/testdata/rsa2048.pk8.der");
     const HOST: &str = "mail.example.test";
     /// 2026-01-01T00:00:00Z and 2126-01-01: the certificates are valid whenever the tests run.
     const NOT_BEFORE: i64 = 1_767_225_600;

@@ -1,0 +1,299 @@
+//! The byte pump under a session: a plain TCP stream or a TLS stream driven by hand over async-io.
+//!
+//! The session driver holds one [`Transport`] and calls `read`, `write_all`, `flush` and
+//! `close` whatever it is. STARTTLS (either side) and implicit TLS consume the transport
+//! and return a TLS one: [`Transport::accept_tls`] and [`Transport::connect_tls`].
+//!
+//! STARTTLS injection (CVE-2011-0411): the handshake reads only from the socket, so
+//! anything the peer pipelined after STARTTLS that the session already read into its own
+//! buffers stays there. The defence is that the session core discards what it had read
+//! when it answers STARTTLS; this layer never sees those bytes and never replays them.
+//! Callers must hand over the socket itself, with nothing of it buffered elsewhere that
+//! they expect to be read as TLS.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use rustls::pki_types::ServerName;
+use rustls::{
+    ClientConfig, ClientConnection, Connection, ProtocolVersion, ServerConfig, ServerConnection,
+};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::TlsError;
+use super::cert::parse_certificate;
+use super::config::suite_name;
+
+/// What a TLS handshake settled, as plain strings for logs, `Received:` and AUTH EXTERNAL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// As rustls prints it, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: String,
+    /// The peer's leaf certificate, DER: the server's on a client, a verified client
+    /// certificate on a server. Unverified on a client with `Verify::DangerNone`.
+    pub peer_certificate: Option<Vec<u8>>,
+    /// On a server, the verified client certificate's subject in RFC 4514 form.
+    pub client_subject: Option<String>,
+    /// On a server, the verified client certificate's common name.
+    pub client_common_name: Option<String>,
+    /// On a server, the verified client certificate's subjectAltName email addresses.
+    pub client_emails: Vec<String>,
+}
+
+/// A TCP stream with a rustls connection on it.
+pub struct TlsStream {
+    socket: Async<TcpStream>,
+    connection: Connection,
+    /// The socket reported end of file.
+    eof: bool,
+}
+
+/// The connection a session reads and writes: plain, or TLS after a handshake.
+pub enum Transport {
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    /// Reads decrypted (or plain) bytes; `Ok(0)` is the end of the stream. A TLS peer that
+    /// closes without close_notify gives `UnexpectedEof`.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(socket) => socket.read(buf).await,
+            Transport::Tls(tls) => tls.read(buf).await,
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(socket) => socket.write_all(data).await,
+            Transport::Tls(tls) => tls.write_all(data).await,
+        }
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(socket) => socket.flush().await,
+            Transport::Tls(tls) => tls.write_pending().await,
+        }
+    }
+
+    /// Ends the stream: close_notify for TLS, then the write half is shut.
+    pub async fn close(&mut self) -> io::Result<()> {
+        let socket = match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => {
+                tls.connection.send_close_notify();
+                tls.write_pending().await?;
+                &tls.socket
+            }
+        };
+        match socket.get_ref().shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The server side of STARTTLS or implicit TLS: runs the handshake to completion
+    /// within `timeout`.
+    pub async fn accept_tls(
+        self,
+        config: Arc<ServerConfig>,
+        timeout: Duration,
+    ) -> Result<Transport, TlsError> {
+        let connection =
+            ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
+        self.handshake(Connection::Server(connection), timeout)
+            .await
+    }
+
+    /// Our outgoing STARTTLS: the client handshake for `server_name` (sent as SNI and
+    /// checked against the certificate unless verification is off), within `timeout`.
+    pub async fn connect_tls(
+        self,
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<Transport, TlsError> {
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| TlsError::Config(format!("invalid server name {server_name:?}")))?;
+        let connection =
+            ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
+        self.handshake(Connection::Client(connection), timeout)
+            .await
+    }
+
+    async fn handshake(
+        self,
+        connection: Connection,
+        timeout: Duration,
+    ) -> Result<Transport, TlsError> {
+        let Transport::Plain(socket) = self else {
+            return Err(TlsError::AlreadyTls);
+        };
+        let mut tls = Box::new(TlsStream {
+            socket,
+            connection,
+            eof: false,
+        });
+        let run = async {
+            tls.complete_handshake().await?;
+            Ok(())
+        };
+        let expire = async {
+            Timer::after(timeout).await;
+            Err(TlsError::Timeout)
+        };
+        smol::future::or(run, expire).await?;
+        Ok(Transport::Tls(tls))
+    }
+
+    /// What the handshake settled; `None` on a plain transport.
+    pub fn tls_info(&self) -> Option<Info> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => Some(tls.info()),
+        }
+    }
+
+    /// The socket underneath, for addresses and options.
+    pub fn socket(&self) -> &Async<TcpStream> {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => &tls.socket,
+        }
+    }
+}
+
+impl TlsStream {
+    async fn complete_handshake(&mut self) -> Result<(), TlsError> {
+        while self.connection.is_handshaking() {
+            if self.connection.wants_write() {
+                self.write_pending().await.map_err(io_error)?;
+                continue;
+            }
+            match self.read_records().await {
+                Ok(0) => return Err(TlsError::Closed),
+                Ok(_) => {}
+                Err(RecordError::Io(e)) => return Err(io_error(e)),
+                Err(RecordError::Tls(e)) => return Err(TlsError::Handshake(e.to_string())),
+            }
+        }
+        self.write_pending().await.map_err(io_error)
+    }
+
+    /// Reads what the socket has into rustls and processes it; returns the bytes read.
+    /// A protocol error sends rustls's alert before it is returned.
+    async fn read_records(&mut self) -> Result<usize, RecordError> {
+        let TlsStream {
+            socket, connection, ..
+        } = self;
+        let n = socket
+            .read_with(|mut stream| connection.read_tls(&mut stream))
+            .await
+            .map_err(RecordError::Io)?;
+        if n == 0 {
+            self.eof = true;
+        }
+        if let Err(e) = self.connection.process_new_packets() {
+            // Best effort: the alert tells the peer why; the error is what matters.
+            let _ = self.write_pending().await;
+            return Err(RecordError::Tls(e));
+        }
+        Ok(n)
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.connection.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.eof {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.write_pending().await?;
+            match self.read_records().await {
+                Ok(_) => {}
+                Err(RecordError::Io(e)) => return Err(e),
+                Err(RecordError::Tls(e)) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+        }
+    }
+
+    async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.connection.writer().write(data)?;
+            data = data.get(n..).unwrap_or_default();
+            if n == 0 || self.connection.wants_write() {
+                self.write_pending().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every TLS record rustls has ready.
+    async fn write_pending(&mut self) -> io::Result<()> {
+        let TlsStream {
+            socket, connection, ..
+        } = self;
+        while connection.wants_write() {
+            socket
+                .write_with(|mut stream| connection.write_tls(&mut stream))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn info(&self) -> Info {
+        let version = match self.connection.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let cipher_suite = self
+            .connection
+            .negotiated_cipher_suite()
+            .map(|suite| suite_name(suite.suite()))
+            .unwrap_or_default();
+        let peer_certificate = self
+            .connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| der.as_ref().to_vec());
+        let mut info = Info {
+            version,
+            cipher_suite,
+            peer_certificate,
+            ..Info::default()
+        };
+        if let Connection::Server(_) = self.connection {
+            // A server only has a client certificate that its verifier accepted.
+            if let Some(fields) = info.peer_certificate.as_deref().and_then(parse_certificate) {
+                info.client_subject = Some(fields.subject);
+                info.client_common_name = fields.common_name;
+                info.client_emails = fields.emails;
+            }
+        }
+        info
+    }
+}
+
+/// Why reading records failed: the socket, or the peer's TLS.
+enum RecordError {
+    Io(io::Error),
+    Tls(rustls::Error),
+}
+
+fn io_error(e: io::Error) -> TlsError {
+    TlsError::Io(e.to_string())
+}
