@@ -10,7 +10,9 @@ use std::rc::Rc;
 
 use smol::LocalExecutor;
 
-use crate::config::{Config, ServiceName};
+use crate::clock::unix_now;
+use crate::config::{Config, ServiceName, TlsUse};
+use crate::tls::setup::GatewayTls;
 use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
 use crate::queue::{GroupCommit, Journal, Spool};
@@ -27,6 +29,8 @@ pub struct Gateway {
     pub commit: Rc<GroupCommit>,
     pub scheduler: Rc<Scheduler>,
     pub executor: Rc<LocalExecutor<'static>>,
+    /// TLS for the services and for delivery; `None` when it could not be set up.
+    pub tls: Option<Rc<GatewayTls>>,
     /// Recipient verification per service, where it is turned on.
     verifiers: [Option<Verifier>; 2],
 }
@@ -66,12 +70,16 @@ fn verifiers(config: &Config) -> [Option<Verifier>; 2] {
     [make(ServiceName::Inbound), make(ServiceName::Outbound)]
 }
 
-fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
+/// Each service's session settings, with TLS as its source channel says (SPEC §3):
+/// STARTTLS offered unless `notls`, mail refused before TLS with `musttls`.
+fn server_configs(config: &Config, tls: bool) -> [Rc<ServerConfig>; 2] {
     let make = |s| {
-        Rc::new(ServerConfig::from_service(
-            &config.system.host_name,
-            config.service(s),
-        ))
+        let service = config.service(s);
+        let use_tls = config.channel(service.channel.as_deref()).tls_server();
+        let mut c = ServerConfig::from_service(&config.system.host_name, service);
+        c.tls_available = tls && use_tls != TlsUse::Never;
+        c.require_tls = use_tls == TlsUse::Must;
+        Rc::new(c)
     };
     [make(ServiceName::Inbound), make(ServiceName::Outbound)]
 }
@@ -150,16 +158,25 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let config = Rc::new(config);
     let executor = Rc::new(LocalExecutor::new());
     let resolver = resolver(&config);
+    let tls = match GatewayTls::setup(&config, state_dir, unix_now() as i64) {
+        Ok(tls) => Some(Rc::new(tls)),
+        Err(e) => {
+            log::error!(target: "tls", "TLS is not available: {e}");
+            None
+        }
+    };
     let scheduler = Scheduler::new(
         spool.clone(),
         journal.clone(),
         commit.clone(),
         resolver,
+        tls.clone(),
         config.clone(),
         executor.clone(),
     );
     let gw = Rc::new(Gateway {
-        server_configs: RefCell::new(server_configs(&config)),
+        server_configs: RefCell::new(server_configs(&config, tls.is_some())),
+        tls,
         verifiers: verifiers(&config),
         config: RefCell::new(config.clone()),
         commit,
@@ -179,7 +196,14 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
                 )
             })?;
             log::info!(target: "main", "{service} service listening on {addr}");
-            listeners.push((service, l, counts.clone()));
+            listeners.push((service, l, counts.clone(), false));
+        }
+        for addr in &config.service(service).tls_listen {
+            let l = listener::bind(*addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr} for {service} (TLS): {e}"))
+            })?;
+            log::info!(target: "main", "{service} service listening on {addr} (implicit TLS)");
+            listeners.push((service, l, counts.clone(), true));
         }
     }
     scheduler.start();
@@ -194,9 +218,9 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
             control,
         ))
         .detach();
-    for (service, l, counts) in listeners {
+    for (service, l, counts, implicit_tls) in listeners {
         executor
-            .spawn(listener::accept_loop(gw.clone(), service, l, counts))
+            .spawn(listener::accept_loop(gw.clone(), service, l, counts, implicit_tls))
             .detach();
     }
     smol::block_on(executor.run(std::future::pending::<()>()));

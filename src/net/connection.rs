@@ -1,4 +1,4 @@
-//! One outgoing SMTP connection: a TCP stream driven by the client core.
+//! One outgoing SMTP connection: a TCP stream, TLS after STARTTLS, driven by the client core.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::log::Relay;
 use crate::smtp::client::{Client, ClientConfig, ClientEvent, Extensions, OutgoingMessage};
 use crate::smtp::reply::Reply;
+use crate::tls::Transport;
+use crate::tls::setup::{GatewayTls, describe};
 
 use super::{READ_BUFFER, timer_at};
 
@@ -19,7 +21,8 @@ use super::{READ_BUFFER, timer_at};
 pub enum ConnectError {
     /// TCP connect failed or took longer than the failover timeout.
     Connect(io::Error),
-    /// The peer answered, but not with a usable greeting or EHLO/HELO reply.
+    /// The peer answered, but not with a usable greeting or EHLO/HELO reply, or TLS was
+    /// required and could not be had.
     Refused(Option<Reply>),
 }
 
@@ -33,11 +36,23 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
+/// How this connection may use TLS when the peer offers STARTTLS.
+#[derive(Clone)]
+pub struct OutgoingTls {
+    pub tls: Rc<GatewayTls>,
+    /// The name the certificate must carry: the MX host name, or the relay's address.
+    pub server_name: String,
+    /// Check the certificate (TLS required and no `danger_` option), or only encrypt.
+    pub verify: bool,
+}
+
 /// An open connection with a client core that has finished EHLO/HELO.
 pub struct Connection {
-    stream: Async<TcpStream>,
+    /// `None` once a failed handshake has consumed it: the connection is dead.
+    transport: Option<Transport>,
     client: Client,
     peer: SocketAddr,
+    tls: Option<OutgoingTls>,
     buf: Box<[u8]>,
     extensions: Extensions,
     /// A peer that takes none of our bytes for this long is given up on.
@@ -45,12 +60,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `peer` and runs the greeting and EHLO. `failover` bounds the whole
-    /// of that: a host that does not get that far in time is given up on.
+    /// Connects to `peer` and runs the greeting, EHLO and, where the client core asks
+    /// for it, STARTTLS. `failover` bounds the whole of that: a host that does not get
+    /// that far in time is given up on.
     pub async fn open(
         peer: SocketAddr,
         failover: Duration,
         config: Rc<ClientConfig>,
+        tls: Option<OutgoingTls>,
     ) -> Result<Connection, ConnectError> {
         let opening = async {
             let stream = Async::<TcpStream>::connect(peer)
@@ -58,10 +75,11 @@ impl Connection {
                 .map_err(ConnectError::Connect)?;
             let _ = stream.get_ref().set_nodelay(true);
             let mut conn = Connection {
-                stream,
+                transport: Some(Transport::Plain(stream)),
                 write_timeout: config.data_block_timeout,
                 client: Client::new(config, Instant::now()),
                 peer,
+                tls,
                 buf: vec![0; READ_BUFFER].into_boxed_slice(),
                 extensions: Extensions::default(),
             };
@@ -96,7 +114,7 @@ impl Connection {
     }
 
     pub fn is_usable(&self) -> bool {
-        self.client.is_ready() && !self.client.is_closed()
+        self.transport.is_some() && self.client.is_ready() && !self.client.is_closed()
     }
 
     /// Runs one transaction: one reply per recipient, in order.
@@ -130,16 +148,26 @@ impl Connection {
             Timer::after(Duration::from_secs(5)).await;
         })
         .await;
+        if let Some(t) = self.transport.as_mut() {
+            let _ = t.close().await;
+        }
     }
 
     /// One turn of the pump: write what the core has, then either hand it an event
     /// already waiting, or wait for input or its deadline.
     async fn step(&mut self) -> Option<ClientEvent> {
         if let Some(event) = self.client.poll_event() {
+            if event == ClientEvent::StartTls {
+                self.start_tls().await;
+            }
             return Some(event);
         }
+        let Some(transport) = self.transport.as_mut() else {
+            self.client.handle_eof(Instant::now());
+            return self.client.poll_event();
+        };
         while let Some(out) = self.client.poll_transmit() {
-            let write = async { self.stream.write_all(&out).await };
+            let write = async { transport.write_all(&out).await };
             let stalled = async {
                 Timer::after(self.write_timeout).await;
                 Err(io::Error::new(
@@ -160,7 +188,8 @@ impl Connection {
             return None;
         }
         let deadline = self.client.poll_timeout();
-        let read = async { Some(self.stream.read(&mut self.buf).await) };
+        let buf = &mut self.buf;
+        let read = async { Some(transport.read(buf).await) };
         let timeout = async {
             timer_at(deadline).await;
             None
@@ -172,8 +201,36 @@ impl Connection {
         }
         self.client.poll_event()
     }
+
+    /// The handshake after the peer's 220 to our STARTTLS. Whatever plaintext came after
+    /// the 220 was read into our buffer and thrown away by the core already.
+    async fn start_tls(&mut self) {
+        let (Some(tls), Some(transport)) = (self.tls.clone(), self.transport.take()) else {
+            self.client.tls_failed("TLS is not available on this gateway", Instant::now());
+            return;
+        };
+        match tls.tls.connect(transport, &tls.server_name, tls.verify).await {
+            Ok(t) => {
+                if let Some(info) = t.tls_info() {
+                    let trust = if tls.verify { "Verified" } else { "Untrusted" };
+                    log::info!(target: "smtp", "{trust} TLS connection established to {}: {}",
+                        Relay(self.peer), describe(&info));
+                }
+                self.transport = Some(t);
+                self.client.tls_established(Instant::now());
+            }
+            Err(e) => {
+                log::info!(target: "smtp", "TLS handshake with {} failed: {e}", Relay(self.peer));
+                self.client.tls_failed(&e.to_string(), Instant::now());
+            }
+        }
+    }
 }
 
 fn lost() -> Reply {
-    Reply::new(451, "4.4.2", "Connection lost before the transaction ended")
+    Reply::new(
+        451,
+        "4.4.2",
+        "Connection lost before the transaction ended",
+    )
 }

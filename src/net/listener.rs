@@ -55,6 +55,7 @@ pub async fn accept_loop(
     service: ServiceName,
     listener: Async<TcpListener>,
     counts: Rc<RefCell<Counts>>,
+    implicit_tls: bool,
 ) {
     let local = listener.get_ref().local_addr().ok();
     loop {
@@ -110,7 +111,7 @@ pub async fn accept_loop(
         let gw2 = gw.clone();
         gw.executor
             .spawn(async move {
-                session::serve(gw2, service, stream, peer, internal).await;
+                session::serve(gw2, service, stream, peer, internal, implicit_tls).await;
                 drop(slot);
             })
             .detach();

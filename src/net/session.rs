@@ -3,11 +3,10 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::ServiceName;
@@ -20,7 +19,11 @@ use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify, policy};
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{self, Body, CloseReason, Event, Session, Transaction, Verdict};
+use crate::smtp::server::{
+    self, Body, CloseReason, Event, PeerCertificate, Session, TlsInfo, Transaction, Verdict,
+};
+use crate::tls::Transport;
+use crate::tls::setup::describe;
 
 use super::{READ_BUFFER, timer_at};
 
@@ -42,22 +45,43 @@ struct Spooling {
     eight_bit: bool,
 }
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes. With `implicit_tls` the TLS
+/// handshake comes first (RFC 8314).
 pub async fn serve(
     gw: Rc<Gateway>,
     service: ServiceName,
-    mut stream: Async<TcpStream>,
+    stream: Async<TcpStream>,
     peer: SocketAddr,
     internal: bool,
+    implicit_tls: bool,
 ) {
     let config = gw.server_config(service);
     let write_timeout = config.command_timeout;
-    let mut session = Session::new(config, Instant::now());
     let client = Peer {
         name: None,
         addr: peer,
     };
     log::info!(target: "smtpd", "connect from {client}");
+    let mut transport = Transport::Plain(stream);
+    let mut session = if implicit_tls {
+        let Some(tls) = gw.tls.clone() else {
+            log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
+            return;
+        };
+        match tls.accept(transport).await {
+            Ok(t) => {
+                transport = t;
+                let info = tls_established(&gw, service, &transport, &client);
+                Session::new_tls(config, info, Instant::now())
+            }
+            Err(e) => {
+                log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                return;
+            }
+        }
+    } else {
+        Session::new(config, Instant::now())
+    };
     let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
     let mut helo = String::new();
     let mut esmtp = false;
@@ -86,7 +110,7 @@ pub async fn serve(
                     session.answer(verdict, Instant::now());
                 }
                 Event::MessageBegin => {
-                    spooling = Some(begin_message(&gw, peer, &helo, esmtp, &rcpts));
+                    spooling = Some(begin_message(&gw, peer, &helo, esmtp, session.tls(), &rcpts));
                 }
                 Event::MessageData(bytes) => {
                     if let Some(s) = spooling.as_mut() {
@@ -94,7 +118,33 @@ pub async fn serve(
                     }
                 }
                 Event::MessageAbort => spooling = None,
-                Event::StartTlsRequested => session.tls_unavailable(Instant::now()),
+                Event::StartTlsRequested => {
+                    let Some(tls) = gw.tls.clone() else {
+                        session.tls_unavailable(Instant::now());
+                        continue;
+                    };
+                    // The 220 goes out in plaintext with every reply before it; what the
+                    // client sent after STARTTLS was thrown away by the session core.
+                    session.start_tls(Instant::now());
+                    while let Some(bytes) = session.poll_transmit() {
+                        out.extend_from_slice(&bytes);
+                    }
+                    if !write_out(&mut transport, &mut out, write_timeout).await {
+                        log::info!(target: "smtpd", "lost connection after STARTTLS from {client}");
+                        return;
+                    }
+                    match tls.accept(transport).await {
+                        Ok(t) => {
+                            transport = t;
+                            let info = tls_established(&gw, service, &transport, &client);
+                            session.tls_established(info, Instant::now());
+                        }
+                        Err(e) => {
+                            log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                            return;
+                        }
+                    }
+                }
                 Event::MessageEnd(tx) => {
                     let result = match spooling.take() {
                         Some(s) => commit(&gw, service, peer, s, tx).await,
@@ -125,24 +175,15 @@ pub async fn serve(
         while let Some(bytes) = session.poll_transmit() {
             out.extend_from_slice(&bytes);
         }
-        if !out.is_empty() {
-            let written = async { stream.write_all(&out).await.is_ok() }
-                .or(async {
-                    Timer::after(write_timeout).await;
-                    false
-                })
-                .await;
-            out.clear();
-            if !written {
-                log::info!(target: "smtpd", "lost connection after write to {client}");
-                break;
-            }
+        if !write_out(&mut transport, &mut out, write_timeout).await {
+            log::info!(target: "smtpd", "lost connection after write to {client}");
+            break;
         }
         if session.is_closed() {
             break;
         }
         let deadline = session.poll_timeout();
-        let read = async { Some(stream.read(&mut buf).await) };
+        let read = async { Some(transport.read(&mut buf).await) };
         let timeout = async {
             timer_at(deadline).await;
             None
@@ -156,7 +197,46 @@ pub async fn serve(
             None => session.handle_timeout(Instant::now()),
         }
     }
+    let _ = transport.close().await;
     log::info!(target: "smtpd", "disconnect from {client}");
+}
+
+/// Writes and empties `out`; false when the client is gone or stopped reading.
+async fn write_out(transport: &mut Transport, out: &mut Vec<u8>, timeout: Duration) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let written = async { transport.write_all(out).await.is_ok() }
+        .or(async {
+            Timer::after(timeout).await;
+            false
+        })
+        .await;
+    out.clear();
+    written
+}
+
+/// Logs a TLS session the Postfix way and says what it settled, for the session core;
+/// switches the channel where the source channel says `tlsswitchchannel`.
+fn tls_established(gw: &Gateway, service: ServiceName, transport: &Transport, client: &Peer<'_>) -> TlsInfo {
+    let info = transport.tls_info().unwrap_or_default();
+    let trust = if info.client_subject.is_some() { "Trusted" } else { "Anonymous" };
+    log::info!(target: "smtpd", "{trust} TLS connection established from {client}: {}{}",
+        describe(&info),
+        info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());
+    let config = gw.config();
+    let source = config.service(service).channel.as_deref();
+    if let Some(to) = config.channel(source).tls_switch() {
+        log::info!(target: "smtpd", "{client}: switched to channel {to} after TLS");
+    }
+    TlsInfo {
+        version: info.version,
+        cipher: info.cipher_suite,
+        peer_certificate: info.client_subject.map(|subject| PeerCertificate {
+            subject,
+            san_emails: info.client_emails,
+        }),
+    }
 }
 
 /// The relay policy, then, for our own domains where the service asks for it, a live
@@ -197,8 +277,10 @@ fn begin_message(
     peer: SocketAddr,
     helo: &str,
     esmtp: bool,
+    tls: Option<&TlsInfo>,
     rcpts: &[String],
 ) -> Spooling {
+    let tls_text = tls.map(|t| format!("using {} with cipher {}", t.version, t.cipher));
     let id = gw.spool.allocate_id(unix_micros_now());
     let id_text = id.to_string();
     let trace = Trace {
@@ -206,8 +288,13 @@ fn begin_message(
         client_ip: peer.ip(),
         client_name: None,
         by: &gw.config().system.host_name,
-        protocol: if esmtp { "ESMTP" } else { "SMTP" },
-        tls: None,
+        protocol: match (esmtp, tls.is_some()) {
+            (true, true) => "ESMTPS",
+            (true, false) => "ESMTP",
+            (false, true) => "SMTPS",
+            (false, false) => "SMTP",
+        },
+        tls: tls_text.as_deref(),
         id: &id_text,
         for_rcpt: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
         date: &rfc5322(unix_now()),

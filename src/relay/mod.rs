@@ -26,7 +26,10 @@ use crate::clock::unix_now;
 use crate::config::{Config, DomainPattern, NextHop};
 use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
-use crate::net::connection::Connection;
+use crate::config::TlsUse;
+use crate::net::connection::{Connection, OutgoingTls};
+use crate::smtp::client::TlsPolicy;
+use crate::tls::setup::GatewayTls;
 use crate::queue::{
     Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId, RcptStatus,
     Recipient, Recovered, Ret, Spool,
@@ -149,6 +152,7 @@ pub struct Scheduler {
     config: RefCell<Rc<Config>>,
     client_config: Rc<ClientConfig>,
     resolver: Option<Rc<Resolver>>,
+    tls: Option<Rc<GatewayTls>>,
     executor: Rc<LocalExecutor<'static>>,
     retry_bell: (Sender<()>, Receiver<()>),
 }
@@ -159,6 +163,7 @@ impl Scheduler {
         journal: Rc<RefCell<Journal>>,
         commit: Rc<GroupCommit>,
         resolver: Option<Rc<Resolver>>,
+        tls: Option<Rc<GatewayTls>>,
         config: Rc<Config>,
         executor: Rc<LocalExecutor<'static>>,
     ) -> Rc<Scheduler> {
@@ -176,6 +181,7 @@ impl Scheduler {
             config: RefCell::new(config),
             client_config,
             resolver,
+            tls,
             executor,
             retry_bell: unbounded(),
         })
@@ -489,13 +495,27 @@ impl Scheduler {
                     start
                 };
                 (0..hosts.len())
-                    .map(|k| hosts[(start + k) % hosts.len()])
+                    .map(|k| {
+                        let host = hosts[(start + k) % hosts.len()];
+                        (host, host.ip().to_string())
+                    })
                     .collect()
             }
             DestKey::Mx { domain, .. } => self.mx_hosts(domain, route.mx_port).await?,
         };
+        // The destination channel decides how TLS is used (SPEC §3).
+        let channel = config.channel(route.channel.as_deref());
+        let use_tls = channel.tls_client();
+        let client_config = Rc::new(ClientConfig {
+            tls: match use_tls {
+                TlsUse::Never => TlsPolicy::Never,
+                TlsUse::May => TlsPolicy::Opportunistic,
+                TlsUse::Must => TlsPolicy::Required,
+            },
+            ..(*self.client_config).clone()
+        });
         let mut last = String::from("all hosts failed recently and are passed over for now");
-        for host in hosts {
+        for (host, server_name) in hosts {
             let now = Instant::now();
             let avoided = self
                 .inner
@@ -507,7 +527,12 @@ impl Scheduler {
             if avoided {
                 continue;
             }
-            match Connection::open(host, route.failover_timeout, self.client_config.clone()).await {
+            let tls = self.tls.as_ref().map(|tls| OutgoingTls {
+                tls: tls.clone(),
+                server_name,
+                verify: use_tls == TlsUse::Must && !route.danger_tls_no_verify,
+            });
+            match Connection::open(host, route.failover_timeout, client_config.clone(), tls).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     last = format!("connect to {}: {e}", Relay(host));
@@ -525,9 +550,10 @@ impl Scheduler {
     /// The hosts mail for `domain` goes to (RFC 5321 §5.1): its MX hosts by preference
     /// (equal preferences in random order), or its own address when it has no MX, or
     /// the address of an address literal. A null MX (RFC 7505) is a permanent failure.
-    async fn mx_hosts(&self, domain: &str, port: u16) -> Result<Vec<SocketAddr>, Reply> {
+    /// Each host comes with the name its certificate must carry.
+    async fn mx_hosts(&self, domain: &str, port: u16) -> Result<Vec<(SocketAddr, String)>, Reply> {
         if let Some(ip) = address_literal(domain) {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return Ok(vec![(SocketAddr::new(ip, port), ip.to_string())]);
         }
         let Some(resolver) = &self.resolver else {
             return Err(Reply::new(451, "4.4.3", "No DNS resolvers configured"));
@@ -553,7 +579,9 @@ impl Scheduler {
         let mut last = None;
         for exchange in exchanges {
             match resolver.lookup_ip(&exchange).await {
-                Ok(ips) => hosts.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port))),
+                Ok(ips) => hosts.extend(
+                    ips.into_iter().map(|ip| (SocketAddr::new(ip, port), exchange.as_str().to_string())),
+                ),
                 Err(e) => {
                     log::info!(target: "smtp", "address lookup for {exchange} (MX of {domain}): {e}");
                     last = Some(e);

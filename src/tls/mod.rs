@@ -14,6 +14,7 @@
 pub mod cert;
 pub mod config;
 pub mod pem;
+pub mod setup;
 pub mod signing;
 pub mod store;
 pub mod stream;
