@@ -10,5 +10,6 @@ pub mod log;
 pub mod net;
 pub mod queue;
 pub mod relay;
+pub mod sasl;
 pub mod smtp;
 pub mod token;
