@@ -185,23 +185,13 @@ mod tests {
 
     #[test]
     fn fuzz_decoder() {
-        let fixture = Fixture::new();
-        // Mutating only the user name skips most derivations; the password step is
-        // exercised with the smaller run.
-        let mut prng = crate::dns::rng::Prng::from_seed(2195);
-        for _ in 0..10_000 {
-            let mut login = Login::new(&fixture);
-            let raw = super::super::testing::mutate(&mut prng, b"tim");
-            let text = if prng.below(4) == 0 { raw } else { b64(&raw) };
-            let step = login.start(Some(&text));
-            assert!(matches!(step, Step::Challenge(_) | Step::Failure(_)));
-        }
+        let fixture = Fixture::cheap();
         let successes = fuzz(
-            2,
-            300,
+            2195,
+            10_000,
             || Login::new(&fixture),
             &[b"tim", b"tanstaaftanstaaf"],
         );
-        assert!(successes < 300);
+        assert!(successes > 0 && successes < 10_000);
     }
 }
