@@ -3,7 +3,7 @@
 //!
 //! The certificate identity (SAN email or CN, chosen by the TLS layer) is mapped to a user
 //! through [`Credentials::external`]. An empty authzid means "the certificate's identity";
-//! any other authzid must name that same user (see [`super::authorize`]).
+//! any other authzid must name that same user (see `authorize` in the module root).
 
 use super::{
     AuthError, Credentials, MAX_FIELD_LEN, Mechanism, Step, authorize, decode_initial,

@@ -161,6 +161,50 @@ impl MechanismName {
     }
 }
 
+/// What the caller supplies to begin an exchange: the values a mechanism must not fetch
+/// for itself.
+#[derive(Clone, Copy, Debug)]
+pub struct ExchangeInputs<'a> {
+    /// Fresh random octets, at least [`scram::MIN_NONCE_RANDOM`]: SCRAM's server nonce;
+    /// CRAM-MD5's random number is the first 8 of them.
+    pub random: &'a [u8],
+    /// The current time in seconds since the Unix epoch, for CRAM-MD5's challenge.
+    pub timestamp: u64,
+    /// Our host name, for CRAM-MD5's challenge.
+    pub hostname: &'a str,
+    /// The verified client certificate's identity (SAN email or CN), for EXTERNAL.
+    pub cert_identity: Option<&'a str>,
+}
+
+/// Builds the mechanism `name` for one AUTH command. `None` when the inputs do not suit
+/// it (too few random octets, an invalid host name): a fault of ours, so the caller
+/// replies with [`AuthError::Temporary`].
+pub fn new_mechanism<'c, C: Credentials + 'c>(
+    name: MechanismName,
+    credentials: C,
+    inputs: &ExchangeInputs<'_>,
+) -> Option<Box<dyn Mechanism + 'c>> {
+    let mechanism: Box<dyn Mechanism + 'c> = match name {
+        MechanismName::Plain => Box::new(Plain::new(credentials)),
+        MechanismName::Login => Box::new(Login::new(credentials)),
+        MechanismName::CramMd5 => {
+            let random: [u8; 8] = inputs.random.get(..8)?.try_into().ok()?;
+            Box::new(CramMd5::new(
+                credentials,
+                u64::from_le_bytes(random),
+                inputs.timestamp,
+                inputs.hostname,
+            )?)
+        }
+        MechanismName::ScramSha256 => Box::new(ScramSha256::new(
+            credentials,
+            ServerNonce::from_random(inputs.random)?,
+        )),
+        MechanismName::External => Box::new(External::new(credentials, inputs.cert_identity)),
+    };
+    Some(mechanism)
+}
+
 /// A set of mechanisms, e.g. those enabled for a user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MechanismSet(u8);
@@ -736,5 +780,44 @@ mod tests {
             secret.hmac(b"what do ya want for nothing?"),
             md5::hmac(b"Jefe", b"what do ya want for nothing?")
         );
+    }
+
+    #[test]
+    fn every_mechanism_can_be_built() {
+        let fixture = testing::Fixture::new();
+        let random = [7u8; 16];
+        let inputs = ExchangeInputs {
+            random: &random,
+            timestamp: 697170952,
+            hostname: "mx.example.org",
+            cert_identity: Some("tim@example.org"),
+        };
+        let challenge = |name| {
+            let mut mechanism = new_mechanism(name, &fixture, &inputs).unwrap();
+            mechanism.start(None)
+        };
+        assert_eq!(challenge(MechanismName::Plain), Step::Challenge(Vec::new()));
+        assert_eq!(
+            challenge(MechanismName::Login),
+            Step::Challenge(b"Username:".to_vec())
+        );
+        assert_eq!(
+            challenge(MechanismName::CramMd5),
+            Step::Challenge(b"<506381209866536711.697170952@mx.example.org>".to_vec())
+        );
+        assert_eq!(
+            challenge(MechanismName::ScramSha256),
+            Step::Challenge(Vec::new())
+        );
+        let mut external = new_mechanism(MechanismName::External, &fixture, &inputs).unwrap();
+        assert!(matches!(external.start(Some(b"=")), Step::Success { .. }));
+        let short = ExchangeInputs {
+            random: &random[..8],
+            hostname: "bad host",
+            ..inputs
+        };
+        assert!(new_mechanism(MechanismName::ScramSha256, &fixture, &short).is_none());
+        assert!(new_mechanism(MechanismName::CramMd5, &fixture, &short).is_none());
+        assert!(new_mechanism(MechanismName::Plain, &fixture, &short).is_some());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Each field is UTF-8 and at most [`MAX_FIELD_LEN`] octets; authcid and passwd are not
 //! empty. The password is checked against the user's SCRAM secret. An authzid that differs
-//! from the authcid is refused (see [`super::authorize`]).
+//! from the authcid is refused (see `authorize` in the module root).
 
 use super::{
     AuthError, Credentials, MAX_FIELD_LEN, Mechanism, Step, authorize, decode_initial,

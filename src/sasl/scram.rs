@@ -2,13 +2,13 @@
 //!
 //! Exchange: client-first (GS2 header + `n=user,r=cnonce`), server-first
 //! (`r=cnonce+snonce,s=salt,i=iterations`), client-final (`c=...,r=...,p=proof`),
-//! server-final (`v=signature`, returned as [`Step::Success::final_data`]).
+//! server-final (`v=signature`, returned as the `final_data` of [`Step::Success`]).
 //!
 //! The GS2 flag `n` (client does not support channel binding) and `y` (client supports it
 //! but thinks we do not; we advertise no `-PLUS` variant, so that is true) are accepted;
 //! `p=` (channel binding required) is refused as [`AuthError::Malformed`], since we never
 //! offered it. The `m=` mandatory extension is refused (RFC 5802 §5.1). An authzid that
-//! differs from the user is refused (see [`super::authorize`]).
+//! differs from the user is refused (see `authorize` in the module root).
 //!
 //! An unknown user gets a server-first message like anyone else's, with a salt derived
 //! from the name, so the exchange does not reveal which users exist; it fails at the proof.
