@@ -10,6 +10,7 @@ pub mod log;
 pub mod net;
 pub mod queue;
 pub mod relay;
+pub mod sasl;
 pub mod smtp;
 pub mod tls;
 pub mod token;
