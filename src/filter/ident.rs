@@ -1,0 +1,251 @@
+//! RFC 1413 ident client core: builds the query line and reads the bounded reply line.
+//!
+//! No I/O and no clock reads: the async layer connects to the client's port 113, sends
+//! `poll_transmit()`, feeds what it reads to `handle_input`, arms `poll_timeout()`, and
+//! hands the user from `poll_event()` to the filter evaluator's `Lookups::ident_user`.
+
+use std::time::{Duration, Instant};
+
+use super::MAX_USER;
+
+/// Longest reply line, CRLF excluded: 1000 octets (RFC 1413, "Notes on Usage": lines are
+/// at most 1000 characters). The line buffer costs exactly this much.
+pub const MAX_REPLY_LINE: usize = 1000;
+/// Longest query line: `65535 , 65535\r\n`, 15 octets.
+pub const MAX_QUERY_LINE: usize = 15;
+/// How long the whole exchange may take: 10 s, tcp_wrappers' RFC931_TIMEOUT. An ident
+/// answer is a nicety; a slow one must not hold up the SMTP greeting.
+pub const IDENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The query line for a connection from the client's `their_port` to our `our_port`
+/// (RFC 1413: `<port-on-server> , <port-on-client>`, the ident server being the client).
+pub fn query(their_port: u16, our_port: u16) -> heapless::String<MAX_QUERY_LINE> {
+    let mut line = heapless::String::new();
+    // Two u16s of at most five digits and eight octets of punctuation fit in 15 octets.
+    use std::fmt::Write as _;
+    let fits = write!(line, "{their_port} , {our_port}\r\n").is_ok();
+    debug_assert!(fits);
+    line
+}
+
+/// A well-formed ident reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentReply {
+    /// `USERID : <os> : <user>`.
+    User {
+        /// The operating-system field (`UNIX`, `OTHER`), with any `,charset` part.
+        os: String,
+        /// The user identifier, surrounding blanks removed; 1 to `MAX_USER` octets.
+        user: String,
+    },
+    /// `ERROR : <code>`.
+    Error(IdentErrorCode),
+}
+
+impl IdentReply {
+    /// The user name the reply gives, if any: what `Lookups::ident_user` should return.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            IdentReply::User { user, .. } => Some(user),
+            IdentReply::Error(_) => None,
+        }
+    }
+}
+
+/// RFC 1413 error codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentErrorCode {
+    /// `INVALID-PORT`.
+    InvalidPort,
+    /// `NO-USER`.
+    NoUser,
+    /// `HIDDEN-USER`.
+    HiddenUser,
+    /// `UNKNOWN-ERROR`.
+    UnknownError,
+    /// Any other token (RFC 1413 allows `X-` extensions), as sent.
+    Other(String),
+}
+
+/// Why no reply could be had: the peer's misbehaviour, or time running out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentFailure {
+    /// More than `MAX_REPLY_LINE` octets without a line end.
+    LineTooLong,
+    /// The line is not `ports : type : info`.
+    Malformed,
+    /// The reply names other ports than we asked about.
+    PortMismatch,
+    /// A USERID reply with an empty, overlong or NUL-bearing user identifier.
+    BadUser,
+    /// The connection ended before a whole line came.
+    Truncated,
+    /// `IDENT_TIMEOUT` passed.
+    TimedOut,
+}
+
+/// One ident exchange.
+///
+/// Calling order: `new(…, now)`; send `poll_transmit()` once it returns bytes; feed every
+/// read to `handle_input`, and `handle_end_of_stream` at EOF; call `handle_timeout(now)`
+/// when `poll_timeout()` passes; take the result from `poll_event()`, which yields exactly
+/// one result per exchange. Input after the result is ignored.
+#[derive(Debug)]
+pub struct IdentExchange {
+    their_port: u16,
+    our_port: u16,
+    query_sent: bool,
+    line: heapless::Vec<u8, MAX_REPLY_LINE>,
+    deadline: Instant,
+    result: Option<Result<IdentReply, IdentFailure>>,
+    finished: bool,
+}
+
+impl IdentExchange {
+    /// An exchange about the connection from the client's `their_port` to our `our_port`.
+    pub fn new(their_port: u16, our_port: u16, now: Instant) -> IdentExchange {
+        IdentExchange {
+            their_port,
+            our_port,
+            query_sent: false,
+            line: heapless::Vec::new(),
+            deadline: now + IDENT_TIMEOUT,
+            result: None,
+            finished: false,
+        }
+    }
+
+    /// The query line, once.
+    pub fn poll_transmit(&mut self) -> Option<heapless::String<MAX_QUERY_LINE>> {
+        if self.query_sent || self.finished {
+            return None;
+        }
+        self.query_sent = true;
+        Some(query(self.their_port, self.our_port))
+    }
+
+    /// Bytes read from the ident server.
+    pub fn handle_input(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.finished {
+                return;
+            }
+            if byte == b'\n' {
+                let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+                let result = parse_reply(line, self.their_port, self.our_port);
+                self.finish(result);
+            } else if self.line.push(byte).is_err() {
+                self.finish(Err(IdentFailure::LineTooLong));
+            }
+        }
+    }
+
+    /// The server closed the connection.
+    pub fn handle_end_of_stream(&mut self) {
+        if !self.finished {
+            self.finish(Err(IdentFailure::Truncated));
+        }
+    }
+
+    /// The time from `poll_timeout()` may have come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.finished && now >= self.deadline {
+            self.finish(Err(IdentFailure::TimedOut));
+        }
+    }
+
+    /// When `handle_timeout` is next due, while the exchange is open.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.finished).then_some(self.deadline)
+    }
+
+    /// The result, once, when it is known.
+    pub fn poll_event(&mut self) -> Option<Result<IdentReply, IdentFailure>> {
+        self.result.take()
+    }
+
+    fn finish(&mut self, result: Result<IdentReply, IdentFailure>) {
+        self.finished = true;
+        self.line.clear();
+        self.result = Some(result);
+    }
+}
+
+fn is_blank(byte: &u8) -> bool {
+    *byte == b' ' || *byte == b'\t'
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !is_blank(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_blank(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+fn text(bytes: &[u8]) -> Result<&str, IdentFailure> {
+    std::str::from_utf8(trim(bytes)).map_err(|_| IdentFailure::Malformed)
+}
+
+fn port(bytes: &[u8]) -> Result<u16, IdentFailure> {
+    let digits = trim(bytes);
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(IdentFailure::Malformed);
+    }
+    text(digits)?.parse().map_err(|_| IdentFailure::Malformed)
+}
+
+/// Parses one reply line, line end removed.
+fn parse_reply(line: &[u8], their_port: u16, our_port: u16) -> Result<IdentReply, IdentFailure> {
+    let mut fields = line.splitn(3, |&b| b == b':');
+    let (Some(ports), Some(kind), Some(info)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(IdentFailure::Malformed);
+    };
+    let mut pair = ports.splitn(2, |&b| b == b',');
+    let (Some(first), Some(second)) = (pair.next(), pair.next()) else {
+        return Err(IdentFailure::Malformed);
+    };
+    if (port(first)?, port(second)?) != (their_port, our_port) {
+        return Err(IdentFailure::PortMismatch);
+    }
+    let kind = text(kind)?;
+    if kind.eq_ignore_ascii_case("USERID") {
+        let Some(colon) = info.iter().position(|&b| b == b':') else {
+            return Err(IdentFailure::Malformed);
+        };
+        let os = text(&info[..colon])?;
+        let user = trim(&info[colon + 1..]);
+        if os.is_empty() {
+            return Err(IdentFailure::Malformed);
+        }
+        if user.is_empty() || user.len() > MAX_USER || user.contains(&0) {
+            return Err(IdentFailure::BadUser);
+        }
+        // RFC 1413 user identifiers are octets; a non-UTF-8 one cannot match a filter
+        // pattern by name, so it is kept in a lossless-enough form for KNOWN and logs.
+        let user = String::from_utf8_lossy(user).into_owned();
+        Ok(IdentReply::User {
+            os: os.to_string(),
+            user,
+        })
+    } else if kind.eq_ignore_ascii_case("ERROR") {
+        let code = text(info)?;
+        Ok(IdentReply::Error(
+            match code.to_ascii_uppercase().as_str() {
+                "INVALID-PORT" => IdentErrorCode::InvalidPort,
+                "NO-USER" => IdentErrorCode::NoUser,
+                "HIDDEN-USER" => IdentErrorCode::HiddenUser,
+                "UNKNOWN-ERROR" => IdentErrorCode::UnknownError,
+                "" => return Err(IdentFailure::Malformed),
+                _ => IdentErrorCode::Other(code.to_string()),
+            },
+        ))
+    } else {
+        Err(IdentFailure::Malformed)
+    }
+}
