@@ -201,7 +201,7 @@ fn rule_matches(rule: &Rule, request: &Request<'_>, facts: &mut Facts<'_>) -> bo
 /// tcp_wrappers' list_match: any entry matches, and the EXCEPT list does not. Recursion is
 /// bounded by `MAX_EXCEPT_DEPTH`.
 fn list_matches<T>(list: &List<T>, matches: &mut dyn FnMut(&T) -> bool) -> bool {
-    list.entries.iter().any(|entry| matches(entry))
+    list.entries.iter().any(&mut *matches)
         && !list
             .except
             .as_ref()
@@ -276,5 +276,709 @@ fn host_matches(pattern: &HostPattern, host: &mut dyn Host) -> bool {
             network_bits(address) & mask == network_bits(*network)
         }
         HostPattern::Netgroup(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Filter;
+
+    /// Canned answers that count how often each is asked for.
+    #[derive(Clone, Debug)]
+    struct Fake {
+        name: NameLookup,
+        confirmed: Option<bool>,
+        user: Option<String>,
+        calls: [usize; 3],
+    }
+
+    impl Fake {
+        fn named(name: &str) -> Fake {
+            Fake {
+                name: NameLookup::Known(name.into()),
+                confirmed: Some(true),
+                user: None,
+                calls: [0; 3],
+            }
+        }
+        fn nameless(lookup: NameLookup) -> Fake {
+            Fake {
+                name: lookup,
+                ..Fake::named("")
+            }
+        }
+        fn user(mut self, user: &str) -> Fake {
+            self.user = Some(user.into());
+            self
+        }
+        fn confirmed(mut self, confirmed: Option<bool>) -> Fake {
+            self.confirmed = confirmed;
+            self
+        }
+    }
+
+    impl Lookups for Fake {
+        fn client_name(&mut self) -> NameLookup {
+            self.calls[0] += 1;
+            self.name.clone()
+        }
+        fn forward_confirmed(&mut self) -> Option<bool> {
+            self.calls[1] += 1;
+            self.confirmed
+        }
+        fn ident_user(&mut self) -> Option<String> {
+            self.calls[2] += 1;
+            self.user.clone()
+        }
+    }
+
+    fn rules(texts: &[&str]) -> Vec<Rule> {
+        texts.iter().map(|t| Rule::parse(t).unwrap()).collect()
+    }
+
+    fn request<'a>(service: &'a str, client: &str) -> Request<'a> {
+        Request {
+            service,
+            server_host: None,
+            client_ip: client.parse().unwrap(),
+        }
+    }
+
+    /// Decides and checks that no lookup was asked for twice.
+    fn run(allow: &[&str], deny: &[&str], request: &Request<'_>, fake: &mut Fake) -> Decision {
+        let decision = decide(&rules(allow), &rules(deny), request, fake);
+        assert!(
+            fake.calls.iter().all(|&n| n <= 1),
+            "repeated lookup: {:?}",
+            fake.calls
+        );
+        decision
+    }
+
+    /// One allow rule; `true` when it matched.
+    fn allows(rule: &str, request: &Request<'_>, fake: &mut Fake) -> bool {
+        match run(&[rule], &[], request, fake) {
+            Decision::Allowed { rule: 0 } => true,
+            Decision::AllowedByDefault => false,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_construct() {
+        let named = Fake::named;
+        let unknown = || Fake::nameless(NameLookup::Unknown);
+        let failed = || Fake::nameless(NameLookup::Failed);
+        // (rule, service, client address, lookups, matches)
+        let cases: Vec<(&str, &str, &str, Fake, bool)> = vec![
+            ("ALL: ALL", "smtp", "192.0.2.1", unknown(), true),
+            ("*: *", "smtp", "192.0.2.1", unknown(), true),
+            ("smtp: ALL", "SMTP", "192.0.2.1", unknown(), true),
+            ("smtp: ALL", "imap", "192.0.2.1", unknown(), false),
+            ("imap, smtp: ALL", "smtp", "192.0.2.1", unknown(), true),
+            // LOCAL: a name without a dot.
+            ("ALL: LOCAL", "smtp", "192.0.2.1", named("printer"), true),
+            ("ALL: LOCAL", "smtp", "192.0.2.1", named("printer."), true),
+            (
+                "ALL: LOCAL",
+                "smtp",
+                "192.0.2.1",
+                named("printer.example.com"),
+                false,
+            ),
+            ("ALL: LOCAL", "smtp", "192.0.2.1", unknown(), false),
+            // KNOWN / UNKNOWN hosts.
+            (
+                "ALL: KNOWN",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com"),
+                true,
+            ),
+            ("ALL: KNOWN", "smtp", "192.0.2.1", unknown(), false),
+            ("ALL: KNOWN", "smtp", "192.0.2.1", failed(), false),
+            ("ALL: UNKNOWN", "smtp", "192.0.2.1", unknown(), true),
+            ("ALL: UNKNOWN", "smtp", "192.0.2.1", failed(), true),
+            (
+                "ALL: UNKNOWN",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com"),
+                false,
+            ),
+            // DNSSPOOFER: the name does not lead back to the address.
+            (
+                "ALL: DNSSPOOFER",
+                "smtp",
+                "192.0.2.1",
+                named("a.b").confirmed(Some(false)),
+                true,
+            ),
+            (
+                "ALL: DNSSPOOFER",
+                "smtp",
+                "192.0.2.1",
+                named("a.b").confirmed(None),
+                true,
+            ),
+            (
+                "ALL: DNSSPOOFER",
+                "smtp",
+                "192.0.2.1",
+                named("a.b").confirmed(Some(true)),
+                false,
+            ),
+            ("ALL: DNSSPOOFER", "smtp", "192.0.2.1", unknown(), false),
+            // Names, without regard to case.
+            (
+                "ALL: mail.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("MAIL.Example.com."),
+                true,
+            ),
+            (
+                "ALL: mail.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("mail.example.org"),
+                false,
+            ),
+            (
+                "ALL: mail.example.com",
+                "smtp",
+                "192.0.2.1",
+                failed(),
+                false,
+            ),
+            // Leading-dot domains match names inside the domain, not the domain itself.
+            (
+                "ALL: .example.com",
+                "smtp",
+                "192.0.2.1",
+                named("a.b.Example.COM"),
+                true,
+            ),
+            (
+                "ALL: .example.com",
+                "smtp",
+                "192.0.2.1",
+                named("example.com"),
+                false,
+            ),
+            (
+                "ALL: .example.com",
+                "smtp",
+                "192.0.2.1",
+                named("badexample.com"),
+                false,
+            ),
+            // Trailing-dot address prefixes, whole octets only.
+            ("ALL: 192.168.", "smtp", "192.168.7.9", unknown(), true),
+            ("ALL: 192.168.", "smtp", "192.169.7.9", unknown(), false),
+            ("ALL: 192.1.", "smtp", "192.168.7.9", unknown(), false),
+            (
+                "ALL: 192.168.",
+                "smtp",
+                "::ffff:192.168.7.9",
+                unknown(),
+                true,
+            ),
+            ("ALL: 192.168.", "smtp", "2001:db8::1", unknown(), false),
+            // Single addresses.
+            ("ALL: 192.0.2.1", "smtp", "192.0.2.1", unknown(), true),
+            ("ALL: 192.0.2.1", "smtp", "192.0.2.2", unknown(), false),
+            ("ALL: [2001:db8::1]", "smtp", "2001:db8::1", unknown(), true),
+            (
+                "ALL: [2001:DB8::1]",
+                "smtp",
+                "2001:db8::2",
+                unknown(),
+                false,
+            ),
+            // n.n.n.n/m.m.m.m masks.
+            (
+                "ALL: 10.1.0.0/255.255.0.0",
+                "smtp",
+                "10.1.200.3",
+                unknown(),
+                true,
+            ),
+            (
+                "ALL: 10.1.0.0/255.255.0.0",
+                "smtp",
+                "10.2.0.3",
+                unknown(),
+                false,
+            ),
+            (
+                "ALL: 10.1.0.0/255.255.0.0",
+                "smtp",
+                "2001:db8::1",
+                unknown(),
+                false,
+            ),
+            // CIDR, both families.
+            ("ALL: 10.0.0.0/8", "smtp", "10.255.0.1", unknown(), true),
+            ("ALL: 10.0.0.0/8", "smtp", "11.0.0.1", unknown(), false),
+            ("ALL: 0.0.0.0/0", "smtp", "203.0.113.5", unknown(), true),
+            ("ALL: 0.0.0.0/0", "smtp", "2001:db8::1", unknown(), false),
+            ("ALL: 192.0.2.9/32", "smtp", "192.0.2.9", unknown(), true),
+            (
+                "ALL: [2001:db8::]/32",
+                "smtp",
+                "2001:db8:ffff::1",
+                unknown(),
+                true,
+            ),
+            (
+                "ALL: [2001:db8::]/32",
+                "smtp",
+                "2001:db9::1",
+                unknown(),
+                false,
+            ),
+            ("ALL: [::]/0", "smtp", "2001:db9::1", unknown(), true),
+            ("ALL: [::]/0", "smtp", "192.0.2.1", unknown(), false),
+            (
+                "ALL: [2001:db8::1]/128",
+                "smtp",
+                "2001:db8::1",
+                unknown(),
+                true,
+            ),
+            // user@host with the RFC 1413 ident user.
+            (
+                "ALL: bob@.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com").user("bob"),
+                true,
+            ),
+            (
+                "ALL: bob@.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com").user("BOB"),
+                true,
+            ),
+            (
+                "ALL: bob@.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com").user("eve"),
+                false,
+            ),
+            (
+                "ALL: bob@.example.com",
+                "smtp",
+                "192.0.2.1",
+                named("a.example.com"),
+                false,
+            ),
+            (
+                "ALL: KNOWN@ALL",
+                "smtp",
+                "192.0.2.1",
+                unknown().user("eve"),
+                true,
+            ),
+            ("ALL: KNOWN@ALL", "smtp", "192.0.2.1", unknown(), false),
+            ("ALL: UNKNOWN@ALL", "smtp", "192.0.2.1", unknown(), true),
+            (
+                "ALL: UNKNOWN@ALL",
+                "smtp",
+                "192.0.2.1",
+                unknown().user("eve"),
+                false,
+            ),
+            ("ALL: ALL@10.", "smtp", "10.0.0.1", unknown(), true),
+            // Netgroups: no NIS directory, never a match.
+            (
+                "ALL: @netgroup1",
+                "smtp",
+                "192.0.2.1",
+                named("netgroup1"),
+                false,
+            ),
+            // EXCEPT in the client list, nested right to left.
+            ("ALL: 10. EXCEPT 10.1.", "smtp", "10.2.0.1", unknown(), true),
+            (
+                "ALL: 10. EXCEPT 10.1.",
+                "smtp",
+                "10.1.0.1",
+                unknown(),
+                false,
+            ),
+            (
+                "ALL: 10. EXCEPT 10.1. EXCEPT 10.1.1.",
+                "smtp",
+                "10.1.1.1",
+                unknown(),
+                true,
+            ),
+            (
+                "ALL: 10. EXCEPT 10.1. EXCEPT 10.1.1.",
+                "smtp",
+                "10.1.2.1",
+                unknown(),
+                false,
+            ),
+            (
+                "ALL: 10. EXCEPT 10.1. EXCEPT 10.1.1.",
+                "smtp",
+                "10.2.0.1",
+                unknown(),
+                true,
+            ),
+            // EXCEPT in the service list.
+            ("ALL EXCEPT pop: ALL", "smtp", "192.0.2.1", unknown(), true),
+            ("ALL EXCEPT pop: ALL", "POP", "192.0.2.1", unknown(), false),
+            (
+                "ALL EXCEPT pop imap EXCEPT imap: ALL",
+                "imap",
+                "192.0.2.1",
+                unknown(),
+                true,
+            ),
+            // service@host without a known local end: only ALL fits.
+            (
+                "smtp@mx.example.com: ALL",
+                "smtp",
+                "192.0.2.1",
+                unknown(),
+                false,
+            ),
+            ("smtp@ALL: ALL", "smtp", "192.0.2.1", unknown(), true),
+        ];
+        for (rule, service, client, mut fake, expected) in cases {
+            let got = allows(rule, &request(service, client), &mut fake);
+            assert_eq!(got, expected, "{rule} / {service} / {client} / {fake:?}");
+        }
+    }
+
+    #[test]
+    fn server_host() {
+        let server = ServerHost {
+            address: "198.51.100.7".parse().unwrap(),
+            name: Some("MX1.example.com."),
+        };
+        let request = Request {
+            server_host: Some(server),
+            ..request("smtp", "192.0.2.1")
+        };
+        let cases = [
+            ("smtp@mx1.example.com: ALL", true),
+            ("smtp@mx2.example.com: ALL", false),
+            ("smtp@.example.com: ALL", true),
+            ("smtp@198.51.100.7: ALL", true),
+            ("smtp@198.51.100.0/24: ALL", true),
+            ("smtp@198.51.99.: ALL", false),
+            ("smtp@KNOWN: ALL", true),
+            ("smtp@LOCAL: ALL", false),
+            ("smtp@DNSSPOOFER: ALL", false),
+            ("imap@mx1.example.com: ALL", false),
+        ];
+        for (rule, expected) in cases {
+            let mut fake = Fake::named("client.example.net");
+            assert_eq!(allows(rule, &request, &mut fake), expected, "{rule}");
+            assert_eq!(fake.calls, [0; 3], "{rule}: the server end needs no lookup");
+        }
+    }
+
+    #[test]
+    fn allow_before_deny_first_match_wins() {
+        let request = request("imap", "192.0.2.1");
+        let mut fake = Fake::named("a.example.com");
+        let decision = run(
+            &["smtp: ALL", "ALL: .example.com"],
+            &["ALL: ALL"],
+            &request,
+            &mut fake,
+        );
+        assert_eq!(decision, Decision::Allowed { rule: 1 });
+        let decision = run(
+            &["smtp: ALL"],
+            &["pop: ALL", "ALL: ALL", "ALL: KNOWN"],
+            &request,
+            &mut fake,
+        );
+        assert_eq!(decision, Decision::Denied { rule: 1 });
+        assert!(!decision.is_allowed());
+        let decision = run(&[], &["pop: ALL"], &request, &mut fake);
+        assert_eq!(decision, Decision::AllowedByDefault);
+        assert!(decision.is_allowed());
+    }
+
+    #[test]
+    fn compact_form() {
+        // Seed 002: "+imap:ALL$+pop:ALL$+http:ALL" and "-imap:*$-pop:*$-http:*".
+        let filter = Filter::parse_compact("+imap:ALL$+pop:ALL$+http:ALL").unwrap();
+        let mut fake = Fake::named("a.b");
+        let decision = filter.decide(&request("pop", "192.0.2.1"), &mut fake);
+        assert_eq!(decision, Decision::Allowed { rule: 1 });
+        let filter = Filter::parse_compact("-imap:*$-pop:*$-http:*").unwrap();
+        assert_eq!(
+            filter.decide(&request("http", "192.0.2.1"), &mut fake),
+            Decision::Denied { rule: 2 }
+        );
+        assert_eq!(
+            filter.decide(&request("smtp", "192.0.2.1"), &mut fake),
+            Decision::AllowedByDefault
+        );
+        let filter = Filter::parse_compact("+smtp:10.$-smtp:*").unwrap();
+        assert!(
+            filter
+                .decide(&request("smtp", "10.0.0.1"), &mut fake)
+                .is_allowed()
+        );
+        assert!(
+            !filter
+                .decide(&request("smtp", "11.0.0.1"), &mut fake)
+                .is_allowed()
+        );
+    }
+
+    /// Seed 002, "Mostly Denying":
+    /// > The default policy (no access) is implemented with a single, trivial deny file:
+    /// > `ALL: ALL`
+    /// > The Allow filters, then, might be something like these:
+    /// > `ALL: LOCAL @netgroup1`
+    /// > `ALL: .siroe.com EXCEPT externalserver.siroe.com`
+    /// > The first rule permits access from all hosts in the local domain (that is, all hosts
+    /// > with no dot in their host name) and from members of the group netgroup1. The second
+    /// > rule [...] permit[s] access from all hosts in the siroe.com domain, with the
+    /// > exception of the host externalserver.siroe.com.
+    #[test]
+    fn seed_mostly_denying() {
+        let allow = [
+            "ALL: LOCAL @netgroup1",
+            "ALL: .siroe.com EXCEPT externalserver.siroe.com",
+        ];
+        let deny = ["ALL: ALL"];
+        let cases = [
+            ("intranet", Decision::Allowed { rule: 0 }),
+            ("pc1.siroe.com", Decision::Allowed { rule: 1 }),
+            ("pc1.Eng.SIROE.com", Decision::Allowed { rule: 1 }),
+            ("externalserver.siroe.com", Decision::Denied { rule: 0 }),
+            ("host.example.com", Decision::Denied { rule: 0 }),
+        ];
+        for (name, expected) in cases {
+            let mut fake = Fake::named(name);
+            assert_eq!(
+                run(&allow, &deny, &request("imap", "192.0.2.1"), &mut fake),
+                expected,
+                "{name}"
+            );
+        }
+        let mut fake = Fake::nameless(NameLookup::Unknown);
+        assert_eq!(
+            run(&allow, &deny, &request("imap", "192.0.2.1"), &mut fake),
+            Decision::Denied { rule: 0 }
+        );
+    }
+
+    /// Seed 002, "Mostly Allowing":
+    /// > `ALL: externalserver.siroe1.com, .siroe.asia.com`
+    /// > `ALL EXCEPT pop: contractor.siroe1.com, .siroe.com`
+    /// > The first filter denies all services to a particular host and to a specific domain.
+    /// > The second filter permits nothing but POP access from a particular host and from a
+    /// > specific domain.
+    #[test]
+    fn seed_mostly_allowing() {
+        let deny = [
+            "ALL: externalserver.siroe1.com, .siroe.asia.com",
+            "ALL EXCEPT pop: contractor.siroe1.com, .siroe.com",
+        ];
+        let cases = [
+            ("externalserver.siroe1.com", "pop", false),
+            ("externalserver.siroe1.com", "imap", false),
+            ("a.siroe.asia.com", "http", false),
+            ("contractor.siroe1.com", "pop", true),
+            ("contractor.siroe1.com", "imap", false),
+            ("b.siroe.com", "pop", true),
+            ("b.siroe.com", "http", false),
+            ("friend.example.org", "imap", true),
+            ("siroe1.com", "imap", true),
+        ];
+        for (name, service, allowed) in cases {
+            let mut fake = Fake::named(name);
+            let decision = run(&[], &deny, &request(service, "192.0.2.1"), &mut fake);
+            assert_eq!(decision.is_allowed(), allowed, "{name} {service}");
+        }
+    }
+
+    /// Seed 002, "Denying Access to Spoofed Domains":
+    /// > `ALL: DNSSPOOFER`
+    /// > This filter denies all services to all remote hosts whose IP addresses don't match
+    /// > their DNS host names.
+    #[test]
+    fn seed_dns_spoofer() {
+        let deny = ["ALL: DNSSPOOFER"];
+        let mut honest = Fake::named("mx.example.com");
+        assert!(run(&[], &deny, &request("smtp", "192.0.2.1"), &mut honest).is_allowed());
+        let mut liar = Fake::named("mx.example.com").confirmed(Some(false));
+        assert!(!run(&[], &deny, &request("smtp", "192.0.2.1"), &mut liar).is_allowed());
+    }
+
+    /// Seed 002, "EXCEPT Operator":
+    /// > `ALL: ALL EXCEPT isserver.siroe.com`
+    /// > If this were a Deny filter, it would deny access to all services to all clients
+    /// > except those on the host machine isserver.siroe.com.
+    #[test]
+    fn seed_except() {
+        let deny = ["ALL: ALL EXCEPT isserver.siroe.com"];
+        let mut fake = Fake::named("isserver.siroe.com");
+        assert!(run(&[], &deny, &request("imap", "192.0.2.1"), &mut fake).is_allowed());
+        let mut fake = Fake::named("other.siroe.com");
+        assert!(!run(&[], &deny, &request("imap", "192.0.2.1"), &mut fake).is_allowed());
+    }
+
+    /// Seed 002, "Filter Syntax":
+    /// > `pop, imap, http: .europe.siroe.com .newyork.siroe.com`
+    /// > If this is an Allow filter, it grants access to POP, IMAP, and HTTP services to all
+    /// > clients in either of the domains europe.siroe.com and newyork.siroe.com.
+    /// > `imap: srashad@xyz.europe.siroe.com` [as a Deny filter] denies the user srashad at
+    /// > the host xyz.europe.siroe.com access to the IMAP service.
+    #[test]
+    fn seed_syntax_examples() {
+        let allow = ["pop, imap, http: .europe.siroe.com .newyork.siroe.com"];
+        for (name, service, matched) in [
+            ("a.europe.siroe.com", "http", true),
+            ("b.newyork.siroe.com", "imap", true),
+            ("b.newyork.siroe.com", "smtp", false),
+            ("c.asia.siroe.com", "pop", false),
+        ] {
+            let mut fake = Fake::named(name);
+            assert_eq!(
+                allows(allow[0], &request(service, "192.0.2.1"), &mut fake),
+                matched,
+                "{name}"
+            );
+        }
+        let deny = ["imap: srashad@xyz.europe.siroe.com"];
+        let mut srashad = Fake::named("xyz.europe.siroe.com").user("srashad");
+        assert!(!run(&[], &deny, &request("imap", "192.0.2.1"), &mut srashad).is_allowed());
+        let mut other = Fake::named("xyz.europe.siroe.com").user("jdoe");
+        assert!(run(&[], &deny, &request("imap", "192.0.2.1"), &mut other).is_allowed());
+    }
+
+    /// Seed 002, "Controlling Access to Virtual Domains":
+    /// > `ALL@msgServer.siroe1.com: @.siroe1.com`
+    /// > `ALL@msgServer.siroe2.com: @.siroe2.com`
+    /// > coupled with a Deny filter like: `ALL: ALL`
+    /// > Each Allow filter permits only hosts within domainN to connect to the service whose
+    /// > IP address corresponds to msgServer.siroeN.com. All other connections are denied.
+    #[test]
+    fn seed_virtual_domains() {
+        let allow = [
+            "ALL@msgServer.siroe1.com: @.siroe1.com",
+            "ALL@msgServer.siroe2.com: @.siroe2.com",
+        ];
+        let deny = ["ALL: ALL"];
+        let one = ServerHost {
+            address: "198.51.100.1".parse().unwrap(),
+            name: Some("msgserver.siroe1.com"),
+        };
+        let two = ServerHost {
+            address: "198.51.100.2".parse().unwrap(),
+            name: Some("msgserver.siroe2.com"),
+        };
+        let cases = [
+            (one, "a.siroe1.com", Decision::Allowed { rule: 0 }),
+            (two, "b.siroe2.com", Decision::Allowed { rule: 1 }),
+            (one, "b.siroe2.com", Decision::Denied { rule: 0 }),
+            (two, "a.siroe1.com", Decision::Denied { rule: 0 }),
+            (one, "c.example.com", Decision::Denied { rule: 0 }),
+        ];
+        for (server, client, expected) in cases {
+            let request = Request {
+                server_host: Some(server),
+                ..request("imap", "192.0.2.1")
+            };
+            let mut fake = Fake::named(client);
+            assert_eq!(
+                run(&allow, &deny, &request, &mut fake),
+                expected,
+                "{client} at {server:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lookups_are_lazy_and_made_once() {
+        // (allow, deny, service, client, expected [name, forward, ident] calls)
+        let cases: Vec<(&[&str], &[&str], &str, &str, [usize; 3])> = vec![
+            (
+                &["ALL: 192.168."],
+                &["ALL: ALL"],
+                "smtp",
+                "10.0.0.1",
+                [0, 0, 0],
+            ),
+            (
+                &["ALL: 10.0.0.0/8 [::1]"],
+                &[],
+                "smtp",
+                "10.0.0.1",
+                [0, 0, 0],
+            ),
+            (
+                &["imap: .example.com"],
+                &["pop: KNOWN"],
+                "smtp",
+                "10.0.0.1",
+                [0, 0, 0],
+            ),
+            (&["ALL: ALL@ALL"], &[], "smtp", "10.0.0.1", [0, 0, 0]),
+            (
+                &["ALL: 10. EXCEPT host.example.com"],
+                &[],
+                "smtp",
+                "11.0.0.1",
+                [0, 0, 0],
+            ),
+            (
+                &["ALL: .example.com", "ALL: KNOWN"],
+                &["ALL: LOCAL"],
+                "smtp",
+                "10.0.0.1",
+                [1, 0, 0],
+            ),
+            (
+                &["ALL: DNSSPOOFER"],
+                &["ALL: DNSSPOOFER"],
+                "smtp",
+                "10.0.0.1",
+                [1, 1, 0],
+            ),
+            (
+                &["ALL: bob@.example.org"],
+                &["ALL: eve@.example.org"],
+                "smtp",
+                "10.0.0.1",
+                [1, 0, 0],
+            ),
+            (
+                &["ALL: bob@.example.com"],
+                &["ALL: eve@.example.com"],
+                "smtp",
+                "10.0.0.1",
+                [1, 0, 1],
+            ),
+            (
+                &["ALL: KNOWN@10."],
+                &["ALL: UNKNOWN@10."],
+                "smtp",
+                "10.0.0.1",
+                [0, 0, 1],
+            ),
+        ];
+        for (allow, deny, service, client, expected) in cases {
+            let mut fake = Fake::named("mx.example.com").user("carol");
+            run(allow, deny, &request(service, client), &mut fake);
+            assert_eq!(fake.calls, expected, "{allow:?} {deny:?}");
+        }
     }
 }
