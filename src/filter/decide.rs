@@ -906,10 +906,19 @@ mod tests {
         }
     }
 
+    /// (allow, deny, service, client, expected [name, forward, ident] calls)
+    type LazyCase = (
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+        [usize; 3],
+    );
+
     #[test]
     fn lookups_are_lazy_and_made_once() {
         // (allow, deny, service, client, expected [name, forward, ident] calls)
-        let cases: Vec<(&[&str], &[&str], &str, &str, [usize; 3])> = vec![
+        let cases: Vec<LazyCase> = vec![
             (
                 &["ALL: 192.168."],
                 &["ALL: ALL"],

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use super::MAX_USER;
 
 /// Longest reply line, CRLF excluded: 1000 octets (RFC 1413, "Notes on Usage": lines are
-/// at most 1000 characters). The line buffer costs exactly this much.
+/// at most 1000 characters). The line buffer costs this much and one octet for the CR.
 pub const MAX_REPLY_LINE: usize = 1000;
+/// The line buffer: a longest line and its CR.
+const LINE_BUFFER: usize = MAX_REPLY_LINE + 1;
 /// Longest query line: `65535 , 65535\r\n`, 15 octets.
 pub const MAX_QUERY_LINE: usize = 15;
 /// How long the whole exchange may take: 10 s, tcp_wrappers' RFC931_TIMEOUT. An ident
@@ -95,7 +97,7 @@ pub struct IdentExchange {
     their_port: u16,
     our_port: u16,
     query_sent: bool,
-    line: heapless::Vec<u8, MAX_REPLY_LINE>,
+    line: heapless::Vec<u8, LINE_BUFFER>,
     deadline: Instant,
     result: Option<Result<IdentReply, IdentFailure>>,
     finished: bool,
@@ -132,7 +134,11 @@ impl IdentExchange {
             }
             if byte == b'\n' {
                 let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-                let result = parse_reply(line, self.their_port, self.our_port);
+                let result = if line.len() > MAX_REPLY_LINE {
+                    Err(IdentFailure::LineTooLong)
+                } else {
+                    parse_reply(line, self.their_port, self.our_port)
+                };
                 self.finish(result);
             } else if self.line.push(byte).is_err() {
                 self.finish(Err(IdentFailure::LineTooLong));
@@ -247,5 +253,220 @@ fn parse_reply(line: &[u8], their_port: u16, our_port: u16) -> Result<IdentReply
         ))
     } else {
         Err(IdentFailure::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::rng::Prng;
+
+    /// Feeds `chunks` to a fresh exchange about ports 6193 → 23, then EOF.
+    fn feed(chunks: &[&[u8]]) -> Result<IdentReply, IdentFailure> {
+        let mut exchange = IdentExchange::new(6193, 23, Instant::now());
+        assert!(exchange.poll_transmit().is_some());
+        for chunk in chunks {
+            exchange.handle_input(chunk);
+        }
+        exchange.handle_end_of_stream();
+        let result = exchange.poll_event().expect("a result after EOF");
+        assert_eq!(exchange.poll_event(), None);
+        assert_eq!(exchange.poll_timeout(), None);
+        result
+    }
+
+    /// The same result whole, one byte at a time, and split at every index.
+    fn feed_every_way(bytes: &[u8]) -> Result<IdentReply, IdentFailure> {
+        let whole = feed(&[bytes]);
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(feed(&bytewise), whole, "{bytes:?} byte by byte");
+        for at in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(at);
+            assert_eq!(feed(&[a, b]), whole, "{bytes:?} split at {at}");
+        }
+        whole
+    }
+
+    fn user(os: &str, user: &str) -> Result<IdentReply, IdentFailure> {
+        Ok(IdentReply::User {
+            os: os.into(),
+            user: user.into(),
+        })
+    }
+
+    #[test]
+    fn query_lines() {
+        assert_eq!(query(6193, 23).as_str(), "6193 , 23\r\n");
+        assert_eq!(query(65535, 65535).as_str(), "65535 , 65535\r\n");
+        assert_eq!(query(0, 0).as_str(), "0 , 0\r\n");
+        let mut exchange = IdentExchange::new(40000, 25, Instant::now());
+        assert_eq!(exchange.poll_transmit().unwrap().as_str(), "40000 , 25\r\n");
+        assert_eq!(exchange.poll_transmit(), None);
+    }
+
+    #[test]
+    fn replies() {
+        let long_user = format!("6193,23:USERID:UNIX:{}\r\n", "u".repeat(MAX_USER + 1));
+        let longest_user = format!("6193,23:USERID:UNIX:{}\r\n", "u".repeat(MAX_USER));
+        let padding = MAX_REPLY_LINE - "6193,23:ERROR:".len();
+        let longest_line = format!("6193,23:ERROR:{}\r\n", "X".repeat(padding));
+        let long_line = format!("6193,23:ERROR:{}\r\n", "X".repeat(padding + 1));
+        let cases: Vec<(&[u8], Result<IdentReply, IdentFailure>)> = vec![
+            // RFC 1413's own examples.
+            (
+                b"6193, 23 : USERID : UNIX : stjohns\r\n",
+                user("UNIX", "stjohns"),
+            ),
+            (
+                b"6193, 23 : ERROR : NO-USER\r\n",
+                Ok(IdentReply::Error(IdentErrorCode::NoUser)),
+            ),
+            (
+                b"6193,23:USERID:OTHER,US-ASCII:a b:c\n",
+                user("OTHER,US-ASCII", "a b:c"),
+            ),
+            (b"6193 ,\t23 :userid: UNIX :\tbob \r\n", user("UNIX", "bob")),
+            (
+                b"6193,23:ERROR:INVALID-PORT\r\n",
+                Ok(IdentReply::Error(IdentErrorCode::InvalidPort)),
+            ),
+            (
+                b"6193,23:ERROR:hidden-user\r\n",
+                Ok(IdentReply::Error(IdentErrorCode::HiddenUser)),
+            ),
+            (
+                b"6193,23:ERROR:UNKNOWN-ERROR\r\n",
+                Ok(IdentReply::Error(IdentErrorCode::UnknownError)),
+            ),
+            (
+                b"6193,23:ERROR:X-BUSY\r\n",
+                Ok(IdentReply::Error(IdentErrorCode::Other("X-BUSY".into()))),
+            ),
+            (longest_user.as_bytes(), user("UNIX", &"u".repeat(MAX_USER))),
+            (
+                longest_line.as_bytes(),
+                Ok(IdentReply::Error(IdentErrorCode::Other(
+                    "X".repeat(padding),
+                ))),
+            ),
+            (
+                b"6193,24:USERID:UNIX:bob\r\n",
+                Err(IdentFailure::PortMismatch),
+            ),
+            (
+                b"23,6193:USERID:UNIX:bob\r\n",
+                Err(IdentFailure::PortMismatch),
+            ),
+            (b"6193,23:USERID:UNIX:\r\n", Err(IdentFailure::BadUser)),
+            (b"6193,23:USERID:UNIX:a\0b\r\n", Err(IdentFailure::BadUser)),
+            (long_user.as_bytes(), Err(IdentFailure::BadUser)),
+            (long_line.as_bytes(), Err(IdentFailure::LineTooLong)),
+            (b"6193,23:USERID:UNIX\r\n", Err(IdentFailure::Malformed)),
+            (b"6193,23:USERID::bob\r\n", Err(IdentFailure::Malformed)),
+            (b"6193,23:ERROR:\r\n", Err(IdentFailure::Malformed)),
+            (b"6193,23:MAYBE:bob\r\n", Err(IdentFailure::Malformed)),
+            (b"6193 23:USERID:UNIX:bob\r\n", Err(IdentFailure::Malformed)),
+            (
+                b"+6193,23:USERID:UNIX:bob\r\n",
+                Err(IdentFailure::Malformed),
+            ),
+            (
+                b"99999,23:USERID:UNIX:bob\r\n",
+                Err(IdentFailure::Malformed),
+            ),
+            (b"6193,23\r\n", Err(IdentFailure::Malformed)),
+            (b"\r\n", Err(IdentFailure::Malformed)),
+            (b"6193,23:ERROR:\xff\r\n", Err(IdentFailure::Malformed)),
+            (b"6193,23:USERID:UNIX:bob", Err(IdentFailure::Truncated)),
+            (b"", Err(IdentFailure::Truncated)),
+            // Only the first line counts.
+            (
+                b"6193,23:ERROR:NO-USER\r\ngarbage",
+                Ok(IdentReply::Error(IdentErrorCode::NoUser)),
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                feed_every_way(bytes),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(user("UNIX", "bob").unwrap().user(), Some("bob"));
+        assert_eq!(IdentReply::Error(IdentErrorCode::NoUser).user(), None);
+    }
+
+    #[test]
+    fn overlong_line_fails_without_waiting_for_its_end() {
+        let mut exchange = IdentExchange::new(1, 2, Instant::now());
+        exchange.handle_input(&[b'x'; LINE_BUFFER + 1]);
+        assert_eq!(exchange.poll_event(), Some(Err(IdentFailure::LineTooLong)));
+        exchange.handle_input(b"1,2:USERID:UNIX:bob\r\n");
+        exchange.handle_end_of_stream();
+        assert_eq!(exchange.poll_event(), None);
+    }
+
+    #[test]
+    fn timeout() {
+        let start = Instant::now();
+        let mut exchange = IdentExchange::new(1, 2, start);
+        assert_eq!(exchange.poll_timeout(), Some(start + IDENT_TIMEOUT));
+        exchange.handle_timeout(start + IDENT_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(exchange.poll_event(), None);
+        exchange.handle_timeout(start + IDENT_TIMEOUT);
+        assert_eq!(exchange.poll_event(), Some(Err(IdentFailure::TimedOut)));
+        assert_eq!(exchange.poll_timeout(), None);
+        assert_eq!(exchange.poll_transmit(), None);
+    }
+
+    /// Mutated replies, fed in random pieces: no panic, exactly one result, users bounded.
+    #[test]
+    fn fuzz_replies() {
+        const CASES: usize = 20_000;
+        let seeds: [&[u8]; 4] = [
+            b"6193, 23 : USERID : UNIX : stjohns\r\n",
+            b"6193, 23 : ERROR : NO-USER\r\n",
+            b"6193,23:USERID:OTHER,US-ASCII:a b:c\n",
+            b"6193,23:ERROR:X-BUSY\r\n",
+        ];
+        let interesting = b":,\r\n \t\0\xff0123456789";
+        let mut rng = Prng::from_seed(0x1413);
+        for _ in 0..CASES {
+            let mut bytes = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() + 1);
+                match rng.below(5) {
+                    0 if at < bytes.len() => bytes[at] = interesting[rng.below(interesting.len())],
+                    1 => bytes.insert(at, interesting[rng.below(interesting.len())]),
+                    2 => bytes.truncate(at),
+                    3 => {
+                        let run = vec![b'a'; rng.below(2 * LINE_BUFFER)];
+                        bytes.splice(at..at, run);
+                    }
+                    _ => {
+                        if at < bytes.len() {
+                            bytes.remove(at);
+                        }
+                    }
+                }
+            }
+            let mut exchange = IdentExchange::new(6193, 23, Instant::now());
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (piece, tail) = rest.split_at(1 + rng.below(rest.len()));
+                exchange.handle_input(piece);
+                rest = tail;
+            }
+            exchange.handle_end_of_stream();
+            match exchange.poll_event() {
+                Some(Ok(IdentReply::User { user, .. })) => {
+                    assert!(!user.is_empty() && user.len() <= 3 * MAX_USER)
+                }
+                Some(_) => {}
+                None => panic!("no result for {bytes:?}"),
+            }
+            assert_eq!(exchange.poll_event(), None);
+        }
     }
 }
