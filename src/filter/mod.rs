@@ -17,6 +17,8 @@
 //! ```
 
 mod decide;
+#[cfg(test)]
+mod fuzz;
 pub mod ident;
 mod parse;
 
