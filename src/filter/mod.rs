@@ -118,7 +118,9 @@ pub enum HostPattern {
     Known,
     /// `UNKNOWN`: a host whose name or address is unknown.
     Unknown,
-    /// `DNSSPOOFER`: a host whose name does not map back to its address.
+    /// `DNSSPOOFER`: a host whose reverse-DNS name does not map back to its address. A
+    /// failed forward lookup counts as not mapping back (tcp_wrappers' PARANOID does the
+    /// same); a host without a name presents none to spoof and does not match.
     DnsSpoofer,
     /// A host name, lower-cased, without a trailing dot.
     Name(String),
@@ -156,8 +158,14 @@ pub struct Ipv4Prefix {
 impl Ipv4Prefix {
     /// A prefix of the first `len` octets of `octets`; `None` unless `1 <= len <= 3`.
     pub fn new(octets: [u8; 3], len: usize) -> Option<Ipv4Prefix> {
-        let len = u8::try_from(len).ok().filter(|n| (1..=3).contains(n))?;
-        Some(Ipv4Prefix { octets, len })
+        if !(1..=3).contains(&len) {
+            return None;
+        }
+        // Octets past the prefix are zeroed so that equal prefixes compare equal.
+        let mut kept = [0u8; 3];
+        kept[..len].copy_from_slice(&octets[..len]);
+        let len = u8::try_from(len).ok()?;
+        Some(Ipv4Prefix { octets: kept, len })
     }
 
     /// The octets of the prefix.
@@ -196,5 +204,24 @@ impl Filter {
     /// The decision for `request` under these rules.
     pub fn decide(&self, request: &Request<'_>, lookups: &mut dyn Lookups) -> Decision {
         decide(&self.allow, &self.deny, request, lookups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_prefixes() {
+        assert_eq!(
+            Ipv4Prefix::new([10, 1, 2], 1),
+            Ipv4Prefix::new([10, 0, 0], 1)
+        );
+        assert_eq!(Ipv4Prefix::new([10, 1, 2], 0), None);
+        assert_eq!(Ipv4Prefix::new([10, 1, 2], 4), None);
+        let prefix = Ipv4Prefix::new([192, 168, 9], 2).unwrap();
+        assert_eq!(prefix.octets(), &[192, 168]);
+        assert!(prefix.contains(Ipv4Addr::new(192, 168, 200, 1)));
+        assert!(!prefix.contains(Ipv4Addr::new(192, 169, 0, 1)));
     }
 }

@@ -116,6 +116,9 @@ pub(super) fn compact(text: &str) -> Result<Filter, ParseError> {
         if filter.allow.len() + filter.deny.len() == MAX_COMPACT_RULES {
             return Err(error(position, ParseErrorKind::TooManyRules));
         }
+        // Blanks around '$' are allowed: `+imap:ALL $ -pop:ALL`.
+        let blanks = piece.len() - piece.trim_start().len();
+        let (position, piece) = (position + blanks, &piece[blanks..]);
         let (sign, body) = match piece.as_bytes().first() {
             Some(b'+') => (true, &piece[1..]),
             Some(b'-') => (false, &piece[1..]),
@@ -651,6 +654,8 @@ mod tests {
         let filter = compact("+imap:ALL$+pop:ALL$-http:*").unwrap();
         assert_eq!(filter.allow.len(), 2);
         assert_eq!(filter.deny.len(), 1);
+        let spaced = compact(" +imap:ALL $ -pop:10. ").unwrap();
+        assert_eq!(spaced, compact("+imap:ALL$-pop:10.").unwrap());
         let filter = compact("+imap,pop,http:*").unwrap();
         assert_eq!(filter.allow[0].services.entries.len(), 3);
         assert!(filter.deny.is_empty());
@@ -708,6 +713,8 @@ mod tests {
             ("+imap:ALL$$-pop:ALL", 10, ExpectedSign),
             ("+imap:ALL$-pop", 14, ExpectedColon),
             ("+imap:ALL$-pop:a!", 15, BadHost),
+            ("+imap:ALL$ ", 11, ExpectedSign),
+            ("+imap:ALL$  x", 12, ExpectedSign),
         ];
         for (text, position, kind) in compact_cases {
             assert_eq!(
