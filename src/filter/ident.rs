@@ -3,13 +3,17 @@
 //! No I/O and no clock reads: the async layer connects to the client's port 113, sends
 //! `poll_transmit()`, feeds what it reads to `handle_input`, arms `poll_timeout()`, and
 //! hands the user from `poll_event()` to the filter evaluator's `Lookups::ident_user`.
+//!
+//! RFC 1413 §6: the answer "is at most as trustworthy as the host providing it"; `user@host`
+//! filter entries narrow a host entry, they never stand in for one.
 
 use std::time::{Duration, Instant};
 
 use super::MAX_USER;
 
-/// Longest reply line, CRLF excluded: 1000 octets (RFC 1413, "Notes on Usage": lines are
-/// at most 1000 characters). The line buffer costs this much and one octet for the CR.
+/// Longest reply line, CRLF excluded: 1000 octets (RFC 1413 §5, Notes on Syntax 2:
+/// "Clients should feel free to abort a connection if they receive 1000 characters without
+/// receiving an <EOL>"). The line buffer costs this much and one octet for the CR.
 pub const MAX_REPLY_LINE: usize = 1000;
 /// The line buffer: a longest line and its CR.
 const LINE_BUFFER: usize = MAX_REPLY_LINE + 1;
@@ -38,6 +42,10 @@ pub enum IdentReply {
         /// The operating-system field (`UNIX`, `OTHER`), with any `,charset` part.
         os: String,
         /// The user identifier, surrounding blanks removed; 1 to `MAX_USER` octets.
+        ///
+        /// RFC 1413 §5 counts blanks after the colon as part of the identifier, yet its own
+        /// example (`UNIX : stjohns`) pads the colon; like tcp_wrappers we drop them, so
+        /// that names in filters match.
         user: String,
     },
     /// `ERROR : <code>`.
@@ -80,7 +88,8 @@ pub enum IdentFailure {
     PortMismatch,
     /// A USERID reply with an empty, overlong or NUL-bearing user identifier.
     BadUser,
-    /// The connection ended before a whole line came.
+    /// The connection ended before a whole line came (RFC 1413 §5: the same meaning as
+    /// `ERROR : UNKNOWN-ERROR`).
     Truncated,
     /// `IDENT_TIMEOUT` passed.
     TimedOut,

@@ -44,8 +44,8 @@ pub const MAX_EXCEPT_DEPTH: usize = 8;
 /// Longest host name or domain pattern: 253 octets of text (RFC 1035 §2.3.4: 255 octets in
 /// wire form).
 pub const MAX_NAME: usize = 253;
-/// Longest user name in a pattern or an ident reply: 512 octets (RFC 1413 §"USERID":
-/// "the user identifier ... 512 octets maximum").
+/// Longest user name in a pattern or an ident reply: 512 octets (RFC 1413 §5:
+/// `<octet-string> ::= 1*512<octet-characters>`).
 pub const MAX_USER: usize = 512;
 
 /// One checked filter rule: which services it covers and which clients it matches.
