@@ -110,6 +110,10 @@ fn null_mx_and_nonexistent_domains_fail_permanently_at_once() {
     );
     // None of the three recipients waited: the failures were final at once. (The
     // report to alice@example.org is another message, which this test does not route.)
-    assert!(!log.lines().any(|l| l.contains(&format!("{id}: to=")) && l.contains("status=deferred")), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(&format!("{id}: to=")) && l.contains("status=deferred")),
+        "{log}"
+    );
     gw.wait_for_log(&format!("{id}: sender non-delivery notification"));
 }

@@ -13,7 +13,7 @@ use super::MAX_USER;
 
 /// Longest reply line, CRLF excluded: 1000 octets (RFC 1413 §5, Notes on Syntax 2:
 /// "Clients should feel free to abort a connection if they receive 1000 characters without
-/// receiving an <EOL>"). The line buffer costs this much and one octet for the CR.
+/// receiving an `<EOL>`"). The line buffer costs this much and one octet for the CR.
 pub const MAX_REPLY_LINE: usize = 1000;
 /// The line buffer: a longest line and its CR.
 const LINE_BUFFER: usize = MAX_REPLY_LINE + 1;
