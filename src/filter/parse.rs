@@ -54,37 +54,36 @@ pub enum ParseErrorKind {
     BitsOutsideMask,
 }
 
-impl ParseErrorKind {
-    /// What was expected, in words, for messages.
-    pub fn expected(self) -> &'static str {
+impl fmt::Display for ParseErrorKind {
+    /// What was expected, in words.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseErrorKind::TooLong => "shorter filter text",
-            ParseErrorKind::TooManyEntries => "at most 64 entries in a rule",
-            ParseErrorKind::TooManyRules => "at most 32 rules in a compact filter",
-            ParseErrorKind::TooDeep => "at most 8 nested EXCEPT lists",
-            ParseErrorKind::ExpectedColon => "':' after the service list",
-            ParseErrorKind::ExpectedService => "a service name, ALL or *",
-            ParseErrorKind::ExpectedClient => "a client pattern",
-            ParseErrorKind::ExpectedListAroundExcept => "a list on both sides of EXCEPT",
-            ParseErrorKind::ExpectedSign => "'+' (allow) or '-' (deny)",
-            ParseErrorKind::BadService => "a service name of letters, digits, '-', '_', '.'",
-            ParseErrorKind::BadUser => "a user name of 1 to 512 octets",
-            ParseErrorKind::BadHost => "a host name, address or pattern",
-            ParseErrorKind::BadAddress => "an IPv4 or IPv6 address or address prefix",
-            ParseErrorKind::BadMask => "a mask n.n.n.n or a prefix length",
-            ParseErrorKind::BitsOutsideMask => "a network with no bits outside its mask",
+            ParseErrorKind::TooLong => write!(f, "shorter filter text"),
+            ParseErrorKind::TooManyEntries => write!(f, "at most {MAX_ENTRIES} entries in a rule"),
+            ParseErrorKind::TooManyRules => {
+                write!(f, "at most {MAX_COMPACT_RULES} rules in a compact filter")
+            }
+            ParseErrorKind::TooDeep => write!(f, "at most {MAX_EXCEPT_DEPTH} nested EXCEPT lists"),
+            ParseErrorKind::ExpectedColon => write!(f, "':' after the service list"),
+            ParseErrorKind::ExpectedService => write!(f, "a service name, ALL or *"),
+            ParseErrorKind::ExpectedClient => write!(f, "a client pattern"),
+            ParseErrorKind::ExpectedListAroundExcept => write!(f, "a list on both sides of EXCEPT"),
+            ParseErrorKind::ExpectedSign => write!(f, "'+' (allow) or '-' (deny)"),
+            ParseErrorKind::BadService => {
+                write!(f, "a service name of letters, digits, '-', '_', '.'")
+            }
+            ParseErrorKind::BadUser => write!(f, "a user name of 1 to {MAX_USER} octets"),
+            ParseErrorKind::BadHost => write!(f, "a host name, address or pattern"),
+            ParseErrorKind::BadAddress => write!(f, "an IPv4 or IPv6 address or address prefix"),
+            ParseErrorKind::BadMask => write!(f, "a mask n.n.n.n or a prefix length"),
+            ParseErrorKind::BitsOutsideMask => write!(f, "a network with no bits outside its mask"),
         }
     }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "at octet {}: expected {}",
-            self.position,
-            self.kind.expected()
-        )
+        write!(f, "at octet {}: expected {}", self.position, self.kind)
     }
 }
 
@@ -733,5 +732,10 @@ mod tests {
         );
         let message = rule("imap ALL").unwrap_err().to_string();
         assert_eq!(message, "at octet 8: expected ':' after the service list");
+        let message = rule(&many).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "at octet 131: expected at most 64 entries in a rule"
+        );
     }
 }
