@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dns;
+pub mod filter;
 pub mod gateway;
 pub mod log;
 pub mod net;
