@@ -12,13 +12,13 @@ use smol::LocalExecutor;
 
 use crate::clock::unix_now;
 use crate::config::{Config, ServiceName, TlsUse};
-use crate::tls::setup::GatewayTls;
 use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::Scheduler;
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::smtp::server::ServerConfig;
+use crate::tls::setup::GatewayTls;
 
 /// What every task of the running gateway shares.
 pub struct Gateway {
@@ -200,7 +200,10 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         }
         for addr in &config.service(service).tls_listen {
             let l = listener::bind(*addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {addr} for {service} (TLS): {e}"))
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} for {service} (TLS): {e}"),
+                )
             })?;
             log::info!(target: "main", "{service} service listening on {addr} (implicit TLS)");
             listeners.push((service, l, counts.clone(), true));
@@ -220,7 +223,13 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         .detach();
     for (service, l, counts, implicit_tls) in listeners {
         executor
-            .spawn(listener::accept_loop(gw.clone(), service, l, counts, implicit_tls))
+            .spawn(listener::accept_loop(
+                gw.clone(),
+                service,
+                l,
+                counts,
+                implicit_tls,
+            ))
             .detach();
     }
     smol::block_on(executor.run(std::future::pending::<()>()));

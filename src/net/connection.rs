@@ -153,13 +153,19 @@ impl Connection {
         }
     }
 
-    /// One turn of the pump: write what the core has, then either hand it an event
-    /// already waiting, or wait for input or its deadline.
+    /// One turn of the pump, running the TLS handshake when the core asks for it.
     async fn step(&mut self) -> Option<ClientEvent> {
+        let event = self.pump().await;
+        if event == Some(ClientEvent::StartTls) {
+            self.start_tls().await;
+        }
+        event
+    }
+
+    /// Writes what the core has, then either hands over an event already waiting, or
+    /// waits for input or the core's deadline.
+    async fn pump(&mut self) -> Option<ClientEvent> {
         if let Some(event) = self.client.poll_event() {
-            if event == ClientEvent::StartTls {
-                self.start_tls().await;
-            }
             return Some(event);
         }
         let Some(transport) = self.transport.as_mut() else {
@@ -206,10 +212,15 @@ impl Connection {
     /// the 220 was read into our buffer and thrown away by the core already.
     async fn start_tls(&mut self) {
         let (Some(tls), Some(transport)) = (self.tls.clone(), self.transport.take()) else {
-            self.client.tls_failed("TLS is not available on this gateway", Instant::now());
+            self.client
+                .tls_failed("TLS is not available on this gateway", Instant::now());
             return;
         };
-        match tls.tls.connect(transport, &tls.server_name, tls.verify).await {
+        match tls
+            .tls
+            .connect(transport, &tls.server_name, tls.verify)
+            .await
+        {
             Ok(t) => {
                 if let Some(info) = t.tls_info() {
                     let trust = if tls.verify { "Verified" } else { "Untrusted" };
@@ -228,9 +239,5 @@ impl Connection {
 }
 
 fn lost() -> Reply {
-    Reply::new(
-        451,
-        "4.4.2",
-        "Connection lost before the transaction ended",
-    )
+    Reply::new(451, "4.4.2", "Connection lost before the transaction ended")
 }

@@ -110,7 +110,14 @@ pub async fn serve(
                     session.answer(verdict, Instant::now());
                 }
                 Event::MessageBegin => {
-                    spooling = Some(begin_message(&gw, peer, &helo, esmtp, session.tls(), &rcpts));
+                    spooling = Some(begin_message(
+                        &gw,
+                        peer,
+                        &helo,
+                        esmtp,
+                        session.tls(),
+                        &rcpts,
+                    ));
                 }
                 Event::MessageData(bytes) => {
                     if let Some(s) = spooling.as_mut() {
@@ -218,9 +225,18 @@ async fn write_out(transport: &mut Transport, out: &mut Vec<u8>, timeout: Durati
 
 /// Logs a TLS session the Postfix way and says what it settled, for the session core;
 /// switches the channel where the source channel says `tlsswitchchannel`.
-fn tls_established(gw: &Gateway, service: ServiceName, transport: &Transport, client: &Peer<'_>) -> TlsInfo {
+fn tls_established(
+    gw: &Gateway,
+    service: ServiceName,
+    transport: &Transport,
+    client: &Peer<'_>,
+) -> TlsInfo {
     let info = transport.tls_info().unwrap_or_default();
-    let trust = if info.client_subject.is_some() { "Trusted" } else { "Anonymous" };
+    let trust = if info.client_subject.is_some() {
+        "Trusted"
+    } else {
+        "Anonymous"
+    };
     log::info!(target: "smtpd", "{trust} TLS connection established from {client}: {}{}",
         describe(&info),
         info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());

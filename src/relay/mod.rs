@@ -23,19 +23,19 @@ use smol::future::FutureExt as _;
 
 use crate::clock::unix_micros_now;
 use crate::clock::unix_now;
+use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, NextHop};
 use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
-use crate::config::TlsUse;
-use crate::net::connection::{Connection, OutgoingTls};
-use crate::smtp::client::TlsPolicy;
-use crate::tls::setup::GatewayTls;
+use crate::net::connection::{ConnectError, Connection, OutgoingTls};
 use crate::queue::{
     Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId, RcptStatus,
     Recipient, Recovered, Ret, Spool,
 };
+use crate::smtp::client::TlsPolicy;
 use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
+use crate::tls::setup::GatewayTls;
 use dsn::{Report, ReportKind};
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
@@ -514,7 +514,11 @@ impl Scheduler {
             },
             ..(*self.client_config).clone()
         });
-        let mut last = String::from("all hosts failed recently and are passed over for now");
+        let mut last = Reply::new(
+            451,
+            "4.4.1",
+            "all hosts failed recently and are passed over for now",
+        );
         for (host, server_name) in hosts {
             let now = Instant::now();
             let avoided = self
@@ -535,8 +539,8 @@ impl Scheduler {
             match Connection::open(host, route.failover_timeout, client_config.clone(), tls).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
-                    last = format!("connect to {}: {e}", Relay(host));
-                    log::info!(target: "smtp", "{last}");
+                    last = connect_failure(host, &e);
+                    log::info!(target: "smtp", "connect to {}: {e}", Relay(host));
                     let until = Instant::now() + route.avoid_time;
                     if let Some(d) = self.inner.borrow_mut().destinations.get_mut(dest) {
                         d.avoid.insert(host, until);
@@ -544,7 +548,7 @@ impl Scheduler {
                 }
             }
         }
-        Err(Reply::new(451, "4.4.1", last))
+        Err(last)
     }
 
     /// The hosts mail for `domain` goes to (RFC 5321 §5.1): its MX hosts by preference
@@ -580,7 +584,8 @@ impl Scheduler {
         for exchange in exchanges {
             match resolver.lookup_ip(&exchange).await {
                 Ok(ips) => hosts.extend(
-                    ips.into_iter().map(|ip| (SocketAddr::new(ip, port), exchange.as_str().to_string())),
+                    ips.into_iter()
+                        .map(|ip| (SocketAddr::new(ip, port), exchange.as_str().to_string())),
                 ),
                 Err(e) => {
                     log::info!(target: "smtp", "address lookup for {exchange} (MX of {domain}): {e}");
@@ -1091,6 +1096,20 @@ fn log_status(
     let relay = relay.map_or_else(|| "none".to_string(), |r| Relay(r).to_string());
     log::info!(target: "smtp", "{}: to=<{}>, relay={relay}, delay={delay:.2}, dsn={dsn}, status={status} ({})",
         env.id, env.recipients[i].address, reply.one_line());
+}
+
+/// The reply a host's failure leaves its waiting jobs: a temporary reply the host gave
+/// (such as `454 4.7.5` when TLS is required and cannot be had) is kept; anything else is
+/// a temporary `451 4.4.1`: one bad host does not bounce mail.
+fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
+    match e {
+        ConnectError::Refused(Some(r)) if r.is_transient() => Reply {
+            code: r.code,
+            enhanced: r.enhanced,
+            lines: vec![format!("{} (at {})", r.lines.join(" "), Relay(host))],
+        },
+        other => Reply::new(451, "4.4.1", format!("connect to {}: {other}", Relay(host))),
+    }
 }
 
 /// The address of an address-literal domain such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rustls::{ClientConfig, ServerConfig};
 
-use super::config::{ClientSettings, ServerSettings, Verify, Versions, client_config, server_config};
+use super::config::{
+    ClientSettings, ServerSettings, Verify, Versions, client_config, server_config,
+};
 use super::pem::parse_chain;
 use super::store::CertStore;
 use super::stream::Transport;
@@ -43,8 +45,12 @@ impl GatewayTls {
         for cert in store.list()? {
             log::info!(target: "tls", "certificate {}: {} (SHA-256 {})", cert.name, cert.names.join(", "), cert.fingerprint_sha256);
         }
-        let versions = Versions { tls12: config.tls.tls12, tls13: config.tls.tls13 };
-        let cipher_suites = (!config.tls.cipher_suites.is_empty()).then(|| config.tls.cipher_suites.clone());
+        let versions = Versions {
+            tls12: config.tls.tls12,
+            tls13: config.tls.tls13,
+        };
+        let cipher_suites =
+            (!config.tls.cipher_suites.is_empty()).then(|| config.tls.cipher_suites.clone());
         let server = server_config(
             &ServerSettings {
                 versions,
@@ -55,7 +61,11 @@ impl GatewayTls {
             token,
         )?;
         let extra_roots = read_cas(config.tls.server_ca_file.as_deref())?;
-        let client = |verify| ClientSettings { extra_roots: extra_roots.clone(), verify, versions };
+        let client = |verify| ClientSettings {
+            extra_roots: extra_roots.clone(),
+            verify,
+            versions,
+        };
         Ok(GatewayTls {
             server,
             verified: client_config(&client(Verify::Full))?,
@@ -65,7 +75,9 @@ impl GatewayTls {
 
     /// The server side of STARTTLS or implicit TLS.
     pub async fn accept(&self, transport: Transport) -> Result<Transport, TlsError> {
-        transport.accept_tls(self.server.clone(), HANDSHAKE_TIMEOUT).await
+        transport
+            .accept_tls(self.server.clone(), HANDSHAKE_TIMEOUT)
+            .await
     }
 
     /// Our STARTTLS to a next hop. With `verify` the certificate must chain to a trusted
@@ -77,14 +89,22 @@ impl GatewayTls {
         server_name: &str,
         verify: bool,
     ) -> Result<Transport, TlsError> {
-        let config = if verify { &self.verified } else { &self.unverified };
-        transport.connect_tls(config.clone(), server_name, HANDSHAKE_TIMEOUT).await
+        let config = if verify {
+            &self.verified
+        } else {
+            &self.unverified
+        };
+        transport
+            .connect_tls(config.clone(), server_name, HANDSHAKE_TIMEOUT)
+            .await
     }
 }
 
 /// The CA certificates in a PEM file, DER; none without a file.
 fn read_cas(path: Option<&str>) -> Result<Vec<Vec<u8>>, TlsError> {
-    let Some(path) = path else { return Ok(Vec::new()) };
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
     let text = std::fs::read_to_string(path).map_err(|e| TlsError::Io(format!("{path}: {e}")))?;
     parse_chain(&text)
 }

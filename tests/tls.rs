@@ -1,0 +1,320 @@
+//! TLS on both services and on delivery, with real TLS peers over loopback: Python's
+//! smtplib (`starttls()` and `SMTP_SSL`), `openssl s_client`, swaks, and a second
+//! drawbridge as the receiving server.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn relay_to(port: u16) -> String {
+    format!(
+        "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+         set route example.com relay [127.0.0.1]:{port}\n"
+    )
+}
+
+/// A gateway with an implicit-TLS port too; returns it and that port.
+fn start_tls(dir: &TempDir, extra: &str) -> (Gateway, u16) {
+    let tls_port = free_port();
+    let gw = Gateway::start(
+        dir.path(),
+        &format!("set service inbound tls-listen 127.0.0.1:{tls_port}\n{extra}"),
+    );
+    (gw, tls_port)
+}
+
+#[test]
+fn first_boot_generates_a_self_signed_certificate_and_says_so() {
+    let dir = TempDir::new("tls-first");
+    let (mut gw, _) = start_tls(&dir, "");
+    gw.wait_for_log("generated a self-signed one for gw.example.com, SHA-256 fingerprint");
+    assert!(gw.state.join("sslpassword.conf").exists());
+    gw.restart();
+    // The second boot keeps the certificate.
+    assert_eq!(
+        gw.log_text().matches("generated a self-signed one").count(),
+        1
+    );
+}
+
+#[test]
+fn smtplib_starttls_and_implicit_tls_deliver_with_esmtps_in_the_trace() {
+    let dir = TempDir::new("tls-smtplib");
+    let sink = Sink::start();
+    let (gw, tls_port) = start_tls(&dir, &relay_to(sink.addr.port()));
+    let out = python(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP("127.0.0.1", {plain}, timeout=30) as s:
+    s.ehlo("client.example.org")
+    assert s.has_extn("starttls")
+    s.starttls(context=ctx)
+    s.ehlo("client.example.org")
+    assert not s.has_extn("starttls")
+    print("starttls", s.sock.version())
+    s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: starttls\r\n\r\nvia starttls\r\n")
+with smtplib.SMTP_SSL("127.0.0.1", {tls_port}, context=ctx, timeout=30) as s:
+    s.ehlo("client.example.org")
+    assert not s.has_extn("starttls")
+    print("implicit", s.sock.version())
+    s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: implicit\r\n\r\nvia smtps\r\n")
+"#,
+        plain = gw.inbound
+    ));
+    assert!(out.contains("starttls TLSv1.3"), "{out}");
+    assert!(out.contains("implicit TLSv1.3"), "{out}");
+    let msgs = sink.wait_for(2);
+    for m in &msgs {
+        let content = String::from_utf8_lossy(&m.content);
+        assert!(
+            content.contains("with ESMTPS (using TLSv1.3 with cipher TLS13_"),
+            "{content}"
+        );
+    }
+    gw.wait_for_log(
+        "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
+    );
+}
+
+#[test]
+fn openssl_s_client_speaks_starttls_and_implicit_tls_with_tls12_and_13() {
+    let dir = TempDir::new("tls-openssl");
+    let (gw, tls_port) = start_tls(&dir, "");
+    for (args, version) in [
+        (
+            vec![
+                "-starttls",
+                "smtp",
+                "-connect",
+                &format!("127.0.0.1:{}", gw.inbound),
+            ],
+            "TLSv1.3",
+        ),
+        (
+            vec!["-connect", &format!("127.0.0.1:{tls_port}")],
+            "TLSv1.3",
+        ),
+        (
+            vec!["-tls1_2", "-connect", &format!("127.0.0.1:{tls_port}")],
+            "TLSv1.2",
+        ),
+    ] {
+        let mut child = Command::new("openssl")
+            .arg("s_client")
+            .args(&args)
+            .arg("-brief")
+            .arg("-ign_eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"QUIT\r\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("Protocol version: {version}")),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("221 2.0.0"), "{args:?}: {text}");
+    }
+    // TLS 1.1 and older are never offered.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-connect",
+            &format!("127.0.0.1:{tls_port}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn swaks_delivers_over_tls() {
+    let dir = TempDir::new("tls-swaks");
+    let sink = Sink::start();
+    let (gw, tls_port) = start_tls(&dir, &relay_to(sink.addr.port()));
+    for mode in [
+        vec!["--tls"],
+        vec!["--tlsc", "--port", &tls_port.to_string()],
+    ] {
+        let mut cmd = Command::new("swaks");
+        cmd.args([
+            "--server",
+            "127.0.0.1",
+            "--to",
+            "bob@example.com",
+            "--from",
+            "alice@example.org",
+        ]);
+        if mode[0] == "--tls" {
+            cmd.args(["--port", &gw.inbound.to_string()]);
+        }
+        let out = cmd
+            .args(&mode)
+            .output()
+            .expect("swaks (Debian package swaks)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mode:?}: {text}");
+        assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
+    }
+    sink.wait_for(2);
+}
+
+#[test]
+fn starttls_command_injection_is_thrown_away() {
+    let dir = TempDir::new("tls-inject");
+    let (gw, _) = start_tls(&dir, "");
+    let mut raw = Raw::connect(gw.inbound_addr());
+    raw.replies(1);
+    raw.send(b"EHLO c.example.org\r\n");
+    raw.replies(1);
+    raw.send(b"STARTTLS\r\nNOOP\r\n");
+    let text = raw.replies(1);
+    assert_eq!(text, "220 2.0.0 Ready to start TLS\r\n");
+    // Nothing else arrives in plaintext: the NOOP was never answered. The server now
+    // waits for a TLS ClientHello; a plaintext line is not one.
+    raw.stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let rest = raw.until_close();
+    assert!(!rest.contains("250"), "{rest}");
+}
+
+#[test]
+fn must_tls_server_refuses_mail_before_starttls() {
+    let dir = TempDir::new("tls-must");
+    let (gw, _) = start_tls(
+        &dir,
+        "set channel tcp_secure keywords \"musttlsserver\"\nset service inbound channel tcp_secure\n",
+    );
+    let out = python(&format!(
+        r#"
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("c.example.org")
+print("before", s.mail("a@example.org"))
+ctx = ssl._create_unverified_context()
+s.rset()
+s.starttls(context=ctx)
+s.ehlo("c.example.org")
+print("after", s.mail("a@example.org"))
+s.quit()
+"#,
+        port = gw.inbound
+    ));
+    assert!(
+        out.contains("before (530, b'5.7.0 Must issue a STARTTLS command first')"),
+        "{out}"
+    );
+    assert!(out.contains("after (250"), "{out}");
+}
+
+/// Two gateways: A relays to B, which takes mail with TLS.
+fn pair(dir_a: &TempDir, dir_b: &TempDir, channel: &str, sink: &Sink) -> (Gateway, Gateway) {
+    let b = Gateway::start(dir_b.path(), &relay_to(sink.addr.port()));
+    let a = Gateway::start(
+        dir_a.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{}\n\
+             set route example.com channel tcp_out\n\
+             set channel tcp_out keywords \"{channel}\"\n",
+            b.inbound
+        ),
+    );
+    (a, b)
+}
+
+fn send(gw: &Gateway) {
+    python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: hop\r\n\r\ntwo hops\r\n")
+"#,
+        port = gw.inbound
+    ));
+}
+
+#[test]
+fn delivery_uses_starttls_opportunistically() {
+    let (da, db) = (TempDir::new("tls-a"), TempDir::new("tls-b"));
+    let sink = Sink::start();
+    let (a, b) = pair(&da, &db, "maytls", &sink);
+    send(&a);
+    let msgs = sink.wait_for(1);
+    let content = String::from_utf8_lossy(&msgs[0].content);
+    // B's trace header shows A came in over TLS.
+    assert!(
+        content.contains("by gw.example.com (drawbridge) with ESMTPS (using TLSv1.3"),
+        "{content}"
+    );
+    a.wait_for_log(&format!(
+        "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{}: TLSv1.3",
+        b.inbound
+    ));
+}
+
+#[test]
+fn must_tls_client_verifies_and_defers_rather_than_send_in_clear() {
+    // B's certificate is self-signed, so a verifying client must not deliver to it.
+    let (da, db) = (TempDir::new("tls-must-a"), TempDir::new("tls-must-b"));
+    let sink = Sink::start();
+    let (a, _b) = pair(&da, &db, "musttlsclient", &sink);
+    send(&a);
+    a.wait_for_log("status=deferred (454 4.7.5");
+    assert_eq!(sink.count(), 0);
+    // A next hop without STARTTLS at all: deferred too, nothing sent in clear.
+    let dc = TempDir::new("tls-must-c");
+    let plain = Sink::start();
+    let c = Gateway::start(
+        dc.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{}\n\
+             set route example.com channel tcp_out\n\
+             set channel tcp_out keywords \"musttls\"\n",
+            plain.addr.port()
+        ),
+    );
+    send(&c);
+    c.wait_for_log(
+        "status=deferred (454 4.7.5 TLS is required but the server does not offer STARTTLS",
+    );
+    assert_eq!(plain.count(), 0);
+}
+
+#[test]
+fn must_tls_client_with_the_danger_option_delivers_unverified() {
+    let (da, db) = (TempDir::new("tls-danger-a"), TempDir::new("tls-danger-b"));
+    let sink = Sink::start();
+    let b = Gateway::start(db.path(), &relay_to(sink.addr.port()));
+    let a = Gateway::start(
+        da.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{}\n\
+             set route example.com channel tcp_out\n\
+             set route example.com danger-tls-no-verify yes\n\
+             set channel tcp_out keywords \"musttlsclient\"\n",
+            b.inbound
+        ),
+    );
+    send(&a);
+    sink.wait_for(1);
+    a.wait_for_log("Untrusted TLS connection established");
+}
