@@ -9,6 +9,11 @@ use crate::control::Request;
 pub enum Command {
     /// Run the gateway.
     Run(RunOptions),
+    /// Work on the certificates in a state directory's store.
+    Certificate {
+        action: CertificateAction,
+        state_dir: PathBuf,
+    },
     /// Ask the gateway running on a state directory to do a queue operation.
     Queue {
         request: Request,
@@ -36,6 +41,26 @@ impl Default for RunOptions {
     }
 }
 
+/// What `drawbridge certificate …` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertificateAction {
+    Show,
+    /// Import a PEM chain (leaf first) and its private key under a name.
+    Import {
+        name: String,
+        chain: PathBuf,
+        key: PathBuf,
+    },
+    /// Print a certificate request (CSR) for a stored certificate's key.
+    Request {
+        name: String,
+    },
+    /// Make a self-signed certificate for a host name when the store is empty.
+    GenerateSelfSigned {
+        host_name: String,
+    },
+}
+
 /// The host board keeps its state here (board/host.toml).
 pub const DEFAULT_STATE_DIR: &str = "./var";
 
@@ -54,6 +79,16 @@ USAGE:
     drawbridge queue release ID           release a held message
     drawbridge queue delete ID            remove a message, telling no one
                                           (queue commands take --state-dir DIR)
+    drawbridge certificate show           the certificates in the store
+    drawbridge certificate import NAME --chain FILE --key FILE
+                                          import a PEM chain (leaf first) and
+                                          its key; the key goes into the token
+    drawbridge certificate request NAME   print a CSR for a stored key
+    drawbridge certificate generate-self-signed HOST
+                                          first-boot certificate, by hand
+                                          (certificate commands take
+                                          --state-dir DIR; restart the gateway
+                                          to serve a new certificate)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -86,6 +121,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             it.next();
         }
         Some(&"queue") => return parse_queue(&args[1..]),
+        Some(&"certificate") => return parse_certificate(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -105,6 +141,48 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `certificate show|import NAME --chain F --key F|request NAME|generate-self-signed HOST`.
+fn parse_certificate(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let (mut chain, mut key) = (None, None);
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = value("--state-dir")?,
+            "--chain" => chain = Some(value("--chain")?),
+            "--key" => key = Some(value("--key")?),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let action = match (words.first().map(String::as_str), words.len()) {
+        (Some("show"), 1) => CertificateAction::Show,
+        (Some("import"), 2) => CertificateAction::Import {
+            name: words[1].clone(),
+            chain: chain.ok_or("certificate import needs --chain FILE")?,
+            key: key.ok_or("certificate import needs --key FILE")?,
+        },
+        (Some("request"), 2) => CertificateAction::Request {
+            name: words[1].clone(),
+        },
+        (Some("generate-self-signed"), 2) => CertificateAction::GenerateSelfSigned {
+            host_name: words[1].clone(),
+        },
+        _ => {
+            return Err("usage: certificate show | import NAME --chain FILE --key FILE | request NAME | generate-self-signed HOST".into());
+        }
+    };
+    Ok(Command::Certificate { action, state_dir })
 }
 
 /// `queue VERB [ID] [--json] [--state-dir DIR]`.
@@ -178,6 +256,53 @@ mod tests {
             parse(&args("frobnicate"))
                 .unwrap_err()
                 .contains("unknown command")
+        );
+    }
+
+    #[test]
+    fn queue_and_certificate_commands() {
+        assert_eq!(
+            parse(&args("queue list --json --state-dir /s")),
+            Ok(Command::Queue {
+                request: Request::List { json: true },
+                state_dir: "/s".into()
+            })
+        );
+        assert_eq!(
+            parse(&args("queue hold 0000000000ABCDEF")),
+            Ok(Command::Queue {
+                request: Request::Hold("0000000000ABCDEF".parse().unwrap()),
+                state_dir: DEFAULT_STATE_DIR.into()
+            })
+        );
+        assert!(parse(&args("queue hold")).is_err());
+        assert!(parse(&args("queue flush --json")).is_err());
+        assert!(parse(&args("queue delete ../../etc/passwd")).is_err());
+        assert_eq!(
+            parse(&args(
+                "certificate import mx --chain c.pem --key k.pem --state-dir /s"
+            )),
+            Ok(Command::Certificate {
+                action: CertificateAction::Import {
+                    name: "mx".into(),
+                    chain: "c.pem".into(),
+                    key: "k.pem".into()
+                },
+                state_dir: "/s".into()
+            })
+        );
+        assert!(
+            parse(&args("certificate import mx --chain c.pem"))
+                .unwrap_err()
+                .contains("--key")
+        );
+        assert!(parse(&args("certificate frob")).is_err());
+        assert_eq!(
+            parse(&args("certificate show")),
+            Ok(Command::Certificate {
+                action: CertificateAction::Show,
+                state_dir: DEFAULT_STATE_DIR.into()
+            })
         );
     }
 }

@@ -14,6 +14,18 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Queue { request, state_dir }) => return queue(&request, &state_dir),
+        Ok(Command::Certificate { action, state_dir }) => {
+            return match drawbridge::tls::admin::certificate(&action, &state_dir) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("drawbridge: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -11,6 +11,7 @@
 //! [`open_soft_token`] opens (or at first boot creates) the software token with the PIN
 //! from the PIN file.
 
+pub mod admin;
 pub mod cert;
 pub mod config;
 pub mod pem;

@@ -20,7 +20,7 @@ usage: cargo xtask <command> [options]
 commands:
   test [CARGO-TEST-ARGS...]
       Install the Debian packages the tests drive when one is missing
-      (postfix, swaks, python3, openssl, dnsmasq-base; installing needs root),
+      (postfix, swaks, python3, openssl, dnsmasq-base, testssl.sh; installing needs root),
       then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
       and exit with its status.
 

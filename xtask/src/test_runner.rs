@@ -19,6 +19,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "s_client for TLS tests, and test certificates"),
     // The binary only: the `dnsmasq` package would also start a system DNS service.
     ("dnsmasq-base", "dnsmasq as a local DNS server for MX tests"),
+    (
+        "testssl.sh",
+        "testssl as an independent TLS scanner for the TLS tests",
+    ),
 ];
 
 /// debconf answer that lets postfix install without questions and without configuring

@@ -1,0 +1,261 @@
+//! Certificates end to end: PEM chains imported with `drawbridge certificate import`,
+//! chosen by SNI, a CSR for a stored key, and client certificates verified against
+//! the configured CAs and recorded on the session.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA in `dir` named `ca`, and leaf certificates signed by it.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name} test CA"),
+        ],
+    );
+}
+
+fn make_leaf(dir: &Path, ca: &str, name: &str, subject: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subject,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+    let chain = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap()
+        + &std::fs::read_to_string(dir.join(format!("{ca}.pem"))).unwrap();
+    std::fs::write(dir.join(format!("{name}-chain.pem")), chain).unwrap();
+}
+
+fn drawbridge(args: &[&str], state: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The subject of the certificate the server shows for `sni`.
+fn served_subject(port: u16, sni: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-starttls",
+        "smtp",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    if let Some(name) = sni {
+        cmd.args(["-servername", name]);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn imported_certificates_are_chosen_by_sni_and_requests_verify() {
+    let dir = TempDir::new("certs-sni");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "ca");
+    make_leaf(
+        &pki,
+        "ca",
+        "mx",
+        "/CN=mx.example.com",
+        "subjectAltName=DNS:mx.example.com\n",
+    );
+    make_leaf(
+        &pki,
+        "ca",
+        "other",
+        "/CN=other.example.net",
+        "subjectAltName=DNS:other.example.net\n",
+    );
+    let state = dir.path().join("state");
+    for name in ["mx", "other"] {
+        let chain = pki.join(format!("{name}-chain.pem"));
+        let key = pki.join(format!("{name}.key"));
+        let out = drawbridge(
+            &[
+                "certificate",
+                "import",
+                name,
+                "--chain",
+                chain.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            &state,
+        );
+        assert!(out.starts_with(&format!("imported {name}:")), "{out}");
+    }
+    let shown = drawbridge(&["certificate", "show"], &state);
+    assert!(
+        shown.contains("mx: mx.example.com") && shown.contains("other: other.example.net"),
+        "{shown}"
+    );
+    // A mismatched key is refused.
+    let bad = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["certificate", "import", "bad", "--chain"])
+        .arg(pki.join("mx-chain.pem"))
+        .arg("--key")
+        .arg(pki.join("other.key"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let csr = drawbridge(&["certificate", "request", "mx"], &state);
+    std::fs::write(pki.join("request.csr"), &csr).unwrap();
+    openssl(&pki, &["req", "-verify", "-noout", "-in", "request.csr"]);
+
+    let gw = Gateway::start(dir.path(), "");
+    assert!(!gw.log_text().contains("generated a self-signed"));
+    assert!(served_subject(gw.inbound, Some("mx.example.com")).contains("CN = mx.example.com"));
+    assert!(
+        served_subject(gw.inbound, Some("other.example.net")).contains("CN = other.example.net")
+    );
+    assert!(
+        served_subject(gw.inbound, None).contains("CN = mx.example.com"),
+        "the first is the default"
+    );
+}
+
+#[test]
+fn client_certificates_are_verified_recorded_and_a_foreign_one_refused() {
+    let dir = TempDir::new("certs-client");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "clients");
+    make_ca(&pki, "stranger");
+    let ext = "subjectAltName=email:alice@example.com\nextendedKeyUsage=clientAuth\n";
+    make_leaf(&pki, "clients", "alice", "/CN=alice/O=Example", ext);
+    make_leaf(&pki, "stranger", "mallory", "/CN=mallory", ext);
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set tls client-ca-file \"{}\"\n\
+             set service inbound channel tcp_local\n\
+             set channel tcp_local keywords \"maytls tlsswitchchannel tcp_tls\"\n",
+            pki.join("clients.pem").display()
+        ),
+    );
+    let script = |who: &str| {
+        format!(
+            r#"
+import smtplib, ssl
+ctx = ssl._create_unverified_context()
+ctx.load_cert_chain("{dir}/{who}.pem", "{dir}/{who}.key")
+try:
+    s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+    s.ehlo("c.example.org")
+    s.starttls(context=ctx)
+    print("ehlo", s.ehlo("c.example.org")[0])
+    s.quit()
+except Exception as e:
+    print("refused", type(e).__name__)
+"#,
+            dir = pki.display(),
+            port = gw.inbound
+        )
+    };
+    let alice = python(&script("alice"));
+    assert!(alice.contains("ehlo 250"), "{alice}");
+    gw.wait_for_log(
+        "Trusted TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
+    );
+    let log = gw.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("(client certificate "))
+        .expect("client certificate logged");
+    assert!(
+        line.contains("CN=alice") && line.contains("O=Example"),
+        "{line}"
+    );
+    gw.wait_for_log("switched to channel tcp_tls after TLS");
+    let mallory = python(&script("mallory"));
+    assert!(mallory.contains("refused"), "{mallory}");
+    gw.wait_for_log("TLS handshake with unknown[127.0.0.1] failed");
+}
