@@ -3,12 +3,18 @@
 use std::path::PathBuf;
 
 use crate::control::Request;
+use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Run the gateway.
     Run(RunOptions),
+    /// Work on the local user database of a state directory.
+    Password {
+        action: PasswordAction,
+        state_dir: PathBuf,
+    },
     /// Work on the certificates in a state directory's store.
     Certificate {
         action: CertificateAction,
@@ -79,6 +85,14 @@ USAGE:
     drawbridge queue release ID           release a held message
     drawbridge queue delete ID            remove a message, telling no one
                                           (queue commands take --state-dir DIR)
+    drawbridge password add --user NAME [--cram-md5] [--iterations N]
+                                          add a user; the password is read from
+                                          standard input (one line)
+    drawbridge password set --user NAME   change a password (from standard input)
+    drawbridge password delete --user NAME
+    drawbridge password show [--user PATTERN]
+                                          names and mechanisms, never secrets
+                                          (password commands take --state-dir DIR)
     drawbridge certificate show           the certificates in the store
     drawbridge certificate import NAME --chain FILE --key FILE
                                           import a PEM chain (leaf first) and
@@ -122,6 +136,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         Some(&"queue") => return parse_queue(&args[1..]),
         Some(&"certificate") => return parse_certificate(&args[1..]),
+        Some(&"password") => return parse_password(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -141,6 +156,57 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `password add|set|delete|show --user NAME [--cram-md5] [--iterations N]`.
+fn parse_password(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let (mut user, mut cram_md5, mut iterations) = (None, false, DEFAULT_ITERATIONS);
+    let mut verb = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = PathBuf::from(value("--state-dir")?),
+            "--user" => user = Some(value("--user")?),
+            "--cram-md5" => cram_md5 = true,
+            "--iterations" => {
+                let v = value("--iterations")?;
+                iterations = v
+                    .parse()
+                    .map_err(|_| format!("--iterations needs a number, not '{v}'"))?;
+            }
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other if verb.is_none() => verb = Some(other.to_string()),
+            other => return Err(format!("unexpected '{other}' (try --help)")),
+        }
+    }
+    let need_user = |user: Option<String>| user.ok_or("password commands need --user NAME");
+    let action = match verb.as_deref() {
+        Some("add") => PasswordAction::Add {
+            user: need_user(user)?,
+            cram_md5,
+            iterations,
+        },
+        Some("set") => PasswordAction::Set {
+            user: need_user(user)?,
+            iterations,
+        },
+        Some("delete") => PasswordAction::Delete {
+            user: need_user(user)?,
+        },
+        Some("show") => PasswordAction::Show {
+            pattern: user.unwrap_or_else(|| "*".into()),
+        },
+        _ => return Err("usage: password add|set|delete|show --user NAME".into()),
+    };
+    Ok(Command::Password { action, state_dir })
 }
 
 /// `certificate show|import NAME --chain F --key F|request NAME|generate-self-signed HOST`.
@@ -304,5 +370,37 @@ mod tests {
                 state_dir: DEFAULT_STATE_DIR.into()
             })
         );
+    }
+
+    #[test]
+    fn password_commands() {
+        assert_eq!(
+            parse(&args(
+                "password add --user alice --cram-md5 --iterations 8192"
+            )),
+            Ok(Command::Password {
+                action: PasswordAction::Add {
+                    user: "alice".into(),
+                    cram_md5: true,
+                    iterations: 8192
+                },
+                state_dir: DEFAULT_STATE_DIR.into()
+            })
+        );
+        assert_eq!(
+            parse(&args("password show")),
+            Ok(Command::Password {
+                action: PasswordAction::Show {
+                    pattern: "*".into()
+                },
+                state_dir: DEFAULT_STATE_DIR.into()
+            })
+        );
+        assert!(
+            parse(&args("password delete"))
+                .unwrap_err()
+                .contains("--user")
+        );
+        assert!(parse(&args("password add --user a --iterations many")).is_err());
     }
 }

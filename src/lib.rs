@@ -15,3 +15,4 @@ pub mod sasl;
 pub mod smtp;
 pub mod tls;
 pub mod token;
+pub mod users;

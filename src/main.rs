@@ -14,6 +14,30 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Queue { request, state_dir }) => return queue(&request, &state_dir),
+        Ok(Command::Password { action, state_dir }) => {
+            let needs_password = matches!(
+                action,
+                drawbridge::users::PasswordAction::Add { .. }
+                    | drawbridge::users::PasswordAction::Set { .. }
+            );
+            let mut line = String::new();
+            if needs_password && std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("drawbridge: cannot read the password from standard input");
+                return ExitCode::FAILURE;
+            }
+            let password = line.trim_end_matches(['\r', '\n']);
+            let password = (needs_password && !password.is_empty()).then_some(password);
+            return match drawbridge::users::password(&action, &state_dir, password) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("drawbridge: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Ok(Command::Certificate { action, state_dir }) => {
             return match drawbridge::tls::admin::certificate(&action, &state_dir) {
                 Ok(text) => {

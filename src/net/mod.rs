@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod listener;
 pub mod session;
+pub mod throttle;
 
 use std::time::Instant;
 
