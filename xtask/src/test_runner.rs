@@ -34,6 +34,7 @@ const INSTALLED: &str = "install ok installed";
 
 pub fn run(cargo_args: &[String]) -> Result<ExitCode, Failure> {
     ensure_packages()?;
+    ensure_python_modules()?;
     let root = crate::workspace_root();
     let mut command = Command::new(crate::cargo());
     command
@@ -57,6 +58,38 @@ fn exit_code(status: ExitStatus) -> ExitCode {
         (None, None) => 1,
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Python modules (from PyPI) the tests drive, and what for.
+const PYTHON_MODULES: &[(&str, &str)] = &[(
+    "scramp",
+    "a SCRAM-SHA-256 client written elsewhere, for the SASL tests",
+)];
+
+/// Installs the Python modules the tests need with pip, where they are missing.
+fn ensure_python_modules() -> Result<(), Failure> {
+    for &(module, purpose) in PYTHON_MODULES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if present {
+            continue;
+        }
+        println!("xtask: installing the Python module {module} ({purpose})");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", module])
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Failure(format!("running pip: {e}")))?;
+        if !status.success() {
+            return Err(Failure(format!("pip could not install {module}")));
+        }
+    }
+    Ok(())
 }
 
 /// `Some(true)` if installed, `Some(false)` if not, `None` without dpkg (not Debian).
