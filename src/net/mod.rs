@@ -2,6 +2,7 @@
 //!
 //! Nothing here parses SMTP; everything here is I/O.
 
+pub mod access;
 pub mod connection;
 pub mod listener;
 pub mod session;

@@ -81,7 +81,14 @@ fn ensure_python_modules() -> Result<(), Failure> {
         }
         println!("xtask: installing the Python module {module} ({purpose})");
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", module])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                module,
+            ])
             .stdin(Stdio::null())
             .status()
             .map_err(|e| Failure(format!("running pip: {e}")))?;
