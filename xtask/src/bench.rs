@@ -298,13 +298,13 @@ pub fn run_relay(options: &Options) -> Result<ExitCode, Failure> {
 
 /// Creates `dir` readable and searchable by all, so Postfix's unprivileged daemons can
 /// reach the queue inside it.
-fn make_shared_dir(dir: &Path) -> Result<(), Failure> {
+pub fn make_shared_dir(dir: &Path) -> Result<(), Failure> {
     fs::create_dir_all(dir).context(format_args!("creating {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .context(format_args!("setting the mode of {}", dir.display()))
 }
 
-fn build_drawbridge(root: &Path, target: &Path) -> Result<PathBuf, Failure> {
+pub fn build_drawbridge(root: &Path, target: &Path) -> Result<PathBuf, Failure> {
     println!("building drawbridge (release)");
     let status = Command::new(crate::cargo())
         .args(["build", "--release", "-p", "drawbridge"])
@@ -558,7 +558,7 @@ fn relay_json(
     format!("{{\n{}\n}}\n", body.join(",\n"))
 }
 
-fn json_string(text: &str) -> String {
+pub fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

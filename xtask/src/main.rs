@@ -1,9 +1,11 @@
-//! Build tool for drawbridge: `cargo xtask test` and `cargo xtask bench relay`.
+//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay` and
+//! `cargo xtask bench tls`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
+mod bench_tls;
 mod postfix;
 mod process;
 mod sink;
@@ -36,6 +38,18 @@ commands:
       between messages (smtp-source -d) unless --reconnect is given, which
       opens a new connection per message; both systems get the same load.
       --only runs one of the two systems. The Postfix run needs root.
+
+  bench tls [--handshakes N] [--messages N] [--sessions S]
+      drawbridge against a private Postfix instance over TLS, both with a
+      self-signed P-256 certificate. (a) Full TLS handshakes per second
+      against each implicit-TLS port (drawbridge's tls-listen, Postfix's
+      smtpd in wrapper mode), made back to back by `openssl s_time -new`
+      until N handshakes (default 2000) are done. (b) N messages (default
+      2000) of 2048 bytes over S parallel STARTTLS sessions (default 10),
+      each an `openssl s_client -starttls smtp` process fed pipelined
+      MAIL/RCPT/DATA groups, relayed by each system to one smtp-sink.
+      Prints both rates and their ratios and writes target/bench/tls.json.
+      Needs root.
 
   help, --help, -h
       Print this text.
@@ -74,6 +88,7 @@ enum Command {
     Help,
     Test { cargo_args: Vec<String> },
     BenchRelay(bench::Options),
+    BenchTls(bench_tls::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -88,8 +103,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "relay" => {
                     bench::Options::parse(options).map(Command::BenchRelay)
                 }
+                Some((what, options)) if what == "tls" => {
+                    bench_tls::Options::parse(options).map(Command::BenchTls)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
-                None => Err("`bench` needs a benchmark name: relay".to_owned()),
+                None => Err("`bench` needs a benchmark name: relay or tls".to_owned()),
             },
             other => Err(format!("unknown command `{other}`")),
         },
@@ -134,6 +152,7 @@ fn main() -> ExitCode {
         }
         Command::Test { cargo_args } => test_runner::run(&cargo_args),
         Command::BenchRelay(options) => bench::run_relay(&options),
+        Command::BenchTls(options) => bench_tls::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -178,6 +197,28 @@ mod tests {
     }
 
     #[test]
+    fn bench_tls_parses_with_defaults_and_options() {
+        assert_eq!(
+            parse(&args(&["bench", "tls"])),
+            Ok(Command::BenchTls(bench_tls::Options::default()))
+        );
+        assert_eq!(
+            parse(&args(&[
+                "bench",
+                "tls",
+                "--handshakes",
+                "50",
+                "--sessions=2"
+            ])),
+            Ok(Command::BenchTls(bench_tls::Options {
+                handshakes: 50,
+                sessions: 2,
+                ..bench_tls::Options::default()
+            }))
+        );
+    }
+
+    #[test]
     fn unknown_commands_are_refused() {
         assert!(parse(&args(&[])).is_err());
         assert!(parse(&args(&["build"])).is_err());
@@ -187,7 +228,7 @@ mod tests {
 
     #[test]
     fn usage_lists_every_command() {
-        for command in ["test", "bench relay", "help"] {
+        for command in ["test", "bench relay", "bench tls", "help"] {
             assert!(USAGE.contains(command), "{command}");
         }
     }

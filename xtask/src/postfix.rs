@@ -27,7 +27,7 @@ const HOSTNAME: &str = "bench.invalid";
 pub const RELAY_DOMAIN: &str = "example.com";
 
 /// The master.cf services besides smtpd, all with chroot off (5th column `n`).
-const SERVICES: &str = "\
+pub const SERVICES: &str = "\
 pickup     unix  n       -       n       60      1       pickup
 cleanup    unix  n       -       n       -       0       cleanup
 qmgr       unix  n       -       n       300     1       qmgr
@@ -165,6 +165,21 @@ impl Instance {
         smtpd_port: u16,
         next_hop_port: u16,
     ) -> Result<Instance, Failure> {
+        Self::start_with(
+            postfix,
+            layout.clone(),
+            &main_cf(&layout, compatibility_level, next_hop_port),
+            &master_cf(smtpd_port),
+        )
+    }
+
+    /// Like [`Instance::start`], with the whole text of main.cf and master.cf given.
+    pub fn start_with(
+        postfix: &Path,
+        layout: Layout,
+        main_cf: &str,
+        master_cf: &str,
+    ) -> Result<Instance, Failure> {
         let root_text = layout.root.display().to_string();
         if root_text.contains(|c: char| c.is_whitespace() || ",{}=#".contains(c)) {
             return Err(Failure(format!(
@@ -175,11 +190,9 @@ impl Instance {
             fs::create_dir_all(dir).context(format_args!("creating {}", dir.display()))?;
         }
         let main = layout.config_dir.join("main.cf");
-        fs::write(&main, main_cf(&layout, compatibility_level, next_hop_port))
-            .context(format_args!("writing {}", main.display()))?;
+        fs::write(&main, main_cf).context(format_args!("writing {}", main.display()))?;
         let master = layout.config_dir.join("master.cf");
-        fs::write(&master, master_cf(smtpd_port))
-            .context(format_args!("writing {}", master.display()))?;
+        fs::write(&master, master_cf).context(format_args!("writing {}", master.display()))?;
 
         let output = Command::new(postfix)
             .arg("-c")
