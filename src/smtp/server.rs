@@ -58,8 +58,8 @@ pub struct ServerConfig {
     /// and BDAT get `530 5.7.0`.
     pub require_tls: bool,
     /// SASL mechanisms to offer after AUTH, as advertised (`PLAIN`, `LOGIN`, `CRAM-MD5`,
-    /// `SCRAM-SHA-256`, `EXTERNAL`); empty: AUTH is not offered. EXTERNAL is offered only
-    /// when TLS is active with a verified client certificate.
+    /// `SCRAM-SHA-256`, `EXTERNAL`, any case); empty: AUTH is not offered. EXTERNAL is
+    /// offered only when TLS is active with a verified client certificate.
     pub auth_mechanisms: Vec<String>,
     /// Mechanisms that need TLS (a ruleset's `restrict`): not advertised before TLS, and
     /// refused with `538 5.7.11` when used then.
@@ -1016,14 +1016,15 @@ impl Session {
     /// RFC 4954 §4: AUTH is checked against the session state and the mechanisms offered,
     /// then handed to the layer.
     fn auth(&mut self, verb: &str, mechanism: String, initial: Option<Vec<u8>>) {
-        let configured = |m: &str| {
-            self.config
-                .auth_mechanisms
-                .iter()
-                .find(|c| c.eq_ignore_ascii_case(m))
-                .cloned()
-        };
-        let refusal = if !self.advertised().contains(EhloKeywords::AUTH) {
+        let configured = self
+            .config
+            .auth_mechanisms
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&mechanism));
+        // AUTH exists when some mechanism is configured, even if none is usable before TLS.
+        let refusal = if !self.offered.contains(EhloKeywords::AUTH)
+            || self.config.auth_mechanisms.is_empty()
+        {
             Reply::new(502, "5.5.1", "Error: command not implemented")
         } else if !self.esmtp() {
             Reply::new(503, "5.5.1", "Error: send EHLO first")
@@ -1031,12 +1032,11 @@ impl Session {
             Reply::new(503, "5.5.1", "Error: already authenticated")
         } else if self.mail.is_some() || self.bdat.is_some() {
             Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
-        } else if let Some(name) = self.auth_offered().into_iter().find(|m| *m == mechanism) {
-            let mechanism = name.to_string();
+        } else if self.auth_offered().contains(&mechanism) {
             self.event(Event::AuthStart { mechanism, initial });
             self.wait = Some(Wait::Auth);
             return;
-        } else if configured(&mechanism).is_some() && self.needs_tls(&mechanism) && !self.is_tls() {
+        } else if configured && self.needs_tls(&mechanism) && !self.is_tls() {
             Reply::new(
                 538,
                 "5.7.11",
@@ -2924,6 +2924,15 @@ mod tests {
         b"MAIL FROM:<\xc3\xa9@example.org> SMTPUTF8\r\n",
         b"STARTTLS\r\n",
         b"STARTTLS\r\nMAIL FROM:<a@example.org>\r\n",
+        b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n",
+        b"AUTH LOGIN\r\n",
+        b"dXNlcg==\r\n",
+        b"cGFzcw==\r\n",
+        b"AUTH SCRAM-SHA-256 c2NyYW0=\r\n",
+        b"AUTH CRAM-MD5\r\n",
+        b"AUTH EXTERNAL =\r\n",
+        b"*\r\n",
+        b"MAIL FROM:<a@example.org> AUTH=<>\r\n",
     ];
 
     #[test]
@@ -2938,6 +2947,11 @@ mod tests {
             cfg.max_messages = rng.below(4) as u32;
             cfg.tls_available = rng.below(2) == 0;
             cfg.require_tls = rng.below(3) == 0;
+            if rng.below(2) == 0 {
+                cfg.auth_mechanisms = auth_config().auth_mechanisms;
+                cfg.auth_needs_tls = auth_config().auth_needs_tls;
+                cfg.require_auth = rng.below(3) == 0;
+            }
             let mut now = Instant::now();
             let mut session = Session::new(Rc::new(cfg), now);
             let (mut out, mut events) = (Vec::new(), Vec::new());
@@ -2982,6 +2996,7 @@ mod tests {
                     Event::MessageEnd(t) => {
                         assert!(open, "round {round}: end outside a message");
                         assert!(!t.rcpts.is_empty());
+                        assert_eq!(t.mail_auth.is_some(), t.mail_params.auth.is_some());
                         open = false;
                     }
                     Event::MessageAbort => {
@@ -3226,11 +3241,21 @@ mod tests {
         };
         let o = check(&cfg, &steps);
         assert!(auth_starts(&o).is_empty());
-        // Only TLS-restricted mechanisms: nothing to offer before TLS.
+        // Only TLS-restricted mechanisms: nothing to offer before TLS, but AUTH exists.
         let cfg = ServerConfig {
             auth_mechanisms: vec!["CRAM-MD5".into()],
             ..auth_config()
         };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_REPLY),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\nAUTH cram-md5\r\n")),
+            s("504 5.5.4 Unrecognized authentication type\r\n\
+               538 5.7.11 Encryption required for requested authentication mechanism\r\n"),
+            c("MAIL FROM:<a@example.org> AUTH=<>\r\n"),
+            s("555 5.5.4 Unsupported option: AUTH\r\n"),
+        ];
         check(&cfg, &steps);
     }
 
