@@ -19,6 +19,8 @@ pub const MAX_ENVID: usize = 100;
 pub const MAX_ORCPT: usize = 500;
 /// Longest verb kept for logs when a line is refused before it is parsed.
 pub const MAX_VERB: usize = 16;
+/// RFC 4422 §3.1: a SASL mechanism name is 1 to 20 characters.
+pub const MAX_MECHANISM_NAME: usize = 20;
 
 /// What is wrong with the framing of a command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +57,19 @@ pub struct Param {
 pub enum Command {
     Ehlo(Domain),
     Helo(Domain),
-    Mail { path: Path, params: Vec<Param> },
-    Rcpt { path: Path, params: Vec<Param> },
+    Mail {
+        path: Path,
+        params: Vec<Param>,
+    },
+    Rcpt {
+        path: Path,
+        params: Vec<Param>,
+    },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -66,7 +77,13 @@ pub enum Command {
     Help,
     Expn,
     Starttls,
-    Auth,
+    /// RFC 4954 §4: `AUTH mechanism [initial-response]`. The mechanism is upper-cased;
+    /// the initial response is kept as sent (base64 text, or `=` for an empty one): the
+    /// SASL layer decodes and checks it.
+    Auth {
+        mechanism: String,
+        initial: Option<Vec<u8>>,
+    },
 }
 
 /// Why a command line is refused, before any session state is looked at.
@@ -182,7 +199,7 @@ impl Command {
                 Err(CommandError::NoParameters)
             }
         } else if is("AUTH") {
-            Ok(Command::Auth)
+            auth(args)
         } else {
             Err(CommandError::Unrecognized)
         }
@@ -247,6 +264,36 @@ fn param(word: &str) -> Option<Param> {
         keyword: keyword.to_string(),
         value: value.map(str::to_string),
     })
+}
+
+/// RFC 4954 §4: `AUTH SP sasl-mech [SP initial-response]`, the mechanism name of upper-case
+/// letters, digits, `-` and `_` (RFC 4422 §3.1, any case accepted here), the initial
+/// response one word of printable ASCII (whether it is base64 is the SASL layer's
+/// business).
+fn auth(args: &[u8]) -> Result<Command, CommandError> {
+    let bad = CommandError::Syntax("AUTH mechanism [initial-response]");
+    let mut words = args.split(|&b| b == b' ');
+    let name = words.next().ok_or(bad)?;
+    let name_ok = (1..=MAX_MECHANISM_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    if !name_ok {
+        return Err(bad);
+    }
+    let initial = match words.next() {
+        None => None,
+        Some(w) if !w.is_empty() && w.iter().all(u8::is_ascii_graphic) => Some(w.to_vec()),
+        Some(_) => return Err(bad),
+    };
+    if words.next().is_some() {
+        return Err(bad);
+    }
+    let mechanism = name
+        .iter()
+        .map(|b| b.to_ascii_uppercase() as char)
+        .collect();
+    Ok(Command::Auth { mechanism, initial })
 }
 
 /// `BDAT <size> [LAST]`, RFC 3030 §3.
@@ -317,6 +364,7 @@ pub fn mail_params(
             "BODY" => EhloKeywords::EIGHTBITMIME,
             "SMTPUTF8" => EhloKeywords::SMTPUTF8,
             "RET" | "ENVID" => EhloKeywords::DSN,
+            "AUTH" => EhloKeywords::AUTH,
             _ => return Err(ParamError::Unsupported(p.keyword.clone())),
         };
         if !offered.contains(needs) {
@@ -352,6 +400,8 @@ pub fn mail_params(
             ("ENVID", Some(v)) if v.len() <= MAX_ENVID && is_xtext(v) => {
                 out.envid = Some(v.to_string())
             }
+            ("AUTH", Some("<>")) => out.auth = Some(String::new()),
+            ("AUTH", Some(v)) => out.auth = Some(xtext_decode(v).ok_or_else(bad)?),
             _ => return Err(bad()),
         }
         seen.push(key);
@@ -438,6 +488,29 @@ fn is_xtext(s: &str) -> bool {
         }
     }
     true
+}
+
+/// Decodes RFC 3461 §4 xtext (`+XX` for an octet); `None` when it is not xtext or does not
+/// decode to UTF-8.
+fn xtext_decode(s: &str) -> Option<String> {
+    if !is_xtext(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+' {
+            // `is_xtext` checked that two hex digits follow every `+`.
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -667,6 +740,74 @@ mod tests {
         assert_eq!(
             rcpt_params(&[p("NOTIFY", Some("NEVER"))], no_dsn),
             Err(ParamError::Unsupported("NOTIFY".into()))
+        );
+    }
+
+    #[test]
+    fn auth_command() {
+        assert_eq!(
+            parse("auth plain AHVzZXIAcGFzcw=="),
+            Ok(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial: Some(b"AHVzZXIAcGFzcw==".to_vec())
+            })
+        );
+        assert_eq!(
+            parse("AUTH SCRAM-SHA-256 "),
+            Ok(Command::Auth {
+                mechanism: "SCRAM-SHA-256".into(),
+                initial: None
+            })
+        );
+        assert_eq!(
+            parse("AUTH EXTERNAL ="),
+            Ok(Command::Auth {
+                mechanism: "EXTERNAL".into(),
+                initial: Some(b"=".to_vec())
+            })
+        );
+        let twenty = format!("AUTH {}", "A".repeat(MAX_MECHANISM_NAME));
+        assert!(parse(&twenty).is_ok());
+        let usage = Err(CommandError::Syntax("AUTH mechanism [initial-response]"));
+        for bad in [
+            "AUTH",
+            "AUTH  PLAIN",
+            "AUTH PLAIN a b",
+            "AUTH PLAIN  a",
+            "AUTH PL.AIN",
+            "AUTH PLAIN \x7f",
+        ] {
+            assert_eq!(parse(bad), usage, "{bad}");
+        }
+        let over = format!("AUTH {}", "A".repeat(MAX_MECHANISM_NAME + 1));
+        assert_eq!(parse(&over), usage);
+        assert_eq!(Command::parse(b"AUTH PLAIN \xff"), usage);
+    }
+
+    #[test]
+    fn mail_auth_parameter() {
+        let all = EhloKeywords::ALL;
+        let got = mail_params(&[p("auth", Some("a+2Bb+3Dc@example.org"))], all, 9).unwrap();
+        assert_eq!(got.auth.as_deref(), Some("a+b=c@example.org"));
+        let got = mail_params(&[p("AUTH", Some("<>"))], all, 9).unwrap();
+        assert_eq!(got.auth.as_deref(), Some(""));
+        let got = mail_params(&[p("AUTH", Some("+C3+A9@x"))], all, 9).unwrap();
+        assert_eq!(got.auth.as_deref(), Some("\u{e9}@x"));
+        for bad in ["a+2b", "a+", "+FF", "\u{e9}@x", "a=b"] {
+            assert_eq!(
+                mail_params(&[p("AUTH", Some(bad))], all, 9),
+                Err(ParamError::BadValue("AUTH".into())),
+                "{bad}"
+            );
+        }
+        assert!(mail_params(&[p("AUTH", None)], all, 9).is_err());
+        assert_eq!(
+            mail_params(&[p("AUTH", Some("<>")), p("AUTH", Some("<>"))], all, 9),
+            Err(ParamError::Duplicate("AUTH".into()))
+        );
+        assert_eq!(
+            mail_params(&[p("AUTH", Some("<>"))], all.without(EhloKeywords::AUTH), 9),
+            Err(ParamError::Unsupported("AUTH".into()))
         );
     }
 

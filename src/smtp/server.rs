@@ -2,9 +2,11 @@
 //!
 //! RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
 //! ENHANCEDSTATUSCODES (RFC 2034, 3463), DSN (RFC 3461), SMTPUTF8 (RFC 6531) and
-//! CHUNKING (RFC 3030) and STARTTLS (RFC 3207). Strict CRLF everywhere (SMTP smuggling,
+//! CHUNKING (RFC 3030), STARTTLS (RFC 3207) and AUTH (RFC 4954). Strict CRLF everywhere (SMTP smuggling,
 //! CVE-2023-51764). The core never sees TLS itself: the layer runs the handshake and swaps
-//! the byte pump under the session, then reports the outcome (see `Session`).
+//! the byte pump under the session, then reports the outcome (see `Session`). Nor does it
+//! run SASL mechanisms or know any user: it speaks the AUTH protocol and the layer answers
+//! each step.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -18,6 +20,11 @@ use crate::smtp::command::{
 };
 use crate::smtp::data::{ContentChecker, ContentError, DataReader};
 use crate::smtp::reply::Reply;
+
+/// RFC 4954 §4: a server accepts at least 12288 octets in one line of an AUTH exchange,
+/// without its CRLF (the same bound as `sasl::MAX_RESPONSE_LEN`). While a response line is
+/// read the session buffers at most this plus the CRLF: 12290 octets per session.
+pub const MAX_AUTH_LINE: usize = crate::sasl::MAX_RESPONSE_LEN;
 
 /// The settings one session runs under.
 #[derive(Clone, Debug)]
@@ -42,14 +49,24 @@ pub struct ServerConfig {
     pub error_limit: u32,
     /// Wait before the greeting; a client talking meanwhile is refused.
     pub greet_delay: Duration,
-    /// Keywords to advertise; AUTH is left out until this core handles it. STARTTLS is
-    /// offered only with `tls_available`, and never once TLS is active.
+    /// Keywords to advertise. STARTTLS is offered only with `tls_available`, and never once
+    /// TLS is active; AUTH only when some mechanism is offered (`auth_mechanisms`).
     pub ehlo_keywords: EhloKeywords,
     /// Whether STARTTLS may be offered on this connection (the layer has a certificate).
     pub tls_available: bool,
     /// Must-TLS (channel keyword `musttlsserver`, SPEC §3): without TLS, MAIL, RCPT, DATA
     /// and BDAT get `530 5.7.0`.
     pub require_tls: bool,
+    /// SASL mechanisms to offer after AUTH, as advertised (`PLAIN`, `LOGIN`, `CRAM-MD5`,
+    /// `SCRAM-SHA-256`, `EXTERNAL`, any case); empty: AUTH is not offered. EXTERNAL is
+    /// offered only when TLS is active with a verified client certificate.
+    pub auth_mechanisms: Vec<String>,
+    /// Mechanisms that need TLS (a ruleset's `restrict`): not advertised before TLS, and
+    /// refused with `538 5.7.11` when used then.
+    pub auth_needs_tls: Vec<String>,
+    /// Must-authenticate (channel keyword `mustsaslserver`, SPEC §3): until AUTH
+    /// succeeds, MAIL gets `530 5.7.0 Authentication required`.
+    pub require_auth: bool,
 }
 
 impl ServerConfig {
@@ -68,6 +85,9 @@ impl ServerConfig {
             ehlo_keywords: s.ehlo_keywords,
             tls_available: false,
             require_tls: false,
+            auth_mechanisms: Vec::new(),
+            auth_needs_tls: Vec::new(),
+            require_auth: false,
         }
     }
 }
@@ -112,6 +132,9 @@ pub struct MailParams {
     pub ret: Option<Ret>,
     /// As written (still xtext-encoded), at most `command::MAX_ENVID` characters.
     pub envid: Option<String>,
+    /// RFC 4954 §5 `AUTH=`, xtext-decoded; `<>` is `Some("")`. The session records
+    /// `Some("")` whatever was sent when the client has not authenticated.
+    pub auth: Option<String>,
 }
 
 /// RFC 3461 NOTIFY: `never` or any of success/failure/delay.
@@ -141,6 +164,11 @@ pub struct Transaction {
     /// The TLS state the message was received under (for `with ESMTPS` and the cipher in
     /// the Received header); `None` in plaintext.
     pub tls: Option<TlsInfo>,
+    /// The authenticated user at MAIL time (`with ESMTPA`/`ESMTPSA`); `None` when the
+    /// client had not authenticated.
+    pub auth_user: Option<String>,
+    /// The `AUTH=` value of MAIL (`mail_params.auth`).
+    pub mail_auth: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +189,9 @@ pub enum CloseReason {
     TlsFailed,
 }
 
+// `MessageEnd` is the large variant; it comes once per message, and boxing it would change
+// what the layer receives.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Helo {
@@ -185,6 +216,16 @@ pub enum Event {
     },
     /// The client sent a valid STARTTLS; answer with `start_tls` or `tls_unavailable`.
     StartTlsRequested,
+    /// The client sent a valid AUTH for an offered mechanism: start that mechanism with
+    /// `initial` (the initial response as sent: base64 text, or `=` for an empty one) and
+    /// answer with `auth_challenge`, `auth_success` or `auth_failure`.
+    AuthStart {
+        mechanism: String,
+        initial: Option<Vec<u8>>,
+    },
+    /// The client's line after a 334 challenge, as sent without its CRLF (base64 text, or
+    /// `*` to cancel): feed it to the mechanism and answer as for `AuthStart`.
+    AuthResponse(Vec<u8>),
     Closing(CloseReason),
 }
 
@@ -214,6 +255,14 @@ enum Phase {
         last: bool,
         refusal: Option<Reply>,
     },
+    /// A 334 challenge is out: the next line (up to `MAX_AUTH_LINE`) is the client's
+    /// response.
+    AuthResponse,
+    /// The 334 with the server's final SASL data is out: the next line must be empty, and
+    /// then `user` is authenticated.
+    AuthFinal {
+        user: String,
+    },
     Closed,
 }
 
@@ -235,6 +284,9 @@ enum Wait {
     /// The 220 to STARTTLS is out; `tls_established` or `tls_failed` comes next. Input
     /// now is dropped, never processed (CVE-2011-0411).
     Handshake,
+    /// `AuthStart` or `AuthResponse` was given; `auth_challenge`, `auth_success` or
+    /// `auth_failure` comes next.
+    Auth,
 }
 
 /// One SMTP server session: bytes and time in; replies, events and deadlines out.
@@ -266,11 +318,26 @@ enum Wait {
 /// A connection that is under TLS from the start (RFC 8314) begins with
 /// `Session::new_tls(config, info, now)` and never offers STARTTLS.
 ///
+/// AUTH (RFC 4954), offered when `ServerConfig::auth_mechanisms` has a mechanism usable now:
+/// 1. A valid AUTH gives `Event::AuthStart` and the session waits as in 4.
+/// 2. The layer runs the SASL mechanism and answers `auth_challenge(data, now)` (the
+///    session sends `334 <base64>`, reads one line and gives `Event::AuthResponse`, which
+///    is answered the same way), `auth_success(user, final_data, now)` (235, or with final
+///    data `334 <base64>`, an empty line from the client, then 235) or
+///    `auth_failure(reply, now)` (the reply; it counts towards the error limit).
+/// 3. The layer may wait before answering a failure (brute-force throttling): the session
+///    is paused meanwhile and no timeout fires.
+/// 4. A response line over `MAX_AUTH_LINE` or badly framed ends the exchange with a 500
+///    and `Event::Rejected { command: "AUTH", .. }`, with no further event: the layer
+///    drops its mechanism at the next `AuthStart`.
+///
+/// Authentication lasts for the session; `tls_established` forgets it (RFC 3207 §4.2).
+///
 /// The session does no I/O and never reads the clock: `now` is always an argument.
 pub struct Session {
     config: Rc<ServerConfig>,
-    /// The EHLO keywords advertised and accepted (AUTH is not handled by this core yet,
-    /// so never offered; STARTTLS only with `tls_available` and while not under TLS).
+    /// The EHLO keywords advertised and accepted, before the AUTH check of `offered_now`
+    /// (STARTTLS only with `tls_available` and while not under TLS).
     offered: EhloKeywords,
     /// Set once TLS is active.
     tls: Option<TlsInfo>,
@@ -296,13 +363,15 @@ pub struct Session {
     pending_source_route: bool,
     messages: u32,
     errors: u32,
+    /// The user AUTH succeeded for.
+    auth_user: Option<String>,
     start: Instant,
     last_input: Instant,
 }
 
 impl Session {
     pub fn new(config: Rc<ServerConfig>, now: Instant) -> Session {
-        let mut offered = config.ehlo_keywords.without(EhloKeywords::AUTH);
+        let mut offered = config.ehlo_keywords;
         if !config.tls_available {
             offered = offered.without(EhloKeywords::STARTTLS);
         }
@@ -327,6 +396,7 @@ impl Session {
             pending_source_route: false,
             messages: 0,
             errors: 0,
+            auth_user: None,
             start: now,
             last_input: now,
         };
@@ -475,6 +545,7 @@ impl Session {
         self.reset_transaction();
         self.helo = None;
         self.pending_source_route = false;
+        self.auth_user = None;
         self.offered = self.offered.without(EhloKeywords::STARTTLS);
         self.tls = Some(info);
         self.last_input = now;
@@ -488,6 +559,66 @@ impl Session {
             return;
         }
         self.close(CloseReason::TlsFailed);
+    }
+
+    /// Answers `AuthStart` or `AuthResponse` with the mechanism's next challenge (raw
+    /// octets): `334 <base64>` is sent and the client's next line becomes `AuthResponse`.
+    pub fn auth_challenge(&mut self, challenge: &[u8], now: Instant) {
+        if !matches!(self.wait, Some(Wait::Auth)) {
+            log::warn!("smtp server: auth_challenge() without a pending AUTH step");
+            return;
+        }
+        self.wait = None;
+        self.send_sasl_data(challenge);
+        self.phase = Phase::AuthResponse;
+        self.resume(now);
+    }
+
+    /// Answers `AuthStart` or `AuthResponse`: the mechanism succeeded for `user`. Without
+    /// `final_data`, `235 2.7.0` is sent at once. With it (SCRAM's server-final message),
+    /// `334 <base64>` is sent and the client must answer with an empty line; only then is
+    /// the session authenticated and 235 sent (anything else: `501 5.5.2`).
+    pub fn auth_success(&mut self, user: String, final_data: Option<&[u8]>, now: Instant) {
+        if !matches!(self.wait, Some(Wait::Auth)) {
+            log::warn!("smtp server: auth_success() without a pending AUTH step");
+            return;
+        }
+        self.wait = None;
+        match final_data {
+            Some(data) => {
+                self.send_sasl_data(data);
+                self.phase = Phase::AuthFinal { user };
+            }
+            None => self.authenticated(user),
+        }
+        self.resume(now);
+    }
+
+    /// Answers `AuthStart` or `AuthResponse`: the exchange failed with `reply` (for
+    /// example `535 5.7.8`, or `501 5.7.0` after the client's `*`). It counts towards the
+    /// error limit, so repeated failures on one connection end in 421. The layer may wait
+    /// before calling this (throttling); the session stays paused meanwhile.
+    pub fn auth_failure(&mut self, reply: Reply, now: Instant) {
+        if !matches!(self.wait, Some(Wait::Auth)) {
+            log::warn!("smtp server: auth_failure() without a pending AUTH step");
+            return;
+        }
+        self.wait = None;
+        self.reject("AUTH", reply, true);
+        if !self.is_closed() {
+            self.resume(now);
+        }
+    }
+
+    /// Whether AUTH succeeded in this session (and since the last TLS handshake): the
+    /// protocol is then ESMTPA, or ESMTPSA under TLS.
+    pub fn is_authenticated(&self) -> bool {
+        self.auth_user.is_some()
+    }
+
+    /// The user AUTH succeeded for.
+    pub fn authenticated_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
     }
 
     /// Whether TLS is active: after `tls_established`, or from the start with `new_tls`.
@@ -569,7 +700,9 @@ impl Session {
 
     fn phase_deadline(&self) -> Option<Instant> {
         let limit = match self.phase {
-            Phase::Command => self.config.command_timeout,
+            Phase::Command | Phase::AuthResponse | Phase::AuthFinal { .. } => {
+                self.config.command_timeout
+            }
             Phase::Data(_) | Phase::Bdat { .. } => self.config.data_timeout,
             Phase::Greeting { .. } | Phase::Closed => return None,
         };
@@ -580,6 +713,7 @@ impl Session {
         let command = match self.phase {
             Phase::Data(_) => "DATA",
             Phase::Bdat { .. } => "BDAT",
+            Phase::AuthResponse | Phase::AuthFinal { .. } => "AUTH",
             _ => "CONNECT",
         };
         let host = &self.config.host_name;
@@ -634,6 +768,7 @@ impl Session {
         match &mut self.phase {
             Phase::Greeting { .. } | Phase::Closed => buf.len(),
             Phase::Command => self.command_line(buf),
+            Phase::AuthResponse | Phase::AuthFinal { .. } => self.auth_line(buf),
             Phase::Data(reader) => match reader.feed(buf, &mut self.data) {
                 Some(used) => {
                     self.end_data();
@@ -660,19 +795,64 @@ impl Session {
 
     /// Frames one command line (RFC 5321 §2.3.8: CRLF only) and handles it.
     fn command_line(&mut self, buf: &[u8]) -> usize {
+        let (used, framed) = self.frame(buf, MAX_COMMAND_LINE);
+        match framed {
+            None => {}
+            Some(Ok(line)) => self.command(line),
+            Some(Err((verb, e))) => self.reject(&verb, e.reply(), true),
+        }
+        used
+    }
+
+    /// Frames one line of an AUTH exchange and handles it.
+    fn auth_line(&mut self, buf: &[u8]) -> usize {
+        // Framing is the same as for commands, with RFC 4954's longer bound.
+        let (used, framed) = self.frame(buf, MAX_AUTH_LINE + 2);
+        let Some(framed) = framed else {
+            return used;
+        };
+        let phase = std::mem::replace(&mut self.phase, Phase::Command);
+        match (framed, phase) {
+            (Ok(b""), Phase::AuthFinal { user }) => self.authenticated(user),
+            (Ok(_), Phase::AuthFinal { .. }) => {
+                let r = Reply::new(501, "5.5.2", "Error: expected an empty line");
+                self.reject("AUTH", r, true);
+            }
+            (Ok(line), _) => {
+                self.event(Event::AuthResponse(line.to_vec()));
+                self.wait = Some(Wait::Auth);
+            }
+            (Err((_, LineError::TooLong)), _) => {
+                let r = Reply::new(500, "5.5.6", "Authentication Exchange line is too long");
+                self.reject("AUTH", r, true);
+            }
+            (Err((_, e)), _) => self.reject("AUTH", e.reply(), true),
+        }
+        used
+    }
+
+    /// Frames one line of at most `limit` octets with its CRLF: `(0, None)` when it needs
+    /// more bytes, `(n, None)` when `n` octets of an over-long line were dropped, else the
+    /// line without CRLF, or what is wrong with it with the verb for logs.
+    #[allow(clippy::type_complexity)]
+    fn frame<'a>(
+        &mut self,
+        buf: &'a [u8],
+        limit: usize,
+    ) -> (usize, Option<Result<&'a [u8], (String, LineError)>>) {
         let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
             if self.discarding.is_some() {
-                return buf.len();
+                return (buf.len(), None);
             }
-            if buf.len() >= MAX_COMMAND_LINE {
+            if buf.len() >= limit {
                 // With its LF still to come the line is over the limit: drop it now.
                 self.discarding = Some(verb_of(buf));
-                return buf.len();
+                return (buf.len(), None);
             }
-            return 0;
+            return (0, None);
         };
         let line = &buf[..lf];
-        let error = if self.discarding.is_some() || lf + 1 > MAX_COMMAND_LINE {
+        let error = if self.discarding.is_some() || lf + 1 > limit {
             Some(LineError::TooLong)
         } else if line.last() != Some(&b'\r') {
             Some(LineError::BareLf)
@@ -683,14 +863,14 @@ impl Session {
         } else {
             None
         };
-        match error {
+        let framed = match error {
             Some(e) => {
                 let verb = self.discarding.take().unwrap_or_else(|| verb_of(line));
-                self.reject(&verb, e.reply(), true);
+                Err((verb, e))
             }
-            None => self.command(&line[..lf - 1]),
-        }
-        lf + 1
+            None => Ok(&line[..lf - 1]),
+        };
+        (lf + 1, Some(framed))
     }
 
     fn command(&mut self, line: &[u8]) {
@@ -719,9 +899,11 @@ impl Session {
                 });
                 let mut lines = vec![self.config.host_name.clone()];
                 if esmtp {
-                    for keyword in self.offered.names() {
+                    for keyword in self.advertised().names() {
                         if keyword == "SIZE" {
                             lines.push(format!("SIZE {}", self.config.max_message_size));
+                        } else if keyword == "AUTH" {
+                            lines.push(format!("AUTH {}", self.auth_offered().join(" ")));
                         } else {
                             lines.push(keyword.to_string());
                         }
@@ -792,13 +974,7 @@ impl Session {
                 self.reject(&verb, Reply::new(502, "5.5.1", "EXPN not available"), false)
             }
             Command::Starttls => self.starttls(&verb),
-            Command::Auth => {
-                self.reject(
-                    &verb,
-                    Reply::new(502, "5.5.1", "Error: command not implemented"),
-                    true,
-                );
-            }
+            Command::Auth { mechanism, initial } => self.auth(&verb, mechanism, initial),
         }
     }
 
@@ -837,6 +1013,87 @@ impl Session {
         self.reject(verb, refusal, true);
     }
 
+    /// RFC 4954 §4: AUTH is checked against the session state and the mechanisms offered,
+    /// then handed to the layer.
+    fn auth(&mut self, verb: &str, mechanism: String, initial: Option<Vec<u8>>) {
+        let configured = self
+            .config
+            .auth_mechanisms
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&mechanism));
+        // AUTH exists when some mechanism is configured, even if none is usable before TLS.
+        let refusal = if !self.offered.contains(EhloKeywords::AUTH)
+            || self.config.auth_mechanisms.is_empty()
+        {
+            Reply::new(502, "5.5.1", "Error: command not implemented")
+        } else if !self.esmtp() {
+            Reply::new(503, "5.5.1", "Error: send EHLO first")
+        } else if self.is_authenticated() {
+            Reply::new(503, "5.5.1", "Error: already authenticated")
+        } else if self.mail.is_some() || self.bdat.is_some() {
+            Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
+        } else if self.auth_offered().contains(&mechanism) {
+            self.event(Event::AuthStart { mechanism, initial });
+            self.wait = Some(Wait::Auth);
+            return;
+        } else if configured && self.needs_tls(&mechanism) && !self.is_tls() {
+            Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            )
+        } else {
+            Reply::new(504, "5.5.4", "Unrecognized authentication type")
+        };
+        self.reject(verb, refusal, true);
+    }
+
+    fn needs_tls(&self, mechanism: &str) -> bool {
+        self.config
+            .auth_needs_tls
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(mechanism))
+    }
+
+    /// The mechanisms usable now, upper-cased, in configured order: those needing TLS
+    /// only under TLS, EXTERNAL only with a verified client certificate.
+    fn auth_offered(&self) -> Vec<String> {
+        let client_cert = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.peer_certificate.is_some());
+        self.config
+            .auth_mechanisms
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .filter(|m| self.is_tls() || !self.needs_tls(m))
+            .filter(|m| m != "EXTERNAL" || client_cert)
+            .collect()
+    }
+
+    /// The keywords EHLO advertises now: AUTH only with a mechanism to offer.
+    fn advertised(&self) -> EhloKeywords {
+        if self.auth_offered().is_empty() {
+            self.offered.without(EhloKeywords::AUTH)
+        } else {
+            self.offered
+        }
+    }
+
+    /// Sends `334 <base64 of data>` in one line. The data comes from our own mechanisms
+    /// (at most a SCRAM server-first message), never from the peer, so the line is not cut.
+    fn send_sasl_data(&mut self, data: &[u8]) {
+        self.out.extend_from_slice(b"334 ");
+        self.out
+            .extend_from_slice(crate::sasl::base64::encode(data).as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn authenticated(&mut self, user: String) {
+        self.auth_user = Some(user);
+        self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
+    }
+
     fn esmtp(&self) -> bool {
         self.helo.as_ref().is_some_and(|(_, esmtp)| *esmtp)
     }
@@ -844,7 +1101,7 @@ impl Session {
     /// What EHLO offered; nothing after HELO.
     fn offered_now(&self) -> EhloKeywords {
         if self.esmtp() {
-            self.offered
+            self.advertised()
         } else {
             EhloKeywords::NONE
         }
@@ -869,13 +1126,23 @@ impl Session {
             let r = Reply::new(452, "4.5.3", "Error: too many messages in this session");
             return self.reject(verb, r, false);
         }
+        if self.config.require_auth && !self.is_authenticated() {
+            let r = Reply::new(530, "5.7.0", "Authentication required");
+            return self.reject(verb, r, true);
+        }
         if matches!(path.target, PathTarget::Postmaster(_)) {
             return self.reject(verb, CommandError::BadSender.reply(), true);
         }
-        let params = match mail_params(params, self.offered_now(), self.config.max_message_size) {
+        let mut params = match mail_params(params, self.offered_now(), self.config.max_message_size)
+        {
             Ok(p) => p,
             Err(e) => return self.reject(verb, e.reply(), e != ParamError::TooBig),
         };
+        if params.auth.is_some() && !self.is_authenticated() {
+            // RFC 4954 §5: accepted, but treated as `<>` from a client that has not
+            // authenticated.
+            params.auth = Some(String::new());
+        }
         if !path.target.is_ascii() && !params.smtputf8 {
             return self.reject(verb, non_ascii_reply(), true);
         }
@@ -992,6 +1259,8 @@ impl Session {
                 let (helo, esmtp) = self.helo.clone().unwrap_or_default();
                 let (from, mail_params) = self.mail.take().unwrap_or_default();
                 let transaction = Transaction {
+                    auth_user: self.auth_user.clone(),
+                    mail_auth: mail_params.auth.clone(),
                     helo,
                     esmtp,
                     from,
@@ -1110,6 +1379,9 @@ mod tests {
             ehlo_keywords: EhloKeywords::ALL,
             tls_available: false,
             require_tls: false,
+            auth_mechanisms: Vec::new(),
+            auth_needs_tls: Vec::new(),
+            require_auth: false,
         }
     }
 
@@ -1149,6 +1421,8 @@ mod tests {
         events: Vec<Event>,
         closed: bool,
         tls: bool,
+        /// `authenticated_user()` at the end.
+        user: Option<String>,
     }
 
     impl Outcome {
@@ -1187,11 +1461,13 @@ mod tests {
         implicit: bool,
         /// Answer `StartTlsRequested` with `tls_unavailable` instead of `start_tls`.
         refuse: bool,
+        /// The client presents no certificate (`TlsInfo::peer_certificate` is `None`).
+        no_client_cert: bool,
     }
 
     thread_local! {
         static TLS_MODE: std::cell::Cell<TlsMode> = const {
-            std::cell::Cell::new(TlsMode { implicit: false, refuse: false })
+            std::cell::Cell::new(TlsMode { implicit: false, refuse: false, no_client_cert: false })
         };
     }
 
@@ -1204,13 +1480,31 @@ mod tests {
     }
 
     fn tls_info() -> TlsInfo {
+        let peer_certificate = PeerCertificate {
+            subject: "CN=client.example".into(),
+            san_emails: vec!["a@example.org".into()],
+        };
         TlsInfo {
             version: "TLSv1.3".into(),
             cipher: "TLS13_AES_256_GCM_SHA384".into(),
-            peer_certificate: Some(PeerCertificate {
-                subject: "CN=client.example".into(),
-                san_emails: vec!["a@example.org".into()],
-            }),
+            peer_certificate: (!TLS_MODE.with(|m| m.get().no_client_cert))
+                .then_some(peer_certificate),
+        }
+    }
+
+    /// The test SASL layer, stateless: it answers by the line's content. `user` and
+    /// `pass` (LOGIN) and `\0user\0pass` (PLAIN) authenticate `user`; `scram` does too,
+    /// with server-final data `v=xyz`; `*` cancels; anything else is refused.
+    fn respond_auth(session: &mut Session, line: &[u8], now: Instant) {
+        match line {
+            b"*" => session.auth_failure(Reply::new(501, "5.7.0", "Authentication aborted"), now),
+            b"dXNlcg==" => session.auth_challenge(b"Password:", now),
+            b"cGFzcw==" | b"AHVzZXIAcGFzcw==" => session.auth_success("user".into(), None, now),
+            b"c2NyYW0=" => session.auth_success("user".into(), Some(b"v=xyz"), now),
+            _ => session.auth_failure(
+                Reply::new(535, "5.7.8", "Authentication credentials invalid"),
+                now,
+            ),
         }
     }
 
@@ -1219,6 +1513,15 @@ mod tests {
     /// is answered as `TLS_MODE` says.
     fn respond(session: &mut Session, event: &Event, now: Instant) {
         match event {
+            Event::AuthStart {
+                initial: Some(line),
+                ..
+            }
+            | Event::AuthResponse(line) => respond_auth(session, line, now),
+            Event::AuthStart { mechanism, .. } if mechanism == "LOGIN" => {
+                session.auth_challenge(b"Username:", now)
+            }
+            Event::AuthStart { .. } => session.auth_challenge(b"", now),
             Event::StartTlsRequested if TLS_MODE.with(|m| m.get().refuse) => {
                 session.tls_unavailable(now)
             }
@@ -1354,6 +1657,13 @@ mod tests {
             events,
             closed: session.is_closed(),
             tls: session.is_tls(),
+            user: {
+                assert_eq!(
+                    session.is_authenticated(),
+                    session.authenticated_user().is_some()
+                );
+                session.authenticated_user().map(str::to_string)
+            },
         }
     }
 
@@ -2614,6 +2924,15 @@ mod tests {
         b"MAIL FROM:<\xc3\xa9@example.org> SMTPUTF8\r\n",
         b"STARTTLS\r\n",
         b"STARTTLS\r\nMAIL FROM:<a@example.org>\r\n",
+        b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n",
+        b"AUTH LOGIN\r\n",
+        b"dXNlcg==\r\n",
+        b"cGFzcw==\r\n",
+        b"AUTH SCRAM-SHA-256 c2NyYW0=\r\n",
+        b"AUTH CRAM-MD5\r\n",
+        b"AUTH EXTERNAL =\r\n",
+        b"*\r\n",
+        b"MAIL FROM:<a@example.org> AUTH=<>\r\n",
     ];
 
     #[test]
@@ -2628,6 +2947,11 @@ mod tests {
             cfg.max_messages = rng.below(4) as u32;
             cfg.tls_available = rng.below(2) == 0;
             cfg.require_tls = rng.below(3) == 0;
+            if rng.below(2) == 0 {
+                cfg.auth_mechanisms = auth_config().auth_mechanisms;
+                cfg.auth_needs_tls = auth_config().auth_needs_tls;
+                cfg.require_auth = rng.below(3) == 0;
+            }
             let mut now = Instant::now();
             let mut session = Session::new(Rc::new(cfg), now);
             let (mut out, mut events) = (Vec::new(), Vec::new());
@@ -2672,6 +2996,7 @@ mod tests {
                     Event::MessageEnd(t) => {
                         assert!(open, "round {round}: end outside a message");
                         assert!(!t.rcpts.is_empty());
+                        assert_eq!(t.mail_auth.is_some(), t.mail_params.auth.is_some());
                         open = false;
                     }
                     Event::MessageAbort => {
@@ -2687,5 +3012,497 @@ mod tests {
             }
             assert!(session.input.len() <= MAX_PENDING_INPUT);
         }
+    }
+
+    // ---- AUTH (RFC 4954) ----
+
+    const EHLO_AUTH_REPLY: &[u8] =
+        b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n\
+        250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n250-DSN\r\n\
+        250-SMTPUTF8\r\n250 CHUNKING\r\n";
+    const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
+    const AUTH_BAD: &[u8] = b"535 5.7.8 Authentication credentials invalid\r\n";
+    /// PLAIN initial response for `user`/`pass`.
+    const PLAIN_USER: &str = "AHVzZXIAcGFzcw==";
+
+    /// Every mechanism, CRAM-MD5 only under TLS.
+    fn auth_config() -> ServerConfig {
+        ServerConfig {
+            auth_mechanisms: ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "EXTERNAL"]
+                .map(String::from)
+                .to_vec(),
+            auth_needs_tls: vec!["cram-md5".into()],
+            ..config()
+        }
+    }
+
+    fn auth_starts(o: &Outcome) -> Vec<(String, Option<Vec<u8>>)> {
+        o.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AuthStart { mechanism, initial } => {
+                    Some((mechanism.clone(), initial.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn auth_responses(o: &Outcome) -> Vec<Vec<u8>> {
+        o.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AuthResponse(line) => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auth_plain_with_initial_response_then_a_transaction() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c(format!("auth plain {PLAIN_USER}\r\n")),
+            s(AUTH_OK),
+            c("MAIL FROM:<a@example.org> AUTH=a+2Bb@example.org\r\n"),
+            s(MAIL_OK),
+            c("RCPT TO:<b@example.com>\r\nDATA\r\n"),
+            s([RCPT_OK, GO_AHEAD].concat()),
+            c("hi\r\n.\r\n"),
+            s(QUEUED),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert_eq!(
+            auth_starts(&o),
+            vec![("PLAIN".into(), Some(PLAIN_USER.as_bytes().to_vec()))]
+        );
+        assert_eq!(o.user.as_deref(), Some("user"));
+        let t = transactions(&o);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].auth_user.as_deref(), Some("user"));
+        assert_eq!(t[0].mail_auth.as_deref(), Some("a+b@example.org"));
+        assert_eq!(t[0].mail_params.auth.as_deref(), Some("a+b@example.org"));
+    }
+
+    #[test]
+    fn auth_login_with_two_challenges() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH LOGIN\r\n"),
+            s("334 VXNlcm5hbWU6\r\n"),
+            c("dXNlcg==\r\n"),
+            s("334 UGFzc3dvcmQ6\r\n"),
+            c("cGFzcw==\r\n"),
+            s(AUTH_OK),
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s(MAIL_OK),
+            c("RCPT TO:<b@example.com>\r\nDATA\r\nhi\r\n.\r\n"),
+            s([RCPT_OK, GO_AHEAD, QUEUED].concat()),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert_eq!(auth_starts(&o), vec![("LOGIN".into(), None)]);
+        assert_eq!(
+            auth_responses(&o),
+            vec![b"dXNlcg==".to_vec(), b"cGFzcw==".to_vec()]
+        );
+        assert_eq!(o.user.as_deref(), Some("user"));
+        let t = transactions(&o);
+        assert_eq!(t[0].auth_user.as_deref(), Some("user"));
+        assert_eq!(t[0].mail_auth, None);
+    }
+
+    #[test]
+    fn auth_success_with_final_data_needs_an_empty_line() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH SCRAM-SHA-256 c2NyYW0=\r\n"),
+            s("334 dj14eXo=\r\n"),
+            c("\r\n"),
+            s(AUTH_OK),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert_eq!(o.user.as_deref(), Some("user"));
+        assert!(auth_responses(&o).is_empty());
+
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH SCRAM-SHA-256 c2NyYW0=\r\n"),
+            s("334 dj14eXo=\r\n"),
+            c("c2NyYW0=\r\n"),
+            s("501 5.5.2 Error: expected an empty line\r\n"),
+            c("MAIL FROM:<a@example.org> AUTH=<>\r\n"),
+            s(MAIL_OK),
+        ];
+        let mut cfg = auth_config();
+        cfg.require_auth = false;
+        let o = check(&cfg, &steps);
+        assert_eq!(o.user, None);
+        let mail = o.events.iter().find_map(|e| match e {
+            Event::CheckMail { params, .. } => Some(params.auth.clone()),
+            _ => None,
+        });
+        assert_eq!(mail, Some(Some(String::new())));
+    }
+
+    #[test]
+    fn auth_cancelled_and_the_session_goes_on() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH PLAIN\r\n"),
+            s("334 \r\n"),
+            c("*\r\n"),
+            s("501 5.7.0 Authentication aborted\r\n"),
+            c("NOOP\r\n"),
+            s(OK),
+            c("AUTH PLAIN =\r\n"),
+            s(AUTH_BAD),
+            c("AUTH PLAIN !!not-base64\r\n"),
+            s(AUTH_BAD),
+            c("AUTH PLAIN\r\n"),
+            s("334 \r\n"),
+            c(format!("{PLAIN_USER}\r\n")),
+            s(AUTH_OK),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert_eq!(auth_responses(&o), vec![b"*".to_vec(), PLAIN_USER.into()]);
+        // `=` and bad base64 go to the SASL layer as sent.
+        let starts = auth_starts(&o);
+        assert_eq!(starts[1].1.as_deref(), Some(&b"="[..]));
+        assert_eq!(starts[2].1.as_deref(), Some(&b"!!not-base64"[..]));
+        assert_eq!(o.user.as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn auth_refusals() {
+        let steps = vec![
+            s(GREETING),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s("503 5.5.1 Error: send EHLO first\r\n"),
+            c("HELO client.example\r\n"),
+            Step::Any,
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s("503 5.5.1 Error: send EHLO first\r\n"),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH\r\nAUTH PLAIN a b\r\nAUTH PL\x01AIN\r\n"),
+            s("501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n\
+               501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n\
+               501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"),
+            c("AUTH DIGEST-MD5\r\nAUTH EXTERNAL =\r\n"),
+            s("504 5.5.4 Unrecognized authentication type\r\n\
+               504 5.5.4 Unrecognized authentication type\r\n"),
+            c("AUTH CRAM-MD5\r\n"),
+            s("538 5.7.11 Encryption required for requested authentication mechanism\r\n"),
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s(MAIL_OK),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s("503 5.5.1 Error: MAIL transaction in progress\r\n"),
+            c(format!("RSET\r\nAUTH PLAIN {PLAIN_USER}\r\n")),
+            s([OK, AUTH_OK].concat()),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s("503 5.5.1 Error: already authenticated\r\n"),
+        ];
+        let cfg = ServerConfig {
+            error_limit: 0,
+            ..auth_config()
+        };
+        let o = check(&cfg, &steps);
+        assert_eq!(auth_starts(&o).len(), 1);
+        assert_eq!(o.count(|e| matches!(e, Event::Rejected { .. })), 10);
+        assert_eq!(o.user.as_deref(), Some("user"));
+        assert!(!o.closed);
+    }
+
+    #[test]
+    fn auth_not_offered_without_mechanisms_or_the_keyword() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_REPLY),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s("502 5.5.1 Error: command not implemented\r\n"),
+            c("MAIL FROM:<a@example.org> AUTH=<>\r\n"),
+            s("555 5.5.4 Unsupported option: AUTH\r\n"),
+        ];
+        check(&config(), &steps);
+        let cfg = ServerConfig {
+            ehlo_keywords: EhloKeywords::ALL.without(EhloKeywords::AUTH),
+            ..auth_config()
+        };
+        let o = check(&cfg, &steps);
+        assert!(auth_starts(&o).is_empty());
+        // Only TLS-restricted mechanisms: nothing to offer before TLS, but AUTH exists.
+        let cfg = ServerConfig {
+            auth_mechanisms: vec!["CRAM-MD5".into()],
+            ..auth_config()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_REPLY),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\nAUTH cram-md5\r\n")),
+            s("504 5.5.4 Unrecognized authentication type\r\n\
+               538 5.7.11 Encryption required for requested authentication mechanism\r\n"),
+            c("MAIL FROM:<a@example.org> AUTH=<>\r\n"),
+            s("555 5.5.4 Unsupported option: AUTH\r\n"),
+        ];
+        check(&cfg, &steps);
+    }
+
+    #[test]
+    fn restricted_mechanisms_and_external_after_tls() {
+        let cfg = ServerConfig {
+            tls_available: true,
+            ..auth_config()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("AUTH EXTERNAL =\r\nAUTH CRAM-MD5\r\n"),
+            s("504 5.5.4 Unrecognized authentication type\r\n\
+               538 5.7.11 Encryption required for requested authentication mechanism\r\n"),
+            c("STARTTLS\r\n"),
+            s(READY),
+            Step::Handshake(true),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("AUTH CRAM-MD5\r\n"),
+            s("334 \r\n"),
+            c(format!("{PLAIN_USER}\r\n")),
+            s(AUTH_OK),
+        ];
+        let o = check(&cfg, &steps);
+        let before = b"250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n\
+            250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n250-DSN\r\n";
+        let after = b"250-ENHANCEDSTATUSCODES\r\n\
+            250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL\r\n250-DSN\r\n";
+        assert!(in_order(&o.out, &[before, READY, after]));
+        assert_eq!(auth_starts(&o), vec![("CRAM-MD5".into(), None)]);
+        assert_eq!(o.user.as_deref(), Some("user"));
+
+        // Under TLS without a client certificate EXTERNAL is neither offered nor usable.
+        let no_cert = TlsMode {
+            implicit: true,
+            no_client_cert: true,
+            ..TlsMode::default()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("AUTH EXTERNAL =\r\n"),
+            s("504 5.5.4 Unrecognized authentication type\r\n"),
+        ];
+        let o = check_tls(&cfg, no_cert, &steps);
+        assert!(has(
+            &o.out,
+            b"250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256\r\n"
+        ));
+        let implicit = TlsMode {
+            implicit: true,
+            ..TlsMode::default()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("AUTH EXTERNAL =\r\n"),
+            s(AUTH_BAD),
+        ];
+        let o = check_tls(&cfg, implicit, &steps);
+        assert_eq!(
+            auth_starts(&o),
+            vec![("EXTERNAL".into(), Some(b"=".to_vec()))]
+        );
+    }
+
+    #[test]
+    fn tls_forgets_authentication() {
+        let cfg = ServerConfig {
+            tls_available: true,
+            require_auth: true,
+            ..auth_config()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s(AUTH_OK),
+            c("STARTTLS\r\n"),
+            s(READY),
+            Step::Handshake(true),
+            c("EHLO client.example\r\n"),
+            Step::Any,
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s("530 5.7.0 Authentication required\r\n"),
+        ];
+        let o = check(&cfg, &steps);
+        assert!(o.tls);
+        assert_eq!(o.user, None);
+    }
+
+    #[test]
+    fn response_line_over_the_rfc_4954_bound() {
+        let at_bound = "A".repeat(MAX_AUTH_LINE);
+        let over = "A".repeat(MAX_AUTH_LINE + 1);
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH PLAIN\r\n"),
+            s("334 \r\n"),
+            c(format!("{at_bound}\r\n")),
+            s(AUTH_BAD),
+            c("AUTH PLAIN\r\n"),
+            s("334 \r\n"),
+            c(format!("{over}\r\n")),
+            s("500 5.5.6 Authentication Exchange line is too long\r\n"),
+            c("AUTH PLAIN\r\n"),
+            s("334 \r\n"),
+            c("bare\n"),
+            s("500 5.5.2 Error: bare <LF> received\r\n"),
+            c("NOOP\r\n"),
+            s(OK),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert_eq!(auth_responses(&o), vec![at_bound.into_bytes()]);
+        assert_eq!(auth_starts(&o).len(), 3);
+        assert!(!o.closed);
+    }
+
+    #[test]
+    fn require_auth_refuses_mail_until_authenticated() {
+        let cfg = ServerConfig {
+            require_auth: true,
+            ..auth_config()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s("530 5.7.0 Authentication required\r\n"),
+            c(format!("AUTH PLAIN {PLAIN_USER}\r\n")),
+            s(AUTH_OK),
+            c("MAIL FROM:<a@example.org>\r\n"),
+            s(MAIL_OK),
+        ];
+        let o = check(&cfg, &steps);
+        assert_eq!(o.count(|e| matches!(e, Event::CheckMail { .. })), 1);
+    }
+
+    #[test]
+    fn repeated_auth_failures_reach_the_error_limit() {
+        let cfg = ServerConfig {
+            error_limit: 3,
+            ..auth_config()
+        };
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH PLAIN eA==\r\nAUTH PLAIN eA==\r\nAUTH PLAIN eA==\r\nAUTH PLAIN eA==\r\n"),
+            s([AUTH_BAD, AUTH_BAD, AUTH_BAD].concat()),
+            s("421 4.7.0 mx.test Error: too many errors\r\n"),
+        ];
+        let o = check(&cfg, &steps);
+        assert!(o.closed);
+        assert_eq!(auth_starts(&o).len(), 3);
+        assert!(
+            o.events
+                .contains(&Event::Closing(CloseReason::TooManyErrors))
+        );
+    }
+
+    #[test]
+    fn pipelined_mail_waits_for_the_auth_outcome() {
+        let cfg = ServerConfig {
+            require_auth: true,
+            ..auth_config()
+        };
+        let good = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c(format!(
+                "AUTH PLAIN {PLAIN_USER}\r\nMAIL FROM:<a@example.org> AUTH=a@example.org\r\n"
+            )),
+            s([AUTH_OK, MAIL_OK].concat()),
+        ];
+        let o = check(&cfg, &good);
+        let order: Vec<_> = o
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::AuthStart { .. } | Event::CheckMail { .. }))
+            .collect();
+        assert!(
+            matches!(order[..], [Event::AuthStart { .. }, Event::CheckMail { params, .. }]
+            if params.auth.as_deref() == Some("a@example.org"))
+        );
+        let bad = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH PLAIN eA==\r\nMAIL FROM:<a@example.org>\r\n"),
+            s(AUTH_BAD),
+            s("530 5.7.0 Authentication required\r\n"),
+        ];
+        let o = check(&cfg, &bad);
+        assert_eq!(o.count(|e| matches!(e, Event::CheckMail { .. })), 0);
+        // Without require_auth the AUTH= of a client that failed is recorded as `<>`.
+        let bad = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH PLAIN eA==\r\nMAIL FROM:<a@example.org> AUTH=a@example.org\r\n"),
+            s([AUTH_BAD, MAIL_OK].concat()),
+        ];
+        let o = check(&auth_config(), &bad);
+        let auth = o.events.iter().find_map(|e| match e {
+            Event::CheckMail { params, .. } => Some(params.auth.clone()),
+            _ => None,
+        });
+        assert_eq!(auth, Some(Some(String::new())));
+    }
+
+    #[test]
+    fn auth_exchange_times_out_like_a_command() {
+        let steps = vec![
+            s(GREETING),
+            c("EHLO client.example\r\n"),
+            s(EHLO_AUTH_REPLY),
+            c("AUTH LOGIN\r\n"),
+            s("334 VXNlcm5hbWU6\r\n"),
+            secs(299),
+            secs(1),
+            s("421 4.4.2 mx.test Error: timeout exceeded\r\n"),
+        ];
+        let o = check(&auth_config(), &steps);
+        assert!(o.closed);
+        assert!(o.events.contains(&Event::Closing(CloseReason::Timeout)));
+    }
+
+    #[test]
+    fn auth_answers_out_of_order_are_ignored() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(auth_config()), now);
+        session.auth_challenge(b"x", now);
+        session.auth_success("user".into(), None, now);
+        session.auth_failure(Reply::new(535, "5.7.8", "no"), now);
+        assert_eq!(session.poll_transmit(), Some(GREETING.to_vec()));
+        assert!(!session.is_authenticated());
+        assert!(session.wants_input());
     }
 }
