@@ -14,6 +14,7 @@ use crate::clock::unix_now;
 use crate::config::{Config, ServiceName, TlsUse};
 use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
+use crate::net::throttle::Throttle;
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::Scheduler;
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
@@ -29,6 +30,10 @@ pub struct Gateway {
     pub commit: Rc<GroupCommit>,
     pub scheduler: Rc<Scheduler>,
     pub executor: Rc<LocalExecutor<'static>>,
+    /// The state directory: the user database and the stores live there.
+    pub state_dir: PathBuf,
+    /// Authentication failures by client address.
+    pub throttle: RefCell<Throttle>,
     /// TLS for the services and for delivery; `None` when it could not be set up.
     pub tls: Option<Rc<GatewayTls>>,
     /// Recipient verification per service, where it is turned on.
@@ -178,6 +183,8 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         server_configs: RefCell::new(server_configs(&config, tls.is_some())),
         tls,
         verifiers: verifiers(&config),
+        state_dir: state_dir.to_path_buf(),
+        throttle: RefCell::new(Throttle::default()),
         config: RefCell::new(config.clone()),
         commit,
         journal,

@@ -12,11 +12,13 @@ use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::ServiceName;
 use crate::gateway::Gateway;
 use crate::log::Peer;
+use crate::net::throttle::Penalty;
 use crate::queue::{
     Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Recipient, Ret,
 };
 use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify, policy};
+use crate::sasl::{AuthError, ExchangeInputs, Mechanism, MechanismName, Step, new_mechanism};
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{
@@ -24,6 +26,7 @@ use crate::smtp::server::{
 };
 use crate::tls::Transport;
 use crate::tls::setup::describe;
+use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{READ_BUFFER, timer_at};
 
@@ -89,6 +92,9 @@ pub async fn serve(
     let mut from = String::new();
     let mut spooling: Option<Spooling> = None;
     let mut out = Vec::new();
+    let mut auth = Auth::default();
+    // Set when a reply must be the last thing the client hears (a throttling block).
+    let mut close_after_write = false;
     loop {
         while let Some(event) = session.poll_event() {
             match event {
@@ -116,6 +122,7 @@ pub async fn serve(
                         &helo,
                         esmtp,
                         session.tls(),
+                        session.is_authenticated(),
                         &rcpts,
                     ));
                 }
@@ -125,6 +132,18 @@ pub async fn serve(
                     }
                 }
                 Event::MessageAbort => spooling = None,
+                Event::AuthStart { mechanism, initial } => {
+                    let step = auth.start(&gw, &session, &mechanism, initial.as_deref());
+                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                        close_after_write = true;
+                    }
+                }
+                Event::AuthResponse(line) => {
+                    let step = auth.step(&line);
+                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                        close_after_write = true;
+                    }
+                }
                 Event::StartTlsRequested => {
                     let Some(tls) = gw.tls.clone() else {
                         session.tls_unavailable(Instant::now());
@@ -186,6 +205,9 @@ pub async fn serve(
             log::info!(target: "smtpd", "lost connection after write to {client}");
             break;
         }
+        if close_after_write {
+            break;
+        }
         if session.is_closed() {
             break;
         }
@@ -206,6 +228,138 @@ pub async fn serve(
     }
     let _ = transport.close().await;
     log::info!(target: "smtpd", "disconnect from {client}");
+}
+
+/// The SASL exchange in progress, if any.
+#[derive(Default)]
+struct Auth {
+    mechanism: Option<Box<dyn Mechanism>>,
+    name: String,
+}
+
+impl Auth {
+    /// Starts a mechanism with the user database as it is on disk now.
+    fn start(
+        &mut self,
+        gw: &Gateway,
+        session: &Session,
+        name: &str,
+        initial: Option<&[u8]>,
+    ) -> Step {
+        self.mechanism = None;
+        self.name = name.to_ascii_uppercase();
+        let Some(mech) = MechanismName::parse(name.as_bytes()) else {
+            return Step::Failure(AuthError::Temporary);
+        };
+        let db = match crate::users::load(&gw.state_dir) {
+            Ok(db) => Rc::new(db),
+            Err(e) => {
+                log::error!(target: "smtpd", "cannot read the user database: {e}");
+                return Step::Failure(AuthError::Temporary);
+            }
+        };
+        let mut random = [0u8; 32];
+        if SystemRandom::new().fill(&mut random).is_err() {
+            return Step::Failure(AuthError::Temporary);
+        }
+        let identity = session
+            .tls()
+            .and_then(|t| t.peer_certificate.as_ref())
+            .map(certificate_identity);
+        let host = gw.config().system.host_name.clone();
+        let inputs = ExchangeInputs {
+            random: &random,
+            timestamp: unix_now(),
+            hostname: &host,
+            cert_identity: identity.as_deref(),
+        };
+        let Some(mut mechanism) = new_mechanism(mech, db, &inputs) else {
+            return Step::Failure(AuthError::Temporary);
+        };
+        let step = mechanism.start(initial);
+        self.mechanism = Some(mechanism);
+        step
+    }
+
+    fn step(&mut self, line: &[u8]) -> Step {
+        match self.mechanism.as_mut() {
+            Some(m) => m.step(line),
+            None => Step::Failure(AuthError::Malformed),
+        }
+    }
+}
+
+/// The identity a client certificate proves for AUTH EXTERNAL: its first SAN email,
+/// else its subject's common name (SPEC §5).
+fn certificate_identity(cert: &PeerCertificate) -> String {
+    cert.san_emails.first().cloned().unwrap_or_else(|| {
+        cert.subject
+            .split(',')
+            .find_map(|part| part.trim().strip_prefix("CN="))
+            .unwrap_or(&cert.subject)
+            .to_string()
+    })
+}
+
+/// Gives the session the mechanism's answer. Failed credentials are throttled by client
+/// address: a growing delay, then a block that ends the connection (false).
+async fn answer_auth(
+    gw: &Gateway,
+    session: &mut Session,
+    auth: &mut Auth,
+    step: Step,
+    client: &Peer<'_>,
+) -> bool {
+    let ip = client.addr.ip();
+    let blocked = gw.throttle.borrow_mut().blocked(ip, Instant::now());
+    if let Some(until) = blocked {
+        let left = until.saturating_duration_since(Instant::now()).as_secs();
+        log::warn!(target: "smtpd", "{client}: authentication refused: address blocked for {left}s after repeated failures");
+        auth.mechanism = None;
+        session.auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
+        return false;
+    }
+    match step {
+        Step::Challenge(challenge) => session.auth_challenge(&challenge, Instant::now()),
+        Step::Success {
+            user, final_data, ..
+        } => {
+            gw.throttle.borrow_mut().success(ip);
+            log::info!(target: "smtpd", "{client}: sasl_method={}, sasl_username={user}", auth.name);
+            auth.mechanism = None;
+            session.auth_success(user, final_data.as_deref(), Instant::now());
+        }
+        Step::Failure(error) => {
+            auth.mechanism = None;
+            if error != AuthError::BadCredentials {
+                session.auth_failure(error.reply(), Instant::now());
+                return true;
+            }
+            log::warn!(target: "smtpd", "{client}: SASL {} authentication failed", auth.name);
+            let penalty = gw.throttle.borrow_mut().failure(ip, Instant::now());
+            match penalty {
+                Penalty::Delay(delay) => {
+                    Timer::after(delay).await;
+                    session.auth_failure(error.reply(), Instant::now());
+                }
+                Penalty::Block => {
+                    log::warn!(target: "smtpd", "{client}: blocked after repeated authentication failures");
+                    session
+                        .auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+fn blocked_reply(host: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{host} Error: too many failed authentications from your address"),
+    )
 }
 
 /// Writes and empties `out`; false when the client is gone or stopped reading.
@@ -294,6 +448,7 @@ fn begin_message(
     helo: &str,
     esmtp: bool,
     tls: Option<&TlsInfo>,
+    authenticated: bool,
     rcpts: &[String],
 ) -> Spooling {
     let tls_text = tls.map(|t| format!("using {} with cipher {}", t.version, t.cipher));
@@ -304,11 +459,14 @@ fn begin_message(
         client_ip: peer.ip(),
         client_name: None,
         by: &gw.config().system.host_name,
-        protocol: match (esmtp, tls.is_some()) {
-            (true, true) => "ESMTPS",
-            (true, false) => "ESMTP",
-            (false, true) => "SMTPS",
-            (false, false) => "SMTP",
+        // RFC 3848.
+        protocol: match (esmtp, tls.is_some(), authenticated) {
+            (true, true, true) => "ESMTPSA",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, true, _) => "SMTPS",
+            (false, false, _) => "SMTP",
         },
         tls: tls_text.as_deref(),
         id: &id_text,
