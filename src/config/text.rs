@@ -15,7 +15,10 @@ pub mod lex;
 pub mod statement;
 pub mod value;
 
-pub use statement::{QueueSetting, RouteSetting, ServiceSetting, Statement, statements};
+pub use statement::{
+    CategorySetting, QueueSetting, RouteSetting, RulesetSetting, ServiceSetting, Statement,
+    statements,
+};
 
 use super::Config;
 use std::fmt;
@@ -73,7 +76,7 @@ pub enum LineError {
         setting: String,
         reason: String,
     },
-    /// A classify option given twice; `after` ends with the second one.
+    /// A rule option given twice; `after` ends with the second one.
     Repeated { after: String },
     /// Applying the statement would exceed a bound of the model.
     TooMany { what: &'static str, limit: usize },
@@ -191,11 +194,18 @@ impl fmt::Display for LineError {
                     shown(value)
                 )
             }
-            LineError::Repeated { after } => write!(
-                f,
-                "an option is given twice in '{}': each of local, local-port, remote and remote-port may appear once",
-                shown(after)
-            ),
+            LineError::Repeated { after } => {
+                let options = if after.to_ascii_lowercase().starts_with("set relay-rule") {
+                    "source, from, destination and to"
+                } else {
+                    "local, local-port, remote and remote-port"
+                };
+                write!(
+                    f,
+                    "an option is given twice in '{}': each of {options} may appear once",
+                    shown(after)
+                )
+            }
             LineError::TooMany { what, limit } => {
                 write!(f, "too many {what}: at most {limit} are accepted")
             }

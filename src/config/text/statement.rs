@@ -5,9 +5,10 @@ use super::LineError;
 use super::lex;
 use super::value;
 use crate::config::{
-    Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, Route, ServiceName,
+    AddressPattern, Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern,
+    EhloKeywords, NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
 };
+use crate::sasl::{MechanismName, MechanismSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,14 @@ pub const MAX_LISTEN_ADDRESSES: usize = 8;
 /// Most classify rules: 1024. A rule costs at most about 600 octets (its deny text is at
 /// most 500), so all rules together at most about 600 KiB.
 pub const MAX_CLASSIFY_RULES: usize = 1024;
+/// Most categories given settings: 256, each at most about 100 octets (two names).
+pub const MAX_CATEGORIES: usize = 256;
+/// Most security rulesets: 256, each 2 octets and a name of at most 32.
+pub const MAX_RULESETS: usize = 256;
+/// Most relay rules: 1024. A rule costs at most about 1.1 KiB (two 256-octet patterns,
+/// two channel names and a 500-octet deny text), so all rules together at most about
+/// 1.1 MiB.
+pub const MAX_RELAY_RULES: usize = 1024;
 /// Most routes: 1024. A route costs at most about 900 octets (a 253-octet pattern and 16
 /// hosts of 32 octets), so all routes together at most about 900 KiB.
 pub const MAX_ROUTES: usize = 1024;
@@ -99,6 +108,30 @@ pub enum Statement {
     Tls(TlsSetting),
     /// `set channel NAME keywords "…"`: replaces the channel's keywords.
     Channel(String, Vec<ChannelKeyword>),
+    /// `set category NAME …`
+    Category(String, CategorySetting),
+    /// `set ruleset NAME …`
+    Ruleset(String, RulesetSetting),
+    /// `set relay-rule N …`: replaces rule N as a whole.
+    RelayRule(u32, RelayRule),
+}
+
+/// One setting of a category.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CategorySetting {
+    /// `ruleset NAME`
+    Ruleset(String),
+    /// `channel NAME`: the source channel of the category's sessions.
+    Channel(String),
+}
+
+/// One setting of a security ruleset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RulesetSetting {
+    /// `mechanisms "…"`: replaces the offered mechanisms.
+    Mechanisms(MechanismSet),
+    /// `restrict MECH tls`: the mechanism is offered only under TLS.
+    RestrictTls(MechanismName),
 }
 
 /// One TLS setting.
@@ -169,6 +202,31 @@ enum Top {
     Queue,
     Tls,
     Channel,
+    Category,
+    Ruleset,
+    RelayRule,
+}
+
+#[derive(Clone, Copy)]
+enum CategoryKey {
+    Ruleset,
+    Channel,
+}
+
+#[derive(Clone, Copy)]
+enum RulesetKey {
+    Mechanisms,
+    Restrict,
+}
+
+#[derive(Clone, Copy)]
+enum RelayKey {
+    Source,
+    From,
+    Destination,
+    To,
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Copy)]
@@ -255,6 +313,26 @@ const TOP: &Keywords<Top> = &[
     ("queue", Top::Queue),
     ("tls", Top::Tls),
     ("channel", Top::Channel),
+    ("category", Top::Category),
+    ("ruleset", Top::Ruleset),
+    ("relay-rule", Top::RelayRule),
+];
+const CATEGORY_KEYS: &Keywords<CategoryKey> = &[
+    ("ruleset", CategoryKey::Ruleset),
+    ("channel", CategoryKey::Channel),
+];
+const RULESET_KEYS: &Keywords<RulesetKey> = &[
+    ("mechanisms", RulesetKey::Mechanisms),
+    ("restrict", RulesetKey::Restrict),
+];
+const RESTRICT_KINDS: &Keywords<()> = &[("tls", ())];
+const RELAY_KEYS: &Keywords<RelayKey> = &[
+    ("source", RelayKey::Source),
+    ("from", RelayKey::From),
+    ("destination", RelayKey::Destination),
+    ("to", RelayKey::To),
+    ("allow", RelayKey::Allow),
+    ("deny", RelayKey::Deny),
 ];
 const TLS_KEYS: &Keywords<TlsKey> = &[
     ("versions", TlsKey::Versions),
@@ -509,6 +587,36 @@ impl Statement {
                     value::channel_keywords(c.value(value::KEYWORDS_EXPECTED)?)?,
                 )
             }
+            Top::Category => {
+                let name = value::category(c.value(value::CATEGORY_EXPECTED)?)?;
+                let setting = match c.keyword(CATEGORY_KEYS)? {
+                    CategoryKey::Ruleset => CategorySetting::Ruleset(value::ruleset_name(
+                        c.value(value::RULESET_EXPECTED)?,
+                    )?),
+                    CategoryKey::Channel => CategorySetting::Channel(value::channel_name(
+                        c.value(value::CHANNEL_EXPECTED)?,
+                    )?),
+                };
+                Statement::Category(name, setting)
+            }
+            Top::Ruleset => {
+                let name = value::ruleset_name(c.value(value::RULESET_EXPECTED)?)?;
+                let setting = match c.keyword(RULESET_KEYS)? {
+                    RulesetKey::Mechanisms => RulesetSetting::Mechanisms(value::mechanisms(
+                        c.value(value::MECHANISMS_EXPECTED)?,
+                    )?),
+                    RulesetKey::Restrict => {
+                        let m = value::mechanism(c.value(value::MECHANISM_EXPECTED)?)?;
+                        c.keyword(RESTRICT_KINDS)?;
+                        RulesetSetting::RestrictTls(m)
+                    }
+                };
+                Statement::Ruleset(name, setting)
+            }
+            Top::RelayRule => {
+                let number = c.number("a relay rule number", RULE_NUMBER_LIMIT)?;
+                Statement::RelayRule(number, relay_rule(&mut c)?)
+            }
         };
         c.finish()?;
         Ok(statement)
@@ -649,6 +757,53 @@ impl Statement {
                     },
                 );
             }
+            Statement::Category(name, setting) => {
+                let count = config.categories.len();
+                let category = match config.categories.get_mut(name) {
+                    Some(c) => c,
+                    None if count >= MAX_CATEGORIES => {
+                        return Err(LineError::TooMany {
+                            what: "categories",
+                            limit: MAX_CATEGORIES,
+                        });
+                    }
+                    None => config.categories.entry(name.clone()).or_default(),
+                };
+                match setting {
+                    CategorySetting::Ruleset(r) => category.ruleset = Some(r.clone()),
+                    CategorySetting::Channel(ch) => category.channel = Some(ch.clone()),
+                }
+            }
+            Statement::Ruleset(name, setting) => {
+                let count = config.rulesets.len();
+                let ruleset = match config.rulesets.get_mut(name) {
+                    Some(r) => r,
+                    None if count >= MAX_RULESETS => {
+                        return Err(LineError::TooMany {
+                            what: "rulesets",
+                            limit: MAX_RULESETS,
+                        });
+                    }
+                    None => config.rulesets.entry(name.clone()).or_default(),
+                };
+                match setting {
+                    RulesetSetting::Mechanisms(set) => ruleset.mechanisms = *set,
+                    RulesetSetting::RestrictTls(m) => {
+                        ruleset.needs_tls = ruleset.needs_tls.with(*m)
+                    }
+                }
+            }
+            Statement::RelayRule(number, rule) => {
+                if !config.relay_rules.contains_key(number)
+                    && config.relay_rules.len() >= MAX_RELAY_RULES
+                {
+                    return Err(LineError::TooMany {
+                        what: "relay rules",
+                        limit: MAX_RELAY_RULES,
+                    });
+                }
+                config.relay_rules.insert(*number, rule.clone());
+            }
         }
         Ok(())
     }
@@ -745,7 +900,7 @@ fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
     }
 }
 
-/// Reads the value of a classify option into `slot`, which must still be empty.
+/// Reads the value of an option into `slot`, which must still be empty.
 fn option_once<T>(
     c: &mut Cursor<'_>,
     slot: &mut Option<T>,
@@ -757,6 +912,63 @@ fn option_once<T>(
     }
     *slot = Some(parse(c.value(expected)?)?);
     Ok(())
+}
+
+/// The options of a relay rule, in any order, each at most once, then its action.
+fn relay_rule(c: &mut Cursor<'_>) -> Result<RelayRule, LineError> {
+    let mut source: Option<Option<String>> = None;
+    let mut from: Option<Option<AddressPattern>> = None;
+    let mut destination: Option<Option<String>> = None;
+    let mut to: Option<Option<AddressPattern>> = None;
+    loop {
+        let action = match c.keyword(RELAY_KEYS)? {
+            RelayKey::Source => {
+                option_once(
+                    c,
+                    &mut source,
+                    value::RULE_CHANNEL_EXPECTED,
+                    value::rule_channel,
+                )?;
+                continue;
+            }
+            RelayKey::From => {
+                option_once(
+                    c,
+                    &mut from,
+                    value::ADDRESS_PATTERN_EXPECTED,
+                    value::address_pattern,
+                )?;
+                continue;
+            }
+            RelayKey::Destination => {
+                option_once(
+                    c,
+                    &mut destination,
+                    value::RULE_CHANNEL_EXPECTED,
+                    value::rule_channel,
+                )?;
+                continue;
+            }
+            RelayKey::To => {
+                option_once(
+                    c,
+                    &mut to,
+                    value::ADDRESS_PATTERN_EXPECTED,
+                    value::address_pattern,
+                )?;
+                continue;
+            }
+            RelayKey::Allow => RelayAction::Allow,
+            RelayKey::Deny => RelayAction::Deny(value::deny_text(c.value(value::DENY_EXPECTED)?)?),
+        };
+        return Ok(RelayRule {
+            source: source.flatten(),
+            from: from.flatten(),
+            destination: destination.flatten(),
+            to: to.flatten(),
+            action,
+        });
+    }
 }
 
 fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
@@ -938,6 +1150,40 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     for (name, channel) in &config.channels {
         out.push(Statement::Channel(name.clone(), channel.keywords.clone()));
     }
+    for (name, category) in &config.categories {
+        if let Some(r) = &category.ruleset {
+            out.push(Statement::Category(
+                name.clone(),
+                CategorySetting::Ruleset(r.clone()),
+            ));
+        }
+        if let Some(ch) = &category.channel {
+            out.push(Statement::Category(
+                name.clone(),
+                CategorySetting::Channel(ch.clone()),
+            ));
+        }
+    }
+    for (name, ruleset) in &config.rulesets {
+        let restricted: Vec<MechanismName> = ruleset.needs_tls.iter().collect();
+        // The mechanisms line also stands for a ruleset that is all defaults, so that
+        // it exists after a round trip.
+        if ruleset.mechanisms != Ruleset::default().mechanisms || restricted.is_empty() {
+            out.push(Statement::Ruleset(
+                name.clone(),
+                RulesetSetting::Mechanisms(ruleset.mechanisms),
+            ));
+        }
+        for m in restricted {
+            out.push(Statement::Ruleset(
+                name.clone(),
+                RulesetSetting::RestrictTls(m),
+            ));
+        }
+    }
+    for (number, rule) in &config.relay_rules {
+        out.push(Statement::RelayRule(*number, rule.clone()));
+    }
     out
 }
 
@@ -1069,6 +1315,39 @@ impl fmt::Display for Statement {
                     "set channel {name} keywords {}",
                     lex::quoted(&value::format_channel_keywords(keywords))
                 )
+            }
+            Statement::Category(name, CategorySetting::Ruleset(r)) => {
+                write!(f, "set category {name} ruleset {r}")
+            }
+            Statement::Category(name, CategorySetting::Channel(ch)) => {
+                write!(f, "set category {name} channel {ch}")
+            }
+            Statement::Ruleset(name, RulesetSetting::Mechanisms(set)) => write!(
+                f,
+                "set ruleset {name} mechanisms {}",
+                lex::quoted(&value::format_mechanisms(*set))
+            ),
+            Statement::Ruleset(name, RulesetSetting::RestrictTls(m)) => {
+                write!(f, "set ruleset {name} restrict {} tls", m.as_str())
+            }
+            Statement::RelayRule(number, rule) => {
+                write!(f, "set relay-rule {number}")?;
+                if let Some(ch) = &rule.source {
+                    write!(f, " source {ch}")?;
+                }
+                if let Some(p) = &rule.from {
+                    write!(f, " from {}", lex::word(p.as_str()))?;
+                }
+                if let Some(ch) = &rule.destination {
+                    write!(f, " destination {ch}")?;
+                }
+                if let Some(p) = &rule.to {
+                    write!(f, " to {}", lex::word(p.as_str()))?;
+                }
+                match &rule.action {
+                    RelayAction::Allow => f.write_str(" allow"),
+                    RelayAction::Deny(text) => write!(f, " deny {}", lex::quoted(text)),
+                }
             }
         }
     }
