@@ -970,4 +970,26 @@ mod tests {
         blocked.keywords.push(K::NoSwitchChannel);
         assert_eq!(blocked.tls_switch(), None);
     }
+
+    #[test]
+    fn built_in_channels_exist_until_configured() {
+        for (name, words) in BUILTIN_CHANNELS {
+            let ch = builtin_channel(name).expect("built-in keywords parse");
+            assert_eq!(text::value::format_channel_keywords(&ch.keywords), words);
+        }
+        let mut cfg = Config::default();
+        assert_eq!(
+            cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(),
+            Some(CHANNEL_AUTH)
+        );
+        assert_eq!(cfg.channel(Some(CHANNEL_AUTH)).sasl_switch(), None);
+        assert!(!cfg.channel(Some(CHANNEL_AUTH)).switching_allowed());
+        assert!(cfg.has_channel(CHANNEL_INTERNAL));
+        assert!(!cfg.has_channel("tcp_other"));
+        assert_eq!(cfg.channel(Some("tcp_other")), Channel::default());
+        assert_eq!(cfg.channel(None), Channel::default());
+        cfg.channels
+            .insert(CHANNEL_LOCAL.into(), Channel::default());
+        assert_eq!(cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(), None);
+    }
 }

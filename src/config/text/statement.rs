@@ -1516,4 +1516,198 @@ mod tests {
             assert!(Statement::parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn category_ruleset_and_relay_rule_statements_round_trip() {
+        let text = "set category EXTERNAL ruleset EXTERNAL\n\
+                    set category EXTERNAL channel tcp_local\n\
+                    set category PARTNER channel tcp_partner\n\
+                    set ruleset EMPTY mechanisms \"\"\n\
+                    set ruleset EXTERNAL restrict PLAIN tls\n\
+                    set ruleset EXTERNAL restrict LOGIN tls\n\
+                    set ruleset FULL mechanisms \"PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL\"\n\
+                    set ruleset INTERNAL mechanisms \"PLAIN SCRAM-SHA-256\"\n\
+                    set ruleset INTERNAL restrict SCRAM-SHA-256 tls\n\
+                    set relay-rule 1 allow\n\
+                    set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relaying not permitted\"\n\
+                    set relay-rule 20 source tcp_auth from *@example.com destination tcp_local to \"*@*.example.org\" deny \"no\"\n\
+                    set relay-rule 65535 to postmaster@* allow\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(
+            cfg.categories["EXTERNAL"],
+            crate::config::Category {
+                ruleset: Some("EXTERNAL".into()),
+                channel: Some("tcp_local".into()),
+            }
+        );
+        assert_eq!(cfg.rulesets["EMPTY"].mechanisms, MechanismSet::EMPTY);
+        assert_eq!(cfg.rulesets["FULL"], Ruleset::default());
+        let external = cfg.rulesets["EXTERNAL"];
+        assert_eq!(external.mechanisms, Ruleset::default().mechanisms);
+        assert!(external.needs_tls.contains(MechanismName::Plain));
+        assert!(!external.needs_tls.contains(MechanismName::CramMd5));
+        let rule = &cfg.relay_rules[&20];
+        assert_eq!(rule.source.as_deref(), Some("tcp_auth"));
+        assert_eq!(
+            rule.to.as_ref().map(|p| p.as_str()),
+            Some("*@*.example.org")
+        );
+        assert_eq!(rule.action, RelayAction::Deny("no".into()));
+        assert_eq!(cfg.relay_rules[&1].source, None);
+        // "to" needs no quotes: the canonical form writes it bare.
+        let printed = crate::config::text::print(&cfg);
+        assert_eq!(
+            printed,
+            text.replace("\"*@*.example.org\"", "*@*.example.org")
+        );
+        assert_eq!(crate::config::text::parse(&printed).unwrap(), cfg);
+    }
+
+    #[test]
+    fn relay_rule_options_come_in_any_order_and_star_means_any() {
+        let a =
+            one("set relay-rule 7 TO *@X.example DESTINATION * FROM * source tcp_local Deny \"x\"");
+        let b = one("set relay-rule 7 source tcp_local to *@x.example deny \"x\"");
+        assert_eq!(a, b);
+        assert_eq!(
+            a.to_string(),
+            "set relay-rule 7 source tcp_local to *@x.example deny \"x\""
+        );
+        let mut cfg = Config::default();
+        one("set relay-rule 7 allow").apply(&mut cfg).unwrap();
+        a.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.relay_rules.len(), 1);
+        assert_eq!(cfg.relay_rules[&7].action, RelayAction::Deny("x".into()));
+    }
+
+    #[test]
+    fn new_statements_refuse_bad_values_clearly() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "set category external ruleset X",
+                "'external' is not a category name: category names are upper case (write 'EXTERNAL')",
+            ),
+            (
+                "set category EXTERNAL ruleset external",
+                "'external' is not a ruleset name: ruleset names are upper case (write 'EXTERNAL')",
+            ),
+            (
+                "set category EXTERNAL",
+                "incomplete statement 'set category EXTERNAL': expected one of ruleset, channel",
+            ),
+            (
+                "set category EXTERNAL channel Tcp",
+                "'Tcp' is not a channel name",
+            ),
+            (
+                "set ruleset EXTERNAL mechanisms \"PLAIN GSSAPI\"",
+                "names 'GSSAPI', which is not a SASL mechanism: expected a SASL mechanism: PLAIN, LOGIN",
+            ),
+            (
+                "set ruleset EXTERNAL mechanisms \"PLAIN plain\"",
+                "names PLAIN twice",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN",
+                "incomplete statement 'set ruleset EXTERNAL restrict PLAIN': expected 'tls'",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN:40 tls",
+                "'PLAIN:40' is not a SASL mechanism",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN ssl",
+                "unknown keyword 'ssl' after 'set ruleset EXTERNAL restrict PLAIN': expected 'tls'",
+            ),
+            (
+                "set relay-rule 0 allow",
+                "'0' is out of range for a relay rule number: expected a number from 1 to 65535",
+            ),
+            (
+                "set relay-rule 10 source tcp_local",
+                "incomplete statement 'set relay-rule 10 source tcp_local': expected one of source, from, destination, to, allow, deny",
+            ),
+            (
+                "set relay-rule 10 source tcp_local source tcp_auth allow",
+                "an option is given twice in 'set relay-rule 10 source tcp_local source': each of source, from, destination and to may appear once",
+            ),
+            (
+                "set relay-rule 10 source TCP allow",
+                "'TCP' is not a channel: expected a channel name such as tcp_local, or * for any",
+            ),
+            (
+                "set relay-rule 10 to \"a b\" allow",
+                "'a b' is not an address pattern",
+            ),
+            (
+                "set relay-rule 10 deny",
+                "missing value after 'set relay-rule 10 deny': expected a quoted reply text",
+            ),
+            (
+                "set relay-rule 10 deny \"\"",
+                "is not a deny text: it is empty",
+            ),
+            (
+                "set relay-rule 10 allow source tcp_local",
+                "unexpected 'source' after the complete statement 'set relay-rule 10 allow'",
+            ),
+            (
+                "set relay-rule 10 from \"\" allow",
+                "'' is not an address pattern",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (line, fragment) in cases {
+            match Statement::parse(line) {
+                Err(e) if e.to_string().contains(fragment) => {}
+                other => failures.push(format!("{line}\n  got:  {other:?}\n  want: {fragment}")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let long = format!("set relay-rule 1 to {} allow", "a".repeat(257));
+        assert!(
+            Statement::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 256 octets")
+        );
+    }
+
+    #[test]
+    fn relay_rules_rulesets_and_categories_are_bounded() {
+        let mut cfg = Config::default();
+        for i in 1..=MAX_RELAY_RULES as u32 {
+            one(&format!("set relay-rule {i} allow"))
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        one("set relay-rule 1 deny \"x\"").apply(&mut cfg).unwrap();
+        assert_eq!(
+            one("set relay-rule 5000 allow").apply(&mut cfg),
+            Err(LineError::TooMany {
+                what: "relay rules",
+                limit: MAX_RELAY_RULES
+            })
+        );
+        let name = |i: usize| format!("R{i}");
+        for i in 0..MAX_RULESETS {
+            one(&format!("set ruleset {} restrict PLAIN tls", name(i)))
+                .apply(&mut cfg)
+                .unwrap();
+            one(&format!("set category {} channel tcp_x", name(i)))
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        assert!(
+            one("set ruleset EXTRA mechanisms \"\"")
+                .apply(&mut cfg)
+                .is_err()
+        );
+        assert!(
+            one("set category EXTRA ruleset R1")
+                .apply(&mut cfg)
+                .is_err()
+        );
+        one("set category R1 ruleset R1").apply(&mut cfg).unwrap();
+    }
 }
