@@ -80,9 +80,6 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
             break;
         }
     }
-    if !matched {
-        steps.push("no classify rule matches".to_string());
-    }
     if input.auth_user.is_some() && !input.tls {
         let policy = auth_policy(config, category);
         let usable: Vec<&str> = policy
@@ -119,7 +116,10 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
             had_source_route,
         },
     );
-    steps.extend(decision.trace.iter().cloned());
+    // The engine's first step names the category, which the classify step above has
+    // said already when a rule matched.
+    let skip = usize::from(matched);
+    steps.extend(decision.trace.iter().skip(skip).cloned());
     Explanation {
         steps,
         decision: decision.reply().one_line(),
@@ -182,7 +182,6 @@ mod tests {
         let expected = [
             "client 192.0.2.7 connects to the inbound service at 127.0.0.1:2525",
             "classify rule 20 matches: category EXTERNAL",
-            "category EXTERNAL",
             "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
             "source channel tcp_local (built-in for clients that are not INTERNAL)",
             "no TLS: stays on tcp_local",
@@ -202,7 +201,6 @@ mod tests {
         let expected = [
             "client 192.0.2.7 connects to the inbound service at 127.0.0.1:2525",
             "classify rule 20 matches: category EXTERNAL",
-            "category EXTERNAL",
             "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
             "source channel tcp_local (built-in for clients that are not INTERNAL)",
             "TLS: tcp_local names no tlsswitchchannel: stays on tcp_local",
@@ -252,6 +250,35 @@ mod tests {
                 &"source channel tcp_intranet (built-in for INTERNAL clients)".to_string()
             )
         );
+    }
+
+    #[test]
+    fn an_unclassified_client_is_explained_with_the_factory_configuration() {
+        let e = explain(
+            &crate::config::Config::default(),
+            ExplainInput {
+                from_ip: "192.0.2.7".parse().unwrap(),
+                tls: false,
+                auth_user: None,
+                mail: "",
+                rcpt: "a@example.org",
+                service: ServiceName::Outbound,
+            },
+        );
+        assert_eq!(e.decision, "550 5.7.1 <a@example.org>: Relay access denied");
+        let expected = [
+            "the outbound service listens nowhere: assuming 0.0.0.0:25",
+            "client 192.0.2.7 connects to the outbound service at 0.0.0.0:25",
+            "no category (no classify rule matched): treated as external",
+            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
+            "source channel tcp_local (built-in for clients that are not INTERNAL)",
+            "no TLS: stays on tcp_local",
+            "not authenticated: stays on tcp_local",
+            "sender <>, recipient <a@example.org>",
+            "no route for example.org",
+            "decision: 550 5.7.1 <a@example.org>: Relay access denied",
+        ];
+        assert_eq!(e.steps, expected);
     }
 
     #[test]

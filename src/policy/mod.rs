@@ -315,19 +315,31 @@ pub fn deny_reply(text: &str) -> Reply {
 
 /// Why `rule` does not match, or `None` when it does.
 fn mismatch(
+    config: &Config,
     rule: &RelayRule,
     source: &str,
     destination: &str,
     check: &RcptCheck<'_>,
 ) -> Option<String> {
+    // A rule naming a channel that exists nowhere is most likely a typing error.
+    let unknown = |ch: &str| {
+        if config.has_channel(ch) {
+            String::new()
+        } else {
+            format!("; {ch} is neither configured nor built in")
+        }
+    };
     if let Some(s) = rule.source.as_deref().filter(|s| *s != source) {
-        return Some(format!("source channel is {source}, not {s}"));
+        return Some(format!("source channel is {source}, not {s}{}", unknown(s)));
     }
     if let Some(p) = rule.from.as_ref().filter(|p| !p.matches(check.mail_from)) {
         return Some(format!("sender <{}> does not match {p}", check.mail_from));
     }
     if let Some(d) = rule.destination.as_deref().filter(|d| *d != destination) {
-        return Some(format!("destination channel is {destination}, not {d}"));
+        return Some(format!(
+            "destination channel is {destination}, not {d}{}",
+            unknown(d)
+        ));
     }
     if let Some(p) = rule.to.as_ref().filter(|p| !p.matches(check.rcpt)) {
         return Some(format!("recipient <{}> does not match {p}", check.rcpt));
@@ -427,7 +439,7 @@ fn decide_into(
     for (number, rule) in &config.relay_rules {
         let text = Statement::RelayRule(*number, rule.clone()).to_string();
         let text = text.strip_prefix("set ").unwrap_or(&text);
-        match mismatch(rule, &source, &destination, check) {
+        match mismatch(config, rule, &source, &destination, check) {
             Some(why) => trace.push(format!("{text}: no match ({why})")),
             None => {
                 trace.push(format!("{text}: matches"));
@@ -711,6 +723,24 @@ mod tests {
             check(Who::Authenticated, "x@example.net", "a@blocked.example"),
             OK
         );
+    }
+
+    #[test]
+    fn a_rule_on_an_unknown_channel_is_pointed_out() {
+        let config = with("set relay-rule 5 source tcp_lcoal deny \"x\"\n");
+        let d = decide(
+            &config,
+            &client(Who::External, false),
+            &RcptCheck {
+                mail_from: "",
+                rcpt: "a@example.org",
+                had_source_route: false,
+            },
+        );
+        assert!(d.trace.contains(
+            &"relay-rule 5 source tcp_lcoal deny \"x\": no match (source channel is tcp_local, not tcp_lcoal; tcp_lcoal is neither configured nor built in)"
+                .to_string()
+        ), "{:#?}", d.trace);
     }
 
     #[test]
