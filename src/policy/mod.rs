@@ -555,6 +555,20 @@ mod tests {
                 );
             }
         }
+        // Whatever the rules say: a rule that allows everything opens plain relaying (the
+        // administrator asked for it) but not smuggled routes.
+        let open = with("set relay-rule 1 allow\n");
+        assert_eq!(
+            reply_of(&open, Who::External, false, "a@example.org", false),
+            OK
+        );
+        for &(rcpt, route) in forms {
+            assert_eq!(
+                reply_of(&open, Who::External, false, rcpt, route),
+                format!("550 5.7.1 <{rcpt}>: Relay access denied"),
+                "{rcpt}"
+            );
+        }
     }
 
     #[test]
@@ -897,6 +911,40 @@ mod tests {
         // A long pathological case finishes (bounded work).
         let long = "a".repeat(256);
         assert!(!p(&format!("{}b", "*a".repeat(100))).matches(&long));
+    }
+
+    #[test]
+    fn random_addresses_never_panic_and_untrusted_smuggling_never_passes() {
+        let config = with(SWITCHING);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"ab.@%!\"[]:\\*1-9";
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let mut y = x;
+            let rcpt: String = (0..len)
+                .map(|_| {
+                    y = y.rotate_left(5) ^ 0x5851_f42d;
+                    alphabet[(y % alphabet.len() as u64) as usize] as char
+                })
+                .collect();
+            for who in [Who::External, Who::Authenticated, Who::Internal] {
+                let d = decide(
+                    &config,
+                    &client(who, x % 2 == 0),
+                    &RcptCheck {
+                        mail_from: &rcpt,
+                        rcpt: &rcpt,
+                        had_source_route: x % 5 == 0,
+                    },
+                );
+                if matches!(who, Who::External) && smuggles_route(&rcpt, x % 5 == 0).is_some() {
+                    assert!(matches!(d.verdict, Verdict::Deny(_)), "{rcpt}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -997,8 +997,9 @@ fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
 
 /// The statements that build `config` from `Config::default()`, in canonical order:
 /// system; the inbound then the outbound service, listen addresses first; classify rules
-/// by number; routes in pattern order, each next hop first; the queue. Settings equal to
-/// their default are left out.
+/// by number; routes in pattern order, each next hop first; the queue; TLS; channels,
+/// categories and rulesets by name; relay rules by number. Settings equal to their
+/// default are left out.
 pub fn statements(config: &Config) -> Vec<Statement> {
     let mut out = Vec::new();
     let default = Config::default();
