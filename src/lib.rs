@@ -9,6 +9,7 @@ pub mod filter;
 pub mod gateway;
 pub mod log;
 pub mod net;
+pub mod policy;
 pub mod queue;
 pub mod relay;
 pub mod sasl;

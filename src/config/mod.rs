@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::sasl::{MechanismName, MechanismSet};
+
 /// The whole configuration of one gateway.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Config {
@@ -27,7 +29,14 @@ pub struct Config {
     /// TLS versions, cipher suites and trusted client CAs.
     pub tls: Tls,
     /// Named bundles of keywords that govern a session or a delivery (the seeds' channels).
+    /// A name not configured here may still be one of the [`BUILTIN_CHANNELS`].
     pub channels: BTreeMap<String, Channel>,
+    /// What each classification category selects: its security ruleset and source channel.
+    pub categories: BTreeMap<String, Category>,
+    /// Named security rulesets: which SASL mechanisms are offered, and which need TLS.
+    pub rulesets: BTreeMap<String, Ruleset>,
+    /// Relay rules (the seeds' ORIG_SEND_ACCESS), ordered by their number; first match wins.
+    pub relay_rules: BTreeMap<u32, RelayRule>,
 }
 
 /// Which of the two services a setting or a session belongs to.
@@ -572,6 +581,44 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// Whether sessions on this channel may switch to another one (`tlsswitchchannel`,
+    /// `saslswitchchannel`): yes unless it says `noswitchchannel`. `allowswitchchannel`
+    /// is the default written out; when both are written, the later one wins.
+    pub fn switching_allowed(&self) -> bool {
+        self.keywords
+            .iter()
+            .rev()
+            .find_map(|k| match k {
+                ChannelKeyword::AllowSwitchChannel => Some(true),
+                ChannelKeyword::NoSwitchChannel => Some(false),
+                _ => None,
+            })
+            .unwrap_or(true)
+    }
+
+    /// The channel named by `tlsswitchchannel`, whether or not switching is allowed.
+    pub fn tls_switch_target(&self) -> Option<&str> {
+        self.keywords.iter().find_map(|k| match k {
+            ChannelKeyword::TlsSwitchChannel(to) => Some(to.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The channel named by `saslswitchchannel`, whether or not switching is allowed.
+    pub fn sasl_switch_target(&self) -> Option<&str> {
+        self.keywords.iter().find_map(|k| match k {
+            ChannelKeyword::SaslSwitchChannel(to) => Some(to.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The channel a session switches to once it has authenticated, if switching is
+    /// allowed.
+    pub fn sasl_switch(&self) -> Option<&str> {
+        self.sasl_switch_target()
+            .filter(|_| self.switching_allowed())
+    }
+
     /// TLS as a server (for sessions whose source channel this is): the `…server` form
     /// wins over the plain one; the default is `maytls`.
     pub fn tls_server(&self) -> TlsUse {
@@ -611,23 +658,185 @@ impl Channel {
 
     /// The channel a session switches to once TLS is up, if switching is allowed.
     pub fn tls_switch(&self) -> Option<&str> {
-        if self.keywords.contains(&ChannelKeyword::NoSwitchChannel) {
-            return None;
-        }
-        self.keywords.iter().find_map(|k| match k {
-            ChannelKeyword::TlsSwitchChannel(to) => Some(to.as_str()),
-            _ => None,
-        })
+        self.tls_switch_target()
+            .filter(|_| self.switching_allowed())
     }
 }
 
+/// The source channel of unauthenticated clients of any category but INTERNAL, and the
+/// destination channel of routes that leave the organisation (MX and smarthost).
+pub const CHANNEL_LOCAL: &str = "tcp_local";
+/// The source channel of INTERNAL clients.
+pub const CHANNEL_INTRANET: &str = "tcp_intranet";
+/// Where `tcp_local` switches after AUTH (`saslswitchchannel tcp_auth`).
+pub const CHANNEL_AUTH: &str = "tcp_auth";
+/// The destination channel of routes to internal relays (our own domains).
+pub const CHANNEL_INTERNAL: &str = "tcp_internal";
+
+/// The channels that exist without configuration, with their keywords (the seeds'
+/// sample channel block). `set channel NAME keywords …` with one of these names replaces
+/// the built-in keywords.
+pub const BUILTIN_CHANNELS: [(&str, &str); 4] = [
+    (
+        CHANNEL_LOCAL,
+        "maytls maysaslserver saslswitchchannel tcp_auth",
+    ),
+    (CHANNEL_INTRANET, "maytls maysaslserver"),
+    (CHANNEL_AUTH, "maytlsserver mustsaslserver noswitchchannel"),
+    (CHANNEL_INTERNAL, "maytls"),
+];
+
+/// A built-in channel by name, or `None` for any other name.
+pub fn builtin_channel(name: &str) -> Option<Channel> {
+    let (_, words) = BUILTIN_CHANNELS.iter().find(|(n, _)| *n == name)?;
+    // The keyword texts above are constants checked by a test to parse.
+    let keywords = text::value::channel_keywords(words).ok()?;
+    Some(Channel { keywords })
+}
+
 impl Config {
-    /// A named channel; an unknown or absent name is the default channel.
+    /// A named channel: the configured one, else a built-in one of that name, else (for
+    /// an unknown or absent name) the default channel.
     pub fn channel(&self, name: Option<&str>) -> Channel {
-        name.and_then(|n| self.channels.get(n))
-            .cloned()
-            .unwrap_or_default()
+        let Some(name) = name else {
+            return Channel::default();
+        };
+        match self.channels.get(name) {
+            Some(c) => c.clone(),
+            None => builtin_channel(name).unwrap_or_default(),
+        }
     }
+
+    /// Whether `name` is a configured or built-in channel.
+    pub fn has_channel(&self, name: &str) -> bool {
+        self.channels.contains_key(name) || BUILTIN_CHANNELS.iter().any(|(n, _)| *n == name)
+    }
+}
+
+/// What one classification category selects (`set category NAME …`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Category {
+    /// The security ruleset; absent means the ruleset named like the category, else
+    /// `DEFAULT`, else the factory ruleset.
+    pub ruleset: Option<String>,
+    /// The source channel; absent means the service's channel, else the built-in one
+    /// (`tcp_intranet` for INTERNAL, `tcp_local` for the others).
+    pub channel: Option<String>,
+}
+
+/// The ruleset a category without one of its own falls back to, by name.
+pub const DEFAULT_RULESET: &str = "DEFAULT";
+
+/// A security ruleset (the seeds' `[RULESET=…]` with `ENABLE` and `RESTRICT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ruleset {
+    /// The SASL mechanisms offered.
+    pub mechanisms: MechanismSet,
+    /// Mechanisms offered only once TLS is up (the seeds' `RESTRICT=PLAIN:40`).
+    pub needs_tls: MechanismSet,
+}
+
+/// Every mechanism this firmware knows.
+pub fn all_mechanisms() -> MechanismSet {
+    MechanismName::ALL
+        .into_iter()
+        .fold(MechanismSet::EMPTY, MechanismSet::with)
+}
+
+impl Default for Ruleset {
+    /// A new ruleset: every mechanism, none restricted.
+    fn default() -> Self {
+        Ruleset {
+            mechanisms: all_mechanisms(),
+            needs_tls: MechanismSet::EMPTY,
+        }
+    }
+}
+
+impl Ruleset {
+    /// The ruleset of a category that selects none: every mechanism, with PLAIN and LOGIN
+    /// (which carry the password itself) only under TLS.
+    pub fn factory() -> Ruleset {
+        Ruleset {
+            mechanisms: all_mechanisms(),
+            needs_tls: MechanismSet::EMPTY
+                .with(MechanismName::Plain)
+                .with(MechanismName::Login),
+        }
+    }
+}
+
+/// A pattern on an envelope address: `*` matches any run of characters, everything else
+/// itself, ignoring ASCII case. Stored lower case. `*` alone matches every address,
+/// including the null sender.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddressPattern(String);
+
+impl AddressPattern {
+    /// A pattern from its checked text (see `text::value::address_pattern`).
+    pub fn new(text: &str) -> AddressPattern {
+        AddressPattern(text.to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `address` matches, ignoring ASCII case.
+    ///
+    /// Glob matching with one backtrack point: at most `pattern × address` steps, and
+    /// both are bounded (256 octets each, RFC 5321 §4.5.3.1.3).
+    pub fn matches(&self, address: &str) -> bool {
+        let p = self.0.as_bytes();
+        let a = address.as_bytes();
+        let (mut pi, mut ai) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while ai < a.len() {
+            if pi < p.len() && p[pi] == b'*' {
+                star = Some((pi, ai));
+                pi += 1;
+            } else if pi < p.len() && p[pi] == a[ai].to_ascii_lowercase() {
+                pi += 1;
+                ai += 1;
+            } else if let Some((sp, sa)) = star {
+                pi = sp + 1;
+                ai = sa + 1;
+                star = Some((sp, sa + 1));
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|&c| c == b'*')
+    }
+}
+
+impl fmt::Display for AddressPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a relay rule decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayAction {
+    Allow,
+    /// Refuse the recipient; the text is the reply, optionally starting with an
+    /// enhanced status code (`5.7.1 Relaying denied`).
+    Deny(String),
+}
+
+/// One relay rule: `source | from | destination | to`, each absent meaning "any".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayRule {
+    /// The session's source channel, after any TLS or SASL switch.
+    pub source: Option<String>,
+    /// The envelope sender (MAIL FROM).
+    pub from: Option<AddressPattern>,
+    /// The destination channel of the recipient's route.
+    pub destination: Option<String>,
+    /// The recipient (RCPT TO).
+    pub to: Option<AddressPattern>,
+    pub action: RelayAction,
 }
 
 /// The host board's default configuration, in the text form.
@@ -760,5 +969,27 @@ mod tests {
         let mut blocked = switch.clone();
         blocked.keywords.push(K::NoSwitchChannel);
         assert_eq!(blocked.tls_switch(), None);
+    }
+
+    #[test]
+    fn built_in_channels_exist_until_configured() {
+        for (name, words) in BUILTIN_CHANNELS {
+            let ch = builtin_channel(name).expect("built-in keywords parse");
+            assert_eq!(text::value::format_channel_keywords(&ch.keywords), words);
+        }
+        let mut cfg = Config::default();
+        assert_eq!(
+            cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(),
+            Some(CHANNEL_AUTH)
+        );
+        assert_eq!(cfg.channel(Some(CHANNEL_AUTH)).sasl_switch(), None);
+        assert!(!cfg.channel(Some(CHANNEL_AUTH)).switching_allowed());
+        assert!(cfg.has_channel(CHANNEL_INTERNAL));
+        assert!(!cfg.has_channel("tcp_other"));
+        assert_eq!(cfg.channel(Some("tcp_other")), Channel::default());
+        assert_eq!(cfg.channel(None), Channel::default());
+        cfg.channels
+            .insert(CHANNEL_LOCAL.into(), Channel::default());
+        assert_eq!(cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(), None);
     }
 }

@@ -15,7 +15,10 @@ pub mod lex;
 pub mod statement;
 pub mod value;
 
-pub use statement::{QueueSetting, RouteSetting, ServiceSetting, Statement, statements};
+pub use statement::{
+    CategorySetting, QueueSetting, RouteSetting, RulesetSetting, ServiceSetting, Statement,
+    statements,
+};
 
 use super::Config;
 use std::fmt;
@@ -73,7 +76,7 @@ pub enum LineError {
         setting: String,
         reason: String,
     },
-    /// A classify option given twice; `after` ends with the second one.
+    /// A rule option given twice; `after` ends with the second one.
     Repeated { after: String },
     /// Applying the statement would exceed a bound of the model.
     TooMany { what: &'static str, limit: usize },
@@ -191,11 +194,18 @@ impl fmt::Display for LineError {
                     shown(value)
                 )
             }
-            LineError::Repeated { after } => write!(
-                f,
-                "an option is given twice in '{}': each of local, local-port, remote and remote-port may appear once",
-                shown(after)
-            ),
+            LineError::Repeated { after } => {
+                let options = if after.to_ascii_lowercase().starts_with("set relay-rule") {
+                    "source, from, destination and to"
+                } else {
+                    "local, local-port, remote and remote-port"
+                };
+                write!(
+                    f,
+                    "an option is given twice in '{}': each of {options} may appear once",
+                    shown(after)
+                )
+            }
             LineError::TooMany { what, limit } => {
                 write!(f, "too many {what}: at most {limit} are accepted")
             }
@@ -316,6 +326,18 @@ mod tests {
             cfg.route_for("example.org").unwrap().1.next_hop,
             NextHop::Mx
         );
+        // The relay rule of the seeds, on the built-in channels.
+        let rule = &cfg.relay_rules[&10];
+        assert_eq!(rule.source.as_deref(), Some(crate::config::CHANNEL_LOCAL));
+        assert_eq!(
+            rule.destination.as_deref(),
+            Some(crate::config::CHANNEL_LOCAL)
+        );
+        assert_eq!(
+            rule.action,
+            crate::config::RelayAction::Deny("5.7.1 SMTP relaying not permitted".into())
+        );
+        assert_eq!(cfg.relay_rules.len(), 1);
         assert_eq!(parse(&print(&cfg)).unwrap(), cfg);
     }
 
@@ -1085,6 +1107,56 @@ set queue retry \"5m 15m 1h 1d\"
         if rng.chance(2) {
             cfg.queue.max_lifetime = random_duration(rng, false);
         }
+        let names = ["INTERNAL", "EXTERNAL", "DEFAULT", "P_1"];
+        let channels = ["tcp_local", "tcp_auth", "tcp_x9"];
+        for _ in 0..rng.range(0, 3) {
+            let c = cfg.categories.entry(rng.pick(&names).into()).or_default();
+            if rng.chance(2) {
+                c.ruleset = Some(rng.pick(&names).into());
+            } else {
+                c.channel = Some(rng.pick(&channels).into());
+            }
+        }
+        for _ in 0..rng.range(0, 3) {
+            let mut r = crate::config::Ruleset::default();
+            let mut set = crate::sasl::MechanismSet::EMPTY;
+            for m in crate::sasl::MechanismName::ALL {
+                if rng.chance(2) {
+                    set = set.with(m);
+                }
+                if rng.chance(3) {
+                    r.needs_tls = r.needs_tls.with(m);
+                }
+            }
+            if rng.chance(2) {
+                r.mechanisms = set;
+            }
+            cfg.rulesets.insert(rng.pick(&names).into(), r);
+        }
+        for _ in 0..rng.range(0, 4) {
+            let pattern = |rng: &mut XorShift| {
+                rng.chance(2).then(|| {
+                    crate::config::AddressPattern::new(rng.pick(&[
+                        "*@example.com",
+                        "postmaster@*",
+                        "a*b%c!d@[1.2.3.4]",
+                        "x",
+                    ]))
+                })
+            };
+            let rule = crate::config::RelayRule {
+                source: rng.chance(2).then(|| rng.pick(&channels).into()),
+                from: pattern(rng),
+                destination: rng.chance(2).then(|| rng.pick(&channels).into()),
+                to: pattern(rng),
+                action: if rng.chance(2) {
+                    crate::config::RelayAction::Allow
+                } else {
+                    crate::config::RelayAction::Deny("5.7.1 \"no\" relaying".into())
+                },
+            };
+            cfg.relay_rules.insert(rng.range(1, 65535) as u32, rule);
+        }
         cfg
     }
 
@@ -1170,6 +1242,21 @@ set queue retry \"5m 15m 1h 1d\"
             "queue",
             "retry",
             "max-lifetime",
+            "category",
+            "ruleset",
+            "mechanisms",
+            "restrict",
+            "tls",
+            "relay-rule",
+            "source",
+            "from",
+            "destination",
+            "to",
+            "allow",
+            "PLAIN",
+            "\"PLAIN LOGIN\"",
+            "tcp_local",
+            "*@example.com",
             "0",
             "1",
             "25",

@@ -5,9 +5,10 @@ use super::LineError;
 use super::lex;
 use super::value;
 use crate::config::{
-    Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, Route, ServiceName,
+    AddressPattern, Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern,
+    EhloKeywords, NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
 };
+use crate::sasl::{MechanismName, MechanismSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +18,14 @@ pub const MAX_LISTEN_ADDRESSES: usize = 8;
 /// Most classify rules: 1024. A rule costs at most about 600 octets (its deny text is at
 /// most 500), so all rules together at most about 600 KiB.
 pub const MAX_CLASSIFY_RULES: usize = 1024;
+/// Most categories given settings: 256, each at most about 100 octets (two names).
+pub const MAX_CATEGORIES: usize = 256;
+/// Most security rulesets: 256, each 2 octets and a name of at most 32.
+pub const MAX_RULESETS: usize = 256;
+/// Most relay rules: 1024. A rule costs at most about 1.1 KiB (two 256-octet patterns,
+/// two channel names and a 500-octet deny text), so all rules together at most about
+/// 1.1 MiB.
+pub const MAX_RELAY_RULES: usize = 1024;
 /// Most routes: 1024. A route costs at most about 900 octets (a 253-octet pattern and 16
 /// hosts of 32 octets), so all routes together at most about 900 KiB.
 pub const MAX_ROUTES: usize = 1024;
@@ -99,6 +108,30 @@ pub enum Statement {
     Tls(TlsSetting),
     /// `set channel NAME keywords "…"`: replaces the channel's keywords.
     Channel(String, Vec<ChannelKeyword>),
+    /// `set category NAME …`
+    Category(String, CategorySetting),
+    /// `set ruleset NAME …`
+    Ruleset(String, RulesetSetting),
+    /// `set relay-rule N …`: replaces rule N as a whole.
+    RelayRule(u32, RelayRule),
+}
+
+/// One setting of a category.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CategorySetting {
+    /// `ruleset NAME`
+    Ruleset(String),
+    /// `channel NAME`: the source channel of the category's sessions.
+    Channel(String),
+}
+
+/// One setting of a security ruleset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RulesetSetting {
+    /// `mechanisms "…"`: replaces the offered mechanisms.
+    Mechanisms(MechanismSet),
+    /// `restrict MECH tls`: the mechanism is offered only under TLS.
+    RestrictTls(MechanismName),
 }
 
 /// One TLS setting.
@@ -169,6 +202,31 @@ enum Top {
     Queue,
     Tls,
     Channel,
+    Category,
+    Ruleset,
+    RelayRule,
+}
+
+#[derive(Clone, Copy)]
+enum CategoryKey {
+    Ruleset,
+    Channel,
+}
+
+#[derive(Clone, Copy)]
+enum RulesetKey {
+    Mechanisms,
+    Restrict,
+}
+
+#[derive(Clone, Copy)]
+enum RelayKey {
+    Source,
+    From,
+    Destination,
+    To,
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Copy)]
@@ -255,6 +313,26 @@ const TOP: &Keywords<Top> = &[
     ("queue", Top::Queue),
     ("tls", Top::Tls),
     ("channel", Top::Channel),
+    ("category", Top::Category),
+    ("ruleset", Top::Ruleset),
+    ("relay-rule", Top::RelayRule),
+];
+const CATEGORY_KEYS: &Keywords<CategoryKey> = &[
+    ("ruleset", CategoryKey::Ruleset),
+    ("channel", CategoryKey::Channel),
+];
+const RULESET_KEYS: &Keywords<RulesetKey> = &[
+    ("mechanisms", RulesetKey::Mechanisms),
+    ("restrict", RulesetKey::Restrict),
+];
+const RESTRICT_KINDS: &Keywords<()> = &[("tls", ())];
+const RELAY_KEYS: &Keywords<RelayKey> = &[
+    ("source", RelayKey::Source),
+    ("from", RelayKey::From),
+    ("destination", RelayKey::Destination),
+    ("to", RelayKey::To),
+    ("allow", RelayKey::Allow),
+    ("deny", RelayKey::Deny),
 ];
 const TLS_KEYS: &Keywords<TlsKey> = &[
     ("versions", TlsKey::Versions),
@@ -509,6 +587,36 @@ impl Statement {
                     value::channel_keywords(c.value(value::KEYWORDS_EXPECTED)?)?,
                 )
             }
+            Top::Category => {
+                let name = value::category(c.value(value::CATEGORY_EXPECTED)?)?;
+                let setting = match c.keyword(CATEGORY_KEYS)? {
+                    CategoryKey::Ruleset => CategorySetting::Ruleset(value::ruleset_name(
+                        c.value(value::RULESET_EXPECTED)?,
+                    )?),
+                    CategoryKey::Channel => CategorySetting::Channel(value::channel_name(
+                        c.value(value::CHANNEL_EXPECTED)?,
+                    )?),
+                };
+                Statement::Category(name, setting)
+            }
+            Top::Ruleset => {
+                let name = value::ruleset_name(c.value(value::RULESET_EXPECTED)?)?;
+                let setting = match c.keyword(RULESET_KEYS)? {
+                    RulesetKey::Mechanisms => RulesetSetting::Mechanisms(value::mechanisms(
+                        c.value(value::MECHANISMS_EXPECTED)?,
+                    )?),
+                    RulesetKey::Restrict => {
+                        let m = value::mechanism(c.value(value::MECHANISM_EXPECTED)?)?;
+                        c.keyword(RESTRICT_KINDS)?;
+                        RulesetSetting::RestrictTls(m)
+                    }
+                };
+                Statement::Ruleset(name, setting)
+            }
+            Top::RelayRule => {
+                let number = c.number("a relay rule number", RULE_NUMBER_LIMIT)?;
+                Statement::RelayRule(number, relay_rule(&mut c)?)
+            }
         };
         c.finish()?;
         Ok(statement)
@@ -649,6 +757,53 @@ impl Statement {
                     },
                 );
             }
+            Statement::Category(name, setting) => {
+                let count = config.categories.len();
+                let category = match config.categories.get_mut(name) {
+                    Some(c) => c,
+                    None if count >= MAX_CATEGORIES => {
+                        return Err(LineError::TooMany {
+                            what: "categories",
+                            limit: MAX_CATEGORIES,
+                        });
+                    }
+                    None => config.categories.entry(name.clone()).or_default(),
+                };
+                match setting {
+                    CategorySetting::Ruleset(r) => category.ruleset = Some(r.clone()),
+                    CategorySetting::Channel(ch) => category.channel = Some(ch.clone()),
+                }
+            }
+            Statement::Ruleset(name, setting) => {
+                let count = config.rulesets.len();
+                let ruleset = match config.rulesets.get_mut(name) {
+                    Some(r) => r,
+                    None if count >= MAX_RULESETS => {
+                        return Err(LineError::TooMany {
+                            what: "rulesets",
+                            limit: MAX_RULESETS,
+                        });
+                    }
+                    None => config.rulesets.entry(name.clone()).or_default(),
+                };
+                match setting {
+                    RulesetSetting::Mechanisms(set) => ruleset.mechanisms = *set,
+                    RulesetSetting::RestrictTls(m) => {
+                        ruleset.needs_tls = ruleset.needs_tls.with(*m)
+                    }
+                }
+            }
+            Statement::RelayRule(number, rule) => {
+                if !config.relay_rules.contains_key(number)
+                    && config.relay_rules.len() >= MAX_RELAY_RULES
+                {
+                    return Err(LineError::TooMany {
+                        what: "relay rules",
+                        limit: MAX_RELAY_RULES,
+                    });
+                }
+                config.relay_rules.insert(*number, rule.clone());
+            }
         }
         Ok(())
     }
@@ -745,7 +900,7 @@ fn classify_rule(c: &mut Cursor<'_>) -> Result<ClassifyRule, LineError> {
     }
 }
 
-/// Reads the value of a classify option into `slot`, which must still be empty.
+/// Reads the value of an option into `slot`, which must still be empty.
 fn option_once<T>(
     c: &mut Cursor<'_>,
     slot: &mut Option<T>,
@@ -757,6 +912,63 @@ fn option_once<T>(
     }
     *slot = Some(parse(c.value(expected)?)?);
     Ok(())
+}
+
+/// The options of a relay rule, in any order, each at most once, then its action.
+fn relay_rule(c: &mut Cursor<'_>) -> Result<RelayRule, LineError> {
+    let mut source: Option<Option<String>> = None;
+    let mut from: Option<Option<AddressPattern>> = None;
+    let mut destination: Option<Option<String>> = None;
+    let mut to: Option<Option<AddressPattern>> = None;
+    loop {
+        let action = match c.keyword(RELAY_KEYS)? {
+            RelayKey::Source => {
+                option_once(
+                    c,
+                    &mut source,
+                    value::RULE_CHANNEL_EXPECTED,
+                    value::rule_channel,
+                )?;
+                continue;
+            }
+            RelayKey::From => {
+                option_once(
+                    c,
+                    &mut from,
+                    value::ADDRESS_PATTERN_EXPECTED,
+                    value::address_pattern,
+                )?;
+                continue;
+            }
+            RelayKey::Destination => {
+                option_once(
+                    c,
+                    &mut destination,
+                    value::RULE_CHANNEL_EXPECTED,
+                    value::rule_channel,
+                )?;
+                continue;
+            }
+            RelayKey::To => {
+                option_once(
+                    c,
+                    &mut to,
+                    value::ADDRESS_PATTERN_EXPECTED,
+                    value::address_pattern,
+                )?;
+                continue;
+            }
+            RelayKey::Allow => RelayAction::Allow,
+            RelayKey::Deny => RelayAction::Deny(value::deny_text(c.value(value::DENY_EXPECTED)?)?),
+        };
+        return Ok(RelayRule {
+            source: source.flatten(),
+            from: from.flatten(),
+            destination: destination.flatten(),
+            to: to.flatten(),
+            action,
+        });
+    }
 }
 
 fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
@@ -785,8 +997,9 @@ fn route_setting(c: &mut Cursor<'_>) -> Result<RouteSetting, LineError> {
 
 /// The statements that build `config` from `Config::default()`, in canonical order:
 /// system; the inbound then the outbound service, listen addresses first; classify rules
-/// by number; routes in pattern order, each next hop first; the queue. Settings equal to
-/// their default are left out.
+/// by number; routes in pattern order, each next hop first; the queue; TLS; channels,
+/// categories and rulesets by name; relay rules by number. Settings equal to their
+/// default are left out.
 pub fn statements(config: &Config) -> Vec<Statement> {
     let mut out = Vec::new();
     let default = Config::default();
@@ -938,6 +1151,40 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     for (name, channel) in &config.channels {
         out.push(Statement::Channel(name.clone(), channel.keywords.clone()));
     }
+    for (name, category) in &config.categories {
+        if let Some(r) = &category.ruleset {
+            out.push(Statement::Category(
+                name.clone(),
+                CategorySetting::Ruleset(r.clone()),
+            ));
+        }
+        if let Some(ch) = &category.channel {
+            out.push(Statement::Category(
+                name.clone(),
+                CategorySetting::Channel(ch.clone()),
+            ));
+        }
+    }
+    for (name, ruleset) in &config.rulesets {
+        let restricted: Vec<MechanismName> = ruleset.needs_tls.iter().collect();
+        // The mechanisms line also stands for a ruleset that is all defaults, so that
+        // it exists after a round trip.
+        if ruleset.mechanisms != Ruleset::default().mechanisms || restricted.is_empty() {
+            out.push(Statement::Ruleset(
+                name.clone(),
+                RulesetSetting::Mechanisms(ruleset.mechanisms),
+            ));
+        }
+        for m in restricted {
+            out.push(Statement::Ruleset(
+                name.clone(),
+                RulesetSetting::RestrictTls(m),
+            ));
+        }
+    }
+    for (number, rule) in &config.relay_rules {
+        out.push(Statement::RelayRule(*number, rule.clone()));
+    }
     out
 }
 
@@ -1069,6 +1316,39 @@ impl fmt::Display for Statement {
                     "set channel {name} keywords {}",
                     lex::quoted(&value::format_channel_keywords(keywords))
                 )
+            }
+            Statement::Category(name, CategorySetting::Ruleset(r)) => {
+                write!(f, "set category {name} ruleset {r}")
+            }
+            Statement::Category(name, CategorySetting::Channel(ch)) => {
+                write!(f, "set category {name} channel {ch}")
+            }
+            Statement::Ruleset(name, RulesetSetting::Mechanisms(set)) => write!(
+                f,
+                "set ruleset {name} mechanisms {}",
+                lex::quoted(&value::format_mechanisms(*set))
+            ),
+            Statement::Ruleset(name, RulesetSetting::RestrictTls(m)) => {
+                write!(f, "set ruleset {name} restrict {} tls", m.as_str())
+            }
+            Statement::RelayRule(number, rule) => {
+                write!(f, "set relay-rule {number}")?;
+                if let Some(ch) = &rule.source {
+                    write!(f, " source {ch}")?;
+                }
+                if let Some(p) = &rule.from {
+                    write!(f, " from {}", lex::word(p.as_str()))?;
+                }
+                if let Some(ch) = &rule.destination {
+                    write!(f, " destination {ch}")?;
+                }
+                if let Some(p) = &rule.to {
+                    write!(f, " to {}", lex::word(p.as_str()))?;
+                }
+                match &rule.action {
+                    RelayAction::Allow => f.write_str(" allow"),
+                    RelayAction::Deny(text) => write!(f, " deny {}", lex::quoted(text)),
+                }
             }
         }
     }
@@ -1236,5 +1516,199 @@ mod tests {
         ] {
             assert!(Statement::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn category_ruleset_and_relay_rule_statements_round_trip() {
+        let text = "set category EXTERNAL ruleset EXTERNAL\n\
+                    set category EXTERNAL channel tcp_local\n\
+                    set category PARTNER channel tcp_partner\n\
+                    set ruleset EMPTY mechanisms \"\"\n\
+                    set ruleset EXTERNAL restrict PLAIN tls\n\
+                    set ruleset EXTERNAL restrict LOGIN tls\n\
+                    set ruleset FULL mechanisms \"PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL\"\n\
+                    set ruleset INTERNAL mechanisms \"PLAIN SCRAM-SHA-256\"\n\
+                    set ruleset INTERNAL restrict SCRAM-SHA-256 tls\n\
+                    set relay-rule 1 allow\n\
+                    set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relaying not permitted\"\n\
+                    set relay-rule 20 source tcp_auth from *@example.com destination tcp_local to \"*@*.example.org\" deny \"no\"\n\
+                    set relay-rule 65535 to postmaster@* allow\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(
+            cfg.categories["EXTERNAL"],
+            crate::config::Category {
+                ruleset: Some("EXTERNAL".into()),
+                channel: Some("tcp_local".into()),
+            }
+        );
+        assert_eq!(cfg.rulesets["EMPTY"].mechanisms, MechanismSet::EMPTY);
+        assert_eq!(cfg.rulesets["FULL"], Ruleset::default());
+        let external = cfg.rulesets["EXTERNAL"];
+        assert_eq!(external.mechanisms, Ruleset::default().mechanisms);
+        assert!(external.needs_tls.contains(MechanismName::Plain));
+        assert!(!external.needs_tls.contains(MechanismName::CramMd5));
+        let rule = &cfg.relay_rules[&20];
+        assert_eq!(rule.source.as_deref(), Some("tcp_auth"));
+        assert_eq!(
+            rule.to.as_ref().map(|p| p.as_str()),
+            Some("*@*.example.org")
+        );
+        assert_eq!(rule.action, RelayAction::Deny("no".into()));
+        assert_eq!(cfg.relay_rules[&1].source, None);
+        // "to" needs no quotes: the canonical form writes it bare.
+        let printed = crate::config::text::print(&cfg);
+        assert_eq!(
+            printed,
+            text.replace("\"*@*.example.org\"", "*@*.example.org")
+        );
+        assert_eq!(crate::config::text::parse(&printed).unwrap(), cfg);
+    }
+
+    #[test]
+    fn relay_rule_options_come_in_any_order_and_star_means_any() {
+        let a =
+            one("set relay-rule 7 TO *@X.example DESTINATION * FROM * source tcp_local Deny \"x\"");
+        let b = one("set relay-rule 7 source tcp_local to *@x.example deny \"x\"");
+        assert_eq!(a, b);
+        assert_eq!(
+            a.to_string(),
+            "set relay-rule 7 source tcp_local to *@x.example deny \"x\""
+        );
+        let mut cfg = Config::default();
+        one("set relay-rule 7 allow").apply(&mut cfg).unwrap();
+        a.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.relay_rules.len(), 1);
+        assert_eq!(cfg.relay_rules[&7].action, RelayAction::Deny("x".into()));
+    }
+
+    #[test]
+    fn new_statements_refuse_bad_values_clearly() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "set category external ruleset X",
+                "'external' is not a category name: category names are upper case (write 'EXTERNAL')",
+            ),
+            (
+                "set category EXTERNAL ruleset external",
+                "'external' is not a ruleset name: ruleset names are upper case (write 'EXTERNAL')",
+            ),
+            (
+                "set category EXTERNAL",
+                "incomplete statement 'set category EXTERNAL': expected one of ruleset, channel",
+            ),
+            (
+                "set category EXTERNAL channel Tcp",
+                "'Tcp' is not a channel name",
+            ),
+            (
+                "set ruleset EXTERNAL mechanisms \"PLAIN GSSAPI\"",
+                "names 'GSSAPI', which is not a SASL mechanism: expected a SASL mechanism: PLAIN, LOGIN",
+            ),
+            (
+                "set ruleset EXTERNAL mechanisms \"PLAIN plain\"",
+                "names PLAIN twice",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN",
+                "incomplete statement 'set ruleset EXTERNAL restrict PLAIN': expected 'tls'",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN:40 tls",
+                "'PLAIN:40' is not a SASL mechanism",
+            ),
+            (
+                "set ruleset EXTERNAL restrict PLAIN ssl",
+                "unknown keyword 'ssl' after 'set ruleset EXTERNAL restrict PLAIN': expected 'tls'",
+            ),
+            (
+                "set relay-rule 0 allow",
+                "'0' is out of range for a relay rule number: expected a number from 1 to 65535",
+            ),
+            (
+                "set relay-rule 10 source tcp_local",
+                "incomplete statement 'set relay-rule 10 source tcp_local': expected one of source, from, destination, to, allow, deny",
+            ),
+            (
+                "set relay-rule 10 source tcp_local source tcp_auth allow",
+                "an option is given twice in 'set relay-rule 10 source tcp_local source': each of source, from, destination and to may appear once",
+            ),
+            (
+                "set relay-rule 10 source TCP allow",
+                "'TCP' is not a channel: expected a channel name such as tcp_local, or * for any",
+            ),
+            (
+                "set relay-rule 10 to \"a b\" allow",
+                "'a b' is not an address pattern",
+            ),
+            (
+                "set relay-rule 10 deny",
+                "missing value after 'set relay-rule 10 deny': expected a quoted reply text",
+            ),
+            (
+                "set relay-rule 10 deny \"\"",
+                "is not a deny text: it is empty",
+            ),
+            (
+                "set relay-rule 10 allow source tcp_local",
+                "unexpected 'source' after the complete statement 'set relay-rule 10 allow'",
+            ),
+            (
+                "set relay-rule 10 from \"\" allow",
+                "'' is not an address pattern",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (line, fragment) in cases {
+            match Statement::parse(line) {
+                Err(e) if e.to_string().contains(fragment) => {}
+                other => failures.push(format!("{line}\n  got:  {other:?}\n  want: {fragment}")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let long = format!("set relay-rule 1 to {} allow", "a".repeat(257));
+        assert!(
+            Statement::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 256 octets")
+        );
+    }
+
+    #[test]
+    fn relay_rules_rulesets_and_categories_are_bounded() {
+        let mut cfg = Config::default();
+        for i in 1..=MAX_RELAY_RULES as u32 {
+            one(&format!("set relay-rule {i} allow"))
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        one("set relay-rule 1 deny \"x\"").apply(&mut cfg).unwrap();
+        assert_eq!(
+            one("set relay-rule 5000 allow").apply(&mut cfg),
+            Err(LineError::TooMany {
+                what: "relay rules",
+                limit: MAX_RELAY_RULES
+            })
+        );
+        let name = |i: usize| format!("R{i}");
+        for i in 0..MAX_RULESETS {
+            one(&format!("set ruleset {} restrict PLAIN tls", name(i)))
+                .apply(&mut cfg)
+                .unwrap();
+            one(&format!("set category {} channel tcp_x", name(i)))
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        assert!(
+            one("set ruleset EXTRA mechanisms \"\"")
+                .apply(&mut cfg)
+                .is_err()
+        );
+        assert!(
+            one("set category EXTRA ruleset R1")
+                .apply(&mut cfg)
+                .is_err()
+        );
+        one("set category R1 ruleset R1").apply(&mut cfg).unwrap();
     }
 }

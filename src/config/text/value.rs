@@ -2,7 +2,8 @@
 //! lists, each parsed from one word into its checked type and printed back canonically.
 
 use super::LineError;
-use crate::config::{ChannelKeyword, Cidr, DomainPattern, EhloKeywords};
+use crate::config::{AddressPattern, ChannelKeyword, Cidr, DomainPattern, EhloKeywords};
+use crate::sasl::{MechanismName, MechanismSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -668,6 +669,122 @@ pub fn format_retry(steps: &[Duration]) -> String {
         .map(|d| format_duration(*d))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// What a ruleset name looks like, for messages.
+pub const RULESET_EXPECTED: &str =
+    "a ruleset name of upper-case letters, digits and _ (e.g. EXTERNAL)";
+/// What a mechanism list looks like, for messages.
+pub const MECHANISMS_EXPECTED: &str =
+    "a quoted list of SASL mechanisms such as \"PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL\"";
+/// What one mechanism looks like, for messages.
+pub const MECHANISM_EXPECTED: &str =
+    "a SASL mechanism: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256 or EXTERNAL";
+/// What a relay rule's channel looks like, for messages.
+pub const RULE_CHANNEL_EXPECTED: &str = "a channel name such as tcp_local, or * for any";
+/// What an address pattern looks like, for messages.
+pub const ADDRESS_PATTERN_EXPECTED: &str =
+    "an address pattern with * wildcards such as *@example.com, or * for any";
+
+/// RFC 5321 §4.5.3.1.3: a path is at most 256 octets, so no useful pattern is longer.
+/// A relay rule holds two, 512 octets at most.
+pub const MAX_ADDRESS_PATTERN_OCTETS: usize = 256;
+
+/// A ruleset name: the same shape as a category name, which it usually equals.
+pub fn ruleset_name(text: &str) -> Result<String, LineError> {
+    category(text).map_err(|_| {
+        let upper = text.to_ascii_uppercase();
+        let hint =
+            if !text.is_empty() && text.len() <= MAX_CATEGORY_OCTETS && category(&upper).is_ok() {
+                format!("ruleset names are upper case (write '{upper}')")
+            } else {
+                format!("expected {RULESET_EXPECTED}, at most {MAX_CATEGORY_OCTETS} characters")
+            };
+        invalid(text, format!("is not a ruleset name: {hint}"))
+    })
+}
+
+/// One SASL mechanism name, any case.
+pub fn mechanism(text: &str) -> Result<MechanismName, LineError> {
+    MechanismName::parse(text.as_bytes()).ok_or_else(|| {
+        invalid(
+            text,
+            format!("is not a SASL mechanism: expected {MECHANISM_EXPECTED}"),
+        )
+    })
+}
+
+/// A set of SASL mechanisms separated by blanks, each at most once. An empty list offers
+/// no AUTH at all.
+pub fn mechanisms(text: &str) -> Result<MechanismSet, LineError> {
+    let mut set = MechanismSet::EMPTY;
+    for word in text.split_whitespace() {
+        let m = MechanismName::parse(word.as_bytes()).ok_or_else(|| {
+            invalid(
+                text,
+                format!(
+                    "names '{word}', which is not a SASL mechanism: expected {MECHANISM_EXPECTED}"
+                ),
+            )
+        })?;
+        if set.contains(m) {
+            return Err(invalid(text, format!("names {} twice", m.as_str())));
+        }
+        set = set.with(m);
+    }
+    Ok(set)
+}
+
+/// A set of mechanisms in canonical order (as EHLO advertises them).
+pub fn format_mechanisms(set: MechanismSet) -> String {
+    set.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+/// A relay rule's channel: a channel name, or `*` (any: `None`).
+pub fn rule_channel(text: &str) -> Result<Option<String>, LineError> {
+    if text == "*" {
+        return Ok(None);
+    }
+    channel_name(text).map(Some).map_err(|_| {
+        invalid(
+            text,
+            format!("is not a channel: expected {RULE_CHANNEL_EXPECTED}"),
+        )
+    })
+}
+
+/// An address pattern: printable ASCII without blanks, quotes or backslashes, at most
+/// [`MAX_ADDRESS_PATTERN_OCTETS`]; `*` alone is any address (`None`).
+pub fn address_pattern(text: &str) -> Result<Option<AddressPattern>, LineError> {
+    if text == "*" {
+        return Ok(None);
+    }
+    if text.is_empty() {
+        return Err(invalid(
+            text,
+            format!("is not an address pattern: expected {ADDRESS_PATTERN_EXPECTED}"),
+        ));
+    }
+    if text.len() > MAX_ADDRESS_PATTERN_OCTETS {
+        return Err(invalid(
+            text,
+            format!(
+                "is too long for an address pattern: at most {MAX_ADDRESS_PATTERN_OCTETS} octets (RFC 5321 §4.5.3.1.3)"
+            ),
+        ));
+    }
+    if !text
+        .bytes()
+        .all(|b| (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(invalid(
+            text,
+            format!(
+                "is not an address pattern: printable characters without blanks, quotes or backslashes; expected {ADDRESS_PATTERN_EXPECTED}"
+            ),
+        ));
+    }
+    Ok(Some(AddressPattern::new(text)))
 }
 
 #[cfg(test)]
