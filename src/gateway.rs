@@ -11,7 +11,7 @@ use std::rc::Rc;
 use smol::LocalExecutor;
 
 use crate::clock::unix_now;
-use crate::config::{Config, ServiceName, TlsUse};
+use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
 use crate::net::listener::{self, Counts};
 use crate::net::throttle::Throttle;
@@ -75,16 +75,14 @@ fn verifiers(config: &Config) -> [Option<Verifier>; 2] {
     [make(ServiceName::Inbound), make(ServiceName::Outbound)]
 }
 
-/// Each service's session settings, with TLS as its source channel says (SPEC §3):
-/// STARTTLS offered unless `notls`, mail refused before TLS with `musttls`.
-fn server_configs(config: &Config, tls: bool) -> [Rc<ServerConfig>; 2] {
+/// Each service's session settings; each session then adds TLS and SASL as its
+/// source channel and ruleset say.
+fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
     let make = |s| {
-        let service = config.service(s);
-        let use_tls = config.channel(service.channel.as_deref()).tls_server();
-        let mut c = ServerConfig::from_service(&config.system.host_name, service);
-        c.tls_available = tls && use_tls != TlsUse::Never;
-        c.require_tls = use_tls == TlsUse::Must;
-        Rc::new(c)
+        Rc::new(ServerConfig::from_service(
+            &config.system.host_name,
+            config.service(s),
+        ))
     };
     [make(ServiceName::Inbound), make(ServiceName::Outbound)]
 }
@@ -180,7 +178,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         executor.clone(),
     );
     let gw = Rc::new(Gateway {
-        server_configs: RefCell::new(server_configs(&config, tls.is_some())),
+        server_configs: RefCell::new(server_configs(&config)),
         tls,
         verifiers: verifiers(&config),
         state_dir: state_dir.to_path_buf(),

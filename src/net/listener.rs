@@ -11,7 +11,7 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
 
-use crate::config::{Classification, INTERNAL, ServiceName};
+use crate::config::{Classification, ServiceName};
 use crate::gateway::Gateway;
 use crate::log::Peer;
 use crate::smtp::reply::Reply;
@@ -72,7 +72,10 @@ pub async fn accept_loop(
         let host = config.system.host_name.clone();
         let local = stream.get_ref().local_addr().ok().or(local);
         let category = local.map(|l| config.classify(l, peer));
-        let internal = matches!(category, Some(Classification::Category(c)) if c == INTERNAL);
+        let category_name = match category {
+            Some(Classification::Category(c)) => Some(c.to_string()),
+            _ => None,
+        };
         if let Some(Classification::Deny(text)) = category {
             log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 {text}", Peer { name: None, addr: peer });
             refuse(&gw, stream, Reply::new(554, "5.7.1", text.to_string()));
@@ -111,7 +114,7 @@ pub async fn accept_loop(
         let gw2 = gw.clone();
         gw.executor
             .spawn(async move {
-                session::serve(gw2, service, stream, peer, internal, implicit_tls).await;
+                session::serve(gw2, service, stream, peer, category_name, implicit_tls).await;
                 drop(slot);
             })
             .detach();

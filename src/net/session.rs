@@ -1,7 +1,7 @@
 //! One incoming SMTP connection: a TCP stream driven by the server session core,
 //! with the spool, the relay policy and the queue manager behind it.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -9,20 +9,22 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
-use crate::config::ServiceName;
+use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
 use crate::gateway::Gateway;
 use crate::log::Peer;
 use crate::net::throttle::Penalty;
+use crate::policy;
 use crate::queue::{
     Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Recipient, Ret,
 };
 use crate::relay::callout::Outcome;
-use crate::relay::{Backing, notify, policy};
+use crate::relay::{Backing, notify};
 use crate::sasl::{AuthError, ExchangeInputs, Mechanism, MechanismName, Step, new_mechanism};
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{
-    self, Body, CloseReason, Event, PeerCertificate, Session, TlsInfo, Transaction, Verdict,
+    self, Body, CloseReason, Event, PeerCertificate, ServerConfig, Session, TlsInfo, Transaction,
+    Verdict,
 };
 use crate::tls::Transport;
 use crate::tls::setup::describe;
@@ -55,10 +57,11 @@ pub async fn serve(
     service: ServiceName,
     stream: Async<TcpStream>,
     peer: SocketAddr,
-    internal: bool,
+    category: Option<String>,
     implicit_tls: bool,
 ) {
-    let config = gw.server_config(service);
+    let local = stream.get_ref().local_addr().ok();
+    let config = session_config(&gw, service, category.as_deref());
     let write_timeout = config.command_timeout;
     let client = Peer {
         name: None,
@@ -74,7 +77,7 @@ pub async fn serve(
         match tls.accept(transport).await {
             Ok(t) => {
                 transport = t;
-                let info = tls_established(&gw, service, &transport, &client);
+                let info = tls_established(&gw, service, category.as_deref(), &transport, &client);
                 Session::new_tls(config, info, Instant::now())
             }
             Err(e) => {
@@ -109,7 +112,16 @@ pub async fn serve(
                     session.answer(Verdict::Accept, Instant::now());
                 }
                 Event::CheckRcpt { to, .. } => {
-                    let verdict = check_rcpt(&gw, service, internal, &to).await;
+                    let asked = RcptAsked {
+                        service,
+                        category: category.as_deref(),
+                        tls: session.is_tls(),
+                        auth_user: session.authenticated_user().map(str::to_string),
+                        local: local.map(|l| l.ip()),
+                        from: &from,
+                        had_source_route: session.pending_check_had_source_route(),
+                    };
+                    let verdict = check_rcpt(&gw, &asked, &to).await;
                     if verdict == Verdict::Accept {
                         rcpts.push(to);
                     }
@@ -162,7 +174,13 @@ pub async fn serve(
                     match tls.accept(transport).await {
                         Ok(t) => {
                             transport = t;
-                            let info = tls_established(&gw, service, &transport, &client);
+                            let info = tls_established(
+                                &gw,
+                                service,
+                                category.as_deref(),
+                                &transport,
+                                &client,
+                            );
                             session.tls_established(info, Instant::now());
                         }
                         Err(e) => {
@@ -382,6 +400,7 @@ async fn write_out(transport: &mut Transport, out: &mut Vec<u8>, timeout: Durati
 fn tls_established(
     gw: &Gateway,
     service: ServiceName,
+    category: Option<&str>,
     transport: &Transport,
     client: &Peer<'_>,
 ) -> TlsInfo {
@@ -395,9 +414,10 @@ fn tls_established(
         describe(&info),
         info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());
     let config = gw.config();
-    let source = config.service(service).channel.as_deref();
-    if let Some(to) = config.channel(source).tls_switch() {
-        log::info!(target: "smtpd", "{client}: switched to channel {to} after TLS");
+    let plain = source_channel(&config, service, category, false);
+    let secure = source_channel(&config, service, category, true);
+    if plain != secure {
+        log::info!(target: "smtpd", "{client}: switched to channel {secure} after TLS");
     }
     TlsInfo {
         version: info.version,
@@ -409,15 +429,85 @@ fn tls_established(
     }
 }
 
+/// What the relay policy needs to know about the session at a RCPT.
+struct RcptAsked<'a> {
+    service: ServiceName,
+    category: Option<&'a str>,
+    tls: bool,
+    auth_user: Option<String>,
+    local: Option<IpAddr>,
+    from: &'a str,
+    had_source_route: bool,
+}
+
+/// The session settings for a client of `category` on `service`: its source channel
+/// decides TLS (`notls`, `musttls`) and SASL (`maysaslserver`, `mustsaslserver`), its
+/// ruleset which mechanisms are offered and which need TLS first.
+fn session_config(gw: &Gateway, service: ServiceName, category: Option<&str>) -> Rc<ServerConfig> {
+    let config = gw.config();
+    let channel = config.channel(Some(&source_channel(&config, service, category, false)));
+    let use_tls = channel.tls_server();
+    let sasl = channel.keywords.iter().any(|k| {
+        matches!(
+            k,
+            ChannelKeyword::MaySaslServer | ChannelKeyword::MustSaslServer
+        )
+    });
+    let auth = policy::auth_policy(&config, category);
+    let mut c = (*gw.server_config(service)).clone();
+    c.tls_available = gw.tls.is_some() && use_tls != TlsUse::Never;
+    c.require_tls = use_tls == TlsUse::Must;
+    c.require_auth = channel.keywords.contains(&ChannelKeyword::MustSaslServer);
+    if sasl {
+        c.auth_mechanisms = auth.advertised;
+        c.auth_needs_tls = auth.needs_tls;
+    }
+    Rc::new(c)
+}
+
+/// The session's source channel, before or after TLS (not yet authenticated).
+fn source_channel(
+    config: &Config,
+    service: ServiceName,
+    category: Option<&str>,
+    tls: bool,
+) -> String {
+    let client = policy::Client {
+        service,
+        category,
+        tls,
+        auth_user: None,
+        our_addresses: &[],
+    };
+    policy::source_channel(config, &client, &mut Vec::new())
+}
+
 /// The relay policy, then, for our own domains where the service asks for it, a live
 /// check with the internal server that the recipient exists.
-async fn check_rcpt(gw: &Gateway, service: ServiceName, internal: bool, to: &str) -> Verdict {
+async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &str) -> Verdict {
     let config = gw.config();
-    let pattern = match policy::check_rcpt(&config, internal, to) {
-        Ok(pattern) => pattern,
-        Err(reply) => return Verdict::Reject(reply),
+    let ours: Vec<IpAddr> = asked.local.into_iter().collect();
+    let client = policy::Client {
+        service: asked.service,
+        category: asked.category,
+        tls: asked.tls,
+        auth_user: asked.auth_user.as_deref(),
+        our_addresses: &ours,
     };
-    let Some(verifier) = gw.verifier(service) else {
+    let check = policy::RcptCheck {
+        mail_from: asked.from,
+        rcpt: to,
+        had_source_route: asked.had_source_route,
+    };
+    let decision = policy::decide(&config, &client, &check);
+    let pattern = match decision.verdict {
+        policy::Verdict::Allow(pattern) => pattern,
+        policy::Verdict::Deny(reply) => {
+            log::debug!(target: "smtpd", "RCPT <{to}> refused: {}", decision.trace.join("; "));
+            return Verdict::Reject(reply);
+        }
+    };
+    let Some(verifier) = gw.verifier(asked.service) else {
         return Verdict::Accept;
     };
     let Some(route) = config
