@@ -10,6 +10,8 @@ use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 pub enum Command {
     /// Run the gateway.
     Run(RunOptions),
+    /// Show, step by step, how the policy decides one recipient.
+    Explain(ExplainOptions),
     /// Work on the local user database of a state directory.
     Password {
         action: PasswordAction,
@@ -45,6 +47,19 @@ impl Default for RunOptions {
             console: true,
         }
     }
+}
+
+/// `drawbridge explain …`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExplainOptions {
+    /// The configuration to explain; `None` means the host board's default.
+    pub config: Option<PathBuf>,
+    pub from_ip: std::net::IpAddr,
+    pub tls: bool,
+    pub auth: Option<String>,
+    pub mail: String,
+    pub rcpt: String,
+    pub outbound: bool,
 }
 
 /// What `drawbridge certificate …` does.
@@ -85,6 +100,10 @@ USAGE:
     drawbridge queue release ID           release a held message
     drawbridge queue delete ID            remove a message, telling no one
                                           (queue commands take --state-dir DIR)
+    drawbridge explain --from-ip A [--tls] [--auth USER] --mail X --rcpt Y
+                       [--service inbound|outbound] [--config FILE]
+                                          show step by step how a recipient
+                                          would be decided, and the reply
     drawbridge password add --user NAME [--cram-md5] [--iterations N]
                                           add a user; the password is read from
                                           standard input (one line)
@@ -137,6 +156,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"queue") => return parse_queue(&args[1..]),
         Some(&"certificate") => return parse_certificate(&args[1..]),
         Some(&"password") => return parse_password(&args[1..]),
+        Some(&"explain") => return parse_explain(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -156,6 +176,49 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `explain --from-ip A [--tls] [--auth USER] --mail X --rcpt Y [--service S] [--config F]`.
+fn parse_explain(args: &[String]) -> Result<Command, String> {
+    let (mut config, mut from_ip, mut tls, mut auth, mut mail, mut rcpt, mut outbound) =
+        (None, None, false, None, None, None, false);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--from-ip" => {
+                let v = value("--from-ip")?;
+                from_ip = Some(
+                    v.parse()
+                        .map_err(|_| format!("'{v}' is not an IP address"))?,
+                );
+            }
+            "--tls" => tls = true,
+            "--auth" => auth = Some(value("--auth")?),
+            "--mail" => mail = Some(value("--mail")?),
+            "--rcpt" => rcpt = Some(value("--rcpt")?),
+            "--service" => match value("--service")?.as_str() {
+                "inbound" => outbound = false,
+                "outbound" => outbound = true,
+                other => return Err(format!("unknown service '{other}': inbound or outbound")),
+            },
+            other => return Err(format!("unknown option '{other}' (try --help)")),
+        }
+    }
+    Ok(Command::Explain(ExplainOptions {
+        config,
+        from_ip: from_ip.ok_or("explain needs --from-ip A")?,
+        tls,
+        auth,
+        mail: mail.ok_or("explain needs --mail ADDRESS (use '' for the null sender)")?,
+        rcpt: rcpt.ok_or("explain needs --rcpt ADDRESS")?,
+        outbound,
+    }))
 }
 
 /// `password add|set|delete|show --user NAME [--cram-md5] [--iterations N]`.
@@ -402,5 +465,23 @@ mod tests {
                 .contains("--user")
         );
         assert!(parse(&args("password add --user a --iterations many")).is_err());
+    }
+
+    #[test]
+    fn explain_options() {
+        let Ok(Command::Explain(o)) = parse(&args(
+            "explain --from-ip 192.0.2.7 --tls --auth alice --mail a@x.org --rcpt b@y.org",
+        )) else {
+            panic!("explain parses")
+        };
+        assert_eq!(o.from_ip.to_string(), "192.0.2.7");
+        assert!(o.tls && !o.outbound);
+        assert_eq!(o.auth.as_deref(), Some("alice"));
+        assert!(
+            parse(&args("explain --mail a --rcpt b"))
+                .unwrap_err()
+                .contains("--from-ip")
+        );
+        assert!(parse(&args("explain --from-ip nowhere --mail a --rcpt b")).is_err());
     }
 }

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Queue { request, state_dir }) => return queue(&request, &state_dir),
+        Ok(Command::Explain(options)) => return explain(&options),
         Ok(Command::Password { action, state_dir }) => {
             let needs_password = matches!(
                 action,
@@ -111,4 +112,41 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints how the policy decides one recipient, step by step.
+fn explain(o: &cli::ExplainOptions) -> ExitCode {
+    let config = match &o.config {
+        None => config::host_default(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| config::text::parse(&t).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("drawbridge: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let explanation = drawbridge::policy::explain(
+        &config,
+        drawbridge::policy::ExplainInput {
+            from_ip: o.from_ip,
+            tls: o.tls,
+            auth_user: o.auth.as_deref(),
+            mail: &o.mail,
+            rcpt: &o.rcpt,
+            service: if o.outbound {
+                config::ServiceName::Outbound
+            } else {
+                config::ServiceName::Inbound
+            },
+        },
+    );
+    // The last step states the decision and its reply.
+    for step in &explanation.steps {
+        println!("{step}");
+    }
+    ExitCode::SUCCESS
 }
