@@ -212,12 +212,29 @@ fn client_certificates_are_verified_recorded_and_a_foreign_one_refused() {
     let ext = "subjectAltName=email:alice@example.com\nextendedKeyUsage=clientAuth\n";
     make_leaf(&pki, "clients", "alice", "/CN=alice/O=Example", ext);
     make_leaf(&pki, "stranger", "mallory", "/CN=mallory", ext);
+    // The certificate's SAN email names a local user, who may then AUTH EXTERNAL.
+    let state = dir.path().join("state");
+    let mut add = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args([
+            "password",
+            "add",
+            "--user",
+            "alice@example.com",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"unused password\n").unwrap();
+    assert!(add.wait().unwrap().success());
     let gw = Gateway::start(
         dir.path(),
         &format!(
             "set tls client-ca-file \"{}\"\n\
              set service inbound channel tcp_local\n\
-             set channel tcp_local keywords \"maytls tlsswitchchannel tcp_tls\"\n",
+             set channel tcp_local keywords \"maytls maysaslserver tlsswitchchannel tcp_tls\"\n",
             pki.join("clients.pem").display()
         ),
     );
@@ -232,6 +249,8 @@ try:
     s.ehlo("c.example.org")
     s.starttls(context=ctx)
     print("ehlo", s.ehlo("c.example.org")[0])
+    print("offered", s.esmtp_features.get("auth"))
+    print("external", s.docmd("AUTH", "EXTERNAL =")[0])
     s.quit()
 except Exception as e:
     print("refused", type(e).__name__)
@@ -242,6 +261,14 @@ except Exception as e:
     };
     let alice = python(&script("alice"));
     assert!(alice.contains("ehlo 250"), "{alice}");
+    assert!(
+        alice
+            .lines()
+            .any(|l| l.starts_with("offered") && l.contains("EXTERNAL")),
+        "{alice}"
+    );
+    assert!(alice.contains("external 235"), "{alice}");
+    gw.wait_for_log("sasl_method=EXTERNAL, sasl_username=alice@example.com");
     gw.wait_for_log(
         "Trusted TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher",
     );

@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Failures before the address is blocked.
-pub const BLOCK_AFTER: u32 = 10;
+pub const BLOCK_AFTER: u32 = 5;
 /// How long a blocked address is refused.
 pub const BLOCK_TIME: Duration = Duration::from_secs(600);
 /// The first failure's delay; it doubles with each failure up to [`MAX_DELAY`].
-pub const FIRST_DELAY: Duration = Duration::from_millis(500);
-pub const MAX_DELAY: Duration = Duration::from_secs(16);
+pub const FIRST_DELAY: Duration = Duration::from_millis(250);
+pub const MAX_DELAY: Duration = Duration::from_secs(8);
 /// A quiet address is forgotten after this long.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// Addresses remembered at most: about 64 bytes each, 640 KiB in all.

@@ -1,0 +1,286 @@
+//! Authentication and the relay policy end to end: smtplib, swaks and a SCRAM client
+//! written elsewhere (Python's scramp) log in; an outside client reaches only our
+//! domains until it authenticates; route-smuggling forms never relay; brute force is
+//! slowed and then blocked per address.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// 127.0.0.2 is inside; every other address, 127.0.0.3 in these tests, is outside.
+const POLICY: &str = "set classify 10 remote 127.0.0.2 category INTERNAL\n\
+                      set classify 20 remote 0.0.0.0/0 category EXTERNAL\n";
+
+fn add_user(state: &std::path::Path, user: &str, password: &str, cram: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+    cmd.args(["password", "add", "--user", user]);
+    if cram {
+        cmd.arg("--cram-md5");
+    }
+    let mut child = cmd
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+}
+
+fn start(dir: &TempDir, sink: &Sink) -> Gateway {
+    add_user(&dir.path().join("state"), "alice", "correct horse", true);
+    Gateway::start(
+        dir.path(),
+        &format!(
+            "{POLICY}set route example.com relay [127.0.0.1]:{port}\n\
+             set route * smarthost [127.0.0.1]:{port}\n",
+            port = sink.addr.port()
+        ),
+    )
+}
+
+#[test]
+fn smtplib_logs_in_with_plain_login_and_cram_md5_over_starttls() {
+    let dir = TempDir::new("auth-smtplib");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let out = python(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl._create_unverified_context()
+for mech in ["PLAIN", "LOGIN", "CRAM-MD5"]:
+    s = smtplib.SMTP("127.0.0.1", {port}, timeout=30, source_address=("127.0.0.3", 0))
+    s.ehlo("c.example.org")
+    s.starttls(context=ctx)
+    s.ehlo("c.example.org")
+    s.user, s.password = "alice", "correct horse"
+    code, text = s.auth(mech, getattr(s, "auth_" + mech.lower().replace("-", "_")))
+    print(mech, code)
+    s.sendmail("alice@example.org", ["eve@example.net"], b"Subject: " + mech.encode() + b"\r\n\r\nrelayed\r\n")
+    s.quit()
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30, source_address=("127.0.0.3", 0))
+s.ehlo("c.example.org")
+s.starttls(context=ctx)
+s.ehlo("c.example.org")
+try:
+    s.login("alice", "wrong")
+except smtplib.SMTPAuthenticationError as e:
+    print("bad", e.smtp_code, e.smtp_error.decode())
+"#,
+        port = gw.inbound
+    ));
+    for mech in ["PLAIN 235", "LOGIN 235", "CRAM-MD5 235"] {
+        assert!(out.contains(mech), "{out}");
+    }
+    assert!(out.contains("bad 535 5.7.8"), "{out}");
+    let msgs = sink.wait_for(3);
+    for m in &msgs {
+        let content = String::from_utf8_lossy(&m.content);
+        assert!(content.contains("with ESMTPSA"), "{content}");
+    }
+    gw.wait_for_log("sasl_method=CRAM-MD5, sasl_username=alice");
+}
+
+#[test]
+fn swaks_authenticates_with_each_mechanism() {
+    let dir = TempDir::new("auth-swaks");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        let out = Command::new("swaks")
+            .args([
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &gw.inbound.to_string(),
+                "--tls",
+            ])
+            .args([
+                "--auth",
+                mech,
+                "--auth-user",
+                "alice",
+                "--auth-password",
+                "correct horse",
+            ])
+            .args(["--from", "alice@example.org", "--to", "eve@example.net"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mech}: {text}");
+        assert!(
+            text.contains("235 2.7.0 Authentication successful"),
+            "{mech}: {text}"
+        );
+    }
+    sink.wait_for(3);
+}
+
+#[test]
+fn a_scram_client_written_elsewhere_authenticates() {
+    let dir = TempDir::new("auth-scram");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let out = python(&format!(
+        r#"
+import base64, smtplib, ssl
+from scramp import ScramClient
+ctx = ssl._create_unverified_context()
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30, source_address=("127.0.0.3", 0))
+s.ehlo("c.example.org")
+print("offered", s.esmtp_features.get("auth"))
+c = ScramClient(["SCRAM-SHA-256"], "alice", "correct horse")
+code, resp = s.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(c.get_client_first().encode()).decode())
+assert code == 334, (code, resp)
+c.set_server_first(base64.b64decode(resp).decode())
+code, resp = s.docmd(base64.b64encode(c.get_client_final().encode()).decode())
+assert code == 334, (code, resp)
+c.set_server_final(base64.b64decode(resp).decode())
+code, resp = s.docmd("")
+print("final", code, resp.decode())
+print(s.sendmail("alice@example.org", ["eve@example.net"], b"Subject: scram\r\n\r\nrelayed\r\n"))
+s.quit()
+"#,
+        port = gw.inbound
+    ));
+    // Without TLS an outside client is offered only what the ruleset allows in clear.
+    let offered = out.lines().find(|l| l.starts_with("offered")).unwrap_or("");
+    assert!(
+        offered.contains("CRAM-MD5 SCRAM-SHA-256") && !offered.contains("PLAIN"),
+        "{out}"
+    );
+    assert!(out.contains("final 235 2.7.0"), "{out}");
+    sink.wait_for(1);
+}
+
+#[test]
+fn plain_without_tls_is_refused_for_an_outside_client_with_538() {
+    let dir = TempDir::new("auth-538");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let mut raw = Raw::connect(gw.inbound_addr());
+    // Raw connects from 127.0.0.1, which POLICY classifies EXTERNAL.
+    raw.replies(1);
+    raw.send(b"EHLO c.example.org\r\n");
+    let ehlo = raw.replies(1);
+    assert!(ehlo.contains("AUTH CRAM-MD5 SCRAM-SHA-256"), "{ehlo}");
+    raw.send(b"AUTH PLAIN AGFsaWNlAGNvcnJlY3QgaG9yc2U=\r\n");
+    let text = raw.replies(1);
+    assert!(text.starts_with("538 5.7.11"), "{text}");
+}
+
+#[test]
+fn external_clients_reach_only_our_domains_and_smuggled_routes_never_relay() {
+    let dir = TempDir::new("auth-relay");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let forms = [
+        "eve@example.net",
+        "eve%example.net@example.com",
+        "example.net!eve@example.com",
+        "\"eve@example.net\"@example.com",
+        "@example.com:eve@example.net",
+        "eve@[192.0.2.1]",
+    ];
+    let script = |src: &str, login: bool| {
+        let list = forms
+            .iter()
+            .map(|f| format!("{f:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            r#"
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30, source_address=("{src}", 0))
+s.ehlo("c.example.org")
+if {login}:
+    s.starttls(context=ssl._create_unverified_context())
+    s.ehlo("c.example.org")
+    s.login("alice", "correct horse")
+s.mail("a@example.org")
+for r in [{list}]:
+    code, text = s.docmd("RCPT TO:<%s>" % r)
+    print(code, r)
+print(s.rcpt("bob@example.com")[0], "ours")
+s.quit()
+"#,
+            port = gw.inbound,
+            login = if login { "True" } else { "False" }
+        )
+    };
+    let outside = python(&script("127.0.0.3", false));
+    for f in forms {
+        assert!(
+            outside.contains(&format!("550 {f}")),
+            "{f} from outside:\n{outside}"
+        );
+    }
+    assert!(outside.contains("250 ours"), "{outside}");
+    let authed = python(&script("127.0.0.3", true));
+    assert!(
+        authed.contains("250 eve@example.net")
+            && authed.contains("250 eve%example.net@example.com"),
+        "{authed}"
+    );
+    let inside = python(&script("127.0.0.2", false));
+    assert!(inside.contains("250 eve@example.net"), "{inside}");
+}
+
+#[test]
+fn repeated_bad_passwords_are_slowed_then_blocked_while_another_address_logs_in() {
+    let dir = TempDir::new("auth-throttle");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let out = python(&format!(
+        r#"
+import smtplib, ssl, time
+ctx = ssl._create_unverified_context()
+def attempt(src, password):
+    s = smtplib.SMTP("127.0.0.1", {port}, timeout=60, source_address=(src, 0))
+    s.ehlo("c.example.org")
+    s.starttls(context=ctx)
+    s.ehlo("c.example.org")
+    start = time.monotonic()
+    s.user, s.password = "alice", password
+    try:
+        s.auth("PLAIN", s.auth_plain)
+        result = "ok"
+    except smtplib.SMTPAuthenticationError as e:
+        result = str(e.smtp_code)
+    except smtplib.SMTPServerDisconnected:
+        result = "disconnected"
+    try:
+        s.quit()
+    except Exception:
+        pass
+    return result, time.monotonic() - start
+delays = []
+for i in range(6):
+    r, d = attempt("127.0.0.3", "wrong")
+    print("bad", i, r)
+    delays.append(d)
+print("slowed", delays[3] > delays[0])
+print("good elsewhere", attempt("127.0.0.4", "correct horse")[0])
+print("good while blocked", attempt("127.0.0.3", "correct horse")[0])
+"#,
+        port = gw.inbound
+    ));
+    assert!(out.contains("bad 0 535"), "{out}");
+    assert!(out.contains("slowed True"), "{out}");
+    assert!(
+        out.contains("bad 4 421") || out.contains("bad 4 disconnected"),
+        "{out}"
+    );
+    assert!(out.contains("good elsewhere ok"), "{out}");
+    assert!(!out.contains("good while blocked ok"), "{out}");
+    gw.wait_for_log("blocked after repeated authentication failures");
+}
