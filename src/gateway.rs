@@ -13,6 +13,7 @@ use smol::LocalExecutor;
 use crate::clock::unix_now;
 use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
+use crate::filter::{Filter, Rule};
 use crate::net::listener::{self, Counts};
 use crate::net::throttle::Throttle;
 use crate::queue::{GroupCommit, Journal, Spool};
@@ -30,6 +31,10 @@ pub struct Gateway {
     pub commit: Rc<GroupCommit>,
     pub scheduler: Rc<Scheduler>,
     pub executor: Rc<LocalExecutor<'static>>,
+    /// The DNS client, for MX routes and access-filter name lookups.
+    pub resolver: Option<Rc<Resolver>>,
+    /// Each service's access filters, where it has any.
+    filters: [Option<Filter>; 2],
     /// The state directory: the user database and the stores live there.
     pub state_dir: PathBuf,
     /// Authentication failures by client address.
@@ -50,9 +55,37 @@ impl Gateway {
         self.server_configs.borrow()[service as usize].clone()
     }
 
+    pub fn filter(&self, service: ServiceName) -> Option<&Filter> {
+        self.filters[service as usize].as_ref()
+    }
+
     pub fn verifier(&self, service: ServiceName) -> Option<&Verifier> {
         self.verifiers[service as usize].as_ref()
     }
+}
+
+/// A service's access filters, parsed (the configuration checked them already).
+fn filters(config: &Config, service: ServiceName) -> Option<Filter> {
+    let s = config.service(service);
+    let mut filter = Filter {
+        allow: Vec::new(),
+        deny: Vec::new(),
+    };
+    filter
+        .allow
+        .extend(s.allow_filters.iter().filter_map(|t| Rule::parse(t).ok()));
+    filter
+        .deny
+        .extend(s.deny_filters.iter().filter_map(|t| Rule::parse(t).ok()));
+    for compact in s
+        .compact_filters
+        .iter()
+        .filter_map(|t| Filter::parse_compact(t).ok())
+    {
+        filter.allow.extend(compact.allow);
+        filter.deny.extend(compact.deny);
+    }
+    (!filter.allow.is_empty() || !filter.deny.is_empty()).then_some(filter)
 }
 
 fn verifiers(config: &Config) -> [Option<Verifier>; 2] {
@@ -172,7 +205,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         spool.clone(),
         journal.clone(),
         commit.clone(),
-        resolver,
+        resolver.clone(),
         tls.clone(),
         config.clone(),
         executor.clone(),
@@ -181,6 +214,11 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         server_configs: RefCell::new(server_configs(&config)),
         tls,
         verifiers: verifiers(&config),
+        filters: [
+            filters(&config, ServiceName::Inbound),
+            filters(&config, ServiceName::Outbound),
+        ],
+        resolver,
         state_dir: state_dir.to_path_buf(),
         throttle: RefCell::new(Throttle::default()),
         config: RefCell::new(config.clone()),

@@ -183,6 +183,12 @@ pub struct Service {
     pub ehlo_keywords: EhloKeywords,
     /// Recipient verification against the internal servers (callouts).
     pub verify: Verify,
+    /// Access filters in seed 002's syntax (`service: client-list [EXCEPT …]`), checked
+    /// when a client connects: allow filters first, then deny; no match allows.
+    pub allow_filters: Vec<String>,
+    pub deny_filters: Vec<String>,
+    /// Filters in the compact `+service:list$-service:list` form.
+    pub compact_filters: Vec<String>,
 }
 
 /// Recipient verification: RCPT for a domain routed to internal relays is checked live
@@ -228,6 +234,9 @@ impl Default for Service {
             greet_delay: Duration::ZERO,
             ehlo_keywords: EhloKeywords::ALL,
             verify: Verify::default(),
+            allow_filters: Vec::new(),
+            deny_filters: Vec::new(),
+            compact_filters: Vec::new(),
         }
     }
 }

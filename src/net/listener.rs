@@ -16,7 +16,10 @@ use crate::gateway::Gateway;
 use crate::log::Peer;
 use crate::smtp::reply::Reply;
 
-use super::session;
+use super::{access, session};
+
+/// The service name access filters know SMTP by (`smtp: …`), as in the seeds.
+pub const FILTER_SERVICE: &str = "smtp";
 
 /// How long we try to deliver a refusal to a client we will not serve.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,6 +117,16 @@ pub async fn accept_loop(
         let gw2 = gw.clone();
         gw.executor
             .spawn(async move {
+                if let (Some(filter), Some(local)) = (gw2.filter(service), local) {
+                    let decision =
+                        access::decide(filter, FILTER_SERVICE, local, peer, gw2.resolver.as_deref()).await;
+                    if !decision.is_allowed() {
+                        log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by filter ({decision:?})",
+                            Peer { name: None, addr: peer });
+                        refuse(&gw2, stream, Reply::new(554, "5.7.1", "Access denied"));
+                        return;
+                    }
+                }
                 session::serve(gw2, service, stream, peer, category_name, implicit_tls).await;
                 drop(slot);
             })

@@ -164,6 +164,12 @@ pub enum ServiceSetting {
     /// Adds an implicit-TLS listening address unless it is there already.
     TlsListen(SocketAddr),
     Channel(String),
+    /// Adds an allow filter (seed 002 syntax).
+    AllowFilter(String),
+    /// Adds a deny filter.
+    DenyFilter(String),
+    /// Adds a compact `+…$-…` filter.
+    AccessFilter(String),
     VerifyRecipients(bool),
     VerifyPositiveTtl(Duration),
     VerifyNegativeTtl(Duration),
@@ -245,6 +251,9 @@ enum ServiceKey {
     GreetDelay,
     EhloKeywords,
     TlsListen,
+    AllowFilter,
+    DenyFilter,
+    AccessFilter,
     Channel,
     VerifyRecipients,
     VerifyPositiveTtl,
@@ -367,6 +376,9 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("greet-delay", ServiceKey::GreetDelay),
     ("ehlo-keywords", ServiceKey::EhloKeywords),
     ("tls-listen", ServiceKey::TlsListen),
+    ("allow-filter", ServiceKey::AllowFilter),
+    ("deny-filter", ServiceKey::DenyFilter),
+    ("access-filter", ServiceKey::AccessFilter),
     ("channel", ServiceKey::Channel),
     ("verify-recipients", ServiceKey::VerifyRecipients),
     ("verify-positive-ttl", ServiceKey::VerifyPositiveTtl),
@@ -665,6 +677,9 @@ impl Statement {
                     ServiceSetting::ErrorLimit(n) => s.error_limit = *n,
                     ServiceSetting::GreetDelay(d) => s.greet_delay = *d,
                     ServiceSetting::EhloKeywords(k) => s.ehlo_keywords = *k,
+                    ServiceSetting::AllowFilter(f) => push_filter(&mut s.allow_filters, f)?,
+                    ServiceSetting::DenyFilter(f) => push_filter(&mut s.deny_filters, f)?,
+                    ServiceSetting::AccessFilter(f) => push_filter(&mut s.compact_filters, f)?,
                     ServiceSetting::TlsListen(addr) => {
                         if !s.tls_listen.contains(addr) {
                             if s.tls_listen.len() >= MAX_LISTEN_ADDRESSES {
@@ -851,6 +866,15 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
             S::EhloKeywords(value::ehlo_keywords(c.value(value::EHLO_EXPECTED)?)?)
         }
         ServiceKey::TlsListen => S::TlsListen(value::listen(c.value(value::LISTEN_EXPECTED)?)?),
+        ServiceKey::AllowFilter => {
+            S::AllowFilter(value::filter_rule(c.value(value::FILTER_EXPECTED)?)?)
+        }
+        ServiceKey::DenyFilter => {
+            S::DenyFilter(value::filter_rule(c.value(value::FILTER_EXPECTED)?)?)
+        }
+        ServiceKey::AccessFilter => S::AccessFilter(value::compact_filter(
+            c.value(value::COMPACT_FILTER_EXPECTED)?,
+        )?),
         ServiceKey::Channel => S::Channel(value::channel_name(c.value(value::CHANNEL_EXPECTED)?)?),
         ServiceKey::VerifyRecipients => S::VerifyRecipients(c.keyword(YES_NO)?),
         ServiceKey::VerifyPositiveTtl => {
@@ -1021,6 +1045,15 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         }
         for addr in &s.tls_listen {
             push(ServiceSetting::TlsListen(*addr));
+        }
+        for f in &s.allow_filters {
+            push(ServiceSetting::AllowFilter(f.clone()));
+        }
+        for f in &s.deny_filters {
+            push(ServiceSetting::DenyFilter(f.clone()));
+        }
+        for f in &s.compact_filters {
+            push(ServiceSetting::AccessFilter(f.clone()));
         }
         if let Some(name) = &s.channel {
             push(ServiceSetting::Channel(name.clone()));
@@ -1225,6 +1258,11 @@ impl fmt::Display for Statement {
                         lex::quoted(&value::format_ehlo_keywords(*k))
                     ),
                     ServiceSetting::TlsListen(a) => write!(f, "tls-listen {a}"),
+                    ServiceSetting::AllowFilter(r) => write!(f, "allow-filter {}", lex::quoted(r)),
+                    ServiceSetting::DenyFilter(r) => write!(f, "deny-filter {}", lex::quoted(r)),
+                    ServiceSetting::AccessFilter(r) => {
+                        write!(f, "access-filter {}", lex::quoted(r))
+                    }
                     ServiceSetting::Channel(name) => write!(f, "channel {name}"),
                     ServiceSetting::VerifyRecipients(on) => {
                         write!(f, "verify-recipients {}", if *on { "yes" } else { "no" })
@@ -1352,6 +1390,24 @@ impl fmt::Display for Statement {
             }
         }
     }
+}
+
+/// Most filters of one kind on one service.
+pub const MAX_FILTERS: usize = 64;
+
+/// Adds a filter unless it is there already.
+fn push_filter(list: &mut Vec<String>, filter: &str) -> Result<(), LineError> {
+    if list.iter().any(|f| f == filter) {
+        return Ok(());
+    }
+    if list.len() >= MAX_FILTERS {
+        return Err(LineError::TooMany {
+            what: "filters of one kind in one service",
+            limit: MAX_FILTERS,
+        });
+    }
+    list.push(filter.to_string());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1710,5 +1766,17 @@ mod tests {
                 .is_err()
         );
         one("set category R1 ruleset R1").apply(&mut cfg).unwrap();
+    }
+
+    #[test]
+    fn access_filters_round_trip_and_are_checked() {
+        let text = "set service inbound allow-filter \"smtp: 127.0.0.1, .example.com EXCEPT bad.example.com\"\n\
+                    set service inbound deny-filter \"smtp: ALL\"\n\
+                    set service outbound access-filter \"+smtp:LOCAL$-smtp:*\"\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(cfg.inbound.deny_filters, ["smtp: ALL"]);
+        assert_eq!(crate::config::text::print(&cfg), text);
+        assert!(Statement::parse("set service inbound allow-filter \"smtp 127.0.0.1\"").is_err());
+        assert!(Statement::parse("set service inbound access-filter \"smtp:ALL\"").is_err());
     }
 }

@@ -374,6 +374,35 @@ pub fn format_channel_keywords(keywords: &[ChannelKeyword]) -> String {
         .join(" ")
 }
 
+/// What a filter rule looks like, for messages.
+pub const FILTER_EXPECTED: &str = "a filter rule such as \"smtp: ALL EXCEPT .example.com\"";
+/// What a compact filter looks like, for messages.
+pub const COMPACT_FILTER_EXPECTED: &str = "a compact filter such as \"+smtp:LOCAL$-smtp:ALL\"";
+
+/// One filter rule in seed 002's syntax, checked by the filter parser.
+pub fn filter_rule(text: &str) -> Result<String, LineError> {
+    crate::filter::Rule::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            invalid(
+                text,
+                format!("is not a filter rule: {e}; expected {FILTER_EXPECTED}"),
+            )
+        })
+}
+
+/// A compact `+…$-…` filter, checked by the filter parser.
+pub fn compact_filter(text: &str) -> Result<String, LineError> {
+    crate::filter::Filter::parse_compact(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            invalid(
+                text,
+                format!("is not a compact filter: {e}; expected {COMPACT_FILTER_EXPECTED}"),
+            )
+        })
+}
+
 /// A DNS resolver: `address`, `address:port` or `[v6]:port`; the port defaults to 53.
 pub fn resolver(text: &str) -> Result<SocketAddr, LineError> {
     if let Ok(ip) = text.parse::<std::net::IpAddr>() {

@@ -1,0 +1,68 @@
+//! Access filters at the door, through the gateway: address patterns, names from a real
+//! DNS server (dnsmasq) with forward confirmation (DNSSPOOFER), and the compact form.
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+
+/// The first reply a client at `src` gets from `port`.
+fn greeting(port: u16, src: &str) -> String {
+    let socket = std::net::TcpListener::bind((src, 0)).unwrap();
+    drop(socket);
+    let out = python(&format!(
+        r#"
+import socket
+s = socket.create_connection(("127.0.0.1", {port}), timeout=30, source_address=("{src}", 0))
+print(s.recv(200).decode().strip())
+"#
+    ));
+    out.trim().to_string()
+}
+
+#[test]
+fn allow_then_deny_filters_decide_by_address() {
+    let dir = TempDir::new("filters-addr");
+    let gw = Gateway::start(
+        dir.path(),
+        "set service inbound allow-filter \"smtp: 127.0.0.2, 127.0.0.8/255.255.255.248 EXCEPT 127.0.0.9\"\n\
+         set service inbound deny-filter \"smtp: ALL\"\n",
+    );
+    assert!(greeting(gw.inbound, "127.0.0.2").starts_with("220 "));
+    assert!(greeting(gw.inbound, "127.0.0.10").starts_with("220 "));
+    assert_eq!(greeting(gw.inbound, "127.0.0.9"), "554 5.7.1 Access denied");
+    assert_eq!(greeting(gw.inbound, "127.0.0.3"), "554 5.7.1 Access denied");
+    gw.wait_for_log("reject: CONNECT from unknown[127.0.0.3]: 554 5.7.1 access denied by filter");
+    // The outbound service has no filters.
+    let _ = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], gw.outbound)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+}
+
+#[test]
+fn names_come_from_dns_and_spoofers_are_caught() {
+    let dir = TempDir::new("filters-dns");
+    // 127.0.0.4 is good.test both ways; 127.0.0.5 claims liar.test, which does not
+    // point back; 127.0.0.6 has no name at all.
+    let dns = Dnsmasq::start(&[
+        "--ptr-record=4.0.0.127.in-addr.arpa,good.test",
+        "--host-record=good.test,127.0.0.4",
+        "--ptr-record=5.0.0.127.in-addr.arpa,liar.test",
+        "--host-record=liar.test,127.0.0.99",
+    ]);
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set system dns resolver {}\n\
+             set service inbound access-filter \"-smtp: DNSSPOOFER$-smtp: UNKNOWN$-smtp: ALL EXCEPT .test\"\n",
+            dns.addr
+        ),
+    );
+    assert!(greeting(gw.inbound, "127.0.0.4").starts_with("220 "));
+    assert_eq!(greeting(gw.inbound, "127.0.0.5"), "554 5.7.1 Access denied");
+    assert_eq!(greeting(gw.inbound, "127.0.0.6"), "554 5.7.1 Access denied");
+}
