@@ -66,3 +66,39 @@ fn names_come_from_dns_and_spoofers_are_caught() {
     assert_eq!(greeting(gw.inbound, "127.0.0.5"), "554 5.7.1 Access denied");
     assert_eq!(greeting(gw.inbound, "127.0.0.6"), "554 5.7.1 Access denied");
 }
+
+/// An RFC 1413 server on `ip`:113 that names every connection's user `user`.
+fn ident_server(ip: &str, user: &'static str) -> std::net::TcpListener {
+    let listener =
+        std::net::TcpListener::bind((ip, 113)).expect("bind port 113 (tests run as root)");
+    let l = listener.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(conn.try_clone().unwrap()),
+                &mut line,
+            );
+            let ports = line.trim();
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                format!("{ports} : USERID : UNIX : {user}\r\n").as_bytes(),
+            );
+        }
+    });
+    listener
+}
+
+#[test]
+fn ident_users_are_asked_only_when_a_rule_names_one() {
+    let dir = TempDir::new("filters-ident");
+    let _ident = ident_server("127.0.0.7", "mallory");
+    let gw = Gateway::start(
+        dir.path(),
+        "set service inbound deny-filter \"smtp: mallory@ALL\"\n",
+    );
+    assert_eq!(greeting(gw.inbound, "127.0.0.7"), "554 5.7.1 Access denied");
+    // No ident server on 127.0.0.8: the user is unknown and the rule does not match.
+    assert!(greeting(gw.inbound, "127.0.0.8").starts_with("220 "));
+}
