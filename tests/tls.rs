@@ -318,3 +318,82 @@ fn must_tls_client_with_the_danger_option_delivers_unverified() {
     sink.wait_for(1);
     a.wait_for_log("Untrusted TLS connection established");
 }
+
+/// A next hop that answers our STARTTLS with `220 Ready\r\n250-fake\r\n` in one write,
+/// then speaks TLS properly; records what it receives after the handshake.
+const INJECTING_SERVER: &str = r#"
+import socket, ssl, subprocess, sys, os
+d = sys.argv[1]
+subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+    "-nodes", "-keyout", d + "/k.pem", "-out", d + "/c.pem", "-days", "2", "-subj", "/CN=inject"],
+    check=True, capture_output=True)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + "/c.pem", d + "/k.pem")
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+f = conn.makefile("rb")
+conn.sendall(b"220 inject.test ESMTP\r\n")
+f.readline()
+conn.sendall(b"250-inject.test\r\n250 STARTTLS\r\n")
+assert f.readline().strip().upper() == b"STARTTLS"
+conn.sendall(b"220 Ready\r\n250-fake\r\n")
+tls = ctx.wrap_socket(conn, server_side=True)
+g = tls.makefile("rb")
+log = open(d + "/seen.txt", "wb")
+line = g.readline(); log.write(line)
+tls.sendall(b"250-inject.test\r\n250 PIPELINING\r\n")
+while True:
+    line = g.readline()
+    if not line:
+        break
+    log.write(line); log.flush()
+    cmd = line.strip().upper()
+    if cmd.startswith(b"MAIL") or cmd.startswith(b"RCPT"):
+        tls.sendall(b"250 2.0.0 ok\r\n")
+    elif cmd == b"DATA":
+        tls.sendall(b"354 go\r\n")
+        while g.readline() not in (b".\r\n", b""):
+            pass
+        tls.sendall(b"250 2.0.0 queued\r\n")
+    elif cmd == b"QUIT":
+        tls.sendall(b"221 bye\r\n")
+        break
+    else:
+        tls.sendall(b"250 ok\r\n")
+"#;
+
+#[test]
+fn plaintext_injected_after_our_starttls_is_thrown_away() {
+    let dir = TempDir::new("tls-response-inject");
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(INJECTING_SERVER)
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{port}\n"
+        ),
+    );
+    send(&gw);
+    gw.wait_for_log("status=sent (250 2.0.0 queued)");
+    let _ = server.wait();
+    let seen = std::fs::read_to_string(dir.path().join("seen.txt")).unwrap();
+    // After TLS we said EHLO again, and the "250-fake" line was never taken as its answer.
+    assert!(seen.starts_with("EHLO gw.example.com\r\n"), "{seen}");
+    assert!(seen.contains("MAIL FROM:<alice@example.org>"), "{seen}");
+    gw.wait_for_log("Untrusted TLS connection established to 127.0.0.1[127.0.0.1]");
+}
