@@ -284,3 +284,20 @@ print("good while blocked", attempt("127.0.0.3", "correct horse")[0])
     assert!(!out.contains("good while blocked ok"), "{out}");
     gw.wait_for_log("blocked after repeated authentication failures");
 }
+
+#[test]
+fn a_service_mechanism_list_narrows_what_is_offered() {
+    let dir = TempDir::new("auth-service-list");
+    let gw = Gateway::start(
+        dir.path(),
+        &format!("{POLICY}set service inbound auth-mechanisms \"SCRAM-SHA-256 PLAIN\"\n"),
+    );
+    let mut raw = Raw::connect(gw.inbound_addr());
+    raw.replies(1);
+    raw.send(b"EHLO c.example.org\r\n");
+    let ehlo = raw.replies(1);
+    // PLAIN is allowed by the service but needs TLS first under the ruleset.
+    assert!(ehlo.contains("250-AUTH SCRAM-SHA-256\r\n"), "{ehlo}");
+    raw.send(b"AUTH CRAM-MD5\r\n");
+    assert!(raw.replies(1).starts_with("504 5.5.4"));
+}

@@ -189,6 +189,9 @@ pub struct Service {
     pub deny_filters: Vec<String>,
     /// Filters in the compact `+service:list$-service:list` form.
     pub compact_filters: Vec<String>,
+    /// SASL mechanisms this service offers at most; the client's ruleset narrows them.
+    /// `None` leaves it to the ruleset.
+    pub auth_mechanisms: Option<crate::sasl::MechanismSet>,
 }
 
 /// Recipient verification: RCPT for a domain routed to internal relays is checked live
@@ -237,6 +240,7 @@ impl Default for Service {
             allow_filters: Vec::new(),
             deny_filters: Vec::new(),
             compact_filters: Vec::new(),
+            auth_mechanisms: None,
         }
     }
 }

@@ -459,7 +459,17 @@ fn session_config(gw: &Gateway, service: ServiceName, category: Option<&str>) ->
     c.require_tls = use_tls == TlsUse::Must;
     c.require_auth = channel.keywords.contains(&ChannelKeyword::MustSaslServer);
     if sasl {
-        c.auth_mechanisms = auth.advertised;
+        // The service's own list, where it has one, narrows the ruleset's.
+        let service_list = config.service(service).auth_mechanisms;
+        c.auth_mechanisms = auth
+            .advertised
+            .into_iter()
+            .filter(|m| {
+                service_list.is_none_or(|set| {
+                    MechanismName::parse(m.as_bytes()).is_some_and(|n| set.contains(n))
+                })
+            })
+            .collect();
         c.auth_needs_tls = auth.needs_tls;
     }
     Rc::new(c)

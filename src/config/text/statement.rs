@@ -164,6 +164,7 @@ pub enum ServiceSetting {
     /// Adds an implicit-TLS listening address unless it is there already.
     TlsListen(SocketAddr),
     Channel(String),
+    AuthMechanisms(crate::sasl::MechanismSet),
     /// Adds an allow filter (seed 002 syntax).
     AllowFilter(String),
     /// Adds a deny filter.
@@ -251,6 +252,7 @@ enum ServiceKey {
     GreetDelay,
     EhloKeywords,
     TlsListen,
+    AuthMechanisms,
     AllowFilter,
     DenyFilter,
     AccessFilter,
@@ -376,6 +378,7 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("greet-delay", ServiceKey::GreetDelay),
     ("ehlo-keywords", ServiceKey::EhloKeywords),
     ("tls-listen", ServiceKey::TlsListen),
+    ("auth-mechanisms", ServiceKey::AuthMechanisms),
     ("allow-filter", ServiceKey::AllowFilter),
     ("deny-filter", ServiceKey::DenyFilter),
     ("access-filter", ServiceKey::AccessFilter),
@@ -677,6 +680,7 @@ impl Statement {
                     ServiceSetting::ErrorLimit(n) => s.error_limit = *n,
                     ServiceSetting::GreetDelay(d) => s.greet_delay = *d,
                     ServiceSetting::EhloKeywords(k) => s.ehlo_keywords = *k,
+                    ServiceSetting::AuthMechanisms(m) => s.auth_mechanisms = Some(*m),
                     ServiceSetting::AllowFilter(f) => push_filter(&mut s.allow_filters, f)?,
                     ServiceSetting::DenyFilter(f) => push_filter(&mut s.deny_filters, f)?,
                     ServiceSetting::AccessFilter(f) => push_filter(&mut s.compact_filters, f)?,
@@ -866,6 +870,9 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
             S::EhloKeywords(value::ehlo_keywords(c.value(value::EHLO_EXPECTED)?)?)
         }
         ServiceKey::TlsListen => S::TlsListen(value::listen(c.value(value::LISTEN_EXPECTED)?)?),
+        ServiceKey::AuthMechanisms => {
+            S::AuthMechanisms(value::mechanisms(c.value(value::MECHANISMS_EXPECTED)?)?)
+        }
         ServiceKey::AllowFilter => {
             S::AllowFilter(value::filter_rule(c.value(value::FILTER_EXPECTED)?)?)
         }
@@ -1045,6 +1052,9 @@ pub fn statements(config: &Config) -> Vec<Statement> {
         }
         for addr in &s.tls_listen {
             push(ServiceSetting::TlsListen(*addr));
+        }
+        if let Some(m) = s.auth_mechanisms {
+            push(ServiceSetting::AuthMechanisms(m));
         }
         for f in &s.allow_filters {
             push(ServiceSetting::AllowFilter(f.clone()));
@@ -1258,6 +1268,13 @@ impl fmt::Display for Statement {
                         lex::quoted(&value::format_ehlo_keywords(*k))
                     ),
                     ServiceSetting::TlsListen(a) => write!(f, "tls-listen {a}"),
+                    ServiceSetting::AuthMechanisms(m) => {
+                        write!(
+                            f,
+                            "auth-mechanisms {}",
+                            lex::quoted(&value::format_mechanisms(*m))
+                        )
+                    }
                     ServiceSetting::AllowFilter(r) => write!(f, "allow-filter {}", lex::quoted(r)),
                     ServiceSetting::DenyFilter(r) => write!(f, "deny-filter {}", lex::quoted(r)),
                     ServiceSetting::AccessFilter(r) => {
@@ -1772,6 +1789,7 @@ mod tests {
     fn access_filters_round_trip_and_are_checked() {
         let text = "set service inbound allow-filter \"smtp: 127.0.0.1, .example.com EXCEPT bad.example.com\"\n\
                     set service inbound deny-filter \"smtp: ALL\"\n\
+                    set service outbound auth-mechanisms \"PLAIN SCRAM-SHA-256\"\n\
                     set service outbound access-filter \"+smtp:LOCAL$-smtp:*\"\n";
         let cfg = crate::config::text::parse(text).unwrap();
         assert_eq!(cfg.inbound.deny_filters, ["smtp: ALL"]);
