@@ -17,6 +17,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::options::{self, number};
 use crate::postfix::{self, Instance, Layout};
 use crate::process::{self, Guarded, PeakPss};
 use crate::sink::Sink;
@@ -93,37 +94,31 @@ impl Options {
     /// Parses the words after `bench relay`; `--name value` and `--name=value` both work.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options::default();
-        let mut words = args.iter();
-        while let Some(word) = words.next() {
-            let (name, inline_value) = match word.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (word.as_str(), None),
-            };
-            let mut value = || {
-                inline_value
-                    .clone()
-                    .or_else(|| words.next().cloned())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
-            match name {
-                "--messages" => options.messages = number(name, &value()?, 1, u32::MAX)?,
-                "--sessions" => options.sessions = number(name, &value()?, 1, MAX_SESSIONS)?,
-                "--size" => options.size = number(name, &value()?, 0, MAX_SIZE)?,
-                "--only" => {
-                    options.only = Some(match value()?.as_str() {
-                        "drawbridge" => System::Drawbridge,
-                        "postfix" => System::Postfix,
-                        other => {
-                            return Err(format!(
-                                "--only takes drawbridge or postfix, not `{other}`"
-                            ));
-                        }
-                    })
+        options::walk(
+            args,
+            |name, value, inline| {
+                match name {
+                    "--messages" => options.messages = number(name, &value()?, 1, u32::MAX)?,
+                    "--sessions" => options.sessions = number(name, &value()?, 1, MAX_SESSIONS)?,
+                    "--size" => options.size = number(name, &value()?, 0, MAX_SIZE)?,
+                    "--only" => {
+                        options.only = Some(match value()?.as_str() {
+                            "drawbridge" => System::Drawbridge,
+                            "postfix" => System::Postfix,
+                            other => {
+                                return Err(format!(
+                                    "--only takes drawbridge or postfix, not `{other}`"
+                                ));
+                            }
+                        })
+                    }
+                    "--reconnect" if !inline => options.reconnect = true,
+                    _ => return Ok(false),
                 }
-                "--reconnect" if inline_value.is_none() => options.reconnect = true,
-                _ => return Err(format!("unknown option `{word}` for bench relay")),
-            }
-        }
+                Ok(true)
+            },
+            "bench relay",
+        )?;
         Ok(options)
     }
 
@@ -164,15 +159,6 @@ impl Options {
                 "connections kept open (smtp-source -d)"
             }
         )
-    }
-}
-
-fn number(name: &str, text: &str, min: u32, max: u32) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{name} takes a number from {min} to {max}, not `{text}`"
-        )),
     }
 }
 

@@ -22,6 +22,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::options::{self, number};
 use crate::postfix::{self, Instance, Layout};
 use crate::process::{self, Guarded};
 use crate::sink::Sink;
@@ -77,25 +78,19 @@ impl Options {
     /// Parses the words after `bench tls`; `--name value` and `--name=value` both work.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options::default();
-        let mut words = args.iter();
-        while let Some(word) = words.next() {
-            let (name, inline_value) = match word.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (word.as_str(), None),
-            };
-            let mut value = || {
-                inline_value
-                    .clone()
-                    .or_else(|| words.next().cloned())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
-            match name {
-                "--handshakes" => options.handshakes = number(name, &value()?, 1, u32::MAX)?,
-                "--messages" => options.messages = number(name, &value()?, 1, u32::MAX)?,
-                "--sessions" => options.sessions = number(name, &value()?, 1, MAX_SESSIONS)?,
-                _ => return Err(format!("unknown option `{word}` for bench tls")),
-            }
-        }
+        options::walk(
+            args,
+            |name, value, _| {
+                match name {
+                    "--handshakes" => options.handshakes = number(name, &value()?, 1, u32::MAX)?,
+                    "--messages" => options.messages = number(name, &value()?, 1, u32::MAX)?,
+                    "--sessions" => options.sessions = number(name, &value()?, 1, MAX_SESSIONS)?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            },
+            "bench tls",
+        )?;
         Ok(options)
     }
 
@@ -103,15 +98,6 @@ impl Options {
     fn messages_of_session(&self, index: u32) -> u32 {
         let base = self.messages / self.sessions;
         base + u32::from(index < self.messages % self.sessions)
-    }
-}
-
-fn number(name: &str, text: &str, min: u32, max: u32) -> Result<u32, String> {
-    match text.parse::<u32>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{name} takes a number from {min} to {max}, not `{text}`"
-        )),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_tls;
+mod options;
 mod postfix;
 mod process;
 mod sink;
