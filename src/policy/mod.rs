@@ -389,13 +389,10 @@ fn decide_into(
         return Verdict::Deny(relay_denied(rcpt));
     }
 
-    let domain = match rcpt.rsplit_once('@') {
-        Some((_, d)) => d.trim_end_matches('.').to_ascii_lowercase(),
-        None => {
-            trace.push("no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
-            config.system.host_name.to_ascii_lowercase()
-        }
-    };
+    if !rcpt.contains('@') {
+        trace.push("no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
+    }
+    let domain = config.recipient_domain(rcpt);
     let domain = if smuggle::literal_address(&domain).is_some() {
         if !smuggle::is_foreign_literal(&domain, client.our_addresses) {
             trace.push(format!(

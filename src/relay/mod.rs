@@ -300,8 +300,7 @@ impl Scheduler {
                 if !r.status.is_open() {
                     continue;
                 }
-                let domain = domain_of(&r.address)
-                    .unwrap_or_else(|| config.system.host_name.to_ascii_lowercase());
+                let domain = config.recipient_domain(&r.address);
                 match config.route_for(&domain) {
                     Some((pattern, route)) => {
                         let key = match route.next_hop {
@@ -1109,12 +1108,6 @@ fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
         },
         other => Reply::new(451, "4.4.1", format!("connect to {}: {other}", Relay(host))),
     }
-}
-
-/// A recipient's domain, lower case, or `None` for a bare `postmaster`.
-fn domain_of(address: &str) -> Option<String> {
-    let (_, domain) = address.rsplit_once('@')?;
-    Some(domain.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// The address of an address-literal domain such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.

@@ -28,7 +28,7 @@ const DEFAULT_MESSAGES: u32 = 10_000;
 /// Default number of parallel SMTP sessions (`--sessions`).
 const DEFAULT_SESSIONS: u32 = 10;
 /// Default payload bytes per message (`--size`).
-const DEFAULT_SIZE: u32 = 2048;
+pub const DEFAULT_SIZE: u32 = 2048;
 
 /// Most parallel sessions: smtp-sink's default `-m`, the connections it serves at once.
 const MAX_SESSIONS: u32 = 256;
@@ -37,18 +37,18 @@ const MAX_SESSIONS: u32 = 256;
 const MAX_SIZE: u32 = 10_000_000;
 
 /// Longest a whole run of one system may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest the sink may see no new message once smtp-source has finished.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a system may take to accept connections after it was started.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the run loop looks at the sink's counter; bounds the timing error.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// How often a progress line is printed during a run.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-const SENDER: &str = "sender@example.org";
-const RECIPIENT: &str = "rcpt@example.com";
+pub const SENDER: &str = "sender@example.org";
+pub const RECIPIENT: &str = "rcpt@example.com";
 
 /// One of the two systems compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::bench::{self, POLL_INTERVAL, RECIPIENT, RUN_TIMEOUT, SENDER, START_TIMEOUT};
 use crate::options::{self, number};
 use crate::postfix::{self, Instance, Layout};
 use crate::process::{self, Guarded};
@@ -41,19 +42,10 @@ const MAX_SESSIONS: u32 = 100;
 /// Length of one `openssl s_time -time` slice.
 const HANDSHAKE_SLICE_SECONDS: u32 = 2;
 /// Payload bytes per message, as in `bench relay`'s default.
-const PAYLOAD_SIZE: usize = 2048;
+const PAYLOAD_SIZE: usize = bench::DEFAULT_SIZE as usize;
 /// Payload line length: short of RFC 5322 §2.1.1's 78 characters.
 const PAYLOAD_LINE: usize = 76;
 
-/// Longest a system may take to accept connections after it was started.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest one part of the run (handshakes or relay) of one system may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often the relay run looks at the sink's counter; bounds the timing error.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
-
-const SENDER: &str = "sender@example.org";
-const RECIPIENT: &str = "rcpt@example.com";
 const CLIENT_NAME: &str = "load.example.org";
 
 /// The options of `bench tls`, checked.
