@@ -17,8 +17,8 @@ use crate::filter::{Filter, Rule};
 use crate::net::listener::{self, Counts};
 use crate::net::throttle::Throttle;
 use crate::queue::{GroupCommit, Journal, Spool};
-use crate::relay::Scheduler;
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
+use crate::relay::{QueueStore, Scheduler};
 use crate::smtp::server::ServerConfig;
 use crate::tls::setup::GatewayTls;
 
@@ -43,6 +43,8 @@ pub struct Gateway {
     pub tls: Option<Rc<GatewayTls>>,
     /// Recipient verification per service, where it is turned on.
     verifiers: [Option<Verifier>; 2],
+    /// This host's addresses: a literal naming one of them is our host.
+    our_addresses: Rc<[IpAddr]>,
 }
 
 impl Gateway {
@@ -61,6 +63,11 @@ impl Gateway {
 
     pub fn verifier(&self, service: ServiceName) -> Option<&Verifier> {
         self.verifiers[service as usize].as_ref()
+    }
+
+    /// This host's addresses, as routing knows them (see [`crate::net::local`]).
+    pub fn our_addresses(&self) -> &[IpAddr] {
+        &self.our_addresses
     }
 }
 
@@ -201,19 +208,24 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
             None
         }
     };
+    let our_addresses: Rc<[IpAddr]> = crate::net::local::our_addresses(&config).into();
     let scheduler = Scheduler::new(
-        spool.clone(),
-        journal.clone(),
-        commit.clone(),
+        QueueStore {
+            spool: spool.clone(),
+            journal: journal.clone(),
+            commit: commit.clone(),
+        },
         resolver.clone(),
         tls.clone(),
         config.clone(),
+        our_addresses.clone(),
         executor.clone(),
     );
     let gw = Rc::new(Gateway {
         server_configs: RefCell::new(server_configs(&config)),
         tls,
         verifiers: verifiers(&config),
+        our_addresses,
         filters: [
             filters(&config, ServiceName::Inbound),
             filters(&config, ServiceName::Outbound),

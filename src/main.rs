@@ -129,6 +129,7 @@ fn explain(o: &cli::ExplainOptions) -> ExitCode {
             }
         },
     };
+    let ours = drawbridge::net::local::our_addresses(&config);
     let explanation = drawbridge::policy::explain(
         &config,
         drawbridge::policy::ExplainInput {
@@ -142,6 +143,7 @@ fn explain(o: &cli::ExplainOptions) -> ExitCode {
             } else {
                 config::ServiceName::Inbound
             },
+            our_addresses: &ours,
         },
     );
     // The last step states the decision and its reply.

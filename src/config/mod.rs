@@ -92,17 +92,8 @@ impl Config {
         Classification::Unclassified
     }
 
-    /// The domain mail for `address` is routed by: its domain, lower case, without a
-    /// trailing dot; for a bare `postmaster` (RFC 5321 §4.5.1) our own host name.
-    pub fn recipient_domain(&self, address: &str) -> String {
-        match address.rsplit_once('@') {
-            Some((_, domain)) => domain.trim_end_matches('.').to_ascii_lowercase(),
-            None => self.system.host_name.to_ascii_lowercase(),
-        }
-    }
-
-    /// The route for a recipient domain: an exact pattern first, then the longest
-    /// `.suffix`, then `*`.
+    /// The route for a domain name: an exact pattern first, then the longest `.suffix`,
+    /// then `*`. Recipients are routed by [`crate::policy::route`], which calls this.
     pub fn route_for(&self, domain: &str) -> Option<(&DomainPattern, &Route)> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if let Some((p, r)) = self

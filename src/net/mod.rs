@@ -5,6 +5,7 @@
 pub mod access;
 pub mod connection;
 pub mod listener;
+pub mod local;
 pub mod session;
 pub mod throttle;
 

@@ -15,11 +15,12 @@ use crate::log::Peer;
 use crate::net::throttle::Penalty;
 use crate::policy;
 use crate::queue::{
-    Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Recipient, Ret,
+    self, Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Ret,
 };
 use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify};
 use crate::sasl::{AuthError, ExchangeInputs, Mechanism, MechanismName, Step, new_mechanism};
+use crate::smtp::address::Recipient;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{
@@ -111,7 +112,11 @@ pub async fn serve(
                     rcpts.clear();
                     session.answer(Verdict::Accept, Instant::now());
                 }
-                Event::CheckRcpt { to, .. } => {
+                Event::CheckRcpt {
+                    to,
+                    had_source_route,
+                    ..
+                } => {
                     let asked = RcptAsked {
                         service,
                         category: category.as_deref(),
@@ -119,13 +124,15 @@ pub async fn serve(
                         auth_user: session.authenticated_user().map(str::to_string),
                         local: local.map(|l| l.ip()),
                         from: &from,
-                        had_source_route: session.pending_check_had_source_route(),
+                        had_source_route,
                     };
-                    let verdict = check_rcpt(&gw, &asked, &to).await;
-                    if verdict == Verdict::Accept {
-                        rcpts.push(to);
+                    match check_rcpt(&gw, &asked, &to).await {
+                        Ok(deliver_to) => {
+                            rcpts.push(deliver_to.clone());
+                            session.accept_rcpt(deliver_to, Instant::now());
+                        }
+                        Err(reply) => session.answer(Verdict::Reject(reply), Instant::now()),
                     }
-                    session.answer(verdict, Instant::now());
                 }
                 Event::MessageBegin => {
                     spooling = Some(begin_message(
@@ -493,10 +500,12 @@ fn source_channel(
 }
 
 /// The relay policy, then, for our own domains where the service asks for it, a live
-/// check with the internal server that the recipient exists.
-async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &str) -> Verdict {
+/// check with the internal server that the recipient exists. Gives the address to
+/// deliver to, which routing may have turned to our host name.
+async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Result<String, Reply> {
     let config = gw.config();
-    let ours: Vec<IpAddr> = asked.local.into_iter().collect();
+    let mut ours = gw.our_addresses().to_vec();
+    ours.extend(asked.local);
     let client = policy::Client {
         service: asked.service,
         category: asked.category,
@@ -510,30 +519,26 @@ async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &str) -> Verdict {
         had_source_route: asked.had_source_route,
     };
     let decision = policy::decide(&config, &client, &check);
-    let pattern = match decision.verdict {
-        policy::Verdict::Allow(pattern) => pattern,
+    let routed = match decision.verdict {
+        policy::Verdict::Allow(routed) => routed,
         policy::Verdict::Deny(reply) => {
             log::debug!(target: "smtpd", "RCPT <{to}> refused: {}", decision.trace.join("; "));
-            return Verdict::Reject(reply);
+            return Err(reply);
         }
     };
     let Some(verifier) = gw.verifier(asked.service) else {
-        return Verdict::Accept;
+        return Ok(routed.address);
     };
-    let Some(route) = config
-        .routes
-        .get(&pattern)
-        .filter(|r| r.is_internal_relay())
-    else {
-        return Verdict::Accept;
+    let Some(route) = routed.route(&config).filter(|r| r.is_internal_relay()) else {
+        return Ok(routed.address);
     };
     match verifier
-        .verify(to, route.next_hop.hosts(), Instant::now())
+        .verify(&routed.address, route.next_hop.hosts(), Instant::now())
         .await
         .outcome
     {
-        Outcome::Accept => Verdict::Accept,
-        Outcome::Reject(reply) | Outcome::TempFail(reply) => Verdict::Reject(reply),
+        Outcome::Accept => Ok(routed.address),
+        Outcome::Reject(reply) | Outcome::TempFail(reply) => Err(reply),
     }
 }
 
@@ -699,7 +704,7 @@ fn envelope(
         recipients: tx
             .rcpts
             .iter()
-            .map(|(address, params)| Recipient {
+            .map(|(address, params)| queue::Recipient {
                 address: address.clone(),
                 orcpt: params.orcpt.clone(),
                 notify: params.notify.map_or(0, |n| {

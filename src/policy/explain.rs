@@ -7,8 +7,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::{Client, RcptCheck, auth_policy, decide};
+use super::{Client, RcptCheck, Verdict, auth_policy, decide, route};
 use crate::config::{Config, ServiceName};
+use crate::smtp::address::{Path, Recipient};
+use crate::smtp::command::CommandError;
 
 /// The case to explain.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +23,8 @@ pub struct ExplainInput<'a> {
     /// The recipient, with or without angle brackets, possibly with a source route.
     pub rcpt: &'a str,
     pub service: ServiceName,
+    /// This host's addresses: a literal naming one of them is our host.
+    pub our_addresses: &'a [IpAddr],
 }
 
 /// The steps, one line each, and the reply: `250 2.1.5 Ok` or the refusal.
@@ -97,22 +101,32 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
             )
         });
     }
-    let ours = our_addresses(config);
     let client = Client {
         service: input.service,
         category,
         tls: input.tls,
         auth_user: input.auth_user,
-        our_addresses: &ours,
+        our_addresses: input.our_addresses,
     };
-    let (rcpt, had_source_route) = strip_path(input.rcpt);
+    let Some((rcpt, had_source_route)) = parse_rcpt(input.rcpt) else {
+        let reply = CommandError::BadRecipient.reply().one_line();
+        steps.push(format!(
+            "the recipient {} is not an RFC 5321 address: RCPT is refused",
+            input.rcpt.trim()
+        ));
+        steps.push(format!("decision: {reply}"));
+        return Explanation {
+            steps,
+            decision: reply,
+        };
+    };
     let (mail, _) = strip_path(input.mail);
     let decision = decide(
         config,
         &client,
         &RcptCheck {
             mail_from: mail,
-            rcpt,
+            rcpt: &rcpt,
             had_source_route,
         },
     );
@@ -120,24 +134,31 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
     // said already when a rule matched.
     let skip = usize::from(matched);
     steps.extend(decision.trace.iter().skip(skip).cloned());
+    // Where the mail goes, by the routing delivery uses, just before the decision.
+    if let Verdict::Allow(routed) = &decision.verdict {
+        let at = steps.len().saturating_sub(1);
+        steps.insert(at, format!("delivery: {}", route::describe(config, routed)));
+    }
     Explanation {
         steps,
         decision: decision.reply().one_line(),
     }
 }
 
-/// The addresses the services listen on, other than the unspecified ones.
-fn our_addresses(config: &Config) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::new();
-    for name in ServiceName::ALL {
-        let s = config.service(name);
-        for a in s.listen.iter().chain(s.tls_listen.iter()) {
-            if !a.ip().is_unspecified() && !out.contains(&a.ip()) {
-                out.push(a.ip());
-            }
-        }
+/// The recipient as the server core checks it: the path with its angle brackets (added
+/// when missing), then the recipient; and whether it carried a source route.
+fn parse_rcpt(text: &str) -> Option<(Recipient, bool)> {
+    let text = text.trim();
+    let bracketed = if text.starts_with('<') {
+        text.to_string()
+    } else {
+        format!("<{text}>")
+    };
+    let (path, rest) = Path::parse_prefix(&bracketed).ok()?;
+    if !rest.is_empty() {
+        return None;
     }
-    out
+    Some((Recipient::from_target(path.target)?, path.had_source_route))
 }
 
 /// An address as typed, without angle brackets and without a source route
@@ -161,6 +182,8 @@ mod tests {
     use super::*;
     use crate::config::host_default;
 
+    const OURS: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::LOCALHOST)];
+
     fn run(ip: &str, tls: bool, auth: Option<&str>, rcpt: &str) -> Explanation {
         explain(
             &host_default(),
@@ -171,6 +194,7 @@ mod tests {
                 mail: "<sender@example.net>",
                 rcpt,
                 service: ServiceName::Inbound,
+                our_addresses: OURS,
             },
         )
     }
@@ -187,7 +211,7 @@ mod tests {
             "no TLS: stays on tcp_local",
             "not authenticated: stays on tcp_local",
             "sender <sender@example.net>, recipient <victim@example.org>",
-            "route * for example.org: MX lookup; destination channel tcp_local (built-in for routes that leave the organisation)",
+            "route * for example.org: MX lookup; delivered to <victim@example.org>; destination channel tcp_local (built-in for routes that leave the organisation)",
             "relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relaying not permitted\": matches",
             "decision: 550 5.7.1 SMTP relaying not permitted",
         ];
@@ -207,9 +231,10 @@ mod tests {
             "authenticated as alice: switched from tcp_local to tcp_auth (saslswitchchannel)",
             "sender <sender@example.net>, recipient <friend@example.org>",
             "address form not checked: the client authenticated as alice",
-            "route * for example.org: MX lookup; destination channel tcp_local (built-in for routes that leave the organisation)",
+            "route * for example.org: MX lookup; delivered to <friend@example.org>; destination channel tcp_local (built-in for routes that leave the organisation)",
             "relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relaying not permitted\": no match (source channel is tcp_auth, not tcp_local)",
             "no relay rule matched: allowed, the client authenticated as alice",
+            "delivery: route * for example.org: MX lookup; delivered to <friend@example.org>",
             "decision: 250 2.1.5 Ok",
         ];
         assert_eq!(e.steps, expected);
@@ -263,6 +288,7 @@ mod tests {
                 mail: "",
                 rcpt: "a@example.org",
                 service: ServiceName::Outbound,
+                our_addresses: OURS,
             },
         );
         assert_eq!(e.decision, "550 5.7.1 <a@example.org>: Relay access denied");
@@ -298,6 +324,7 @@ mod tests {
                 mail: "",
                 rcpt: "a@example.com",
                 service: ServiceName::Inbound,
+                our_addresses: OURS,
             },
         );
         assert_eq!(e.decision, "554 5.7.1 go away");

@@ -17,10 +17,13 @@
 //! 2. **Address smuggling.** A client that is neither INTERNAL nor authenticated is
 //!    refused any recipient that hides a second hop (see [`smuggle`]), whatever the rules
 //!    say: `550 5.7.1 <addr>: Relay access denied`.
-//! 3. **Route.** The recipient's domain picks a route (a bare `postmaster` and a literal of
-//!    one of our addresses are our host name). No route: refused. The route's `channel`
-//!    is the destination channel, else the built-in one: `tcp_internal` for a relay list
-//!    (our own domains), `tcp_local` for MX and smarthost routes.
+//! 3. **Route**, by [`route::route`], the function delivery uses too: the recipient's
+//!    domain picks a route; a bare `postmaster` and a literal of one of our addresses are
+//!    our host. From a client that is neither INTERNAL nor authenticated, only
+//!    `postmaster` is taken at one of our literals, and nothing at another host's
+//!    literal. No route: refused. The route's `channel` is the destination channel, else
+//!    the built-in one: `tcp_internal` for a relay list (our own domains), `tcp_local`
+//!    for MX and smarthost routes.
 //! 4. **Relay rules**, by number; the first whose source, from, destination and to all
 //!    match decides: `allow`, or `deny "TEXT"` with the reply `550 TEXT` (an enhanced code
 //!    at the start of the text is used, else `5.7.1`).
@@ -34,18 +37,21 @@
 //! same decisions with the seeds' text.
 
 pub mod explain;
+pub mod route;
 pub mod smuggle;
 
 pub use explain::{ExplainInput, Explanation, explain};
+pub use route::{NoRoute, Routed, Target};
 pub use smuggle::smuggles_route;
 
 use std::net::IpAddr;
 
 use crate::config::text::Statement;
 use crate::config::{
-    CHANNEL_INTERNAL, CHANNEL_INTRANET, CHANNEL_LOCAL, Channel, Config, DEFAULT_RULESET,
-    DomainPattern, INTERNAL, NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
+    CHANNEL_INTERNAL, CHANNEL_INTRANET, CHANNEL_LOCAL, Channel, Config, DEFAULT_RULESET, INTERNAL,
+    NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
 };
+use crate::smtp::address::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// What the policy knows about the client of a session.
@@ -58,7 +64,7 @@ pub struct Client<'a> {
     pub tls: bool,
     /// The user the client authenticated as.
     pub auth_user: Option<&'a str>,
-    /// Our own addresses: an address literal naming one of them is not foreign.
+    /// Our own addresses: an address literal naming one of them is our host.
     pub our_addresses: &'a [IpAddr],
 }
 
@@ -75,16 +81,16 @@ impl Client<'_> {
 pub struct RcptCheck<'a> {
     /// The envelope sender, `""` for the null sender.
     pub mail_from: &'a str,
-    /// The recipient as the session core stores it (`local@domain`, or `postmaster`).
-    pub rcpt: &'a str,
+    /// The recipient, as the session core checked it.
+    pub rcpt: &'a Recipient,
     /// The RCPT path carried a source route, which the session core dropped.
     pub had_source_route: bool,
 }
 
-/// Accept (with the route's pattern, for recipient verification) or refuse.
+/// Accept, with where the recipient goes (delivery takes the same route), or refuse.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Allow(DomainPattern),
+    Allow(Routed),
     Deny(Reply),
 }
 
@@ -279,15 +285,6 @@ fn destination_channel(route: &Route) -> (String, &'static str) {
     }
 }
 
-fn describe_hop(hop: &NextHop) -> String {
-    use crate::config::text::value::format_hosts;
-    match hop {
-        NextHop::Relay(h) => format!("relay {}", format_hosts(h)),
-        NextHop::Smarthost(h) => format!("smarthost {}", format_hosts(h)),
-        NextHop::Mx => "MX lookup".to_string(),
-    }
-}
-
 /// `550 5.7.1 <rcpt>: Relay access denied`.
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(550, "5.7.1", format!("<{rcpt}>: Relay access denied"))
@@ -341,8 +338,9 @@ fn mismatch(
             unknown(d)
         ));
     }
-    if let Some(p) = rule.to.as_ref().filter(|p| !p.matches(check.rcpt)) {
-        return Some(format!("recipient <{}> does not match {p}", check.rcpt));
+    let rcpt = check.rcpt.to_string();
+    if let Some(p) = rule.to.as_ref().filter(|p| !p.matches(&rcpt)) {
+        return Some(format!("recipient <{rcpt}> does not match {p}"));
     }
     None
 }
@@ -365,7 +363,7 @@ fn decide_into(
     check: &RcptCheck<'_>,
     trace: &mut Vec<String>,
 ) -> Verdict {
-    let rcpt = check.rcpt;
+    let rcpt = check.rcpt.to_string();
     trace.push(match client.category {
         Some(c) => format!("category {c}"),
         None => "no category (no classify rule matched): treated as external".to_string(),
@@ -382,52 +380,71 @@ fn decide_into(
 
     if client.is_trusted() {
         trace.push(format!("address form not checked: {who}"));
-    } else if let Some(reason) = smuggles_route(rcpt, check.had_source_route) {
+    } else if let Some(reason) = smuggles_route(check.rcpt, check.had_source_route) {
         trace.push(format!(
             "refused: the recipient hides a route ({reason}); an unauthenticated client that is not INTERNAL never relays such addresses"
         ));
-        return Verdict::Deny(relay_denied(rcpt));
+        return Verdict::Deny(relay_denied(&rcpt));
     }
 
-    if !rcpt.contains('@') {
-        trace.push("no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
-    }
-    let domain = config.recipient_domain(rcpt);
-    let domain = if smuggle::literal_address(&domain).is_some() {
-        if !smuggle::is_foreign_literal(&domain, client.our_addresses) {
+    let routed = route::route(config, client.our_addresses, check.rcpt);
+    let target = match &routed {
+        Ok(r) => &r.target,
+        Err(e) => &e.target,
+    };
+    match target {
+        Target::Domain => {}
+        Target::Postmaster => {
+            trace.push("no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
+        }
+        Target::OurLiteral(ip) => {
             trace.push(format!(
-                "{domain} is one of our addresses: routed as {}",
+                "[{ip}] is one of our addresses: mail for our host {}",
                 config.system.host_name
             ));
-            config.system.host_name.to_ascii_lowercase()
-        } else if client.is_trusted() {
-            domain
-        } else {
-            trace.push(format!(
-                "refused: {domain} is an address literal for a host that is not ours"
-            ));
-            return Verdict::Deny(relay_denied(rcpt));
+            if !client.is_trusted() && !check.rcpt.is_postmaster() {
+                trace.push(
+                    "refused: at our own address literal only postmaster is taken from a client that is neither INTERNAL nor authenticated"
+                        .to_string(),
+                );
+                return Verdict::Deny(relay_denied(&rcpt));
+            }
         }
-    } else {
-        domain
+        Target::ForeignLiteral(ip) => {
+            if !client.is_trusted() {
+                trace.push(format!(
+                    "refused: [{ip}] is an address literal for a host that is not ours"
+                ));
+                return Verdict::Deny(relay_denied(&rcpt));
+            }
+            trace.push(format!(
+                "[{ip}] is another host's address: only the * route can take it"
+            ));
+        }
+    }
+    let routed = match routed {
+        Ok(r) => r,
+        Err(e) => {
+            trace.push(format!("no route for {}", e.domain));
+            return Verdict::Deny(if client.is_trusted() {
+                Reply::new(
+                    550,
+                    "5.4.4",
+                    format!("<{rcpt}>: Recipient address rejected: no route to domain"),
+                )
+            } else {
+                relay_denied(&rcpt)
+            });
+        }
     };
-
-    let Some((pattern, route)) = config.route_for(&domain) else {
-        trace.push(format!("no route for {domain}"));
-        return Verdict::Deny(if client.is_trusted() {
-            Reply::new(
-                550,
-                "5.4.4",
-                format!("<{rcpt}>: Recipient address rejected: no route to domain"),
-            )
-        } else {
-            relay_denied(rcpt)
-        });
+    // INVARIANT: `route::route` returns a pattern that is a key of `config.routes`.
+    let Some(route) = routed.route(config) else {
+        return Verdict::Deny(relay_denied(&rcpt));
     };
     let (destination, why) = destination_channel(route);
     trace.push(format!(
-        "route {pattern} for {domain}: {}; destination channel {destination} ({why})",
-        describe_hop(&route.next_hop)
+        "{}; destination channel {destination} ({why})",
+        route::describe(config, &routed)
     ));
 
     if config.relay_rules.is_empty() {
@@ -441,7 +458,7 @@ fn decide_into(
             None => {
                 trace.push(format!("{text}: matches"));
                 return match &rule.action {
-                    RelayAction::Allow => Verdict::Allow(pattern.clone()),
+                    RelayAction::Allow => Verdict::Allow(routed),
                     RelayAction::Deny(text) => Verdict::Deny(deny_reply(text)),
                 };
             }
@@ -450,18 +467,19 @@ fn decide_into(
 
     if route.is_internal_relay() {
         trace.push(format!(
-            "no relay rule matched: allowed, {domain} is ours (routed to an internal relay)"
+            "no relay rule matched: allowed, {} is ours (routed to an internal relay)",
+            routed.domain
         ));
-        Verdict::Allow(pattern.clone())
+        Verdict::Allow(routed)
     } else if client.is_trusted() {
         trace.push(format!("no relay rule matched: allowed, {who}"));
-        Verdict::Allow(pattern.clone())
+        Verdict::Allow(routed)
     } else {
         trace.push(
             "no relay rule matched: refused, a client that is neither INTERNAL nor authenticated may only send to our own domains"
                 .to_string(),
         );
-        Verdict::Deny(relay_denied(rcpt))
+        Verdict::Deny(relay_denied(&rcpt))
     }
 }
 
@@ -497,13 +515,24 @@ mod tests {
         }
     }
 
-    fn reply_of(config: &Config, who: Who, tls: bool, rcpt: &str, source_route: bool) -> String {
+    /// A recipient as the session core hands it over.
+    fn rcpt(text: &str) -> Recipient {
+        Recipient::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
+    }
+
+    fn reply_of(
+        config: &Config,
+        who: Who,
+        tls: bool,
+        rcpt_text: &str,
+        source_route: bool,
+    ) -> String {
         let d = decide(
             config,
             &client(who, tls),
             &RcptCheck {
                 mail_from: "sender@example.net",
-                rcpt,
+                rcpt: &rcpt(rcpt_text),
                 had_source_route: source_route,
             },
         );
@@ -530,8 +559,9 @@ mod tests {
             ("user@example.com", true),
             ("example.org!user@example.com", false),
             ("\"user@example.org\"@example.com", false),
-            ("user@example.org@example.com", false),
             ("user@[192.0.2.1]", false),
+            ("user@[127.0.0.1]", false),
+            ("\"postmaster@example.org\"@[127.0.0.1]", false),
             ("user@[IPv6:2001:db8::1]", false),
         ];
         for &(rcpt, route) in forms {
@@ -573,7 +603,7 @@ mod tests {
         let config = host_default();
         for rcpt in [
             "user@example.org",
-            "USER@Example.Org.",
+            "USER@Example.Org",
             "user@mail.example.net",
         ] {
             for who in [Who::External, Who::Unclassified] {
@@ -597,10 +627,11 @@ mod tests {
         let config = host_default();
         for rcpt in [
             "user@example.com",
-            "User@Sub.Example.COM.",
+            "User@Sub.Example.COM",
             "postmaster",
             "postmaster@gw.example.com",
-            "user@[127.0.0.1]",
+            "postmaster@[127.0.0.1]",
+            "PostMaster@[IPv6:::ffff:127.0.0.1]",
         ] {
             for who in [
                 Who::External,
@@ -620,14 +651,75 @@ mod tests {
             &client(Who::External, false),
             &RcptCheck {
                 mail_from: "",
-                rcpt: "user@example.com",
+                rcpt: &rcpt("user@example.com"),
                 had_source_route: false,
             },
         );
+        let Verdict::Allow(routed) = d.verdict else {
+            panic!("{d:?}")
+        };
         assert_eq!(
-            d.verdict,
-            Verdict::Allow(DomainPattern::Exact("example.com".into()))
+            routed.pattern,
+            crate::config::DomainPattern::Exact("example.com".into())
         );
+    }
+
+    #[test]
+    fn our_own_literal_is_our_host_and_never_reaches_the_any_route() {
+        // The host name sits under a routed domain, and `*` goes to a smarthost.
+        let config = with(
+            "set route * smarthost [192.0.2.99]:25
+",
+        );
+        for who in [Who::External, Who::Unclassified] {
+            for text in ["bob@[127.0.0.1]", "bob@[IPv6:::ffff:127.0.0.1]"] {
+                assert_eq!(
+                    reply_of(&config, who, false, text, false),
+                    format!("550 5.7.1 <{text}>: Relay access denied"),
+                    "{text} {who:?}"
+                );
+            }
+        }
+        for who in [
+            Who::External,
+            Who::Unclassified,
+            Who::Internal,
+            Who::Authenticated,
+        ] {
+            let d = decide(
+                &config,
+                &client(who, false),
+                &RcptCheck {
+                    mail_from: "",
+                    rcpt: &rcpt("postmaster@[127.0.0.1]"),
+                    had_source_route: false,
+                },
+            );
+            let Verdict::Allow(routed) = d.verdict else {
+                panic!("{who:?}: {:#?}", d.trace)
+            };
+            assert_eq!(
+                routed.pattern,
+                crate::config::DomainPattern::Suffix("example.com".into())
+            );
+            assert_eq!(routed.address, "postmaster@gw.example.com");
+        }
+        for who in [Who::Internal, Who::Authenticated] {
+            let d = decide(
+                &config,
+                &client(who, false),
+                &RcptCheck {
+                    mail_from: "",
+                    rcpt: &rcpt("bob@[127.0.0.1]"),
+                    had_source_route: false,
+                },
+            );
+            let Verdict::Allow(routed) = d.verdict else {
+                panic!("{who:?}: {:#?}", d.trace)
+            };
+            assert_eq!(routed.address, "bob@gw.example.com", "{who:?}");
+            assert_ne!(routed.pattern, crate::config::DomainPattern::Any);
+        }
     }
 
     #[test]
@@ -702,13 +794,13 @@ mod tests {
              set relay-rule 2 destination tcp_internal to ceo@* deny \"4.7.1 Try again later\"\n\
              set relay-rule 3 source tcp_intranet to *@blocked.example deny \"no mail there\"\n",
         );
-        let check = |who: Who, from: &str, rcpt: &str| {
+        let check = |who: Who, from: &str, to: &str| {
             decide(
                 &config,
                 &client(who, false),
                 &RcptCheck {
                     mail_from: from,
-                    rcpt,
+                    rcpt: &rcpt(to),
                     had_source_route: false,
                 },
             )
@@ -744,7 +836,7 @@ mod tests {
             &client(Who::External, false),
             &RcptCheck {
                 mail_from: "",
-                rcpt: "a@example.org",
+                rcpt: &rcpt("a@example.org"),
                 had_source_route: false,
             },
         );
@@ -927,17 +1019,20 @@ mod tests {
                     alphabet[(y % alphabet.len() as u64) as usize] as char
                 })
                 .collect();
+            let Ok(parsed) = Recipient::parse(&rcpt) else {
+                continue;
+            };
             for who in [Who::External, Who::Authenticated, Who::Internal] {
                 let d = decide(
                     &config,
                     &client(who, x % 2 == 0),
                     &RcptCheck {
                         mail_from: &rcpt,
-                        rcpt: &rcpt,
+                        rcpt: &parsed,
                         had_source_route: x % 5 == 0,
                     },
                 );
-                if matches!(who, Who::External) && smuggles_route(&rcpt, x % 5 == 0).is_some() {
+                if matches!(who, Who::External) && smuggles_route(&parsed, x % 5 == 0).is_some() {
                     assert!(matches!(d.verdict, Verdict::Deny(_)), "{rcpt}");
                 }
             }
@@ -945,14 +1040,27 @@ mod tests {
     }
 
     #[test]
-    fn odd_recipients_never_panic() {
-        let config = host_default();
-        for rcpt in [
-            "", "@", "@@", "\"", "a@", "a@[", "a@[]", "é@é", "a@.", "a@..", "\"@\"@",
+    fn odd_recipients_never_reach_the_policy() {
+        for text in [
+            "",
+            "@",
+            "@@",
+            "\"",
+            "a@",
+            "a@[",
+            "a@[]",
+            "a@.",
+            "a@..",
+            "\"@\"@",
+            "a@b@c",
+            "a@[x400:1]",
+            "a@example.com.",
         ] {
-            for who in [Who::External, Who::Internal] {
-                let _ = reply_of(&config, who, false, rcpt, false);
-            }
+            assert!(Recipient::parse(text).is_err(), "{text}");
+        }
+        let config = host_default();
+        for who in [Who::External, Who::Internal] {
+            let _ = reply_of(&config, who, false, "é@é", false);
         }
     }
 }

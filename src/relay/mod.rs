@@ -11,7 +11,7 @@ pub mod ops;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,12 @@ use crate::config::{Config, DomainPattern, NextHop};
 use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
 use crate::net::connection::{ConnectError, Connection, OutgoingTls};
+use crate::policy::route;
 use crate::queue::{
     Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId, RcptStatus,
     Recipient, Recovered, Ret, Spool,
 };
+use crate::smtp::address::{self, Domain};
 use crate::smtp::client::TlsPolicy;
 use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
@@ -149,6 +151,8 @@ pub struct Scheduler {
     journal: Rc<RefCell<Journal>>,
     commit: Rc<GroupCommit>,
     config: RefCell<Rc<Config>>,
+    /// This host's addresses, for routing (the sessions route with the same ones).
+    our_addresses: Rc<[IpAddr]>,
     client_config: Rc<ClientConfig>,
     resolver: Option<Rc<Resolver>>,
     tls: Option<Rc<GatewayTls>>,
@@ -156,16 +160,28 @@ pub struct Scheduler {
     retry_bell: (Sender<()>, Receiver<()>),
 }
 
+/// The durable queue the scheduler works on: the spool's files, the journal, and the
+/// group commit that makes both durable.
+pub struct QueueStore {
+    pub spool: Rc<Spool>,
+    pub journal: Rc<RefCell<Journal>>,
+    pub commit: Rc<GroupCommit>,
+}
+
 impl Scheduler {
     pub fn new(
-        spool: Rc<Spool>,
-        journal: Rc<RefCell<Journal>>,
-        commit: Rc<GroupCommit>,
+        store: QueueStore,
         resolver: Option<Rc<Resolver>>,
         tls: Option<Rc<GatewayTls>>,
         config: Rc<Config>,
+        our_addresses: Rc<[IpAddr]>,
         executor: Rc<LocalExecutor<'static>>,
     ) -> Rc<Scheduler> {
+        let QueueStore {
+            spool,
+            journal,
+            commit,
+        } = store;
         let client_config = Rc::new(ClientConfig {
             helo_name: config.system.host_name.clone(),
             // Outgoing TLS is not wired into the connection layer yet.
@@ -178,6 +194,7 @@ impl Scheduler {
             journal,
             commit,
             config: RefCell::new(config),
+            our_addresses,
             client_config,
             resolver,
             tls,
@@ -300,23 +317,12 @@ impl Scheduler {
                 if !r.status.is_open() {
                     continue;
                 }
-                let domain = config.recipient_domain(&r.address);
-                match config.route_for(&domain) {
-                    Some((pattern, route)) => {
-                        let key = match route.next_hop {
-                            NextHop::Mx => DestKey::Mx {
-                                route: pattern.clone(),
-                                domain,
-                            },
-                            _ => DestKey::Route(pattern.clone()),
-                        };
-                        by_dest.entry(key).or_default().push(i)
-                    }
-                    None => unroutable.push(i),
+                match destination(&config, &self.our_addresses, &r.address) {
+                    Ok(key) => by_dest.entry(key).or_default().push(i),
+                    Err(reply) => unroutable.push((i, reply)),
                 }
             }
-            for i in unroutable {
-                let reply = Reply::new(550, "5.4.4", "No route to the recipient's domain");
+            for (i, reply) in unroutable {
                 log_status(&active.env, i, None, active.accepted, &reply);
                 active.env.recipients[i].status = RcptStatus::Failed {
                     reply: reply.one_line(),
@@ -554,7 +560,10 @@ impl Scheduler {
     /// the address of an address literal. A null MX (RFC 7505) is a permanent failure.
     /// Each host comes with the name its certificate must carry.
     async fn mx_hosts(&self, domain: &str, port: u16) -> Result<Vec<(SocketAddr, String)>, Reply> {
-        if let Some(ip) = address_literal(domain) {
+        if let Some(ip) = Domain::parse(domain, true)
+            .ok()
+            .and_then(|d| d.literal_address())
+        {
             return Ok(vec![(SocketAddr::new(ip, port), ip.to_string())]);
         }
         let Some(resolver) = &self.resolver else {
@@ -1110,35 +1119,29 @@ fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
     }
 }
 
-/// The address of an address-literal domain such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
-fn address_literal(domain: &str) -> Option<std::net::IpAddr> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    let text = match inner.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => &inner[5..],
-        _ => inner,
-    };
-    text.parse().ok()
+/// Where mail for a queued recipient goes, by the routing function the policy decided
+/// with ([`crate::policy::route`]); a refusal when it cannot be routed.
+pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<DestKey, Reply> {
+    let rcpt = address::Recipient::parse(address)
+        .map_err(|_| Reply::new(550, "5.1.3", "Bad recipient address syntax in the queue"))?;
+    let routed = route::route(config, ours, &rcpt)
+        .map_err(|_| Reply::new(550, "5.4.4", "No route to the recipient's domain"))?;
+    let mx = routed
+        .route(config)
+        .is_some_and(|r| r.next_hop == NextHop::Mx);
+    Ok(if mx {
+        DestKey::Mx {
+            route: routed.pattern,
+            domain: routed.domain,
+        }
+    } else {
+        DestKey::Route(routed.pattern)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn address_literals() {
-        assert_eq!(
-            address_literal("[192.0.2.1]"),
-            Some("192.0.2.1".parse().unwrap())
-        );
-        assert_eq!(
-            address_literal("[IPv6:2001:db8::1]"),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        assert_eq!(address_literal("[ipv6:::1]"), Some("::1".parse().unwrap()));
-        for bad in ["192.0.2.1", "[example.com]", "[2001:db8::1]x", "[]"] {
-            assert_eq!(address_literal(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn notify_parameters() {

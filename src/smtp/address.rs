@@ -5,7 +5,7 @@
 //! it. Nothing here allocates more than the text it was given.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// RFC 5321 §4.5.3.1.1: a local-part is at most 64 octets.
 pub const MAX_LOCAL_PART: usize = 64;
@@ -68,6 +68,17 @@ impl Domain {
     pub fn is_address_literal(&self) -> bool {
         self.0.starts_with('[')
     }
+
+    /// The address an address literal names; `None` for a domain name.
+    pub fn literal_address(&self) -> Option<IpAddr> {
+        literal_ip(&self.0)
+    }
+
+    /// The name routes are matched against: ASCII letters in lower case (RFC 5321 §2.4:
+    /// domain names are case-insensitive); an address literal as written.
+    pub fn routing_name(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
 }
 
 impl fmt::Display for Domain {
@@ -87,18 +98,21 @@ fn valid_label(label: &str, utf8: bool) -> bool {
 
 /// `[1.2.3.4]` or `[IPv6:…]` (the tag case-insensitive); general literals are refused.
 fn address_literal(s: &str) -> bool {
-    let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
-        return false;
-    };
+    literal_ip(s).is_some()
+}
+
+/// The address of `[1.2.3.4]` or `[IPv6:…]`; `None` for anything else.
+fn literal_ip(s: &str) -> Option<IpAddr> {
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
     const TAG: &str = "IPv6:";
     if inner.len() > TAG.len() && inner.is_char_boundary(TAG.len()) {
         let (tag, rest) = inner.split_at(TAG.len());
         if tag.eq_ignore_ascii_case(TAG) {
-            return rest.parse::<Ipv6Addr>().is_ok();
+            return rest.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
         }
     }
     // std's parser refuses leading zeros and out-of-range octets, as RFC 5321 Snum does.
-    inner.parse::<Ipv4Addr>().is_ok()
+    inner.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// `local@domain`, the local part as written (a dot-string or a quoted string).
@@ -144,6 +158,76 @@ impl Mailbox {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// A checked recipient of RCPT: a mailbox, or the bare `postmaster` every server must
+/// take (RFC 5321 §4.1.1.3, §4.5.1).
+///
+/// This is the one form of a recipient from the server core on: policy decides on it,
+/// `explain` shows it and routing routes it. The stored form (its `Display`) parses back
+/// to the same value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// `<postmaster>` without a domain, as written (any case).
+    Postmaster(String),
+    Mailbox(Mailbox),
+}
+
+impl Recipient {
+    /// Parses the stored form: `local@domain`, or a bare `postmaster`.
+    pub fn parse(s: &str) -> Result<Recipient, AddressError> {
+        if s.eq_ignore_ascii_case("postmaster") {
+            return Ok(Recipient::Postmaster(s.to_string()));
+        }
+        Mailbox::parse(s, true).map(Recipient::Mailbox)
+    }
+
+    /// The recipient of a checked RCPT path; `None` for the null path, which is never one.
+    pub fn from_target(target: PathTarget) -> Option<Recipient> {
+        match target {
+            PathTarget::Null => None,
+            PathTarget::Postmaster(p) => Some(Recipient::Postmaster(p)),
+            PathTarget::Mailbox(m) => Some(Recipient::Mailbox(m)),
+        }
+    }
+
+    /// The local part: the mailbox's as written, or `postmaster`.
+    pub fn local_part(&self) -> &str {
+        match self {
+            Recipient::Postmaster(p) => p,
+            Recipient::Mailbox(m) => m.local_part(),
+        }
+    }
+
+    /// The domain; `None` for a bare postmaster.
+    pub fn domain(&self) -> Option<&Domain> {
+        match self {
+            Recipient::Postmaster(_) => None,
+            Recipient::Mailbox(m) => Some(m.domain()),
+        }
+    }
+
+    /// True when the local part is `postmaster` in any case (RFC 5321 §4.5.1), with or
+    /// without a domain.
+    pub fn is_postmaster(&self) -> bool {
+        self.local_part().eq_ignore_ascii_case("postmaster")
+    }
+
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            Recipient::Postmaster(_) => true,
+            Recipient::Mailbox(m) => m.is_ascii(),
+        }
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipient::Postmaster(p) => f.write_str(p),
+            Recipient::Mailbox(m) => m.fmt(f),
+        }
     }
 }
 
@@ -349,6 +433,53 @@ mod tests {
                 .unwrap()
                 .is_address_literal()
         );
+    }
+
+    #[test]
+    fn literals_name_their_address() {
+        let ip = |s: &str| Domain::parse(s, false).unwrap().literal_address();
+        assert_eq!(ip("[192.0.2.1]"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            ip("[IPv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ip("[ipv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(ip("example.com"), None);
+        assert_eq!(
+            Domain::parse("Mail.Example.COM", false)
+                .unwrap()
+                .routing_name(),
+            "mail.example.com"
+        );
+    }
+
+    #[test]
+    fn recipients_round_trip_through_their_stored_form() {
+        for text in [
+            "postmaster",
+            "PostMaster",
+            "a@example.com",
+            "\"a@b\"@example.com",
+            "a%b@[192.0.2.1]",
+            "x!y@[IPv6:2001:db8::1]",
+            "postmaster@Example.com",
+        ] {
+            let r = Recipient::parse(text).unwrap();
+            assert_eq!(r.to_string(), text);
+            assert_eq!(Recipient::parse(&r.to_string()).unwrap(), r);
+        }
+        assert!(Recipient::parse("postmaster").unwrap().is_postmaster());
+        assert!(Recipient::parse("POSTMASTER@x").unwrap().is_postmaster());
+        assert!(
+            !Recipient::parse("\"postmaster\"@x")
+                .unwrap()
+                .is_postmaster()
+        );
+        assert_eq!(Recipient::parse("postmaster").unwrap().domain(), None);
+        for bad in ["", "a", "a@b@c", "@b", "<a@b>"] {
+            assert!(Recipient::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Recipient::from_target(PathTarget::Null), None);
     }
 
     #[test]

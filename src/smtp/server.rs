@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{EhloKeywords, Service};
-use crate::smtp::address::{Path, PathTarget};
+use crate::smtp::address::{Path, PathTarget, Recipient};
 use crate::smtp::command::{
     Command, CommandError, LineError, MAX_COMMAND_LINE, Param, ParamError, mail_params,
     rcpt_params, verb_of,
@@ -202,8 +202,13 @@ pub enum Event {
         from: String,
         params: MailParams,
     },
+    /// A RCPT to decide: answer with `answer` (the recipient recorded as written) or
+    /// `accept_rcpt` (recorded as the address to deliver to).
     CheckRcpt {
-        to: String,
+        to: Recipient,
+        /// The path carried an RFC 5321 §4.1.1.3 source route (`@a,@b:`), dropped from
+        /// `to`; policy may still refuse such paths (SPEC §3).
+        had_source_route: bool,
         params: RcptParams,
     },
     MessageBegin,
@@ -360,7 +365,6 @@ pub struct Session {
     rcpt_seen: bool,
     /// The content checker of a BDAT transaction that has begun (`MessageBegin` sent).
     bdat: Option<ContentChecker>,
-    pending_source_route: bool,
     messages: u32,
     errors: u32,
     /// The user AUTH succeeded for.
@@ -393,7 +397,6 @@ impl Session {
             rcpts: Vec::new(),
             rcpt_seen: false,
             bdat: None,
-            pending_source_route: false,
             messages: 0,
             errors: 0,
             auth_user: None,
@@ -461,6 +464,22 @@ impl Session {
             self.time_out(CloseReason::SessionLimit);
         } else if self.phase_deadline().is_some_and(|d| now >= d) {
             self.time_out(CloseReason::Timeout);
+        }
+    }
+
+    /// Accepts the pending `CheckRcpt`, recording `deliver_to` as the recipient of the
+    /// transaction (routing may name our host for one of our address literals).
+    pub fn accept_rcpt(&mut self, deliver_to: String, now: Instant) {
+        match self.wait.take() {
+            Some(Wait::Rcpt { params, .. }) => {
+                self.rcpts.push((deliver_to, params));
+                self.reply(&Reply::new(250, "2.1.5", "Ok"));
+                self.resume(now);
+            }
+            other => {
+                log::warn!("smtp server: accept_rcpt() without a pending RCPT");
+                self.wait = other;
+            }
         }
     }
 
@@ -544,7 +563,6 @@ impl Session {
         self.forget_input();
         self.reset_transaction();
         self.helo = None;
-        self.pending_source_route = false;
         self.auth_user = None;
         self.offered = self.offered.without(EhloKeywords::STARTTLS);
         self.tls = Some(info);
@@ -668,14 +686,6 @@ impl Session {
     /// layer may stop reading from the client meanwhile.
     pub fn wants_input(&self) -> bool {
         !self.is_closed() && self.wait.is_none()
-    }
-
-    /// Whether the path of the pending `CheckMail`/`CheckRcpt` carried an RFC 5321
-    /// §4.1.1.3 source route (`@a,@b:`). The route is dropped from the address in the
-    /// event; policy may still refuse such paths (SPEC §3).
-    pub fn pending_check_had_source_route(&self) -> bool {
-        matches!(self.wait, Some(Wait::Mail { .. } | Wait::Rcpt { .. }))
-            && self.pending_source_route
     }
 
     // ---- internals ----
@@ -1147,7 +1157,6 @@ impl Session {
             return self.reject(verb, non_ascii_reply(), true);
         }
         let from = path.target.to_address();
-        self.pending_source_route = path.had_source_route;
         self.event(Event::CheckMail {
             from: from.clone(),
             params: params.clone(),
@@ -1186,13 +1195,19 @@ impl Session {
                 false,
             );
         }
-        let to = path.target.to_address();
-        self.pending_source_route = path.had_source_route;
+        // INVARIANT: the command parser refuses the null path in RCPT.
+        let Some(to) = Recipient::from_target(path.target) else {
+            return self.reject(verb, CommandError::BadRecipient.reply(), true);
+        };
         self.event(Event::CheckRcpt {
             to: to.clone(),
+            had_source_route: path.had_source_route,
             params: params.clone(),
         });
-        self.wait = Some(Wait::Rcpt { to, params });
+        self.wait = Some(Wait::Rcpt {
+            to: to.to_string(),
+            params,
+        });
     }
 
     /// The refusal of DATA or BDAT for want of recipients, if any.
@@ -1530,7 +1545,7 @@ mod tests {
                 Verdict::Reject(Reply::new(550, "5.7.1", "Sender refused")),
                 now,
             ),
-            Event::CheckRcpt { to, .. } if to.starts_with("nobody@") => session.answer(
+            Event::CheckRcpt { to, .. } if to.local_part() == "nobody" => session.answer(
                 Verdict::Reject(Reply::new(550, "5.1.1", "No such user")),
                 now,
             ),
@@ -1854,7 +1869,8 @@ mod tests {
             params: MailParams::default()
         }));
         assert!(o.events.contains(&Event::CheckRcpt {
-            to: "Postmaster".into(),
+            to: Recipient::Postmaster("Postmaster".into()),
+            had_source_route: false,
             params: RcptParams::default()
         }));
     }
@@ -2090,7 +2106,8 @@ mod tests {
             orcpt: Some("rfc822;b+40example.com".into()),
         };
         assert!(o.events.contains(&Event::CheckRcpt {
-            to: "b@example.com".into(),
+            to: Recipient::parse("b@example.com").unwrap(),
+            had_source_route: false,
             params: rcpt
         }));
         let mut cfg = config();
@@ -2297,16 +2314,59 @@ mod tests {
             b"EHLO c.example\r\nMAIL FROM:<@r1.example,@r2.example:a@example.org>\r\n",
             now,
         );
-        assert!(session.pending_check_had_source_route());
         let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
         assert!(events.contains(&Event::CheckMail {
             from: "a@example.org".into(),
             params: MailParams::default()
         }));
         session.answer(Verdict::Accept, now);
-        assert!(!session.pending_check_had_source_route());
+        let to = Recipient::parse("b@example.com").unwrap();
+        for (line, had_source_route) in [
+            ("RCPT TO:<@r1.example:b@example.com>\r\n", true),
+            ("RCPT TO:<b@example.com>\r\n", false),
+        ] {
+            session.handle_input(line.as_bytes(), now);
+            let events: Vec<Event> = std::iter::from_fn(|| session.poll_event()).collect();
+            assert_eq!(
+                events,
+                [Event::CheckRcpt {
+                    to: to.clone(),
+                    had_source_route,
+                    params: RcptParams::default()
+                }]
+            );
+            session.answer(Verdict::Accept, now);
+        }
+    }
+
+    #[test]
+    fn an_accepted_recipient_is_recorded_as_the_layer_routes_it() {
+        let now = Instant::now();
+        let mut session = Session::new(Rc::new(config()), now);
+        session.handle_input(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n", now);
+        while session.poll_event().is_some() {}
+        session.answer(Verdict::Accept, now);
+        session.handle_input(b"RCPT TO:<postmaster@[192.0.2.25]>\r\n", now);
+        while session.poll_event().is_some() {}
+        session.accept_rcpt("postmaster@gw.example.com".into(), now);
         session.handle_input(b"RCPT TO:<b@example.com>\r\n", now);
-        assert!(!session.pending_check_had_source_route());
+        while session.poll_event().is_some() {}
+        session.answer(Verdict::Accept, now);
+        session.handle_input(b"DATA\r\nx\r\n.\r\n", now);
+        let tx = std::iter::from_fn(|| session.poll_event())
+            .find_map(|e| match e {
+                Event::MessageEnd(tx) => Some(tx),
+                _ => None,
+            })
+            .expect("the message ends");
+        let rcpts: Vec<&str> = tx.rcpts.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rcpts, ["postmaster@gw.example.com", "b@example.com"]);
+        let mut replies = Vec::new();
+        while let Some(b) = session.poll_transmit() {
+            replies.extend_from_slice(&b);
+        }
+        let replies = String::from_utf8(replies).unwrap();
+        assert_eq!(replies.matches("250 2.1.5 Ok\r\n").count(), 2, "{replies}");
     }
 
     #[test]
