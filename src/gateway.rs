@@ -13,7 +13,7 @@ use smol::LocalExecutor;
 use crate::clock::unix_now;
 use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
-use crate::filter::{Filter, Rule};
+use crate::filter::Filter;
 use crate::net::listener::{self, Counts};
 use crate::net::throttle::Throttle;
 use crate::queue::{GroupCommit, Journal, Spool};
@@ -80,17 +80,13 @@ fn filters(config: &Config, service: ServiceName) -> Option<Filter> {
     };
     filter
         .allow
-        .extend(s.allow_filters.iter().filter_map(|t| Rule::parse(t).ok()));
+        .extend(s.allow_filters.iter().map(|r| r.rule().clone()));
     filter
         .deny
-        .extend(s.deny_filters.iter().filter_map(|t| Rule::parse(t).ok()));
-    for compact in s
-        .compact_filters
-        .iter()
-        .filter_map(|t| Filter::parse_compact(t).ok())
-    {
-        filter.allow.extend(compact.allow);
-        filter.deny.extend(compact.deny);
+        .extend(s.deny_filters.iter().map(|r| r.rule().clone()));
+    for compact in &s.compact_filters {
+        filter.allow.extend(compact.filter().allow.iter().cloned());
+        filter.deny.extend(compact.filter().deny.iter().cloned());
     }
     (!filter.allow.is_empty() || !filter.deny.is_empty()).then_some(filter)
 }

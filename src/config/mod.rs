@@ -4,6 +4,7 @@
 //! these types and nothing else. Every field has a default, and the defaults are the
 //! factory configuration.
 
+pub mod schema;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::filter::{Filter, Rule};
 use crate::sasl::{MechanismName, MechanismSet};
 
 /// The whole configuration of one gateway.
@@ -79,11 +81,14 @@ impl Config {
     }
 
     /// The category of a client at `remote`, by the first matching classify rule.
-    /// `None` when no rule matches or the matching rule denies.
+    /// `None` when no rule matches or the matching rule denies. A rule without an
+    /// action (possible only in a candidate that has not passed the commit checks)
+    /// matches nothing.
     pub fn classify(&self, local: SocketAddr, remote: SocketAddr) -> Classification<'_> {
         for rule in self.classify.values() {
+            let Some(action) = &rule.action else { continue };
             if rule.matches(local, remote) {
-                return match &rule.action {
+                return match action {
                     ClassifyAction::Category(c) => Classification::Category(c),
                     ClassifyAction::Deny(text) => Classification::Deny(text),
                 };
@@ -185,13 +190,65 @@ pub struct Service {
     pub verify: Verify,
     /// Access filters in seed 002's syntax (`service: client-list [EXCEPT …]`), checked
     /// when a client connects: allow filters first, then deny; no match allows.
-    pub allow_filters: Vec<String>,
-    pub deny_filters: Vec<String>,
+    pub allow_filters: Vec<AccessRule>,
+    pub deny_filters: Vec<AccessRule>,
     /// Filters in the compact `+service:list$-service:list` form.
-    pub compact_filters: Vec<String>,
+    pub compact_filters: Vec<CompactFilter>,
     /// SASL mechanisms this service offers at most; the client's ruleset narrows them.
     /// `None` leaves it to the ruleset.
     pub auth_mechanisms: Option<crate::sasl::MechanismSet>,
+    /// Turned off on purpose: it listens nowhere, and the commit checks accept that.
+    pub disabled: bool,
+}
+
+/// One access-filter rule: the text as the administrator wrote it, and its checked tree.
+/// Made only by [`AccessRule::parse`], so the two always agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRule {
+    text: String,
+    rule: Rule,
+}
+
+impl AccessRule {
+    pub fn parse(text: &str) -> Result<AccessRule, crate::filter::ParseError> {
+        Ok(AccessRule {
+            rule: Rule::parse(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+}
+
+/// A compact `+…$-…` filter: its text and its checked rules, made only by
+/// [`CompactFilter::parse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactFilter {
+    text: String,
+    filter: Filter,
+}
+
+impl CompactFilter {
+    pub fn parse(text: &str) -> Result<CompactFilter, crate::filter::ParseError> {
+        Ok(CompactFilter {
+            filter: Filter::parse_compact(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
 }
 
 /// Recipient verification: RCPT for a domain routed to internal relays is checked live
@@ -241,6 +298,7 @@ impl Default for Service {
             deny_filters: Vec::new(),
             compact_filters: Vec::new(),
             auth_mechanisms: None,
+            disabled: false,
         }
     }
 }
@@ -373,13 +431,14 @@ impl fmt::Display for Cidr {
 }
 
 /// One connection classification rule (the seeds' PORT_ACCESS).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClassifyRule {
     pub local: Option<Cidr>,
     pub local_port: Option<u16>,
     pub remote: Option<Cidr>,
     pub remote_port: Option<u16>,
-    pub action: ClassifyAction,
+    /// `None` only in a candidate: the commit checks refuse a rule without an action.
+    pub action: Option<ClassifyAction>,
 }
 
 impl ClassifyRule {
@@ -426,7 +485,8 @@ impl fmt::Display for DomainPattern {
 /// Where mail for a domain pattern goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub next_hop: NextHop,
+    /// `None` only in a candidate: the commit checks refuse a route without a next hop.
+    pub next_hop: Option<NextHop>,
     /// How long to wait for a relay host to answer before trying the next.
     pub failover_timeout: Duration,
     /// How long a relay host that failed is passed over.
@@ -448,10 +508,10 @@ pub const SMTP_PORT: u16 = 25;
 /// Default failover timeout: the seeds' `FailoverTimeout 10`.
 pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Route {
-    pub fn new(next_hop: NextHop) -> Route {
+impl Default for Route {
+    fn default() -> Self {
         Route {
-            next_hop,
+            next_hop: None,
             failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
             avoid_time: Duration::from_secs(60),
             concurrency: 20,
@@ -460,10 +520,29 @@ impl Route {
             danger_tls_no_verify: false,
         }
     }
+}
+
+impl Route {
+    pub fn new(next_hop: NextHop) -> Route {
+        Route {
+            next_hop: Some(next_hop),
+            ..Route::default()
+        }
+    }
 
     /// Our own domains are those routed to internal relays.
     pub fn is_internal_relay(&self) -> bool {
-        matches!(self.next_hop, NextHop::Relay(_))
+        matches!(self.next_hop, Some(NextHop::Relay(_)))
+    }
+
+    /// Whether the next hop is an MX lookup of the recipient's domain.
+    pub fn is_mx(&self) -> bool {
+        self.next_hop == Some(NextHop::Mx)
+    }
+
+    /// The fixed hosts of a relay list or smarthost; none for MX routing.
+    pub fn hosts(&self) -> &[SocketAddr] {
+        self.next_hop.as_ref().map_or(&[], NextHop::hosts)
     }
 }
 
@@ -839,7 +918,7 @@ pub enum RelayAction {
 }
 
 /// One relay rule: `source | from | destination | to`, each absent meaning "any".
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RelayRule {
     /// The session's source channel, after any TLS or SASL switch.
     pub source: Option<String>,
@@ -849,7 +928,8 @@ pub struct RelayRule {
     pub destination: Option<String>,
     /// The recipient (RCPT TO).
     pub to: Option<AddressPattern>,
-    pub action: RelayAction,
+    /// `None` only in a candidate: the commit checks refuse a rule without an action.
+    pub action: Option<RelayAction>,
 }
 
 /// The host board's default configuration, in the text form.
@@ -896,7 +976,7 @@ mod tests {
         cfg.routes
             .insert(DomainPattern::Suffix("b.example.com".into()), hop(3));
         cfg.routes.insert(DomainPattern::Any, hop(4));
-        let port = |d: &str| cfg.route_for(d).unwrap().1.next_hop.hosts()[0].port();
+        let port = |d: &str| cfg.route_for(d).unwrap().1.hosts()[0].port();
         assert_eq!(port("example.com"), 1);
         assert_eq!(port("EXAMPLE.com."), 1);
         assert_eq!(port("a.example.com"), 2);
@@ -917,7 +997,7 @@ mod tests {
                 local_port: None,
                 remote: Cidr::new("127.0.0.0".parse().unwrap(), 8),
                 remote_port: None,
-                action: ClassifyAction::Category(INTERNAL.into()),
+                action: Some(ClassifyAction::Category(INTERNAL.into())),
             },
         );
         cfg.classify.insert(
@@ -927,7 +1007,7 @@ mod tests {
                 local_port: Some(7633),
                 remote: None,
                 remote_port: None,
-                action: ClassifyAction::Deny("no web interface here".into()),
+                action: Some(ClassifyAction::Deny("no web interface here".into())),
             },
         );
         let local = sa("127.0.0.1:25");

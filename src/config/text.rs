@@ -1,26 +1,28 @@
-//! The text form of the configuration: Junos-style `set` lines, parsed into and printed
-//! from the typed model in [`crate::config`].
+//! The text form of the configuration: Junos-style `set` and `delete` lines, parsed into
+//! and printed from the typed model in [`crate::config`], all by walking the one schema
+//! in [`super::schema`].
 //!
-//! Every line is one `set` statement; blank lines and lines whose first non-blank
-//! character is `#` are ignored. A line goes through three steps, each its own module:
-//! [`lex`] splits it into words (undoing quotes), [`statement`] turns the words into a
-//! checked [`Statement`] (with [`value`] parsing each value), and [`Statement::apply`]
-//! changes a [`Config`]. Printing runs the other way: [`statements`] lists what differs
-//! from `Config::default()` and each statement prints its canonical line.
+//! A line is one statement; blank lines and lines whose first non-blank character is `#`
+//! are ignored. [`lex`] splits a line into words (undoing quotes); the walk below follows
+//! the words down the schema: containers and list entries by keyword and key, then one
+//! or more settings of the same container (`set classify 10 remote 10.0.0.0/8 category
+//! INTERNAL`), each value parsed by [`value`]. Keywords may be abbreviated to any
+//! unambiguous prefix. Printing walks the schema in order and writes one line per
+//! setting that differs from the factory value (a rule's settings on one line).
+//!
+//! `delete PATH` removes what PATH names: a setting returns to its factory value, one
+//! value of a multi-valued setting goes (`delete service inbound listen 0.0.0.0:25`), a
+//! list entry goes whole (`delete route .example.com`), a container returns to its
+//! factory values. Every `set` line is also a valid `delete` line for what it set.
 //!
 //! This module does no I/O: the console, the command line and the board build hand it
 //! text and get a model or a [`ParseError`] back.
 
 pub mod lex;
-pub mod statement;
 pub mod value;
 
-pub use statement::{
-    CategorySetting, QueueSetting, RouteSetting, RulesetSetting, ServiceSetting, Statement,
-    statements,
-};
-
 use super::Config;
+use super::schema::{Key, Keys, Leaf, List, Node, NodeKind, ROOT};
 use std::fmt;
 
 /// Why a text did not parse: the 1-based line number and what was wrong on it.
@@ -80,8 +82,14 @@ pub enum LineError {
     Repeated { after: String },
     /// Applying the statement would exceed a bound of the model.
     TooMany { what: &'static str, limit: usize },
-    /// A route attribute set before the route's relay or smarthost.
-    NoNextHop { pattern: String },
+    /// A keyword abbreviated so far that several keywords start with it.
+    Ambiguous {
+        after: String,
+        found: String,
+        candidates: Vec<&'static str>,
+    },
+    /// `delete` of something that is not configured.
+    NotConfigured { path: String },
 }
 
 /// Longest piece of the administrator's text quoted back in a message, in characters.
@@ -195,25 +203,35 @@ impl fmt::Display for LineError {
                 )
             }
             LineError::Repeated { after } => {
-                let options = if after.to_ascii_lowercase().starts_with("set relay-rule") {
-                    "source, from, destination and to"
-                } else {
-                    "local, local-port, remote and remote-port"
-                };
                 write!(
                     f,
-                    "an option is given twice in '{}': each of {options} may appear once",
+                    "a setting is given twice in '{}': each may appear once in a statement",
                     shown(after)
                 )
             }
             LineError::TooMany { what, limit } => {
                 write!(f, "too many {what}: at most {limit} are accepted")
             }
-            LineError::NoNextHop { pattern } => write!(
-                f,
-                "route '{p}' has no next hop yet: set 'set route {p} relay …' or 'set route {p} smarthost …' first",
-                p = shown(pattern)
-            ),
+            LineError::Ambiguous {
+                after,
+                found,
+                candidates,
+            } => {
+                let at = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after '{}'", shown(after))
+                };
+                write!(
+                    f,
+                    "ambiguous keyword '{}'{at}: it could be {}",
+                    shown(found),
+                    candidates.join(", ")
+                )
+            }
+            LineError::NotConfigured { path } => {
+                write!(f, "nothing to delete: '{}' is not configured", shown(path))
+            }
         }
     }
 }
@@ -227,1111 +245,625 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
     Ok(config)
 }
 
-/// Merges the statements in `text` into `config`, in order. Nothing half-applies: on
+/// Applies the statements in `text` to `config`, in order. Nothing half-applies: on
 /// error `config` is unchanged.
 pub fn parse_into(config: &mut Config, text: &str) -> Result<(), ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut staged = config.clone();
     for (index, line) in text.lines().enumerate() {
-        let fail = |e: LineError| ParseError {
+        apply_line(&mut staged, line).map_err(|e| ParseError {
             line: index + 1,
             message: e.to_string(),
-        };
-        if let Some(statement) = Statement::parse(line).map_err(fail)? {
-            statement.apply(&mut staged).map_err(fail)?;
-        }
+        })?;
     }
     *config = staged;
     Ok(())
 }
 
+/// Applies one line (`set …`, `delete …`, a comment or a blank line) to `config`. On
+/// error `config` is unchanged.
+pub fn apply_line(config: &mut Config, line: &str) -> Result<(), LineError> {
+    if lex::is_comment_or_blank(line) {
+        return Ok(());
+    }
+    let words = lex::split(line)?;
+    apply_words(config, &words)
+}
+
+/// Applies the statement made of `words` to `config`. On error `config` is unchanged.
+pub fn apply_words(config: &mut Config, words: &[String]) -> Result<(), LineError> {
+    let mut staged = config.clone();
+    Walk::new(words)?.apply(&mut staged)?;
+    *config = staged;
+    Ok(())
+}
+
+/// The two verbs of a statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verb {
+    Set,
+    Delete,
+}
+
+/// Finds the node named `word` (any case, or an unambiguous prefix) among `nodes`.
+fn lookup<'n>(nodes: &'n [Node], word: &str, after: &str) -> Result<&'n Node, LineError> {
+    if let Some(n) = nodes.iter().find(|n| n.name.eq_ignore_ascii_case(word)) {
+        return Ok(n);
+    }
+    let lower = word.to_ascii_lowercase();
+    let matches: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !word.is_empty() && n.name.starts_with(&lower))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(LineError::UnknownKeyword {
+            after: after.to_string(),
+            found: word.to_string(),
+            expected: nodes.iter().map(|n| n.name).collect(),
+        }),
+        many => Err(LineError::Ambiguous {
+            after: after.to_string(),
+            found: word.to_string(),
+            candidates: many.iter().map(|n| n.name).collect(),
+        }),
+    }
+}
+
+/// Where a walk stands: the nodes that may come next, and the innermost list entry.
+struct Level<'n> {
+    nodes: &'n [Node],
+    /// The list whose entry the walk is in, and how many keys deep that entry is.
+    entry: Option<(&'static List, usize)>,
+}
+
+/// One statement's words, walked down the schema.
+struct Walk<'w> {
+    words: &'w [String],
+    verb: Verb,
+    next: usize,
+}
+
+impl<'w> Walk<'w> {
+    fn new(words: &'w [String]) -> Result<Walk<'w>, LineError> {
+        const VERBS: [(&str, Verb); 2] = [("set", Verb::Set), ("delete", Verb::Delete)];
+        let Some(first) = words.first() else {
+            return Err(LineError::Incomplete {
+                after: String::new(),
+                expected: vec!["set", "delete"],
+            });
+        };
+        let lower = first.to_ascii_lowercase();
+        let Some(&(_, verb)) = VERBS
+            .iter()
+            .find(|(name, _)| !lower.is_empty() && name.starts_with(&lower))
+        else {
+            return Err(LineError::UnknownKeyword {
+                after: String::new(),
+                found: first.clone(),
+                expected: vec!["set", "delete"],
+            });
+        };
+        Ok(Walk {
+            words,
+            verb,
+            next: 1,
+        })
+    }
+
+    /// The words read so far, as written.
+    fn after(&self) -> String {
+        let shown: Vec<String> = self.words[..self.next]
+            .iter()
+            .map(|w| lex::word(w))
+            .collect();
+        shown.join(" ")
+    }
+
+    fn peek(&self) -> Option<&'w str> {
+        self.words.get(self.next).map(String::as_str)
+    }
+
+    fn take(&mut self) -> Option<&'w str> {
+        let w = self.peek()?;
+        self.next += 1;
+        Some(w)
+    }
+
+    fn apply(mut self, config: &mut Config) -> Result<(), LineError> {
+        let mut keys = Keys::default();
+        let mut level = Level {
+            nodes: ROOT,
+            entry: None,
+        };
+        // What the words so far name, for a `delete` that stops there.
+        let mut named: Option<&Node> = None;
+        let mut settings: Vec<&'static str> = Vec::new();
+        loop {
+            let Some(word) = self.peek() else {
+                return self.finish(config, &keys, &level, named, !settings.is_empty());
+            };
+            let node = match lookup(level.nodes, word, &self.after()) {
+                Ok(node) => node,
+                Err(_) if !settings.is_empty() => {
+                    return Err(LineError::Trailing {
+                        after: self.after(),
+                        found: word.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            self.next += 1;
+            match &node.kind {
+                NodeKind::Container(children) if settings.is_empty() => {
+                    named = Some(node);
+                    level.nodes = children;
+                }
+                NodeKind::List(list) if settings.is_empty() => {
+                    let Some(text) = self.take() else {
+                        if self.verb == Verb::Delete {
+                            remove_all(config, list, &mut keys);
+                            return Ok(());
+                        }
+                        return Err(LineError::MissingValue {
+                            after: self.after(),
+                            expected: list.key.expected.to_string(),
+                        });
+                    };
+                    let key = (list.key.parse)(text).map_err(|e| match e {
+                        LineError::UnknownKeyword {
+                            found, expected, ..
+                        } => LineError::UnknownKeyword {
+                            after: self.words[..self.next - 1].join(" "),
+                            found,
+                            expected,
+                        },
+                        other => other,
+                    })?;
+                    keys.0.push(key);
+                    match self.verb {
+                        Verb::Set => (list.create)(config, &keys)?,
+                        Verb::Delete if !exists(config, list, &keys) => {
+                            return Err(LineError::NotConfigured { path: self.path() });
+                        }
+                        Verb::Delete => {}
+                    }
+                    named = Some(node);
+                    level = Level {
+                        nodes: list.children,
+                        entry: Some((list, keys.0.len())),
+                    };
+                }
+                NodeKind::Leaf(leaf) => {
+                    if settings.contains(&node.name) {
+                        return Err(LineError::Repeated {
+                            after: self.after(),
+                        });
+                    }
+                    settings.push(node.name);
+                    self.leaf(config, &keys, node, leaf, level.nodes)?;
+                }
+                _ => {
+                    return Err(LineError::Trailing {
+                        after: self.words[..self.next - 1].join(" "),
+                        found: word.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A setting and its value, set or deleted.
+    fn leaf(
+        &mut self,
+        config: &mut Config,
+        keys: &Keys,
+        node: &Node,
+        leaf: &Leaf,
+        siblings: &[Node],
+    ) -> Result<(), LineError> {
+        let value = match leaf.value {
+            None => None,
+            Some(spec) => {
+                // A `delete` may name the value; the next word is one unless it names
+                // another setting of the same container.
+                let is_sibling = |w: &str| siblings.iter().any(|n| n.name.eq_ignore_ascii_case(w));
+                match (self.verb, self.peek()) {
+                    (Verb::Delete, Some(w)) if is_sibling(w) => None,
+                    (Verb::Delete, None) => None,
+                    (_, Some(_)) => self.take(),
+                    (Verb::Set, None) => {
+                        return Err(LineError::MissingValue {
+                            after: self.after(),
+                            expected: spec.expected.to_string(),
+                        });
+                    }
+                }
+                .map(|v| (v, spec))
+            }
+        };
+        if let Some((_, spec)) = value
+            && let Some(suffix) = spec.suffix
+        {
+            match self.peek() {
+                Some(w) if w.eq_ignore_ascii_case(suffix) => self.next += 1,
+                Some(w) if self.verb == Verb::Set => {
+                    return Err(LineError::UnknownKeyword {
+                        after: self.after(),
+                        found: w.to_string(),
+                        expected: vec![suffix],
+                    });
+                }
+                None if self.verb == Verb::Set => {
+                    return Err(LineError::Incomplete {
+                        after: self.after(),
+                        expected: vec![suffix],
+                    });
+                }
+                _ => {}
+            }
+        }
+        match self.verb {
+            Verb::Set => (leaf.set)(config, keys, value.map_or("", |(v, _)| v), node.name),
+            Verb::Delete => {
+                let current = (leaf.get)(config, keys);
+                let wanted = match value {
+                    Some((v, _)) => Some((leaf.canonical)(v, node.name)?),
+                    None => None,
+                };
+                let present = match &wanted {
+                    Some(w) => current.contains(w),
+                    None => !current.is_empty(),
+                };
+                if !present {
+                    return Err(LineError::NotConfigured { path: self.path() });
+                }
+                (leaf.delete)(config, keys, wanted.as_deref().filter(|_| leaf.multi));
+                Ok(())
+            }
+        }
+    }
+
+    /// The words of the statement after the verb, for messages.
+    fn path(&self) -> String {
+        self.words[1..self.next]
+            .iter()
+            .map(|w| lex::word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The statement ends here: a `set` must have set something or made an entry; a
+    /// `delete` removes what the path names; then an emptied list entry goes.
+    fn finish(
+        &self,
+        config: &mut Config,
+        keys: &Keys,
+        level: &Level<'_>,
+        named: Option<&Node>,
+        set_something: bool,
+    ) -> Result<(), LineError> {
+        match (self.verb, set_something, named) {
+            (_, true, _) => {}
+            (
+                Verb::Set,
+                false,
+                Some(Node {
+                    kind: NodeKind::List(list),
+                    ..
+                }),
+            ) if !list.fixed => {}
+            (Verb::Set, false, _) | (Verb::Delete, false, None) => {
+                return Err(LineError::Incomplete {
+                    after: self.after(),
+                    expected: level.nodes.iter().map(|n| n.name).collect(),
+                });
+            }
+            (Verb::Delete, false, Some(node)) => match &node.kind {
+                NodeKind::List(list) => (list.remove)(config, keys),
+                _ => {
+                    let mut keys = keys.clone();
+                    reset(config, level.nodes, &mut keys);
+                }
+            },
+        }
+        if self.verb == Verb::Delete
+            && let Some((list, depth)) = level.entry
+            && !list.fixed
+            && keys.0.len() == depth
+            && exists(config, list, keys)
+            && is_empty(config, list.children, &mut keys.clone())
+        {
+            (list.remove)(config, keys);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the entry named by the last of `keys` exists in `list`.
+fn exists(config: &Config, list: &List, keys: &Keys) -> bool {
+    let mut parent = keys.clone();
+    let Some(key) = parent.0.pop() else {
+        return false;
+    };
+    (list.entries)(config, &parent).contains(&key)
+}
+
+/// Whether every setting under `nodes` has its factory value.
+fn is_empty(config: &Config, nodes: &[Node], keys: &mut Keys) -> bool {
+    nodes.iter().all(|node| match &node.kind {
+        NodeKind::Leaf(leaf) => (leaf.get)(config, keys).is_empty(),
+        NodeKind::Container(children) => is_empty(config, children, keys),
+        NodeKind::List(list) => (list.entries)(config, keys).is_empty(),
+    })
+}
+
+/// Returns everything under `nodes` to its factory value.
+fn reset(config: &mut Config, nodes: &[Node], keys: &mut Keys) {
+    for node in nodes {
+        match &node.kind {
+            NodeKind::Leaf(leaf) => (leaf.delete)(config, keys, None),
+            NodeKind::Container(children) => reset(config, children, keys),
+            NodeKind::List(list) => remove_all(config, list, keys),
+        }
+    }
+}
+
+/// Removes every entry of `list` (returns fixed ones to their factory values).
+fn remove_all(config: &mut Config, list: &List, keys: &mut Keys) {
+    for key in (list.entries)(config, keys) {
+        keys.0.push(key);
+        (list.remove)(config, keys);
+        keys.0.pop();
+    }
+}
+
+// ---- printing ----------------------------------------------------------------------------
+
 /// The canonical text of `config`: one `set` line for each setting that differs from
-/// `Config::default()`, in the order of [`statements`].
+/// `Config::default()`, in schema order; a rule's settings on one line; an entry with
+/// nothing set as a bare `set LIST KEY` line.
 ///
 /// Parsing the result gives `config` back for any model the parser could have built.
-/// Values outside the grammar (a duration with a fraction of a second, a string with a
-/// control character) cannot be written exactly; they print, but not to the same model.
 pub fn print(config: &Config) -> String {
     let mut out = String::new();
-    for statement in statements(config) {
-        out.push_str(&statement.to_string());
+    for line in lines(config) {
+        out.push_str(&line);
         out.push('\n');
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{
-        Cidr, ClassifyAction, ClassifyRule, DomainPattern, EhloKeywords, HOST_DEFAULT, INTERNAL,
-        NextHop, Route, ServiceName, host_default,
+/// The canonical lines of `config`, without line ends.
+pub fn lines(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    print_nodes(config, ROOT, &mut Keys::default(), "set", &mut out);
+    out
+}
+
+/// The line of one entry of a one-line list, such as `relay-rule 10 … deny "…"` (without
+/// `set`), for traces; `None` when there is no such entry.
+pub fn entry_text(config: &Config, list_name: &str, key: &Key) -> Option<String> {
+    let node = ROOT.iter().find(|n| n.name == list_name)?;
+    let NodeKind::List(list) = &node.kind else {
+        return None;
     };
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    use std::time::Duration;
+    let mut keys = Keys(vec![key.clone()]);
+    exists(config, list, &keys).then(|| {
+        let mut out = Vec::new();
+        print_entry(config, node.name, list, &mut keys, "", &mut out);
+        out.join(" ").trim_start().to_string()
+    })
+}
 
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
-    fn cidr(s: &str) -> Cidr {
-        let (a, p) = s.split_once('/').unwrap();
-        Cidr::new(a.parse().unwrap(), p.parse().unwrap()).unwrap()
-    }
-
-    // ---- the host board's default -------------------------------------------------
-
-    #[test]
-    fn host_default_has_the_documented_facts() {
-        let cfg = parse(HOST_DEFAULT).unwrap();
-        assert_eq!(cfg, host_default());
-        assert_eq!(cfg.system.host_name, "gw.example.com");
-        assert_eq!(cfg.inbound.listen, [sa("127.0.0.1:2525")]);
-        assert_eq!(cfg.outbound.listen, [sa("127.0.0.1:2587")]);
-        let relay = NextHop::Relay(vec![sa("127.0.0.1:2526")]);
-        let exact = &cfg.routes[&DomainPattern::Exact("example.com".into())];
-        let suffix = &cfg.routes[&DomainPattern::Suffix("example.com".into())];
-        assert_eq!(exact.next_hop, relay);
-        assert_eq!(suffix.next_hop, relay);
-        assert!(exact.is_internal_relay());
-        let rules: Vec<_> = cfg.classify.values().collect();
-        assert_eq!(rules.len(), 3);
-        assert_eq!(rules[0].remote, Some(cidr("127.0.0.0/8")));
-        assert_eq!(rules[0].action, ClassifyAction::Category(INTERNAL.into()));
-        assert_eq!(rules[1].remote, Some(cidr("0.0.0.0/0")));
-        assert_eq!(rules[1].action, ClassifyAction::Category("EXTERNAL".into()));
-        assert_eq!(rules[2].remote, Some(cidr("::/0")));
-        assert_eq!(rules[2].action, ClassifyAction::Category("EXTERNAL".into()));
-        let local = sa("127.0.0.1:2525");
-        use crate::config::Classification;
-        assert_eq!(
-            cfg.classify(local, sa("127.0.0.1:5000")),
-            Classification::Category(INTERNAL)
-        );
-        assert_eq!(
-            cfg.classify(local, sa("192.0.2.1:5000")),
-            Classification::Category("EXTERNAL")
-        );
-        assert_eq!(
-            cfg.classify(local, sa("[2001:db8::1]:5000")),
-            Classification::Category("EXTERNAL")
-        );
-        assert_eq!(cfg.route_for("mail.example.com").unwrap().1.next_hop, relay);
-        // Everything else goes out by MX: the outbound service's default route.
-        assert_eq!(
-            cfg.route_for("example.org").unwrap().1.next_hop,
-            NextHop::Mx
-        );
-        // The relay rule of the seeds, on the built-in channels.
-        let rule = &cfg.relay_rules[&10];
-        assert_eq!(rule.source.as_deref(), Some(crate::config::CHANNEL_LOCAL));
-        assert_eq!(
-            rule.destination.as_deref(),
-            Some(crate::config::CHANNEL_LOCAL)
-        );
-        assert_eq!(
-            rule.action,
-            crate::config::RelayAction::Deny("5.7.1 SMTP relaying not permitted".into())
-        );
-        assert_eq!(cfg.relay_rules.len(), 1);
-        assert_eq!(parse(&print(&cfg)).unwrap(), cfg);
-    }
-
-    // ---- bad lines ------------------------------------------------------------------
-
-    #[test]
-    fn bad_lines_are_refused_with_line_number_and_reason() {
-        let ok = "set system host-name gw.example.com\n";
-        let cases: &[(&str, &str)] = &[
-            (
-                "sett system host-name x",
-                "unknown keyword 'sett': expected 'set'",
+fn print_nodes(
+    config: &Config,
+    nodes: &[Node],
+    keys: &mut Keys,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    for node in nodes {
+        match &node.kind {
+            NodeKind::Container(children) => print_nodes(
+                config,
+                children,
+                keys,
+                &format!("{prefix} {}", node.name),
+                out,
             ),
-            (
-                "set sytem host-name x",
-                "unknown keyword 'sytem' after 'set': expected one of system, service",
-            ),
-            (
-                "set system",
-                "incomplete statement 'set system': expected one of host-name, dns",
-            ),
-            (
-                "set system host-name",
-                "missing value after 'set system host-name': expected a host name",
-            ),
-            ("set system host-name gw_1", "'gw_1' is not a host name"),
-            (
-                "set system host-name a b",
-                "unexpected 'b' after the complete statement 'set system host-name a'",
-            ),
-            (
-                "set system host-name a # name",
-                "(a comment must be on a line of its own)",
-            ),
-            (
-                "set service sideways listen 1.2.3.4:25",
-                "unknown keyword 'sideways' after 'set service': expected one of inbound, outbound",
-            ),
-            (
-                "set service inbound max-conns 5",
-                "unknown keyword 'max-conns' after 'set service inbound': expected one of listen, max-connections, max-connections-per-ip, idle-timeout",
-            ),
-            (
-                "set service inbound",
-                "incomplete statement 'set service inbound': expected one of listen, max-connections",
-            ),
-            (
-                "set service inbound max-connections",
-                "missing value after 'set service inbound max-connections': expected a number from 1 to 65535",
-            ),
-            (
-                "set service inbound max-connections 0",
-                "'0' is out of range for max-connections: expected a number from 1 to 65535",
-            ),
-            (
-                "set service inbound max-connections 65536",
-                "'65536' is out of range for max-connections",
-            ),
-            (
-                "set service inbound max-connections 99999999999999999999999",
-                "is out of range for max-connections",
-            ),
-            (
-                "set service inbound max-connections five",
-                "'five' is not a number: expected a number from 1 to 65535",
-            ),
-            (
-                "set service inbound max-connections -1",
-                "'-1' is not a number",
-            ),
-            (
-                "set service inbound max-connections-per-ip 0",
-                "out of range for max-connections-per-ip",
-            ),
-            (
-                "set service inbound idle-timeout abc",
-                "'abc' is not a duration: expected a number with a unit s, m, h or d (e.g. 30s)",
-            ),
-            (
-                "set service inbound idle-timeout 300",
-                "'300' is not a duration",
-            ),
-            (
-                "set service inbound idle-timeout 0s",
-                "'0s' is out of range for idle-timeout: expected more than 0s",
-            ),
-            (
-                "set service inbound data-timeout 400d",
-                "'400d' is too long: at most 365d",
-            ),
-            (
-                "set service outbound max-session-time 0m",
-                "out of range for max-session-time",
-            ),
-            (
-                "set service outbound max-messages-per-session 0",
-                "out of range for max-messages-per-session: expected a number of at least 1",
-            ),
-            (
-                "set service outbound max-message-size 1023",
-                "'1023' is out of range for max-message-size: expected at least 1024 bytes",
-            ),
-            (
-                "set service outbound max-message-size 10x",
-                "'10x' is not a size",
-            ),
-            (
-                "set service inbound max-recipients 50",
-                "'50' is out of range for max-recipients: RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients",
-            ),
-            (
-                "set service inbound max-line-length 999",
-                "RFC 5321 §4.5.3.1.6",
-            ),
-            (
-                "set service inbound max-line-length 65537",
-                "expected a number from 1000 to 65536",
-            ),
-            (
-                "set service inbound error-limit 0",
-                "out of range for error-limit",
-            ),
-            (
-                "set service inbound greet-delay soon",
-                "'soon' is not a duration",
-            ),
-            (
-                "set service inbound ehlo-keywords \"SIZE XCLIENT\"",
-                "'XCLIENT' is not an EHLO keyword: expected some of PIPELINING, SIZE",
-            ),
-            (
-                "set service inbound ehlo-keywords \"SIZE",
-                "unterminated quote: the '\"' at column 35 is never closed",
-            ),
-            (
-                "set service inbound listen 1.2.3.4",
-                "'1.2.3.4' is not a listen address: expected an address and port",
-            ),
-            ("set service inbound listen 1.2.3.4:0", "has port 0"),
-            (
-                "set classify 0 category X",
-                "'0' is out of range for a classify rule number: expected a number from 1 to 65535",
-            ),
-            (
-                "set classify 10",
-                "incomplete statement 'set classify 10': expected one of local, local-port, remote, remote-port, category, deny",
-            ),
-            (
-                "set classify 10 remote 10.0.0.0/8",
-                "incomplete statement 'set classify 10 remote 10.0.0.0/8'",
-            ),
-            (
-                "set classify 10 remote 10.0.0.0/33 category X",
-                "'10.0.0.0/33' has a bad prefix length: expected /0 to /32",
-            ),
-            (
-                "set classify 10 remote 10.0.0.0/8 remote 11.0.0.0/8 category X",
-                "an option is given twice in 'set classify 10 remote 10.0.0.0/8 remote'",
-            ),
-            (
-                "set classify 10 category X remote 10.0.0.0/8",
-                "unexpected 'remote' after the complete statement 'set classify 10 category X'",
-            ),
-            (
-                "set classify 10 category internal",
-                "category names are upper case (write 'INTERNAL')",
-            ),
-            (
-                "set classify 10 local-port 0 category X",
-                "'0' is not a port",
-            ),
-            (
-                "set classify 10 deny",
-                "missing value after 'set classify 10 deny': expected a quoted reply text",
-            ),
-            (
-                "set classify 10 deny \"bad \\q\"",
-                "unknown escape '\\q' at column 27",
-            ),
-            (
-                "set classify 10 deny \"x\"y",
-                "text right after a closing quote at column 25",
-            ),
-            (
-                "set classify 10 deny no\"x\"",
-                "'\"' inside a word at column 24",
-            ),
-            (
-                "set classify 10 deny \"\"",
-                "is not a deny text: it is empty",
-            ),
-            (
-                "set route *.example.com relay [10.0.0.1]",
-                "write '.example.com' for the subdomains of example.com",
-            ),
-            (
-                "set route example.com relay 10.0.0.1:25",
-                "'10.0.0.1:25' is not a relay host: expected [address] or [address]:port",
-            ),
-            (
-                "set route example.com relay [10.0.0.1]:25,",
-                "has an empty entry",
-            ),
-            (
-                "set route example.com relay",
-                "missing value after 'set route example.com relay': expected a list of [address]:port",
-            ),
-            (
-                "set route example.com failover-timeout 5s",
-                "route 'example.com' has no next hop yet: set 'set route example.com relay …' or 'set route example.com smarthost …' first",
-            ),
-            (
-                "set route example.com direct",
-                "unknown keyword 'direct' after 'set route example.com': expected one of relay, smarthost, mx, failover-timeout",
-            ),
-            ("set queue retry \"\"", "is not a retry schedule"),
-            (
-                "set queue retry \"5m 0s\"",
-                "'0s' is too short for a retry step",
-            ),
-            ("set queue max-lifetime 0d", "out of range for max-lifetime"),
-            (
-                "set queue",
-                "incomplete statement 'set queue': expected one of retry, max-lifetime",
-            ),
-            (
-                "set system host-name a\u{1}b",
-                "control character at column 23",
-            ),
-        ];
-        let mut failures = Vec::new();
-        for (line, fragment) in cases {
-            let text = format!("# a comment\n{ok}\n{line}\n{ok}");
-            match parse(&text) {
-                Err(err) if err.line == 4 && err.message.contains(fragment) => {
-                    assert!(err.to_string().starts_with("line 4: "));
-                }
-                other => failures.push(format!("{line}\n  got:  {other:?}\n  want: {fragment}")),
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-    }
-
-    #[test]
-    fn overlong_lines_and_words_are_refused_briefly() {
-        let line = format!("set system host-name {}", "a".repeat(3000));
-        let err = parse(&line).unwrap_err();
-        assert_eq!(err.line, 1);
-        assert!(err.message.contains("at most 2048 are accepted"), "{err}");
-        let line = format!("set system host-name {}", "a".repeat(1000));
-        let err = parse(&line).unwrap_err();
-        assert!(err.message.len() < 200, "{err}");
-        assert!(err.message.contains("…' is not a host name"), "{err}");
-    }
-
-    // ---- merging ----------------------------------------------------------------------
-
-    #[test]
-    fn parse_into_merges_onto_a_config() {
-        let mut cfg = host_default();
-        let before = cfg.clone();
-        parse_into(
-            &mut cfg,
-            "set service inbound listen [::1]:2525\n\
-             set service inbound listen 127.0.0.1:2525\n\
-             set service inbound max-connections 42\n\
-             set route example.com smarthost [192.0.2.1]\n\
-             set route example.com concurrency 3\n\
-             set classify 10 remote 10.0.0.0/8 category INTERNAL\n",
-        )
-        .unwrap();
-        assert_eq!(cfg.inbound.listen, [sa("127.0.0.1:2525"), sa("[::1]:2525")]);
-        assert_eq!(cfg.inbound.max_connections, 42);
-        assert_eq!(cfg.outbound, before.outbound);
-        let route = &cfg.routes[&DomainPattern::Exact("example.com".into())];
-        assert_eq!(route.next_hop, NextHop::Smarthost(vec![sa("192.0.2.1:25")]));
-        assert_eq!(route.concurrency, 3);
-        assert_eq!(
-            cfg.routes[&DomainPattern::Suffix("example.com".into())],
-            before.routes[&DomainPattern::Suffix("example.com".into())]
-        );
-        assert_eq!(cfg.classify[&10].remote, Some(cidr("10.0.0.0/8")));
-        assert_eq!(cfg.classify[&20], before.classify[&20]);
-        assert_eq!(cfg.system, before.system);
-    }
-
-    #[test]
-    fn changing_the_next_hop_keeps_the_other_route_settings() {
-        let cfg = parse(
-            "set route .example.net relay [10.0.0.1]\n\
-             set route .example.net avoid-time 0s\n\
-             set route .example.net relay [10.0.0.2]:2525,[10.0.0.3]\n",
-        )
-        .unwrap();
-        let route = &cfg.routes[&DomainPattern::Suffix("example.net".into())];
-        assert_eq!(route.avoid_time, Duration::ZERO);
-        assert_eq!(
-            route.next_hop,
-            NextHop::Relay(vec![sa("10.0.0.2:2525"), sa("10.0.0.3:25")])
-        );
-    }
-
-    #[test]
-    fn a_failing_text_leaves_the_config_unchanged() {
-        let mut cfg = host_default();
-        let before = cfg.clone();
-        let err = parse_into(
-            &mut cfg,
-            "set system host-name other.example.com\n\
-             set service inbound max-connections 7\n\
-             set route new.example relay [10.0.0.9]\n\
-             set queue retry \"1m\"\n\
-             set service inbound max-connections 0\n",
-        )
-        .unwrap_err();
-        assert_eq!(err.line, 5);
-        assert_eq!(cfg, before);
-        let err = parse_into(&mut cfg, "set route new.example concurrency 5\n").unwrap_err();
-        assert_eq!(err.line, 1);
-        assert!(err.message.contains("no next hop yet"));
-        assert_eq!(cfg, before);
-    }
-
-    #[test]
-    fn bounds_of_the_model_are_enforced() {
-        let mut text = String::new();
-        for i in 0..statement::MAX_LISTEN_ADDRESSES {
-            text.push_str(&format!(
-                "set service inbound listen 127.0.0.1:{}\n",
-                2000 + i
-            ));
-        }
-        let mut cfg = parse(&text).unwrap();
-        // Repeating an address adds nothing and so stays within the bound.
-        parse_into(&mut cfg, "set service inbound listen 127.0.0.1:2000\n").unwrap();
-        let err = parse_into(&mut cfg, "set service inbound listen 127.0.0.1:3000\n").unwrap_err();
-        assert!(
-            err.message
-                .contains("too many listen addresses in one service: at most 8")
-        );
-
-        let mut text = String::new();
-        for i in 1..=statement::MAX_CLASSIFY_RULES {
-            text.push_str(&format!("set classify {i} category X\n"));
-        }
-        let mut cfg = parse(&text).unwrap();
-        parse_into(&mut cfg, "set classify 1 deny \"replaced\"\n").unwrap();
-        let err = parse_into(&mut cfg, "set classify 5000 category X\n").unwrap_err();
-        assert!(err.message.contains("too many classify rules"));
-
-        let mut text = String::new();
-        for i in 0..statement::MAX_ROUTES {
-            text.push_str(&format!("set route d{i}.example relay [10.0.0.1]\n"));
-        }
-        let mut cfg = parse(&text).unwrap();
-        parse_into(&mut cfg, "set route d0.example smarthost [10.0.0.2]\n").unwrap();
-        let err = parse_into(&mut cfg, "set route one.more relay [10.0.0.1]\n").unwrap_err();
-        assert!(err.message.contains("too many routes: at most 1024"));
-    }
-
-    #[test]
-    fn splitting_the_text_at_any_line_boundary_gives_the_same_config() {
-        let text = messy_text();
-        let whole = parse(text).unwrap();
-        for (at, _) in text.match_indices('\n') {
-            let mut cfg = Config::default();
-            parse_into(&mut cfg, &text[..=at]).unwrap();
-            parse_into(&mut cfg, &text[at + 1..]).unwrap();
-            assert_eq!(cfg, whole, "split after octet {at}");
-        }
-        // Line by line, one statement at a time.
-        let mut cfg = Config::default();
-        for line in text.lines() {
-            parse_into(&mut cfg, line).unwrap();
-        }
-        assert_eq!(cfg, whole);
-    }
-
-    // ---- printing ---------------------------------------------------------------------
-
-    #[test]
-    fn the_default_prints_as_nothing() {
-        assert_eq!(print(&Config::default()), "");
-        assert_eq!(parse("").unwrap(), Config::default());
-        assert_eq!(parse("\n# only a comment\n\n").unwrap(), Config::default());
-    }
-
-    fn messy_text() -> &'static str {
-        "\u{feff}# An administrator's file, written by hand.\r\n\
-         \r\n\
-         set queue   max-lifetime 120h\r\n\
-         SET route Example.COM relay [10.1.1.5]:25,[10.1.1.6]\n\
-         \t# subdomains too\n\
-         set route .EXAMPLE.com. relay \"[10.1.1.5]\"\n\
-         set route example.com failover-timeout 30s\n\
-         set classify 30 remote 0.0.0.0/0 category EXTERNAL\n\
-         set classify 10 remote-port 1024 remote 10.1.2.3/24 local 192.0.2.1 category INTERNAL\n\
-         set classify 20 local-port 7633 deny \"no web \\\"interface\\\" here\"\n\
-         set service outbound listen 10.1.1.1:587\n\
-         set service inbound max-message-size 5M\n\
-         set service inbound listen 0.0.0.0:25\n\
-         set service inbound listen [::]:25\n\
-         set service inbound listen 0.0.0.0:25\n\
-         set service inbound idle-timeout 600s\n\
-         set service inbound ehlo-keywords \"starttls size   pipelining\"\n\
-         set service inbound greet-delay 0s\n\
-         set service inbound greet-delay 5s\n\
-         set service inbound max-recipients 0100\n\
-         set system host-name gw.Example.net.\n\
-         set queue retry \"300s 15m 3600s 1d\"\n"
-    }
-
-    #[test]
-    fn messy_text_prints_canonically() {
-        let cfg = parse(messy_text()).unwrap();
-        let expected = "\
-set system host-name gw.Example.net
-set service inbound listen 0.0.0.0:25
-set service inbound listen [::]:25
-set service inbound idle-timeout 10m
-set service inbound max-message-size 5m
-set service inbound greet-delay 5s
-set service inbound ehlo-keywords \"PIPELINING SIZE STARTTLS\"
-set service outbound listen 10.1.1.1:587
-set classify 10 local 192.0.2.1/32 remote 10.1.2.0/24 remote-port 1024 category INTERNAL
-set classify 20 local-port 7633 deny \"no web \\\"interface\\\" here\"
-set classify 30 remote 0.0.0.0/0 category EXTERNAL
-set route example.com relay [10.1.1.5]:25,[10.1.1.6]:25
-set route example.com failover-timeout 30s
-set route .example.com relay [10.1.1.5]:25
-set queue retry \"5m 15m 1h 1d\"
-";
-        assert_eq!(print(&cfg), expected);
-        assert_eq!(parse(expected).unwrap(), cfg);
-        assert_eq!(
-            cfg.classify[&20].action,
-            ClassifyAction::Deny("no web \"interface\" here".into())
-        );
-        // max-lifetime 120h is the default 5d, so it does not print at all.
-        let cfg = parse("set queue max-lifetime 120h\n").unwrap();
-        assert_eq!(print(&cfg), "");
-    }
-
-    #[test]
-    fn statements_print_and_parse_back_one_by_one() {
-        let mut rng = XorShift(0x5eed_0001);
-        for _ in 0..200 {
-            let cfg = random_config(&mut rng);
-            for statement in statements(&cfg) {
-                let line = statement.to_string();
-                assert_eq!(
-                    Statement::parse(&line),
-                    Ok(Some(statement.clone())),
-                    "{line}"
-                );
-            }
-        }
-    }
-
-    fn full_config() -> Config {
-        let mut cfg = Config::default();
-        cfg.system.host_name = "mx1.example.org".into();
-        for name in ServiceName::ALL {
-            let s = cfg.service_mut(name);
-            s.listen = vec![
-                sa("0.0.0.0:25"),
-                sa("[2001:db8::25]:25"),
-                sa("[fe80::1%3]:2525"),
-            ];
-            s.max_connections = 65535;
-            s.max_connections_per_ip = 1;
-            s.idle_timeout = secs(1);
-            s.data_timeout = secs(90);
-            s.max_session_time = value::MAX_DURATION;
-            s.max_messages_per_session = u32::MAX;
-            s.max_message_size = 1024;
-            s.max_recipients = u32::MAX;
-            s.max_line_length = 65536;
-            s.error_limit = 1;
-            s.greet_delay = secs(3);
-            s.ehlo_keywords = EhloKeywords::NONE;
-        }
-        cfg.outbound.ehlo_keywords = EhloKeywords::NONE.with(EhloKeywords::CHUNKING);
-        cfg.outbound.max_message_size = u64::MAX;
-        cfg.classify.insert(
-            1,
-            ClassifyRule {
-                local: Some(cidr("::/0")),
-                local_port: Some(65535),
-                remote: Some(cidr("2001:db8::/32")),
-                remote_port: Some(1),
-                action: ClassifyAction::Deny("\\ \"quoted\" \t # and more".into()),
-            },
-        );
-        cfg.classify.insert(
-            65535,
-            ClassifyRule {
-                local: None,
-                local_port: None,
-                remote: None,
-                remote_port: None,
-                action: ClassifyAction::Category("Z_9".into()),
-            },
-        );
-        let mut route = Route::new(NextHop::Smarthost(vec![sa("[::1]:587")]));
-        route.failover_timeout = secs(86_400);
-        route.avoid_time = Duration::ZERO;
-        route.concurrency = 1000;
-        cfg.routes.insert(DomainPattern::Any, route);
-        cfg.routes.insert(
-            DomainPattern::Suffix("a-b.example".into()),
-            Route::new(NextHop::Relay(vec![sa("10.0.0.1:25"), sa("10.0.0.2:26")])),
-        );
-        cfg.queue.retry = vec![secs(1)];
-        cfg.queue.max_lifetime = secs(59);
-        cfg
-    }
-
-    #[test]
-    fn hand_built_models_round_trip() {
-        for cfg in [Config::default(), host_default(), full_config()] {
-            let text = print(&cfg);
-            assert_eq!(parse(&text).as_ref(), Ok(&cfg), "{text}");
-            assert_eq!(print(&parse(&text).unwrap()), text);
-        }
-        let text = print(&full_config());
-        assert!(text.contains("set service outbound max-message-size 18446744073709551615\n"));
-        assert!(
-            text.contains("set service inbound max-message-size 1k\n"),
-            "{text}"
-        );
-        assert!(text.contains("set route * smarthost [::1]:587\n"), "{text}");
-        assert!(
-            text.contains("set service inbound ehlo-keywords \"\"\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("deny \"\\\\ \\\"quoted\\\" \t # and more\"\n"),
-            "{text}"
-        );
-    }
-
-    // ---- generated models ---------------------------------------------------------------
-
-    /// A small deterministic pseudo-random generator (xorshift64).
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A number in `lo..=hi`.
-        fn range(&mut self, lo: u64, hi: u64) -> u64 {
-            match (hi - lo).checked_add(1) {
-                Some(span) => lo + self.next() % span,
-                None => self.next(),
-            }
-        }
-
-        fn chance(&mut self, one_in: u64) -> bool {
-            self.next() % one_in == 0
-        }
-
-        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-            items[self.range(0, items.len() as u64 - 1) as usize]
-        }
-    }
-
-    fn random_ip(rng: &mut XorShift) -> IpAddr {
-        match rng.range(0, 3) {
-            0 => IpAddr::V6(Ipv6Addr::from(
-                u128::from(rng.next()) << 64 | u128::from(rng.next()),
-            )),
-            1 => IpAddr::V6(Ipv6Addr::from(rng.range(0, 3) as u128)),
-            _ => IpAddr::V4(Ipv4Addr::from(rng.next() as u32)),
-        }
-    }
-
-    fn random_duration(rng: &mut XorShift, zero: bool) -> Duration {
-        let max = value::MAX_DURATION.as_secs();
-        let d = match rng.range(0, 4) {
-            0 => rng.range(0, 100),
-            1 => rng.range(0, 1000) * 60,
-            2 => rng.range(0, 100) * 3600,
-            3 => rng.range(0, 365) * 86_400,
-            _ => rng.range(0, max),
-        };
-        secs(if d == 0 && !zero { 1 } else { d })
-    }
-
-    fn random_label(rng: &mut XorShift, alphabet: &[u8], len: u64) -> String {
-        (0..len).map(|_| rng.pick(alphabet) as char).collect()
-    }
-
-    fn random_domain(rng: &mut XorShift) -> String {
-        let labels: Vec<String> = (0..rng.range(1, 4))
-            .map(|_| {
-                let len = rng.range(1, 12);
-                let mut l = random_label(rng, b"abcdefghijklmnopqrstuvwxyz0123456789-", len);
-                if l.starts_with('-') || l.ends_with('-') {
-                    l = format!("x{l}x");
-                }
-                l
-            })
-            .collect();
-        labels.join(".")
-    }
-
-    fn random_hosts(rng: &mut XorShift) -> Vec<SocketAddr> {
-        let mut hosts = Vec::new();
-        for _ in 0..rng.range(1, value::MAX_RELAY_HOSTS as u64) {
-            let h = SocketAddr::new(random_ip(rng), rng.range(1, 65535) as u16);
-            if !hosts.contains(&h) {
-                hosts.push(h);
-            }
-        }
-        hosts
-    }
-
-    fn random_cidr(rng: &mut XorShift) -> Cidr {
-        let ip = random_ip(rng);
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        Cidr::new(ip, rng.range(0, max) as u8).unwrap()
-    }
-
-    fn random_config(rng: &mut XorShift) -> Config {
-        let mut cfg = Config::default();
-        if rng.chance(2) {
-            cfg.system.host_name = random_domain(rng);
-            if rng.chance(2) {
-                cfg.system.host_name = cfg.system.host_name.to_ascii_uppercase();
-            }
-        }
-        for name in ServiceName::ALL {
-            let s = cfg.service_mut(name);
-            for _ in 0..rng.range(0, 3) {
-                let addr = match random_ip(rng) {
-                    IpAddr::V4(a) => SocketAddr::new(a.into(), rng.range(1, 65535) as u16),
-                    IpAddr::V6(a) => SocketAddr::new(a.into(), rng.range(1, 65535) as u16),
-                };
-                if !s.listen.contains(&addr) {
-                    s.listen.push(addr);
+            NodeKind::List(list) => {
+                for key in (list.entries)(config, keys) {
+                    keys.0.push(key);
+                    print_entry(config, node.name, list, keys, prefix, out);
+                    keys.0.pop();
                 }
             }
-            let u = |rng: &mut XorShift, lo: u32, hi: u32| rng.range(lo.into(), hi.into()) as u32;
-            if rng.chance(2) {
-                s.max_connections = u(rng, 1, 65535);
-            }
-            if rng.chance(2) {
-                s.max_connections_per_ip = u(rng, 1, 65535);
-            }
-            if rng.chance(2) {
-                s.idle_timeout = random_duration(rng, false);
-            }
-            if rng.chance(2) {
-                s.data_timeout = random_duration(rng, false);
-            }
-            if rng.chance(2) {
-                s.max_session_time = random_duration(rng, false);
-            }
-            if rng.chance(2) {
-                s.max_messages_per_session = u(rng, 1, u32::MAX);
-            }
-            if rng.chance(2) {
-                s.max_message_size = match rng.range(0, 3) {
-                    0 => rng.range(1, 64) << 30,
-                    1 => rng.range(1, 4096) << 20,
-                    2 => rng.range(1, 4096) << 10,
-                    _ => rng.range(1024, u64::MAX),
-                };
-            }
-            if rng.chance(2) {
-                s.max_recipients = u(rng, 100, u32::MAX);
-            }
-            if rng.chance(2) {
-                s.max_line_length = u(rng, 1000, 65536);
-            }
-            if rng.chance(2) {
-                s.error_limit = u(rng, 1, u32::MAX);
-            }
-            if rng.chance(2) {
-                s.greet_delay = random_duration(rng, true);
-            }
-            if rng.chance(2) {
-                for (k, _) in EhloKeywords::NAMES {
-                    if rng.chance(2) {
-                        s.ehlo_keywords = s.ehlo_keywords.without(k);
-                    }
+            NodeKind::Leaf(leaf) => {
+                for value in (leaf.get)(config, keys) {
+                    out.push(format!("{prefix} {}", setting_text(node, leaf, &value)));
                 }
-            }
-        }
-        for _ in 0..rng.range(0, 5) {
-            let pick = |rng: &mut XorShift| {
-                if rng.chance(2) {
-                    Some(random_cidr(rng))
-                } else {
-                    None
-                }
-            };
-            let rule = ClassifyRule {
-                local: pick(rng),
-                local_port: if rng.chance(2) {
-                    Some(rng.range(1, 65535) as u16)
-                } else {
-                    None
-                },
-                remote: pick(rng),
-                remote_port: if rng.chance(2) {
-                    Some(rng.range(1, 65535) as u16)
-                } else {
-                    None
-                },
-                action: if rng.chance(2) {
-                    let len = rng.range(1, value::MAX_CATEGORY_OCTETS as u64);
-                    ClassifyAction::Category(random_label(rng, b"ABCXYZ019_", len))
-                } else {
-                    let len = rng.range(1, value::MAX_DENY_TEXT_OCTETS as u64);
-                    let text: String = (0..len)
-                        .map(|_| match rng.range(0, 9) {
-                            0 => '"',
-                            1 => '\\',
-                            2 => ' ',
-                            3 => '\t',
-                            4 => '#',
-                            _ => rng.range(0x20, 0x7e) as u8 as char,
-                        })
-                        .collect();
-                    ClassifyAction::Deny(text)
-                },
-            };
-            cfg.classify.insert(rng.range(1, 65535) as u32, rule);
-        }
-        for _ in 0..rng.range(0, 4) {
-            let pattern = match rng.range(0, 2) {
-                0 => DomainPattern::Any,
-                1 => DomainPattern::Exact(random_domain(rng)),
-                _ => DomainPattern::Suffix(random_domain(rng)),
-            };
-            let hosts = random_hosts(rng);
-            let mut route = Route::new(if rng.chance(2) {
-                NextHop::Relay(hosts)
-            } else {
-                NextHop::Smarthost(hosts)
-            });
-            if rng.chance(2) {
-                route.failover_timeout = random_duration(rng, false);
-            }
-            if rng.chance(2) {
-                route.avoid_time = random_duration(rng, true);
-            }
-            if rng.chance(2) {
-                route.concurrency = rng.range(1, 1000) as u32;
-            }
-            cfg.routes.insert(pattern, route);
-        }
-        if rng.chance(2) {
-            cfg.queue.retry = (0..rng.range(1, value::MAX_RETRY_STEPS as u64))
-                .map(|_| random_duration(rng, false))
-                .collect();
-        }
-        if rng.chance(2) {
-            cfg.queue.max_lifetime = random_duration(rng, false);
-        }
-        let names = ["INTERNAL", "EXTERNAL", "DEFAULT", "P_1"];
-        let channels = ["tcp_local", "tcp_auth", "tcp_x9"];
-        for _ in 0..rng.range(0, 3) {
-            let c = cfg.categories.entry(rng.pick(&names).into()).or_default();
-            if rng.chance(2) {
-                c.ruleset = Some(rng.pick(&names).into());
-            } else {
-                c.channel = Some(rng.pick(&channels).into());
-            }
-        }
-        for _ in 0..rng.range(0, 3) {
-            let mut r = crate::config::Ruleset::default();
-            let mut set = crate::sasl::MechanismSet::EMPTY;
-            for m in crate::sasl::MechanismName::ALL {
-                if rng.chance(2) {
-                    set = set.with(m);
-                }
-                if rng.chance(3) {
-                    r.needs_tls = r.needs_tls.with(m);
-                }
-            }
-            if rng.chance(2) {
-                r.mechanisms = set;
-            }
-            cfg.rulesets.insert(rng.pick(&names).into(), r);
-        }
-        for _ in 0..rng.range(0, 4) {
-            let pattern = |rng: &mut XorShift| {
-                rng.chance(2).then(|| {
-                    crate::config::AddressPattern::new(rng.pick(&[
-                        "*@example.com",
-                        "postmaster@*",
-                        "a*b%c!d@[1.2.3.4]",
-                        "x",
-                    ]))
-                })
-            };
-            let rule = crate::config::RelayRule {
-                source: rng.chance(2).then(|| rng.pick(&channels).into()),
-                from: pattern(rng),
-                destination: rng.chance(2).then(|| rng.pick(&channels).into()),
-                to: pattern(rng),
-                action: if rng.chance(2) {
-                    crate::config::RelayAction::Allow
-                } else {
-                    crate::config::RelayAction::Deny("5.7.1 \"no\" relaying".into())
-                },
-            };
-            cfg.relay_rules.insert(rng.range(1, 65535) as u32, rule);
-        }
-        cfg
-    }
-
-    #[test]
-    fn generated_models_round_trip_and_print_canonically() {
-        let mut rng = XorShift(0x0dd_ba11);
-        for _ in 0..500 {
-            let cfg = random_config(&mut rng);
-            let text = print(&cfg);
-            let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert_eq!(back, cfg, "{text}");
-            assert_eq!(print(&back), text);
-            // Merging the printed text onto the default changes nothing twice over.
-            let mut again = back.clone();
-            parse_into(&mut again, &text).unwrap();
-            assert_eq!(again, cfg);
-        }
-    }
-
-    // ---- robustness ---------------------------------------------------------------------
-
-    /// Whatever parses prints to a text that parses back to the same model.
-    fn check_consistent(text: &str) {
-        if let Ok(cfg) = parse(text) {
-            let printed = print(&cfg);
-            assert_eq!(parse(&printed).as_ref(), Ok(&cfg), "{text:?}\n{printed}");
-        }
-    }
-
-    #[test]
-    fn random_bytes_never_panic() {
-        let mut rng = XorShift(0xfeed_f00d);
-        for _ in 0..3000 {
-            let len = rng.range(0, 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| match rng.range(0, 5) {
-                    0 => b'\n',
-                    1 => b' ',
-                    2 => b'"',
-                    3 => rng.next() as u8,
-                    _ => rng.range(0x20, 0x7e) as u8,
-                })
-                .collect();
-            check_consistent(&String::from_utf8_lossy(&bytes));
-        }
-    }
-
-    #[test]
-    fn random_word_soup_never_panics() {
-        const WORDS: &[&str] = &[
-            "set",
-            "system",
-            "host-name",
-            "service",
-            "inbound",
-            "outbound",
-            "listen",
-            "max-connections",
-            "max-connections-per-ip",
-            "idle-timeout",
-            "data-timeout",
-            "max-session-time",
-            "max-messages-per-session",
-            "max-message-size",
-            "max-recipients",
-            "max-line-length",
-            "error-limit",
-            "greet-delay",
-            "ehlo-keywords",
-            "classify",
-            "local",
-            "local-port",
-            "remote",
-            "remote-port",
-            "category",
-            "deny",
-            "route",
-            "relay",
-            "smarthost",
-            "failover-timeout",
-            "avoid-time",
-            "concurrency",
-            "queue",
-            "retry",
-            "max-lifetime",
-            "category",
-            "ruleset",
-            "mechanisms",
-            "restrict",
-            "tls",
-            "relay-rule",
-            "source",
-            "from",
-            "destination",
-            "to",
-            "allow",
-            "PLAIN",
-            "\"PLAIN LOGIN\"",
-            "tcp_local",
-            "*@example.com",
-            "0",
-            "1",
-            "25",
-            "100",
-            "1000",
-            "65535",
-            "65536",
-            "4294967296",
-            "5m",
-            "0s",
-            "365d",
-            "366d",
-            "35M",
-            "1k",
-            "\"\"",
-            "\"5m 1h\"",
-            "\"SIZE\"",
-            "INTERNAL",
-            "x",
-            "*",
-            ".example.com",
-            "example.com",
-            "[::1]:25",
-            "[10.0.0.1]",
-            "10.0.0.0/8",
-            "::/0",
-            "127.0.0.1:25",
-            "\"no\"",
-            "\"",
-            "\\",
-            "#",
-            "\"a\\\"b\"",
-            "\"unterminated",
-        ];
-        let mut rng = XorShift(0xabad_1dea);
-        for _ in 0..5000 {
-            let mut line = String::new();
-            if rng.chance(8) {
-                line.push_str(rng.pick(WORDS));
-            } else {
-                line.push_str("set");
-            }
-            for _ in 0..rng.range(0, 10) {
-                line.push(' ');
-                line.push_str(rng.pick(WORDS));
-            }
-            check_consistent(&line);
-        }
-    }
-
-    #[test]
-    fn mutated_canonical_text_never_panics() {
-        let mut rng = XorShift(0x1234_5678);
-        for _ in 0..300 {
-            let text = print(&random_config(&mut rng));
-            for _ in 0..5 {
-                let mut chars: Vec<char> = text.chars().collect();
-                for _ in 0..rng.range(1, 4) {
-                    if chars.is_empty() {
-                        break;
-                    }
-                    let at = rng.range(0, chars.len() as u64 - 1) as usize;
-                    match rng.range(0, 2) {
-                        0 => {
-                            chars.remove(at);
-                        }
-                        1 => chars.insert(
-                            at,
-                            rng.pick(&['"', ' ', '\\', '0', '9', 'm', ',', '.', '/', ':']),
-                        ),
-                        _ => chars[at] = char::from(rng.range(0x20, 0x7e) as u8),
-                    }
-                }
-                check_consistent(&chars.into_iter().collect::<String>());
             }
         }
     }
 }
+
+fn print_entry(
+    config: &Config,
+    name: &str,
+    list: &List,
+    keys: &mut Keys,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    let key = keys
+        .0
+        .last()
+        .map(|k| lex::word(&k.to_string()))
+        .unwrap_or_default();
+    let entry = format!("{prefix} {name} {key}");
+    if list.one_line {
+        let mut parts = vec![entry];
+        for node in list.children {
+            if let NodeKind::Leaf(leaf) = &node.kind {
+                for value in (leaf.get)(config, keys) {
+                    parts.push(setting_text(node, leaf, &value));
+                }
+            }
+        }
+        if parts.len() > 1 || !list.fixed {
+            out.push(parts.join(" "));
+        }
+    } else {
+        let before = out.len();
+        print_nodes(config, list.children, keys, &entry, out);
+        if out.len() == before && !list.fixed {
+            out.push(entry);
+        }
+    }
+}
+
+/// `name value [suffix]`, the value quoted where its kind is a quoted list or text.
+fn setting_text(node: &Node, leaf: &Leaf, value: &str) -> String {
+    let Some(spec) = leaf.value else {
+        return node.name.to_string();
+    };
+    let value = if spec.placeholder.starts_with('"') {
+        lex::quoted(value)
+    } else {
+        lex::word(value)
+    };
+    match spec.suffix {
+        Some(suffix) => format!("{} {value} {suffix}", node.name),
+        None => format!("{} {value}", node.name),
+    }
+}
+
+// ---- help and completion -------------------------------------------------------------------
+
+/// One thing that may come next in a statement being typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// A keyword, an existing key or value, or a placeholder such as `<DURATION>`.
+    pub word: String,
+    pub help: String,
+    /// `word` is a placeholder to be replaced, not a word to complete to.
+    pub placeholder: bool,
+}
+
+impl Candidate {
+    fn keyword(word: &str, help: &str) -> Candidate {
+        Candidate {
+            word: word.to_string(),
+            help: help.to_string(),
+            placeholder: false,
+        }
+    }
+
+    fn placeholder(word: &str, help: &str) -> Candidate {
+        Candidate {
+            word: format!("<{word}>"),
+            help: help.to_string(),
+            placeholder: true,
+        }
+    }
+}
+
+/// The placeholder shown where the statement may end.
+pub const END_OF_STATEMENT: &str = "<[Enter]>";
+
+/// What may come after `words` (a `set` or `delete` statement's complete words, the verb
+/// first), for `?` help and TAB completion: keywords with their help, the existing
+/// entries of a list, a value's placeholder and choices, and [`END_OF_STATEMENT`] where
+/// the statement may end. An error says where the words stop making sense.
+pub fn candidates(config: &Config, words: &[String]) -> Result<Vec<Candidate>, LineError> {
+    if words.is_empty() {
+        return Ok(vec![
+            Candidate::keyword("set", "Set a configuration value"),
+            Candidate::keyword("delete", "Delete a configuration value or statement"),
+        ]);
+    }
+    let mut walk = Walk::new(words)?;
+    let mut keys = Keys::default();
+    let mut nodes: &[Node] = ROOT;
+    let mut settings = 0;
+    let mut can_end = false;
+    loop {
+        let Some(word) = walk.peek() else {
+            let mut out: Vec<Candidate> = nodes
+                .iter()
+                .map(|n| Candidate::keyword(n.name, n.help))
+                .collect();
+            if can_end {
+                out.push(Candidate::keyword(END_OF_STATEMENT, "End of the statement"));
+            }
+            return Ok(out);
+        };
+        let node = lookup(nodes, word, &walk.after())?;
+        walk.next += 1;
+        can_end = match &node.kind {
+            NodeKind::Container(children) if settings == 0 => {
+                nodes = children;
+                walk.verb == Verb::Delete
+            }
+            NodeKind::List(list) if settings == 0 => {
+                let Some(text) = walk.take() else {
+                    let mut out: Vec<Candidate> = (list.entries)(config, &keys)
+                        .into_iter()
+                        .map(|k| Candidate::keyword(&lex::word(&k.to_string()), node.help))
+                        .collect();
+                    if walk.verb == Verb::Set && !list.fixed {
+                        out.push(Candidate::placeholder(
+                            list.key.placeholder,
+                            list.key.expected,
+                        ));
+                    }
+                    if walk.verb == Verb::Delete {
+                        out.push(Candidate::keyword(END_OF_STATEMENT, "Delete every entry"));
+                    }
+                    return Ok(out);
+                };
+                keys.0.push((list.key.parse)(text)?);
+                nodes = list.children;
+                walk.verb == Verb::Delete || !list.fixed
+            }
+            NodeKind::Leaf(leaf) => {
+                settings += 1;
+                if let Some(spec) = leaf.value {
+                    let Some(_) = walk.take() else {
+                        let mut out: Vec<Candidate> = Vec::new();
+                        if walk.verb == Verb::Delete {
+                            for v in (leaf.get)(config, &keys) {
+                                out.push(Candidate::keyword(&lex::word(&v), "configured"));
+                            }
+                            out.push(Candidate::keyword(END_OF_STATEMENT, "End of the statement"));
+                        } else {
+                            out.extend(
+                                spec.choices
+                                    .iter()
+                                    .map(|c| Candidate::keyword(c, spec.expected)),
+                            );
+                            out.push(Candidate::placeholder(spec.placeholder, spec.expected));
+                        }
+                        return Ok(out);
+                    };
+                    if let Some(suffix) = spec.suffix
+                        && walk.take().is_none()
+                    {
+                        return Ok(vec![Candidate::keyword(suffix, node.help)]);
+                    }
+                }
+                true
+            }
+            _ => {
+                return Err(LineError::Trailing {
+                    after: walk.words[..walk.next - 1].join(" "),
+                    found: word.to_string(),
+                });
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

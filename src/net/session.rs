@@ -533,7 +533,7 @@ async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Resu
         return Ok(routed.address);
     };
     match verifier
-        .verify(&routed.address, route.next_hop.hosts(), Instant::now())
+        .verify(&routed.address, route.hosts(), Instant::now())
         .await
         .outcome
     {

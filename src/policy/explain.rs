@@ -67,11 +67,12 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
         if rule.matches(local, remote) {
             matched = true;
             match &rule.action {
-                crate::config::ClassifyAction::Category(c) => {
+                None => continue,
+                Some(crate::config::ClassifyAction::Category(c)) => {
                     steps.push(format!("classify rule {number} matches: category {c}"));
                     category = Some(c.as_str());
                 }
-                crate::config::ClassifyAction::Deny(text) => {
+                Some(crate::config::ClassifyAction::Deny(text)) => {
                     steps.push(format!(
                         "classify rule {number} matches: the connection is refused"
                     ));

@@ -46,7 +46,6 @@ pub use smuggle::smuggles_route;
 
 use std::net::IpAddr;
 
-use crate::config::text::Statement;
 use crate::config::{
     CHANNEL_INTERNAL, CHANNEL_INTRANET, CHANNEL_LOCAL, Channel, Config, DEFAULT_RULESET, INTERNAL,
     NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
@@ -274,7 +273,7 @@ fn switch(
 fn destination_channel(route: &Route) -> (String, &'static str) {
     match (&route.channel, &route.next_hop) {
         (Some(ch), _) => (ch.clone(), "set by the route"),
-        (None, NextHop::Relay(_)) => (
+        (None, Some(NextHop::Relay(_))) => (
             CHANNEL_INTERNAL.to_string(),
             "built-in for routes to internal relays",
         ),
@@ -451,15 +450,21 @@ fn decide_into(
         trace.push("no relay rules configured".to_string());
     }
     for (number, rule) in &config.relay_rules {
-        let text = Statement::RelayRule(*number, rule.clone()).to_string();
-        let text = text.strip_prefix("set ").unwrap_or(&text);
+        let text = crate::config::text::entry_text(
+            config,
+            "relay-rule",
+            &crate::config::schema::Key::Number(*number),
+        )
+        .unwrap_or_default();
         match mismatch(config, rule, &source, &destination, check) {
             Some(why) => trace.push(format!("{text}: no match ({why})")),
             None => {
                 trace.push(format!("{text}: matches"));
                 return match &rule.action {
-                    RelayAction::Allow => Verdict::Allow(routed),
-                    RelayAction::Deny(text) => Verdict::Deny(deny_reply(text)),
+                    Some(RelayAction::Allow) => Verdict::Allow(routed),
+                    Some(RelayAction::Deny(text)) => Verdict::Deny(deny_reply(text)),
+                    // A rule without an action never passes the commit checks.
+                    None => continue,
                 };
             }
         }

@@ -104,7 +104,8 @@ pub fn route(config: &Config, ours: &[IpAddr], rcpt: &Recipient) -> Result<Route
 pub fn describe(config: &Config, routed: &Routed) -> String {
     let hop = routed
         .route(config)
-        .map_or_else(|| "removed".to_string(), |r| describe_hop(&r.next_hop));
+        .and_then(|r| r.next_hop.as_ref())
+        .map_or_else(|| "no next hop".to_string(), describe_hop);
     format!(
         "route {} for {}: {hop}; delivered to <{}>",
         routed.pattern, routed.domain, routed.address

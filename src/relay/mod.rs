@@ -23,7 +23,7 @@ use smol::future::FutureExt as _;
 use crate::clock::unix_micros_now;
 use crate::clock::unix_now;
 use crate::config::TlsUse;
-use crate::config::{Config, DomainPattern, NextHop};
+use crate::config::{Config, DomainPattern, Route};
 use crate::dns::{MxAnswer, Name, Resolver};
 use crate::log::Relay;
 use crate::net::connection::{ConnectError, Connection, OutgoingTls};
@@ -484,7 +484,7 @@ impl Scheduler {
         };
         let hosts = match dest {
             DestKey::Route(_) => {
-                let hosts = route.next_hop.hosts();
+                let hosts = route.hosts();
                 if hosts.is_empty() {
                     return Err(Reply::new(451, "4.4.0", "Route has no hosts"));
                 }
@@ -1126,9 +1126,7 @@ pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<De
         .map_err(|_| Reply::new(550, "5.1.3", "Bad recipient address syntax in the queue"))?;
     let routed = route::route(config, ours, &rcpt)
         .map_err(|_| Reply::new(550, "5.4.4", "No route to the recipient's domain"))?;
-    let mx = routed
-        .route(config)
-        .is_some_and(|r| r.next_hop == NextHop::Mx);
+    let mx = routed.route(config).is_some_and(Route::is_mx);
     Ok(if mx {
         DestKey::Mx {
             route: routed.pattern,

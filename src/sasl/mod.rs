@@ -216,6 +216,10 @@ impl MechanismSet {
         MechanismSet(self.0 | name.bit())
     }
 
+    pub fn without(self, name: MechanismName) -> MechanismSet {
+        MechanismSet(self.0 & !name.bit())
+    }
+
     pub fn contains(&self, name: MechanismName) -> bool {
         self.0 & name.bit() != 0
     }

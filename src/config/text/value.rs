@@ -2,7 +2,9 @@
 //! lists, each parsed from one word into its checked type and printed back canonically.
 
 use super::LineError;
-use crate::config::{AddressPattern, ChannelKeyword, Cidr, DomainPattern, EhloKeywords};
+use crate::config::{
+    AccessRule, AddressPattern, ChannelKeyword, Cidr, CompactFilter, DomainPattern, EhloKeywords,
+};
 use crate::sasl::{MechanismName, MechanismSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -380,27 +382,23 @@ pub const FILTER_EXPECTED: &str = "a filter rule such as \"smtp: ALL EXCEPT .exa
 pub const COMPACT_FILTER_EXPECTED: &str = "a compact filter such as \"+smtp:LOCAL$-smtp:ALL\"";
 
 /// One filter rule in seed 002's syntax, checked by the filter parser.
-pub fn filter_rule(text: &str) -> Result<String, LineError> {
-    crate::filter::Rule::parse(text)
-        .map(|_| text.to_string())
-        .map_err(|e| {
-            invalid(
-                text,
-                format!("is not a filter rule: {e}; expected {FILTER_EXPECTED}"),
-            )
-        })
+pub fn filter_rule(text: &str) -> Result<AccessRule, LineError> {
+    AccessRule::parse(text).map_err(|e| {
+        invalid(
+            text,
+            format!("is not a filter rule: {e}; expected {FILTER_EXPECTED}"),
+        )
+    })
 }
 
 /// A compact `+…$-…` filter, checked by the filter parser.
-pub fn compact_filter(text: &str) -> Result<String, LineError> {
-    crate::filter::Filter::parse_compact(text)
-        .map(|_| text.to_string())
-        .map_err(|e| {
-            invalid(
-                text,
-                format!("is not a compact filter: {e}; expected {COMPACT_FILTER_EXPECTED}"),
-            )
-        })
+pub fn compact_filter(text: &str) -> Result<CompactFilter, LineError> {
+    CompactFilter::parse(text).map_err(|e| {
+        invalid(
+            text,
+            format!("is not a compact filter: {e}; expected {COMPACT_FILTER_EXPECTED}"),
+        )
+    })
 }
 
 /// A DNS resolver: `address`, `address:port` or `[v6]:port`; the port defaults to 53.
