@@ -4,8 +4,14 @@
 //! these types and nothing else. Every field has a default, and the defaults are the
 //! factory configuration.
 
+pub mod check;
+pub mod engine;
+pub mod reference;
 pub mod schema;
+pub mod slot;
+pub mod store;
 pub mod text;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;

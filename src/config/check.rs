@@ -1,0 +1,354 @@
+//! Semantic checks of a whole configuration, run by `commit check`, by every commit and
+//! by `drawbridge config check`: what the statements mean together, once each has
+//! parsed. Every problem is reported, each with the statement that causes it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::schema::Key;
+use super::text::{entry_text, lex};
+use super::{BUILTIN_CHANNELS, ChannelKeyword, ClassifyAction, Config, INTERNAL, ServiceName};
+
+/// The category every client not otherwise classified is usually put in; like
+/// INTERNAL it needs no `set category` of its own.
+pub const EXTERNAL: &str = "EXTERNAL";
+
+/// One problem: the statement that causes it, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The statement as `show configuration` prints it, without `set`.
+    pub statement: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.statement, self.message)
+    }
+}
+
+/// Every problem of `config`, in the order of the configuration; empty when it may be
+/// committed.
+pub fn check(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    services(config, &mut out);
+    rules_and_routes(config, &mut out);
+    references(config, &mut out);
+    out
+}
+
+fn problem(out: &mut Vec<Problem>, statement: String, message: impl Into<String>) {
+    out.push(Problem {
+        statement,
+        message: message.into(),
+    });
+}
+
+fn services(config: &Config, out: &mut Vec<Problem>) {
+    let mut seen: Vec<(SocketAddr, String)> = Vec::new();
+    for name in ServiceName::ALL {
+        let s = config.service(name);
+        let listens = s.listen.len() + s.tls_listen.len();
+        match (s.disabled, listens) {
+            (false, 0) => problem(
+                out,
+                format!("service {name}"),
+                format!(
+                    "listens nowhere: give it 'listen ADDRESS:PORT', or turn it off with 'set service {name} disable'"
+                ),
+            ),
+            (true, n) if n > 0 => problem(
+                out,
+                format!("service {name} disable"),
+                "the service is disabled but has listen addresses: delete one or the other",
+            ),
+            _ => {}
+        }
+        let addresses = s
+            .listen
+            .iter()
+            .map(|a| (a, "listen"))
+            .chain(s.tls_listen.iter().map(|a| (a, "tls-listen")));
+        for (addr, kind) in addresses {
+            let statement = format!("service {name} {kind} {addr}");
+            if let Some((_, first)) = seen.iter().find(|(other, _)| collide(*other, *addr)) {
+                problem(
+                    out,
+                    statement.clone(),
+                    format!("{addr} is taken already by '{first}'"),
+                );
+            }
+            seen.push((*addr, statement));
+        }
+    }
+}
+
+/// Whether two listening addresses cannot both be bound: the same port on the same
+/// address, or on a wildcard address that covers the other (an IPv6 wildcard covers
+/// IPv4 too, as Linux binds it by default).
+fn collide(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let covers =
+        |w: SocketAddr, x: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4());
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+fn rules_and_routes(config: &Config, out: &mut Vec<Problem>) {
+    for (number, rule) in &config.classify {
+        if rule.action.is_none() {
+            let statement =
+                entry_text(config, "classify", &Key::Number(*number)).unwrap_or_default();
+            problem(
+                out,
+                statement,
+                "the rule has no action: give it 'category NAME' or 'deny \"TEXT\"'",
+            );
+        }
+    }
+    for (pattern, route) in &config.routes {
+        if route.next_hop.is_none() {
+            problem(
+                out,
+                format!("route {}", lex::word(&pattern.to_string())),
+                "the route has no next hop: give it 'relay HOSTS', 'smarthost HOSTS' or 'mx'",
+            );
+        }
+    }
+    for (number, rule) in &config.relay_rules {
+        if rule.action.is_none() {
+            let statement =
+                entry_text(config, "relay-rule", &Key::Number(*number)).unwrap_or_default();
+            problem(
+                out,
+                statement,
+                "the rule has no action: give it 'allow' or 'deny \"TEXT\"'",
+            );
+        }
+    }
+}
+
+fn references(config: &Config, out: &mut Vec<Problem>) {
+    let channel_known = |name: &str| config.has_channel(name);
+    let unknown_channel = |name: &str| {
+        let built_in: Vec<&str> = BUILTIN_CHANNELS.iter().map(|(n, _)| *n).collect();
+        format!(
+            "no channel {name} is configured or built in (built in: {})",
+            built_in.join(", ")
+        )
+    };
+    for name in ServiceName::ALL {
+        if let Some(ch) = config
+            .service(name)
+            .channel
+            .as_deref()
+            .filter(|c| !channel_known(c))
+        {
+            problem(
+                out,
+                format!("service {name} channel {ch}"),
+                unknown_channel(ch),
+            );
+        }
+    }
+    for (number, rule) in &config.classify {
+        if let Some(ClassifyAction::Category(c)) = &rule.action
+            && c != INTERNAL
+            && c != EXTERNAL
+            && !config.categories.contains_key(c)
+        {
+            let statement =
+                entry_text(config, "classify", &Key::Number(*number)).unwrap_or_default();
+            problem(
+                out,
+                statement,
+                format!(
+                    "category {c} is not defined: add 'set category {c}' (with its ruleset or channel), or use INTERNAL or EXTERNAL"
+                ),
+            );
+        }
+    }
+    for (pattern, route) in &config.routes {
+        if let Some(ch) = route.channel.as_deref().filter(|c| !channel_known(c)) {
+            problem(
+                out,
+                format!("route {} channel {ch}", lex::word(&pattern.to_string())),
+                unknown_channel(ch),
+            );
+        }
+    }
+    for (name, channel) in &config.channels {
+        for keyword in &channel.keywords {
+            if let ChannelKeyword::TlsSwitchChannel(to) | ChannelKeyword::SaslSwitchChannel(to) =
+                keyword
+                && !channel_known(to)
+            {
+                problem(
+                    out,
+                    format!("channel {name} keywords"),
+                    format!(
+                        "{} names a channel that does not exist: {}",
+                        keyword.name(),
+                        unknown_channel(to)
+                    ),
+                );
+            }
+        }
+    }
+    for (name, category) in &config.categories {
+        if let Some(r) = category
+            .ruleset
+            .as_deref()
+            .filter(|r| !config.rulesets.contains_key(*r))
+        {
+            problem(
+                out,
+                format!("category {name} ruleset {r}"),
+                format!("no ruleset {r} is defined: add 'set ruleset {r} mechanisms \"…\"'"),
+            );
+        }
+        if let Some(ch) = category.channel.as_deref().filter(|c| !channel_known(c)) {
+            problem(
+                out,
+                format!("category {name} channel {ch}"),
+                unknown_channel(ch),
+            );
+        }
+    }
+    for (number, rule) in &config.relay_rules {
+        for ch in [&rule.source, &rule.destination].into_iter().flatten() {
+            if !channel_known(ch) {
+                let statement =
+                    entry_text(config, "relay-rule", &Key::Number(*number)).unwrap_or_default();
+                problem(out, statement, unknown_channel(ch));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::host_default;
+    use crate::config::text::parse_into;
+
+    fn problems(extra: &str) -> Vec<String> {
+        let mut config = host_default();
+        parse_into(&mut config, extra).unwrap();
+        check(&config).iter().map(Problem::to_string).collect()
+    }
+
+    #[test]
+    fn the_board_defaults_pass() {
+        assert_eq!(check(&host_default()), []);
+    }
+
+    #[test]
+    fn each_semantic_error_names_its_statement() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "set route example.org channel no_such_channel\nset route example.org mx\n",
+                "route example.org channel no_such_channel: no channel no_such_channel is configured or built in",
+            ),
+            (
+                "set category INTERNAL ruleset NOPE\n",
+                "category INTERNAL ruleset NOPE: no ruleset NOPE is defined",
+            ),
+            (
+                "set category PARTNER channel tcp_nowhere\n",
+                "category PARTNER channel tcp_nowhere: no channel tcp_nowhere",
+            ),
+            (
+                "set classify 40 remote 192.0.2.0/24 category PARTNER\n",
+                "classify 40 remote 192.0.2.0/24 category PARTNER: category PARTNER is not defined",
+            ),
+            (
+                "set classify 40 remote 192.0.2.0/24\n",
+                "classify 40 remote 192.0.2.0/24: the rule has no action",
+            ),
+            (
+                "set route example.org concurrency 3\n",
+                "route example.org: the route has no next hop",
+            ),
+            (
+                "set relay-rule 20 source tcp_auth\n",
+                "relay-rule 20 source tcp_auth: the rule has no action",
+            ),
+            (
+                "set relay-rule 20 source tcp_lcoal allow\n",
+                "relay-rule 20 source tcp_lcoal allow: no channel tcp_lcoal",
+            ),
+            (
+                "set channel tcp_x keywords \"maytls tlsswitchchannel tcp_y\"\n",
+                "channel tcp_x keywords: tlsswitchchannel names a channel that does not exist: no channel tcp_y",
+            ),
+            (
+                "set service outbound channel tcp_out\n",
+                "service outbound channel tcp_out: no channel tcp_out",
+            ),
+            (
+                "delete service outbound listen\n",
+                "service outbound: listens nowhere",
+            ),
+            (
+                "set service outbound disable\n",
+                "service outbound disable: the service is disabled but has listen addresses",
+            ),
+            (
+                "set service outbound listen 127.0.0.1:2525\n",
+                "service outbound listen 127.0.0.1:2525: 127.0.0.1:2525 is taken already by 'service inbound listen 127.0.0.1:2525'",
+            ),
+            (
+                "set service outbound tls-listen 0.0.0.0:2525\n",
+                "service outbound tls-listen 0.0.0.0:2525: 0.0.0.0:2525 is taken already",
+            ),
+            (
+                "set service outbound tls-listen [::]:2587\n",
+                "service outbound tls-listen [::]:2587: [::]:2587 is taken already by 'service outbound listen 127.0.0.1:2587'",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = problems(text);
+            assert!(
+                got.iter().any(|p| p.starts_with(want)),
+                "{text}\n  got:  {got:#?}\n  want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let got = problems(
+            "set route example.org concurrency 3\n\
+             set category INTERNAL ruleset NOPE\n\
+             set relay-rule 20 source tcp_lcoal allow\n\
+             delete service outbound listen\n",
+        );
+        assert_eq!(got.len(), 4, "{got:#?}");
+    }
+
+    #[test]
+    fn a_disabled_service_and_distinct_ports_pass() {
+        assert_eq!(
+            problems(
+                "delete service outbound listen\nset service outbound disable\n\
+                 set service inbound tls-listen 127.0.0.1:4650\n\
+                 set service inbound listen [::1]:2525\n"
+            ),
+            Vec::<String>::new()
+        );
+        assert!(!collide(
+            "127.0.0.1:25".parse().unwrap(),
+            "127.0.0.2:25".parse().unwrap()
+        ));
+        assert!(!collide(
+            "0.0.0.0:25".parse().unwrap(),
+            "[::1]:25".parse().unwrap()
+        ));
+        assert!(collide(
+            "[::]:25".parse().unwrap(),
+            "10.0.0.1:25".parse().unwrap()
+        ));
+    }
+}
