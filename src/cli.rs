@@ -27,6 +27,9 @@ pub enum Command {
         request: Request,
         state_dir: PathBuf,
     },
+    /// Work on the stored configuration: through the running gateway, or on a stopped
+    /// one's state directory.
+    Config(ConfigCommand),
     Help,
     Version,
 }
@@ -82,6 +85,24 @@ pub enum CertificateAction {
     },
 }
 
+/// `drawbridge config …`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigCommand {
+    /// `show`, `load`, `commit`, `rollback`, `history`: a request for the gateway.
+    Request {
+        request: crate::config::admin::ConfigRequest,
+        /// For `load`: the file whose text is loaded.
+        file: Option<PathBuf>,
+        /// `load --no-apply`: commit to the slots only; SIGHUP or a restart applies it.
+        no_apply: bool,
+        state_dir: PathBuf,
+    },
+    /// Parse a file and run the commit checks on it.
+    Check(PathBuf),
+    /// Print the configuration reference.
+    Reference,
+}
+
 /// The host board keeps its state here (board/host.toml).
 pub const DEFAULT_STATE_DIR: &str = "./var";
 
@@ -122,12 +143,28 @@ USAGE:
                                           (certificate commands take
                                           --state-dir DIR; restart the gateway
                                           to serve a new certificate)
+    drawbridge config show [--json]       the running configuration as `set` lines
+    drawbridge config check FILE          parse FILE and run the commit checks
+    drawbridge config load merge|replace FILE [--confirm MINUTES]
+                       [--comment TEXT] [--no-apply]
+                                          commit FILE merged onto the running
+                                          configuration, or replacing it; with
+                                          --confirm it rolls back unless
+                                          confirmed; with --no-apply it is only
+                                          stored, for SIGHUP or the next start
+    drawbridge config commit              confirm a pending commit confirmed
+    drawbridge config rollback N          commit the configuration of N commits ago
+    drawbridge config history             the commits kept, for rollback
+    drawbridge config reference           every statement, its value and default
+                                          (config commands take --state-dir DIR;
+                                          a running gateway applies commits live)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
 RUN OPTIONS:
-    --config FILE      initial configuration as `set …` lines (default: the
-                       host board's built-in default)
+    --config FILE      load FILE (`set …` lines) as a new commit at start; without
+                       it the stored configuration runs, or on a first start the
+                       host board's built-in default
     --state-dir DIR    where the spool, configuration slots and keys live
                        (default: ./var)
     --no-console       do not read console commands from standard input
@@ -157,6 +194,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"certificate") => return parse_certificate(&args[1..]),
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
+        Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -176,6 +214,69 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `config show|check|load|commit|rollback|history|reference …`.
+fn parse_config(args: &[String]) -> Result<ConfigCommand, String> {
+    use crate::config::admin::ConfigRequest;
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let (mut json, mut no_apply, mut confirm, mut comment) = (false, false, None, None);
+    let mut words: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = PathBuf::from(value("--state-dir")?),
+            "--json" => json = true,
+            "--no-apply" => no_apply = true,
+            "--confirm" => {
+                let v = value("--confirm")?;
+                confirm = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--confirm needs minutes, not '{v}'"))?,
+                );
+            }
+            "--comment" => comment = Some(value("--comment")?.to_string()),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other),
+        }
+    }
+    let request = |request, file: Option<&str>| ConfigCommand::Request {
+        request,
+        file: file.map(PathBuf::from),
+        no_apply,
+        state_dir: state_dir.clone(),
+    };
+    let only_load = |what: &str| format!("{what} goes with 'config load' only");
+    if !matches!(words.first(), Some(&"load"))
+        && (no_apply || confirm.is_some() || comment.is_some())
+    {
+        return Err(only_load("--no-apply, --confirm and --comment"));
+    }
+    if json && words != ["show"] {
+        return Err("--json goes with 'config show' only".into());
+    }
+    Ok(match words.as_slice() {
+        ["show"] => request(ConfigRequest::Show { json }, None),
+        ["check", file] => ConfigCommand::Check(PathBuf::from(file)),
+        ["reference"] => ConfigCommand::Reference,
+        ["load", how @ ("merge" | "replace"), file] => request(
+            ConfigRequest::Load {
+                replace: *how == "replace",
+                confirm,
+                comment: comment.unwrap_or_else(|| format!("loaded from {file}")),
+            },
+            Some(file),
+        ),
+        ["load", ..] => return Err("usage: config load merge|replace FILE".into()),
+        rest => request(ConfigRequest::parse(rest)?, None),
+    })
 }
 
 /// `explain --from-ip A [--tls] [--auth USER] --mail X --rcpt Y [--service S] [--config F]`.
@@ -356,6 +457,61 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn config_commands() {
+        use crate::config::admin::ConfigRequest;
+        let Ok(Command::Config(ConfigCommand::Request {
+            request,
+            file,
+            no_apply,
+            state_dir,
+        })) = parse(&args(
+            "config load merge edits.conf --confirm 5 --no-apply --state-dir /var/db",
+        ))
+        else {
+            panic!("config load parses")
+        };
+        assert_eq!(
+            request,
+            ConfigRequest::Load {
+                replace: false,
+                confirm: Some(5),
+                comment: "loaded from edits.conf".into()
+            }
+        );
+        assert_eq!(file, Some(PathBuf::from("edits.conf")));
+        assert!(no_apply);
+        assert_eq!(state_dir, PathBuf::from("/var/db"));
+        assert!(matches!(
+            parse(&args("config show --json")),
+            Ok(Command::Config(ConfigCommand::Request {
+                request: ConfigRequest::Show { json: true },
+                ..
+            }))
+        ));
+        assert_eq!(
+            parse(&args("config check x.conf")),
+            Ok(Command::Config(ConfigCommand::Check(PathBuf::from(
+                "x.conf"
+            ))))
+        );
+        assert_eq!(
+            parse(&args("config reference")),
+            Ok(Command::Config(ConfigCommand::Reference))
+        );
+        for bad in [
+            "config",
+            "config load x.conf",
+            "config load merge",
+            "config show --confirm 3",
+            "config history --json",
+            "config rollback",
+            "config frobnicate",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

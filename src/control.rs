@@ -1,8 +1,10 @@
-//! The control socket: how `drawbridge queue …` talks to a running gateway.
+//! The control socket: how `drawbridge queue …` and `drawbridge config …` talk to a
+//! running gateway.
 //!
 //! A Unix socket `control.sock` in the state directory, readable by its owner only. A
-//! client sends one request line and reads the answer until the gateway closes: a first
-//! line `ok` or `error <text>`, then the body.
+//! client sends one request line, then for `config load` the configuration text, then
+//! shuts its side down, and reads the answer until the gateway closes: a first line
+//! `ok` or `error <text>`, then the body. The socket is removed on a clean shutdown.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +18,9 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::clock::mailq_stamp;
+use crate::config::admin::{self, json_string};
+use crate::config::engine::CommitRequest;
+use crate::gateway::Gateway;
 use crate::queue::QueueId;
 use crate::relay::Scheduler;
 use crate::relay::ops::QueueEntry;
@@ -24,6 +29,9 @@ use crate::relay::ops::QueueEntry;
 pub const SOCKET_NAME: &str = "control.sock";
 /// Longest request line; requests are a few words.
 const MAX_REQUEST: usize = 1024;
+/// Longest request body (a configuration for `config load`): 4 MiB, the stored form's
+/// own limit.
+pub const MAX_BODY: usize = crate::config::slot::MAX_PAYLOAD;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,12 +42,16 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// A request, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    List { json: bool },
+    List {
+        json: bool,
+    },
     Show(QueueId),
     Flush,
     Hold(QueueId),
     Release(QueueId),
     Delete(QueueId),
+    /// `config …`: see [`admin::ConfigRequest`].
+    Config(admin::ConfigRequest),
 }
 
 impl Request {
@@ -62,6 +74,7 @@ impl Request {
                 Request::Release(id(rest.first())?)
             }
             ["queue", "delete", rest @ ..] if rest.len() <= 1 => Request::Delete(id(rest.first())?),
+            ["config", rest @ ..] => Request::Config(admin::ConfigRequest::parse(rest)?),
             _ => return Err(format!("unknown request '{}'", line.trim())),
         };
         Ok(request)
@@ -77,12 +90,77 @@ impl Request {
             Request::Hold(id) => format!("queue hold {id}"),
             Request::Release(id) => format!("queue release {id}"),
             Request::Delete(id) => format!("queue delete {id}"),
+            Request::Config(c) => format!("config {}", c.line()),
         }
     }
 }
 
-/// Runs a request against the queue manager: `Ok(body)` or `Err(reason)`.
-pub fn execute(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
+/// Runs a request against the running gateway: `Ok(body)` or `Err(reason)`. `body` is
+/// what the client sent after the request line.
+pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<String, String> {
+    match request {
+        Request::Config(c) => config(gw, c, body).await,
+        queue => execute_queue(&gw.scheduler, queue),
+    }
+}
+
+/// A `config …` request, on the running gateway: commits apply live.
+async fn config(
+    gw: &Rc<Gateway>,
+    request: &admin::ConfigRequest,
+    body: &str,
+) -> Result<String, String> {
+    use admin::ConfigRequest as C;
+    let user = "cli";
+    match request {
+        C::Show { json } => Ok(admin::show(&gw.config(), &gw.running_commit(), *json)),
+        C::History => Ok(admin::history_text(&gw.history(), gw.pending_confirm())),
+        C::Commit => match gw.confirm(user).await.map_err(|e| e.to_string())? {
+            Some(seq) => Ok(format!("commit {seq}: commit confirmed\n")),
+            None => Ok("nothing to confirm: no commit confirmed is pending\n".into()),
+        },
+        C::Rollback(n) => {
+            let candidate = gw.rollback_candidate(*n).map_err(|e| e.to_string())?;
+            let request = CommitRequest {
+                user: user.into(),
+                comment: format!("rollback {n}"),
+                confirm_minutes: None,
+            };
+            let seq = gw
+                .commit(&candidate, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("commit {seq}: rolled back {n}\n"))
+        }
+        C::Load {
+            replace,
+            confirm,
+            comment,
+        } => {
+            let mut candidate = gw.candidate();
+            admin::load_into(&mut candidate.config, body, *replace)?;
+            if candidate.config == *gw.config() && confirm.is_none() {
+                return Ok(format!(
+                    "commit {}: no change\n",
+                    gw.running_commit().sequence
+                ));
+            }
+            let request = CommitRequest {
+                user: user.into(),
+                comment: comment.clone(),
+                confirm_minutes: *confirm,
+            };
+            let seq = gw
+                .commit(&candidate, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(admin::committed_text(seq, *confirm))
+        }
+    }
+}
+
+/// Runs a queue request against the queue manager.
+fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
     let done = |r: Result<(), crate::relay::ops::OpError>, what: &str| {
         r.map(|()| format!("{what}\n")).map_err(|e| e.to_string())
     };
@@ -100,6 +178,7 @@ pub fn execute(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, S
         Request::Hold(id) => done(scheduler.hold(id), &format!("{id}: held")),
         Request::Release(id) => done(scheduler.release(id), &format!("{id}: released")),
         Request::Delete(id) => done(scheduler.delete(id), &format!("{id}: deleted")),
+        Request::Config(_) => Err("not a queue request".into()),
     }
 }
 
@@ -116,64 +195,89 @@ pub fn bind(state_dir: &Path) -> io::Result<Async<UnixListener>> {
     Async::new(listener)
 }
 
+/// Removes the control socket (a clean shutdown).
+pub fn unbind(state_dir: &Path) {
+    let _ = std::fs::remove_file(socket_path(state_dir));
+}
+
 /// Serves the control socket until the process ends.
-pub async fn serve(
-    scheduler: Rc<Scheduler>,
-    executor: Rc<smol::LocalExecutor<'static>>,
-    listener: Async<UnixListener>,
-) {
+pub async fn serve(gw: Rc<Gateway>, listener: Async<UnixListener>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             Timer::after(Duration::from_millis(100)).await;
             continue;
         };
-        let scheduler = scheduler.clone();
-        executor.spawn(answer(scheduler, stream)).detach();
+        gw.executor.spawn(answer(gw.clone(), stream)).detach();
     }
 }
 
-async fn answer(scheduler: Rc<Scheduler>, mut stream: Async<UnixStream>) {
-    let read = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 256];
-        while !buf.contains(&b'\n') && buf.len() < MAX_REQUEST {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+/// Reads a request: its line, and what follows until the client shuts its side down.
+async fn read_request(stream: &mut Async<UnixStream>) -> Option<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let limit = match buf.iter().position(|b| *b == b'\n') {
+            Some(end) => end + 1 + MAX_BODY,
+            None => MAX_REQUEST,
+        };
+        if buf.len() > limit {
+            return None;
         }
-        Some(buf)
-    };
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let (line, body) = text.split_once('\n').unwrap_or((&text, ""));
+    Some((line.to_string(), body.to_string()))
+}
+
+async fn answer(gw: Rc<Gateway>, mut stream: Async<UnixStream>) {
     let expired = async {
         Timer::after(REQUEST_TIMEOUT).await;
         None
     };
-    let Some(buf) = read.or(expired).await else {
-        return;
-    };
-    let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or("");
-    let reply = match Request::parse(line).and_then(|r| execute(&scheduler, &r)) {
-        Ok(body) => format!("ok\n{body}"),
-        Err(e) => format!("error {e}\n"),
+    let reply = match read_request(&mut stream).or(expired).await {
+        None => "error the request is too long, or came too slowly\n".to_string(),
+        Some((line, body)) => match Request::parse(&line) {
+            Ok(request) => match execute(&gw, &request, &body).await {
+                Ok(body) => format!("ok\n{body}"),
+                Err(e) => format!("error {}\n", e.replace('\n', "\n  ")),
+            },
+            Err(e) => format!("error {e}\n"),
+        },
     };
     let _ = stream.write_all(reply.as_bytes()).await;
 }
 
-/// The client side: sends one request to the gateway running on `state_dir`.
-/// `Ok(Ok(body))`, `Ok(Err(reason))` for a refused request, `Err` when no gateway answers.
-pub fn request(state_dir: &Path, request: &Request) -> io::Result<Result<String, String>> {
+/// The client side: sends one request (and its body) to the gateway running on
+/// `state_dir`. `Ok(Ok(body))`, `Ok(Err(reason))` for a refused request, `Err` when no
+/// gateway answers.
+pub fn request(
+    state_dir: &Path,
+    request: &Request,
+    body: &str,
+) -> io::Result<Result<String, String>> {
     let mut stream = UnixStream::connect(socket_path(state_dir))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(format!("{}\n", request.line()).as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.shutdown(std::net::Shutdown::Write)?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
     match text.split_once('\n') {
         Some(("ok", body)) => Ok(Ok(body.to_string())),
-        Some((first, _)) => Ok(Err(first
-            .strip_prefix("error ")
-            .unwrap_or(first)
-            .to_string())),
+        Some((first, rest)) => Ok(Err(format!(
+            "{}{}",
+            first.strip_prefix("error ").unwrap_or(first),
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", rest.trim_end())
+            }
+        ))),
         None => Ok(Err(format!("unexpected answer: {text}"))),
     }
 }
@@ -256,25 +360,6 @@ pub fn list_json(entries: &[QueueEntry]) -> String {
         out.push_str("]}");
     }
     out.push_str("]\n");
-    out
-}
-
-/// A JSON string literal (RFC 8259 §7).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

@@ -1,16 +1,31 @@
-//! The running gateway: one executor, the spool, the queue manager and the listeners.
+//! The running gateway: one executor, the spool, the queue manager, the listeners, and
+//! the configuration engine whose commits it applies live.
+//!
+//! Everything derived from one committed configuration is a [`Running`] snapshot.
+//! A session takes the snapshot current when it starts and keeps it to its end; a
+//! commit makes a new snapshot for the sessions after it, rebinds the listeners whose
+//! addresses changed (before the commit is written, so a bind that fails refuses the
+//! commit), and hands the new routes to the queue manager.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_io::{Async, Timer};
 use smol::LocalExecutor;
+use smol::future::FutureExt as _;
 
-use crate::clock::unix_now;
+use crate::clock::{mailq_stamp, unix_now};
+use crate::config::engine::{
+    Candidate, Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal,
+};
 use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
 use crate::filter::Filter;
@@ -19,42 +34,35 @@ use crate::net::throttle::Throttle;
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::relay::{QueueStore, Scheduler};
+use crate::signal::{Signal, Signals};
 use crate::smtp::server::ServerConfig;
 use crate::tls::setup::GatewayTls;
+use crate::token::Token;
 
-/// What every task of the running gateway shares.
-pub struct Gateway {
-    config: RefCell<Rc<Config>>,
-    server_configs: RefCell<[Rc<ServerConfig>; 2]>,
-    pub spool: Rc<Spool>,
-    pub journal: Rc<RefCell<Journal>>,
-    pub commit: Rc<GroupCommit>,
-    pub scheduler: Rc<Scheduler>,
-    pub executor: Rc<LocalExecutor<'static>>,
+/// The length of a minute for `commit confirmed`, in seconds.
+pub const MINUTE: u64 = 60;
+/// Tests shorten `commit confirmed`'s minute to this many seconds through the
+/// environment; an appliance never sets it.
+pub const TEST_MINUTE_ENV: &str = "DRAWBRIDGE_TEST_MINUTE";
+
+/// Everything derived from one committed configuration.
+pub struct Running {
+    pub config: Rc<Config>,
+    /// The commit it came from.
+    pub commit: u64,
+    server_configs: [Rc<ServerConfig>; 2],
+    filters: [Option<Filter>; 2],
+    verifiers: [Option<Verifier>; 2],
+    our_addresses: Rc<[IpAddr]>,
     /// The DNS client, for MX routes and access-filter name lookups.
     pub resolver: Option<Rc<Resolver>>,
-    /// Each service's access filters, where it has any.
-    filters: [Option<Filter>; 2],
-    /// The state directory: the user database and the stores live there.
-    pub state_dir: PathBuf,
-    /// Authentication failures by client address.
-    pub throttle: RefCell<Throttle>,
     /// TLS for the services and for delivery; `None` when it could not be set up.
     pub tls: Option<Rc<GatewayTls>>,
-    /// Recipient verification per service, where it is turned on.
-    verifiers: [Option<Verifier>; 2],
-    /// This host's addresses: a literal naming one of them is our host.
-    our_addresses: Rc<[IpAddr]>,
 }
 
-impl Gateway {
-    /// The running configuration. New sessions take it; running ones keep theirs.
-    pub fn config(&self) -> Rc<Config> {
-        self.config.borrow().clone()
-    }
-
+impl Running {
     pub fn server_config(&self, service: ServiceName) -> Rc<ServerConfig> {
-        self.server_configs.borrow()[service as usize].clone()
+        self.server_configs[service as usize].clone()
     }
 
     pub fn filter(&self, service: ServiceName) -> Option<&Filter> {
@@ -69,9 +77,58 @@ impl Gateway {
     pub fn our_addresses(&self) -> &[IpAddr] {
         &self.our_addresses
     }
+
+    /// The snapshot of `config`, keeping what `previous` had where its settings did not
+    /// change (the DNS cache, the callout caches).
+    fn build(
+        config: Rc<Config>,
+        commit: u64,
+        previous: Option<&Running>,
+        token: &Arc<dyn Token>,
+        state_dir: &Path,
+    ) -> Running {
+        let same_dns = previous.is_some_and(|p| p.config.system == config.system);
+        let resolver = match previous {
+            Some(p) if same_dns => p.resolver.clone(),
+            _ => resolver(&config),
+        };
+        let verifier = |s: ServiceName| {
+            let unchanged = previous.is_some_and(|p| {
+                p.config.service(s).verify == config.service(s).verify
+                    && p.config.system.host_name == config.system.host_name
+            });
+            match previous {
+                Some(p) if unchanged => p.verifiers[s as usize].clone(),
+                _ => verifier(&config, s),
+            }
+        };
+        let tls = match GatewayTls::setup(&config, state_dir, token.clone(), unix_now() as i64) {
+            Ok(tls) => Some(Rc::new(tls)),
+            Err(e) => {
+                log::error!(target: "tls", "TLS is not available: {e}");
+                previous.and_then(|p| p.tls.clone())
+            }
+        };
+        Running {
+            server_configs: server_configs(&config),
+            filters: [
+                filters(&config, ServiceName::Inbound),
+                filters(&config, ServiceName::Outbound),
+            ],
+            verifiers: [
+                verifier(ServiceName::Inbound),
+                verifier(ServiceName::Outbound),
+            ],
+            our_addresses: crate::net::local::our_addresses(&config).into(),
+            resolver,
+            tls,
+            config,
+            commit,
+        }
+    }
 }
 
-/// A service's access filters, parsed (the configuration checked them already).
+/// A service's access filters, as one filter (they were parsed when configured).
 fn filters(config: &Config, service: ServiceName) -> Option<Filter> {
     let s = config.service(service);
     let mut filter = Filter {
@@ -91,24 +148,21 @@ fn filters(config: &Config, service: ServiceName) -> Option<Filter> {
     (!filter.allow.is_empty() || !filter.deny.is_empty()).then_some(filter)
 }
 
-fn verifiers(config: &Config) -> [Option<Verifier>; 2] {
-    let make = |s: ServiceName| {
-        let v = &config.service(s).verify;
-        v.enabled.then(|| {
-            Verifier::new(VerifyOptions {
-                positive_ttl: v.positive_ttl,
-                negative_ttl: v.negative_ttl,
-                unreachable: if v.accept_when_unreachable {
-                    Unreachable::Accept
-                } else {
-                    Unreachable::TempFail
-                },
-                helo_name: config.system.host_name.clone(),
-                ..VerifyOptions::default()
-            })
+fn verifier(config: &Config, s: ServiceName) -> Option<Verifier> {
+    let v = &config.service(s).verify;
+    v.enabled.then(|| {
+        Verifier::new(VerifyOptions {
+            positive_ttl: v.positive_ttl,
+            negative_ttl: v.negative_ttl,
+            unreachable: if v.accept_when_unreachable {
+                Unreachable::Accept
+            } else {
+                Unreachable::TempFail
+            },
+            helo_name: config.system.host_name.clone(),
+            ..VerifyOptions::default()
         })
-    };
-    [make(ServiceName::Inbound), make(ServiceName::Outbound)]
+    })
 }
 
 /// Each service's session settings; each session then adds TLS and SASL as its
@@ -121,6 +175,335 @@ fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
         ))
     };
     [make(ServiceName::Inbound), make(ServiceName::Outbound)]
+}
+
+/// One listening socket: which service, where, and whether TLS comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ListenKey {
+    service: ServiceName,
+    addr: SocketAddr,
+    implicit_tls: bool,
+}
+
+impl std::fmt::Display for ListenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.service, self.addr)?;
+        if self.implicit_tls {
+            f.write_str(" (implicit TLS)")?;
+        }
+        Ok(())
+    }
+}
+
+fn listen_keys(config: &Config) -> Vec<ListenKey> {
+    let mut out = Vec::new();
+    for service in ServiceName::ALL {
+        let s = config.service(service);
+        for (addrs, implicit_tls) in [(&s.listen, false), (&s.tls_listen, true)] {
+            out.extend(addrs.iter().map(|addr| ListenKey {
+                service,
+                addr: *addr,
+                implicit_tls,
+            }));
+        }
+    }
+    out
+}
+
+/// Listeners bound for a commit, not yet serving.
+struct Plan {
+    added: Vec<(ListenKey, Async<TcpListener>)>,
+    removed: Vec<ListenKey>,
+}
+
+/// What every task of the running gateway shares.
+pub struct Gateway {
+    running: RefCell<Rc<Running>>,
+    engine: RefCell<Engine>,
+    token: Arc<dyn Token>,
+    pub spool: Rc<Spool>,
+    pub journal: Rc<RefCell<Journal>>,
+    pub commit: Rc<GroupCommit>,
+    pub scheduler: Rc<Scheduler>,
+    pub executor: Rc<LocalExecutor<'static>>,
+    /// The state directory: the user database and the stores live there.
+    pub state_dir: PathBuf,
+    /// Authentication failures by client address.
+    pub throttle: RefCell<Throttle>,
+    /// The accept loops, by listening socket.
+    listeners: RefCell<BTreeMap<ListenKey, smol::Task<()>>>,
+    /// Open connections per service, shared by its listeners.
+    counts: [Rc<RefCell<Counts>>; 2],
+    /// The timer of a pending `commit confirmed`.
+    confirm_timer: RefCell<Option<smol::Task<()>>>,
+    /// Why the gateway is to stop, once it is.
+    stop: smol::channel::Sender<String>,
+}
+
+impl Gateway {
+    /// The snapshot new sessions start with.
+    pub fn running(&self) -> Rc<Running> {
+        self.running.borrow().clone()
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Rc<Config> {
+        self.running.borrow().config.clone()
+    }
+
+    /// The running commit.
+    pub fn running_commit(&self) -> Commit {
+        self.engine.borrow().commit().clone()
+    }
+
+    /// A candidate for an editing session: the running configuration.
+    pub fn candidate(&self) -> Candidate {
+        self.engine.borrow().candidate()
+    }
+
+    /// `commit check`.
+    pub fn check(&self, candidate: &Candidate) -> Result<(), CommitError> {
+        self.engine.borrow().check(candidate)
+    }
+
+    /// The commits kept, newest first.
+    pub fn history(&self) -> Vec<Commit> {
+        self.engine.borrow().history()
+    }
+
+    /// When a pending `commit confirmed` rolls back, and to which commit.
+    pub fn pending_confirm(&self) -> Option<(u64, u64)> {
+        self.engine.borrow().pending_confirm()
+    }
+
+    /// `rollback N` as a candidate.
+    pub fn rollback_candidate(&self, n: usize) -> Result<Candidate, CommitError> {
+        self.engine.borrow().rollback_candidate(n)
+    }
+
+    /// Commits `candidate` and applies it live (SPEC §8): the checks, then the new
+    /// listeners are bound (a failure refuses the commit), then the commit is written
+    /// durably, then new sessions and the queue manager get the new configuration.
+    pub async fn commit(
+        self: &Rc<Self>,
+        candidate: &Candidate,
+        request: &CommitRequest,
+    ) -> Result<u64, CommitError> {
+        self.check(candidate)?;
+        let plan = self.plan(&candidate.config).await?;
+        let result = self
+            .engine
+            .borrow_mut()
+            .commit_candidate(candidate, request, unix_now());
+        match result {
+            Ok(seq) => {
+                self.activate(plan, request);
+                Ok(seq)
+            }
+            Err(e) => {
+                self.abandon(plan).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Confirms a pending `commit confirmed`.
+    pub async fn confirm(self: &Rc<Self>, user: &str) -> Result<Option<u64>, CommitError> {
+        let done = self.engine.borrow_mut().confirm(user, unix_now())?;
+        if let Some(seq) = done {
+            log::info!(target: "config", "commit {seq}: confirmed by {user}");
+            self.arm_confirm_timer();
+        }
+        Ok(done)
+    }
+
+    /// Binds the listeners `config` adds; the ones it moves are closed first (and bound
+    /// again if their replacement cannot be).
+    async fn plan(self: &Rc<Self>, config: &Config) -> Result<Plan, CommitError> {
+        let wanted = listen_keys(config);
+        let current: Vec<ListenKey> = self.listeners.borrow().keys().copied().collect();
+        let removed: Vec<ListenKey> = current
+            .iter()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        // An address that stays bound but changes hands must be let go first.
+        let moving: Vec<ListenKey> = removed
+            .iter()
+            .filter(|old| wanted.iter().any(|w| w.addr == old.addr))
+            .copied()
+            .collect();
+        for key in &moving {
+            let task = self.listeners.borrow_mut().remove(key);
+            if let Some(task) = task {
+                task.cancel().await;
+            }
+        }
+        let mut added = Vec::new();
+        for key in wanted.iter().filter(|k| !current.contains(k)) {
+            match listener::bind(key.addr) {
+                Ok(l) => added.push((*key, l)),
+                Err(e) => {
+                    drop(added);
+                    for key in &moving {
+                        self.restart_listener(*key);
+                    }
+                    return Err(CommitError::Refused(format!(
+                        "cannot listen on {} for {}: {e}",
+                        key.addr, key.service
+                    )));
+                }
+            }
+        }
+        Ok(Plan { added, removed })
+    }
+
+    /// A commit that failed after its listeners were bound: they go, the moved ones
+    /// come back.
+    async fn abandon(self: &Rc<Self>, plan: Plan) {
+        drop(plan.added);
+        let gone: Vec<ListenKey> = plan
+            .removed
+            .into_iter()
+            .filter(|k| !self.listeners.borrow().contains_key(k))
+            .collect();
+        for key in gone {
+            self.restart_listener(key);
+        }
+    }
+
+    fn restart_listener(self: &Rc<Self>, key: ListenKey) {
+        match listener::bind(key.addr) {
+            Ok(l) => self.serve_listener(key, l),
+            Err(e) => log::error!(target: "main", "cannot listen again on {key}: {e}"),
+        }
+    }
+
+    /// A commit written: the new snapshot, listeners and routes take effect.
+    fn activate(self: &Rc<Self>, plan: Plan, request: &CommitRequest) {
+        let (config, commit) = {
+            let engine = self.engine.borrow();
+            (Rc::new(engine.running().clone()), engine.commit().clone())
+        };
+        self.swap(config, commit.sequence);
+        for key in &plan.removed {
+            if let Some(task) = self.listeners.borrow_mut().remove(key) {
+                drop(task);
+            }
+            log::info!(target: "main", "{key}: no longer listening");
+        }
+        for (key, l) in plan.added {
+            log::info!(target: "main", "{key}: listening");
+            self.serve_listener(key, l);
+        }
+        let confirm = match request.confirm_minutes {
+            Some(m) => format!(", to be confirmed within {m} minute(s)"),
+            None => String::new(),
+        };
+        log::info!(target: "config", "commit {} by {}{}: applied{confirm}",
+            commit.sequence, commit.meta.user,
+            if commit.meta.comment.is_empty() { String::new() } else { format!(" ({})", commit.meta.comment) });
+        self.arm_confirm_timer();
+    }
+
+    /// New sessions and the queue manager get `config`.
+    fn swap(&self, config: Rc<Config>, commit: u64) {
+        let previous = self.running();
+        let running = Rc::new(Running::build(
+            config,
+            commit,
+            Some(&previous),
+            &self.token,
+            &self.state_dir,
+        ));
+        self.scheduler.reconfigure(
+            running.config.clone(),
+            running.our_addresses.clone(),
+            running.resolver.clone(),
+            running.tls.clone(),
+        );
+        *self.running.borrow_mut() = running;
+    }
+
+    fn serve_listener(self: &Rc<Self>, key: ListenKey, l: Async<TcpListener>) {
+        let task = self.executor.spawn(listener::accept_loop(
+            self.clone(),
+            key.service,
+            l,
+            self.counts[key.service as usize].clone(),
+            key.implicit_tls,
+        ));
+        self.listeners.borrow_mut().insert(key, task);
+    }
+
+    /// (Re)arms the timer of a pending `commit confirmed`; disarms it when none is.
+    fn arm_confirm_timer(self: &Rc<Self>) {
+        let pending = self.pending_confirm();
+        let timer = pending.map(|(deadline, back_to)| {
+            let wait = Duration::from_secs(deadline.saturating_sub(unix_now()));
+            log::info!(target: "config",
+                "commit confirmed: unless confirmed by {} the configuration returns to commit {back_to}",
+                mailq_stamp(deadline));
+            let gw = self.clone();
+            self.executor.spawn(async move {
+                Timer::after(wait).await;
+                gw.expire_confirm().await;
+            })
+        });
+        *self.confirm_timer.borrow_mut() = timer;
+    }
+
+    async fn expire_confirm(self: &Rc<Self>) {
+        let back = self.engine.borrow_mut().expire_confirm(unix_now());
+        match back {
+            Ok(Some(seq)) => {
+                let config = self.engine.borrow().running().clone();
+                match self.plan(&config).await {
+                    Ok(plan) => {
+                        log::warn!(target: "config", "commit confirmed was not confirmed in time: rolled back as commit {seq}");
+                        self.activate(plan, &CommitRequest::default());
+                    }
+                    Err(e) => {
+                        log::error!(target: "config", "rolled back as commit {seq}, but {e}; restart to apply it")
+                    }
+                }
+            }
+            Ok(None) => self.arm_confirm_timer(),
+            Err(e) => log::error!(target: "config", "commit confirmed could not roll back: {e}"),
+        }
+    }
+
+    /// SIGHUP: the newest commit in the slots, applied when it is not the running one.
+    pub async fn reload(self: &Rc<Self>) {
+        let (changed, lines) = self.engine.borrow_mut().reload();
+        for line in lines {
+            log::warn!(target: "config", "{line}");
+        }
+        let (config, commit) = {
+            let e = self.engine.borrow();
+            (e.running().clone(), e.commit().clone())
+        };
+        if commit.sequence == self.running().commit {
+            log::info!(target: "config", "reload: commit {} is running already", commit.sequence);
+            return;
+        }
+        match self.plan(&config).await {
+            Ok(plan) => {
+                if !changed {
+                    log::info!(target: "config", "reload: commit {} has the running configuration", commit.sequence);
+                }
+                self.activate(plan, &CommitRequest::default());
+            }
+            Err(e) => {
+                log::error!(target: "config", "reload: commit {} cannot take effect: {e}", commit.sequence)
+            }
+        }
+    }
+
+    /// Asks the gateway to stop; `run` returns with `why`.
+    pub fn shut_down(&self, why: String) {
+        let _ = self.stop.try_send(why);
+    }
 }
 
 /// An exclusive lock on the state directory, held for the life of the process.
@@ -186,105 +569,181 @@ fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Runs the gateway until the process is killed. Errors are start-up errors.
-pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
+/// How the gateway is started.
+pub struct Start {
+    pub state_dir: PathBuf,
+    /// `run --config FILE`: the file and its parsed configuration.
+    pub file: Option<(PathBuf, Config)>,
+    /// The board's factory configuration, committed when the slots hold nothing.
+    pub factory: Config,
+}
+
+/// The length of `commit confirmed`'s minute: 60 s, or what a test asks for.
+fn confirm_minute() -> u64 {
+    std::env::var(TEST_MINUTE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|m| *m > 0)
+        .unwrap_or(MINUTE)
+}
+
+/// The token and the configuration engine of a state directory, opened.
+pub struct Opened {
+    pub token: Arc<dyn Token>,
+    pub engine: Engine,
+    pub origin: Origin,
+    /// What start-up has to say about damaged slots.
+    pub log: Vec<String>,
+}
+
+/// Opens the token and the configuration engine of `state_dir` (the caller holds the
+/// state lock).
+pub fn open_engine(
+    state_dir: &Path,
+    file: Option<(&Path, Config)>,
+    factory: Config,
+) -> Result<Opened, String> {
+    let token = crate::tls::open_soft_token(state_dir, crate::tls::setup::TOKEN_LABEL)
+        .map_err(|e| format!("cannot open the token: {e}"))?;
+    let seal = TokenSeal::open(token.clone())
+        .map_err(|e| format!("cannot open the configuration HMAC key: {e}"))?;
+    let (engine, origin, log) = Engine::boot(
+        state_dir,
+        Box::new(seal),
+        file,
+        factory,
+        unix_now(),
+        confirm_minute(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Opened {
+        token,
+        engine,
+        origin,
+        log,
+    })
+}
+
+/// Runs the gateway until it is told to stop; returns why it stopped. Errors are
+/// start-up errors.
+pub fn run(start: Start) -> io::Result<String> {
+    let state_dir = start.state_dir.as_path();
     let _lock = lock_state_dir(state_dir)?;
+    let file = start.file.as_ref().map(|(p, c)| (p.as_path(), c.clone()));
+    let Opened {
+        token,
+        mut engine,
+        origin,
+        log: lines,
+    } = open_engine(state_dir, file, start.factory).map_err(io::Error::other)?;
+    for line in lines {
+        log::warn!(target: "config", "{line}");
+    }
+    // A `commit confirmed` that ran out while the gateway was down rolls back now.
+    match engine.expire_confirm(unix_now()) {
+        Ok(Some(seq)) => {
+            log::warn!(target: "config", "commit confirmed ran out while stopped: rolled back as commit {seq}")
+        }
+        Ok(None) => {}
+        Err(e) => log::error!(target: "config", "commit confirmed could not roll back: {e}"),
+    }
+    let commit = engine.commit().clone();
+    log::info!(target: "config", "{}", match &origin {
+        Origin::Stored => format!("running commit {} of {} by {} ({})", commit.sequence,
+            mailq_stamp(commit.meta.time), commit.meta.user, commit.meta.comment),
+        Origin::File { changed: true } => format!("running commit {}: {}", commit.sequence, commit.meta.comment),
+        Origin::File { changed: false } => format!("running commit {}: the --config file is the stored configuration", commit.sequence),
+        Origin::Factory => format!("running commit {}: the board's factory default configuration", commit.sequence),
+    });
+    let config = Rc::new(engine.running().clone());
     let (spool, files) = Spool::open(&spool_dir(state_dir))?;
     let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
     let journal = Rc::new(RefCell::new(journal));
-    let commit = Rc::new(GroupCommit::new(spool.clone(), journal.clone()));
-    let config = Rc::new(config);
+    let commit_group = Rc::new(GroupCommit::new(spool.clone(), journal.clone()));
     let executor = Rc::new(LocalExecutor::new());
-    let resolver = resolver(&config);
-    let tls = match GatewayTls::setup(&config, state_dir, unix_now() as i64) {
-        Ok(tls) => Some(Rc::new(tls)),
-        Err(e) => {
-            log::error!(target: "tls", "TLS is not available: {e}");
-            None
-        }
-    };
-    let our_addresses: Rc<[IpAddr]> = crate::net::local::our_addresses(&config).into();
+    let running = Rc::new(Running::build(
+        config.clone(),
+        commit.sequence,
+        None,
+        &token,
+        state_dir,
+    ));
     let scheduler = Scheduler::new(
         QueueStore {
             spool: spool.clone(),
             journal: journal.clone(),
-            commit: commit.clone(),
+            commit: commit_group.clone(),
         },
-        resolver.clone(),
-        tls.clone(),
+        running.resolver.clone(),
+        running.tls.clone(),
         config.clone(),
-        our_addresses.clone(),
+        running.our_addresses.clone(),
         executor.clone(),
     );
+    let mut bound = Vec::new();
+    for key in listen_keys(&config) {
+        let l = listener::bind(key.addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} for {}: {e}", key.addr, key.service),
+            )
+        })?;
+        bound.push((key, l));
+    }
+    let (stop, stopped) = smol::channel::bounded(1);
     let gw = Rc::new(Gateway {
-        server_configs: RefCell::new(server_configs(&config)),
-        tls,
-        verifiers: verifiers(&config),
-        our_addresses,
-        filters: [
-            filters(&config, ServiceName::Inbound),
-            filters(&config, ServiceName::Outbound),
-        ],
-        resolver,
-        state_dir: state_dir.to_path_buf(),
-        throttle: RefCell::new(Throttle::default()),
-        config: RefCell::new(config.clone()),
-        commit,
-        journal,
+        running: RefCell::new(running),
+        engine: RefCell::new(engine),
+        token,
         spool,
+        journal,
+        commit: commit_group,
         scheduler: scheduler.clone(),
         executor: executor.clone(),
+        state_dir: state_dir.to_path_buf(),
+        throttle: RefCell::new(Throttle::default()),
+        listeners: RefCell::new(BTreeMap::new()),
+        counts: Default::default(),
+        confirm_timer: RefCell::new(None),
+        stop,
     });
-    let mut listeners = Vec::new();
-    for service in ServiceName::ALL {
-        let counts = Rc::new(RefCell::new(Counts::default()));
-        for addr in &config.service(service).listen {
-            let l = listener::bind(*addr).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {addr} for {service}: {e}"),
-                )
-            })?;
-            log::info!(target: "main", "{service} service listening on {addr}");
-            listeners.push((service, l, counts.clone(), false));
-        }
-        for addr in &config.service(service).tls_listen {
-            let l = listener::bind(*addr).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {addr} for {service} (TLS): {e}"),
-                )
-            })?;
-            log::info!(target: "main", "{service} service listening on {addr} (implicit TLS)");
-            listeners.push((service, l, counts.clone(), true));
-        }
-    }
     scheduler.start();
     let recovered = scheduler.recover(files, journaled);
-    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
     let control = crate::control::bind(state_dir)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open the control socket: {e}")))?;
     executor
-        .spawn(crate::control::serve(
-            scheduler.clone(),
-            executor.clone(),
-            control,
-        ))
+        .spawn(crate::control::serve(gw.clone(), control))
         .detach();
-    for (service, l, counts, implicit_tls) in listeners {
-        executor
-            .spawn(listener::accept_loop(
-                gw.clone(),
-                service,
-                l,
-                counts,
-                implicit_tls,
-            ))
-            .detach();
+    let mut signals = Signals::install()?;
+    let names: Vec<String> = bound.iter().map(|(k, _)| k.to_string()).collect();
+    for (key, l) in bound {
+        gw.serve_listener(key, l);
     }
-    smol::block_on(executor.run(std::future::pending::<()>()));
-    Ok(())
+    gw.arm_confirm_timer();
+    log::info!(target: "main", "drawbridge {} started: commit {}, listening on {}",
+        env!("CARGO_PKG_VERSION"), commit.sequence,
+        if names.is_empty() { "nothing".to_string() } else { names.join(", ") });
+    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
+    let why = smol::block_on(executor.run(async {
+        let gw = gw.clone();
+        let stopped = async { stopped.recv().await.unwrap_or_else(|_| "stopped".into()) };
+        let signalled = async {
+            loop {
+                match signals.next().await {
+                    Signal::Hangup => {
+                        log::info!(target: "config", "SIGHUP: reloading the committed configuration");
+                        gw.reload().await;
+                    }
+                    other => break format!("{} received", other.name()),
+                }
+            }
+        };
+        stopped.or(signalled).await
+    }));
+    log::info!(target: "main", "stopping: {why}");
+    crate::control::unbind(state_dir);
+    Ok(why)
 }
 
 #[cfg(test)]
@@ -298,5 +757,15 @@ mod tests {
             resolv_conf_servers(text),
             ["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
         );
+    }
+
+    #[test]
+    fn listening_sockets_are_listed_per_service() {
+        let config = crate::config::host_default();
+        let keys: Vec<String> = listen_keys(&config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(keys, ["inbound 127.0.0.1:2525", "outbound 127.0.0.1:2587"]);
     }
 }

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod queue;
 pub mod relay;
 pub mod sasl;
+pub mod signal;
 pub mod smtp;
 pub mod tls;
 pub mod token;

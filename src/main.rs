@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Queue { request, state_dir }) => return queue(&request, &state_dir),
+        Ok(Command::Config(command)) => return config_command(command),
         Ok(Command::Explain(options)) => return explain(&options),
         Ok(Command::Password { action, state_dir }) => {
             let needs_password = matches!(
@@ -60,31 +61,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match &opts.config {
-        None => config::host_default(),
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("drawbridge: cannot read {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match config::text::parse(&text) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("drawbridge: {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
+    let file = match &opts.config {
+        None => None,
+        Some(path) => match read_config(path) {
+            Ok(c) => Some((path.clone(), c)),
+            Err(e) => {
+                eprintln!("drawbridge: {e}");
+                return ExitCode::from(2);
             }
-        }
+        },
     };
-    drawbridge::log::init(&config.system.host_name);
+    let host_name = file.as_ref().map_or_else(
+        || config::host_default().system.host_name,
+        |(_, c)| c.system.host_name.clone(),
+    );
+    drawbridge::log::init(&host_name);
     if opts.console {
         log::info!(target: "main", "the serial console is not available yet; running without it");
     }
-    match drawbridge::gateway::run(config, &opts.state_dir) {
-        Ok(()) => ExitCode::SUCCESS,
+    let start = drawbridge::gateway::Start {
+        state_dir: opts.state_dir.clone(),
+        file,
+        factory: config::host_default(),
+    };
+    match drawbridge::gateway::run(start) {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "main", "{e}");
             eprintln!("drawbridge: {e}");
@@ -93,9 +94,163 @@ fn main() -> ExitCode {
     }
 }
 
+/// A configuration file of `set …` lines, parsed.
+fn read_config(path: &std::path::Path) -> Result<config::Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    config::text::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `drawbridge config …`: through the running gateway when one answers, else on the
+/// state directory itself.
+fn config_command(command: cli::ConfigCommand) -> ExitCode {
+    let (request, file, no_apply, state_dir) = match command {
+        cli::ConfigCommand::Reference => {
+            print!("{}", config::reference::markdown());
+            return ExitCode::SUCCESS;
+        }
+        cli::ConfigCommand::Check(path) => {
+            let config = match read_config(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("drawbridge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let problems = config::check::check(&config);
+            if problems.is_empty() {
+                println!("configuration check succeeds");
+                return ExitCode::SUCCESS;
+            }
+            for p in &problems {
+                eprintln!("drawbridge: {}: {p}", path.display());
+            }
+            eprintln!(
+                "drawbridge: {} problem(s); nothing would be committed",
+                problems.len()
+            );
+            return ExitCode::FAILURE;
+        }
+        cli::ConfigCommand::Request {
+            request,
+            file,
+            no_apply,
+            state_dir,
+        } => (request, file, no_apply, state_dir),
+    };
+    let body = match &file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("drawbridge: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => String::new(),
+    };
+    let outcome = if no_apply {
+        None
+    } else {
+        let r = drawbridge::control::Request::Config(request.clone());
+        drawbridge::control::request(&state_dir, &r, &body).ok()
+    };
+    let result = match outcome {
+        Some(answer) => answer,
+        // No gateway answers (or --no-apply): work on the slots themselves.
+        None => offline(&request, &body, &state_dir, no_apply),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("drawbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A `config` request on the slots of a state directory, without a gateway.
+fn offline(
+    request: &drawbridge::config::admin::ConfigRequest,
+    body: &str,
+    state_dir: &std::path::Path,
+    no_apply: bool,
+) -> Result<String, String> {
+    use drawbridge::clock::unix_now;
+    use drawbridge::config::admin::{self, ConfigRequest};
+    use drawbridge::config::engine::CommitRequest;
+    // Reading and committing take the store's own lock; without --no-apply the gateway
+    // must not be running (it would not see the commit until SIGHUP).
+    let _lock = if no_apply {
+        None
+    } else {
+        Some(
+            drawbridge::gateway::lock_state_dir(state_dir)
+                .map_err(|e| format!("{e}; its control socket does not answer either"))?,
+        )
+    };
+    let opened = drawbridge::gateway::open_engine(state_dir, None, config::host_default())?;
+    let mut engine = opened.engine;
+    for line in opened.log {
+        eprintln!("drawbridge: {line}");
+    }
+    let user = "cli".to_string();
+    let note = if no_apply {
+        "; send the gateway SIGHUP (or restart it) to apply it"
+    } else {
+        ""
+    };
+    let done = |seq: u64, what: &str| format!("commit {seq}: {what}{note}\n");
+    match request {
+        ConfigRequest::Show { json } => Ok(admin::show(engine.running(), engine.commit(), *json)),
+        ConfigRequest::History => Ok(admin::history_text(
+            &engine.history(),
+            engine.pending_confirm(),
+        )),
+        ConfigRequest::Commit => match engine
+            .confirm(&user, unix_now())
+            .map_err(|e| e.to_string())?
+        {
+            Some(seq) => Ok(done(seq, "commit confirmed")),
+            None => Ok("nothing to confirm: no commit confirmed is pending\n".into()),
+        },
+        ConfigRequest::Rollback(n) => {
+            let candidate = engine.rollback_candidate(*n).map_err(|e| e.to_string())?;
+            let r = CommitRequest {
+                user,
+                comment: format!("rollback {n}"),
+                confirm_minutes: None,
+            };
+            let seq = engine
+                .commit_candidate(&candidate, &r, unix_now())
+                .map_err(|e| e.to_string())?;
+            Ok(done(seq, &format!("rolled back {n}")))
+        }
+        ConfigRequest::Load {
+            replace,
+            confirm,
+            comment,
+        } => {
+            let mut config = engine.running().clone();
+            admin::load_into(&mut config, body, *replace)?;
+            let r = CommitRequest {
+                user,
+                comment: comment.clone(),
+                confirm_minutes: *confirm,
+            };
+            let seq = engine
+                .load(config, &r, unix_now())
+                .map_err(|e| e.to_string())?;
+            Ok(done(seq, "stored"))
+        }
+    }
+}
+
 /// Runs a queue command against the gateway on `state_dir`.
 fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) -> ExitCode {
-    match drawbridge::control::request(state_dir, request) {
+    match drawbridge::control::request(state_dir, request, "") {
         Ok(Ok(body)) => {
             print!("{body}");
             ExitCode::SUCCESS

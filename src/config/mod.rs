@@ -4,6 +4,7 @@
 //! these types and nothing else. Every field has a default, and the defaults are the
 //! factory configuration.
 
+pub mod admin;
 pub mod check;
 pub mod engine;
 pub mod reference;

@@ -58,10 +58,12 @@ fn rows(node: &Node, path: &str, out: &mut String) {
                     }
                 })
                 .unwrap_or_else(|| "(not set)".into());
-            out.push_str(&format!(
-                "| `set {path}` | {value} | {default} | {}{expected}.{many} |\n",
-                node.help
-            ));
+            out.push_str(&row(&[
+                format!("`set {path}`"),
+                value,
+                default,
+                format!("{}{expected}.{many}", node.help),
+            ]));
         }
     }
 }
@@ -69,20 +71,32 @@ fn rows(node: &Node, path: &str, out: &mut String) {
 fn list_rows(list: &List, path: &str, out: &mut String) {
     let entry = format!("{path} {}", list.key.placeholder);
     if !list.fixed {
-        out.push_str(&format!(
-            "| `set {entry}` | | | An entry ({}); at most {}.{} |\n",
-            list.key.expected,
-            list.max_entries,
-            if list.one_line {
-                " Shown on one line with all its settings."
-            } else {
-                ""
-            }
-        ));
+        out.push_str(&row(&[
+            format!("`set {entry}`"),
+            String::new(),
+            String::new(),
+            format!(
+                "An entry ({}); at most {}.{}",
+                list.key.expected,
+                list.max_entries,
+                if list.one_line {
+                    " Shown on one line with all its settings."
+                } else {
+                    ""
+                }
+            ),
+        ]));
     }
     for child in list.children {
         rows(child, &format!("{entry} {}", child.name), out);
     }
+}
+
+/// A table row, the `|` inside its cells escaped (GitHub Markdown splits cells on every
+/// unescaped bar, even in code spans).
+fn row(cells: &[String]) -> String {
+    let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+    format!("| {} |\n", cells.join(" | "))
 }
 
 #[cfg(test)]
@@ -107,10 +121,10 @@ mod tests {
             "`set system host-name`",
             "`set route PATTERN relay`",
             "`set route PATTERN mx` | (none)",
-            "`set service inbound|outbound max-connections` | `NUMBER` | `500`",
+            "`set service inbound\\|outbound max-connections` | `NUMBER` | `500`",
             "`set ruleset NAME restrict` | `MECHANISM tls`",
             "`set relay-rule N deny`",
-            "`set classify N` | | | An entry",
+            "`set classify N` |  |  | An entry",
         ] {
             assert!(text.contains(needle), "{needle}\n{text}");
         }

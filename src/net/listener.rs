@@ -71,7 +71,8 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.get_ref().set_nodelay(true);
-        let config = gw.config();
+        let running = gw.running();
+        let config = &running.config;
         let host = config.system.host_name.clone();
         let local = stream.get_ref().local_addr().ok().or(local);
         let category = local.map(|l| config.classify(l, peer));
@@ -117,9 +118,15 @@ pub async fn accept_loop(
         let gw2 = gw.clone();
         gw.executor
             .spawn(async move {
-                if let (Some(filter), Some(local)) = (gw2.filter(service), local) {
-                    let decision =
-                        access::decide(filter, FILTER_SERVICE, local, peer, gw2.resolver.as_deref()).await;
+                if let (Some(filter), Some(local)) = (running.filter(service), local) {
+                    let decision = access::decide(
+                        filter,
+                        FILTER_SERVICE,
+                        local,
+                        peer,
+                        running.resolver.as_deref(),
+                    )
+                    .await;
                     if !decision.is_allowed() {
                         log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by filter ({decision:?})",
                             Peer { name: None, addr: peer });

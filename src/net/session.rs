@@ -10,7 +10,7 @@ use smol::future::FutureExt as _;
 
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Running};
 use crate::log::Peer;
 use crate::net::throttle::Penalty;
 use crate::policy;
@@ -62,7 +62,9 @@ pub async fn serve(
     implicit_tls: bool,
 ) {
     let local = stream.get_ref().local_addr().ok();
-    let config = session_config(&gw, service, category.as_deref());
+    // The configuration this session started under stays its own to the end.
+    let running = gw.running();
+    let config = session_config(&running, service, category.as_deref());
     let write_timeout = config.command_timeout;
     let client = Peer {
         name: None,
@@ -71,14 +73,15 @@ pub async fn serve(
     log::info!(target: "smtpd", "connect from {client}");
     let mut transport = Transport::Plain(stream);
     let mut session = if implicit_tls {
-        let Some(tls) = gw.tls.clone() else {
+        let Some(tls) = running.tls.clone() else {
             log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
             return;
         };
         match tls.accept(transport).await {
             Ok(t) => {
                 transport = t;
-                let info = tls_established(&gw, service, category.as_deref(), &transport, &client);
+                let info =
+                    tls_established(&running, service, category.as_deref(), &transport, &client);
                 Session::new_tls(config, info, Instant::now())
             }
             Err(e) => {
@@ -126,7 +129,7 @@ pub async fn serve(
                         from: &from,
                         had_source_route,
                     };
-                    match check_rcpt(&gw, &asked, &to).await {
+                    match check_rcpt(&running, &asked, &to).await {
                         Ok(deliver_to) => {
                             rcpts.push(deliver_to.clone());
                             session.accept_rcpt(deliver_to, Instant::now());
@@ -137,11 +140,11 @@ pub async fn serve(
                 Event::MessageBegin => {
                     spooling = Some(begin_message(
                         &gw,
+                        &running.config.system.host_name,
                         peer,
                         &helo,
                         esmtp,
-                        session.tls(),
-                        session.is_authenticated(),
+                        &session,
                         &rcpts,
                     ));
                 }
@@ -152,19 +155,19 @@ pub async fn serve(
                 }
                 Event::MessageAbort => spooling = None,
                 Event::AuthStart { mechanism, initial } => {
-                    let step = auth.start(&gw, &session, &mechanism, initial.as_deref());
-                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                    let step = auth.start(&gw, &running, &session, &mechanism, initial.as_deref());
+                    if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
                         close_after_write = true;
                     }
                 }
                 Event::AuthResponse(line) => {
                     let step = auth.step(&line);
-                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                    if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
                         close_after_write = true;
                     }
                 }
                 Event::StartTlsRequested => {
-                    let Some(tls) = gw.tls.clone() else {
+                    let Some(tls) = running.tls.clone() else {
                         session.tls_unavailable(Instant::now());
                         continue;
                     };
@@ -182,7 +185,7 @@ pub async fn serve(
                         Ok(t) => {
                             transport = t;
                             let info = tls_established(
-                                &gw,
+                                &running,
                                 service,
                                 category.as_deref(),
                                 &transport,
@@ -267,6 +270,7 @@ impl Auth {
     fn start(
         &mut self,
         gw: &Gateway,
+        running: &Running,
         session: &Session,
         name: &str,
         initial: Option<&[u8]>,
@@ -291,7 +295,7 @@ impl Auth {
             .tls()
             .and_then(|t| t.peer_certificate.as_ref())
             .map(certificate_identity);
-        let host = gw.config().system.host_name.clone();
+        let host = running.config.system.host_name.clone();
         let inputs = ExchangeInputs {
             random: &random,
             timestamp: unix_now(),
@@ -330,6 +334,7 @@ fn certificate_identity(cert: &PeerCertificate) -> String {
 /// address: a growing delay, then a block that ends the connection (false).
 async fn answer_auth(
     gw: &Gateway,
+    running: &Running,
     session: &mut Session,
     auth: &mut Auth,
     step: Step,
@@ -341,7 +346,10 @@ async fn answer_auth(
         let left = until.saturating_duration_since(Instant::now()).as_secs();
         log::warn!(target: "smtpd", "{client}: authentication refused: address blocked for {left}s after repeated failures");
         auth.mechanism = None;
-        session.auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
+        session.auth_failure(
+            blocked_reply(&running.config.system.host_name),
+            Instant::now(),
+        );
         return false;
     }
     match step {
@@ -369,8 +377,10 @@ async fn answer_auth(
                 }
                 Penalty::Block => {
                     log::warn!(target: "smtpd", "{client}: blocked after repeated authentication failures");
-                    session
-                        .auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
+                    session.auth_failure(
+                        blocked_reply(&running.config.system.host_name),
+                        Instant::now(),
+                    );
                     return false;
                 }
             }
@@ -405,7 +415,7 @@ async fn write_out(transport: &mut Transport, out: &mut Vec<u8>, timeout: Durati
 /// Logs a TLS session the Postfix way and says what it settled, for the session core;
 /// switches the channel where the source channel says `tlsswitchchannel`.
 fn tls_established(
-    gw: &Gateway,
+    running: &Running,
     service: ServiceName,
     category: Option<&str>,
     transport: &Transport,
@@ -420,9 +430,9 @@ fn tls_established(
     log::info!(target: "smtpd", "{trust} TLS connection established from {client}: {}{}",
         describe(&info),
         info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());
-    let config = gw.config();
-    let plain = source_channel(&config, service, category, false);
-    let secure = source_channel(&config, service, category, true);
+    let config = &running.config;
+    let plain = source_channel(config, service, category, false);
+    let secure = source_channel(config, service, category, true);
     if plain != secure {
         log::info!(target: "smtpd", "{client}: switched to channel {secure} after TLS");
     }
@@ -450,9 +460,13 @@ struct RcptAsked<'a> {
 /// The session settings for a client of `category` on `service`: its source channel
 /// decides TLS (`notls`, `musttls`) and SASL (`maysaslserver`, `mustsaslserver`), its
 /// ruleset which mechanisms are offered and which need TLS first.
-fn session_config(gw: &Gateway, service: ServiceName, category: Option<&str>) -> Rc<ServerConfig> {
-    let config = gw.config();
-    let channel = config.channel(Some(&source_channel(&config, service, category, false)));
+fn session_config(
+    running: &Running,
+    service: ServiceName,
+    category: Option<&str>,
+) -> Rc<ServerConfig> {
+    let config = &running.config;
+    let channel = config.channel(Some(&source_channel(config, service, category, false)));
     let use_tls = channel.tls_server();
     let sasl = channel.keywords.iter().any(|k| {
         matches!(
@@ -460,9 +474,9 @@ fn session_config(gw: &Gateway, service: ServiceName, category: Option<&str>) ->
             ChannelKeyword::MaySaslServer | ChannelKeyword::MustSaslServer
         )
     });
-    let auth = policy::auth_policy(&config, category);
-    let mut c = (*gw.server_config(service)).clone();
-    c.tls_available = gw.tls.is_some() && use_tls != TlsUse::Never;
+    let auth = policy::auth_policy(config, category);
+    let mut c = (*running.server_config(service)).clone();
+    c.tls_available = running.tls.is_some() && use_tls != TlsUse::Never;
     c.require_tls = use_tls == TlsUse::Must;
     c.require_auth = channel.keywords.contains(&ChannelKeyword::MustSaslServer);
     if sasl {
@@ -502,9 +516,13 @@ fn source_channel(
 /// The relay policy, then, for our own domains where the service asks for it, a live
 /// check with the internal server that the recipient exists. Gives the address to
 /// deliver to, which routing may have turned to our host name.
-async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Result<String, Reply> {
-    let config = gw.config();
-    let mut ours = gw.our_addresses().to_vec();
+async fn check_rcpt(
+    running: &Running,
+    asked: &RcptAsked<'_>,
+    to: &Recipient,
+) -> Result<String, Reply> {
+    let config = &running.config;
+    let mut ours = running.our_addresses().to_vec();
     ours.extend(asked.local);
     let client = policy::Client {
         service: asked.service,
@@ -518,7 +536,7 @@ async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Resu
         rcpt: to,
         had_source_route: asked.had_source_route,
     };
-    let decision = policy::decide(&config, &client, &check);
+    let decision = policy::decide(config, &client, &check);
     let routed = match decision.verdict {
         policy::Verdict::Allow(routed) => routed,
         policy::Verdict::Deny(reply) => {
@@ -526,10 +544,10 @@ async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Resu
             return Err(reply);
         }
     };
-    let Some(verifier) = gw.verifier(asked.service) else {
+    let Some(verifier) = running.verifier(asked.service) else {
         return Ok(routed.address);
     };
-    let Some(route) = routed.route(&config).filter(|r| r.is_internal_relay()) else {
+    let Some(route) = routed.route(config).filter(|r| r.is_internal_relay()) else {
         return Ok(routed.address);
     };
     match verifier
@@ -549,13 +567,15 @@ fn spool_error() -> Reply {
 /// Starts a message: a queue id, and our trace header first.
 fn begin_message(
     gw: &Gateway,
+    host_name: &str,
     peer: SocketAddr,
     helo: &str,
     esmtp: bool,
-    tls: Option<&TlsInfo>,
-    authenticated: bool,
+    session: &Session,
     rcpts: &[String],
 ) -> Spooling {
+    let tls = session.tls();
+    let authenticated = session.is_authenticated();
     let tls_text = tls.map(|t| format!("using {} with cipher {}", t.version, t.cipher));
     let id = gw.spool.allocate_id(unix_micros_now());
     let id_text = id.to_string();
@@ -563,7 +583,7 @@ fn begin_message(
         helo,
         client_ip: peer.ip(),
         client_name: None,
-        by: &gw.config().system.host_name,
+        by: host_name,
         // RFC 3848.
         protocol: match (esmtp, tls.is_some(), authenticated) {
             (true, true, true) => "ESMTPSA",

@@ -152,10 +152,10 @@ pub struct Scheduler {
     commit: Rc<GroupCommit>,
     config: RefCell<Rc<Config>>,
     /// This host's addresses, for routing (the sessions route with the same ones).
-    our_addresses: Rc<[IpAddr]>,
-    client_config: Rc<ClientConfig>,
-    resolver: Option<Rc<Resolver>>,
-    tls: Option<Rc<GatewayTls>>,
+    our_addresses: RefCell<Rc<[IpAddr]>>,
+    client_config: RefCell<Rc<ClientConfig>>,
+    resolver: RefCell<Option<Rc<Resolver>>>,
+    tls: RefCell<Option<Rc<GatewayTls>>>,
     executor: Rc<LocalExecutor<'static>>,
     retry_bell: (Sender<()>, Receiver<()>),
 }
@@ -182,25 +182,68 @@ impl Scheduler {
             journal,
             commit,
         } = store;
-        let client_config = Rc::new(ClientConfig {
-            helo_name: config.system.host_name.clone(),
-            // Outgoing TLS is not wired into the connection layer yet.
-            tls: crate::smtp::client::TlsPolicy::Never,
-            ..ClientConfig::default()
-        });
         Rc::new(Scheduler {
             inner: RefCell::new(Inner::default()),
             spool,
             journal,
             commit,
+            client_config: RefCell::new(client_config(&config)),
             config: RefCell::new(config),
-            our_addresses,
-            client_config,
-            resolver,
-            tls,
+            our_addresses: RefCell::new(our_addresses),
+            resolver: RefCell::new(resolver),
+            tls: RefCell::new(tls),
             executor,
             retry_bell: unbounded(),
         })
+    }
+
+    /// A commit changed the configuration: later decisions use `config`, and a waiting
+    /// message whose recipients it routes elsewhere is tried again now, by the new
+    /// routes. Deliveries under way finish where they started.
+    pub fn reconfigure(
+        self: &Rc<Self>,
+        config: Rc<Config>,
+        our_addresses: Rc<[IpAddr]>,
+        resolver: Option<Rc<Resolver>>,
+        tls: Option<Rc<GatewayTls>>,
+    ) {
+        let old = self.config();
+        let old_ours = self.our_addresses.borrow().clone();
+        *self.client_config.borrow_mut() = client_config(&config);
+        *self.resolver.borrow_mut() = resolver;
+        *self.tls.borrow_mut() = tls;
+        *self.our_addresses.borrow_mut() = our_addresses.clone();
+        *self.config.borrow_mut() = config.clone();
+        // Where each open recipient went and goes now, with the route behind it.
+        let target = |c: &Config, ours: &[IpAddr], address: &str| {
+            destination(c, ours, address)
+                .ok()
+                .map(|d| (d.clone(), c.routes.get(d.route()).cloned()))
+        };
+        let moved: Vec<QueueId> = self
+            .inner
+            .borrow()
+            .messages
+            .values()
+            .filter(|a| !a.env.held && a.in_flight == 0)
+            .filter(|a| {
+                a.env
+                    .recipients
+                    .iter()
+                    .filter(|r| r.status.is_open())
+                    .any(|r| {
+                        target(&old, &old_ours, &r.address)
+                            != target(&config, &our_addresses, &r.address)
+                    })
+            })
+            .map(|a| a.env.id.clone())
+            .collect();
+        if !moved.is_empty() {
+            log::info!(target: "qmgr", "new configuration: {} waiting message(s) rerouted", moved.len());
+        }
+        for id in &moved {
+            self.dispatch(id);
+        }
     }
 
     fn config(&self) -> Rc<Config> {
@@ -317,7 +360,7 @@ impl Scheduler {
                 if !r.status.is_open() {
                     continue;
                 }
-                match destination(&config, &self.our_addresses, &r.address) {
+                match destination(&config, &self.our_addresses.borrow(), &r.address) {
                     Ok(key) => by_dest.entry(key).or_default().push(i),
                     Err(reply) => unroutable.push((i, reply)),
                 }
@@ -516,7 +559,7 @@ impl Scheduler {
                 TlsUse::May => TlsPolicy::Opportunistic,
                 TlsUse::Must => TlsPolicy::Required,
             },
-            ..(*self.client_config).clone()
+            ..(**self.client_config.borrow()).clone()
         });
         let mut last = Reply::new(
             451,
@@ -535,7 +578,7 @@ impl Scheduler {
             if avoided {
                 continue;
             }
-            let tls = self.tls.as_ref().map(|tls| OutgoingTls {
+            let tls = self.tls.borrow().clone().map(|tls| OutgoingTls {
                 tls: tls.clone(),
                 server_name,
                 verify: use_tls == TlsUse::Must && !route.danger_tls_no_verify,
@@ -566,7 +609,7 @@ impl Scheduler {
         {
             return Ok(vec![(SocketAddr::new(ip, port), ip.to_string())]);
         }
-        let Some(resolver) = &self.resolver else {
+        let Some(resolver) = self.resolver.borrow().clone() else {
             return Err(Reply::new(451, "4.4.3", "No DNS resolvers configured"));
         };
         let name = Name::parse(domain)
@@ -1117,6 +1160,16 @@ fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
         },
         other => Reply::new(451, "4.4.1", format!("connect to {}: {other}", Relay(host))),
     }
+}
+
+/// The delivery settings that follow from the configuration.
+fn client_config(config: &Config) -> Rc<ClientConfig> {
+    Rc::new(ClientConfig {
+        helo_name: config.system.host_name.clone(),
+        // The destination channel decides TLS per connection (see `connect`).
+        tls: TlsPolicy::Never,
+        ..ClientConfig::default()
+    })
 }
 
 /// Where mail for a queued recipient goes, by the routing function the policy decided

@@ -14,8 +14,9 @@ use super::config::{
 use super::pem::parse_chain;
 use super::store::CertStore;
 use super::stream::Transport;
-use super::{Info, TlsError, open_soft_token};
+use super::{Info, TlsError};
 use crate::config::Config;
+use crate::token::Token;
 
 /// The token's label on every board.
 pub const TOKEN_LABEL: &str = "drawbridge";
@@ -32,10 +33,15 @@ pub struct GatewayTls {
 }
 
 impl GatewayTls {
-    /// Opens the token and the store under `state_dir`, generating a self-signed
-    /// certificate for the host name when there is none, and builds the configurations.
-    pub fn setup(config: &Config, state_dir: &Path, now_unix: i64) -> Result<GatewayTls, TlsError> {
-        let token = open_soft_token(state_dir, TOKEN_LABEL)?;
+    /// Opens the certificate store under `state_dir` on `token`, generating a
+    /// self-signed certificate for the host name when there is none, and builds the
+    /// configurations.
+    pub fn setup(
+        config: &Config,
+        state_dir: &Path,
+        token: Arc<dyn Token>,
+        now_unix: i64,
+    ) -> Result<GatewayTls, TlsError> {
         let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
         if let Some(cert) = store.ensure_self_signed(&config.system.host_name, now_unix)? {
             log::warn!(target: "tls",
