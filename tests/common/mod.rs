@@ -73,6 +73,10 @@ pub struct Gateway {
     pub config: PathBuf,
     pub inbound: u16,
     pub outbound: u16,
+    /// Extra environment for the gateway process.
+    pub env: Vec<(String, String)>,
+    /// Starts pass `--config`; without it the stored configuration runs.
+    pub with_config: bool,
 }
 
 impl Gateway {
@@ -103,6 +107,31 @@ impl Gateway {
             config,
             inbound,
             outbound,
+            env: Vec::new(),
+            with_config: true,
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// Like `start`, with extra environment for the gateway process.
+    pub fn start_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Gateway {
+        let inbound = free_port();
+        let outbound = free_port();
+        let config = dir.join("gateway.conf");
+        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            state: dir.join("state"),
+            log: dir.join("gateway.log"),
+            config,
+            inbound,
+            outbound,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            with_config: true,
         };
         gw.spawn();
         gw
@@ -116,14 +145,17 @@ impl Gateway {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        command.arg("run");
+        if self.with_config {
+            command.arg("--config").arg(&self.config);
+        }
+        let child = command
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--no-console")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -150,8 +182,51 @@ impl Gateway {
         self.spawn();
     }
 
+    /// Starts it again from its stored configuration, without `--config`.
+    pub fn restart_from_slots(&mut self) {
+        self.with_config = false;
+        self.restart();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends the gateway a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a child's pid and a signal number; no memory is passed.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+
+    /// Waits for the gateway to exit by itself; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < WAIT, "the gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `drawbridge ARGS --state-dir STATE`: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run drawbridge");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn log_text(&self) -> String {
