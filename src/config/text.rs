@@ -977,6 +977,17 @@ set queue retry \"5m 15m 1h 1d\"
                 cfg.system.host_name = cfg.system.host_name.to_ascii_uppercase();
             }
         }
+        if rng.chance(3) {
+            let token = &mut cfg.system.token;
+            token.backend = crate::config::TokenBackend::Pkcs11;
+            token.module = Some("/usr/lib/softhsm/libsofthsm2.so".to_string());
+            if rng.chance(2) {
+                token.label = Some(format!("token {}", rng.range(0, 999)));
+            }
+            if rng.chance(2) {
+                token.pin_file = Some("/etc/drawbridge/pins".to_string());
+            }
+        }
         for name in ServiceName::ALL {
             let s = cfg.service_mut(name);
             for _ in 0..rng.range(0, 3) {

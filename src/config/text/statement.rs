@@ -6,7 +6,7 @@ use super::lex;
 use super::value;
 use crate::config::{
     AddressPattern, Channel, ChannelKeyword, ClassifyAction, ClassifyRule, Config, DomainPattern,
-    EhloKeywords, NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName,
+    EhloKeywords, NextHop, RelayAction, RelayRule, Route, Ruleset, ServiceName, TokenBackend,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 use std::fmt;
@@ -96,6 +96,8 @@ pub enum Statement {
     DnsResolver(SocketAddr),
     /// `set system dns timeout DUR`
     DnsTimeout(Duration),
+    /// `set system token …`
+    Token(TokenSetting),
     /// `set service SVC …`
     Service(ServiceName, ServiceSetting),
     /// `set classify N …`: replaces rule N as a whole.
@@ -132,6 +134,19 @@ pub enum RulesetSetting {
     Mechanisms(MechanismSet),
     /// `restrict MECH tls`: the mechanism is offered only under TLS.
     RestrictTls(MechanismName),
+}
+
+/// One setting of the crypto token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSetting {
+    /// `backend soft|pkcs11`
+    Backend(TokenBackend),
+    /// `module PATH`: the PKCS#11 module.
+    Module(String),
+    /// `label LABEL`
+    Label(String),
+    /// `pin-file PATH`
+    PinFile(String),
 }
 
 /// One TLS setting.
@@ -305,6 +320,15 @@ enum QueueKey {
 enum SystemKey {
     HostName,
     Dns,
+    Token,
+}
+
+#[derive(Clone, Copy)]
+enum TokenKey {
+    Backend,
+    Module,
+    Label,
+    PinFile,
 }
 
 #[derive(Clone, Copy)]
@@ -352,7 +376,21 @@ const TLS_KEYS: &Keywords<TlsKey> = &[
     ("server-ca-file", TlsKey::ServerCaFile),
 ];
 const CHANNEL_KEYS: &Keywords<()> = &[("keywords", ())];
-const SYSTEM: &Keywords<SystemKey> = &[("host-name", SystemKey::HostName), ("dns", SystemKey::Dns)];
+const SYSTEM: &Keywords<SystemKey> = &[
+    ("host-name", SystemKey::HostName),
+    ("dns", SystemKey::Dns),
+    ("token", SystemKey::Token),
+];
+const TOKEN_KEYS: &Keywords<TokenKey> = &[
+    ("backend", TokenKey::Backend),
+    ("module", TokenKey::Module),
+    ("label", TokenKey::Label),
+    ("pin-file", TokenKey::PinFile),
+];
+const TOKEN_BACKENDS: &Keywords<TokenBackend> = &[
+    ("soft", TokenBackend::Soft),
+    ("pkcs11", TokenBackend::Pkcs11),
+];
 const DNS_KEYS: &Keywords<DnsKey> = &[("resolver", DnsKey::Resolver), ("timeout", DnsKey::Timeout)];
 const YES_NO: &Keywords<bool> = &[("yes", true), ("no", false)];
 const UNREACHABLE: &Keywords<bool> = &[("accept", true), ("tempfail", false)];
@@ -553,6 +591,18 @@ impl Statement {
                         Statement::DnsTimeout(c.duration("dns timeout", Zero::Refused)?)
                     }
                 },
+                SystemKey::Token => Statement::Token(match c.keyword(TOKEN_KEYS)? {
+                    TokenKey::Backend => TokenSetting::Backend(c.keyword(TOKEN_BACKENDS)?),
+                    TokenKey::Module => {
+                        TokenSetting::Module(value::path(c.value(value::PATH_EXPECTED)?)?)
+                    }
+                    TokenKey::Label => TokenSetting::Label(value::token_label(
+                        c.value(value::TOKEN_LABEL_EXPECTED)?,
+                    )?),
+                    TokenKey::PinFile => {
+                        TokenSetting::PinFile(value::path(c.value(value::PATH_EXPECTED)?)?)
+                    }
+                }),
             },
             Top::Service => {
                 let name = c.keyword(SERVICES)?;
@@ -654,6 +704,15 @@ impl Statement {
                 }
             }
             Statement::DnsTimeout(d) => config.system.dns_timeout = *d,
+            Statement::Token(setting) => {
+                let token = &mut config.system.token;
+                match setting {
+                    TokenSetting::Backend(b) => token.backend = *b,
+                    TokenSetting::Module(p) => token.module = Some(p.clone()),
+                    TokenSetting::Label(l) => token.label = Some(l.clone()),
+                    TokenSetting::PinFile(p) => token.pin_file = Some(p.clone()),
+                }
+            }
             Statement::Service(name, setting) => {
                 let s = config.service_mut(*name);
                 match setting {
@@ -1043,6 +1102,19 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     if config.system.dns_timeout != default.system.dns_timeout {
         out.push(Statement::DnsTimeout(config.system.dns_timeout));
     }
+    let token = &config.system.token;
+    if token.backend != default.system.token.backend {
+        out.push(Statement::Token(TokenSetting::Backend(token.backend)));
+    }
+    if let Some(p) = &token.module {
+        out.push(Statement::Token(TokenSetting::Module(p.clone())));
+    }
+    if let Some(l) = &token.label {
+        out.push(Statement::Token(TokenSetting::Label(l.clone())));
+    }
+    if let Some(p) = &token.pin_file {
+        out.push(Statement::Token(TokenSetting::PinFile(p.clone())));
+    }
     for name in ServiceName::ALL {
         let s = config.service(name);
         let d = default.service(name);
@@ -1239,6 +1311,23 @@ impl fmt::Display for Statement {
             Statement::HostName(name) => write!(f, "set system host-name {}", lex::word(name)),
             Statement::DnsResolver(addr) => write!(f, "set system dns resolver {addr}"),
             Statement::DnsTimeout(d) => write!(f, "set system dns timeout {}", dur(d)),
+            Statement::Token(TokenSetting::Backend(b)) => write!(
+                f,
+                "set system token backend {}",
+                match b {
+                    TokenBackend::Soft => "soft",
+                    TokenBackend::Pkcs11 => "pkcs11",
+                }
+            ),
+            Statement::Token(TokenSetting::Module(p)) => {
+                write!(f, "set system token module {}", lex::quoted(p))
+            }
+            Statement::Token(TokenSetting::Label(l)) => {
+                write!(f, "set system token label {}", lex::word(l))
+            }
+            Statement::Token(TokenSetting::PinFile(p)) => {
+                write!(f, "set system token pin-file {}", lex::quoted(p))
+            }
             Statement::Service(name, setting) => {
                 write!(f, "set service {name} ")?;
                 match setting {
@@ -1556,6 +1645,39 @@ mod tests {
         ] {
             assert!(Statement::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn token_settings_round_trip() {
+        let text = "set system token backend pkcs11\n\
+                    set system token module \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+                    set system token label \"gateway token\"\n\
+                    set system token pin-file \"/etc/drawbridge/sslpassword.conf\"\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        let token = &cfg.system.token;
+        assert_eq!(token.backend, crate::config::TokenBackend::Pkcs11);
+        assert_eq!(
+            token.module.as_deref(),
+            Some("/usr/lib/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(token.label.as_deref(), Some("gateway token"));
+        assert_eq!(crate::config::text::print(&cfg), text);
+        assert_eq!(
+            crate::config::text::parse("set system token backend soft\n").unwrap(),
+            Config::default()
+        );
+        for bad in [
+            "set system token backend hsm",
+            "set system token module libsofthsm2.so",
+            "set system token label a:b",
+            "set system token label \" padded\"",
+            "set system token label \"\"",
+            &format!("set system token label {}", "x".repeat(33)),
+            "set system token pin-file",
+        ] {
+            assert!(Statement::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Statement::parse(&format!("set system token label {}", "x".repeat(32))).is_ok());
     }
 
     #[test]
