@@ -41,6 +41,9 @@ pub struct Gateway {
     pub throttle: RefCell<Throttle>,
     /// TLS for the services and for delivery; `None` when it could not be set up.
     pub tls: Option<Rc<GatewayTls>>,
+    /// The crypto token, logged in: TLS server keys and (later) the configuration HMAC
+    /// key live on it. Call it through [`crate::token::run`] from the executor.
+    pub token: std::sync::Arc<dyn crate::token::Token>,
     /// Recipient verification per service, where it is turned on.
     verifiers: [Option<Verifier>; 2],
     /// This host's addresses: a literal naming one of them is our host.
@@ -193,6 +196,9 @@ fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
 /// Runs the gateway until the process is killed. Errors are start-up errors.
 pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let _lock = lock_state_dir(state_dir)?;
+    // The token first: without it (no module, a wrong PIN) nothing starts, nothing listens.
+    let token = crate::tls::open_token(&config.system.token, state_dir)
+        .map_err(|e| io::Error::other(format!("cannot open the token: {e}")))?;
     let (spool, files) = Spool::open(&spool_dir(state_dir))?;
     let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
@@ -201,7 +207,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let config = Rc::new(config);
     let executor = Rc::new(LocalExecutor::new());
     let resolver = resolver(&config);
-    let tls = match GatewayTls::setup(&config, state_dir, unix_now() as i64) {
+    let tls = match GatewayTls::setup(&config, state_dir, token.clone(), unix_now() as i64) {
         Ok(tls) => Some(Rc::new(tls)),
         Err(e) => {
             log::error!(target: "tls", "TLS is not available: {e}");
@@ -224,6 +230,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     let gw = Rc::new(Gateway {
         server_configs: RefCell::new(server_configs(&config)),
         tls,
+        token,
         verifiers: verifiers(&config),
         our_addresses,
         filters: [

@@ -28,28 +28,33 @@ fn main() -> ExitCode {
             }
             let password = line.trim_end_matches(['\r', '\n']);
             let password = (needs_password && !password.is_empty()).then_some(password);
-            return match drawbridge::users::password(&action, &state_dir, password) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return printed(drawbridge::users::password(&action, &state_dir, password));
         }
-        Ok(Command::Certificate { action, state_dir }) => {
-            return match drawbridge::tls::admin::certificate(&action, &state_dir) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
-                }
+        Ok(Command::Certificate {
+            action,
+            state_dir,
+            config,
+        }) => {
+            let config = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
+            return printed(drawbridge::tls::admin::certificate(
+                &action,
+                &state_dir,
+                &config.system.token,
+            ));
+        }
+        Ok(Command::Token {
+            action,
+            state_dir,
+            config,
+        }) => {
+            let config = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            return printed(drawbridge::token::admin::token(action, &config, &state_dir));
         }
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
@@ -60,24 +65,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match &opts.config {
-        None => config::host_default(),
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("drawbridge: cannot read {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match config::text::parse(&text) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("drawbridge: {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            }
-        }
+    let config = match load_config(opts.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     drawbridge::log::init(&config.system.host_name);
     if opts.console {
@@ -87,6 +77,36 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "main", "{e}");
+            eprintln!("drawbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration in `path`, or the host board's default; an unreadable or invalid
+/// file is reported and gives exit code 2.
+fn load_config(path: Option<&std::path::Path>) -> Result<config::Config, ExitCode> {
+    let Some(path) = path else {
+        return Ok(config::host_default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("drawbridge: cannot read {}: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    config::text::parse(&text).map_err(|e| {
+        eprintln!("drawbridge: {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+/// Prints a command's text, or its error and exit code 1.
+fn printed<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("drawbridge: {e}");
             ExitCode::FAILURE
         }
@@ -116,18 +136,9 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
 
 /// Prints how the policy decides one recipient, step by step.
 fn explain(o: &cli::ExplainOptions) -> ExitCode {
-    let config = match &o.config {
-        None => config::host_default(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| config::text::parse(&t).map_err(|e| e.to_string()))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("drawbridge: {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
+    let config = match load_config(o.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let ours = drawbridge::net::local::our_addresses(&config);
     let explanation = drawbridge::policy::explain(
