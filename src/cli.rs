@@ -536,7 +536,12 @@ mod tests {
                 ..
             })
         ));
-        for bad in ["token", "token frob", "token show login", "token show --pin 1234"] {
+        for bad in [
+            "token",
+            "token frob",
+            "token show login",
+            "token show --pin 1234",
+        ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }
     }

@@ -181,15 +181,18 @@ fn open_pkcs11(
             "the pkcs11 token backend needs a module: set system token module PATH".to_string(),
         ))
     })?;
-    let pins = PinFile::load(pin_path)?;
-    let pin = pins.pin(label).ok_or_else(|| {
-        TlsError::Pin(format!("no PIN for token {label:?} in {}", pin_path.display()))
-    })?;
     let token = crate::token::Pkcs11Token::open(
         Path::new(module),
         label,
         Some(&state_dir.join(FALLBACK_TOKEN_DIR)),
     )?;
+    let pins = PinFile::load(pin_path)?;
+    let pin = pins.pin(label).ok_or_else(|| {
+        TlsError::Pin(format!(
+            "no PIN for token {label:?} in {}",
+            pin_path.display()
+        ))
+    })?;
     token.login(pin).map_err(|e| {
         TlsError::Pin(format!(
             "cannot log in to token {label:?} of {module} with the PIN from {}: {e}",
@@ -200,12 +203,7 @@ fn open_pkcs11(
 }
 
 #[cfg(not(feature = "pkcs11"))]
-fn open_pkcs11(
-    _: &TokenSettings,
-    _: &Path,
-    _: &str,
-    _: &Path,
-) -> Result<Arc<dyn Token>, TlsError> {
+fn open_pkcs11(_: &TokenSettings, _: &Path, _: &str, _: &Path) -> Result<Arc<dyn Token>, TlsError> {
     Err(TlsError::Token(TokenError::Device(
         "this build has no PKCS#11 support (cargo feature pkcs11)".to_string(),
     )))

@@ -30,7 +30,10 @@ pub fn show(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
             let dir = state_dir.join(TOKEN_DIR);
             let _ = writeln!(out, "backend: soft ({})", dir.display());
             if !SoftToken::exists(&dir) {
-                let _ = writeln!(out, "no software token yet: the gateway makes it at its first start");
+                let _ = writeln!(
+                    out,
+                    "no software token yet: the gateway makes it at its first start"
+                );
                 return Ok(out);
             }
             Box::new(SoftToken::open(&dir, label)?)
@@ -113,14 +116,20 @@ pub fn login(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     let token = open_token(&config.system.token, state_dir)?;
     let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
     let info = token.info();
-    let mut out = format!("logged in to token {:?} ({} {})\n", info.label, info.manufacturer, info.model);
+    let mut out = format!(
+        "logged in to token {:?} ({} {})\n",
+        info.label, info.manufacturer, info.model
+    );
     for (label, class) in needed_keys(&store)? {
         match has_key(&*token, &label, class) {
             Some(kind) => {
                 let _ = writeln!(out, "key {label}: present ({kind:?})");
             }
             None => {
-                let _ = writeln!(out, "key {label}: missing (drawbridge token init-key makes it)");
+                let _ = writeln!(
+                    out,
+                    "key {label}: missing (drawbridge token init-key makes it)"
+                );
             }
         }
     }
@@ -155,7 +164,11 @@ pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     let _ = writeln!(
         out,
         "key {CONFIG_HMAC_KEY_LABEL}: {}",
-        if existed { "present" } else { "generated (HMAC-SHA-256, 32 octets)" }
+        if existed {
+            "present"
+        } else {
+            "generated (HMAC-SHA-256, 32 octets)"
+        }
     );
     Ok(out)
 }

@@ -75,6 +75,8 @@ pub struct Gateway {
     pub config: PathBuf,
     pub inbound: u16,
     pub outbound: u16,
+    /// Environment variables for the gateway process (SOFTHSM2_CONF).
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -98,6 +100,17 @@ impl Gateway {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
+        Self::start_with_env(dir, config, inbound, outbound, Vec::new())
+    }
+
+    /// [`Gateway::start_with`] with environment variables for the gateway process.
+    pub fn start_with_env(
+        dir: &Path,
+        config: PathBuf,
+        inbound: u16,
+        outbound: u16,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let mut gw = Gateway {
             child: None,
             state: dir.join("state"),
@@ -105,6 +118,7 @@ impl Gateway {
             config,
             inbound,
             outbound,
+            env,
         };
         gw.spawn();
         gw
@@ -126,6 +140,7 @@ impl Gateway {
             .arg(&self.state)
             .arg("--no-console")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
