@@ -106,10 +106,7 @@ impl Transport {
         config: Arc<ServerConfig>,
         timeout: Duration,
     ) -> Result<Transport, TlsError> {
-        let connection =
-            ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Server(connection), timeout, false)
-            .await
+        self.accept(config, timeout, false).await
     }
 
     /// [`Transport::accept_tls`] for server keys on a token that [blocks](crate::token::Token::blocks):
@@ -121,9 +118,18 @@ impl Transport {
         config: Arc<ServerConfig>,
         timeout: Duration,
     ) -> Result<Transport, TlsError> {
+        self.accept(config, timeout, true).await
+    }
+
+    async fn accept(
+        self,
+        config: Arc<ServerConfig>,
+        timeout: Duration,
+        off_executor: bool,
+    ) -> Result<Transport, TlsError> {
         let connection =
             ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Server(connection), timeout, true)
+        self.handshake(Connection::Server(connection), timeout, off_executor)
             .await
     }
 

@@ -9,7 +9,7 @@ use crate::clock::unix_now;
 use crate::config::{Config, TokenBackend};
 use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
 use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
-use crate::tls::{FALLBACK_TOKEN_DIR, TOKEN_DIR, TlsError, open_token};
+use crate::tls::{TOKEN_DIR, TlsError, open_token};
 
 /// Carries out one token command for the token `config` names; the text to print.
 pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
@@ -69,7 +69,7 @@ fn pkcs11_for_show(
     let token = super::Pkcs11Token::open(
         Path::new(module),
         label,
-        Some(&state_dir.join(FALLBACK_TOKEN_DIR)),
+        Some(&state_dir.join(crate::tls::FALLBACK_TOKEN_DIR)),
     )?;
     let info = token.module_info();
     let _ = writeln!(out, "backend: pkcs11");

@@ -639,6 +639,7 @@ fn parse_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Result<(KeyKind, LoadedKey),
 
 /// The key type and public key of a PKCS#8 private key, which ring checks is whole
 /// (the other backends import keys the software token would accept, no more).
+#[cfg(feature = "pkcs11")]
 pub(crate) fn pkcs8_public_key(pkcs8: &[u8]) -> Result<PublicKeyInfo, TokenError> {
     if pkcs8.len() > MAX_PKCS8_LEN {
         return Err(TokenError::Crypto);
