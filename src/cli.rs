@@ -21,6 +21,15 @@ pub enum Command {
     Certificate {
         action: CertificateAction,
         state_dir: PathBuf,
+        /// The configuration naming the token; `None` means the host board's default.
+        config: Option<PathBuf>,
+    },
+    /// Look at the crypto token, check its PIN, make the keys the gateway needs.
+    Token {
+        action: TokenAction,
+        state_dir: PathBuf,
+        /// The configuration naming the token; `None` means the host board's default.
+        config: Option<PathBuf>,
     },
     /// Ask the gateway running on a state directory to do a queue operation.
     Queue {
@@ -103,6 +112,17 @@ pub enum ConfigCommand {
     Reference,
 }
 
+/// What `drawbridge token …` does.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TokenAction {
+    /// Module, slot, label, mechanisms, and which operations run in hardware.
+    Show,
+    /// Log in with the PIN file's PIN and report the gateway's keys.
+    Login,
+    /// Make the keys the gateway needs that are missing.
+    InitKey,
+}
+
 /// The host board keeps its state here (board/host.toml).
 pub const DEFAULT_STATE_DIR: &str = "./var";
 
@@ -141,8 +161,9 @@ USAGE:
     drawbridge certificate generate-self-signed HOST
                                           first-boot certificate, by hand
                                           (certificate commands take
-                                          --state-dir DIR; restart the gateway
-                                          to serve a new certificate)
+                                          --state-dir DIR and --config FILE;
+                                          restart the gateway to serve a new
+                                          certificate)
     drawbridge config show [--json]       the running configuration as `set` lines
     drawbridge config check FILE          parse FILE and run the commit checks
     drawbridge config load merge|replace FILE [--confirm MINUTES]
@@ -158,6 +179,19 @@ USAGE:
     drawbridge config reference           every statement, its value and default
                                           (config commands take --state-dir DIR;
                                           a running gateway applies commits live)
+    drawbridge token show                 the token: module, slot, label,
+                                          mechanisms, and which operations run
+                                          in hardware and which in software
+    drawbridge token login                log in with the PIN file's PIN and
+                                          list the gateway's keys
+    drawbridge token init-key             make the keys the gateway needs: the
+                                          TLS key (tls-0-self-signed, with its
+                                          self-signed certificate) and the
+                                          configuration HMAC key (config-hmac)
+                                          (token commands take --state-dir DIR
+                                          and --config FILE, whose `set system
+                                          token …` lines name the token; the
+                                          stored configuration names it otherwise)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -192,6 +226,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         Some(&"queue") => return parse_queue(&args[1..]),
         Some(&"certificate") => return parse_certificate(&args[1..]),
+        Some(&"token") => return parse_token(&args[1..]),
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
@@ -376,7 +411,7 @@ fn parse_password(args: &[String]) -> Result<Command, String> {
 /// `certificate show|import NAME --chain F --key F|request NAME|generate-self-signed HOST`.
 fn parse_certificate(args: &[String]) -> Result<Command, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let (mut chain, mut key) = (None, None);
+    let (mut chain, mut key, mut config) = (None, None, None);
     let mut words = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -388,6 +423,7 @@ fn parse_certificate(args: &[String]) -> Result<Command, String> {
         match arg.as_str() {
             "--state-dir" => state_dir = value("--state-dir")?,
             "--chain" => chain = Some(value("--chain")?),
+            "--config" => config = Some(value("--config")?),
             "--key" => key = Some(value("--key")?),
             other if other.starts_with('-') => {
                 return Err(format!("unknown option '{other}' (try --help)"));
@@ -412,7 +448,46 @@ fn parse_certificate(args: &[String]) -> Result<Command, String> {
             return Err("usage: certificate show | import NAME --chain FILE --key FILE | request NAME | generate-self-signed HOST".into());
         }
     };
-    Ok(Command::Certificate { action, state_dir })
+    Ok(Command::Certificate {
+        action,
+        state_dir,
+        config,
+    })
+}
+
+/// `token show|login|init-key [--state-dir DIR] [--config FILE]`.
+fn parse_token(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut config = None;
+    let mut action = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = value("--state-dir")?,
+            "--config" => config = Some(value("--config")?),
+            "show" | "login" | "init-key" if action.is_none() => {
+                action = Some(match arg.as_str() {
+                    "show" => TokenAction::Show,
+                    "login" => TokenAction::Login,
+                    _ => TokenAction::InitKey,
+                });
+            }
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            _ => return Err("usage: token show | login | init-key".into()),
+        }
+    }
+    Ok(Command::Token {
+        action: action.ok_or("usage: token show | login | init-key")?,
+        state_dir,
+        config,
+    })
 }
 
 /// `queue VERB [ID] [--json] [--state-dir DIR]`.
@@ -573,7 +648,8 @@ mod tests {
                     chain: "c.pem".into(),
                     key: "k.pem".into()
                 },
-                state_dir: "/s".into()
+                state_dir: "/s".into(),
+                config: None
             })
         );
         assert!(
@@ -586,9 +662,45 @@ mod tests {
             parse(&args("certificate show")),
             Ok(Command::Certificate {
                 action: CertificateAction::Show,
-                state_dir: DEFAULT_STATE_DIR.into()
+                state_dir: DEFAULT_STATE_DIR.into(),
+                config: None
             })
         );
+    }
+
+    #[test]
+    fn token_commands() {
+        assert_eq!(
+            parse(&args("token show --config /etc/gw.conf --state-dir /s")),
+            Ok(Command::Token {
+                action: TokenAction::Show,
+                state_dir: "/s".into(),
+                config: Some("/etc/gw.conf".into())
+            })
+        );
+        assert_eq!(
+            parse(&args("token init-key")),
+            Ok(Command::Token {
+                action: TokenAction::InitKey,
+                state_dir: DEFAULT_STATE_DIR.into(),
+                config: None
+            })
+        );
+        assert!(matches!(
+            parse(&args("token login")),
+            Ok(Command::Token {
+                action: TokenAction::Login,
+                ..
+            })
+        ));
+        for bad in [
+            "token",
+            "token frob",
+            "token show login",
+            "token show --pin 1234",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

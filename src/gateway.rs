@@ -596,6 +596,23 @@ pub struct Opened {
     pub log: Vec<String>,
 }
 
+/// Which token to open for `state_dir`: the one `file` (`run --config FILE`) names, else
+/// the one the newest stored commit names, else the board's (the software token).
+///
+/// The slots are checked with a key on the token, so the token cannot be chosen by a
+/// checked slot: the newest one is read before its HMAC is checked, for this setting
+/// only. Once the token is open the slots are checked as always.
+pub fn token_settings(state_dir: &Path, file: Option<&Config>) -> crate::config::TokenSettings {
+    if let Some(config) = file {
+        return config.system.token.clone();
+    }
+    crate::config::store::Store::open(state_dir)
+        .ok()
+        .and_then(|store| store.peek_newest())
+        .map(|config| config.system.token)
+        .unwrap_or_default()
+}
+
 /// Opens the token and the configuration engine of `state_dir` (the caller holds the
 /// state lock).
 pub fn open_engine(
@@ -603,7 +620,8 @@ pub fn open_engine(
     file: Option<(&Path, Config)>,
     factory: Config,
 ) -> Result<Opened, String> {
-    let token = crate::tls::open_soft_token(state_dir, crate::tls::setup::TOKEN_LABEL)
+    let settings = token_settings(state_dir, file.as_ref().map(|(_, c)| c));
+    let token = crate::tls::open_token(&settings, state_dir)
         .map_err(|e| format!("cannot open the token: {e}"))?;
     let seal = TokenSeal::open(token.clone())
         .map_err(|e| format!("cannot open the configuration HMAC key: {e}"))?;

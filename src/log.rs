@@ -15,6 +15,9 @@ pub fn init(host_name: &str) {
     let pid = std::process::id();
     let mut builder = env_logger::Builder::new();
     builder.filter_level(log::LevelFilter::Info);
+    // cryptoki logs each mechanism it has no name for as an error, dozens of lines at every
+    // start with a real module; the token reports what matters itself.
+    builder.filter_module("cryptoki", log::LevelFilter::Off);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

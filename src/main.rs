@@ -29,28 +29,36 @@ fn main() -> ExitCode {
             }
             let password = line.trim_end_matches(['\r', '\n']);
             let password = (needs_password && !password.is_empty()).then_some(password);
-            return match drawbridge::users::password(&action, &state_dir, password) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return printed(drawbridge::users::password(&action, &state_dir, password));
         }
-        Ok(Command::Certificate { action, state_dir }) => {
-            return match drawbridge::tls::admin::certificate(&action, &state_dir) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
+        Ok(Command::Certificate {
+            action,
+            state_dir,
+            config,
+        }) => {
+            let settings = match token_settings(config.as_deref(), &state_dir) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            return printed(drawbridge::tls::admin::certificate(
+                &action, &state_dir, &settings,
+            ));
+        }
+        Ok(Command::Token {
+            action,
+            state_dir,
+            config,
+        }) => {
+            let file = match config.as_deref().map(read_config).transpose() {
+                Ok(c) => c,
                 Err(e) => {
                     eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
+                    return ExitCode::from(2);
                 }
             };
+            let mut config = file.clone().unwrap_or_else(config::host_default);
+            config.system.token = drawbridge::gateway::token_settings(&state_dir, file.as_ref());
+            return printed(drawbridge::token::admin::token(action, &config, &state_dir));
         }
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
@@ -88,6 +96,39 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "main", "{e}");
+            eprintln!("drawbridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The token settings for a command on `state_dir`: those of `--config FILE` when
+/// given, else the stored configuration's (see `gateway::token_settings`).
+fn token_settings(
+    file: Option<&std::path::Path>,
+    state_dir: &std::path::Path,
+) -> Result<config::TokenSettings, ExitCode> {
+    let file = match file.map(read_config).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("drawbridge: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    Ok(drawbridge::gateway::token_settings(
+        state_dir,
+        file.as_ref(),
+    ))
+}
+
+/// Prints a command's text, or its error and exit code 1.
+fn printed<E: std::fmt::Display>(result: Result<String, E>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("drawbridge: {e}");
             ExitCode::FAILURE
         }

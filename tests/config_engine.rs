@@ -48,7 +48,9 @@ impl Client {
     }
 
     fn send(&mut self, line: &str) -> String {
-        self.out.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.out
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
         self.reply()
     }
 }
@@ -68,7 +70,7 @@ fn load(gw: &Gateway, how: &str, path: &str, extra: &[&str]) -> (bool, String, S
 
 /// Every client is EXTERNAL; example.com is ours, relayed to `sink`.
 fn start(dir: &TempDir, sink: &Sink, env: &[(&str, &str)]) -> Gateway {
-    Gateway::start_with_env(
+    Gateway::start_env(
         dir.path(),
         &format!(
             "set classify 10 remote 0.0.0.0/0 category EXTERNAL\n\
@@ -101,7 +103,12 @@ fn a_commit_changes_policy_for_new_sessions_and_open_ones_keep_theirs() {
             sink.addr.port()
         ),
     );
-    let (ok, out, err) = load(&gw, "merge", &edit, &["--comment", "open the partner relay"]);
+    let (ok, out, err) = load(
+        &gw,
+        "merge",
+        &edit,
+        &["--comment", "open the partner relay"],
+    );
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("commit "), "{out}");
     gw.wait_for_log("open the partner relay): applied");
@@ -126,12 +133,21 @@ fn a_commit_changes_policy_for_new_sessions_and_open_ones_keep_theirs() {
 
     let (ok, out, _) = gw.cli(&["config", "show"]);
     assert!(ok);
-    assert!(out.contains("set relay-rule 5 to *@partner.example allow\n"), "{out}");
+    assert!(
+        out.contains("set relay-rule 5 to *@partner.example allow\n"),
+        "{out}"
+    );
     let (ok, out, _) = gw.cli(&["config", "show", "--json"]);
     assert!(ok && out.starts_with("{\"commit\":"), "{out}");
     let (ok, out, _) = gw.cli(&["config", "history"]);
     assert!(ok);
-    assert!(out.lines().next().unwrap().contains("open the partner relay"), "{out}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains("open the partner relay"),
+        "{out}"
+    );
     assert!(out.contains("loaded from"), "{out}");
 }
 
@@ -169,7 +185,10 @@ fn a_commit_moves_a_listener_and_a_bind_that_fails_refuses_the_commit() {
     let history_before = gw.cli(&["config", "history"]).1;
     let (ok, _, err) = load(&gw, "merge", &edit, &[]);
     assert!(!ok);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
+        "{err}"
+    );
     assert_eq!(gw.cli(&["config", "history"]).1, history_before);
     Client::connect(new_port).send("QUIT");
     Client::connect(gw.outbound).send("QUIT");
@@ -183,7 +202,10 @@ fn a_commit_moves_a_listener_and_a_bind_that_fails_refuses_the_commit() {
     let (ok, _, err) = load(&gw, "merge", &edit, &[]);
     assert!(!ok);
     assert!(err.contains("2 problem(s)"), "{err}");
-    assert!(err.contains("route x.example: the route has no next hop"), "{err}");
+    assert!(
+        err.contains("route x.example: the route has no next hop"),
+        "{err}"
+    );
     assert!(err.contains("category INTERNAL ruleset NOPE"), "{err}");
 }
 
@@ -212,7 +234,10 @@ with smtplib.SMTP("127.0.0.1", {}) as s:
     let edit = file(
         &dir,
         "route.conf",
-        &format!("set route example.com relay [127.0.0.1]:{}\n", sink.addr.port()),
+        &format!(
+            "set route example.com relay [127.0.0.1]:{}\n",
+            sink.addr.port()
+        ),
     );
     let (ok, out, err) = load(&gw, "merge", &edit, &[]);
     assert!(ok, "{out}{err}");
@@ -231,14 +256,21 @@ fn sighup_applies_a_commit_stored_without_applying() {
     let (ok, out, err) = load(&gw, "merge", &edit, &["--no-apply"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("SIGHUP"), "{out}");
-    assert!(Client::connect(gw.inbound).greeting.contains("gw.example.com"));
+    assert!(
+        Client::connect(gw.inbound)
+            .greeting
+            .contains("gw.example.com")
+    );
     gw.signal(libc::SIGHUP);
     gw.wait_for_log("SIGHUP: reloading the committed configuration");
     gw.wait_for_log("): applied");
     let c = Client::connect(gw.inbound);
     assert!(c.greeting.contains("hup.example.com"), "{}", c.greeting);
     let out = gw.cli(&["config", "show"]).1;
-    assert!(out.contains("set system host-name hup.example.com"), "{out}");
+    assert!(
+        out.contains("set system host-name hup.example.com"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -246,7 +278,11 @@ fn commit_confirmed_rolls_back_unless_confirmed_also_across_a_sigkill() {
     let dir = TempDir::new("config-confirm");
     let sink = Sink::start();
     let mut gw = start(&dir, &sink, &[("DRAWBRIDGE_TEST_MINUTE", MINUTE)]);
-    let risky = file(&dir, "risky.conf", "set service inbound max-recipients 150\n");
+    let risky = file(
+        &dir,
+        "risky.conf",
+        "set service inbound max-recipients 150\n",
+    );
     let shows = |gw: &Gateway, text: &str| gw.cli(&["config", "show"]).1.contains(text);
 
     // Not confirmed: rolled back after the (test-scaled) minute.
@@ -268,7 +304,11 @@ fn commit_confirmed_rolls_back_unless_confirmed_also_across_a_sigkill() {
     assert!(out.contains("nothing to confirm"), "{out}");
 
     // Killed while a confirmation is pending: the restart rolls back.
-    let riskier = file(&dir, "riskier.conf", "set service inbound max-recipients 175\n");
+    let riskier = file(
+        &dir,
+        "riskier.conf",
+        "set service inbound max-recipients 175\n",
+    );
     let (ok, _, _) = load(&gw, "merge", &riskier, &["--confirm", "1"]);
     assert!(ok);
     gw.kill();
@@ -297,7 +337,11 @@ fn a_stopped_gateway_is_edited_on_its_slots_and_starts_with_the_edit() {
     assert!(gw.log_text().contains("stopping: SIGTERM received"));
     assert!(!gw.state.join("control.sock").exists());
 
-    let edit = file(&dir, "limit.conf", "set service inbound max-connections 42\n");
+    let edit = file(
+        &dir,
+        "limit.conf",
+        "set service inbound max-connections 42\n",
+    );
     let (ok, out, err) = load(&gw, "merge", &edit, &[]);
     assert!(ok, "{out}{err}");
     let (ok, out, _) = gw.cli(&["config", "show"]);
@@ -312,7 +356,11 @@ fn a_stopped_gateway_is_edited_on_its_slots_and_starts_with_the_edit() {
     assert!(history.lines().count() >= 4, "{history}");
 
     gw.restart_from_slots();
-    assert!(gw.log_text().contains("running commit"), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("running commit"),
+        "{}",
+        gw.log_text()
+    );
     assert!(gw.log_text().contains("rollback 1"));
     let (_, out, _) = gw.cli(&["config", "show"]);
     assert!(out.contains("max-connections 42"), "{out}");
@@ -373,8 +421,14 @@ fn config_check_runs_the_commit_checks_on_a_file() {
     assert!(ok && out.contains("configuration check succeeds"), "{out}");
     let (ok, _, err) = run(&["config", "check", &bad]);
     assert!(!ok);
-    assert!(err.contains("route example.com channel no_such_channel"), "{err}");
-    assert!(err.contains("classify 40 remote 10.0.0.0/8: the rule has no action"), "{err}");
+    assert!(
+        err.contains("route example.com channel no_such_channel"),
+        "{err}"
+    );
+    assert!(
+        err.contains("classify 40 remote 10.0.0.0/8: the rule has no action"),
+        "{err}"
+    );
     assert!(err.contains("2 problem(s)"), "{err}");
     let (ok, out, _) = run(&["config", "reference"]);
     assert!(ok && out.contains("`set route PATTERN relay`"));
@@ -384,5 +438,8 @@ fn config_check_runs_the_commit_checks_on_a_file() {
     assert!(ok, "{err}");
     assert!(out.starts_with("# commit 1 of "), "{out}");
     assert!(out.contains("factory default"), "{out}");
-    assert!(out.contains("set route .example.com relay [127.0.0.1]:2526"), "{out}");
+    assert!(
+        out.contains("set route .example.com relay [127.0.0.1]:2526"),
+        "{out}"
+    );
 }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 use super::schema::Key;
 use super::text::{entry_text, lex};
-use super::{BUILTIN_CHANNELS, ChannelKeyword, ClassifyAction, Config, INTERNAL, ServiceName};
+use super::{
+    BUILTIN_CHANNELS, ChannelKeyword, ClassifyAction, Config, INTERNAL, ServiceName, TokenBackend,
+};
 
 /// The category every client not otherwise classified is usually put in; like
 /// INTERNAL it needs no `set category` of its own.
@@ -31,6 +33,14 @@ impl fmt::Display for Problem {
 /// committed.
 pub fn check(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
+    let token = &config.system.token;
+    if token.backend == TokenBackend::Pkcs11 && token.module.is_none() {
+        problem(
+            &mut out,
+            "system token backend pkcs11".into(),
+            "the pkcs11 backend needs a module: add 'set system token module PATH'",
+        );
+    }
     services(config, &mut out);
     rules_and_routes(config, &mut out);
     references(config, &mut out);
@@ -282,6 +292,10 @@ mod tests {
             (
                 "set channel tcp_x keywords \"maytls tlsswitchchannel tcp_y\"\n",
                 "channel tcp_x keywords: tlsswitchchannel names a channel that does not exist: no channel tcp_y",
+            ),
+            (
+                "set system token backend pkcs11\n",
+                "system token backend pkcs11: the pkcs11 backend needs a module",
             ),
             (
                 "set service outbound channel tcp_out\n",

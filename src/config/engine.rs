@@ -13,12 +13,8 @@ use super::Config;
 use super::check::{Problem, check};
 use super::slot::{CommitMeta, MAC_LEN, Record, Seal};
 use super::store::{HISTORY, Scan, Store, StoreError};
-use crate::token::{KeyKind, ObjectClass, ObjectHandle, Token, TokenError};
+use crate::token::{ObjectHandle, Token, TokenError};
 
-/// The label of the token's secret key for the slots' HMAC.
-pub const HMAC_KEY_LABEL: &str = "config-hmac";
-/// Its length: 32 bytes, the HMAC-SHA-256 block's worth of entropy (RFC 2104 §3).
-const HMAC_KEY_LEN: usize = 32;
 /// Longest `commit confirmed N`: a day.
 pub const MAX_CONFIRM_MINUTES: u64 = 24 * 60;
 
@@ -31,18 +27,7 @@ pub struct TokenSeal {
 impl TokenSeal {
     /// The HMAC key on `token` (logged in), created there on first use.
     pub fn open(token: Arc<dyn Token>) -> Result<TokenSeal, TokenError> {
-        let found = token.find_objects(HMAC_KEY_LABEL).into_iter().find(|h| {
-            token.object_info(*h).is_ok_and(|i| {
-                i.class == ObjectClass::SecretKey && i.kind == KeyKind::GenericSecret
-            })
-        });
-        let key = match found {
-            Some(key) => key,
-            None => {
-                log::info!(target: "config", "created the configuration HMAC key {HMAC_KEY_LABEL:?} on the token");
-                token.generate_secret(HMAC_KEY_LABEL, HMAC_KEY_LEN)?
-            }
-        };
+        let key = crate::token::hmac_key(token.as_ref(), crate::token::CONFIG_HMAC_KEY_LABEL)?;
         Ok(TokenSeal { token, key })
     }
 }

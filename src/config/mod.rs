@@ -144,6 +144,31 @@ pub struct System {
     pub dns_resolvers: Vec<SocketAddr>,
     /// How long one DNS query waits for an answer before the next resolver is asked.
     pub dns_timeout: Duration,
+    /// Which crypto token holds the keys (SPEC §7).
+    pub token: TokenSettings,
+}
+
+/// The crypto token backend: the software token, or a PKCS#11 module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TokenBackend {
+    /// Keys sealed in files under the state directory.
+    #[default]
+    Soft,
+    /// A PKCS#11 module (a shared library) loaded at start.
+    Pkcs11,
+}
+
+/// Where the token is and how to log in to it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TokenSettings {
+    pub backend: TokenBackend,
+    /// The PKCS#11 module's path (the `pkcs11` backend needs one).
+    pub module: Option<String>,
+    /// The token's label; `None` means `drawbridge`.
+    pub label: Option<String>,
+    /// The PIN file (`label:PIN` lines); `None` means `sslpassword.conf` in the state
+    /// directory.
+    pub pin_file: Option<String>,
 }
 
 /// Default DNS query timeout.
@@ -155,6 +180,7 @@ impl Default for System {
             host_name: "drawbridge.invalid".to_string(),
             dns_resolvers: Vec::new(),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
+            token: TokenSettings::default(),
         }
     }
 }

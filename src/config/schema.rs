@@ -20,7 +20,7 @@ use super::text::value;
 use super::{
     AccessRule, AddressPattern, Category, Channel, ClassifyAction, ClassifyRule, CompactFilter,
     Config, DomainPattern, NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service,
-    ServiceName, System, Tls, Verify,
+    ServiceName, System, Tls, TokenBackend, TokenSettings, Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
@@ -1170,6 +1170,88 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "The DNS client used for MX routes and client names",
         kind: NodeKind::Container(DNS_CHILDREN),
     },
+    Node {
+        name: "token",
+        help: "The crypto token that holds the keys: the software token or a PKCS#11 module",
+        kind: NodeKind::Container(TOKEN_CHILDREN),
+    },
+];
+
+fn token<'c>(c: &'c Config, _: &Keys) -> Option<&'c TokenSettings> {
+    Some(&c.system.token)
+}
+fn token_mut<'c>(c: &'c mut Config, _: &Keys) -> &'c mut TokenSettings {
+    &mut c.system.token
+}
+
+const TOKEN_BACKEND: Kind<TokenBackend> = Kind {
+    spec: &ValueSpec {
+        placeholder: "soft|pkcs11",
+        expected: "soft or pkcs11",
+        choices: &["soft", "pkcs11"],
+        suffix: None,
+    },
+    parse: |t, _| match t.to_ascii_lowercase().as_str() {
+        "soft" => Ok(TokenBackend::Soft),
+        "pkcs11" => Ok(TokenBackend::Pkcs11),
+        _ => Err(LineError::Value {
+            value: t.to_string(),
+            problem: "is not a token backend: expected soft or pkcs11".into(),
+        }),
+    },
+    format: |b| {
+        match b {
+            TokenBackend::Soft => "soft",
+            TokenBackend::Pkcs11 => "pkcs11",
+        }
+        .to_string()
+    },
+};
+const TOKEN_LABEL: Kind<String> = Kind {
+    spec: &ValueSpec {
+        placeholder: "LABEL",
+        expected: value::TOKEN_LABEL_EXPECTED,
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| value::token_label(t),
+    format: String::clone,
+};
+
+static TOKEN_CHILDREN: &[Node] = &[
+    scalar!(
+        "backend",
+        "soft: keys sealed in the state directory; pkcs11: a module loaded at start (read at start only)",
+        TOKEN_BACKEND,
+        token,
+        token_mut,
+        TokenSettings::default(),
+        backend
+    ),
+    optional!(
+        "module",
+        "The PKCS#11 module (a shared library) of the pkcs11 backend",
+        PATH,
+        token,
+        token_mut,
+        module
+    ),
+    optional!(
+        "label",
+        "The token's label (default drawbridge)",
+        TOKEN_LABEL,
+        token,
+        token_mut,
+        label
+    ),
+    optional!(
+        "pin-file",
+        "The PIN file, label:PIN lines (default sslpassword.conf in the state directory)",
+        PATH,
+        token,
+        token_mut,
+        pin_file
+    ),
 ];
 
 static DNS_CHILDREN: &[Node] = &[

@@ -157,6 +157,17 @@ impl Store {
         Scan { records, damaged }
     }
 
+    /// The configuration of the record with the highest sequence number that decodes,
+    /// its HMAC not checked: only for choosing the token that checks it (see
+    /// `gateway::token_settings`).
+    pub fn peek_newest(&self) -> Option<Config> {
+        (0..SLOTS)
+            .filter_map(|slot| fs::read(self.slot_path(slot)).ok())
+            .filter_map(|bytes| slot::decode_unchecked(&bytes).ok())
+            .max_by_key(|r| r.sequence)
+            .map(|r| r.config)
+    }
+
     /// Writes `config` as the next commit, durably; returns its sequence number. With
     /// `parent`, refuses unless the newest good commit is that one (a candidate made
     /// from an older configuration is stale).

@@ -18,15 +18,16 @@ use serde::{Deserialize, Serialize};
 use super::text::value;
 use super::{
     Category, Channel, Cidr, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service, System, Tls, Verify,
+    NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service, System, Tls,
+    TokenBackend, TokenSettings, Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
 /// The schema version of the stored configuration this firmware writes.
 ///
 /// Changelog:
-/// * 1 — the first stored form: system, services, classify, routes, queue, TLS,
-///   channels, categories, rulesets and relay rules ([`ConfigV1`]).
+/// * 1 — the first stored form: system (with the token), services, classify, routes,
+///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -45,6 +46,11 @@ pub struct ConfigV1 {
     pub host_name: String,
     pub dns_resolvers: Vec<SocketAddr>,
     pub dns_timeout_ms: u64,
+    /// The token: `true` for PKCS#11, its module, label and PIN file.
+    pub token_pkcs11: bool,
+    pub token_module: Option<String>,
+    pub token_label: Option<String>,
+    pub token_pin_file: Option<String>,
     pub inbound: ServiceV1,
     pub outbound: ServiceV1,
     pub classify: Vec<(u32, ClassifyV1)>,
@@ -210,6 +216,10 @@ impl From<&Config> for ConfigV1 {
             host_name: c.system.host_name.clone(),
             dns_resolvers: c.system.dns_resolvers.clone(),
             dns_timeout_ms: ms(c.system.dns_timeout),
+            token_pkcs11: c.system.token.backend == TokenBackend::Pkcs11,
+            token_module: c.system.token.module.clone(),
+            token_label: c.system.token.label.clone(),
+            token_pin_file: c.system.token.pin_file.clone(),
             inbound: (&c.inbound).into(),
             outbound: (&c.outbound).into(),
             classify: c
@@ -392,6 +402,16 @@ impl TryFrom<ConfigV1> for Config {
                 host_name: w.host_name,
                 dns_resolvers: w.dns_resolvers,
                 dns_timeout: dur(w.dns_timeout_ms),
+                token: TokenSettings {
+                    backend: if w.token_pkcs11 {
+                        TokenBackend::Pkcs11
+                    } else {
+                        TokenBackend::Soft
+                    },
+                    module: w.token_module,
+                    label: w.token_label,
+                    pin_file: w.token_pin_file,
+                },
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -486,6 +506,10 @@ set system host-name mx1.example.org
 set system dns resolver 10.1.1.53
 set system dns resolver [::1]:5353
 set system dns timeout 3s
+set system token backend pkcs11
+set system token module /usr/lib/softhsm/libsofthsm2.so
+set system token label gateway
+set system token pin-file /etc/drawbridge/pins
 set service inbound listen 0.0.0.0:25
 set service inbound tls-listen 0.0.0.0:465
 set service inbound auth-mechanisms \"PLAIN SCRAM-SHA-256\"

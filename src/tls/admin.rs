@@ -3,15 +3,21 @@
 use std::path::Path;
 
 use super::TlsError;
-use super::open_soft_token;
-use super::setup::{STORE_DIR, TOKEN_LABEL};
+use super::open_token;
+use super::setup::STORE_DIR;
 use super::store::{CertStore, StoredCert};
 use crate::cli::CertificateAction;
 use crate::clock::unix_now;
+use crate::config::TokenSettings;
 
-/// Carries out one certificate command on the state directory; the text to print.
-pub fn certificate(action: &CertificateAction, state_dir: &Path) -> Result<String, TlsError> {
-    let token = open_soft_token(state_dir, TOKEN_LABEL)?;
+/// Carries out one certificate command on the state directory, with the keys on the
+/// token `settings` name; the text to print.
+pub fn certificate(
+    action: &CertificateAction,
+    state_dir: &Path,
+    settings: &TokenSettings,
+) -> Result<String, TlsError> {
+    let token = open_token(settings, state_dir)?;
     let store = CertStore::open(&state_dir.join(STORE_DIR), token)?;
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|e| TlsError::Io(format!("{}: {e}", path.display())))

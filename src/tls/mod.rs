@@ -8,8 +8,9 @@
 //! * [`store`]: the certificate store under `<state>/tls/`, whose keys live on the token.
 //! * [`cert`] and [`pem`]: I/O-free readers of certificates and PEM text.
 //!
-//! [`open_soft_token`] opens (or at first boot creates) the software token with the PIN
-//! from the PIN file.
+//! [`open_token`] opens the configured token and logs in with the PIN from the PIN file:
+//! [`open_soft_token`] (which at first boot creates the software token), or a PKCS#11
+//! module.
 
 pub mod admin;
 pub mod cert;
@@ -35,6 +36,7 @@ pub use config::{
 pub use store::{CertStore, StoredCert};
 pub use stream::{Info, TlsStream, Transport};
 
+use crate::config::{TokenBackend, TokenSettings};
 use crate::token::x509::CertificateError;
 use crate::token::{PinFile, PinFileError, SoftToken, Token, TokenError};
 
@@ -42,6 +44,9 @@ use crate::token::{PinFile, PinFileError, SoftToken, Token, TokenError};
 pub const TOKEN_DIR: &str = "token";
 /// The PIN file under the state directory, named as in the seeds.
 pub const PIN_FILE: &str = "sslpassword.conf";
+/// The fallback software token's directory under the state directory, beside a PKCS#11
+/// token: keys of types the module lacks live there (see [`crate::token::pkcs11`]).
+pub const FALLBACK_TOKEN_DIR: &str = "token-fallback";
 /// Random bytes in a first-boot PIN; 16 bytes make 32 hex characters (128 bits).
 pub const GENERATED_PIN_BYTES: usize = 16;
 
@@ -149,6 +154,61 @@ impl From<PinFileError> for TlsError {
     }
 }
 
+/// Opens the token the configuration names and logs in with its PIN from the PIN file.
+/// Every failure (no module, no such token, no PIN, a wrong PIN) is an error that says
+/// which; the gateway does not start without its token.
+pub fn open_token(settings: &TokenSettings, state_dir: &Path) -> Result<Arc<dyn Token>, TlsError> {
+    let label = settings.label.as_deref().unwrap_or(setup::TOKEN_LABEL);
+    let pin_path = settings
+        .pin_file
+        .as_ref()
+        .map_or_else(|| state_dir.join(PIN_FILE), std::path::PathBuf::from);
+    match settings.backend {
+        TokenBackend::Soft => open_soft(state_dir, label, &pin_path),
+        TokenBackend::Pkcs11 => open_pkcs11(settings, state_dir, label, &pin_path),
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+fn open_pkcs11(
+    settings: &TokenSettings,
+    state_dir: &Path,
+    label: &str,
+    pin_path: &Path,
+) -> Result<Arc<dyn Token>, TlsError> {
+    let module = settings.module.as_deref().ok_or_else(|| {
+        TlsError::Token(TokenError::Device(
+            "the pkcs11 token backend needs a module: set system token module PATH".to_string(),
+        ))
+    })?;
+    let token = crate::token::Pkcs11Token::open(
+        Path::new(module),
+        label,
+        Some(&state_dir.join(FALLBACK_TOKEN_DIR)),
+    )?;
+    let pins = PinFile::load(pin_path)?;
+    let pin = pins.pin(label).ok_or_else(|| {
+        TlsError::Pin(format!(
+            "no PIN for token {label:?} in {}",
+            pin_path.display()
+        ))
+    })?;
+    token.login(pin).map_err(|e| {
+        TlsError::Pin(format!(
+            "cannot log in to token {label:?} of {module} with the PIN from {}: {e}",
+            pin_path.display()
+        ))
+    })?;
+    Ok(Arc::new(token))
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn open_pkcs11(_: &TokenSettings, _: &Path, _: &str, _: &Path) -> Result<Arc<dyn Token>, TlsError> {
+    Err(TlsError::Token(TokenError::Device(
+        "this build has no PKCS#11 support (cargo feature pkcs11)".to_string(),
+    )))
+}
+
 /// Opens the software token in `<state_dir>/token` and logs in with its PIN from
 /// `<state_dir>/sslpassword.conf` (`label:PIN`).
 ///
@@ -157,14 +217,20 @@ impl From<PinFileError> for TlsError {
 /// and logs in. A PIN file without a token creates the token with that PIN; a token without
 /// a PIN file is an error. The PIN is never logged.
 pub fn open_soft_token(state_dir: &Path, label: &str) -> Result<Arc<dyn Token>, TlsError> {
+    open_soft(state_dir, label, &state_dir.join(PIN_FILE))
+}
+
+fn open_soft(state_dir: &Path, label: &str, pin_path: &Path) -> Result<Arc<dyn Token>, TlsError> {
     let token_dir = state_dir.join(TOKEN_DIR);
-    let pin_path = state_dir.join(PIN_FILE);
-    let token_exists = token_dir.join("token.hdr").exists();
+    let token_exists = SoftToken::exists(&token_dir);
     let pin = if pin_path.exists() {
-        let pins = PinFile::load(&pin_path)?;
-        pins.pin(label)
-            .map(str::to_string)
-            .ok_or_else(|| TlsError::Pin(format!("no PIN for token {label:?} in {PIN_FILE}")))?
+        let pins = PinFile::load(pin_path)?;
+        pins.pin(label).map(str::to_string).ok_or_else(|| {
+            TlsError::Pin(format!(
+                "no PIN for token {label:?} in {}",
+                pin_path.display()
+            ))
+        })?
     } else if token_exists {
         return Err(TlsError::Pin(format!(
             "{} missing for the existing token",
@@ -172,7 +238,7 @@ pub fn open_soft_token(state_dir: &Path, label: &str) -> Result<Arc<dyn Token>, 
         )));
     } else {
         let pin = generate_pin()?;
-        write_pin_file(&pin_path, label, &pin)?;
+        write_pin_file(pin_path, label, &pin)?;
         log::info!(target: "token", "generated a token PIN in {}", pin_path.display());
         pin
     };

@@ -28,13 +28,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Everything the services and delivery need to speak TLS.
 pub struct GatewayTls {
     server: Arc<ServerConfig>,
+    /// The server key's token blocks: handshakes sign off the executor.
+    sign_off_executor: bool,
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
 }
 
 impl GatewayTls {
-    /// Opens the certificate store under `state_dir` on `token`, generating a
-    /// self-signed certificate for the host name when there is none, and builds the
+    /// Opens the store under `state_dir` with its keys on `token` (logged in), generating
+    /// a self-signed certificate for the host name when there is none, and builds the
     /// configurations.
     pub fn setup(
         config: &Config,
@@ -42,6 +44,7 @@ impl GatewayTls {
         token: Arc<dyn Token>,
         now_unix: i64,
     ) -> Result<GatewayTls, TlsError> {
+        let sign_off_executor = token.blocks();
         let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
         if let Some(cert) = store.ensure_self_signed(&config.system.host_name, now_unix)? {
             log::warn!(target: "tls",
@@ -74,6 +77,7 @@ impl GatewayTls {
         };
         Ok(GatewayTls {
             server,
+            sign_off_executor,
             verified: client_config(&client(Verify::Full))?,
             unverified: client_config(&client(Verify::DangerNone))?,
         })
@@ -81,9 +85,15 @@ impl GatewayTls {
 
     /// The server side of STARTTLS or implicit TLS.
     pub async fn accept(&self, transport: Transport) -> Result<Transport, TlsError> {
-        transport
-            .accept_tls(self.server.clone(), HANDSHAKE_TIMEOUT)
-            .await
+        if self.sign_off_executor {
+            transport
+                .accept_tls_off_executor(self.server.clone(), HANDSHAKE_TIMEOUT)
+                .await
+        } else {
+            transport
+                .accept_tls(self.server.clone(), HANDSHAKE_TIMEOUT)
+                .await
+        }
     }
 
     /// Our STARTTLS to a next hop. With `verify` the certificate must chain to a trusted

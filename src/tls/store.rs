@@ -282,7 +282,8 @@ impl CertStore {
     }
 }
 
-fn key_label(name: &str) -> String {
+/// The token label of the key of certificate `name`.
+pub fn key_label(name: &str) -> String {
     format!("{KEY_LABEL_PREFIX}{name}")
 }
 

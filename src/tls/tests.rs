@@ -840,3 +840,146 @@ fn first_boot_makes_a_private_pin_file_and_reuses_it() {
         Err(TlsError::Pin(_))
     ));
 }
+
+/// A token whose signatures wait, on the signing thread, until the test lets them go:
+/// a handshake that signed on the executor would stall it, and the test would see that.
+struct Gated {
+    inner: Arc<dyn Token>,
+    entered: smol::channel::Sender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Token for Gated {
+    fn info(&self) -> crate::token::TokenInfo {
+        self.inner.info()
+    }
+    fn mechanisms(&self) -> Vec<crate::token::Mechanism> {
+        self.inner.mechanisms()
+    }
+    fn login(&self, pin: &str) -> Result<(), TokenError> {
+        self.inner.login(pin)
+    }
+    fn logout(&self) {
+        self.inner.logout()
+    }
+    fn find_objects(&self, label: &str) -> Vec<crate::token::ObjectHandle> {
+        self.inner.find_objects(label)
+    }
+    fn object_info(
+        &self,
+        h: crate::token::ObjectHandle,
+    ) -> Result<crate::token::ObjectInfo, TokenError> {
+        self.inner.object_info(h)
+    }
+    fn generate_key_pair(
+        &self,
+        kind: KeyKind,
+        label: &str,
+    ) -> Result<(crate::token::ObjectHandle, crate::token::ObjectHandle), TokenError> {
+        self.inner.generate_key_pair(kind, label)
+    }
+    fn import_private_key(
+        &self,
+        label: &str,
+        der: &[u8],
+    ) -> Result<(crate::token::ObjectHandle, crate::token::ObjectHandle), TokenError> {
+        self.inner.import_private_key(label, der)
+    }
+    fn generate_secret(
+        &self,
+        label: &str,
+        len: usize,
+    ) -> Result<crate::token::ObjectHandle, TokenError> {
+        self.inner.generate_secret(label, len)
+    }
+    fn import_secret(
+        &self,
+        label: &str,
+        s: &[u8],
+    ) -> Result<crate::token::ObjectHandle, TokenError> {
+        self.inner.import_secret(label, s)
+    }
+    fn hmac_sha256(
+        &self,
+        key: crate::token::ObjectHandle,
+        data: &[u8],
+    ) -> Result<[u8; 32], TokenError> {
+        self.inner.hmac_sha256(key, data)
+    }
+    fn public_key(
+        &self,
+        h: crate::token::ObjectHandle,
+    ) -> Result<crate::token::PublicKeyInfo, TokenError> {
+        self.inner.public_key(h)
+    }
+    fn sign(
+        &self,
+        h: crate::token::ObjectHandle,
+        m: crate::token::Mechanism,
+        data: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        self.entered
+            .send_blocking(())
+            .map_err(|_| TokenError::Crypto)?;
+        let go = self.go.lock().unwrap().recv_timeout(TIMEOUT);
+        go.map_err(|_| TokenError::Device("never let go".to_string()))?;
+        self.inner.sign(h, m, data)
+    }
+    fn digest_sha256(&self, data: &[u8]) -> [u8; 32] {
+        self.inner.digest_sha256(data)
+    }
+    fn random(&self, buf: &mut [u8]) -> Result<(), TokenError> {
+        self.inner.random(buf)
+    }
+    fn destroy(&self, h: crate::token::ObjectHandle) -> Result<(), TokenError> {
+        self.inner.destroy(h)
+    }
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_blocking_token_signs_while_the_executor_serves_other_sessions() {
+    let dir = TempDir::new("gated");
+    let inner = test_token(&dir.0);
+    let certificate = token_certificate(&inner, "mx.example.test");
+    let root = certificate.chain[0].clone();
+    let (entered_tx, entered) = smol::channel::unbounded();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let token: Arc<dyn Token> = Arc::new(Gated {
+        inner,
+        entered: entered_tx,
+        go: std::sync::Mutex::new(go_rx),
+    });
+    let server = server_config(
+        &ServerSettings {
+            certificates: vec![certificate],
+            ..ServerSettings::default()
+        },
+        token,
+    )
+    .unwrap();
+    let client = client_trusting(vec![root], Versions::default());
+    let executor = std::rc::Rc::new(smol::LocalExecutor::new());
+    smol::block_on(executor.run(async {
+        let (s, c) = pair().await;
+        let handshakes = executor.spawn(smol::future::zip(
+            s.accept_tls_off_executor(server, TIMEOUT),
+            c.connect_tls(client, "mx.example.test", TIMEOUT),
+        ));
+        // The token is signing, and waiting: the executor still runs this task, and a
+        // plain session on it still carries bytes both ways.
+        entered.recv().await.unwrap();
+        let (mut a, mut b) = pair().await;
+        a.write_all(b"NOOP\r\n").await.unwrap();
+        assert_eq!(read_exactly(&mut b, 6).await, b"NOOP\r\n");
+        b.write_all(b"250 2.0.0 Ok\r\n").await.unwrap();
+        assert_eq!(read_exactly(&mut a, 14).await, b"250 2.0.0 Ok\r\n");
+        go.send(()).unwrap();
+        let (s, c) = handshakes.await;
+        let (mut s, mut c) = (s.unwrap(), c.unwrap());
+        let (server_info, _) = exchange(&mut s, &mut c).await;
+        assert_eq!(server_info.version, "TLSv1.3");
+    }));
+}

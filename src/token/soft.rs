@@ -29,7 +29,7 @@ use ring::{digest, hmac, pbkdf2};
 
 use super::{
     KeyKind, Mechanism, ObjectClass, ObjectHandle, ObjectInfo, PublicKeyInfo, Token, TokenError,
-    TokenInfo, der,
+    TokenInfo, check_label, der,
 };
 
 /// PBKDF2 iterations for new tokens: OWASP's 2023 guidance for PBKDF2-HMAC-SHA256 is
@@ -41,9 +41,7 @@ pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 /// Consecutive wrong user PINs before the token locks until it is initialized again
 /// (PKCS#11 `CKF_USER_PIN_LOCKED`; smart cards commonly allow 3 to 15).
 pub const MAX_PIN_ATTEMPTS: u8 = 10;
-/// Longest token or object label in bytes (PKCS#11 `CK_TOKEN_INFO.label` is 32; object
-/// labels have no limit there, 64 fits every label the gateway makes). 64 bytes per object.
-pub const MAX_LABEL_LEN: usize = 64;
+pub use super::MAX_LABEL_LEN;
 /// Most objects on one token; a key pair takes two. Each costs at most
 /// [`MAX_OBJECT_FILE_LEN`] in memory, so the worst case is 4 MiB.
 pub const MAX_OBJECTS: usize = 256;
@@ -196,6 +194,11 @@ impl SoftToken {
                 session: None,
             }),
         })
+    }
+
+    /// Whether `dir` holds a token (its header file).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(HEADER_FILE).is_file()
     }
 
     /// Opens the token kept in `dir`, which must carry `label`. Not logged in.
@@ -634,6 +637,20 @@ fn parse_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Result<(KeyKind, LoadedKey),
     Err(TokenError::Crypto)
 }
 
+/// The key type and public key of a PKCS#8 private key, which ring checks is whole
+/// (the other backends import keys the software token would accept, no more).
+#[cfg(feature = "pkcs11")]
+pub(crate) fn pkcs8_public_key(pkcs8: &[u8]) -> Result<PublicKeyInfo, TokenError> {
+    if pkcs8.len() > MAX_PKCS8_LEN {
+        return Err(TokenError::Crypto);
+    }
+    let (kind, loaded) = parse_pkcs8(pkcs8, &SystemRandom::new())?;
+    Ok(PublicKeyInfo {
+        kind,
+        der: spki_of(&loaded)?,
+    })
+}
+
 fn load_key(kind: KeyKind, plain: &[u8], rng: &SystemRandom) -> Result<LoadedKey, TokenError> {
     let loaded = match kind {
         KeyKind::GenericSecret => LoadedKey::Secret(hmac::Key::new(hmac::HMAC_SHA256, plain)),
@@ -687,13 +704,6 @@ fn wipe(bytes: &mut [u8]) {
 
 fn fill(rng: &SystemRandom, buf: &mut [u8]) -> Result<(), TokenError> {
     rng.fill(buf).map_err(|_| TokenError::Crypto)
-}
-
-fn check_label(label: &str) -> Result<(), TokenError> {
-    if label.is_empty() || label.len() > MAX_LABEL_LEN {
-        return Err(TokenError::LabelInvalid);
-    }
-    Ok(())
 }
 
 fn aad(id: u64, class: ObjectClass, kind: KeyKind, label: &str) -> Vec<u8> {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod softhsm;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
@@ -73,7 +75,7 @@ pub struct Gateway {
     pub config: PathBuf,
     pub inbound: u16,
     pub outbound: u16,
-    /// Extra environment for the gateway process.
+    /// Extra environment for the gateway process (SOFTHSM2_CONF, a test's minute).
     pub env: Vec<(String, String)>,
     /// Starts pass `--config`; without it the stored configuration runs.
     pub with_config: bool,
@@ -100,6 +102,17 @@ impl Gateway {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
+        Self::start_with_env(dir, config, inbound, outbound, Vec::new())
+    }
+
+    /// [`Gateway::start_with`] with environment variables for the gateway process.
+    pub fn start_with_env(
+        dir: &Path,
+        config: PathBuf,
+        inbound: u16,
+        outbound: u16,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let mut gw = Gateway {
             child: None,
             state: dir.join("state"),
@@ -107,7 +120,7 @@ impl Gateway {
             config,
             inbound,
             outbound,
-            env: Vec::new(),
+            env,
             with_config: true,
         };
         gw.spawn();
@@ -115,26 +128,16 @@ impl Gateway {
     }
 
     /// Like `start`, with extra environment for the gateway process.
-    pub fn start_with_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Gateway {
+    pub fn start_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Gateway {
         let inbound = free_port();
         let outbound = free_port();
         let config = dir.join("gateway.conf");
         std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        let mut gw = Gateway {
-            child: None,
-            state: dir.join("state"),
-            log: dir.join("gateway.log"),
-            config,
-            inbound,
-            outbound,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            with_config: true,
-        };
-        gw.spawn();
-        gw
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with_env(dir, config, inbound, outbound, env)
     }
 
     fn spawn(&mut self) {

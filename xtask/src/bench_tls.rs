@@ -351,7 +351,7 @@ fn run_postfix(load: &Load, program: &Path, version: &str) -> Result<Measurement
 }
 
 /// The count of `openssl s_time`'s summary line `N connections in X real seconds`.
-fn s_time_connections(output: &str) -> Option<u64> {
+pub(crate) fn s_time_connections(output: &str) -> Option<u64> {
     output
         .lines()
         .find(|line| line.contains(" connections in ") && line.contains(" real seconds"))

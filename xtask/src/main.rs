@@ -1,11 +1,12 @@
-//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay` and
-//! `cargo xtask bench tls`.
+//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay`,
+//! `cargo xtask bench tls` and `cargo xtask bench token`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
 mod bench_tls;
+mod bench_token;
 mod options;
 mod postfix;
 mod process;
@@ -23,7 +24,8 @@ usage: cargo xtask <command> [options]
 commands:
   test [CARGO-TEST-ARGS...]
       Install the Debian packages the tests drive when one is missing
-      (postfix, swaks, python3, openssl, dnsmasq-base, testssl.sh; installing needs root),
+      (postfix, swaks, python3, openssl, dnsmasq-base, testssl.sh, softhsm2, opensc;
+      installing needs root),
       then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
       and exit with its status.
 
@@ -51,6 +53,15 @@ commands:
       MAIL/RCPT/DATA groups, relayed by each system to one smtp-sink.
       Prints both rates and their ratios and writes target/bench/tls.json.
       Needs root.
+
+  bench token [--seconds N] [--clients C]
+      drawbridge with its TLS key on the software token, then in SoftHSM2
+      through PKCS#11 (a token set up in target/bench for the run). For each,
+      C parallel `openssl s_time -new` clients (default 4) make full
+      handshakes against the implicit-TLS port for N seconds (default 10),
+      while one plain SMTP session times NOOP round trips, idle first and
+      then during the handshakes. Prints handshakes/s, their ratio and the
+      NOOP latencies, and writes target/bench/token.json.
 
   help, --help, -h
       Print this text.
@@ -90,6 +101,7 @@ enum Command {
     Test { cargo_args: Vec<String> },
     BenchRelay(bench::Options),
     BenchTls(bench_tls::Options),
+    BenchToken(bench_token::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -107,8 +119,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "tls" => {
                     bench_tls::Options::parse(options).map(Command::BenchTls)
                 }
+                Some((what, options)) if what == "token" => {
+                    bench_token::Options::parse(options).map(Command::BenchToken)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
-                None => Err("`bench` needs a benchmark name: relay or tls".to_owned()),
+                None => Err("`bench` needs a benchmark name: relay, tls or token".to_owned()),
             },
             other => Err(format!("unknown command `{other}`")),
         },
@@ -154,6 +169,7 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test_runner::run(&cargo_args),
         Command::BenchRelay(options) => bench::run_relay(&options),
         Command::BenchTls(options) => bench_tls::run(&options),
+        Command::BenchToken(options) => bench_token::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -229,7 +245,7 @@ mod tests {
 
     #[test]
     fn usage_lists_every_command() {
-        for command in ["test", "bench relay", "bench tls", "help"] {
+        for command in ["test", "bench relay", "bench tls", "bench token", "help"] {
             assert!(USAGE.contains(command), "{command}");
         }
     }

@@ -23,6 +23,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "testssl.sh",
         "testssl as an independent TLS scanner for the TLS tests",
     ),
+    (
+        "softhsm2",
+        "SoftHSM2, the PKCS#11 module the token backend is tested against",
+    ),
+    (
+        "opensc",
+        "pkcs11-tool, to show that keys on the PKCS#11 token are not extractable",
+    ),
 ];
 
 /// debconf answer that lets postfix install without questions and without configuring

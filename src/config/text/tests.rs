@@ -787,6 +787,17 @@ fn random_cidr(rng: &mut XorShift) -> Cidr {
 
 fn random_config(rng: &mut XorShift) -> Config {
     let mut cfg = Config::default();
+    if rng.chance(3) {
+        let token = &mut cfg.system.token;
+        token.backend = crate::config::TokenBackend::Pkcs11;
+        token.module = Some("/usr/lib/softhsm/libsofthsm2.so".to_string());
+        if rng.chance(2) {
+            token.label = Some(format!("token {}", rng.range(0, 999)));
+        }
+        if rng.chance(2) {
+            token.pin_file = Some("/etc/drawbridge/pins".to_string());
+        }
+    }
     if rng.chance(2) {
         cfg.system.host_name = random_domain(rng);
         if rng.chance(2) {

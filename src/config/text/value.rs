@@ -203,6 +203,11 @@ pub const CIPHER_SUITES_EXPECTED: &str =
     "cipher suite names separated by blanks, such as \"TLS13_AES_256_GCM_SHA384\"";
 /// What a file path looks like, for messages.
 pub const PATH_EXPECTED: &str = "an absolute file path such as /etc/drawbridge/ca.pem";
+/// What a token label looks like, for messages.
+pub const TOKEN_LABEL_EXPECTED: &str =
+    "a token label of up to 32 octets without ':' (e.g. drawbridge)";
+/// PKCS#11 `CK_TOKEN_INFO.label` holds 32 octets, padded with blanks.
+pub const MAX_TOKEN_LABEL: usize = 32;
 /// What a channel name looks like, for messages.
 pub const CHANNEL_EXPECTED: &str =
     "a channel name of lower-case letters, digits and _ (e.g. tcp_local)";
@@ -284,6 +289,24 @@ pub fn path(text: &str) -> Result<String, LineError> {
         Err(invalid(
             text,
             format!("is not a path: expected {PATH_EXPECTED}"),
+        ))
+    }
+}
+
+/// A token label: 1 to [`MAX_TOKEN_LABEL`] octets of printable text without ':' (the PIN
+/// file splits `label:PIN` at the first colon) and without blanks at either end (PKCS#11
+/// pads labels with blanks).
+pub fn token_label(text: &str) -> Result<String, LineError> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_TOKEN_LABEL
+        && text.trim() == text
+        && !text.chars().any(|c| c == ':' || c.is_control());
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(invalid(
+            text,
+            format!("is not a token label: expected {TOKEN_LABEL_EXPECTED}"),
         ))
     }
 }

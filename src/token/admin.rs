@@ -1,0 +1,174 @@
+//! `drawbridge token …`: look at the token, check its PIN, make the keys the gateway needs. The console will call the same functions.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, hmac_key};
+use crate::cli::TokenAction;
+use crate::clock::unix_now;
+use crate::config::{Config, TokenBackend};
+use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
+use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
+use crate::tls::{TOKEN_DIR, TlsError, open_token};
+
+/// Carries out one token command for the token `config` names; the text to print.
+pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
+    match action {
+        TokenAction::Show => show(config, state_dir),
+        TokenAction::Login => login(config, state_dir),
+        TokenAction::InitKey => init_key(config, state_dir),
+    }
+}
+
+/// Module, slot, label and mechanisms, and where each operation runs. Needs no PIN.
+pub fn show(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
+    let settings = &config.system.token;
+    let label = settings.label.as_deref().unwrap_or(TOKEN_LABEL);
+    let mut out = String::new();
+    let token: Box<dyn Token> = match settings.backend {
+        TokenBackend::Soft => {
+            let dir = state_dir.join(TOKEN_DIR);
+            let _ = writeln!(out, "backend: soft ({})", dir.display());
+            if !SoftToken::exists(&dir) {
+                let _ = writeln!(
+                    out,
+                    "no software token yet: the gateway makes it at its first start"
+                );
+                return Ok(out);
+            }
+            Box::new(SoftToken::open(&dir, label)?)
+        }
+        TokenBackend::Pkcs11 => pkcs11_for_show(config, state_dir, &mut out)?,
+    };
+    let info = token.info();
+    let _ = writeln!(
+        out,
+        "token: {} (manufacturer {}, model {}, serial {})",
+        info.label, info.manufacturer, info.model, info.serial
+    );
+    let _ = writeln!(out, "operations:");
+    for route in token.operations() {
+        let _ = writeln!(out, "  {}: {}", route.operation.name(), route.performer);
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "pkcs11")]
+fn pkcs11_for_show(
+    config: &Config,
+    state_dir: &Path,
+    out: &mut String,
+) -> Result<Box<dyn Token>, TlsError> {
+    let settings = &config.system.token;
+    let module = settings.module.as_deref().ok_or_else(|| {
+        TlsError::Token(super::TokenError::Device(
+            "the pkcs11 token backend needs a module: set system token module PATH".to_string(),
+        ))
+    })?;
+    let label = settings.label.as_deref().unwrap_or(TOKEN_LABEL);
+    let token = super::Pkcs11Token::open(
+        Path::new(module),
+        label,
+        Some(&state_dir.join(crate::tls::FALLBACK_TOKEN_DIR)),
+    )?;
+    let info = token.module_info();
+    let _ = writeln!(out, "backend: pkcs11");
+    let _ = writeln!(out, "module: {} ({})", info.path.display(), info.library);
+    let _ = writeln!(out, "slot: {} ({})", info.slot, info.slot_description);
+    let _ = writeln!(out, "mechanisms: {}", info.mechanisms.join(" "));
+    Ok(Box::new(token))
+}
+
+#[cfg(not(feature = "pkcs11"))]
+fn pkcs11_for_show(_: &Config, _: &Path, _: &mut String) -> Result<Box<dyn Token>, TlsError> {
+    Err(TlsError::Token(super::TokenError::Device(
+        "this build has no PKCS#11 support (cargo feature pkcs11)".to_string(),
+    )))
+}
+
+/// The labels of the keys the gateway needs: each stored certificate's (or the
+/// first-boot certificate's) and the configuration HMAC key.
+fn needed_keys(store: &CertStore) -> Result<Vec<(String, ObjectClass)>, TlsError> {
+    let mut names: Vec<String> = store.list()?.into_iter().map(|c| c.name).collect();
+    if names.is_empty() {
+        names.push(SELF_SIGNED_NAME.to_string());
+    }
+    let mut keys: Vec<(String, ObjectClass)> = names
+        .iter()
+        .map(|n| (key_label(n), ObjectClass::PrivateKey))
+        .collect();
+    keys.push((CONFIG_HMAC_KEY_LABEL.to_string(), ObjectClass::SecretKey));
+    Ok(keys)
+}
+
+/// Whether the token holds an object of `class` under `label`, and its key type.
+fn has_key(token: &dyn Token, label: &str, class: ObjectClass) -> Option<KeyKind> {
+    token
+        .find_objects(label)
+        .into_iter()
+        .filter_map(|h| token.object_info(h).ok())
+        .find(|info| info.class == class)
+        .map(|info| info.kind)
+}
+
+/// Logs in with the PIN file's PIN and lists the gateway's keys.
+pub fn login(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
+    let token = open_token(&config.system.token, state_dir)?;
+    let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
+    let info = token.info();
+    let mut out = format!(
+        "logged in to token {:?} ({} {})\n",
+        info.label, info.manufacturer, info.model
+    );
+    for (label, class) in needed_keys(&store)? {
+        match has_key(&*token, &label, class) {
+            Some(kind) => {
+                let _ = writeln!(out, "key {label}: present ({kind:?})");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "key {label}: missing (drawbridge token init-key makes it)"
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the keys the gateway needs that are missing: the first-boot TLS key with its
+/// self-signed certificate (when the store has no certificate) and the configuration
+/// HMAC key. Keys that exist are kept.
+pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
+    let token = open_token(&config.system.token, state_dir)?;
+    let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
+    let mut out = String::new();
+    match store.ensure_self_signed(&config.system.host_name, unix_now() as i64)? {
+        Some(cert) => {
+            let _ = writeln!(
+                out,
+                "key {}: generated (P-256), with a self-signed certificate for {} (SHA-256 {})",
+                key_label(&cert.name),
+                cert.names.join(", "),
+                cert.fingerprint_sha256
+            );
+        }
+        None => {
+            for cert in store.list()? {
+                let _ = writeln!(out, "key {}: present", key_label(&cert.name));
+            }
+        }
+    }
+    let existed = has_key(&*token, CONFIG_HMAC_KEY_LABEL, ObjectClass::SecretKey).is_some();
+    hmac_key(&*token, CONFIG_HMAC_KEY_LABEL)?;
+    let _ = writeln!(
+        out,
+        "key {CONFIG_HMAC_KEY_LABEL}: {}",
+        if existed {
+            "present"
+        } else {
+            "generated (HMAC-SHA-256, 32 octets)"
+        }
+    );
+    Ok(out)
+}
