@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::softhsm::{PIN, SoftHsm, list_objects};
+use common::softhsm::{PIN, SO_PIN, SoftHsm, list_objects};
 use common::*;
 
 /// A gateway whose token is `hsm`'s, with extra configuration lines.
@@ -454,4 +454,68 @@ fn token_commands_show_check_the_pin_and_make_the_keys() {
     let (ok, _, err) = run("login");
     assert!(!ok);
     assert!(err.contains("PIN incorrect"), "{err}");
+}
+
+/// The configuration slots are HMAC'd with a secret key that lives on the token: the key
+/// is listed there as never extractable, a commit made through the gateway is accepted
+/// at the next start from the slots alone (the token is found from them, then checks
+/// them), and the same slots under another token's key are refused.
+#[test]
+fn configuration_commits_are_hmacd_by_a_key_on_the_token() {
+    let dir = TempDir::new("p11-config");
+    let hsm = SoftHsm::new("p11-config", "gateway", &[]);
+    let mut gw = start(&dir, &hsm, "");
+    let edit = dir.path().join("edit.conf");
+    std::fs::write(&edit, "set service inbound max-connections 77\n").unwrap();
+    let (ok, out, err) = gw.cli(&["config", "load", "merge", edit.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let objects = list_objects(&hsm.pkcs11_tool(&["--list-objects"]));
+    let key = objects
+        .iter()
+        .find(|o| o.label == "config-hmac" && o.heading.starts_with("Secret Key Object"))
+        .unwrap_or_else(|| panic!("{objects:#?}"));
+    assert!(key.stays_on_token(), "{key:?}");
+    assert!(
+        !files_under(&gw.state)
+            .iter()
+            .any(|p| p.to_string_lossy().contains("token-fallback")
+                && p.to_string_lossy().contains("config-hmac")),
+        "the HMAC key must not fall back to software"
+    );
+
+    // From the slots alone: the token is found, logs in and checks them.
+    gw.restart_from_slots();
+    gw.wait_for_log_count("logged in to token \"gateway\"", 2);
+    let (_, shown, _) = gw.cli(&["config", "show"]);
+    assert!(
+        shown.contains("set service inbound max-connections 77"),
+        "{shown}"
+    );
+    assert!(shown.contains("set system token backend pkcs11"), "{shown}");
+    gw.kill();
+
+    // Another token (a fresh SoftHSM2 with a new HMAC key) refuses every slot.
+    hsm.util(&["--delete-token", "--token", "gateway"]);
+    hsm.util(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "gateway",
+        "--so-pin",
+        SO_PIN,
+        "--pin",
+        PIN,
+    ]);
+    let scan = dir.path().join("rescan.log");
+    let status = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["config", "history", "--state-dir"])
+        .arg(&gw.state)
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .stderr(std::fs::File::create(&scan).unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let said = std::fs::read_to_string(&scan).unwrap();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("HMAC mismatch"), "{said}");
 }
