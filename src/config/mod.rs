@@ -146,6 +146,9 @@ pub struct System {
     pub dns_timeout: Duration,
     /// Which crypto token holds the keys (SPEC §7).
     pub token: TokenSettings,
+    /// Where mail to our postmaster goes (a bare `postmaster`, `postmaster@HOST-NAME`,
+    /// `postmaster@[our address]`); `None`: `postmaster@HOST-NAME` by its route.
+    pub postmaster: Option<crate::smtp::address::Mailbox>,
 }
 
 /// The crypto token backend: the software token, or a PKCS#11 module.
@@ -181,6 +184,7 @@ impl Default for System {
             dns_resolvers: Vec::new(),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
             token: TokenSettings::default(),
+            postmaster: None,
         }
     }
 }

@@ -1175,7 +1175,33 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "The crypto token that holds the keys: the software token or a PKCS#11 module",
         kind: NodeKind::Container(TOKEN_CHILDREN),
     },
+    optional!(
+        "postmaster",
+        "Where mail to our postmaster goes (default postmaster@HOST-NAME by its route)",
+        MAILBOX,
+        system,
+        system_mut,
+        postmaster
+    ),
 ];
+
+const MAILBOX: Kind<crate::smtp::address::Mailbox> = Kind {
+    spec: &ValueSpec {
+        placeholder: "ADDRESS",
+        expected: "a mail address such as hostmaster@example.com",
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| {
+        crate::smtp::address::Mailbox::parse(t, true).map_err(|_| LineError::Value {
+            value: t.to_string(),
+            problem:
+                "is not a mail address: expected a mail address such as hostmaster@example.com"
+                    .into(),
+        })
+    },
+    format: |m| m.to_string(),
+};
 
 fn token<'c>(c: &'c Config, _: &Keys) -> Option<&'c TokenSettings> {
     Some(&c.system.token)

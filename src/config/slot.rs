@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Config;
-use super::wire::{ConfigV1, SCHEMA_VERSION, WireError};
+use super::wire::{self, SCHEMA_VERSION};
 
 /// The first bytes of every slot record.
 pub const MAGIC: &[u8; 4] = b"DBCF";
@@ -122,8 +122,7 @@ pub fn encode(
     config: &Config,
     seal: &dyn Seal,
 ) -> Result<Vec<u8>, SlotError> {
-    let payload = postcard::to_allocvec(&(meta, ConfigV1::from(config)))
-        .map_err(|e| SlotError::Payload(e.to_string()))?;
+    let payload = wire::encode_config(meta, config).map_err(|e| SlotError::Payload(e.0))?;
     if payload.len() > MAX_PAYLOAD {
         return Err(SlotError::Oversized(payload.len()));
     }
@@ -173,7 +172,7 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
         return Err(SlotError::BadMagic);
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != SCHEMA_VERSION {
+    if version == 0 || version > SCHEMA_VERSION {
         return Err(SlotError::UnknownVersion(version));
     }
     // INVARIANT: the header is HEADER_LEN bytes, so these fixed ranges exist.
@@ -193,9 +192,8 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
     if seal.is_some_and(|seal| !seal.verify(signed, mac)) {
         return Err(SlotError::BadMac);
     }
-    let (meta, wire): (CommitMeta, ConfigV1) = postcard::from_bytes(&signed[HEADER_LEN..])
-        .map_err(|e| SlotError::Payload(e.to_string()))?;
-    let config = Config::try_from(wire).map_err(|e: WireError| SlotError::Payload(e.0))?;
+    let (meta, config) =
+        wire::decode_config(version, &signed[HEADER_LEN..]).map_err(|e| SlotError::Payload(e.0))?;
     Ok(Record {
         sequence,
         meta,
@@ -335,5 +333,12 @@ pub(crate) mod tests {
         let expected = crate::config::text::parse(crate::config::wire::tests::EVERYTHING).unwrap();
         assert_eq!(record.config, expected);
         assert_eq!(&bytes[4..6], &1u16.to_le_bytes());
+        // What this firmware writes now reads back too.
+        let now = encode(2, &record.meta, &record.config, &TestSeal([0x5a; 32])).unwrap();
+        assert_eq!(&now[4..6], &SCHEMA_VERSION.to_le_bytes());
+        assert_eq!(
+            decode(&now, &TestSeal([0x5a; 32])).unwrap().config,
+            expected
+        );
     }
 }

@@ -25,10 +25,73 @@ use crate::sasl::{MechanismName, MechanismSet};
 
 /// The schema version of the stored configuration this firmware writes.
 ///
-/// Changelog:
+/// Changelog (each version's type wraps the one before and adds its fields, so a
+/// conversion only ever handles what is new):
 /// * 1 — the first stored form: system (with the token), services, classify, routes,
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
-pub const SCHEMA_VERSION: u16 = 1;
+/// * 2 — `system postmaster` ([`ConfigV2`]).
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// Schema version 2: version 1 and the postmaster address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV2 {
+    pub v1: ConfigV1,
+    pub postmaster: Option<String>,
+}
+
+impl From<&Config> for ConfigV2 {
+    fn from(c: &Config) -> ConfigV2 {
+        ConfigV2 {
+            v1: c.into(),
+            postmaster: c.system.postmaster.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+impl TryFrom<ConfigV2> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV2) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v1)?;
+        c.system.postmaster = w
+            .postmaster
+            .map(|p| {
+                crate::smtp::address::Mailbox::parse(&p, true)
+                    .map_err(|_| bad(format!("bad postmaster {p}")))
+            })
+            .transpose()?;
+        Ok(c)
+    }
+}
+
+/// Decodes the payload's configuration as the record's `version` wrote it.
+pub fn decode_config(
+    version: u16,
+    bytes: &[u8],
+) -> Result<(super::slot::CommitMeta, Config), WireError> {
+    let postcard = |e: postcard::Error| WireError(e.to_string());
+    match version {
+        1 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV1) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            Ok((meta, Config::try_from(w)?))
+        }
+        2 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV2) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            Ok((meta, Config::try_from(w)?))
+        }
+        v => Err(WireError(format!("unknown schema version {v}"))),
+    }
+}
+
+/// Encodes `meta` and `config` as the current schema version.
+pub fn encode_config(
+    meta: &super::slot::CommitMeta,
+    config: &Config,
+) -> Result<Vec<u8>, WireError> {
+    postcard::to_allocvec(&(meta, ConfigV2::from(config))).map_err(|e| WireError(e.to_string()))
+}
 
 /// Why a stored configuration cannot be turned back into a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -412,6 +475,7 @@ impl TryFrom<ConfigV1> for Config {
                     label: w.token_label,
                     pin_file: w.token_pin_file,
                 },
+                postmaster: None,
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -549,19 +613,26 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV1::from(config);
+        let wire = ConfigV2::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV1 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV2 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
 
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
+        let mut with_postmaster = parse(EVERYTHING).unwrap();
+        crate::config::text::parse_into(
+            &mut with_postmaster,
+            "set system postmaster hostmaster@example.org\n",
+        )
+        .unwrap();
         for config in [
             Config::default(),
             host_default(),
             parse(EVERYTHING).unwrap(),
+            with_postmaster,
         ] {
             assert_eq!(round_trip(&config), config);
         }

@@ -446,6 +446,20 @@ fn decide_into(
         route::describe(config, &routed)
     ));
 
+    // RFC 5321 §4.5.1: every server takes mail for its postmaster, whatever the rules say.
+    let ours_postmaster = route::is_our_postmaster(config, client.our_addresses, check.rcpt);
+    if ours_postmaster || (check.rcpt.is_postmaster() && route.is_internal_relay()) {
+        trace.push(format!(
+            "allowed: the postmaster of {} is always accepted (RFC 5321 §4.5.1)",
+            if ours_postmaster {
+                config.system.host_name.as_str()
+            } else {
+                routed.domain.as_str()
+            }
+        ));
+        return Verdict::Allow(routed);
+    }
+
     if config.relay_rules.is_empty() {
         trace.push("no relay rules configured".to_string());
     }
@@ -666,6 +680,53 @@ mod tests {
         assert_eq!(
             routed.pattern,
             crate::config::DomainPattern::Exact("example.com".into())
+        );
+    }
+
+    #[test]
+    fn the_postmaster_is_always_accepted_whatever_the_rules_say() {
+        // Every relay refused by a rule, and the host name routed by `*` to a smarthost.
+        let config = with(
+            "set system host-name gw.example.net\n\
+             set route * smarthost [192.0.2.99]:25\n\
+             set relay-rule 1 deny \"5.7.1 nothing here\"\n\
+             set system postmaster hostmaster@example.com\n",
+        );
+        for text in [
+            "postmaster",
+            "PostMaster@gw.example.net",
+            "postmaster@[127.0.0.1]",
+            "postmaster@example.com",
+            "postmaster@sub.example.com",
+        ] {
+            for who in [Who::External, Who::Unclassified] {
+                assert_eq!(reply_of(&config, who, false, text, false), OK, "{text} {who:?}");
+            }
+        }
+        // Our postmaster is delivered to the configured address, by its route.
+        let d = decide(
+            &config,
+            &client(Who::External, false),
+            &RcptCheck {
+                mail_from: "",
+                rcpt: &rcpt("postmaster"),
+                had_source_route: false,
+            },
+        );
+        let Verdict::Allow(routed) = d.verdict else {
+            panic!("{:#?}", d.trace)
+        };
+        assert_eq!(routed.address, "hostmaster@example.com");
+        assert!(d.trace.iter().any(|t| t.contains("is always accepted (RFC 5321 §4.5.1)")));
+        // Another domain's postmaster relays no more than any other address.
+        assert_eq!(
+            reply_of(&config, Who::External, false, "postmaster@example.org", false),
+            "550 5.7.1 nothing here"
+        );
+        // Nor does a postmaster with a smuggled route.
+        assert!(
+            reply_of(&config, Who::External, false, "postmaster%evil.test@example.com", false)
+                .starts_with("550")
         );
     }
 

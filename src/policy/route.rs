@@ -69,6 +69,25 @@ pub struct NoRoute {
 /// Routes `rcpt`; `ours` are the gateway's own addresses.
 pub fn route(config: &Config, ours: &[IpAddr], rcpt: &Recipient) -> Result<Routed, NoRoute> {
     let host = config.system.host_name.to_ascii_lowercase();
+    // Our postmaster, however written, goes where `system postmaster` says.
+    if let Some(postmaster) = &config.system.postmaster
+        && is_our_postmaster(config, ours, rcpt)
+    {
+        let target = match rcpt.domain().and_then(|d| d.literal_address()) {
+            Some(ip) => Target::OurLiteral(ip),
+            None => Target::Postmaster,
+        };
+        let domain = postmaster.domain().routing_name();
+        let Some((pattern, _)) = config.route_for(&domain) else {
+            return Err(NoRoute { domain, target });
+        };
+        return Ok(Routed {
+            address: postmaster.to_string(),
+            domain,
+            target,
+            pattern: pattern.clone(),
+        });
+    }
     let (target, domain) = match rcpt.domain() {
         None => (Target::Postmaster, host.clone()),
         Some(d) => match d.literal_address() {
@@ -98,6 +117,21 @@ pub fn route(config: &Config, ours: &[IpAddr], rcpt: &Recipient) -> Result<Route
         target,
         pattern: pattern.clone(),
     })
+}
+
+/// Whether `rcpt` is the postmaster of this host (RFC 5321 §4.5.1): a bare `postmaster`,
+/// or `postmaster` at our host name or at one of our address literals.
+pub fn is_our_postmaster(config: &Config, ours: &[IpAddr], rcpt: &Recipient) -> bool {
+    if !rcpt.is_postmaster() {
+        return false;
+    }
+    match rcpt.domain() {
+        None => true,
+        Some(d) => match d.literal_address() {
+            Some(ip) => is_ours(ip, ours),
+            None => d.routing_name() == config.system.host_name.to_ascii_lowercase(),
+        },
+    }
 }
 
 /// One line for `explain` and logs: `route PATTERN for DOMAIN: NEXT HOP, to <ADDRESS>`.
@@ -205,6 +239,41 @@ mod tests {
             let again = routed(&c, &r.address).unwrap();
             assert_eq!((again.pattern, again.domain), (r.pattern, r.domain));
         }
+    }
+
+    #[test]
+    fn our_postmaster_goes_where_system_postmaster_says() {
+        let c = config(&format!(
+            "{ROUTES}set system postmaster hostmaster@example.org\n"
+        ));
+        for rcpt in [
+            "postmaster",
+            "PostMaster@gw.example.com",
+            "postmaster@[192.0.2.25]",
+        ] {
+            let r = routed(&c, rcpt).unwrap();
+            assert_eq!(r.address, "hostmaster@example.org", "{rcpt}");
+            assert_eq!(
+                r.pattern,
+                DomainPattern::Exact("example.org".into()),
+                "{rcpt}"
+            );
+            // Delivery routes the stored address the same way.
+            assert_eq!(routed(&c, &r.address).unwrap().pattern, r.pattern);
+        }
+        // Another domain's postmaster is that domain's.
+        let r = routed(&c, "postmaster@example.net").unwrap();
+        assert_eq!(r.address, "postmaster@example.net");
+        assert!(!is_our_postmaster(
+            &c,
+            OURS,
+            &Recipient::parse("postmaster@example.net").unwrap()
+        ));
+        assert!(!is_our_postmaster(
+            &c,
+            OURS,
+            &Recipient::parse("bob@gw.example.com").unwrap()
+        ));
     }
 
     #[test]
