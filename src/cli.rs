@@ -92,6 +92,10 @@ pub enum CertificateAction {
     GenerateSelfSigned {
         host_name: String,
     },
+    /// Remove a certificate and its key.
+    Delete {
+        name: String,
+    },
 }
 
 /// `drawbridge config …`.
@@ -158,12 +162,13 @@ USAGE:
                                           import a PEM chain (leaf first) and
                                           its key; the key goes into the token
     drawbridge certificate request NAME   print a CSR for a stored key
+    drawbridge certificate delete NAME    remove a certificate and its key
     drawbridge certificate generate-self-signed HOST
                                           first-boot certificate, by hand
                                           (certificate commands take
                                           --state-dir DIR and --config FILE;
-                                          restart the gateway to serve a new
-                                          certificate)
+                                          a running gateway serves a change at
+                                          once)
     drawbridge config show [--json]       the running configuration as `set` lines
     drawbridge config check FILE          parse FILE and run the commit checks
     drawbridge config load merge|replace FILE [--confirm MINUTES]
@@ -441,11 +446,14 @@ fn parse_certificate(args: &[String]) -> Result<Command, String> {
         (Some("request"), 2) => CertificateAction::Request {
             name: words[1].clone(),
         },
+        (Some("delete"), 2) => CertificateAction::Delete {
+            name: words[1].clone(),
+        },
         (Some("generate-self-signed"), 2) => CertificateAction::GenerateSelfSigned {
             host_name: words[1].clone(),
         },
         _ => {
-            return Err("usage: certificate show | import NAME --chain FILE --key FILE | request NAME | generate-self-signed HOST".into());
+            return Err("usage: certificate show | import NAME --chain FILE --key FILE | delete NAME | request NAME | generate-self-signed HOST".into());
         }
     };
     Ok(Command::Certificate {

@@ -52,6 +52,8 @@ pub enum Request {
     Delete(QueueId),
     /// `config …`: see [`admin::ConfigRequest`].
     Config(admin::ConfigRequest),
+    /// `certificate …`: an import's PEM chain and key are the body.
+    Certificate(crate::tls::admin::CertificateRequest),
 }
 
 impl Request {
@@ -75,6 +77,9 @@ impl Request {
             }
             ["queue", "delete", rest @ ..] if rest.len() <= 1 => Request::Delete(id(rest.first())?),
             ["config", rest @ ..] => Request::Config(admin::ConfigRequest::parse(rest)?),
+            ["certificate", rest @ ..] => {
+                Request::Certificate(crate::tls::admin::CertificateRequest::parse(rest)?)
+            }
             _ => return Err(format!("unknown request '{}'", line.trim())),
         };
         Ok(request)
@@ -91,6 +96,7 @@ impl Request {
             Request::Release(id) => format!("queue release {id}"),
             Request::Delete(id) => format!("queue delete {id}"),
             Request::Config(c) => format!("config {}", c.line()),
+            Request::Certificate(c) => format!("certificate {}", c.line()),
         }
     }
 }
@@ -100,6 +106,7 @@ impl Request {
 pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<String, String> {
     match request {
         Request::Config(c) => config(gw, c, body).await,
+        Request::Certificate(c) => gw.certificate(c, body),
         queue => execute_queue(&gw.scheduler, queue),
     }
 }
@@ -178,7 +185,7 @@ fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String,
         Request::Hold(id) => done(scheduler.hold(id), &format!("{id}: held")),
         Request::Release(id) => done(scheduler.release(id), &format!("{id}: released")),
         Request::Delete(id) => done(scheduler.delete(id), &format!("{id}: deleted")),
-        Request::Config(_) => Err("not a queue request".into()),
+        Request::Config(_) | Request::Certificate(_) => Err("not a queue request".into()),
     }
 }
 

@@ -103,7 +103,13 @@ impl Running {
             }
         };
         let tls = match GatewayTls::setup(&config, state_dir, token.clone(), unix_now() as i64) {
-            Ok(tls) => Some(Rc::new(tls)),
+            Ok(tls) => {
+                for service in ServiceName::ALL {
+                    let (name, names) = tls.default_certificate(service);
+                    log::info!(target: "tls", "{service} service serves certificate {name} ({}) without SNI and on STARTTLS", names.join(", "));
+                }
+                Some(Rc::new(tls))
+            }
             Err(e) => {
                 log::error!(target: "tls", "TLS is not available: {e}");
                 previous.and_then(|p| p.tls.clone())
@@ -261,8 +267,20 @@ impl Gateway {
         self.engine.borrow().candidate()
     }
 
-    /// `commit check`.
+    /// `commit check`: the engine's checks, and that the certificates services name are
+    /// stored.
     pub fn check(&self, candidate: &Candidate) -> Result<(), CommitError> {
+        let stored =
+            crate::tls::store::names_in(&self.state_dir.join(crate::tls::setup::STORE_DIR))
+                .unwrap_or_default();
+        let mut problems = crate::config::check::check(&candidate.config);
+        problems.extend(crate::config::check::certificates(
+            &candidate.config,
+            &stored,
+        ));
+        if !problems.is_empty() {
+            return Err(CommitError::Check(problems));
+        }
         self.engine.borrow().check(candidate)
     }
 
@@ -498,6 +516,38 @@ impl Gateway {
                 log::error!(target: "config", "reload: commit {} cannot take effect: {e}", commit.sequence)
             }
         }
+    }
+
+    /// A certificate command on the running gateway's store; a change is served by new
+    /// sessions at once.
+    pub fn certificate(
+        &self,
+        request: &crate::tls::admin::CertificateRequest,
+        pem: &str,
+    ) -> Result<String, String> {
+        if let crate::tls::admin::CertificateRequest::Delete { name } = request {
+            let config = self.config();
+            if let Some(s) = ServiceName::ALL
+                .into_iter()
+                .find(|s| config.service(*s).certificate.as_deref() == Some(name.as_str()))
+            {
+                return Err(format!(
+                    "certificate {name} is in use by 'set service {s} certificate {name}': delete that first"
+                ));
+            }
+        }
+        let store = crate::tls::CertStore::open(
+            &self.state_dir.join(crate::tls::setup::STORE_DIR),
+            self.token.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let text = crate::tls::admin::execute(&store, request, pem).map_err(|e| e.to_string())?;
+        if request.changes_the_store() {
+            log::info!(target: "tls", "certificate {}: the services use the store as it is now", request.line());
+            let running = self.running();
+            self.swap(running.config.clone(), running.commit);
+        }
+        Ok(text)
     }
 
     /// Asks the gateway to stop; `run` returns with `why`.

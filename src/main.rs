@@ -36,13 +36,7 @@ fn main() -> ExitCode {
             state_dir,
             config,
         }) => {
-            let settings = match token_settings(config.as_deref(), &state_dir) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            return printed(drawbridge::tls::admin::certificate(
-                &action, &state_dir, &settings,
-            ));
+            return certificate_command(&action, &state_dir, config.as_deref());
         }
         Ok(Command::Token {
             action,
@@ -118,6 +112,57 @@ fn token_settings(
     Ok(drawbridge::gateway::token_settings(
         state_dir,
         file.as_ref(),
+    ))
+}
+
+/// `drawbridge certificate …`: through the running gateway, which serves a change at
+/// once, else on the state directory.
+fn certificate_command(
+    action: &cli::CertificateAction,
+    state_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    use cli::CertificateAction as A;
+    use drawbridge::tls::admin::CertificateRequest as R;
+    let (request, pem) = match action {
+        A::Show => (R::Show, String::new()),
+        A::Request { name } => (R::Request { name: name.clone() }, String::new()),
+        A::Delete { name } => (R::Delete { name: name.clone() }, String::new()),
+        A::GenerateSelfSigned { host_name } => (
+            R::GenerateSelfSigned {
+                host_name: host_name.clone(),
+            },
+            String::new(),
+        ),
+        A::Import { name, chain, key } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            match (read(chain), read(key)) {
+                (Ok(chain), Ok(key)) => {
+                    (R::Import { name: name.clone() }, format!("{chain}\n{key}"))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("drawbridge: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let through_gateway = drawbridge::control::request(
+        state_dir,
+        &drawbridge::control::Request::Certificate(request.clone()),
+        &pem,
+    );
+    if let Ok(answer) = through_gateway {
+        return printed(answer);
+    }
+    let settings = match token_settings(config, state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    printed(drawbridge::tls::admin::offline(
+        &request, &pem, state_dir, &settings,
     ))
 }
 

@@ -287,3 +287,114 @@ except Exception as e:
     assert!(mallory.contains("refused"), "{mallory}");
     gw.wait_for_log("TLS handshake with unknown[127.0.0.1] failed");
 }
+
+/// After first start (self-signed), a CA-signed certificate for the host name imported
+/// into the running gateway is served at once without SNI, for other names and on
+/// STARTTLS; a service may name its own; `certificate delete` takes one away, live too.
+#[test]
+fn an_imported_certificate_for_the_host_name_is_served_at_once_and_by_default() {
+    let dir = TempDir::new("certs-live");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "ca");
+    make_leaf(
+        &pki,
+        "ca",
+        "gw",
+        "/CN=gw.example.com",
+        "subjectAltName=DNS:gw.example.com\n",
+    );
+    make_leaf(
+        &pki,
+        "ca",
+        "other",
+        "/CN=other.example.net",
+        "subjectAltName=DNS:other.example.net\n",
+    );
+    let gw = Gateway::start(dir.path(), "");
+    gw.wait_for_log("generated a self-signed one for gw.example.com");
+    gw.wait_for_log("inbound service serves certificate 0-self-signed (gw.example.com)");
+    let self_signed = served_subject(gw.inbound, None);
+    assert!(self_signed.contains("CN = gw.example.com"), "{self_signed}");
+
+    for name in ["gw", "other"] {
+        let out = drawbridge(
+            &[
+                "certificate",
+                "import",
+                name,
+                "--chain",
+                pki.join(format!("{name}-chain.pem")).to_str().unwrap(),
+                "--key",
+                pki.join(format!("{name}.key")).to_str().unwrap(),
+            ],
+            &gw.state,
+        );
+        assert!(out.starts_with(&format!("imported {name}:")), "{out}");
+    }
+    gw.wait_for_log("inbound service serves certificate gw (gw.example.com)");
+    // The CA-signed one now: no SNI, an unknown name, and the host name itself.
+    let issuer = |sni: Option<&str>| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            &format!("127.0.0.1:{}", gw.inbound),
+        ]);
+        if let Some(n) = sni {
+            cmd.args(["-servername", n]);
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("issuer="))
+            .unwrap_or("")
+            .to_string()
+    };
+    for sni in [None, Some("unknown.example.org"), Some("gw.example.com")] {
+        assert!(
+            issuer(sni).contains("ca test CA"),
+            "{sni:?}: {}",
+            issuer(sni)
+        );
+    }
+    assert!(
+        served_subject(gw.inbound, Some("other.example.net")).contains("CN = other.example.net")
+    );
+
+    // A service names its own certificate; a name not stored is refused at commit.
+    let edit = dir.path().join("edit.conf");
+    std::fs::write(&edit, "set service outbound certificate other\n").unwrap();
+    let (ok, out, err) = gw.cli(&["config", "load", "merge", edit.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(served_subject(gw.outbound, None).contains("CN = other.example.net"));
+    assert!(served_subject(gw.inbound, None).contains("CN = gw.example.com"));
+    std::fs::write(&edit, "set service inbound certificate nosuch\n").unwrap();
+    let (ok, _, err) = gw.cli(&["config", "load", "merge", edit.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("no certificate nosuch is stored"), "{err}");
+
+    // A certificate a service names cannot be deleted.
+    let refused = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(["certificate", "delete", "other", "--state-dir"])
+        .arg(&gw.state)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("is in use by 'set service outbound certificate other'")
+    );
+    // Deleted while running: the self-signed one is served again without SNI.
+    let out = drawbridge(&["certificate", "delete", "gw"], &gw.state);
+    assert!(out.contains("deleted gw"), "{out}");
+    assert!(!issuer(None).contains("ca test CA"), "{}", issuer(None));
+    let shown = drawbridge(&["certificate", "show"], &gw.state);
+    assert!(!shown.contains("gw: "), "{shown}");
+}

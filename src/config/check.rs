@@ -47,6 +47,30 @@ pub fn check(config: &Config) -> Vec<Problem> {
     out
 }
 
+/// The problems of certificates a service names that the store does not hold.
+pub fn certificates(config: &Config, stored: &[String]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for name in ServiceName::ALL {
+        if let Some(cert) = config.service(name).certificate.as_deref()
+            && !stored.iter().any(|s| s == cert)
+        {
+            problem(
+                &mut out,
+                format!("service {name} certificate {cert}"),
+                format!(
+                    "no certificate {cert} is stored (stored: {})",
+                    if stored.is_empty() {
+                        "none".to_string()
+                    } else {
+                        stored.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    out
+}
+
 fn problem(out: &mut Vec<Problem>, statement: String, message: impl Into<String>) {
     out.push(Problem {
         statement,
@@ -329,6 +353,18 @@ mod tests {
                 "{text}\n  got:  {got:#?}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn a_service_names_a_stored_certificate() {
+        let mut config = host_default();
+        parse_into(&mut config, "set service inbound certificate mail-2026\n").unwrap();
+        assert_eq!(certificates(&config, &["mail-2026".into()]), []);
+        let got = certificates(&config, &["0-self-signed".into()]);
+        assert_eq!(
+            got[0].to_string(),
+            "service inbound certificate mail-2026: no certificate mail-2026 is stored (stored: 0-self-signed)"
+        );
     }
 
     #[test]

@@ -236,6 +236,9 @@ pub struct Service {
     pub auth_mechanisms: Option<crate::sasl::MechanismSet>,
     /// Turned off on purpose: it listens nowhere, and the commit checks accept that.
     pub disabled: bool,
+    /// The stored certificate served without SNI and on STARTTLS; `None`: the one for
+    /// the host name (an imported one before the first-boot self-signed one).
+    pub certificate: Option<String>,
 }
 
 /// One access-filter rule: the text as the administrator wrote it, and its checked tree.
@@ -336,6 +339,7 @@ impl Default for Service {
             compact_filters: Vec::new(),
             auth_mechanisms: None,
             disabled: false,
+            certificate: None,
         }
     }
 }

@@ -421,6 +421,23 @@ const HOST_NAME: Kind<String> = Kind {
     parse: |t, _| value::host_name(t),
     format: String::clone,
 };
+const CERTIFICATE_NAME: Kind<String> = Kind {
+    spec: &ValueSpec {
+        placeholder: "CERTIFICATE",
+        expected: "a certificate name from `certificate show`, such as mail-2026",
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| {
+        crate::tls::store::check_name(t)
+            .map(|()| t.to_string())
+            .map_err(|e| LineError::Value {
+                value: t.to_string(),
+                problem: format!("is not a certificate name: {e}"),
+            })
+    },
+    format: String::clone,
+};
 const CHANNEL_NAME: Kind<String> = Kind {
     spec: &ValueSpec {
         placeholder: "CHANNEL",
@@ -1342,6 +1359,14 @@ static SERVICE_CHILDREN: &[Node] = &[
             delete: |c, k, _| service_mut(c, k).disabled = false,
         }),
     },
+    optional!(
+        "certificate",
+        "The stored certificate served without SNI (default: the host name's)",
+        CERTIFICATE_NAME,
+        service,
+        service_mut,
+        certificate
+    ),
     optional!(
         "auth-mechanisms",
         "Narrows the SASL mechanisms the client's ruleset offers",

@@ -29,7 +29,7 @@ use crate::sasl::{MechanismName, MechanismSet};
 /// conversion only ever handles what is new):
 /// * 1 — the first stored form: system (with the token), services, classify, routes,
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
-/// * 2 — `system postmaster` ([`ConfigV2`]).
+/// * 2 — `system postmaster` and each service's `certificate` ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -37,6 +37,8 @@ pub const SCHEMA_VERSION: u16 = 2;
 pub struct ConfigV2 {
     pub v1: ConfigV1,
     pub postmaster: Option<String>,
+    pub inbound_certificate: Option<String>,
+    pub outbound_certificate: Option<String>,
 }
 
 impl From<&Config> for ConfigV2 {
@@ -44,6 +46,8 @@ impl From<&Config> for ConfigV2 {
         ConfigV2 {
             v1: c.into(),
             postmaster: c.system.postmaster.as_ref().map(ToString::to_string),
+            inbound_certificate: c.inbound.certificate.clone(),
+            outbound_certificate: c.outbound.certificate.clone(),
         }
     }
 }
@@ -60,6 +64,8 @@ impl TryFrom<ConfigV2> for Config {
                     .map_err(|_| bad(format!("bad postmaster {p}")))
             })
             .transpose()?;
+        c.inbound.certificate = w.inbound_certificate;
+        c.outbound.certificate = w.outbound_certificate;
         Ok(c)
     }
 }
@@ -447,6 +453,7 @@ fn service(s: ServiceV1) -> Result<Service, WireError> {
             .collect::<Result<_, _>>()?,
         auth_mechanisms: s.auth_mechanisms.as_deref().map(mechanisms).transpose()?,
         disabled: s.disabled,
+        certificate: None,
     })
 }
 
@@ -625,7 +632,7 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         let mut with_postmaster = parse(EVERYTHING).unwrap();
         crate::config::text::parse_into(
             &mut with_postmaster,
-            "set system postmaster hostmaster@example.org\n",
+            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\n",
         )
         .unwrap();
         for config in [

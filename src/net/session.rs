@@ -77,7 +77,7 @@ pub async fn serve(
             log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
             return;
         };
-        match tls.accept(transport).await {
+        match tls.accept(service, transport).await {
             Ok(t) => {
                 transport = t;
                 let info =
@@ -181,7 +181,7 @@ pub async fn serve(
                         log::info!(target: "smtpd", "lost connection after STARTTLS from {client}");
                         return;
                     }
-                    match tls.accept(transport).await {
+                    match tls.accept(service, transport).await {
                         Ok(t) => {
                             transport = t;
                             let info = tls_established(

@@ -700,7 +700,11 @@ mod tests {
             "postmaster@sub.example.com",
         ] {
             for who in [Who::External, Who::Unclassified] {
-                assert_eq!(reply_of(&config, who, false, text, false), OK, "{text} {who:?}");
+                assert_eq!(
+                    reply_of(&config, who, false, text, false),
+                    OK,
+                    "{text} {who:?}"
+                );
             }
         }
         // Our postmaster is delivered to the configured address, by its route.
@@ -717,16 +721,32 @@ mod tests {
             panic!("{:#?}", d.trace)
         };
         assert_eq!(routed.address, "hostmaster@example.com");
-        assert!(d.trace.iter().any(|t| t.contains("is always accepted (RFC 5321 §4.5.1)")));
+        assert!(
+            d.trace
+                .iter()
+                .any(|t| t.contains("is always accepted (RFC 5321 §4.5.1)"))
+        );
         // Another domain's postmaster relays no more than any other address.
         assert_eq!(
-            reply_of(&config, Who::External, false, "postmaster@example.org", false),
+            reply_of(
+                &config,
+                Who::External,
+                false,
+                "postmaster@example.org",
+                false
+            ),
             "550 5.7.1 nothing here"
         );
         // Nor does a postmaster with a smuggled route.
         assert!(
-            reply_of(&config, Who::External, false, "postmaster%evil.test@example.com", false)
-                .starts_with("550")
+            reply_of(
+                &config,
+                Who::External,
+                false,
+                "postmaster%evil.test@example.com",
+                false
+            )
+            .starts_with("550")
         );
     }
 

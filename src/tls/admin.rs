@@ -1,4 +1,6 @@
-//! `drawbridge certificate …`: the certificate store, worked on from the command line.
+//! `drawbridge certificate …`: the certificate store, worked on by the running gateway
+//! (through its control socket, so that a change is served at once) or, when none runs,
+//! on the state directory itself.
 
 use std::path::Path;
 
@@ -6,45 +8,125 @@ use super::TlsError;
 use super::open_token;
 use super::setup::STORE_DIR;
 use super::store::{CertStore, StoredCert};
-use crate::cli::CertificateAction;
 use crate::clock::unix_now;
 use crate::config::TokenSettings;
 
-/// Carries out one certificate command on the state directory, with the keys on the
-/// token `settings` name; the text to print.
-pub fn certificate(
-    action: &CertificateAction,
-    state_dir: &Path,
-    settings: &TokenSettings,
+/// One certificate command, as it travels on the control socket. An import's PEM chain
+/// and key travel as the request's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateRequest {
+    Show,
+    /// Import the body's PEM chain (leaf first) and private key under a name.
+    Import {
+        name: String,
+    },
+    /// Remove a certificate and its key.
+    Delete {
+        name: String,
+    },
+    /// A certificate request (CSR) for a stored certificate's key.
+    Request {
+        name: String,
+    },
+    /// A self-signed certificate for a host name, when the store is empty.
+    GenerateSelfSigned {
+        host_name: String,
+    },
+}
+
+impl CertificateRequest {
+    /// Parses the words after `certificate`.
+    pub fn parse(words: &[&str]) -> Result<CertificateRequest, String> {
+        Ok(match words {
+            ["show"] => CertificateRequest::Show,
+            ["import", name] => CertificateRequest::Import {
+                name: name.to_string(),
+            },
+            ["delete", name] => CertificateRequest::Delete {
+                name: name.to_string(),
+            },
+            ["request", name] => CertificateRequest::Request {
+                name: name.to_string(),
+            },
+            ["generate-self-signed", host] => CertificateRequest::GenerateSelfSigned {
+                host_name: host.to_string(),
+            },
+            _ => return Err(format!("unknown certificate request '{}'", words.join(" "))),
+        })
+    }
+
+    /// The words after `certificate`.
+    pub fn line(&self) -> String {
+        match self {
+            CertificateRequest::Show => "show".into(),
+            CertificateRequest::Import { name } => format!("import {name}"),
+            CertificateRequest::Delete { name } => format!("delete {name}"),
+            CertificateRequest::Request { name } => format!("request {name}"),
+            CertificateRequest::GenerateSelfSigned { host_name } => {
+                format!("generate-self-signed {host_name}")
+            }
+        }
+    }
+
+    /// Whether the request changes what the services serve.
+    pub fn changes_the_store(&self) -> bool {
+        matches!(
+            self,
+            CertificateRequest::Import { .. }
+                | CertificateRequest::Delete { .. }
+                | CertificateRequest::GenerateSelfSigned { .. }
+        )
+    }
+}
+
+/// Carries out `request` on `store`; `pem` is an import's chain and key. The text to
+/// print.
+pub fn execute(
+    store: &CertStore,
+    request: &CertificateRequest,
+    pem: &str,
 ) -> Result<String, TlsError> {
-    let token = open_token(settings, state_dir)?;
-    let store = CertStore::open(&state_dir.join(STORE_DIR), token)?;
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| TlsError::Io(format!("{}: {e}", path.display())))
-    };
-    match action {
-        CertificateAction::Show => {
+    match request {
+        CertificateRequest::Show => {
             let certs = store.list()?;
             if certs.is_empty() {
                 return Ok("no certificates\n".into());
             }
             Ok(certs.iter().map(describe).collect())
         }
-        CertificateAction::Import { name, chain, key } => {
-            let cert = store.import_pem(name, &read(chain)?, &read(key)?)?;
-            Ok(format!(
-                "imported {}restart the gateway to serve it\n",
-                describe(&cert)
-            ))
+        CertificateRequest::Import { name } => {
+            let cert = store.import_pem(name, pem, pem)?;
+            Ok(format!("imported {}", describe(&cert)))
         }
-        CertificateAction::Request { name } => store.request(name),
-        CertificateAction::GenerateSelfSigned { host_name } => {
+        CertificateRequest::Delete { name } => {
+            store.remove(name)?;
+            Ok(format!("deleted {name}\n"))
+        }
+        CertificateRequest::Request { name } => store.request(name),
+        CertificateRequest::GenerateSelfSigned { host_name } => {
             match store.ensure_self_signed(host_name, unix_now() as i64)? {
                 Some(cert) => Ok(format!("generated {}", describe(&cert))),
                 None => Ok("the store has certificates already; nothing generated\n".into()),
             }
         }
     }
+}
+
+/// Carries out one certificate command on a stopped gateway's state directory, with the
+/// keys on the token `settings` name.
+pub fn offline(
+    request: &CertificateRequest,
+    pem: &str,
+    state_dir: &Path,
+    settings: &TokenSettings,
+) -> Result<String, TlsError> {
+    let token = open_token(settings, state_dir)?;
+    let store = CertStore::open(&state_dir.join(STORE_DIR), token)?;
+    let mut text = execute(&store, request, pem)?;
+    if request.changes_the_store() {
+        text.push_str("the gateway serves it from its next start\n");
+    }
+    Ok(text)
 }
 
 fn describe(cert: &StoredCert) -> String {
@@ -55,4 +137,25 @@ fn describe(cert: &StoredCert) -> String {
         crate::clock::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
         cert.fingerprint_sha256
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_print_back() {
+        for line in [
+            "show",
+            "import mail-2026",
+            "delete 0-self-signed",
+            "request mail-2026",
+            "generate-self-signed gw.example.com",
+        ] {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(CertificateRequest::parse(&words).unwrap().line(), line);
+        }
+        assert!(CertificateRequest::parse(&["import"]).is_err());
+        assert!(CertificateRequest::parse(&["delete", "a", "b"]).is_err());
+    }
 }

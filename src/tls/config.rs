@@ -67,6 +67,8 @@ impl Versions {
 /// A server certificate: its chain and the token key that signs for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Certificate {
+    /// Its name in the certificate store.
+    pub name: String,
     /// DNS names it answers for by SNI; `*.example.com` covers one label.
     pub names: Vec<String>,
     /// DER certificates, leaf first.
@@ -250,24 +252,33 @@ impl SniResolver {
     }
 
     fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
-        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
+        let Some(name) = server_name else {
             return Arc::clone(&self.default);
         };
-        let find = |wanted: &str| {
-            self.by_name
-                .iter()
-                .find(|(name, _)| name == wanted)
-                .map(|(_, key)| Arc::clone(key))
-        };
-        if let Some(key) = find(&name) {
-            return key;
+        match self
+            .by_name
+            .iter()
+            .find(|(pattern, _)| pattern == &name.to_ascii_lowercase())
+            .or_else(|| {
+                self.by_name
+                    .iter()
+                    .find(|(pattern, _)| covers(pattern, name))
+            }) {
+            Some((_, key)) => Arc::clone(key),
+            None => Arc::clone(&self.default),
         }
-        if let Some((_, parent)) = name.split_once('.') {
-            if let Some(key) = find(&format!("*.{parent}")) {
-                return key;
-            }
-        }
-        Arc::clone(&self.default)
+    }
+}
+
+/// Whether a certificate name (`mail.example.com`, or `*.example.com` for one label)
+/// covers the host `name`, without regard to ASCII case.
+pub fn covers(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(parent) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        None => pattern == name,
     }
 }
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::config::{
-    ClientSettings, ServerSettings, Verify, Versions, client_config, server_config,
+    Certificate, ClientSettings, ServerSettings, Verify, Versions, client_config, covers,
+    server_config,
 };
 use super::pem::parse_chain;
-use super::store::CertStore;
+use super::store::{CertStore, SELF_SIGNED_NAME};
 use super::stream::Transport;
 use super::{Info, TlsError};
-use crate::config::Config;
+use crate::config::{Config, ServiceName};
 use crate::token::Token;
 
 /// The token's label on every board.
@@ -27,7 +28,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything the services and delivery need to speak TLS.
 pub struct GatewayTls {
-    server: Arc<ServerConfig>,
+    /// Each service's server side, its default certificate first.
+    server: [Arc<ServerConfig>; 2],
+    /// Each service's default certificate, for the log.
+    defaults: [DefaultCertificate; 2],
     /// The server key's token blocks: handshakes sign off the executor.
     sign_off_executor: bool,
     verified: Arc<ClientConfig>,
@@ -60,15 +64,29 @@ impl GatewayTls {
         };
         let cipher_suites =
             (!config.tls.cipher_suites.is_empty()).then(|| config.tls.cipher_suites.clone());
-        let server = server_config(
-            &ServerSettings {
-                versions,
-                cipher_suites,
-                certificates: store.settings_certificates()?,
-                client_cas: read_cas(config.tls.client_ca_file.as_deref())?,
-            },
-            token,
-        )?;
+        let stored = store.settings_certificates()?;
+        let client_cas = read_cas(config.tls.client_ca_file.as_deref())?;
+        let service =
+            |s: ServiceName| -> Result<(Arc<ServerConfig>, DefaultCertificate), TlsError> {
+                let wanted = config.service(s).certificate.as_deref();
+                let certificates = for_service(stored.clone(), wanted, &config.system.host_name);
+                let default = certificates
+                    .first()
+                    .map(|c| (c.name.clone(), c.names.clone()))
+                    .unwrap_or_default();
+                let server = server_config(
+                    &ServerSettings {
+                        versions,
+                        cipher_suites: cipher_suites.clone(),
+                        certificates,
+                        client_cas: client_cas.clone(),
+                    },
+                    token.clone(),
+                )?;
+                Ok((server, default))
+            };
+        let (inbound, inbound_default) = service(ServiceName::Inbound)?;
+        let (outbound, outbound_default) = service(ServiceName::Outbound)?;
         let extra_roots = read_cas(config.tls.server_ca_file.as_deref())?;
         let client = |verify| ClientSettings {
             extra_roots: extra_roots.clone(),
@@ -76,24 +94,34 @@ impl GatewayTls {
             versions,
         };
         Ok(GatewayTls {
-            server,
+            server: [inbound, outbound],
+            defaults: [inbound_default, outbound_default],
             sign_off_executor,
             verified: client_config(&client(Verify::Full))?,
             unverified: client_config(&client(Verify::DangerNone))?,
         })
     }
 
-    /// The server side of STARTTLS or implicit TLS.
-    pub async fn accept(&self, transport: Transport) -> Result<Transport, TlsError> {
+    /// The server side of STARTTLS or implicit TLS for `service`.
+    pub async fn accept(
+        &self,
+        service: ServiceName,
+        transport: Transport,
+    ) -> Result<Transport, TlsError> {
+        let server = self.server[service as usize].clone();
         if self.sign_off_executor {
             transport
-                .accept_tls_off_executor(self.server.clone(), HANDSHAKE_TIMEOUT)
+                .accept_tls_off_executor(server, HANDSHAKE_TIMEOUT)
                 .await
         } else {
-            transport
-                .accept_tls(self.server.clone(), HANDSHAKE_TIMEOUT)
-                .await
+            transport.accept_tls(server, HANDSHAKE_TIMEOUT).await
         }
+    }
+
+    /// The certificate `service` serves without SNI: its store name and DNS names.
+    pub fn default_certificate(&self, service: ServiceName) -> (&str, &[String]) {
+        let d = &self.defaults[service as usize];
+        (&d.name, &d.names)
     }
 
     /// Our STARTTLS to a next hop. With `verify` the certificate must chain to a trusted
@@ -114,6 +142,29 @@ impl GatewayTls {
             .connect_tls(config.clone(), server_name, HANDSHAKE_TIMEOUT)
             .await
     }
+}
+
+/// A service's certificate served without SNI: its store name and DNS names.
+#[derive(Clone, Debug, Default)]
+struct DefaultCertificate {
+    name: String,
+    names: Vec<String>,
+}
+
+/// The stored certificates in the order a service serves them: the one it names first,
+/// else those that name the host (an imported one before the first-boot self-signed
+/// one), then the rest by name. The first is served without SNI and on STARTTLS; SNI
+/// picks among them all.
+fn for_service(mut certs: Vec<Certificate>, wanted: Option<&str>, host: &str) -> Vec<Certificate> {
+    certs.sort_by_key(|c| {
+        (
+            Some(c.name.as_str()) != wanted,
+            !c.names.iter().any(|n| covers(n, host)),
+            c.name == SELF_SIGNED_NAME,
+            c.name.clone(),
+        )
+    });
+    certs
 }
 
 /// The CA certificates in a PEM file, DER; none without a file.

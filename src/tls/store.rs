@@ -162,6 +162,7 @@ impl CertStore {
             let leaf = parse_certificate(&chain[0])
                 .ok_or_else(|| TlsError::Storage(format!("{name}: unreadable certificate")))?;
             out.push(Certificate {
+                name: name.clone(),
                 names: leaf_names(&leaf),
                 key: self.private_key(&name)?,
                 chain,
@@ -208,19 +209,7 @@ impl CertStore {
 
     /// Store names, sorted; entries that are not certificate directories are skipped.
     fn names(&self) -> Result<Vec<String>, TlsError> {
-        let mut names = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(|e| storage(&self.dir, &e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| storage(&self.dir, &e))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if check_name(&name).is_ok() && entry.path().join("0.der").is_file() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        names_in(&self.dir)
     }
 
     /// Writes the chain to a temporary directory, then renames it into place.
@@ -282,6 +271,24 @@ impl CertStore {
     }
 }
 
+/// The names of the certificates stored in `dir`, sorted; entries that are not
+/// certificate directories are skipped. No token is needed.
+pub fn names_in(dir: &Path) -> Result<Vec<String>, TlsError> {
+    let mut names = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| storage(dir, &e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| storage(dir, &e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if check_name(&name).is_ok() && entry.path().join("0.der").is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// The token label of the key of certificate `name`.
 pub fn key_label(name: &str) -> String {
     format!("{KEY_LABEL_PREFIX}{name}")
@@ -295,7 +302,7 @@ fn leaf_names(leaf: &CertificateFields) -> Vec<String> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), TlsError> {
+pub fn check_name(name: &str) -> Result<(), TlsError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name

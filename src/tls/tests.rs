@@ -58,6 +58,7 @@ fn token_certificate(token: &Arc<dyn Token>, name: &str) -> Certificate {
     };
     let der = self_signed_certificate(&**token, key, &subject, NOT_BEFORE, NOT_AFTER).unwrap();
     Certificate {
+        name: name.to_string(),
         names: vec![name.to_string()],
         chain: vec![der],
         key,
