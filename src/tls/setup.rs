@@ -72,7 +72,10 @@ impl GatewayTls {
                 let certificates = for_service(stored.clone(), wanted, &config.system.host_name);
                 let default = certificates
                     .first()
-                    .map(|c| (c.name.clone(), c.names.clone()))
+                    .map(|c| DefaultCertificate {
+                        name: c.name.clone(),
+                        names: c.names.clone(),
+                    })
                     .unwrap_or_default();
                 let server = server_config(
                     &ServerSettings {
