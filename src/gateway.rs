@@ -577,6 +577,42 @@ pub fn lock_state_dir(state_dir: &Path) -> io::Result<StateLock> {
     Ok(StateLock(file))
 }
 
+/// Mode bits no one but the owner may have on the state directory's contents.
+const GROUP_AND_OTHER: u32 = 0o077;
+
+/// Takes away every permission of group and others under `state_dir` (message content,
+/// keys, users and configuration live there), logging each change. Symbolic links are
+/// left alone; so is what cannot be read.
+pub fn tighten_modes(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![state_dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & GROUP_AND_OTHER != 0 {
+            let tight = mode & !GROUP_AND_OTHER;
+            match fs::set_permissions(&path, fs::Permissions::from_mode(tight)) {
+                Ok(()) => log::warn!(target: "main",
+                    "tightened the mode of {} from {mode:04o} to {tight:04o}: only the gateway reads its state",
+                    path.display()),
+                Err(e) => {
+                    log::error!(target: "main", "cannot tighten the mode of {}: {e}", path.display())
+                }
+            }
+        }
+        if meta.is_dir()
+            && let Ok(entries) = fs::read_dir(&path)
+        {
+            pending.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+    }
+}
+
 /// Where the spool lives under the state directory.
 pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
@@ -697,6 +733,7 @@ pub fn open_engine(
 pub fn run(start: Start) -> io::Result<String> {
     let state_dir = start.state_dir.as_path();
     let _lock = lock_state_dir(state_dir)?;
+    tighten_modes(state_dir);
     let file = start.file.as_ref().map(|(p, c)| (p.as_path(), c.clone()));
     let Opened {
         token,

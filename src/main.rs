@@ -6,6 +6,12 @@ use drawbridge::cli::{self, Command};
 use drawbridge::config;
 
 fn main() -> ExitCode {
+    // Everything the gateway creates (spool, keys, users, configuration slots) is its
+    // own: files 0600, folders 0700.
+    // SAFETY: umask(2) only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match cli::parse(&args) {
         Ok(Command::Run(opts)) => opts,

@@ -11,8 +11,14 @@ use std::process::{Command, Stdio};
 use common::*;
 
 /// 127.0.0.2 is inside; every other address, 127.0.0.3 in these tests, is outside.
+/// AUTH offered on the inbound service (it is not by default), and, for EXTERNAL clients,
+/// the challenge-response mechanisms before TLS too (by default every mechanism waits
+/// for TLS); PLAIN and LOGIN, which carry the password itself, never in clear.
 const POLICY: &str = "set classify 10 remote 127.0.0.2 category INTERNAL\n\
-                      set classify 20 remote 0.0.0.0/0 category EXTERNAL\n";
+                      set classify 20 remote 0.0.0.0/0 category EXTERNAL\n\
+                      set service inbound auth yes\n\
+                      set ruleset EXTERNAL restrict PLAIN tls\n\
+                      set ruleset EXTERNAL restrict LOGIN tls\n";
 
 fn add_user(state: &std::path::Path, user: &str, password: &str, cram: bool) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drawbridge"));

@@ -234,6 +234,7 @@ fn client_certificates_are_verified_recorded_and_a_foreign_one_refused() {
         &format!(
             "set tls client-ca-file \"{}\"\n\
              set service inbound channel tcp_local\n\
+             set service inbound auth yes\n\
              set channel tcp_local keywords \"maytls maysaslserver tlsswitchchannel tcp_tls\"\n\
              set channel tcp_tls keywords \"\"\n",
             pki.join("clients.pem").display()

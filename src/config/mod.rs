@@ -239,6 +239,9 @@ pub struct Service {
     /// The stored certificate served without SNI and on STARTTLS; `None`: the one for
     /// the host name (an imported one before the first-boot self-signed one).
     pub certificate: Option<String>,
+    /// Whether AUTH is offered at all; `None`: the service's default (see
+    /// [`Config::offers_auth`]).
+    pub auth: Option<bool>,
 }
 
 /// One access-filter rule: the text as the administrator wrote it, and its checked tree.
@@ -340,6 +343,7 @@ impl Default for Service {
             auth_mechanisms: None,
             disabled: false,
             certificate: None,
+            auth: None,
         }
     }
 }
@@ -840,6 +844,15 @@ impl Config {
         }
     }
 
+    /// Whether `service` offers AUTH at all: as set, else not on the inbound (MX)
+    /// service, which faces the whole internet (as Postfix's `smtpd_sasl_auth_enable`
+    /// defaults to no), and on the outbound one (SPEC §6).
+    pub fn offers_auth(&self, service: ServiceName) -> bool {
+        self.service(service)
+            .auth
+            .unwrap_or(service == ServiceName::Outbound)
+    }
+
     /// Whether `name` is a configured or built-in channel.
     pub fn has_channel(&self, name: &str) -> bool {
         self.channels.contains_key(name) || BUILTIN_CHANNELS.iter().any(|(n, _)| *n == name)
@@ -892,9 +905,13 @@ impl Ruleset {
     pub fn factory() -> Ruleset {
         Ruleset {
             mechanisms: all_mechanisms(),
+            // AUTH only ever over TLS (SPEC §6): nothing a password can be guessed or
+            // read through goes in clear; EXTERNAL needs a client certificate anyway.
             needs_tls: MechanismSet::EMPTY
                 .with(MechanismName::Plain)
-                .with(MechanismName::Login),
+                .with(MechanismName::Login)
+                .with(MechanismName::CramMd5)
+                .with(MechanismName::ScramSha256),
         }
     }
 }

@@ -1368,6 +1368,14 @@ static SERVICE_CHILDREN: &[Node] = &[
         certificate
     ),
     optional!(
+        "auth",
+        "Offer SMTP AUTH at all (default: no on inbound, yes on outbound)",
+        YES_NO,
+        service,
+        service_mut,
+        auth
+    ),
+    optional!(
         "auth-mechanisms",
         "Narrows the SASL mechanisms the client's ruleset offers",
         MECHANISMS,

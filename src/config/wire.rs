@@ -29,7 +29,7 @@ use crate::sasl::{MechanismName, MechanismSet};
 /// conversion only ever handles what is new):
 /// * 1 — the first stored form: system (with the token), services, classify, routes,
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
-/// * 2 — `system postmaster` and each service's `certificate` ([`ConfigV2`]).
+/// * 2 — `system postmaster`, each service's `certificate` and `auth` ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -39,6 +39,8 @@ pub struct ConfigV2 {
     pub postmaster: Option<String>,
     pub inbound_certificate: Option<String>,
     pub outbound_certificate: Option<String>,
+    pub inbound_auth: Option<bool>,
+    pub outbound_auth: Option<bool>,
 }
 
 impl From<&Config> for ConfigV2 {
@@ -48,6 +50,8 @@ impl From<&Config> for ConfigV2 {
             postmaster: c.system.postmaster.as_ref().map(ToString::to_string),
             inbound_certificate: c.inbound.certificate.clone(),
             outbound_certificate: c.outbound.certificate.clone(),
+            inbound_auth: c.inbound.auth,
+            outbound_auth: c.outbound.auth,
         }
     }
 }
@@ -66,6 +70,8 @@ impl TryFrom<ConfigV2> for Config {
             .transpose()?;
         c.inbound.certificate = w.inbound_certificate;
         c.outbound.certificate = w.outbound_certificate;
+        c.inbound.auth = w.inbound_auth;
+        c.outbound.auth = w.outbound_auth;
         Ok(c)
     }
 }
@@ -454,6 +460,7 @@ fn service(s: ServiceV1) -> Result<Service, WireError> {
         auth_mechanisms: s.auth_mechanisms.as_deref().map(mechanisms).transpose()?,
         disabled: s.disabled,
         certificate: None,
+        auth: None,
     })
 }
 
@@ -632,7 +639,7 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         let mut with_postmaster = parse(EVERYTHING).unwrap();
         crate::config::text::parse_into(
             &mut with_postmaster,
-            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\n",
+            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n",
         )
         .unwrap();
         for config in [

@@ -131,7 +131,9 @@ pub async fn serve(
                     };
                     match check_rcpt(&running, &asked, &to).await {
                         Ok(deliver_to) => {
-                            rcpts.push(deliver_to.clone());
+                            if !rcpts.contains(&deliver_to) {
+                                rcpts.push(deliver_to.clone());
+                            }
                             session.accept_rcpt(deliver_to, Instant::now());
                         }
                         Err(reply) => session.answer(Verdict::Reject(reply), Instant::now()),
@@ -468,12 +470,13 @@ fn session_config(
     let config = &running.config;
     let channel = config.channel(Some(&source_channel(config, service, category, false)));
     let use_tls = channel.tls_server();
-    let sasl = channel.keywords.iter().any(|k| {
-        matches!(
-            k,
-            ChannelKeyword::MaySaslServer | ChannelKeyword::MustSaslServer
-        )
-    });
+    let sasl = config.offers_auth(service)
+        && channel.keywords.iter().any(|k| {
+            matches!(
+                k,
+                ChannelKeyword::MaySaslServer | ChannelKeyword::MustSaslServer
+            )
+        });
     let auth = policy::auth_policy(config, category);
     let mut c = (*running.server_config(service)).clone();
     c.tls_available = running.tls.is_some() && use_tls != TlsUse::Never;

@@ -85,7 +85,18 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
             break;
         }
     }
-    if input.auth_user.is_some() && !input.tls {
+    if !config.offers_auth(input.service) {
+        steps.push(format!(
+            "the {} service offers no AUTH (set service {} auth yes turns it on){}",
+            input.service,
+            input.service,
+            if input.auth_user.is_some() {
+                ": this client cannot have authenticated"
+            } else {
+                ""
+            }
+        ));
+    } else if input.auth_user.is_some() && !input.tls {
         let policy = auth_policy(config, category);
         let usable: Vec<&str> = policy
             .advertised
@@ -207,7 +218,8 @@ mod tests {
         let expected = [
             "client 192.0.2.7 connects to the inbound service at 127.0.0.1:2525",
             "classify rule 20 matches: category EXTERNAL",
-            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
+            "the inbound service offers no AUTH (set service inbound auth yes turns it on)",
+            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 only with TLS",
             "source channel tcp_local (built-in for clients that are not INTERNAL)",
             "no TLS: stays on tcp_local",
             "not authenticated: stays on tcp_local",
@@ -226,7 +238,8 @@ mod tests {
         let expected = [
             "client 192.0.2.7 connects to the inbound service at 127.0.0.1:2525",
             "classify rule 20 matches: category EXTERNAL",
-            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
+            "the inbound service offers no AUTH (set service inbound auth yes turns it on): this client cannot have authenticated",
+            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 only with TLS",
             "source channel tcp_local (built-in for clients that are not INTERNAL)",
             "TLS: tcp_local names no tlsswitchchannel: stays on tcp_local",
             "authenticated as alice: switched from tcp_local to tcp_auth (saslswitchchannel)",
@@ -260,11 +273,32 @@ mod tests {
             "{:#?}",
             e.steps
         );
-        let e = run("192.0.2.7", false, Some("alice"), "friend@example.org");
-        assert!(e.steps.contains(
-            &"note: without TLS this client can authenticate only with CRAM-MD5 SCRAM-SHA-256 EXTERNAL"
-                .to_string()
-        ));
+        let mut with_auth = host_default();
+        crate::config::text::parse_into(
+            &mut with_auth,
+            "set service inbound auth yes\nset ruleset EXTERNAL restrict PLAIN tls\n",
+        )
+        .unwrap();
+        let e = explain(
+            &with_auth,
+            ExplainInput {
+                from_ip: "192.0.2.7".parse().unwrap(),
+                tls: false,
+                auth_user: Some("alice"),
+                mail: "<sender@example.net>",
+                rcpt: "friend@example.org",
+                service: ServiceName::Inbound,
+                our_addresses: OURS,
+            },
+        );
+        assert!(
+            e.steps.contains(
+                &"note: without TLS this client can authenticate only with LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL"
+                    .to_string()
+            ),
+            "{:#?}",
+            e.steps
+        );
         let e = run("127.0.0.1", false, None, "friend@example.org");
         assert_eq!(e.decision, "250 2.1.5 Ok");
         assert!(
@@ -297,7 +331,7 @@ mod tests {
             "the outbound service listens nowhere: assuming 0.0.0.0:25",
             "client 192.0.2.7 connects to the outbound service at 0.0.0.0:25",
             "no category (no classify rule matched): treated as external",
-            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN only with TLS",
+            "the factory ruleset: offers PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL; PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 only with TLS",
             "source channel tcp_local (built-in for clients that are not INTERNAL)",
             "no TLS: stays on tcp_local",
             "not authenticated: stays on tcp_local",

@@ -1040,7 +1040,11 @@ mod tests {
             names(&factory.advertised),
             "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256 EXTERNAL"
         );
-        assert_eq!(names(&factory.needs_tls), "PLAIN LOGIN");
+        assert_eq!(
+            names(&factory.needs_tls),
+            "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256",
+            "AUTH only ever over TLS by default"
+        );
         let config = with(
             "set ruleset EXTERNAL mechanisms \"SCRAM-SHA-256 plain\"\n\
              set ruleset EXTERNAL restrict PLAIN tls\n\

@@ -468,11 +468,14 @@ impl Session {
     }
 
     /// Accepts the pending `CheckRcpt`, recording `deliver_to` as the recipient of the
-    /// transaction (routing may name our host for one of our address literals).
+    /// transaction (routing may name our host for one of our address literals). A
+    /// recipient the transaction has already is answered 250 and delivered once.
     pub fn accept_rcpt(&mut self, deliver_to: String, now: Instant) {
         match self.wait.take() {
             Some(Wait::Rcpt { params, .. }) => {
-                self.rcpts.push((deliver_to, params));
+                if !self.rcpts.iter().any(|(r, _)| *r == deliver_to) {
+                    self.rcpts.push((deliver_to, params));
+                }
                 self.reply(&Reply::new(250, "2.1.5", "Ok"));
                 self.resume(now);
             }
@@ -2367,6 +2370,25 @@ mod tests {
         }
         let replies = String::from_utf8(replies).unwrap();
         assert_eq!(replies.matches("250 2.1.5 Ok\r\n").count(), 2, "{replies}");
+
+        // The same recipient twice (written two ways): 250 both times, delivered once.
+        session.commit_done(Ok("ID1".into()), now);
+        session.handle_input(b"MAIL FROM:<a@example.org>\r\n", now);
+        while session.poll_event().is_some() {}
+        session.answer(Verdict::Accept, now);
+        for _ in 0..2 {
+            session.handle_input(b"RCPT TO:<postmaster>\r\n", now);
+            while session.poll_event().is_some() {}
+            session.accept_rcpt("postmaster@gw.example.com".into(), now);
+        }
+        session.handle_input(b"DATA\r\nx\r\n.\r\n", now);
+        let tx = std::iter::from_fn(|| session.poll_event())
+            .find_map(|e| match e {
+                Event::MessageEnd(tx) => Some(tx),
+                _ => None,
+            })
+            .expect("the message ends");
+        assert_eq!(tx.rcpts.len(), 1);
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn bad_lines_are_refused_with_line_number_and_reason() {
         ),
         (
             "set service inbound max-conns 5",
-            "unknown keyword 'max-conns' after 'set service inbound': expected one of listen, tls-listen, disable, auth-mechanisms",
+            "unknown keyword 'max-conns' after 'set service inbound': expected one of listen, tls-listen, disable, certificate, auth",
         ),
         (
             "set service inbound",
