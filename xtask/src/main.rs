@@ -1,10 +1,10 @@
-//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay` and
-//! `cargo xtask bench tls`.
+//! Build tool for drawbridge: `cargo xtask test` and `cargo xtask bench relay|tls|delivery|auth-stall`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
+mod bench_robust;
 mod bench_tls;
 mod options;
 mod postfix;
@@ -52,6 +52,19 @@ commands:
       Prints both rates and their ratios and writes target/bench/tls.json.
       Needs root.
 
+  bench delivery [--messages N] [--size BYTES]
+      Accepts N messages (default 20) of BYTES each (default 34000000) over N
+      parallel sessions while the next hop is down, then starts smtp-sink and
+      lets the retry deliver them all at once. Prints the gateway's peak RSS
+      (VmHWM) and its peak PSS while delivering; writes
+      target/bench/delivery.json.
+
+  bench auth-stall [--attempts A] [--iterations I]
+      Adds a user with I PBKDF2 iterations (default 600000), then A sessions
+      (default 50) send AUTH PLAIN for it at once while one probe session
+      times the replies to NOOP, MAIL and RSET. Prints the probe's p50, p99
+      and worst reply latency; writes target/bench/auth-stall.json.
+
   help, --help, -h
       Print this text.
 ";
@@ -90,6 +103,8 @@ enum Command {
     Test { cargo_args: Vec<String> },
     BenchRelay(bench::Options),
     BenchTls(bench_tls::Options),
+    BenchDelivery(bench_robust::DeliveryOptions),
+    BenchAuthStall(bench_robust::StallOptions),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -107,8 +122,16 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "tls" => {
                     bench_tls::Options::parse(options).map(Command::BenchTls)
                 }
+                Some((what, options)) if what == "delivery" => {
+                    bench_robust::DeliveryOptions::parse(options).map(Command::BenchDelivery)
+                }
+                Some((what, options)) if what == "auth-stall" => {
+                    bench_robust::StallOptions::parse(options).map(Command::BenchAuthStall)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
-                None => Err("`bench` needs a benchmark name: relay or tls".to_owned()),
+                None => Err(
+                    "`bench` needs a benchmark name: relay, tls, delivery or auth-stall".to_owned(),
+                ),
             },
             other => Err(format!("unknown command `{other}`")),
         },
@@ -154,6 +177,8 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test_runner::run(&cargo_args),
         Command::BenchRelay(options) => bench::run_relay(&options),
         Command::BenchTls(options) => bench_tls::run(&options),
+        Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
+        Command::BenchAuthStall(options) => bench_robust::run_auth_stall(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -229,7 +254,14 @@ mod tests {
 
     #[test]
     fn usage_lists_every_command() {
-        for command in ["test", "bench relay", "bench tls", "help"] {
+        for command in [
+            "test",
+            "bench relay",
+            "bench tls",
+            "bench delivery",
+            "bench auth-stall",
+            "help",
+        ] {
             assert!(USAGE.contains(command), "{command}");
         }
     }
