@@ -357,7 +357,7 @@ mod tests {
             ),
             (
                 "set system",
-                "incomplete statement 'set system': expected one of host-name, dns",
+                "incomplete statement 'set system': expected one of host-name, dns, auth-throttle",
             ),
             (
                 "set system host-name",
@@ -459,6 +459,46 @@ mod tests {
             (
                 "set service inbound error-limit 0",
                 "out of range for error-limit",
+            ),
+            (
+                "set service inbound command-deadline 0s",
+                "'0s' is out of range for command-deadline: expected more than 0s",
+            ),
+            (
+                "set service inbound data-deadline 0m",
+                "out of range for data-deadline",
+            ),
+            (
+                "set service inbound min-data-rate 0",
+                "'0' is out of range for min-data-rate: expected a number from 1 to 1000000000",
+            ),
+            (
+                "set service inbound stress-threshold 101",
+                "'101' is out of range for stress-threshold: expected a number from 1 to 100",
+            ),
+            (
+                "set service inbound stress-timeout 0s",
+                "out of range for stress-timeout",
+            ),
+            (
+                "set system auth-throttle",
+                "incomplete statement 'set system auth-throttle': expected one of address-limit, network-limit, user-limit, block-time, table-size",
+            ),
+            (
+                "set system auth-throttle address-limit 0",
+                "out of range for address-limit",
+            ),
+            (
+                "set system auth-throttle user-limit many",
+                "'many' is not a number",
+            ),
+            (
+                "set system auth-throttle block-time 0s",
+                "out of range for block-time",
+            ),
+            (
+                "set system auth-throttle table-size 99",
+                "'99' is out of range for table-size: expected a number from 100 to 100000",
             ),
             (
                 "set service inbound greet-delay soon",
@@ -800,6 +840,13 @@ set queue retry \"5m 15m 1h 1d\"
     fn full_config() -> Config {
         let mut cfg = Config::default();
         cfg.system.host_name = "mx1.example.org".into();
+        cfg.system.auth_throttle = crate::config::AuthThrottle {
+            address_limit: 1,
+            network_limit: 1_000_000,
+            user_limit: 3,
+            block_time: secs(86_400),
+            table_size: 100,
+        };
         for name in ServiceName::ALL {
             let s = cfg.service_mut(name);
             s.listen = vec![
@@ -811,6 +858,11 @@ set queue retry \"5m 15m 1h 1d\"
             s.max_connections_per_ip = 1;
             s.idle_timeout = secs(1);
             s.data_timeout = secs(90);
+            s.command_deadline = secs(1);
+            s.data_deadline = value::MAX_DURATION;
+            s.min_data_rate = 1_000_000_000;
+            s.stress_threshold = 100;
+            s.stress_timeout = secs(2);
             s.max_session_time = value::MAX_DURATION;
             s.max_messages_per_session = u32::MAX;
             s.max_message_size = 1024;
@@ -977,6 +1029,25 @@ set queue retry \"5m 15m 1h 1d\"
                 cfg.system.host_name = cfg.system.host_name.to_ascii_uppercase();
             }
         }
+        if rng.chance(2) {
+            let t = &mut cfg.system.auth_throttle;
+            let u = |rng: &mut XorShift, lo: u32, hi: u32| rng.range(lo.into(), hi.into()) as u32;
+            if rng.chance(2) {
+                t.address_limit = u(rng, 1, 1_000_000);
+            }
+            if rng.chance(2) {
+                t.network_limit = u(rng, 1, 1_000_000);
+            }
+            if rng.chance(2) {
+                t.user_limit = u(rng, 1, 1_000_000);
+            }
+            if rng.chance(2) {
+                t.block_time = random_duration(rng, false);
+            }
+            if rng.chance(2) {
+                t.table_size = u(rng, 100, 100_000);
+            }
+        }
         for name in ServiceName::ALL {
             let s = cfg.service_mut(name);
             for _ in 0..rng.range(0, 3) {
@@ -1000,6 +1071,21 @@ set queue retry \"5m 15m 1h 1d\"
             }
             if rng.chance(2) {
                 s.data_timeout = random_duration(rng, false);
+            }
+            if rng.chance(2) {
+                s.command_deadline = random_duration(rng, false);
+            }
+            if rng.chance(2) {
+                s.data_deadline = random_duration(rng, false);
+            }
+            if rng.chance(2) {
+                s.min_data_rate = u(rng, 1, 1_000_000_000);
+            }
+            if rng.chance(2) {
+                s.stress_threshold = u(rng, 1, 100);
+            }
+            if rng.chance(2) {
+                s.stress_timeout = random_duration(rng, false);
             }
             if rng.chance(2) {
                 s.max_session_time = random_duration(rng, false);
@@ -1218,6 +1304,17 @@ set queue retry \"5m 15m 1h 1d\"
             "max-connections-per-ip",
             "idle-timeout",
             "data-timeout",
+            "command-deadline",
+            "data-deadline",
+            "min-data-rate",
+            "stress-threshold",
+            "stress-timeout",
+            "auth-throttle",
+            "address-limit",
+            "network-limit",
+            "user-limit",
+            "block-time",
+            "table-size",
             "max-session-time",
             "max-messages-per-session",
             "max-message-size",

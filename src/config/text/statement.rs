@@ -76,6 +76,15 @@ pub const LINE_LENGTH_LIMIT: Limit = Limit {
 };
 /// Client errors before a disconnect: at least one.
 pub const ERROR_LIMIT: Limit = Limit::new(1, u32::MAX);
+/// Octets per second of message content: at least one, at most 1 GB/s.
+pub const DATA_RATE_LIMIT: Limit = Limit::new(1, 1_000_000_000);
+/// Percent of the connection limit at which a service is under stress.
+pub const STRESS_THRESHOLD_LIMIT: Limit = Limit::new(1, 100);
+/// Failures before an authentication block: at least one.
+pub const AUTH_FAILURES_LIMIT: Limit = Limit::new(1, 1_000_000);
+/// Entries of the authentication throttle: at least 100; at most 100 000, each at most
+/// about 330 octets (a 255-octet user name and its record), about 32 MiB in all.
+pub const AUTH_TABLE_LIMIT: Limit = Limit::new(100, 100_000);
 /// Connections at once to one route's next hop.
 pub const CONCURRENCY_LIMIT: Limit = Limit::new(1, 1000);
 /// Classify rule numbers.
@@ -96,6 +105,8 @@ pub enum Statement {
     DnsResolver(SocketAddr),
     /// `set system dns timeout DUR`
     DnsTimeout(Duration),
+    /// `set system auth-throttle …`
+    AuthThrottle(AuthThrottleSetting),
     /// `set service SVC …`
     Service(ServiceName, ServiceSetting),
     /// `set classify N …`: replaces rule N as a whole.
@@ -153,6 +164,13 @@ pub enum ServiceSetting {
     MaxConnectionsPerIp(u32),
     IdleTimeout(Duration),
     DataTimeout(Duration),
+    CommandDeadline(Duration),
+    DataDeadline(Duration),
+    /// Octets per second.
+    MinDataRate(u32),
+    /// Percent of `max-connections`.
+    StressThreshold(u32),
+    StressTimeout(Duration),
     MaxSessionTime(Duration),
     MaxMessagesPerSession(u32),
     MaxMessageSize(u64),
@@ -176,6 +194,16 @@ pub enum ServiceSetting {
     VerifyNegativeTtl(Duration),
     /// `accept` (true) or `tempfail` (false).
     VerifyUnreachable(bool),
+}
+
+/// One setting of the authentication throttle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthThrottleSetting {
+    AddressLimit(u32),
+    NetworkLimit(u32),
+    UserLimit(u32),
+    BlockTime(Duration),
+    TableSize(u32),
 }
 
 /// One setting of a route.
@@ -243,6 +271,11 @@ enum ServiceKey {
     MaxConnectionsPerIp,
     IdleTimeout,
     DataTimeout,
+    CommandDeadline,
+    DataDeadline,
+    MinDataRate,
+    StressThreshold,
+    StressTimeout,
     MaxSessionTime,
     MaxMessagesPerSession,
     MaxMessageSize,
@@ -305,6 +338,16 @@ enum QueueKey {
 enum SystemKey {
     HostName,
     Dns,
+    AuthThrottle,
+}
+
+#[derive(Clone, Copy)]
+enum AuthThrottleKey {
+    AddressLimit,
+    NetworkLimit,
+    UserLimit,
+    BlockTime,
+    TableSize,
 }
 
 #[derive(Clone, Copy)]
@@ -352,7 +395,18 @@ const TLS_KEYS: &Keywords<TlsKey> = &[
     ("server-ca-file", TlsKey::ServerCaFile),
 ];
 const CHANNEL_KEYS: &Keywords<()> = &[("keywords", ())];
-const SYSTEM: &Keywords<SystemKey> = &[("host-name", SystemKey::HostName), ("dns", SystemKey::Dns)];
+const SYSTEM: &Keywords<SystemKey> = &[
+    ("host-name", SystemKey::HostName),
+    ("dns", SystemKey::Dns),
+    ("auth-throttle", SystemKey::AuthThrottle),
+];
+const AUTH_THROTTLE_KEYS: &Keywords<AuthThrottleKey> = &[
+    ("address-limit", AuthThrottleKey::AddressLimit),
+    ("network-limit", AuthThrottleKey::NetworkLimit),
+    ("user-limit", AuthThrottleKey::UserLimit),
+    ("block-time", AuthThrottleKey::BlockTime),
+    ("table-size", AuthThrottleKey::TableSize),
+];
 const DNS_KEYS: &Keywords<DnsKey> = &[("resolver", DnsKey::Resolver), ("timeout", DnsKey::Timeout)];
 const YES_NO: &Keywords<bool> = &[("yes", true), ("no", false)];
 const UNREACHABLE: &Keywords<bool> = &[("accept", true), ("tempfail", false)];
@@ -366,6 +420,11 @@ const SERVICE_KEYS: &Keywords<ServiceKey> = &[
     ("max-connections-per-ip", ServiceKey::MaxConnectionsPerIp),
     ("idle-timeout", ServiceKey::IdleTimeout),
     ("data-timeout", ServiceKey::DataTimeout),
+    ("command-deadline", ServiceKey::CommandDeadline),
+    ("data-deadline", ServiceKey::DataDeadline),
+    ("min-data-rate", ServiceKey::MinDataRate),
+    ("stress-threshold", ServiceKey::StressThreshold),
+    ("stress-timeout", ServiceKey::StressTimeout),
     ("max-session-time", ServiceKey::MaxSessionTime),
     (
         "max-messages-per-session",
@@ -553,6 +612,26 @@ impl Statement {
                         Statement::DnsTimeout(c.duration("dns timeout", Zero::Refused)?)
                     }
                 },
+                SystemKey::AuthThrottle => {
+                    use AuthThrottleSetting as A;
+                    Statement::AuthThrottle(match c.keyword(AUTH_THROTTLE_KEYS)? {
+                        AuthThrottleKey::AddressLimit => {
+                            A::AddressLimit(c.number("address-limit", AUTH_FAILURES_LIMIT)?)
+                        }
+                        AuthThrottleKey::NetworkLimit => {
+                            A::NetworkLimit(c.number("network-limit", AUTH_FAILURES_LIMIT)?)
+                        }
+                        AuthThrottleKey::UserLimit => {
+                            A::UserLimit(c.number("user-limit", AUTH_FAILURES_LIMIT)?)
+                        }
+                        AuthThrottleKey::BlockTime => {
+                            A::BlockTime(c.duration("block-time", Zero::Refused)?)
+                        }
+                        AuthThrottleKey::TableSize => {
+                            A::TableSize(c.number("table-size", AUTH_TABLE_LIMIT)?)
+                        }
+                    })
+                }
             },
             Top::Service => {
                 let name = c.keyword(SERVICES)?;
@@ -654,6 +733,16 @@ impl Statement {
                 }
             }
             Statement::DnsTimeout(d) => config.system.dns_timeout = *d,
+            Statement::AuthThrottle(setting) => {
+                let t = &mut config.system.auth_throttle;
+                match setting {
+                    AuthThrottleSetting::AddressLimit(n) => t.address_limit = *n,
+                    AuthThrottleSetting::NetworkLimit(n) => t.network_limit = *n,
+                    AuthThrottleSetting::UserLimit(n) => t.user_limit = *n,
+                    AuthThrottleSetting::BlockTime(d) => t.block_time = *d,
+                    AuthThrottleSetting::TableSize(n) => t.table_size = *n,
+                }
+            }
             Statement::Service(name, setting) => {
                 let s = config.service_mut(*name);
                 match setting {
@@ -672,6 +761,11 @@ impl Statement {
                     ServiceSetting::MaxConnectionsPerIp(n) => s.max_connections_per_ip = *n,
                     ServiceSetting::IdleTimeout(d) => s.idle_timeout = *d,
                     ServiceSetting::DataTimeout(d) => s.data_timeout = *d,
+                    ServiceSetting::CommandDeadline(d) => s.command_deadline = *d,
+                    ServiceSetting::DataDeadline(d) => s.data_deadline = *d,
+                    ServiceSetting::MinDataRate(n) => s.min_data_rate = *n,
+                    ServiceSetting::StressThreshold(n) => s.stress_threshold = *n,
+                    ServiceSetting::StressTimeout(d) => s.stress_timeout = *d,
                     ServiceSetting::MaxSessionTime(d) => s.max_session_time = *d,
                     ServiceSetting::MaxMessagesPerSession(n) => s.max_messages_per_session = *n,
                     ServiceSetting::MaxMessageSize(n) => s.max_message_size = *n,
@@ -840,6 +934,15 @@ fn service_setting(c: &mut Cursor<'_>, key: ServiceKey) -> Result<ServiceSetting
         }
         ServiceKey::IdleTimeout => S::IdleTimeout(c.duration("idle-timeout", Zero::Refused)?),
         ServiceKey::DataTimeout => S::DataTimeout(c.duration("data-timeout", Zero::Refused)?),
+        ServiceKey::CommandDeadline => {
+            S::CommandDeadline(c.duration("command-deadline", Zero::Refused)?)
+        }
+        ServiceKey::DataDeadline => S::DataDeadline(c.duration("data-deadline", Zero::Refused)?),
+        ServiceKey::MinDataRate => S::MinDataRate(c.number("min-data-rate", DATA_RATE_LIMIT)?),
+        ServiceKey::StressThreshold => {
+            S::StressThreshold(c.number("stress-threshold", STRESS_THRESHOLD_LIMIT)?)
+        }
+        ServiceKey::StressTimeout => S::StressTimeout(c.duration("stress-timeout", Zero::Refused)?),
         ServiceKey::MaxSessionTime => {
             S::MaxSessionTime(c.duration("max-session-time", Zero::Refused)?)
         }
@@ -1043,6 +1146,34 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     if config.system.dns_timeout != default.system.dns_timeout {
         out.push(Statement::DnsTimeout(config.system.dns_timeout));
     }
+    let (t, dt) = (&config.system.auth_throttle, &default.system.auth_throttle);
+    let throttle = [
+        (
+            t.address_limit != dt.address_limit,
+            AuthThrottleSetting::AddressLimit(t.address_limit),
+        ),
+        (
+            t.network_limit != dt.network_limit,
+            AuthThrottleSetting::NetworkLimit(t.network_limit),
+        ),
+        (
+            t.user_limit != dt.user_limit,
+            AuthThrottleSetting::UserLimit(t.user_limit),
+        ),
+        (
+            t.block_time != dt.block_time,
+            AuthThrottleSetting::BlockTime(t.block_time),
+        ),
+        (
+            t.table_size != dt.table_size,
+            AuthThrottleSetting::TableSize(t.table_size),
+        ),
+    ];
+    for (differs, setting) in throttle {
+        if differs {
+            out.push(Statement::AuthThrottle(setting));
+        }
+    }
     for name in ServiceName::ALL {
         let s = config.service(name);
         let d = default.service(name);
@@ -1085,6 +1216,26 @@ pub fn statements(config: &Config) -> Vec<Statement> {
             (
                 s.data_timeout != d.data_timeout,
                 S::DataTimeout(s.data_timeout),
+            ),
+            (
+                s.command_deadline != d.command_deadline,
+                S::CommandDeadline(s.command_deadline),
+            ),
+            (
+                s.data_deadline != d.data_deadline,
+                S::DataDeadline(s.data_deadline),
+            ),
+            (
+                s.min_data_rate != d.min_data_rate,
+                S::MinDataRate(s.min_data_rate),
+            ),
+            (
+                s.stress_threshold != d.stress_threshold,
+                S::StressThreshold(s.stress_threshold),
+            ),
+            (
+                s.stress_timeout != d.stress_timeout,
+                S::StressTimeout(s.stress_timeout),
             ),
             (
                 s.max_session_time != d.max_session_time,
@@ -1239,6 +1390,16 @@ impl fmt::Display for Statement {
             Statement::HostName(name) => write!(f, "set system host-name {}", lex::word(name)),
             Statement::DnsResolver(addr) => write!(f, "set system dns resolver {addr}"),
             Statement::DnsTimeout(d) => write!(f, "set system dns timeout {}", dur(d)),
+            Statement::AuthThrottle(setting) => {
+                write!(f, "set system auth-throttle ")?;
+                match setting {
+                    AuthThrottleSetting::AddressLimit(n) => write!(f, "address-limit {n}"),
+                    AuthThrottleSetting::NetworkLimit(n) => write!(f, "network-limit {n}"),
+                    AuthThrottleSetting::UserLimit(n) => write!(f, "user-limit {n}"),
+                    AuthThrottleSetting::BlockTime(d) => write!(f, "block-time {}", dur(d)),
+                    AuthThrottleSetting::TableSize(n) => write!(f, "table-size {n}"),
+                }
+            }
             Statement::Service(name, setting) => {
                 write!(f, "set service {name} ")?;
                 match setting {
@@ -1249,6 +1410,13 @@ impl fmt::Display for Statement {
                     }
                     ServiceSetting::IdleTimeout(d) => write!(f, "idle-timeout {}", dur(d)),
                     ServiceSetting::DataTimeout(d) => write!(f, "data-timeout {}", dur(d)),
+                    ServiceSetting::CommandDeadline(d) => {
+                        write!(f, "command-deadline {}", dur(d))
+                    }
+                    ServiceSetting::DataDeadline(d) => write!(f, "data-deadline {}", dur(d)),
+                    ServiceSetting::MinDataRate(n) => write!(f, "min-data-rate {n}"),
+                    ServiceSetting::StressThreshold(n) => write!(f, "stress-threshold {n}"),
+                    ServiceSetting::StressTimeout(d) => write!(f, "stress-timeout {}", dur(d)),
                     ServiceSetting::MaxSessionTime(d) => {
                         write!(f, "max-session-time {}", dur(d))
                     }
