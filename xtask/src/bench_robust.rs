@@ -318,9 +318,8 @@ pub struct DeliveryMeasurement {
 
 pub fn run_delivery(options: &DeliveryOptions) -> Result<ExitCode, Failure> {
     process::catch_interrupts();
-    let smtp_sink = process::find_program("smtp-sink").ok_or_else(|| {
-        Failure::new("smtp-sink not found: install Debian's postfix package")
-    })?;
+    let smtp_sink = process::find_program("smtp-sink")
+        .ok_or_else(|| Failure::new("smtp-sink not found: install Debian's postfix package"))?;
     let root = crate::workspace_root();
     let target = crate::target_dir(&root);
     let binary = crate::bench::build_drawbridge(&root, &target)?;
@@ -353,7 +352,10 @@ pub fn run_delivery(options: &DeliveryOptions) -> Result<ExitCode, Failure> {
         ("peak_rss_kib", measured.peak_rss_kib.to_string()),
         ("peak_pss_kib", measured.peak_pss_kib.to_string()),
         ("accept_seconds", format!("{:.3}", measured.accept_seconds)),
-        ("deliver_seconds", format!("{:.3}", measured.deliver_seconds)),
+        (
+            "deliver_seconds",
+            format!("{:.3}", measured.deliver_seconds),
+        ),
     ]);
     let path = bench_dir.join("delivery.json");
     fs::write(&path, json).context(format_args!("writing {}", path.display()))?;
@@ -509,11 +511,15 @@ fn add_user(binary: &Path, state: &Path, iterations: u32) -> Result<(), Failure>
             .write_all(format!("{PASSWORD}\n").as_bytes())
             .context("writing the password")?;
     }
-    let status = child.wait().context("waiting for drawbridge password add")?;
+    let status = child
+        .wait()
+        .context("waiting for drawbridge password add")?;
     if status.success() {
         Ok(())
     } else {
-        Err(Failure(format!("drawbridge password add failed ({status})")))
+        Err(Failure(format!(
+            "drawbridge password add failed ({status})"
+        )))
     }
 }
 
@@ -583,7 +589,10 @@ fn measure_stall(
         thread::spawn(move || {
             let results: Vec<io::Result<()>> = authers
                 .into_iter()
-                .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panicked"))))
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+                })
                 .collect();
             finished.store(true, Ordering::SeqCst);
             results
