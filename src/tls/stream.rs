@@ -136,21 +136,13 @@ impl Transport {
         let Transport::Plain(socket) = self else {
             return Err(TlsError::AlreadyTls);
         };
-        let mut tls = Box::new(TlsStream {
-            socket,
-            connection,
-            eof: false,
-        });
-        let run = async {
-            tls.complete_handshake().await?;
-            Ok(())
-        };
+        let run = complete_handshake(socket, connection);
         let expire = async {
             Timer::after(timeout).await;
             Err(TlsError::Timeout)
         };
-        smol::future::or(run, expire).await?;
-        Ok(Transport::Tls(tls))
+        let tls = smol::future::or(run, expire).await?;
+        Ok(Transport::Tls(Box::new(tls)))
     }
 
     /// What the handshake settled; `None` on a plain transport.
@@ -170,23 +162,61 @@ impl Transport {
     }
 }
 
-impl TlsStream {
-    async fn complete_handshake(&mut self) -> Result<(), TlsError> {
-        while self.connection.is_handshaking() {
-            if self.connection.wants_write() {
-                self.write_pending().await.map_err(io_error)?;
-                continue;
-            }
-            match self.read_records().await {
-                Ok(0) => return Err(TlsError::Closed),
-                Ok(_) => {}
-                Err(RecordError::Io(e)) => return Err(io_error(e)),
-                Err(RecordError::Tls(e)) => return Err(TlsError::Handshake(e.to_string())),
-            }
+/// Runs a handshake to its end. The records are read and written here, on the
+/// executor; processing them, where the server's key signs (through the token, which may
+/// be slow hardware) and the peer's certificate chain is verified, runs on the blocking
+/// pool, so no handshake keeps other sessions waiting.
+async fn complete_handshake(
+    socket: Async<TcpStream>,
+    mut connection: Connection,
+) -> Result<TlsStream, TlsError> {
+    while connection.is_handshaking() {
+        if connection.wants_write() {
+            write_records(&socket, &mut connection)
+                .await
+                .map_err(io_error)?;
+            continue;
         }
-        self.write_pending().await.map_err(io_error)
+        let n = socket
+            .read_with(|mut stream| connection.read_tls(&mut stream))
+            .await
+            .map_err(io_error)?;
+        let (back, processed) = smol::unblock(move || {
+            let processed = connection.process_new_packets().map(|_| ());
+            (connection, processed)
+        })
+        .await;
+        connection = back;
+        if let Err(e) = processed {
+            // Best effort: the alert tells the peer why; the error is what matters.
+            let _ = write_records(&socket, &mut connection).await;
+            return Err(TlsError::Handshake(e.to_string()));
+        }
+        if n == 0 {
+            return Err(TlsError::Closed);
+        }
     }
+    write_records(&socket, &mut connection)
+        .await
+        .map_err(io_error)?;
+    Ok(TlsStream {
+        socket,
+        connection,
+        eof: false,
+    })
+}
 
+/// Sends every TLS record rustls has ready.
+async fn write_records(socket: &Async<TcpStream>, connection: &mut Connection) -> io::Result<()> {
+    while connection.wants_write() {
+        socket
+            .write_with(|mut stream| connection.write_tls(&mut stream))
+            .await?;
+    }
+    Ok(())
+}
+
+impl TlsStream {
     /// Reads what the socket has into rustls and processes it; returns the bytes read.
     /// A protocol error sends rustls's alert before it is returned.
     async fn read_records(&mut self) -> Result<usize, RecordError> {
@@ -242,15 +272,7 @@ impl TlsStream {
 
     /// Sends every TLS record rustls has ready.
     async fn write_pending(&mut self) -> io::Result<()> {
-        let TlsStream {
-            socket, connection, ..
-        } = self;
-        while connection.wants_write() {
-            socket
-                .write_with(|mut stream| connection.write_tls(&mut stream))
-                .await?;
-        }
-        Ok(())
+        write_records(&self.socket, &mut self.connection).await
     }
 
     fn info(&self) -> Info {
