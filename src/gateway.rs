@@ -15,7 +15,7 @@ use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
 use crate::filter::{Filter, Rule};
 use crate::net::listener::{self, Counts};
-use crate::net::throttle::Throttle;
+use crate::net::throttle::{Limits, Throttle};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::relay::{QueueStore, Scheduler};
@@ -37,8 +37,12 @@ pub struct Gateway {
     filters: [Option<Filter>; 2],
     /// The state directory: the user database and the stores live there.
     pub state_dir: PathBuf,
-    /// Authentication failures by client address.
+    /// Authentication failures by client address, network and user.
     pub throttle: RefCell<Throttle>,
+    /// The user database, as AUTH reads it.
+    pub users: crate::users::UserCache,
+    /// Turns at running a password derivation on the blocking pool.
+    pub derivations: smol::lock::Semaphore,
     /// TLS for the services and for delivery; `None` when it could not be set up.
     pub tls: Option<Rc<GatewayTls>>,
     /// Recipient verification per service, where it is turned on.
@@ -232,7 +236,10 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
         ],
         resolver,
         state_dir: state_dir.to_path_buf(),
-        throttle: RefCell::new(Throttle::default()),
+        throttle: RefCell::new(Throttle::new(Limits::from(&config.system.auth_throttle))),
+        users: crate::users::UserCache::new(state_dir)
+            .map_err(|e| io::Error::other(format!("user database: {e}")))?,
+        derivations: smol::lock::Semaphore::new(crate::net::session::MAX_CONCURRENT_DERIVATIONS),
         config: RefCell::new(config.clone()),
         commit,
         journal,

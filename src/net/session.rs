@@ -11,7 +11,7 @@ use smol::future::FutureExt as _;
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
 use crate::gateway::Gateway;
-use crate::log::Peer;
+use crate::log::{Escaped, Peer};
 use crate::net::throttle::Penalty;
 use crate::policy;
 use crate::queue::{
@@ -19,7 +19,10 @@ use crate::queue::{
 };
 use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify};
-use crate::sasl::{AuthError, ExchangeInputs, Mechanism, MechanismName, Step, new_mechanism};
+use crate::sasl::{
+    AuthError, Derivation, DerivedKey, ExchangeInputs, Mechanism, MechanismName, Step,
+    new_mechanism,
+};
 use crate::smtp::address::Recipient;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
@@ -152,7 +155,9 @@ pub async fn serve(
                 }
                 Event::MessageAbort => spooling = None,
                 Event::AuthStart { mechanism, initial } => {
-                    let step = auth.start(&gw, &session, &mechanism, initial.as_deref());
+                    let step = auth
+                        .start(&gw, &session, &mechanism, initial.as_deref())
+                        .await;
                     if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
                         close_after_write = true;
                     }
@@ -263,8 +268,9 @@ struct Auth {
 }
 
 impl Auth {
-    /// Starts a mechanism with the user database as it is on disk now.
-    fn start(
+    /// Starts a mechanism with the user database as it is on disk now (the gateway's
+    /// copy, read again when the file changed; never read on the executor).
+    async fn start(
         &mut self,
         gw: &Gateway,
         session: &Session,
@@ -276,12 +282,9 @@ impl Auth {
         let Some(mech) = MechanismName::parse(name.as_bytes()) else {
             return Step::Failure(AuthError::Temporary);
         };
-        let db = match crate::users::load(&gw.state_dir) {
-            Ok(db) => Rc::new(db),
-            Err(e) => {
-                log::error!(target: "smtpd", "cannot read the user database: {e}");
-                return Step::Failure(AuthError::Temporary);
-            }
+        let db = match gw.users.lookup(Instant::now()).await {
+            Ok(db) => db,
+            Err(_) => return Step::Failure(AuthError::Temporary),
         };
         let mut random = [0u8; 32];
         if SystemRandom::new().fill(&mut random).is_err() {
@@ -312,6 +315,11 @@ impl Auth {
             None => Step::Failure(AuthError::Malformed),
         }
     }
+
+    /// The user name the client gave, once it has.
+    fn user(&self) -> Option<&str> {
+        self.mechanism.as_ref().and_then(|m| m.user())
+    }
 }
 
 /// The identity a client certificate proves for AUTH EXTERNAL: its first SAN email,
@@ -326,31 +334,59 @@ fn certificate_identity(cert: &PeerCertificate) -> String {
     })
 }
 
-/// Gives the session the mechanism's answer. Failed credentials are throttled by client
-/// address: a growing delay, then a block that ends the connection (false).
+/// Gives the session the mechanism's answer, running the password derivations it asks
+/// for on the blocking pool. Failures are throttled by client address, network and user
+/// name (see [`crate::net::throttle`]): a growing delay, then a block; a blocked address
+/// or network ends the connection (false), a blocked user name is answered 454.
 async fn answer_auth(
     gw: &Gateway,
     session: &mut Session,
     auth: &mut Auth,
-    step: Step,
+    mut step: Step,
     client: &Peer<'_>,
 ) -> bool {
     let ip = client.addr.ip();
-    let blocked = gw.throttle.borrow_mut().blocked(ip, Instant::now());
-    if let Some(until) = blocked {
-        let left = until.saturating_duration_since(Instant::now()).as_secs();
-        log::warn!(target: "smtpd", "{client}: authentication refused: address blocked for {left}s after repeated failures");
+    let blocked = gw.throttle.borrow_mut().client_blocked(ip, Instant::now());
+    if let Some(block) = blocked {
+        let left = block
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs();
+        log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
         auth.mechanism = None;
         session.auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
         return false;
     }
+    while let Step::Derive(derivation) = step {
+        if let Some(user) = auth.user().map(str::to_string) {
+            let blocked = gw.throttle.borrow_mut().user_blocked(&user, Instant::now());
+            if let Some(block) = blocked {
+                let left = block
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs();
+                log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
+                auth.mechanism = None;
+                // Asking for a blocked user still counts against the address.
+                let _ = gw.throttle.borrow_mut().failure(ip, None, Instant::now());
+                session.auth_failure(AuthError::Temporary.reply(), Instant::now());
+                return true;
+            }
+        }
+        let key = derive(gw, derivation).await;
+        step = match auth.mechanism.as_mut() {
+            Some(m) => m.derived(&key),
+            None => Step::Failure(AuthError::Malformed),
+        };
+    }
+    let user = auth.user().map(str::to_string);
     match step {
         Step::Challenge(challenge) => session.auth_challenge(&challenge, Instant::now()),
         Step::Success {
             user, final_data, ..
         } => {
-            gw.throttle.borrow_mut().success(ip);
-            log::info!(target: "smtpd", "{client}: sasl_method={}, sasl_username={user}", auth.name);
+            gw.throttle.borrow_mut().success(ip, &user, Instant::now());
+            log::info!(target: "smtpd", "{client}: sasl_method={}, sasl_username={}", auth.name, Escaped(&user));
             auth.mechanism = None;
             session.auth_success(user, final_data.as_deref(), Instant::now());
         }
@@ -360,14 +396,24 @@ async fn answer_auth(
                 session.auth_failure(error.reply(), Instant::now());
                 return true;
             }
-            log::warn!(target: "smtpd", "{client}: SASL {} authentication failed", auth.name);
-            let penalty = gw.throttle.borrow_mut().failure(ip, Instant::now());
+            match &user {
+                Some(user) => {
+                    log::warn!(target: "smtpd", "{client}: SASL {} authentication failed for {}", auth.name, Escaped(user))
+                }
+                None => {
+                    log::warn!(target: "smtpd", "{client}: SASL {} authentication failed", auth.name)
+                }
+            }
+            let penalty = gw
+                .throttle
+                .borrow_mut()
+                .failure(ip, user.as_deref(), Instant::now());
             match penalty {
-                Penalty::Delay(delay) => {
+                Penalty::Delay(delay, _) => {
                     Timer::after(delay).await;
                     session.auth_failure(error.reply(), Instant::now());
                 }
-                Penalty::Block => {
+                Penalty::Block(_) => {
                     log::warn!(target: "smtpd", "{client}: blocked after repeated authentication failures");
                     session
                         .auth_failure(blocked_reply(&gw.config().system.host_name), Instant::now());
@@ -375,8 +421,21 @@ async fn answer_auth(
                 }
             }
         }
+        // The loop above ran every derivation.
+        Step::Derive(_) => session.auth_failure(AuthError::Temporary.reply(), Instant::now()),
     }
     true
+}
+
+/// Password derivations at once, at most: the blocking pool could run many more, but each
+/// takes a core for up to a second, and the cores also serve every session.
+pub const MAX_CONCURRENT_DERIVATIONS: usize = 2;
+
+/// Runs a derivation on the blocking pool, at most [`MAX_CONCURRENT_DERIVATIONS`] at a
+/// time; the executor meanwhile serves everyone else.
+async fn derive(gw: &Gateway, derivation: Derivation) -> DerivedKey {
+    let _turn = gw.derivations.acquire().await;
+    smol::unblock(move || derivation.run()).await
 }
 
 fn blocked_reply(host: &str) -> Reply {
