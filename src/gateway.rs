@@ -249,7 +249,7 @@ pub fn run(config: Config, state_dir: &Path) -> io::Result<()> {
     });
     let mut listeners = Vec::new();
     for service in ServiceName::ALL {
-        let counts = Rc::new(RefCell::new(Counts::default()));
+        let counts = Rc::new(RefCell::new(Counts::new(service)));
         for addr in &config.service(service).listen {
             let l = listener::bind(*addr).map_err(|e| {
                 io::Error::new(

@@ -1,13 +1,14 @@
 //! Listening sockets: accept, classify, enforce the per-service connection limits,
 //! and start a session for each client that gets in.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
+use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
 
@@ -26,11 +27,78 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (for example out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Whether a service is near its connection limit (under stress: Postfix's stress mode),
+/// and a signal its sessions wait on to learn when that changes.
+pub struct Stress {
+    service: ServiceName,
+    on: Cell<bool>,
+    /// Closed and replaced whenever `on` changes: every session waiting on it wakes.
+    signal: RefCell<(Sender<()>, Receiver<()>)>,
+}
+
+impl Stress {
+    pub fn new(service: ServiceName) -> Stress {
+        Stress {
+            service,
+            on: Cell::new(false),
+            signal: RefCell::new(bounded(1)),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.get()
+    }
+
+    /// A receiver whose `recv` returns (with an error) once the state changes.
+    pub fn changed(&self) -> Receiver<()> {
+        self.signal.borrow().1.clone()
+    }
+
+    fn set(&self, on: bool, open: u32, threshold: u32) {
+        if on == self.on.get() {
+            return;
+        }
+        self.on.set(on);
+        let (old, _) = std::mem::replace(&mut *self.signal.borrow_mut(), bounded(1));
+        old.close();
+        if on {
+            log::warn!(target: "smtpd", "{} service under stress: {open} connections, stress threshold {threshold}: every session's timeouts shortened", self.service);
+        } else {
+            log::info!(target: "smtpd", "{} service no longer under stress: {open} connections", self.service);
+        }
+    }
+}
+
 /// Open connections of one service, in total and per client address.
-#[derive(Default)]
 pub struct Counts {
     total: u32,
     per_ip: HashMap<IpAddr, u32>,
+    /// Connections at which the service is under stress.
+    stress_at: u32,
+    pub stress: Rc<Stress>,
+}
+
+impl Counts {
+    pub fn new(service: ServiceName) -> Counts {
+        Counts {
+            total: 0,
+            per_ip: HashMap::new(),
+            stress_at: u32::MAX,
+            stress: Rc::new(Stress::new(service)),
+        }
+    }
+
+    fn update_stress(&self) {
+        self.stress
+            .set(self.total >= self.stress_at, self.total, self.stress_at);
+    }
+}
+
+/// The connection count at which a service with `max` connections and a threshold of
+/// `percent` is under stress: at least 1.
+pub fn stress_threshold(max: u32, percent: u32) -> u32 {
+    let at = u64::from(max) * u64::from(percent.min(100)) / 100;
+    u32::try_from(at).unwrap_or(u32::MAX).max(1)
 }
 
 /// A counted connection; dropping it gives the place back.
@@ -49,6 +117,7 @@ impl Drop for Slot {
                 c.per_ip.remove(&self.ip);
             }
         }
+        c.update_stress();
     }
 }
 
@@ -105,14 +174,17 @@ pub async fn accept_loop(
             refuse(&gw, stream, Reply::new(421, "4.7.0", text));
             continue;
         }
-        let slot = {
+        let (slot, stress) = {
             let mut c = counts.borrow_mut();
             c.total += 1;
             *c.per_ip.entry(peer.ip()).or_insert(0) += 1;
-            Slot {
+            c.stress_at = stress_threshold(limits.max_connections, limits.stress_threshold);
+            c.update_stress();
+            let slot = Slot {
                 counts: counts.clone(),
                 ip: peer.ip(),
-            }
+            };
+            (slot, c.stress.clone())
         };
         let gw2 = gw.clone();
         gw.executor
@@ -127,7 +199,8 @@ pub async fn accept_loop(
                         return;
                     }
                 }
-                session::serve(gw2, service, stream, peer, category_name, implicit_tls).await;
+                session::serve(gw2, service, stream, peer, category_name, implicit_tls, stress)
+                    .await;
                 drop(slot);
             })
             .detach();

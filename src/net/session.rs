@@ -34,6 +34,7 @@ use crate::tls::Transport;
 use crate::tls::setup::describe;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::listener::Stress;
 use super::{READ_BUFFER, timer_at};
 
 /// Where the message being received is kept until it is committed.
@@ -63,6 +64,7 @@ pub async fn serve(
     peer: SocketAddr,
     category: Option<String>,
     implicit_tls: bool,
+    stress: Rc<Stress>,
 ) {
     let local = stream.get_ref().local_addr().ok();
     let config = session_config(&gw, service, category.as_deref());
@@ -216,6 +218,7 @@ pub async fn serve(
                     let why = match reason {
                         CloseReason::Quit => None,
                         CloseReason::Timeout => Some("timeout"),
+                        CloseReason::TooSlow => Some("too slow (deadline exceeded)"),
                         CloseReason::TooManyErrors => Some("too many errors"),
                         CloseReason::EarlyTalker => Some("talked before the greeting"),
                         CloseReason::SessionLimit => Some("session limit"),
@@ -241,23 +244,38 @@ pub async fn serve(
         if session.is_closed() {
             break;
         }
+        session.set_stress(stress.is_on());
         let deadline = session.poll_timeout();
-        let read = async { Some(transport.read(&mut buf).await) };
+        let changed = stress.changed();
+        let read = async { Woke::Input(transport.read(&mut buf).await) };
         let timeout = async {
             timer_at(deadline).await;
-            None
+            Woke::Time
         };
-        match read.or(timeout).await {
-            Some(Ok(0)) | Some(Err(_)) => {
+        let stress_changed = async {
+            let _ = changed.recv().await;
+            Woke::Stress
+        };
+        match read.or(timeout).or(stress_changed).await {
+            Woke::Input(Ok(0)) | Woke::Input(Err(_)) => {
                 log::info!(target: "smtpd", "lost connection from {client}");
                 break;
             }
-            Some(Ok(n)) => session.handle_input(&buf[..n], Instant::now()),
-            None => session.handle_timeout(Instant::now()),
+            Woke::Input(Ok(n)) => session.handle_input(&buf[..n], Instant::now()),
+            Woke::Time => session.handle_timeout(Instant::now()),
+            // The limits changed: the loop takes them and waits again.
+            Woke::Stress => {}
         }
     }
     let _ = transport.close().await;
     log::info!(target: "smtpd", "disconnect from {client}");
+}
+
+/// What ended a wait for the client.
+enum Woke {
+    Input(std::io::Result<usize>),
+    Time,
+    Stress,
 }
 
 /// The SASL exchange in progress, if any.
