@@ -62,9 +62,10 @@ impl std::fmt::Display for Relay {
 /// Text a peer chose (a reply from a next hop, a HELO name, an address, a SASL user
 /// name), fit for a log line: it cannot end the line, move the cursor, recolour a
 /// terminal or pass for another field. Control characters (C0, DEL, C1), Unicode format
-/// characters that reorder text (bidirectional overrides and isolates) and backslashes
-/// are written as escapes (`\x1b`, `\u{202e}`, `\\`); printable text, including
-/// UTF-8 addresses, stays as it is.
+/// characters that reorder text (bidirectional overrides and isolates), the replacement
+/// character (where octets were not UTF-8) and backslashes are written as escapes
+/// (`\x1b`, `\u{202e}`, `\\`); printable text, including UTF-8 addresses, stays as it
+/// is.
 pub struct Escaped<'a>(pub &'a str);
 
 impl std::fmt::Display for Escaped<'_> {
@@ -114,6 +115,9 @@ fn needs_escape(c: char) -> bool {
         // what a reader sees (CVE-2021-42574).
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+        // What stands in for octets that were not UTF-8: shown as an escape, so the log
+        // says text was replaced there.
+        || c == '\u{fffd}'
 }
 
 #[cfg(test)]

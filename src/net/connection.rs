@@ -343,7 +343,7 @@ impl Connection {
                 self.client.tls_established(Instant::now());
             }
             Err(e) => {
-                log::info!(target: "smtp", "TLS handshake with {} failed: {e}", Relay(self.peer));
+                log::info!(target: "smtp", "TLS handshake with {} failed: {}", Relay(self.peer), crate::log::Escaped(&e.to_string()));
                 self.client.tls_failed(&e.to_string(), Instant::now());
             }
         }

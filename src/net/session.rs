@@ -87,7 +87,7 @@ pub async fn serve(
                 Session::new_tls(config, info, Instant::now())
             }
             Err(e) => {
-                log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                log::info!(target: "smtpd", "TLS handshake with {client} failed: {}", Escaped(&e.to_string()));
                 return;
             }
         }
@@ -198,7 +198,7 @@ pub async fn serve(
                             session.tls_established(info, Instant::now());
                         }
                         Err(e) => {
-                            log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                            log::info!(target: "smtpd", "TLS handshake with {client} failed: {}", Escaped(&e.to_string()));
                             return;
                         }
                     }
@@ -211,8 +211,9 @@ pub async fn serve(
                     session.commit_done(result, Instant::now());
                 }
                 Event::Rejected { command, reply } => {
-                    log::info!(target: "smtpd", "NOQUEUE: reject: {command} from {client}: {}; from=<{from}> proto={} helo=<{helo}>",
-                        reply.one_line(), if esmtp { "ESMTP" } else { "SMTP" });
+                    log::info!(target: "smtpd", "NOQUEUE: reject: {} from {client}: {}; from=<{}> proto={} helo=<{}>",
+                        Escaped(&command), Escaped(&reply.one_line()), Escaped(&from),
+                        if esmtp { "ESMTP" } else { "SMTP" }, Escaped(&helo));
                 }
                 Event::Closing(reason) => {
                     let why = match reason {
@@ -496,7 +497,7 @@ fn tls_established(
     };
     log::info!(target: "smtpd", "{trust} TLS connection established from {client}: {}{}",
         describe(&info),
-        info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());
+        info.client_subject.as_deref().map(|s| format!(" (client certificate {})", Escaped(s))).unwrap_or_default());
     let config = gw.config();
     let plain = source_channel(&config, service, category, false);
     let secure = source_channel(&config, service, category, true);
@@ -599,7 +600,7 @@ async fn check_rcpt(gw: &Gateway, asked: &RcptAsked<'_>, to: &Recipient) -> Resu
     let routed = match decision.verdict {
         policy::Verdict::Allow(routed) => routed,
         policy::Verdict::Deny(reply) => {
-            log::debug!(target: "smtpd", "RCPT <{to}> refused: {}", decision.trace.join("; "));
+            log::debug!(target: "smtpd", "RCPT <{}> refused: {}", Escaped(&to.to_string()), Escaped(&decision.trace.join("; ")));
             return Err(reply);
         }
     };

@@ -26,7 +26,7 @@ use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, NextHop};
 use crate::dns::{MxAnswer, Name, Resolver};
-use crate::log::Relay;
+use crate::log::{Escaped, Relay};
 use crate::net::connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
 use crate::queue::{
@@ -444,7 +444,7 @@ impl Scheduler {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     last = connect_failure(host, &e);
-                    log::info!(target: "smtp", "connect to {}: {}", Relay(host), crate::log::Escaped(&e.to_string()));
+                    log::info!(target: "smtp", "connect to {}: {}", Relay(host), Escaped(&e.to_string()));
                     self.core.borrow_mut().host_failed(dest, host, now());
                 }
             }
@@ -479,7 +479,7 @@ impl Scheduler {
             Ok(MxAnswer::NoMx) => vec![name],
             Ok(MxAnswer::Exchanges(list)) => list.into_iter().map(|mx| mx.exchange).collect(),
             Err(e) => {
-                log::info!(target: "smtp", "MX lookup for {domain}: {e}");
+                log::info!(target: "smtp", "MX lookup for {}: {}", Escaped(domain), Escaped(&e.to_string()));
                 return Err(e.reply());
             }
         };
@@ -492,7 +492,8 @@ impl Scheduler {
                         .map(|ip| (SocketAddr::new(ip, port), exchange.as_str().to_string())),
                 ),
                 Err(e) => {
-                    log::info!(target: "smtp", "address lookup for {exchange} (MX of {domain}): {e}");
+                    log::info!(target: "smtp", "address lookup for {} (MX of {}): {}",
+                        Escaped(exchange.as_str()), Escaped(domain), Escaped(&e.to_string()));
                     last = Some(e);
                 }
             }
