@@ -22,6 +22,42 @@ use super::{access, session};
 /// The service name access filters know SMTP by (`smtp: …`), as in the seeds.
 pub const FILTER_SERVICE: &str = "smtp";
 
+/// A descriptor held back so that a client can still be told 421 when the process is out
+/// of descriptors: when `accept` fails with EMFILE or ENFILE, it is given up, the waiting
+/// client accepted, refused and closed, and the descriptor taken again. Without it the
+/// client would hang in the listen queue with no answer.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn take() -> Reserve {
+        Reserve(std::fs::File::open("/").ok())
+    }
+
+    /// Out of descriptors: refuses one waiting client with the descriptor held back;
+    /// whether there was one to refuse.
+    fn refuse_one(&mut self, listener: &Async<TcpListener>, host: &str) -> bool {
+        self.0 = None;
+        let refused = listener.get_ref().accept();
+        let accepted = refused.is_ok();
+        if let Ok((mut stream, peer)) = refused {
+            let reply = Reply::new(
+                421,
+                "4.3.2",
+                format!("{host} Error: out of resources, try again later"),
+            );
+            // A fresh socket takes a short reply whole; it is closed either way.
+            let _ = std::io::Write::write_all(&mut stream, &reply.to_wire());
+            log::warn!(target: "smtpd", "out of file descriptors: refusing {}", Peer { name: None, addr: peer });
+        }
+        *self = Reserve::take();
+        accepted && self.0.is_some()
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// How long we try to deliver a refusal to a client we will not serve.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (for example out of file descriptors).
@@ -130,9 +166,16 @@ pub async fn accept_loop(
     implicit_tls: bool,
 ) {
     let local = listener.get_ref().local_addr().ok();
+    let mut reserve = Reserve::take();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
+            Err(e) if out_of_descriptors(&e) => {
+                if !reserve.refuse_one(&listener, &gw.config().system.host_name) {
+                    Timer::after(ACCEPT_BACKOFF).await;
+                }
+                continue;
+            }
             Err(e) => {
                 log::warn!(target: "smtpd", "accept on {service}: {e}");
                 Timer::after(ACCEPT_BACKOFF).await;
@@ -189,9 +232,18 @@ pub async fn accept_loop(
         let gw2 = gw.clone();
         gw.executor
             .spawn(async move {
+                // Big futures (name lookups, the session itself) are boxed: the task then
+                // costs only what its state needs, not the largest state of every future
+                // it might wait on (10 000 idle sessions: see the README).
                 if let (Some(filter), Some(local)) = (gw2.filter(service), local) {
-                    let decision =
-                        access::decide(filter, FILTER_SERVICE, local, peer, gw2.resolver.as_deref()).await;
+                    let decision = Box::pin(access::decide(
+                        filter,
+                        FILTER_SERVICE,
+                        local,
+                        peer,
+                        gw2.resolver.as_deref(),
+                    ))
+                    .await;
                     if !decision.is_allowed() {
                         log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by filter ({decision:?})",
                             Peer { name: None, addr: peer });
@@ -199,8 +251,16 @@ pub async fn accept_loop(
                         return;
                     }
                 }
-                session::serve(gw2, service, stream, peer, category_name, implicit_tls, stress)
-                    .await;
+                Box::pin(session::serve(
+                    gw2,
+                    service,
+                    stream,
+                    peer,
+                    category_name,
+                    implicit_tls,
+                    stress,
+                ))
+                .await;
                 drop(slot);
             })
             .detach();
@@ -223,7 +283,20 @@ fn refuse(gw: &Gateway, mut stream: Async<TcpStream>, reply: Reply) {
         .detach();
 }
 
+/// Connections the kernel completes and queues for us before it drops new ones: 1024
+/// (std's default is 128; Linux caps it at `net.core.somaxconn`, 4096 since 5.4). A burst
+/// of clients faster than we accept then waits in the queue instead of retrying its SYN a
+/// second later.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 /// Binds a listening socket now, so a bad address is reported at start-up.
 pub fn bind(addr: SocketAddr) -> std::io::Result<Async<TcpListener>> {
-    Async::<TcpListener>::bind(addr)
+    let listener = Async::<TcpListener>::bind(addr)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own and that is listening already: Linux takes the
+    // new backlog.
+    if unsafe { libc::listen(listener.get_ref().as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(listener)
 }

@@ -35,7 +35,7 @@ use crate::tls::setup::describe;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::listener::Stress;
-use super::{READ_BUFFER, timer_at};
+use super::{READ_BUFFER, SESSION_READ_START, timer_at};
 
 /// Where the message being received is kept until it is committed.
 enum Store {
@@ -43,8 +43,8 @@ enum Store {
     Memory(Vec<u8>),
     /// A message that outgrew the journal's limit streams into its own file.
     File(Incoming),
-    /// The spool failed mid-message: it is refused with 451 at its end.
-    Failed,
+    /// The spool failed mid-message: it is refused at its end with this reply.
+    Failed(Reply),
 }
 
 /// The message being received: its queue id and where its bytes are.
@@ -80,7 +80,7 @@ pub async fn serve(
             log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
             return;
         };
-        match tls.accept(transport).await {
+        match Box::pin(tls.accept(transport)).await {
             Ok(t) => {
                 transport = t;
                 let info = tls_established(&gw, service, category.as_deref(), &transport, &client);
@@ -94,7 +94,7 @@ pub async fn serve(
     } else {
         Session::new(config, Instant::now())
     };
-    let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
+    let mut buf = vec![0u8; SESSION_READ_START];
     let mut helo = String::new();
     let mut esmtp = false;
     let mut rcpts: Vec<String> = Vec::new();
@@ -131,7 +131,7 @@ pub async fn serve(
                         from: &from,
                         had_source_route,
                     };
-                    match check_rcpt(&gw, &asked, &to).await {
+                    match Box::pin(check_rcpt(&gw, &asked, &to)).await {
                         Ok(deliver_to) => {
                             rcpts.push(deliver_to.clone());
                             session.accept_rcpt(deliver_to, Instant::now());
@@ -157,16 +157,15 @@ pub async fn serve(
                 }
                 Event::MessageAbort => spooling = None,
                 Event::AuthStart { mechanism, initial } => {
-                    let step = auth
-                        .start(&gw, &session, &mechanism, initial.as_deref())
-                        .await;
-                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                    let step =
+                        Box::pin(auth.start(&gw, &session, &mechanism, initial.as_deref())).await;
+                    if !Box::pin(answer_auth(&gw, &mut session, &mut auth, step, &client)).await {
                         close_after_write = true;
                     }
                 }
                 Event::AuthResponse(line) => {
                     let step = auth.step(&line);
-                    if !answer_auth(&gw, &mut session, &mut auth, step, &client).await {
+                    if !Box::pin(answer_auth(&gw, &mut session, &mut auth, step, &client)).await {
                         close_after_write = true;
                     }
                 }
@@ -185,7 +184,7 @@ pub async fn serve(
                         log::info!(target: "smtpd", "lost connection after STARTTLS from {client}");
                         return;
                     }
-                    match tls.accept(transport).await {
+                    match Box::pin(tls.accept(transport)).await {
                         Ok(t) => {
                             transport = t;
                             let info = tls_established(
@@ -205,7 +204,7 @@ pub async fn serve(
                 }
                 Event::MessageEnd(tx) => {
                     let result = match spooling.take() {
-                        Some(s) => commit(&gw, service, peer, s, tx).await,
+                        Some(s) => Box::pin(commit(&gw, service, peer, s, tx)).await,
                         None => Err(spool_error()),
                     };
                     session.commit_done(result, Instant::now());
@@ -262,7 +261,12 @@ pub async fn serve(
                 log::info!(target: "smtpd", "lost connection from {client}");
                 break;
             }
-            Woke::Input(Ok(n)) => session.handle_input(&buf[..n], Instant::now()),
+            Woke::Input(Ok(n)) => {
+                session.handle_input(&buf[..n], Instant::now());
+                if n == buf.len() && buf.len() < READ_BUFFER {
+                    buf.resize(READ_BUFFER, 0);
+                }
+            }
             Woke::Time => session.handle_timeout(Instant::now()),
             // The limits changed: the loop takes them and waits again.
             Woke::Stress => {}
@@ -624,6 +628,19 @@ fn spool_error() -> Reply {
     Reply::new(451, "4.3.0", "Error: queue file write error")
 }
 
+/// The reply for a message the spool could not take: `452 4.3.1` when the disk is full
+/// (RFC 3463 §3.4: mail system full, a temporary condition the client retries), else
+/// `451 4.3.0`.
+fn spool_reply(e: &std::io::Error) -> Reply {
+    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull;
+    if full {
+        Reply::new(452, "4.3.1", "Error: insufficient system storage")
+    } else {
+        spool_error()
+    }
+}
+
 /// Starts a message: a queue id, and our trace header first.
 fn begin_message(
     gw: &Gateway,
@@ -701,7 +718,7 @@ impl Spooling {
 
     fn fail(&self, e: &std::io::Error) -> Store {
         log::error!(target: "smtpd", "{}: queue file write error: {e}", self.id);
-        Store::Failed
+        Store::Failed(spool_reply(e))
     }
 }
 
@@ -734,18 +751,18 @@ async fn commit(
         Store::File(incoming) => incoming
             .finish(&env)
             .map(|finished| (Pending::File(finished), None, Backing::File)),
-        Store::Failed => return Err(spool_error()),
+        Store::Failed(reply) => return Err(reply),
     };
     let (pending, content, backing) = match written {
         Ok(w) => w,
         Err(e) => {
             log::error!(target: "smtpd", "{id}: queue file write error: {e}");
-            return Err(spool_error());
+            return Err(spool_reply(&e));
         }
     };
     if let Err(e) = gw.commit.commit(pending).await {
         log::error!(target: "smtpd", "{id}: queue sync error: {e}");
-        return Err(spool_error());
+        return Err(spool_reply(&e));
     }
     gw.scheduler.submit(env, Instant::now(), content, backing);
     Ok(id.to_string())

@@ -73,6 +73,8 @@ pub struct Gateway {
     pub config: PathBuf,
     pub inbound: u16,
     pub outbound: u16,
+    /// RLIMIT_NOFILE for the gateway process, when a test sets one.
+    pub nofile: Option<u64>,
 }
 
 impl Gateway {
@@ -103,6 +105,26 @@ impl Gateway {
             config,
             inbound,
             outbound,
+            nofile: None,
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// As `start`, with the gateway limited to `nofile` open descriptors.
+    pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
+        let inbound = free_port();
+        let outbound = free_port();
+        let config = dir.join("gateway.conf");
+        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            state: dir.join("state"),
+            log: dir.join("gateway.log"),
+            config,
+            inbound,
+            outbound,
+            nofile: Some(nofile),
         };
         gw.spawn();
         gw
@@ -116,7 +138,24 @@ impl Gateway {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only this child.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
