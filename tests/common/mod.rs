@@ -262,6 +262,8 @@ pub struct SinkBehaviour {
     pub reject: Vec<String>,
     /// Recipients answered `450 4.2.0 Try again`.
     pub defer: Vec<String>,
+    /// How long a message's final reply waits: a slow next hop.
+    pub delay: Duration,
 }
 
 impl Sink {
@@ -369,6 +371,7 @@ fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBe
                 }
                 msg.wire = wire;
                 msg.content = content;
+                std::thread::sleep(b.delay);
                 messages.lock().unwrap().push(msg.clone());
                 "250 2.0.0 Ok: queued\r\n".into()
             }

@@ -10,6 +10,7 @@ mod options;
 mod postfix;
 mod process;
 mod sink;
+mod soak;
 mod test_runner;
 
 use std::ffi::OsString;
@@ -65,6 +66,12 @@ commands:
       times the replies to NOOP, MAIL and RSET. Prints the probe's p50, p99
       and worst reply latency; writes target/bench/auth-stall.json.
 
+  soak [--kills N] [--seed S]
+      The crash-durability test at length: the kill-storm test
+      (tests/kill_storm.rs) with N SIGKILLs (default 100) instead of 20,
+      showing its report (acknowledged, lost, duplicated). --seed repeats a
+      run whose report printed that seed.
+
   help, --help, -h
       Print this text.
 ";
@@ -105,6 +112,7 @@ enum Command {
     BenchTls(bench_tls::Options),
     BenchDelivery(bench_robust::DeliveryOptions),
     BenchAuthStall(bench_robust::StallOptions),
+    Soak(soak::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -133,6 +141,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                     "`bench` needs a benchmark name: relay, tls, delivery or auth-stall".to_owned(),
                 ),
             },
+            "soak" => soak::Options::parse(rest).map(Command::Soak),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -179,6 +188,7 @@ fn main() -> ExitCode {
         Command::BenchTls(options) => bench_tls::run(&options),
         Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
         Command::BenchAuthStall(options) => bench_robust::run_auth_stall(&options),
+        Command::Soak(options) => soak::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -260,6 +270,7 @@ mod tests {
             "bench tls",
             "bench delivery",
             "bench auth-stall",
+            "soak",
             "help",
         ] {
             assert!(USAGE.contains(command), "{command}");
