@@ -30,7 +30,7 @@ use crate::config::{Config, ServiceName};
 use crate::dns::{Resolver, ResolverOptions};
 use crate::filter::Filter;
 use crate::net::listener::{self, Counts};
-use crate::net::throttle::Throttle;
+use crate::net::throttle::{Limits, Throttle};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::relay::{QueueStore, Scheduler};
@@ -234,8 +234,12 @@ pub struct Gateway {
     pub executor: Rc<LocalExecutor<'static>>,
     /// The state directory: the user database and the stores live there.
     pub state_dir: PathBuf,
-    /// Authentication failures by client address.
+    /// Authentication failures by client address, network and user.
     pub throttle: RefCell<Throttle>,
+    /// The user database, as AUTH reads it.
+    pub users: crate::users::UserCache,
+    /// Turns at running a password derivation on the blocking pool.
+    pub derivations: smol::lock::Semaphore,
     /// The accept loops, by listening socket.
     listeners: RefCell<BTreeMap<ListenKey, smol::Task<()>>>,
     /// Open connections per service, shared by its listeners.
@@ -440,6 +444,9 @@ impl Gateway {
             running.resolver.clone(),
             running.tls.clone(),
         );
+        self.throttle
+            .borrow_mut()
+            .set_limits(Limits::from(&running.config.system.auth_throttle));
         *self.running.borrow_mut() = running;
     }
 
@@ -807,9 +814,12 @@ pub fn run(start: Start) -> io::Result<String> {
         scheduler: scheduler.clone(),
         executor: executor.clone(),
         state_dir: state_dir.to_path_buf(),
-        throttle: RefCell::new(Throttle::default()),
+        throttle: RefCell::new(Throttle::new(Limits::from(&config.system.auth_throttle))),
+        users: crate::users::UserCache::new(state_dir)
+            .map_err(|e| io::Error::other(format!("user database: {e}")))?,
+        derivations: smol::lock::Semaphore::new(crate::net::session::MAX_CONCURRENT_DERIVATIONS),
         listeners: RefCell::new(BTreeMap::new()),
-        counts: Default::default(),
+        counts: ServiceName::ALL.map(|s| Rc::new(RefCell::new(Counts::new(s)))),
         confirm_timer: RefCell::new(None),
         stop,
     });

@@ -292,6 +292,82 @@ print("good while blocked", attempt("127.0.0.3", "correct horse")[0])
 }
 
 #[test]
+fn the_throttle_cannot_be_walked_around_and_blocks_a_guessed_user() {
+    let dir = TempDir::new("auth-walk-around");
+    let sink = Sink::start();
+    let state = dir.path().join("state");
+    add_user(&state, "alice", "correct horse", false);
+    add_user(&state, "carol", "carol's secret", false);
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "{POLICY}set route * smarthost [127.0.0.1]:{port}\n\
+             set system auth-throttle address-limit 3\n\
+             set system auth-throttle user-limit 4\n",
+            port = sink.addr.port()
+        ),
+    );
+    let out = python(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl._create_unverified_context()
+def attempt(src, user, password):
+    try:
+        s = smtplib.SMTP("127.0.0.1", {port}, timeout=60, source_address=(src, 0))
+        s.ehlo("c.example.org")
+        s.starttls(context=ctx)
+        s.ehlo("c.example.org")
+        s.user, s.password = user, password
+        s.auth("PLAIN", s.auth_plain)
+        result = "ok"
+    except smtplib.SMTPAuthenticationError as e:
+        result = str(e.smtp_code)
+    except smtplib.SMTPServerDisconnected:
+        result = "disconnected"
+    try:
+        s.quit()
+    except Exception:
+        pass
+    return result
+# Logging in as yourself between guesses at someone else forgives no guess.
+for i in range(3):
+    print("own", i, attempt("127.0.0.5", "alice", "correct horse"))
+    print("guess", i, attempt("127.0.0.5", "carol", "guess%d" % i))
+print("own after", attempt("127.0.0.5", "alice", "correct horse"))
+# Guesses at one user from four networks block the user, not the networks.
+for n in range(1, 5):
+    print("spread", n, attempt("127.0.%d.1" % n, "carol", "spread%d" % n))
+print("carol herself", attempt("127.0.9.1", "carol", "carol's secret"))
+print("alice elsewhere", attempt("127.0.9.2", "alice", "correct horse"))
+"#,
+        port = gw.inbound
+    ));
+    for i in 0..3 {
+        assert!(out.contains(&format!("own {i} ok")), "{out}");
+    }
+    assert!(
+        out.contains("guess 0 535") && out.contains("guess 1 535"),
+        "{out}"
+    );
+    assert!(
+        out.contains("guess 2 421") || out.contains("guess 2 disconnected"),
+        "{out}"
+    );
+    assert!(!out.contains("own after ok"), "{out}");
+    assert!(out.contains("spread 1 535"), "{out}");
+    // Three guesses at carol came from 127.0.0.5 already: the fourth blocks her.
+    assert!(out.contains("carol herself 454"), "{out}");
+    assert!(out.contains("alice elsewhere ok"), "{out}");
+    gw.wait_for_log(
+        "authentication throttle: address 127.0.0.5 blocked for 600s after 3 failures (limit 3)",
+    );
+    gw.wait_for_log(
+        "authentication throttle: user carol blocked for 600s after 4 failures (limit 4)",
+    );
+    gw.wait_for_log("authentication refused: user carol blocked");
+}
+
+#[test]
 fn a_service_mechanism_list_narrows_what_is_offered() {
     let dir = TempDir::new("auth-service-list");
     let gw = Gateway::start(

@@ -244,7 +244,7 @@ with smtplib.SMTP("127.0.0.1", {}) as s:
     // Delivered by the new route, long before the hour the retry schedule says.
     let msgs = sink.wait_for(1);
     assert_eq!(msgs[0].rcpts, ["<bob@example.com>"]);
-    gw.wait_for_log("waiting message(s) rerouted");
+    gw.wait_for_log("message(s) routed again");
 }
 
 #[test]

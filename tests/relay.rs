@@ -236,6 +236,7 @@ fn per_recipient_status_is_kept_and_permanent_failures_are_recorded() {
         SinkBehaviour {
             reject: vec!["gone@example.com".into()],
             defer: vec!["later@example.com".into()],
+            ..Default::default()
         },
     );
     let gw = Gateway::start(dir.path(), &routes(sink.addr.port()));

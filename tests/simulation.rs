@@ -1,5 +1,6 @@
 //! Deterministic simulation: the client core delivers to the server core over a
-//! virtual wire on virtual time, with split writes, stalls and dropped connections.
+//! virtual wire on virtual time, with split writes, stalls and dropped connections, and
+//! the content handed to the client in pieces cut at random.
 //! No sockets, no clock: every run with the same seed is the same run.
 
 use std::rc::Rc;
@@ -26,6 +27,13 @@ impl Rng {
     }
 }
 
+/// A message to send: its envelope and its content.
+#[derive(Clone)]
+struct SimMessage {
+    envelope: OutgoingMessage,
+    content: Vec<u8>,
+}
+
 /// What the server side saw.
 #[derive(Default)]
 struct ServerSide {
@@ -45,11 +53,7 @@ struct Faults {
 
 /// Sends `messages` over one connection; returns the client's per-recipient replies
 /// and what the server accepted.
-fn run(
-    seed: u64,
-    messages: &[OutgoingMessage],
-    faults: Faults,
-) -> (Vec<Vec<Reply>>, ServerSide, bool) {
+fn run(seed: u64, messages: &[SimMessage], faults: Faults) -> (Vec<Vec<Reply>>, ServerSide, bool) {
     let mut rng = Rng(seed | 1);
     let start = Instant::now();
     let mut now = start;
@@ -67,7 +71,10 @@ fn run(
     let mut to_client: Vec<u8> = Vec::new();
     let mut side = ServerSide::default();
     let mut results = Vec::new();
-    let mut queue: Vec<OutgoingMessage> = messages.iter().rev().cloned().collect();
+    let mut queue: Vec<SimMessage> = messages.iter().rev().cloned().collect();
+    // The content of the transaction in flight and how much of it was handed over.
+    let mut sending: Option<(Vec<u8>, usize)> = None;
+    let mut feeding = false;
     let mut sent_to_server = 0usize;
     let mut stalled = faults.stall.is_none();
     let mut closed = false;
@@ -101,14 +108,32 @@ fn run(
                     }
                     if client.is_ready() {
                         match queue.pop() {
-                            Some(m) => client.send(m, now),
+                            Some(m) => {
+                                sending = Some((m.content, 0));
+                                client.send(m.envelope, now);
+                            }
                             None => client.quit(now),
                         }
                     }
                 }
+                ClientEvent::SendContent => feeding = true,
                 ClientEvent::Closed(_) => closed = true,
                 // The simulated server offers no STARTTLS.
                 ClientEvent::StartTls => {}
+            }
+        }
+        // The layer hands over one piece of content per round, cut at random.
+        if feeding && client.wants_content() {
+            match sending.as_mut() {
+                Some((content, at)) if *at < content.len() => {
+                    let n = 1 + rng.below((content.len() - *at).min(faults.max_chunk));
+                    client.handle_content(&content[*at..*at + n], now);
+                    *at += n;
+                }
+                _ => {
+                    client.end_content(now);
+                    feeding = false;
+                }
             }
         }
         while let Some(out) = client.poll_transmit() {
@@ -169,7 +194,7 @@ fn run(
     panic!("simulation did not settle");
 }
 
-fn message(rng: &mut Rng, n: usize) -> OutgoingMessage {
+fn message(rng: &mut Rng, n: usize) -> SimMessage {
     let mut content = format!("Subject: sim {n}\r\n\r\n").into_bytes();
     for _ in 0..rng.below(40) {
         let kind = rng.below(5);
@@ -191,14 +216,17 @@ fn message(rng: &mut Rng, n: usize) -> OutgoingMessage {
             orcpt: None,
         })
         .collect();
-    OutgoingMessage {
-        from: format!("s{n}@example.org"),
-        rcpts,
-        content: content.into(),
-        eight_bit: true,
-        smtputf8: false,
-        ret: None,
-        envid: None,
+    SimMessage {
+        envelope: OutgoingMessage {
+            from: format!("s{n}@example.org"),
+            rcpts,
+            size: content.len() as u64,
+            eight_bit: true,
+            smtputf8: false,
+            ret: None,
+            envid: None,
+        },
+        content,
     }
 }
 
@@ -225,8 +253,8 @@ fn content_survives_any_split_of_the_wire() {
         }
         assert_eq!(side.messages.len(), msgs.len(), "seed {seed}");
         for (m, (from, rcpts, content)) in msgs.iter().zip(&side.messages) {
-            assert_eq!(from, &m.from);
-            assert_eq!(rcpts.len(), m.rcpts.len());
+            assert_eq!(from, &m.envelope.from);
+            assert_eq!(rcpts.len(), m.envelope.rcpts.len());
             assert_eq!(content.as_slice(), &m.content[..], "seed {seed}");
         }
     }

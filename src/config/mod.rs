@@ -149,6 +149,37 @@ pub struct System {
     /// Where mail to our postmaster goes (a bare `postmaster`, `postmaster@HOST-NAME`,
     /// `postmaster@[our address]`); `None`: `postmaster@HOST-NAME` by its route.
     pub postmaster: Option<crate::smtp::address::Mailbox>,
+    /// Brute-force throttling of authentication (SPEC §6).
+    pub auth_throttle: AuthThrottle,
+}
+
+/// Limits of the authentication throttle: failures count per client address, per
+/// network (/24 for IPv4, /64 for IPv6) and per target user name; each count that
+/// reaches its limit blocks its key for `block_time`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthThrottle {
+    /// Failures from one address before it is blocked.
+    pub address_limit: u32,
+    /// Failures from one network before the whole network is blocked.
+    pub network_limit: u32,
+    /// Failures for one user name, from anywhere, before that name is blocked.
+    pub user_limit: u32,
+    /// How long a block lasts.
+    pub block_time: Duration,
+    /// Entries (addresses, networks, user names) the throttle remembers at most.
+    pub table_size: u32,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            address_limit: 5,
+            network_limit: 20,
+            user_limit: 10,
+            block_time: Duration::from_secs(600),
+            table_size: 10_000,
+        }
+    }
 }
 
 /// The crypto token backend: the software token, or a PKCS#11 module.
@@ -185,6 +216,7 @@ impl Default for System {
             dns_timeout: DEFAULT_DNS_TIMEOUT,
             token: TokenSettings::default(),
             postmaster: None,
+            auth_throttle: AuthThrottle::default(),
         }
     }
 }
@@ -211,6 +243,20 @@ pub struct Service {
     pub idle_timeout: Duration,
     /// RFC 5321 §4.5.3.2.5/6: data block timeout, 3 min.
     pub data_timeout: Duration,
+    /// A command line must be complete this long after its first octet; octets arriving
+    /// do not extend it (Postfix's `smtpd_per_request_deadline`).
+    pub command_deadline: Duration,
+    /// Message content (DATA, or one BDAT chunk) must be complete this long after it
+    /// starts, plus one second per `min_data_rate` octets received.
+    pub data_deadline: Duration,
+    /// Octets per second a client must keep up in message content (Postfix's
+    /// `smtpd_min_data_rate`).
+    pub min_data_rate: u32,
+    /// Percent of `max_connections` open at which the service is under stress: every
+    /// session's timeouts and deadlines shrink to `stress_timeout` (Postfix's stress mode).
+    pub stress_threshold: u32,
+    /// The longest timeout or deadline of any session while the service is under stress.
+    pub stress_timeout: Duration,
     pub max_session_time: Duration,
     pub max_messages_per_session: u32,
     pub max_message_size: u64,
@@ -325,9 +371,15 @@ impl Default for Service {
             tls_listen: Vec::new(),
             channel: None,
             max_connections: 500,
-            max_connections_per_ip: 20,
+            // 25 addresses can hold at most half of the default 500 connections.
+            max_connections_per_ip: 10,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            command_deadline: Duration::from_secs(60),
+            data_deadline: Duration::from_secs(60),
+            min_data_rate: 500,
+            stress_threshold: 75,
+            stress_timeout: Duration::from_secs(10),
             max_session_time: Duration::from_secs(3600),
             max_messages_per_session: 1000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,

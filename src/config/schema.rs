@@ -102,6 +102,14 @@ pub const ERROR_LIMIT: Limit = Limit::new(1, u32::MAX);
 pub const CONCURRENCY_LIMIT: Limit = Limit::new(1, 1000);
 /// Classify and relay rule numbers.
 pub const RULE_NUMBER_LIMIT: Limit = Limit::new(1, 65535);
+/// Octets per second a client must keep up in message content: at most a gigabyte.
+pub const DATA_RATE_LIMIT: Limit = Limit::new(1, 1_000_000_000);
+/// Percent of the connection limit at which a service is under stress.
+pub const STRESS_THRESHOLD_LIMIT: Limit = Limit::new(1, 100);
+/// Authentication failures before a block: at most a million.
+pub const AUTH_FAILURES_LIMIT: Limit = Limit::new(1, 1_000_000);
+/// Entries the authentication throttle remembers: 100 to 100 000, about 100 octets each.
+pub const AUTH_TABLE_LIMIT: Limit = Limit::new(100, 100_000);
 
 // ---- the tree's types ----------------------------------------------------------------
 
@@ -352,6 +360,18 @@ number_kind!(
 );
 number_kind!(ERRORS, ERROR_LIMIT, "a number of at least 1");
 number_kind!(CONCURRENCY, CONCURRENCY_LIMIT, "a number from 1 to 1000");
+number_kind!(DATA_RATE, DATA_RATE_LIMIT, "a number from 1 to 1000000000");
+number_kind!(
+    STRESS_THRESHOLD,
+    STRESS_THRESHOLD_LIMIT,
+    "a number from 1 to 100"
+);
+number_kind!(
+    AUTH_FAILURES,
+    AUTH_FAILURES_LIMIT,
+    "a number from 1 to 1000000"
+);
+number_kind!(AUTH_TABLE, AUTH_TABLE_LIMIT, "a number from 100 to 100000");
 
 const DURATION_SPEC: ValueSpec = ValueSpec {
     placeholder: "DURATION",
@@ -1192,6 +1212,11 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "The crypto token that holds the keys: the software token or a PKCS#11 module",
         kind: NodeKind::Container(TOKEN_CHILDREN),
     },
+    Node {
+        name: "auth-throttle",
+        help: "Brute-force throttling of authentication by address, network and user",
+        kind: NodeKind::Container(AUTH_THROTTLE_CHILDREN),
+    },
     optional!(
         "postmaster",
         "Where mail to our postmaster goes (default postmaster@HOST-NAME by its route)",
@@ -1294,6 +1319,61 @@ static TOKEN_CHILDREN: &[Node] = &[
         token,
         token_mut,
         pin_file
+    ),
+];
+
+fn auth_throttle<'c>(c: &'c Config, _: &Keys) -> Option<&'c super::AuthThrottle> {
+    Some(&c.system.auth_throttle)
+}
+fn auth_throttle_mut<'c>(c: &'c mut Config, _: &Keys) -> &'c mut super::AuthThrottle {
+    &mut c.system.auth_throttle
+}
+
+static AUTH_THROTTLE_CHILDREN: &[Node] = &[
+    scalar!(
+        "address-limit",
+        "Failures from one client address before it is blocked",
+        AUTH_FAILURES,
+        auth_throttle,
+        auth_throttle_mut,
+        super::AuthThrottle::default(),
+        address_limit
+    ),
+    scalar!(
+        "network-limit",
+        "Failures from one /24 or /64 before the whole network is blocked",
+        AUTH_FAILURES,
+        auth_throttle,
+        auth_throttle_mut,
+        super::AuthThrottle::default(),
+        network_limit
+    ),
+    scalar!(
+        "user-limit",
+        "Failures for one user name, from anywhere, before that name is blocked",
+        AUTH_FAILURES,
+        auth_throttle,
+        auth_throttle_mut,
+        super::AuthThrottle::default(),
+        user_limit
+    ),
+    scalar!(
+        "block-time",
+        "How long a block lasts",
+        NONZERO_DURATION,
+        auth_throttle,
+        auth_throttle_mut,
+        super::AuthThrottle::default(),
+        block_time
+    ),
+    scalar!(
+        "table-size",
+        "Entries (addresses, networks, user names) remembered at most",
+        AUTH_TABLE,
+        auth_throttle,
+        auth_throttle_mut,
+        super::AuthThrottle::default(),
+        table_size
     ),
 ];
 
@@ -1456,6 +1536,51 @@ static SERVICE_CHILDREN: &[Node] = &[
         service_mut,
         default_service(),
         data_timeout
+    ),
+    scalar!(
+        "command-deadline",
+        "A command line must be complete this long after its first octet (octets do not extend it)",
+        NONZERO_DURATION,
+        service,
+        service_mut,
+        default_service(),
+        command_deadline
+    ),
+    scalar!(
+        "data-deadline",
+        "Message content must be complete this long after it starts, plus 1s per min-data-rate octets",
+        NONZERO_DURATION,
+        service,
+        service_mut,
+        default_service(),
+        data_deadline
+    ),
+    scalar!(
+        "min-data-rate",
+        "Octets per second a client must keep up in message content",
+        DATA_RATE,
+        service,
+        service_mut,
+        default_service(),
+        min_data_rate
+    ),
+    scalar!(
+        "stress-threshold",
+        "Percent of max-connections open at which the service is under stress",
+        STRESS_THRESHOLD,
+        service,
+        service_mut,
+        default_service(),
+        stress_threshold
+    ),
+    scalar!(
+        "stress-timeout",
+        "The longest timeout or deadline of any session while the service is under stress",
+        NONZERO_DURATION,
+        service,
+        service_mut,
+        default_service(),
+        stress_timeout
     ),
     scalar!(
         "max-session-time",

@@ -330,7 +330,15 @@ pub(crate) mod tests {
         assert_eq!(record.sequence, 1);
         assert_eq!(record.meta.comment, "the version-1 fixture");
         assert_eq!(record.meta.time, 1_796_083_200);
-        let expected = crate::config::text::parse(crate::config::wire::tests::EVERYTHING).unwrap();
+        // A stored record holds every value, not only those that differed from the
+        // factory values of its day: defaults changed since (max-connections-per-ip was
+        // 20) do not change what it says.
+        let expected = crate::config::text::parse(&format!(
+            "{}set service inbound max-connections-per-ip 20\n\
+             set service outbound max-connections-per-ip 20\n",
+            crate::config::wire::tests::EVERYTHING
+        ))
+        .unwrap();
         assert_eq!(record.config, expected);
         assert_eq!(&bytes[4..6], &1u16.to_le_bytes());
         // What this firmware writes now reads back too.

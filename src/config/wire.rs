@@ -29,7 +29,9 @@ use crate::sasl::{MechanismName, MechanismSet};
 /// conversion only ever handles what is new):
 /// * 1 — the first stored form: system (with the token), services, classify, routes,
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
-/// * 2 — `system postmaster`, each service's `certificate` and `auth` ([`ConfigV2`]).
+/// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
+///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
+///   `stress-timeout` ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -41,6 +43,42 @@ pub struct ConfigV2 {
     pub outbound_certificate: Option<String>,
     pub inbound_auth: Option<bool>,
     pub outbound_auth: Option<bool>,
+    /// Address, network and user limits, block time (ms), table size.
+    pub auth_throttle: (u32, u32, u32, u64, u32),
+    pub inbound_limits: ServiceLimitsV2,
+    pub outbound_limits: ServiceLimitsV2,
+}
+
+/// A service's slow-client limits, new in version 2.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLimitsV2 {
+    pub command_deadline_ms: u64,
+    pub data_deadline_ms: u64,
+    pub min_data_rate: u32,
+    pub stress_threshold: u32,
+    pub stress_timeout_ms: u64,
+}
+
+impl From<&Service> for ServiceLimitsV2 {
+    fn from(s: &Service) -> ServiceLimitsV2 {
+        ServiceLimitsV2 {
+            command_deadline_ms: ms(s.command_deadline),
+            data_deadline_ms: ms(s.data_deadline),
+            min_data_rate: s.min_data_rate,
+            stress_threshold: s.stress_threshold,
+            stress_timeout_ms: ms(s.stress_timeout),
+        }
+    }
+}
+
+impl ServiceLimitsV2 {
+    fn apply(&self, s: &mut Service) {
+        s.command_deadline = dur(self.command_deadline_ms);
+        s.data_deadline = dur(self.data_deadline_ms);
+        s.min_data_rate = self.min_data_rate;
+        s.stress_threshold = self.stress_threshold;
+        s.stress_timeout = dur(self.stress_timeout_ms);
+    }
 }
 
 impl From<&Config> for ConfigV2 {
@@ -52,6 +90,18 @@ impl From<&Config> for ConfigV2 {
             outbound_certificate: c.outbound.certificate.clone(),
             inbound_auth: c.inbound.auth,
             outbound_auth: c.outbound.auth,
+            auth_throttle: {
+                let t = &c.system.auth_throttle;
+                (
+                    t.address_limit,
+                    t.network_limit,
+                    t.user_limit,
+                    ms(t.block_time),
+                    t.table_size,
+                )
+            },
+            inbound_limits: (&c.inbound).into(),
+            outbound_limits: (&c.outbound).into(),
         }
     }
 }
@@ -72,6 +122,16 @@ impl TryFrom<ConfigV2> for Config {
         c.outbound.certificate = w.outbound_certificate;
         c.inbound.auth = w.inbound_auth;
         c.outbound.auth = w.outbound_auth;
+        let (address_limit, network_limit, user_limit, block_ms, table_size) = w.auth_throttle;
+        c.system.auth_throttle = super::AuthThrottle {
+            address_limit,
+            network_limit,
+            user_limit,
+            block_time: dur(block_ms),
+            table_size,
+        };
+        w.inbound_limits.apply(&mut c.inbound);
+        w.outbound_limits.apply(&mut c.outbound);
         Ok(c)
     }
 }
@@ -461,6 +521,7 @@ fn service(s: ServiceV1) -> Result<Service, WireError> {
         disabled: s.disabled,
         certificate: None,
         auth: None,
+        ..Service::default()
     })
 }
 
@@ -490,6 +551,7 @@ impl TryFrom<ConfigV1> for Config {
                     pin_file: w.token_pin_file,
                 },
                 postmaster: None,
+                auth_throttle: super::AuthThrottle::default(),
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -639,7 +701,8 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         let mut with_postmaster = parse(EVERYTHING).unwrap();
         crate::config::text::parse_into(
             &mut with_postmaster,
-            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n",
+            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n\
+             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n",
         )
         .unwrap();
         for config in [

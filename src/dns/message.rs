@@ -276,7 +276,9 @@ impl Response {
             return Err(DecodeError::TooManyRecords);
         }
 
-        let (qname, mut pos) = read_name(bytes, HEADER_LEN)?;
+        let (qname, mut pos) = read_name(bytes, HEADER_LEN, Chars::IfValid)?;
+        // A question name of other characters cannot be ours.
+        let qname = qname.ok_or(DecodeError::QuestionMismatch)?;
         let fixed = bytes
             .get(pos..pos + 4)
             .ok_or(DecodeError::TruncatedQuestion)?;
@@ -393,8 +395,19 @@ enum Parsed {
 }
 
 /// Reads one resource record at `pos`; returns it and the offset after it.
+///
+/// Every name's structure is checked. Characters are checked only where the name is
+/// used: a record whose owner name has characters no name of ours has is about some
+/// other name, and is skipped whole; the names an MX, CNAME or PTR record points to must
+/// be valid; the SOA's names are never used, so only their structure counts.
 fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
-    let (name, pos) = read_name(msg, pos)?;
+    let (owner, pos) = read_name(msg, pos, Chars::IfValid)?;
+    // Names in the data of a record that is skipped anyway are only walked.
+    let data_chars = if owner.is_some() {
+        Chars::Checked
+    } else {
+        Chars::Ignored
+    };
     let end_fixed = pos.checked_add(10).ok_or(DecodeError::TruncatedRecord)?;
     let fixed = msg
         .get(pos..end_fixed)
@@ -423,13 +436,15 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
         return Ok((Parsed::Skipped, end));
     }
     // A name inside RDATA must end exactly where RDLENGTH says.
-    let name_at = |offset: usize| -> Result<(Name, usize), DecodeError> {
-        let (name, next) = read_name(msg, offset)?;
+    let name_at = |offset: usize, chars: Chars| -> Result<(Option<Name>, usize), DecodeError> {
+        let (name, next) = read_name(msg, offset, chars)?;
         if next > end {
             return Err(DecodeError::BadRdataLength);
         }
         Ok((name, next))
     };
+    // A name the record is used for: present unless the whole record is skipped.
+    let used = |name: Option<Name>| name.ok_or(DecodeError::BadLabel);
     let exact = |used: usize| {
         if used == end {
             Ok(())
@@ -449,16 +464,23 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
         RecordType::MX => {
             let pref = rdata.get(..2).ok_or(DecodeError::BadRdataLength)?;
             let preference = u16::from_be_bytes([pref[0], pref[1]]);
-            let (exchange, next) = name_at(start + 2)?;
+            let (exchange, next) = name_at(start + 2, data_chars)?;
             exact(next)?;
+            if owner.is_none() {
+                return Ok((Parsed::Skipped, end));
+            }
             RecordData::Mx {
                 preference,
-                exchange,
+                exchange: used(exchange)?,
             }
         }
         RecordType::PTR | RecordType::CNAME => {
-            let (target, next) = name_at(start)?;
+            let (target, next) = name_at(start, data_chars)?;
             exact(next)?;
+            if owner.is_none() {
+                return Ok((Parsed::Skipped, end));
+            }
+            let target = used(target)?;
             if rtype == RecordType::PTR {
                 RecordData::Ptr(target)
             } else {
@@ -466,8 +488,8 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
             }
         }
         RecordType::SOA => {
-            let (_mname, next) = name_at(start)?;
-            let (_rname, next) = name_at(next)?;
+            let (_mname, next) = name_at(start, Chars::Ignored)?;
+            let (_rname, next) = name_at(next, Chars::Ignored)?;
             // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM: five 32-bit fields.
             exact(next + 20)?;
             let m = &msg[next + 16..next + 20];
@@ -477,7 +499,22 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
         }
         _ => return Ok((Parsed::Skipped, end)),
     };
+    let Some(name) = owner else {
+        return Ok((Parsed::Skipped, end));
+    };
     Ok((Parsed::Record(Record { name, ttl, data }), end))
+}
+
+/// What the decoder does with the characters of a name (its structure is always
+/// checked: label lengths, pointers, the 255-octet limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chars {
+    /// The name is used: characters outside [`Name`]'s set are an error.
+    Checked,
+    /// The name is used if its characters are valid; otherwise it is given as `None`.
+    IfValid,
+    /// The name is never used: it is walked, not built, and given as `None`.
+    Ignored,
 }
 
 /// Reads a possibly compressed name at `start`; returns it and the offset after it in
@@ -486,8 +523,8 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
 /// Each pointer must point before the start of the labels read so far in this name
 /// (so strictly backwards, and never into the current name), which rules out loops;
 /// `MAX_POINTER_HOPS` and the 255-octet name limit bound the work.
-fn read_name(msg: &[u8], start: usize) -> Result<(Name, usize), DecodeError> {
-    let mut builder = NameBuilder::new();
+fn read_name(msg: &[u8], start: usize, chars: Chars) -> Result<(Option<Name>, usize), DecodeError> {
+    let mut builder = (chars != Chars::Ignored).then(NameBuilder::new);
     let mut pos = start;
     let mut segment_start = start;
     let mut after: Option<usize> = None;
@@ -500,7 +537,7 @@ fn read_name(msg: &[u8], start: usize) -> Result<(Name, usize), DecodeError> {
         match len & 0xc0 {
             0x00 if len == 0 => {
                 let next = after.unwrap_or(pos + 1);
-                return Ok((builder.finish(), next));
+                return Ok((builder.map(NameBuilder::finish), next));
             }
             0x00 => {
                 let len = usize::from(len);
@@ -511,11 +548,17 @@ fn read_name(msg: &[u8], start: usize) -> Result<(Name, usize), DecodeError> {
                 let label = msg
                     .get(pos + 1..pos + 1 + len)
                     .ok_or(DecodeError::TruncatedName)?;
-                builder.push_label(label).map_err(|e| match e {
-                    NameError::NameTooLong => DecodeError::NameTooLong,
-                    NameError::LabelTooLong => DecodeError::LabelTooLong,
-                    NameError::EmptyLabel | NameError::BadCharacter => DecodeError::BadLabel,
-                })?;
+                if let Some(b) = builder.as_mut() {
+                    match b.push_label(label) {
+                        Ok(()) => {}
+                        Err(NameError::BadCharacter) if chars == Chars::IfValid => builder = None,
+                        Err(NameError::NameTooLong) => return Err(DecodeError::NameTooLong),
+                        Err(NameError::LabelTooLong) => return Err(DecodeError::LabelTooLong),
+                        Err(NameError::EmptyLabel | NameError::BadCharacter) => {
+                            return Err(DecodeError::BadLabel);
+                        }
+                    }
+                }
                 pos += 1 + len;
             }
             0xc0 => {
@@ -845,6 +888,82 @@ pub(crate) mod tests {
         );
     }
 
+    /// NXDOMAIN for nothere.example.test with an SOA whose names are `mname` and `rname`
+    /// (wire form, uncompressed), TTL 3600, MINIMUM 600.
+    fn nxdomain_with_soa(mname: &[u8], rname: &[u8]) -> (Vec<u8>, Query) {
+        let mut bytes = hex(NXDOMAIN);
+        bytes[9] = 1; // NSCOUNT
+        let additional = bytes.split_off(bytes.len() - 11);
+        let mut soa_rdata = mname.to_vec();
+        soa_rdata.extend_from_slice(rname);
+        soa_rdata.extend_from_slice(&hex("00000001 00000e10 00000384 00093a80 00000258"));
+        bytes.extend_from_slice(&hex("c014 0006 0001 00000e10"));
+        bytes.extend_from_slice(&(soa_rdata.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&soa_rdata);
+        bytes.extend_from_slice(&additional);
+        (bytes, query(0x1003, "nothere.example.test", RecordType::MX))
+    }
+
+    #[test]
+    fn odd_characters_in_names_never_used_do_not_fail_the_answer() {
+        // The SOA's names hold a space, a star, an escape and 8-bit octets: only their
+        // structure counts, and the answer is still NXDOMAIN (permanent), with its TTL.
+        let (bytes, q) = nxdomain_with_soa(b"\x05n s*1\x00", b"\x06h\x1b\xffm\xc3\xa9\x00");
+        let r = Response::decode(&bytes, &q).unwrap();
+        assert_eq!(
+            r.answer(&q.name, RecordType::MX),
+            Ok(Answer::NxDomain { ttl: Some(600) })
+        );
+        // Their structure is still checked.
+        let (bytes, q) = nxdomain_with_soa(b"\xc0\xff", b"\x00");
+        assert_eq!(
+            Response::decode(&bytes, &q),
+            Err(DecodeError::ForwardPointer)
+        );
+        let (bytes, q) = nxdomain_with_soa(&[0x40, 0], b"\x00");
+        assert_eq!(Response::decode(&bytes, &q), Err(DecodeError::LabelTooLong));
+        // A SOA owned by an odd name is about another zone: skipped, so no TTL.
+        let (mut bytes, q) = nxdomain_with_soa(b"\x00", b"\x00");
+        let at = bytes.len() - 11 - 22 - 2 - 8 - 2;
+        assert_eq!(&bytes[at..at + 2], &[0xc0, 0x14]);
+        bytes.splice(at..at + 2, [1, b'*', 0]);
+        let r = Response::decode(&bytes, &q).unwrap();
+        assert!(r.authority.is_empty());
+        assert_eq!(
+            r.answer(&q.name, RecordType::MX),
+            Ok(Answer::NxDomain { ttl: None })
+        );
+    }
+
+    #[test]
+    fn names_that_are_used_must_be_valid() {
+        let q = query(1, "a.test", RecordType::MX);
+        let mx = |exchange: &[u8]| {
+            let mut msg = hex("0001 8180 0001 0001 0000 0000 0161 0474657374 00 000f 0001");
+            msg.extend_from_slice(&hex("c00c 000f 0001 00000e10"));
+            msg.extend_from_slice(&((exchange.len() + 2) as u16).to_be_bytes());
+            msg.extend_from_slice(&[0, 10]);
+            msg.extend_from_slice(exchange);
+            msg
+        };
+        let good = Response::decode(&mx(b"\x02mx\xc0\x0c"), &q).unwrap();
+        assert!(matches!(
+            &good.answers[0].data,
+            RecordData::Mx { exchange, .. } if exchange.as_str() == "mx.a.test"
+        ));
+        assert_eq!(
+            Response::decode(&mx(b"\x02m\x1b\xc0\x0c"), &q),
+            Err(DecodeError::BadLabel)
+        );
+        // A question name of odd characters is not ours.
+        let mut odd = mx(b"\x02mx\xc0\x0c");
+        odd[13] = b'*';
+        assert_eq!(
+            Response::decode(&odd, &q),
+            Err(DecodeError::QuestionMismatch)
+        );
+    }
+
     #[test]
     fn truncation_at_every_index_is_an_error() {
         for (bytes, q) in captured() {
@@ -1041,11 +1160,10 @@ pub(crate) mod tests {
             Response::decode(&with_owner(&[0xc0])[..25], &q),
             Err(DecodeError::TruncatedName)
         );
-        // A bad character.
-        assert_eq!(
-            Response::decode(&with_owner(&[1, b' ', 0]), &q),
-            Err(DecodeError::BadLabel)
-        );
+        // An owner name of characters no name of ours has: that record is about some
+        // other name, and skipped.
+        let other = Response::decode(&with_owner(&[1, b' ', 0]), &q).unwrap();
+        assert!(other.answers.is_empty());
     }
 
     /// A response to `query(1, "a.test", A)` whose first answer (a skipped type) holds

@@ -1,15 +1,21 @@
 //! One outgoing SMTP connection: a TCP stream, TLS after STARTTLS, driven by the client core.
 
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
+use smol::Unblock;
 use smol::future::FutureExt as _;
+use smol::io::AsyncReadExt as _;
 
 use crate::log::Relay;
-use crate::smtp::client::{Client, ClientConfig, ClientEvent, Extensions, OutgoingMessage};
+use crate::smtp::client::{
+    CONTENT_CHUNK, Client, ClientConfig, ClientEvent, Extensions, OutgoingMessage,
+};
 use crate::smtp::reply::Reply;
 use crate::tls::Transport;
 use crate::tls::setup::{GatewayTls, describe};
@@ -44,6 +50,53 @@ pub struct OutgoingTls {
     pub server_name: String,
     /// Check the certificate (TLS required and no `danger_` option), or only encrypt.
     pub verify: bool,
+}
+
+/// Where the content of a message being sent comes from.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// Held in memory: a journal message.
+    Memory(Rc<[u8]>),
+    /// A queue file, opened and read on the blocking pool in pieces of
+    /// [`CONTENT_CHUNK`] octets, so the executor never waits for the disk and a large
+    /// message is never held whole.
+    File(PathBuf),
+}
+
+/// The content being read for one transaction: at most two pieces of
+/// [`CONTENT_CHUNK`] octets in memory (the blocking pool's buffer and ours).
+enum ContentReader {
+    Memory { bytes: Rc<[u8]>, at: usize },
+    File(Unblock<File>),
+}
+
+impl ContentReader {
+    async fn open(content: &Content) -> io::Result<ContentReader> {
+        Ok(match content {
+            Content::Memory(bytes) => ContentReader::Memory {
+                bytes: bytes.clone(),
+                at: 0,
+            },
+            Content::File(path) => {
+                let path = path.clone();
+                let file = smol::unblock(move || File::open(path)).await?;
+                ContentReader::File(Unblock::with_capacity(CONTENT_CHUNK, file))
+            }
+        })
+    }
+
+    /// Reads the next piece into `buf` (of [`CONTENT_CHUNK`] octets); 0 at the end.
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ContentReader::Memory { bytes, at } => {
+                let n = bytes.len().saturating_sub(*at).min(buf.len());
+                buf[..n].copy_from_slice(&bytes[*at..*at + n]);
+                *at += n;
+                Ok(n)
+            }
+            ContentReader::File(file) => file.read(buf).await,
+        }
+    }
 }
 
 /// An open connection with a client core that has finished EHLO/HELO.
@@ -91,7 +144,12 @@ impl Connection {
                     }
                     Some(ClientEvent::Closed(reply)) => return Err(ConnectError::Refused(reply)),
                     None if conn.client.is_closed() => return Err(ConnectError::Refused(None)),
-                    Some(ClientEvent::TransactionDone(_) | ClientEvent::StartTls) | None => {}
+                    Some(
+                        ClientEvent::TransactionDone(_)
+                        | ClientEvent::StartTls
+                        | ClientEvent::SendContent,
+                    )
+                    | None => {}
                 }
             }
         };
@@ -117,12 +175,14 @@ impl Connection {
         self.transport.is_some() && self.client.is_ready() && !self.client.is_closed()
     }
 
-    /// Runs one transaction: one reply per recipient, in order.
-    pub async fn send(&mut self, msg: OutgoingMessage) -> Vec<Reply> {
+    /// Runs one transaction: one reply per recipient, in order. The content is read
+    /// piece by piece as it is sent.
+    pub async fn send(&mut self, msg: OutgoingMessage, content: &Content) -> Vec<Reply> {
         let count = msg.rcpts.len();
         self.client.send(msg, Instant::now());
         loop {
             match self.step().await {
+                Some(ClientEvent::SendContent) => self.send_content(content).await,
                 Some(ClientEvent::TransactionDone(replies)) => return replies,
                 Some(ClientEvent::Closed(reply)) => {
                     // The core reports the in-flight transaction before closing; this is
@@ -134,6 +194,69 @@ impl Connection {
                 Some(ClientEvent::Ready(_) | ClientEvent::StartTls) | None => {}
             }
         }
+    }
+
+    /// Hands the content to the core piece by piece, writing each piece out before the
+    /// next is read. A read that fails or hangs for a data-block timeout abandons the
+    /// transaction without ending the data.
+    async fn send_content(&mut self, content: &Content) {
+        let timeout = self.write_timeout;
+        let mut reader = match ContentReader::open(content).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!(target: "smtp", "cannot open the message content: {e}");
+                self.client.content_failed(&e.to_string(), Instant::now());
+                return;
+            }
+        };
+        let mut buf = vec![0u8; CONTENT_CHUNK];
+        while self.client.wants_content() {
+            let read = async { Some(reader.read(&mut buf).await) }
+                .or(async {
+                    Timer::after(timeout).await;
+                    None
+                })
+                .await;
+            match read {
+                Some(Ok(0)) => self.client.end_content(Instant::now()),
+                Some(Ok(n)) => self.client.handle_content(&buf[..n], Instant::now()),
+                Some(Err(e)) => {
+                    log::error!(target: "smtp", "cannot read the message content: {e}");
+                    self.client.content_failed(&e.to_string(), Instant::now());
+                }
+                None => {
+                    log::error!(target: "smtp", "reading the message content timed out");
+                    self.client.content_failed("read timed out", Instant::now());
+                }
+            }
+            if !self.flush().await {
+                return;
+            }
+        }
+    }
+
+    /// Writes everything the core has to send; false (after telling the core) when the
+    /// peer is gone or takes nothing for the write timeout.
+    async fn flush(&mut self) -> bool {
+        let Some(transport) = self.transport.as_mut() else {
+            return false;
+        };
+        while let Some(out) = self.client.poll_transmit() {
+            let write = async { transport.write_all(&out).await };
+            let stalled = async {
+                Timer::after(self.write_timeout).await;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                ))
+            };
+            if let Err(e) = write.or(stalled).await {
+                log::debug!(target: "smtp", "write to {}: {e}", self.peer);
+                self.client.handle_eof(Instant::now());
+                return false;
+            }
+        }
+        true
     }
 
     /// Says QUIT and waits (briefly) for the answer.
@@ -168,24 +291,12 @@ impl Connection {
         if let Some(event) = self.client.poll_event() {
             return Some(event);
         }
-        let Some(transport) = self.transport.as_mut() else {
+        if self.transport.is_none() {
             self.client.handle_eof(Instant::now());
             return self.client.poll_event();
-        };
-        while let Some(out) = self.client.poll_transmit() {
-            let write = async { transport.write_all(&out).await };
-            let stalled = async {
-                Timer::after(self.write_timeout).await;
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "peer stopped reading",
-                ))
-            };
-            if let Err(e) = write.or(stalled).await {
-                log::debug!(target: "smtp", "write to {}: {e}", self.peer);
-                self.client.handle_eof(Instant::now());
-                return self.client.poll_event();
-            }
+        }
+        if !self.flush().await {
+            return self.client.poll_event();
         }
         if let Some(event) = self.client.poll_event() {
             return Some(event);
@@ -194,6 +305,7 @@ impl Connection {
             return None;
         }
         let deadline = self.client.poll_timeout();
+        let transport = self.transport.as_mut()?;
         let buf = &mut self.buf;
         let read = async { Some(transport.read(buf).await) };
         let timeout = async {
@@ -231,7 +343,7 @@ impl Connection {
                 self.client.tls_established(Instant::now());
             }
             Err(e) => {
-                log::info!(target: "smtp", "TLS handshake with {} failed: {e}", Relay(self.peer));
+                log::info!(target: "smtp", "TLS handshake with {} failed: {}", Relay(self.peer), crate::log::Escaped(&e.to_string()));
                 self.client.tls_failed(&e.to_string(), Instant::now());
             }
         }

@@ -11,7 +11,7 @@ use smol::future::FutureExt as _;
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
 use crate::gateway::{Gateway, Running};
-use crate::log::Peer;
+use crate::log::{Escaped, Peer};
 use crate::net::throttle::Penalty;
 use crate::policy;
 use crate::queue::{
@@ -19,7 +19,10 @@ use crate::queue::{
 };
 use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify};
-use crate::sasl::{AuthError, ExchangeInputs, Mechanism, MechanismName, Step, new_mechanism};
+use crate::sasl::{
+    AuthError, Derivation, DerivedKey, ExchangeInputs, Mechanism, MechanismName, Step,
+    new_mechanism,
+};
 use crate::smtp::address::Recipient;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
@@ -31,7 +34,8 @@ use crate::tls::Transport;
 use crate::tls::setup::describe;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::{READ_BUFFER, timer_at};
+use super::listener::Stress;
+use super::{READ_BUFFER, SESSION_READ_START, timer_at};
 
 /// Where the message being received is kept until it is committed.
 enum Store {
@@ -39,8 +43,8 @@ enum Store {
     Memory(Vec<u8>),
     /// A message that outgrew the journal's limit streams into its own file.
     File(Incoming),
-    /// The spool failed mid-message: it is refused with 451 at its end.
-    Failed,
+    /// The spool failed mid-message: it is refused at its end with this reply.
+    Failed(Reply),
 }
 
 /// The message being received: its queue id and where its bytes are.
@@ -60,6 +64,7 @@ pub async fn serve(
     peer: SocketAddr,
     category: Option<String>,
     implicit_tls: bool,
+    stress: Rc<Stress>,
 ) {
     let local = stream.get_ref().local_addr().ok();
     // The configuration this session started under stays its own to the end.
@@ -77,7 +82,7 @@ pub async fn serve(
             log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
             return;
         };
-        match tls.accept(service, transport).await {
+        match Box::pin(tls.accept(service, transport)).await {
             Ok(t) => {
                 transport = t;
                 let info =
@@ -85,14 +90,14 @@ pub async fn serve(
                 Session::new_tls(config, info, Instant::now())
             }
             Err(e) => {
-                log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                log::info!(target: "smtpd", "TLS handshake with {client} failed: {}", Escaped(&e.to_string()));
                 return;
             }
         }
     } else {
         Session::new(config, Instant::now())
     };
-    let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
+    let mut buf = vec![0u8; SESSION_READ_START];
     let mut helo = String::new();
     let mut esmtp = false;
     let mut rcpts: Vec<String> = Vec::new();
@@ -129,7 +134,7 @@ pub async fn serve(
                         from: &from,
                         had_source_route,
                     };
-                    match check_rcpt(&running, &asked, &to).await {
+                    match Box::pin(check_rcpt(&running, &asked, &to)).await {
                         Ok(deliver_to) => {
                             if !rcpts.contains(&deliver_to) {
                                 rcpts.push(deliver_to.clone());
@@ -157,14 +162,39 @@ pub async fn serve(
                 }
                 Event::MessageAbort => spooling = None,
                 Event::AuthStart { mechanism, initial } => {
-                    let step = auth.start(&gw, &running, &session, &mechanism, initial.as_deref());
-                    if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
+                    let step = Box::pin(auth.start(
+                        &gw,
+                        &running,
+                        &session,
+                        &mechanism,
+                        initial.as_deref(),
+                    ))
+                    .await;
+                    if !Box::pin(answer_auth(
+                        &gw,
+                        &running,
+                        &mut session,
+                        &mut auth,
+                        step,
+                        &client,
+                    ))
+                    .await
+                    {
                         close_after_write = true;
                     }
                 }
                 Event::AuthResponse(line) => {
                     let step = auth.step(&line);
-                    if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
+                    if !Box::pin(answer_auth(
+                        &gw,
+                        &running,
+                        &mut session,
+                        &mut auth,
+                        step,
+                        &client,
+                    ))
+                    .await
+                    {
                         close_after_write = true;
                     }
                 }
@@ -183,7 +213,7 @@ pub async fn serve(
                         log::info!(target: "smtpd", "lost connection after STARTTLS from {client}");
                         return;
                     }
-                    match tls.accept(service, transport).await {
+                    match Box::pin(tls.accept(service, transport)).await {
                         Ok(t) => {
                             transport = t;
                             let info = tls_established(
@@ -196,26 +226,28 @@ pub async fn serve(
                             session.tls_established(info, Instant::now());
                         }
                         Err(e) => {
-                            log::info!(target: "smtpd", "TLS handshake with {client} failed: {e}");
+                            log::info!(target: "smtpd", "TLS handshake with {client} failed: {}", Escaped(&e.to_string()));
                             return;
                         }
                     }
                 }
                 Event::MessageEnd(tx) => {
                     let result = match spooling.take() {
-                        Some(s) => commit(&gw, service, peer, s, tx).await,
+                        Some(s) => Box::pin(commit(&gw, service, peer, s, tx)).await,
                         None => Err(spool_error()),
                     };
                     session.commit_done(result, Instant::now());
                 }
                 Event::Rejected { command, reply } => {
-                    log::info!(target: "smtpd", "NOQUEUE: reject: {command} from {client}: {}; from=<{from}> proto={} helo=<{helo}>",
-                        reply.one_line(), if esmtp { "ESMTP" } else { "SMTP" });
+                    log::info!(target: "smtpd", "NOQUEUE: reject: {} from {client}: {}; from=<{}> proto={} helo=<{}>",
+                        Escaped(&command), Escaped(&reply.one_line()), Escaped(&from),
+                        if esmtp { "ESMTP" } else { "SMTP" }, Escaped(&helo));
                 }
                 Event::Closing(reason) => {
                     let why = match reason {
                         CloseReason::Quit => None,
                         CloseReason::Timeout => Some("timeout"),
+                        CloseReason::TooSlow => Some("too slow (deadline exceeded)"),
                         CloseReason::TooManyErrors => Some("too many errors"),
                         CloseReason::EarlyTalker => Some("talked before the greeting"),
                         CloseReason::SessionLimit => Some("session limit"),
@@ -241,23 +273,43 @@ pub async fn serve(
         if session.is_closed() {
             break;
         }
+        session.set_stress(stress.is_on());
         let deadline = session.poll_timeout();
-        let read = async { Some(transport.read(&mut buf).await) };
+        let changed = stress.changed();
+        let read = async { Woke::Input(transport.read(&mut buf).await) };
         let timeout = async {
             timer_at(deadline).await;
-            None
+            Woke::Time
         };
-        match read.or(timeout).await {
-            Some(Ok(0)) | Some(Err(_)) => {
+        let stress_changed = async {
+            let _ = changed.recv().await;
+            Woke::Stress
+        };
+        match read.or(timeout).or(stress_changed).await {
+            Woke::Input(Ok(0)) | Woke::Input(Err(_)) => {
                 log::info!(target: "smtpd", "lost connection from {client}");
                 break;
             }
-            Some(Ok(n)) => session.handle_input(&buf[..n], Instant::now()),
-            None => session.handle_timeout(Instant::now()),
+            Woke::Input(Ok(n)) => {
+                session.handle_input(&buf[..n], Instant::now());
+                if n == buf.len() && buf.len() < READ_BUFFER {
+                    buf.resize(READ_BUFFER, 0);
+                }
+            }
+            Woke::Time => session.handle_timeout(Instant::now()),
+            // The limits changed: the loop takes them and waits again.
+            Woke::Stress => {}
         }
     }
     let _ = transport.close().await;
     log::info!(target: "smtpd", "disconnect from {client}");
+}
+
+/// What ended a wait for the client.
+enum Woke {
+    Input(std::io::Result<usize>),
+    Time,
+    Stress,
 }
 
 /// The SASL exchange in progress, if any.
@@ -268,8 +320,9 @@ struct Auth {
 }
 
 impl Auth {
-    /// Starts a mechanism with the user database as it is on disk now.
-    fn start(
+    /// Starts a mechanism with the user database as it is on disk now (the gateway's
+    /// copy, read again when the file changed; never read on the executor).
+    async fn start(
         &mut self,
         gw: &Gateway,
         running: &Running,
@@ -282,12 +335,9 @@ impl Auth {
         let Some(mech) = MechanismName::parse(name.as_bytes()) else {
             return Step::Failure(AuthError::Temporary);
         };
-        let db = match crate::users::load(&gw.state_dir) {
-            Ok(db) => Rc::new(db),
-            Err(e) => {
-                log::error!(target: "smtpd", "cannot read the user database: {e}");
-                return Step::Failure(AuthError::Temporary);
-            }
+        let db = match gw.users.lookup(Instant::now()).await {
+            Ok(db) => db,
+            Err(_) => return Step::Failure(AuthError::Temporary),
         };
         let mut random = [0u8; 32];
         if SystemRandom::new().fill(&mut random).is_err() {
@@ -318,6 +368,11 @@ impl Auth {
             None => Step::Failure(AuthError::Malformed),
         }
     }
+
+    /// The user name the client gave, once it has.
+    fn user(&self) -> Option<&str> {
+        self.mechanism.as_ref().and_then(|m| m.user())
+    }
 }
 
 /// The identity a client certificate proves for AUTH EXTERNAL: its first SAN email,
@@ -332,21 +387,26 @@ fn certificate_identity(cert: &PeerCertificate) -> String {
     })
 }
 
-/// Gives the session the mechanism's answer. Failed credentials are throttled by client
-/// address: a growing delay, then a block that ends the connection (false).
+/// Gives the session the mechanism's answer, running the password derivations it asks
+/// for on the blocking pool. Failures are throttled by client address, network and user
+/// name (see [`crate::net::throttle`]): a growing delay, then a block; a blocked address
+/// or network ends the connection (false), a blocked user name is answered 454.
 async fn answer_auth(
     gw: &Gateway,
     running: &Running,
     session: &mut Session,
     auth: &mut Auth,
-    step: Step,
+    mut step: Step,
     client: &Peer<'_>,
 ) -> bool {
     let ip = client.addr.ip();
-    let blocked = gw.throttle.borrow_mut().blocked(ip, Instant::now());
-    if let Some(until) = blocked {
-        let left = until.saturating_duration_since(Instant::now()).as_secs();
-        log::warn!(target: "smtpd", "{client}: authentication refused: address blocked for {left}s after repeated failures");
+    let blocked = gw.throttle.borrow_mut().client_blocked(ip, Instant::now());
+    if let Some(block) = blocked {
+        let left = block
+            .until
+            .saturating_duration_since(Instant::now())
+            .as_secs();
+        log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
         auth.mechanism = None;
         session.auth_failure(
             blocked_reply(&running.config.system.host_name),
@@ -354,13 +414,36 @@ async fn answer_auth(
         );
         return false;
     }
+    while let Step::Derive(derivation) = step {
+        if let Some(user) = auth.user().map(str::to_string) {
+            let blocked = gw.throttle.borrow_mut().user_blocked(&user, Instant::now());
+            if let Some(block) = blocked {
+                let left = block
+                    .until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs();
+                log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
+                auth.mechanism = None;
+                // Asking for a blocked user still counts against the address.
+                let _ = gw.throttle.borrow_mut().failure(ip, None, Instant::now());
+                session.auth_failure(AuthError::Temporary.reply(), Instant::now());
+                return true;
+            }
+        }
+        let key = derive(gw, derivation).await;
+        step = match auth.mechanism.as_mut() {
+            Some(m) => m.derived(&key),
+            None => Step::Failure(AuthError::Malformed),
+        };
+    }
+    let user = auth.user().map(str::to_string);
     match step {
         Step::Challenge(challenge) => session.auth_challenge(&challenge, Instant::now()),
         Step::Success {
             user, final_data, ..
         } => {
-            gw.throttle.borrow_mut().success(ip);
-            log::info!(target: "smtpd", "{client}: sasl_method={}, sasl_username={user}", auth.name);
+            gw.throttle.borrow_mut().success(ip, &user, Instant::now());
+            log::info!(target: "smtpd", "{client}: sasl_method={}, sasl_username={}", auth.name, Escaped(&user));
             auth.mechanism = None;
             session.auth_success(user, final_data.as_deref(), Instant::now());
         }
@@ -370,14 +453,24 @@ async fn answer_auth(
                 session.auth_failure(error.reply(), Instant::now());
                 return true;
             }
-            log::warn!(target: "smtpd", "{client}: SASL {} authentication failed", auth.name);
-            let penalty = gw.throttle.borrow_mut().failure(ip, Instant::now());
+            match &user {
+                Some(user) => {
+                    log::warn!(target: "smtpd", "{client}: SASL {} authentication failed for {}", auth.name, Escaped(user))
+                }
+                None => {
+                    log::warn!(target: "smtpd", "{client}: SASL {} authentication failed", auth.name)
+                }
+            }
+            let penalty = gw
+                .throttle
+                .borrow_mut()
+                .failure(ip, user.as_deref(), Instant::now());
             match penalty {
-                Penalty::Delay(delay) => {
+                Penalty::Delay(delay, _) => {
                     Timer::after(delay).await;
                     session.auth_failure(error.reply(), Instant::now());
                 }
-                Penalty::Block => {
+                Penalty::Block(_) => {
                     log::warn!(target: "smtpd", "{client}: blocked after repeated authentication failures");
                     session.auth_failure(
                         blocked_reply(&running.config.system.host_name),
@@ -387,8 +480,21 @@ async fn answer_auth(
                 }
             }
         }
+        // The loop above ran every derivation.
+        Step::Derive(_) => session.auth_failure(AuthError::Temporary.reply(), Instant::now()),
     }
     true
+}
+
+/// Password derivations at once, at most: the blocking pool could run many more, but each
+/// takes a core for up to a second, and the cores also serve every session.
+pub const MAX_CONCURRENT_DERIVATIONS: usize = 2;
+
+/// Runs a derivation on the blocking pool, at most [`MAX_CONCURRENT_DERIVATIONS`] at a
+/// time; the executor meanwhile serves everyone else.
+async fn derive(gw: &Gateway, derivation: Derivation) -> DerivedKey {
+    let _turn = gw.derivations.acquire().await;
+    smol::unblock(move || derivation.run()).await
 }
 
 fn blocked_reply(host: &str) -> Reply {
@@ -431,7 +537,7 @@ fn tls_established(
     };
     log::info!(target: "smtpd", "{trust} TLS connection established from {client}: {}{}",
         describe(&info),
-        info.client_subject.as_deref().map(|s| format!(" (client certificate {s})")).unwrap_or_default());
+        info.client_subject.as_deref().map(|s| format!(" (client certificate {})", Escaped(s))).unwrap_or_default());
     let config = &running.config;
     let plain = source_channel(config, service, category, false);
     let secure = source_channel(config, service, category, true);
@@ -543,7 +649,7 @@ async fn check_rcpt(
     let routed = match decision.verdict {
         policy::Verdict::Allow(routed) => routed,
         policy::Verdict::Deny(reply) => {
-            log::debug!(target: "smtpd", "RCPT <{to}> refused: {}", decision.trace.join("; "));
+            log::debug!(target: "smtpd", "RCPT <{}> refused: {}", Escaped(&to.to_string()), Escaped(&decision.trace.join("; ")));
             return Err(reply);
         }
     };
@@ -565,6 +671,19 @@ async fn check_rcpt(
 
 fn spool_error() -> Reply {
     Reply::new(451, "4.3.0", "Error: queue file write error")
+}
+
+/// The reply for a message the spool could not take: `452 4.3.1` when the disk is full
+/// (RFC 3463 §3.4: mail system full, a temporary condition the client retries), else
+/// `451 4.3.0`.
+fn spool_reply(e: &std::io::Error) -> Reply {
+    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull;
+    if full {
+        Reply::new(452, "4.3.1", "Error: insufficient system storage")
+    } else {
+        spool_error()
+    }
 }
 
 /// Starts a message: a queue id, and our trace header first.
@@ -646,7 +765,7 @@ impl Spooling {
 
     fn fail(&self, e: &std::io::Error) -> Store {
         log::error!(target: "smtpd", "{}: queue file write error: {e}", self.id);
-        Store::Failed
+        Store::Failed(spool_reply(e))
     }
 }
 
@@ -679,18 +798,18 @@ async fn commit(
         Store::File(incoming) => incoming
             .finish(&env)
             .map(|finished| (Pending::File(finished), None, Backing::File)),
-        Store::Failed => return Err(spool_error()),
+        Store::Failed(reply) => return Err(reply),
     };
     let (pending, content, backing) = match written {
         Ok(w) => w,
         Err(e) => {
             log::error!(target: "smtpd", "{id}: queue file write error: {e}");
-            return Err(spool_error());
+            return Err(spool_reply(&e));
         }
     };
     if let Err(e) = gw.commit.commit(pending).await {
         log::error!(target: "smtpd", "{id}: queue sync error: {e}");
-        return Err(spool_error());
+        return Err(spool_reply(&e));
     }
     gw.scheduler.submit(env, Instant::now(), content, backing);
     Ok(id.to_string())

@@ -64,6 +64,14 @@ struct Segment {
     live: u32,
 }
 
+/// Deletes a segment file that holds no live message; a failure is only logged (the
+/// segment is read again at start-up and found empty).
+pub fn delete_segment(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!(target: "spool", "{}: cannot delete: {e}", path.display());
+    }
+}
+
 /// What a group commit must sync for the journal: the segments written since the last
 /// sync started, and the journal directory when a segment was created.
 #[derive(Default)]
@@ -270,6 +278,18 @@ impl Journal {
     /// Marks a message done: appends a `Done` record to its segment (not synced) and
     /// deletes the segment when that was its last message.
     pub fn done(&mut self, id: &QueueId, segment: u64) -> io::Result<()> {
+        let retired = self.done_keeping_file(id, segment);
+        if let Ok(Some(path)) = &retired {
+            delete_segment(path);
+        }
+        retired.map(|_| ())
+    }
+
+    /// As [`Journal::done`], but a segment left without live messages is only forgotten:
+    /// its path is returned for the caller to delete, for example on the blocking pool.
+    /// The `Done` record itself is appended in place, in order with the appends, so that
+    /// only the last record of a segment can ever be torn.
+    pub fn done_keeping_file(&mut self, id: &QueueId, segment: u64) -> io::Result<Option<PathBuf>> {
         let mut record = Vec::with_capacity(HEADER_LEN + id.as_str().len());
         record.extend_from_slice(&[0; HEADER_LEN]);
         record.extend_from_slice(id.as_str().as_bytes());
@@ -278,8 +298,8 @@ impl Journal {
         if let Some(seg) = self.segments.get_mut(&segment) {
             seg.live = seg.live.saturating_sub(1);
         }
-        self.retire_if_empty(segment);
-        written
+        let retired = self.forget_if_empty(segment);
+        written.map(|()| retired)
     }
 
     fn write_record(&mut self, n: u64, record: &[u8]) -> io::Result<()> {
@@ -300,15 +320,21 @@ impl Journal {
 
     /// Deletes a segment that is not current and holds no live message.
     fn retire_if_empty(&mut self, n: u64) {
+        if let Some(path) = self.forget_if_empty(n) {
+            delete_segment(&path);
+        }
+    }
+
+    /// Forgets a segment that is not current and holds no live message; its path, to be
+    /// deleted.
+    fn forget_if_empty(&mut self, n: u64) -> Option<PathBuf> {
         let empty = self.segments.get(&n).is_some_and(|s| s.live == 0);
         if n == self.current || !empty {
-            return;
+            return None;
         }
         self.segments.remove(&n);
         self.dirty.remove(&n);
-        if let Err(e) = fs::remove_file(self.path(n)) {
-            log::warn!(target: "spool", "segment {n:016X}: cannot delete: {e}");
-        }
+        Some(self.path(n))
     }
 
     /// Hands the work of the next sync to a group commit and starts a fresh list.
@@ -430,6 +456,24 @@ mod tests {
         assert_eq!(rec[0].env.id, id(2));
         assert_eq!(rec[0].content, b"two\r\n");
         assert_eq!(j.live(), 1);
+    }
+
+    #[test]
+    fn an_emptied_segment_can_be_left_for_the_caller_to_delete() {
+        let tmp = TempDir::new("journal-keep");
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let s = add(&mut j, 1, b"x");
+        drop(j);
+        let (mut j, rec) = Journal::open(tmp.path()).unwrap();
+        let doomed = j.done_keeping_file(&rec[0].env.id, s).unwrap();
+        let path = doomed.expect("the emptied segment");
+        assert!(path.is_file(), "not deleted yet");
+        assert_eq!(j.segment_count(), 1, "but forgotten");
+        delete_segment(&path);
+        assert!(!path.exists());
+        // The current segment is never handed out, even when empty.
+        let s = add(&mut j, 2, b"y");
+        assert_eq!(j.done_keeping_file(&id(2), s).unwrap(), None);
     }
 
     #[test]

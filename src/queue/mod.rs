@@ -21,9 +21,9 @@ pub use envelope::{
     Envelope, EnvelopeError, Origin, RcptStatus, Recipient, Ret,
 };
 pub use id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
-pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, Recovered};
+pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, Recovered, delete_segment};
 pub use spool::{
-    CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,
+    CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool, SpoolFiles,
 };
 
 #[cfg(test)]

@@ -14,8 +14,10 @@
 //! 5. [`Spool::remove`] unlinks the envelope, then the content: a crash in between leaves a
 //!    `.msg` alone, discarded at start-up.
 //!
-//! Files are written with plain `std::fs` calls on the executor thread: they go to the page
-//! cache and do not wait for the disk. Only the commit's sync waits, and it runs elsewhere.
+//! Sessions write a message's files with plain `std::fs` calls on the executor thread: they
+//! go to the page cache and do not wait for the disk, and the commit's sync runs on the
+//! blocking pool. The queue manager does every file operation of its own through
+//! [`SpoolFiles`] on the blocking pool.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -52,11 +54,96 @@ const CREATE_ATTEMPTS: u32 = 64;
 pub struct Spool {
     /// `<state dir>/queue`.
     queue_dir: PathBuf,
+    /// The same folder, for the file operations that run on the blocking pool.
+    files: SpoolFiles,
     /// The queue directory, open for the commit's sync. `Arc` because the sync runs on the
     /// blocking pool.
     dir_handle: Arc<File>,
     /// The value of the last id handed out or recovered; new ids are larger.
     last_id: Cell<u64>,
+}
+
+/// The spool's per-message file operations, which need nothing but the folder's path:
+/// cheap to clone and `Send`, so the queue manager runs them on the blocking pool.
+#[derive(Clone, Debug)]
+pub struct SpoolFiles {
+    queue_dir: PathBuf,
+}
+
+impl SpoolFiles {
+    /// `<queue dir>/<id>.<ext>`, for a valid id only: a forged id never names a path.
+    pub fn path(&self, id: &QueueId, ext: &str) -> io::Result<PathBuf> {
+        if !id.is_valid() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid queue id {:?}", id.as_str()),
+            ));
+        }
+        Ok(file_path_in(&self.queue_dir, id, ext))
+    }
+
+    /// Replaces a message's envelope atomically (write a temporary file, rename it over).
+    /// Not synced: after a crash the previous envelope may come back, which only means a
+    /// recipient may be tried again.
+    pub fn update(&self, env: &Envelope) -> io::Result<()> {
+        let bytes = env.encode()?;
+        let tmp = self.path(&env.id, UPDATE_EXT)?;
+        let path = self.path(&env.id, ENVELOPE_EXT)?;
+        let written = write_new_file(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            remove_if_present(&tmp);
+        }
+        written
+    }
+
+    /// Deletes a message. Missing files are not an error.
+    pub fn remove(&self, id: &QueueId) -> io::Result<()> {
+        // Envelope first: a crash in between leaves content alone, which start-up discards.
+        for ext in [ENVELOPE_EXT, CONTENT_EXT] {
+            match fs::remove_file(self.path(id, ext)?) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a whole message (content, then envelope) under `env.id`, not synced: give
+    /// the result to the group commit. On error nothing is left behind.
+    pub fn write_message(&self, env: &Envelope, content: &[u8]) -> io::Result<Finished> {
+        let mut incoming = self.create(env.id.clone())?;
+        incoming.write(content)?;
+        incoming.finish(env)
+    }
+
+    /// The first `max` octets of a message's content, and whether that is all of it.
+    pub fn read_prefix(&self, id: &QueueId, max: usize) -> io::Result<(Vec<u8>, bool)> {
+        let file = File::open(self.path(id, CONTENT_EXT)?)?;
+        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        let mut bytes = Vec::with_capacity(max.min(64 * 1024));
+        file.take(limit).read_to_end(&mut bytes)?;
+        let whole = bytes.len() <= max;
+        bytes.truncate(max);
+        Ok((bytes, whole))
+    }
+
+    /// Starts a message under `id`; fails with `AlreadyExists` if its content file is
+    /// there already.
+    fn create(&self, id: QueueId) -> io::Result<Incoming> {
+        let path = self.path(&id, CONTENT_EXT)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Incoming {
+            id,
+            writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
+            written: 0,
+            path,
+            finished: false,
+        })
+    }
 }
 
 /// A message being received: its content file is open and growing.
@@ -124,6 +211,9 @@ impl Spool {
             File::open(dir)?.sync_all()?;
         }
         let spool = Spool {
+            files: SpoolFiles {
+                queue_dir: queue_dir.clone(),
+            },
             queue_dir,
             dir_handle: Arc::new(dir_handle),
             last_id: Cell::new(0),
@@ -137,6 +227,11 @@ impl Spool {
     /// The queue directory (`<state dir>/queue`), which holds the message files.
     pub fn dir(&self) -> &Path {
         &self.queue_dir
+    }
+
+    /// The per-message file operations, for the blocking pool.
+    pub fn files(&self) -> SpoolFiles {
+        self.files.clone()
     }
 
     /// The open queue directory, for the commit's sync.
@@ -183,18 +278,7 @@ impl Spool {
     /// Starts a message under `id` (from [`Spool::allocate_id`]); fails with
     /// `AlreadyExists` if its content file is there already.
     pub fn create_named(&self, id: QueueId) -> io::Result<Incoming> {
-        let path = self.file_path(&id, CONTENT_EXT)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(Incoming {
-            id,
-            writer: Some(BufWriter::with_capacity(INCOMING_BUFFER, file)),
-            written: 0,
-            path,
-            finished: false,
-        })
+        self.files.create(id)
     }
 
     /// The whole content of a queued message.
@@ -240,38 +324,17 @@ impl Spool {
     /// Not synced: after a crash the previous envelope may come back, which only means a
     /// recipient may be tried again.
     pub fn update(&self, env: &Envelope) -> io::Result<()> {
-        let bytes = env.encode()?;
-        let tmp = self.file_path(&env.id, UPDATE_EXT)?;
-        let path = self.file_path(&env.id, ENVELOPE_EXT)?;
-        let written = write_new_file(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
-        if written.is_err() {
-            remove_if_present(&tmp);
-        }
-        written
+        self.files.update(env)
     }
 
     /// Deletes a message. Missing files are not an error.
     pub fn remove(&self, id: &QueueId) -> io::Result<()> {
-        // Envelope first: a crash in between leaves content alone, which start-up discards.
-        for ext in [ENVELOPE_EXT, CONTENT_EXT] {
-            match fs::remove_file(self.file_path(id, ext)?) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.files.remove(id)
     }
 
     /// `<queue dir>/<id>.<ext>`, for a valid id only: a forged id never names a path.
     pub(crate) fn file_path(&self, id: &QueueId, ext: &str) -> io::Result<PathBuf> {
-        if !id.is_valid() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid queue id {:?}", id.as_str()),
-            ));
-        }
-        Ok(file_path_in(&self.queue_dir, id, ext))
+        self.files.path(id, ext)
     }
 
     /// The start-up scan: keeps complete messages, deletes everything else of ours.
@@ -588,6 +651,47 @@ mod tests {
             .finish(&sample(id.clone(), content.len() as u64))
             .unwrap();
         assert_eq!(spool.read_content(&id).unwrap(), content);
+    }
+
+    #[test]
+    fn pool_operations_write_read_and_remove_whole_messages() {
+        let tmp = TempDir::new("pool-ops");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let files = spool.files();
+        let id = spool.allocate_id(1_000_000);
+        let content = b"Subject: x\r\n\r\nbody\r\n";
+        let env = sample(id.clone(), content.len() as u64);
+        let finished = std::thread::spawn({
+            let (files, env) = (files.clone(), env.clone());
+            move || files.write_message(&env, content)
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(finished.id, id);
+        assert_eq!(spool.load(&id).unwrap(), env);
+        assert_eq!(
+            files.read_prefix(&id, 100).unwrap(),
+            (content.to_vec(), true)
+        );
+        assert_eq!(
+            files.read_prefix(&id, content.len()).unwrap(),
+            (content.to_vec(), true)
+        );
+        assert_eq!(
+            files.read_prefix(&id, 4).unwrap(),
+            (b"Subj".to_vec(), false)
+        );
+        // A second write of the same id is refused and leaves the first intact.
+        assert!(files.write_message(&env, b"other").is_err());
+        assert_eq!(spool.read_content(&id).unwrap(), content);
+        files.remove(&id).unwrap();
+        assert!(names(spool.dir()).is_empty());
+        let forged = QueueId(heapless::String::try_from("../x").unwrap());
+        assert_eq!(
+            files.read_prefix(&forged, 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! This is the async layer around [`CalloutClient`]: it connects, keeps a few idle
 //! connections per host for reuse, and caches answers. The protocol is in the core.
 
+use crate::log::Escaped;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write as _};
@@ -143,10 +144,10 @@ impl Verifier {
         self.prune_idle(now);
         if let Some(exists) = self.cached(&key, now) {
             let outcome = if exists {
-                log::info!(target: "verify", "verify <{rcpt}>: exists (cached)");
+                log::info!(target: "verify", "verify <{}>: exists (cached)", Escaped(rcpt));
                 Outcome::Accept
             } else {
-                log::info!(target: "verify", "verify <{rcpt}>: refused (cached)");
+                log::info!(target: "verify", "verify <{}>: refused (cached)", Escaped(rcpt));
                 Outcome::Reject(user_unknown(rcpt))
             };
             return Verdict {
@@ -163,17 +164,17 @@ impl Verifier {
             });
             match attempt.await {
                 Attempt::Answered(CalloutOutcome::Exists) => {
-                    log::info!(target: "verify", "verify <{rcpt}>: exists at {relay}");
+                    log::info!(target: "verify", "verify <{}>: exists at {relay}", Escaped(rcpt));
                     self.remember(key, true, now);
                     return fresh(Outcome::Accept);
                 }
                 Attempt::Answered(CalloutOutcome::Refused(reply)) => {
-                    log::info!(target: "verify", "verify <{rcpt}>: refused by {relay}: {reply}");
+                    log::info!(target: "verify", "verify <{}>: refused by {relay}: {}", Escaped(rcpt), Escaped(&reply.to_string()));
                     self.remember(key, false, now);
                     return fresh(Outcome::Reject(user_unknown(rcpt)));
                 }
                 Attempt::Answered(CalloutOutcome::Unsure(reply)) => {
-                    log::info!(target: "verify", "verify <{rcpt}>: unsure at {relay}: {reply}");
+                    log::info!(target: "verify", "verify <{}>: unsure at {relay}: {}", Escaped(rcpt), Escaped(&reply.to_string()));
                     return fresh(Outcome::TempFail(Reply::new(
                         450,
                         "4.1.1",
@@ -181,7 +182,7 @@ impl Verifier {
                     )));
                 }
                 Attempt::Failed(reason) => {
-                    log::debug!(target: "verify", "verify <{rcpt}>: {relay}: {reason}");
+                    log::debug!(target: "verify", "verify <{}>: {relay}: {}", Escaped(rcpt), Escaped(&reason));
                     last_failure = format!("{relay}: {reason}");
                 }
             }
@@ -189,7 +190,7 @@ impl Verifier {
         match self.options.unreachable {
             Unreachable::TempFail => {
                 log::info!(target: "verify",
-                    "verify <{rcpt}>: no internal host reachable ({last_failure}); deferred");
+                    "verify <{}>: no internal host reachable ({}); deferred", Escaped(rcpt), Escaped(&last_failure));
                 fresh(Outcome::TempFail(Reply::new(
                     451,
                     "4.4.3",
@@ -198,7 +199,7 @@ impl Verifier {
             }
             Unreachable::Accept => {
                 log::info!(target: "verify",
-                    "verify <{rcpt}>: no internal host reachable ({last_failure}); accepted unverified");
+                    "verify <{}>: no internal host reachable ({}); accepted unverified", Escaped(rcpt), Escaped(&last_failure));
                 fresh(Outcome::Accept)
             }
         }

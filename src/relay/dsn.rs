@@ -76,8 +76,13 @@ pub struct Report<'a> {
     /// are skipped. RFC 3464 §2.3 expects at least one.
     pub rcpts: Vec<usize>,
     pub kind: ReportKind,
-    /// The original message as queued: header section, blank line, body, CRLF lines.
+    /// The original message as queued: header section, blank line, body, CRLF lines; or
+    /// only its beginning, see `content_complete`.
     pub content: &'a [u8],
+    /// `content` is the whole message. When it is only its beginning (the queue manager
+    /// reads at most `relay::RETURNED_CONTENT_MAX` octets), the report returns the
+    /// header section even with `RET=FULL`: a cut message is no `message/rfc822`.
+    pub content_complete: bool,
     /// Our host name, for `Reporting-MTA`, `From` and `Message-ID`.
     pub reporting_mta: &'a str,
     /// Unix seconds now: `Date`, `Last-Attempt-Date` and the Message-ID.
@@ -495,9 +500,10 @@ struct Returned {
     eight_bit: bool,
 }
 
-/// Part 3: the whole message with `RET=FULL`, otherwise its header section only.
+/// Part 3: the whole message with `RET=FULL` (when the whole message is at hand),
+/// otherwise its header section only.
 fn returned_part(r: &Report) -> Returned {
-    let full = r.env.ret == Some(Ret::Full);
+    let full = r.env.ret == Some(Ret::Full) && r.content_complete;
     let source = if full {
         r.content
     } else {
@@ -679,6 +685,7 @@ mod tests {
             rcpts: vec![0, 1],
             kind,
             content,
+            content_complete: true,
             reporting_mta: "gw.example.net",
             now_unix: NOW,
             boundary_seed: 42,
@@ -996,6 +1003,20 @@ else:
             "ds 1 Will-Retry-Until: Thu, 26 Nov 2026 21:41:41 +0000",
         );
         assert!(!view.contains("Hello Bob"));
+    }
+
+    #[test]
+    fn a_cut_message_is_returned_as_headers_even_with_ret_full() {
+        let mut env = envelope();
+        env.ret = Some(Ret::Full);
+        let mut r = report(&env, ReportKind::Failure, ORIGINAL);
+        r.content_complete = false;
+        let built = build(&r);
+        let view = python_view(&built.bytes);
+        assert_has(&view, "part text/rfc822-headers 0");
+        assert!(!view.contains("Hello Bob"));
+        r.content_complete = true;
+        assert_has(&python_view(&build(&r).bytes), "part message/rfc822 0");
     }
 
     #[test]

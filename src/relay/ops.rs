@@ -6,8 +6,8 @@
 use std::fmt;
 use std::rc::Rc;
 
-use super::{Active, Backing, Scheduler};
-use crate::clock::unix_now;
+use super::core::ContentRef;
+use super::{Scheduler, now};
 use crate::queue::{Envelope, QueueId, RcptStatus};
 
 /// One recipient as a queue listing shows it.
@@ -36,15 +36,14 @@ pub struct QueueEntry {
 }
 
 impl QueueEntry {
-    fn of(active: &Active) -> QueueEntry {
-        let env: &Envelope = &active.env;
+    pub(crate) fn of(env: &Envelope, active: bool) -> QueueEntry {
         QueueEntry {
             id: env.id.clone(),
             arrived: env.arrived,
             sender: env.sender.clone(),
             size: env.size,
             held: env.held,
-            active: active.in_flight > 0,
+            active,
             attempts: env.attempts,
             next_attempt: env.next_attempt,
             recipients: env
@@ -91,109 +90,50 @@ impl fmt::Display for OpError {
 impl Scheduler {
     /// Every message in the queue, oldest first.
     pub fn list(&self) -> Vec<QueueEntry> {
-        let inner = self.inner.borrow();
-        let mut out: Vec<QueueEntry> = inner.messages.values().map(QueueEntry::of).collect();
-        out.sort_by(|a, b| (a.arrived, &a.id).cmp(&(b.arrived, &b.id)));
-        out
+        self.core.borrow().list()
     }
 
-    /// One message: its listing entry and its content as queued.
+    /// One message: its listing entry and its content as queued. The administrator's
+    /// request reads a queue file on the spot.
     pub fn show(&self, id: &QueueId) -> Result<(QueueEntry, Vec<u8>), OpError> {
-        let inner = self.inner.borrow();
-        let active = inner
-            .messages
-            .get(id)
-            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
-        let content = match &active.content {
-            Some(c) => c.to_vec(),
-            None => self
+        let (entry, content) = self.core.borrow().entry(id)?;
+        let content = match content {
+            ContentRef::Memory(bytes) => bytes.to_vec(),
+            ContentRef::File => self
                 .spool
                 .read_content(id)
                 .map_err(|e| OpError::Unreadable(id.clone(), e.to_string()))?,
         };
-        Ok((QueueEntry::of(active), content))
+        Ok((entry, content))
     }
 
     /// Tries every deferred message now, and forgets which hosts failed recently.
     /// Returns how many messages were woken.
     pub fn flush(self: &Rc<Self>) -> usize {
-        let now = unix_now();
-        let due: Vec<QueueId> = {
-            let mut inner = self.inner.borrow_mut();
-            for d in inner.destinations.values_mut() {
-                d.avoid.clear();
-            }
-            inner
-                .messages
-                .values_mut()
-                .filter(|a| !a.env.held && a.in_flight == 0)
-                .map(|a| {
-                    a.env.next_attempt = now;
-                    a.env.id.clone()
-                })
-                .collect()
-        };
-        log::info!(target: "qmgr", "flush: {} message(s)", due.len());
-        for id in &due {
-            self.dispatch(id);
-        }
-        due.len()
+        let n = self.core.borrow_mut().flush(now());
+        self.run_actions();
+        n
     }
 
     /// Keeps a message from being delivered until it is released. An attempt already
     /// running finishes.
     pub fn hold(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
-        self.set_held(id, true)?;
-        log::info!(target: "qmgr", "{id}: held by the administrator");
-        Ok(())
+        let held = self.core.borrow_mut().hold(id);
+        self.run_actions();
+        held
     }
 
     /// Releases a held message and tries it at once.
     pub fn release(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
-        self.set_held(id, false)?;
-        log::info!(target: "qmgr", "{id}: released by the administrator");
-        if let Some(a) = self.inner.borrow_mut().messages.get_mut(id) {
-            a.env.next_attempt = unix_now();
-        }
-        self.dispatch(id);
-        Ok(())
-    }
-
-    fn set_held(self: &Rc<Self>, id: &QueueId, held: bool) -> Result<(), OpError> {
-        let mut inner = self.inner.borrow_mut();
-        let active = inner
-            .messages
-            .get_mut(id)
-            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
-        active.env.held = held;
-        // The hold is written down so that a restart keeps it.
-        match active.backing {
-            Backing::File => {
-                if let Err(e) = self.spool.update(&active.env) {
-                    log::error!(target: "qmgr", "{id}: cannot update queue file: {e}");
-                }
-            }
-            Backing::Journal(segment) => self.move_to_file(active, segment),
-        }
-        Ok(())
+        let released = self.core.borrow_mut().release(id, now());
+        self.run_actions();
+        released
     }
 
     /// Removes a message from the queue without notifying anyone.
     pub fn delete(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
-        let active = self
-            .inner
-            .borrow_mut()
-            .messages
-            .remove(id)
-            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
-        let removed = match active.backing {
-            Backing::File => self.spool.remove(id),
-            Backing::Journal(segment) => self.journal.borrow_mut().done(id, segment),
-        };
-        if let Err(e) = removed {
-            log::error!(target: "qmgr", "{id}: cannot remove from the queue: {e}");
-        }
-        log::info!(target: "qmgr", "{id}: removed by the administrator");
-        Ok(())
+        let deleted = self.core.borrow_mut().delete(id);
+        self.run_actions();
+        deleted
     }
 }

@@ -8,7 +8,8 @@
 
 use super::md5::DIGEST_LEN;
 use super::{
-    AuthError, Credentials, MAX_FIELD_LEN, Mechanism, Step, constant_time_eq, decode_response,
+    AuthError, CramMd5Secret, Credentials, MAX_FIELD_LEN, Mechanism, Step, constant_time_eq,
+    decode_response,
 };
 
 /// RFC 1035 §2.3.4: a host name is at most 255 octets. Worst-case challenge: 255 + 44.
@@ -26,6 +27,8 @@ pub struct CramMd5<C: Credentials> {
     credentials: C,
     challenge: Vec<u8>,
     state: State,
+    /// The user the client named, kept after the exchange.
+    named: Option<String>,
 }
 
 /// Parses `user SP 32*lowercase-hex` into the user and the digest.
@@ -71,6 +74,7 @@ impl<C: Credentials> CramMd5<C> {
             credentials,
             challenge: format!("<{random}.{timestamp}@{hostname}>").into_bytes(),
             state: State::Fresh,
+            named: None,
         })
     }
 
@@ -98,10 +102,15 @@ impl<C: Credentials> Mechanism for CramMd5<C> {
             Ok(parsed) => parsed,
             Err(error) => return Step::Failure(error),
         };
-        let Some(secret) = self.credentials.cram_md5(&user) else {
-            return Step::Failure(AuthError::BadCredentials);
+        self.named = Some(user.clone());
+        // An unknown user (or one without CRAM-MD5) costs the same HMAC, against a secret
+        // no digest matches but by chance.
+        let (secret, known) = match self.credentials.cram_md5(&user) {
+            Some(secret) => (secret, true),
+            None => (CramMd5Secret::derive(""), false),
         };
-        if constant_time_eq(&secret.hmac(&self.challenge), &digest) {
+        let matches = constant_time_eq(&secret.hmac(&self.challenge), &digest);
+        if matches && known {
             Step::Success {
                 authzid: None,
                 user,
@@ -110,6 +119,10 @@ impl<C: Credentials> Mechanism for CramMd5<C> {
         } else {
             Step::Failure(AuthError::BadCredentials)
         }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.named.as_deref()
     }
 }
 

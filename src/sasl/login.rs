@@ -1,11 +1,12 @@
 //! The LOGIN mechanism (draft-murchison-sasl-login): `Username:` and `Password:` prompts.
 //!
 //! An initial response, when given, is the user name. Both fields are UTF-8, not empty,
-//! at most [`MAX_FIELD_LEN`] octets; the password is checked against the SCRAM secret.
+//! at most [`MAX_FIELD_LEN`] octets; the password is checked against the SCRAM secret, by
+//! a derivation the caller runs ([`Step::Derive`]).
 
 use super::{
-    AuthError, Credentials, MAX_FIELD_LEN, Mechanism, Step, decode_initial, decode_response,
-    verify_password,
+    AuthError, Credentials, DerivedKey, MAX_FIELD_LEN, Mechanism, PasswordCheck, Step,
+    decode_initial, decode_response,
 };
 
 /// The first challenge, as every deployed client expects it.
@@ -13,11 +14,11 @@ pub const USERNAME_PROMPT: &[u8] = b"Username:";
 /// The second challenge.
 pub const PASSWORD_PROMPT: &[u8] = b"Password:";
 
-#[derive(Debug, PartialEq, Eq)]
 enum State {
     Fresh,
     AwaitUser,
     AwaitPassword { user: String },
+    AwaitDerived { check: PasswordCheck, user: String },
     Done,
 }
 
@@ -25,6 +26,8 @@ enum State {
 pub struct Login<C: Credentials> {
     credentials: C,
     state: State,
+    /// The user name the client gave, kept after the exchange.
+    named: Option<String>,
 }
 
 fn field(raw: Vec<u8>) -> Result<String, AuthError> {
@@ -39,6 +42,7 @@ impl<C: Credentials> Login<C> {
         Login {
             credentials,
             state: State::Fresh,
+            named: None,
         }
     }
 
@@ -50,6 +54,7 @@ impl<C: Credentials> Login<C> {
     fn take_user(&mut self, decoded: Result<Vec<u8>, AuthError>) -> Step {
         match decoded.and_then(field) {
             Ok(user) => {
+                self.named = Some(user.clone());
                 self.state = State::AwaitPassword { user };
                 Step::Challenge(PASSWORD_PROMPT.to_vec())
             }
@@ -60,7 +65,7 @@ impl<C: Credentials> Login<C> {
 
 impl<C: Credentials> Mechanism for Login<C> {
     fn start(&mut self, initial: Option<&[u8]>) -> Step {
-        if self.state != State::Fresh {
+        if !matches!(self.state, State::Fresh) {
             return self.fail(AuthError::Malformed);
         }
         match initial {
@@ -80,24 +85,36 @@ impl<C: Credentials> Mechanism for Login<C> {
                     Ok(password) => password,
                     Err(error) => return self.fail(error),
                 };
-                if verify_password(&self.credentials, &user, &password) {
-                    Step::Success {
-                        authzid: None,
-                        user,
-                        final_data: None,
-                    }
-                } else {
-                    Step::Failure(AuthError::BadCredentials)
-                }
+                let (check, derivation) = PasswordCheck::start(&self.credentials, &user, &password);
+                self.state = State::AwaitDerived { check, user };
+                Step::Derive(derivation)
             }
-            State::Fresh | State::Done => self.fail(AuthError::Malformed),
+            State::Fresh | State::AwaitDerived { .. } | State::Done => {
+                self.fail(AuthError::Malformed)
+            }
         }
+    }
+
+    fn derived(&mut self, key: &DerivedKey) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitDerived { check, user } if check.matches(key) => Step::Success {
+                authzid: None,
+                user,
+                final_data: None,
+            },
+            State::AwaitDerived { .. } => Step::Failure(AuthError::BadCredentials),
+            _ => Step::Failure(AuthError::Malformed),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.named.as_deref()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Fixture, b64, fuzz};
+    use super::super::testing::{Fixture, Resolving, b64, fuzz};
     use super::*;
 
     fn tim() -> Step {
@@ -111,7 +128,7 @@ mod tests {
     #[test]
     fn success_with_prompts() {
         let fixture = Fixture::new();
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         assert_eq!(login.start(None), Step::Challenge(b"Username:".to_vec()));
         assert_eq!(login.step(b"dGlt"), Step::Challenge(b"Password:".to_vec()));
         assert_eq!(login.step(&b64(b"tanstaaftanstaaf")), tim());
@@ -121,7 +138,7 @@ mod tests {
     #[test]
     fn success_with_initial_user_name() {
         let fixture = Fixture::new();
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         assert_eq!(
             login.start(Some(b"dGlt")),
             Step::Challenge(b"Password:".to_vec())
@@ -132,13 +149,13 @@ mod tests {
     #[test]
     fn bad_password_and_unknown_user() {
         let fixture = Fixture::new();
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         login.start(Some(b"dGlt"));
         assert_eq!(
             login.step(&b64(b"wrong")),
             Step::Failure(AuthError::BadCredentials)
         );
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         login.start(Some(&b64(b"tom")));
         assert_eq!(
             login.step(&b64(b"tanstaaftanstaaf")),
@@ -147,12 +164,32 @@ mod tests {
     }
 
     #[test]
-    fn cancel_at_either_prompt() {
+    fn the_password_is_derived_by_the_caller() {
         let fixture = Fixture::new();
         let mut login = Login::new(&fixture);
+        login.start(Some(b"dGlt"));
+        assert_eq!(login.user(), Some("tim"));
+        let Step::Derive(d) = login.step(&b64(b"tanstaaftanstaaf")) else {
+            panic!("no derivation asked for");
+        };
+        assert_eq!(d.iterations(), fixture.scram.iterations());
+        assert_eq!(login.step(b""), Step::Failure(AuthError::Malformed));
+        let mut login = Login::new(&fixture);
+        login.start(Some(b"dGlt"));
+        let Step::Derive(d) = login.step(&b64(b"tanstaaftanstaaf")) else {
+            panic!("no derivation asked for");
+        };
+        assert_eq!(login.derived(&d.run()), tim());
+        assert_eq!(login.derived(&d.run()), Step::Failure(AuthError::Malformed));
+    }
+
+    #[test]
+    fn cancel_at_either_prompt() {
+        let fixture = Fixture::new();
+        let mut login = Resolving(Login::new(&fixture));
         login.start(None);
         assert_eq!(login.step(b"*"), Step::Failure(AuthError::Cancelled));
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         login.start(Some(b"dGlt"));
         assert_eq!(login.step(b"*"), Step::Failure(AuthError::Cancelled));
     }
@@ -167,15 +204,15 @@ mod tests {
             &b64(b"t\xffm"),
             &b64(&[b'u'; MAX_FIELD_LEN + 1]),
         ] {
-            let mut login = Login::new(&fixture);
+            let mut login = Resolving(Login::new(&fixture));
             login.start(None);
             assert_eq!(login.step(response), Step::Failure(AuthError::Malformed));
         }
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         login.start(None);
         let long = vec![b'A'; crate::sasl::MAX_RESPONSE_LEN + 4];
         assert_eq!(login.step(&long), Step::Failure(AuthError::TooLong));
-        let mut login = Login::new(&fixture);
+        let mut login = Resolving(Login::new(&fixture));
         login.start(Some(b"dGlt"));
         assert_eq!(
             login.step(&b64(b"tan\xc3")),

@@ -4,7 +4,11 @@
 //! Every mechanism is a plain state machine behind [`Mechanism`]: it takes the client's
 //! lines as they came off the wire (base64 text without CRLF) and returns the next
 //! [`Step`]. It does no I/O, reads no clock and draws no random numbers: the caller passes
-//! in the server nonce, the CRAM-MD5 timestamp and the verified certificate identity.
+//! in the server nonce, the CRAM-MD5 timestamp and the verified certificate identity. Nor
+//! does it run PBKDF2, which costs up to a second: when a password must be derived (PLAIN,
+//! LOGIN) it returns [`Step::Derive`], the caller runs [`Derivation::run`] where it
+//! costs no one a wait (the blocking pool) and hands the result back with
+//! [`Mechanism::derived`].
 //!
 //! sasl/ knows nothing about sockets, TLS, files or the SMTP session; it only knows the
 //! shape of the SMTP replies its errors map to.
@@ -13,7 +17,8 @@
 //! 1. construct it for one AUTH command;
 //! 2. call [`Mechanism::start`] once, with the initial response if the AUTH command had one;
 //! 3. while the result is [`Step::Challenge`], send `334 <base64 of the challenge>` and
-//!    pass the client's next line to [`Mechanism::step`];
+//!    pass the client's next line to [`Mechanism::step`]; on [`Step::Derive`], run the
+//!    derivation and pass its result to [`Mechanism::derived`], which gives the next step;
 //! 4. on [`Step::Success`] or [`Step::Failure`] the exchange is over; further calls fail
 //!    with [`AuthError::Malformed`].
 //!
@@ -71,6 +76,71 @@ pub enum Step {
     },
     /// The exchange failed; reply with [`AuthError::reply`].
     Failure(AuthError),
+    /// A password must be derived (RFC 5802 §3 `Hi()`, PBKDF2): run it and pass the
+    /// result to [`Mechanism::derived`].
+    Derive(Derivation),
+}
+
+/// A PBKDF2 derivation a mechanism needs done: the password the client sent, and the
+/// salt and iterations of the secret it is checked against (a real user's, or a stand-in
+/// with the same parameters: see [`Credentials::stand_in`]). `Send`, so it can run on
+/// another thread; its `Debug` never shows the password, and the password is zeroed when
+/// it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Derivation {
+    hash: ScramHash,
+    password: Vec<u8>,
+    salt: Vec<u8>,
+    iterations: NonZeroU32,
+}
+
+impl std::fmt::Debug for Derivation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derivation")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Derivation {
+    fn drop(&mut self) {
+        self.password.fill(0);
+        std::hint::black_box(&self.password);
+    }
+}
+
+impl Derivation {
+    fn new(hash: ScramHash, password: &[u8], secret: &ScramSecret) -> Derivation {
+        Derivation {
+            hash,
+            password: password.to_vec(),
+            salt: secret.salt.clone(),
+            iterations: secret.iterations,
+        }
+    }
+
+    /// PBKDF2 iterations this costs.
+    pub fn iterations(&self) -> u32 {
+        self.iterations.get()
+    }
+
+    /// Runs the derivation: `iterations` HMAC-SHA-256 pairs, up to a second on a slow
+    /// board. Pure computation.
+    pub fn run(&self) -> DerivedKey {
+        let secret =
+            ScramSecret::derive_with(self.hash, &self.password, &self.salt, self.iterations.get());
+        DerivedKey(secret.stored_key)
+    }
+}
+
+/// The result of a [`Derivation`]: the SCRAM stored key of the password the client sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DerivedKey(Vec<u8>);
+
+impl std::fmt::Debug for DerivedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DerivedKey(..)")
+    }
 }
 
 /// Why an exchange failed. Each knows its RFC 4954 reply.
@@ -116,6 +186,15 @@ pub trait Mechanism {
     fn start(&mut self, initial: Option<&[u8]>) -> Step;
     /// Feeds the client's response line as sent: base64 text without CRLF, or `*`.
     fn step(&mut self, response: &[u8]) -> Step;
+    /// The result of the derivation the last [`Step::Derive`] asked for. Mechanisms that
+    /// never ask fail it as out of order.
+    fn derived(&mut self, _key: &DerivedKey) -> Step {
+        Step::Failure(AuthError::Malformed)
+    }
+    /// The authentication identity the client has named so far, for throttling by user.
+    fn user(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The mechanisms this firmware knows.
@@ -233,6 +312,14 @@ impl MechanismSet {
 pub trait Credentials {
     /// The SCRAM-SHA-256 secret; PLAIN and LOGIN verify passwords against it too.
     fn scram(&self, user: &str) -> Option<ScramSecret>;
+    /// The secret an unknown user is checked against, so that nothing an attacker can
+    /// time or see tells an unknown user from a known one: the same salt length and
+    /// iterations as real secrets, and keys nobody's password or proof matches. The
+    /// default is made with the minimum iterations and a salt from the name alone; a
+    /// real store overrides it ([`users::UserLookup`]).
+    fn stand_in(&self, user: &str) -> ScramSecret {
+        stand_in_secret(b"", user, MIN_ITERATIONS)
+    }
     /// The CRAM-MD5 secret, only for users with CRAM-MD5 enabled.
     fn cram_md5(&self, user: &str) -> Option<CramMd5Secret>;
     /// Maps a verified client certificate's identity (SAN email or CN) to a user.
@@ -242,6 +329,9 @@ pub trait Credentials {
 impl<T: Credentials + ?Sized> Credentials for &T {
     fn scram(&self, user: &str) -> Option<ScramSecret> {
         (**self).scram(user)
+    }
+    fn stand_in(&self, user: &str) -> ScramSecret {
+        (**self).stand_in(user)
     }
     fn cram_md5(&self, user: &str) -> Option<CramMd5Secret> {
         (**self).cram_md5(user)
@@ -254,6 +344,9 @@ impl<T: Credentials + ?Sized> Credentials for &T {
 impl<T: Credentials + ?Sized> Credentials for Rc<T> {
     fn scram(&self, user: &str) -> Option<ScramSecret> {
         (**self).scram(user)
+    }
+    fn stand_in(&self, user: &str) -> ScramSecret {
+        (**self).stand_in(user)
     }
     fn cram_md5(&self, user: &str) -> Option<CramMd5Secret> {
         (**self).cram_md5(user)
@@ -420,13 +513,6 @@ impl ScramSecret {
     pub fn server_key(&self) -> &[u8] {
         &self.server_key
     }
-
-    /// Whether `password` is the one this secret was derived from (constant time in the
-    /// comparison; the derivation costs the same for every password).
-    pub(crate) fn verify_password(&self, hash: ScramHash, password: &[u8]) -> bool {
-        let candidate = ScramSecret::derive_with(hash, password, &self.salt, self.iterations.get());
-        constant_time_eq(&candidate.stored_key, &self.stored_key)
-    }
 }
 
 fn check_salt_and_iterations(salt: &[u8], iterations: u32) -> Result<(), SecretError> {
@@ -506,22 +592,57 @@ pub(crate) fn decode_initial(text: &[u8]) -> Result<Vec<u8>, AuthError> {
     }
 }
 
-/// Checks a password against the user's SCRAM secret, for PLAIN and LOGIN. An unknown user
-/// costs the same derivation as a known one, against a secret nobody's password matches.
-pub(crate) fn verify_password<C: Credentials>(credentials: &C, user: &str, password: &str) -> bool {
-    match credentials.scram(user) {
-        Some(secret) => secret.verify_password(ScramHash::Sha256, password.as_bytes()),
-        None => {
-            let decoy = ScramSecret {
-                salt: vec![0; 16],
-                iterations: NonZeroU32::new(MIN_ITERATIONS).unwrap_or(NonZeroU32::MIN),
-                stored_key: Vec::new(),
-                server_key: Vec::new(),
-            };
-            // An empty stored key never equals a 32-octet candidate.
-            let _ = decoy.verify_password(ScramHash::Sha256, password.as_bytes());
-            false
-        }
+/// Salt length of stand-in secrets: what new secrets get (`users::SALT_LEN`).
+pub const STAND_IN_SALT_LEN: usize = 16;
+
+/// A stand-in secret for `user`: salt and keys are HMAC-SHA-256 of the name under `key`
+/// (a secret of the running gateway, so nobody can compute them to tell a stand-in
+/// from a real salt), the same for every ask, with `iterations`. Its stored key is 32
+/// octets no password derives but by chance (2^-256).
+pub fn stand_in_secret(key: &[u8], user: &str, iterations: u32) -> ScramSecret {
+    let mac = |label: &str| {
+        let mut input = label.as_bytes().to_vec();
+        input.push(0);
+        input.extend_from_slice(user.as_bytes());
+        ScramHash::Sha256.hmac(key, &input)
+    };
+    ScramSecret {
+        salt: mac("drawbridge stand-in salt")[..STAND_IN_SALT_LEN].to_vec(),
+        iterations: NonZeroU32::new(iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS))
+            .unwrap_or(NonZeroU32::MIN),
+        stored_key: mac("drawbridge stand-in stored key"),
+        server_key: mac("drawbridge stand-in server key"),
+    }
+}
+
+/// A password check for PLAIN and LOGIN, started: the derivation to run, and what its
+/// result must equal. An unknown user costs the same derivation as a known one, against
+/// its stand-in secret.
+pub(crate) struct PasswordCheck {
+    stored_key: Vec<u8>,
+}
+
+impl PasswordCheck {
+    pub(crate) fn start<C: Credentials>(
+        credentials: &C,
+        user: &str,
+        password: &str,
+    ) -> (PasswordCheck, Derivation) {
+        let secret = credentials
+            .scram(user)
+            .unwrap_or_else(|| credentials.stand_in(user));
+        let derivation = Derivation::new(ScramHash::Sha256, password.as_bytes(), &secret);
+        (
+            PasswordCheck {
+                stored_key: secret.stored_key,
+            },
+            derivation,
+        )
+    }
+
+    /// Whether the derived key is the secret's (constant time).
+    pub(crate) fn matches(&self, key: &DerivedKey) -> bool {
+        constant_time_eq(&key.0, &self.stored_key)
     }
 }
 
@@ -556,6 +677,37 @@ pub(crate) mod testing {
     /// Iterations in tests: the minimum, to keep the suite quick.
     pub const TEST_ITERATIONS: u32 = MIN_ITERATIONS;
 
+    /// A mechanism whose derivations are run on the spot, as a caller that does not
+    /// mind waiting would: `start` and `step` never return [`Step::Derive`].
+    pub struct Resolving<M>(pub M);
+
+    impl<M: Mechanism> Resolving<M> {
+        fn resolve(&mut self, mut step: Step) -> Step {
+            while let Step::Derive(d) = step {
+                step = self.0.derived(&d.run());
+            }
+            step
+        }
+    }
+
+    impl<M: Mechanism> Mechanism for Resolving<M> {
+        fn start(&mut self, initial: Option<&[u8]>) -> Step {
+            let step = self.0.start(initial);
+            self.resolve(step)
+        }
+        fn step(&mut self, response: &[u8]) -> Step {
+            let step = self.0.step(response);
+            self.resolve(step)
+        }
+        fn derived(&mut self, key: &DerivedKey) -> Step {
+            let step = self.0.derived(key);
+            self.resolve(step)
+        }
+        fn user(&self) -> Option<&str> {
+            self.0.user()
+        }
+    }
+
     /// One user `tim` with password `tanstaaftanstaaf` (RFC 2195), CRAM-MD5 enabled, and
     /// certificate identity `tim@example.org` mapped to `tim`.
     pub struct Fixture {
@@ -568,8 +720,12 @@ pub(crate) mod testing {
     impl Fixture {
         pub fn new() -> Fixture {
             Fixture {
-                scram: ScramSecret::derive("tanstaaftanstaaf", b"saltsaltsalt", TEST_ITERATIONS)
-                    .unwrap(),
+                scram: ScramSecret::derive(
+                    "tanstaaftanstaaf",
+                    b"saltsaltsaltsalt",
+                    TEST_ITERATIONS,
+                )
+                .unwrap(),
                 cram: CramMd5Secret::derive("tanstaaftanstaaf"),
                 any_user: false,
             }
@@ -597,6 +753,9 @@ pub(crate) mod testing {
     impl Credentials for Fixture {
         fn scram(&self, user: &str) -> Option<ScramSecret> {
             (self.any_user || user == "tim").then(|| self.scram.clone())
+        }
+        fn stand_in(&self, user: &str) -> ScramSecret {
+            stand_in_secret(b"fixture", user, self.scram.iterations())
         }
         fn cram_md5(&self, user: &str) -> Option<CramMd5Secret> {
             (user == "tim").then(|| self.cram.clone())
@@ -653,7 +812,7 @@ pub(crate) mod testing {
         let mut prng = Prng::from_seed(seed);
         let mut successes = 0;
         for _ in 0..cases {
-            let mut mechanism = make();
+            let mut mechanism = Resolving(make());
             let mutate_at = prng.below(messages.len() + 1);
             let mut inputs: Vec<Vec<u8>> = messages
                 .iter()

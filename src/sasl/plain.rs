@@ -1,19 +1,25 @@
 //! The PLAIN mechanism (RFC 4616): `[authzid] NUL authcid NUL passwd` in one message.
 //!
 //! Each field is UTF-8 and at most [`MAX_FIELD_LEN`] octets; authcid and passwd are not
-//! empty. The password is checked against the user's SCRAM secret. An authzid that differs
-//! from the authcid is refused (see `authorize` in the module root).
+//! empty. The password is checked against the user's SCRAM secret: the mechanism asks for
+//! the derivation ([`Step::Derive`]) and compares what the caller hands back. An authzid
+//! that differs from the authcid is refused (see `authorize` in the module root).
 
 use super::{
-    AuthError, Credentials, MAX_FIELD_LEN, Mechanism, Step, authorize, decode_initial,
-    decode_response, verify_password,
+    AuthError, Credentials, DerivedKey, MAX_FIELD_LEN, Mechanism, PasswordCheck, Step, authorize,
+    decode_initial, decode_response,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Fresh,
     /// Sent the empty challenge; waiting for the message.
     AwaitMessage,
+    /// Asked for the password's derivation.
+    AwaitDerived {
+        check: PasswordCheck,
+        authzid: Option<String>,
+        authcid: String,
+    },
     Done,
 }
 
@@ -21,6 +27,8 @@ enum State {
 pub struct Plain<C: Credentials> {
     credentials: C,
     state: State,
+    /// The authentication identity the client named, kept after the exchange.
+    named: Option<String>,
 }
 
 /// The checked form of a PLAIN message.
@@ -64,6 +72,7 @@ impl<C: Credentials> Plain<C> {
         Plain {
             credentials,
             state: State::Fresh,
+            named: None,
         }
     }
 
@@ -73,16 +82,21 @@ impl<C: Credentials> Plain<C> {
             Ok(message) => message,
             Err(error) => return Step::Failure(error),
         };
-        if !verify_password(&self.credentials, &message.authcid, &message.password) {
-            return Step::Failure(AuthError::BadCredentials);
-        }
-        authorize(message.authzid, message.authcid)
+        self.named = Some(message.authcid.clone());
+        let (check, derivation) =
+            PasswordCheck::start(&self.credentials, &message.authcid, &message.password);
+        self.state = State::AwaitDerived {
+            check,
+            authzid: message.authzid,
+            authcid: message.authcid,
+        };
+        Step::Derive(derivation)
     }
 }
 
 impl<C: Credentials> Mechanism for Plain<C> {
     fn start(&mut self, initial: Option<&[u8]>) -> Step {
-        if self.state != State::Fresh {
+        if !matches!(self.state, State::Fresh) {
             self.state = State::Done;
             return Step::Failure(AuthError::Malformed);
         }
@@ -96,22 +110,44 @@ impl<C: Credentials> Mechanism for Plain<C> {
     }
 
     fn step(&mut self, response: &[u8]) -> Step {
-        if self.state != State::AwaitMessage {
+        if !matches!(self.state, State::AwaitMessage) {
             self.state = State::Done;
             return Step::Failure(AuthError::Malformed);
         }
         self.finish(decode_response(response))
     }
+
+    fn derived(&mut self, key: &DerivedKey) -> Step {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitDerived {
+                check,
+                authzid,
+                authcid,
+            } => {
+                if check.matches(key) {
+                    authorize(authzid, authcid)
+                } else {
+                    Step::Failure(AuthError::BadCredentials)
+                }
+            }
+            _ => Step::Failure(AuthError::Malformed),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.named.as_deref()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Fixture, b64, fuzz};
+    use super::super::testing::{Fixture, Resolving, b64, fuzz};
+    use super::super::{Derivation, MIN_ITERATIONS, ScramHash, ScramSecret};
     use super::*;
 
     fn run(initial: Option<&[u8]>, responses: &[&[u8]]) -> Step {
         let fixture = Fixture::new();
-        let mut plain = Plain::new(&fixture);
+        let mut plain = Resolving(Plain::new(&fixture));
         let mut step = plain.start(initial);
         for response in responses {
             step = plain.step(response);
@@ -155,9 +191,62 @@ mod tests {
     }
 
     #[test]
-    fn success_after_empty_challenge() {
+    fn the_password_is_derived_by_the_caller() {
         let fixture = Fixture::new();
         let mut plain = Plain::new(&fixture);
+        let Step::Derive(d) = plain.start(Some(&b64(b"\0tim\0tanstaaftanstaaf"))) else {
+            panic!("no derivation asked for");
+        };
+        assert_eq!(plain.user(), Some("tim"));
+        assert_eq!(d.iterations(), fixture.scram.iterations());
+        assert!(!format!("{d:?}").contains("tanstaaf"), "{d:?}");
+        // A key derived from another password fails; the exchange is then over.
+        let wrong = Derivation::new(
+            ScramHash::Sha256,
+            b"wrong",
+            &ScramSecret::derive("x", b"saltsaltsalt", MIN_ITERATIONS).unwrap(),
+        );
+        assert_eq!(
+            plain.derived(&wrong.run()),
+            Step::Failure(AuthError::BadCredentials)
+        );
+        assert_eq!(plain.derived(&d.run()), Step::Failure(AuthError::Malformed));
+        // The right one succeeds.
+        let mut plain = Plain::new(&fixture);
+        let Step::Derive(d) = plain.start(Some(&b64(b"\0tim\0tanstaaftanstaaf"))) else {
+            panic!("no derivation asked for");
+        };
+        assert_eq!(plain.derived(&d.run()), success("tim"));
+        // Out of order: nothing was asked.
+        let mut fresh = Plain::new(&fixture);
+        assert_eq!(fresh.derived(&d.run()), Step::Failure(AuthError::Malformed));
+    }
+
+    #[test]
+    fn an_unknown_user_costs_the_same_derivation() {
+        let fixture = Fixture::new();
+        let ask = |name: &[u8]| {
+            let mut raw = b"\0".to_vec();
+            raw.extend_from_slice(name);
+            raw.extend_from_slice(b"\0secret");
+            match Plain::new(&fixture).start(Some(&b64(&raw))) {
+                Step::Derive(d) => d,
+                other => panic!("{other:?}"),
+            }
+        };
+        let known = ask(b"tim");
+        let unknown = ask(b"tom");
+        assert_eq!(known.iterations(), unknown.iterations());
+        assert_eq!(known.salt.len(), unknown.salt.len());
+        // The stand-in is stable per name and differs between names.
+        assert_eq!(unknown.salt, ask(b"tom").salt);
+        assert_ne!(unknown.salt, ask(b"tam").salt);
+    }
+
+    #[test]
+    fn success_after_empty_challenge() {
+        let fixture = Fixture::new();
+        let mut plain = Resolving(Plain::new(&fixture));
         assert_eq!(plain.start(None), Step::Challenge(Vec::new()));
         assert_eq!(plain.step(&b64(b"\0tim\0tanstaaftanstaaf")), success("tim"));
         // The exchange is over.

@@ -13,11 +13,9 @@
 //! An unknown user gets a server-first message like anyone else's, with a salt derived
 //! from the name, so the exchange does not reveal which users exist; it fails at the proof.
 
-use std::num::NonZeroU32;
-
 use super::{
-    AuthError, Credentials, MAX_FIELD_LEN, MIN_ITERATIONS, Mechanism, ScramHash, ScramSecret, Step,
-    authorize, base64, constant_time_eq, decode_initial, decode_response,
+    AuthError, Credentials, MAX_FIELD_LEN, Mechanism, ScramHash, ScramSecret, Step, authorize,
+    base64, constant_time_eq, decode_initial, decode_response,
 };
 
 /// Shortest random input for a server nonce: 16 octets (128 bits), encoded as 24 base64
@@ -84,6 +82,8 @@ pub struct ScramSha256<C: Credentials> {
     hash: ScramHash,
     server_nonce: ServerNonce,
     state: State,
+    /// The user the client named, kept after the exchange.
+    named: Option<String>,
 }
 
 /// The checked client-first message.
@@ -216,6 +216,7 @@ impl<C: Credentials> ScramSha256<C> {
             hash,
             server_nonce,
             state: State::Fresh,
+            named: None,
         }
     }
 
@@ -224,30 +225,17 @@ impl<C: Credentials> ScramSha256<C> {
         Step::Failure(error)
     }
 
-    /// A stand-in secret for a user we do not have: a salt that depends only on the name,
-    /// the minimum iterations and empty keys, which no proof matches.
-    fn decoy_secret(&self, user: &str) -> ScramSecret {
-        let mut seed = b"drawbridge scram decoy salt\0".to_vec();
-        seed.extend_from_slice(user.as_bytes());
-        let salt = ScramHash::Sha256.digest(&seed)[..16].to_vec();
-        // The server does no key derivation in SCRAM, known user or not, so the decoy
-        // needs none either.
-        ScramSecret {
-            salt,
-            iterations: NonZeroU32::new(MIN_ITERATIONS).unwrap_or(NonZeroU32::MIN),
-            stored_key: Vec::new(),
-            server_key: Vec::new(),
-        }
-    }
-
     fn client_first(&mut self, decoded: Result<Vec<u8>, AuthError>) -> Step {
         let first = match decoded.and_then(|raw| parse_client_first(&raw)) {
             Ok(first) => first,
             Err(error) => return self.fail(error),
         };
+        self.named = Some(first.user.clone());
+        // An unknown user gets its stand-in: the same salt length and iterations as
+        // real users, keys no proof matches.
         let secret = match self.credentials.scram(&first.user) {
             Some(secret) => secret,
-            None => self.decoy_secret(&first.user),
+            None => self.credentials.stand_in(&first.user),
         };
         let nonce = format!("{}{}", first.client_nonce, self.server_nonce.as_str());
         let server_first = format!(
@@ -328,6 +316,10 @@ impl<C: Credentials> Mechanism for ScramSha256<C> {
             State::AwaitClientFinal(pending) => self.client_final(*pending, response),
             State::Fresh | State::Done => self.fail(AuthError::Malformed),
         }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.named.as_deref()
     }
 }
 
@@ -508,6 +500,32 @@ mod tests {
             again.start(Some(&b64(b"n,,n=nobody,r=abc"))),
             Step::Challenge(first.into_bytes())
         );
+    }
+
+    #[test]
+    fn an_unknown_user_is_offered_the_parameters_of_known_ones() {
+        // A database whose users have 8192 iterations offers an unknown user 8192 too,
+        // and a salt of the same length that nobody can compute.
+        let mut db = crate::sasl::UserDb::new();
+        db.add("tim", "pw", 8192, false, b"0123456789abcdef")
+            .unwrap();
+        let lookup = crate::sasl::users::UserLookup::new(std::rc::Rc::new(db), [9; 32]);
+        let first = |user: &str| {
+            let mut scram = ScramSha256::new(&lookup, ServerNonce::parse("s").unwrap());
+            let Step::Challenge(first) =
+                scram.start(Some(&b64(format!("n,,n={user},r=c").as_bytes())))
+            else {
+                panic!("expected server-first");
+            };
+            let text = String::from_utf8(first).unwrap();
+            let (salt, iterations) = text.split_once(",s=").unwrap().1.split_once(",i=").unwrap();
+            (
+                base64::decode(salt.as_bytes()).unwrap().len(),
+                iterations.to_string(),
+            )
+        };
+        assert_eq!(first("tim"), first("nobody"));
+        assert_eq!(first("nobody"), (16, "8192".to_string()));
     }
 
     #[test]

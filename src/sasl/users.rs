@@ -16,12 +16,13 @@
 //! This module does no file access: the caller writes and reads the blob.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CramMd5Secret, Credentials, MAX_FIELD_LEN, MechanismName, MechanismSet, ScramSecret,
-    SecretError,
+    CramMd5Secret, Credentials, MAX_FIELD_LEN, MIN_ITERATIONS, MechanismName, MechanismSet,
+    ScramSecret, SecretError, stand_in_secret,
 };
 
 /// Most users in one database: 4096. Worst-case memory: about 4096 × 450 octets ≈ 1.8 MiB
@@ -323,6 +324,56 @@ impl UserDb {
     fn record(&self, user: &str) -> Option<&UserRecord> {
         self.users.get(&UserName::parse(user)?)
     }
+
+    /// The iterations a stand-in secret gets: those most users have (the larger on a
+    /// tie), so that an unknown user costs what a typical real one does; the minimum for
+    /// an empty database.
+    pub fn stand_in_iterations(&self) -> u32 {
+        let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+        for record in self.users.values() {
+            *counts.entry(record.scram.iterations()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(iterations, n)| (n, iterations))
+            .map_or(MIN_ITERATIONS, |(iterations, _)| iterations)
+    }
+}
+
+/// The user database as the mechanisms see it: its users, and stand-in secrets for
+/// every other name, keyed by a secret of the running gateway and made with the
+/// database's typical iterations (see [`Credentials::stand_in`]).
+pub struct UserLookup {
+    db: Rc<UserDb>,
+    key: [u8; 32],
+    stand_in_iterations: u32,
+}
+
+impl UserLookup {
+    /// `key` is random octets drawn once by the caller.
+    pub fn new(db: Rc<UserDb>, key: [u8; 32]) -> UserLookup {
+        let stand_in_iterations = db.stand_in_iterations();
+        UserLookup {
+            db,
+            key,
+            stand_in_iterations,
+        }
+    }
+}
+
+impl Credentials for UserLookup {
+    fn scram(&self, user: &str) -> Option<ScramSecret> {
+        self.db.scram(user)
+    }
+    fn stand_in(&self, user: &str) -> ScramSecret {
+        stand_in_secret(&self.key, user, self.stand_in_iterations)
+    }
+    fn cram_md5(&self, user: &str) -> Option<CramMd5Secret> {
+        self.db.cram_md5(user)
+    }
+    fn external(&self, cert_identity: &str) -> Option<String> {
+        self.db.external(cert_identity)
+    }
 }
 
 impl Credentials for UserDb {
@@ -351,7 +402,7 @@ impl Credentials for UserDb {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{TEST_ITERATIONS, b64};
+    use super::super::testing::{Resolving, TEST_ITERATIONS, b64};
     use super::super::{CramMd5, Login, Mechanism, Plain, Step};
     use super::*;
 
@@ -458,17 +509,17 @@ mod tests {
     #[test]
     fn mechanisms_authenticate_against_the_database() {
         let mut db = sample();
-        let mut plain = Plain::new(&db);
+        let mut plain = Resolving(Plain::new(&db));
         assert!(matches!(
             plain.start(Some(&b64(b"\0bob\0builder"))),
             Step::Success { .. }
         ));
         db.set_password("bob", "fixer", TEST_ITERATIONS, SALT)
             .unwrap();
-        let mut login = Login::new(&db);
+        let mut login = Resolving(Login::new(&db));
         login.start(Some(&b64(b"bob")));
         assert!(matches!(login.step(&b64(b"builder")), Step::Failure(_)));
-        let mut login = Login::new(&db);
+        let mut login = Resolving(Login::new(&db));
         login.start(Some(&b64(b"bob")));
         assert!(matches!(login.step(&b64(b"fixer")), Step::Success { .. }));
         assert_eq!(

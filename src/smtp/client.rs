@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 use crate::smtp::client_reply::{ReplyError, ReplyReader};
 use crate::smtp::reply::Reply;
 
-/// Octets of message content dot-stuffed into one transmit while sending DATA.
+/// The largest piece of message content the layer should hand to
+/// [`Client::handle_content`] at once: 64 KiB.
 ///
-/// Each transmit holds at most twice this (a stuffed dot or a bare CR or LF made CRLF
-/// doubles a byte) plus the 5-octet end of data: 128 KiB + 5 octets, and only one exists
-/// at a time, so a large message is never copied whole.
-pub const DATA_CHUNK: usize = 64 * 1024;
+/// One piece dot-stuffed is at most twice its size (a stuffed dot or a bare CR or LF made
+/// CRLF doubles an octet) plus a 2-octet line break held over from the piece before,
+/// 128 KiB + 2 octets (the end of data is at most 5 more), and the
+/// client takes the next piece only once that one is written (see
+/// [`Client::wants_content`]), so a message is never held whole: delivery memory is this
+/// bound times the connections open, whatever the message sizes.
+pub const CONTENT_CHUNK: usize = 64 * 1024;
 
 /// Whether the client asks a next hop for TLS (SPEC §3 channel keywords, §4 outbound TLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -71,12 +75,15 @@ pub struct OutgoingRcpt {
     pub orcpt: Option<String>,
 }
 
+/// One transaction's envelope. The content itself is not here: the layer hands it to
+/// [`Client::handle_content`] in pieces once the server has said 354.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingMessage {
     pub from: String,
     pub rcpts: Vec<OutgoingRcpt>,
-    /// The message content, CRLF lines, not dot-stuffed.
-    pub content: Rc<[u8]>,
+    /// Octets of content the layer will hand over (CRLF lines, not dot-stuffed), for
+    /// SIZE (RFC 1870).
+    pub size: u64,
     pub eight_bit: bool,
     pub smtputf8: bool,
     pub ret: Option<String>,
@@ -144,6 +151,10 @@ pub enum ClientEvent {
     /// the connection, then calls `tls_established` or `tls_failed`. No bytes go out and
     /// none are read as replies until then.
     StartTls,
+    /// The server said 354: the layer hands over the message content with
+    /// `handle_content` while `wants_content()` is true, then calls `end_content` (or
+    /// `content_failed` when it cannot read the content).
+    SendContent,
     /// The outcome of one `send`: one reply per recipient, in the order of `msg.rcpts`.
     TransactionDone(Vec<Reply>),
     /// The connection is over; the layer closes the socket after writing what
@@ -196,6 +207,9 @@ enum Failure {
     Timeout(Expect),
     /// RFC 5321 §4.5.3.2: a data block could not be handed out in time.
     DataBlockTimeout,
+    /// The layer could not read the message content, for this reason. The data is left
+    /// unfinished: the server must never take a cut message as complete.
+    ContentUnreadable(String),
     /// The server closed the connection.
     ConnectionLost(Option<Expect>),
     /// The server's bytes are not a reply.
@@ -221,6 +235,9 @@ impl Failure {
                 format!("Timeout waiting for {} reply", expect.stage()),
             ),
             Failure::DataBlockTimeout => Reply::new(451, "4.4.2", "Timeout sending message data"),
+            Failure::ContentUnreadable(reason) => {
+                Reply::new(451, "4.3.0", format!("Queue file read error: {reason}"))
+            }
             Failure::ConnectionLost(Some(expect)) => Reply::new(
                 451,
                 "4.4.2",
@@ -312,37 +329,33 @@ impl Transaction {
     }
 }
 
-/// Dot-stuffs message content chunk by chunk (RFC 5321 §4.5.2) and ends it with
-/// `CRLF.CRLF`.
+/// Dot-stuffs message content piece by piece (RFC 5321 §4.5.2) and ends it with
+/// `CRLF.CRLF`. Its state carries over between pieces, so where the content is cut makes
+/// no difference to the wire.
 ///
 /// A bare CR or LF becomes CRLF, so nothing in the content can end the data early or be
 /// read differently by the server. Content not ending in a line break gets one.
 #[derive(Debug)]
-struct DataStream {
-    content: Rc<[u8]>,
-    pos: usize,
-    /// The next byte starts a line (a dot there is doubled).
+struct Stuffer {
+    /// The next octet starts a line (a dot there is doubled).
     line_start: bool,
-    /// The last byte read was a CR whose line break is not written yet.
+    /// The last octet read was a CR whose line break is not written yet.
     pending_cr: bool,
 }
 
-impl DataStream {
-    fn new(content: Rc<[u8]>) -> DataStream {
-        DataStream {
-            content,
-            pos: 0,
+impl Stuffer {
+    fn new() -> Stuffer {
+        Stuffer {
             line_start: true,
             pending_cr: false,
         }
     }
 
-    /// The next chunk and whether it was the last.
-    fn next_chunk(&mut self) -> (Vec<u8>, bool) {
-        let end = self.content.len().min(self.pos.saturating_add(DATA_CHUNK));
-        let input = &self.content[self.pos..end];
-        // Worst case: every byte doubled, then CRLF.CRLF.
-        let mut out = Vec::with_capacity(input.len() * 2 + 5);
+    /// The wire form of the next piece of content: at most twice its length, plus the
+    /// line break of a CR the previous piece ended with.
+    fn stuff(&mut self, input: &[u8]) -> Vec<u8> {
+        // Worst case: every octet doubled.
+        let mut out = Vec::with_capacity(input.len().saturating_mul(2));
         for &b in input {
             if self.pending_cr {
                 self.pending_cr = false;
@@ -367,15 +380,19 @@ impl DataStream {
                 }
             }
         }
-        self.pos = end;
-        let last = end == self.content.len();
-        if last {
-            if self.pending_cr || !self.line_start {
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    /// The end of data: a line break the content lacked, then `.CRLF`; at most 5 octets.
+    fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5);
+        if self.pending_cr || !self.line_start {
+            out.extend_from_slice(b"\r\n");
         }
-        (out, last)
+        out.extend_from_slice(b".\r\n");
+        self.pending_cr = false;
+        self.line_start = true;
+        out
     }
 }
 
@@ -421,17 +438,22 @@ enum Phase {
 /// discarded, never read as replies. The layer must likewise drop any plaintext its own
 /// buffers hold once the handshake starts.
 ///
-/// Message content is handed out by `poll_transmit()` in chunks of [`DATA_CHUNK`]
-/// octets. The core cannot see when the layer finishes writing them, so the data-block
-/// and final-dot deadlines are re-armed from the `now` of the `handle_timeout` call that
-/// finds chunks were handed out since the deadline was armed: a stall is detected within
-/// two data-block timeouts, and the final reply gets at least `data_done_timeout` once
-/// the last chunk is written.
+/// Message content (after `ClientEvent::SendContent`): the layer reads the content in
+/// pieces of at most [`CONTENT_CHUNK`] octets and, while `wants_content()` is true,
+/// passes each to `handle_content(piece, now)` and writes what `poll_transmit()` gives
+/// before reading the next piece; after the last piece it calls `end_content(now)`. Where
+/// the pieces are cut makes no difference to the wire. A layer that cannot read the
+/// content calls `content_failed(reason, now)`: the connection is closed with the data
+/// unfinished, so the server never takes a cut message, and the recipients get a local
+/// 451. The core cannot see when the layer finishes writing, so the data-block deadline
+/// is re-armed from the `now` of the `handle_timeout` call that finds content was handed
+/// over since it was armed: a stall is detected within two data-block timeouts.
+/// `end_content` arms the final-dot deadline, `data_done_timeout`.
 ///
 /// Memory: the reply reader (511 octets plus at most 64 buffered lines, see
-/// [`ReplyReader`]), one data chunk at a time (at most 128 KiB + 5 octets), and commands
-/// and states in proportion to the recipients of the message, which come from our queue,
-/// never from the server.
+/// [`ReplyReader`]), one stuffed piece at a time (at most 128 KiB + 7 octets), and
+/// commands and states in proportion to the recipients of the message, which come from
+/// our queue, never from the server.
 pub struct Client {
     config: Rc<ClientConfig>,
     phase: Phase,
@@ -446,9 +468,9 @@ pub struct Client {
     /// The TLS handshake completed: the layer carries our bytes through TLS.
     tls: bool,
     transaction: Option<Transaction>,
-    /// Content still to be handed out after a 354.
-    data: Option<DataStream>,
-    /// Content was handed out since the deadline was last armed.
+    /// The content is being handed over: after a 354, until `end_content`.
+    data: Option<Stuffer>,
+    /// Content was handed over since the deadline was last armed.
     data_progress: bool,
     /// A transaction may be open at the server: RSET before the next MAIL.
     needs_rset: bool,
@@ -545,10 +567,7 @@ impl Client {
             }
         };
         let everyone = |reply: Reply| vec![reply; msg.rcpts.len()];
-        let local = if ext
-            .size
-            .is_some_and(|limit| limit > 0 && msg.content.len() as u64 > limit)
-        {
+        let local = if ext.size.is_some_and(|limit| limit > 0 && msg.size > limit) {
             Some(everyone(Reply::new(
                 552,
                 "5.3.4",
@@ -696,18 +715,49 @@ impl Client {
         self.fail(Failure::TlsHandshake(reason.to_string()));
     }
 
-    /// The next bytes to write to the server, if any.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if let Some(out) = self.transmit.pop_front() {
-            return Some(out);
-        }
-        let stream = self.data.as_mut()?;
-        let (chunk, last) = stream.next_chunk();
-        if last {
-            self.data = None;
+    /// True while the client takes message content: after `ClientEvent::SendContent`,
+    /// until `end_content`, and only once everything given before has been taken with
+    /// `poll_transmit()`.
+    pub fn wants_content(&self) -> bool {
+        self.data.is_some() && self.transmit.is_empty() && self.phase != Phase::Closed
+    }
+
+    /// The next piece of message content, CRLF lines as queued, not dot-stuffed; at most
+    /// [`CONTENT_CHUNK`] octets for the memory bound to hold. Ignored unless content is
+    /// being sent.
+    pub fn handle_content(&mut self, piece: &[u8], _now: Instant) {
+        let Some(stuffer) = self.data.as_mut() else {
+            return;
+        };
+        let out = stuffer.stuff(piece);
+        if !out.is_empty() {
+            self.transmit.push_back(out);
         }
         self.data_progress = true;
-        Some(chunk)
+    }
+
+    /// The content is complete: the end of data goes out and the final reply is awaited.
+    pub fn end_content(&mut self, now: Instant) {
+        let Some(mut stuffer) = self.data.take() else {
+            return;
+        };
+        self.transmit.push_back(stuffer.finish());
+        self.data_progress = true;
+        self.arm(now);
+    }
+
+    /// The layer cannot read the content, for `reason`: the connection is closed without
+    /// ending the data, and the recipients still unsettled get a local 451 4.3.0.
+    pub fn content_failed(&mut self, reason: &str, _now: Instant) {
+        if self.data.is_none() {
+            return;
+        }
+        self.fail(Failure::ContentUnreadable(reason.to_string()));
+    }
+
+    /// The next bytes to write to the server, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -933,8 +983,9 @@ impl Client {
         let accepted = if txn.mail_failed { 0 } else { txn.accepted() };
         if reply.code == 354 {
             if accepted > 0 {
-                self.data = Some(DataStream::new(txn.msg.content.clone()));
+                self.data = Some(Stuffer::new());
                 self.expected.push_back(Expect::EndOfData);
+                self.events.push_back(ClientEvent::SendContent);
             } else {
                 // RFC 2920 §3.1: no recipient was accepted, yet the server wants data;
                 // end it at once with an empty message.
@@ -1018,7 +1069,7 @@ fn mail_command(msg: &OutgoingMessage, ext: &Extensions) -> String {
     let mut line = format!("MAIL FROM:<{}>", msg.from);
     // Writing to a String cannot fail.
     if ext.size.is_some() {
-        let _ = write!(line, " SIZE={}", msg.content.len());
+        let _ = write!(line, " SIZE={}", msg.size);
     }
     if msg.eight_bit && ext.eight_bit_mime {
         line.push_str(" BODY=8BITMIME");
@@ -1069,7 +1120,8 @@ mod tests {
         SentOnce(Vec<u8>),
         /// The next event is this.
         Event(ClientEvent),
-        Send(OutgoingMessage),
+        /// `send` with this envelope; at the 354 the driver hands over this content.
+        Send(OutgoingMessage, Vec<u8>),
         Quit,
         Eof,
         /// The clock moves on this many seconds; `handle_timeout` runs if a deadline passed.
@@ -1120,8 +1172,13 @@ mod tests {
         Event(ClientEvent::Closed(reply.map(r)))
     }
 
-    fn msg(from: &str, rcpts: &[&str], content: &[u8]) -> OutgoingMessage {
-        OutgoingMessage {
+    /// `Send` of a message and its content.
+    fn send((m, content): (OutgoingMessage, Vec<u8>)) -> Step {
+        Send(m, content)
+    }
+
+    fn msg(from: &str, rcpts: &[&str], content: &[u8]) -> (OutgoingMessage, Vec<u8>) {
+        let m = OutgoingMessage {
             from: from.into(),
             rcpts: rcpts
                 .iter()
@@ -1131,12 +1188,13 @@ mod tests {
                     orcpt: None,
                 })
                 .collect(),
-            content: content.into(),
+            size: content.len() as u64,
             eight_bit: false,
             smtputf8: false,
             ret: None,
             envid: None,
-        }
+        };
+        (m, content.to_vec())
     }
 
     fn config() -> Rc<ClientConfig> {
@@ -1170,16 +1228,51 @@ mod tests {
         /// Everything the client wrote, checked or not.
         all_out: Vec<u8>,
         events: VecDeque<ClientEvent>,
+        /// The content of the message last sent, handed over at its 354.
+        content: Option<Vec<u8>>,
+        /// How the content is cut into pieces, as the server's writes are.
+        feed: Feed,
     }
 
     impl Driver {
         fn drain(&mut self) {
+            self.take_transmits();
+            while let Some(event) = self.client.poll_event() {
+                if event == ClientEvent::SendContent {
+                    self.hand_over_content();
+                } else {
+                    self.events.push_back(event);
+                }
+            }
+        }
+
+        fn take_transmits(&mut self) {
             while let Some(out) = self.client.poll_transmit() {
                 self.all_out.extend_from_slice(&out);
                 self.out.push(out);
             }
-            while let Some(event) = self.client.poll_event() {
-                self.events.push_back(event);
+        }
+
+        /// What a layer does at `SendContent`: the content piece by piece, each piece's
+        /// output written before the next, then the end of data.
+        fn hand_over_content(&mut self) {
+            let content = self.content.take().unwrap_or_default();
+            let pieces: Vec<&[u8]> = match self.feed {
+                Feed::Whole => vec![&content[..]],
+                Feed::ByteAtATime => content.chunks(1).collect(),
+                Feed::SplitAt(i) if i < content.len() => vec![&content[..i], &content[i..]],
+                Feed::SplitAt(_) => vec![&content[..]],
+            };
+            for piece in pieces {
+                if !self.client.wants_content() {
+                    return;
+                }
+                self.client.handle_content(piece, self.now);
+                self.take_transmits();
+            }
+            if self.client.wants_content() {
+                self.client.end_content(self.now);
+                self.take_transmits();
             }
         }
     }
@@ -1193,6 +1286,8 @@ mod tests {
             out: Vec::new(),
             all_out: Vec::new(),
             events: VecDeque::new(),
+            content: None,
+            feed,
         };
         d.drain();
         for (n, step) in steps.iter().enumerate() {
@@ -1229,7 +1324,8 @@ mod tests {
                     d.out.clear();
                 }
                 Event(want) => assert_eq!(d.events.pop_front().as_ref(), Some(want), "{at}"),
-                Send(m) => {
+                Send(m, content) => {
+                    d.content = Some(content.clone());
                     d.client.send(m.clone(), d.now);
                     d.drain();
                 }
@@ -1294,7 +1390,10 @@ mod tests {
         run_with(steps, Feed::ByteAtATime, config);
         let longest = steps
             .iter()
-            .map(|s| if let Server(b) = s { b.len() } else { 0 })
+            .map(|s| match s {
+                Server(b) | Send(_, b) => b.len(),
+                _ => 0,
+            })
             .max()
             .unwrap_or(0);
         for i in 0..=longest {
@@ -1337,7 +1436,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES"]),
             vec![
-                Send(msg("a@example.net", &["b@example.org", "c@example.org"], b"Subject: x\r\n\r\nhi\r\n")),
+                send(msg("a@example.net", &["b@example.org", "c@example.org"], b"Subject: x\r\n\r\nhi\r\n")),
                 Ready(false),
                 c1(b"MAIL FROM:<a@example.net> SIZE=18\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n"),
                 s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n"),
@@ -1361,7 +1460,7 @@ mod tests {
         run(&with(
             opening(&["SIZE", "8BITMIME"]),
             vec![
-                Send(msg("", &["b@example.org", "c@example.org"], b"hi\r\n")),
+                send(msg("", &["b@example.org", "c@example.org"], b"hi\r\n")),
                 c(b"MAIL FROM:<> SIZE=4\r\n"),
                 s(b"250 Ok\r\n"),
                 c(b"RCPT TO:<b@example.org>\r\n"),
@@ -1388,10 +1487,13 @@ mod tests {
             s(b"250 mx.example.org\r\n"),
             Event(ClientEvent::Ready(Extensions::default())),
             Ready(true),
-            Send(OutgoingMessage {
-                eight_bit: true,
-                ..msg("a@x", &["b@y"], b"x\r\n")
-            }),
+            Send(
+                OutgoingMessage {
+                    eight_bit: true,
+                    ..msg("a@x", &["b@y"], b"x\r\n").0
+                },
+                b"x\r\n".to_vec(),
+            ),
             c(b"MAIL FROM:<a@x>\r\n"),
             s(b"250 ok\r\n"),
             c(b"RCPT TO:<b@y>\r\n"),
@@ -1476,7 +1578,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING", "SIZE 10"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"0123456789X")),
+                send(msg("a@x", &["b@y", "c@y"], b"0123456789X")),
                 c(b""),
                 done(&[
                     "552 5.3.4 Message size exceeds remote limit\r\n",
@@ -1484,7 +1586,7 @@ mod tests {
                 ]),
                 Ready(true),
                 // Exactly at the limit goes out, with SIZE.
-                Send(msg("a@x", &["b@y"], b"0123456789")),
+                send(msg("a@x", &["b@y"], b"0123456789")),
                 c1(b"MAIL FROM:<a@x> SIZE=10\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
             ],
         ));
@@ -1494,18 +1596,21 @@ mod tests {
     fn eight_bit_body_only_when_offered() {
         let m = OutgoingMessage {
             eight_bit: true,
-            ..msg("a@x", &["b@y"], b"\xc3\xa9\r\n")
+            ..msg("a@x", &["b@y"], b"\xc3\xa9\r\n").0
         };
         run(&with(
             opening(&["PIPELINING", "8BITMIME"]),
             vec![
-                Send(m.clone()),
+                Send(m.clone(), b"x\r\n".to_vec()),
                 c(b"MAIL FROM:<a@x> BODY=8BITMIME\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
             ],
         ));
         run(&with(
             opening(&["PIPELINING"]),
-            vec![Send(m), c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")],
+            vec![
+                Send(m, b"x\r\n".to_vec()),
+                c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+            ],
         ));
     }
 
@@ -1513,19 +1618,19 @@ mod tests {
     fn smtputf8_needs_the_extension() {
         let m = OutgoingMessage {
             smtputf8: true,
-            ..msg("j\u{f6}@x", &["b@y"], b"x\r\n")
+            ..msg("j\u{f6}@x", &["b@y"], b"x\r\n").0
         };
         run(&with(
             opening(&["PIPELINING", "8BITMIME"]),
             vec![
-                Send(m.clone()),
+                Send(m.clone(), b"x\r\n".to_vec()),
                 done(&["553 5.6.7 Remote server does not support SMTPUTF8\r\n"]),
             ],
         ));
         run(&with(
             opening(&["PIPELINING", "SMTPUTF8"]),
             vec![
-                Send(m),
+                Send(m, b"x\r\n".to_vec()),
                 c("MAIL FROM:<j\u{f6}@x> SMTPUTF8\r\nRCPT TO:<b@y>\r\nDATA\r\n".as_bytes()),
             ],
         ));
@@ -1548,12 +1653,12 @@ mod tests {
                     orcpt: None,
                 },
             ],
-            ..msg("a@x", &[], b"x\r\n")
+            ..msg("a@x", &[], b"x\r\n").0
         };
         run(&with(
             opening(&["PIPELINING", "DSN"]),
             vec![
-                Send(m.clone()),
+                Send(m.clone(), b"x\r\n".to_vec()),
                 c(b"MAIL FROM:<a@x> RET=HDRS ENVID=QQ314159\r\n\
                     RCPT TO:<b@y> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y\r\n\
                     RCPT TO:<c@y> NOTIFY=NEVER\r\nDATA\r\n"),
@@ -1562,7 +1667,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(m),
+                Send(m, b"x\r\n".to_vec()),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
             ],
         ));
@@ -1574,7 +1679,7 @@ mod tests {
         with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y"], content)),
+                send(msg("a@x", &["b@y"], content)),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(wire),
@@ -1615,25 +1720,60 @@ mod tests {
         ));
     }
 
+    /// The wire form of `content` handed over in these pieces.
+    fn stuffed(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut stuffer = Stuffer::new();
+        let mut wire = Vec::new();
+        for piece in pieces {
+            let out = stuffer.stuff(piece);
+            assert!(out.len() <= 2 * piece.len() + 2);
+            wire.extend_from_slice(&out);
+        }
+        let end = stuffer.finish();
+        assert!(end.len() <= 5);
+        wire.extend_from_slice(&end);
+        wire
+    }
+
     #[test]
-    fn large_content_goes_out_in_bounded_chunks() {
+    fn content_cut_anywhere_gives_the_same_wire() {
+        let cases: &[&[u8]] = &[
+            b".x\r\nmid.dle\r\n.\r\n..\r\nend\r\n",
+            b"a\nb\rc\r\r\n.\n\r.\r",
+            b"x\n.\nMAIL FROM:<e@vil>\r\n",
+            b"\r\n.\r\n.",
+            b"no line break at the end",
+            b"\r",
+            b".",
+            b"",
+        ];
+        for content in cases {
+            let whole = stuffed(&[content]);
+            for i in 0..=content.len() {
+                assert_eq!(
+                    stuffed(&[&content[..i], &content[i..]]),
+                    whole,
+                    "{content:?} at {i}"
+                );
+                for j in i..=content.len() {
+                    let three = stuffed(&[&content[..i], &content[i..j], &content[j..]]);
+                    assert_eq!(three, whole, "{content:?} at {i} and {j}");
+                }
+            }
+            let bytes: Vec<&[u8]> = content.chunks(1).collect();
+            assert_eq!(stuffed(&bytes), whole, "{content:?} byte by byte");
+        }
+    }
+
+    #[test]
+    fn large_content_goes_out_piece_by_piece() {
         let mut content = Vec::new();
-        while content.len() < 3 * DATA_CHUNK {
+        while content.len() < 3 * CONTENT_CHUNK {
             content.extend_from_slice(b".line of text\r\n");
         }
-        let mut stream = DataStream::new(content.clone().into());
-        let mut wire = Vec::new();
-        let mut chunks = 0;
-        loop {
-            let (chunk, last) = stream.next_chunk();
-            assert!(chunk.len() <= 2 * DATA_CHUNK + 5);
-            wire.extend_from_slice(&chunk);
-            chunks += 1;
-            if last {
-                break;
-            }
-        }
-        assert_eq!(chunks, 3 + usize::from(content.len() % DATA_CHUNK != 0));
+        let pieces: Vec<&[u8]> = content.chunks(CONTENT_CHUNK).collect();
+        assert_eq!(pieces.len(), 4);
+        let wire = stuffed(&pieces);
         let mut want = Vec::new();
         for line in content.split_inclusive(|&b| b == b'\n') {
             want.push(b'.');
@@ -1644,16 +1784,77 @@ mod tests {
     }
 
     #[test]
-    fn crlf_split_across_chunks_stays_one_line_break() {
-        let mut content = vec![b'x'; DATA_CHUNK - 1];
-        content.extend_from_slice(b"\r\n.y\r\n");
-        let mut stream = DataStream::new(content.into());
-        let (first, last) = stream.next_chunk();
-        assert!(!last);
-        assert!(!first.ends_with(b"\r"));
-        let (second, last) = stream.next_chunk();
-        assert!(last);
-        assert_eq!(second, b"\r\n..y\r\n.\r\n");
+    fn crlf_cut_between_pieces_stays_one_line_break() {
+        let mut first = vec![b'x'; 10];
+        first.push(b'\r');
+        let mut stuffer = Stuffer::new();
+        let out = stuffer.stuff(&first);
+        assert!(!out.ends_with(b"\r"), "the CR waits for its LF");
+        assert_eq!(stuffer.stuff(b"\n.y\r\n"), b"\r\n..y\r\n");
+        assert_eq!(stuffer.finish(), b".\r\n");
+    }
+
+    #[test]
+    fn content_is_taken_only_once_the_last_piece_is_written() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        assert!(!client.wants_content());
+        client.send(msg("a@x", &["b@y"], b"").0, t0);
+        while client.poll_transmit().is_some() {}
+        assert!(!client.wants_content(), "no content before the 354");
+        client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n", t0);
+        assert_eq!(client.poll_event(), Some(ClientEvent::SendContent));
+        assert!(client.wants_content());
+        client.handle_content(b"a\r\n", t0);
+        assert!(!client.wants_content(), "the piece is not written yet");
+        assert_eq!(client.poll_transmit(), Some(b"a\r\n".to_vec()));
+        assert!(client.wants_content());
+        client.handle_content(b".b", t0);
+        assert_eq!(client.poll_transmit(), Some(b"..b".to_vec()));
+        client.end_content(t0);
+        assert!(!client.wants_content());
+        assert_eq!(client.poll_transmit(), Some(b"\r\n.\r\n".to_vec()));
+        // Content after the end is ignored.
+        client.handle_content(b"late", t0);
+        assert_eq!(client.poll_transmit(), None);
+        client.handle_input(b"250 ok\r\n", t0);
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![r("250 ok\r\n")]))
+        );
+    }
+
+    #[test]
+    fn unreadable_content_closes_without_ending_the_data() {
+        let mut client = Client::new(config(), Instant::now());
+        let t0 = Instant::now();
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        client.send(msg("a@x", &["b@y", "c@y"], b"").0, t0);
+        while client.poll_transmit().is_some() {}
+        client.handle_input(b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n", t0);
+        assert_eq!(client.poll_event(), Some(ClientEvent::SendContent));
+        client.handle_content(b"first half\r\n", t0);
+        assert_eq!(client.poll_transmit(), Some(b"first half\r\n".to_vec()));
+        client.content_failed("disk on fire", t0);
+        // No end of data and no QUIT: the server must see an unfinished message.
+        assert_eq!(client.poll_transmit(), None);
+        let local = r("451 4.3.0 Queue file read error: disk on fire\r\n");
+        assert_eq!(
+            client.poll_event(),
+            Some(ClientEvent::TransactionDone(vec![
+                local.clone(),
+                r("550 no\r\n")
+            ]))
+        );
+        assert_eq!(client.poll_event(), Some(ClientEvent::Closed(Some(local))));
+        assert!(client.is_closed());
     }
 
     #[test]
@@ -1661,7 +1862,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING", "ENHANCEDSTATUSCODES"]),
             vec![
-                Send(msg("a@x", &["nobody@y", "b@y"], b"x\r\n")),
+                send(msg("a@x", &["nobody@y", "b@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<nobody@y>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 2.1.0 ok\r\n550 5.1.1 No such user\r\n250 2.1.5 ok\r\n354 go\r\n"),
                 c(b"x\r\n.\r\n"),
@@ -1677,21 +1878,21 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"secret\r\n")),
+                send(msg("a@x", &["b@y", "c@y"], b"secret\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n550 no\r\n450 later\r\n554 5.5.1 No valid recipients\r\n"),
                 c(b""),
                 done(&["550 no\r\n", "450 later\r\n"]),
                 Ready(true),
                 // The next transaction starts clean.
-                Send(msg("a@x", &["d@y"], b"x\r\n")),
+                send(msg("a@x", &["d@y"], b"x\r\n")),
                 c1(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
                 s(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"x\r\n.\r\n"),
                 s(b"250 ok\r\n"),
                 done(&["250 ok\r\n"]),
                 // A completed DATA needs no RSET.
-                Send(msg("a@x", &["e@y"], b"x\r\n")),
+                send(msg("a@x", &["e@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<e@y>\r\nDATA\r\n"),
             ],
         ));
@@ -1702,7 +1903,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y"], b"secret\r\n")),
+                send(msg("a@x", &["b@y"], b"secret\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n550 no\r\n354 go\r\n"),
                 c(b".\r\n"),
@@ -1710,7 +1911,7 @@ mod tests {
                 s(b"554 no valid recipients\r\n"),
                 done(&["550 no\r\n"]),
                 Ready(true),
-                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                send(msg("a@x", &["c@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
             ],
         ));
@@ -1721,14 +1922,14 @@ mod tests {
         run(&with(
             opening(&[]),
             vec![
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\n"),
                 s(b"250 ok\r\n"),
                 c(b"RCPT TO:<b@y>\r\n"),
                 s(b"550 no\r\n"),
                 c(b""),
                 done(&["550 no\r\n"]),
-                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                send(msg("a@x", &["c@y"], b"x\r\n")),
                 c(b"RSET\r\n"),
                 s(b"250 ok\r\n"),
                 c(b"MAIL FROM:<a@x>\r\n"),
@@ -1741,7 +1942,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"553 5.7.1 Sender refused\r\n503 no mail\r\n503 no mail\r\n503 no mail\r\n"),
                 done(&[
@@ -1754,7 +1955,7 @@ mod tests {
         run(&with(
             opening(&[]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\n"),
                 s(b"451 4.3.0 try later\r\n"),
                 c(b""),
@@ -1769,11 +1970,11 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n550 no\r\n451 4.3.0 no data now\r\n"),
                 done(&["451 4.3.0 no data now\r\n", "550 no\r\n"]),
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
             ],
         ));
@@ -1784,7 +1985,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n452 full\r\n354 go\r\n"),
                 c(b"x\r\n.\r\n"),
@@ -1800,7 +2001,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y", "c@y", "d@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y", "c@y", "d@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n550 no\r\n421 4.3.2 shutting down\r\n"),
                 c(b""),
@@ -1829,23 +2030,23 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y"], b"one\r\n")),
+                send(msg("a@x", &["b@y"], b"one\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"one\r\n.\r\n"),
                 s(b"250 first\r\n"),
                 done(&["250 first\r\n"]),
-                Send(msg("a@x", &["c@y"], b"two\r\n")),
+                send(msg("a@x", &["c@y"], b"two\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"two\r\n.\r\n"),
                 s(b"250 second\r\n"),
                 done(&["250 second\r\n"]),
-                Send(msg("a@x", &["d@y"], b"three\r\n")),
+                send(msg("a@x", &["d@y"], b"three\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
                 s(b"550 no\r\n503 a\r\n503 b\r\n"),
                 done(&["550 no\r\n"]),
-                Send(msg("a@x", &["d@y"], b"four\r\n")),
+                send(msg("a@x", &["d@y"], b"four\r\n")),
                 c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"four\r\n.\r\n"),
@@ -1864,11 +2065,11 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n550 no\r\n503 no\r\n"),
                 done(&["550 no\r\n"]),
-                Send(msg("a@x", &["c@y"], b"x\r\n")),
+                send(msg("a@x", &["c@y"], b"x\r\n")),
                 c(b"RSET\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 s(b"502 no rset\r\n"),
                 done(&["451 4.5.0 Protocol error: RSET refused with 502\r\n"]),
@@ -1907,7 +2108,7 @@ mod tests {
             with(
                 opening(&["PIPELINING"]),
                 vec![
-                    Send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
+                    send(msg("a@x", &["b@y", "c@y"], b"x\r\n")),
                     c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
                 ],
             ),
@@ -1957,12 +2158,8 @@ mod tests {
         run(&timed(vec![
             s(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
             c(b"x\r\n.\r\n"),
-            // The data-block deadline finds the content handed out and waits the full
-            // final-dot timeout from then on.
-            Deadline(Some(180)),
-            Wait(180),
-            Closed(false),
-            Deadline(Some(780)),
+            // The end of data arms the full final-dot timeout.
+            Deadline(Some(600)),
             Wait(599),
             Closed(false),
             Wait(1),
@@ -1992,10 +2189,11 @@ mod tests {
         client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
         while client.poll_transmit().is_some() {}
         while client.poll_event().is_some() {}
-        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        client.send(msg("a@x", &["b@y"], b"x\r\n").0, t0);
         assert!(client.poll_transmit().is_some());
         client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n", t0);
-        // The layer never takes the content.
+        assert_eq!(client.poll_event(), Some(ClientEvent::SendContent));
+        // The layer never hands over the content.
         let deadline = client.poll_timeout().unwrap();
         assert_eq!(deadline, t0 + Duration::from_secs(180));
         client.handle_timeout(deadline);
@@ -2023,13 +2221,13 @@ mod tests {
         run(&with(
             opening(&[]),
             vec![
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\n"),
                 s(b"550 no\r\n"),
                 done(&["550 no\r\n"]),
                 Deadline(None),
                 Wait(1000),
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"RSET\r\n"),
                 Deadline(Some(1300)),
                 Wait(300),
@@ -2126,7 +2324,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(msg("a@x", &["b@y"], b"x\r\n")),
+                send(msg("a@x", &["b@y"], b"x\r\n")),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"x\r\n.\r\n"),
@@ -2220,11 +2418,13 @@ mod tests {
         client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
         while client.poll_transmit().is_some() {}
         while client.poll_event().is_some() {}
-        client.send(msg("a@x", &["b@y"], b"x\r\n"), t0);
+        client.send(msg("a@x", &["b@y"], b"x\r\n").0, t0);
         assert!(client.poll_transmit().is_some());
         client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n554 5.3.4 too big\r\n", t0);
         let reply = r("554 5.3.4 too big\r\n");
         assert_eq!(client.poll_transmit(), None);
+        assert_eq!(client.poll_event(), Some(ClientEvent::SendContent));
+        assert!(!client.wants_content());
         assert_eq!(
             client.poll_event(),
             Some(ClientEvent::TransactionDone(vec![reply.clone()]))
@@ -2254,11 +2454,11 @@ mod tests {
 
     #[test]
     fn unsafe_envelope_values_never_reach_the_wire() {
-        let mut m = msg("a@x", &["b@y", "c@y\r\nRSET"], b"x\r\n");
+        let mut m = msg("a@x", &["b@y", "c@y\r\nRSET"], b"x\r\n").0;
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(m.clone()),
+                Send(m.clone(), b"x\r\n".to_vec()),
                 c(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                 s(b"250 ok\r\n250 ok\r\n354 go\r\n"),
                 c(b"x\r\n.\r\n"),
@@ -2273,7 +2473,7 @@ mod tests {
         run(&with(
             opening(&["PIPELINING"]),
             vec![
-                Send(m),
+                Send(m, b"x\r\n".to_vec()),
                 c(b""),
                 done(&[
                     "553 5.1.7 Bad sender address syntax\r\n",
@@ -2287,7 +2487,7 @@ mod tests {
     #[cfg_attr(debug_assertions, should_panic(expected = "not ready"))]
     fn send_before_ready_fails_every_recipient() {
         let mut client = Client::new(config(), Instant::now());
-        client.send(msg("a@x", &["b@y", "c@y"], b"x\r\n"), Instant::now());
+        client.send(msg("a@x", &["b@y", "c@y"], b"x\r\n").0, Instant::now());
         let t = Reply::new(451, "4.3.0", "Connection not ready for a transaction");
         assert_eq!(
             client.poll_event(),
@@ -2330,7 +2530,7 @@ mod tests {
                 "ENHANCEDSTATUSCODES",
             ]))),
             Ready(true),
-            Send(msg("a@x", &["b@y"], b"hi\r\n")),
+            send(msg("a@x", &["b@y"], b"hi\r\n")),
             c1(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
             s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go\r\n"),
             c(b"hi\r\n.\r\n"),
@@ -2517,7 +2717,7 @@ mod tests {
                     Ready(true),
                     Tls(false),
                     Deadline(None),
-                    Send(msg("a@x", &["b@y"], b"hi\r\n")),
+                    send(msg("a@x", &["b@y"], b"hi\r\n")),
                     c1(b"MAIL FROM:<a@x> SIZE=4\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
                     s(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go\r\n"),
                     c(b"hi\r\n.\r\n"),

@@ -41,6 +41,17 @@ pub struct ServerConfig {
     pub command_timeout: Duration,
     /// Quiet time allowed inside DATA content or a BDAT chunk.
     pub data_timeout: Duration,
+    /// A command line (or AUTH response line) must be complete this long after its first
+    /// octet; octets arriving do not extend it (Postfix's per-request deadline).
+    pub command_deadline: Duration,
+    /// Message content (DATA, or one BDAT chunk) must be complete this long after it
+    /// began, plus one second per `min_data_rate` octets read.
+    pub data_deadline: Duration,
+    /// Octets per second of message content a client must keep up; at least 1.
+    pub min_data_rate: u32,
+    /// While the service is under stress (`Session::set_stress`), every timeout and
+    /// deadline above is at most this.
+    pub stress_timeout: Duration,
     /// Whole session, from `Session::new`.
     pub max_session_time: Duration,
     /// Messages (content ended and handed to the layer) per session; 0: no limit.
@@ -78,6 +89,10 @@ impl ServerConfig {
             max_line_length: s.max_line_length,
             command_timeout: s.idle_timeout,
             data_timeout: s.data_timeout,
+            command_deadline: s.command_deadline,
+            data_deadline: s.data_deadline,
+            min_data_rate: s.min_data_rate,
+            stress_timeout: s.stress_timeout,
             max_session_time: s.max_session_time,
             max_messages: s.max_messages_per_session,
             error_limit: s.error_limit,
@@ -181,6 +196,9 @@ pub enum Verdict {
 pub enum CloseReason {
     Quit,
     Timeout,
+    /// A command line or message content did not arrive by its deadline, however many
+    /// octets trickled in (a slow or slowloris client).
+    TooSlow,
     TooManyErrors,
     EarlyTalker,
     SessionLimit,
@@ -338,6 +356,14 @@ enum Wait {
 ///
 /// Authentication lasts for the session; `tls_established` forgets it (RFC 3207 §4.2).
 ///
+/// Slow clients: besides the timeouts for silence (`command_timeout`, `data_timeout`,
+/// reset by every octet), a command line must be complete `command_deadline` after its
+/// first octet, and message content `data_deadline` after it began plus one second per
+/// `min_data_rate` octets: a client dribbling an octet at a time is cut off
+/// (`Closing(TooSlow)`), one sending at the minimum rate is not. The layer calls
+/// `set_stress(on)` when its service is near its connection limit: every limit is then at
+/// most `stress_timeout`.
+///
 /// The session does no I/O and never reads the clock: `now` is always an argument.
 pub struct Session {
     config: Rc<ServerConfig>,
@@ -371,6 +397,15 @@ pub struct Session {
     auth_user: Option<String>,
     start: Instant,
     last_input: Instant,
+    /// When the command or AUTH line being read began; `None` between lines.
+    line_started: Option<Instant>,
+    /// When the message content being read (DATA, or the current BDAT chunk) began.
+    data_started: Instant,
+    /// Octets of that content read so far.
+    data_octets: u64,
+    /// The service is near its connection limit: every limit is at most
+    /// `stress_timeout`.
+    stressed: bool,
 }
 
 impl Session {
@@ -402,6 +437,10 @@ impl Session {
             auth_user: None,
             start: now,
             last_input: now,
+            line_started: None,
+            data_started: now,
+            data_octets: 0,
+            stressed: false,
         };
         if due <= now {
             s.greet(now);
@@ -448,9 +487,10 @@ impl Session {
         }
         self.input.extend_from_slice(bytes);
         self.process();
+        self.note_line(now);
     }
 
-    /// Acts on the passing of time: the delayed greeting and the timeouts.
+    /// Acts on the passing of time: the delayed greeting, the timeouts and deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_closed() || self.wait.is_some() {
             return;
@@ -460,11 +500,21 @@ impl Session {
                 self.greet(now);
             }
         }
+        let (quiet, slow) = self.phase_deadlines();
         if self.session_deadline().is_some_and(|d| now >= d) {
             self.time_out(CloseReason::SessionLimit);
-        } else if self.phase_deadline().is_some_and(|d| now >= d) {
+        } else if slow.is_some_and(|d| now >= d) {
+            self.time_out(CloseReason::TooSlow);
+        } else if quiet.is_some_and(|d| now >= d) {
             self.time_out(CloseReason::Timeout);
         }
+    }
+
+    /// The service is near its connection limit (`on`), or no longer: while it is, every
+    /// timeout and deadline of this session is at most `stress_timeout`, counted from the
+    /// same starting points as ever. Call `poll_timeout` again after it.
+    pub fn set_stress(&mut self, on: bool) {
+        self.stressed = on;
     }
 
     /// Accepts the pending `CheckRcpt`, recording `deliver_to` as the recipient of the
@@ -711,15 +761,73 @@ impl Session {
         self.start.checked_add(self.config.max_session_time)
     }
 
+    /// A limit as it applies now: at most `stress_timeout` under stress.
+    fn limit(&self, d: Duration) -> Duration {
+        if self.stressed {
+            d.min(self.config.stress_timeout)
+        } else {
+            d
+        }
+    }
+
+    /// The earlier of the phase's deadlines.
     fn phase_deadline(&self) -> Option<Instant> {
-        let limit = match self.phase {
+        match self.phase_deadlines() {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The phase's deadlines: for silence (reset by every octet), and for the whole
+    /// command line or message content (which octets do not extend, but for the content's
+    /// minimum rate).
+    fn phase_deadlines(&self) -> (Option<Instant>, Option<Instant>) {
+        match self.phase {
             Phase::Command | Phase::AuthResponse | Phase::AuthFinal { .. } => {
-                self.config.command_timeout
+                let quiet = self
+                    .last_input
+                    .checked_add(self.limit(self.config.command_timeout));
+                let line = self
+                    .line_started
+                    .and_then(|t| t.checked_add(self.limit(self.config.command_deadline)));
+                (quiet, line)
             }
-            Phase::Data(_) | Phase::Bdat { .. } => self.config.data_timeout,
-            Phase::Greeting { .. } | Phase::Closed => return None,
-        };
-        self.last_input.checked_add(limit)
+            Phase::Data(_) | Phase::Bdat { .. } => {
+                let quiet = self
+                    .last_input
+                    .checked_add(self.limit(self.config.data_timeout));
+                let rate = u128::from(self.config.min_data_rate.max(1));
+                let credit_micros = u128::from(self.data_octets) * 1_000_000 / rate;
+                let credit =
+                    Duration::from_micros(u64::try_from(credit_micros).unwrap_or(u64::MAX));
+                let whole = self
+                    .data_started
+                    .checked_add(self.limit(self.config.data_deadline))
+                    .and_then(|t| t.checked_add(credit));
+                (quiet, whole)
+            }
+            Phase::Greeting { .. } | Phase::Closed => (None, None),
+        }
+    }
+
+    /// Notes whether a command line is partly read, and since when.
+    fn note_line(&mut self, now: Instant) {
+        let reading_lines = matches!(
+            self.phase,
+            Phase::Command | Phase::AuthResponse | Phase::AuthFinal { .. }
+        );
+        let partial = !self.input.is_empty() || self.discarding.is_some();
+        if reading_lines && partial && self.wait.is_none() {
+            self.line_started.get_or_insert(now);
+        } else {
+            self.line_started = None;
+        }
+    }
+
+    /// Message content begins now (the time of the input or answer being processed).
+    fn start_content(&mut self) {
+        self.data_started = self.last_input;
+        self.data_octets = 0;
     }
 
     fn time_out(&mut self, reason: CloseReason) {
@@ -738,6 +846,7 @@ impl Session {
     /// Continues after the layer answered: processes what arrived meanwhile.
     fn resume(&mut self, now: Instant) {
         self.last_input = now;
+        self.line_started = None;
         if self.overrun {
             let host = &self.config.host_name;
             let reply = Reply::new(
@@ -750,6 +859,7 @@ impl Session {
             return;
         }
         self.process();
+        self.note_line(now);
     }
 
     /// Runs the state machine over the buffered input until it is used up, the session
@@ -787,7 +897,10 @@ impl Session {
                     self.end_data();
                     used
                 }
-                None => buf.len(),
+                None => {
+                    self.data_octets = self.data_octets.saturating_add(buf.len() as u64);
+                    buf.len()
+                }
             },
             Phase::Bdat { remaining, .. } => {
                 let n = usize::try_from(*remaining)
@@ -795,6 +908,7 @@ impl Session {
                     .min(buf.len());
                 *remaining -= n as u64;
                 let done = *remaining == 0;
+                self.data_octets = self.data_octets.saturating_add(n as u64);
                 if let Some(checker) = &mut self.bdat {
                     checker.push(&buf[..n], &mut self.data);
                 }
@@ -942,6 +1056,7 @@ impl Session {
                 let reader =
                     DataReader::new(self.config.max_line_length, self.config.max_message_size);
                 self.phase = Phase::Data(reader);
+                self.start_content();
             }
             Command::Bdat { size, last } => {
                 let refusal = if !self.esmtp() || !self.offered.contains(EhloKeywords::CHUNKING) {
@@ -993,6 +1108,7 @@ impl Session {
 
     /// Reads (or with `refusal`, only consumes) a BDAT chunk of `size` octets.
     fn read_chunk(&mut self, size: u64, last: bool, refusal: Option<Reply>) {
+        self.start_content();
         self.phase = Phase::Bdat {
             remaining: size,
             chunk: size,
@@ -1390,6 +1506,11 @@ mod tests {
             max_line_length: 1000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            // Deadlines out of the way of the timeout tests; theirs set them.
+            command_deadline: Duration::from_secs(7200),
+            data_deadline: Duration::from_secs(7200),
+            min_data_rate: 500,
+            stress_timeout: Duration::from_secs(10),
             max_session_time: Duration::from_secs(3600),
             max_messages: 5,
             error_limit: 10,
@@ -2415,6 +2536,170 @@ mod tests {
             o.events.last(),
             Some(&Event::Closing(CloseReason::SessionLimit))
         );
+    }
+
+    fn deadlines() -> ServerConfig {
+        let mut cfg = config();
+        cfg.command_deadline = Duration::from_secs(30);
+        cfg.data_deadline = Duration::from_secs(60);
+        cfg.min_data_rate = 500;
+        cfg
+    }
+
+    fn too_slow(o: &Outcome) -> bool {
+        o.closed
+            && has(&o.out, b"421 4.4.2 mx.test Error: timeout exceeded\r\n")
+            && o.events.last() == Some(&Event::Closing(CloseReason::TooSlow))
+    }
+
+    #[test]
+    fn a_dribbled_command_line_is_cut_at_its_deadline() {
+        // One octet every 10 s: never quiet for the 300 s idle timeout, yet the line is not
+        // complete 30 s after its first octet.
+        let mut steps = vec![];
+        for b in "NOOP NOOP NOOP NOOP\r\n".chars().take(4) {
+            steps.push(c(b.to_string()));
+            steps.push(secs(10));
+        }
+        let o = check(&deadlines(), &steps);
+        assert!(too_slow(&o), "{:?}", String::from_utf8_lossy(&o.out));
+        // The same octets in time are served.
+        let o = check(&deadlines(), &[c("NO"), secs(29), c("OP\r\n"), secs(1)]);
+        assert!(!o.closed);
+        assert!(has(&o.out, b"250 2.0.0 Ok\r\n"));
+    }
+
+    #[test]
+    fn slow_but_complete_lines_each_get_their_own_deadline() {
+        let o = check(
+            &deadlines(),
+            &[
+                c("NOOP\r\n"),
+                secs(250),
+                c("NO"),
+                secs(25),
+                c("OP\r\n"),
+                secs(250),
+                c("NOOP\r\n"),
+            ],
+        );
+        assert!(!o.closed);
+        assert_eq!(
+            String::from_utf8_lossy(&o.out)
+                .matches("250 2.0.0 Ok")
+                .count(),
+            3
+        );
+    }
+
+    fn up_to_data() -> Vec<Step> {
+        vec![c(
+            "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+        )]
+    }
+
+    #[test]
+    fn dribbled_content_is_cut_at_the_data_deadline() {
+        let mut steps = up_to_data();
+        for _ in 0..5 {
+            steps.push(c("x"));
+            steps.push(secs(15));
+        }
+        let o = check(&deadlines(), &steps);
+        assert!(too_slow(&o), "{:?}", String::from_utf8_lossy(&o.out));
+        assert!(!has(&o.out, QUEUED));
+    }
+
+    #[test]
+    fn content_at_the_minimum_rate_earns_its_time() {
+        // 60 s deadline, 10 octets/s: 4 pieces of 200 octets 20 s apart take 80 s in all,
+        // and earn 80 s more.
+        let mut cfg = deadlines();
+        cfg.min_data_rate = 10;
+        let line = format!("{}\r\n", "y".repeat(98));
+        let mut steps = up_to_data();
+        for _ in 0..4 {
+            steps.push(secs(20));
+            steps.push(c(line.repeat(2)));
+        }
+        steps.push(c(".\r\n"));
+        let o = check(&cfg, &steps);
+        assert!(!o.closed, "{:?}", String::from_utf8_lossy(&o.out));
+        assert!(has(&o.out, QUEUED));
+        // A quarter of that is too slow: 50 octets per 20 s earn 5 s each.
+        let short = format!("{}\r\n", "y".repeat(48));
+        let mut steps = up_to_data();
+        for _ in 0..6 {
+            steps.push(secs(20));
+            steps.push(c(short.clone()));
+        }
+        assert!(too_slow(&check(&cfg, &steps)));
+    }
+
+    #[test]
+    fn a_dribbled_bdat_chunk_is_cut_at_the_data_deadline() {
+        let mut steps = vec![c(
+            "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nBDAT 100 LAST\r\n",
+        )];
+        for _ in 0..5 {
+            steps.push(c("z"));
+            steps.push(secs(15));
+        }
+        assert!(too_slow(&check(&deadlines(), &steps)));
+    }
+
+    #[test]
+    fn the_defaults_end_a_slowloris_within_two_minutes() {
+        let cfg = ServerConfig::from_service("mx.test", &crate::config::Service::default());
+        // One octet every 5 s, in a command line and in message content.
+        for prefix in [vec![], up_to_data()] {
+            let t0 = Instant::now();
+            let mut session = Session::new(Rc::new(cfg.clone()), t0);
+            let (mut out, mut events) = (Vec::new(), Vec::new());
+            for step in &prefix {
+                if let Step::C(bytes) = step {
+                    session.handle_input(bytes, t0);
+                    drain(&mut session, t0, &mut out, &mut events);
+                }
+            }
+            let mut now = t0;
+            let mut closed_at = None;
+            for _ in 0..60 {
+                session.handle_input(b"x", now);
+                drain(&mut session, now, &mut out, &mut events);
+                now += Duration::from_secs(5);
+                if session.poll_timeout().is_some_and(|t| t <= now) {
+                    session.handle_timeout(now);
+                }
+                if session.is_closed() {
+                    closed_at = Some(now.duration_since(t0));
+                    break;
+                }
+            }
+            let closed_at = closed_at.expect("still open after five minutes");
+            assert!(closed_at <= Duration::from_secs(120), "{closed_at:?}");
+        }
+    }
+
+    #[test]
+    fn stress_shortens_every_limit_from_the_same_start() {
+        let t0 = Instant::now();
+        let mut session = Session::new(Rc::new(deadlines()), t0);
+        let _ = session.poll_transmit();
+        assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(300)));
+        session.set_stress(true);
+        assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        session.handle_timeout(t0 + Duration::from_secs(10));
+        assert!(session.is_closed());
+        let out = session.poll_transmit().unwrap();
+        assert!(has(&out, b"421 4.4.2 mx.test Error: timeout exceeded\r\n"));
+        // Stress over: the normal limits again.
+        let mut session = Session::new(Rc::new(deadlines()), t0);
+        session.handle_input(b"NO", t0);
+        session.set_stress(true);
+        assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        session.set_stress(false);
+        assert_eq!(session.poll_timeout(), Some(t0 + Duration::from_secs(30)));
     }
 
     #[test]

@@ -32,8 +32,6 @@ pub struct GatewayTls {
     server: [Arc<ServerConfig>; 2],
     /// Each service's default certificate, for the log.
     defaults: [DefaultCertificate; 2],
-    /// The server key's token blocks: handshakes sign off the executor.
-    sign_off_executor: bool,
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
 }
@@ -48,7 +46,6 @@ impl GatewayTls {
         token: Arc<dyn Token>,
         now_unix: i64,
     ) -> Result<GatewayTls, TlsError> {
-        let sign_off_executor = token.blocks();
         let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
         if let Some(cert) = store.ensure_self_signed(&config.system.host_name, now_unix)? {
             log::warn!(target: "tls",
@@ -99,7 +96,6 @@ impl GatewayTls {
         Ok(GatewayTls {
             server: [inbound, outbound],
             defaults: [inbound_default, outbound_default],
-            sign_off_executor,
             verified: client_config(&client(Verify::Full))?,
             unverified: client_config(&client(Verify::DangerNone))?,
         })
@@ -111,14 +107,10 @@ impl GatewayTls {
         service: ServiceName,
         transport: Transport,
     ) -> Result<Transport, TlsError> {
+        // The handshake's records are processed on the blocking pool (see
+        // `Transport::accept_tls`): a token that blocks never holds up the executor.
         let server = self.server[service as usize].clone();
-        if self.sign_off_executor {
-            transport
-                .accept_tls_off_executor(server, HANDSHAKE_TIMEOUT)
-                .await
-        } else {
-            transport.accept_tls(server, HANDSHAKE_TIMEOUT).await
-        }
+        transport.accept_tls(server, HANDSHAKE_TIMEOUT).await
     }
 
     /// The certificate `service` serves without SNI: its store name and DNS names.

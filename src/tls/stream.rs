@@ -106,30 +106,9 @@ impl Transport {
         config: Arc<ServerConfig>,
         timeout: Duration,
     ) -> Result<Transport, TlsError> {
-        self.accept(config, timeout, false).await
-    }
-
-    /// [`Transport::accept_tls`] for server keys on a token that [blocks](crate::token::Token::blocks):
-    /// rustls signs inside `process_new_packets`, synchronously, so during the handshake
-    /// that call runs on the blocking pool, with the connection moved there and back, and
-    /// the executor goes on serving other sessions while the token signs.
-    pub async fn accept_tls_off_executor(
-        self,
-        config: Arc<ServerConfig>,
-        timeout: Duration,
-    ) -> Result<Transport, TlsError> {
-        self.accept(config, timeout, true).await
-    }
-
-    async fn accept(
-        self,
-        config: Arc<ServerConfig>,
-        timeout: Duration,
-        off_executor: bool,
-    ) -> Result<Transport, TlsError> {
         let connection =
             ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Server(connection), timeout, off_executor)
+        self.handshake(Connection::Server(connection), timeout)
             .await
     }
 
@@ -145,7 +124,7 @@ impl Transport {
             .map_err(|_| TlsError::Config(format!("invalid server name {server_name:?}")))?;
         let connection =
             ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Client(connection), timeout, false)
+        self.handshake(Connection::Client(connection), timeout)
             .await
     }
 
@@ -153,31 +132,17 @@ impl Transport {
         self,
         connection: Connection,
         timeout: Duration,
-        off_executor: bool,
     ) -> Result<Transport, TlsError> {
         let Transport::Plain(socket) = self else {
             return Err(TlsError::AlreadyTls);
         };
-        if off_executor {
-            let run = handshake_off_executor(&socket, connection);
-            let (connection, eof) = smol::future::or(run, expire(timeout)).await?;
-            return Ok(Transport::Tls(Box::new(TlsStream {
-                socket,
-                connection,
-                eof,
-            })));
-        }
-        let mut tls = Box::new(TlsStream {
-            socket,
-            connection,
-            eof: false,
-        });
-        let run = async {
-            tls.complete_handshake().await?;
-            Ok(())
+        let run = complete_handshake(socket, connection);
+        let expire = async {
+            Timer::after(timeout).await;
+            Err(TlsError::Timeout)
         };
-        smol::future::or(run, expire(timeout)).await?;
-        Ok(Transport::Tls(tls))
+        let tls = smol::future::or(run, expire).await?;
+        Ok(Transport::Tls(Box::new(tls)))
     }
 
     /// What the handshake settled; `None` on a plain transport.
@@ -197,23 +162,61 @@ impl Transport {
     }
 }
 
-impl TlsStream {
-    async fn complete_handshake(&mut self) -> Result<(), TlsError> {
-        while self.connection.is_handshaking() {
-            if self.connection.wants_write() {
-                self.write_pending().await.map_err(io_error)?;
-                continue;
-            }
-            match self.read_records().await {
-                Ok(0) => return Err(TlsError::Closed),
-                Ok(_) => {}
-                Err(RecordError::Io(e)) => return Err(io_error(e)),
-                Err(RecordError::Tls(e)) => return Err(TlsError::Handshake(e.to_string())),
-            }
+/// Runs a handshake to its end. The records are read and written here, on the
+/// executor; processing them, where the server's key signs (through the token, which may
+/// be slow hardware) and the peer's certificate chain is verified, runs on the blocking
+/// pool, so no handshake keeps other sessions waiting.
+async fn complete_handshake(
+    socket: Async<TcpStream>,
+    mut connection: Connection,
+) -> Result<TlsStream, TlsError> {
+    while connection.is_handshaking() {
+        if connection.wants_write() {
+            write_records(&socket, &mut connection)
+                .await
+                .map_err(io_error)?;
+            continue;
         }
-        self.write_pending().await.map_err(io_error)
+        let n = socket
+            .read_with(|mut stream| connection.read_tls(&mut stream))
+            .await
+            .map_err(io_error)?;
+        let (back, processed) = smol::unblock(move || {
+            let processed = connection.process_new_packets().map(|_| ());
+            (connection, processed)
+        })
+        .await;
+        connection = back;
+        if let Err(e) = processed {
+            // Best effort: the alert tells the peer why; the error is what matters.
+            let _ = write_records(&socket, &mut connection).await;
+            return Err(TlsError::Handshake(e.to_string()));
+        }
+        if n == 0 {
+            return Err(TlsError::Closed);
+        }
     }
+    write_records(&socket, &mut connection)
+        .await
+        .map_err(io_error)?;
+    Ok(TlsStream {
+        socket,
+        connection,
+        eof: false,
+    })
+}
 
+/// Sends every TLS record rustls has ready.
+async fn write_records(socket: &Async<TcpStream>, connection: &mut Connection) -> io::Result<()> {
+    while connection.wants_write() {
+        socket
+            .write_with(|mut stream| connection.write_tls(&mut stream))
+            .await?;
+    }
+    Ok(())
+}
+
+impl TlsStream {
     /// Reads what the socket has into rustls and processes it; returns the bytes read.
     /// A protocol error sends rustls's alert before it is returned.
     async fn read_records(&mut self) -> Result<usize, RecordError> {
@@ -269,7 +272,7 @@ impl TlsStream {
 
     /// Sends every TLS record rustls has ready.
     async fn write_pending(&mut self) -> io::Result<()> {
-        write_pending(&self.socket, &mut self.connection).await
+        write_records(&self.socket, &mut self.connection).await
     }
 
     fn info(&self) -> Info {
@@ -304,59 +307,6 @@ impl TlsStream {
             }
         }
         info
-    }
-}
-
-/// Fails with [`TlsError::Timeout`] after `timeout`.
-async fn expire<T>(timeout: Duration) -> Result<T, TlsError> {
-    Timer::after(timeout).await;
-    Err(TlsError::Timeout)
-}
-
-/// Sends every TLS record `connection` has ready.
-async fn write_pending(socket: &Async<TcpStream>, connection: &mut Connection) -> io::Result<()> {
-    while connection.wants_write() {
-        socket
-            .write_with(|mut stream| connection.write_tls(&mut stream))
-            .await?;
-    }
-    Ok(())
-}
-
-/// The handshake with `process_new_packets` (where rustls signs) on the blocking pool;
-/// socket reads and writes stay on the executor. Returns the connection and whether the
-/// socket reported end of file.
-async fn handshake_off_executor(
-    socket: &Async<TcpStream>,
-    mut connection: Connection,
-) -> Result<(Connection, bool), TlsError> {
-    let mut eof = false;
-    loop {
-        write_pending(socket, &mut connection)
-            .await
-            .map_err(io_error)?;
-        if !connection.is_handshaking() {
-            return Ok((connection, eof));
-        }
-        if eof {
-            return Err(TlsError::Closed);
-        }
-        let n = socket
-            .read_with(|mut stream| connection.read_tls(&mut stream))
-            .await
-            .map_err(io_error)?;
-        eof = n == 0;
-        let (back, processed) = smol::unblock(move || {
-            let processed = connection.process_new_packets().map(|_| ());
-            (connection, processed)
-        })
-        .await;
-        connection = back;
-        if let Err(e) = processed {
-            // Best effort: the alert tells the peer why; the error is what matters.
-            let _ = write_pending(socket, &mut connection).await;
-            return Err(TlsError::Handshake(e.to_string()));
-        }
     }
 }
 

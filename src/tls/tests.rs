@@ -966,7 +966,7 @@ fn a_blocking_token_signs_while_the_executor_serves_other_sessions() {
     smol::block_on(executor.run(async {
         let (s, c) = pair().await;
         let handshakes = executor.spawn(smol::future::zip(
-            s.accept_tls_off_executor(server, TIMEOUT),
+            s.accept_tls(server, TIMEOUT),
             c.connect_tls(client, "mx.example.test", TIMEOUT),
         ));
         // The token is signing, and waiting: the executor still runs this task, and a

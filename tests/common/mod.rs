@@ -79,6 +79,8 @@ pub struct Gateway {
     pub env: Vec<(String, String)>,
     /// Starts pass `--config`; without it the stored configuration runs.
     pub with_config: bool,
+    /// RLIMIT_NOFILE for the gateway process, when a test sets one.
+    pub nofile: Option<u64>,
 }
 
 impl Gateway {
@@ -122,6 +124,28 @@ impl Gateway {
             outbound,
             env,
             with_config: true,
+            nofile: None,
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// As `start`, with the gateway limited to `nofile` open descriptors.
+    pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
+        let inbound = free_port();
+        let outbound = free_port();
+        let config = dir.join("gateway.conf");
+        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            state: dir.join("state"),
+            log: dir.join("gateway.log"),
+            config,
+            inbound,
+            outbound,
+            env: Vec::new(),
+            with_config: true,
+            nofile: Some(nofile),
         };
         gw.spawn();
         gw
@@ -149,6 +173,22 @@ impl Gateway {
             .open(&self.log)
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        if let Some(limit) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only this child.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command.arg("run");
         if self.with_config {
             command.arg("--config").arg(&self.config);
@@ -301,6 +341,8 @@ pub struct SinkBehaviour {
     pub reject: Vec<String>,
     /// Recipients answered `450 4.2.0 Try again`.
     pub defer: Vec<String>,
+    /// How long a message's final reply waits: a slow next hop.
+    pub delay: Duration,
 }
 
 impl Sink {
@@ -408,6 +450,7 @@ fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBe
                 }
                 msg.wire = wire;
                 msg.content = content;
+                std::thread::sleep(b.delay);
                 messages.lock().unwrap().push(msg.clone());
                 "250 2.0.0 Ok: queued\r\n".into()
             }
@@ -650,5 +693,41 @@ pub fn free_udp_and_tcp_port() -> u16 {
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8), so a
+/// test can play many clients.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    // SAFETY: plain socket calls on a descriptor we own; the addresses are built here and
+    // live across the calls; on error the descriptor is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sockaddr(from, 0);
+        let remote = sockaddr(*to.ip(), to.port());
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0
+            || libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(TcpStream::from_raw_fd(fd))
     }
 }

@@ -1,16 +1,18 @@
-//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay`,
-//! `cargo xtask bench tls` and `cargo xtask bench token`.
+//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench
+//! relay|tls|token|delivery|auth-stall` and `cargo xtask soak`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
+mod bench_robust;
 mod bench_tls;
 mod bench_token;
 mod options;
 mod postfix;
 mod process;
 mod sink;
+mod soak;
 mod test_runner;
 
 use std::ffi::OsString;
@@ -63,6 +65,25 @@ commands:
       then during the handshakes. Prints handshakes/s, their ratio and the
       NOOP latencies, and writes target/bench/token.json.
 
+  bench delivery [--messages N] [--size BYTES]
+      Accepts N messages (default 20) of BYTES each (default 34000000) over N
+      parallel sessions while the next hop is down, then starts smtp-sink and
+      lets the retry deliver them all at once. Prints the gateway's peak RSS
+      (VmHWM) and its peak PSS while delivering; writes
+      target/bench/delivery.json.
+
+  bench auth-stall [--attempts A] [--iterations I]
+      Adds a user with I PBKDF2 iterations (default 600000), then A sessions
+      (default 50) send AUTH PLAIN for it at once while one probe session
+      times the replies to NOOP, MAIL and RSET. Prints the probe's p50, p99
+      and worst reply latency; writes target/bench/auth-stall.json.
+
+  soak [--kills N] [--seed S]
+      The crash-durability test at length: the kill-storm test
+      (tests/kill_storm.rs) with N SIGKILLs (default 100) instead of 20,
+      showing its report (acknowledged, lost, duplicated). --seed repeats a
+      run whose report printed that seed.
+
   help, --help, -h
       Print this text.
 ";
@@ -102,6 +123,9 @@ enum Command {
     BenchRelay(bench::Options),
     BenchTls(bench_tls::Options),
     BenchToken(bench_token::Options),
+    BenchDelivery(bench_robust::DeliveryOptions),
+    BenchAuthStall(bench_robust::StallOptions),
+    Soak(soak::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -122,9 +146,19 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "token" => {
                     bench_token::Options::parse(options).map(Command::BenchToken)
                 }
+                Some((what, options)) if what == "delivery" => {
+                    bench_robust::DeliveryOptions::parse(options).map(Command::BenchDelivery)
+                }
+                Some((what, options)) if what == "auth-stall" => {
+                    bench_robust::StallOptions::parse(options).map(Command::BenchAuthStall)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
-                None => Err("`bench` needs a benchmark name: relay, tls or token".to_owned()),
+                None => Err(
+                    "`bench` needs a benchmark name: relay, tls, token, delivery or auth-stall"
+                        .to_owned(),
+                ),
             },
+            "soak" => soak::Options::parse(rest).map(Command::Soak),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -170,6 +204,9 @@ fn main() -> ExitCode {
         Command::BenchRelay(options) => bench::run_relay(&options),
         Command::BenchTls(options) => bench_tls::run(&options),
         Command::BenchToken(options) => bench_token::run(&options),
+        Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
+        Command::BenchAuthStall(options) => bench_robust::run_auth_stall(&options),
+        Command::Soak(options) => soak::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -245,7 +282,16 @@ mod tests {
 
     #[test]
     fn usage_lists_every_command() {
-        for command in ["test", "bench relay", "bench tls", "bench token", "help"] {
+        for command in [
+            "test",
+            "bench relay",
+            "bench tls",
+            "bench token",
+            "bench delivery",
+            "bench auth-stall",
+            "soak",
+            "help",
+        ] {
             assert!(USAGE.contains(command), "{command}");
         }
     }
