@@ -225,8 +225,13 @@ impl Default for System {
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35 * 1024 * 1024;
 /// RFC 5321 §4.5.3.1.8: at least 100 recipients must be accepted.
 pub const MIN_RECIPIENTS: u32 = 100;
-/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF. That is
+/// advice to senders; a server must take lines at least this long.
 pub const DEFAULT_TEXT_LINE: u32 = 1000;
+/// The longest text line accepted by default: 64 KiB with its CRLF. Real mail (HTML
+/// newsletters, some signed mail) has lines far over 1000 octets, and the gateway's job
+/// is to pass mail on intact, as Postfix does; a session buffers at most one line.
+pub const DEFAULT_MAX_LINE: u32 = 64 * 1024;
 
 /// One SMTP service (the seeds' dispatcher service) and its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,7 +389,7 @@ impl Default for Service {
             max_messages_per_session: 1000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: MIN_RECIPIENTS,
-            max_line_length: DEFAULT_TEXT_LINE,
+            max_line_length: DEFAULT_MAX_LINE,
             error_limit: 10,
             greet_delay: Duration::ZERO,
             ehlo_keywords: EhloKeywords::ALL,

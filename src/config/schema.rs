@@ -1620,7 +1620,7 @@ static SERVICE_CHILDREN: &[Node] = &[
     ),
     scalar!(
         "max-line-length",
-        "Longest text line in message data, octets with CRLF",
+        "Longest text line in message data, octets with CRLF (1000 for RFC 5321's advice to senders)",
         LINE_LENGTH,
         service,
         service_mut,

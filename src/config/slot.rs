@@ -332,10 +332,12 @@ pub(crate) mod tests {
         assert_eq!(record.meta.time, 1_796_083_200);
         // A stored record holds every value, not only those that differed from the
         // factory values of its day: defaults changed since (max-connections-per-ip was
-        // 20) do not change what it says.
+        // 20, max-line-length 1000) do not change what it says.
         let expected = crate::config::text::parse(&format!(
             "{}set service inbound max-connections-per-ip 20\n\
-             set service outbound max-connections-per-ip 20\n",
+             set service outbound max-connections-per-ip 20\n\
+             set service inbound max-line-length 1000\n\
+             set service outbound max-line-length 1000\n",
             crate::config::wire::tests::EVERYTHING
         ))
         .unwrap();
