@@ -144,6 +144,9 @@ pub struct System {
     pub dns_resolvers: Vec<SocketAddr>,
     /// How long one DNS query waits for an answer before the next resolver is asked.
     pub dns_timeout: Duration,
+    /// Clients are named by a reverse lookup confirmed forward (`name[IP]` in logs and
+    /// Received headers); off, every client is `unknown`.
+    pub client_names: bool,
     /// Which crypto token holds the keys (SPEC §7).
     pub token: TokenSettings,
     /// Where mail to our postmaster goes (a bare `postmaster`, `postmaster@HOST-NAME`,
@@ -214,6 +217,7 @@ impl Default for System {
             host_name: "drawbridge.invalid".to_string(),
             dns_resolvers: Vec::new(),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
+            client_names: true,
             token: TokenSettings::default(),
             postmaster: None,
             auth_throttle: AuthThrottle::default(),

@@ -1397,6 +1397,15 @@ static DNS_CHILDREN: &[Node] = &[
         default_system(),
         dns_timeout
     ),
+    scalar!(
+        "client-names",
+        "Look up each client's name (PTR, confirmed by A/AAAA) for logs and Received headers",
+        YES_NO,
+        system,
+        system_mut,
+        default_system(),
+        client_names
+    ),
 ];
 
 static SERVICE_CHILDREN: &[Node] = &[

@@ -31,7 +31,7 @@ use crate::sasl::{MechanismName, MechanismSet};
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
 /// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
 ///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
-///   `stress-timeout` ([`ConfigV2`]).
+///   `stress-timeout`; `system dns client-names` ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -47,6 +47,7 @@ pub struct ConfigV2 {
     pub auth_throttle: (u32, u32, u32, u64, u32),
     pub inbound_limits: ServiceLimitsV2,
     pub outbound_limits: ServiceLimitsV2,
+    pub client_names: bool,
 }
 
 /// A service's slow-client limits, new in version 2.
@@ -102,6 +103,7 @@ impl From<&Config> for ConfigV2 {
             },
             inbound_limits: (&c.inbound).into(),
             outbound_limits: (&c.outbound).into(),
+            client_names: c.system.client_names,
         }
     }
 }
@@ -132,6 +134,7 @@ impl TryFrom<ConfigV2> for Config {
         };
         w.inbound_limits.apply(&mut c.inbound);
         w.outbound_limits.apply(&mut c.outbound);
+        c.system.client_names = w.client_names;
         Ok(c)
     }
 }
@@ -540,6 +543,7 @@ impl TryFrom<ConfigV1> for Config {
                 host_name: w.host_name,
                 dns_resolvers: w.dns_resolvers,
                 dns_timeout: dur(w.dns_timeout_ms),
+                client_names: true,
                 token: TokenSettings {
                     backend: if w.token_pkcs11 {
                         TokenBackend::Pkcs11

@@ -25,6 +25,10 @@ pub const MAX_ALIAS_QUERIES: usize = 4;
 /// Bytes read from a TCP stream at a time (the stream buffer itself is bounded by the
 /// exchange at 2 + 65 535 octets).
 const TCP_READ_CHUNK: usize = 4096;
+/// PTR names tried for forward confirmation of a client's name. Postfix tries them all;
+/// an address with more names than this is a misconfiguration, and each costs lookups
+/// while the client waits for its greeting.
+pub const MAX_PTR_NAMES: usize = 4;
 
 /// One mail exchanger.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +137,23 @@ impl Resolver {
                 _ => None,
             })
             .collect())
+    }
+
+    /// The client name of `ip`: a PTR name whose own addresses include `ip` (forward
+    /// confirmation, as Postfix's `smtpd_peername_lookup`). `None` when there is no PTR
+    /// record, no name confirms, or a lookup fails. At most [`MAX_PTR_NAMES`] names are
+    /// tried; answers come through the cache.
+    pub async fn verified_name(&self, ip: IpAddr) -> Option<Name> {
+        let ip = ip.to_canonical();
+        let names = self.lookup_ptr(ip).await.ok()?;
+        for name in names.into_iter().take(MAX_PTR_NAMES) {
+            if let Ok(addresses) = self.lookup_ip(&name).await {
+                if addresses.iter().any(|a| a.to_canonical() == ip) {
+                    return Some(name);
+                }
+            }
+        }
+        None
     }
 
     /// Sorts by preference and shuffles each run of equal preferences (RFC 5321 §5.1).

@@ -24,6 +24,7 @@ use crate::sasl::{
     new_mechanism,
 };
 use crate::smtp::address::Recipient;
+use crate::smtp::header::FieldScan;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{
@@ -53,6 +54,32 @@ struct Spooling {
     store: Store,
     written: u64,
     eight_bit: bool,
+    /// The content's Message-ID, for the log.
+    message_id: FieldScan,
+}
+
+/// How long the greeting waits for the client's name: PTR and forward lookups through
+/// the cache are quick; a resolver that does not answer must not hold the client up.
+pub const CLIENT_NAME_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The client's forward-confirmed name, when `system dns client-names` is on and DNS
+/// gives one within [`CLIENT_NAME_TIMEOUT`]; `None` logs as `unknown`.
+async fn client_name(running: &Running, ip: IpAddr) -> Option<String> {
+    let resolver = running
+        .resolver
+        .clone()
+        .filter(|_| running.config.system.client_names)?;
+    let lookup = async {
+        resolver
+            .verified_name(ip)
+            .await
+            .map(|n| n.as_str().to_string())
+    };
+    let expire = async {
+        Timer::after(CLIENT_NAME_TIMEOUT).await;
+        None
+    };
+    lookup.or(expire).await
 }
 
 /// Serves one accepted connection until it closes. With `implicit_tls` the TLS
@@ -71,8 +98,9 @@ pub async fn serve(
     let running = gw.running();
     let config = session_config(&running, service, category.as_deref());
     let write_timeout = config.command_timeout;
+    let name = client_name(&running, peer.ip()).await;
     let client = Peer {
-        name: None,
+        name: name.as_deref(),
         addr: peer,
     };
     log::info!(target: "smtpd", "connect from {client}");
@@ -148,7 +176,7 @@ pub async fn serve(
                     spooling = Some(begin_message(
                         &gw,
                         &running.config.system.host_name,
-                        peer,
+                        &client,
                         &helo,
                         esmtp,
                         &session,
@@ -238,8 +266,11 @@ pub async fn serve(
                     };
                     session.commit_done(result, Instant::now());
                 }
-                Event::Rejected { command, reply } => {
-                    log::info!(target: "smtpd", "NOQUEUE: reject: {} from {client}: {}; from=<{}> proto={} helo=<{}>",
+                Event::Rejected { command, to, reply } => {
+                    let to = to
+                        .map(|to| format!(" to=<{}>", Escaped(&to)))
+                        .unwrap_or_default();
+                    log::info!(target: "smtpd", "NOQUEUE: reject: {} from {client}: {}; from=<{}>{to} proto={} helo=<{}>",
                         Escaped(&command), Escaped(&reply.one_line()), Escaped(&from),
                         if esmtp { "ESMTP" } else { "SMTP" }, Escaped(&helo));
                 }
@@ -690,7 +721,7 @@ fn spool_reply(e: &std::io::Error) -> Reply {
 fn begin_message(
     gw: &Gateway,
     host_name: &str,
-    peer: SocketAddr,
+    client: &Peer,
     helo: &str,
     esmtp: bool,
     session: &Session,
@@ -703,8 +734,8 @@ fn begin_message(
     let id_text = id.to_string();
     let trace = Trace {
         helo,
-        client_ip: peer.ip(),
-        client_name: None,
+        client_ip: client.addr.ip(),
+        client_name: client.name,
         by: host_name,
         // RFC 3848.
         protocol: match (esmtp, tls.is_some(), authenticated) {
@@ -720,12 +751,13 @@ fn begin_message(
         for_rcpt: (rcpts.len() == 1).then(|| rcpts[0].as_str()),
         date: &rfc5322(unix_now()),
     };
-    log::info!(target: "smtpd", "{id}: client={}", Peer { name: None, addr: peer });
+    log::info!(target: "smtpd", "{id}: client={client}");
     let mut s = Spooling {
         id,
         store: Store::Memory(Vec::with_capacity(4096)),
         written: 0,
         eight_bit: false,
+        message_id: FieldScan::message_id(),
     };
     s.write(gw, trace.header().as_bytes());
     s
@@ -759,6 +791,7 @@ impl Spooling {
     }
 
     fn note(&mut self, bytes: &[u8]) {
+        self.message_id.push(bytes);
         self.written += bytes.len() as u64;
         self.eight_bit |= bytes.iter().any(|b| *b >= 0x80);
     }
@@ -780,6 +813,7 @@ async fn commit(
     tx: Transaction,
 ) -> Result<String, Reply> {
     let id = s.id;
+    let message_id = s.message_id.value();
     let env = envelope(&id, service, peer, &tx, s.written, s.eight_bit);
     let written = match s.store {
         Store::Memory(buf) => {
@@ -811,6 +845,7 @@ async fn commit(
         log::error!(target: "smtpd", "{id}: queue sync error: {e}");
         return Err(spool_reply(&e));
     }
+    log::info!(target: "cleanup", "{id}: message-id={}", Escaped(&message_id.unwrap_or_default()));
     gw.scheduler.submit(env, Instant::now(), content, backing);
     Ok(id.to_string())
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod client_reply;
 pub mod command;
 pub mod data;
+pub mod header;
 pub mod received;
 pub mod reply;
 pub mod server;

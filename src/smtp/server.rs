@@ -233,8 +233,11 @@ pub enum Event {
     MessageData(Vec<u8>),
     MessageEnd(Transaction),
     MessageAbort,
+    /// A command was refused; `to` is the recipient of a refused RCPT when its path
+    /// could be read (the `to=` of the log line).
     Rejected {
         command: String,
+        to: Option<String>,
         reply: Reply,
     },
     /// The client sent a valid STARTTLS; answer with `start_tls` or `tls_unavailable`.
@@ -551,7 +554,7 @@ impl Session {
                     self.rcpts.push((to, params));
                     self.reply(&Reply::new(250, "2.1.5", "Ok"));
                 }
-                Verdict::Reject(r) => self.reject("RCPT", r, false),
+                Verdict::Reject(r) => self.reject_rcpt("RCPT", &to, r, false),
             },
             other => {
                 log::warn!("smtp server: answer() without a pending check");
@@ -1300,23 +1303,25 @@ impl Session {
             );
         }
         self.rcpt_seen = true;
+        let written = path.target.to_address();
         let params = match rcpt_params(params, self.offered_now()) {
             Ok(p) => p,
-            Err(e) => return self.reject(verb, e.reply(), true),
+            Err(e) => return self.reject_rcpt(verb, &written, e.reply(), true),
         };
         if !path.target.is_ascii() && !smtputf8 {
-            return self.reject(verb, non_ascii_reply(), true);
+            return self.reject_rcpt(verb, &written, non_ascii_reply(), true);
         }
         if self.rcpts.len() >= self.config.max_recipients as usize {
-            return self.reject(
+            return self.reject_rcpt(
                 verb,
+                &written,
                 Reply::new(452, "4.5.3", "Error: too many recipients"),
                 false,
             );
         }
         // INVARIANT: the command parser refuses the null path in RCPT.
         let Some(to) = Recipient::from_target(path.target) else {
-            return self.reject(verb, CommandError::BadRecipient.reply(), true);
+            return self.reject_rcpt(verb, &written, CommandError::BadRecipient.reply(), true);
         };
         self.event(Event::CheckRcpt {
             to: to.clone(),
@@ -1433,9 +1438,19 @@ impl Session {
     /// Sends a 4xx/5xx reply and reports it. A client error (`counts`) moves towards the
     /// error limit; reaching it ends the session with 421 (0 means no limit).
     fn reject(&mut self, command: &str, reply: Reply, counts: bool) {
+        self.refuse(command, None, reply, counts);
+    }
+
+    /// [`Self::reject`] for a recipient whose path could be read.
+    fn reject_rcpt(&mut self, command: &str, to: &str, reply: Reply, counts: bool) {
+        self.refuse(command, Some(to), reply, counts);
+    }
+
+    fn refuse(&mut self, command: &str, to: Option<&str>, reply: Reply, counts: bool) {
         self.reply(&reply);
         self.event(Event::Rejected {
             command: command.to_string(),
+            to: to.map(str::to_string),
             reply,
         });
         if !counts || self.is_closed() {
@@ -1448,6 +1463,7 @@ impl Session {
             self.reply(&reply);
             self.event(Event::Rejected {
                 command: command.to_string(),
+                to: None,
                 reply,
             });
             self.close(CloseReason::TooManyErrors);
@@ -2141,6 +2157,7 @@ mod tests {
         assert_eq!(rcpts, ["b@example.com", "c@example.com"]);
         assert!(o.events.contains(&Event::Rejected {
             command: "RCPT".into(),
+            to: Some("nobody@example.com".into()),
             reply: Reply::new(550, "5.1.1", "No such user")
         }));
     }

@@ -84,10 +84,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A configuration with the inbound and outbound services on the given ports.
+    /// A configuration with the inbound and outbound services on the given ports. Client
+    /// names are not looked up (the host's resolvers are not on loopback); a test that
+    /// wants them sets a resolver and `client-names yes` in `extra`.
     pub fn config_text(inbound: u16, outbound: u16, extra: &str) -> String {
         format!(
             "set system host-name gw.example.com\n\
+             set system dns client-names no\n\
              set service inbound listen 127.0.0.1:{inbound}\n\
              set service outbound listen 127.0.0.1:{outbound}\n\
              {extra}\n"

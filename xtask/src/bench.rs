@@ -313,11 +313,14 @@ pub fn build_drawbridge(root: &Path, target: &Path) -> Result<PathBuf, Failure> 
 
 /// drawbridge's configuration: inbound on `inbound`, example.com relayed to the sink.
 /// Postfix's smtpd has no per-session message limit, and smtp-source -d sends N/S
-/// messages per session, so ours is lifted to match.
+/// messages per session, so ours is lifted to match. Postfix names the loopback client
+/// from /etc/hosts; ours would ask the host's resolver, which need not be on loopback, so
+/// client names are off.
 fn drawbridge_config(inbound: u16, outbound: u16, sink: u16) -> String {
     format!(
         "\
 set system host-name gw.example.com
+set system dns client-names no
 set service inbound listen 127.0.0.1:{inbound}
 set service inbound max-messages-per-session 1000000
 set service outbound listen 127.0.0.1:{outbound}

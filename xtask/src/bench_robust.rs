@@ -151,6 +151,7 @@ impl Gateway {
         let [inbound, outbound] = process::free_ports::<2>()?;
         let text = format!(
             "set system host-name gw.example.com\n\
+             set system dns client-names no\n\
              set service inbound listen 127.0.0.1:{inbound}\n\
              set service outbound listen 127.0.0.1:{outbound}\n\
              {config}"

@@ -191,6 +191,7 @@ fn drawbridge_config(inbound: u16, tls: u16, outbound: u16, sink: u16) -> String
     format!(
         "\
 set system host-name gw.example.com
+set system dns client-names no
 set service inbound listen 127.0.0.1:{inbound}
 set service inbound tls-listen 127.0.0.1:{tls}
 set service inbound max-messages-per-session 1000000

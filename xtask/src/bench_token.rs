@@ -227,6 +227,7 @@ impl SoftHsm {
 fn config(inbound: u16, tls: u16, outbound: u16, hsm: Option<&SoftHsm>) -> String {
     let mut text = format!(
         "set system host-name gw.example.com\n\
+         set system dns client-names no\n\
          set service inbound listen 127.0.0.1:{inbound}\n\
          set service inbound tls-listen 127.0.0.1:{tls}\n\
          set service inbound max-connections-per-ip 1000\n\
