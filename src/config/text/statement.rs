@@ -84,6 +84,10 @@ pub const RULE_NUMBER_LIMIT: Limit = Limit::new(1, 65535);
 pub const MAX_CHANNELS: usize = 256;
 /// At most this many DNS resolvers: resolv.conf's own limit is 3; a few more cost nothing.
 pub const MAX_DNS_RESOLVERS: usize = 8;
+/// Most interfaces configured: 16, more than any appliance has ports.
+pub const MAX_INTERFACES: usize = 16;
+/// Most static addresses on one interface: 8, 32 octets each in memory.
+pub const MAX_INTERFACE_ADDRESSES: usize = 8;
 /// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
 pub const MIN_MESSAGE_SIZE: u64 = 1024;
 
@@ -114,6 +118,11 @@ pub enum Statement {
     Ruleset(String, RulesetSetting),
     /// `set relay-rule N …`: replaces rule N as a whole.
     RelayRule(u32, RelayRule),
+    /// `set system gateway ADDR`: the default route of an appliance.
+    Gateway(std::net::IpAddr),
+    /// `set interface NAME address ADDR/PREFIX`: adds a static address unless it is
+    /// there already.
+    InterfaceAddress(String, crate::config::InterfaceAddress),
 }
 
 /// One setting of a category.
@@ -212,6 +221,7 @@ enum Top {
     Category,
     Ruleset,
     RelayRule,
+    Interface,
 }
 
 #[derive(Clone, Copy)]
@@ -305,6 +315,7 @@ enum QueueKey {
 enum SystemKey {
     HostName,
     Dns,
+    Gateway,
 }
 
 #[derive(Clone, Copy)]
@@ -327,6 +338,7 @@ const TOP: &Keywords<Top> = &[
     ("category", Top::Category),
     ("ruleset", Top::Ruleset),
     ("relay-rule", Top::RelayRule),
+    ("interface", Top::Interface),
 ];
 const CATEGORY_KEYS: &Keywords<CategoryKey> = &[
     ("ruleset", CategoryKey::Ruleset),
@@ -352,7 +364,12 @@ const TLS_KEYS: &Keywords<TlsKey> = &[
     ("server-ca-file", TlsKey::ServerCaFile),
 ];
 const CHANNEL_KEYS: &Keywords<()> = &[("keywords", ())];
-const SYSTEM: &Keywords<SystemKey> = &[("host-name", SystemKey::HostName), ("dns", SystemKey::Dns)];
+const SYSTEM: &Keywords<SystemKey> = &[
+    ("host-name", SystemKey::HostName),
+    ("dns", SystemKey::Dns),
+    ("gateway", SystemKey::Gateway),
+];
+const INTERFACE_KEYS: &Keywords<()> = &[("address", ())];
 const DNS_KEYS: &Keywords<DnsKey> = &[("resolver", DnsKey::Resolver), ("timeout", DnsKey::Timeout)];
 const YES_NO: &Keywords<bool> = &[("yes", true), ("no", false)];
 const UNREACHABLE: &Keywords<bool> = &[("accept", true), ("tempfail", false)];
@@ -553,7 +570,18 @@ impl Statement {
                         Statement::DnsTimeout(c.duration("dns timeout", Zero::Refused)?)
                     }
                 },
+                SystemKey::Gateway => {
+                    Statement::Gateway(value::gateway(c.value(value::GATEWAY_EXPECTED)?)?)
+                }
             },
+            Top::Interface => {
+                let name = value::interface_name(c.value(value::INTERFACE_EXPECTED)?)?;
+                c.keyword(INTERFACE_KEYS)?;
+                Statement::InterfaceAddress(
+                    name,
+                    value::interface_address(c.value(value::INTERFACE_ADDRESS_EXPECTED)?)?,
+                )
+            }
             Top::Service => {
                 let name = c.keyword(SERVICES)?;
                 let key = c.keyword(SERVICE_KEYS)?;
@@ -654,6 +682,29 @@ impl Statement {
                 }
             }
             Statement::DnsTimeout(d) => config.system.dns_timeout = *d,
+            Statement::Gateway(addr) => config.system.gateway = Some(*addr),
+            Statement::InterfaceAddress(name, addr) => {
+                let count = config.interfaces.len();
+                let interface = match config.interfaces.get_mut(name) {
+                    Some(i) => i,
+                    None if count >= MAX_INTERFACES => {
+                        return Err(LineError::TooMany {
+                            what: "interfaces",
+                            limit: MAX_INTERFACES,
+                        });
+                    }
+                    None => config.interfaces.entry(name.clone()).or_default(),
+                };
+                if !interface.addresses.contains(addr) {
+                    if interface.addresses.len() >= MAX_INTERFACE_ADDRESSES {
+                        return Err(LineError::TooMany {
+                            what: "addresses on one interface",
+                            limit: MAX_INTERFACE_ADDRESSES,
+                        });
+                    }
+                    interface.addresses.push(*addr);
+                }
+            }
             Statement::Service(name, setting) => {
                 let s = config.service_mut(*name);
                 match setting {
@@ -1043,6 +1094,14 @@ pub fn statements(config: &Config) -> Vec<Statement> {
     if config.system.dns_timeout != default.system.dns_timeout {
         out.push(Statement::DnsTimeout(config.system.dns_timeout));
     }
+    if let Some(addr) = config.system.gateway {
+        out.push(Statement::Gateway(addr));
+    }
+    for (name, interface) in &config.interfaces {
+        for addr in &interface.addresses {
+            out.push(Statement::InterfaceAddress(name.clone(), *addr));
+        }
+    }
     for name in ServiceName::ALL {
         let s = config.service(name);
         let d = default.service(name);
@@ -1239,6 +1298,10 @@ impl fmt::Display for Statement {
             Statement::HostName(name) => write!(f, "set system host-name {}", lex::word(name)),
             Statement::DnsResolver(addr) => write!(f, "set system dns resolver {addr}"),
             Statement::DnsTimeout(d) => write!(f, "set system dns timeout {}", dur(d)),
+            Statement::Gateway(addr) => write!(f, "set system gateway {addr}"),
+            Statement::InterfaceAddress(name, addr) => {
+                write!(f, "set interface {name} address {addr}")
+            }
             Statement::Service(name, setting) => {
                 write!(f, "set service {name} ")?;
                 match setting {
@@ -1513,6 +1576,65 @@ mod tests {
                 "set queue retry \"1m\""
             ]
         );
+    }
+
+    #[test]
+    fn interface_and_gateway_settings_round_trip_and_are_bounded() {
+        let text = "set system gateway 10.0.2.2\n\
+                    set interface eth0 address 10.0.2.15/24\n\
+                    set interface eth0 address fd00::15/64\n\
+                    set interface eth1 address 192.0.2.1/32\n";
+        let cfg = crate::config::text::parse(text).unwrap();
+        assert_eq!(cfg.system.gateway, Some("10.0.2.2".parse().unwrap()));
+        let eth0 = &cfg.interfaces["eth0"].addresses;
+        assert_eq!(eth0[0].to_string(), "10.0.2.15/24");
+        assert_eq!(eth0[1].prefix, 64);
+        let printed = crate::config::text::print(&cfg);
+        assert_eq!(printed, text);
+        assert_eq!(crate::config::text::parse(&printed).unwrap(), cfg);
+        for bad in [
+            "set system gateway router",
+            "set interface eth0 address 10.0.2.15",
+            "set interface eth0 address 10.0.2.15/33",
+            "set interface eth0 address fd00::1/129",
+            "set interface averyveryverylongname address 10.0.0.1/8",
+            "set interface eth0 dhcp",
+            "set interface eth0 address 10.0.2.15/24 extra",
+        ] {
+            assert!(Statement::parse(bad).is_err(), "{bad}");
+        }
+        let mut cfg = Config::default();
+        for i in 0..MAX_INTERFACE_ADDRESSES {
+            let line = format!("set interface eth0 address 10.0.0.{i}/24");
+            Statement::parse(&line)
+                .unwrap()
+                .unwrap()
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        let over = Statement::parse("set interface eth0 address 10.0.1.0/24")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            over.apply(&mut cfg),
+            Err(LineError::TooMany { .. })
+        ));
+        let mut cfg = Config::default();
+        for i in 0..MAX_INTERFACES {
+            let line = format!("set interface eth{i} address 10.0.0.1/24");
+            Statement::parse(&line)
+                .unwrap()
+                .unwrap()
+                .apply(&mut cfg)
+                .unwrap();
+        }
+        let over = Statement::parse("set interface ethx address 10.0.0.1/24")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            over.apply(&mut cfg),
+            Err(LineError::TooMany { .. })
+        ));
     }
 
     #[test]
