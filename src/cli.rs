@@ -82,8 +82,8 @@ pub enum CertificateAction {
     },
 }
 
-/// The host board keeps its state here (board/host.toml).
-pub const DEFAULT_STATE_DIR: &str = "./var";
+/// The board keeps its state here (`storage.state-dir` of board/<name>.toml).
+pub const DEFAULT_STATE_DIR: &str = crate::board::BOARD.state_dir;
 
 pub const HELP: &str = "\
 drawbridge: a hardened SMTP relay for a firewall or DMZ

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let config = match &opts.config {
-        None => config::host_default(),
+        None => drawbridge::board::default_config(),
         Some(path) => {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
@@ -117,7 +117,7 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
 /// Prints how the policy decides one recipient, step by step.
 fn explain(o: &cli::ExplainOptions) -> ExitCode {
     let config = match &o.config {
-        None => config::host_default(),
+        None => drawbridge::board::default_config(),
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|t| config::text::parse(&t).map_err(|e| e.to_string()))
