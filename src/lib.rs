@@ -8,6 +8,8 @@ pub mod control;
 pub mod dns;
 pub mod filter;
 pub mod gateway;
+pub mod image;
+pub mod init;
 pub mod log;
 pub mod net;
 pub mod policy;

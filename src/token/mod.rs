@@ -13,6 +13,7 @@
 pub mod der;
 pub mod pin_file;
 pub mod soft;
+pub mod verify;
 pub mod x509;
 
 use std::fmt;
@@ -233,4 +234,18 @@ pub trait Token: Send + Sync {
     fn random(&self, buf: &mut [u8]) -> Result<(), TokenError>;
 
     fn destroy(&self, handle: ObjectHandle) -> Result<(), TokenError>;
+
+    /// Verifies a signature over `data` (the message, not a digest) with a public key in
+    /// the form [`PublicKeyInfo::subject_public_key`] gives; [`TokenError::Crypto`] when
+    /// it does not verify. Works without login. Tokens that cannot verify keep this
+    /// default, which does it in software (SPEC §7's per-mechanism fallback).
+    fn verify(
+        &self,
+        mechanism: Mechanism,
+        public_key: &[u8],
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TokenError> {
+        verify::software(mechanism, public_key, data, signature)
+    }
 }
