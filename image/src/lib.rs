@@ -8,6 +8,7 @@
 pub mod board;
 pub mod cpio;
 pub mod format;
+pub mod qemu;
 pub mod toml;
 
 /// Where things are in an appliance's initramfs: written by `cargo xtask build-image`,

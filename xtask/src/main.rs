@@ -1,11 +1,12 @@
-//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay` and
-//! `cargo xtask bench tls`.
+//! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench relay`,
+//! `cargo xtask bench tls`, `cargo xtask build-image`, `verify-image` and `qemu`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
 mod bench_tls;
+mod image;
 mod options;
 mod postfix;
 mod process;
@@ -52,6 +53,27 @@ commands:
       Prints both rates and their ratios and writes target/bench/tls.json.
       Needs root.
 
+  build-image [--board NAME] [--key FILE]
+      Build the signed firmware image of a board (default qemu-x86_64):
+      the firmware linked statically as /init, the kernel and modules from
+      the board's Debian kernel package (apt-get download, nothing is
+      installed), the tools the board names, and the factory configuration.
+      Writes target/image/NAME/drawbridge-VERSION.img, signed with the key in
+      FILE (PKCS#8 Ed25519) or with a development key generated in
+      target/image/dev-signing-key.pk8. The board's size budgets are checked.
+
+  verify-image FILE [--board NAME] [--public-key FILE]
+      Check an image's signature (default: the development key), every
+      section's SHA-256 and that it is for the board (default qemu-x86_64).
+
+  qemu [--board NAME] [--image FILE] [--disk FILE] [--smtp-port N]
+       [--submission-port N]
+      Boot an image (default: build one) under QEMU in software emulation,
+      the serial console on this terminal, the data disk in
+      target/image/NAME/data.img (created blank when missing), and the
+      guest's inbound (25) and outbound (587) services forwarded from
+      127.0.0.1:2525 and 127.0.0.1:2587.
+
   help, --help, -h
       Print this text.
 ";
@@ -90,6 +112,9 @@ enum Command {
     Test { cargo_args: Vec<String> },
     BenchRelay(bench::Options),
     BenchTls(bench_tls::Options),
+    BuildImage(image::BuildOptions),
+    VerifyImage(image::VerifyOptions),
+    Qemu(image::QemuOptions),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -110,6 +135,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
                 None => Err("`bench` needs a benchmark name: relay or tls".to_owned()),
             },
+            "build-image" => image::BuildOptions::parse(rest).map(Command::BuildImage),
+            "verify-image" => image::VerifyOptions::parse(rest).map(Command::VerifyImage),
+            "qemu" => image::QemuOptions::parse(rest).map(Command::Qemu),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -154,6 +182,9 @@ fn main() -> ExitCode {
         Command::Test { cargo_args } => test_runner::run(&cargo_args),
         Command::BenchRelay(options) => bench::run_relay(&options),
         Command::BenchTls(options) => bench_tls::run(&options),
+        Command::BuildImage(options) => image::build(&options),
+        Command::VerifyImage(options) => image::verify(&options),
+        Command::Qemu(options) => image::qemu(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -229,7 +260,15 @@ mod tests {
 
     #[test]
     fn usage_lists_every_command() {
-        for command in ["test", "bench relay", "bench tls", "help"] {
+        for command in [
+            "test",
+            "bench relay",
+            "bench tls",
+            "build-image",
+            "verify-image",
+            "qemu",
+            "help",
+        ] {
             assert!(USAGE.contains(command), "{command}");
         }
     }

@@ -23,6 +23,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "testssl.sh",
         "testssl as an independent TLS scanner for the TLS tests",
     ),
+    (
+        "qemu-system-x86",
+        "qemu-system-x86_64, which boots the firmware image in the image tests",
+    ),
+    (
+        "e2fsprogs",
+        "mke2fs in the initramfs, and debugfs, which reads and writes the test data disks",
+    ),
 ];
 
 /// debconf answer that lets postfix install without questions and without configuring
