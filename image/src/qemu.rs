@@ -40,6 +40,8 @@ pub struct Machine {
     pub serial: Serial,
     /// A UNIX socket for QEMU's human monitor (`sendkey`, `system_powerdown`).
     pub monitor: Option<PathBuf>,
+    /// A restart of the guest ends QEMU instead of resetting the machine.
+    pub restart_exits: bool,
 }
 
 fn os(s: impl AsRef<std::ffi::OsStr>) -> OsString {
@@ -105,6 +107,9 @@ impl Machine {
                 a.push(path_arg("file:", path));
             }
         }
+        if self.restart_exits {
+            a.push(os("-no-reboot"));
+        }
         if let Some(sock) = &self.monitor {
             a.push(os("-monitor"));
             let mut m = path_arg("unix:", sock);
@@ -130,6 +135,7 @@ mod tests {
             forwards: vec![(2525, 25), (2587, 587)],
             serial: Serial::File("s.log".into()),
             monitor: Some("m.sock".into()),
+            restart_exits: true,
         };
         let args: Vec<String> = m
             .args()
@@ -145,5 +151,24 @@ mod tests {
         assert!(args.contains(&"file:s.log".to_string()));
         assert!(args.contains(&"unix:m.sock,server=on,wait=off".to_string()));
         assert!(args.contains(&"q35,accel=tcg".to_string()));
+        assert!(args.contains(&"-no-reboot".to_string()));
     }
+}
+
+/// Writes the kernel and initramfs sections of the image at `image` into `dir` (as
+/// `kernel` and `initramfs`) for `-kernel` and `-initrd`; returns their paths.
+pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use crate::format::{self, SectionKind};
+    let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let parsed = format::parse(&bytes).map_err(|e| format!("{}: {e}", image.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |kind: SectionKind| -> Result<PathBuf, String> {
+        // INVARIANT: parse checked that every kind is present.
+        let section = parsed.section(kind).expect("parsed images have every section");
+        let path = dir.join(kind.name());
+        std::fs::write(&path, parsed.bytes(&bytes, section))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    Ok((write(SectionKind::Kernel)?, write(SectionKind::Initramfs)?))
 }

@@ -741,22 +741,6 @@ pub fn verify(o: &VerifyOptions) -> Result<ExitCode, Failure> {
     })
 }
 
-/// Writes the kernel and initramfs of an image to `dir`; returns their paths.
-pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), Failure> {
-    let bytes = fs::read(image).context(format!("reading {}", image.display()))?;
-    let parsed = format::parse(&bytes).map_err(|e| Failure(format!("{}: {e}", image.display())))?;
-    fs::create_dir_all(dir).context("creating the run folder")?;
-    let write = |kind: SectionKind| -> Result<PathBuf, Failure> {
-        let section = parsed
-            .section(kind)
-            .ok_or_else(|| Failure(format!("no {} section", kind.name())))?;
-        let path = dir.join(kind.name());
-        fs::write(&path, parsed.bytes(&bytes, section)).context("writing a section")?;
-        Ok(path)
-    };
-    Ok((write(SectionKind::Kernel)?, write(SectionKind::Initramfs)?))
-}
-
 pub fn qemu(o: &QemuOptions) -> Result<ExitCode, Failure> {
     let root = crate::workspace_root();
     let board = read_board(&root, &o.board)?;
@@ -774,7 +758,7 @@ pub fn qemu(o: &QemuOptions) -> Result<ExitCode, Failure> {
             },
         )?,
     };
-    let (kernel_file, initramfs_file) = extract(&image, &out.join("run"))?;
+    let (kernel_file, initramfs_file) = qemu::extract(&image, &out.join("run")).map_err(Failure)?;
     let disk = o.disk.clone().unwrap_or_else(|| out.join("data.img"));
     if !disk.exists() {
         // A raw disk is a file of the disk's size; sparse, it costs nothing until written.
@@ -795,6 +779,7 @@ pub fn qemu(o: &QemuOptions) -> Result<ExitCode, Failure> {
         forwards: vec![(o.smtp_port, 25), (o.submission_port, 587)],
         serial: Serial::Terminal,
         monitor: None,
+        restart_exits: false,
     };
     println!(
         "xtask: booting {} (inbound on 127.0.0.1:{}, outbound on 127.0.0.1:{}; Ctrl-A X quits)",
