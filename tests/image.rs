@@ -108,7 +108,10 @@ fn verify_image_accepts_the_image_and_refuses_every_tampered_copy() {
         ("the signature", image.signed_len + 60),
         ("the kernel", section(SectionKind::Kernel) + 4096),
         ("the initramfs", section(SectionKind::Initramfs) + 1000),
-        ("the factory configuration", section(SectionKind::FactoryConfig) + 3),
+        (
+            "the factory configuration",
+            section(SectionKind::FactoryConfig) + 3,
+        ),
     ] {
         let mut bytes = b.bytes.clone();
         bytes[at] ^= 0x04;
@@ -119,7 +122,10 @@ fn verify_image_accepts_the_image_and_refuses_every_tampered_copy() {
     }
     // The same image is refused for the host board, whose images it is not.
     let (ok, text) = verify_image(&b.path, "host");
-    assert!(!ok && text.contains("is for board drawbridge,qemu-x86_64"), "{text}");
+    assert!(
+        !ok && text.contains("is for board drawbridge,qemu-x86_64"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -141,7 +147,10 @@ fn an_image_for_another_board_is_refused_by_verify_image_and_system_update() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let (ok, text) = verify_image(&path, BOARD);
-    assert!(!ok && text.contains("is for board drawbridge,other-board!"), "{text}");
+    assert!(
+        !ok && text.contains("is for board drawbridge,other-board!"),
+        "{text}"
+    );
 
     // system update, as the QEMU board's firmware runs it, refuses it before writing.
     let other = std::fs::read(&path).unwrap();
@@ -260,7 +269,9 @@ impl Vm {
                 panic!("QEMU exited ({status}):\n{}", self.serial_text());
             }
             if let Ok(s) = TcpStream::connect(("127.0.0.1", self.smtp)) {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                // A guest that is up greets at once; before that, QEMU holds the
+                // connection while it tries to reach the guest.
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut line = String::new();
                 if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220 ") {
                     return;
@@ -420,7 +431,10 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
     let log = vm.serial_text();
     assert!(log.contains("starting as PID 1"), "{log}");
     assert!(log.contains("formatting it (first boot)"), "{log}");
-    assert!(log.contains("configuration: the factory configuration"), "{log}");
+    assert!(
+        log.contains("configuration: the factory configuration"),
+        "{log}"
+    );
     assert!(log.contains("network: eth0 address 10.0.2.15/24"), "{log}");
     vm.restart();
 
@@ -440,7 +454,10 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
 
     // Second boot: the relay route works from the host through QEMU's gateway.
     let mut vm = Vm::boot(dir.path(), &disk);
-    assert!(vm.serial_text().contains("configuration: /data/state/initial.conf"));
+    assert!(
+        vm.serial_text()
+            .contains("configuration: /data/state/initial.conf")
+    );
     assert!(send(vm.smtp, "alice@example.net", "relayed"));
     wait_for_subjects(&sink, &["relayed".to_string()], &vm);
     let got = sink.messages.lock().unwrap()[0].clone();
@@ -458,8 +475,14 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
     // QEMU starts the serial log afresh at each boot.
     assert!(log.contains("starting as PID 1"), "{log}");
     assert!(!log.contains("formatting"), "{log}");
-    assert!(log.contains("configuration: /data/state/initial.conf"), "{log}");
-    assert!(log.contains("1 message(s) recovered from the queue"), "{log}");
+    assert!(
+        log.contains("configuration: /data/state/initial.conf"),
+        "{log}"
+    );
+    assert!(
+        log.contains("1 message(s) recovered from the queue"),
+        "{log}"
+    );
     wait_for_subjects(&second, &["queued".to_string()], &vm);
     assert!(send(vm.smtp, "carol@example.net", "after restart"));
     wait_for_subjects(&sink, &["after restart".to_string()], &vm);
@@ -558,5 +581,99 @@ fn no_acknowledged_message_is_lost_when_the_power_is_cut_under_load() {
     println!(
         "{} acknowledged message(s) over {POWER_CUTS} power cuts, all delivered",
         acknowledged.len()
+    );
+}
+
+/// Runs debugfs commands on a disk image (writable), failing the test on error.
+fn debugfs(disk: &Path, commands: &str, dir: &Path) -> String {
+    let script = dir.join("debugfs.cmds");
+    std::fs::write(&script, commands).unwrap();
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(disk)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_update_is_tried_once_kept_after_a_good_boot_and_a_bad_slot_falls_back() {
+    use drawbridge::init::firmware::{self, Slot};
+    let _lock = qemu_lock();
+    let b = built();
+    let dir = TempDir::new("qemu-update");
+    // `system update` of the built image, as the console will run it: slot a, pending.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("state")).unwrap();
+    let t = drawbridge::image::TransientToken::new().unwrap();
+    let keys = [dev_public_key()];
+    let trust = drawbridge::image::Trust {
+        keys: &keys,
+        compatible: COMPATIBLE,
+    };
+    let slots = tree.join("firmware");
+    assert_eq!(
+        firmware::update(&t.token, &trust, &b.bytes, &slots).unwrap(),
+        Slot::A
+    );
+    let disk = dir.path().join("data.img");
+    blank_disk(&disk);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&tree)
+        .arg(&disk)
+        .output()
+        .expect("mke2fs (e2fsprogs)");
+    assert!(out.status.success(), "{out:?}");
+
+    // The boot stage starts slot a with kexec; its firmware confirms it after a good run.
+    let mut vm = Vm::boot(dir.path(), &disk);
+    let start = Instant::now();
+    while !vm
+        .serial_text()
+        .contains("slot a booted well and is now active")
+    {
+        assert!(
+            start.elapsed() < BOOT_WAIT,
+            "slot a was not confirmed:\n{}",
+            vm.serial_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(vm.serial_text().contains("running from slot a"));
+    vm.restart();
+    let state = debugfs(&disk, "cat firmware/state\n", dir.path());
+    assert!(
+        state.contains("active=a") && state.contains("pending=none"),
+        "{state}"
+    );
+
+    // A damaged update in slot b: verified again before it is started, dropped, and the
+    // boot falls back to slot a.
+    let mut damaged = b.bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(dir.path().join("b.img"), &damaged).unwrap();
+    std::fs::write(dir.path().join("state"), "active=a\npending=b\ntrying=no\n").unwrap();
+    debugfs(
+        &disk,
+        &format!(
+            "rm firmware/state\nwrite {d}/state firmware/state\nwrite {d}/b.img firmware/b.img\n",
+            d = dir.path().display()
+        ),
+        dir.path(),
+    );
+    let vm = Vm::boot(dir.path(), &disk);
+    let log = vm.serial_text();
+    assert!(log.contains("cannot start slot b"), "{log}");
+    assert!(log.contains("running from slot a"), "{log}");
+    drop(vm);
+    let state = debugfs(&disk, "cat firmware/state\n", dir.path());
+    assert!(
+        state.contains("active=a") && state.contains("pending=none"),
+        "{state}"
     );
 }

@@ -164,7 +164,9 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let write = |kind: SectionKind| -> Result<PathBuf, String> {
         // INVARIANT: parse checked that every kind is present.
-        let section = parsed.section(kind).expect("parsed images have every section");
+        let section = parsed
+            .section(kind)
+            .expect("parsed images have every section");
         let path = dir.join(kind.name());
         std::fs::write(&path, parsed.bytes(&bytes, section))
             .map_err(|e| format!("{}: {e}", path.display()))?;

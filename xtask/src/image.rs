@@ -300,7 +300,7 @@ pub fn build_image(root: &Path, o: &BuildOptions) -> Result<PathBuf, Failure> {
     }
     let (commit, commit_time, dirty) = commit(root);
     let epoch = build_time(commit_time)?;
-    let binary = build_static(root, &board, &public, epoch)?;
+    let binary = build_static(root, &board, &public)?;
     check_budget(
         "the firmware binary",
         binary.len() as u64,
@@ -394,12 +394,7 @@ pub fn build_image(root: &Path, o: &BuildOptions) -> Result<PathBuf, Failure> {
 
 /// Builds the static firmware for the board and returns its bytes, after checking that
 /// it has no program interpreter and holds none of this machine's paths.
-fn build_static(
-    root: &Path,
-    board: &BoardFile,
-    public_key: &str,
-    epoch: u64,
-) -> Result<Vec<u8>, Failure> {
+fn build_static(root: &Path, board: &BoardFile, public_key: &str) -> Result<Vec<u8>, Failure> {
     let home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
@@ -432,7 +427,6 @@ fn build_static(
             .args(["--target", &board.target])
             .env("DRAWBRIDGE_BOARD", &board.name)
             .env("DRAWBRIDGE_IMAGE_KEYS", public_key)
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"))
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
             .env_remove("RUSTFLAGS")
@@ -842,4 +836,136 @@ mod tests {
         assert_eq!(modinfo(b"not an elf"), None);
         assert_eq!(modinfo(&me), None);
     }
+}
+
+/// `bench boot` options.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BootBenchOptions {
+    pub board: String,
+    /// Boots after the first one (which formats the data disk).
+    pub boots: usize,
+}
+
+impl BootBenchOptions {
+    pub fn parse(args: &[String]) -> Result<BootBenchOptions, String> {
+        let mut o = BootBenchOptions {
+            board: DEFAULT_BOARD.into(),
+            boots: 3,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--board" => o.board = value(&mut it, "--board")?,
+                "--boots" => {
+                    let v = value(&mut it, "--boots")?;
+                    o.boots = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(format!("--boots needs a positive number, not `{v}`"))?;
+                }
+                other => return Err(format!("bench boot: unknown option `{other}`")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Longest wait for one boot: software emulation on a loaded machine.
+const BOOT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Starts the machine and returns the seconds from QEMU's start until the inbound service
+/// greets through the forwarded port; the machine is killed afterwards.
+fn time_boot(machine: &Machine, port: u16) -> Result<f64, Failure> {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut child = crate::process::Guarded::spawn(
+        qemu::QEMU,
+        Command::new(qemu::QEMU)
+            .args(machine.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )?;
+    loop {
+        child.check_running()?;
+        crate::process::check_interrupted()?;
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut greeting = [0u8; 4];
+            if s.read_exact(&mut greeting).is_ok() && &greeting == b"220 " {
+                let seconds = start.elapsed().as_secs_f64();
+                child.stop();
+                return Ok(seconds);
+            }
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            return Err(Failure::new("the guest did not greet within 300 s"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `cargo xtask bench boot`: boot-to-SMTP-ready time under QEMU (software emulation),
+/// first boot (formats the data disk) and later boots, and the image's size.
+pub fn bench_boot(o: &BootBenchOptions) -> Result<ExitCode, Failure> {
+    crate::process::catch_interrupts();
+    let root = crate::workspace_root();
+    let board = read_board(&root, &o.board)?;
+    let kernel = board
+        .kernel
+        .clone()
+        .ok_or_else(|| Failure(format!("board {} does not boot under QEMU", board.name)))?;
+    let image = build_image(
+        &root,
+        &BuildOptions {
+            board: board.name.clone(),
+            key: None,
+        },
+    )?;
+    let size = fs::metadata(&image).context("reading the image")?.len();
+    let bench = crate::target_dir(&root).join("bench");
+    let (kernel_file, initramfs_file) =
+        qemu::extract(&image, &bench.join("boot")).map_err(Failure)?;
+    let disk = bench.join("boot-data.img");
+    let _ = fs::remove_file(&disk);
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(DISK_SIZE))
+        .context("creating the data disk")?;
+    let [port] = crate::process::free_ports::<1>()?;
+    let machine = Machine {
+        kernel: kernel_file,
+        initramfs: initramfs_file,
+        command_line: kernel.command_line,
+        disk,
+        disk_cache: "none".into(),
+        forwards: vec![(port, 25)],
+        serial: Serial::File(bench.join("boot-serial.log")),
+        monitor: None,
+        restart_exits: true,
+    };
+    let first = time_boot(&machine, port)?;
+    println!("xtask: first boot (formats the data disk): {first:.1} s to SMTP ready");
+    let mut later = Vec::new();
+    for i in 0..o.boots {
+        let s = time_boot(&machine, port)?;
+        println!("xtask: boot {}: {s:.1} s to SMTP ready", i + 2);
+        later.push(s);
+    }
+    later.sort_by(f64::total_cmp);
+    let median = later[later.len() / 2];
+    println!(
+        "xtask: {}: {size} bytes; boot to SMTP ready: first {first:.1} s, median of {} later boots {median:.1} s",
+        image.display(),
+        later.len()
+    );
+    let json = format!(
+        "{{\"board\": \"{}\", \"image_bytes\": {size}, \"first_boot_s\": {first:.2}, \"boot_s\": {median:.2}, \"boots\": {}}}\n",
+        board.name,
+        later.len()
+    );
+    let path = bench.join("boot.json");
+    fs::write(&path, json).context(format!("writing {}", path.display()))?;
+    println!("xtask: wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

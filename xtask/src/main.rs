@@ -53,6 +53,14 @@ commands:
       Prints both rates and their ratios and writes target/bench/tls.json.
       Needs root.
 
+  bench boot [--board NAME] [--boots N]
+      Build the board's image (default qemu-x86_64) and time boot to SMTP
+      ready under QEMU in software emulation: from the start of QEMU until
+      the guest's inbound service greets through a forwarded loopback port,
+      once on a blank data disk (which the firmware formats) and N more
+      times (default 3; the median is reported). Prints the image's size too
+      and writes target/bench/boot.json.
+
   build-image [--board NAME] [--key FILE]
       Build the signed firmware image of a board (default qemu-x86_64):
       the firmware linked statically as /init, the kernel and modules from
@@ -115,6 +123,7 @@ enum Command {
     BuildImage(image::BuildOptions),
     VerifyImage(image::VerifyOptions),
     Qemu(image::QemuOptions),
+    BenchBoot(image::BootBenchOptions),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -132,8 +141,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "tls" => {
                     bench_tls::Options::parse(options).map(Command::BenchTls)
                 }
+                Some((what, options)) if what == "boot" => {
+                    image::BootBenchOptions::parse(options).map(Command::BenchBoot)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
-                None => Err("`bench` needs a benchmark name: relay or tls".to_owned()),
+                None => Err("`bench` needs a benchmark name: relay, tls or boot".to_owned()),
             },
             "build-image" => image::BuildOptions::parse(rest).map(Command::BuildImage),
             "verify-image" => image::VerifyOptions::parse(rest).map(Command::VerifyImage),
@@ -185,6 +197,7 @@ fn main() -> ExitCode {
         Command::BuildImage(options) => image::build(&options),
         Command::VerifyImage(options) => image::verify(&options),
         Command::Qemu(options) => image::qemu(&options),
+        Command::BenchBoot(options) => image::bench_boot(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -264,6 +277,7 @@ mod tests {
             "test",
             "bench relay",
             "bench tls",
+            "bench boot",
             "build-image",
             "verify-image",
             "qemu",
