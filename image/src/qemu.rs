@@ -120,6 +120,26 @@ impl Machine {
     }
 }
 
+/// Writes the kernel and initramfs sections of the image at `image` into `dir` (as
+/// `kernel` and `initramfs`) for `-kernel` and `-initrd`; returns their paths.
+pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use crate::format::{self, SectionKind};
+    let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let parsed = format::parse(&bytes).map_err(|e| format!("{}: {e}", image.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |kind: SectionKind| -> Result<PathBuf, String> {
+        // INVARIANT: parse checked that every kind is present.
+        let section = parsed
+            .section(kind)
+            .expect("parsed images have every section");
+        let path = dir.join(kind.name());
+        std::fs::write(&path, parsed.bytes(&bytes, section))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    Ok((write(SectionKind::Kernel)?, write(SectionKind::Initramfs)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,24 +173,4 @@ mod tests {
         assert!(args.contains(&"q35,accel=tcg".to_string()));
         assert!(args.contains(&"-no-reboot".to_string()));
     }
-}
-
-/// Writes the kernel and initramfs sections of the image at `image` into `dir` (as
-/// `kernel` and `initramfs`) for `-kernel` and `-initrd`; returns their paths.
-pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
-    use crate::format::{self, SectionKind};
-    let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
-    let parsed = format::parse(&bytes).map_err(|e| format!("{}: {e}", image.display()))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let write = |kind: SectionKind| -> Result<PathBuf, String> {
-        // INVARIANT: parse checked that every kind is present.
-        let section = parsed
-            .section(kind)
-            .expect("parsed images have every section");
-        let path = dir.join(kind.name());
-        std::fs::write(&path, parsed.bytes(&bytes, section))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
-    };
-    Ok((write(SectionKind::Kernel)?, write(SectionKind::Initramfs)?))
 }
