@@ -31,28 +31,15 @@ fn main() -> ExitCode {
             }
             let password = line.trim_end_matches(['\r', '\n']);
             let password = (needs_password && !password.is_empty()).then_some(password);
-            return match drawbridge::users::password(&action, &state_dir, password) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return report(
+                drawbridge::users::password(&action, &state_dir, password)
+                    .map_err(|e| e.to_string()),
+            );
         }
         Ok(Command::Certificate { action, state_dir }) => {
-            return match drawbridge::tls::admin::certificate(&action, &state_dir) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("drawbridge: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return report(
+                drawbridge::tls::admin::certificate(&action, &state_dir).map_err(|e| e.to_string()),
+            );
         }
         Ok(Command::Image(action)) => return image(&action),
         Ok(Command::SystemUpdate { file, state_dir }) => return system_update(&file, &state_dir),

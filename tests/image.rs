@@ -211,6 +211,18 @@ fn blank_disk(path: &Path) {
         .unwrap();
 }
 
+/// A data disk made on the host, holding the files of `tree` (`mke2fs -d`).
+fn disk_with(tree: &Path, disk: &Path) {
+    blank_disk(disk);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(tree)
+        .arg(disk)
+        .output()
+        .expect("mke2fs (e2fsprogs)");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// A test virtual machine: the built image on a data disk, SMTP forwarded.
 struct Vm {
     child: Option<Child>,
@@ -521,14 +533,7 @@ fn no_acknowledged_message_is_lost_when_the_power_is_cut_under_load() {
     )
     .unwrap();
     let disk = dir.path().join("data.img");
-    blank_disk(&disk);
-    let out = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-d"])
-        .arg(&tree)
-        .arg(&disk)
-        .output()
-        .expect("mke2fs (e2fsprogs)");
-    assert!(out.status.success(), "{out:?}");
+    disk_with(&tree, &disk);
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -620,14 +625,7 @@ fn an_update_is_tried_once_kept_after_a_good_boot_and_a_bad_slot_falls_back() {
         Slot::A
     );
     let disk = dir.path().join("data.img");
-    blank_disk(&disk);
-    let out = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-d"])
-        .arg(&tree)
-        .arg(&disk)
-        .output()
-        .expect("mke2fs (e2fsprogs)");
-    assert!(out.status.success(), "{out:?}");
+    disk_with(&tree, &disk);
 
     // The boot stage starts slot a with kexec; its firmware confirms it after a good run.
     let mut vm = Vm::boot(dir.path(), &disk);
