@@ -18,6 +18,7 @@ mod sys;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -115,8 +116,6 @@ fn open_console() -> io::Result<()> {
     sys::console_termios(&file, speed)?;
     sys::make_stdio(&file)
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 fn load_modules() {
     let dir = Path::new("/").join(initramfs::MODULE_DIR);
