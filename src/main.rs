@@ -228,7 +228,8 @@ fn system_update(file: &std::path::Path, state_dir: &std::path::Path) -> ExitCod
     report((|| {
         let dir = drawbridge::init::firmware::slots_dir()
             .ok_or_else(|| drawbridge::init::firmware::UpdateError::NoSlots.to_string())?;
-        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes = drawbridge::init::firmware::read_image(file)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
         let token =
             drawbridge::tls::open_soft_token(state_dir, drawbridge::tls::setup::TOKEN_LABEL)
                 .map_err(|e| e.to_string())?;

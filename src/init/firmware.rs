@@ -200,6 +200,33 @@ pub const SLOT_PARAMETER: &str = "drawbridge.slot=";
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(20);
 /// The state file in the slots folder.
 const STATE_FILE: &str = "state";
+/// The largest image read into memory: 256 MiB, five times the `qemu-x86_64` image
+/// budget (48 MiB) and half the QEMU guest's memory.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Reads an image file, refusing one larger than [`MAX_IMAGE_BYTES`] before reading it.
+pub fn read_image(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_IMAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len} bytes: an image is at most {MAX_IMAGE_BYTES}"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_IMAGE_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the image grew while it was read",
+        ));
+    }
+    Ok(bytes)
+}
 
 /// The slots folder, if this board takes updates.
 pub fn slots_dir() -> Option<&'static Path> {
@@ -338,7 +365,7 @@ pub enum Never {}
 
 /// Verifies a slot and starts its kernel with `kexec_file_load(2)`.
 fn start(state_dir: &Path, dir: &Path, slot: Slot, cmdline: &str) -> io::Result<Never> {
-    let bytes = fs::read(slot.file(dir))?;
+    let bytes = read_image(&slot.file(dir))?;
     let token = crate::tls::open_soft_token(state_dir, crate::tls::setup::TOKEN_LABEL)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let image = crate::image::verify(token.as_ref(), &trust(), &bytes)
@@ -487,6 +514,20 @@ mod tests {
                 trying: true
             }
         );
+    }
+
+    #[test]
+    fn images_over_the_bound_are_refused_before_they_are_read() {
+        let dir = std::env::temp_dir().join(format!("drawbridge-big-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.img");
+        let f = File::create(&path).unwrap();
+        f.set_len(MAX_IMAGE_BYTES).unwrap();
+        assert_eq!(read_image(&path).unwrap().len() as u64, MAX_IMAGE_BYTES);
+        f.set_len(MAX_IMAGE_BYTES + 1).unwrap();
+        let e = read_image(&path).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

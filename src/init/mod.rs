@@ -310,6 +310,12 @@ fn supervise(
                 && child.id() as i32 == pid
             {
                 let status = std::process::ExitStatus::from_raw(status);
+                if let Some(slot) = unconfirmed {
+                    // A slot on trial whose gateway dies has not booted well: restart,
+                    // and the boot stage falls back.
+                    log::error!(target: "init", "the gateway of slot {slot} exited ({status}) before the slot was confirmed; restarting to fall back");
+                    return Shutdown::Restart;
+                }
                 let wait = backoff.after_exit(started.elapsed());
                 log::error!(target: "init", "the gateway exited ({status}); starting it again in {}s", wait.as_secs());
                 gateway = None;
