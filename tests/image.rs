@@ -38,6 +38,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Cargo's target directory, as xtask finds it.
+fn target() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     c.current_dir(root());
@@ -71,8 +79,8 @@ fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         let (ok, text) = xtask(&["build-image", "--board", BOARD]);
         assert!(ok, "build-image failed:\n{text}");
-        let path = root()
-            .join("target/image")
+        let path = target()
+            .join("image")
             .join(BOARD)
             .join(format!("drawbridge-{}.img", env!("CARGO_PKG_VERSION")));
         let bytes = std::fs::read(&path).unwrap();
@@ -81,11 +89,11 @@ fn built() -> &'static Built {
 }
 
 fn dev_key() -> PathBuf {
-    root().join("target/image/dev-signing-key.pk8")
+    target().join("image/dev-signing-key.pk8")
 }
 
 fn dev_public_key() -> [u8; 32] {
-    let text = std::fs::read_to_string(root().join("target/image/dev-signing-key.pub")).unwrap();
+    let text = std::fs::read_to_string(target().join("image/dev-signing-key.pub")).unwrap();
     drawbridge::image::parse_hex_key(&text).unwrap()
 }
 
