@@ -186,6 +186,9 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
+// INVARIANT: the readers below are called with offsets inside a slice whose length
+// `parse` checked first, and every fixed-width `try_into` converts a slice of exactly
+// that width.
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
