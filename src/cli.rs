@@ -39,8 +39,33 @@ pub enum Command {
     /// Work on the stored configuration: through the running gateway, or on a stopped
     /// one's state directory.
     Config(ConfigCommand),
+    /// Build-machine work on firmware images.
+    Image(ImageAction),
+    /// `system update FILE`: verify a firmware image and write it to the inactive slot.
+    SystemUpdate {
+        file: PathBuf,
+        state_dir: PathBuf,
+    },
     Help,
     Version,
+}
+
+/// What `drawbridge image …` does (used by `cargo xtask build-image` and `verify-image`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageAction {
+    /// Write a new Ed25519 signing key (PKCS#8) to a file.
+    Keygen { out: PathBuf },
+    /// Print a signing key's public key in hexadecimal.
+    PublicKey { key: PathBuf },
+    /// Fill in an assembled image's section hashes and sign it, in place.
+    Seal { key: PathBuf, file: PathBuf },
+    /// Check signature, section hashes and board; `public_keys` are hex key files, none
+    /// meaning this build's trusted keys; `board` defaults to this build's board.
+    Verify {
+        file: PathBuf,
+        board: Option<String>,
+        public_keys: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -127,8 +152,8 @@ pub enum TokenAction {
     InitKey,
 }
 
-/// The host board keeps its state here (board/host.toml).
-pub const DEFAULT_STATE_DIR: &str = "./var";
+/// The board keeps its state here (`storage.state-dir` of board/<name>.toml).
+pub const DEFAULT_STATE_DIR: &str = crate::board::BOARD.state_dir;
 
 pub const HELP: &str = "\
 drawbridge: a hardened SMTP relay for a firewall or DMZ
@@ -197,6 +222,20 @@ USAGE:
                                           and --config FILE, whose `set system
                                           token …` lines name the token; the
                                           stored configuration names it otherwise)
+    drawbridge system update FILE         verify a firmware image (signature,
+                                          section hashes, board) and write it
+                                          to the inactive slot; it is tried at
+                                          the next restart and kept once it has
+                                          booted well (takes --state-dir DIR)
+    drawbridge image keygen FILE          build machine: a new Ed25519 image
+                                          signing key (PKCS#8)
+    drawbridge image public-key KEY       its public key, in hexadecimal
+    drawbridge image seal --key KEY FILE  hash the sections of an assembled
+                                          image and sign it, in place
+    drawbridge image verify FILE [--board COMPATIBLE] [--public-key FILE]...
+                                          check an image as `system update`
+                                          would (default: this build's board
+                                          and keys)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -235,6 +274,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
+        Some(&"image") => return parse_image(&args[1..]),
+        Some(&"system") => return parse_system(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -498,6 +539,73 @@ fn parse_token(args: &[String]) -> Result<Command, String> {
     })
 }
 
+/// `image keygen FILE | public-key KEY | seal --key KEY FILE | verify FILE …`.
+fn parse_image(args: &[String]) -> Result<Command, String> {
+    let (mut key, mut board, mut public_keys, mut words) = (None, None, Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--key" => key = Some(PathBuf::from(value("--key")?)),
+            "--board" => board = Some(value("--board")?),
+            "--public-key" => public_keys.push(PathBuf::from(value("--public-key")?)),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let action = match (words.first().map(String::as_str), words.get(1), words.len()) {
+        (Some("keygen"), Some(out), 2) => ImageAction::Keygen { out: out.into() },
+        (Some("public-key"), Some(k), 2) => ImageAction::PublicKey { key: k.into() },
+        (Some("seal"), Some(file), 2) => ImageAction::Seal {
+            key: key.ok_or("image seal needs --key KEY")?,
+            file: file.into(),
+        },
+        (Some("verify"), Some(file), 2) => ImageAction::Verify {
+            file: file.into(),
+            board,
+            public_keys,
+        },
+        _ => {
+            return Err("usage: image keygen FILE | public-key KEY | seal --key KEY FILE | verify FILE [--board B] [--public-key F]".into());
+        }
+    };
+    Ok(Command::Image(action))
+}
+
+/// `system update FILE [--state-dir DIR]`.
+fn parse_system(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--state-dir" => {
+                state_dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state-dir needs a value (try --help)")?
+            }
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other),
+        }
+    }
+    match words.as_slice() {
+        ["update", file] => Ok(Command::SystemUpdate {
+            file: PathBuf::from(file),
+            state_dir,
+        }),
+        _ => Err("usage: system update FILE".into()),
+    }
+}
+
 /// `queue VERB [ID] [--json] [--state-dir DIR]`.
 fn parse_queue(args: &[String]) -> Result<Command, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
@@ -741,6 +849,42 @@ mod tests {
                 .contains("--user")
         );
         assert!(parse(&args("password add --user a --iterations many")).is_err());
+    }
+
+    #[test]
+    fn image_and_system_commands() {
+        assert_eq!(
+            parse(&args("image seal --key k.pk8 x.img")),
+            Ok(Command::Image(ImageAction::Seal {
+                key: "k.pk8".into(),
+                file: "x.img".into()
+            }))
+        );
+        assert_eq!(
+            parse(&args(
+                "image verify x.img --board b --public-key p1 --public-key p2"
+            )),
+            Ok(Command::Image(ImageAction::Verify {
+                file: "x.img".into(),
+                board: Some("b".into()),
+                public_keys: vec!["p1".into(), "p2".into()]
+            }))
+        );
+        assert!(
+            parse(&args("image seal x.img"))
+                .unwrap_err()
+                .contains("--key")
+        );
+        assert!(parse(&args("image frob")).is_err());
+        assert_eq!(
+            parse(&args("system update fw.img --state-dir /s")),
+            Ok(Command::SystemUpdate {
+                file: "fw.img".into(),
+                state_dir: "/s".into()
+            })
+        );
+        assert!(parse(&args("system update")).is_err());
+        assert!(parse(&args("system reboot now")).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! drawbridge: the firmware of a hardened SMTP relay appliance.
 
+pub mod board;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -7,6 +8,8 @@ pub mod control;
 pub mod dns;
 pub mod filter;
 pub mod gateway;
+pub mod image;
+pub mod init;
 pub mod log;
 pub mod net;
 pub mod policy;

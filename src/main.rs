@@ -12,6 +12,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
+    if drawbridge::init::should_run() {
+        drawbridge::init::main();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match cli::parse(&args) {
         Ok(Command::Run(opts)) => opts,
@@ -56,10 +59,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let mut config = file.clone().unwrap_or_else(config::host_default);
+            let mut config = file
+                .clone()
+                .unwrap_or_else(drawbridge::board::default_config);
             config.system.token = drawbridge::gateway::token_settings(&state_dir, file.as_ref());
             return printed(drawbridge::token::admin::token(action, &config, &state_dir));
         }
+        Ok(Command::Image(action)) => return image(&action),
+        Ok(Command::SystemUpdate { file, state_dir }) => return system_update(&file, &state_dir),
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -80,7 +87,7 @@ fn main() -> ExitCode {
         },
     };
     let host_name = file.as_ref().map_or_else(
-        || config::host_default().system.host_name,
+        || drawbridge::board::default_config().system.host_name,
         |(_, c)| c.system.host_name.clone(),
     );
     drawbridge::log::init(&host_name);
@@ -90,7 +97,7 @@ fn main() -> ExitCode {
     let start = drawbridge::gateway::Start {
         state_dir: opts.state_dir.clone(),
         file,
-        factory: config::host_default(),
+        factory: drawbridge::board::default_config(),
     };
     match drawbridge::gateway::run(start) {
         Ok(_) => ExitCode::SUCCESS,
@@ -283,7 +290,8 @@ fn offline(
                 .map_err(|e| format!("{e}; its control socket does not answer either"))?,
         )
     };
-    let opened = drawbridge::gateway::open_engine(state_dir, None, config::host_default())?;
+    let opened =
+        drawbridge::gateway::open_engine(state_dir, None, drawbridge::board::default_config())?;
     let mut engine = opened.engine;
     for line in opened.log {
         eprintln!("drawbridge: {line}");
@@ -364,7 +372,7 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
 /// Prints how the policy decides one recipient, step by step.
 fn explain(o: &cli::ExplainOptions) -> ExitCode {
     let config = match &o.config {
-        None => config::host_default(),
+        None => drawbridge::board::default_config(),
         Some(path) => match std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|t| config::text::parse(&t).map_err(|e| e.to_string()))
@@ -398,4 +406,92 @@ fn explain(o: &cli::ExplainOptions) -> ExitCode {
         println!("{step}");
     }
     ExitCode::SUCCESS
+}
+
+/// `drawbridge image …`: the build machine's side of firmware images.
+fn image(action: &cli::ImageAction) -> ExitCode {
+    use drawbridge::image::{self as img, TransientToken};
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let token_for = |key: &std::path::Path| {
+        TransientToken::with_key(&read(key)?).map_err(|e| format!("{}: {e}", key.display()))
+    };
+    printed(match action {
+        cli::ImageAction::Keygen { out } => img::generate_key()
+            .map_err(|e| e.to_string())
+            .and_then(|key| {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(out)
+                    .and_then(|mut f| f.write_all(&key))
+                    .map_err(|e| format!("{}: {e}", out.display()))
+            })
+            .map(|()| format!("wrote a new signing key to {}\n", out.display())),
+        cli::ImageAction::PublicKey { key } => token_for(key).and_then(|(t, key)| {
+            img::raw_public_key(&t.token, key)
+                .map(|k| format!("{}\n", img::hex(&k)))
+                .map_err(|e| e.to_string())
+        }),
+        cli::ImageAction::Seal { key, file } => token_for(key).and_then(|(t, key)| {
+            let mut bytes = read(file)?;
+            img::seal(&t.token, key, &mut bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+            std::fs::write(file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(format!("sealed {}\n", file.display()))
+        }),
+        cli::ImageAction::Verify {
+            file,
+            board,
+            public_keys,
+        } => (|| {
+            let mut keys = Vec::new();
+            for p in public_keys {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                keys.push(img::parse_hex_key(&text).ok_or_else(|| {
+                    format!("{}: not a hexadecimal Ed25519 public key", p.display())
+                })?);
+            }
+            if public_keys.is_empty() {
+                keys.extend_from_slice(drawbridge::board::TRUSTED_IMAGE_KEYS);
+            }
+            let trust = img::Trust {
+                keys: &keys,
+                compatible: board
+                    .as_deref()
+                    .unwrap_or(drawbridge::board::BOARD.compatible),
+            };
+            let bytes = read(file)?;
+            let t = TransientToken::new().map_err(|e| e.to_string())?;
+            img::verify(&t.token, &trust, &bytes)
+                .map(|image| img::describe(&image, file))
+                .map_err(|e| format!("{}: {e}", file.display()))
+        })(),
+    })
+}
+
+/// `drawbridge system update FILE`: verify through the token, then write the inactive slot.
+fn system_update(file: &std::path::Path, state_dir: &std::path::Path) -> ExitCode {
+    printed((|| -> Result<String, String> {
+        let dir = drawbridge::init::firmware::slots_dir()
+            .ok_or_else(|| drawbridge::init::firmware::UpdateError::NoSlots.to_string())?;
+        let bytes = drawbridge::init::firmware::read_image(file)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let token =
+            drawbridge::tls::open_soft_token(state_dir, drawbridge::tls::setup::TOKEN_LABEL)
+                .map_err(|e| e.to_string())?;
+        let slot = drawbridge::init::firmware::update(
+            token.as_ref(),
+            &drawbridge::init::firmware::trust(),
+            &bytes,
+            dir,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} verified and written to slot {slot}; it starts at the next restart\n",
+            file.display()
+        ))
+    })())
 }

@@ -46,6 +46,28 @@ pub struct Config {
     pub rulesets: BTreeMap<String, Ruleset>,
     /// Relay rules (the seeds' ORIG_SEND_ACCESS), ordered by their number; first match wins.
     pub relay_rules: BTreeMap<u32, RelayRule>,
+    /// Network interfaces by name, as an appliance brings them up at boot.
+    pub interfaces: BTreeMap<String, Interface>,
+}
+
+/// One network interface of an appliance (`set interface NAME …`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Interface {
+    /// Static addresses, each with its prefix length.
+    pub addresses: Vec<InterfaceAddress>,
+}
+
+/// An interface address with its prefix length: `10.0.2.15/24` (host bits kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InterfaceAddress {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for InterfaceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// Which of the two services a setting or a session belongs to.
@@ -144,6 +166,8 @@ pub struct System {
     pub dns_resolvers: Vec<SocketAddr>,
     /// How long one DNS query waits for an answer before the next resolver is asked.
     pub dns_timeout: Duration,
+    /// The default gateway of an appliance's network; none on the host.
+    pub gateway: Option<IpAddr>,
     /// Clients are named by a reverse lookup confirmed forward (`name[IP]` in logs and
     /// Received headers); off, every client is `unknown`.
     pub client_names: bool,
@@ -217,6 +241,7 @@ impl Default for System {
             host_name: "drawbridge.invalid".to_string(),
             dns_resolvers: Vec::new(),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
+            gateway: None,
             client_names: true,
             token: TokenSettings::default(),
             postmaster: None,

@@ -12,15 +12,16 @@
 //! value kind and stores the checked value, or fails and changes nothing.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::text::LineError;
 use super::text::value;
 use super::{
     AccessRule, AddressPattern, Category, Channel, ClassifyAction, ClassifyRule, CompactFilter,
-    Config, DomainPattern, NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service,
-    ServiceName, System, Tls, TokenBackend, TokenSettings, Verify,
+    Config, DomainPattern, Interface, InterfaceAddress, NextHop, QueueSettings, RelayAction,
+    RelayRule, Route, Ruleset, Service, ServiceName, System, Tls, TokenBackend, TokenSettings,
+    Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
@@ -46,6 +47,11 @@ pub const MAX_ROUTES: usize = 1024;
 pub const MAX_CHANNELS: usize = 256;
 /// At most this many DNS resolvers: resolv.conf's own limit is 3; a few more cost nothing.
 pub const MAX_DNS_RESOLVERS: usize = 8;
+/// At most this many network interfaces: an appliance has a handful; the bound keeps a
+/// hostile blob from making thousands.
+pub const MAX_INTERFACES: usize = 16;
+/// At most this many static addresses on one interface.
+pub const MAX_INTERFACE_ADDRESSES: usize = 8;
 /// Most access-filter rules of one kind per service: 64 rules of at most
 /// `filter::MAX_RULE_LEN` (1 KiB) text and their trees (about 16 KiB each at worst).
 pub const MAX_FILTERS: usize = 64;
@@ -430,6 +436,26 @@ const RESOLVER: Kind<SocketAddr> = Kind {
     },
     parse: |t, _| value::resolver(t),
     format: format_addr,
+};
+const GATEWAY: Kind<IpAddr> = Kind {
+    spec: &ValueSpec {
+        placeholder: "ADDRESS",
+        expected: value::GATEWAY_EXPECTED,
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| value::gateway(t),
+    format: IpAddr::to_string,
+};
+const INTERFACE_ADDRESS: Kind<InterfaceAddress> = Kind {
+    spec: &ValueSpec {
+        placeholder: "ADDRESS/PREFIX",
+        expected: value::INTERFACE_ADDRESS_EXPECTED,
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| value::interface_address(t),
+    format: InterfaceAddress::to_string,
 };
 const HOST_NAME: Kind<String> = Kind {
     spec: &ValueSpec {
@@ -840,6 +866,12 @@ fn tls<'c>(c: &'c Config, _: &Keys) -> Option<&'c Tls> {
 fn tls_mut<'c>(c: &'c mut Config, _: &Keys) -> &'c mut Tls {
     &mut c.tls
 }
+fn interface<'c>(c: &'c Config, k: &Keys) -> Option<&'c Interface> {
+    c.interfaces.get(&k.name())
+}
+fn interface_mut<'c>(c: &'c mut Config, k: &Keys) -> &'c mut Interface {
+    c.interfaces.entry(k.name()).or_default()
+}
 fn channel<'c>(c: &'c Config, k: &Keys) -> Option<&'c Channel> {
     c.channels.get(&k.name())
 }
@@ -1061,6 +1093,34 @@ static ROUTE: List = List {
     },
 };
 
+static INTERFACE: List = List {
+    key: KeySpec {
+        placeholder: "NAME",
+        expected: value::INTERFACE_EXPECTED,
+        parse: |t| value::interface_name(t).map(Key::Name),
+    },
+    max_entries: MAX_INTERFACES,
+    children: INTERFACE_CHILDREN,
+    one_line: false,
+    fixed: false,
+    entries: |c, _| keys_of(&c.interfaces, Key::Name),
+    create: |c, k| create_in(&mut c.interfaces, k.name(), "interfaces", MAX_INTERFACES),
+    remove: |c, k| {
+        c.interfaces.remove(&k.name());
+    },
+};
+
+static INTERFACE_CHILDREN: &[Node] = &[multi!(
+    "address",
+    "A static address with its prefix length (read at boot on an appliance)",
+    INTERFACE_ADDRESS,
+    interface,
+    interface_mut,
+    MAX_INTERFACE_ADDRESSES,
+    "addresses on one interface",
+    addresses
+)];
+
 static CHANNEL: List = List {
     key: KeySpec {
         placeholder: "NAME",
@@ -1156,6 +1216,11 @@ pub static ROOT: &[Node] = &[
         kind: NodeKind::List(&CLASSIFY),
     },
     Node {
+        name: "interface",
+        help: "Network interfaces of an appliance and their static addresses",
+        kind: NodeKind::List(&INTERFACE),
+    },
+    Node {
         name: "route",
         help: "Where mail for a domain pattern goes: relay list, smarthost or MX",
         kind: NodeKind::List(&ROUTE),
@@ -1224,6 +1289,14 @@ static SYSTEM_CHILDREN: &[Node] = &[
         system,
         system_mut,
         postmaster
+    ),
+    optional!(
+        "gateway",
+        "The default gateway of an appliance's network (read at boot; none on the host)",
+        GATEWAY,
+        system,
+        system_mut,
+        gateway
     ),
 ];
 

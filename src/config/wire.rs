@@ -31,7 +31,8 @@ use crate::sasl::{MechanismName, MechanismSet};
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
 /// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
 ///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
-///   `stress-timeout`; `system dns client-names` ([`ConfigV2`]).
+///   `stress-timeout`; `system dns client-names`; `system gateway` and `interface`
+///   ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -48,6 +49,9 @@ pub struct ConfigV2 {
     pub inbound_limits: ServiceLimitsV2,
     pub outbound_limits: ServiceLimitsV2,
     pub client_names: bool,
+    pub gateway: Option<std::net::IpAddr>,
+    /// Interfaces by name, each with its addresses and their prefix lengths.
+    pub interfaces: Vec<(String, Vec<(std::net::IpAddr, u8)>)>,
 }
 
 /// A service's slow-client limits, new in version 2.
@@ -104,6 +108,15 @@ impl From<&Config> for ConfigV2 {
             inbound_limits: (&c.inbound).into(),
             outbound_limits: (&c.outbound).into(),
             client_names: c.system.client_names,
+            gateway: c.system.gateway,
+            interfaces: c
+                .interfaces
+                .iter()
+                .map(|(name, i)| {
+                    let addresses = i.addresses.iter().map(|a| (a.addr, a.prefix)).collect();
+                    (name.clone(), addresses)
+                })
+                .collect(),
         }
     }
 }
@@ -135,6 +148,24 @@ impl TryFrom<ConfigV2> for Config {
         w.inbound_limits.apply(&mut c.inbound);
         w.outbound_limits.apply(&mut c.outbound);
         c.system.client_names = w.client_names;
+        c.system.gateway = w.gateway;
+        if w.interfaces.len() > super::schema::MAX_INTERFACES {
+            return Err(bad("too many interfaces"));
+        }
+        for (name, addresses) in w.interfaces {
+            if addresses.len() > super::schema::MAX_INTERFACE_ADDRESSES {
+                return Err(bad(format!("too many addresses on interface {name}")));
+            }
+            let name = value::interface_name(&name).map_err(bad)?;
+            let mut interface = super::Interface::default();
+            for (addr, prefix) in addresses {
+                let text = format!("{addr}/{prefix}");
+                interface
+                    .addresses
+                    .push(value::interface_address(&text).map_err(bad)?);
+            }
+            c.interfaces.insert(name, interface);
+        }
         Ok(c)
     }
 }
@@ -543,6 +574,7 @@ impl TryFrom<ConfigV1> for Config {
                 host_name: w.host_name,
                 dns_resolvers: w.dns_resolvers,
                 dns_timeout: dur(w.dns_timeout_ms),
+                gateway: None,
                 client_names: true,
                 token: TokenSettings {
                     backend: if w.token_pkcs11 {
@@ -706,7 +738,10 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         crate::config::text::parse_into(
             &mut with_postmaster,
             "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n\
-             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n",
+             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n\
+             set system dns client-names no\nset system gateway 10.0.2.2\n\
+             set interface eth0 address 10.0.2.15/24\nset interface eth0 address fd00::15/64\n\
+             set interface eth1\n",
         )
         .unwrap();
         for config in [

@@ -20,6 +20,7 @@ pub mod pin_file;
 pub mod pkcs11;
 pub mod pkcs8;
 pub mod soft;
+pub mod verify;
 pub mod x509;
 
 use std::fmt;
@@ -270,6 +271,20 @@ pub trait Token: Send + Sync {
     /// computes in memory and answers at once.
     fn blocks(&self) -> bool {
         false
+    }
+
+    /// Verifies a signature over `data` (the message, not a digest) with a public key in
+    /// the form [`PublicKeyInfo::subject_public_key`] gives; [`TokenError::Crypto`] when
+    /// it does not verify. Works without login. Tokens that cannot verify keep this
+    /// default, which does it in software (SPEC §7's per-mechanism fallback).
+    fn verify(
+        &self,
+        mechanism: Mechanism,
+        public_key: &[u8],
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TokenError> {
+        verify::software(mechanism, public_key, data, signature)
     }
 
     /// Which operations this token performs itself and which it leaves to software, for

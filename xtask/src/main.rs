@@ -1,5 +1,6 @@
 //! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench
-//! relay|tls|token|delivery|auth-stall` and `cargo xtask soak`.
+//! relay|tls|token|delivery|auth-stall|boot`, `cargo xtask soak`, `build-image`,
+//! `verify-image` and `qemu`.
 //!
 //! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
@@ -8,6 +9,7 @@ mod bench;
 mod bench_robust;
 mod bench_tls;
 mod bench_token;
+mod image;
 mod options;
 mod postfix;
 mod process;
@@ -83,6 +85,34 @@ commands:
       (tests/kill_storm.rs) with N SIGKILLs (default 100) instead of 20,
       showing its report (acknowledged, lost, duplicated). --seed repeats a
       run whose report printed that seed.
+  bench boot [--board NAME] [--boots N]
+      Build the board's image (default qemu-x86_64) and time boot to SMTP
+      ready under QEMU in software emulation: from the start of QEMU until
+      the guest's inbound service greets through a forwarded loopback port,
+      once on a blank data disk (which the firmware formats) and N more
+      times (default 3; the median is reported). Prints the image's size too
+      and writes target/bench/boot.json.
+
+  build-image [--board NAME] [--key FILE]
+      Build the signed firmware image of a board (default qemu-x86_64):
+      the firmware linked statically as /init, the kernel and modules from
+      the board's Debian kernel package (apt-get download, nothing is
+      installed), the tools the board names, and the factory configuration.
+      Writes target/image/NAME/drawbridge-VERSION.img, signed with the key in
+      FILE (PKCS#8 Ed25519) or with a development key generated in
+      target/image/dev-signing-key.pk8. The board's size budgets are checked.
+
+  verify-image FILE [--board NAME] [--public-key FILE]
+      Check an image's signature (default: the development key), every
+      section's SHA-256 and that it is for the board (default qemu-x86_64).
+
+  qemu [--board NAME] [--image FILE] [--disk FILE] [--smtp-port N]
+       [--submission-port N]
+      Boot an image (default: build one) under QEMU in software emulation,
+      the serial console on this terminal, the data disk in
+      target/image/NAME/data.img (created blank when missing), and the
+      guest's inbound (25) and outbound (587) services forwarded from
+      127.0.0.1:2525 and 127.0.0.1:2587.
 
   help, --help, -h
       Print this text.
@@ -126,6 +156,10 @@ enum Command {
     BenchDelivery(bench_robust::DeliveryOptions),
     BenchAuthStall(bench_robust::StallOptions),
     Soak(soak::Options),
+    BuildImage(image::BuildOptions),
+    VerifyImage(image::VerifyOptions),
+    Qemu(image::QemuOptions),
+    BenchBoot(image::BootBenchOptions),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -152,13 +186,20 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, options)) if what == "auth-stall" => {
                     bench_robust::StallOptions::parse(options).map(Command::BenchAuthStall)
                 }
+                Some((what, options)) if what == "boot" => {
+                    image::BootBenchOptions::parse(options).map(Command::BenchBoot)
+                }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
                 None => Err(
-                    "`bench` needs a benchmark name: relay, tls, token, delivery or auth-stall"
+                    "`bench` needs a benchmark name: relay, tls, token, delivery, auth-stall \
+                     or boot"
                         .to_owned(),
                 ),
             },
             "soak" => soak::Options::parse(rest).map(Command::Soak),
+            "build-image" => image::BuildOptions::parse(rest).map(Command::BuildImage),
+            "verify-image" => image::VerifyOptions::parse(rest).map(Command::VerifyImage),
+            "qemu" => image::QemuOptions::parse(rest).map(Command::Qemu),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -207,6 +248,10 @@ fn main() -> ExitCode {
         Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
         Command::BenchAuthStall(options) => bench_robust::run_auth_stall(&options),
         Command::Soak(options) => soak::run(&options),
+        Command::BuildImage(options) => image::build(&options),
+        Command::VerifyImage(options) => image::verify(&options),
+        Command::Qemu(options) => image::qemu(&options),
+        Command::BenchBoot(options) => image::bench_boot(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -290,6 +335,10 @@ mod tests {
             "bench delivery",
             "bench auth-stall",
             "soak",
+            "bench boot",
+            "build-image",
+            "verify-image",
+            "qemu",
             "help",
         ] {
             assert!(USAGE.contains(command), "{command}");

@@ -31,6 +31,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "opensc",
         "pkcs11-tool, to show that keys on the PKCS#11 token are not extractable",
     ),
+    (
+        "qemu-system-x86",
+        "qemu-system-x86_64, which boots the firmware image in the image tests",
+    ),
+    (
+        "e2fsprogs",
+        "mke2fs in the initramfs, and debugfs, which reads and writes the test data disks",
+    ),
 ];
 
 /// debconf answer that lets postfix install without questions and without configuring

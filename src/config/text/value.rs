@@ -533,6 +533,70 @@ pub fn cidr(text: &str) -> Result<Cidr, LineError> {
     Cidr::new(addr, prefix).ok_or_else(bad)
 }
 
+/// What an interface name looks like, for messages.
+pub const INTERFACE_EXPECTED: &str = "an interface name such as eth0";
+/// Linux's `IFNAMSIZ` is 16 with the terminating NUL.
+pub const MAX_INTERFACE_NAME: usize = 15;
+
+/// An interface name: 1 to 15 letters, digits, `.`, `-` and `_` (what Linux accepts
+/// without quoting trouble).
+pub fn interface_name(text: &str) -> Result<String, LineError> {
+    if text.is_empty()
+        || text.len() > MAX_INTERFACE_NAME
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            text,
+            format!(
+                "is not an interface name: expected 1 to {MAX_INTERFACE_NAME} letters, digits, '.', '-' or '_'"
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// What an interface address looks like, for messages.
+pub const INTERFACE_ADDRESS_EXPECTED: &str =
+    "an address with its prefix length such as 10.0.2.15/24";
+
+/// An interface address `ADDR/PREFIX`; the host bits are kept.
+pub fn interface_address(text: &str) -> Result<crate::config::InterfaceAddress, LineError> {
+    let bad = || {
+        invalid(
+            text,
+            format!("is not an interface address: expected {INTERFACE_ADDRESS_EXPECTED}"),
+        )
+    };
+    let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let longest: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    match number(prefix) {
+        Some(n) if n <= u64::from(longest) => Ok(crate::config::InterfaceAddress {
+            addr,
+            prefix: n as u8,
+        }),
+        _ => Err(invalid(
+            text,
+            format!("has a bad prefix length: expected /0 to /{longest}"),
+        )),
+    }
+}
+
+/// What a gateway address looks like, for messages.
+pub const GATEWAY_EXPECTED: &str = "an address such as 10.0.2.2";
+
+/// A gateway address.
+pub fn gateway(text: &str) -> Result<IpAddr, LineError> {
+    text.parse().map_err(|_| {
+        invalid(
+            text,
+            format!("is not an address: expected {GATEWAY_EXPECTED}"),
+        )
+    })
+}
+
 /// A DNS name of letters, digits and hyphens (RFC 1035 §2.3.1, RFC 1123 §2.1), one
 /// trailing dot dropped, case kept.
 fn dns_name(text: &str, what: &str) -> Result<String, LineError> {

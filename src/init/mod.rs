@@ -1,0 +1,389 @@
+//! PID 1 on a board that boots its own kernel (`qemu-x86_64`): mount what the firmware
+//! needs, load the kernel modules, open the serial console, format and mount the data
+//! disk, bring the network up from the configuration, run the gateway as a child and
+//! start it again if it dies, reap every child, and on a restart or power-off request
+//! stop the gateway, write everything out, unmount and call `reboot(2)`.
+//!
+//! The decisions are in [`plan`] (pure, tested); the system calls in `sys`; the
+//! netlink messages in [`netlink`]. This module is the sequence that joins them.
+//!
+//! Two processes, on purpose: PID 1 stays small and never runs network code, so a crash
+//! of the gateway is a restart of one process, not a kernel panic; and the gateway is
+//! the same `drawbridge run` that runs on a developer machine.
+
+pub mod firmware;
+pub mod netlink;
+pub mod plan;
+mod sys;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use drawbridge_image::initramfs;
+
+use crate::board::BOARD;
+use crate::config::Config;
+pub use plan::Shutdown;
+use plan::{Backoff, ConfigChoice, NetStep};
+
+/// Whether this process is to act as init: it is PID 1 on a board with its own kernel.
+pub fn should_run() -> bool {
+    std::process::id() == 1 && BOARD.kernel_package.is_some()
+}
+
+/// Asks PID 1 to restart or power off the appliance (the console's `restart` and
+/// power-off call this). PID 1 stops the gateway, this process included.
+pub fn request(kind: Shutdown) -> io::Result<()> {
+    // SAFETY: kill(2) has no memory arguments.
+    if unsafe { libc::kill(1, plan::signal_for(kind)) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How long PID 1 waits for a device (the data disk, a NIC) to appear after its driver
+/// is loaded; probing is asynchronous. Generous: emulated machines are slow.
+const DEVICE_WAIT: Duration = Duration::from_secs(60);
+/// How long the gateway has to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The program that formats the data disk: the board's `kernel.tools` put it in the
+/// initramfs with its libraries.
+const MKE2FS: &str = "/usr/sbin/mke2fs";
+/// The data disk's file system label.
+const DATA_LABEL: &str = "drawbridge";
+
+/// Runs as PID 1. Never returns: the machine powers off or restarts.
+pub fn main() -> ! {
+    let signals = sys::handled_signals();
+    let _ = sys::block(&signals);
+    let _ = sys::ctrl_alt_del_to_signal();
+    let early = early_mounts();
+    let console = open_console();
+    crate::log::init(&crate::board::default_config().system.host_name);
+    log::info!(target: "init", "drawbridge {} for board {} starting as PID 1", env!("CARGO_PKG_VERSION"), BOARD.name);
+    if let Err(e) = early {
+        log::error!(target: "init", "mounting /proc, /sys and /dev: {e}");
+    }
+    if let Err(e) = console {
+        log::error!(target: "init", "console {}: {e}", BOARD.console_device);
+    }
+    load_modules();
+    let data = match mount_data_disk() {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!(target: "init", "data disk: {e}; state stays in memory and is lost at power-off");
+            false
+        }
+    };
+    let state_dir = PathBuf::from(BOARD.state_dir);
+    let _ = std::fs::create_dir_all(&state_dir);
+    let slot = if data {
+        firmware::at_boot(&state_dir)
+    } else {
+        None
+    };
+    let (config, config_file) = boot_config(&state_dir);
+    bring_up_network(&config);
+    let kind = supervise(&signals, &state_dir, config_file.as_deref(), slot);
+    power_down(kind)
+}
+
+fn early_mounts() -> io::Result<()> {
+    let flags = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    sys::mount("proc", "/proc", "proc", flags, "")?;
+    sys::mount("sysfs", "/sys", "sysfs", flags, "")?;
+    sys::mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")
+}
+
+/// Opens the board's serial console, sets its line and makes it stdin, stdout and stderr.
+fn open_console() -> io::Result<()> {
+    if BOARD.console_device == "stdin" {
+        return Ok(());
+    }
+    let speed = plan::termios_speed(BOARD.console_speed)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown line speed"))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(BOARD.console_device)?;
+    sys::console_termios(&file, speed)?;
+    sys::make_stdio(&file)
+}
+
+fn load_modules() {
+    let dir = Path::new("/").join(initramfs::MODULE_DIR);
+    let order =
+        std::fs::read_to_string(Path::new("/").join(initramfs::MODULE_ORDER)).unwrap_or_default();
+    let mut loaded = 0;
+    for name in plan::module_order(&order) {
+        match sys::load_module(&dir.join(name)) {
+            Ok(()) => loaded += 1,
+            Err(e) => log::error!(target: "init", "kernel module {name}: {e}"),
+        }
+    }
+    log::info!(target: "init", "{loaded} kernel module(s) loaded");
+}
+
+/// Polls until `path` exists or [`DEVICE_WAIT`] passes.
+fn wait_for(path: &Path) -> bool {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > DEVICE_WAIT {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Formats the data disk if it holds no file system, then mounts it.
+fn mount_data_disk() -> io::Result<()> {
+    let (Some(device), Some(mount)) = (BOARD.data_device, BOARD.data_mount) else {
+        return Ok(());
+    };
+    if !wait_for(Path::new(device)) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{device} did not appear"),
+        ));
+    }
+    let mut head = vec![0u8; plan::PROBE_LEN];
+    File::open(device)?.read_exact(&mut head)?;
+    if plan::needs_format(&head) {
+        log::warn!(target: "init", "{device} holds no file system: formatting it (first boot)");
+        let status = Command::new(MKE2FS)
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                DATA_LABEL,
+                "-E",
+                "nodiscard",
+                device,
+            ])
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!("{MKE2FS} failed ({status})")));
+        }
+    }
+    sys::mount(
+        device,
+        mount,
+        "ext4",
+        libc::MS_NOATIME | libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOEXEC,
+        "",
+    )?;
+    log::info!(target: "init", "data disk {device} mounted on {mount}");
+    Ok(())
+}
+
+/// The configuration to boot with, and the file to hand the gateway (none: the stored
+/// configuration, or on a first boot the factory configuration built into it). Once a
+/// configuration has been committed, the stored one rules: the initial configuration
+/// only seeds the first commit, so that changes made since survive a restart.
+fn boot_config(state_dir: &Path) -> (Config, Option<PathBuf>) {
+    if let Some(config) = stored_config(state_dir) {
+        log::info!(target: "init", "configuration: the stored configuration");
+        return (config, None);
+    }
+    let path = state_dir.join(plan::INITIAL_CONFIG);
+    let text = std::fs::read_to_string(&path).ok();
+    match plan::choose_config(text.as_deref()) {
+        ConfigChoice::Factory => {
+            log::info!(target: "init", "configuration: the factory configuration");
+            (crate::board::default_config(), None)
+        }
+        ConfigChoice::Initial(config) => {
+            log::info!(target: "init", "configuration: {}", path.display());
+            (*config, Some(path))
+        }
+        ConfigChoice::Broken(why) => {
+            log::error!(target: "init", "{why}; booting with the factory configuration");
+            (crate::board::default_config(), None)
+        }
+    }
+}
+
+/// The newest stored configuration whose HMAC checks, when there is one.
+fn stored_config(state_dir: &Path) -> Option<Config> {
+    let store = crate::config::store::Store::open(state_dir).ok()?;
+    store.peek_newest()?;
+    match crate::gateway::open_engine(state_dir, None, crate::board::default_config()) {
+        Ok(opened) => Some(opened.engine.running().clone()),
+        Err(e) => {
+            log::error!(target: "init", "the stored configuration: {e}");
+            None
+        }
+    }
+}
+
+fn bring_up_network(config: &Config) {
+    for (seq, step) in plan::network_plan(BOARD.interfaces, config)
+        .into_iter()
+        .enumerate()
+    {
+        let seq = seq as u32 + 1;
+        let result = match &step {
+            NetStep::Up(name) => {
+                if name != "lo" {
+                    wait_for(&Path::new("/sys/class/net").join(name));
+                }
+                sys::interface_up(name).map(|_| ())
+            }
+            NetStep::Address(name, a) => sys::interface_up(name)
+                .and_then(|index| netlink::transact(&netlink::new_address(seq, index, *a), seq)),
+            NetStep::DefaultRoute(gw) => netlink::transact(&netlink::default_route(seq, *gw), seq),
+            NetStep::Unknown(name) => {
+                log::warn!(target: "init", "interface {name} is configured but this board has no such interface");
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => log::info!(target: "init", "network: {}", describe(&step)),
+            Err(e) => log::error!(target: "init", "network: {}: {e}", describe(&step)),
+        }
+    }
+}
+
+fn describe(step: &NetStep) -> String {
+    match step {
+        NetStep::Up(name) => format!("{name} up"),
+        NetStep::Address(name, a) => format!("{name} address {a}"),
+        NetStep::DefaultRoute(gw) => format!("default route via {gw}"),
+        NetStep::Unknown(name) => format!("{name} unknown"),
+    }
+}
+
+fn start_gateway(state_dir: &Path, config: Option<&Path>) -> io::Result<Child> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
+    let mut command = Command::new(exe);
+    command
+        .arg("run")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--no-console");
+    if let Some(path) = config {
+        command.arg("--config").arg(path);
+    }
+    // std resets the signal mask and dispositions in the child.
+    command.spawn()
+}
+
+/// Runs the gateway until a shutdown request; returns the request.
+fn supervise(
+    signals: &libc::sigset_t,
+    state_dir: &Path,
+    config: Option<&Path>,
+    mut unconfirmed: Option<firmware::Slot>,
+) -> Shutdown {
+    let mut backoff = Backoff::default();
+    let mut gateway: Option<(Child, Instant)> = None;
+    let mut start_at = Some(Instant::now());
+    loop {
+        if let Some(at) = start_at
+            && Instant::now() >= at
+        {
+            start_at = None;
+            match start_gateway(state_dir, config) {
+                Ok(child) => gateway = Some((child, Instant::now())),
+                Err(e) => {
+                    log::error!(target: "init", "cannot start the gateway: {e}");
+                    start_at = Some(Instant::now() + backoff.after_exit(Duration::ZERO));
+                }
+            }
+        }
+        if let (Some(slot), Some((_, started))) = (unconfirmed, &gateway)
+            && started.elapsed() >= firmware::CONFIRM_AFTER
+        {
+            firmware::confirm_boot(slot);
+            unconfirmed = None;
+        }
+        let mut timeout = start_at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        if unconfirmed.is_some() {
+            timeout = timeout.min(Duration::from_secs(1));
+        }
+        let Some(signal) = sys::wait_signal(signals, timeout) else {
+            continue;
+        };
+        if let Some(kind) = plan::signal_request(signal) {
+            log::info!(target: "init", "{} requested", match kind {
+                Shutdown::PowerOff => "power-off",
+                Shutdown::Restart => "restart",
+            });
+            stop_gateway(gateway.take().map(|(c, _)| c));
+            return kind;
+        }
+        while let Some((pid, status)) = sys::reap() {
+            if let Some((child, started)) = &gateway
+                && child.id() as i32 == pid
+            {
+                let status = std::process::ExitStatus::from_raw(status);
+                if let Some(slot) = unconfirmed {
+                    // A slot on trial whose gateway dies has not booted well: restart,
+                    // and the boot stage falls back.
+                    log::error!(target: "init", "the gateway of slot {slot} exited ({status}) before the slot was confirmed; restarting to fall back");
+                    return Shutdown::Restart;
+                }
+                let wait = backoff.after_exit(started.elapsed());
+                log::error!(target: "init", "the gateway exited ({status}); starting it again in {}s", wait.as_secs());
+                gateway = None;
+                start_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+}
+
+/// SIGTERM to the gateway, SIGKILL after [`STOP_GRACE`]; then the same for anything
+/// else still running.
+fn stop_gateway(gateway: Option<Child>) {
+    if let Some(mut child) = gateway {
+        sys::kill(child.id() as i32, libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if start.elapsed() > STOP_GRACE => {
+                    log::warn!(target: "init", "the gateway did not stop in {}s: killing it", STOP_GRACE.as_secs());
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+    sys::kill(-1, libc::SIGKILL);
+    while sys::reap().is_some() {}
+}
+
+/// Writes everything out, unmounts the data disk and powers off or restarts.
+fn power_down(kind: Shutdown) -> ! {
+    sys::sync();
+    if let Some(mount) = BOARD.data_mount
+        && let Err(e) = sys::unmount_or_read_only(mount)
+    {
+        log::error!(target: "init", "unmounting {mount}: {e}");
+    }
+    sys::sync();
+    log::info!(target: "init", "{}", match kind {
+        Shutdown::PowerOff => "powering off",
+        Shutdown::Restart => "restarting",
+    });
+    let e = sys::reboot(kind == Shutdown::PowerOff);
+    log::error!(target: "init", "reboot(2) failed: {e}");
+    // PID 1 must not exit: the kernel would panic. Wait for a person.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
