@@ -146,6 +146,9 @@ pub struct System {
     pub dns_timeout: Duration,
     /// Which crypto token holds the keys (SPEC §7).
     pub token: TokenSettings,
+    /// Remote syslog receivers: every log line also goes to each as RFC 5424 over UDP
+    /// (SPEC §11).
+    pub syslog_hosts: Vec<SocketAddr>,
 }
 
 /// The crypto token backend: the software token, or a PKCS#11 module.
@@ -181,6 +184,7 @@ impl Default for System {
             dns_resolvers: Vec::new(),
             dns_timeout: DEFAULT_DNS_TIMEOUT,
             token: TokenSettings::default(),
+            syslog_hosts: Vec::new(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "DBCF"
-//!      4     2  schema version, little-endian (see `wire::SCHEMA_VERSION`)
+//!      4     2  schema version, little-endian (see `wire::SCHEMA_VERSION`; older ones are read)
 //!      6     8  sequence number of the commit, little-endian, from 1
 //!     14     4  payload length, little-endian, at most MAX_PAYLOAD
 //!     18     n  payload: postcard of (CommitMeta, the schema version's wire type)
@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Config;
-use super::wire::{ConfigV1, SCHEMA_VERSION, WireError};
+use super::wire::{ConfigV1, ConfigV2, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION, WireError};
 
 /// The first bytes of every slot record.
 pub const MAGIC: &[u8; 4] = b"DBCF";
@@ -99,7 +99,7 @@ impl std::fmt::Display for SlotError {
             SlotError::BadMagic => f.write_str("not a configuration record (bad magic)"),
             SlotError::UnknownVersion(v) => write!(
                 f,
-                "schema version {v} is newer than this firmware's {SCHEMA_VERSION}"
+                "schema version {v} is not one this firmware reads ({OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION})"
             ),
             SlotError::Oversized(n) => {
                 write!(f, "length {n} is over the limit of {MAX_PAYLOAD}")
@@ -122,7 +122,7 @@ pub fn encode(
     config: &Config,
     seal: &dyn Seal,
 ) -> Result<Vec<u8>, SlotError> {
-    let payload = postcard::to_allocvec(&(meta, ConfigV1::from(config)))
+    let payload = postcard::to_allocvec(&(meta, ConfigV2::from(config)))
         .map_err(|e| SlotError::Payload(e.to_string()))?;
     if payload.len() > MAX_PAYLOAD {
         return Err(SlotError::Oversized(payload.len()));
@@ -173,7 +173,7 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
         return Err(SlotError::BadMagic);
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version != SCHEMA_VERSION {
+    if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
         return Err(SlotError::UnknownVersion(version));
     }
     // INVARIANT: the header is HEADER_LEN bytes, so these fixed ranges exist.
@@ -193,9 +193,16 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
     if seal.is_some_and(|seal| !seal.verify(signed, mac)) {
         return Err(SlotError::BadMac);
     }
-    let (meta, wire): (CommitMeta, ConfigV1) = postcard::from_bytes(&signed[HEADER_LEN..])
-        .map_err(|e| SlotError::Payload(e.to_string()))?;
-    let config = Config::try_from(wire).map_err(|e: WireError| SlotError::Payload(e.0))?;
+    let payload = &signed[HEADER_LEN..];
+    let decoded = if version == 1 {
+        postcard::from_bytes::<(CommitMeta, ConfigV1)>(payload)
+            .map(|(meta, wire)| (meta, Config::try_from(wire)))
+    } else {
+        postcard::from_bytes::<(CommitMeta, ConfigV2)>(payload)
+            .map(|(meta, wire)| (meta, Config::try_from(wire)))
+    };
+    let (meta, config) = decoded.map_err(|e| SlotError::Payload(e.to_string()))?;
+    let config = config.map_err(|e: WireError| SlotError::Payload(e.0))?;
     Ok(Record {
         sequence,
         meta,
@@ -237,6 +244,7 @@ pub(crate) mod tests {
         let bytes = encode(7, &meta(), &host_default(), &seal).unwrap();
         assert_eq!(&bytes[..4], MAGIC);
         assert_eq!(claimed_sequence(&bytes), Some(7));
+        assert_eq!(&bytes[4..6], &SCHEMA_VERSION.to_le_bytes());
         let record = decode(&bytes, &seal).unwrap();
         assert_eq!(record.sequence, 7);
         assert_eq!(record.meta, meta());
@@ -332,7 +340,9 @@ pub(crate) mod tests {
         assert_eq!(record.sequence, 1);
         assert_eq!(record.meta.comment, "the version-1 fixture");
         assert_eq!(record.meta.time, 1_796_083_200);
-        let expected = crate::config::text::parse(crate::config::wire::tests::EVERYTHING).unwrap();
+        let everything =
+            crate::config::text::parse(crate::config::wire::tests::EVERYTHING).unwrap();
+        let expected = crate::config::wire::tests::without_version_2(everything);
         assert_eq!(record.config, expected);
         assert_eq!(&bytes[4..6], &1u16.to_le_bytes());
     }

@@ -28,7 +28,12 @@ use crate::sasl::{MechanismName, MechanismSet};
 /// Changelog:
 /// * 1 — the first stored form: system (with the token), services, classify, routes,
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
-pub const SCHEMA_VERSION: u16 = 1;
+/// * 2 — adds the remote syslog hosts (`set system syslog host`): [`ConfigV2`], version
+///   1's fields followed by the new ones. A version-1 record reads as having none.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// The oldest schema version this firmware still reads.
+pub const OLDEST_SCHEMA_VERSION: u16 = 1;
 
 /// Why a stored configuration cannot be turned back into a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +75,13 @@ pub struct ConfigV1 {
     /// Ruleset name, offered mechanisms, mechanisms restricted to TLS (by name).
     pub rulesets: Vec<(String, Vec<String>, Vec<String>)>,
     pub relay_rules: Vec<(u32, RelayRuleV1)>,
+}
+
+/// Schema version 2: version 1, then the remote syslog hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV2 {
+    pub v1: ConfigV1,
+    pub syslog_hosts: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +326,26 @@ impl From<&Config> for ConfigV1 {
     }
 }
 
+impl From<&Config> for ConfigV2 {
+    fn from(c: &Config) -> ConfigV2 {
+        ConfigV2 {
+            v1: c.into(),
+            syslog_hosts: c.system.syslog_hosts.clone(),
+        }
+    }
+}
+
 // ---- wire to model -------------------------------------------------------------------
+
+impl TryFrom<ConfigV2> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV2) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v1)?;
+        c.system.syslog_hosts = w.syslog_hosts;
+        Ok(c)
+    }
+}
 
 fn dur(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -412,6 +443,7 @@ impl TryFrom<ConfigV1> for Config {
                     label: w.token_label,
                     pin_file: w.token_pin_file,
                 },
+                syslog_hosts: Vec::new(),
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -510,6 +542,8 @@ set system token backend pkcs11
 set system token module /usr/lib/softhsm/libsofthsm2.so
 set system token label gateway
 set system token pin-file /etc/drawbridge/pins
+set system syslog host 192.0.2.9
+set system syslog host [2001:db8::9]:5514
 set service inbound listen 0.0.0.0:25
 set service inbound tls-listen 0.0.0.0:465
 set service inbound auth-mechanisms \"PLAIN SCRAM-SHA-256\"
@@ -549,11 +583,32 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV1::from(config);
+        let wire = ConfigV2::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV1 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV2 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
+    }
+
+    /// What version 1 could store: everything but the version-2 additions.
+    pub(crate) fn without_version_2(mut config: Config) -> Config {
+        config.system.syslog_hosts.clear();
+        config
+    }
+
+    #[test]
+    fn version_one_reads_as_version_two_without_its_additions() {
+        let config = parse(EVERYTHING).unwrap();
+        assert!(!config.system.syslog_hosts.is_empty());
+        let bytes = postcard::to_allocvec(&ConfigV1::from(&config)).unwrap();
+        let v1: ConfigV1 = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            Config::try_from(v1).unwrap(),
+            without_version_2(config.clone())
+        );
+        // Version 2 begins with version 1's fields, unchanged.
+        let v2 = postcard::to_allocvec(&ConfigV2::from(&config)).unwrap();
+        assert!(v2.starts_with(&bytes));
     }
 
     #[test]
