@@ -16,6 +16,7 @@ pub mod relay;
 pub mod sasl;
 pub mod signal;
 pub mod smtp;
+pub mod stats;
 pub mod tls;
 pub mod token;
 pub mod users;

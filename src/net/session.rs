@@ -71,6 +71,7 @@ pub async fn serve(
         addr: peer,
     };
     log::info!(target: "smtpd", "connect from {client}");
+    crate::stats::connection(service);
     let mut transport = Transport::Plain(stream);
     let mut session = if implicit_tls {
         let Some(tls) = running.tls.clone() else {
@@ -156,12 +157,14 @@ pub async fn serve(
                 Event::MessageAbort => spooling = None,
                 Event::AuthStart { mechanism, initial } => {
                     let step = auth.start(&gw, &running, &session, &mechanism, initial.as_deref());
+                    count_auth(service, &auth.name, &step);
                     if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
                         close_after_write = true;
                     }
                 }
                 Event::AuthResponse(line) => {
                     let step = auth.step(&line);
+                    count_auth(service, &auth.name, &step);
                     if !answer_auth(&gw, &running, &mut session, &mut auth, step, &client).await {
                         close_after_write = true;
                     }
@@ -204,9 +207,14 @@ pub async fn serve(
                         Some(s) => commit(&gw, service, peer, s, tx).await,
                         None => Err(spool_error()),
                     };
+                    if result.is_ok() {
+                        crate::stats::accepted(service);
+                    }
                     session.commit_done(result, Instant::now());
                 }
                 Event::Rejected { command, reply } => {
+                    let enhanced = reply.enhanced.map(|e| e.to_string());
+                    crate::stats::rejected(service, &command, reply.code, enhanced.as_deref());
                     log::info!(target: "smtpd", "NOQUEUE: reject: {command} from {client}: {}; from=<{from}> proto={} helo=<{helo}>",
                         reply.one_line(), if esmtp { "ESMTP" } else { "SMTP" });
                 }
@@ -389,6 +397,17 @@ async fn answer_auth(
     true
 }
 
+/// Counts an authentication's outcome once the mechanism has decided it.
+fn count_auth(service: ServiceName, mechanism: &str, step: &Step) {
+    match step {
+        Step::Success { .. } => crate::stats::authenticated(service, mechanism, true),
+        Step::Failure(AuthError::BadCredentials) => {
+            crate::stats::authenticated(service, mechanism, false)
+        }
+        _ => {}
+    }
+}
+
 fn blocked_reply(host: &str) -> Reply {
     Reply::new(
         421,
@@ -422,6 +441,7 @@ fn tls_established(
     client: &Peer<'_>,
 ) -> TlsInfo {
     let info = transport.tls_info().unwrap_or_default();
+    crate::stats::tls(service, &info.version);
     let trust = if info.client_subject.is_some() {
         "Trusted"
     } else {

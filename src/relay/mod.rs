@@ -36,6 +36,7 @@ use crate::smtp::address::{self, Domain};
 use crate::smtp::client::TlsPolicy;
 use crate::smtp::client::{ClientConfig, OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
+use crate::stats;
 use crate::tls::setup::GatewayTls;
 use dsn::{Report, ReportKind};
 
@@ -1062,6 +1063,7 @@ fn plan_next(env: &mut Envelope, config: &Config, now: u64) -> Plan {
         };
         let text = format!("message expired after {attempts} attempts: {last}");
         log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({text})", r.address);
+        stats::delivery(stats::Delivery::Bounced);
         r.status = RcptStatus::Failed {
             reply: format!("550 5.4.7 {text}"),
         };
@@ -1133,13 +1135,14 @@ fn log_status(
         Some(at) => at.elapsed().as_secs_f64(),
         None => unix_now().saturating_sub(env.arrived) as f64,
     };
-    let status = if reply.is_positive() {
-        "sent"
+    let (status, outcome) = if reply.is_positive() {
+        ("sent", stats::Delivery::Delivered)
     } else if reply.is_permanent() {
-        "bounced"
+        ("bounced", stats::Delivery::Bounced)
     } else {
-        "deferred"
+        ("deferred", stats::Delivery::Deferred)
     };
+    stats::delivery(outcome);
     let dsn = reply
         .enhanced
         .map_or_else(|| format!("{}.0.0", reply.code / 100), |e| e.to_string());
