@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::admin::ConsoleDevice;
 use crate::control::Request;
 use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
@@ -39,6 +40,17 @@ pub enum Command {
     /// Work on the stored configuration: through the running gateway, or on a stopped
     /// one's state directory.
     Config(ConfigCommand),
+    /// Attach this terminal to the running gateway's console.
+    Cli {
+        state_dir: PathBuf,
+        /// Log in even as root.
+        login: bool,
+    },
+    /// Print the running gateway's counters.
+    Stats {
+        state_dir: PathBuf,
+        json: bool,
+    },
     Help,
     Version,
 }
@@ -48,7 +60,8 @@ pub struct RunOptions {
     /// Initial configuration as set-lines; `None` means the host board's default.
     pub config: Option<PathBuf>,
     pub state_dir: PathBuf,
-    pub console: bool,
+    /// Where the console is; `None` with `--no-console`.
+    pub console: Option<ConsoleDevice>,
 }
 
 impl Default for RunOptions {
@@ -56,7 +69,8 @@ impl Default for RunOptions {
         RunOptions {
             config: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            console: true,
+            // The host board's console (board/host.toml).
+            console: Some(ConsoleDevice::Stdio),
         }
     }
 }
@@ -91,6 +105,10 @@ pub enum CertificateAction {
     /// Make a self-signed certificate for a host name when the store is empty.
     GenerateSelfSigned {
         host_name: String,
+    },
+    /// Remove a certificate and its key.
+    Delete {
+        name: String,
     },
 }
 
@@ -158,6 +176,7 @@ USAGE:
                                           import a PEM chain (leaf first) and
                                           its key; the key goes into the token
     drawbridge certificate request NAME   print a CSR for a stored key
+    drawbridge certificate delete NAME    remove a certificate and its key
     drawbridge certificate generate-self-signed HOST
                                           first-boot certificate, by hand
                                           (certificate commands take
@@ -192,6 +211,12 @@ USAGE:
                                           and --config FILE, whose `set system
                                           token …` lines name the token; the
                                           stored configuration names it otherwise)
+    drawbridge cli [--login]              the console of the running gateway on
+                                          this terminal; root on the box needs
+                                          no login unless --login (takes
+                                          --state-dir DIR)
+    drawbridge stats [--json]             the running gateway's counters (takes
+                                          --state-dir DIR)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -201,7 +226,11 @@ RUN OPTIONS:
                        host board's built-in default
     --state-dir DIR    where the spool, configuration slots and keys live
                        (default: ./var)
-    --no-console       do not read console commands from standard input
+    --console DEVICE[:SPEED]
+                       the console: stdin (the default) or a serial device
+                       such as /dev/ttyS0:115200, set raw at SPEED (115200
+                       unless given)
+    --no-console       run without a console
 
 SERVICES:
     inbound   takes internet mail for our domains and relays it to the
@@ -230,6 +259,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
+        Some(&"cli") => return parse_cli(&args[1..]),
+        Some(&"stats") => return parse_stats(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -243,12 +274,56 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         match arg {
             "--config" => opts.config = Some(value("--config")?),
             "--state-dir" => opts.state_dir = value("--state-dir")?,
-            "--no-console" => opts.console = false,
+            "--no-console" => opts.console = None,
+            "--console" => {
+                let device = it.next().ok_or("--console needs a value (try --help)")?;
+                opts.console = Some(ConsoleDevice::parse(device)?);
+            }
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown option '{other}' (try --help)")),
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `cli [--login] [--state-dir DIR]`.
+fn parse_cli(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut login = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--state-dir" => {
+                state_dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state-dir needs a value (try --help)")?
+            }
+            "--login" => login = true,
+            other => return Err(format!("unknown option '{other}' (try --help)")),
+        }
+    }
+    Ok(Command::Cli { state_dir, login })
+}
+
+/// `stats [--json] [--state-dir DIR]`.
+fn parse_stats(args: &[String]) -> Result<Command, String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--state-dir" => {
+                state_dir = it
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or("--state-dir needs a value (try --help)")?
+            }
+            "--json" => json = true,
+            other => return Err(format!("unknown option '{other}' (try --help)")),
+        }
+    }
+    Ok(Command::Stats { state_dir, json })
 }
 
 /// `config show|check|load|commit|rollback|history|reference …`.
@@ -444,6 +519,9 @@ fn parse_certificate(args: &[String]) -> Result<Command, String> {
         (Some("generate-self-signed"), 2) => CertificateAction::GenerateSelfSigned {
             host_name: words[1].clone(),
         },
+        (Some("delete"), 2) => CertificateAction::Delete {
+            name: words[1].clone(),
+        },
         _ => {
             return Err("usage: certificate show | import NAME --chain FILE --key FILE | request NAME | generate-self-signed HOST".into());
         }
@@ -599,9 +677,48 @@ mod tests {
             Ok(Command::Run(RunOptions {
                 config: Some("a.conf".into()),
                 state_dir: "/tmp/s".into(),
-                console: false
+                console: None
             }))
         );
+        assert_eq!(
+            parse(&args("run --console /dev/ttyS0:9600")),
+            Ok(Command::Run(RunOptions {
+                console: Some(ConsoleDevice::Serial {
+                    path: "/dev/ttyS0".into(),
+                    baud: 9600
+                }),
+                ..RunOptions::default()
+            }))
+        );
+        assert!(matches!(
+            parse(&args("run --console /dev/ttyS1")),
+            Ok(Command::Run(RunOptions {
+                console: Some(ConsoleDevice::Serial { baud: 115_200, .. }),
+                ..
+            }))
+        ));
+        for bad in [
+            "run --console /dev/ttyS0:1234",
+            "run --console ttyS0",
+            "run --console",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&args("cli --login --state-dir /s")),
+            Ok(Command::Cli {
+                state_dir: "/s".into(),
+                login: true
+            })
+        );
+        assert_eq!(
+            parse(&args("stats --json")),
+            Ok(Command::Stats {
+                state_dir: DEFAULT_STATE_DIR.into(),
+                json: true
+            })
+        );
+        assert!(parse(&args("stats --clear")).is_err());
         assert!(
             parse(&args("run --config"))
                 .unwrap_err()

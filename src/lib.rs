@@ -1,5 +1,6 @@
 //! drawbridge: the firmware of a hardened SMTP relay appliance.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

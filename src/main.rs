@@ -60,6 +60,18 @@ fn main() -> ExitCode {
             config.system.token = drawbridge::gateway::token_settings(&state_dir, file.as_ref());
             return printed(drawbridge::token::admin::token(action, &config, &state_dir));
         }
+        Ok(Command::Cli { state_dir, login }) => {
+            return match drawbridge::admin::cli::run(&state_dir, login) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("drawbridge: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Command::Stats { state_dir, json }) => {
+            return queue(&drawbridge::control::Request::Stats { json }, &state_dir);
+        }
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -84,15 +96,16 @@ fn main() -> ExitCode {
         |(_, c)| c.system.host_name.clone(),
     );
     drawbridge::log::init(&host_name);
-    if opts.console {
-        log::info!(target: "main", "the serial console is not available yet; running without it");
-    }
     let start = drawbridge::gateway::Start {
         state_dir: opts.state_dir.clone(),
         file,
         factory: config::host_default(),
+        console: opts.console.clone(),
     };
-    match drawbridge::gateway::run(start) {
+    let result = drawbridge::gateway::run(start);
+    drawbridge::admin::tty::restore();
+    match result {
+        Ok(_) if drawbridge::admin::restart_requested() => restart(&args),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "main", "{e}");
@@ -100,6 +113,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `restart` and `factory-reset` from the console: the same program again, in this
+/// process (as PID 1 too), from the stored configuration: without `--config FILE`,
+/// which would otherwise be loaded over what was committed since.
+fn restart(args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut again = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--config" {
+            it.next();
+            continue;
+        }
+        again.push(arg.clone());
+    }
+    if again.is_empty() {
+        again.push("run".into());
+    }
+    let program = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let e = std::process::Command::new(program).args(&again).exec();
+    eprintln!("drawbridge: cannot restart: {e}");
+    ExitCode::FAILURE
 }
 
 /// The token settings for a command on `state_dir`: those of `--config FILE` when

@@ -117,10 +117,14 @@ pub struct Pager {
     left: usize,
     /// Page or not (`| no-more`).
     paging: bool,
+    /// A terminal of no known height (0 rows): never page.
+    never: bool,
 }
 
 impl Pager {
+    /// A pager for a terminal of `rows` and `columns`; 0 rows never pages.
     pub fn new(rows: u16, columns: u16) -> Pager {
+        let never = rows == 0;
         let rows = usize::from(rows).max(2);
         Pager {
             lines: VecDeque::new(),
@@ -128,6 +132,7 @@ impl Pager {
             columns: usize::from(columns).max(1),
             left: rows - 1,
             paging: true,
+            never,
         }
     }
 
@@ -135,7 +140,7 @@ impl Pager {
     pub fn start(&mut self, lines: Vec<String>, paging: bool) {
         self.lines = lines.iter().map(|l| sanitize(l)).collect();
         self.left = self.rows - 1;
-        self.paging = paging;
+        self.paging = paging && !self.never;
     }
 
     /// Writes lines until the page is full; true when everything has been written,

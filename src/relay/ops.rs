@@ -117,6 +117,23 @@ impl Scheduler {
     /// Tries every deferred message now, and forgets which hosts failed recently.
     /// Returns how many messages were woken.
     pub fn flush(self: &Rc<Self>) -> usize {
+        self.flush_matching(|_| true)
+    }
+
+    /// Tries now the messages with a recipient still to deliver in `domain` (any case).
+    pub fn flush_domain(self: &Rc<Self>, domain: &str) -> usize {
+        let domain = domain.to_ascii_lowercase();
+        self.flush_matching(|env| {
+            env.recipients.iter().any(|r| {
+                r.status.is_open()
+                    && r.address
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&domain))
+            })
+        })
+    }
+
+    fn flush_matching(self: &Rc<Self>, wanted: impl Fn(&Envelope) -> bool) -> usize {
         let now = unix_now();
         let due: Vec<QueueId> = {
             let mut inner = self.inner.borrow_mut();
@@ -126,7 +143,7 @@ impl Scheduler {
             inner
                 .messages
                 .values_mut()
-                .filter(|a| !a.env.held && a.in_flight == 0)
+                .filter(|a| !a.env.held && a.in_flight == 0 && wanted(&a.env))
                 .map(|a| {
                     a.env.next_attempt = now;
                     a.env.id.clone()
@@ -175,6 +192,28 @@ impl Scheduler {
             }
             Backing::Journal(segment) => self.move_to_file(active, segment),
         }
+        Ok(())
+    }
+
+    /// Like Postfix's `postsuper -r`: a held message is released, and the recipients
+    /// still open are routed again by the running configuration and tried at once. An
+    /// attempt already running finishes first.
+    pub fn requeue(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let held = self
+            .inner
+            .borrow()
+            .messages
+            .get(id)
+            .map(|a| a.env.held)
+            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
+        if held {
+            self.set_held(id, false)?;
+        }
+        if let Some(a) = self.inner.borrow_mut().messages.get_mut(id) {
+            a.env.next_attempt = unix_now();
+        }
+        log::info!(target: "qmgr", "{id}: requeued by the administrator");
+        self.dispatch(id);
         Ok(())
     }
 

@@ -17,7 +17,15 @@ pub fn certificate(
     state_dir: &Path,
     settings: &TokenSettings,
 ) -> Result<String, TlsError> {
-    let token = open_token(settings, state_dir)?;
+    certificate_on(action, state_dir, open_token(settings, state_dir)?)
+}
+
+/// [`certificate`] with a token already open (the running gateway's).
+pub fn certificate_on(
+    action: &CertificateAction,
+    state_dir: &Path,
+    token: std::sync::Arc<dyn crate::token::Token>,
+) -> Result<String, TlsError> {
     let store = CertStore::open(&state_dir.join(STORE_DIR), token)?;
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|e| TlsError::Io(format!("{}: {e}", path.display())))
@@ -38,6 +46,10 @@ pub fn certificate(
             ))
         }
         CertificateAction::Request { name } => store.request(name),
+        CertificateAction::Delete { name } => {
+            store.remove(name)?;
+            Ok(format!("deleted {name}\n"))
+        }
         CertificateAction::GenerateSelfSigned { host_name } => {
             match store.ensure_self_signed(host_name, unix_now() as i64)? {
                 Some(cert) => Ok(format!("generated {}", describe(&cert))),

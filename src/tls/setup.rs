@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::config::{
-    ClientSettings, ServerSettings, Verify, Versions, client_config, server_config,
+    ChainVerdict, ClientSettings, ServerSettings, Verify, Versions, client_config, server_config,
 };
 use super::pem::parse_chain;
 use super::store::CertStore;
@@ -32,6 +32,7 @@ pub struct GatewayTls {
     sign_off_executor: bool,
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
+    verdict: ChainVerdict,
 }
 
 impl GatewayTls {
@@ -76,6 +77,7 @@ impl GatewayTls {
             versions,
         };
         Ok(GatewayTls {
+            verdict: ChainVerdict::new(&extra_roots)?,
             server,
             sign_off_executor,
             verified: client_config(&client(Verify::Full))?,
@@ -113,6 +115,14 @@ impl GatewayTls {
         transport
             .connect_tls(config.clone(), server_name, HANDSHAKE_TIMEOUT)
             .await
+    }
+}
+
+impl GatewayTls {
+    /// Whether the certificate a next hop presented on `transport` would pass a
+    /// verifying delivery to `server_name`; the reason when it would not.
+    pub fn verify_peer(&self, transport: &Transport, server_name: &str) -> Result<(), String> {
+        self.verdict.check(&transport.peer_chain(), server_name)
     }
 }
 
