@@ -44,10 +44,14 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                 Err(e) => Answer::Error(e.to_string()),
             }
         }
-        Request::Run(command) => match run(&gw, &user, command).await {
-            Ok(text) => Answer::Text(text),
-            Err(e) => Answer::Error(e),
-        },
+        Request::Run(command) => {
+            let leaving = matches!(command, Command::Restart | Command::FactoryReset);
+            match run(&gw, &user, command).await {
+                Ok(text) if leaving => Answer::Closing(text),
+                Ok(text) => Answer::Text(text),
+                Err(e) => Answer::Error(e),
+            }
+        }
         Request::Configure => Answer::Candidate(Box::new(gw.candidate())),
         Request::Running => Answer::Running(Box::new((*gw.config()).clone())),
         Request::Check(candidate) => match gw.check(&candidate) {

@@ -810,6 +810,11 @@ impl Console {
 
     fn answered(&mut self, pending: Pending, answer: Answer, now: Instant) {
         match (pending, answer) {
+            (_, Answer::Closing(text)) => {
+                self.error(&text);
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed);
+            }
             (Pending::Login { user }, Answer::LoggedIn { must_change }) => {
                 if must_change {
                     self.user = Some(user);

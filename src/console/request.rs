@@ -165,4 +165,6 @@ pub enum Answer {
     File(String),
     /// The request was given up (Ctrl-C while it ran).
     Cancelled,
+    /// Say this and end the session: the gateway is going away (`restart`).
+    Closing(String),
 }

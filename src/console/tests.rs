@@ -60,6 +60,7 @@ impl Fake {
                 Answer::Text((1..=30).map(|i| format!("log line {i}\n")).collect())
             }
             Request::Run(Command::TestSmtp { .. }) => Answer::Error("connect: refused".into()),
+            Request::Run(Command::Restart) => Answer::Closing("Restarting.".into()),
             Request::Run(c) => Answer::Text(format!("ran {c:?}\n")),
             Request::Configure | Request::Rollback(_) => Answer::Candidate(Box::new(Candidate {
                 base: self.sequence,
@@ -586,6 +587,32 @@ fn exit_and_ctrl_d_end_the_session() {
     let mut console = Console::new(logged_in());
     console.handle_input(b"x\x08\x04");
     assert_eq!(console.poll_event(), Some(Event::Closed));
+}
+
+#[test]
+fn restart_says_so_and_ends_the_session() {
+    let mut console = Console::new(logged_in());
+    let mut fake = Fake::changed();
+    let out = run_split(
+        &mut console,
+        &mut fake,
+        &[Step::Keys(
+            b"restart
+yes
+show status
+",
+        )],
+        &whole,
+    );
+    let mut screen = Screenful::default();
+    screen.feed(&out);
+    assert!(
+        screen.text().ends_with("[yes,no] (no) yes\nRestarting.\n"),
+        "{}",
+        screen.text()
+    );
+    assert!(console.is_closed());
+    assert!(!fake.requests.contains(&Request::Run(Command::ShowStatus)));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod softhsm;
+pub mod terminal;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
