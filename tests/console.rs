@@ -277,6 +277,45 @@ fn a_log_line_while_typing_leaves_the_line_intact() {
 }
 
 #[test]
+fn a_console_on_a_serial_device() {
+    let dir = TempDir::new("console-serial");
+    let (mut term, device) = Terminal::device();
+    let inbound = free_port();
+    let config = dir.path().join("gateway.conf");
+    std::fs::write(&config, Gateway::config_text(inbound, free_port(), "")).unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--console")
+        .arg(format!("{device}:9600"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    term.expect("login: ");
+    first_login(&mut term);
+    term.type_keys(
+        "show users
+",
+    );
+    term.expect(&format!("console {device}"));
+    term.expect(PROMPT);
+    // The log lines are on the device too, and in the log file.
+    let client = std::net::TcpStream::connect(("127.0.0.1", inbound)).unwrap();
+    term.expect("connect from unknown[127.0.0.1]");
+    drop(client);
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(text.contains("admin logged in on console /dev/"), "{text}");
+}
+
+#[test]
 fn the_same_session_through_drawbridge_cli() {
     let dir = TempDir::new("console-cli");
     let sink = Sink::start();
@@ -333,7 +372,7 @@ fn the_same_session_through_drawbridge_cli() {
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(b"show log | count\nshow configuration\n")?;
+                .write_all(b"show log | count\nshow configuration\nshow certificates\n")?;
             child.wait_with_output()
         })
         .unwrap();
@@ -342,5 +381,49 @@ fn the_same_session_through_drawbridge_cli() {
     assert!(text.contains("Count: "), "{text}");
     assert!(text.contains(&route), "{text}");
     assert!(!text.contains("--More--"), "{text}");
+    assert!(text.contains("0-self-signed: gw.example.com"), "{text}");
     gw.wait_for_log("admin logged in on cli");
+}
+
+#[test]
+fn restart_and_factory_reset_from_the_console() {
+    let dir = TempDir::new("console-restart");
+    let gw = Gateway::start(dir.path(), "");
+    let script = |text: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(["cli", "--state-dir"])
+            .arg(&gw.state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pid = gw.pid();
+    let out = script("configure\nset route partner.example mx\ncommit\nexit\nrestart\nyes\n");
+    assert!(out.contains("Restarting."), "{out}");
+    gw.wait_for_log_count("message(s) recovered from the queue", 2);
+    // The same process, started again from what was committed, not from --config.
+    assert_eq!(gw.pid(), pid);
+    let (ok, shown, _) = gw.cli(&["config", "show"]);
+    assert!(
+        ok && shown.contains("set route partner.example mx"),
+        "{shown}"
+    );
+    let out = script("factory-reset\nyes\n");
+    assert!(out.contains("erased; restarting"), "{out}");
+    gw.wait_for_log_count("message(s) recovered from the queue", 3);
+    let (ok, shown, _) = gw.cli(&["config", "show"]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("by boot: factory default"), "{shown}");
+    assert!(!shown.contains("partner.example"), "{shown}");
+    assert!(!gw.state.join("admins.db").exists());
 }

@@ -231,6 +231,8 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
                     user: None,
                 };
                 if session::run(gw2.clone(), &link, options, &name).await == Ended::Gone {
+                    // Nothing prints log lines on the terminal any more.
+                    crate::log::set_stderr(true);
                     log::info!(target: "console", "{name}: input ended; the console is closed");
                     return;
                 }

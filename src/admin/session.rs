@@ -11,7 +11,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt as _;
 
 use super::exec;
-use crate::console::{Answer, Console, Event, Options};
+use crate::console::{Answer, Command, Console, Event, Options, Request};
 use crate::gateway::Gateway;
 
 /// A terminal, as two byte channels: what was typed (closed at the end of input) and
@@ -60,6 +60,9 @@ async fn drive(
     id: u64,
 ) -> Ended {
     let mut pending: Option<Pin<Box<dyn Future<Output = Answer>>>> = None;
+    // Only what changes nothing may be given up half-way: a commit or a queue
+    // operation runs to its end.
+    let mut cancellable = false;
     let mut eof = false;
     loop {
         while let Some(bytes) = console.poll_transmit() {
@@ -70,12 +73,16 @@ async fn drive(
         if let Some(event) = console.poll_event() {
             match event {
                 Event::Request(request) => {
+                    cancellable = matches!(
+                        request,
+                        Request::Run(Command::TestSmtp { .. } | Command::TestDns { .. })
+                    );
                     let user = console.user().unwrap_or("-").to_string();
                     let transport = gw.admin.transport(id);
                     pending = Some(Box::pin(exec::answer(gw.clone(), user, transport, request)));
                 }
                 Event::Cancel => {
-                    if pending.take().is_some() {
+                    if cancellable && pending.take().is_some() {
                         console.handle_answer(Answer::Cancelled, Instant::now());
                     }
                 }

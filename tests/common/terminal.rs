@@ -13,7 +13,9 @@ use super::WAIT;
 /// A program running on a pseudo-terminal of 24 rows and 80 columns.
 pub struct Terminal {
     master: File,
-    pub child: Child,
+    pub child: Option<Child>,
+    /// The other side, kept open while a program is to open it by name.
+    slave: Option<File>,
     seen: Arc<Mutex<Vec<u8>>>,
     /// Where the next `expect` starts looking.
     mark: usize,
@@ -22,6 +24,33 @@ pub struct Terminal {
 impl Terminal {
     /// Starts `command` with the terminal as its standard input, output and error.
     pub fn spawn(mut command: Command) -> Terminal {
+        let (mut term, slave) = Terminal::open();
+        let child = command
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("start the program");
+        drop(command);
+        term.child = Some(child);
+        term
+    }
+
+    /// A terminal whose other side a program opens by its path, as a serial device.
+    pub fn device() -> (Terminal, String) {
+        let (mut term, slave) = Terminal::open();
+        // SAFETY: ttyname on an open descriptor; the string is copied at once.
+        let path = unsafe {
+            std::ffi::CStr::from_ptr(libc::ttyname(std::os::fd::AsRawFd::as_raw_fd(&slave)))
+                .to_string_lossy()
+                .into_owned()
+        };
+        term.slave = Some(slave);
+        (term, path)
+    }
+
+    /// A pseudo-terminal and its reader; the other side for the caller.
+    fn open() -> (Terminal, File) {
         let (mut master, mut slave) = (0, 0);
         let size = libc::winsize {
             ws_row: 24,
@@ -42,13 +71,6 @@ impl Terminal {
         assert_eq!(rc, 0, "openpty");
         // SAFETY: the descriptors are ours and open.
         let (master, slave) = unsafe { (File::from_raw_fd(master), File::from_raw_fd(slave)) };
-        let child = command
-            .stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave))
-            .spawn()
-            .expect("start the program");
-        drop(command);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
         let s = seen.clone();
@@ -62,12 +84,14 @@ impl Terminal {
                 s.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Terminal {
+        let term = Terminal {
             master,
-            child,
+            child: None,
+            slave: None,
             seen,
             mark: 0,
-        }
+        };
+        (term, slave)
     }
 
     /// Types `keys`.
@@ -124,7 +148,8 @@ impl Terminal {
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            let child = self.child.as_mut().expect("a program runs");
+            if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
             assert!(start.elapsed() < WAIT, "the program did not exit");
@@ -135,8 +160,10 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
