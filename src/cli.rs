@@ -286,44 +286,46 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     Ok(Command::Run(opts))
 }
 
-/// `cli [--login] [--state-dir DIR]`.
-fn parse_cli(args: &[String]) -> Result<Command, String> {
+/// `--state-dir DIR` and the flags among `allowed`: the state directory and the flags
+/// given.
+fn state_dir_and_flags(
+    args: &[String],
+    allowed: &[&'static str],
+) -> Result<(PathBuf, Vec<&'static str>), String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut login = false;
+    let mut flags = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--state-dir" => {
-                state_dir = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--state-dir needs a value (try --help)")?
-            }
-            "--login" => login = true,
-            other => return Err(format!("unknown option '{other}' (try --help)")),
+        if arg == "--state-dir" {
+            state_dir = it
+                .next()
+                .map(PathBuf::from)
+                .ok_or("--state-dir needs a value (try --help)")?;
+        } else if let Some(flag) = allowed.iter().find(|f| **f == arg) {
+            flags.push(*flag);
+        } else {
+            return Err(format!("unknown option '{arg}' (try --help)"));
         }
     }
-    Ok(Command::Cli { state_dir, login })
+    Ok((state_dir, flags))
+}
+
+/// `cli [--login] [--state-dir DIR]`.
+fn parse_cli(args: &[String]) -> Result<Command, String> {
+    let (state_dir, flags) = state_dir_and_flags(args, &["--login"])?;
+    Ok(Command::Cli {
+        state_dir,
+        login: !flags.is_empty(),
+    })
 }
 
 /// `stats [--json] [--state-dir DIR]`.
 fn parse_stats(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut json = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--state-dir" => {
-                state_dir = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--state-dir needs a value (try --help)")?
-            }
-            "--json" => json = true,
-            other => return Err(format!("unknown option '{other}' (try --help)")),
-        }
-    }
-    Ok(Command::Stats { state_dir, json })
+    let (state_dir, flags) = state_dir_and_flags(args, &["--json"])?;
+    Ok(Command::Stats {
+        state_dir,
+        json: !flags.is_empty(),
+    })
 }
 
 /// `config show|check|load|commit|rollback|history|reference …`.

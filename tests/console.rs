@@ -389,24 +389,7 @@ fn the_same_session_through_drawbridge_cli() {
 fn restart_and_factory_reset_from_the_console() {
     let dir = TempDir::new("console-restart");
     let gw = Gateway::start(dir.path(), "");
-    let script = |text: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-            .args(["cli", "--state-dir"])
-            .arg(&gw.state)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let script = |text: &str| gw.console_script(text);
     let pid = gw.pid();
     let out = script("configure\nset route partner.example mx\ncommit\nexit\nrestart\nyes\n");
     assert!(out.contains("Restarting."), "{out}");

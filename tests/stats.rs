@@ -5,30 +5,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 
 const POLICY: &str = "set classify 10 remote 127.0.0.2 category INTERNAL\n\
                       set classify 20 remote 0.0.0.0/0 category EXTERNAL\n";
-
-fn add_user(state: &std::path::Path, user: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args(["password", "add", "--user", user, "--state-dir"])
-        .arg(state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
-}
 
 /// The counters as JSON, read with Python's json module: each path picks one value.
 fn counters(gw: &Gateway, paths: &[&str]) -> Vec<String> {
@@ -44,27 +24,6 @@ fn counters(gw: &Gateway, paths: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Commands typed to the console through `drawbridge cli`, as a script.
-fn console(gw: &Gateway, script: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .arg("cli")
-        .arg("--state-dir")
-        .arg(&gw.state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn every_counter_after_a_known_mix_of_mail() {
     let dir = TempDir::new("stats");
@@ -75,7 +34,7 @@ fn every_counter_after_a_known_mix_of_mail() {
             defer: vec!["later@example.com".into()],
         },
     );
-    add_user(&dir.path().join("state"), "alice", "correct horse");
+    add_user(&dir.path().join("state"), "alice", "correct horse", false);
     let gw = Gateway::start(
         dir.path(),
         &format!(
@@ -168,10 +127,7 @@ s.quit()
     );
 
     // The console shows the same, a counter a line: since the start and since a clear.
-    let shown = console(
-        &gw,
-        "show stats\nclear stats\nshow stats | match accepted\n",
-    );
+    let shown = gw.console_script("show stats\nclear stats\nshow stats | match accepted\n");
     let row = |name: &str| -> Vec<String> {
         shown
             .lines()

@@ -352,18 +352,7 @@ fn status(gw: &Rc<Gateway>) -> String {
         mailq_stamp(report.started),
         uptime(now.saturating_sub(report.started))
     );
-    let _ = writeln!(
-        out,
-        "Running commit: {} of {} by {}{}",
-        commit.sequence,
-        mailq_stamp(commit.meta.time),
-        commit.meta.user,
-        if commit.meta.comment.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", commit.meta.comment)
-        }
-    );
+    let _ = writeln!(out, "Running commit: {}", admin::describe(&commit));
     if let Some((deadline, back_to)) = gw.pending_confirm() {
         let _ = writeln!(
             out,

@@ -352,45 +352,7 @@ fn back(out: &mut Vec<u8>, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A dumb terminal: printable characters, BS, CR and LF on a grid.
-    pub(crate) struct Dumb {
-        pub rows: Vec<Vec<char>>,
-        pub col: usize,
-    }
-
-    impl Dumb {
-        pub(crate) fn new() -> Dumb {
-            Dumb {
-                rows: vec![Vec::new()],
-                col: 0,
-            }
-        }
-
-        pub(crate) fn feed(&mut self, bytes: &[u8]) {
-            for c in String::from_utf8_lossy(bytes).chars() {
-                match c {
-                    '\r' => self.col = 0,
-                    '\n' => self.rows.push(Vec::new()),
-                    '\x08' => self.col = self.col.saturating_sub(1),
-                    '\x07' => {}
-                    c => {
-                        let row = self.rows.last_mut().unwrap();
-                        while row.len() <= self.col {
-                            row.push(' ');
-                        }
-                        row[self.col] = c;
-                        self.col += 1;
-                    }
-                }
-            }
-        }
-
-        pub(crate) fn last(&self) -> String {
-            let s: String = self.rows.last().unwrap().iter().collect();
-            s.trim_end().to_string()
-        }
-    }
+    use crate::console::screen::Screen as Dumb;
 
     #[test]
     fn editing_anywhere_redraws_only_the_difference() {
@@ -412,7 +374,7 @@ mod tests {
         screen.draw(&line, &mut out);
         // The changed tail is written again, and the cursor steps back.
         assert_eq!(out, b"- stats\x08\x08\x08\x08\x08\x08");
-        let mut term = Dumb::new();
+        let mut term = Dumb::default();
         let mut all = Vec::new();
         let mut screen = Screen::new(80);
         let mut line = Line::default();
@@ -427,8 +389,8 @@ mod tests {
         line.delete();
         screen.draw(&line, &mut all);
         term.feed(&all);
-        assert_eq!(term.last(), "a> how");
-        assert_eq!(term.col, 3);
+        assert_eq!(term.current(), "a> how");
+        assert_eq!(term.column(), 3);
     }
 
     #[test]
@@ -442,17 +404,17 @@ mod tests {
             line.insert(c);
             screen.draw(&line, &mut out);
         }
-        let mut term = Dumb::new();
+        let mut term = Dumb::default();
         term.feed(&out);
         // 20 columns: the prompt, 17 characters, the last column free.
-        assert_eq!(term.last(), "> uvwxyz0123456789");
-        assert!(term.rows.len() == 1 && term.col < 20);
+        assert_eq!(term.current(), "> uvwxyz0123456789");
+        assert!(term.lines().len() == 1 && term.column() < 20);
         out.clear();
         line.home();
         screen.draw(&line, &mut out);
         term.feed(&out);
-        assert_eq!(term.last(), "> abcdefghijklmnopq");
-        assert_eq!(term.col, 2);
+        assert_eq!(term.current(), "> abcdefghijklmnopq");
+        assert_eq!(term.column(), 2);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod editor;
 pub mod keys;
 pub mod output;
 pub mod request;
+pub mod screen;
 pub mod tree;
 pub mod words;
 

@@ -191,53 +191,30 @@ fn transcript(fake: impl Fn() -> Fake, options: Options, steps: &[Step<'_>]) -> 
     screen
 }
 
-/// A dumb terminal: printable characters, backspace, CR and LF on an endless grid.
+/// What the terminal shows, checked to have had nothing but what a dumb terminal takes.
 #[derive(Default)]
-struct Screenful {
-    rows: Vec<Vec<char>>,
-    col: usize,
-}
+struct Screenful(screen::Screen);
 
 impl Screenful {
     fn feed(&mut self, bytes: &[u8]) {
-        if self.rows.is_empty() {
-            self.rows.push(Vec::new());
-        }
-        for c in String::from_utf8_lossy(bytes).chars() {
-            match c {
-                '\r' => self.col = 0,
-                '\n' => self.rows.push(Vec::new()),
-                '\x08' => self.col = self.col.saturating_sub(1),
-                '\x07' => {}
-                c => {
-                    assert!(
-                        !c.is_control(),
-                        "control character {c:?} sent to the terminal"
-                    );
-                    let row = self.rows.last_mut().unwrap();
-                    while row.len() <= self.col {
-                        row.push(' ');
-                    }
-                    row[self.col] = c;
-                    self.col += 1;
-                }
-            }
-        }
+        self.0.feed(bytes);
+        assert_eq!(
+            self.0.stray(),
+            0,
+            "a control character was sent to the terminal"
+        );
     }
 
     fn lines(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .map(|r| r.iter().collect::<String>().trim_end().to_string())
-            .collect()
+        self.0.lines()
     }
 
     fn text(&self) -> String {
-        self.lines().join("\n")
+        self.0.text()
     }
 
     fn last(&self) -> String {
-        self.lines().last().cloned().unwrap_or_default()
+        self.0.current()
     }
 }
 
@@ -336,7 +313,7 @@ fn help_anywhere_and_the_line_comes_back() {
         "{text}"
     );
     assert_eq!(screen.last(), "admin@gw.example.com> show queue");
-    assert_eq!(screen.col, "admin@gw.example.com> show ".len());
+    assert_eq!(screen.0.column(), "admin@gw.example.com> show ".len());
 }
 
 #[test]

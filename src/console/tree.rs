@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use super::request::{Command, Target};
 use super::words::Word;
 use crate::config::Config;
-use crate::config::text::{self, Candidate, END_OF_STATEMENT};
+use crate::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find};
 
 /// One word of the tree.
 pub struct Cmd {
@@ -194,19 +194,11 @@ impl Mode {
 }
 
 fn keyword(word: &str, help: &str) -> Candidate {
-    Candidate {
-        word: word.to_string(),
-        help: help.to_string(),
-        placeholder: false,
-    }
+    Candidate::keyword(word, help)
 }
 
 fn placeholder(word: &str, help: &str) -> Candidate {
-    Candidate {
-        word: format!("<{word}>"),
-        help: help.to_string(),
-        placeholder: true,
-    }
+    Candidate::placeholder(word, help)
 }
 
 fn end() -> Candidate {
@@ -215,23 +207,6 @@ fn end() -> Candidate {
 
 fn pipe_candidate() -> Candidate {
     keyword("|", "Pipe through a command")
-}
-
-/// Finds `word` among `names` (any case): the exact name, else the one name it is an
-/// unambiguous prefix of. `Err(matches)` lists the names it could be (none or many).
-fn find<'a, T>(items: &'a [T], name: impl Fn(&T) -> &str, word: &str) -> Result<&'a T, Vec<&'a T>> {
-    if let Some(item) = items.iter().find(|i| name(i).eq_ignore_ascii_case(word)) {
-        return Ok(item);
-    }
-    let lower = word.to_ascii_lowercase();
-    let matches: Vec<&T> = items
-        .iter()
-        .filter(|i| !word.is_empty() && name(i).starts_with(&lower))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        _ => Err(matches),
-    }
 }
 
 fn ambiguous(at: usize, word: &str, candidates: Vec<Candidate>) -> SyntaxError {

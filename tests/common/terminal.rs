@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use drawbridge::console::screen::Screen;
+
 use super::WAIT;
 
 /// A program running on a pseudo-terminal of 24 rows and 80 columns.
@@ -164,55 +166,5 @@ impl Drop for Terminal {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// The rows of a dumb terminal: printable characters, backspace, CR and LF.
-#[derive(Default)]
-pub struct Screen {
-    rows: Vec<Vec<char>>,
-    col: usize,
-}
-
-impl Screen {
-    pub fn feed(&mut self, bytes: &[u8]) {
-        if self.rows.is_empty() {
-            self.rows.push(Vec::new());
-        }
-        for c in String::from_utf8_lossy(bytes).chars() {
-            match c {
-                '\r' => self.col = 0,
-                '\n' => {
-                    self.rows.push(Vec::new());
-                    self.col = 0;
-                }
-                '\x08' => self.col = self.col.saturating_sub(1),
-                c if c.is_control() => {}
-                c => {
-                    let row = self.rows.last_mut().unwrap();
-                    while row.len() <= self.col {
-                        row.push(' ');
-                    }
-                    row[self.col] = c;
-                    self.col += 1;
-                }
-            }
-        }
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .map(|r| r.iter().collect::<String>().trim_end().to_string())
-            .collect()
-    }
-
-    pub fn text(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    /// The row the cursor is on.
-    pub fn current(&self) -> String {
-        self.lines().last().cloned().unwrap_or_default()
     }
 }
