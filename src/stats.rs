@@ -56,8 +56,8 @@ impl Counters {
     /// These counters less `earlier` (a snapshot taken at `clear stats`).
     fn since(&self, earlier: &Counters) -> Counters {
         let service = |now: &ServiceCounters, then: &ServiceCounters| ServiceCounters {
-            connections: now.connections - then.connections,
-            accepted: now.accepted - then.accepted,
+            connections: now.connections.saturating_sub(then.connections),
+            accepted: now.accepted.saturating_sub(then.accepted),
             rejected: less(&now.rejected, &then.rejected),
             tls: less(&now.tls, &then.tls),
             auth_succeeded: less(&now.auth_succeeded, &then.auth_succeeded),
@@ -66,9 +66,9 @@ impl Counters {
         Counters {
             inbound: service(&self.inbound, &earlier.inbound),
             outbound: service(&self.outbound, &earlier.outbound),
-            delivered: self.delivered - earlier.delivered,
-            deferred: self.deferred - earlier.deferred,
-            bounced: self.bounced - earlier.bounced,
+            delivered: self.delivered.saturating_sub(earlier.delivered),
+            deferred: self.deferred.saturating_sub(earlier.deferred),
+            bounced: self.bounced.saturating_sub(earlier.bounced),
             tls_out: less(&self.tls_out, &earlier.tls_out),
         }
     }
@@ -76,7 +76,12 @@ impl Counters {
 
 fn less(now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     now.iter()
-        .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(then.get(k).copied().unwrap_or(0)),
+            )
+        })
         .filter(|(_, v)| *v > 0)
         .collect()
 }

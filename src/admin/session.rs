@@ -64,10 +64,13 @@ async fn drive(
     // operation runs to its end.
     let mut cancellable = false;
     let mut eof = false;
+    // The terminal stopped taking output: what runs still runs to its end.
+    let mut gone = false;
     loop {
         while let Some(bytes) = console.poll_transmit() {
-            if link.output.send(bytes).await.is_err() {
-                return Ended::Gone;
+            if !gone && link.output.send(bytes).await.is_err() {
+                gone = true;
+                eof = true;
             }
         }
         if let Some(event) = console.poll_event() {
@@ -93,7 +96,7 @@ async fn drive(
         if let Some(user) = console.user() {
             gw.admin.logged_in(id, user);
         }
-        if eof && pending.is_none() {
+        if (eof || gone) && pending.is_none() {
             return Ended::Gone;
         }
         let input = async {

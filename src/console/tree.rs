@@ -511,11 +511,12 @@ fn run_args(
                 ArgKind::Value { .. } => {}
             },
             (None, Some(v)) => {
-                let ArgKind::Value {
-                    choices, closed, ..
-                } = v.kind
-                else {
-                    unreachable!("values are values")
+                // `values` holds value arguments only.
+                let (choices, closed) = match v.kind {
+                    ArgKind::Value {
+                        choices, closed, ..
+                    } => (choices, closed),
+                    _ => (&[][..], false),
                 };
                 if closed {
                     match find(choices, |c| c, &w.text) {
@@ -551,12 +552,13 @@ fn run_args(
         return Ok(Walked::Help(next_args(spec, &args, waiting)));
     }
     if let Some(option) = waiting {
-        let ArgKind::Option {
-            placeholder,
-            optional,
-        } = option.kind
-        else {
-            unreachable!("only options wait for a value")
+        // Only options wait for a value.
+        let (placeholder, optional) = match option.kind {
+            ArgKind::Option {
+                placeholder,
+                optional,
+            } => (placeholder, optional),
+            _ => ("VALUE", false),
         };
         if !optional {
             return Err(SyntaxError::new(
