@@ -335,7 +335,13 @@ fn walk(
     match &node.kind {
         CmdKind::Menu(children) => walk(children, config, rest, at, how),
         CmdKind::Run(spec) => run_args(spec, rest, at, how),
-        CmdKind::Operational => walk(OPERATIONAL, config, rest, at, how),
+        CmdKind::Operational => match walk(OPERATIONAL, config, rest, at, how)? {
+            Walked::Parsed(Action::Configure | Action::Exit, ..) => Err(SyntaxError::new(
+                at,
+                "'run' takes commands that show or act on the gateway, not configure, exit or quit.",
+            )),
+            walked => Ok(walked),
+        },
         CmdKind::Statement => {
             let mut statement = vec![node.name.to_string()];
             statement.extend(rest.iter().map(|w| w.text.clone()));
@@ -1617,6 +1623,14 @@ mod tests {
         assert!(routes.contains(&"<PATTERN>".to_string()));
         assert!(help(Mode::Configuration, "show ").contains(&"route".to_string()));
         assert!(help(Mode::Configuration, "run show ").contains(&"queue".to_string()));
+        assert_eq!(
+            parse_line(Mode::Configuration, "run show stats")
+                .unwrap()
+                .action,
+            Action::Run(Command::ShowStats)
+        );
+        assert!(parse_line(Mode::Configuration, "run configure").is_err());
+        assert!(parse_line(Mode::Configuration, "run exit").is_err());
     }
 
     /// Help and parsing cannot disagree: for generated lines from the tree's own words,
