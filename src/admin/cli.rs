@@ -30,7 +30,8 @@ pub fn run(state_dir: &Path, login: bool) -> io::Result<()> {
             .or_else(|| tty::window_size(fd))
             .unwrap_or((24, 80))
     } else {
-        (0, 80)
+        // A script: nothing paged, no line scrolled.
+        (0, 0)
     };
     stream.write_all(super::cli_request(rows, columns, login).as_bytes())?;
     if terminal {

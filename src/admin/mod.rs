@@ -280,7 +280,7 @@ fn threaded_link(
 }
 
 /// The request line that starts a console session on the control socket:
-/// `cli ROWS COLUMNS [login]` (0 rows: never page).
+/// `cli ROWS COLUMNS [login]` (0 rows: never page; 0 columns: never scroll a line).
 pub fn cli_request(rows: u16, columns: u16, login: bool) -> String {
     format!(
         "cli {rows} {columns}{}\n",

@@ -229,9 +229,15 @@ pub struct Screen {
 }
 
 impl Screen {
+    /// A row of `columns`; 0 for output that is not a terminal (a script), where a
+    /// line never scrolls.
     pub fn new(columns: u16) -> Screen {
+        let columns = match columns {
+            0 => usize::MAX / 4,
+            n => usize::from(n).max(MIN_LINE_COLUMNS + 2),
+        };
         Screen {
-            columns: usize::from(columns).max(MIN_LINE_COLUMNS + 2),
+            columns,
             prompt: String::new(),
             shown: Vec::new(),
             column: 0,

@@ -60,6 +60,8 @@ const HELP_COLUMN: usize = 22;
 pub struct Options {
     /// The gateway's host name, for the prompt.
     pub host_name: String,
+    /// The terminal's size; 0 rows never pages, 0 columns never scrolls a line (a
+    /// script rather than a terminal).
     pub rows: u16,
     pub columns: u16,
     /// A user already known (root on the box through `drawbridge cli`): no login.
