@@ -200,8 +200,9 @@ fn commits_reach_a_real_client_and_unconfirmed_ones_roll_back() {
         "set route partner.example relay [127.0.0.1]:{}",
         sink.addr.port()
     );
-    // A minute of three seconds for `commit confirmed 1`.
-    let mut c = start(&dir, "", &[("DRAWBRIDGE_TEST_MINUTE", "3")]);
+    // `commit confirmed 1` waits six seconds here: room for a loaded machine to look
+    // at the commit before it rolls back.
+    let mut c = start(&dir, "", &[("DRAWBRIDGE_TEST_MINUTE", "6")]);
     let port = c.inbound;
     let term = &mut c.term;
     first_login(term);
