@@ -411,3 +411,78 @@ fn restart_and_factory_reset_from_the_console() {
     assert!(!shown.contains("partner.example"), "{shown}");
     assert!(!gw.state.join("admins.db").exists());
 }
+
+#[test]
+fn operational_commands_act_on_the_gateway() {
+    let dir = TempDir::new("console-ops");
+    let sink = Sink::start_on(
+        0,
+        SinkBehaviour {
+            defer: vec!["later@example.com".into()],
+            ..SinkBehaviour::default()
+        },
+    );
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set route example.com relay [127.0.0.1]:{}\nset queue retry 1h\n",
+            sink.addr.port()
+        ),
+    );
+    python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.sendmail("alice@example.org", ["later@example.com"], b"Subject: wait\r\n\r\nhello\r\n")
+s.quit()
+"#,
+        port = gw.inbound
+    ));
+    gw.wait_for_log("status=deferred");
+    let out = gw.console_script(
+        "show queue\nshow queue summary\nqueue hold all\nshow queue | match !\n\
+         queue requeue all\nqueue flush other.example\n",
+    );
+    assert!(out.contains("later@example.com"), "{out}");
+    let shape = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("example.com "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(shape.split_whitespace().nth(1), Some("1"), "{shape}");
+    assert!(out.contains(": held"), "{out}");
+    assert!(out.contains(": requeued"), "{out}");
+    assert!(out.contains("0 message(s) flushed"), "{out}");
+    gw.wait_for_log("requeued by the administrator");
+    // Requeued: tried again at once (and deferred again); then flushed by its domain.
+    gw.wait_for_log_count("status=deferred", 2);
+    let out = gw.console_script("queue flush EXAMPLE.com\n");
+    assert!(out.contains("1 message(s) flushed"), "{out}");
+    gw.wait_for_log_count("status=deferred", 3);
+
+    let out = gw.console_script(&format!(
+        "test smtp 127.0.0.1:{sink}\ntest smtp 127.0.0.1:{inbound}\n\
+         password add bob\nlong-secret-1\nlong-secret-1\npassword show\n\
+         explain from-ip 192.0.2.7 mail a@example.org rcpt eve@example.net\n\
+         queue delete all\nshow queue\n",
+        sink = sink.addr.port(),
+        inbound = gw.inbound
+    ));
+    assert!(
+        out.contains("greeting  220 sink.test ESMTP test sink"),
+        "{out}"
+    );
+    assert!(out.contains("STARTTLS  not offered"), "{out}");
+    // The gateway's own self-signed certificate: encrypted, not trusted.
+    assert!(out.contains("STARTTLS  TLSv1.3 with cipher"), "{out}");
+    assert!(out.contains("certificate NOT trusted"), "{out}");
+    assert!(out.contains("QUIT      221"), "{out}");
+    assert!(out.contains("added bob"), "{out}");
+    assert!(
+        out.contains("bob: PLAIN LOGIN SCRAM-SHA-256 EXTERNAL"),
+        "{out}"
+    );
+    assert!(!out.contains("long-secret-1"), "{out}");
+    assert!(out.contains("decision: 550 5.7.1"), "{out}");
+    assert!(out.contains(": deleted"), "{out}");
+    assert!(out.contains("Mail queue is empty"), "{out}");
+}
