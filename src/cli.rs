@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::admin::ConsoleDevice;
 use crate::control::Request;
 use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
@@ -46,6 +47,17 @@ pub enum Command {
         file: PathBuf,
         state_dir: PathBuf,
     },
+    /// Attach this terminal to the running gateway's console.
+    Cli {
+        state_dir: PathBuf,
+        /// Log in even as root.
+        login: bool,
+    },
+    /// Print the running gateway's counters.
+    Stats {
+        state_dir: PathBuf,
+        json: bool,
+    },
     Help,
     Version,
 }
@@ -73,7 +85,8 @@ pub struct RunOptions {
     /// Initial configuration as set-lines; `None` means the host board's default.
     pub config: Option<PathBuf>,
     pub state_dir: PathBuf,
-    pub console: bool,
+    /// Where the console is; `None` with `--no-console`.
+    pub console: Option<ConsoleDevice>,
 }
 
 impl Default for RunOptions {
@@ -81,7 +94,8 @@ impl Default for RunOptions {
         RunOptions {
             config: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            console: true,
+            // The host board's console (board/host.toml).
+            console: Some(ConsoleDevice::Stdio),
         }
     }
 }
@@ -236,6 +250,12 @@ USAGE:
                                           check an image as `system update`
                                           would (default: this build's board
                                           and keys)
+    drawbridge cli [--login]              the console of the running gateway on
+                                          this terminal; root on the box needs
+                                          no login unless --login (takes
+                                          --state-dir DIR)
+    drawbridge stats [--json]             the running gateway's counters (takes
+                                          --state-dir DIR)
     drawbridge --help           show this text
     drawbridge --version        show the version
 
@@ -245,7 +265,11 @@ RUN OPTIONS:
                        host board's built-in default
     --state-dir DIR    where the spool, configuration slots and keys live
                        (default: ./var)
-    --no-console       do not read console commands from standard input
+    --console DEVICE[:SPEED]
+                       the console: stdin (the default) or a serial device
+                       such as /dev/ttyS0:115200, set raw at SPEED (115200
+                       unless given)
+    --no-console       run without a console
 
 SERVICES:
     inbound   takes internet mail for our domains and relays it to the
@@ -276,6 +300,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
         Some(&"image") => return parse_image(&args[1..]),
         Some(&"system") => return parse_system(&args[1..]),
+        Some(&"cli") => return parse_cli(&args[1..]),
+        Some(&"stats") => return parse_stats(&args[1..]),
         Some(a) if a.starts_with('-') => {}
         Some(other) => return Err(format!("unknown command '{other}' (try --help)")),
     }
@@ -289,12 +315,58 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         match arg {
             "--config" => opts.config = Some(value("--config")?),
             "--state-dir" => opts.state_dir = value("--state-dir")?,
-            "--no-console" => opts.console = false,
+            "--no-console" => opts.console = None,
+            "--console" => {
+                let device = it.next().ok_or("--console needs a value (try --help)")?;
+                opts.console = Some(ConsoleDevice::parse(device)?);
+            }
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown option '{other}' (try --help)")),
         }
     }
     Ok(Command::Run(opts))
+}
+
+/// `--state-dir DIR` and the flags among `allowed`: the state directory and the flags
+/// given.
+fn state_dir_and_flags(
+    args: &[String],
+    allowed: &[&'static str],
+) -> Result<(PathBuf, Vec<&'static str>), String> {
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut flags = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--state-dir" {
+            state_dir = it
+                .next()
+                .map(PathBuf::from)
+                .ok_or("--state-dir needs a value (try --help)")?;
+        } else if let Some(flag) = allowed.iter().find(|f| **f == arg) {
+            flags.push(*flag);
+        } else {
+            return Err(format!("unknown option '{arg}' (try --help)"));
+        }
+    }
+    Ok((state_dir, flags))
+}
+
+/// `cli [--login] [--state-dir DIR]`.
+fn parse_cli(args: &[String]) -> Result<Command, String> {
+    let (state_dir, flags) = state_dir_and_flags(args, &["--login"])?;
+    Ok(Command::Cli {
+        state_dir,
+        login: !flags.is_empty(),
+    })
+}
+
+/// `stats [--json] [--state-dir DIR]`.
+fn parse_stats(args: &[String]) -> Result<Command, String> {
+    let (state_dir, flags) = state_dir_and_flags(args, &["--json"])?;
+    Ok(Command::Stats {
+        state_dir,
+        json: !flags.is_empty(),
+    })
 }
 
 /// `config show|check|load|commit|rollback|history|reference …`.
@@ -715,9 +787,48 @@ mod tests {
             Ok(Command::Run(RunOptions {
                 config: Some("a.conf".into()),
                 state_dir: "/tmp/s".into(),
-                console: false
+                console: None
             }))
         );
+        assert_eq!(
+            parse(&args("run --console /dev/ttyS0:9600")),
+            Ok(Command::Run(RunOptions {
+                console: Some(ConsoleDevice::Serial {
+                    path: "/dev/ttyS0".into(),
+                    baud: 9600
+                }),
+                ..RunOptions::default()
+            }))
+        );
+        assert!(matches!(
+            parse(&args("run --console /dev/ttyS1")),
+            Ok(Command::Run(RunOptions {
+                console: Some(ConsoleDevice::Serial { baud: 115_200, .. }),
+                ..
+            }))
+        ));
+        for bad in [
+            "run --console /dev/ttyS0:1234",
+            "run --console ttyS0",
+            "run --console",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&args("cli --login --state-dir /s")),
+            Ok(Command::Cli {
+                state_dir: "/s".into(),
+                login: true
+            })
+        );
+        assert_eq!(
+            parse(&args("stats --json")),
+            Ok(Command::Stats {
+                state_dir: DEFAULT_STATE_DIR.into(),
+                json: true
+            })
+        );
+        assert!(parse(&args("stats --clear")).is_err());
         assert!(
             parse(&args("run --config"))
                 .unwrap_err()

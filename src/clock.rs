@@ -111,6 +111,22 @@ pub fn syslog_stamp(secs: u64) -> String {
     )
 }
 
+/// RFC 3339 (as RFC 5424 §6.2.3 wants it for syslog) in UTC with microseconds:
+/// `2026-11-21T21:41:41.000123Z`.
+pub fn rfc3339_micros(micros: u64) -> String {
+    let c = Civil::from_unix(micros / 1_000_000);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        micros % 1_000_000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +141,9 @@ mod tests {
         assert_eq!(syslog_stamp(1_795_297_301), "Nov 21 21:41:41");
         assert_eq!(mailq_stamp(1_795_297_301), "Sat Nov 21 21:41:41");
         assert_eq!(syslog_stamp(1_793_899_200), "Nov  5 17:20:00");
+        assert_eq!(
+            rfc3339_micros(1_795_297_301_000_123),
+            "2026-11-21T21:41:41.000123Z"
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! client sends one request line, then for `config load` the configuration text, then
 //! shuts its side down, and reads the answer until the gateway closes: a first line
 //! `ok` or `error <text>`, then the body. The socket is removed on a clean shutdown.
+//!
+//! The request line `cli ROWS COLUMNS [login]` instead turns the connection into a
+//! console session (`drawbridge cli`): from then on it carries terminal bytes both ways
+//! until the session ends (see [`crate::admin`]).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -54,6 +58,10 @@ pub enum Request {
     Config(admin::ConfigRequest),
     /// `certificate …`: an import's PEM chain and key are the body.
     Certificate(crate::tls::admin::CertificateRequest),
+    /// `stats [json]`: the counters.
+    Stats {
+        json: bool,
+    },
 }
 
 impl Request {
@@ -80,6 +88,8 @@ impl Request {
             ["certificate", rest @ ..] => {
                 Request::Certificate(crate::tls::admin::CertificateRequest::parse(rest)?)
             }
+            ["stats"] => Request::Stats { json: false },
+            ["stats", "json"] => Request::Stats { json: true },
             _ => return Err(format!("unknown request '{}'", line.trim())),
         };
         Ok(request)
@@ -97,6 +107,8 @@ impl Request {
             Request::Delete(id) => format!("queue delete {id}"),
             Request::Config(c) => format!("config {}", c.line()),
             Request::Certificate(c) => format!("certificate {}", c.line()),
+            Request::Stats { json: false } => "stats".into(),
+            Request::Stats { json: true } => "stats json".into(),
         }
     }
 }
@@ -107,6 +119,14 @@ pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<
     match request {
         Request::Config(c) => config(gw, c, body).await,
         Request::Certificate(c) => gw.certificate(c, body),
+        Request::Stats { json } => {
+            let report = crate::stats::report();
+            Ok(if *json {
+                crate::stats::json(&report)
+            } else {
+                crate::stats::text(&report)
+            })
+        }
         queue => execute_queue(&gw.scheduler, queue),
     }
 }
@@ -185,7 +205,9 @@ fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String,
         Request::Hold(id) => done(scheduler.hold(id), &format!("{id}: held")),
         Request::Release(id) => done(scheduler.release(id), &format!("{id}: released")),
         Request::Delete(id) => done(scheduler.delete(id), &format!("{id}: deleted")),
-        Request::Config(_) | Request::Certificate(_) => Err("not a queue request".into()),
+        Request::Config(_) | Request::Certificate(_) | Request::Stats { .. } => {
+            Err("not a queue request".into())
+        }
     }
 }
 
@@ -218,16 +240,33 @@ pub async fn serve(gw: Rc<Gateway>, listener: Async<UnixListener>) {
     }
 }
 
-/// Reads a request: its line, and what follows until the client shuts its side down.
-async fn read_request(stream: &mut Async<UnixStream>) -> Option<(String, String)> {
+/// Reads the request line; returns it and the bytes read after it. A client that
+/// closes first has sent its whole request as the line.
+async fn read_line(stream: &mut Async<UnixStream>) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let limit = match buf.iter().position(|b| *b == b'\n') {
-            Some(end) => end + 1 + MAX_BODY,
-            None => MAX_REQUEST,
-        };
-        if buf.len() > limit {
+        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let rest = buf.split_off(end + 1);
+            buf.pop();
+            return Some((String::from_utf8_lossy(&buf).into_owned(), rest));
+        }
+        if buf.len() > MAX_REQUEST {
+            return None;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) => return Some((String::from_utf8_lossy(&buf).into_owned(), Vec::new())),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reads a request's body: what follows the line until the client shuts its side down.
+async fn read_body(stream: &mut Async<UnixStream>, mut buf: Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.len() > MAX_BODY {
             return None;
         }
         match stream.read(&mut chunk).await {
@@ -236,17 +275,38 @@ async fn read_request(stream: &mut Async<UnixStream>) -> Option<(String, String)
             Err(_) => return None,
         }
     }
-    let text = String::from_utf8_lossy(&buf);
-    let (line, body) = text.split_once('\n').unwrap_or((&text, ""));
-    Some((line.to_string(), body.to_string()))
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn read_request(
+    stream: &mut Async<UnixStream>,
+    line: String,
+    rest: Vec<u8>,
+) -> Option<(String, String)> {
+    let body = read_body(stream, rest).await?;
+    Some((line, body))
+}
+
+/// Nothing, once a client has had [`REQUEST_TIMEOUT`] to send its request.
+async fn too_slow<T>() -> Option<T> {
+    Timer::after(REQUEST_TIMEOUT).await;
+    None
 }
 
 async fn answer(gw: Rc<Gateway>, mut stream: Async<UnixStream>) {
-    let expired = async {
-        Timer::after(REQUEST_TIMEOUT).await;
-        None
+    let (line, rest) = match read_line(&mut stream).or(too_slow()).await {
+        Some(first) => first,
+        None => {
+            let _ = stream
+                .write_all(b"error the request is too long, or came too slowly\n")
+                .await;
+            return;
+        }
     };
-    let reply = match read_request(&mut stream).or(expired).await {
+    if line.split_whitespace().next() == Some("cli") {
+        return crate::admin::serve_cli(gw, stream, &line, rest).await;
+    }
+    let reply = match read_request(&mut stream, line, rest).or(too_slow()).await {
         None => "error the request is too long, or came too slowly\n".to_string(),
         Some((line, body)) => match Request::parse(&line) {
             Ok(request) => match execute(&gw, &request, &body).await {

@@ -248,6 +248,8 @@ pub struct Gateway {
     confirm_timer: RefCell<Option<smol::Task<()>>>,
     /// Why the gateway is to stop, once it is.
     stop: smol::channel::Sender<String>,
+    /// What the console sessions share.
+    pub admin: crate::admin::Shared,
 }
 
 impl Gateway {
@@ -259,6 +261,28 @@ impl Gateway {
     /// The running configuration.
     pub fn config(&self) -> Rc<Config> {
         self.running.borrow().config.clone()
+    }
+
+    /// The crypto token, open and logged in.
+    pub fn token(&self) -> Arc<dyn Token> {
+        self.token.clone()
+    }
+
+    /// The listening sockets, as `inbound 127.0.0.1:2525`.
+    pub fn listening(&self) -> Vec<String> {
+        self.listeners
+            .borrow()
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Open connections of each service: in all, and by client address.
+    pub fn connections(&self) -> [(u32, Vec<(IpAddr, u32)>); 2] {
+        self.counts.each_ref().map(|c| {
+            let c = c.borrow();
+            (c.total(), c.per_ip())
+        })
     }
 
     /// The running commit.
@@ -430,6 +454,7 @@ impl Gateway {
 
     /// New sessions and the queue manager get `config`.
     fn swap(&self, config: Rc<Config>, commit: u64) {
+        crate::log::configure(&config.system);
         let previous = self.running();
         let running = Rc::new(Running::build(
             config,
@@ -669,6 +694,8 @@ pub struct Start {
     pub file: Option<(PathBuf, Config)>,
     /// The board's factory configuration, committed when the slots hold nothing.
     pub factory: Config,
+    /// Where the console is; `None` runs without one.
+    pub console: Option<crate::admin::ConsoleDevice>,
 }
 
 /// The length of `commit confirmed`'s minute: 60 s, or what a test asks for.
@@ -768,6 +795,8 @@ pub fn run(start: Start) -> io::Result<String> {
         Origin::Factory => format!("running commit {}: the board's factory default configuration", commit.sequence),
     });
     let config = Rc::new(engine.running().clone());
+    crate::log::configure(&config.system);
+    crate::stats::started(unix_now());
     let (spool, files) = Spool::open(&spool_dir(state_dir))?;
     let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
@@ -822,6 +851,7 @@ pub fn run(start: Start) -> io::Result<String> {
         counts: ServiceName::ALL.map(|s| Rc::new(RefCell::new(Counts::new(s)))),
         confirm_timer: RefCell::new(None),
         stop,
+        admin: crate::admin::Shared::default(),
     });
     scheduler.start();
     let recovered = scheduler.recover(files, journaled);
@@ -840,6 +870,11 @@ pub fn run(start: Start) -> io::Result<String> {
         env!("CARGO_PKG_VERSION"), commit.sequence,
         if names.is_empty() { "nothing".to_string() } else { names.join(", ") });
     log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
+    if let Some(device) = start.console.clone()
+        && let Err(e) = crate::admin::spawn_console(&gw, device.clone())
+    {
+        log::error!(target: "console", "cannot open the console {device:?}: {e}");
+    }
     let why = smol::block_on(executor.run(async {
         let gw = gw.clone();
         let stopped = async { stopped.recv().await.unwrap_or_else(|_| "stopped".into()) };

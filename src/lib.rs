@@ -1,9 +1,11 @@
 //! drawbridge: the firmware of a hardened SMTP relay appliance.
 
+pub mod admin;
 pub mod board;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod dns;
 pub mod filter;
@@ -18,6 +20,7 @@ pub mod relay;
 pub mod sasl;
 pub mod signal;
 pub mod smtp;
+pub mod stats;
 pub mod tls;
 pub mod token;
 pub mod users;

@@ -67,6 +67,18 @@ fn main() -> ExitCode {
         }
         Ok(Command::Image(action)) => return image(&action),
         Ok(Command::SystemUpdate { file, state_dir }) => return system_update(&file, &state_dir),
+        Ok(Command::Cli { state_dir, login }) => {
+            return match drawbridge::admin::cli::run(&state_dir, login) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("drawbridge: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Command::Stats { state_dir, json }) => {
+            return queue(&drawbridge::control::Request::Stats { json }, &state_dir);
+        }
         Ok(Command::Version) => {
             println!("drawbridge {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -91,15 +103,16 @@ fn main() -> ExitCode {
         |(_, c)| c.system.host_name.clone(),
     );
     drawbridge::log::init(&host_name);
-    if opts.console {
-        log::info!(target: "main", "the serial console is not available yet; running without it");
-    }
     let start = drawbridge::gateway::Start {
         state_dir: opts.state_dir.clone(),
         file,
         factory: drawbridge::board::default_config(),
+        console: opts.console.clone(),
     };
-    match drawbridge::gateway::run(start) {
+    let result = drawbridge::gateway::run(start);
+    drawbridge::admin::tty::restore();
+    match result {
+        Ok(_) if drawbridge::admin::restart_requested() => restart(&args),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: "main", "{e}");
@@ -107,6 +120,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `restart` and `factory-reset` from the console: the same program again, in this
+/// process (as PID 1 too), from the stored configuration: without `--config FILE`,
+/// which would otherwise be loaded over what was committed since.
+fn restart(args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let mut again = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--config" {
+            it.next();
+            continue;
+        }
+        again.push(arg.clone());
+    }
+    if again.is_empty() {
+        again.push("run".into());
+    }
+    let program = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let e = std::process::Command::new(program).args(&again).exec();
+    eprintln!("drawbridge: cannot restart: {e}");
+    ExitCode::FAILURE
 }
 
 /// The token settings for a command on `state_dir`: those of `--config FILE` when
@@ -135,31 +171,11 @@ fn certificate_command(
     state_dir: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> ExitCode {
-    use cli::CertificateAction as A;
-    use drawbridge::tls::admin::CertificateRequest as R;
-    let (request, pem) = match action {
-        A::Show => (R::Show, String::new()),
-        A::Request { name } => (R::Request { name: name.clone() }, String::new()),
-        A::Delete { name } => (R::Delete { name: name.clone() }, String::new()),
-        A::GenerateSelfSigned { host_name } => (
-            R::GenerateSelfSigned {
-                host_name: host_name.clone(),
-            },
-            String::new(),
-        ),
-        A::Import { name, chain, key } => {
-            let read = |p: &std::path::Path| {
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
-            match (read(chain), read(key)) {
-                (Ok(chain), Ok(key)) => {
-                    (R::Import { name: name.clone() }, format!("{chain}\n{key}"))
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("drawbridge: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let (request, pem) = match drawbridge::tls::admin::request_of(action) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("drawbridge: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let through_gateway = drawbridge::control::request(

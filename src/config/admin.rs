@@ -136,8 +136,13 @@ pub fn show(config: &Config, commit: &Commit, json: bool) -> String {
             lines.join(",")
         );
     }
+    format!("# commit {}\n{}", describe(commit), text::print(config))
+}
+
+/// A commit in one line: `7 of Sat Nov 21 21:41:41 by admin: new relay`.
+pub fn describe(commit: &Commit) -> String {
     format!(
-        "# commit {} of {} by {}{}\n{}",
+        "{} of {} by {}{}",
         commit.sequence,
         mailq_stamp(commit.meta.time),
         commit.meta.user,
@@ -145,8 +150,7 @@ pub fn show(config: &Config, commit: &Commit, json: bool) -> String {
             String::new()
         } else {
             format!(": {}", commit.meta.comment)
-        },
-        text::print(config)
+        }
     )
 }
 

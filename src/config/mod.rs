@@ -178,6 +178,9 @@ pub struct System {
     pub postmaster: Option<crate::smtp::address::Mailbox>,
     /// Brute-force throttling of authentication (SPEC §6).
     pub auth_throttle: AuthThrottle,
+    /// Remote syslog receivers: every log line also goes to each as RFC 5424 over UDP
+    /// (SPEC §11).
+    pub syslog_hosts: Vec<SocketAddr>,
 }
 
 /// Limits of the authentication throttle: failures count per client address, per
@@ -246,6 +249,7 @@ impl Default for System {
             token: TokenSettings::default(),
             postmaster: None,
             auth_throttle: AuthThrottle::default(),
+            syslog_hosts: Vec::new(),
         }
     }
 }

@@ -55,6 +55,10 @@ pub const MAX_INTERFACE_ADDRESSES: usize = 8;
 /// Most access-filter rules of one kind per service: 64 rules of at most
 /// `filter::MAX_RULE_LEN` (1 KiB) text and their trees (about 16 KiB each at worst).
 pub const MAX_FILTERS: usize = 64;
+/// At most this many remote syslog receivers: each log line is one datagram to each.
+pub const MAX_SYSLOG_HOSTS: usize = 4;
+/// RFC 5426 §3.3: syslog over UDP goes to port 514 unless told otherwise.
+pub const SYSLOG_PORT: u16 = 514;
 /// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
 pub const MIN_MESSAGE_SIZE: u64 = 1024;
 
@@ -456,6 +460,29 @@ const INTERFACE_ADDRESS: Kind<InterfaceAddress> = Kind {
     },
     parse: |t, _| value::interface_address(t),
     format: InterfaceAddress::to_string,
+};
+const SYSLOG_HOST_EXPECTED: &str =
+    "an IP address, with :port when not 514, such as 192.0.2.9 or [2001:db8::9]:5514";
+const SYSLOG_HOST: Kind<SocketAddr> = Kind {
+    spec: &ValueSpec {
+        placeholder: "ADDRESS[:PORT]",
+        expected: SYSLOG_HOST_EXPECTED,
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| {
+        if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, SYSLOG_PORT));
+        }
+        match t.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(addr),
+            _ => Err(LineError::Value {
+                value: t.to_string(),
+                problem: format!("is not a syslog host: expected {SYSLOG_HOST_EXPECTED}"),
+            }),
+        }
+    },
+    format: format_addr,
 };
 const HOST_NAME: Kind<String> = Kind {
     spec: &ValueSpec {
@@ -1202,7 +1229,7 @@ static RELAY_RULE: List = List {
 pub static ROOT: &[Node] = &[
     Node {
         name: "system",
-        help: "The gateway's name and its DNS client",
+        help: "The gateway's name, its DNS client, token and remote syslog",
         kind: NodeKind::Container(SYSTEM_CHILDREN),
     },
     Node {
@@ -1298,6 +1325,11 @@ static SYSTEM_CHILDREN: &[Node] = &[
         system_mut,
         gateway
     ),
+    Node {
+        name: "syslog",
+        help: "Remote syslog: every log line also goes out as RFC 5424 over UDP",
+        kind: NodeKind::Container(SYSLOG_CHILDREN),
+    },
 ];
 
 const MAILBOX: Kind<crate::smtp::address::Mailbox> = Kind {
@@ -1317,6 +1349,17 @@ const MAILBOX: Kind<crate::smtp::address::Mailbox> = Kind {
     },
     format: |m| m.to_string(),
 };
+
+static SYSLOG_CHILDREN: &[Node] = &[multi!(
+    "host",
+    "A syslog receiver (RFC 5424 over UDP, RFC 5426), port 514 unless given",
+    SYSLOG_HOST,
+    system,
+    system_mut,
+    MAX_SYSLOG_HOSTS,
+    "syslog hosts",
+    syslog_hosts
+)];
 
 fn token<'c>(c: &'c Config, _: &Keys) -> Option<&'c TokenSettings> {
     Some(&c.system.token)

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "DBCF"
-//!      4     2  schema version, little-endian (see `wire::SCHEMA_VERSION`)
+//!      4     2  schema version, little-endian (see `wire::SCHEMA_VERSION`; older ones are read)
 //!      6     8  sequence number of the commit, little-endian, from 1
 //!     14     4  payload length, little-endian, at most MAX_PAYLOAD
 //!     18     n  payload: postcard of (CommitMeta, the schema version's wire type)
@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Config;
-use super::wire::{self, SCHEMA_VERSION};
+use super::wire::{self, OLDEST_SCHEMA_VERSION, SCHEMA_VERSION};
 
 /// The first bytes of every slot record.
 pub const MAGIC: &[u8; 4] = b"DBCF";
@@ -99,7 +99,7 @@ impl std::fmt::Display for SlotError {
             SlotError::BadMagic => f.write_str("not a configuration record (bad magic)"),
             SlotError::UnknownVersion(v) => write!(
                 f,
-                "schema version {v} is newer than this firmware's {SCHEMA_VERSION}"
+                "schema version {v} is not one this firmware reads ({OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION})"
             ),
             SlotError::Oversized(n) => {
                 write!(f, "length {n} is over the limit of {MAX_PAYLOAD}")
@@ -172,7 +172,7 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
         return Err(SlotError::BadMagic);
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
-    if version == 0 || version > SCHEMA_VERSION {
+    if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
         return Err(SlotError::UnknownVersion(version));
     }
     // INVARIANT: the header is HEADER_LEN bytes, so these fixed ranges exist.
@@ -235,6 +235,7 @@ pub(crate) mod tests {
         let bytes = encode(7, &meta(), &host_default(), &seal).unwrap();
         assert_eq!(&bytes[..4], MAGIC);
         assert_eq!(claimed_sequence(&bytes), Some(7));
+        assert_eq!(&bytes[4..6], &SCHEMA_VERSION.to_le_bytes());
         let record = decode(&bytes, &seal).unwrap();
         assert_eq!(record.sequence, 7);
         assert_eq!(record.meta, meta());

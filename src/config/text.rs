@@ -285,24 +285,38 @@ enum Verb {
     Delete,
 }
 
-/// Finds the node named `word` (any case, or an unambiguous prefix) among `nodes`.
-fn lookup<'n>(nodes: &'n [Node], word: &str, after: &str) -> Result<&'n Node, LineError> {
-    if let Some(n) = nodes.iter().find(|n| n.name.eq_ignore_ascii_case(word)) {
-        return Ok(n);
+/// The keyword rule of every command line here: `word` names the item whose name it
+/// is (any case), else the one item whose name it is a prefix of. `Err` lists the items
+/// it could be: none, or several (ambiguous).
+pub fn abbreviation<'a, T>(
+    items: &'a [T],
+    name: impl Fn(&T) -> &str,
+    word: &str,
+) -> Result<&'a T, Vec<&'a T>> {
+    if let Some(item) = items.iter().find(|i| name(i).eq_ignore_ascii_case(word)) {
+        return Ok(item);
     }
     let lower = word.to_ascii_lowercase();
-    let matches: Vec<&Node> = nodes
+    let matches: Vec<&T> = items
         .iter()
-        .filter(|n| !word.is_empty() && n.name.starts_with(&lower))
+        .filter(|i| !word.is_empty() && name(i).starts_with(&lower))
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(LineError::UnknownKeyword {
+        _ => Err(matches),
+    }
+}
+
+/// Finds the node named `word` (any case, or an unambiguous prefix) among `nodes`.
+fn lookup<'n>(nodes: &'n [Node], word: &str, after: &str) -> Result<&'n Node, LineError> {
+    match abbreviation(nodes, |n| n.name, word) {
+        Ok(n) => Ok(n),
+        Err(m) if m.is_empty() => Err(LineError::UnknownKeyword {
             after: after.to_string(),
             found: word.to_string(),
             expected: nodes.iter().map(|n| n.name).collect(),
         }),
-        many => Err(LineError::Ambiguous {
+        Err(many) => Err(LineError::Ambiguous {
             after: after.to_string(),
             found: word.to_string(),
             candidates: many.iter().map(|n| n.name).collect(),
@@ -752,7 +766,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    fn keyword(word: &str, help: &str) -> Candidate {
+    pub fn keyword(word: &str, help: &str) -> Candidate {
         Candidate {
             word: word.to_string(),
             help: help.to_string(),
@@ -760,7 +774,8 @@ impl Candidate {
         }
     }
 
-    fn placeholder(word: &str, help: &str) -> Candidate {
+    /// `<WORD>`: a value to be typed.
+    pub fn placeholder(word: &str, help: &str) -> Candidate {
         Candidate {
             word: format!("<{word}>"),
             help: help.to_string(),

@@ -31,9 +31,12 @@ use crate::sasl::{MechanismName, MechanismSet};
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
 /// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
 ///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
-///   `stress-timeout`; `system dns client-names`; `system gateway` and `interface`
-///   ([`ConfigV2`]).
+///   `stress-timeout`; `system dns client-names`; `system gateway` and `interface`;
+///   `system syslog host` ([`ConfigV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
+
+/// The oldest schema version this firmware still reads.
+pub const OLDEST_SCHEMA_VERSION: u16 = 1;
 
 /// Schema version 2: version 1 and the postmaster address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,7 @@ pub struct ConfigV2 {
     pub gateway: Option<std::net::IpAddr>,
     /// Interfaces by name, each with its addresses and their prefix lengths.
     pub interfaces: Vec<(String, Vec<(std::net::IpAddr, u8)>)>,
+    pub syslog_hosts: Vec<SocketAddr>,
 }
 
 /// A service's slow-client limits, new in version 2.
@@ -117,6 +121,7 @@ impl From<&Config> for ConfigV2 {
                     (name.clone(), addresses)
                 })
                 .collect(),
+            syslog_hosts: c.system.syslog_hosts.clone(),
         }
     }
 }
@@ -166,6 +171,10 @@ impl TryFrom<ConfigV2> for Config {
             }
             c.interfaces.insert(name, interface);
         }
+        if w.syslog_hosts.len() > super::schema::MAX_SYSLOG_HOSTS {
+            return Err(bad("too many syslog hosts"));
+        }
+        c.system.syslog_hosts = w.syslog_hosts;
         Ok(c)
     }
 }
@@ -588,6 +597,7 @@ impl TryFrom<ConfigV1> for Config {
                 },
                 postmaster: None,
                 auth_throttle: super::AuthThrottle::default(),
+                syslog_hosts: Vec::new(),
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -741,7 +751,8 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
              set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n\
              set system dns client-names no\nset system gateway 10.0.2.2\n\
              set interface eth0 address 10.0.2.15/24\nset interface eth0 address fd00::15/64\n\
-             set interface eth1\n",
+             set interface eth1\nset system syslog host 192.0.2.9\n\
+             set system syslog host [2001:db8::9]:5514\n",
         )
         .unwrap();
         for config in [

@@ -335,6 +335,7 @@ impl Connection {
         {
             Ok(t) => {
                 if let Some(info) = t.tls_info() {
+                    crate::stats::tls_out(&info.version);
                     let trust = if tls.verify { "Verified" } else { "Untrusted" };
                     log::info!(target: "smtp", "{trust} TLS connection established to {}: {}",
                         Relay(self.peer), describe(&info));

@@ -137,6 +137,18 @@ pub fn stress_threshold(max: u32, percent: u32) -> u32 {
     u32::try_from(at).unwrap_or(u32::MAX).max(1)
 }
 
+impl Counts {
+    /// Open connections in all.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Open connections by client address.
+    pub fn per_ip(&self) -> Vec<(IpAddr, u32)> {
+        self.per_ip.iter().map(|(ip, n)| (*ip, *n)).collect()
+    }
+}
+
 /// A counted connection; dropping it gives the place back.
 struct Slot {
     counts: Rc<RefCell<Counts>>,
@@ -194,6 +206,7 @@ pub async fn accept_loop(
         };
         if let Some(Classification::Deny(text)) = category {
             log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 {text}", Peer { name: None, addr: peer });
+            crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
             refuse(&gw, stream, Reply::new(554, "5.7.1", text.to_string()));
             continue;
         }
@@ -215,6 +228,7 @@ pub async fn accept_loop(
         };
         if let Some(text) = refusal {
             log::warn!(target: "smtpd", "{text}: refusing {}", Peer { name: None, addr: peer });
+            crate::stats::rejected(service, "CONNECT", 421, Some("4.7.0"));
             refuse(&gw, stream, Reply::new(421, "4.7.0", text));
             continue;
         }
@@ -248,6 +262,7 @@ pub async fn accept_loop(
                     if !decision.is_allowed() {
                         log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by filter ({decision:?})",
                             Peer { name: None, addr: peer });
+                        crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
                         refuse(&gw2, stream, Reply::new(554, "5.7.1", "Access denied"));
                         return;
                     }

@@ -104,6 +104,7 @@ pub async fn serve(
         addr: peer,
     };
     log::info!(target: "smtpd", "connect from {client}");
+    crate::stats::connection(service);
     let mut transport = Transport::Plain(stream);
     let mut session = if implicit_tls {
         let Some(tls) = running.tls.clone() else {
@@ -205,6 +206,7 @@ pub async fn serve(
                         &mut auth,
                         step,
                         &client,
+                        service,
                     ))
                     .await
                     {
@@ -220,6 +222,7 @@ pub async fn serve(
                         &mut auth,
                         step,
                         &client,
+                        service,
                     ))
                     .await
                     {
@@ -264,9 +267,14 @@ pub async fn serve(
                         Some(s) => Box::pin(commit(&gw, service, peer, s, tx)).await,
                         None => Err(spool_error()),
                     };
+                    if result.is_ok() {
+                        crate::stats::accepted(service);
+                    }
                     session.commit_done(result, Instant::now());
                 }
                 Event::Rejected { command, to, reply } => {
+                    let enhanced = reply.enhanced.map(|e| e.to_string());
+                    crate::stats::rejected(service, &command, reply.code, enhanced.as_deref());
                     let to = to
                         .map(|to| format!(" to=<{}>", Escaped(&to)))
                         .unwrap_or_default();
@@ -429,6 +437,7 @@ async fn answer_auth(
     auth: &mut Auth,
     mut step: Step,
     client: &Peer<'_>,
+    service: ServiceName,
 ) -> bool {
     let ip = client.addr.ip();
     let blocked = gw.throttle.borrow_mut().client_blocked(ip, Instant::now());
@@ -467,6 +476,7 @@ async fn answer_auth(
             None => Step::Failure(AuthError::Malformed),
         };
     }
+    count_auth(service, &auth.name, &step);
     let user = auth.user().map(str::to_string);
     match step {
         Step::Challenge(challenge) => session.auth_challenge(&challenge, Instant::now()),
@@ -528,6 +538,17 @@ async fn derive(gw: &Gateway, derivation: Derivation) -> DerivedKey {
     smol::unblock(move || derivation.run()).await
 }
 
+/// Counts an authentication's outcome once the mechanism has decided it.
+fn count_auth(service: ServiceName, mechanism: &str, step: &Step) {
+    match step {
+        Step::Success { .. } => crate::stats::authenticated(service, mechanism, true),
+        Step::Failure(AuthError::BadCredentials) => {
+            crate::stats::authenticated(service, mechanism, false)
+        }
+        _ => {}
+    }
+}
+
 fn blocked_reply(host: &str) -> Reply {
     Reply::new(
         421,
@@ -561,6 +582,7 @@ fn tls_established(
     client: &Peer<'_>,
 ) -> TlsInfo {
     let info = transport.tls_info().unwrap_or_default();
+    crate::stats::tls(service, &info.version);
     let trust = if info.client_subject.is_some() {
         "Trusted"
     } else {

@@ -43,6 +43,7 @@ use crate::log::Relay;
 use crate::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
 use crate::smtp::client::{OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
+use crate::stats;
 
 /// A moment on the queue manager's clock: microseconds since the Unix epoch. The layer
 /// passes the wall clock; tests pass virtual time.
@@ -805,13 +806,30 @@ impl QueueCore {
     /// Tries every deferred message now, and forgets which hosts failed recently.
     /// Returns how many messages were woken.
     pub fn flush(&mut self, now: Time) -> usize {
+        self.flush_matching(now, |_| true)
+    }
+
+    /// [`QueueCore::flush`] for the messages with a recipient still to deliver in
+    /// `domain` (any case).
+    pub fn flush_domain(&mut self, domain: &str, now: Time) -> usize {
+        self.flush_matching(now, |env| {
+            env.recipients.iter().any(|r| {
+                r.status.is_open()
+                    && r.address
+                        .rsplit_once('@')
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            })
+        })
+    }
+
+    fn flush_matching(&mut self, now: Time, wanted: impl Fn(&Envelope) -> bool) -> usize {
         for d in self.destinations.values_mut() {
             d.avoid.clear();
         }
         let mut due: Vec<QueueId> = self
             .messages
             .values_mut()
-            .filter(|m| !m.env.held && !m.in_flight())
+            .filter(|m| !m.env.held && !m.in_flight() && wanted(&m.env))
             .map(|m| {
                 m.env.next_attempt = now.secs();
                 m.env.id.clone()
@@ -834,6 +852,24 @@ impl QueueCore {
     }
 
     /// Releases a held message and tries it at once.
+    /// Releases a held message and tries its open recipients at once, routed by the
+    /// running configuration; a message in flight is left to finish.
+    pub fn requeue(&mut self, id: &QueueId, now: Time) -> Result<(), OpError> {
+        let m = self
+            .messages
+            .get(id)
+            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
+        if m.env.held {
+            self.set_held(id, false)?;
+        }
+        log::info!(target: "qmgr", "{id}: requeued by the administrator");
+        if let Some(m) = self.messages.get_mut(id).filter(|m| !m.in_flight()) {
+            m.env.next_attempt = now.secs();
+        }
+        self.dispatch(id, now);
+        Ok(())
+    }
+
     pub fn release(&mut self, id: &QueueId, now: Time) -> Result<(), OpError> {
         self.set_held(id, false)?;
         log::info!(target: "qmgr", "{id}: released by the administrator");
@@ -913,6 +949,7 @@ pub fn plan_next(env: &mut Envelope, config: &Config, now: u64) -> Plan {
         let text = format!("message expired after {attempts} attempts: {last}");
         log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({})",
             crate::log::Escaped(&r.address), crate::log::Escaped(&text));
+        stats::delivery(stats::Delivery::Bounced);
         r.status = RcptStatus::Failed {
             reply: format!("550 5.4.7 {text}"),
         };
@@ -986,13 +1023,14 @@ fn log_status(
         Some(at) => now.since(at).as_secs_f64(),
         None => now.secs().saturating_sub(env.arrived) as f64,
     };
-    let status = if reply.is_positive() {
-        "sent"
+    let (status, outcome) = if reply.is_positive() {
+        ("sent", stats::Delivery::Delivered)
     } else if reply.is_permanent() {
-        "bounced"
+        ("bounced", stats::Delivery::Bounced)
     } else {
-        "deferred"
+        ("deferred", stats::Delivery::Deferred)
     };
+    stats::delivery(outcome);
     let dsn = reply
         .enhanced
         .map_or_else(|| format!("{}.0.0", reply.code / 100), |e| e.to_string());

@@ -130,6 +130,23 @@ impl Scheduler {
         released
     }
 
+    /// Like Postfix's `postsuper -r`: a held message is released, and the recipients
+    /// still open are routed again by the running configuration and tried at once. An
+    /// attempt already running finishes first.
+    pub fn requeue(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let requeued = self.core.borrow_mut().requeue(id, now());
+        self.run_actions();
+        requeued
+    }
+
+    /// Tries now the messages with a recipient still to deliver in `domain` (any case),
+    /// and forgets which hosts failed recently. Returns how many messages were woken.
+    pub fn flush_domain(self: &Rc<Self>, domain: &str) -> usize {
+        let n = self.core.borrow_mut().flush_domain(domain, now());
+        self.run_actions();
+        n
+    }
+
     /// Removes a message from the queue without notifying anyone.
     pub fn delete(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
         let deleted = self.core.borrow_mut().delete(id);

@@ -480,6 +480,14 @@ impl ScramSecret {
         })
     }
 
+    /// Whether `password` is the one this secret was derived from (constant time in the
+    /// comparison; the derivation costs the same for every password). Blocks for the
+    /// derivation: run it off the executor.
+    pub(crate) fn verify_password(&self, hash: ScramHash, password: &[u8]) -> bool {
+        let candidate = ScramSecret::derive_with(hash, password, &self.salt, self.iterations.get());
+        constant_time_eq(&candidate.stored_key, &self.stored_key)
+    }
+
     /// Derivation without bounds, for any hash. `iterations` of 0 counts as 1.
     pub(crate) fn derive_with(
         hash: ScramHash,

@@ -8,6 +8,7 @@ use super::TlsError;
 use super::open_token;
 use super::setup::STORE_DIR;
 use super::store::{CertStore, StoredCert};
+use crate::cli::CertificateAction;
 use crate::clock::unix_now;
 use crate::config::TokenSettings;
 
@@ -77,6 +78,31 @@ impl CertificateRequest {
                 | CertificateRequest::GenerateSelfSigned { .. }
         )
     }
+}
+
+/// The request a `certificate …` command makes, with its body: an import reads its
+/// chain and key files here, so that the gateway is handed their PEM text.
+pub fn request_of(action: &CertificateAction) -> Result<(CertificateRequest, String), String> {
+    use CertificateAction as A;
+    use CertificateRequest as R;
+    Ok(match action {
+        A::Show => (R::Show, String::new()),
+        A::Request { name } => (R::Request { name: name.clone() }, String::new()),
+        A::Delete { name } => (R::Delete { name: name.clone() }, String::new()),
+        A::GenerateSelfSigned { host_name } => (
+            R::GenerateSelfSigned {
+                host_name: host_name.clone(),
+            },
+            String::new(),
+        ),
+        A::Import { name, chain, key } => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let pem = format!("{}\n{}", read(chain)?, read(key)?);
+            (R::Import { name: name.clone() }, pem)
+        }
+    })
 }
 
 /// Carries out `request` on `store`; `pem` is an import's chain and key. The text to

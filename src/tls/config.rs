@@ -203,6 +203,54 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The trust roots of a verifying client: the Web PKI's and the extra ones.
+fn roots(extra: &[Vec<u8>]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| TlsError::Config(format!("extra root: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// Judges a server's certificate chain as a verifying client would, after the fact
+/// (`test smtp`): chained to the roots and naming `server_name`, valid now.
+pub struct ChainVerdict(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ChainVerdict {
+    pub fn new(extra_roots: &[Vec<u8>]) -> Result<ChainVerdict, TlsError> {
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots(extra_roots)?),
+            provider(None)?,
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(ChainVerdict(verifier))
+    }
+
+    pub fn check(&self, chain: &[Vec<u8>], server_name: &str) -> Result<(), String> {
+        let (leaf, intermediates) = chain.split_first().ok_or("no certificate was sent")?;
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| format!("'{server_name}' cannot be checked against a certificate"))?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|d| CertificateDer::from(d.as_slice()))
+            .collect();
+        self.0
+            .verify_server_cert(
+                &CertificateDer::from(leaf.as_slice()),
+                &intermediates,
+                &name,
+                &[],
+                UnixTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The client configuration for our outgoing STARTTLS; SNI is sent.
 pub fn client_config(settings: &ClientSettings) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider(None)?;
@@ -210,16 +258,9 @@ pub fn client_config(settings: &ClientSettings) -> Result<Arc<ClientConfig>, Tls
         .with_protocol_versions(&settings.versions.rustls()?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let config = match settings.verify {
-        Verify::Full => {
-            let mut roots = RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            for der in &settings.extra_roots {
-                roots
-                    .add(CertificateDer::from(der.clone()))
-                    .map_err(|e| TlsError::Config(format!("extra root: {e}")))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        Verify::Full => builder
+            .with_root_certificates(roots(&settings.extra_roots)?)
+            .with_no_client_auth(),
         Verify::DangerNone => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))

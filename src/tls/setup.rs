@@ -9,8 +9,8 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::config::{
-    Certificate, ClientSettings, ServerSettings, Verify, Versions, client_config, covers,
-    server_config,
+    Certificate, ChainVerdict, ClientSettings, ServerSettings, Verify, Versions, client_config,
+    covers, server_config,
 };
 use super::pem::parse_chain;
 use super::store::{CertStore, SELF_SIGNED_NAME};
@@ -34,6 +34,7 @@ pub struct GatewayTls {
     defaults: [DefaultCertificate; 2],
     verified: Arc<ClientConfig>,
     unverified: Arc<ClientConfig>,
+    verdict: ChainVerdict,
 }
 
 impl GatewayTls {
@@ -96,6 +97,7 @@ impl GatewayTls {
         Ok(GatewayTls {
             server: [inbound, outbound],
             defaults: [inbound_default, outbound_default],
+            verdict: ChainVerdict::new(&extra_roots)?,
             verified: client_config(&client(Verify::Full))?,
             unverified: client_config(&client(Verify::DangerNone))?,
         })
@@ -160,6 +162,14 @@ fn for_service(mut certs: Vec<Certificate>, wanted: Option<&str>, host: &str) ->
         )
     });
     certs
+}
+
+impl GatewayTls {
+    /// Whether the certificate a next hop presented on `transport` would pass a
+    /// verifying delivery to `server_name`; the reason when it would not.
+    pub fn verify_peer(&self, transport: &Transport, server_name: &str) -> Result<(), String> {
+        self.verdict.check(&transport.peer_chain(), server_name)
+    }
 }
 
 /// The CA certificates in a PEM file, DER; none without a file.

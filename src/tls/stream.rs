@@ -153,6 +153,19 @@ impl Transport {
         }
     }
 
+    /// The peer's certificate chain as it sent it, DER, leaf first; empty on a plain
+    /// transport.
+    pub fn peer_chain(&self) -> Vec<Vec<u8>> {
+        match self {
+            Transport::Plain(_) => Vec::new(),
+            Transport::Tls(tls) => tls
+                .connection
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|der| der.as_ref().to_vec()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The socket underneath, for addresses and options.
     pub fn socket(&self) -> &Async<TcpStream> {
         match self {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod softhsm;
+pub mod terminal;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -273,6 +274,28 @@ impl Gateway {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Types `script` to the console through `drawbridge cli` (root needs no login);
+    /// what it printed.
+    pub fn console_script(&self, script: &str) -> String {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .arg("cli")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run drawbridge cli");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "drawbridge cli failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn log_text(&self) -> String {
@@ -605,6 +628,29 @@ impl Drop for PostfixSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Adds a mail user with `drawbridge password add`, the password on standard input.
+pub fn add_user(state: &Path, user: &str, password: &str, cram: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+    cmd.args(["password", "add", "--user", user]);
+    if cram {
+        cmd.arg("--cram-md5");
+    }
+    let mut child = cmd
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
 }
 
 pub fn is_root() -> bool {

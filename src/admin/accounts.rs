@@ -1,0 +1,153 @@
+//! Console logins: `admins.db` in the state directory, readable by its owner only.
+//!
+//! The file has the form of the mail users' database ([`crate::sasl::users`]): a name
+//! and a salted SCRAM-SHA-256 secret (PBKDF2), never a password. While there is no file
+//! the factory account `admin` with the password `drawbridge` logs in, and must choose
+//! a new password before anything else; choosing it writes the file. A factory reset
+//! removes the file.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::console::{FACTORY_PASSWORD, FACTORY_USER};
+use crate::sasl::users::UserDb;
+use crate::sasl::{Credentials, ScramHash, constant_time_eq};
+
+/// The console logins' file in the state directory.
+pub const ADMINS_FILE: &str = "admins.db";
+/// PBKDF2 iterations for a console password: a login is rare, so each guess may cost
+/// more than a mail user's (about 30 ms on a desktop core, under a second on the
+/// slowest board).
+pub const ADMIN_ITERATIONS: u32 = 100_000;
+
+pub fn admins_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(ADMINS_FILE)
+}
+
+/// What a login attempt found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Refused,
+    /// Good; `must_change` while it is the factory account's factory password.
+    Accepted {
+        must_change: bool,
+    },
+}
+
+fn load(state_dir: &Path) -> io::Result<Option<UserDb>> {
+    match fs::read(admins_path(state_dir)) {
+        Ok(blob) => UserDb::decode(&blob)
+            .map(Some)
+            .map_err(|e| io::Error::other(format!("{ADMINS_FILE} is damaged: {e:?}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks a login. Blocks for the key derivation: run it off the executor.
+pub fn verify(state_dir: &Path, user: &str, password: &str) -> io::Result<Verdict> {
+    let Some(db) = load(state_dir)? else {
+        // The factory account. The comparison takes the same time for every password.
+        let ok = user == FACTORY_USER
+            && constant_time_eq(password.as_bytes(), FACTORY_PASSWORD.as_bytes());
+        return Ok(if ok {
+            Verdict::Accepted { must_change: true }
+        } else {
+            Verdict::Refused
+        });
+    };
+    let Some(secret) = db.scram(user) else {
+        // Spend the same work on an unknown name as on a known one.
+        let _ = crate::sasl::ScramSecret::derive(password, &[0; 16], ADMIN_ITERATIONS);
+        return Ok(Verdict::Refused);
+    };
+    Ok(
+        if secret.verify_password(ScramHash::Sha256, password.as_bytes()) {
+            Verdict::Accepted { must_change: false }
+        } else {
+            Verdict::Refused
+        },
+    )
+}
+
+/// Sets the password of a console login (adding it when new), and writes the file.
+pub fn set_password(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
+    let mut db = load(state_dir)?.unwrap_or_default();
+    let salt = crate::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
+    let result = if db.scram(user).is_some() {
+        db.set_password(user, password, ADMIN_ITERATIONS, &salt)
+    } else {
+        db.add(user, password, ADMIN_ITERATIONS, false, &salt)
+    };
+    result.map_err(|e| io::Error::other(format!("cannot set the password: {e:?}")))?;
+    save(state_dir, &db)
+}
+
+/// The login names, for `show users`.
+pub fn names(state_dir: &Path) -> io::Result<Vec<String>> {
+    Ok(match load(state_dir)? {
+        Some(db) => db.list("*").into_iter().map(|u| u.name).collect(),
+        None => vec![format!("{FACTORY_USER} (factory password)")],
+    })
+}
+
+/// Writes the file atomically and readable by its owner only.
+fn save(state_dir: &Path, db: &UserDb) -> io::Result<()> {
+    let path = admins_path(state_dir);
+    let tmp = path.with_extension("db.tmp");
+    fs::create_dir_all(state_dir)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&db.encode())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    fs::File::open(state_dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn factory_login_then_a_chosen_password_in_a_private_file() {
+        let dir = std::env::temp_dir().join(format!("drawbridge-admins-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(
+            verify(&dir, "admin", "drawbridge").unwrap(),
+            Verdict::Accepted { must_change: true }
+        );
+        assert_eq!(
+            verify(&dir, "admin", "drawbridgE").unwrap(),
+            Verdict::Refused
+        );
+        assert_eq!(
+            verify(&dir, "root", "drawbridge").unwrap(),
+            Verdict::Refused
+        );
+        set_password(&dir, "admin", "correct horse").unwrap();
+        assert_eq!(
+            verify(&dir, "admin", "drawbridge").unwrap(),
+            Verdict::Refused
+        );
+        assert_eq!(
+            verify(&dir, "admin", "correct horse").unwrap(),
+            Verdict::Accepted { must_change: false }
+        );
+        let mode = fs::metadata(admins_path(&dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let blob = fs::read(admins_path(&dir)).unwrap();
+        assert!(!blob.windows(13).any(|w| w == b"correct horse"));
+        assert_eq!(names(&dir).unwrap(), ["admin"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,488 @@
+//! The console as an administrator meets it: the gateway on a real pseudo-terminal (its
+//! standard input and output, as on the host board), and `drawbridge cli` on another,
+//! each driven key by key. What is checked is what the screen shows, and what a real
+//! SMTP client (Python's smtplib) sees of the commits made there.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::terminal::Terminal;
+use common::*;
+
+const PROMPT: &str = "admin@gw.example.com> ";
+const CONFIG_PROMPT: &str = "admin@gw.example.com# ";
+const NEW_PASSWORD: &str = "n3w-console-pass";
+
+/// The gateway with its console on a pseudo-terminal; waits for `login:`.
+struct Console {
+    term: Terminal,
+    state: PathBuf,
+    inbound: u16,
+}
+
+fn start(dir: &TempDir, extra: &str, env: &[(&str, &str)]) -> Console {
+    let inbound = free_port();
+    let outbound = free_port();
+    let config = dir.path().join("gateway.conf");
+    std::fs::write(&config, Gateway::config_text(inbound, outbound, extra)).unwrap();
+    let state = dir.path().join("state");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
+    let mut term = Terminal::spawn(command);
+    term.expect("login: ");
+    Console {
+        term,
+        state,
+        inbound,
+    }
+}
+
+/// The first login: the factory password, then the forced change.
+fn first_login(term: &mut Terminal) {
+    term.send("admin\r");
+    term.expect("Password:");
+    term.send("drawbridge\r");
+    term.expect("The factory password must be changed before anything else.");
+    term.expect("New password:");
+    term.send(&format!("{NEW_PASSWORD}\r"));
+    term.expect("Retype new password:");
+    term.send(&format!("{NEW_PASSWORD}\r"));
+    term.expect("Password changed.");
+    term.expect(PROMPT);
+}
+
+/// smtplib from an outside address: the RCPT reply for `rcpt`, and the message sent if
+/// it was accepted.
+fn rcpt_reply(port: u16, rcpt: &str) -> String {
+    python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("client.example.org")
+s.mail("alice@example.org")
+code, text = s.rcpt("{rcpt}")
+print(code, text.decode())
+if code == 250:
+    s.data(b"Subject: console test\r\n\r\nhello\r\n")
+s.quit()
+"#
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn first_login_forces_a_new_password_and_wrong_ones_wait() {
+    let dir = TempDir::new("console-login");
+    let mut c = start(&dir, "", &[]);
+    let term = &mut c.term;
+    term.send("admin\r");
+    term.expect("Password:");
+    term.send("guess\r");
+    term.expect("Login incorrect");
+    // The wait after a failure; what is typed meanwhile is dropped.
+    term.send("x");
+    term.expect("login: ");
+    first_login(term);
+    // Nothing typed as a password ever reached the screen.
+    let text = term.screen().text();
+    assert!(
+        !text.contains(NEW_PASSWORD) && !text.contains("guess"),
+        "{text}"
+    );
+    assert!(
+        text.contains("login failed for admin on console (standard input)"),
+        "{text}"
+    );
+    // Only a salted hash is kept, in a file of its owner's only.
+    let path = c.state.join("admins.db");
+    let blob = std::fs::read(&path).unwrap();
+    assert!(
+        !blob
+            .windows(NEW_PASSWORD.len())
+            .any(|w| w == NEW_PASSWORD.as_bytes())
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Logging out brings the login back; the factory password no longer works.
+    term.send("exit\r");
+    term.expect("login: ");
+    term.send("admin\rdrawbridge\r");
+    term.expect("Login incorrect");
+    term.expect("login: ");
+    term.send(&format!("admin\r{NEW_PASSWORD}\r"));
+    term.expect("--- drawbridge");
+    term.expect(PROMPT);
+}
+
+#[test]
+fn help_completion_and_abbreviations_as_typed() {
+    let dir = TempDir::new("console-help");
+    let mut c = start(&dir, "set route example.com relay [127.0.0.1]:2599", &[]);
+    let term = &mut c.term;
+    first_login(term);
+    // A mistyped command: the ^ under it and the reason.
+    term.type_keys("shw status\r");
+    term.expect("unknown command.");
+    let lines = term.screen().lines();
+    let at = lines.iter().rposition(|l| l == "unknown command.").unwrap();
+    assert_eq!(lines[at - 2], format!("{PROMPT}shw status"));
+    assert_eq!(lines[at - 1], format!("{}^", " ".repeat(PROMPT.len())));
+    term.expect(PROMPT);
+    // `?` in the middle of a word: what it could be, then the line as it was.
+    term.type_keys("show sta?");
+    term.expect("Possible completions:");
+    term.expect(&format!("{PROMPT}show sta"));
+    term.type_keys("tus\r");
+    term.expect("Running commit:");
+    term.expect(PROMPT);
+    // `?` in the middle of a line, after moving the cursor back over a word.
+    term.type_keys("show status\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D?");
+    term.expect("Possible completions:");
+    term.expect("  certificates");
+    term.expect(&format!("{PROMPT}show status"));
+    assert_eq!(term.screen().current(), format!("{PROMPT}show status"));
+    term.send("\x05\r");
+    term.expect("Running commit:");
+    term.expect(PROMPT);
+    // TAB completes a keyword.
+    term.type_keys("sh\tconf\t");
+    term.expect("show configuration ");
+    assert_eq!(
+        term.screen().current(),
+        format!("{PROMPT}show configuration")
+    );
+    term.send("\r");
+    term.expect("set route example.com relay [127.0.0.1]:2599");
+    term.expect(PROMPT);
+    // An abbreviation, and an ambiguous one.
+    term.type_keys("sh conf | match route\r");
+    term.expect("set route example.com relay");
+    term.expect(PROMPT);
+    term.type_keys("sh sta\r");
+    term.expect("'sta' is ambiguous.");
+    term.expect("  stats");
+    term.expect("  status");
+    term.expect(PROMPT);
+    // TAB completes a configured name: the route pattern.
+    term.type_keys("configure\r");
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("set route exa\t");
+    term.expect("example.com ");
+    assert_eq!(
+        term.screen().current(),
+        format!("{CONFIG_PROMPT}set route example.com")
+    );
+    term.type_keys("?");
+    term.expect("failover-timeout");
+    term.send("\x15exit\r");
+    term.expect("Exiting configuration mode");
+    term.expect(PROMPT);
+}
+
+#[test]
+fn commits_reach_a_real_client_and_unconfirmed_ones_roll_back() {
+    let dir = TempDir::new("console-commit");
+    let sink = Sink::start();
+    let route = format!(
+        "set route partner.example relay [127.0.0.1]:{}",
+        sink.addr.port()
+    );
+    // `commit confirmed 1` waits six seconds here: room for a loaded machine to look
+    // at the commit before it rolls back.
+    let mut c = start(&dir, "", &[("DRAWBRIDGE_TEST_MINUTE", "6")]);
+    let port = c.inbound;
+    let term = &mut c.term;
+    first_login(term);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("550 5.7.1"));
+    term.type_keys("configure\r");
+    term.expect(CONFIG_PROMPT);
+    term.type_keys(&format!("{route}\r"));
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("show | compare\r");
+    term.expect(&format!("+ {route}"));
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("commit comment \"partner relay\"\r");
+    term.expect("commit 2: applied");
+    term.expect(CONFIG_PROMPT);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("250"));
+    sink.wait_for(1);
+
+    // commit confirmed, left unconfirmed: it rolls back by itself.
+    term.type_keys("delete route partner.example\r");
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("commit confirmed 1\r");
+    term.expect("commit 3: applied; it rolls back in 1 minute(s) unless committed again");
+    term.expect(CONFIG_PROMPT);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("550 5.7.1"));
+    term.expect("commit confirmed was not confirmed in time: rolled back as commit 4");
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("250"));
+
+    // rollback 1: back to commit 3's configuration, committed.
+    term.send("\x15");
+    term.type_keys("rollback 1\r");
+    term.expect("load complete");
+    term.type_keys("show | compare\r");
+    term.expect(&format!("- {route}"));
+    term.type_keys("commit\r");
+    term.expect("commit 5: applied");
+    term.expect(CONFIG_PROMPT);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("550 5.7.1"));
+    // Leaving with uncommitted changes asks first.
+    term.type_keys("set system host-name other.example.com\rexit\r");
+    term.expect("The configuration has been changed but not committed.");
+    term.type_keys("yes\r");
+    term.expect("Exiting configuration mode");
+    term.expect(PROMPT);
+    term.type_keys("show system commit\r");
+    term.expect("partner relay");
+    term.expect(PROMPT);
+}
+
+#[test]
+fn a_log_line_while_typing_leaves_the_line_intact() {
+    let dir = TempDir::new("console-log");
+    let mut c = start(&dir, "", &[]);
+    let port = c.inbound;
+    let term = &mut c.term;
+    first_login(term);
+    term.type_keys("show sta");
+    // A client connects: the gateway logs it while the line is half typed.
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    term.expect("connect from unknown[127.0.0.1]");
+    term.expect(&format!("{PROMPT}show sta"));
+    let lines = term.screen().lines();
+    let n = lines.len();
+    assert!(
+        lines[n - 2].ends_with("connect from unknown[127.0.0.1]"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[n - 1], format!("{PROMPT}show sta"));
+    term.type_keys("tus\r");
+    term.expect("Running commit:");
+    let lines = term.screen().lines();
+    assert!(lines.contains(&format!("{PROMPT}show status")), "{lines:?}");
+    drop(client);
+}
+
+#[test]
+fn a_console_on_a_serial_device() {
+    let dir = TempDir::new("console-serial");
+    let (mut term, device) = Terminal::device();
+    let inbound = free_port();
+    let config = dir.path().join("gateway.conf");
+    std::fs::write(&config, Gateway::config_text(inbound, free_port(), "")).unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--console")
+        .arg(format!("{device}:9600"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    term.expect("login: ");
+    first_login(&mut term);
+    term.type_keys(
+        "show users
+",
+    );
+    term.expect(&format!("console {device}"));
+    term.expect(PROMPT);
+    // The log lines are on the device too, and in the log file.
+    let client = std::net::TcpStream::connect(("127.0.0.1", inbound)).unwrap();
+    term.expect("connect from unknown[127.0.0.1]");
+    drop(client);
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let text = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(text.contains("admin logged in on console /dev/"), "{text}");
+}
+
+#[test]
+fn the_same_session_through_drawbridge_cli() {
+    let dir = TempDir::new("console-cli");
+    let sink = Sink::start();
+    let gw = Gateway::start(dir.path(), "");
+    let cli = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        command
+            .arg("cli")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&gw.state);
+        command
+    };
+    let mut term = Terminal::spawn(cli(&["--login"]));
+    term.expect("login: ");
+    first_login(&mut term);
+    term.type_keys("show status\r");
+    term.expect("Listening:      inbound 127.0.0.1:");
+    term.expect(PROMPT);
+    term.type_keys("configure\r");
+    term.expect(CONFIG_PROMPT);
+    let route = format!(
+        "set route partner.example relay [127.0.0.1]:{}",
+        sink.addr.port()
+    );
+    term.type_keys(&format!("{route}\r"));
+    term.type_keys("sh\t| comp\t\r");
+    term.expect(&format!("+ {route}"));
+    term.type_keys("commit and-quit\r");
+    term.expect("commit 2: applied");
+    term.expect("Exiting configuration mode");
+    term.expect(PROMPT);
+    assert!(rcpt_reply(gw.inbound, "bob@partner.example").starts_with("250"));
+    term.type_keys("exit\r");
+    assert!(term.wait_exit().success());
+
+    // Root on the box needs no login; its session shows in show users.
+    let mut root = Terminal::spawn(cli(&[]));
+    root.expect("root@gw.example.com> ");
+    root.type_keys("show users\r");
+    root.expect("cli (root)");
+    root.expect("Console logins: admin");
+    root.type_keys("exit\r");
+    assert!(root.wait_exit().success());
+
+    // A script: nothing paged, the session ends with its input.
+    let out = cli(&[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"show log | count\nshow configuration\nshow certificates\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("Count: "), "{text}");
+    assert!(text.contains(&route), "{text}");
+    assert!(!text.contains("--More--"), "{text}");
+    assert!(text.contains("0-self-signed: gw.example.com"), "{text}");
+    gw.wait_for_log("admin logged in on cli");
+}
+
+#[test]
+fn restart_and_factory_reset_from_the_console() {
+    let dir = TempDir::new("console-restart");
+    let gw = Gateway::start(dir.path(), "");
+    let script = |text: &str| gw.console_script(text);
+    let pid = gw.pid();
+    let out = script("configure\nset route partner.example mx\ncommit\nexit\nrestart\nyes\n");
+    assert!(out.contains("Restarting."), "{out}");
+    gw.wait_for_log_count("message(s) recovered from the queue", 2);
+    // The same process, started again from what was committed, not from --config.
+    assert_eq!(gw.pid(), pid);
+    let (ok, shown, _) = gw.cli(&["config", "show"]);
+    assert!(
+        ok && shown.contains("set route partner.example mx"),
+        "{shown}"
+    );
+    let out = script("factory-reset\nyes\n");
+    assert!(out.contains("erased; restarting"), "{out}");
+    gw.wait_for_log_count("message(s) recovered from the queue", 3);
+    let (ok, shown, _) = gw.cli(&["config", "show"]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("by boot: factory default"), "{shown}");
+    assert!(!shown.contains("partner.example"), "{shown}");
+    assert!(!gw.state.join("admins.db").exists());
+}
+
+#[test]
+fn operational_commands_act_on_the_gateway() {
+    let dir = TempDir::new("console-ops");
+    let sink = Sink::start_on(
+        0,
+        SinkBehaviour {
+            defer: vec!["later@example.com".into()],
+            ..SinkBehaviour::default()
+        },
+    );
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set route example.com relay [127.0.0.1]:{}\nset queue retry 1h\n",
+            sink.addr.port()
+        ),
+    );
+    python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.sendmail("alice@example.org", ["later@example.com"], b"Subject: wait\r\n\r\nhello\r\n")
+s.quit()
+"#,
+        port = gw.inbound
+    ));
+    gw.wait_for_log("status=deferred");
+    let out = gw.console_script(
+        "show queue\nshow queue summary\nqueue hold all\nshow queue | match !\n\
+         queue requeue all\nqueue flush other.example\n",
+    );
+    assert!(out.contains("later@example.com"), "{out}");
+    let shape = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("example.com "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(shape.split_whitespace().nth(1), Some("1"), "{shape}");
+    assert!(out.contains(": held"), "{out}");
+    assert!(out.contains(": requeued"), "{out}");
+    assert!(out.contains("0 message(s) flushed"), "{out}");
+    gw.wait_for_log("requeued by the administrator");
+    // Requeued: tried again at once (and deferred again); then flushed by its domain.
+    gw.wait_for_log_count("status=deferred", 2);
+    let out = gw.console_script("queue flush EXAMPLE.com\n");
+    assert!(out.contains("1 message(s) flushed"), "{out}");
+    gw.wait_for_log_count("status=deferred", 3);
+
+    let out = gw.console_script(&format!(
+        "test smtp 127.0.0.1:{sink}\ntest smtp 127.0.0.1:{inbound}\n\
+         password add bob\nlong-secret-1\nlong-secret-1\npassword show\n\
+         explain from-ip 192.0.2.7 mail a@example.org rcpt eve@example.net\n\
+         queue delete all\nshow queue\n",
+        sink = sink.addr.port(),
+        inbound = gw.inbound
+    ));
+    assert!(
+        out.contains("greeting  220 sink.test ESMTP test sink"),
+        "{out}"
+    );
+    assert!(out.contains("STARTTLS  not offered"), "{out}");
+    // The gateway's own self-signed certificate: encrypted, not trusted.
+    assert!(out.contains("STARTTLS  TLSv1.3 with cipher"), "{out}");
+    assert!(out.contains("certificate NOT trusted"), "{out}");
+    assert!(out.contains("QUIT      221"), "{out}");
+    assert!(out.contains("added bob"), "{out}");
+    assert!(
+        out.contains("bob: PLAIN LOGIN SCRAM-SHA-256 EXTERNAL"),
+        "{out}"
+    );
+    assert!(!out.contains("long-secret-1"), "{out}");
+    assert!(out.contains("decision: 550 5.7.1"), "{out}");
+    assert!(out.contains(": deleted"), "{out}");
+    assert!(out.contains("Mail queue is empty"), "{out}");
+}
