@@ -263,6 +263,17 @@ impl std::fmt::Display for Relay {
     }
 }
 
+/// A next hop by the name it was reached under (the MX or relay host), as Postfix's
+/// `relay=mx1.example.net[192.0.2.25]:25`. The name came from DNS or the
+/// configuration: it is escaped.
+pub struct NamedRelay<'a>(pub &'a str, pub SocketAddr);
+
+impl std::fmt::Display for NamedRelay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]:{}", Escaped(self.0), self.1.ip(), self.1.port())
+    }
+}
+
 /// Text a peer chose (a reply from a next hop, a HELO name, an address, a SASL user
 /// name), fit for a log line: it cannot end the line, move the cursor, recolour a
 /// terminal or pass for another field. Control characters (C0, DEL, C1), Unicode format

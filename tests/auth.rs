@@ -360,3 +360,53 @@ fn a_service_mechanism_list_narrows_what_is_offered() {
     raw.send(b"AUTH CRAM-MD5\r\n");
     assert!(raw.replies(1).starts_with("504 5.5.4"));
 }
+
+#[test]
+fn cram_md5_is_offered_only_when_some_user_has_its_secret() {
+    let dir = TempDir::new("auth-cram-offer");
+    let state = dir.path().join("state");
+    add_user(&state, "bob", "battery staple", false);
+    let gw = Gateway::start(dir.path(), POLICY);
+    let ehlo = |gw: &Gateway| {
+        let mut raw = Raw::connect(gw.inbound_addr());
+        raw.replies(1);
+        raw.send(b"EHLO c.example.org\r\n");
+        let ehlo = raw.replies(1);
+        (raw, ehlo)
+    };
+    // No user has a CRAM-MD5 secret: it is not offered, and asking for it is refused.
+    let (mut raw, offered) = ehlo(&gw);
+    assert!(offered.contains("250-AUTH SCRAM-SHA-256\r\n"), "{offered}");
+    raw.send(b"AUTH CRAM-MD5\r\n");
+    assert!(raw.replies(1).starts_with("504 5.5.4"));
+    // Once one has, the next session offers it (the database is read again when it
+    // changes); a user without the secret gets the same 535 as a wrong password, and
+    // only the log says why.
+    add_user(&state, "alice", "correct horse", true);
+    let mut offered = String::new();
+    wait_until("CRAM-MD5 offered", || {
+        offered = ehlo(&gw).1;
+        offered.contains("250-AUTH CRAM-MD5 SCRAM-SHA-256\r\n")
+    });
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("c.example.org")
+s.user, s.password = "bob", "battery staple"
+try:
+    s.auth("CRAM-MD5", s.auth_cram_md5)
+    print("accepted")
+except smtplib.SMTPAuthenticationError as e:
+    print("refused", e.smtp_code)
+s.user, s.password = "alice", "correct horse"
+print("alice", s.auth("CRAM-MD5", s.auth_cram_md5)[0])
+"#,
+        port = gw.inbound
+    ));
+    assert!(out.contains("refused 535"), "{out}");
+    assert!(out.contains("alice 235"), "{out}");
+    gw.wait_for_log(
+        "SASL CRAM-MD5 authentication failed for bob: this user has no CRAM-MD5 secret",
+    );
+}

@@ -34,7 +34,10 @@ fn allow_then_deny_filters_decide_by_address() {
     assert!(greeting(gw.inbound, "127.0.0.10").starts_with("220 "));
     assert_eq!(greeting(gw.inbound, "127.0.0.9"), "554 5.7.1 Access denied");
     assert_eq!(greeting(gw.inbound, "127.0.0.3"), "554 5.7.1 Access denied");
-    gw.wait_for_log("reject: CONNECT from unknown[127.0.0.3]: 554 5.7.1 access denied by filter");
+    // The log names the statement that refused, as the administrator wrote it.
+    gw.wait_for_log(
+        "reject: CONNECT from unknown[127.0.0.3]: 554 5.7.1 access denied by deny-filter \"smtp: ALL\"",
+    );
     // The outbound service has no filters.
     let _ = TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], gw.outbound)),

@@ -64,11 +64,11 @@ fn mail_goes_to_the_preferred_mx_and_fails_over_in_order() {
     let msgs = sink.wait_for(1);
     assert_eq!(msgs[0].rcpts, ["<bob@mx.test>"]);
     gw.wait_for_log(&format!(
-        "{id}: to=<bob@mx.test>, relay=127.0.0.1[127.0.0.1]:{port}"
+        "{id}: to=<bob@mx.test>, relay=mx20.mx.test[127.0.0.1]:{port}"
     ));
     let log = gw.log_text();
     let tried_10 = log
-        .find(&format!("connect to 127.0.0.2[127.0.0.2]:{port}"))
+        .find(&format!("connect to mx10.mx.test[127.0.0.2]:{port}"))
         .expect("MX 10 tried");
     let sent = log.find("status=sent").unwrap();
     assert!(tried_10 < sent, "{log}");

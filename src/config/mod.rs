@@ -328,6 +328,26 @@ pub struct Service {
     pub auth: Option<bool>,
 }
 
+impl Service {
+    /// The statement of deny rule `k` in the order the gateway checks them (the
+    /// `deny-filter` rules, then each `access-filter`'s `-` rules), in the administrator's
+    /// words, for the log line of a refused client.
+    pub fn deny_rule_source(&self, k: usize) -> Option<String> {
+        if let Some(rule) = self.deny_filters.get(k) {
+            return Some(format!("deny-filter \"{}\"", rule.text()));
+        }
+        let mut k = k - self.deny_filters.len();
+        for compact in &self.compact_filters {
+            let n = compact.filter().deny.len();
+            if k < n {
+                return Some(format!("access-filter \"{}\"", compact.text()));
+            }
+            k -= n;
+        }
+        None
+    }
+}
+
 /// One access-filter rule: the text as the administrator wrote it, and its checked tree.
 /// Made only by [`AccessRule::parse`], so the two always agree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1095,6 +1115,26 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_refusing_rule_is_named_by_its_statement() {
+        let config = text::parse(
+            "set service inbound deny-filter \"smtp: 10.0.0.1\"\n\
+             set service inbound deny-filter \"smtp: 10.0.0.2\"\n\
+             set service inbound access-filter \"+smtp: 10.1.0.1$-smtp: 10.1.0.2$-smtp: ALL\"\n",
+        )
+        .unwrap();
+        let s = config.service(ServiceName::Inbound);
+        assert_eq!(
+            s.deny_rule_source(1).as_deref(),
+            Some("deny-filter \"smtp: 10.0.0.2\"")
+        );
+        assert_eq!(
+            s.deny_rule_source(3).as_deref(),
+            Some("access-filter \"+smtp: 10.1.0.1$-smtp: 10.1.0.2$-smtp: ALL\"")
+        );
+        assert_eq!(s.deny_rule_source(4), None);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
 
 use crate::config::{Classification, ServiceName};
+use crate::filter::Decision;
 use crate::gateway::Gateway;
-use crate::log::Peer;
+use crate::log::{Escaped, Peer};
 use crate::smtp::reply::Reply;
 
 use super::{access, session};
@@ -259,9 +260,14 @@ pub async fn accept_loop(
                         running.resolver.as_deref(),
                     ))
                     .await;
-                    if !decision.is_allowed() {
-                        log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by filter ({decision:?})",
-                            Peer { name: None, addr: peer });
+                    if let Decision::Denied { rule } = decision {
+                        let source = running
+                            .config
+                            .service(service)
+                            .deny_rule_source(rule)
+                            .unwrap_or_else(|| format!("deny rule {}", rule + 1));
+                        log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by {}",
+                            Peer { name: None, addr: peer }, Escaped(&source));
                         crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
                         refuse(&gw2, stream, Reply::new(554, "5.7.1", "Access denied"));
                         return;

@@ -19,6 +19,7 @@ use crate::queue::{
 };
 use crate::relay::callout::Outcome;
 use crate::relay::{Backing, notify};
+use crate::sasl::users::UserLookup;
 use crate::sasl::{
     AuthError, Derivation, DerivedKey, ExchangeInputs, Mechanism, MechanismName, Step,
     new_mechanism,
@@ -96,7 +97,13 @@ pub async fn serve(
     let local = stream.get_ref().local_addr().ok();
     // The configuration this session started under stays its own to the end.
     let running = gw.running();
-    let config = session_config(&running, service, category.as_deref());
+    // CRAM-MD5 is offered only when some user has its secret: the database as cached
+    // (read again on the blocking pool at most once a second when it changed).
+    let cram = match gw.users.lookup(Instant::now()).await {
+        Ok(users) => users.offers_cram_md5(),
+        Err(_) => false,
+    };
+    let config = session_config(&running, service, category.as_deref(), cram);
     let write_timeout = config.command_timeout;
     let name = client_name(&running, peer.ip()).await;
     let client = Peer {
@@ -356,6 +363,8 @@ enum Woke {
 struct Auth {
     mechanism: Option<Box<dyn Mechanism>>,
     name: String,
+    /// The user database the mechanism was started with.
+    users: Option<Rc<UserLookup>>,
 }
 
 impl Auth {
@@ -393,6 +402,7 @@ impl Auth {
             hostname: &host,
             cert_identity: identity.as_deref(),
         };
+        self.users = Some(db.clone());
         let Some(mut mechanism) = new_mechanism(mech, db, &inputs) else {
             return Step::Failure(AuthError::Temporary);
         };
@@ -494,7 +504,15 @@ async fn answer_auth(
                 session.auth_failure(error.reply(), Instant::now());
                 return true;
             }
+            let no_cram_secret = auth.name == "CRAM-MD5"
+                && user
+                    .as_deref()
+                    .zip(auth.users.as_ref())
+                    .is_some_and(|(u, users)| users.lacks_cram_md5(u));
             match &user {
+                Some(user) if no_cram_secret => {
+                    log::warn!(target: "smtpd", "{client}: SASL CRAM-MD5 authentication failed for {}: this user has no CRAM-MD5 secret (set the password again with --cram-md5 to give it one)", Escaped(user))
+                }
                 Some(user) => {
                     log::warn!(target: "smtpd", "{client}: SASL {} authentication failed for {}", auth.name, Escaped(user))
                 }
@@ -625,6 +643,7 @@ fn session_config(
     running: &Running,
     service: ServiceName,
     category: Option<&str>,
+    cram: bool,
 ) -> Rc<ServerConfig> {
     let config = &running.config;
     let channel = config.channel(Some(&source_channel(config, service, category, false)));
@@ -648,9 +667,9 @@ fn session_config(
             .advertised
             .into_iter()
             .filter(|m| {
-                service_list.is_none_or(|set| {
-                    MechanismName::parse(m.as_bytes()).is_some_and(|n| set.contains(n))
-                })
+                let name = MechanismName::parse(m.as_bytes());
+                (cram || name != Some(MechanismName::CramMd5))
+                    && service_list.is_none_or(|set| name.is_some_and(|n| set.contains(n)))
             })
             .collect();
         c.auth_needs_tls = auth.needs_tls;

@@ -39,7 +39,7 @@ use super::dsn::{self, ReportKind};
 use super::ops::{OpError, QueueEntry};
 use super::{DestKey, MAX_RCPTS_PER_TRANSACTION, destination, notify};
 use crate::config::{Config, Route};
-use crate::log::Relay;
+use crate::log::{Escaped, NamedRelay};
 use crate::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
 use crate::smtp::client::{OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
@@ -135,6 +135,39 @@ pub enum Plan {
     Retry(u64),
 }
 
+/// The next hop a job's replies came from, for the delivery log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The host's name: the MX or relay host name, or an address literal's address.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Which transaction on its connection this was, 1 for the first (`conn_use=`).
+    pub conn_use: u32,
+    /// Connecting, greeting, EHLO and TLS, when this job opened the connection; zero on
+    /// a reused one.
+    pub setup: Duration,
+    /// The transaction itself.
+    pub transmit: Duration,
+}
+
+/// Why a destination could not be used: the reply every waiting job gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    pub reply: Reply,
+    /// A host was tried or DNS asked: it counts as a delivery attempt. Not so when every
+    /// host was passed over for a recent failure.
+    pub attempted: bool,
+}
+
+impl From<Reply> for Unreachable {
+    fn from(reply: Reply) -> Unreachable {
+        Unreachable {
+            reply,
+            attempted: true,
+        }
+    }
+}
+
 /// A message the queue manager knows about.
 struct Message {
     env: Envelope,
@@ -147,6 +180,8 @@ struct Message {
     running: usize,
     /// When it was accepted, for `delay=`; `None` for recovered messages.
     accepted: Option<Time>,
+    /// A delivery was attempted since the message was last settled: the attempt counts.
+    attempted: bool,
     /// Its reports are being queued: nothing may dispatch it until they are.
     reporting: Option<Plan>,
     /// A move to its own files is under way.
@@ -169,8 +204,8 @@ struct Destination {
     idle: u32,
     /// Where the round robin of a relay list starts next.
     next_host: usize,
-    /// Hosts that failed, passed over until then.
-    avoid: HashMap<SocketAddr, Time>,
+    /// Hosts that failed, passed over until then, with the reply each failure gave.
+    avoid: HashMap<SocketAddr, (Time, Reply)>,
 }
 
 /// The queue manager's picture of the queue and every decision on it.
@@ -526,13 +561,9 @@ impl QueueCore {
         dest: &DestKey,
         resolved: Option<Vec<(SocketAddr, String)>>,
         now: Time,
-    ) -> Result<Vec<(SocketAddr, String)>, Reply> {
+    ) -> Result<Vec<(SocketAddr, String)>, Unreachable> {
         let Some(route) = self.config.routes.get(dest.route()) else {
-            return Err(Reply::new(
-                451,
-                "4.4.0",
-                "Route removed from the configuration",
-            ));
+            return Err(Reply::new(451, "4.4.0", "Route removed from the configuration").into());
         };
         let d = self.destinations.entry(dest.clone()).or_default();
         let hosts = match (dest, resolved) {
@@ -541,7 +572,7 @@ impl QueueCore {
             (DestKey::Route(_), _) => {
                 let hosts = route.hosts();
                 if hosts.is_empty() {
-                    return Err(Reply::new(451, "4.4.0", "Route has no hosts"));
+                    return Err(Reply::new(451, "4.4.0", "Route has no hosts").into());
                 }
                 let start = d.next_host;
                 d.next_host = d.next_host.wrapping_add(1);
@@ -553,32 +584,46 @@ impl QueueCore {
                     .collect()
             }
         };
-        let usable: Vec<(SocketAddr, String)> = hosts
-            .into_iter()
-            .filter(|(host, _)| d.avoid.get(host).is_none_or(|until| *until <= now))
-            .collect();
-        if usable.is_empty() {
-            return Err(Reply::new(
-                451,
-                "4.4.1",
-                "all hosts failed recently and are passed over for now",
-            ));
+        let avoided = |host: &SocketAddr| {
+            d.avoid
+                .get(host)
+                .filter(|(until, _)| *until > now)
+                .map(|(_, reply)| reply)
+        };
+        // Every host passed over: the first one's own last error is the reason.
+        if let Some(reply) = hosts.first().and_then(|(h, _)| avoided(h)) {
+            if hosts.iter().all(|(h, _)| avoided(h).is_some()) {
+                return Err(Unreachable {
+                    reply: reply.clone(),
+                    attempted: false,
+                });
+            }
         }
-        Ok(usable)
+        if hosts.is_empty() {
+            return Err(Reply::new(451, "4.4.4", "No hosts to try").into());
+        }
+        Ok(hosts
+            .into_iter()
+            .filter(|(host, _)| avoided(host).is_none())
+            .collect())
     }
 
-    /// A host of `dest` could not be used: it is passed over for the route's avoid time.
-    pub fn host_failed(&mut self, dest: &DestKey, host: SocketAddr, now: Time) {
+    /// A host of `dest` could not be used, with `reply`: it is passed over for the route's
+    /// avoid time, but never past the shortest retry interval, so that a retry always
+    /// tries a host again.
+    pub fn host_failed(&mut self, dest: &DestKey, host: SocketAddr, reply: &Reply, now: Time) {
         let avoid = self
             .config
             .routes
             .get(dest.route())
             .map_or(Duration::ZERO, |r| r.avoid_time);
+        let shortest_retry = self.config.queue.retry.iter().min().copied();
+        let avoid = shortest_retry.map_or(avoid, |r| avoid.min(r));
         self.destinations
             .entry(dest.clone())
             .or_default()
             .avoid
-            .insert(host, now.after(avoid));
+            .insert(host, (now.after(avoid), reply.clone()));
     }
 
     /// The envelope of a job's transaction and where its content is; a reply for all its
@@ -616,17 +661,29 @@ impl QueueCore {
         Ok((msg, content))
     }
 
-    /// The outcome of a job: one reply per recipient, from `relay` when a next hop gave
+    /// The outcome of a job: one reply per recipient, from `hop` when a next hop gave
     /// them. The last job of a message settles it.
-    pub fn record(&mut self, job: &Job, relay: Option<SocketAddr>, replies: &[Reply], now: Time) {
+    pub fn record(&mut self, job: &Job, hop: Option<&Hop>, replies: &[Reply], now: Time) {
+        self.settle_job(job, hop, replies, hop.is_some(), now);
+    }
+
+    fn settle_job(
+        &mut self,
+        job: &Job,
+        hop: Option<&Hop>,
+        replies: &[Reply],
+        attempted: bool,
+        now: Time,
+    ) {
         let Some(m) = self.messages.get_mut(&job.id) else {
             return;
         };
+        m.attempted |= attempted;
         for (&i, reply) in job.rcpts.iter().zip(replies) {
             if i >= m.env.recipients.len() {
                 continue;
             }
-            log_status(&m.env, i, relay, m.accepted, reply, now);
+            log_status(&m.env, i, hop, m.accepted, reply, now);
             let text = reply.one_line();
             let status = &mut m.env.recipients[i].status;
             *status = if reply.is_positive() {
@@ -647,8 +704,8 @@ impl QueueCore {
     }
 
     /// A destination cannot be reached: `first` (a job already taken) and every job
-    /// waiting there get `reply`.
-    pub fn destination_failed(&mut self, dest: &DestKey, first: Job, reply: &Reply, now: Time) {
+    /// waiting there get its reply.
+    pub fn destination_failed(&mut self, dest: &DestKey, first: Job, why: &Unreachable, now: Time) {
         let mut jobs = vec![first];
         if let Some(d) = self.destinations.get_mut(dest) {
             for job in d.jobs.drain(..) {
@@ -660,8 +717,8 @@ impl QueueCore {
             }
         }
         for job in jobs {
-            let replies = vec![reply.clone(); job.rcpts.len()];
-            self.record(&job, None, &replies, now);
+            let replies = vec![why.reply.clone(); job.rcpts.len()];
+            self.settle_job(&job, None, &replies, why.attempted, now);
         }
     }
 
@@ -673,7 +730,8 @@ impl QueueCore {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
-        let plan = plan_next(&mut m.env, &config, now.secs());
+        let attempted = std::mem::take(&mut m.attempted);
+        let plan = plan_next(&mut m.env, &config, now.secs(), attempted);
         let reports = take_reports(&mut m.env, &config, now.secs(), plan);
         if reports.is_empty() {
             self.settle(id, plan);
@@ -919,6 +977,7 @@ impl Message {
             queued: 0,
             running: 0,
             accepted,
+            attempted: false,
             reporting: None,
             moving: false,
         }
@@ -926,15 +985,20 @@ impl Message {
 }
 
 /// Decides a message's next step; recipients still open past the queue lifetime become
-/// failures.
-pub fn plan_next(env: &mut Envelope, config: &Config, now: u64) -> Plan {
+/// failures. Only an `attempted` delivery counts as an attempt (and moves the retry
+/// schedule on): one whose hosts were all passed over does not.
+pub fn plan_next(env: &mut Envelope, config: &Config, now: u64, attempted: bool) -> Plan {
     if !env.recipients.iter().any(|r| r.status.is_open()) {
         return Plan::Remove;
     }
-    env.attempts = env.attempts.saturating_add(1);
+    if attempted {
+        env.attempts = env.attempts.saturating_add(1);
+    }
     if now.saturating_sub(env.arrived) < config.queue.max_lifetime.as_secs() {
         let schedule = &config.queue.retry;
-        let step = (env.attempts as usize - 1).min(schedule.len().saturating_sub(1));
+        let step = (env.attempts as usize)
+            .saturating_sub(1)
+            .min(schedule.len().saturating_sub(1));
         let delay = schedule.get(step).map_or(300, Duration::as_secs).max(1);
         return Plan::Retry(now + delay);
     }
@@ -946,9 +1010,12 @@ pub fn plan_next(env: &mut Envelope, config: &Config, now: u64) -> Plan {
             RcptStatus::Pending => String::new(),
             _ => continue,
         };
-        let text = format!("message expired after {attempts} attempts: {last}");
+        let text = match attempts {
+            1 => format!("message expired after 1 delivery attempt: {last}"),
+            n => format!("message expired after {n} delivery attempts: {last}"),
+        };
         log::info!(target: "qmgr", "{id}: to=<{}>, dsn=4.4.7, status=expired ({})",
-            crate::log::Escaped(&r.address), crate::log::Escaped(&text));
+            Escaped(&r.address), Escaped(&text));
         stats::delivery(stats::Delivery::Bounced);
         r.status = RcptStatus::Failed {
             reply: format!("550 5.4.7 {text}"),
@@ -1009,12 +1076,15 @@ pub fn take_reports(
     out
 }
 
-/// One Postfix-shaped delivery line: `ID: to=<…>, relay=…, delay=…, dsn=…, status=… (…)`.
-/// The reply text came from a next hop: it is escaped.
+/// One Postfix-shaped delivery line: `ID: to=<…>, relay=HOST[IP]:PORT, conn_use=N,
+/// delay=…, delays=a/b/c/d, dsn=…, status=… (…)`. `delays` splits `delay` as Postfix
+/// does: a, before the queue manager (it takes a message the moment it is committed,
+/// so 0); b, in the queue; c, connection setup; d, the transaction. The reply text came
+/// from a next hop: it is escaped.
 fn log_status(
     env: &Envelope,
     i: usize,
-    relay: Option<SocketAddr>,
+    hop: Option<&Hop>,
     accepted: Option<Time>,
     reply: &Reply,
     now: Time,
@@ -1034,9 +1104,23 @@ fn log_status(
     let dsn = reply
         .enhanced
         .map_or_else(|| format!("{}.0.0", reply.code / 100), |e| e.to_string());
-    let relay = relay.map_or_else(|| "none".to_string(), |r| Relay(r).to_string());
-    log::info!(target: "smtp", "{}: to=<{}>, relay={relay}, delay={delay:.2}, dsn={dsn}, status={status} ({})",
-        env.id, crate::log::Escaped(&env.recipients[i].address), crate::log::Escaped(&reply.one_line()));
+    let (relay, conn_use, setup, transmit) = match hop {
+        Some(h) => (
+            NamedRelay(&h.name, h.addr).to_string(),
+            h.conn_use,
+            h.setup.as_secs_f64(),
+            h.transmit.as_secs_f64(),
+        ),
+        None => ("none".to_string(), 1, 0.0, 0.0),
+    };
+    let conn_use = if conn_use > 1 {
+        format!(", conn_use={conn_use}")
+    } else {
+        String::new()
+    };
+    let queued = (delay - setup - transmit).max(0.0);
+    log::info!(target: "smtp", "{}: to=<{}>, relay={relay}{conn_use}, delay={delay:.2}, delays=0.00/{queued:.2}/{setup:.2}/{transmit:.2}, dsn={dsn}, status={status} ({})",
+        env.id, Escaped(&env.recipients[i].address), Escaped(&reply.one_line()));
 }
 
 #[cfg(test)]
@@ -1131,6 +1215,25 @@ mod tests {
         Reply::new(451, "4.3.0", "later")
     }
 
+    /// The next hop of a delivery that reached one.
+    fn hop() -> Hop {
+        Hop {
+            name: "10.0.0.1".into(),
+            addr: sa("10.0.0.1:25"),
+            conn_use: 1,
+            setup: Duration::ZERO,
+            transmit: Duration::ZERO,
+        }
+    }
+
+    fn refused(host: &str) -> Reply {
+        Reply::new(
+            451,
+            "4.4.1",
+            format!("connect to {host}: Connection refused"),
+        )
+    }
+
     #[test]
     fn recipients_go_by_destination_in_transactions_of_at_most_100() {
         let mut c = core(config(&[
@@ -1165,7 +1268,7 @@ mod tests {
         c.submit(env(1, &["u@a.example"]), None, Backing::File, at(0));
         assert_eq!(opens(&actions(&mut c)).len(), 1);
         let job = c.take_job(&dest("a.example"), None).unwrap();
-        c.record(&job, None, &[ok()], at(1));
+        c.record(&job, Some(&hop()), &[ok()], at(1));
         actions(&mut c);
         c.worker_idle(&dest("a.example"));
         c.submit(env(2, &["u@a.example"]), None, Backing::File, at(2));
@@ -1186,7 +1289,7 @@ mod tests {
             actions(&mut c);
             let job = c.take_job(&dest("a.example"), None).unwrap();
             tried.push(now.secs() - T0);
-            c.record(&job, None, &[later()], now);
+            c.record(&job, Some(&hop()), &[later()], now);
             let a = actions(&mut c);
             assert!(
                 a.iter()
@@ -1221,15 +1324,15 @@ mod tests {
         // Round robin: each connection starts at the next host.
         assert_eq!(hosts(&mut c, at(0)), [sa("10.0.0.1:25"), sa("10.0.0.2:25")]);
         assert_eq!(hosts(&mut c, at(0)), [sa("10.0.0.2:25"), sa("10.0.0.1:25")]);
-        c.host_failed(&d, sa("10.0.0.1:25"), at(10));
+        c.host_failed(&d, sa("10.0.0.1:25"), &refused("10.0.0.1"), at(10));
         assert_eq!(hosts(&mut c, at(11)), [sa("10.0.0.2:25")]);
         assert_eq!(hosts(&mut c, at(69)), [sa("10.0.0.2:25")]);
-        c.host_failed(&d, sa("10.0.0.2:25"), at(69));
+        c.host_failed(&d, sa("10.0.0.2:25"), &refused("10.0.0.2"), at(69));
+        // Every host passed over: the first one's own error is the reason, and it is no
+        // delivery attempt.
         let err = c.hosts_to_try(&d, None, at(69)).unwrap_err();
-        assert_eq!(
-            (err.code, err.enhanced.unwrap().to_string()),
-            (451, "4.4.1".into())
-        );
+        assert!(!err.attempted);
+        assert_eq!(err.reply, refused("10.0.0.1"));
         assert_eq!(
             hosts(&mut c, at(70)).len(),
             1,
@@ -1243,7 +1346,7 @@ mod tests {
             route: DomainPattern::Exact("a.example".into()),
             domain: "a.example".into(),
         };
-        c.host_failed(&mx, sa("192.0.2.1:25"), at(100));
+        c.host_failed(&mx, sa("192.0.2.1:25"), &refused("mx1"), at(100));
         let resolved = vec![
             (sa("192.0.2.1:25"), "mx1".to_string()),
             (sa("192.0.2.2:25"), "mx2".to_string()),
@@ -1251,6 +1354,54 @@ mod tests {
         assert_eq!(
             c.hosts_to_try(&mx, Some(resolved), at(100)).unwrap(),
             [(sa("192.0.2.2:25"), "mx2".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_avoid_time_never_outlasts_the_shortest_retry_interval() {
+        let mut route = relay(&["10.0.0.1:25"]);
+        route.avoid_time = Duration::from_secs(3600);
+        let mut c = core(config(&[("a.example", route)]));
+        let d = dest("a.example");
+        c.host_failed(&d, sa("10.0.0.1:25"), &refused("10.0.0.1"), at(0));
+        assert!(c.hosts_to_try(&d, None, at(59)).is_err());
+        // The retry 60 s later connects again.
+        assert_eq!(
+            c.hosts_to_try(&d, None, at(60)).unwrap(),
+            [(sa("10.0.0.1:25"), "10.0.0.1".to_string())]
+        );
+    }
+
+    #[test]
+    fn only_real_attempts_count() {
+        let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
+        let e = env(1, &["u@a.example"]);
+        let id = e.id.clone();
+        c.submit(e, None, Backing::File, at(0));
+        actions(&mut c);
+        let d = dest("a.example");
+        // Every host passed over: no attempt, and the retry schedule stays where it was.
+        let job = c.take_job(&d, None).unwrap();
+        let passed_over = Unreachable {
+            reply: refused("10.0.0.1"),
+            attempted: false,
+        };
+        c.destination_failed(&d, job, &passed_over, at(1));
+        actions(&mut c);
+        assert_eq!(c.envelope(&id).unwrap().attempts, 0);
+        assert_eq!(c.poll_timeout(), Some(at(61)));
+        // A host tried and refused: one attempt.
+        c.handle_timeout(at(61));
+        actions(&mut c);
+        let job = c.take_job(&d, None).unwrap();
+        c.destination_failed(&d, job, &refused("10.0.0.1").into(), at(62));
+        actions(&mut c);
+        assert_eq!(c.envelope(&id).unwrap().attempts, 1);
+        // The deferral keeps the host's own words.
+        let entry = c.list().into_iter().next().unwrap();
+        assert_eq!(
+            entry.recipients[0].reply.as_deref(),
+            Some("451 4.4.1 connect to 10.0.0.1: Connection refused")
         );
     }
 
@@ -1263,7 +1414,7 @@ mod tests {
         actions(&mut c);
         let d = dest("a.example");
         let first = c.take_job(&d, None).unwrap();
-        c.destination_failed(&d, first, &later(), at(1));
+        c.destination_failed(&d, first, &later().into(), at(1));
         let a = actions(&mut c);
         let updates = a.iter().filter(|a| matches!(a, Action::Update(_))).count();
         assert_eq!(updates, 3);
@@ -1280,7 +1431,7 @@ mod tests {
         actions(&mut c);
         let job = c.take_job(&dest("a.example"), None).unwrap();
         // One recipient delivered, one deferred past the queue lifetime.
-        c.record(&job, None, &[ok(), later()], at(3600));
+        c.record(&job, Some(&hop()), &[ok(), later()], at(3600));
         let a = actions(&mut c);
         let reports: Vec<_> = a
             .iter()
@@ -1321,7 +1472,7 @@ mod tests {
         for _ in 0..4 {
             actions(&mut c);
             let job = c.take_job(&dest("a.example"), None).unwrap();
-            c.record(&job, None, &[later()], now);
+            c.record(&job, Some(&hop()), &[later()], now);
             for a in actions(&mut c) {
                 if let Action::Report { reports, .. } = a {
                     assert_eq!(reports, vec![(ReportKind::Delay, vec![0])]);
@@ -1348,7 +1499,7 @@ mod tests {
         c.submit(e, None, Backing::File, at(0));
         actions(&mut c);
         let job = c.take_job(&dest("a.example"), None).unwrap();
-        c.record(&job, None, &[later()], at(0));
+        c.record(&job, Some(&hop()), &[later()], at(0));
         c.hold(&id).unwrap();
         let a = actions(&mut c);
         assert!(a.iter().any(|a| matches!(a, Action::Update(e) if e.held)));
@@ -1378,7 +1529,7 @@ mod tests {
             c.transaction(&job).unwrap().1,
             ContentRef::Memory(_)
         ));
-        c.record(&job, None, &[later()], at(0));
+        c.record(&job, Some(&hop()), &[later()], at(0));
         let a = actions(&mut c);
         assert!(
             matches!(&a[..], [Action::MoveToFile { segment: 7, .. }]),
@@ -1404,7 +1555,7 @@ mod tests {
         ));
         assert!(matches!(c.transaction(&job).unwrap().1, ContentRef::File));
         // Delivered now: the files go.
-        c.record(&job, None, &[ok()], at(2));
+        c.record(&job, Some(&hop()), &[ok()], at(2));
         let a = actions(&mut c);
         assert!(matches!(
             &a[..],
@@ -1480,10 +1631,10 @@ mod tests {
                 c.hosts_to_try(&moved_to, None, at(1)).unwrap()[0].0,
                 sa("10.9.9.9:25")
             );
-            c.record(job, None, &[ok()], at(2));
+            c.record(job, Some(&hop()), &[ok()], at(2));
         }
         // The running job finishes on its old connection; nothing is lost.
-        c.record(&running, None, &[ok()], at(2));
+        c.record(&running, Some(&hop()), &[ok()], at(2));
         let removed = actions(&mut c)
             .iter()
             .filter(|a| matches!(a, Action::Remove { .. }))

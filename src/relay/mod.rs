@@ -26,7 +26,7 @@ use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, Route};
 use crate::dns::{MxAnswer, Name, Resolver};
-use crate::log::{Escaped, Relay};
+use crate::log::{Escaped, NamedRelay};
 use crate::net::connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
 use crate::queue::{
@@ -38,7 +38,7 @@ use crate::smtp::client::{ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
 pub use core::Backing;
-use core::{Action, ContentRef, Job, QueueCore, Time};
+use core::{Action, ContentRef, Hop, Job, QueueCore, Time, Unreachable};
 use dsn::{Report, ReportKind};
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
@@ -339,10 +339,10 @@ impl Scheduler {
     /// One connection's life: take jobs for `dest` until there are none for a while, or
     /// the configuration it was opened under is replaced.
     async fn worker(self: Rc<Self>, dest: DestKey) {
-        let mut conn: Option<(Connection, u64)> = None;
+        let mut conn: Option<Open> = None;
         let mut idle_expired = false;
         loop {
-            let epoch = conn.as_ref().map(|(_, e)| *e);
+            let epoch = conn.as_ref().map(|o| o.epoch);
             let Some(job) = self.core.borrow_mut().take_job(&dest, epoch) else {
                 let stale = epoch.is_some_and(|e| e != self.core.borrow().epoch());
                 if conn.is_none() || idle_expired || stale {
@@ -361,21 +361,31 @@ impl Scheduler {
                 continue;
             };
             idle_expired = false;
-            if !conn.as_ref().is_some_and(|(c, _)| c.is_usable()) {
+            let mut setup = Duration::ZERO;
+            if !conn.as_ref().is_some_and(|o| o.conn.is_usable()) {
                 let epoch = self.core.borrow().epoch();
+                let started = Instant::now();
                 match self.connect(&dest).await {
-                    Ok(c) => conn = Some((c, epoch)),
-                    Err(reply) => {
+                    Ok((c, name)) => {
+                        setup = started.elapsed();
+                        conn = Some(Open {
+                            conn: c,
+                            epoch,
+                            name,
+                            uses: 0,
+                        });
+                    }
+                    Err(why) => {
                         self.core
                             .borrow_mut()
-                            .destination_failed(&dest, job, &reply, now());
+                            .destination_failed(&dest, job, &why, now());
                         self.run_actions();
                         break;
                     }
                 }
             }
             // The branch above leaves a connection in place or breaks out.
-            let Some((c, _)) = conn.as_mut() else { break };
+            let Some(open) = conn.as_mut() else { break };
             let transaction = self.core.borrow().transaction(&job);
             let replies = match transaction {
                 Ok((msg, content)) => {
@@ -391,8 +401,17 @@ impl Scheduler {
                             }
                         },
                     };
-                    let replies = c.send(msg, &content).await;
-                    self.record(&job, Some(c.peer()), &replies);
+                    let sending = Instant::now();
+                    let replies = open.conn.send(msg, &content).await;
+                    open.uses += 1;
+                    let hop = Hop {
+                        name: open.name.clone(),
+                        addr: open.conn.peer(),
+                        conn_use: open.uses,
+                        setup,
+                        transmit: sending.elapsed(),
+                    };
+                    self.record(&job, Some(&hop), &replies);
                     continue_or_drop(&mut conn);
                     continue;
                 }
@@ -402,13 +421,13 @@ impl Scheduler {
         }
         self.core.borrow_mut().worker_gone(&dest);
         self.run_actions();
-        if let Some((c, _)) = conn {
-            c.quit().await;
+        if let Some(open) = conn {
+            open.conn.quit().await;
         }
     }
 
-    fn record(self: &Rc<Self>, job: &Job, relay: Option<SocketAddr>, replies: &[Reply]) {
-        self.core.borrow_mut().record(job, relay, replies, now());
+    fn record(self: &Rc<Self>, job: &Job, hop: Option<&Hop>, replies: &[Reply]) {
+        self.core.borrow_mut().record(job, hop, replies, now());
         self.run_actions();
     }
 
@@ -416,15 +435,11 @@ impl Scheduler {
     /// or a domain's MX hosts in preference order, passing over hosts that failed recently
     /// and failing over on error or timeout. The error is the reply every job waiting for
     /// this destination gets: temporary, or permanent where DNS says the domain cannot
-    /// take mail.
-    async fn connect(&self, dest: &DestKey) -> Result<Connection, Reply> {
+    /// take mail. The connection comes with the name of the host it reached.
+    async fn connect(&self, dest: &DestKey) -> Result<(Connection, String), Unreachable> {
         let config = self.config();
         let Some(route) = config.routes.get(dest.route()) else {
-            return Err(Reply::new(
-                451,
-                "4.4.0",
-                "Route removed from the configuration",
-            ));
+            return Err(Reply::new(451, "4.4.0", "Route removed from the configuration").into());
         };
         let resolved = match dest {
             DestKey::Route(_) => None,
@@ -447,19 +462,20 @@ impl Scheduler {
         for (host, server_name) in hosts {
             let tls = self.tls.borrow().clone().map(|tls| OutgoingTls {
                 tls: tls.clone(),
-                server_name,
+                server_name: server_name.clone(),
                 verify: use_tls == TlsUse::Must && !route.danger_tls_no_verify,
             });
             match Connection::open(host, route.failover_timeout, client_config.clone(), tls).await {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, server_name)),
                 Err(e) => {
-                    last = connect_failure(host, &e);
-                    log::info!(target: "smtp", "connect to {}: {}", Relay(host), Escaped(&e.to_string()));
-                    self.core.borrow_mut().host_failed(dest, host, now());
+                    let relay = NamedRelay(&server_name, host);
+                    last = connect_failure(&relay, &e);
+                    log::info!(target: "smtp", "connect to {relay}: {}", Escaped(&e.to_string()));
+                    self.core.borrow_mut().host_failed(dest, host, &last, now());
                 }
             }
         }
-        Err(last)
+        Err(last.into())
     }
 
     /// The hosts mail for `domain` goes to (RFC 5321 §5.1): its MX hosts by preference
@@ -697,23 +713,32 @@ impl Scheduler {
 }
 
 /// Forgets a connection that can carry no more transactions.
-fn continue_or_drop(conn: &mut Option<(Connection, u64)>) {
-    if !conn.as_ref().is_some_and(|(c, _)| c.is_usable()) {
+fn continue_or_drop(conn: &mut Option<Open>) {
+    if !conn.as_ref().is_some_and(|o| o.conn.is_usable()) {
         *conn = None;
     }
+}
+
+/// The connection a worker holds: the configuration epoch it was opened under, the name
+/// of the host it reached, and how many transactions it has carried.
+struct Open {
+    conn: Connection,
+    epoch: u64,
+    name: String,
+    uses: u32,
 }
 
 /// The reply a host's failure leaves its waiting jobs: a temporary reply the host gave
 /// (such as `454 4.7.5` when TLS is required and cannot be had) is kept; anything else is
 /// a temporary `451 4.4.1`: one bad host does not bounce mail.
-fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
+fn connect_failure(host: &NamedRelay, e: &ConnectError) -> Reply {
     match e {
         ConnectError::Refused(Some(r)) if r.is_transient() => Reply {
             code: r.code,
             enhanced: r.enhanced,
-            lines: vec![format!("{} (at {})", r.lines.join(" "), Relay(host))],
+            lines: vec![format!("{} (at {host})", r.lines.join(" "))],
         },
-        other => Reply::new(451, "4.4.1", format!("connect to {}: {other}", Relay(host))),
+        other => Reply::new(451, "4.4.1", format!("connect to {host}: {other}")),
     }
 }
 

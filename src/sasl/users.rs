@@ -325,6 +325,11 @@ impl UserDb {
         self.users.get(&UserName::parse(user)?)
     }
 
+    /// Whether any user has a CRAM-MD5 secret: only then is CRAM-MD5 offered.
+    pub fn any_cram_md5(&self) -> bool {
+        self.users.values().any(|r| r.cram_md5.is_some())
+    }
+
     /// The iterations a stand-in secret gets: those most users have (the larger on a
     /// tie), so that an unknown user costs what a typical real one does; the minimum for
     /// an empty database.
@@ -358,6 +363,17 @@ impl UserLookup {
             key,
             stand_in_iterations,
         }
+    }
+
+    /// Whether CRAM-MD5 can succeed for anyone: some user has its secret.
+    pub fn offers_cram_md5(&self) -> bool {
+        self.db.any_cram_md5()
+    }
+
+    /// A known user without a CRAM-MD5 secret, for the log line of a CRAM-MD5 failure
+    /// (the client hears the same 535 as for a wrong password).
+    pub fn lacks_cram_md5(&self, user: &str) -> bool {
+        self.db.scram(user).is_some() && self.db.cram_md5(user).is_none()
     }
 }
 
