@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::text::value;
 use super::{
     Category, Channel, Cidr, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service, System, Tls,
-    TokenBackend, TokenSettings, Verify,
+    NextHop, QueueSettings, RelayAction, RelayHost, RelayRule, Route, Ruleset, Service, System,
+    Tls, TokenBackend, TokenSettings, Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
@@ -31,7 +31,8 @@ use crate::sasl::{MechanismName, MechanismSet};
 ///   queue, TLS, channels, categories, rulesets and relay rules ([`ConfigV1`]).
 /// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
 ///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
-///   `stress-timeout` ([`ConfigV2`]).
+///   `stress-timeout`; each route's host names in relay lists and smarthosts, `auth user`
+///   and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// Schema version 2: version 1 and the postmaster address.
@@ -47,6 +48,18 @@ pub struct ConfigV2 {
     pub auth_throttle: (u32, u32, u32, u64, u32),
     pub inbound_limits: ServiceLimitsV2,
     pub outbound_limits: ServiceLimitsV2,
+    /// What version 2 adds to each route, in the order of `v1.routes`.
+    pub routes: Vec<RouteV2>,
+}
+
+/// What version 2 adds to a route. Version 1's relay and smarthost lists hold addresses
+/// only, so a list with a host name travels here whole, as its canonical text, and is
+/// parsed again on the way in; version 1 then holds the list's address literals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteV2 {
+    pub hosts: Option<String>,
+    pub auth_user: Option<String>,
+    pub danger_auth_cleartext: bool,
 }
 
 /// A service's slow-client limits, new in version 2.
@@ -102,6 +115,19 @@ impl From<&Config> for ConfigV2 {
             },
             inbound_limits: (&c.inbound).into(),
             outbound_limits: (&c.outbound).into(),
+            routes: c
+                .routes
+                .values()
+                .map(|r| RouteV2 {
+                    hosts: r
+                        .hosts()
+                        .iter()
+                        .any(|h| matches!(h, RelayHost::Name { .. }))
+                        .then(|| value::format_hosts(r.hosts())),
+                    auth_user: r.auth_user.clone(),
+                    danger_auth_cleartext: r.danger_auth_cleartext,
+                })
+                .collect(),
         }
     }
 }
@@ -132,6 +158,25 @@ impl TryFrom<ConfigV2> for Config {
         };
         w.inbound_limits.apply(&mut c.inbound);
         w.outbound_limits.apply(&mut c.outbound);
+        if w.routes.len() != c.routes.len() {
+            return Err(bad("route additions do not match the routes"));
+        }
+        // Both in the routes' order: `v1.routes` was written from the same map.
+        for (route, added) in c.routes.values_mut().zip(w.routes) {
+            if let Some(text) = added.hosts {
+                let hosts = value::hosts(&text).map_err(bad)?;
+                route.next_hop = match route.next_hop {
+                    Some(NextHop::Relay(_)) => Some(NextHop::Relay(hosts)),
+                    Some(NextHop::Smarthost(_)) => Some(NextHop::Smarthost(hosts)),
+                    _ => return Err(bad("host names on a route without hosts")),
+                };
+            }
+            route.auth_user = added
+                .auth_user
+                .map(|u| value::auth_user(&u).map_err(bad))
+                .transpose()?;
+            route.danger_auth_cleartext = added.danger_auth_cleartext;
+        }
         Ok(c)
     }
 }
@@ -299,6 +344,23 @@ pub struct RelayRuleV1 {
 
 // ---- model to wire -------------------------------------------------------------------
 
+/// The address literals of a relay list: all that version 1 can hold (version 2 keeps
+/// the whole list when it has names).
+fn addresses(hosts: &[RelayHost]) -> Vec<SocketAddr> {
+    hosts
+        .iter()
+        .filter_map(|h| match h {
+            RelayHost::Address(a) => Some(*a),
+            RelayHost::Name { .. } => None,
+        })
+        .collect()
+}
+
+/// A version 1 relay list: address literals only.
+fn literals(hosts: Vec<SocketAddr>) -> Vec<RelayHost> {
+    hosts.into_iter().map(RelayHost::Address).collect()
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -385,8 +447,8 @@ impl From<&Config> for ConfigV1 {
                     };
                     let route = RouteV1 {
                         next_hop: r.next_hop.as_ref().map(|h| match h {
-                            NextHop::Relay(h) => NextHopV1::Relay(h.clone()),
-                            NextHop::Smarthost(h) => NextHopV1::Smarthost(h.clone()),
+                            NextHop::Relay(h) => NextHopV1::Relay(addresses(h)),
+                            NextHop::Smarthost(h) => NextHopV1::Smarthost(addresses(h)),
                             NextHop::Mx => NextHopV1::Mx,
                         }),
                         failover_timeout_ms: ms(r.failover_timeout),
@@ -590,8 +652,8 @@ impl TryFrom<ConfigV1> for Config {
             };
             let route = Route {
                 next_hop: r.next_hop.map(|h| match h {
-                    NextHopV1::Relay(h) => NextHop::Relay(h),
-                    NextHopV1::Smarthost(h) => NextHop::Smarthost(h),
+                    NextHopV1::Relay(h) => NextHop::Relay(literals(h)),
+                    NextHopV1::Smarthost(h) => NextHop::Smarthost(literals(h)),
                     NextHopV1::Mx => NextHop::Mx,
                 }),
                 failover_timeout: dur(r.failover_timeout_ms),
@@ -600,6 +662,7 @@ impl TryFrom<ConfigV1> for Config {
                 mx_port: r.mx_port,
                 channel: r.channel,
                 danger_tls_no_verify: r.danger_tls_no_verify,
+                ..Route::default()
             };
             c.routes.insert(pattern, route);
         }
@@ -702,7 +765,11 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         crate::config::text::parse_into(
             &mut with_postmaster,
             "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n\
-             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n",
+             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n\
+             set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587\n\
+             set route .example.org auth user relay@example.org\n\
+             set route * auth danger-cleartext yes\n\
+             set route example.org relay relay.example.org\n",
         )
         .unwrap();
         for config in [

@@ -24,8 +24,8 @@ use smol::future::FutureExt as _;
 
 use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
-use crate::config::{Config, DomainPattern, Route};
-use crate::dns::{MxAnswer, Name, Resolver};
+use crate::config::{Config, DomainPattern, RelayHost, Route};
+use crate::dns::{DnsError, MxAnswer, Name, Resolver};
 use crate::log::{Escaped, Relay};
 use crate::net::connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
@@ -426,8 +426,9 @@ impl Scheduler {
                 "Route removed from the configuration",
             ));
         };
+        let resolver = self.resolver.borrow().clone();
         let resolved = match dest {
-            DestKey::Route(_) => None,
+            DestKey::Route(_) => Some(relay_addresses(resolver.as_deref(), route.hosts()).await?),
             DestKey::Mx { domain, .. } => Some(self.mx_hosts(domain, route.mx_port).await?),
         };
         let hosts = self.core.borrow_mut().hosts_to_try(dest, resolved, now())?;
@@ -714,6 +715,65 @@ fn connect_failure(host: SocketAddr, e: &ConnectError) -> Reply {
             lines: vec![format!("{} (at {})", r.lines.join(" "), Relay(host))],
         },
         other => Reply::new(451, "4.4.1", format!("connect to {}: {other}", Relay(host))),
+    }
+}
+
+/// A relay list's or smarthost's hosts in their configured order, each with the name its
+/// certificate must carry: an address literal as it is, a host name as its IPv4 then
+/// IPv6 addresses, looked up through `resolver` (whose cache keeps them for their TTL).
+/// A name that does not resolve is logged and left out; when nothing is left, the error
+/// is a temporary reply saying why (RFC 3463 X.4.4 no address, X.4.3 DNS failure): a
+/// configured next hop that DNS cannot find is a fault to fix, never a bounce.
+pub async fn relay_addresses(
+    resolver: Option<&Resolver>,
+    hosts: &[RelayHost],
+) -> Result<Vec<(SocketAddr, String)>, Reply> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for host in hosts {
+        let (name, port) = match host {
+            RelayHost::Address(a) => {
+                out.push((*a, a.ip().to_string()));
+                continue;
+            }
+            RelayHost::Name { name, port } => (name, *port),
+        };
+        let looked_up = match (resolver, Name::parse(name)) {
+            (None, _) => Err(Reply::new(451, "4.4.3", "No DNS resolvers configured")),
+            // The configuration checked the name; a failure here is our own bug.
+            (_, Err(_)) => Err(Reply::new(
+                451,
+                "4.4.4",
+                format!("Bad relay host name {name}"),
+            )),
+            (Some(resolver), Ok(parsed)) => match resolver.lookup_ip(&parsed).await {
+                Ok(ips) if !ips.is_empty() => Ok(ips),
+                Ok(_) | Err(DnsError::NxDomain) => Err(Reply::new(
+                    451,
+                    "4.4.4",
+                    format!("No address found for relay host {name}"),
+                )),
+                Err(e) => Err(Reply::new(
+                    451,
+                    "4.4.3",
+                    format!("Temporary DNS failure for relay host {name}: {e}"),
+                )),
+            },
+        };
+        match looked_up {
+            Ok(ips) => out.extend(
+                ips.into_iter()
+                    .map(|ip| (SocketAddr::new(ip, port), name.clone())),
+            ),
+            Err(reply) => {
+                log::info!(target: "smtp", "address lookup for relay host {name}: {}", reply.one_line());
+                last = Some(reply);
+            }
+        }
+    }
+    match last {
+        Some(reply) if out.is_empty() => Err(reply),
+        _ => Ok(out),
     }
 }
 
