@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::control::Request;
+use crate::secrets::SecretAction;
 use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
 /// What the command line asks for.
@@ -29,6 +30,13 @@ pub enum Command {
         action: TokenAction,
         state_dir: PathBuf,
         /// The configuration naming the token; `None` means the host board's default.
+        config: Option<PathBuf>,
+    },
+    /// Work on the passwords routes log in to their next hops with.
+    Secret {
+        action: SecretAction,
+        state_dir: PathBuf,
+        /// The configuration naming the token; `None` means the stored one's.
         config: Option<PathBuf>,
     },
     /// Ask the gateway running on a state directory to do a queue operation.
@@ -157,6 +165,16 @@ USAGE:
     drawbridge password show [--user PATTERN]
                                           names and mechanisms, never secrets
                                           (password commands take --state-dir DIR)
+    drawbridge secret set NAME            the password a route logs in to its
+                                          next hop with (set route … auth user
+                                          NAME), read from standard input (one
+                                          line); sealed by a key on the token
+    drawbridge secret delete NAME
+    drawbridge secret show                the names that have a password, never
+                                          the passwords (secret commands take
+                                          --state-dir DIR and --config FILE; a
+                                          running gateway uses a change from its
+                                          next connection on)
     drawbridge certificate show           the certificates in the store
     drawbridge certificate import NAME --chain FILE --key FILE
                                           import a PEM chain (leaf first) and
@@ -232,6 +250,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"queue") => return parse_queue(&args[1..]),
         Some(&"certificate") => return parse_certificate(&args[1..]),
         Some(&"token") => return parse_token(&args[1..]),
+        Some(&"secret") => return parse_secret(&args[1..]),
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
@@ -498,6 +517,41 @@ fn parse_token(args: &[String]) -> Result<Command, String> {
     })
 }
 
+/// `secret set|delete NAME | show [--state-dir DIR] [--config FILE]`.
+fn parse_secret(args: &[String]) -> Result<Command, String> {
+    const USAGE: &str = "usage: secret set NAME | delete NAME | show";
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut config = None;
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = value("--state-dir")?,
+            "--config" => config = Some(value("--config")?),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let action = match words.as_slice() {
+        [verb, name] if verb == "set" => SecretAction::Set { name: name.clone() },
+        [verb, name] if verb == "delete" => SecretAction::Delete { name: name.clone() },
+        [verb] if verb == "show" => SecretAction::Show,
+        _ => return Err(USAGE.into()),
+    };
+    Ok(Command::Secret {
+        action,
+        state_dir,
+        config,
+    })
+}
+
 /// `queue VERB [ID] [--json] [--state-dir DIR]`.
 fn parse_queue(args: &[String]) -> Result<Command, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
@@ -741,6 +795,39 @@ mod tests {
                 .contains("--user")
         );
         assert!(parse(&args("password add --user a --iterations many")).is_err());
+    }
+
+    #[test]
+    fn secret_commands() {
+        assert_eq!(
+            parse(&args(
+                "secret set relay@example.com --state-dir /s --config /c"
+            )),
+            Ok(Command::Secret {
+                action: SecretAction::Set {
+                    name: "relay@example.com".into()
+                },
+                state_dir: "/s".into(),
+                config: Some("/c".into()),
+            })
+        );
+        assert_eq!(
+            parse(&args("secret show")),
+            Ok(Command::Secret {
+                action: SecretAction::Show,
+                state_dir: DEFAULT_STATE_DIR.into(),
+                config: None,
+            })
+        );
+        for bad in [
+            "secret",
+            "secret set",
+            "secret show x",
+            "secret get a",
+            "secret set a --x",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

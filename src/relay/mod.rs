@@ -33,13 +33,16 @@ use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,
     RcptStatus, Recipient, Recovered, Spool, delete_segment,
 };
+use crate::sasl::client::{CLIENT_NONCE_RANDOM, ClientCredentials, ClientNonce};
+use crate::secrets::SealKey;
 use crate::smtp::address::{self, Domain};
-use crate::smtp::client::{ClientConfig, TlsPolicy};
+use crate::smtp::client::{ClientAuth, ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
 pub use core::Backing;
 use core::{Action, ContentRef, Job, QueueCore, Time};
 use dsn::{Report, ReportKind};
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
 pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
@@ -117,6 +120,14 @@ pub struct Scheduler {
     timer_bell: Bell,
     /// File operations, carried out one after the other so they keep their order.
     file_ops: (Sender<FileOp>, Receiver<FileOp>),
+    /// Where the passwords for next hops are, and their key; `None` until given.
+    secrets: RefCell<Option<Rc<SecretStore>>>,
+}
+
+/// The state directory's secret store and the key it is sealed with.
+pub struct SecretStore {
+    pub state_dir: std::path::PathBuf,
+    pub key: SealKey,
 }
 
 /// The durable queue the scheduler works on: the spool's files, the journal, and the
@@ -157,7 +168,48 @@ impl Scheduler {
             bells: RefCell::new(HashMap::new()),
             timer_bell: bounded(1),
             file_ops: unbounded(),
+            secrets: RefCell::new(None),
         })
+    }
+
+    /// Gives the store routes with `auth user` take their passwords from.
+    pub fn set_secrets(&self, store: SecretStore) {
+        *self.secrets.borrow_mut() = Some(Rc::new(store));
+    }
+
+    /// The login for `route`, read from the secret store on the blocking pool (so a
+    /// `drawbridge secret set` applies from the next connection on); `None` when the
+    /// route logs in nowhere, a deferral when its password is missing.
+    async fn login(&self, route: &Route) -> Result<Option<(ClientCredentials, bool)>, Reply> {
+        let Some(user) = route.auth_user.clone() else {
+            return Ok(None);
+        };
+        let missing = |why: String| {
+            log::warn!(target: "smtp", "no password to log in as {}: {why}", Escaped(&user));
+            Reply::new(
+                454,
+                "4.7.0",
+                format!("No password to log in to the next hop as {user}: {why}"),
+            )
+        };
+        let Some(store) = self.secrets.borrow().clone() else {
+            return Err(missing("the secret store is not open".into()));
+        };
+        let (name, dir, key) = (user.clone(), store.state_dir.clone(), store.key.clone());
+        let password = smol::unblock(move || {
+            crate::secrets::load(&dir, &key).map(|s| s.get(&name).map(str::to_string))
+        })
+        .await;
+        match password {
+            Ok(Some(password)) => Ok(Some((
+                ClientCredentials::new(user.clone(), password),
+                route.danger_auth_cleartext,
+            ))),
+            Ok(None) => Err(missing(format!(
+                "none is stored (drawbridge secret set {user})"
+            ))),
+            Err(e) => Err(missing(e.to_string())),
+        }
     }
 
     fn config(&self) -> Rc<Config> {
@@ -435,7 +487,8 @@ impl Scheduler {
         // The destination channel decides how TLS is used (SPEC §3).
         let channel = config.channel(route.channel.as_deref());
         let use_tls = channel.tls_client();
-        let client_config = Rc::new(ClientConfig {
+        let login = self.login(route).await?;
+        let base = ClientConfig {
             helo_name: config.system.host_name.clone(),
             tls: match use_tls {
                 TlsUse::Never => TlsPolicy::Never,
@@ -443,9 +496,21 @@ impl Scheduler {
                 TlsUse::Must => TlsPolicy::Required,
             },
             ..ClientConfig::default()
-        });
+        };
         let mut last = Reply::new(451, "4.4.1", "no host could be reached");
         for (host, server_name) in hosts {
+            // Each connection that logs in gets its own SCRAM nonce.
+            let client_config = Rc::new(ClientConfig {
+                auth: match &login {
+                    Some((credentials, allow_cleartext)) => Some(ClientAuth {
+                        credentials: credentials.clone(),
+                        nonce: fresh_nonce()?,
+                        allow_cleartext: *allow_cleartext,
+                    }),
+                    None => None,
+                },
+                ..base.clone()
+            });
             let tls = self.tls.borrow().clone().map(|tls| OutgoingTls {
                 tls: tls.clone(),
                 server_name,
@@ -695,6 +760,15 @@ impl Scheduler {
             Err(e) => log::error!(target: "bounce", "{id}: cannot queue the notification: {e}"),
         }
     }
+}
+
+/// A SCRAM client nonce from the system's random numbers.
+fn fresh_nonce() -> Result<ClientNonce, Reply> {
+    let mut random = [0u8; CLIENT_NONCE_RANDOM];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| Reply::new(451, "4.3.0", "No randomness available for AUTH"))?;
+    Ok(ClientNonce::from_random(&random))
 }
 
 /// Forgets a connection that can carry no more transactions.
