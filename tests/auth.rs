@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -21,25 +20,11 @@ const POLICY: &str = "set classify 10 remote 127.0.0.2 category INTERNAL\n\
                       set ruleset EXTERNAL restrict LOGIN tls\n";
 
 fn add_user(state: &std::path::Path, user: &str, password: &str, cram: bool) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
-    cmd.args(["password", "add", "--user", user]);
+    let mut args = vec!["password", "add", "--user", user];
     if cram {
-        cmd.arg("--cram-md5");
+        args.push("--cram-md5");
     }
-    let mut child = cmd
-        .arg("--state-dir")
-        .arg(state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    drawbridge_with_input(state, &args, &format!("{password}\n"));
 }
 
 fn start(dir: &TempDir, sink: &Sink) -> Gateway {

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 
 /// Sends one message through `gw`'s inbound service to `rcpt`; its queue id.
@@ -26,32 +23,6 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
         port = gw.inbound
     ));
     out.trim().rsplit(' ').next().unwrap().to_string()
-}
-
-/// `drawbridge SUBCOMMAND … --state-dir STATE` with `input` on standard input.
-fn drawbridge_with_input(state: &std::path::Path, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "drawbridge {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -3025,26 +3025,38 @@ mod tests {
     const CLIENT_FINAL: &[u8] = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     const SERVER_FINAL: &[u8] = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
+    /// Up to our client-final: TLS, EHLO with `keywords`, the AUTH command with the
+    /// client-first, the server-first, the derivation and our proof.
+    fn scram_up_to_server_final(keywords: &[&str]) -> Vec<Step> {
+        with(
+            tls_up_to_auth(keywords),
+            vec![
+                c1(b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n"),
+                Server(reply_334(SERVER_FIRST)),
+                RunDerivation,
+                c1(&b64_line(CLIENT_FINAL)),
+                Deadline(Some(300)),
+            ],
+        )
+    }
+
     /// RFC 7677's exchange over SMTP (RFC 4954 §4): the initial response with the
     /// command, the derivation off the core, the server-final as a challenge answered
     /// empty, then `Ready`; the strongest offered mechanism is the one used.
     #[test]
     fn scram_login_after_tls_proves_the_server() {
         let keywords = ["AUTH LOGIN PLAIN SCRAM-SHA-256", "PIPELINING"];
-        let mut steps = tls_up_to_auth(&keywords);
-        steps.extend([
-            c1(b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n"),
-            Server(reply_334(SERVER_FIRST)),
-            RunDerivation,
-            c1(&b64_line(CLIENT_FINAL)),
-            Deadline(Some(300)),
-            Server(reply_334(SERVER_FINAL)),
-            c1(b"\r\n"),
-            Ready(false),
-            s(b"235 2.7.0 Authentication successful\r\n"),
-            Event(ClientEvent::Ready(ext_of(&keywords))),
-            Ready(true),
-        ]);
+        let steps = with(
+            scram_up_to_server_final(&keywords),
+            vec![
+                Server(reply_334(SERVER_FINAL)),
+                c1(b"\r\n"),
+                Ready(false),
+                s(b"235 2.7.0 Authentication successful\r\n"),
+                Event(ClientEvent::Ready(ext_of(&keywords))),
+                Ready(true),
+            ],
+        );
         run_config(
             &steps,
             &auth_config("pencil", TlsPolicy::Opportunistic, false),
@@ -3053,40 +3065,22 @@ mod tests {
 
     #[test]
     fn a_scram_server_that_cannot_prove_itself_gets_nothing_more() {
-        // A wrong signature: the connection ends at once; no empty answer, no mail.
-        let mut steps = tls_up_to_auth(&["AUTH SCRAM-SHA-256"]);
-        steps.extend([
-            c1(b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n"),
-            Server(reply_334(SERVER_FIRST)),
-            RunDerivation,
-            c1(&b64_line(CLIENT_FINAL)),
-            Server(reply_334(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")),
-            closed(Some(
-                "454 4.7.0 Authentication failed: the server did not prove it knows the password (SCRAM server signature)\r\n",
-            )),
-            Closed(true),
-        ]);
-        run_config(
-            &steps,
-            &auth_config("pencil", TlsPolicy::Opportunistic, false),
-        );
-        // A 235 without the server-final: refused the same way.
-        let mut steps = tls_up_to_auth(&["AUTH SCRAM-SHA-256"]);
-        steps.extend([
-            c1(b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n"),
-            Server(reply_334(SERVER_FIRST)),
-            RunDerivation,
-            c1(&b64_line(CLIENT_FINAL)),
-            s(b"235 2.7.0 Authentication successful\r\n"),
-            closed(Some(
-                "454 4.7.0 Authentication failed: the server did not prove it knows the password (SCRAM server signature)\r\n",
-            )),
-            Closed(true),
-        ]);
-        run_config(
-            &steps,
-            &auth_config("pencil", TlsPolicy::Opportunistic, false),
-        );
+        let unproven = "454 4.7.0 Authentication failed: the server did not prove it knows the password (SCRAM server signature)\r\n";
+        // A wrong signature, or a 235 without any: the connection ends at once, with no
+        // empty answer and no mail.
+        for server in [
+            reply_334(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            b"235 2.7.0 Authentication successful\r\n".to_vec(),
+        ] {
+            let steps = with(
+                scram_up_to_server_final(&["AUTH SCRAM-SHA-256"]),
+                vec![Server(server), closed(Some(unproven)), Closed(true)],
+            );
+            run_config(
+                &steps,
+                &auth_config("pencil", TlsPolicy::Opportunistic, false),
+            );
+        }
     }
 
     #[test]
@@ -3162,31 +3156,23 @@ mod tests {
 
     #[test]
     fn no_usable_mechanism_defers() {
-        let mut steps = tls_up_to_auth(&["AUTH CRAM-MD5 NTLM"]);
-        steps.extend([
-            c(b"QUIT\r\n"),
-            closed(Some(
-                "454 4.7.0 The next hop offers no AUTH mechanism we use (SCRAM-SHA-256, PLAIN, LOGIN)\r\n",
-            )),
-            Closed(true),
-        ]);
-        run_config(
-            &steps,
-            &auth_config("pencil", TlsPolicy::Opportunistic, false),
-        );
-        // A server that offers no AUTH at all, the same.
-        let mut steps = tls_up_to_auth(&["PIPELINING"]);
-        steps.extend([
-            c(b"QUIT\r\n"),
-            closed(Some(
-                "454 4.7.0 The next hop offers no AUTH mechanism we use (SCRAM-SHA-256, PLAIN, LOGIN)\r\n",
-            )),
-            Closed(true),
-        ]);
-        run_config(
-            &steps,
-            &auth_config("pencil", TlsPolicy::Opportunistic, false),
-        );
+        // Only mechanisms we do not use, or no AUTH at all: QUIT, and the mail waits.
+        for keywords in ["AUTH CRAM-MD5 NTLM", "PIPELINING"] {
+            let steps = with(
+                tls_up_to_auth(&[keywords]),
+                vec![
+                    c(b"QUIT\r\n"),
+                    closed(Some(
+                        "454 4.7.0 The next hop offers no AUTH mechanism we use (SCRAM-SHA-256, PLAIN, LOGIN)\r\n",
+                    )),
+                    Closed(true),
+                ],
+            );
+            run_config(
+                &steps,
+                &auth_config("pencil", TlsPolicy::Opportunistic, false),
+            );
+        }
     }
 
     #[test]
