@@ -7,24 +7,6 @@ mod common;
 
 use common::*;
 
-/// Sends one message through `gw`'s inbound service to `rcpt`; its queue id.
-fn send(gw: &Gateway, rcpt: &str) -> String {
-    let out = python(&format!(
-        r#"
-import smtplib
-with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
-    s.ehlo("client.example.org")
-    s.mail("alice@example.org")
-    assert s.rcpt("{rcpt}")[0] == 250
-    code, resp = s.data(b"Subject: next hop\r\n\r\nhello\r\n")
-    assert code == 250
-    print(resp.decode())
-"#,
-        port = gw.inbound
-    ));
-    out.trim().rsplit(' ').next().unwrap().to_string()
-}
-
 #[test]
 fn host_names_are_resolved_and_a_mixed_relay_list_fails_over() {
     let dir = TempDir::new("nexthop-names");
@@ -60,7 +42,7 @@ fn host_names_are_resolved_and_a_mixed_relay_list_fails_over() {
         "{shown}"
     );
 
-    let id = send(&gw, "bob@example.com");
+    let id = send_to(&gw, &["bob@example.com"]);
     assert_eq!(sink.wait_for(1)[0].rcpts, ["<bob@example.com>"]);
     gw.wait_for_log(&format!(
         "{id}: to=<bob@example.com>, relay=127.0.0.1[127.0.0.1]:{port}"
@@ -68,7 +50,7 @@ fn host_names_are_resolved_and_a_mixed_relay_list_fails_over() {
 
     // The first connection starts at the name: its address refuses, the literal takes
     // the mail.
-    let id = send(&gw, "carol@example.net");
+    let id = send_to(&gw, &["carol@example.net"]);
     assert_eq!(sink.wait_for(2)[1].rcpts, ["<carol@example.net>"]);
     gw.wait_for_log(&format!(
         "{id}: to=<carol@example.net>, relay=127.0.0.1[127.0.0.1]:{port}"
@@ -83,7 +65,7 @@ fn host_names_are_resolved_and_a_mixed_relay_list_fails_over() {
     );
 
     // A name that does not resolve: the mail waits, with the reason.
-    let id = send(&gw, "dave@example.org");
+    let id = send_to(&gw, &["dave@example.org"]);
     gw.wait_for_log(&format!("{id}: to=<dave@example.org>, relay=none, delay="));
     gw.wait_for_log("status=deferred (451 4.4.4 No address found for relay host nosuch.test)");
     gw.wait_for_log("address lookup for relay host nosuch.test: 451 4.4.4");
@@ -155,14 +137,14 @@ fn the_host_name_is_the_name_tls_verifies() {
             port = b.inbound
         ),
     );
-    send(&a, "bob@example.com");
+    send_to(&a, &["bob@example.com"]);
     assert_eq!(sink.wait_for(1)[0].rcpts, ["<bob@example.com>"]);
     a.wait_for_log(&format!(
         "Verified TLS connection established to 127.0.0.1[127.0.0.1]:{}",
         b.inbound
     ));
 
-    let id = send(&a, "carol@example.net");
+    let id = send_to(&a, &["carol@example.net"]);
     a.wait_for_log(&format!("{id}: to=<carol@example.net>"));
     a.wait_for_log("status=deferred (454 4.7.5 TLS handshake failed");
     let log = a.log_text();
@@ -262,7 +244,7 @@ fn auth_to_a_next_hop_with_each_mechanism_and_a_wrong_password() {
         format!("authenticated to 127.0.0.1[127.0.0.1]:{b_in} as relay with {mechanism}")
     };
     // Over TLS the strongest: SCRAM-SHA-256, the next hop's signature checked.
-    let id = send(&a, "bob@example.com");
+    let id = send_to(&a, &["bob@example.com"]);
     assert_eq!(sink.wait_for(1)[0].rcpts, ["<bob@example.com>"]);
     a.wait_for_log(&logged_in("SCRAM-SHA-256"));
     a.wait_for_log(&format!("{id}: to=<bob@example.com>, relay=127.0.0.1"));
@@ -271,13 +253,13 @@ fn auth_to_a_next_hop_with_each_mechanism_and_a_wrong_password() {
     assert!(content.contains("with ESMTPSA"), "{content}");
 
     // In clear, where allowed: SCRAM is what the next hop offers there.
-    send(&a, "carol@example.org");
+    send_to(&a, &["carol@example.org"]);
     assert_eq!(sink.wait_for(2)[1].rcpts, ["<carol@example.org>"]);
     let content = String::from_utf8_lossy(&sink.wait_for(2)[1].content).into_owned();
     assert!(content.contains("with ESMTPA "), "{content}");
 
     // In clear, not allowed: no AUTH is sent and the mail waits.
-    let id = send(&a, "dave@example.net");
+    let id = send_to(&a, &["dave@example.net"]);
     a.wait_for_log(&format!("{id}: to=<dave@example.net>"));
     a.wait_for_log("status=deferred (454 4.7.0 Not sending the password without TLS");
     assert_eq!(
@@ -296,7 +278,7 @@ fn auth_to_a_next_hop_with_each_mechanism_and_a_wrong_password() {
     ] {
         write_b(mechanisms);
         b.restart();
-        send(&a, rcpt);
+        send_to(&a, &[rcpt]);
         assert_eq!(sink.wait_for(n)[n - 1].rcpts, [format!("<{rcpt}>")]);
         a.wait_for_log(&logged_in(used));
     }
@@ -306,7 +288,7 @@ fn auth_to_a_next_hop_with_each_mechanism_and_a_wrong_password() {
     // (A connection already logged in stays so: the restart ends it.)
     drawbridge_with_input(&a_state, &["secret", "set", "relay"], "wrong\n");
     b.restart();
-    let id = send(&a, "grace@example.com");
+    let id = send_to(&a, &["grace@example.com"]);
     a.wait_for_log(&format!(
         "authentication to 127.0.0.1[127.0.0.1]:{b_in} as relay failed: 535 5.7.8"
     ));

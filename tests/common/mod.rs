@@ -860,3 +860,28 @@ pub fn drawbridge_with_input(state: &std::path::Path, args: &[&str], input: &str
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends one message from alice@example.org to `rcpts` through `gw`'s inbound service, as
+/// an internal client; its queue id.
+pub fn send_to(gw: &Gateway, rcpts: &[&str]) -> String {
+    let list = rcpts
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    code, resp = s.docmd("EHLO", "client.example.org")
+    s.mail("alice@example.org")
+    for r in [{list}]:
+        assert s.rcpt(r)[0] == 250
+    code, resp = s.data(b"Subject: test\r\n\r\nhello\r\n")
+    assert code == 250
+    print(resp.decode())
+"#,
+        port = gw.inbound
+    ));
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}
