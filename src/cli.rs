@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::admin::ConsoleDevice;
 use crate::control::Request;
+use crate::secrets::SecretAction;
 use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
 /// What the command line asks for.
@@ -30,6 +31,13 @@ pub enum Command {
         action: TokenAction,
         state_dir: PathBuf,
         /// The configuration naming the token; `None` means the host board's default.
+        config: Option<PathBuf>,
+    },
+    /// Work on the passwords routes log in to their next hops with.
+    Secret {
+        action: SecretAction,
+        state_dir: PathBuf,
+        /// The configuration naming the token; `None` means the stored one's.
         config: Option<PathBuf>,
     },
     /// Ask the gateway running on a state directory to do a queue operation.
@@ -196,6 +204,16 @@ USAGE:
     drawbridge password show [--user PATTERN]
                                           names and mechanisms, never secrets
                                           (password commands take --state-dir DIR)
+    drawbridge secret set NAME            the password a route logs in to its
+                                          next hop with (set route … auth user
+                                          NAME), read from standard input (one
+                                          line); sealed by a key on the token
+    drawbridge secret delete NAME
+    drawbridge secret show                the names that have a password, never
+                                          the passwords (secret commands take
+                                          --state-dir DIR and --config FILE; a
+                                          running gateway uses a change from its
+                                          next connection on)
     drawbridge certificate show           the certificates in the store
     drawbridge certificate import NAME --chain FILE --key FILE
                                           import a PEM chain (leaf first) and
@@ -295,6 +313,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         Some(&"queue") => return parse_queue(&args[1..]),
         Some(&"certificate") => return parse_certificate(&args[1..]),
         Some(&"token") => return parse_token(&args[1..]),
+        Some(&"secret") => return parse_secret(&args[1..]),
         Some(&"password") => return parse_password(&args[1..]),
         Some(&"explain") => return parse_explain(&args[1..]),
         Some(&"config") => return parse_config(&args[1..]).map(Command::Config),
@@ -648,6 +667,41 @@ fn parse_image(args: &[String]) -> Result<Command, String> {
         }
     };
     Ok(Command::Image(action))
+}
+
+/// `secret set|delete NAME | show [--state-dir DIR] [--config FILE]`.
+fn parse_secret(args: &[String]) -> Result<Command, String> {
+    const USAGE: &str = "usage: secret set NAME | delete NAME | show";
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut config = None;
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value (try --help)"))
+        };
+        match arg.as_str() {
+            "--state-dir" => state_dir = value("--state-dir")?,
+            "--config" => config = Some(value("--config")?),
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option '{other}' (try --help)"));
+            }
+            other => words.push(other.to_string()),
+        }
+    }
+    let action = match words.as_slice() {
+        [verb, name] if verb == "set" => SecretAction::Set { name: name.clone() },
+        [verb, name] if verb == "delete" => SecretAction::Delete { name: name.clone() },
+        [verb] if verb == "show" => SecretAction::Show,
+        _ => return Err(USAGE.into()),
+    };
+    Ok(Command::Secret {
+        action,
+        state_dir,
+        config,
+    })
 }
 
 /// `system update FILE [--state-dir DIR]`.

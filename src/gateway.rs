@@ -822,6 +822,15 @@ pub fn run(start: Start) -> io::Result<String> {
         running.our_addresses.clone(),
         executor.clone(),
     );
+    match crate::secrets::SealKey::derive(token.as_ref()) {
+        Ok(key) => scheduler.set_secrets(crate::relay::SecretStore {
+            state_dir: state_dir.to_path_buf(),
+            key,
+        }),
+        Err(e) => {
+            log::error!(target: "main", "the secret store's key is not available, routes that log in will defer: {e}")
+        }
+    }
     let mut bound = Vec::new();
     for key in listen_keys(&config) {
         let l = listener::bind(key.addr).map_err(|e| {

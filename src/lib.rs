@@ -18,6 +18,7 @@ pub mod policy;
 pub mod queue;
 pub mod relay;
 pub mod sasl;
+pub mod secrets;
 pub mod signal;
 pub mod smtp;
 pub mod stats;

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
             let password = (needs_password && !password.is_empty()).then_some(password);
             return printed(drawbridge::users::password(&action, &state_dir, password));
         }
+        Ok(Command::Secret {
+            action,
+            state_dir,
+            config,
+        }) => return secret_command(&action, &state_dir, config.as_deref()),
         Ok(Command::Certificate {
             action,
             state_dir,
@@ -193,6 +198,41 @@ fn certificate_command(
     printed(drawbridge::tls::admin::offline(
         &request, &pem, state_dir, &settings,
     ))
+}
+
+/// `drawbridge secret …`: on the state directory's store, with the key from the token.
+fn secret_command(
+    action: &drawbridge::secrets::SecretAction,
+    state_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    let mut line = String::new();
+    if matches!(action, drawbridge::secrets::SecretAction::Set { .. })
+        && std::io::stdin().read_line(&mut line).is_err()
+    {
+        eprintln!("drawbridge: cannot read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    let password = (!password.is_empty()).then_some(password);
+    let settings = match token_settings(config, state_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let key = drawbridge::tls::open_token(&settings, state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|token| {
+            drawbridge::secrets::SealKey::derive(token.as_ref()).map_err(|e| e.to_string())
+        });
+    match key {
+        Ok(key) => printed(drawbridge::secrets::secret(
+            action, state_dir, &key, password,
+        )),
+        Err(e) => {
+            eprintln!("drawbridge: cannot open the token: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints a command's text, or its error and exit code 1.

@@ -21,29 +21,6 @@ fn start(dir: &TempDir, dns: &Dnsmasq, port: u16) -> Gateway {
     )
 }
 
-fn send(gw: &Gateway, rcpts: &[&str]) -> String {
-    let list = rcpts
-        .iter()
-        .map(|r| format!("\"{r}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = python(&format!(
-        r#"
-import smtplib
-with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
-    code, resp = s.docmd("EHLO", "client.example.org")
-    s.mail("alice@example.org")
-    for r in [{list}]:
-        assert s.rcpt(r)[0] == 250
-    code, resp = s.data(b"Subject: mx\r\n\r\nhello\r\n")
-    assert code == 250
-    print(resp.decode())
-"#,
-        port = gw.inbound
-    ));
-    out.trim().rsplit(' ').next().unwrap().to_string()
-}
-
 #[test]
 fn mail_goes_to_the_preferred_mx_and_fails_over_in_order() {
     let dir = TempDir::new("mx-order");
@@ -60,7 +37,7 @@ fn mail_goes_to_the_preferred_mx_and_fails_over_in_order() {
         "--host-record=mx30.mx.test,127.0.0.3",
     ]);
     let gw = start(&dir, &dns, port);
-    let id = send(&gw, &["bob@mx.test"]);
+    let id = send_to(&gw, &["bob@mx.test"]);
     let msgs = sink.wait_for(1);
     assert_eq!(msgs[0].rcpts, ["<bob@mx.test>"]);
     gw.wait_for_log(&format!(
@@ -81,7 +58,7 @@ fn a_domain_without_mx_gets_mail_at_its_address() {
     let sink = Sink::start();
     let dns = Dnsmasq::start(&["--host-record=plain.test,127.0.0.1"]);
     let gw = start(&dir, &dns, sink.addr.port());
-    send(&gw, &["carol@plain.test"]);
+    send_to(&gw, &["carol@plain.test"]);
     assert_eq!(sink.wait_for(1)[0].rcpts, ["<carol@plain.test>"]);
 }
 
@@ -95,7 +72,7 @@ fn null_mx_and_nonexistent_domains_fail_permanently_at_once() {
         "--host-record=mail.good.test,127.0.0.1",
     ]);
     let gw = start(&dir, &dns, sink.addr.port());
-    let id = send(&gw, &["a@nullmx.test", "b@nosuch.test", "c@good.test"]);
+    let id = send_to(&gw, &["a@nullmx.test", "b@nosuch.test", "c@good.test"]);
     assert_eq!(sink.wait_for(1)[0].rcpts, ["<c@good.test>"]);
     gw.wait_for_log(&format!("{id}: removed"));
     let log = gw.log_text();

@@ -253,94 +253,6 @@ fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A P-256 test CA and a server certificate it signed for `IP:127.0.0.1`; returns the
-/// paths of the CA certificate, the server certificate and the server key.
-fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let (ca_key, ca_cert) = (path("ca.key"), path("ca.pem"));
-    let (key, csr, cert, ext) = (
-        path("server.key"),
-        path("server.csr"),
-        path("server.pem"),
-        path("server.ext"),
-    );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca_cert,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=drawbridge test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\n\
-         basicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca_cert,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (ca_cert.into(), cert.into(), key.into())
-}
-
 /// The value of the first trace header our gateway added (the `by gw.example.com` one).
 fn our_received_header(content: &str) -> String {
     let mut header = String::new();
@@ -436,7 +348,9 @@ fn postfix_delivers_into_our_inbound_with_starttls() {
 #[test]
 fn our_outbound_delivers_into_postfix_with_verified_starttls() {
     let dir = TempDir::new("postfix-tls-out");
-    let (ca, cert, key) = make_certificates(dir.path());
+    let ca = TestCa::new(dir.path());
+    let (cert, key) = ca.server("server", "127.0.0.1", "IP:127.0.0.1");
+    let ca = ca.cert;
     let sink = Sink::start();
     let postfix_dir = dir.path().join("postfix");
     let smtpd_port = free_port();

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use drawbridge::config::{Config, DomainPattern, NextHop, Route};
+use drawbridge::config::{Config, DomainPattern, NextHop, RelayHost, Route};
 use drawbridge::queue::{Envelope, Origin, QueueId, RcptStatus, Recipient};
 use drawbridge::relay::DestKey;
 use drawbridge::relay::core::{Action, Backing, Hop, QueueCore, Time, Unreachable};
@@ -36,7 +36,9 @@ fn host(n: u8) -> SocketAddr {
 }
 
 fn route(hosts: &[u8]) -> Route {
-    let mut r = Route::new(NextHop::Relay(hosts.iter().map(|&n| host(n)).collect()));
+    let mut r = Route::new(NextHop::Relay(
+        hosts.iter().map(|&n| RelayHost::Address(host(n))).collect(),
+    ));
     r.avoid_time = Duration::from_secs(AVOID);
     r.concurrency = 3;
     r

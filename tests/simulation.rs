@@ -118,8 +118,8 @@ fn run(seed: u64, messages: &[SimMessage], faults: Faults) -> (Vec<Vec<Reply>>, 
                 }
                 ClientEvent::SendContent => feeding = true,
                 ClientEvent::Closed(_) => closed = true,
-                // The simulated server offers no STARTTLS.
-                ClientEvent::StartTls => {}
+                // The simulated server offers no STARTTLS, and the client logs in nowhere.
+                ClientEvent::StartTls | ClientEvent::Derive(_) => {}
             }
         }
         // The layer hands over one piece of content per round, cut at random.

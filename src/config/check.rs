@@ -149,6 +149,13 @@ fn rules_and_routes(config: &Config, out: &mut Vec<Problem>) {
                 "the route has no next hop: give it 'relay HOSTS', 'smarthost HOSTS' or 'mx'",
             );
         }
+        if let (Some(user), true) = (&route.auth_user, route.is_mx()) {
+            problem(
+                out,
+                format!("route {} auth user {user}", lex::word(&pattern.to_string())),
+                "a route by MX lookup logs in nowhere (its password would go to any domain's mail hosts): log in to a 'smarthost HOSTS' or 'relay HOSTS'",
+            );
+        }
     }
     for (number, rule) in &config.relay_rules {
         if rule.action.is_none() {
@@ -304,6 +311,10 @@ mod tests {
             (
                 "set route example.org concurrency 3\n",
                 "route example.org: the route has no next hop",
+            ),
+            (
+                "set route example.org mx\nset route example.org auth user relay@example.org\n",
+                "route example.org auth user relay@example.org: a route by MX lookup logs in nowhere",
             ),
             (
                 "set relay-rule 20 source tcp_auth\n",

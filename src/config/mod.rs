@@ -655,6 +655,12 @@ pub struct Route {
     /// Skip verifying the next hop's certificate even where TLS is required. Risky: a
     /// man in the middle can read the mail.
     pub danger_tls_no_verify: bool,
+    /// Log in to the next hop as this user (client SMTP AUTH, RFC 4954); the password is
+    /// in the state directory's secret store under the same name.
+    pub auth_user: Option<String>,
+    /// Send the credentials even over a connection without TLS. Risky: anyone on the
+    /// path reads the password.
+    pub danger_auth_cleartext: bool,
 }
 
 /// The SMTP port, for MX hosts.
@@ -673,6 +679,8 @@ impl Default for Route {
             mx_port: SMTP_PORT,
             channel: None,
             danger_tls_no_verify: false,
+            auth_user: None,
+            danger_auth_cleartext: false,
         }
     }
 }
@@ -696,7 +704,7 @@ impl Route {
     }
 
     /// The fixed hosts of a relay list or smarthost; none for MX routing.
-    pub fn hosts(&self) -> &[SocketAddr] {
+    pub fn hosts(&self) -> &[RelayHost] {
         self.next_hop.as_ref().map_or(&[], NextHop::hosts)
     }
 }
@@ -704,20 +712,50 @@ impl Route {
 /// The kind of next hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NextHop {
-    /// Internal relay list `[host]:port,…`, used round-robin.
-    Relay(Vec<SocketAddr>),
+    /// Internal relay list `host:port,…`, used round-robin.
+    Relay(Vec<RelayHost>),
     /// One smarthost for everything the route matches.
-    Smarthost(Vec<SocketAddr>),
+    Smarthost(Vec<RelayHost>),
     /// The recipient domain's MX records (RFC 5321 §5.1), looked up by our DNS client.
     Mx,
 }
 
 impl NextHop {
     /// The fixed hosts of a relay list or smarthost; none for MX routing.
-    pub fn hosts(&self) -> &[SocketAddr] {
+    pub fn hosts(&self) -> &[RelayHost] {
         match self {
             NextHop::Relay(h) | NextHop::Smarthost(h) => h,
             NextHop::Mx => &[],
+        }
+    }
+}
+
+/// One host of a relay list or smarthost.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RelayHost {
+    /// An address literal, `[192.0.2.1]:25`: connected to as it is.
+    Address(SocketAddr),
+    /// A host name, `smtp.example.com:587`: its A and AAAA addresses are looked up at
+    /// connect time (never its MX), and it is the name TLS verifies. Lower case, no
+    /// trailing dot.
+    Name { name: String, port: u16 },
+}
+
+impl RelayHost {
+    pub fn port(&self) -> u16 {
+        match self {
+            RelayHost::Address(a) => a.port(),
+            RelayHost::Name { port, .. } => *port,
+        }
+    }
+}
+
+impl fmt::Display for RelayHost {
+    /// The canonical text: `[address]:port` or `name:port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayHost::Address(a) => write!(f, "[{}]:{}", a.ip(), a.port()),
+            RelayHost::Name { name, port } => write!(f, "{name}:{port}"),
         }
     }
 }
@@ -1156,7 +1194,11 @@ mod tests {
     #[test]
     fn routes_prefer_exact_then_longest_suffix_then_any() {
         let mut cfg = Config::default();
-        let hop = |p: u16| Route::new(NextHop::Relay(vec![sa(&format!("127.0.0.1:{p}"))]));
+        let hop = |p: u16| {
+            Route::new(NextHop::Relay(vec![RelayHost::Address(sa(&format!(
+                "127.0.0.1:{p}"
+            )))]))
+        };
         cfg.routes
             .insert(DomainPattern::Exact("example.com".into()), hop(1));
         cfg.routes

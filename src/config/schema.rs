@@ -20,8 +20,8 @@ use super::text::value;
 use super::{
     AccessRule, AddressPattern, Category, Channel, ClassifyAction, ClassifyRule, CompactFilter,
     Config, DomainPattern, Interface, InterfaceAddress, NextHop, QueueSettings, RelayAction,
-    RelayRule, Route, Ruleset, Service, ServiceName, System, Tls, TokenBackend, TokenSettings,
-    Verify,
+    RelayHost, RelayRule, Route, Ruleset, Service, ServiceName, System, Tls, TokenBackend,
+    TokenSettings, Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
@@ -581,7 +581,7 @@ const CIDR: Kind<super::Cidr> = Kind {
     parse: |t, _| value::cidr(t),
     format: |c| c.to_string(),
 };
-const HOSTS: Kind<Vec<SocketAddr>> = Kind {
+const HOSTS: Kind<Vec<RelayHost>> = Kind {
     spec: &ValueSpec {
         placeholder: "HOSTS",
         expected: value::HOSTS_EXPECTED,
@@ -590,6 +590,16 @@ const HOSTS: Kind<Vec<SocketAddr>> = Kind {
     },
     parse: |t, _| value::hosts(t),
     format: |h| value::format_hosts(h),
+};
+const AUTH_USER: Kind<String> = Kind {
+    spec: &ValueSpec {
+        placeholder: "NAME",
+        expected: value::AUTH_USER_EXPECTED,
+        choices: &[],
+        suffix: None,
+    },
+    parse: |t, _| value::auth_user(t),
+    format: String::clone,
 };
 const EHLO: Kind<super::EhloKeywords> = Kind {
     spec: &ValueSpec {
@@ -1965,6 +1975,31 @@ static ROUTE_CHILDREN: &[Node] = &[
         route_mut,
         default_route(),
         danger_tls_no_verify
+    ),
+    Node {
+        name: "auth",
+        help: "Log in to the next hop (client SMTP AUTH: SCRAM-SHA-256, PLAIN or LOGIN)",
+        kind: NodeKind::Container(ROUTE_AUTH_CHILDREN),
+    },
+];
+
+static ROUTE_AUTH_CHILDREN: &[Node] = &[
+    optional!(
+        "user",
+        "The user to log in as; its password is set with `drawbridge secret set NAME`",
+        AUTH_USER,
+        route,
+        route_mut,
+        auth_user
+    ),
+    scalar!(
+        "danger-cleartext",
+        "Send the password even where the connection has no TLS",
+        YES_NO,
+        route,
+        route_mut,
+        default_route(),
+        danger_auth_cleartext
     ),
 ];
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::text::value;
 use super::{
     Category, Channel, Cidr, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, QueueSettings, RelayAction, RelayRule, Route, Ruleset, Service, System, Tls,
-    TokenBackend, TokenSettings, Verify,
+    NextHop, QueueSettings, RelayAction, RelayHost, RelayRule, Route, Ruleset, Service, System,
+    Tls, TokenBackend, TokenSettings, Verify,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 
@@ -32,7 +32,8 @@ use crate::sasl::{MechanismName, MechanismSet};
 /// * 2 — `system postmaster` and `auth-throttle`; each service's `certificate`, `auth`,
 ///   `command-deadline`, `data-deadline`, `min-data-rate`, `stress-threshold` and
 ///   `stress-timeout`; `system dns client-names`; `system gateway` and `interface`;
-///   `system syslog host` ([`ConfigV2`]).
+///   `system syslog host`; each route's host names in relay lists and smarthosts,
+///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 pub const SCHEMA_VERSION: u16 = 2;
 
 /// The oldest schema version this firmware still reads.
@@ -56,6 +57,18 @@ pub struct ConfigV2 {
     /// Interfaces by name, each with its addresses and their prefix lengths.
     pub interfaces: Vec<(String, Vec<(std::net::IpAddr, u8)>)>,
     pub syslog_hosts: Vec<SocketAddr>,
+    /// What version 2 adds to each route, in the order of `v1.routes`.
+    pub routes: Vec<RouteV2>,
+}
+
+/// What version 2 adds to a route. Version 1's relay and smarthost lists hold addresses
+/// only, so a list with a host name travels here whole, as its canonical text, and is
+/// parsed again on the way in; version 1 then holds the list's address literals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteV2 {
+    pub hosts: Option<String>,
+    pub auth_user: Option<String>,
+    pub danger_auth_cleartext: bool,
 }
 
 /// A service's slow-client limits, new in version 2.
@@ -122,6 +135,19 @@ impl From<&Config> for ConfigV2 {
                 })
                 .collect(),
             syslog_hosts: c.system.syslog_hosts.clone(),
+            routes: c
+                .routes
+                .values()
+                .map(|r| RouteV2 {
+                    hosts: r
+                        .hosts()
+                        .iter()
+                        .any(|h| matches!(h, RelayHost::Name { .. }))
+                        .then(|| value::format_hosts(r.hosts())),
+                    auth_user: r.auth_user.clone(),
+                    danger_auth_cleartext: r.danger_auth_cleartext,
+                })
+                .collect(),
         }
     }
 }
@@ -175,6 +201,25 @@ impl TryFrom<ConfigV2> for Config {
             return Err(bad("too many syslog hosts"));
         }
         c.system.syslog_hosts = w.syslog_hosts;
+        if w.routes.len() != c.routes.len() {
+            return Err(bad("route additions do not match the routes"));
+        }
+        // Both in the routes' order: `v1.routes` was written from the same map.
+        for (route, added) in c.routes.values_mut().zip(w.routes) {
+            if let Some(text) = added.hosts {
+                let hosts = value::hosts(&text).map_err(bad)?;
+                route.next_hop = match route.next_hop {
+                    Some(NextHop::Relay(_)) => Some(NextHop::Relay(hosts)),
+                    Some(NextHop::Smarthost(_)) => Some(NextHop::Smarthost(hosts)),
+                    _ => return Err(bad("host names on a route without hosts")),
+                };
+            }
+            route.auth_user = added
+                .auth_user
+                .map(|u| value::auth_user(&u).map_err(bad))
+                .transpose()?;
+            route.danger_auth_cleartext = added.danger_auth_cleartext;
+        }
         Ok(c)
     }
 }
@@ -342,6 +387,23 @@ pub struct RelayRuleV1 {
 
 // ---- model to wire -------------------------------------------------------------------
 
+/// The address literals of a relay list: all that version 1 can hold (version 2 keeps
+/// the whole list when it has names).
+fn addresses(hosts: &[RelayHost]) -> Vec<SocketAddr> {
+    hosts
+        .iter()
+        .filter_map(|h| match h {
+            RelayHost::Address(a) => Some(*a),
+            RelayHost::Name { .. } => None,
+        })
+        .collect()
+}
+
+/// A version 1 relay list: address literals only.
+fn literals(hosts: Vec<SocketAddr>) -> Vec<RelayHost> {
+    hosts.into_iter().map(RelayHost::Address).collect()
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -428,8 +490,8 @@ impl From<&Config> for ConfigV1 {
                     };
                     let route = RouteV1 {
                         next_hop: r.next_hop.as_ref().map(|h| match h {
-                            NextHop::Relay(h) => NextHopV1::Relay(h.clone()),
-                            NextHop::Smarthost(h) => NextHopV1::Smarthost(h.clone()),
+                            NextHop::Relay(h) => NextHopV1::Relay(addresses(h)),
+                            NextHop::Smarthost(h) => NextHopV1::Smarthost(addresses(h)),
                             NextHop::Mx => NextHopV1::Mx,
                         }),
                         failover_timeout_ms: ms(r.failover_timeout),
@@ -636,8 +698,8 @@ impl TryFrom<ConfigV1> for Config {
             };
             let route = Route {
                 next_hop: r.next_hop.map(|h| match h {
-                    NextHopV1::Relay(h) => NextHop::Relay(h),
-                    NextHopV1::Smarthost(h) => NextHop::Smarthost(h),
+                    NextHopV1::Relay(h) => NextHop::Relay(literals(h)),
+                    NextHopV1::Smarthost(h) => NextHop::Smarthost(literals(h)),
                     NextHopV1::Mx => NextHop::Mx,
                 }),
                 failover_timeout: dur(r.failover_timeout_ms),
@@ -646,6 +708,7 @@ impl TryFrom<ConfigV1> for Config {
                 mx_port: r.mx_port,
                 channel: r.channel,
                 danger_tls_no_verify: r.danger_tls_no_verify,
+                ..Route::default()
             };
             c.routes.insert(pattern, route);
         }
@@ -752,7 +815,11 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
              set system dns client-names no\nset system gateway 10.0.2.2\n\
              set interface eth0 address 10.0.2.15/24\nset interface eth0 address fd00::15/64\n\
              set interface eth1\nset system syslog host 192.0.2.9\n\
-             set system syslog host [2001:db8::9]:5514\n",
+             set system syslog host [2001:db8::9]:5514\n\
+             set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587\n\
+             set route .example.org auth user relay@example.org\n\
+             set route * auth danger-cleartext yes\n\
+             set route example.org relay relay.example.org\n",
         )
         .unwrap();
         for config in [

@@ -12,9 +12,9 @@ use smol::Unblock;
 use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 
-use crate::log::Relay;
+use crate::log::{Escaped, Relay};
 use crate::smtp::client::{
-    CONTENT_CHUNK, Client, ClientConfig, ClientEvent, Extensions, OutgoingMessage,
+    CONTENT_CHUNK, Client, ClientAuth, ClientConfig, ClientEvent, Extensions, OutgoingMessage,
 };
 use crate::smtp::reply::Reply;
 use crate::tls::Transport;
@@ -108,6 +108,8 @@ pub struct Connection {
     tls: Option<OutgoingTls>,
     buf: Box<[u8]>,
     extensions: Extensions,
+    /// The login this connection makes, for its log line.
+    client_auth: Option<ClientAuth>,
     /// A peer that takes none of our bytes for this long is given up on.
     write_timeout: Duration,
 }
@@ -129,6 +131,7 @@ impl Connection {
             let _ = stream.get_ref().set_nodelay(true);
             let mut conn = Connection {
                 transport: Some(Transport::Plain(stream)),
+                client_auth: config.auth.clone(),
                 write_timeout: config.data_block_timeout,
                 client: Client::new(config, Instant::now()),
                 peer,
@@ -140,13 +143,18 @@ impl Connection {
                 match conn.step().await {
                     Some(ClientEvent::Ready(ext)) => {
                         conn.extensions = ext;
+                        conn.log_auth();
                         return Ok(conn);
                     }
-                    Some(ClientEvent::Closed(reply)) => return Err(ConnectError::Refused(reply)),
+                    Some(ClientEvent::Closed(reply)) => {
+                        conn.log_auth();
+                        return Err(ConnectError::Refused(reply));
+                    }
                     None if conn.client.is_closed() => return Err(ConnectError::Refused(None)),
                     Some(
                         ClientEvent::TransactionDone(_)
                         | ClientEvent::StartTls
+                        | ClientEvent::Derive(_)
                         | ClientEvent::SendContent,
                     )
                     | None => {}
@@ -191,7 +199,8 @@ impl Connection {
                     return vec![reply; count];
                 }
                 None if self.client.is_closed() => return vec![lost(); count],
-                Some(ClientEvent::Ready(_) | ClientEvent::StartTls) | None => {}
+                Some(ClientEvent::Ready(_) | ClientEvent::StartTls | ClientEvent::Derive(_))
+                | None => {}
             }
         }
     }
@@ -276,13 +285,49 @@ impl Connection {
         }
     }
 
-    /// One turn of the pump, running the TLS handshake when the core asks for it.
+    /// One turn of the pump, running the TLS handshake or a SCRAM derivation when the
+    /// core asks for it.
     async fn step(&mut self) -> Option<ClientEvent> {
         let event = self.pump().await;
-        if event == Some(ClientEvent::StartTls) {
-            self.start_tls().await;
+        match &event {
+            Some(ClientEvent::StartTls) => self.start_tls().await,
+            Some(ClientEvent::Derive(d)) => {
+                // PBKDF2 costs what the server's iteration count says: off the executor.
+                let d = d.clone();
+                let salted = smol::unblock(move || d.run()).await;
+                self.client.derived(&salted, Instant::now());
+            }
+            _ => {}
         }
         event
+    }
+
+    /// The next hop as the logs name it: `name[address]:port`, the name being the one its
+    /// certificate must carry (the host name, or the address of a literal).
+    fn named(&self) -> String {
+        let name = self
+            .tls
+            .as_ref()
+            .map_or_else(|| self.peer.ip().to_string(), |t| t.server_name.clone());
+        format!(
+            "{}[{}]:{}",
+            Escaped(&name),
+            self.peer.ip(),
+            self.peer.port()
+        )
+    }
+
+    /// The AUTH line, when this connection logged in or failed to.
+    fn log_auth(&self) {
+        let Some(auth) = &self.client_auth else {
+            return;
+        };
+        let user = Escaped(&auth.credentials.user);
+        if let Some(mechanism) = self.client.authenticated() {
+            log::info!(target: "smtp", "authenticated to {} as {user} with {}", self.named(), mechanism.name());
+        } else if let Some(reason) = self.client.auth_failure() {
+            log::warn!(target: "smtp", "authentication to {} as {user} failed: {}", self.named(), Escaped(reason));
+        }
     }
 
     /// Writes what the core has, then either hands over an event already waiting, or

@@ -731,8 +731,17 @@ async fn check_rcpt(
     let Some(route) = routed.route(config).filter(|r| r.is_internal_relay()) else {
         return Ok(routed.address);
     };
+    // Host names are looked up as delivery looks them up; none found leaves no host to
+    // ask, which the verifier answers as it answers unreachable hosts.
+    let hosts: Vec<SocketAddr> =
+        crate::relay::relay_addresses(running.resolver.as_deref(), route.hosts())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(address, _)| address)
+            .collect();
     match verifier
-        .verify(&routed.address, route.hosts(), Instant::now())
+        .verify(&routed.address, &hosts, Instant::now())
         .await
         .outcome
     {

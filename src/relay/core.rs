@@ -38,7 +38,7 @@ use std::time::Duration;
 use super::dsn::{self, ReportKind};
 use super::ops::{OpError, QueueEntry};
 use super::{DestKey, MAX_RCPTS_PER_TRANSACTION, destination, notify};
-use crate::config::{Config, Route};
+use crate::config::{Config, RelayHost, Route};
 use crate::log::{Escaped, NamedRelay};
 use crate::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
 use crate::smtp::client::{OutgoingMessage, OutgoingRcpt};
@@ -553,9 +553,10 @@ impl QueueCore {
 
     /// The hosts a connection to `dest` tries, in order, each with the name its
     /// certificate must carry: a relay list's or smarthost's hosts in round-robin order,
-    /// or for MX routing the `resolved` hosts in preference order; hosts that failed
-    /// within the route's avoid time are passed over. The error is the reply every job
-    /// waiting there gets.
+    /// a host name's addresses (from `resolved`, the layer's lookups) in their order in its
+    /// place, or for MX routing the `resolved` hosts in preference order; hosts that
+    /// failed within the route's avoid time are passed over. The error is the reply every
+    /// job waiting there gets.
     pub fn hosts_to_try(
         &mut self,
         dest: &DestKey,
@@ -569,18 +570,16 @@ impl QueueCore {
         let hosts = match (dest, resolved) {
             (DestKey::Mx { .. }, Some(resolved)) => resolved,
             (DestKey::Mx { .. }, None) => Vec::new(),
-            (DestKey::Route(_), _) => {
+            (DestKey::Route(_), resolved) => {
                 let hosts = route.hosts();
                 if hosts.is_empty() {
                     return Err(Reply::new(451, "4.4.0", "Route has no hosts").into());
                 }
                 let start = d.next_host;
                 d.next_host = d.next_host.wrapping_add(1);
+                let resolved = resolved.unwrap_or_default();
                 (0..hosts.len())
-                    .map(|k| {
-                        let host = hosts[(start + k) % hosts.len()];
-                        (host, host.ip().to_string())
-                    })
+                    .flat_map(|k| addresses_of(&hosts[(start + k) % hosts.len()], &resolved))
                     .collect()
             }
         };
@@ -984,6 +983,19 @@ impl Message {
     }
 }
 
+/// The addresses of one relay host, each with the name its certificate must carry: an
+/// address literal's own, or those `resolved` holds for a host name and its port.
+fn addresses_of(host: &RelayHost, resolved: &[(SocketAddr, String)]) -> Vec<(SocketAddr, String)> {
+    match host {
+        RelayHost::Address(a) => vec![(*a, a.ip().to_string())],
+        RelayHost::Name { name, port } => resolved
+            .iter()
+            .filter(|(a, n)| n == name && a.port() == *port)
+            .cloned()
+            .collect(),
+    }
+}
+
 /// Decides a message's next step; recipients still open past the queue lifetime become
 /// failures. Only an `attempted` delivery counts as an attempt (and moves the retry
 /// schedule on): one whose hosts were all passed over does not.
@@ -1126,7 +1138,7 @@ fn log_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DomainPattern, NextHop, Route};
+    use crate::config::{DomainPattern, NextHop, RelayHost, Route};
     use crate::queue::{Origin, Recipient};
 
     const T0: u64 = 1_700_000_000;
@@ -1136,7 +1148,9 @@ mod tests {
     }
 
     fn relay(hosts: &[&str]) -> Route {
-        let mut route = Route::new(NextHop::Relay(hosts.iter().map(|h| sa(h)).collect()));
+        let mut route = Route::new(NextHop::Relay(
+            hosts.iter().map(|h| RelayHost::Address(sa(h))).collect(),
+        ));
         route.avoid_time = Duration::from_secs(60);
         route.concurrency = 2;
         route
@@ -1402,6 +1416,63 @@ mod tests {
         assert_eq!(
             entry.recipients[0].reply.as_deref(),
             Some("451 4.4.1 connect to 10.0.0.1: Connection refused")
+        );
+    }
+
+    #[test]
+    fn a_host_name_brings_its_addresses_in_its_place_in_the_round_robin() {
+        let name = |n: &str, port| RelayHost::Name {
+            name: n.into(),
+            port,
+        };
+        let mut route = relay(&["10.0.0.9:25"]);
+        route.next_hop = Some(NextHop::Relay(vec![
+            name("relay.example", 2525),
+            RelayHost::Address(sa("10.0.0.9:25")),
+        ]));
+        let mut c = core(config(&[("a.example", route)]));
+        let d = dest("a.example");
+        // What the layer looked up: both addresses of the name, in DNS order, and the
+        // literal as it is; a pair for another port of the same name is not this host's.
+        let resolved = vec![
+            (sa("192.0.2.1:2525"), "relay.example".to_string()),
+            (sa("[2001:db8::1]:2525"), "relay.example".to_string()),
+            (sa("192.0.2.7:26"), "relay.example".to_string()),
+            (sa("10.0.0.9:25"), "10.0.0.9".to_string()),
+        ];
+        let pairs = |v: &[(&str, &str)]| -> Vec<(SocketAddr, String)> {
+            v.iter().map(|(a, n)| (sa(a), n.to_string())).collect()
+        };
+        assert_eq!(
+            c.hosts_to_try(&d, Some(resolved.clone()), at(0)).unwrap(),
+            pairs(&[
+                ("192.0.2.1:2525", "relay.example"),
+                ("[2001:db8::1]:2525", "relay.example"),
+                ("10.0.0.9:25", "10.0.0.9"),
+            ])
+        );
+        // The next connection starts at the literal; the name's addresses keep their order.
+        assert_eq!(
+            c.hosts_to_try(&d, Some(resolved.clone()), at(0)).unwrap(),
+            pairs(&[
+                ("10.0.0.9:25", "10.0.0.9"),
+                ("192.0.2.1:2525", "relay.example"),
+                ("[2001:db8::1]:2525", "relay.example"),
+            ])
+        );
+        // A failed address is passed over like any host.
+        c.host_failed(&d, sa("192.0.2.1:2525"), &refused("relay.example"), at(1));
+        assert_eq!(
+            c.hosts_to_try(&d, Some(resolved), at(2)).unwrap(),
+            pairs(&[
+                ("[2001:db8::1]:2525", "relay.example"),
+                ("10.0.0.9:25", "10.0.0.9"),
+            ])
+        );
+        // A name that did not resolve contributes nothing; the literal is still tried.
+        assert_eq!(
+            c.hosts_to_try(&d, None, at(3)).unwrap(),
+            pairs(&[("10.0.0.9:25", "10.0.0.9")])
         );
     }
 

@@ -24,8 +24,8 @@ use smol::future::FutureExt as _;
 
 use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
-use crate::config::{Config, DomainPattern, Route};
-use crate::dns::{MxAnswer, Name, Resolver};
+use crate::config::{Config, DomainPattern, RelayHost, Route};
+use crate::dns::{DnsError, MxAnswer, Name, Resolver};
 use crate::log::{Escaped, NamedRelay};
 use crate::net::connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
@@ -33,13 +33,16 @@ use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,
     RcptStatus, Recipient, Recovered, Spool, delete_segment,
 };
+use crate::sasl::client::{CLIENT_NONCE_RANDOM, ClientCredentials, ClientNonce};
+use crate::secrets::SealKey;
 use crate::smtp::address::{self, Domain};
-use crate::smtp::client::{ClientConfig, TlsPolicy};
+use crate::smtp::client::{ClientAuth, ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
 pub use core::Backing;
 use core::{Action, ContentRef, Hop, Job, QueueCore, Time, Unreachable};
 use dsn::{Report, ReportKind};
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
 pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
@@ -117,6 +120,14 @@ pub struct Scheduler {
     timer_bell: Bell,
     /// File operations, carried out one after the other so they keep their order.
     file_ops: (Sender<FileOp>, Receiver<FileOp>),
+    /// Where the passwords for next hops are, and their key; `None` until given.
+    secrets: RefCell<Option<Rc<SecretStore>>>,
+}
+
+/// The state directory's secret store and the key it is sealed with.
+pub struct SecretStore {
+    pub state_dir: std::path::PathBuf,
+    pub key: SealKey,
 }
 
 /// The durable queue the scheduler works on: the spool's files, the journal, and the
@@ -157,7 +168,48 @@ impl Scheduler {
             bells: RefCell::new(HashMap::new()),
             timer_bell: bounded(1),
             file_ops: unbounded(),
+            secrets: RefCell::new(None),
         })
+    }
+
+    /// Gives the store routes with `auth user` take their passwords from.
+    pub fn set_secrets(&self, store: SecretStore) {
+        *self.secrets.borrow_mut() = Some(Rc::new(store));
+    }
+
+    /// The login for `route`, read from the secret store on the blocking pool (so a
+    /// `drawbridge secret set` applies from the next connection on); `None` when the
+    /// route logs in nowhere, a deferral when its password is missing.
+    async fn login(&self, route: &Route) -> Result<Option<(ClientCredentials, bool)>, Reply> {
+        let Some(user) = route.auth_user.clone() else {
+            return Ok(None);
+        };
+        let missing = |why: String| {
+            log::warn!(target: "smtp", "no password to log in as {}: {why}", Escaped(&user));
+            Reply::new(
+                454,
+                "4.7.0",
+                format!("No password to log in to the next hop as {user}: {why}"),
+            )
+        };
+        let Some(store) = self.secrets.borrow().clone() else {
+            return Err(missing("the secret store is not open".into()));
+        };
+        let (name, dir, key) = (user.clone(), store.state_dir.clone(), store.key.clone());
+        let password = smol::unblock(move || {
+            crate::secrets::load(&dir, &key).map(|s| s.get(&name).map(str::to_string))
+        })
+        .await;
+        match password {
+            Ok(Some(password)) => Ok(Some((
+                ClientCredentials::new(user.clone(), password),
+                route.danger_auth_cleartext,
+            ))),
+            Ok(None) => Err(missing(format!(
+                "none is stored (drawbridge secret set {user})"
+            ))),
+            Err(e) => Err(missing(e.to_string())),
+        }
     }
 
     fn config(&self) -> Rc<Config> {
@@ -441,15 +493,17 @@ impl Scheduler {
         let Some(route) = config.routes.get(dest.route()) else {
             return Err(Reply::new(451, "4.4.0", "Route removed from the configuration").into());
         };
+        let resolver = self.resolver.borrow().clone();
         let resolved = match dest {
-            DestKey::Route(_) => None,
+            DestKey::Route(_) => Some(relay_addresses(resolver.as_deref(), route.hosts()).await?),
             DestKey::Mx { domain, .. } => Some(self.mx_hosts(domain, route.mx_port).await?),
         };
         let hosts = self.core.borrow_mut().hosts_to_try(dest, resolved, now())?;
         // The destination channel decides how TLS is used (SPEC §3).
         let channel = config.channel(route.channel.as_deref());
         let use_tls = channel.tls_client();
-        let client_config = Rc::new(ClientConfig {
+        let login = self.login(route).await?;
+        let base = ClientConfig {
             helo_name: config.system.host_name.clone(),
             tls: match use_tls {
                 TlsUse::Never => TlsPolicy::Never,
@@ -457,9 +511,21 @@ impl Scheduler {
                 TlsUse::Must => TlsPolicy::Required,
             },
             ..ClientConfig::default()
-        });
+        };
         let mut last = Reply::new(451, "4.4.1", "no host could be reached");
         for (host, server_name) in hosts {
+            // Each connection that logs in gets its own SCRAM nonce.
+            let client_config = Rc::new(ClientConfig {
+                auth: match &login {
+                    Some((credentials, allow_cleartext)) => Some(ClientAuth {
+                        credentials: credentials.clone(),
+                        nonce: fresh_nonce()?,
+                        allow_cleartext: *allow_cleartext,
+                    }),
+                    None => None,
+                },
+                ..base.clone()
+            });
             let tls = self.tls.borrow().clone().map(|tls| OutgoingTls {
                 tls: tls.clone(),
                 server_name: server_name.clone(),
@@ -712,6 +778,15 @@ impl Scheduler {
     }
 }
 
+/// A SCRAM client nonce from the system's random numbers.
+fn fresh_nonce() -> Result<ClientNonce, Reply> {
+    let mut random = [0u8; CLIENT_NONCE_RANDOM];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| Reply::new(451, "4.3.0", "No randomness available for AUTH"))?;
+    Ok(ClientNonce::from_random(&random))
+}
+
 /// Forgets a connection that can carry no more transactions.
 fn continue_or_drop(conn: &mut Option<Open>) {
     if !conn.as_ref().is_some_and(|o| o.conn.is_usable()) {
@@ -739,6 +814,65 @@ fn connect_failure(host: &NamedRelay, e: &ConnectError) -> Reply {
             lines: vec![format!("{} (at {host})", r.lines.join(" "))],
         },
         other => Reply::new(451, "4.4.1", format!("connect to {host}: {other}")),
+    }
+}
+
+/// A relay list's or smarthost's hosts in their configured order, each with the name its
+/// certificate must carry: an address literal as it is, a host name as its IPv4 then
+/// IPv6 addresses, looked up through `resolver` (whose cache keeps them for their TTL).
+/// A name that does not resolve is logged and left out; when nothing is left, the error
+/// is a temporary reply saying why (RFC 3463 X.4.4 no address, X.4.3 DNS failure): a
+/// configured next hop that DNS cannot find is a fault to fix, never a bounce.
+pub async fn relay_addresses(
+    resolver: Option<&Resolver>,
+    hosts: &[RelayHost],
+) -> Result<Vec<(SocketAddr, String)>, Reply> {
+    let mut out = Vec::new();
+    let mut last = None;
+    for host in hosts {
+        let (name, port) = match host {
+            RelayHost::Address(a) => {
+                out.push((*a, a.ip().to_string()));
+                continue;
+            }
+            RelayHost::Name { name, port } => (name, *port),
+        };
+        let looked_up = match (resolver, Name::parse(name)) {
+            (None, _) => Err(Reply::new(451, "4.4.3", "No DNS resolvers configured")),
+            // The configuration checked the name; a failure here is our own bug.
+            (_, Err(_)) => Err(Reply::new(
+                451,
+                "4.4.4",
+                format!("Bad relay host name {name}"),
+            )),
+            (Some(resolver), Ok(parsed)) => match resolver.lookup_ip(&parsed).await {
+                Ok(ips) if !ips.is_empty() => Ok(ips),
+                Ok(_) | Err(DnsError::NxDomain) => Err(Reply::new(
+                    451,
+                    "4.4.4",
+                    format!("No address found for relay host {name}"),
+                )),
+                Err(e) => Err(Reply::new(
+                    451,
+                    "4.4.3",
+                    format!("Temporary DNS failure for relay host {name}: {e}"),
+                )),
+            },
+        };
+        match looked_up {
+            Ok(ips) => out.extend(
+                ips.into_iter()
+                    .map(|ip| (SocketAddr::new(ip, port), name.clone())),
+            ),
+            Err(reply) => {
+                log::info!(target: "smtp", "address lookup for relay host {name}: {}", reply.one_line());
+                last = Some(reply);
+            }
+        }
+    }
+    match last {
+        Some(reply) if out.is_empty() => Err(reply),
+        _ => Ok(out),
     }
 }
 

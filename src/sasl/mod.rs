@@ -30,6 +30,7 @@
 //! exact UTF-8 octets the client sent.
 
 pub mod base64;
+pub mod client;
 pub mod cram_md5;
 pub mod external;
 pub mod login;

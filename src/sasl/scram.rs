@@ -28,7 +28,7 @@ pub const MAX_SERVER_NONCE_LEN: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerNonce(String);
 
-fn is_printable(text: &str) -> bool {
+pub(super) fn is_printable(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()

@@ -2,15 +2,21 @@
 //!
 //! Speaks the client side of RFC 5321 with SIZE (RFC 1870), PIPELINING (RFC 2920),
 //! 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and enhanced status codes
-//! (RFC 2034), and STARTTLS (RFC 3207) as far as the SMTP dialogue goes: it asks for TLS
-//! and says when the handshake is due, but the layer under it runs the handshake. It knows
-//! nothing about sockets, TLS libraries, DNS or the queue.
+//! (RFC 2034), STARTTLS (RFC 3207) as far as the SMTP dialogue goes: it asks for TLS
+//! and says when the handshake is due, but the layer under it runs the handshake; and
+//! AUTH (RFC 4954) with the SASL client of [`crate::sasl::client`]. It knows nothing
+//! about sockets, TLS libraries, DNS or the queue.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sasl::base64;
+use crate::sasl::client::{
+    ClientAuthError, ClientCredentials, ClientDerivation, ClientMechanism, ClientNonce, ClientStep,
+    SaltedPassword, SaslClient,
+};
 use crate::smtp::client_reply::{ReplyError, ReplyReader};
 use crate::smtp::reply::Reply;
 
@@ -39,10 +45,23 @@ pub enum TlsPolicy {
     Required,
 }
 
+/// Logging in to the next hop (RFC 4954), after EHLO (under TLS when there is TLS).
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    pub credentials: ClientCredentials,
+    /// Fresh for each connection: the SCRAM client nonce.
+    pub nonce: ClientNonce,
+    /// Send the credentials over a connection without TLS (`auth danger-cleartext`).
+    /// Without it, a connection that has no TLS is closed before AUTH and the mail waits.
+    pub allow_cleartext: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub helo_name: String,
     pub tls: TlsPolicy,
+    /// Log in before any mail, or none.
+    pub auth: Option<ClientAuth>,
     pub greeting_timeout: Duration,
     pub command_timeout: Duration,
     pub data_init_timeout: Duration,
@@ -57,6 +76,7 @@ impl Default for ClientConfig {
         ClientConfig {
             helo_name: "localhost".into(),
             tls: TlsPolicy::Opportunistic,
+            auth: None,
             greeting_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
             data_init_timeout: Duration::from_secs(120),
@@ -103,6 +123,8 @@ pub struct Extensions {
     pub starttls: bool,
     pub chunking: bool,
     pub enhanced_status_codes: bool,
+    /// The SASL mechanisms of RFC 4954's AUTH keyword that we can use, each once.
+    pub auth: Vec<ClientMechanism>,
 }
 
 impl Extensions {
@@ -136,6 +158,17 @@ impl Extensions {
                 ext.chunking = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 ext.enhanced_status_codes = true;
+            } else if is("AUTH") || keyword.len() > 5 && keyword[..5].eq_ignore_ascii_case("AUTH=")
+            {
+                // `AUTH=LOGIN PLAIN` is the form some older servers still send.
+                let first = keyword.get(5..).filter(|m| !m.is_empty());
+                for name in first.into_iter().chain(words) {
+                    if let Some(m) = ClientMechanism::parse(name)
+                        && !ext.auth.contains(&m)
+                    {
+                        ext.auth.push(m);
+                    }
+                }
             }
         }
         ext
@@ -155,6 +188,10 @@ pub enum ClientEvent {
     /// `handle_content` while `wants_content()` is true, then calls `end_content` (or
     /// `content_failed` when it cannot read the content).
     SendContent,
+    /// AUTH with SCRAM needs the salted password: the layer runs the derivation where it
+    /// holds no one up and hands the result to `derived`. No bytes are owed either way
+    /// until then.
+    Derive(ClientDerivation),
     /// The outcome of one `send`: one reply per recipient, in the order of `msg.rcpts`.
     TransactionDone(Vec<Reply>),
     /// The connection is over; the layer closes the socket after writing what
@@ -169,6 +206,8 @@ enum Expect {
     Ehlo,
     Helo,
     StartTls,
+    /// A reply in the AUTH exchange: a 334 challenge, or the outcome.
+    Auth,
     Rset,
     Mail,
     /// The RCPT for this index of `msg.rcpts`.
@@ -189,6 +228,7 @@ impl Expect {
             Expect::Ehlo => "EHLO",
             Expect::Helo => "HELO",
             Expect::StartTls => "STARTTLS",
+            Expect::Auth => "AUTH",
             Expect::Rset => "RSET",
             Expect::Mail => "MAIL",
             Expect::Rcpt(_) => "RCPT",
@@ -224,6 +264,15 @@ enum Failure {
     TlsRefused(Reply),
     /// The layer could not complete the TLS handshake, for this reason.
     TlsHandshake(String),
+    /// AUTH is configured, but the connection has no TLS and cleartext is not allowed:
+    /// the credentials are not sent.
+    AuthNeedsTls,
+    /// AUTH is configured, but the server offers none of our mechanisms.
+    AuthNotOffered,
+    /// The server refused the login with this reply (a 535, say).
+    AuthRefused { user: String, reply: Reply },
+    /// The server broke the exchange, or did not prove itself (SCRAM).
+    AuthBroken(ClientAuthError),
 }
 
 impl Failure {
@@ -268,6 +317,27 @@ impl Failure {
             ),
             Failure::TlsHandshake(reason) => {
                 Reply::new(454, "4.7.5", format!("TLS handshake failed: {reason}"))
+            }
+            // RFC 4954 §6 and RFC 3463 §3.8: 454 4.7.0, a temporary authentication
+            // failure: the mail waits for the next attempt (and a DSN after the queue
+            // lifetime) rather than bouncing on a password the administrator can fix.
+            Failure::AuthNeedsTls => Reply::new(
+                454,
+                "4.7.0",
+                "Not sending the password without TLS: the next hop does not do TLS (set auth danger-cleartext to allow it)",
+            ),
+            Failure::AuthNotOffered => Reply::new(
+                454,
+                "4.7.0",
+                "The next hop offers no AUTH mechanism we use (SCRAM-SHA-256, PLAIN, LOGIN)",
+            ),
+            Failure::AuthRefused { user, reply } => Reply::new(
+                454,
+                "4.7.0",
+                format!("Authentication as {user} failed: {}", first_line(reply)),
+            ),
+            Failure::AuthBroken(e) => {
+                Reply::new(454, "4.7.0", format!("Authentication failed: {e}"))
             }
         }
     }
@@ -467,6 +537,11 @@ pub struct Client {
     extensions: Option<Extensions>,
     /// The TLS handshake completed: the layer carries our bytes through TLS.
     tls: bool,
+    /// The AUTH exchange in progress, and then the one that succeeded.
+    sasl: Option<SaslClient>,
+    /// Why the login failed, once it has: the server's reply or what was wrong with the
+    /// exchange, for the layer's log line.
+    auth_failure: Option<String>,
     transaction: Option<Transaction>,
     /// The content is being handed over: after a 354, until `end_content`.
     data: Option<Stuffer>,
@@ -490,6 +565,8 @@ impl Client {
             held: VecDeque::new(),
             extensions: None,
             tls: false,
+            sasl: None,
+            auth_failure: None,
             transaction: None,
             data: None,
             data_progress: false,
@@ -788,6 +865,7 @@ impl Client {
             Expect::EndOfData => c.data_done_timeout,
             Expect::Ehlo
             | Expect::StartTls
+            | Expect::Auth
             | Expect::Helo
             | Expect::Rset
             | Expect::Mail
@@ -834,6 +912,7 @@ impl Client {
         let fits = match expect {
             Expect::Greeting | Expect::AbandonedData | Expect::Quit => true,
             Expect::Data => reply.code == 354 || reply.code >= 400,
+            Expect::Auth => reply.code == 334 || reply.code / 100 != 3,
             _ => reply.code / 100 != 3,
         };
         if !fits {
@@ -855,6 +934,9 @@ impl Client {
                     return;
                 } else {
                     self.open(ext);
+                    if self.phase == Phase::Closed {
+                        return;
+                    }
                 }
             }
             Expect::Ehlo if reply.is_permanent() => {
@@ -869,7 +951,12 @@ impl Client {
                 self.refuse_clear(Failure::TlsNotOffered);
                 return;
             }
-            Expect::Helo if reply.is_positive() => self.open(Extensions::default()),
+            Expect::Helo if reply.is_positive() => {
+                self.open(Extensions::default());
+                if self.phase == Phase::Closed {
+                    return;
+                }
+            }
             Expect::StartTls if reply.code == 220 => {
                 // Whatever follows the 220 in clear is discarded: `handle_input` stops
                 // reading and the reader starts afresh after the handshake.
@@ -893,7 +980,11 @@ impl Client {
                 // RFC 3207 §4.1: a refusal leaves the session in clear, as it was.
                 let ext = self.extensions.take().unwrap_or_default();
                 self.open(ext);
+                if self.phase == Phase::Closed {
+                    return;
+                }
             }
+            Expect::Auth => self.on_auth_reply(reply),
             Expect::Greeting | Expect::Ehlo | Expect::Helo => {
                 // RFC 5321 §3.1: the server will not talk to us; say goodbye.
                 self.settle_and_close(&reply.clone(), Some(reply), true);
@@ -934,10 +1025,133 @@ impl Client {
         self.arm(now);
     }
 
+    /// EHLO (or HELO) is through: log in first where the configuration says so, then
+    /// say `Ready`.
     fn open(&mut self, ext: Extensions) {
+        let Some(auth) = self.config.auth.clone().filter(|_| self.sasl.is_none()) else {
+            self.ready(ext);
+            return;
+        };
+        if !self.tls && !auth.allow_cleartext {
+            self.auth_failed(Failure::AuthNeedsTls);
+            return;
+        }
+        let Some(mechanism) = ClientMechanism::choose(&ext.auth) else {
+            self.auth_failed(Failure::AuthNotOffered);
+            return;
+        };
+        let mut sasl = SaslClient::new(mechanism, auth.credentials, auth.nonce);
+        let line = match sasl.initial() {
+            // RFC 4954 §4: an empty initial response is sent as `=`.
+            Some(initial) if initial.is_empty() => format!("AUTH {} =\r\n", mechanism.name()),
+            Some(initial) => format!("AUTH {} {}\r\n", mechanism.name(), base64::encode(&initial)),
+            None => format!("AUTH {}\r\n", mechanism.name()),
+        };
+        self.sasl = Some(sasl);
+        self.extensions = Some(ext);
+        self.send_command(Expect::Auth, &line);
+    }
+
+    fn ready(&mut self, ext: Extensions) {
         self.phase = Phase::Open;
         self.extensions = Some(ext.clone());
         self.events.push_back(ClientEvent::Ready(ext));
+    }
+
+    /// A reply in the AUTH exchange.
+    fn on_auth_reply(&mut self, reply: Reply) {
+        let Some(sasl) = self.sasl.as_mut() else {
+            self.fail(Failure::Unexpected);
+            return;
+        };
+        match reply.code {
+            334 => {
+                // The challenge is the reply's text, base64 (RFC 4954 §4); a reader that
+                // split an enhanced code off a base64 text would be wrong, so take it whole.
+                let text = match reply.enhanced {
+                    Some(e) => format!("{e} {}", reply.lines.join("")),
+                    None => reply.lines.join(""),
+                };
+                let step = match base64::decode(text.trim_end().as_bytes()) {
+                    Some(data) => sasl.challenge(&data),
+                    None => ClientStep::Failed(ClientAuthError::Malformed),
+                };
+                self.auth_step(step);
+            }
+            235 => match sasl.succeeded() {
+                Ok(()) => {
+                    let ext = self.extensions.take().unwrap_or_default();
+                    self.ready(ext);
+                }
+                Err(e) => self.auth_failed(Failure::AuthBroken(e)),
+            },
+            _ => {
+                let user = self
+                    .config
+                    .auth
+                    .as_ref()
+                    .map(|a| a.credentials.user.clone())
+                    .unwrap_or_default();
+                self.auth_failed(Failure::AuthRefused { user, reply });
+            }
+        }
+    }
+
+    /// Carries out what the SASL client says.
+    fn auth_step(&mut self, step: ClientStep) {
+        match step {
+            ClientStep::Respond(data) => {
+                let line = format!("{}\r\n", base64::encode(&data));
+                self.send_command(Expect::Auth, &line);
+            }
+            ClientStep::Derive(d) => {
+                // Nothing is owed until `derived`: no deadline, and any input is unexpected.
+                self.deadline = None;
+                self.events.push_back(ClientEvent::Derive(d));
+            }
+            ClientStep::Failed(e) => self.auth_failed(Failure::AuthBroken(e)),
+        }
+    }
+
+    /// The login failed: the connection closes (QUIT where it is sane; at once after a
+    /// broken exchange, whose state is unknown) and the mail waits.
+    fn auth_failed(&mut self, failure: Failure) {
+        let (reason, say_quit) = match &failure {
+            Failure::AuthRefused { reply, .. } => (first_line(reply), true),
+            Failure::AuthBroken(e) => (e.to_string(), false),
+            other => (other.reply().lines.join(" "), true),
+        };
+        self.auth_failure = Some(reason);
+        let reply = failure.reply();
+        self.settle_and_close(&reply, Some(reply.clone()), say_quit);
+    }
+
+    /// The derivation of `ClientEvent::Derive` has run: the exchange goes on. Ignored
+    /// unless one was asked for.
+    pub fn derived(&mut self, salted: &SaltedPassword, now: Instant) {
+        let Some(sasl) = self.sasl.as_mut() else {
+            return;
+        };
+        if self.phase != Phase::Opening || !self.expected.is_empty() {
+            return;
+        }
+        let step = sasl.derived(salted);
+        self.auth_step(step);
+        self.arm(now);
+    }
+
+    /// Why the login to the next hop failed, once it has: the server's refusal (`535 …`)
+    /// or what was wrong with its side of the exchange.
+    pub fn auth_failure(&self) -> Option<&str> {
+        self.auth_failure.as_deref()
+    }
+
+    /// The mechanism we logged in with, once the login succeeded.
+    pub fn authenticated(&self) -> Option<ClientMechanism> {
+        self.sasl
+            .as_ref()
+            .filter(|_| self.phase == Phase::Open || self.phase == Phase::Quitting)
+            .map(SaslClient::mechanism)
     }
 
     fn on_mail_reply(&mut self, reply: Reply) {
@@ -1138,6 +1352,8 @@ mod tests {
         TlsFailed(&'static str),
         /// These bytes were never written, in all the client's output so far.
         NeverSent(&'static [u8]),
+        /// The next event is a SCRAM derivation: the layer runs it and hands it back.
+        RunDerivation,
     }
     use Step::*;
 
@@ -1364,6 +1580,14 @@ mod tests {
                     "{at}: {:?}",
                     String::from_utf8_lossy(&d.all_out)
                 ),
+                RunDerivation => {
+                    let Some(ClientEvent::Derive(derivation)) = d.events.pop_front() else {
+                        panic!("{at}: no derivation asked for");
+                    };
+                    assert_eq!(d.client.poll_timeout(), None, "{at}: nothing is owed");
+                    d.client.derived(&derivation.run(), d.now);
+                    d.drain();
+                }
             }
         }
         assert!(
@@ -1556,6 +1780,7 @@ mod tests {
             starttls: true,
             chunking: true,
             enhanced_status_codes: true,
+            auth: vec![ClientMechanism::Login, ClientMechanism::ScramSha256],
         };
         // Keyword parsing only: TLS is not asked for, so STARTTLS is merely recorded.
         run_config(
@@ -1565,7 +1790,7 @@ mod tests {
                 s(
                     b"250-mx.example.org hello\r\n250-pipelining\r\n250-Size\r\n250-8bitmime\r\n\
                 250-SMTPUTF8\r\n250-DSN\r\n250-STARTTLS\r\n250-X-UNKNOWN 1 2\r\n250-CHUNKING\r\n\
-                250 ENHANCEDSTATUSCODES\r\n",
+                250-auth login CRAM-MD5 scram-sha-256 LOGIN\r\n250 ENHANCEDSTATUSCODES\r\n",
                 ),
                 Event(ClientEvent::Ready(ext)),
             ],
@@ -2757,6 +2982,213 @@ mod tests {
                 NeverSent(b"STARTTLS"),
             ],
             &config_tls(TlsPolicy::Opportunistic),
+        );
+    }
+
+    fn auth_config(password: &str, tls: TlsPolicy, cleartext: bool) -> Rc<ClientConfig> {
+        Rc::new(ClientConfig {
+            helo_name: "gw.example.net".into(),
+            tls,
+            auth: Some(ClientAuth {
+                credentials: ClientCredentials::new("user".into(), password.into()),
+                nonce: ClientNonce::parse("rOprNGfwEbeRWgbNEkqO").unwrap(),
+                allow_cleartext: cleartext,
+            }),
+            ..ClientConfig::default()
+        })
+    }
+
+    fn b64_line(text: &[u8]) -> Vec<u8> {
+        format!("{}\r\n", base64::encode(text)).into_bytes()
+    }
+
+    fn reply_334(text: &[u8]) -> Vec<u8> {
+        format!("334 {}\r\n", base64::encode(text)).into_bytes()
+    }
+
+    /// Greeting, STARTTLS, the handshake and EHLO under TLS with these keywords.
+    fn tls_up_to_auth(keywords: &[&str]) -> Vec<Step> {
+        with(
+            up_to_starttls(),
+            vec![
+                s(b"220 2.0.0 Ready to start TLS\r\n"),
+                Event(ClientEvent::StartTls),
+                TlsEstablished,
+                c1(EHLO),
+                Server(ehlo_reply(keywords)),
+            ],
+        )
+    }
+
+    const SERVER_FIRST: &[u8] =
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    const CLIENT_FINAL: &[u8] = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    const SERVER_FINAL: &[u8] = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+
+    /// Up to our client-final: TLS, EHLO with `keywords`, the AUTH command with the
+    /// client-first, the server-first, the derivation and our proof.
+    fn scram_up_to_server_final(keywords: &[&str]) -> Vec<Step> {
+        with(
+            tls_up_to_auth(keywords),
+            vec![
+                c1(b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9ck9wck5HZndFYmVSV2diTkVrcU8=\r\n"),
+                Server(reply_334(SERVER_FIRST)),
+                RunDerivation,
+                c1(&b64_line(CLIENT_FINAL)),
+                Deadline(Some(300)),
+            ],
+        )
+    }
+
+    /// RFC 7677's exchange over SMTP (RFC 4954 §4): the initial response with the
+    /// command, the derivation off the core, the server-final as a challenge answered
+    /// empty, then `Ready`; the strongest offered mechanism is the one used.
+    #[test]
+    fn scram_login_after_tls_proves_the_server() {
+        let keywords = ["AUTH LOGIN PLAIN SCRAM-SHA-256", "PIPELINING"];
+        let steps = with(
+            scram_up_to_server_final(&keywords),
+            vec![
+                Server(reply_334(SERVER_FINAL)),
+                c1(b"\r\n"),
+                Ready(false),
+                s(b"235 2.7.0 Authentication successful\r\n"),
+                Event(ClientEvent::Ready(ext_of(&keywords))),
+                Ready(true),
+            ],
+        );
+        run_config(
+            &steps,
+            &auth_config("pencil", TlsPolicy::Opportunistic, false),
+        );
+    }
+
+    #[test]
+    fn a_scram_server_that_cannot_prove_itself_gets_nothing_more() {
+        let unproven = "454 4.7.0 Authentication failed: the server did not prove it knows the password (SCRAM server signature)\r\n";
+        // A wrong signature, or a 235 without any: the connection ends at once, with no
+        // empty answer and no mail.
+        for server in [
+            reply_334(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            b"235 2.7.0 Authentication successful\r\n".to_vec(),
+        ] {
+            let steps = with(
+                scram_up_to_server_final(&["AUTH SCRAM-SHA-256"]),
+                vec![Server(server), closed(Some(unproven)), Closed(true)],
+            );
+            run_config(
+                &steps,
+                &auth_config("pencil", TlsPolicy::Opportunistic, false),
+            );
+        }
+    }
+
+    #[test]
+    fn plain_login_and_a_refusal() {
+        let keywords = ["AUTH PLAIN LOGIN"];
+        let mut steps = tls_up_to_auth(&keywords);
+        steps.extend([
+            c1(&format!("AUTH PLAIN {}\r\n", base64::encode(b"\0user\0pencil")).into_bytes()),
+            s(b"235 2.7.0 Authentication successful\r\n"),
+            Event(ClientEvent::Ready(ext_of(&keywords))),
+            Ready(true),
+        ]);
+        run_config(
+            &steps,
+            &auth_config("pencil", TlsPolicy::Opportunistic, false),
+        );
+        // A 535 defers: a temporary reply naming the user and the server's words, QUIT.
+        let mut steps = tls_up_to_auth(&keywords);
+        steps.extend([
+            c1(&format!("AUTH PLAIN {}\r\n", base64::encode(b"\0user\0wrong")).into_bytes()),
+            s(b"535 5.7.8 Error: authentication failed\r\n"),
+            c(b"QUIT\r\n"),
+            closed(Some(
+                "454 4.7.0 Authentication as user failed: 535 5.7.8 Error: authentication failed\r\n",
+            )),
+            Closed(true),
+            NeverSent(b"MAIL"),
+        ]);
+        run_config(
+            &steps,
+            &auth_config("wrong", TlsPolicy::Opportunistic, false),
+        );
+    }
+
+    #[test]
+    fn login_in_clear_only_when_allowed() {
+        let keywords = ["AUTH=LOGIN"];
+        // Allowed: the two prompts, answered in order.
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                Server(ehlo_reply(&keywords)),
+                c1(b"AUTH LOGIN\r\n"),
+                Server(reply_334(b"Username:")),
+                c1(&b64_line(b"user")),
+                Server(reply_334(b"Password:")),
+                c1(&b64_line(b"pencil")),
+                s(b"235 2.7.0 Authentication successful\r\n"),
+                Event(ClientEvent::Ready(ext_of(&keywords))),
+                Ready(true),
+                Tls(false),
+            ],
+            &auth_config("pencil", TlsPolicy::Opportunistic, true),
+        );
+        // Not allowed: no AUTH, no password; QUIT and a temporary reply.
+        run_config(
+            &[
+                s(GREETING),
+                c(EHLO),
+                Server(ehlo_reply(&keywords)),
+                c(b"QUIT\r\n"),
+                closed(Some(
+                    "454 4.7.0 Not sending the password without TLS: the next hop does not do TLS (set auth danger-cleartext to allow it)\r\n",
+                )),
+                Closed(true),
+                NeverSent(b"AUTH"),
+                NeverSent(b"cGVuY2ls"),
+            ],
+            &auth_config("pencil", TlsPolicy::Opportunistic, false),
+        );
+    }
+
+    #[test]
+    fn no_usable_mechanism_defers() {
+        // Only mechanisms we do not use, or no AUTH at all: QUIT, and the mail waits.
+        for keywords in ["AUTH CRAM-MD5 NTLM", "PIPELINING"] {
+            let steps = with(
+                tls_up_to_auth(&[keywords]),
+                vec![
+                    c(b"QUIT\r\n"),
+                    closed(Some(
+                        "454 4.7.0 The next hop offers no AUTH mechanism we use (SCRAM-SHA-256, PLAIN, LOGIN)\r\n",
+                    )),
+                    Closed(true),
+                ],
+            );
+            run_config(
+                &steps,
+                &auth_config("pencil", TlsPolicy::Opportunistic, false),
+            );
+        }
+    }
+
+    #[test]
+    fn a_challenge_that_is_not_base64_ends_the_exchange() {
+        let mut steps = tls_up_to_auth(&["AUTH LOGIN"]);
+        steps.extend([
+            c1(b"AUTH LOGIN\r\n"),
+            s(b"334 not base64!\r\n"),
+            closed(Some(
+                "454 4.7.0 Authentication failed: malformed challenge\r\n",
+            )),
+            Closed(true),
+        ]);
+        run_config(
+            &steps,
+            &auth_config("pencil", TlsPolicy::Opportunistic, false),
         );
     }
 

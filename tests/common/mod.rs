@@ -780,3 +780,157 @@ pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result
         Ok(TcpStream::from_raw_fd(fd))
     }
 }
+
+/// Runs `openssl ARGS`, failing the test on error.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A P-256 test CA in a directory, which signs server certificates.
+pub struct TestCa {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &cert.display().to_string(),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=drawbridge test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        TestCa {
+            dir: dir.to_path_buf(),
+            cert,
+            key,
+        }
+    }
+
+    /// A server certificate with common name `cn` and `subject_alt_name` (such as
+    /// `IP:127.0.0.1` or `DNS:smtp.test`), as `NAME.pem` and `NAME.key`; their paths.
+    pub fn server(&self, name: &str, cn: &str, subject_alt_name: &str) -> (PathBuf, PathBuf) {
+        let path = |ext: &str| self.dir.join(format!("{name}.{ext}")).display().to_string();
+        let (key, csr, cert, ext) = (path("key"), path("csr"), path("pem"), path("ext"));
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={subject_alt_name}\n\
+                 basicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &self.cert.display().to_string(),
+            "-CAkey",
+            &self.key.display().to_string(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+        (cert.into(), key.into())
+    }
+}
+
+/// `drawbridge SUBCOMMAND … --state-dir STATE` with `input` on standard input.
+pub fn drawbridge_with_input(state: &std::path::Path, args: &[&str], input: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "drawbridge {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends one message from alice@example.org to `rcpts` through `gw`'s inbound service, as
+/// an internal client; its queue id.
+pub fn send_to(gw: &Gateway, rcpts: &[&str]) -> String {
+    let list = rcpts
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    code, resp = s.docmd("EHLO", "client.example.org")
+    s.mail("alice@example.org")
+    for r in [{list}]:
+        assert s.rcpt(r)[0] == 250
+    code, resp = s.data(b"Subject: test\r\n\r\nhello\r\n")
+    assert code == 250
+    print(resp.decode())
+"#,
+        port = gw.inbound
+    ));
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}

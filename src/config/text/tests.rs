@@ -5,13 +5,18 @@ use super::*;
 use crate::config::schema;
 use crate::config::{
     Cidr, ClassifyAction, ClassifyRule, DomainPattern, EhloKeywords, HOST_DEFAULT, INTERNAL,
-    NextHop, Route, ServiceName, host_default,
+    NextHop, RelayHost, Route, ServiceName, host_default,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
+}
+
+/// A relay host given as an address literal.
+fn lit(s: &str) -> RelayHost {
+    RelayHost::Address(sa(s))
 }
 
 fn secs(s: u64) -> Duration {
@@ -32,7 +37,7 @@ fn host_default_has_the_documented_facts() {
     assert_eq!(cfg.system.host_name, "gw.example.com");
     assert_eq!(cfg.inbound.listen, [sa("127.0.0.1:2525")]);
     assert_eq!(cfg.outbound.listen, [sa("127.0.0.1:2587")]);
-    let relay = NextHop::Relay(vec![sa("127.0.0.1:2526")]);
+    let relay = NextHop::Relay(vec![lit("127.0.0.1:2526")]);
     let exact = &cfg.routes[&DomainPattern::Exact("example.com".into())];
     let suffix = &cfg.routes[&DomainPattern::Suffix("example.com".into())];
     assert_eq!(exact.next_hop, Some(relay.clone()));
@@ -313,7 +318,19 @@ fn bad_lines_are_refused_with_line_number_and_reason() {
         ),
         (
             "set route example.com relay 10.0.0.1:25",
-            "'10.0.0.1:25' is not a relay host: expected [address] or [address]:port",
+            "'10.0.0.1:25' is not a relay host: write an address in brackets, [10.0.0.1]:25",
+        ),
+        (
+            "set route example.com smarthost smtp_1.example.com:587",
+            "'smtp_1.example.com' is not a relay host name",
+        ),
+        (
+            "set route example.com auth user \"two words\"",
+            "'two words' is not a user name",
+        ),
+        (
+            "set route example.com auth danger-cleartext maybe",
+            "'maybe' is not yes or no",
         ),
         (
             "set route example.com relay [10.0.0.1]:25,",
@@ -389,7 +406,7 @@ fn parse_into_merges_onto_a_config() {
     let route = &cfg.routes[&DomainPattern::Exact("example.com".into())];
     assert_eq!(
         route.next_hop,
-        Some(NextHop::Smarthost(vec![sa("192.0.2.1:25")]))
+        Some(NextHop::Smarthost(vec![lit("192.0.2.1:25")]))
     );
     assert_eq!(route.concurrency, 3);
     assert_eq!(
@@ -413,7 +430,10 @@ fn changing_the_next_hop_keeps_the_other_route_settings() {
     assert_eq!(route.avoid_time, Duration::ZERO);
     assert_eq!(
         route.next_hop,
-        Some(NextHop::Relay(vec![sa("10.0.0.2:2525"), sa("10.0.0.3:25")]))
+        Some(NextHop::Relay(vec![
+            lit("10.0.0.2:2525"),
+            lit("10.0.0.3:25")
+        ]))
     );
 }
 
@@ -658,14 +678,22 @@ fn full_config() -> Config {
             action: Some(ClassifyAction::Category("Z_9".into())),
         },
     );
-    let mut route = Route::new(NextHop::Smarthost(vec![sa("[::1]:587")]));
+    let mut route = Route::new(NextHop::Smarthost(vec![
+        RelayHost::Name {
+            name: "smtp.provider.example".into(),
+            port: 587,
+        },
+        lit("[::1]:587"),
+    ]));
+    route.auth_user = Some("relay@example.com".into());
+    route.danger_auth_cleartext = true;
     route.failover_timeout = secs(86_400);
     route.avoid_time = Duration::ZERO;
     route.concurrency = 1000;
     cfg.routes.insert(DomainPattern::Any, route);
     cfg.routes.insert(
         DomainPattern::Suffix("a-b.example".into()),
-        Route::new(NextHop::Relay(vec![sa("10.0.0.1:25"), sa("10.0.0.2:26")])),
+        Route::new(NextHop::Relay(vec![lit("10.0.0.1:25"), lit("10.0.0.2:26")])),
     );
     cfg.queue.retry = vec![secs(1)];
     cfg.queue.max_lifetime = secs(59);
@@ -685,7 +713,18 @@ fn hand_built_models_round_trip() {
         text.contains("set service inbound max-message-size 1k\n"),
         "{text}"
     );
-    assert!(text.contains("set route * smarthost [::1]:587\n"), "{text}");
+    assert!(
+        text.contains("set route * smarthost smtp.provider.example:587,[::1]:587\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("set route * auth user relay@example.com\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("set route * auth danger-cleartext yes\n"),
+        "{text}"
+    );
     assert!(
         text.contains("set service inbound ehlo-keywords \"\"\n"),
         "{text}"
@@ -768,10 +807,18 @@ fn random_domain(rng: &mut XorShift) -> String {
     labels.join(".")
 }
 
-fn random_hosts(rng: &mut XorShift) -> Vec<SocketAddr> {
+fn random_hosts(rng: &mut XorShift) -> Vec<RelayHost> {
     let mut hosts = Vec::new();
     for _ in 0..rng.range(1, value::MAX_RELAY_HOSTS as u64) {
-        let h = SocketAddr::new(random_ip(rng), rng.range(1, 65535) as u16);
+        let port = rng.range(1, 65535) as u16;
+        let h = if rng.chance(3) {
+            RelayHost::Name {
+                name: format!("{}.example", random_domain(rng)),
+                port,
+            }
+        } else {
+            RelayHost::Address(SocketAddr::new(random_ip(rng), port))
+        };
         if !hosts.contains(&h) {
             hosts.push(h);
         }
@@ -924,6 +971,10 @@ fn random_config(rng: &mut XorShift) -> Config {
         if rng.chance(2) {
             route.concurrency = rng.range(1, 1000) as u32;
         }
+        if rng.chance(3) {
+            route.auth_user = Some(format!("u{}@{}", rng.range(0, 99), random_domain(rng)));
+        }
+        route.danger_auth_cleartext = rng.chance(4);
         cfg.routes.insert(pattern, route);
     }
     if rng.chance(2) {

@@ -4,6 +4,7 @@
 use super::LineError;
 use crate::config::{
     AccessRule, AddressPattern, ChannelKeyword, Cidr, CompactFilter, DomainPattern, EhloKeywords,
+    RelayHost,
 };
 use crate::sasl::{MechanismName, MechanismSet};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +29,8 @@ pub const MAX_CATEGORY_OCTETS: usize = 32;
 /// and the CRLF (2 octets) leave 500.
 pub const MAX_DENY_TEXT_OCTETS: usize = 500;
 
-/// Most hosts in one relay or smarthost list: 16 addresses, 32 octets each in memory.
+/// Most hosts in one relay or smarthost list: 16, each an address (32 octets in memory) or
+/// a name (at most 253 octets).
 pub const MAX_RELAY_HOSTS: usize = 16;
 
 /// Most entries in the queue's retry schedule: 20 durations, 16 octets each.
@@ -53,7 +55,14 @@ pub const RESOLVER_EXPECTED: &str =
 /// The DNS port, when a resolver is given without one.
 pub const DNS_PORT: u16 = 53;
 /// What a relay list looks like, for messages.
-pub const HOSTS_EXPECTED: &str = "a list of [address]:port such as [10.1.1.5]:25,[10.1.1.6]:25";
+pub const HOSTS_EXPECTED: &str =
+    "a list of [address]:port or name:port such as [10.1.1.5]:25,smtp.example.com:587";
+/// What a next hop's AUTH user name looks like, for messages.
+pub const AUTH_USER_EXPECTED: &str =
+    "a user name of 1 to 255 visible characters such as relay@example.com";
+/// Longest user name we send a next hop: 255 octets, as the SASL mechanisms take
+/// (`sasl::MAX_FIELD_LEN`).
+pub const MAX_AUTH_USER_OCTETS: usize = crate::sasl::MAX_FIELD_LEN;
 /// What a network looks like, for messages.
 pub const CIDR_EXPECTED: &str = "an address or a network such as 10.0.0.0/8";
 /// What a port looks like, for messages.
@@ -453,29 +462,59 @@ pub fn listen(text: &str) -> Result<SocketAddr, LineError> {
     Ok(addr)
 }
 
-/// One relay host: `[address]` or `[address]:port`.
-fn relay_host(text: &str) -> Result<SocketAddr, LineError> {
+/// One relay host: an address literal `[address]` or `[address]:port`, or a host name
+/// `name` or `name:port` (also accepted in brackets, as Postfix writes a name whose MX is
+/// not looked up: `[name]:port`; it prints without them). The port defaults to 25.
+fn relay_host(text: &str) -> Result<RelayHost, LineError> {
     let bad = || {
         invalid(
             text,
-            "is not a relay host: expected [address] or [address]:port (e.g. [10.1.1.5]:25)",
+            "is not a relay host: expected [address]:port or name:port (e.g. [10.1.1.5]:25 or smtp.example.com:587)",
         )
     };
-    let (ip, rest) = text
-        .strip_prefix('[')
-        .and_then(|t| t.split_once(']'))
-        .ok_or_else(bad)?;
-    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let bare_address = text
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_RELAY_PORT))
+        .or_else(|_| text.parse::<SocketAddr>());
+    if let (Ok(a), false) = (bare_address, text.starts_with('[')) {
+        return Err(invalid(
+            text,
+            format!(
+                "is not a relay host: write an address in brackets, [{}]:{}",
+                a.ip(),
+                a.port()
+            ),
+        ));
+    }
+    let (host, rest) = match text.strip_prefix('[') {
+        Some(t) => t.split_once(']').ok_or_else(bad)?,
+        None => text.split_at(text.find(':').unwrap_or(text.len())),
+    };
     let port = match rest {
         "" => DEFAULT_RELAY_PORT,
         _ => port(rest.strip_prefix(':').ok_or_else(bad)?)?,
     };
-    Ok(SocketAddr::new(ip, port))
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(RelayHost::Address(SocketAddr::new(ip, port)));
+    }
+    if host.is_empty() || host.contains(['[', ']', ':']) {
+        return Err(bad());
+    }
+    let name = dns_name(host, "a relay host name")?.to_ascii_lowercase();
+    // RFC 3696 §2: a top-level label is never all digits, so this is a mistyped address.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    Ok(RelayHost::Name { name, port })
 }
 
-/// A relay or smarthost list: `[address]:port` entries separated by commas, each at most
-/// once, at most [`MAX_RELAY_HOSTS`].
-pub fn hosts(text: &str) -> Result<Vec<SocketAddr>, LineError> {
+/// A relay or smarthost list: host entries separated by commas, each at most once, at
+/// most [`MAX_RELAY_HOSTS`].
+pub fn hosts(text: &str) -> Result<Vec<RelayHost>, LineError> {
     let mut out = Vec::new();
     for entry in text.split(',') {
         if entry.is_empty() {
@@ -499,13 +538,28 @@ pub fn hosts(text: &str) -> Result<Vec<SocketAddr>, LineError> {
     Ok(out)
 }
 
-/// A relay list in its canonical form: every entry `[address]:port`.
-pub fn format_hosts(hosts: &[SocketAddr]) -> String {
-    let entries: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("[{}]:{}", h.ip(), h.port()))
-        .collect();
+/// A relay list in its canonical form: every entry `[address]:port` or `name:port`.
+pub fn format_hosts(hosts: &[RelayHost]) -> String {
+    let entries: Vec<String> = hosts.iter().map(ToString::to_string).collect();
     entries.join(",")
+}
+
+/// The user a route logs in to its next hop as: visible ASCII without quotes or
+/// backslashes (so it is one word in every form it is written in), at most
+/// [`MAX_AUTH_USER_OCTETS`].
+pub fn auth_user(text: &str) -> Result<String, LineError> {
+    let fits = !text.is_empty()
+        && text.len() <= MAX_AUTH_USER_OCTETS
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if !fits {
+        return Err(invalid(
+            text,
+            format!("is not a user name: expected {AUTH_USER_EXPECTED}"),
+        ));
+    }
+    Ok(text.to_string())
 }
 
 /// A network: `address/prefix`, or a bare address for one host (/32 or /128). Host bits
@@ -1005,7 +1059,11 @@ mod tests {
 
     #[test]
     fn relay_lists() {
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let sa = |s: &str| RelayHost::Address(s.parse::<SocketAddr>().unwrap());
+        let name = |n: &str, port| RelayHost::Name {
+            name: n.into(),
+            port,
+        };
         assert_eq!(
             hosts("[127.0.0.1]:2526,[10.1.1.6]:25,[::1]:25"),
             Ok(vec![
@@ -1019,16 +1077,48 @@ mod tests {
             format_hosts(&[sa("10.1.1.6:25"), sa("[::1]:2525")]),
             "[10.1.1.6]:25,[::1]:2525"
         );
+        // Host names, alone or mixed with literals; the Postfix form in brackets too.
+        assert_eq!(
+            hosts("smtp.provider.example:587,[192.0.2.1],Relay-2.Example.COM."),
+            Ok(vec![
+                name("smtp.provider.example", 587),
+                sa("192.0.2.1:25"),
+                name("relay-2.example.com", 25)
+            ])
+        );
+        assert_eq!(
+            hosts("[smtp.provider.example]:587"),
+            Ok(vec![name("smtp.provider.example", 587)])
+        );
+        assert_eq!(
+            format_hosts(&[name("smtp.provider.example", 587), sa("[::1]:25")]),
+            "smtp.provider.example:587,[::1]:25"
+        );
+        for text in [
+            "smtp.provider.example:587,[192.0.2.1]:25",
+            "[::1]:25,relay:25",
+        ] {
+            assert_eq!(format_hosts(&hosts(text).unwrap()), text);
+        }
         for (bad, part) in [
-            ("10.1.1.6:25", "is not a relay host"),
+            ("10.1.1.6:25", "write an address in brackets, [10.1.1.6]:25"),
+            ("10.1.1.6", "write an address in brackets, [10.1.1.6]:25"),
+            ("::1", "write an address in brackets, [::1]:25"),
             ("[10.1.1.6]:", "is not a port"),
             ("[10.1.1.6]:0", "is not a port"),
             ("[10.1.1.6]:65536", "is not a port"),
+            ("smtp.example.com:0", "is not a port"),
+            ("smtp.example.com:smtp", "is not a port"),
             ("[10.1.1.6]25", "is not a relay host"),
-            ("[mail.example.com]:25", "is not a relay host"),
             ("[10.1.1.6", "is not a relay host"),
+            ("10.1.1", "is not a relay host"),
+            ("smtp_1.example.com", "is not a relay host name"),
+            ("-smtp.example.com", "is not a relay host name"),
+            ("[]:25", "is not a relay host"),
+            (":25", "is not a relay host"),
             ("[10.1.1.6]:25,", "has an empty entry"),
             ("[10.1.1.6]:25,[10.1.1.6]", "listed twice"),
+            ("relay.example:25,RELAY.example", "listed twice"),
             ("", "has an empty entry"),
         ] {
             let message = problem(hosts(bad).unwrap_err());
