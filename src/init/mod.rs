@@ -88,9 +88,9 @@ pub fn main() -> ! {
     } else {
         None
     };
-    let (config, config_file) = boot_config(&state_dir);
+    let config = boot_config(&state_dir);
     bring_up_network(&config);
-    let kind = supervise(&signals, &state_dir, config_file.as_deref(), slot);
+    let kind = supervise(&signals, &state_dir, slot);
     power_down(kind)
 }
 
@@ -186,31 +186,43 @@ fn mount_data_disk() -> io::Result<()> {
     Ok(())
 }
 
-/// The configuration to boot with, and the file to hand the gateway (none: the stored
-/// configuration, or on a first boot the factory configuration built into it). Once a
-/// configuration has been committed, the stored one rules: the initial configuration
-/// only seeds the first commit, so that changes made since survive a restart.
-fn boot_config(state_dir: &Path) -> (Config, Option<PathBuf>) {
-    if let Some(config) = stored_config(state_dir) {
-        log::info!(target: "init", "configuration: the stored configuration");
-        return (config, None);
-    }
+/// The configuration to boot with, which the gateway then runs from the stored slots.
+/// An `initial.conf` on the data disk is a drop box: it is committed as a new
+/// configuration at boot (by this process, before the gateway starts) and renamed
+/// `initial.conf.loaded`, so that changes made since, at the console, survive restarts.
+/// Without one the stored configuration rules; on a first boot, the factory one.
+fn boot_config(state_dir: &Path) -> Config {
     let path = state_dir.join(plan::INITIAL_CONFIG);
     let text = std::fs::read_to_string(&path).ok();
     match plan::choose_config(text.as_deref()) {
-        ConfigChoice::Factory => {
-            log::info!(target: "init", "configuration: the factory configuration");
-            (crate::board::default_config(), None)
-        }
+        ConfigChoice::Factory => {}
         ConfigChoice::Initial(config) => {
-            log::info!(target: "init", "configuration: {}", path.display());
-            (*config, Some(path))
+            match crate::gateway::open_engine(
+                state_dir,
+                Some((path.as_path(), *config)),
+                crate::board::default_config(),
+            ) {
+                Ok(opened) => {
+                    log::info!(target: "init", "configuration: {} committed", path.display());
+                    let done = path.with_extension("conf.loaded");
+                    if let Err(e) = std::fs::rename(&path, &done) {
+                        log::error!(target: "init", "cannot rename {}: {e}", path.display());
+                    }
+                    return opened.engine.running().clone();
+                }
+                Err(e) => log::error!(target: "init", "{}: {e}", path.display()),
+            }
         }
         ConfigChoice::Broken(why) => {
-            log::error!(target: "init", "{why}; booting with the factory configuration");
-            (crate::board::default_config(), None)
+            log::error!(target: "init", "{why}; it is left as it is and not used");
         }
     }
+    if let Some(config) = stored_config(state_dir) {
+        log::info!(target: "init", "configuration: the stored configuration");
+        return config;
+    }
+    log::info!(target: "init", "configuration: the factory configuration");
+    crate::board::default_config()
 }
 
 /// The newest stored configuration whose HMAC checks, when there is one.
@@ -263,17 +275,12 @@ fn describe(step: &NetStep) -> String {
     }
 }
 
-fn start_gateway(state_dir: &Path, config: Option<&Path>) -> io::Result<Child> {
+fn start_gateway(state_dir: &Path) -> io::Result<Child> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
+    // Standard input and output are the serial console this process opened: the
+    // gateway runs its console there.
     let mut command = Command::new(exe);
-    command
-        .arg("run")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--no-console");
-    if let Some(path) = config {
-        command.arg("--config").arg(path);
-    }
+    command.arg("run").arg("--state-dir").arg(state_dir);
     // std resets the signal mask and dispositions in the child.
     command.spawn()
 }
@@ -282,7 +289,6 @@ fn start_gateway(state_dir: &Path, config: Option<&Path>) -> io::Result<Child> {
 fn supervise(
     signals: &libc::sigset_t,
     state_dir: &Path,
-    config: Option<&Path>,
     mut unconfirmed: Option<firmware::Slot>,
 ) -> Shutdown {
     let mut backoff = Backoff::default();
@@ -293,7 +299,7 @@ fn supervise(
             && Instant::now() >= at
         {
             start_at = None;
-            match start_gateway(state_dir, config) {
+            match start_gateway(state_dir) {
                 Ok(child) => gateway = Some((child, Instant::now())),
                 Err(e) => {
                     log::error!(target: "init", "cannot start the gateway: {e}");
