@@ -174,6 +174,10 @@ fn run(seed: u64, messages: &[SimMessage], faults: Faults) -> (Vec<Vec<Reply>>, 
             let n = 1 + rng.below(faults.max_chunk.min(to_client.len()));
             let piece: Vec<u8> = to_client.drain(..n).collect();
             client.handle_input(&piece, now);
+        } else if feeding && client.wants_content() {
+            // Nothing on the wire, but the layer still has content to hand over (the
+            // client may hold back a final CR until it sees what follows): no time
+            // passes for the layer's own work.
         } else {
             // Nothing in flight: let time pass to the nearest deadline.
             let next = [client.poll_timeout(), server.poll_timeout()]
