@@ -184,14 +184,20 @@ USAGE:
     drawbridge                  run the gateway with the host board's built-in
                                 default configuration, state in ./var
     drawbridge run [OPTIONS]    run the gateway
-    drawbridge queue list [--json]        list the queue of a running gateway
+    drawbridge queue list [--json]        list the queue
     drawbridge queue show ID              one message: envelope, status, content
-    drawbridge queue flush                try every deferred message now
-    drawbridge queue hold ID              keep a message from delivery (kept
+    drawbridge queue summary              open recipients by domain and age
+                                          (as Postfix's qshape)
+    drawbridge queue flush [DOMAIN]       try deferred messages now (all, or
+                                          those with recipients in DOMAIN)
+    drawbridge queue hold ID|all          keep messages from delivery (kept
                                           across restarts)
-    drawbridge queue release ID           release a held message
-    drawbridge queue delete ID            remove a message, telling no one
-                                          (queue commands take --state-dir DIR)
+    drawbridge queue release ID|all       release held messages
+    drawbridge queue requeue ID|all       release and route again, try at once
+    drawbridge queue delete ID|all        remove messages, telling no one
+                                          (queue commands take --state-dir DIR;
+                                          list, show and summary also read a
+                                          stopped gateway's queue)
     drawbridge explain --from-ip A [--tls] [--auth USER] --mail X --rcpt Y
                        [--service inbound|outbound] [--config FILE]
                                           show step by step how a recipient
@@ -912,7 +918,10 @@ mod tests {
         assert_eq!(
             parse(&args("queue hold 0000000000ABCDEF")),
             Ok(Command::Queue {
-                request: Request::Hold("0000000000ABCDEF".parse().unwrap()),
+                request: Request::Op(
+                    crate::relay::ops::QueueOp::Hold,
+                    crate::relay::ops::Target::One("0000000000ABCDEF".parse().unwrap())
+                ),
                 state_dir: DEFAULT_STATE_DIR.into()
             })
         );

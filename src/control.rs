@@ -27,7 +27,7 @@ use crate::config::engine::CommitRequest;
 use crate::gateway::Gateway;
 use crate::queue::QueueId;
 use crate::relay::Scheduler;
-use crate::relay::ops::QueueEntry;
+use crate::relay::ops::{QueueEntry, QueueOp, Target, qshape};
 
 /// The socket's name in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -50,10 +50,12 @@ pub enum Request {
         json: bool,
     },
     Show(QueueId),
-    Flush,
-    Hold(QueueId),
-    Release(QueueId),
-    Delete(QueueId),
+    /// `queue summary`: open recipients by domain and age (qshape).
+    Summary,
+    /// `queue flush [DOMAIN]`.
+    Flush(Option<String>),
+    /// `queue hold|release|delete|requeue ID|all`.
+    Op(QueueOp, Target),
     /// `config …`: see [`admin::ConfigRequest`].
     Config(admin::ConfigRequest),
     /// `certificate …`: an import's PEM chain and key are the body.
@@ -65,8 +67,9 @@ pub enum Request {
 }
 
 impl Request {
-    /// Parses `queue list [json]`, `queue show ID`, `queue flush`, `queue hold ID`,
-    /// `queue release ID`, `queue delete ID`.
+    /// Parses `queue list [json]`, `queue show ID`, `queue summary`, `queue flush
+    /// [DOMAIN]`, `queue hold|release|delete|requeue ID|all`, and the `config`,
+    /// `certificate` and `stats` requests.
     pub fn parse(line: &str) -> Result<Request, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let id = |w: Option<&&str>| -> Result<QueueId, String> {
@@ -77,13 +80,25 @@ impl Request {
         let request = match words.as_slice() {
             ["queue", "list"] => Request::List { json: false },
             ["queue", "list", "json"] => Request::List { json: true },
-            ["queue", "flush"] => Request::Flush,
-            ["queue", "show", rest @ ..] if rest.len() <= 1 => Request::Show(id(rest.first())?),
-            ["queue", "hold", rest @ ..] if rest.len() <= 1 => Request::Hold(id(rest.first())?),
-            ["queue", "release", rest @ ..] if rest.len() <= 1 => {
-                Request::Release(id(rest.first())?)
+            ["queue", "summary"] => Request::Summary,
+            ["queue", "flush"] => Request::Flush(None),
+            ["queue", "flush", domain] => {
+                let checked = crate::smtp::address::Domain::parse(domain, true)
+                    .map_err(|_| format!("'{domain}' is not a domain"))?;
+                Request::Flush(Some(checked.to_string()))
             }
-            ["queue", "delete", rest @ ..] if rest.len() <= 1 => Request::Delete(id(rest.first())?),
+            ["queue", "show", rest @ ..] if rest.len() <= 1 => Request::Show(id(rest.first())?),
+            ["queue", verb, rest @ ..] if rest.len() <= 1 => {
+                let op = match *verb {
+                    "hold" => QueueOp::Hold,
+                    "release" => QueueOp::Release,
+                    "delete" => QueueOp::Delete,
+                    "requeue" => QueueOp::Requeue,
+                    _ => return Err(format!("unknown request '{}'", line.trim())),
+                };
+                let word = rest.first().ok_or("a queue id or all is needed")?;
+                Request::Op(op, Target::parse(word)?)
+            }
             ["config", rest @ ..] => Request::Config(admin::ConfigRequest::parse(rest)?),
             ["certificate", rest @ ..] => {
                 Request::Certificate(crate::tls::admin::CertificateRequest::parse(rest)?)
@@ -101,10 +116,10 @@ impl Request {
             Request::List { json: false } => "queue list".into(),
             Request::List { json: true } => "queue list json".into(),
             Request::Show(id) => format!("queue show {id}"),
-            Request::Flush => "queue flush".into(),
-            Request::Hold(id) => format!("queue hold {id}"),
-            Request::Release(id) => format!("queue release {id}"),
-            Request::Delete(id) => format!("queue delete {id}"),
+            Request::Summary => "queue summary".into(),
+            Request::Flush(None) => "queue flush".into(),
+            Request::Flush(Some(domain)) => format!("queue flush {domain}"),
+            Request::Op(op, target) => format!("queue {} {target}", op.words().0),
             Request::Config(c) => format!("config {}", c.line()),
             Request::Certificate(c) => format!("certificate {}", c.line()),
             Request::Stats { json: false } => "stats".into(),
@@ -188,27 +203,65 @@ async fn config(
 
 /// Runs a queue request against the queue manager.
 fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
-    let done = |r: Result<(), crate::relay::ops::OpError>, what: &str| {
-        r.map(|()| format!("{what}\n")).map_err(|e| e.to_string())
-    };
     match request {
         Request::List { json: false } => Ok(list_text(&scheduler.list())),
         Request::List { json: true } => Ok(list_json(&scheduler.list())),
         Request::Show(id) => {
             let (entry, content) = scheduler.show(id).map_err(|e| e.to_string())?;
-            let mut out = list_text(std::slice::from_ref(&entry));
-            out.push_str("\n*** MESSAGE CONTENTS ***\n");
-            out.push_str(&String::from_utf8_lossy(&content).replace("\r\n", "\n"));
-            Ok(out)
+            Ok(show_text(&entry, &content))
         }
-        Request::Flush => Ok(format!("{} message(s) flushed\n", scheduler.flush())),
-        Request::Hold(id) => done(scheduler.hold(id), &format!("{id}: held")),
-        Request::Release(id) => done(scheduler.release(id), &format!("{id}: released")),
-        Request::Delete(id) => done(scheduler.delete(id), &format!("{id}: deleted")),
+        Request::Summary => Ok(qshape(&scheduler.list(), crate::clock::unix_now())),
+        Request::Flush(None) => Ok(format!("{} message(s) flushed\n", scheduler.flush())),
+        Request::Flush(Some(domain)) => Ok(format!(
+            "{} message(s) flushed\n",
+            scheduler.flush_domain(domain)
+        )),
+        Request::Op(op, target) => scheduler.operate(*op, target),
         Request::Config(_) | Request::Certificate(_) | Request::Stats { .. } => {
             Err("not a queue request".into())
         }
     }
+}
+
+/// A queue request on a stopped gateway's state directory: `queue list`, `show` and
+/// `summary` read the spool without changing it, under the state lock (so never beside
+/// a running gateway); the rest need the gateway.
+pub fn offline(state_dir: &Path, request: &Request) -> Result<String, String> {
+    if !matches!(
+        request,
+        Request::List { .. } | Request::Show(_) | Request::Summary
+    ) {
+        return Err("this needs the running gateway".into());
+    }
+    let _lock = crate::gateway::lock_state_dir(state_dir)
+        .map_err(|e| format!("{e}, but its control socket does not answer"))?;
+    let messages = crate::queue::read_only(&crate::gateway::spool_dir(state_dir))
+        .map_err(|e| format!("cannot read the spool: {e}"))?;
+    let entries: Vec<QueueEntry> = messages
+        .iter()
+        .map(|(env, _)| QueueEntry::of(env, false))
+        .collect();
+    match request {
+        Request::List { json: false } => Ok(list_text(&entries)),
+        Request::List { json: true } => Ok(list_json(&entries)),
+        Request::Summary => Ok(qshape(&entries, crate::clock::unix_now())),
+        Request::Show(id) => {
+            let (env, content) = messages
+                .iter()
+                .find(|(env, _)| env.id == *id)
+                .ok_or_else(|| crate::relay::ops::OpError::NoSuchMessage(id.clone()).to_string())?;
+            Ok(show_text(&QueueEntry::of(env, false), content))
+        }
+        _ => Err("this needs the running gateway".into()),
+    }
+}
+
+/// `queue show`: the listing entry, then the content as queued.
+fn show_text(entry: &QueueEntry, content: &[u8]) -> String {
+    let mut out = list_text(std::slice::from_ref(entry));
+    out.push_str("\n*** MESSAGE CONTENTS ***\n");
+    out.push_str(&String::from_utf8_lossy(content).replace("\r\n", "\n"));
+    out
 }
 
 /// Binds the control socket, replacing a stale one (the caller holds the state lock).
@@ -441,19 +494,27 @@ mod tests {
         for r in [
             Request::List { json: false },
             Request::List { json: true },
-            Request::Flush,
+            Request::Flush(None),
+            Request::Flush(Some("example.com".into())),
+            Request::Summary,
             Request::Show(id.clone()),
-            Request::Hold(id.clone()),
-            Request::Release(id.clone()),
-            Request::Delete(id),
+            Request::Op(QueueOp::Hold, Target::One(id.clone())),
+            Request::Op(QueueOp::Release, Target::All),
+            Request::Op(QueueOp::Delete, Target::One(id.clone())),
+            Request::Op(QueueOp::Requeue, Target::One(id)),
         ] {
             assert_eq!(Request::parse(&r.line()), Ok(r));
         }
         assert!(
             Request::parse("queue hold")
                 .unwrap_err()
-                .contains("queue id is needed")
+                .contains("queue id or all is needed")
         );
+        assert_eq!(
+            Request::parse("queue delete ALL"),
+            Ok(Request::Op(QueueOp::Delete, Target::All))
+        );
+        assert!(Request::parse("queue flush exa$mple.com").is_err());
         assert!(
             Request::parse("queue hold ../etc")
                 .unwrap_err()

@@ -415,13 +415,20 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
             eprintln!("drawbridge: {reason}");
             ExitCode::FAILURE
         }
-        Err(e) => {
-            eprintln!(
-                "drawbridge: no gateway answers on {}: {e}",
-                drawbridge::control::socket_path(state_dir).display()
-            );
-            ExitCode::from(2)
-        }
+        Err(e) => match drawbridge::control::offline(state_dir, request) {
+            // A stopped gateway's queue, read as it lies.
+            Ok(body) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!(
+                    "drawbridge: no gateway answers on {}: {e}; {why}",
+                    drawbridge::control::socket_path(state_dir).display()
+                );
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -117,11 +117,146 @@ fn list_show_hold_release_delete_and_flush() {
 #[test]
 fn queue_commands_say_clearly_when_no_gateway_runs() {
     let dir = TempDir::new("queue-none");
-    let out = Command::new(env!("CARGO_BIN_EXE_drawbridge"))
-        .args(["queue", "list", "--state-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Reading works on a stopped gateway's state directory; changing needs the gateway.
+    let out = run(&["queue", "list"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Mail queue is empty\n"
+    );
+    let out = run(&["queue", "flush"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no gateway answers on"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no gateway answers on") && err.contains("this needs the running gateway"),
+        "{err}"
+    );
+}
+
+/// Sends one message to `rcpt`; returns its queue id.
+fn send_to(gw: &Gateway, rcpt: &str, subject: &str) -> String {
+    let out = python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    s.ehlo("client.example.org")
+    s.mail("alice@example.org")
+    s.rcpt("{rcpt}")
+    code, resp = s.data(b"Subject: {subject}\r\n\r\nbody of {subject}\r\n")
+    print(resp.decode())
+"#,
+        port = gw.inbound
+    ));
+    out.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn bulk_commands_flush_by_domain_summary_and_a_stopped_gateway() {
+    let dir = TempDir::new("queue-bulk");
+    let com = free_port();
+    let net = free_port();
+    let mut gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{com}\n\
+             set route example.net relay [127.0.0.1]:{net}\n\
+             set route example.com avoid-time 0s\n\
+             set route example.net avoid-time 0s\n\
+             set queue retry \"1h\"\n"
+        ),
+    );
+    let a = send_to(&gw, "a@example.com", "one");
+    let b = send_to(&gw, "b@example.com", "two");
+    let c = send_to(&gw, "c@example.net", "three");
+    wait_until("three deferrals", || {
+        gw.log_text().matches("status=deferred").count() >= 3
+    });
+
+    // qshape: open recipients by domain, all younger than five minutes.
+    let (ok, shape, _) = queue(&gw, &["summary"]);
+    assert!(ok, "{shape}");
+    let row = |text: &str, name: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{text}"))
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(row(&shape, "TOTAL"), ["3", "3"], "{shape}");
+    assert_eq!(row(&shape, "example.com"), ["2", "2"], "{shape}");
+    assert_eq!(row(&shape, "example.net"), ["1", "1"], "{shape}");
+
+    // Every message at once, as postsuper's ALL.
+    let (ok, held, _) = queue(&gw, &["hold", "all"]);
+    assert!(ok, "{held}");
+    for id in [&a, &b, &c] {
+        assert!(held.contains(&format!("{id}: held")), "{held}");
+    }
+    let (_, json, _) = queue(&gw, &["list", "--json"]);
+    assert_eq!(json.matches("\"held\":true").count(), 3, "{json}");
+    assert!(queue(&gw, &["release", "all"]).0);
+    let (_, json, _) = queue(&gw, &["list", "--json"]);
+    assert_eq!(json.matches("\"held\":false").count(), 3, "{json}");
+
+    // Flushing one domain tries only its mail.
+    let net_sink = Sink::start_on(net, SinkBehaviour::default());
+    let com_sink = Sink::start_on(com, SinkBehaviour::default());
+    let (ok, flushed, _) = queue(&gw, &["flush", "EXAMPLE.net"]);
+    assert!(
+        ok && flushed.starts_with("1 message(s) flushed"),
+        "{flushed}"
+    );
+    let got = net_sink.wait_for(1);
+    assert!(String::from_utf8_lossy(&got[0].content).contains("body of three"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(com_sink.count(), 0);
+    drop(com_sink);
+
+    // A stopped gateway's queue is read as it lies, under the state lock.
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit().success());
+    let (ok, listed, err) = queue(&gw, &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        listed.contains(&a) && listed.contains(&b) && !listed.contains(&c),
+        "{listed}"
+    );
+    let (ok, shown, _) = queue(&gw, &["show", &b]);
+    assert!(ok && shown.contains("body of two"), "{shown}");
+    let (ok, shape, _) = queue(&gw, &["summary"]);
+    assert!(ok);
+    assert_eq!(row(&shape, "example.com"), ["2", "2"], "{shape}");
+    let (ok, _, err) = queue(&gw, &["delete", "all"]);
+    assert!(
+        !ok && err.contains("this needs the running gateway"),
+        "{err}"
+    );
+
+    // Running again: requeue tries at once, delete all empties the queue.
+    gw.restart();
+    let com_sink = Sink::start_on(com, SinkBehaviour::default());
+    let (ok, requeued, _) = queue(&gw, &["requeue", &a]);
+    assert!(
+        ok && requeued.contains(&format!("{a}: requeued")),
+        "{requeued}"
+    );
+    com_sink.wait_for(1);
+    let (ok, deleted, _) = queue(&gw, &["delete", "all"]);
+    assert!(
+        ok && deleted.contains(&format!("{b}: deleted")),
+        "{deleted}"
+    );
+    assert_eq!(queue(&gw, &["list"]).1, "Mail queue is empty\n");
 }

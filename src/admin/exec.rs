@@ -4,7 +4,6 @@
 //! Work that blocks (key derivation, files, token calls) runs on the blocking pool, so
 //! a console command never stalls the mail.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -15,10 +14,9 @@ use crate::cli::CertificateAction;
 use crate::clock::{mailq_stamp, unix_now};
 use crate::config::admin;
 use crate::config::engine::CommitRequest;
-use crate::console::{Answer, Command, MAX_PASTE, Request, Target};
+use crate::console::{Answer, Command, MAX_PASTE, Request};
 use crate::gateway::Gateway;
-use crate::queue::QueueId;
-use crate::relay::ops::{OpError, QueueEntry};
+use crate::relay::ops::{QueueOp, qshape};
 use crate::users::PasswordAction;
 
 /// The wait after the first failed login; it doubles with each failure in a row, up to
@@ -208,10 +206,10 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             };
             Ok(format!("{n} message(s) flushed\n"))
         }
-        Command::QueueHold(t) => each(gw, t, "held", |s, id| s.hold(id)),
-        Command::QueueRelease(t) => each(gw, t, "released", |s, id| s.release(id)),
-        Command::QueueDelete(t) => each(gw, t, "deleted", |s, id| s.delete(id)),
-        Command::QueueRequeue(t) => each(gw, t, "requeued", |s, id| s.requeue(id)),
+        Command::QueueHold(t) => scheduler.operate(QueueOp::Hold, &t),
+        Command::QueueRelease(t) => scheduler.operate(QueueOp::Release, &t),
+        Command::QueueDelete(t) => scheduler.operate(QueueOp::Delete, &t),
+        Command::QueueRequeue(t) => scheduler.operate(QueueOp::Requeue, &t),
         Command::PasswordAdd {
             user: name,
             cram_md5,
@@ -285,35 +283,6 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             )
         }
     }
-}
-
-/// A queue operation on one message or on every one.
-fn each(
-    gw: &Rc<Gateway>,
-    target: Target,
-    done: &str,
-    op: impl Fn(&Rc<crate::relay::Scheduler>, &QueueId) -> Result<(), OpError>,
-) -> Result<String, String> {
-    let ids: Vec<QueueId> = match target {
-        Target::One(id) => vec![id],
-        Target::All => gw.scheduler.list().into_iter().map(|e| e.id).collect(),
-    };
-    let mut out = String::new();
-    for id in &ids {
-        match op(&gw.scheduler, id) {
-            Ok(()) => {
-                let _ = writeln!(out, "{id}: {done}");
-            }
-            Err(e) if ids.len() == 1 => return Err(e.to_string()),
-            Err(e) => {
-                let _ = writeln!(out, "{e}");
-            }
-        }
-    }
-    if ids.is_empty() {
-        out.push_str("Mail queue is empty\n");
-    }
-    Ok(out)
 }
 
 async fn password_command(
@@ -486,149 +455,4 @@ async fn users(gw: &Rc<Gateway>) -> Result<String, String> {
         let _ = writeln!(out, "  {line}");
     }
     Ok(out)
-}
-
-/// Age columns of `show queue summary`, in minutes, as Postfix's qshape has them.
-const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
-/// Most domains listed by `show queue summary`; the rest are summed in the last row.
-const MAX_SHAPE_DOMAINS: usize = 50;
-
-/// `show queue summary`: recipients still to deliver, by domain and by age, like
-/// Postfix's qshape.
-pub fn qshape(entries: &[QueueEntry], now: u64) -> String {
-    let columns = AGE_BUCKETS.len() + 1;
-    let mut rows: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut total = vec![0u64; columns + 1];
-    for e in entries {
-        let age = now.saturating_sub(e.arrived) / 60;
-        let bucket = AGE_BUCKETS
-            .iter()
-            .position(|b| age < *b)
-            .unwrap_or(AGE_BUCKETS.len());
-        for r in e
-            .recipients
-            .iter()
-            .filter(|r| r.status == "pending" || r.status == "deferred")
-        {
-            let domain = r
-                .address
-                .rsplit_once('@')
-                .map_or("", |(_, d)| d)
-                .to_ascii_lowercase();
-            let row = rows.entry(domain).or_insert_with(|| vec![0; columns + 1]);
-            row[0] += 1;
-            row[bucket + 1] += 1;
-            total[0] += 1;
-            total[bucket + 1] += 1;
-        }
-    }
-    let mut ordered: Vec<(String, Vec<u64>)> = rows.into_iter().collect();
-    ordered.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(&b.0)));
-    if ordered.len() > MAX_SHAPE_DOMAINS {
-        let rest = ordered.split_off(MAX_SHAPE_DOMAINS - 1);
-        let mut sum = vec![0u64; columns + 1];
-        for (_, row) in &rest {
-            for (s, v) in sum.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
-        ordered.push((format!("({} more)", rest.len()), sum));
-    }
-    let mut out = format!("{:>24} {:>5}", "", "T");
-    for b in AGE_BUCKETS {
-        let _ = write!(out, " {b:>5}");
-    }
-    let _ = writeln!(out, " {:>5}+", AGE_BUCKETS[AGE_BUCKETS.len() - 1]);
-    for (name, row) in std::iter::once(("TOTAL".to_string(), total)).chain(ordered) {
-        let name: String = name.chars().take(24).collect();
-        let _ = write!(out, "{name:>24}");
-        for v in row {
-            let _ = write!(out, " {v:>5}");
-        }
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::relay::ops::EntryRecipient;
-
-    fn entry(arrived: u64, rcpts: &[(&str, &'static str)]) -> QueueEntry {
-        QueueEntry {
-            id: "18E0F3A2C41B0700".parse().unwrap(),
-            arrived,
-            sender: "a@b".into(),
-            size: 10,
-            held: false,
-            active: false,
-            attempts: 1,
-            next_attempt: 0,
-            recipients: rcpts
-                .iter()
-                .map(|(a, s)| EntryRecipient {
-                    address: a.to_string(),
-                    status: s,
-                    reply: None,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn qshape_counts_open_recipients_by_domain_and_age() {
-        let now = 1_000_000;
-        let entries = [
-            entry(
-                now - 60,
-                &[
-                    ("a@example.com", "deferred"),
-                    ("b@Example.com", "pending"),
-                    ("c@x.org", "delivered"),
-                ],
-            ),
-            entry(now - 3 * 3600, &[("d@x.org", "deferred")]),
-            entry(now - 2 * 86_400, &[("e@example.com", "deferred")]),
-        ];
-        let text = qshape(&entries, now);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0].split_whitespace().collect::<Vec<_>>(),
-            [
-                "T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"
-            ]
-        );
-        let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        // 1 minute old: under 5; 3 hours: 160 to 320; 2 days: over 1280.
-        assert_eq!(
-            cells(lines[1]),
-            [
-                "TOTAL", "4", "2", "0", "0", "0", "0", "0", "1", "0", "0", "1"
-            ]
-        );
-        assert_eq!(
-            cells(lines[2]),
-            [
-                "example.com",
-                "3",
-                "2",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "1"
-            ]
-        );
-        assert_eq!(
-            cells(lines[3]),
-            [
-                "x.org", "1", "0", "0", "0", "0", "0", "0", "1", "0", "0", "0"
-            ]
-        );
-    }
 }

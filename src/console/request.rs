@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::config::engine::Candidate;
-use crate::queue::QueueId;
 
 /// A password typed at the console: kept out of `Debug` and never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,12 +31,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// One queued message, or every one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    One(QueueId),
-    All,
-}
+pub use crate::relay::ops::Target;
 
 /// An operational command, parsed and checked, for the gateway to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -845,11 +845,7 @@ const TARGET: Arg = Arg {
 
 fn target(args: &Args) -> Result<Target, String> {
     match args.value(0) {
-        Some("all") => Ok(Target::All),
-        Some(id) => id
-            .parse()
-            .map(Target::One)
-            .map_err(|e| format!("'{id}' is not a queue id: {e}")),
+        Some(word) => Target::parse(word),
         None => Err("a queue id or all is needed".into()),
     }
 }

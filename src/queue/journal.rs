@@ -149,50 +149,13 @@ impl Journal {
     }
 
     fn path(&self, n: u64) -> PathBuf {
-        self.dir.join(format!("{n:016X}.{SEGMENT_EXT}"))
+        segment_path(&self.dir, n)
     }
 
     fn recover_segment(&mut self, n: u64, out: &mut Vec<Recovered>) -> io::Result<()> {
         let path = self.path(n);
         let bytes = fs::read(&path)?;
-        let mut messages: Vec<(Envelope, Vec<u8>)> = Vec::new();
-        let mut done: HashSet<QueueId> = HashSet::new();
-        let mut at = 0usize;
-        let good_end = loop {
-            match read_record(&bytes[at..]) {
-                Ok(None) => break at,
-                Ok(Some(RawRecord { kind, payload, len })) => {
-                    match kind {
-                        KIND_MESSAGE => match decode_message(payload) {
-                            Some(m) => messages.push(m),
-                            None => {
-                                log::warn!(target: "spool", "segment {n:016X}: unreadable message record at {at}, skipped");
-                            }
-                        },
-                        KIND_DONE => {
-                            if let Some(id) = std::str::from_utf8(payload)
-                                .ok()
-                                .and_then(|s| s.parse().ok())
-                            {
-                                done.insert(id);
-                            }
-                        }
-                        other => {
-                            log::warn!(target: "spool", "segment {n:016X}: unknown record kind {other} at {at}, skipped")
-                        }
-                    }
-                    at += len;
-                }
-                Err(reason) => {
-                    log::warn!(target: "spool", "segment {n:016X}: discarding a half-written record at {at}: {reason}");
-                    break at;
-                }
-            }
-        };
-        let live: Vec<(Envelope, Vec<u8>)> = messages
-            .into_iter()
-            .filter(|(env, _)| !done.contains(&env.id))
-            .collect();
+        let (live, good_end) = parse_segment(n, &bytes);
         if live.is_empty() {
             fs::remove_file(&path)?;
             return Ok(());
@@ -378,6 +341,79 @@ fn fill_header(record: &mut [u8], kind: u8) {
     record[5..8].copy_from_slice(&[0; 3]);
     record[8..12].copy_from_slice(&payload_len.to_le_bytes());
     record[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016X}.{SEGMENT_EXT}"))
+}
+
+/// The messages of segment `n` not marked done, and where its last whole record ends
+/// (what follows is half-written). Reads only.
+fn parse_segment(n: u64, bytes: &[u8]) -> (Vec<(Envelope, Vec<u8>)>, usize) {
+    let mut messages: Vec<(Envelope, Vec<u8>)> = Vec::new();
+    let mut done: HashSet<QueueId> = HashSet::new();
+    let mut at = 0usize;
+    let good_end = loop {
+        match read_record(&bytes[at..]) {
+            Ok(None) => break at,
+            Ok(Some(RawRecord { kind, payload, len })) => {
+                match kind {
+                    KIND_MESSAGE => match decode_message(payload) {
+                        Some(m) => messages.push(m),
+                        None => {
+                            log::warn!(target: "spool", "segment {n:016X}: unreadable message record at {at}, skipped");
+                        }
+                    },
+                    KIND_DONE => {
+                        if let Some(id) = std::str::from_utf8(payload)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                        {
+                            done.insert(id);
+                        }
+                    }
+                    other => {
+                        log::warn!(target: "spool", "segment {n:016X}: unknown record kind {other} at {at}, skipped")
+                    }
+                }
+                at += len;
+            }
+            Err(reason) => {
+                log::warn!(target: "spool", "segment {n:016X}: discarding a half-written record at {at}: {reason}");
+                break at;
+            }
+        }
+    };
+    let live = messages
+        .into_iter()
+        .filter(|(env, _)| !done.contains(&env.id))
+        .collect();
+    (live, good_end)
+}
+
+/// The messages the journal of a stopped gateway holds, with their content, read without
+/// changing a byte (start-up is what trims and removes segments).
+pub fn read_only(spool_dir: &Path) -> io::Result<Vec<(Envelope, Vec<u8>)>> {
+    let dir = spool_dir.join(JOURNAL_SUBDIR);
+    let mut numbers = Vec::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                if let Some(n) = entry?.file_name().to_str().and_then(segment_number) {
+                    numbers.push(n);
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    numbers.sort_unstable();
+    let mut out = Vec::new();
+    for n in numbers {
+        let bytes = fs::read(segment_path(&dir, n))?;
+        out.extend(parse_segment(n, &bytes).0);
+    }
+    Ok(out)
 }
 
 /// One record read from a segment.

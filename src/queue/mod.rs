@@ -23,7 +23,8 @@ pub use envelope::{
 pub use id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
 pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, Recovered, delete_segment};
 pub use spool::{
-    CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool, SpoolFiles,
+    CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,
+    SpoolFiles, read_only,
 };
 
 #[cfg(test)]

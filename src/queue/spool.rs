@@ -569,6 +569,45 @@ fn remove_if_present(path: &Path) {
     }
 }
 
+/// The messages a stopped gateway's spool (`spool_dir`, as [`Spool::open`] takes it)
+/// holds, with their contents, read without changing a byte: the message files, then the
+/// journal's live records (a message in both is taken from its files), sorted by
+/// arrival. What start-up would discard (an envelope without its content, a torn
+/// record) is left out.
+pub fn read_only(spool_dir: &Path) -> io::Result<Vec<(Envelope, Vec<u8>)>> {
+    let queue_dir = spool_dir.join(QUEUE_SUBDIR);
+    let mut found: BTreeMap<QueueId, (Envelope, Vec<u8>)> = BTreeMap::new();
+    let entries = match fs::read_dir(&queue_dir) {
+        Ok(entries) => Some(entries),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    for entry in entries.into_iter().flatten() {
+        let name = entry?.file_name();
+        let Some(FileName::Envelope(id)) = name.to_str().map(classify) else {
+            continue;
+        };
+        let env = read_envelope(&file_path_in(&queue_dir, &id, ENVELOPE_EXT));
+        let content = fs::read(file_path_in(&queue_dir, &id, CONTENT_EXT));
+        match (env, content) {
+            (Ok(env), Ok(content)) if env.id == id => {
+                found.insert(id, (env, content));
+            }
+            _ => log::warn!("{id}: not a whole message, left out"),
+        }
+    }
+    for (env, content) in super::journal::read_only(spool_dir)? {
+        found.entry(env.id.clone()).or_insert((env, content));
+    }
+    let mut messages: Vec<(Envelope, Vec<u8>)> = found.into_values().collect();
+    messages.sort_by(|a, b| {
+        a.0.arrived
+            .cmp(&b.0.arrived)
+            .then_with(|| a.0.id.cmp(&b.0.id))
+    });
+    Ok(messages)
+}
+
 fn sort_by_arrival(envelopes: &mut [Envelope]) {
     envelopes.sort_by(|a, b| a.arrived.cmp(&b.arrived).then_with(|| a.id.cmp(&b.id)));
 }

@@ -1,9 +1,11 @@
-//! Queue operations for administrators: list, show, flush, hold, release, delete.
+//! Queue operations for administrators: list, show, summary, flush, hold, release,
+//! delete, requeue, on one message or all.
 //!
-//! The library API that the control socket (and later the console) calls. Holds are
-//! written to the message's envelope, so they survive a restart.
+//! The library API that the control socket and the console call. Holds are written to
+//! the message's envelope, so they survive a restart.
 
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 use std::rc::Rc;
 
 use super::core::ContentRef;
@@ -66,6 +68,55 @@ impl QueueEntry {
                     }
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One queued message, or every one (`all`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    One(QueueId),
+    All,
+}
+
+impl Target {
+    /// `all` or a queue id.
+    pub fn parse(word: &str) -> Result<Target, String> {
+        if word.eq_ignore_ascii_case("all") {
+            return Ok(Target::All);
+        }
+        word.parse()
+            .map(Target::One)
+            .map_err(|e| format!("'{word}' is not a queue id: {e}"))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::One(id) => id.fmt(f),
+            Target::All => f.write_str("all"),
+        }
+    }
+}
+
+/// What an administrator does to queued messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueOp {
+    Hold,
+    Release,
+    Delete,
+    Requeue,
+}
+
+impl QueueOp {
+    /// The word of the command, and what a message is once it is done.
+    pub fn words(self) -> (&'static str, &'static str) {
+        match self {
+            QueueOp::Hold => ("hold", "held"),
+            QueueOp::Release => ("release", "released"),
+            QueueOp::Delete => ("delete", "deleted"),
+            QueueOp::Requeue => ("requeue", "requeued"),
         }
     }
 }
@@ -147,10 +198,186 @@ impl Scheduler {
         n
     }
 
+    /// Does `op` to one message or to every one, as `postsuper` does with `ALL`: one
+    /// line per message; for a single message, its error is the error.
+    pub fn operate(self: &Rc<Self>, op: QueueOp, target: &Target) -> Result<String, String> {
+        let ids: Vec<QueueId> = match target {
+            Target::One(id) => vec![id.clone()],
+            Target::All => self.list().into_iter().map(|e| e.id).collect(),
+        };
+        let done = op.words().1;
+        let mut out = String::new();
+        for id in &ids {
+            let result = match op {
+                QueueOp::Hold => self.hold(id),
+                QueueOp::Release => self.release(id),
+                QueueOp::Delete => self.delete(id),
+                QueueOp::Requeue => self.requeue(id),
+            };
+            match result {
+                Ok(()) => {
+                    let _ = writeln!(out, "{id}: {done}");
+                }
+                Err(e) if ids.len() == 1 => return Err(e.to_string()),
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                }
+            }
+        }
+        if ids.is_empty() {
+            out.push_str("Mail queue is empty\n");
+        }
+        Ok(out)
+    }
+
     /// Removes a message from the queue without notifying anyone.
     pub fn delete(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
         let deleted = self.core.borrow_mut().delete(id);
         self.run_actions();
         deleted
+    }
+}
+
+/// Age columns of `show queue summary`, in minutes, as Postfix's qshape has them.
+const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+/// Most domains listed by `show queue summary`; the rest are summed in the last row.
+const MAX_SHAPE_DOMAINS: usize = 50;
+
+/// `show queue summary`: recipients still to deliver, by domain and by age, like
+/// Postfix's qshape.
+pub fn qshape(entries: &[QueueEntry], now: u64) -> String {
+    let columns = AGE_BUCKETS.len() + 1;
+    let mut rows: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut total = vec![0u64; columns + 1];
+    for e in entries {
+        let age = now.saturating_sub(e.arrived) / 60;
+        let bucket = AGE_BUCKETS
+            .iter()
+            .position(|b| age < *b)
+            .unwrap_or(AGE_BUCKETS.len());
+        for r in e
+            .recipients
+            .iter()
+            .filter(|r| r.status == "pending" || r.status == "deferred")
+        {
+            let domain = r
+                .address
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase();
+            let row = rows.entry(domain).or_insert_with(|| vec![0; columns + 1]);
+            row[0] += 1;
+            row[bucket + 1] += 1;
+            total[0] += 1;
+            total[bucket + 1] += 1;
+        }
+    }
+    let mut ordered: Vec<(String, Vec<u64>)> = rows.into_iter().collect();
+    ordered.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(&b.0)));
+    if ordered.len() > MAX_SHAPE_DOMAINS {
+        let rest = ordered.split_off(MAX_SHAPE_DOMAINS - 1);
+        let mut sum = vec![0u64; columns + 1];
+        for (_, row) in &rest {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        ordered.push((format!("({} more)", rest.len()), sum));
+    }
+    let mut out = format!("{:>24} {:>5}", "", "T");
+    for b in AGE_BUCKETS {
+        let _ = write!(out, " {b:>5}");
+    }
+    let _ = writeln!(out, " {:>5}+", AGE_BUCKETS[AGE_BUCKETS.len() - 1]);
+    for (name, row) in std::iter::once(("TOTAL".to_string(), total)).chain(ordered) {
+        let name: String = name.chars().take(24).collect();
+        let _ = write!(out, "{name:>24}");
+        for v in row {
+            let _ = write!(out, " {v:>5}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(arrived: u64, rcpts: &[(&str, &'static str)]) -> QueueEntry {
+        QueueEntry {
+            id: "18E0F3A2C41B0700".parse().unwrap(),
+            arrived,
+            sender: "a@b".into(),
+            size: 10,
+            held: false,
+            active: false,
+            attempts: 1,
+            next_attempt: 0,
+            recipients: rcpts
+                .iter()
+                .map(|(a, s)| EntryRecipient {
+                    address: a.to_string(),
+                    status: s,
+                    reply: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn qshape_counts_open_recipients_by_domain_and_age() {
+        let now = 1_000_000;
+        let entries = [
+            entry(
+                now - 60,
+                &[
+                    ("a@example.com", "deferred"),
+                    ("b@Example.com", "pending"),
+                    ("c@x.org", "delivered"),
+                ],
+            ),
+            entry(now - 3 * 3600, &[("d@x.org", "deferred")]),
+            entry(now - 2 * 86_400, &[("e@example.com", "deferred")]),
+        ];
+        let text = qshape(&entries, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"
+            ]
+        );
+        let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        // 1 minute old: under 5; 3 hours: 160 to 320; 2 days: over 1280.
+        assert_eq!(
+            cells(lines[1]),
+            [
+                "TOTAL", "4", "2", "0", "0", "0", "0", "0", "1", "0", "0", "1"
+            ]
+        );
+        assert_eq!(
+            cells(lines[2]),
+            [
+                "example.com",
+                "3",
+                "2",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "1"
+            ]
+        );
+        assert_eq!(
+            cells(lines[3]),
+            [
+                "x.org", "1", "0", "0", "0", "0", "0", "0", "1", "0", "0", "0"
+            ]
+        );
     }
 }
