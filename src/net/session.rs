@@ -70,17 +70,22 @@ async fn client_name(running: &Running, ip: IpAddr) -> Option<String> {
         .resolver
         .clone()
         .filter(|_| running.config.system.client_names)?;
-    let lookup = async {
-        resolver
-            .verified_name(ip)
-            .await
-            .map(|n| n.as_str().to_string())
-    };
-    let expire = async {
-        Timer::after(CLIENT_NAME_TIMEOUT).await;
-        None
-    };
-    lookup.or(expire).await
+    // Boxed: the lookup's query buffers would otherwise sit in every session's future,
+    // lookups on or off, for as long as the session lasts.
+    Box::pin(async move {
+        let lookup = async {
+            resolver
+                .verified_name(ip)
+                .await
+                .map(|n| n.as_str().to_string())
+        };
+        let expire = async {
+            Timer::after(CLIENT_NAME_TIMEOUT).await;
+            None
+        };
+        lookup.or(expire).await
+    })
+    .await
 }
 
 /// Serves one accepted connection until it closes. With `implicit_tls` the TLS
