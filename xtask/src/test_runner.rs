@@ -36,6 +36,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "qemu-system-x86_64, which boots the firmware image in the image tests",
     ),
     (
+        "pflogsumm",
+        "the log summariser the log tests read the gateway's mail log with",
+    ),
+    (
         "e2fsprogs",
         "mke2fs in the initramfs, and debugfs, which reads and writes the test data disks",
     ),
@@ -54,13 +58,19 @@ pub fn run(cargo_args: &[String]) -> Result<ExitCode, Failure> {
     let root = crate::workspace_root();
     let mut command = Command::new(crate::cargo());
     command
-        .args(["test", "--workspace", "--all-targets"])
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .args(cargo_args)
         .current_dir(&root);
-    let shown: Vec<&str> = ["cargo", "test", "--workspace", "--all-targets"]
-        .into_iter()
-        .chain(cargo_args.iter().map(String::as_str))
-        .collect();
+    let shown: Vec<&str> = [
+        "cargo",
+        "test",
+        "--workspace",
+        "--all-targets",
+        "--no-fail-fast",
+    ]
+    .into_iter()
+    .chain(cargo_args.iter().map(String::as_str))
+    .collect();
     println!("xtask: {}", shown.join(" "));
     let status = command.status().context("running cargo test")?;
     Ok(exit_code(status))
