@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_io::Timer;
 use smol::LocalExecutor;
@@ -182,13 +182,7 @@ impl Scheduler {
     }
 
     /// Takes a message that was just committed, with its content when it is in memory.
-    pub fn submit(
-        self: &Rc<Self>,
-        env: Envelope,
-        _accepted: Instant,
-        content: Option<Rc<[u8]>>,
-        backing: Backing,
-    ) {
+    pub fn submit(self: &Rc<Self>, env: Envelope, content: Option<Rc<[u8]>>, backing: Backing) {
         self.core.borrow_mut().submit(env, content, backing, now());
         self.run_actions();
     }

@@ -23,6 +23,23 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// xorshift64*: small, deterministic choices for the tests that make many.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -90,33 +107,33 @@ impl Gateway {
 
     /// Starts the gateway with `extra` config lines in `dir` and waits until it listens.
     pub fn start(dir: &Path, extra: &str) -> Gateway {
-        let inbound = free_port();
-        let outbound = free_port();
-        let config = dir.join("gateway.conf");
-        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        Self::start_with(dir, config, inbound, outbound)
-    }
-
-    pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
-        let mut gw = Gateway {
-            child: None,
-            state: dir.join("state"),
-            log: dir.join("gateway.log"),
-            config,
-            inbound,
-            outbound,
-            nofile: None,
-        };
-        gw.spawn();
-        gw
+        Self::launch(dir, extra, None)
     }
 
     /// As `start`, with the gateway limited to `nofile` open descriptors.
     pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
+        Self::launch(dir, extra, Some(nofile))
+    }
+
+    fn launch(dir: &Path, extra: &str, nofile: Option<u64>) -> Gateway {
         let inbound = free_port();
         let outbound = free_port();
         let config = dir.join("gateway.conf");
         std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        Self::launch_with(dir, config, inbound, outbound, nofile)
+    }
+
+    pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
+        Self::launch_with(dir, config, inbound, outbound, None)
+    }
+
+    fn launch_with(
+        dir: &Path,
+        config: PathBuf,
+        inbound: u16,
+        outbound: u16,
+        nofile: Option<u64>,
+    ) -> Gateway {
         let mut gw = Gateway {
             child: None,
             state: dir.join("state"),
@@ -124,7 +141,7 @@ impl Gateway {
             config,
             inbound,
             outbound,
-            nofile: Some(nofile),
+            nofile,
         };
         gw.spawn();
         gw

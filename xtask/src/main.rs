@@ -6,6 +6,7 @@
 mod bench;
 mod bench_robust;
 mod bench_tls;
+mod fuzz;
 mod options;
 mod postfix;
 mod process;
@@ -66,6 +67,13 @@ commands:
       times the replies to NOOP, MAIL and RSET. Prints the probe's p50, p99
       and worst reply latency; writes target/bench/auth-stall.json.
 
+  fuzz [--seconds N] [--jobs J] [TARGET...]
+      Runs the cargo-fuzz (libFuzzer) targets of tests/fuzz (all, or the ones
+      named), each for N seconds (default 60), J at a time (default 1),
+      installing cargo-fuzz first when it is missing. Prints and writes
+      (target/fuzz/report.json) the executions, coverage and corpus of each;
+      fails when a target crashes (its input is in tests/fuzz/artifacts/).
+
   soak [--kills N] [--seed S]
       The crash-durability test at length: the kill-storm test
       (tests/kill_storm.rs) with N SIGKILLs (default 100) instead of 20,
@@ -113,6 +121,7 @@ enum Command {
     BenchDelivery(bench_robust::DeliveryOptions),
     BenchAuthStall(bench_robust::StallOptions),
     Soak(soak::Options),
+    Fuzz(fuzz::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -142,6 +151,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 ),
             },
             "soak" => soak::Options::parse(rest).map(Command::Soak),
+            "fuzz" => fuzz::Options::parse(rest).map(Command::Fuzz),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -189,6 +199,7 @@ fn main() -> ExitCode {
         Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
         Command::BenchAuthStall(options) => bench_robust::run_auth_stall(&options),
         Command::Soak(options) => soak::run(&options),
+        Command::Fuzz(options) => fuzz::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -271,6 +282,7 @@ mod tests {
             "bench delivery",
             "bench auth-stall",
             "soak",
+            "fuzz",
             "help",
         ] {
             assert!(USAGE.contains(command), "{command}");
