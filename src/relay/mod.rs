@@ -361,28 +361,30 @@ impl Scheduler {
             // The branch above leaves a connection in place or breaks out.
             let Some((c, _)) = conn.as_mut() else { break };
             let transaction = self.core.borrow().transaction(&job);
-            let replies = match transaction {
-                Ok((msg, content)) => {
-                    let content = match content {
-                        ContentRef::Memory(bytes) => Content::Memory(bytes),
-                        ContentRef::File => match self.spool.files().path(&job.id, CONTENT_EXT) {
-                            Ok(path) => Content::File(path),
-                            Err(e) => {
-                                log::error!(target: "qmgr", "{}: {e}", job.id);
-                                let reply = Reply::new(451, "4.3.0", "Queue file read error");
-                                self.record(&job, None, &vec![reply; job.rcpts.len()]);
-                                continue;
-                            }
-                        },
-                    };
-                    let replies = c.send(msg, &content).await;
-                    self.record(&job, Some(c.peer()), &replies);
-                    continue_or_drop(&mut conn);
+            let (msg, content) = match transaction {
+                Ok(t) => t,
+                Err(reply) => {
+                    self.record(&job, None, &vec![reply; job.rcpts.len()]);
                     continue;
                 }
-                Err(reply) => vec![reply; job.rcpts.len()],
             };
-            self.record(&job, None, &replies);
+            let content = match content {
+                ContentRef::Memory(bytes) => Content::Memory(bytes),
+                ContentRef::File => match self.spool.files().path(&job.id, CONTENT_EXT) {
+                    Ok(path) => Content::File(path),
+                    Err(e) => {
+                        log::error!(target: "qmgr", "{}: {e}", job.id);
+                        let reply = Reply::new(451, "4.3.0", "Queue file read error");
+                        self.record(&job, None, &vec![reply; job.rcpts.len()]);
+                        continue;
+                    }
+                },
+            };
+            let replies = c.send(msg, &content).await;
+            self.record(&job, Some(c.peer()), &replies);
+            if !c.is_usable() {
+                conn = None;
+            }
         }
         self.core.borrow_mut().worker_gone(&dest);
         self.run_actions();
@@ -677,13 +679,6 @@ impl Scheduler {
             }
             Err(e) => log::error!(target: "bounce", "{id}: cannot queue the notification: {e}"),
         }
-    }
-}
-
-/// Forgets a connection that can carry no more transactions.
-fn continue_or_drop(conn: &mut Option<(Connection, u64)>) {
-    if !conn.as_ref().is_some_and(|(c, _)| c.is_usable()) {
-        *conn = None;
     }
 }
 

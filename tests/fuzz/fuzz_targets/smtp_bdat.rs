@@ -6,19 +6,14 @@
 use drawbridge::smtp::data::ContentChecker;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/pieces.rs"]
+mod pieces;
+
 fn check(input: &[u8], cuts: &[u8]) -> (Vec<u8>, String, u64) {
     let mut checker = ContentChecker::new(200, 4096);
     let mut out = Vec::new();
-    let mut at = 0;
-    let mut k = 0;
-    while at < input.len() {
-        let len = cuts
-            .get(k % cuts.len().max(1))
-            .map_or(input.len(), |&c| usize::from(c) + 1)
-            .min(input.len() - at);
-        k += 1;
-        checker.push(&input[at..at + len], &mut out);
-        at += len;
+    for piece in pieces::pieces(input, cuts) {
+        checker.push(piece, &mut out);
     }
     let size = checker.size();
     (out, format!("{:?}", checker.finish()), size)

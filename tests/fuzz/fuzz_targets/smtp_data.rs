@@ -6,24 +6,20 @@
 use drawbridge::smtp::data::DataReader;
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/pieces.rs"]
+mod pieces;
+
 /// Feeds `input` in pieces of the given lengths (cycled); returns the content and
 /// where the end of data was found.
 fn read(input: &[u8], cuts: &[u8]) -> (Vec<u8>, Option<usize>, String) {
     let mut reader = DataReader::new(1000, 1 << 20);
     let mut out = Vec::new();
     let mut at = 0;
-    let mut k = 0;
-    while at < input.len() {
-        let len = cuts
-            .get(k % cuts.len().max(1))
-            .map_or(input.len(), |&c| usize::from(c) + 1)
-            .min(input.len() - at);
-        k += 1;
-        if let Some(used) = reader.feed(&input[at..at + len], &mut out) {
-            let end = at + used;
-            return (out, Some(end), format!("{:?}", reader.finish()));
+    for piece in pieces::pieces(input, cuts) {
+        if let Some(used) = reader.feed(piece, &mut out) {
+            return (out, Some(at + used), format!("{:?}", reader.finish()));
         }
-        at += len;
+        at += piece.len();
     }
     (out, None, String::new())
 }
