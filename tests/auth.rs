@@ -218,23 +218,19 @@ s.quit()
     assert!(inside.contains("250 eve@example.net"), "{inside}");
 }
 
-#[test]
-fn repeated_bad_passwords_are_slowed_then_blocked_while_another_address_logs_in() {
-    let dir = TempDir::new("auth-throttle");
-    let sink = Sink::start();
-    let gw = start(&dir, &sink);
-    let out = python(&format!(
-        r#"
+/// Python: `attempt(src, user, password)` logs in with PLAIN over STARTTLS from the
+/// loopback address `src` to the inbound port (`PORT`, filled in by `attempt_script`); it
+/// gives "ok", the refusal's code, or "disconnected".
+const ATTEMPT: &str = r#"
 import smtplib, ssl, time
 ctx = ssl._create_unverified_context()
-def attempt(src, password):
-    s = smtplib.SMTP("127.0.0.1", {port}, timeout=60, source_address=(src, 0))
-    s.ehlo("c.example.org")
-    s.starttls(context=ctx)
-    s.ehlo("c.example.org")
-    start = time.monotonic()
-    s.user, s.password = "alice", password
+def attempt(src, user, password):
     try:
+        s = smtplib.SMTP("127.0.0.1", PORT, timeout=60, source_address=(src, 0))
+        s.ehlo("c.example.org")
+        s.starttls(context=ctx)
+        s.ehlo("c.example.org")
+        s.user, s.password = user, password
         s.auth("PLAIN", s.auth_plain)
         result = "ok"
     except smtplib.SMTPAuthenticationError as e:
@@ -245,17 +241,34 @@ def attempt(src, password):
         s.quit()
     except Exception:
         pass
-    return result, time.monotonic() - start
+    return result
+"#;
+
+fn attempt_script(port: u16) -> String {
+    ATTEMPT.replace("PORT", &port.to_string())
+}
+
+#[test]
+fn repeated_bad_passwords_are_slowed_then_blocked_while_another_address_logs_in() {
+    let dir = TempDir::new("auth-throttle");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink);
+    let out = python(&format!(
+        r#"
+{attempt}
+def timed(src, password):
+    start = time.monotonic()
+    return attempt(src, "alice", password), time.monotonic() - start
 delays = []
 for i in range(6):
-    r, d = attempt("127.0.0.3", "wrong")
+    r, d = timed("127.0.0.3", "wrong")
     print("bad", i, r)
     delays.append(d)
 print("slowed", delays[3] > delays[0])
-print("good elsewhere", attempt("127.0.0.4", "correct horse")[0])
-print("good while blocked", attempt("127.0.0.3", "correct horse")[0])
+print("good elsewhere", attempt("127.0.0.4", "alice", "correct horse"))
+print("good while blocked", attempt("127.0.0.3", "alice", "correct horse"))
 "#,
-        port = gw.inbound
+        attempt = attempt_script(gw.inbound)
     ));
     assert!(out.contains("bad 0 535"), "{out}");
     assert!(out.contains("slowed True"), "{out}");
@@ -286,26 +299,7 @@ fn the_throttle_cannot_be_walked_around_and_blocks_a_guessed_user() {
     );
     let out = python(&format!(
         r#"
-import smtplib, ssl
-ctx = ssl._create_unverified_context()
-def attempt(src, user, password):
-    try:
-        s = smtplib.SMTP("127.0.0.1", {port}, timeout=60, source_address=(src, 0))
-        s.ehlo("c.example.org")
-        s.starttls(context=ctx)
-        s.ehlo("c.example.org")
-        s.user, s.password = user, password
-        s.auth("PLAIN", s.auth_plain)
-        result = "ok"
-    except smtplib.SMTPAuthenticationError as e:
-        result = str(e.smtp_code)
-    except smtplib.SMTPServerDisconnected:
-        result = "disconnected"
-    try:
-        s.quit()
-    except Exception:
-        pass
-    return result
+{attempt}
 # Logging in as yourself between guesses at someone else forgives no guess.
 for i in range(3):
     print("own", i, attempt("127.0.0.5", "alice", "correct horse"))
@@ -317,7 +311,7 @@ for n in range(1, 5):
 print("carol herself", attempt("127.0.9.1", "carol", "carol's secret"))
 print("alice elsewhere", attempt("127.0.9.2", "alice", "correct horse"))
 "#,
-        port = gw.inbound
+        attempt = attempt_script(gw.inbound)
     ));
     for i in 0..3 {
         assert!(out.contains(&format!("own {i} ok")), "{out}");

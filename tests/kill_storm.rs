@@ -26,18 +26,6 @@ const LARGE_EVERY: u64 = 8;
 const LARGE: usize = 300 * 1024;
 const SMALL: usize = 1024;
 
-/// xorshift64*, for the moments of the kills.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
 /// One client session that sends until `stop`, reconnecting whenever the gateway goes;
 /// every id answered 250 goes into `acked`.
 fn sender(index: usize, addr: SocketAddr, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
@@ -155,7 +143,7 @@ fn sigkill_at_random_moments_under_load_loses_nothing() {
         })
         .collect();
     for _ in 0..kills {
-        std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
+        std::thread::sleep(Duration::from_millis(100 + rng.below(500) as u64));
         gw.restart();
     }
     std::thread::sleep(Duration::from_millis(300));

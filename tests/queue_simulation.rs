@@ -21,6 +21,9 @@ use drawbridge::relay::core::{Action, Backing, Hop, QueueCore, Time, Unreachable
 use drawbridge::relay::dsn::ReportKind;
 use drawbridge::smtp::reply::Reply;
 
+mod common;
+use common::Rng;
+
 const START: u64 = 1_700_000_000;
 const RETRY: [u64; 3] = [60, 300, 900];
 const AVOID: u64 = 60;
@@ -77,22 +80,6 @@ fn answer(address: &str, t: u64) -> Reply {
         Reply::new(450, "4.2.0", "try later")
     } else {
         Reply::new(250, "2.0.0", "ok")
-    }
-}
-
-/// xorshift64*: deterministic choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
@@ -294,11 +281,11 @@ fn run(seed: u64) {
     let kinds = ["ok", "slow", "bad"];
     let domains = ["a.example", "b.example", "c.example"];
     for n in 0..120u64 {
-        let t = START + rng.below(ARRIVALS);
+        let t = START + rng.below(ARRIVALS as usize) as u64;
         let rcpts: Vec<String> = (0..1 + rng.below(3))
             .map(|k| {
-                let kind = kinds[rng.below(kinds.len() as u64) as usize];
-                let domain = domains[rng.below(domains.len() as u64) as usize];
+                let kind = kinds[rng.below(kinds.len())];
+                let domain = domains[rng.below(domains.len())];
                 format!("{kind}{n}.{k}@{domain}")
             })
             .collect();

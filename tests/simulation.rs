@@ -11,21 +11,8 @@ use drawbridge::smtp::client::{Client, ClientConfig, ClientEvent, OutgoingMessag
 use drawbridge::smtp::reply::Reply;
 use drawbridge::smtp::server::{Event, ServerConfig, Session, Verdict};
 
-/// xorshift64*: small, deterministic, good enough to pick split points.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+mod common;
+use common::Rng;
 
 /// A message to send: its envelope and its content.
 #[derive(Clone)]

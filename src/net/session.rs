@@ -12,7 +12,7 @@ use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
 use crate::gateway::{Gateway, Running};
 use crate::log::{Escaped, Peer};
-use crate::net::throttle::Penalty;
+use crate::net::throttle::{Block, Penalty};
 use crate::policy;
 use crate::queue::{
     self, Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Ret,
@@ -457,11 +457,7 @@ async fn answer_auth(
     let ip = client.addr.ip();
     let blocked = gw.throttle.borrow_mut().client_blocked(ip, Instant::now());
     if let Some(block) = blocked {
-        let left = block
-            .until
-            .saturating_duration_since(Instant::now())
-            .as_secs();
-        log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
+        log_refusal(client, &block);
         auth.mechanism = None;
         session.auth_failure(
             blocked_reply(&running.config.system.host_name),
@@ -473,11 +469,7 @@ async fn answer_auth(
         if let Some(user) = auth.user().map(str::to_string) {
             let blocked = gw.throttle.borrow_mut().user_blocked(&user, Instant::now());
             if let Some(block) = blocked {
-                let left = block
-                    .until
-                    .saturating_duration_since(Instant::now())
-                    .as_secs();
-                log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
+                log_refusal(client, &block);
                 auth.mechanism = None;
                 // Asking for a blocked user still counts against the address.
                 let _ = gw.throttle.borrow_mut().failure(ip, None, Instant::now());
@@ -548,6 +540,15 @@ async fn answer_auth(
         Step::Derive(_) => session.auth_failure(AuthError::Temporary.reply(), Instant::now()),
     }
     true
+}
+
+/// Logs an AUTH refused because of a block in force.
+fn log_refusal(client: &Peer<'_>, block: &Block) {
+    let left = block
+        .until
+        .saturating_duration_since(Instant::now())
+        .as_secs();
+    log::warn!(target: "smtpd", "{client}: authentication refused: {} blocked for {left}s after repeated failures", block.key);
 }
 
 /// Password derivations at once, at most: the blocking pool could run many more, but each
@@ -901,7 +902,7 @@ async fn commit(
         return Err(spool_reply(&e));
     }
     log::info!(target: "cleanup", "{id}: message-id={}", Escaped(&message_id.unwrap_or_default()));
-    gw.scheduler.submit(env, Instant::now(), content, backing);
+    gw.scheduler.submit(env, content, backing);
     Ok(id.to_string())
 }
 

@@ -1045,47 +1045,49 @@ pub fn take_reports(
     plan: Plan,
 ) -> Vec<(ReportKind, Vec<usize>)> {
     let mut out = Vec::new();
-    let failed: Vec<usize> = (0..env.recipients.len())
-        .filter(|&i| matches!(env.recipients[i].status, RcptStatus::Failed { .. }))
-        .collect();
-    let wanted: Vec<usize> = failed
-        .iter()
-        .copied()
-        .filter(|&i| dsn::wants_report(env, i, ReportKind::Failure))
-        .collect();
-    for &i in &failed {
-        if let RcptStatus::Failed { reply } = &env.recipients[i].status {
-            env.recipients[i].status = RcptStatus::Returned {
-                reply: reply.clone(),
-            };
-        }
-    }
-    if !wanted.is_empty() {
-        out.push((ReportKind::Failure, wanted));
+    let failed = mark(env, ReportKind::Failure, |status| match status {
+        RcptStatus::Failed { reply } => Some(RcptStatus::Returned {
+            reply: reply.clone(),
+        }),
+        _ => None,
+    });
+    if !failed.is_empty() {
+        out.push((ReportKind::Failure, failed));
     }
     let notice = config.queue.delay_notice.as_secs();
     let late = notice > 0 && now.saturating_sub(env.arrived) >= notice;
     if late && matches!(plan, Plan::Retry(_)) {
-        let deferred: Vec<usize> = (0..env.recipients.len())
-            .filter(|&i| matches!(env.recipients[i].status, RcptStatus::Deferred { .. }))
-            .collect();
-        let wanted: Vec<usize> = deferred
-            .iter()
-            .copied()
-            .filter(|&i| dsn::wants_report(env, i, ReportKind::Delay))
-            .collect();
-        for &i in &deferred {
-            if let RcptStatus::Deferred { reply } = &env.recipients[i].status {
-                env.recipients[i].status = RcptStatus::Delayed {
-                    reply: reply.clone(),
-                };
-            }
-        }
-        if !wanted.is_empty() {
-            out.push((ReportKind::Delay, wanted));
+        let delayed = mark(env, ReportKind::Delay, |status| match status {
+            RcptStatus::Deferred { reply } => Some(RcptStatus::Delayed {
+                reply: reply.clone(),
+            }),
+            _ => None,
+        });
+        if !delayed.is_empty() {
+            out.push((ReportKind::Delay, delayed));
         }
     }
     out
+}
+
+/// Moves every recipient whose status `next` maps on to its new status; gives those the
+/// sender wants a report of `kind` about (RFC 3461).
+fn mark(
+    env: &mut Envelope,
+    kind: ReportKind,
+    next: impl Fn(&RcptStatus) -> Option<RcptStatus>,
+) -> Vec<usize> {
+    let mut wanted = Vec::new();
+    for i in 0..env.recipients.len() {
+        let Some(status) = next(&env.recipients[i].status) else {
+            continue;
+        };
+        if dsn::wants_report(env, i, kind) {
+            wanted.push(i);
+        }
+        env.recipients[i].status = status;
+    }
+    wanted
 }
 
 /// One Postfix-shaped delivery line: `ID: to=<…>, relay=HOST[IP]:PORT, conn_use=N,

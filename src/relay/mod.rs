@@ -234,13 +234,7 @@ impl Scheduler {
     }
 
     /// Takes a message that was just committed, with its content when it is in memory.
-    pub fn submit(
-        self: &Rc<Self>,
-        env: Envelope,
-        _accepted: Instant,
-        content: Option<Rc<[u8]>>,
-        backing: Backing,
-    ) {
+    pub fn submit(self: &Rc<Self>, env: Envelope, content: Option<Rc<[u8]>>, backing: Backing) {
         self.core.borrow_mut().submit(env, content, backing, now());
         self.run_actions();
     }
@@ -439,37 +433,39 @@ impl Scheduler {
             // The branch above leaves a connection in place or breaks out.
             let Some(open) = conn.as_mut() else { break };
             let transaction = self.core.borrow().transaction(&job);
-            let replies = match transaction {
-                Ok((msg, content)) => {
-                    let content = match content {
-                        ContentRef::Memory(bytes) => Content::Memory(bytes),
-                        ContentRef::File => match self.spool.files().path(&job.id, CONTENT_EXT) {
-                            Ok(path) => Content::File(path),
-                            Err(e) => {
-                                log::error!(target: "qmgr", "{}: {e}", job.id);
-                                let reply = Reply::new(451, "4.3.0", "Queue file read error");
-                                self.record(&job, None, &vec![reply; job.rcpts.len()]);
-                                continue;
-                            }
-                        },
-                    };
-                    let sending = Instant::now();
-                    let replies = open.conn.send(msg, &content).await;
-                    open.uses += 1;
-                    let hop = Hop {
-                        name: open.name.clone(),
-                        addr: open.conn.peer(),
-                        conn_use: open.uses,
-                        setup,
-                        transmit: sending.elapsed(),
-                    };
-                    self.record(&job, Some(&hop), &replies);
-                    continue_or_drop(&mut conn);
+            let (msg, content) = match transaction {
+                Ok(t) => t,
+                Err(reply) => {
+                    self.record(&job, None, &vec![reply; job.rcpts.len()]);
                     continue;
                 }
-                Err(reply) => vec![reply; job.rcpts.len()],
             };
-            self.record(&job, None, &replies);
+            let content = match content {
+                ContentRef::Memory(bytes) => Content::Memory(bytes),
+                ContentRef::File => match self.spool.files().path(&job.id, CONTENT_EXT) {
+                    Ok(path) => Content::File(path),
+                    Err(e) => {
+                        log::error!(target: "qmgr", "{}: {e}", job.id);
+                        let reply = Reply::new(451, "4.3.0", "Queue file read error");
+                        self.record(&job, None, &vec![reply; job.rcpts.len()]);
+                        continue;
+                    }
+                },
+            };
+            let sending = Instant::now();
+            let replies = open.conn.send(msg, &content).await;
+            open.uses += 1;
+            let hop = Hop {
+                name: open.name.clone(),
+                addr: open.conn.peer(),
+                conn_use: open.uses,
+                setup,
+                transmit: sending.elapsed(),
+            };
+            self.record(&job, Some(&hop), &replies);
+            if !open.conn.is_usable() {
+                conn = None;
+            }
         }
         self.core.borrow_mut().worker_gone(&dest);
         self.run_actions();
@@ -785,13 +781,6 @@ fn fresh_nonce() -> Result<ClientNonce, Reply> {
         .fill(&mut random)
         .map_err(|_| Reply::new(451, "4.3.0", "No randomness available for AUTH"))?;
     Ok(ClientNonce::from_random(&random))
-}
-
-/// Forgets a connection that can carry no more transactions.
-fn continue_or_drop(conn: &mut Option<Open>) {
-    if !conn.as_ref().is_some_and(|o| o.conn.is_usable()) {
-        *conn = None;
-    }
 }
 
 /// The connection a worker holds: the configuration epoch it was opened under, the name

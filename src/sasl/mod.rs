@@ -722,7 +722,7 @@ pub(crate) mod testing {
     pub struct Fixture {
         pub scram: ScramSecret,
         pub cram: CramMd5Secret,
-        /// Answer for every user name with tim's secret (no decoy derivations).
+        /// Answer for every user name with tim's secret (no stand-in derivations).
         pub any_user: bool,
     }
 

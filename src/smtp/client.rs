@@ -1945,6 +1945,17 @@ mod tests {
         ));
     }
 
+    /// A client past its greeting and EHLO (PIPELINING offered), its output drained.
+    fn ready_with_pipelining() -> (Client, Instant) {
+        let t0 = Instant::now();
+        let mut client = Client::new(config(), t0);
+        client.handle_input(GREETING, t0);
+        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
+        while client.poll_transmit().is_some() {}
+        while client.poll_event().is_some() {}
+        (client, t0)
+    }
+
     /// The wire form of `content` handed over in these pieces.
     fn stuffed(pieces: &[&[u8]]) -> Vec<u8> {
         let mut stuffer = Stuffer::new();
@@ -2021,12 +2032,7 @@ mod tests {
 
     #[test]
     fn content_is_taken_only_once_the_last_piece_is_written() {
-        let mut client = Client::new(config(), Instant::now());
-        let t0 = Instant::now();
-        client.handle_input(GREETING, t0);
-        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
-        while client.poll_transmit().is_some() {}
-        while client.poll_event().is_some() {}
+        let (mut client, t0) = ready_with_pipelining();
         assert!(!client.wants_content());
         client.send(msg("a@x", &["b@y"], b"").0, t0);
         while client.poll_transmit().is_some() {}
@@ -2055,12 +2061,7 @@ mod tests {
 
     #[test]
     fn unreadable_content_closes_without_ending_the_data() {
-        let mut client = Client::new(config(), Instant::now());
-        let t0 = Instant::now();
-        client.handle_input(GREETING, t0);
-        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
-        while client.poll_transmit().is_some() {}
-        while client.poll_event().is_some() {}
+        let (mut client, t0) = ready_with_pipelining();
         client.send(msg("a@x", &["b@y", "c@y"], b"").0, t0);
         while client.poll_transmit().is_some() {}
         client.handle_input(b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n", t0);
@@ -2408,12 +2409,7 @@ mod tests {
 
     #[test]
     fn data_block_timeout_when_content_is_not_taken() {
-        let mut client = Client::new(config(), Instant::now());
-        let t0 = Instant::now();
-        client.handle_input(GREETING, t0);
-        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
-        while client.poll_transmit().is_some() {}
-        while client.poll_event().is_some() {}
+        let (mut client, t0) = ready_with_pipelining();
         client.send(msg("a@x", &["b@y"], b"x\r\n").0, t0);
         assert!(client.poll_transmit().is_some());
         client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n", t0);
@@ -2637,12 +2633,7 @@ mod tests {
 
     #[test]
     fn negative_reply_before_the_content_is_taken_ends_the_connection() {
-        let mut client = Client::new(config(), Instant::now());
-        let t0 = Instant::now();
-        client.handle_input(GREETING, t0);
-        client.handle_input(b"250-mx\r\n250 PIPELINING\r\n", t0);
-        while client.poll_transmit().is_some() {}
-        while client.poll_event().is_some() {}
+        let (mut client, t0) = ready_with_pipelining();
         client.send(msg("a@x", &["b@y"], b"x\r\n").0, t0);
         assert!(client.poll_transmit().is_some());
         client.handle_input(b"250 ok\r\n250 ok\r\n354 go\r\n554 5.3.4 too big\r\n", t0);

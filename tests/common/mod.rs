@@ -26,6 +26,23 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// xorshift64*: small, deterministic choices for the tests that make many.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -100,15 +117,38 @@ impl Gateway {
 
     /// Starts the gateway with `extra` config lines in `dir` and waits until it listens.
     pub fn start(dir: &Path, extra: &str) -> Gateway {
+        Self::launch(dir, extra, None, Vec::new())
+    }
+
+    /// As `start`, with the gateway limited to `nofile` open descriptors.
+    pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
+        Self::launch(dir, extra, Some(nofile), Vec::new())
+    }
+
+    /// Like `start`, with extra environment for the gateway process.
+    pub fn start_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Gateway {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(dir, extra, None, env)
+    }
+
+    fn launch(
+        dir: &Path,
+        extra: &str,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let inbound = free_port();
         let outbound = free_port();
         let config = dir.join("gateway.conf");
         std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        Self::start_with(dir, config, inbound, outbound)
+        Self::launch_with(dir, config, inbound, outbound, nofile, env)
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
-        Self::start_with_env(dir, config, inbound, outbound, Vec::new())
+        Self::launch_with(dir, config, inbound, outbound, None, Vec::new())
     }
 
     /// [`Gateway::start_with`] with environment variables for the gateway process.
@@ -117,6 +157,17 @@ impl Gateway {
         config: PathBuf,
         inbound: u16,
         outbound: u16,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
+        Self::launch_with(dir, config, inbound, outbound, None, env)
+    }
+
+    fn launch_with(
+        dir: &Path,
+        config: PathBuf,
+        inbound: u16,
+        outbound: u16,
+        nofile: Option<u64>,
         env: Vec<(String, String)>,
     ) -> Gateway {
         let mut gw = Gateway {
@@ -128,44 +179,10 @@ impl Gateway {
             outbound,
             env,
             with_config: true,
-            nofile: None,
+            nofile,
         };
         gw.spawn();
         gw
-    }
-
-    /// As `start`, with the gateway limited to `nofile` open descriptors.
-    pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
-        let inbound = free_port();
-        let outbound = free_port();
-        let config = dir.join("gateway.conf");
-        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        let mut gw = Gateway {
-            child: None,
-            state: dir.join("state"),
-            log: dir.join("gateway.log"),
-            config,
-            inbound,
-            outbound,
-            env: Vec::new(),
-            with_config: true,
-            nofile: Some(nofile),
-        };
-        gw.spawn();
-        gw
-    }
-
-    /// Like `start`, with extra environment for the gateway process.
-    pub fn start_env(dir: &Path, extra: &str, env: &[(&str, &str)]) -> Gateway {
-        let inbound = free_port();
-        let outbound = free_port();
-        let config = dir.join("gateway.conf");
-        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Self::start_with_env(dir, config, inbound, outbound, env)
     }
 
     fn spawn(&mut self) {

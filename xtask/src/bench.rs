@@ -540,6 +540,11 @@ fn relay_json(
             postfix_version.map_or_else(|| "null".to_owned(), json_string),
         ),
     ];
+    json_object(&fields)
+}
+
+/// A flat JSON object of already formatted values, one field a line.
+pub fn json_object(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields
         .iter()
         .map(|(name, value)| format!("  \"{name}\": {value}"))

@@ -308,6 +308,56 @@ fn send_message(address: SocketAddr, content: &[u8]) -> io::Result<()> {
     c.command("QUIT", 221)
 }
 
+/// One benchmark run's surroundings: the release binary, and a work directory under
+/// `target/bench` that is removed when the run succeeds and kept when it fails.
+struct Run {
+    binary: PathBuf,
+    bench_dir: PathBuf,
+    work: PathBuf,
+}
+
+impl Run {
+    fn prepare(name: &str) -> Result<Run, Failure> {
+        process::catch_interrupts();
+        let root = crate::workspace_root();
+        let target = crate::target_dir(&root);
+        let binary = crate::bench::build_drawbridge(&root, &target)?;
+        let bench_dir = target.join("bench");
+        let work = bench_dir.join(format!("{name}-{}", std::process::id()));
+        crate::bench::make_shared_dir(&bench_dir)?;
+        crate::bench::make_shared_dir(&work)?;
+        Ok(Run {
+            binary,
+            bench_dir,
+            work,
+        })
+    }
+
+    /// Runs `measure` in the work directory; the directory goes once it succeeded.
+    fn measure<T>(
+        &self,
+        measure: impl FnOnce(&Path, &Path) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let measured = measure(&self.binary, &self.work).map_err(|f| {
+            Failure(format!(
+                "{f}\n(the run's files are kept in {})",
+                self.work.display()
+            ))
+        })?;
+        let _ = fs::remove_dir_all(&self.work);
+        Ok(measured)
+    }
+
+    /// Writes `target/bench/<name>.json`.
+    fn report(&self, name: &str, fields: &[(&str, String)]) -> Result<(), Failure> {
+        let path = self.bench_dir.join(format!("{name}.json"));
+        fs::write(&path, crate::bench::json_object(fields))
+            .context(format_args!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        Ok(())
+    }
+}
+
 /// What `bench delivery` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryMeasurement {
@@ -318,27 +368,15 @@ pub struct DeliveryMeasurement {
 }
 
 pub fn run_delivery(options: &DeliveryOptions) -> Result<ExitCode, Failure> {
-    process::catch_interrupts();
     let smtp_sink = process::find_program("smtp-sink")
         .ok_or_else(|| Failure::new("smtp-sink not found: install Debian's postfix package"))?;
-    let root = crate::workspace_root();
-    let target = crate::target_dir(&root);
-    let binary = crate::bench::build_drawbridge(&root, &target)?;
-    let bench_dir = target.join("bench");
-    let work = bench_dir.join(format!("delivery-{}", std::process::id()));
-    crate::bench::make_shared_dir(&bench_dir)?;
-    crate::bench::make_shared_dir(&work)?;
+    let run = Run::prepare("delivery")?;
     println!(
         "delivery benchmark: {} messages of {} octets, accepted while the next hop is down, then delivered at once",
         options.messages, options.size
     );
-    let measured = measure_delivery(options, &binary, &smtp_sink, &work).map_err(|f| {
-        Failure(format!(
-            "{f}\n(the run's files are kept in {})",
-            work.display()
-        ))
-    })?;
-    let _ = fs::remove_dir_all(&work);
+    let measured =
+        run.measure(|binary, work| measure_delivery(options, binary, &smtp_sink, work))?;
     println!(
         "accepted in {:.1} s, delivered in {:.1} s; peak RSS {} KiB ({:.1} MiB), peak PSS while delivering {} KiB",
         measured.accept_seconds,
@@ -347,20 +385,20 @@ pub fn run_delivery(options: &DeliveryOptions) -> Result<ExitCode, Failure> {
         measured.peak_rss_kib as f64 / 1024.0,
         measured.peak_pss_kib
     );
-    let json = json(&[
-        ("messages", options.messages.to_string()),
-        ("size", options.size.to_string()),
-        ("peak_rss_kib", measured.peak_rss_kib.to_string()),
-        ("peak_pss_kib", measured.peak_pss_kib.to_string()),
-        ("accept_seconds", format!("{:.3}", measured.accept_seconds)),
-        (
-            "deliver_seconds",
-            format!("{:.3}", measured.deliver_seconds),
-        ),
-    ]);
-    let path = bench_dir.join("delivery.json");
-    fs::write(&path, json).context(format_args!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+    run.report(
+        "delivery",
+        &[
+            ("messages", options.messages.to_string()),
+            ("size", options.size.to_string()),
+            ("peak_rss_kib", measured.peak_rss_kib.to_string()),
+            ("peak_pss_kib", measured.peak_pss_kib.to_string()),
+            ("accept_seconds", format!("{:.3}", measured.accept_seconds)),
+            (
+                "deliver_seconds",
+                format!("{:.3}", measured.deliver_seconds),
+            ),
+        ],
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -458,41 +496,28 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 pub fn run_auth_stall(options: &StallOptions) -> Result<ExitCode, Failure> {
-    process::catch_interrupts();
-    let root = crate::workspace_root();
-    let target = crate::target_dir(&root);
-    let binary = crate::bench::build_drawbridge(&root, &target)?;
-    let bench_dir = target.join("bench");
-    let work = bench_dir.join(format!("auth-stall-{}", std::process::id()));
-    crate::bench::make_shared_dir(&bench_dir)?;
-    crate::bench::make_shared_dir(&work)?;
+    let run = Run::prepare("auth-stall")?;
     println!(
         "auth-stall benchmark: {} AUTH PLAIN at {} PBKDF2 iterations at once, one probe session timing its replies",
         options.attempts, options.iterations
     );
-    let m = measure_stall(options, &binary, &work).map_err(|f| {
-        Failure(format!(
-            "{f}\n(the run's files are kept in {})",
-            work.display()
-        ))
-    })?;
-    let _ = fs::remove_dir_all(&work);
+    let m = run.measure(|binary, work| measure_stall(options, binary, work))?;
     println!(
         "{} probes while the AUTHs ran ({:.1} s): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         m.probes, m.auth_seconds, m.p50_ms, m.p99_ms, m.max_ms
     );
-    let json = json(&[
-        ("attempts", options.attempts.to_string()),
-        ("iterations", options.iterations.to_string()),
-        ("probes", m.probes.to_string()),
-        ("p50_ms", format!("{:.3}", m.p50_ms)),
-        ("p99_ms", format!("{:.3}", m.p99_ms)),
-        ("max_ms", format!("{:.3}", m.max_ms)),
-        ("auth_seconds", format!("{:.3}", m.auth_seconds)),
-    ]);
-    let path = bench_dir.join("auth-stall.json");
-    fs::write(&path, json).context(format_args!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
+    run.report(
+        "auth-stall",
+        &[
+            ("attempts", options.attempts.to_string()),
+            ("iterations", options.iterations.to_string()),
+            ("probes", m.probes.to_string()),
+            ("p50_ms", format!("{:.3}", m.p50_ms)),
+            ("p99_ms", format!("{:.3}", m.p99_ms)),
+            ("max_ms", format!("{:.3}", m.max_ms)),
+            ("auth_seconds", format!("{:.3}", m.auth_seconds)),
+        ],
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -640,15 +665,6 @@ fn measure_stall(
         max_ms: ms(latencies.last().copied().unwrap_or_default()),
         auth_seconds,
     })
-}
-
-/// A flat JSON object of already formatted values.
-fn json(fields: &[(&str, String)]) -> String {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(name, value)| format!("  \"{name}\": {value}"))
-        .collect();
-    format!("{{\n{}\n}}\n", body.join(",\n"))
 }
 
 #[cfg(test)]

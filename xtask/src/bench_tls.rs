@@ -641,11 +641,7 @@ fn tls_json(options: &Options, version: &str, ours: &Measurement, theirs: &Measu
         ("size", PAYLOAD_SIZE.to_string()),
         ("postfix_version", crate::bench::json_string(version)),
     ];
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(name, value)| format!("  \"{name}\": {value}"))
-        .collect();
-    format!("{{\n{}\n}}\n", body.join(",\n"))
+    crate::bench::json_object(&fields)
 }
 
 #[cfg(test)]

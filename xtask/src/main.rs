@@ -10,6 +10,7 @@ mod bench_robust;
 mod bench_tls;
 mod bench_token;
 mod image;
+mod fuzz;
 mod options;
 mod postfix;
 mod process;
@@ -79,6 +80,13 @@ commands:
       (default 50) send AUTH PLAIN for it at once while one probe session
       times the replies to NOOP, MAIL and RSET. Prints the probe's p50, p99
       and worst reply latency; writes target/bench/auth-stall.json.
+
+  fuzz [--seconds N] [--jobs J] [TARGET...]
+      Runs the cargo-fuzz (libFuzzer) targets of tests/fuzz (all, or the ones
+      named), each for N seconds (default 60), J at a time (default 1),
+      installing cargo-fuzz first when it is missing. Prints and writes
+      (target/fuzz/report.json) the executions, coverage and corpus of each;
+      fails when a target crashes (its input is in tests/fuzz/artifacts/).
 
   soak [--kills N] [--seed S]
       The crash-durability test at length: the kill-storm test
@@ -160,6 +168,7 @@ enum Command {
     VerifyImage(image::VerifyOptions),
     Qemu(image::QemuOptions),
     BenchBoot(image::BootBenchOptions),
+    Fuzz(fuzz::Options),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -200,6 +209,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             "build-image" => image::BuildOptions::parse(rest).map(Command::BuildImage),
             "verify-image" => image::VerifyOptions::parse(rest).map(Command::VerifyImage),
             "qemu" => image::QemuOptions::parse(rest).map(Command::Qemu),
+            "fuzz" => fuzz::Options::parse(rest).map(Command::Fuzz),
             other => Err(format!("unknown command `{other}`")),
         },
     }
@@ -252,6 +262,7 @@ fn main() -> ExitCode {
         Command::VerifyImage(options) => image::verify(&options),
         Command::Qemu(options) => image::qemu(&options),
         Command::BenchBoot(options) => image::bench_boot(&options),
+        Command::Fuzz(options) => fuzz::run(&options),
     };
     match outcome {
         Ok(code) => code,
@@ -339,6 +350,7 @@ mod tests {
             "build-image",
             "verify-image",
             "qemu",
+            "fuzz",
             "help",
         ] {
             assert!(USAGE.contains(command), "{command}");

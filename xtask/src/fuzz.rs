@@ -1,0 +1,366 @@
+//! `cargo xtask fuzz [--seconds N] [--jobs J] [TARGET...]`: runs the coverage-guided fuzz
+//! targets of `tests/fuzz` with cargo-fuzz (libFuzzer), each for N seconds, and reports
+//! what each reached.
+//!
+//! The targets are the files of `tests/fuzz/fuzz_targets/`: adding one there (with its
+//! `[[bin]]` entry) adds it here. Each run starts from the target's corpus
+//! (`tests/fuzz/corpus/TARGET`, kept between runs, not in git) and its seeds
+//! (`tests/fuzz/seeds/TARGET`, in git). cargo-fuzz is installed with `cargo install` when
+//! it is missing; it runs on the stable toolchain with `RUSTC_BOOTSTRAP=1`. A crash
+//! leaves its input in `tests/fuzz/artifacts/TARGET/` and fails the command; the report
+//! (`target/fuzz/report.json`) has the seconds, executions, coverage (libFuzzer's `cov`
+//! and `ft`) and corpus size of each target.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::thread;
+
+use crate::options::{self, number};
+use crate::{Context, Failure};
+
+/// Seconds per target unless `--seconds` says otherwise.
+pub const DEFAULT_SECONDS: u32 = 60;
+/// Where the fuzz crate lives, from the workspace root.
+pub const FUZZ_DIR: &str = "tests/fuzz";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub seconds: u32,
+    /// Targets run at once (each takes one core).
+    pub jobs: u32,
+    /// Only these targets; all when empty.
+    pub targets: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seconds: DEFAULT_SECONDS,
+            jobs: 1,
+            targets: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options::default();
+        let (flags, names): (Vec<String>, Vec<String>) = {
+            let mut flags = Vec::new();
+            let mut names = Vec::new();
+            let mut words = args.iter();
+            while let Some(w) = words.next() {
+                if w.starts_with("--") {
+                    flags.push(w.clone());
+                    if !w.contains('=')
+                        && let Some(v) = words.next()
+                    {
+                        flags.push(v.clone());
+                    }
+                } else {
+                    names.push(w.clone());
+                }
+            }
+            (flags, names)
+        };
+        options::walk(
+            &flags,
+            |name, value, _| {
+                match name {
+                    "--seconds" => o.seconds = number(name, &value()?, 1, 7 * 24 * 3600)?,
+                    "--jobs" => o.jobs = number(name, &value()?, 1, 64)?,
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            },
+            "fuzz",
+        )?;
+        o.targets = names;
+        Ok(o)
+    }
+}
+
+/// What one target's run reached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    pub target: String,
+    pub seconds: u32,
+    pub executions: u64,
+    pub coverage: u64,
+    pub features: u64,
+    pub corpus: u64,
+    pub crashed: bool,
+}
+
+/// The targets: the files of `fuzz_targets/`, by name.
+pub fn targets(fuzz_dir: &Path) -> Result<Vec<String>, Failure> {
+    let dir = fuzz_dir.join("fuzz_targets");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .context(format_args!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Reads libFuzzer's status lines (`#N ... cov: C ft: F corp: K/…`) and final stats.
+pub fn scan_line(line: &str, outcome: &mut Outcome) {
+    let field = |key: &str| -> Option<u64> {
+        let rest = line.split(key).nth(1)?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())?
+            .parse()
+            .ok()
+    };
+    if let Some(count) = line.strip_prefix('#') {
+        if let Some(n) = count
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|s| s.parse().ok())
+        {
+            outcome.executions = outcome.executions.max(n);
+        }
+        if let Some(c) = field("cov: ") {
+            outcome.coverage = outcome.coverage.max(c);
+        }
+        if let Some(f) = field("ft: ") {
+            outcome.features = outcome.features.max(f);
+        }
+        if let Some(k) = field("corp: ") {
+            outcome.corpus = k;
+        }
+    }
+    if let Some(n) = line
+        .strip_prefix("stat::number_of_executed_units:")
+        .and_then(|s| s.trim().parse().ok())
+    {
+        outcome.executions = n;
+    }
+    if line.contains("ERROR: libFuzzer") || line.contains("==ERROR: AddressSanitizer") {
+        outcome.crashed = true;
+    }
+}
+
+fn ensure_cargo_fuzz() -> Result<(), Failure> {
+    let present = Command::new(crate::cargo())
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    println!("xtask: installing cargo-fuzz (cargo install cargo-fuzz)");
+    let status = Command::new(crate::cargo())
+        .args(["install", "cargo-fuzz", "--locked"])
+        .status()
+        .context("running cargo install cargo-fuzz")?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "cargo install cargo-fuzz failed ({status})"
+        )))
+    }
+}
+
+fn cargo_fuzz(root: &Path) -> Command {
+    let mut c = Command::new(crate::cargo());
+    c.arg("fuzz").current_dir(root).env("RUSTC_BOOTSTRAP", "1");
+    c
+}
+
+fn run_one(root: &Path, target: &str, seconds: u32) -> Result<Outcome, Failure> {
+    let fuzz_dir = root.join(FUZZ_DIR);
+    let corpus = fuzz_dir.join("corpus").join(target);
+    fs::create_dir_all(&corpus).context(format_args!("creating {}", corpus.display()))?;
+    let seeds = fuzz_dir.join("seeds").join(target);
+    let mut command = cargo_fuzz(root);
+    command
+        .args(["run", target, "--fuzz-dir", FUZZ_DIR])
+        .arg(&corpus);
+    if seeds.is_dir() {
+        command.arg(&seeds);
+    }
+    command
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .arg("-rss_limit_mb=1024")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().context("running cargo fuzz run")?;
+    let mut outcome = Outcome {
+        target: target.to_owned(),
+        seconds,
+        ..Outcome::default()
+    };
+    let log_path = root
+        .join("target")
+        .join("fuzz")
+        .join(format!("{target}.log"));
+    let mut log = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            scan_line(&line, &mut outcome);
+            log.push(line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo fuzz")?;
+    if !status.success() {
+        outcome.crashed = true;
+    }
+    let _ = fs::write(&log_path, log.join("\n"));
+    Ok(outcome)
+}
+
+fn report_json(outcomes: &[Outcome]) -> String {
+    let rows: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!(
+                "  {{\"target\": \"{}\", \"seconds\": {}, \"executions\": {}, \"cov\": {}, \"ft\": {}, \"corpus\": {}, \"crashed\": {}}}",
+                o.target, o.seconds, o.executions, o.coverage, o.features, o.corpus, o.crashed
+            )
+        })
+        .collect();
+    format!("[\n{}\n]\n", rows.join(",\n"))
+}
+
+pub fn run(options: &Options) -> Result<ExitCode, Failure> {
+    let root = crate::workspace_root();
+    let fuzz_dir: PathBuf = root.join(FUZZ_DIR);
+    ensure_cargo_fuzz()?;
+    let all = targets(&fuzz_dir)?;
+    let chosen: Vec<String> = if options.targets.is_empty() {
+        all.clone()
+    } else {
+        for t in &options.targets {
+            if !all.contains(t) {
+                return Err(Failure(format!(
+                    "no fuzz target `{t}`; there are: {}",
+                    all.join(", ")
+                )));
+            }
+        }
+        options.targets.clone()
+    };
+    let report_dir = root.join("target").join("fuzz");
+    fs::create_dir_all(&report_dir).context("creating target/fuzz")?;
+    println!("xtask: building the fuzz targets");
+    let built = cargo_fuzz(&root)
+        .args(["build", "--fuzz-dir", FUZZ_DIR])
+        .status()
+        .context("running cargo fuzz build")?;
+    if !built.success() {
+        return Err(Failure(format!("cargo fuzz build failed ({built})")));
+    }
+    let mut outcomes = Vec::new();
+    for batch in chosen.chunks(options.jobs as usize) {
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|t| {
+                let (root, t) = (root.clone(), t.clone());
+                let seconds = options.seconds;
+                println!("xtask: fuzzing {t} for {seconds} s");
+                thread::spawn(move || run_one(&root, &t, seconds))
+            })
+            .collect();
+        for h in handles {
+            let outcome = h
+                .join()
+                .map_err(|_| Failure::new("a fuzzing thread panicked"))??;
+            println!(
+                "{:<16} {:>6} s {:>12} runs  cov {:>6}  ft {:>7}  corpus {:>6}  {}",
+                outcome.target,
+                outcome.seconds,
+                outcome.executions,
+                outcome.coverage,
+                outcome.features,
+                outcome.corpus,
+                if outcome.crashed {
+                    "CRASHED: see tests/fuzz/artifacts/"
+                } else {
+                    "clean"
+                }
+            );
+            outcomes.push(outcome);
+        }
+    }
+    let path = report_dir.join("report.json");
+    fs::write(&path, report_json(&outcomes)).context(format_args!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(if outcomes.iter().any(|o| o.crashed) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options_take_seconds_jobs_and_targets() {
+        assert_eq!(Options::parse(&[]).unwrap(), Options::default());
+        assert_eq!(
+            Options::parse(&args(&[
+                "--seconds",
+                "30",
+                "sasl",
+                "--jobs=2",
+                "dns_message"
+            ]))
+            .unwrap(),
+            Options {
+                seconds: 30,
+                jobs: 2,
+                targets: args(&["sasl", "dns_message"]),
+            }
+        );
+        assert!(Options::parse(&args(&["--seconds", "0"])).is_err());
+        assert!(Options::parse(&args(&["--fast"])).is_err());
+    }
+
+    #[test]
+    fn libfuzzer_lines_are_read() {
+        let mut o = Outcome::default();
+        scan_line(
+            "#123456\tREDUCE cov: 1234 ft: 5678 corp: 90/12Kb lim: 4096 exec/s: 4115 rss: 60Mb",
+            &mut o,
+        );
+        scan_line("stat::number_of_executed_units: 200000", &mut o);
+        assert_eq!(
+            (o.executions, o.coverage, o.features, o.corpus, o.crashed),
+            (200_000, 1234, 5678, 90, false)
+        );
+        scan_line("==4242== ERROR: libFuzzer: deadly signal", &mut o);
+        assert!(o.crashed);
+    }
+
+    #[test]
+    fn every_target_file_is_a_target() {
+        let fuzz_dir = crate::workspace_root().join(FUZZ_DIR);
+        let names = targets(&fuzz_dir).unwrap();
+        let manifest = fs::read_to_string(fuzz_dir.join("Cargo.toml")).unwrap();
+        for name in &names {
+            assert!(
+                manifest.contains(&format!("name = \"{name}\"")),
+                "{name} has no [[bin]] entry in tests/fuzz/Cargo.toml"
+            );
+        }
+        assert!(names.len() >= 10, "{names:?}");
+    }
+}
