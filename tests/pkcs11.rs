@@ -519,3 +519,51 @@ fn configuration_commits_are_hmacd_by_a_key_on_the_token() {
     assert!(status.success(), "{said}");
     assert!(said.contains("HMAC mismatch"), "{said}");
 }
+
+/// The console's `token login` and `token init-key` on the running gateway: login reports
+/// the token logged in and the keys, init-key finds them present; a deleted certificate
+/// is replaced by one whose key is made on the token, and STARTTLS serves it at once.
+#[test]
+fn console_token_commands_act_on_the_running_gateways_token() {
+    let dir = TempDir::new("p11-console");
+    let hsm = SoftHsm::new("p11-console", "gateway", &[]);
+    let gw = start(&dir, &hsm, "");
+    gw.wait_for_log("logged in to token \"gateway\"");
+    let first = starttls_certificate(gw.inbound);
+
+    let out = gw.console_script("token login\n");
+    assert!(
+        out.contains(
+            "token \"gateway\" (SoftHSM project SoftHSM v2): logged in since the gateway started"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("key tls-0-self-signed: present (EcP256)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("key config-hmac: present (GenericSecret)"),
+        "{out}"
+    );
+
+    let out = gw.console_script("token init-key\n");
+    assert!(
+        out.contains("key tls-0-self-signed: present") && out.contains("key config-hmac: present"),
+        "{out}"
+    );
+
+    // A deleted certificate is replaced at once by one with a new key on the token.
+    let out = gw.console_script("certificate delete 0-self-signed\ntoken login\n");
+    assert!(out.contains("deleted 0-self-signed"), "{out}");
+    assert!(
+        out.contains("key tls-0-self-signed: present (EcP256)"),
+        "{out}"
+    );
+    let served = starttls_certificate(gw.inbound);
+    assert_ne!(served, first, "the new certificate is served");
+    assert_eq!(
+        certificate_public_key(dir.path(), &served),
+        token_public_key(dir.path(), &hsm, "tls-0-self-signed")
+    );
+}

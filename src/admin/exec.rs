@@ -174,6 +174,7 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         Command::ShowConfiguration => Ok(admin::show(&gw.config(), &gw.running_commit(), false)),
         Command::ShowCommits => Ok(admin::history_text(&gw.history(), gw.pending_confirm())),
         Command::ShowToken => Ok(token(gw)),
+        Command::TokenLogin | Command::TokenInitKey => token_command(gw, command).await,
         Command::ShowUsers => users(gw).await,
         Command::ShowCertificates | Command::CertificateShow => {
             certificate(gw, CertificateAction::Show).await
@@ -424,6 +425,31 @@ fn token(gw: &Rc<Gateway>) -> String {
         let _ = writeln!(out, "  {}: {}", route.operation.name(), route.performer);
     }
     out
+}
+
+/// `token login` and `token init-key` against the running gateway's token, on the
+/// blocking pool (PIN derivations, module calls, files). A key made for a certificate is
+/// served by new sessions at once.
+async fn token_command(gw: &Rc<Gateway>, command: Command) -> Result<String, String> {
+    let token = gw.token();
+    let config = gw.config();
+    let settings = config.system.token.clone();
+    let host_name = config.system.host_name.clone();
+    let state_dir = gw.state_dir.clone();
+    let init = command == Command::TokenInitKey;
+    let (text, certificate_made) = smol::unblock(move || {
+        if init {
+            crate::token::admin::init_keys(&token, &host_name, &state_dir)
+        } else {
+            crate::token::admin::login_running(&token, &settings, &state_dir).map(|t| (t, false))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if certificate_made {
+        gw.refresh_certificates();
+    }
+    Ok(text)
 }
 
 async fn users(gw: &Rc<Gateway>) -> Result<String, String> {

@@ -47,6 +47,10 @@ pub enum Command {
     ShowCertificates,
     ShowUsers,
     ShowToken,
+    /// `token login`: log in with the PIN file's PIN unless logged in; the keys.
+    TokenLogin,
+    /// `token init-key`: make the keys the gateway needs that are missing.
+    TokenInitKey,
     ShowConfiguration,
     /// `show system commit`: the commits kept.
     ShowCommits,

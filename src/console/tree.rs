@@ -1318,6 +1318,26 @@ pub static OPERATIONAL: &[Cmd] = &[
         help: "Try a next hop or a DNS name from the gateway",
         kind: CmdKind::Menu(TEST),
     },
+    Cmd {
+        name: "token",
+        help: "Log in to the crypto token, or make the keys the gateway needs",
+        kind: CmdKind::Menu(TOKEN),
+    },
+];
+
+static TOKEN: &[Cmd] = &[
+    plain!(
+        "init-key",
+        "Make the missing keys: the TLS key with a self-signed certificate, the configuration HMAC key",
+        false,
+        Action::Run(Command::TokenInitKey)
+    ),
+    plain!(
+        "login",
+        "Log in with the PIN file's PIN and list the gateway's keys",
+        false,
+        Action::Run(Command::TokenLogin)
+    ),
 ];
 
 fn commit(a: &Args) -> Result<Action, String> {

@@ -154,15 +154,21 @@ impl From<PinFileError> for TlsError {
     }
 }
 
+/// The PIN file: the one the settings name, else `sslpassword.conf` in the state
+/// directory.
+pub fn pin_path(settings: &TokenSettings, state_dir: &Path) -> std::path::PathBuf {
+    settings
+        .pin_file
+        .as_ref()
+        .map_or_else(|| state_dir.join(PIN_FILE), std::path::PathBuf::from)
+}
+
 /// Opens the token the configuration names and logs in with its PIN from the PIN file.
 /// Every failure (no module, no such token, no PIN, a wrong PIN) is an error that says
 /// which; the gateway does not start without its token.
 pub fn open_token(settings: &TokenSettings, state_dir: &Path) -> Result<Arc<dyn Token>, TlsError> {
     let label = settings.label.as_deref().unwrap_or(setup::TOKEN_LABEL);
-    let pin_path = settings
-        .pin_file
-        .as_ref()
-        .map_or_else(|| state_dir.join(PIN_FILE), std::path::PathBuf::from);
+    let pin_path = pin_path(settings, state_dir);
     match settings.backend {
         TokenBackend::Soft => open_soft(state_dir, label, &pin_path),
         TokenBackend::Pkcs11 => open_pkcs11(settings, state_dir, label, &pin_path),

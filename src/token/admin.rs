@@ -1,15 +1,17 @@
-//! `drawbridge token …`: look at the token, check its PIN, make the keys the gateway needs. The console will call the same functions.
+//! `drawbridge token …` and the console's `token` commands: look at the token, check its
+//! PIN, make the keys the gateway needs.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, hmac_key};
+use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, PinFile, SoftToken, Token, hmac_key};
 use crate::cli::TokenAction;
 use crate::clock::unix_now;
-use crate::config::{Config, TokenBackend};
+use crate::config::{Config, TokenBackend, TokenSettings};
 use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
 use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
-use crate::tls::{TOKEN_DIR, TlsError, open_token};
+use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path};
 
 /// Carries out one token command for the token `config` names; the text to print.
 pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
@@ -114,22 +116,66 @@ fn has_key(token: &dyn Token, label: &str, class: ObjectClass) -> Option<KeyKind
 /// Logs in with the PIN file's PIN and lists the gateway's keys.
 pub fn login(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     let token = open_token(&config.system.token, state_dir)?;
-    let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
     let info = token.info();
     let mut out = format!(
         "logged in to token {:?} ({} {})\n",
         info.label, info.manufacturer, info.model
     );
+    out.push_str(&keys_report(&token, state_dir)?);
+    Ok(out)
+}
+
+/// `token login` on the running gateway, whose token is open: logs in with the PIN
+/// file's PIN unless the token is logged in (a module answers a second login without
+/// checking the PIN, and a failed one must not log the gateway out); the keys.
+pub fn login_running(
+    token: &Arc<dyn Token>,
+    settings: &TokenSettings,
+    state_dir: &Path,
+) -> Result<String, TlsError> {
+    let info = token.info();
+    let mut out = if info.logged_in {
+        format!(
+            "token {:?} ({} {}): logged in since the gateway started; the PIN file is read again at the next start\n",
+            info.label, info.manufacturer, info.model
+        )
+    } else {
+        let pin_path = pin_path(settings, state_dir);
+        let pins = PinFile::load(&pin_path)?;
+        let pin = pins.pin(&info.label).ok_or_else(|| {
+            TlsError::Pin(format!(
+                "no PIN for token {:?} in {}",
+                info.label,
+                pin_path.display()
+            ))
+        })?;
+        token.login(pin).map_err(|e| {
+            TlsError::Pin(format!(
+                "cannot log in to token {:?} with the PIN from {}: {e}",
+                info.label,
+                pin_path.display()
+            ))
+        })?;
+        format!(
+            "logged in to token {:?} ({} {})\n",
+            info.label, info.manufacturer, info.model
+        )
+    };
+    out.push_str(&keys_report(token, state_dir)?);
+    Ok(out)
+}
+
+/// One line per key the gateway needs: present (with its type) or missing.
+fn keys_report(token: &Arc<dyn Token>, state_dir: &Path) -> Result<String, TlsError> {
+    let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
+    let mut out = String::new();
     for (label, class) in needed_keys(&store)? {
-        match has_key(&*token, &label, class) {
+        match has_key(&**token, &label, class) {
             Some(kind) => {
                 let _ = writeln!(out, "key {label}: present ({kind:?})");
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "key {label}: missing (drawbridge token init-key makes it)"
-                );
+                let _ = writeln!(out, "key {label}: missing (token init-key makes it)");
             }
         }
     }
@@ -141,9 +187,20 @@ pub fn login(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
 /// HMAC key. Keys that exist are kept.
 pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     let token = open_token(&config.system.token, state_dir)?;
+    init_keys(&token, &config.system.host_name, state_dir).map(|(text, _)| text)
+}
+
+/// [`init_key`] with a token already open (the running gateway's); also whether it made
+/// a certificate.
+pub fn init_keys(
+    token: &Arc<dyn Token>,
+    host_name: &str,
+    state_dir: &Path,
+) -> Result<(String, bool), TlsError> {
     let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
     let mut out = String::new();
-    match store.ensure_self_signed(&config.system.host_name, unix_now() as i64)? {
+    let made = store.ensure_self_signed(host_name, unix_now() as i64)?;
+    match &made {
         Some(cert) => {
             let _ = writeln!(
                 out,
@@ -159,8 +216,8 @@ pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
             }
         }
     }
-    let existed = has_key(&*token, CONFIG_HMAC_KEY_LABEL, ObjectClass::SecretKey).is_some();
-    hmac_key(&*token, CONFIG_HMAC_KEY_LABEL)?;
+    let existed = has_key(&**token, CONFIG_HMAC_KEY_LABEL, ObjectClass::SecretKey).is_some();
+    hmac_key(&**token, CONFIG_HMAC_KEY_LABEL)?;
     let _ = writeln!(
         out,
         "key {CONFIG_HMAC_KEY_LABEL}: {}",
@@ -170,5 +227,5 @@ pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
             "generated (HMAC-SHA-256, 32 octets)"
         }
     );
-    Ok(out)
+    Ok((out, made.is_some()))
 }
