@@ -98,13 +98,17 @@ pub fn open_serial(path: &str, baud: u32) -> io::Result<File> {
     let mut t = get(fd)?;
     t.c_cflag |= libc::CLOCAL | libc::CREAD;
     t.c_cflag &= !(libc::CRTSCTS | libc::CSTOPB | libc::PARENB);
-    // SAFETY: both edit the termios we own.
-    unsafe {
-        libc::cfsetispeed(&mut t, speed);
-        libc::cfsetospeed(&mut t, speed);
-    }
+    set_speed(&mut t, speed);
     set(fd, &t)?;
     Ok(file)
+}
+
+/// What `cfsetispeed` and `cfsetospeed` do on Linux, written out: the libc crate binds
+/// those with a symbol version that the static firmware's link cannot resolve.
+pub fn set_speed(t: &mut libc::termios, speed: libc::speed_t) {
+    t.c_cflag = (t.c_cflag & !libc::CBAUD) | speed;
+    t.c_ispeed = speed;
+    t.c_ospeed = speed;
 }
 
 /// The terminal's rows and columns, when it says.
@@ -125,6 +129,18 @@ mod tests {
         assert_eq!(speed(115_200), Some(libc::B115200));
         assert_eq!(speed(9600), Some(libc::B9600));
         assert_eq!(speed(12345), None);
+    }
+
+    #[test]
+    fn the_written_out_speed_is_what_libc_reads_back() {
+        // SAFETY: termios is plain data.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        t.c_cflag = libc::CS8 | libc::B38400;
+        set_speed(&mut t, libc::B115200);
+        // SAFETY: reading the termios we own (the dynamic test build links these).
+        let (i, o) = unsafe { (libc::cfgetispeed(&t), libc::cfgetospeed(&t)) };
+        assert_eq!((i, o), (libc::B115200, libc::B115200));
+        assert_eq!(t.c_cflag & libc::CSIZE, libc::CS8);
     }
 
     #[test]

@@ -102,11 +102,7 @@ pub fn console_termios(file: &File, speed: libc::speed_t) -> io::Result<()> {
     t.c_oflag |= libc::OPOST | libc::ONLCR;
     t.c_cc[libc::VMIN] = 1;
     t.c_cc[libc::VTIME] = 0;
-    // What cfsetispeed/cfsetospeed do on Linux, written out: libc binds those with a
-    // symbol version that a static link cannot resolve.
-    t.c_cflag = (t.c_cflag & !libc::CBAUD) | speed;
-    t.c_ispeed = speed;
-    t.c_ospeed = speed;
+    crate::admin::tty::set_speed(&mut t, speed);
     // SAFETY: fd is open; t is valid.
     check(unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) })
 }

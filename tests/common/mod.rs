@@ -134,12 +134,7 @@ impl Gateway {
         Self::launch(dir, extra, None, env)
     }
 
-    fn launch(
-        dir: &Path,
-        extra: &str,
-        nofile: Option<u64>,
-        env: Vec<(String, String)>,
-    ) -> Gateway {
+    fn launch(dir: &Path, extra: &str, nofile: Option<u64>, env: Vec<(String, String)>) -> Gateway {
         let inbound = free_port();
         let outbound = free_port();
         let config = dir.join("gateway.conf");
