@@ -1,0 +1,91 @@
+//! The console core (SPEC §9): keystrokes in any order never panic, whatever is typed
+//! or answered reaches the terminal as printable text, CR, LF, backspace and the bell
+//! only, and input split anywhere writes the same bytes as input fed whole.
+//!
+//! The first octet chooses where to split the rest; a stand-in gateway answers every
+//! request at once, echoing the request into its answer so that typed text comes back
+//! through every kind of output.
+#![no_main]
+
+use std::time::Instant;
+
+use drawbridge::config::engine::Candidate;
+use drawbridge::config::host_default;
+use drawbridge::console::request::{Answer, Command, Request};
+use drawbridge::console::{Console, Event, Options};
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../common/pieces.rs"]
+mod pieces;
+
+fn answer(request: Request, sequence: &mut u64) -> Answer {
+    let candidate = |sequence: u64| {
+        Box::new(Candidate {
+            base: sequence,
+            config: host_default(),
+        })
+    };
+    match request {
+        Request::Login { .. } | Request::SetLoginPassword { .. } => {
+            Answer::LoggedIn { must_change: false }
+        }
+        Request::Run(Command::Restart) => Answer::Closing("Restarting.".into()),
+        Request::Run(c) => Answer::Text(format!("ran {c:?}\n")),
+        Request::Configure | Request::Rollback(_) => Answer::Candidate(candidate(*sequence)),
+        Request::Running => Answer::Running(Box::new(host_default())),
+        Request::Check(c) => Answer::Error(format!("check {:?}", c.base)),
+        Request::Commit { comment, .. } => {
+            *sequence += 1;
+            Answer::Committed {
+                text: format!("commit {sequence}: {comment}"),
+                candidate: candidate(*sequence),
+            }
+        }
+        Request::ReadFile(name) => Answer::File(format!("set system host-name {name}\n")),
+    }
+}
+
+/// Feeds the pieces, answering requests as they come; returns what the terminal got.
+fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let now = Instant::now();
+    let mut console = Console::new(Options {
+        user: Some("admin".into()),
+        ..Options::default()
+    });
+    let mut sequence = 1;
+    let mut out = Vec::new();
+    let mut pump = |console: &mut Console, out: &mut Vec<u8>| {
+        loop {
+            while let Some(bytes) = console.poll_transmit() {
+                out.extend_from_slice(&bytes);
+            }
+            match console.poll_event() {
+                Some(Event::Request(r)) => console.handle_answer(answer(r, &mut sequence), now),
+                Some(Event::Cancel) => console.handle_answer(Answer::Cancelled, now),
+                Some(Event::Closed) => {}
+                None => break,
+            }
+        }
+    };
+    pump(&mut console, &mut out);
+    for piece in pieces {
+        console.handle_input(piece);
+        pump(&mut console, &mut out);
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, input)) = data.split_first() else {
+        return;
+    };
+    let whole = run(std::iter::once(input));
+    for &b in &whole {
+        assert!(
+            matches!(b, b'\r' | b'\n' | 0x08 | 0x07) || b >= 0x20 && b != 0x7f,
+            "the terminal got {b:#04x}"
+        );
+    }
+    let split = run(pieces::pieces(input, &[cut]));
+    assert_eq!(whole, split, "split at every {} octets", usize::from(cut) + 1);
+});
