@@ -230,18 +230,35 @@ pub fn decode_config(
     bytes: &[u8],
 ) -> Result<(super::slot::CommitMeta, Config), WireError> {
     let postcard = |e: postcard::Error| WireError(e.to_string());
-    match version {
+    let (meta, config) = match version {
         1 => {
             let (meta, w): (super::slot::CommitMeta, ConfigV1) =
                 postcard::from_bytes(bytes).map_err(postcard)?;
-            Ok((meta, Config::try_from(w)?))
+            (meta, Config::try_from(w)?)
         }
         2 => {
             let (meta, w): (super::slot::CommitMeta, ConfigV2) =
                 postcard::from_bytes(bytes).map_err(postcard)?;
-            Ok((meta, Config::try_from(w)?))
+            (meta, Config::try_from(w)?)
         }
-        v => Err(WireError(format!("unknown schema version {v}"))),
+        v => return Err(WireError(format!("unknown schema version {v}"))),
+    };
+    within_schema(&config)?;
+    Ok((meta, config))
+}
+
+/// A stored configuration holds only what the schema allows, bounds included: it is
+/// checked as its `set` lines would be, by the one schema, so a value out of bounds (a
+/// record from a firmware with looser bounds, or one damaged under a good HMAC) is
+/// refused with the statement that is wrong instead of run.
+fn within_schema(config: &Config) -> Result<(), WireError> {
+    let printed = super::text::print(config);
+    match super::text::parse(&printed) {
+        Ok(back) if back == *config => Ok(()),
+        Ok(_) => Err(WireError(
+            "the stored configuration is not what its own statements say".to_string(),
+        )),
+        Err(e) => Err(WireError(format!("stored statement refused: {e}"))),
     }
 }
 
@@ -846,5 +863,20 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
             prefix: 40,
         });
         assert!(Config::try_from(wire).is_err());
+    }
+
+    /// Found by the slot fuzz target: a retry step of 0 s decoded, though no `set` line
+    /// can say it. A stored value is held to the schema's bounds as a typed one is.
+    #[test]
+    fn stored_values_are_held_to_the_schemas_bounds() {
+        let meta = crate::config::slot::CommitMeta::default();
+        let mut config = parse(EVERYTHING).unwrap();
+        config.queue.retry[0] = std::time::Duration::ZERO;
+        let bytes = encode_config(&meta, &config).unwrap();
+        let error = decode_config(SCHEMA_VERSION, &bytes).unwrap_err();
+        assert!(error.0.contains("too short for a retry step"), "{error}");
+        let good = parse(EVERYTHING).unwrap();
+        let bytes = encode_config(&meta, &good).unwrap();
+        assert_eq!(decode_config(SCHEMA_VERSION, &bytes).unwrap().1, good);
     }
 }

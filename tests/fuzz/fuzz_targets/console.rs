@@ -1,6 +1,7 @@
 //! The console core (SPEC §9): keystrokes in any order never panic, whatever is typed
 //! or answered reaches the terminal as printable text, CR, LF, backspace and the bell
-//! only, and input split anywhere writes the same bytes as input fed whole.
+//! only, and input split anywhere writes the same bytes as input fed whole (Ctrl-C
+//! aside, whose meaning depends on whether a request is still running).
 //!
 //! The first octet chooses where to split the rest; a stand-in gateway answers every
 //! request at once, echoing the request into its answer so that typed text comes back
@@ -12,7 +13,7 @@ use std::time::Instant;
 use drawbridge::config::engine::Candidate;
 use drawbridge::config::host_default;
 use drawbridge::console::request::{Answer, Command, Request};
-use drawbridge::console::{Console, Event, Options};
+use drawbridge::console::{Console, Event, MAX_TYPEAHEAD, Options};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/pieces.rs"]
@@ -61,8 +62,9 @@ fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
             }
             match console.poll_event() {
                 Some(Event::Request(r)) => console.handle_answer(answer(r, &mut sequence), now),
-                Some(Event::Cancel) => console.handle_answer(Answer::Cancelled, now),
-                Some(Event::Closed) => {}
+                // Every request is answered the moment it is seen: there is nothing
+                // left to give up.
+                Some(Event::Cancel | Event::Closed) => {}
                 None => break,
             }
         }
@@ -75,17 +77,29 @@ fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     out
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&cut, input)) = data.split_first() else {
-        return;
-    };
-    let whole = run(std::iter::once(input));
-    for &b in &whole {
+/// Only what a dumb terminal shows as text, and its line controls.
+fn check_alphabet(out: &[u8]) {
+    for &b in out {
         assert!(
             matches!(b, b'\r' | b'\n' | 0x08 | 0x07) || b >= 0x20 && b != 0x7f,
             "the terminal got {b:#04x}"
         );
     }
-    let split = run(pieces::pieces(input, &[cut]));
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, input)) = data.split_first() else {
+        return;
+    };
+    // Within what the console holds while a request runs (keys, each one octet or more).
+    let input = &input[..input.len().min(MAX_TYPEAHEAD)];
+    let whole = run(std::iter::once(input));
+    check_alphabet(&whole);
+    check_alphabet(&run(pieces::pieces(input, &[cut])));
+    // Ctrl-C while a request runs gives it up; typed later it clears the line: where the
+    // input is cut decides which, so the comparison leaves it out.
+    let calm: Vec<u8> = input.iter().copied().filter(|&b| b != 0x03).collect();
+    let whole = run(std::iter::once(&calm[..]));
+    let split = run(pieces::pieces(&calm, &[cut]));
     assert_eq!(whole, split, "split at every {} octets", usize::from(cut) + 1);
 });
