@@ -23,19 +23,7 @@ fn queue(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
 }
 
 fn send(gw: &Gateway, subject: &str) -> String {
-    let out = python(&format!(
-        r#"
-import smtplib
-with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
-    s.ehlo("client.example.org")
-    s.mail("alice@example.org")
-    s.rcpt("bob@example.com")
-    code, resp = s.data(b"Subject: {subject}\r\n\r\nbody of {subject}\r\n")
-    print(resp.decode())
-"#,
-        port = gw.inbound
-    ));
-    out.trim().rsplit(' ').next().unwrap().to_string()
+    send_to(gw, "bob@example.com", subject)
 }
 
 #[test]
