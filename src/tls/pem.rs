@@ -101,23 +101,7 @@ fn sec1_curve(ec_private_key: &[u8]) -> Option<&[u8]> {
 
 /// `der` as a PEM block with this label, lines of 64 characters (RFC 7468 §2).
 pub fn encode(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut base64 = String::with_capacity(der.len().div_ceil(3) * 4);
-    for chunk in der.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                base64.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                base64.push('=');
-            }
-        }
-    }
+    let base64 = crate::sasl::base64::encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in base64.as_bytes().chunks(64) {
         // Base64 output is ASCII.

@@ -31,6 +31,7 @@ use super::{
     KeyKind, Mechanism, ObjectClass, ObjectHandle, ObjectInfo, PublicKeyInfo, Token, TokenError,
     TokenInfo, check_label, der,
 };
+use crate::sasl::constant_time_eq;
 
 /// PBKDF2 iterations for new tokens: OWASP's 2023 guidance for PBKDF2-HMAC-SHA256 is
 /// 600 000; 100 000 keeps a login on the appliance's small CPU near a tenth of a second.
@@ -152,7 +153,7 @@ impl SoftToken {
             let old = Header::decode(&read_bounded(&header_path, MAX_HEADER_FILE_LEN)?)?;
             if let Some((salt, check)) = old.so {
                 let given = so_pin.ok_or(TokenError::PinIncorrect)?;
-                if !equal(&pin_check(given, &salt, old.iterations), &check) {
+                if !constant_time_eq(&pin_check(given, &salt, old.iterations), &check) {
                     return Err(TokenError::PinIncorrect);
                 }
             }
@@ -415,7 +416,7 @@ impl Token for SoftToken {
         }
         let header = &state.header;
         let master = derive_master(pin, &header.user_salt, header.iterations);
-        if !equal(&keyed(&master, CHECK_CONTEXT), &header.user_check) {
+        if !constant_time_eq(&keyed(&master, CHECK_CONTEXT), &header.user_check) {
             let mut header = state.header.clone();
             header.failed_pins = header.failed_pins.saturating_add(1);
             header.locked = header.failed_pins >= MAX_PIN_ATTEMPTS;
@@ -688,11 +689,6 @@ fn keyed(master: &[u8; 32], context: &[u8]) -> [u8; 32] {
 
 fn pin_check(pin: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; CHECK_LEN] {
     keyed(&derive_master(pin, salt, iterations), CHECK_CONTEXT)
-}
-
-/// Compares in time independent of where the inputs differ.
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Overwrites key material before it is freed.
