@@ -538,23 +538,9 @@ fn image(action: &cli::ImageAction) -> ExitCode {
 /// `drawbridge system update FILE`: verify through the token, then write the inactive slot.
 fn system_update(file: &std::path::Path, state_dir: &std::path::Path) -> ExitCode {
     printed((|| -> Result<String, String> {
-        let dir = drawbridge::init::firmware::slots_dir()
-            .ok_or_else(|| drawbridge::init::firmware::UpdateError::NoSlots.to_string())?;
-        let bytes = drawbridge::init::firmware::read_image(file)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
         let token =
             drawbridge::tls::open_soft_token(state_dir, drawbridge::tls::setup::TOKEN_LABEL)
                 .map_err(|e| e.to_string())?;
-        let slot = drawbridge::init::firmware::update(
-            token.as_ref(),
-            &drawbridge::init::firmware::trust(),
-            &bytes,
-            dir,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(format!(
-            "{} verified and written to slot {slot}; it starts at the next restart\n",
-            file.display()
-        ))
+        drawbridge::init::firmware::update_from_file(token.as_ref(), file)
     })())
 }

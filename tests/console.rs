@@ -485,4 +485,25 @@ s.quit()
     assert!(out.contains("decision: 550 5.7.1"), "{out}");
     assert!(out.contains(": deleted"), "{out}");
     assert!(out.contains("Mail queue is empty"), "{out}");
+
+    // The appliance's system commands say why a developer machine does not take them
+    // (tests/image.rs runs them on the QEMU board).
+    let out = gw.console_script(
+        "system update /tmp/none.img
+system reboot
+yes
+",
+    );
+    assert!(
+        out.contains("error: board host takes no firmware updates"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: board host runs on a host's own system"),
+        "{out}"
+    );
+    assert!(
+        gw.log_text()
+            .contains("firmware update from /tmp/none.img requested by root")
+    );
 }

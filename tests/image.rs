@@ -7,7 +7,9 @@
 //!
 //! The test's configuration reaches the guest as `state/initial.conf` on the data disk,
 //! written with debugfs (after the first boot) or mke2fs -d (before it): the drop box an
-//! appliance commits at boot, as an administrator may use instead of the console.
+//! appliance commits at boot. The rest is typed at the serial console through QEMU's
+//! socket, as on a serial cable: the first login, a commit in configuration mode,
+//! `system update` and `system reboot`.
 //! QEMU tests run one at a time (a lock), with generous timeouts and no clock assertions.
 
 mod common;
@@ -31,6 +33,8 @@ const COMPATIBLE: &str = "drawbridge,qemu-x86_64";
 const BOOT_WAIT: Duration = Duration::from_secs(300);
 /// How long a relayed message may take to reach the sink.
 const DELIVERY_WAIT: Duration = Duration::from_secs(180);
+/// The console password the tests choose at the first login.
+const CONSOLE_PASSWORD: &str = "serial-line-2026";
 /// The data disks' size: 128 MiB, sparse.
 const DISK_SIZE: u64 = 128 << 20;
 
@@ -236,6 +240,9 @@ struct Vm {
     child: Option<Child>,
     serial: PathBuf,
     monitor: PathBuf,
+    /// The serial console's socket, for typing; what the guest writes is in `serial`.
+    console: PathBuf,
+    typing: Option<UnixStream>,
     smtp: u16,
 }
 
@@ -245,7 +252,9 @@ impl Vm {
         let smtp = free_port();
         let serial = dir.join("serial.log");
         let monitor = dir.join("monitor.sock");
+        let console = dir.join("console.sock");
         let _ = std::fs::remove_file(&monitor);
+        let _ = std::fs::remove_file(&console);
         let machine = Machine {
             kernel,
             initramfs,
@@ -254,7 +263,10 @@ impl Vm {
             // Only what the guest flushed reaches the disk before QEMU dies.
             disk_cache: "none".into(),
             forwards: vec![(smtp, 25)],
-            serial: Serial::File(serial.clone()),
+            serial: Serial::Socket {
+                socket: console.clone(),
+                log: serial.clone(),
+            },
             monitor: Some(monitor.clone()),
             restart_exits: true,
         };
@@ -269,6 +281,8 @@ impl Vm {
             child: Some(child),
             serial,
             monitor,
+            console,
+            typing: None,
             smtp,
         };
         vm.wait_smtp_ready();
@@ -277,6 +291,69 @@ impl Vm {
 
     fn serial_text(&self) -> String {
         std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Types at the serial console, as an administrator on the serial cable does. What
+    /// comes back is read and dropped (the log file has it), so the line never stalls.
+    fn type_keys(&mut self, keys: &str) {
+        if self.typing.is_none() {
+            let stream = UnixStream::connect(&self.console).expect("the console socket");
+            let mut drain = stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut drain, &mut std::io::sink());
+            });
+            self.typing = Some(stream);
+        }
+        let stream = self.typing.as_mut().unwrap();
+        // A person's pace: the emulated UART's receive buffer is small.
+        for chunk in keys.as_bytes().chunks(8) {
+            stream.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the console has shown `text` at least `times` times in this boot.
+    fn expect_console(&self, text: &str, times: usize) {
+        let start = Instant::now();
+        while self.serial_text().matches(text).count() < times {
+            assert!(
+                start.elapsed() < BOOT_WAIT,
+                "the console did not show {text:?}:\n{}",
+                self.serial_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Types one command line and waits for the answer `expect` (its `times`th showing).
+    fn command(&mut self, line: &str, expect: &str, times: usize) {
+        self.type_keys(&format!("{line}\r"));
+        self.expect_console(expect, times);
+    }
+
+    /// The first login on the serial console: the factory password, then the forced
+    /// change; leaves the operational prompt.
+    fn first_login(&mut self) {
+        self.expect_console("login: ", 1);
+        self.command("admin", "Password:", 1);
+        self.command("drawbridge", "New password:", 1);
+        self.command(CONSOLE_PASSWORD, "Retype new password:", 1);
+        self.command(CONSOLE_PASSWORD, "Password changed.", 1);
+        self.expect_console("admin@", 1);
+    }
+
+    /// Waits for QEMU to exit after the guest restarts or powers off (`-no-reboot`).
+    fn wait_exit(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < BOOT_WAIT,
+                "the guest did not go down:\n{}",
+                self.serial_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Waits for the guest's inbound service to greet through the forwarded port.
@@ -316,16 +393,7 @@ impl Vm {
     /// everything out, unmounts and restarts; with `-no-reboot`, QEMU then exits.
     fn restart(&mut self) {
         self.monitor_command("sendkey ctrl-alt-delete");
-        let mut child = self.child.take().unwrap();
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < BOOT_WAIT,
-                "the guest did not restart:\n{}",
-                self.serial_text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_exit();
         let log = self.serial_text();
         assert!(log.contains("restart requested"), "{log}");
         assert!(log.contains("restarting"), "{log}");
@@ -488,8 +556,30 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
     assert_eq!(got.rcpts, ["<alice@example.net>"]);
     // A message whose next hop is down stays queued.
     assert!(send(vm.smtp, "bob@example.org", "queued"));
-    std::thread::sleep(Duration::from_secs(2));
-    vm.restart();
+    // The administrator on the serial line: the first login, a route committed in
+    // configuration mode and taken by mail at once, then a reboot from the console.
+    let typed = Sink::start();
+    vm.first_login();
+    vm.command("configure", "[edit]", 1);
+    vm.type_keys(&format!(
+        "set route example.com relay [{}]:{}\r",
+        qemu::HOST_FROM_GUEST,
+        typed.addr.port()
+    ));
+    vm.command(
+        "commit comment \"typed at the console\"",
+        "commit 3: applied",
+        1,
+    );
+    vm.type_keys("exit\r");
+    assert!(send(vm.smtp, "dave@example.com", "typed route"));
+    wait_for_subjects(&typed, &["typed route".to_string()], &vm);
+    vm.command("system reboot", "Reboot the appliance?", 1);
+    vm.command("yes", "Rebooting.", 1);
+    vm.wait_exit();
+    let log = vm.serial_text();
+    assert!(log.contains("restart requested"), "{log}");
+    assert!(log.contains("restarting"), "{log}");
 
     // Third boot: configuration and queue survived; the queued message leaves once its
     // next hop listens.
@@ -511,6 +601,10 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
     wait_for_subjects(&second, &["queued".to_string()], &vm);
     assert!(send(vm.smtp, "carol@example.net", "after restart"));
     wait_for_subjects(&sink, &["after restart".to_string()], &vm);
+    // The commit typed at the console survived the reboot.
+    assert!(log.contains("running commit 3"), "{log}");
+    assert!(send(vm.smtp, "erin@example.com", "typed route kept"));
+    wait_for_subjects(&typed, &["typed route kept".to_string()], &vm);
 }
 
 /// A small xorshift generator: the test's "random moments", seeded from the clock and
@@ -619,26 +713,29 @@ fn debugfs(disk: &Path, commands: &str, dir: &Path) -> String {
 
 #[test]
 fn an_update_is_tried_once_kept_after_a_good_boot_and_a_bad_slot_falls_back() {
-    use drawbridge::init::firmware::{self, Slot};
     let _lock = qemu_lock();
     let b = built();
     let dir = TempDir::new("qemu-update");
-    // `system update` of the built image, as the console will run it: slot a, pending.
+    // The image on the data disk, as an administrator copies it there.
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("state")).unwrap();
-    let t = drawbridge::image::TransientToken::new().unwrap();
-    let keys = [dev_public_key()];
-    let trust = drawbridge::image::Trust {
-        keys: &keys,
-        compatible: COMPATIBLE,
-    };
-    let slots = tree.join("firmware");
-    assert_eq!(
-        firmware::update(&t.token, &trust, &b.bytes, &slots).unwrap(),
-        Slot::A
-    );
+    std::fs::write(tree.join("update.img"), &b.bytes).unwrap();
     let disk = dir.path().join("data.img");
     disk_with(&tree, &disk);
+
+    // `system update` at the serial console verifies it and writes slot a, pending;
+    // `system reboot` restarts the machine into the boot stage.
+    let mut vm = Vm::boot(dir.path(), &disk);
+    vm.first_login();
+    vm.command(
+        "system update /data/update.img",
+        "/data/update.img verified and written to slot a; it starts at the next system reboot",
+        1,
+    );
+    vm.command("system reboot", "Reboot the appliance?", 1);
+    vm.command("yes", "Rebooting.", 1);
+    vm.wait_exit();
+    drop(vm);
 
     // The boot stage starts slot a with kexec; its firmware confirms it after a good run.
     let mut vm = Vm::boot(dir.path(), &disk);

@@ -23,6 +23,9 @@ pub enum Serial {
     Terminal,
     /// A file, appended to.
     File(PathBuf),
+    /// A Unix socket QEMU listens on, for a program to type at the console, with
+    /// everything the guest writes also in `log` (started afresh at each start).
+    Socket { socket: PathBuf, log: PathBuf },
 }
 
 /// One machine to start.
@@ -106,6 +109,13 @@ impl Machine {
                 a.push(os("-serial"));
                 a.push(path_arg("file:", path));
             }
+            Serial::Socket { socket, log } => {
+                a.push(os("-chardev"));
+                let mut c = path_arg("socket,id=serial0,server=on,wait=off,path=", socket);
+                c.push(path_arg(",logfile=", log));
+                a.push(c);
+                a.extend(["-serial", "chardev:serial0"].iter().map(os));
+            }
         }
         if self.restart_exits {
             a.push(os("-no-reboot"));
@@ -143,6 +153,35 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_console_is_logged_too() {
+        let m = Machine {
+            kernel: "k".into(),
+            initramfs: "i".into(),
+            command_line: "console=ttyS0".into(),
+            disk: "d.img".into(),
+            disk_cache: "none".into(),
+            forwards: vec![],
+            serial: Serial::Socket {
+                socket: "c.sock".into(),
+                log: "s.log".into(),
+            },
+            monitor: None,
+            restart_exits: false,
+        };
+        let args: Vec<String> = m
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let at = args.iter().position(|a| a == "-chardev").unwrap();
+        assert_eq!(
+            args[at + 1],
+            "socket,id=serial0,server=on,wait=off,path=c.sock,logfile=s.log"
+        );
+        assert!(args.windows(2).any(|w| w == ["-serial", "chardev:serial0"]));
+    }
 
     #[test]
     fn forwards_bind_loopback_only() {

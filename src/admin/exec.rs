@@ -5,7 +5,7 @@
 //! a console command never stalls the mail.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -43,7 +43,13 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
             }
         }
         Request::Run(command) => {
-            let leaving = matches!(command, Command::Restart | Command::FactoryReset);
+            let leaving = matches!(
+                command,
+                Command::Restart
+                    | Command::FactoryReset
+                    | Command::SystemReboot
+                    | Command::SystemPowerOff
+            );
             match run(&gw, &user, command).await {
                 Ok(text) if leaving => Answer::Closing(text),
                 Ok(text) => Answer::Text(text),
@@ -272,6 +278,32 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             log::warn!(target: "console", "restart requested by {user}");
             super::request_restart(gw, format!("restart requested from the console by {user}"));
             Ok("Restarting.\n".into())
+        }
+        Command::SystemUpdate { file } => {
+            log::warn!(target: "console", "firmware update from {file} requested by {user}");
+            let token = gw.token();
+            let text = smol::unblock(move || {
+                crate::init::firmware::update_from_file(token.as_ref(), Path::new(&file))
+            })
+            .await?;
+            log::warn!(target: "console", "{}", text.trim_end());
+            Ok(text)
+        }
+        Command::SystemReboot | Command::SystemPowerOff => {
+            let (kind, doing) = if command == Command::SystemReboot {
+                (crate::init::Shutdown::Restart, "Rebooting")
+            } else {
+                (crate::init::Shutdown::PowerOff, "Powering off")
+            };
+            if crate::board::BOARD.kernel_package.is_none() {
+                return Err(format!(
+                    "board {} runs on a host's own system: restart or stop the host (restart restarts the gateway)",
+                    crate::board::BOARD.name
+                ));
+            }
+            log::warn!(target: "console", "{} requested by {user}", doing.to_lowercase());
+            crate::init::request(kind).map_err(|e| format!("cannot ask init: {e}"))?;
+            Ok(format!("{doing}.\n"))
         }
         Command::FactoryReset => {
             log::warn!(target: "console", "factory reset requested by {user}");

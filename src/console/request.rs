@@ -110,6 +110,14 @@ pub enum Command {
     },
     Restart,
     FactoryReset,
+    /// `system update FILE`: verify the image, write it to the inactive firmware slot.
+    SystemUpdate {
+        file: String,
+    },
+    /// `system reboot`: PID 1 stops the gateway, writes everything out and restarts.
+    SystemReboot,
+    /// `system power-off`: the same, then powers off.
+    SystemPowerOff,
 }
 
 /// A request for whoever drives the core.

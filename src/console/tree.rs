@@ -1314,6 +1314,11 @@ pub static OPERATIONAL: &[Cmd] = &[
         kind: CmdKind::Menu(SHOW),
     },
     Cmd {
+        name: "system",
+        help: "Firmware update, reboot and power-off of the appliance",
+        kind: CmdKind::Menu(SYSTEM),
+    },
+    Cmd {
         name: "test",
         help: "Try a next hop or a DNS name from the gateway",
         kind: CmdKind::Menu(TEST),
@@ -1322,6 +1327,40 @@ pub static OPERATIONAL: &[Cmd] = &[
         name: "token",
         help: "Log in to the crypto token, or make the keys the gateway needs",
         kind: CmdKind::Menu(TOKEN),
+    },
+];
+
+static SYSTEM: &[Cmd] = &[
+    plain!(
+        "power-off",
+        "Stop the gateway, write everything out and power the appliance off",
+        false,
+        Action::Confirm {
+            question: "Power the appliance off? Open sessions are cut; it stays off until someone turns it on.",
+            command: Command::SystemPowerOff,
+        }
+    ),
+    plain!(
+        "reboot",
+        "Stop the gateway, write everything out and restart the appliance (and a new firmware)",
+        false,
+        Action::Confirm {
+            question: "Reboot the appliance? Open sessions are cut.",
+            command: Command::SystemReboot,
+        }
+    ),
+    Cmd {
+        name: "update",
+        help: "Verify a firmware image and write it to the inactive slot, for the next reboot",
+        kind: CmdKind::Run(&Spec {
+            args: &[value("FILE", "The signed image, on the data disk")],
+            piped: false,
+            build: |a| {
+                run(Command::SystemUpdate {
+                    file: a.value(0).unwrap_or_default().to_string(),
+                })
+            },
+        }),
     },
 ];
 

@@ -302,6 +302,19 @@ pub fn update(
     Ok(slot)
 }
 
+/// `system update FILE`, from the command line or the console: reads the image at
+/// `file` (bounded), verifies it through `token` against this build's trust and writes
+/// it to the inactive slot; what to tell the administrator.
+pub fn update_from_file(token: &dyn Token, file: &Path) -> Result<String, String> {
+    let dir = slots_dir().ok_or_else(|| UpdateError::NoSlots.to_string())?;
+    let bytes = read_image(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let slot = update(token, &trust(), &bytes, dir).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} verified and written to slot {slot}; it starts at the next system reboot\n",
+        file.display()
+    ))
+}
+
 /// The trust of this build: its compiled-in keys and its board.
 pub fn trust() -> Trust<'static> {
     Trust {
