@@ -73,6 +73,24 @@ pub fn run(cargo_args: &[String]) -> Result<ExitCode, Failure> {
     .collect();
     println!("xtask: {}", shown.join(" "));
     let status = command.status().context("running cargo test")?;
+    if !status.success() {
+        return Ok(exit_code(status));
+    }
+    // The fuzz targets live outside the workspace (cargo-fuzz builds them with
+    // sanitizers): checking that they still compile keeps them from rotting.
+    let manifest = root.join(crate::fuzz::FUZZ_DIR).join("Cargo.toml");
+    println!(
+        "xtask: cargo check --manifest-path {} --bins",
+        manifest.display()
+    );
+    let status = Command::new(crate::cargo())
+        .arg("check")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--bins")
+        .current_dir(&root)
+        .status()
+        .context("checking the fuzz targets")?;
     Ok(exit_code(status))
 }
 
