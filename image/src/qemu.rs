@@ -154,27 +154,31 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_socket_console_is_logged_too() {
+    /// A test machine with `serial`, its arguments as strings.
+    fn args_with(serial: Serial) -> Vec<String> {
         let m = Machine {
             kernel: "k".into(),
             initramfs: "i".into(),
             command_line: "console=ttyS0".into(),
             disk: "d.img".into(),
             disk_cache: "none".into(),
-            forwards: vec![],
-            serial: Serial::Socket {
-                socket: "c.sock".into(),
-                log: "s.log".into(),
-            },
-            monitor: None,
-            restart_exits: false,
+            forwards: vec![(2525, 25), (2587, 587)],
+            serial,
+            monitor: Some("m.sock".into()),
+            restart_exits: true,
         };
-        let args: Vec<String> = m
-            .args()
+        m.args()
             .into_iter()
             .map(|a| a.into_string().unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_socket_console_is_logged_too() {
+        let args = args_with(Serial::Socket {
+            socket: "c.sock".into(),
+            log: "s.log".into(),
+        });
         let at = args.iter().position(|a| a == "-chardev").unwrap();
         assert_eq!(
             args[at + 1],
@@ -185,22 +189,7 @@ mod tests {
 
     #[test]
     fn forwards_bind_loopback_only() {
-        let m = Machine {
-            kernel: "k".into(),
-            initramfs: "i".into(),
-            command_line: "console=ttyS0".into(),
-            disk: "d.img".into(),
-            disk_cache: "none".into(),
-            forwards: vec![(2525, 25), (2587, 587)],
-            serial: Serial::File("s.log".into()),
-            monitor: Some("m.sock".into()),
-            restart_exits: true,
-        };
-        let args: Vec<String> = m
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let args = args_with(Serial::File("s.log".into()));
         let net = args.iter().find(|a| a.starts_with("user,")).unwrap();
         assert_eq!(
             net,
