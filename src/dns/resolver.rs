@@ -209,7 +209,7 @@ impl Resolver {
 
     /// Runs one exchange over real sockets.
     async fn query(&self, name: &Name, record_type: RecordType) -> Result<Response, DnsError> {
-        let seed = self.rng.borrow_mut().next_u64();
+        let seed = super::rng::entropy_seed();
         let mut exchange = Exchange::new(
             name.clone(),
             record_type,

@@ -1,11 +1,12 @@
 //! A small non-cryptographic PRNG (xorshift64*) for query ids and the order of
-//! equal-preference MX records. Seeded once from the standard library's random hasher keys.
+//! equal-preference MX records, seeded from the operating system's random numbers
+//! through ring: each exchange gets a fresh seed ([`entropy_seed`]), so an observer of
+//! one exchange's ids learns nothing of the next one's.
 //!
-//! Query ids are 16 bits and guessable in principle by an observer of many queries;
-//! together with a fresh random source port per query (chosen by the kernel) this is the
-//! usual RFC 5452 defence, not a cryptographic one.
+//! Query ids are 16 bits; with a fresh random source port per query (chosen by the
+//! kernel) this is the usual RFC 5452 defence.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// xorshift64* (Vigna 2014): 64 bits of state, period 2^64 − 1.
 #[derive(Clone, Debug)]
@@ -22,13 +23,10 @@ impl Prng {
         Prng(if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z })
     }
 
-    /// A generator seeded from `RandomState` (random keys from the operating system),
-    /// the process id and the wall clock.
+    /// A generator seeded from the operating system's random numbers, through ring (the
+    /// one source of randomness in the firmware).
     pub fn from_entropy() -> Prng {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u32(std::process::id());
-        hasher.write_u64(crate::clock::unix_micros_now());
-        Prng::from_seed(hasher.finish())
+        Prng::from_seed(entropy_seed())
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -63,9 +61,29 @@ impl Prng {
     }
 }
 
+/// 64 bits from the operating system's random numbers (ring's `SystemRandom`). Should
+/// the system refuse, the standard library's hasher keys, which come from the same
+/// system call at start, mixed with the clock.
+pub fn entropy_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if SystemRandom::new().fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, Hasher, RandomState};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(crate::clock::unix_micros_now());
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_exchange_gets_a_fresh_seed() {
+        let seeds: std::collections::HashSet<u64> = (0..64).map(|_| entropy_seed()).collect();
+        assert_eq!(seeds.len(), 64);
+    }
 
     #[test]
     fn deterministic_from_seed() {
