@@ -352,45 +352,80 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     Ok(Command::Run(opts))
 }
 
-/// `--state-dir DIR` and the flags among `allowed`: the state directory and the flags
-/// given.
-fn state_dir_and_flags(
-    args: &[String],
-    allowed: &[&'static str],
-) -> Result<(PathBuf, Vec<&'static str>), String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut flags = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--state-dir" {
-            state_dir = it
-                .next()
-                .map(PathBuf::from)
-                .ok_or("--state-dir needs a value (try --help)")?;
-        } else if let Some(flag) = allowed.iter().find(|f| **f == arg) {
-            flags.push(*flag);
-        } else {
-            return Err(format!("unknown option '{arg}' (try --help)"));
+/// A subcommand's arguments, split by what it takes: `--state-dir DIR`, the options
+/// among `valued` with their values, the flags among `flags`, and (where it takes any)
+/// its words. Anything else that starts with `-` is an unknown option.
+struct Split {
+    state_dir: PathBuf,
+    values: Vec<(&'static str, String)>,
+    flags: Vec<&'static str>,
+    words: Vec<String>,
+}
+
+impl Split {
+    fn new(
+        args: &[String],
+        valued: &[&'static str],
+        flags: &[&'static str],
+        takes_words: bool,
+    ) -> Result<Split, String> {
+        let mut split = Split {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            values: Vec::new(),
+            flags: Vec::new(),
+            words: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{arg} needs a value (try --help)"))
+            };
+            if arg == "--state-dir" {
+                split.state_dir = PathBuf::from(value()?);
+            } else if let Some(name) = valued.iter().find(|v| **v == arg) {
+                split.values.push((name, value()?));
+            } else if let Some(flag) = flags.iter().find(|f| **f == arg) {
+                split.flags.push(flag);
+            } else if takes_words && !arg.starts_with('-') {
+                split.words.push(arg.clone());
+            } else {
+                return Err(format!("unknown option '{arg}' (try --help)"));
+            }
         }
+        Ok(split)
     }
-    Ok((state_dir, flags))
+
+    /// The last value given for `name`, as a path.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| PathBuf::from(v))
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
+    }
 }
 
 /// `cli [--login] [--state-dir DIR]`.
 fn parse_cli(args: &[String]) -> Result<Command, String> {
-    let (state_dir, flags) = state_dir_and_flags(args, &["--login"])?;
+    let split = Split::new(args, &[], &["--login"], false)?;
     Ok(Command::Cli {
-        state_dir,
-        login: !flags.is_empty(),
+        login: split.flag("--login"),
+        state_dir: split.state_dir,
     })
 }
 
 /// `stats [--json] [--state-dir DIR]`.
 fn parse_stats(args: &[String]) -> Result<Command, String> {
-    let (state_dir, flags) = state_dir_and_flags(args, &["--json"])?;
+    let split = Split::new(args, &[], &["--json"], false)?;
     Ok(Command::Stats {
-        state_dir,
-        json: !flags.is_empty(),
+        json: split.flag("--json"),
+        state_dir: split.state_dir,
     })
 }
 
@@ -553,27 +588,9 @@ fn parse_password(args: &[String]) -> Result<Command, String> {
 
 /// `certificate show|import NAME --chain F --key F|request NAME|generate-self-signed HOST`.
 fn parse_certificate(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let (mut chain, mut key, mut config) = (None, None, None);
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{name} needs a value (try --help)"))
-        };
-        match arg.as_str() {
-            "--state-dir" => state_dir = value("--state-dir")?,
-            "--chain" => chain = Some(value("--chain")?),
-            "--config" => config = Some(value("--config")?),
-            "--key" => key = Some(value("--key")?),
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other => words.push(other.to_string()),
-        }
-    }
+    let split = Split::new(args, &["--chain", "--key", "--config"], &[], true)?;
+    let (chain, key) = (split.path("--chain"), split.path("--key"));
+    let words = &split.words;
     let action = match (words.first().map(String::as_str), words.len()) {
         (Some("show"), 1) => CertificateAction::Show,
         (Some("import"), 2) => CertificateAction::Import {
@@ -596,43 +613,24 @@ fn parse_certificate(args: &[String]) -> Result<Command, String> {
     };
     Ok(Command::Certificate {
         action,
-        state_dir,
-        config,
+        config: split.path("--config"),
+        state_dir: split.state_dir,
     })
 }
 
 /// `token show|login|init-key [--state-dir DIR] [--config FILE]`.
 fn parse_token(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut config = None;
-    let mut action = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{name} needs a value (try --help)"))
-        };
-        match arg.as_str() {
-            "--state-dir" => state_dir = value("--state-dir")?,
-            "--config" => config = Some(value("--config")?),
-            "show" | "login" | "init-key" if action.is_none() => {
-                action = Some(match arg.as_str() {
-                    "show" => TokenAction::Show,
-                    "login" => TokenAction::Login,
-                    _ => TokenAction::InitKey,
-                });
-            }
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            _ => return Err("usage: token show | login | init-key".into()),
-        }
-    }
+    let split = Split::new(args, &["--config"], &[], true)?;
+    let action = match split.words.as_slice() {
+        [verb] if verb == "show" => TokenAction::Show,
+        [verb] if verb == "login" => TokenAction::Login,
+        [verb] if verb == "init-key" => TokenAction::InitKey,
+        _ => return Err("usage: token show | login | init-key".into()),
+    };
     Ok(Command::Token {
-        action: action.ok_or("usage: token show | login | init-key")?,
-        state_dir,
-        config,
+        action,
+        config: split.path("--config"),
+        state_dir: split.state_dir,
     })
 }
 
@@ -678,26 +676,8 @@ fn parse_image(args: &[String]) -> Result<Command, String> {
 /// `secret set|delete NAME | show [--state-dir DIR] [--config FILE]`.
 fn parse_secret(args: &[String]) -> Result<Command, String> {
     const USAGE: &str = "usage: secret set NAME | delete NAME | show";
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut config = None;
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{name} needs a value (try --help)"))
-        };
-        match arg.as_str() {
-            "--state-dir" => state_dir = value("--state-dir")?,
-            "--config" => config = Some(value("--config")?),
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other => words.push(other.to_string()),
-        }
-    }
-    let action = match words.as_slice() {
+    let split = Split::new(args, &["--config"], &[], true)?;
+    let action = match split.words.as_slice() {
         [verb, name] if verb == "set" => SecretAction::Set { name: name.clone() },
         [verb, name] if verb == "delete" => SecretAction::Delete { name: name.clone() },
         [verb] if verb == "show" => SecretAction::Show,
@@ -705,34 +685,18 @@ fn parse_secret(args: &[String]) -> Result<Command, String> {
     };
     Ok(Command::Secret {
         action,
-        state_dir,
-        config,
+        config: split.path("--config"),
+        state_dir: split.state_dir,
     })
 }
 
 /// `system update FILE [--state-dir DIR]`.
 fn parse_system(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--state-dir" => {
-                state_dir = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--state-dir needs a value (try --help)")?
-            }
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other => words.push(other),
-        }
-    }
-    match words.as_slice() {
-        ["update", file] => Ok(Command::SystemUpdate {
+    let split = Split::new(args, &[], &[], true)?;
+    match split.words.as_slice() {
+        [verb, file] if verb == "update" => Ok(Command::SystemUpdate {
             file: PathBuf::from(file),
-            state_dir,
+            state_dir: split.state_dir,
         }),
         _ => Err("usage: system update FILE".into()),
     }
@@ -740,25 +704,9 @@ fn parse_system(args: &[String]) -> Result<Command, String> {
 
 /// `queue VERB [ID] [--json] [--state-dir DIR]`.
 fn parse_queue(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let mut json = false;
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--state-dir" => {
-                state_dir = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or("--state-dir needs a value (try --help)")?
-            }
-            "--json" => json = true,
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other => words.push(other),
-        }
-    }
+    let split = Split::new(args, &[], &["--json"], true)?;
+    let json = split.flag("--json");
+    let (words, state_dir) = (split.words, split.state_dir);
     let mut line = String::from("queue");
     for w in &words {
         line.push(' ');
