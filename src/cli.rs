@@ -397,13 +397,18 @@ impl Split {
         Ok(split)
     }
 
-    /// The last value given for `name`, as a path.
-    fn path(&self, name: &str) -> Option<PathBuf> {
+    /// The last value given for `name`.
+    fn value(&self, name: &str) -> Option<&str> {
         self.values
             .iter()
             .rev()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| PathBuf::from(v))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value given for `name`, as a path.
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.value(name).map(PathBuf::from)
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -432,34 +437,23 @@ fn parse_stats(args: &[String]) -> Result<Command, String> {
 /// `config show|check|load|commit|rollback|history|reference …`.
 fn parse_config(args: &[String]) -> Result<ConfigCommand, String> {
     use crate::config::admin::ConfigRequest;
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let (mut json, mut no_apply, mut confirm, mut comment) = (false, false, None, None);
-    let mut words: Vec<&str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .map(String::as_str)
-                .ok_or_else(|| format!("{name} needs a value (try --help)"))
-        };
-        match arg.as_str() {
-            "--state-dir" => state_dir = PathBuf::from(value("--state-dir")?),
-            "--json" => json = true,
-            "--no-apply" => no_apply = true,
-            "--confirm" => {
-                let v = value("--confirm")?;
-                confirm = Some(
-                    v.parse::<u64>()
-                        .map_err(|_| format!("--confirm needs minutes, not '{v}'"))?,
-                );
-            }
-            "--comment" => comment = Some(value("--comment")?.to_string()),
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other => words.push(other),
-        }
-    }
+    let split = Split::new(
+        args,
+        &["--confirm", "--comment"],
+        &["--json", "--no-apply"],
+        true,
+    )?;
+    let (json, no_apply) = (split.flag("--json"), split.flag("--no-apply"));
+    let confirm = split
+        .value("--confirm")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| format!("--confirm needs minutes, not '{v}'"))
+        })
+        .transpose()?;
+    let comment = split.value("--comment").map(str::to_string);
+    let state_dir = split.state_dir.clone();
+    let words: Vec<&str> = split.words.iter().map(String::as_str).collect();
     let request = |request, file: Option<&str>| ConfigCommand::Request {
         request,
         file: file.map(PathBuf::from),
@@ -537,35 +531,24 @@ fn parse_explain(args: &[String]) -> Result<Command, String> {
 
 /// `password add|set|delete|show --user NAME [--cram-md5] [--iterations N]`.
 fn parse_password(args: &[String]) -> Result<Command, String> {
-    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
-    let (mut user, mut cram_md5, mut iterations) = (None, false, DEFAULT_ITERATIONS);
-    let mut verb = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value (try --help)"))
-        };
-        match arg.as_str() {
-            "--state-dir" => state_dir = PathBuf::from(value("--state-dir")?),
-            "--user" => user = Some(value("--user")?),
-            "--cram-md5" => cram_md5 = true,
-            "--iterations" => {
-                let v = value("--iterations")?;
-                iterations = v
-                    .parse()
-                    .map_err(|_| format!("--iterations needs a number, not '{v}'"))?;
-            }
-            other if other.starts_with('-') => {
-                return Err(format!("unknown option '{other}' (try --help)"));
-            }
-            other if verb.is_none() => verb = Some(other.to_string()),
-            other => return Err(format!("unexpected '{other}' (try --help)")),
-        }
+    let split = Split::new(args, &["--user", "--iterations"], &["--cram-md5"], true)?;
+    let (user, cram_md5) = (
+        split.value("--user").map(str::to_string),
+        split.flag("--cram-md5"),
+    );
+    let iterations = match split.value("--iterations") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("--iterations needs a number, not '{v}'"))?,
+        None => DEFAULT_ITERATIONS,
+    };
+    if let Some(extra) = split.words.get(1) {
+        return Err(format!("unexpected '{extra}' (try --help)"));
     }
+    let verb = split.words.first().map(String::as_str);
+    let state_dir = split.state_dir.clone();
     let need_user = |user: Option<String>| user.ok_or("password commands need --user NAME");
-    let action = match verb.as_deref() {
+    let action = match verb {
         Some("add") => PasswordAction::Add {
             user: need_user(user)?,
             cram_md5,
