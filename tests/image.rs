@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{Sink, TempDir, free_port};
+use common::{Rng, Sink, TempDir, free_port};
 use drawbridge_image::board::BoardFile;
 use drawbridge_image::format::{self, SectionKind};
 use drawbridge_image::qemu::{self, Machine, Serial};
@@ -607,19 +607,6 @@ fn boots_formats_relays_and_keeps_configuration_and_queue_across_a_restart() {
     wait_for_subjects(&typed, &["typed route kept".to_string()], &vm);
 }
 
-/// A small xorshift generator: the test's "random moments", seeded from the clock and
-/// printed so that a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// How many times the power is cut.
 const POWER_CUTS: usize = 10;
 /// Parallel SMTP sessions that load the guest while the power is cut.
@@ -647,6 +634,7 @@ fn no_acknowledged_message_is_lost_when_the_power_is_cut_under_load() {
         .unwrap()
         .as_nanos() as u64
         | 1;
+    // The test's "random moments", printed so that a failure can be replayed.
     println!("power-cut seed {seed}");
     let mut rng = Rng(seed);
     let mut acknowledged: Vec<String> = Vec::new();
