@@ -576,16 +576,10 @@ impl Gateway {
         let text = crate::tls::admin::execute(&store, request, pem).map_err(|e| e.to_string())?;
         if request.changes_the_store() {
             log::info!(target: "tls", "certificate {}: the services use the store as it is now", request.line());
-            self.refresh_certificates();
+            let running = self.running();
+            self.swap(running.config.clone(), running.commit);
         }
         Ok(text)
-    }
-
-    /// The certificate store changed under the running configuration: new sessions use
-    /// it as it is now.
-    pub fn refresh_certificates(&self) {
-        let running = self.running();
-        self.swap(running.config.clone(), running.commit);
     }
 
     /// Asks the gateway to stop; `run` returns with `why`.

@@ -460,8 +460,7 @@ fn token(gw: &Rc<Gateway>) -> String {
 }
 
 /// `token login` and `token init-key` against the running gateway's token, on the
-/// blocking pool (PIN derivations, module calls, files). A key made for a certificate is
-/// served by new sessions at once.
+/// blocking pool (PIN derivations, module calls, files).
 async fn token_command(gw: &Rc<Gateway>, command: Command) -> Result<String, String> {
     let token = gw.token();
     let config = gw.config();
@@ -469,19 +468,15 @@ async fn token_command(gw: &Rc<Gateway>, command: Command) -> Result<String, Str
     let host_name = config.system.host_name.clone();
     let state_dir = gw.state_dir.clone();
     let init = command == Command::TokenInitKey;
-    let (text, certificate_made) = smol::unblock(move || {
+    smol::unblock(move || {
         if init {
             crate::token::admin::init_keys(&token, &host_name, &state_dir)
         } else {
-            crate::token::admin::login_running(&token, &settings, &state_dir).map(|t| (t, false))
+            crate::token::admin::login_running(&token, &settings, &state_dir)
         }
     })
     .await
-    .map_err(|e| e.to_string())?;
-    if certificate_made {
-        gw.refresh_certificates();
-    }
-    Ok(text)
+    .map_err(|e| e.to_string())
 }
 
 async fn users(gw: &Rc<Gateway>) -> Result<String, String> {

@@ -187,20 +187,19 @@ fn keys_report(token: &Arc<dyn Token>, state_dir: &Path) -> Result<String, TlsEr
 /// HMAC key. Keys that exist are kept.
 pub fn init_key(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     let token = open_token(&config.system.token, state_dir)?;
-    init_keys(&token, &config.system.host_name, state_dir).map(|(text, _)| text)
+    init_keys(&token, &config.system.host_name, state_dir)
 }
 
-/// [`init_key`] with a token already open (the running gateway's); also whether it made
-/// a certificate.
+/// [`init_key`] with a token already open (the running gateway's, whose services keep
+/// a certificate in the store at all times: there it finds the keys present).
 pub fn init_keys(
     token: &Arc<dyn Token>,
     host_name: &str,
     state_dir: &Path,
-) -> Result<(String, bool), TlsError> {
+) -> Result<String, TlsError> {
     let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
     let mut out = String::new();
-    let made = store.ensure_self_signed(host_name, unix_now() as i64)?;
-    match &made {
+    match store.ensure_self_signed(host_name, unix_now() as i64)? {
         Some(cert) => {
             let _ = writeln!(
                 out,
@@ -227,5 +226,5 @@ pub fn init_keys(
             "generated (HMAC-SHA-256, 32 octets)"
         }
     );
-    Ok((out, made.is_some()))
+    Ok(out)
 }
