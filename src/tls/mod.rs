@@ -163,6 +163,17 @@ pub fn pin_path(settings: &TokenSettings, state_dir: &Path) -> std::path::PathBu
         .map_or_else(|| state_dir.join(PIN_FILE), std::path::PathBuf::from)
 }
 
+/// The PIN the PIN file at `pin_path` holds for the token `label`.
+pub fn read_pin(pin_path: &Path, label: &str) -> Result<String, TlsError> {
+    let pins = PinFile::load(pin_path)?;
+    pins.pin(label).map(str::to_string).ok_or_else(|| {
+        TlsError::Pin(format!(
+            "no PIN for token {label:?} in {}",
+            pin_path.display()
+        ))
+    })
+}
+
 /// Opens the token the configuration names and logs in with its PIN from the PIN file.
 /// Every failure (no module, no such token, no PIN, a wrong PIN) is an error that says
 /// which; the gateway does not start without its token.
@@ -192,14 +203,8 @@ fn open_pkcs11(
         label,
         Some(&state_dir.join(FALLBACK_TOKEN_DIR)),
     )?;
-    let pins = PinFile::load(pin_path)?;
-    let pin = pins.pin(label).ok_or_else(|| {
-        TlsError::Pin(format!(
-            "no PIN for token {label:?} in {}",
-            pin_path.display()
-        ))
-    })?;
-    token.login(pin).map_err(|e| {
+    let pin = read_pin(pin_path, label)?;
+    token.login(&pin).map_err(|e| {
         TlsError::Pin(format!(
             "cannot log in to token {label:?} of {module} with the PIN from {}: {e}",
             pin_path.display()
@@ -230,13 +235,7 @@ fn open_soft(state_dir: &Path, label: &str, pin_path: &Path) -> Result<Arc<dyn T
     let token_dir = state_dir.join(TOKEN_DIR);
     let token_exists = SoftToken::exists(&token_dir);
     let pin = if pin_path.exists() {
-        let pins = PinFile::load(pin_path)?;
-        pins.pin(label).map(str::to_string).ok_or_else(|| {
-            TlsError::Pin(format!(
-                "no PIN for token {label:?} in {}",
-                pin_path.display()
-            ))
-        })?
+        read_pin(pin_path, label)?
     } else if token_exists {
         return Err(TlsError::Pin(format!(
             "{} missing for the existing token",

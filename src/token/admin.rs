@@ -5,13 +5,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, PinFile, SoftToken, Token, hmac_key};
+use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, hmac_key};
 use crate::cli::TokenAction;
 use crate::clock::unix_now;
 use crate::config::{Config, TokenBackend, TokenSettings};
 use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
 use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
-use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path};
+use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
 
 /// Carries out one token command for the token `config` names; the text to print.
 pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
@@ -141,15 +141,8 @@ pub fn login_running(
         )
     } else {
         let pin_path = pin_path(settings, state_dir);
-        let pins = PinFile::load(&pin_path)?;
-        let pin = pins.pin(&info.label).ok_or_else(|| {
-            TlsError::Pin(format!(
-                "no PIN for token {:?} in {}",
-                info.label,
-                pin_path.display()
-            ))
-        })?;
-        token.login(pin).map_err(|e| {
+        let pin = read_pin(&pin_path, &info.label)?;
+        token.login(&pin).map_err(|e| {
             TlsError::Pin(format!(
                 "cannot log in to token {:?} with the PIN from {}: {e}",
                 info.label,
