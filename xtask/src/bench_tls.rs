@@ -253,7 +253,7 @@ fn run_drawbridge(load: &Load, binary: &Path) -> Result<Measurement, Failure> {
 }
 
 /// main.cf settings for Postfix's TLS server side, added to the relay instance's.
-fn postfix_tls_settings(cert: &Path, key: &Path) -> String {
+pub fn postfix_tls_settings(cert: &Path, key: &Path) -> String {
     format!(
         "smtpd_tls_cert_file = {}\n\
          smtpd_tls_key_file = {}\n\
@@ -277,10 +277,14 @@ fn postfix_master_cf(smtpd_port: u16, smtps_port: u16) -> String {
     )
 }
 
-/// A self-signed P-256 certificate for Postfix, the key type drawbridge generates.
 fn make_certificate(load: &Load, dir: &Path) -> Result<(PathBuf, PathBuf), Failure> {
+    certificate(&load.openssl, dir)
+}
+
+/// A self-signed P-256 certificate for Postfix, the key type drawbridge generates.
+pub fn certificate(openssl: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), Failure> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let output = Command::new(&load.openssl)
+    let output = Command::new(openssl)
         .args([
             "req",
             "-x509",

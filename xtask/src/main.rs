@@ -1,8 +1,9 @@
 //! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench
-//! relay|tls|token|delivery|auth-stall|boot`, `cargo xtask soak`, `build-image`,
+//! relay|latency|churn|idle|slow-downstream|size|loadgen|all|tls|token|delivery|auth-stall|boot`, `cargo xtask soak`, `build-image`,
 //! `verify-image` and `qemu`.
 //!
-//! std only, so that it compiles in a few seconds on a fresh machine. Linux only: it reads
+//! std only, but for rustls (the load generator's STARTTLS, built once for the gateway and
+//! xtask alike), so that it compiles quickly on a fresh machine. Linux only: it reads
 //! `/proc` and drives Debian's packages and Postfix's tools.
 
 mod bench;
@@ -11,11 +12,13 @@ mod bench_tls;
 mod bench_token;
 mod fuzz;
 mod image;
+mod loadgen;
 mod options;
 mod postfix;
 mod process;
 mod sink;
 mod soak;
+mod suite;
 mod test_runner;
 
 use std::ffi::OsString;
@@ -34,18 +37,32 @@ commands:
       then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
       and exit with its status.
 
-  bench relay [--messages N] [--sessions S] [--size BYTES]
-              [--only drawbridge|postfix] [--reconnect]
-      Relay N messages (default 10000) with BYTES of payload each (default
-      2048) over S parallel SMTP sessions (default 10), sent by Postfix's
-      smtp-source, through a release build of drawbridge and then through a
-      private Postfix instance, to one smtp-sink as the final next hop.
-      Prints messages/s end to end (from the start of smtp-source until the
-      sink has all N) and the peak PSS of each system, and writes
-      target/bench/relay.json. Each session keeps its connection open
-      between messages (smtp-source -d) unless --reconnect is given, which
-      opens a new connection per message; both systems get the same load.
-      --only runs one of the two systems. The Postfix run needs root.
+  bench relay|latency|churn|idle|slow-downstream|size|loadgen|all
+        [--sizes LIST] [--messages N] [--sessions S] [--connections LIST]
+        [--only drawbridge|postfix]
+      The benchmark suite: drawbridge (release build) against a private
+      Postfix relay on this machine, one after the other under the same load
+      from xtask's own SMTP load generator, relaying to one smtp-sink. Prints
+      both figures and the ratio, writes target/bench/NAME.json. Needs root
+      for Postfix unless --only drawbridge.
+      relay: each size of LIST (default 1k,4k,100k,10m; k and m are KiB and
+        MiB) over S pipelined sessions kept open (default 10): messages/s end
+        to end, MB/s, CPU seconds per 1000 messages of each whole process
+        tree, peak PSS. N defaults to 200 MiB worth, 50 to 20000.
+      latency: one session, one 4 KiB message at a time (N, default 5000):
+        acknowledgement latency p50/p99/p99.9.
+      churn: a new connection per 4 KiB message, then a new STARTTLS
+        connection (full handshake) per message (N, default 3000).
+      idle: connections (LIST, default 1000,10000) greeted and past EHLO, plain
+        and after STARTTLS, held open: PSS per connection.
+      slow-downstream: the sink waits 1 s before each DATA reply; N messages
+        (default 3000) are accepted far faster than they can leave: queue
+        depth and peak memory.
+      size: the static (+crt-static), stripped binary against Postfix's
+        programs and installed package.
+      loadgen: the generator against smtp-source, same load, to smtp-sink and
+        to each system; they must agree where both keep up.
+      all: every one of them, then bench tls; target/bench/all.json.
 
   bench tls [--handshakes N] [--messages N] [--sessions S]
       drawbridge against a private Postfix instance over TLS, both with a
@@ -158,7 +175,7 @@ impl<T, E: fmt::Display> Context<T> for Result<T, E> {
 enum Command {
     Help,
     Test { cargo_args: Vec<String> },
-    BenchRelay(bench::Options),
+    BenchSuite(String, suite::Options),
     BenchTls(bench_tls::Options),
     BenchToken(bench_token::Options),
     BenchDelivery(bench_robust::DeliveryOptions),
@@ -171,6 +188,18 @@ enum Command {
     Fuzz(fuzz::Options),
 }
 
+/// The benchmarks of the suite (`suite.rs`).
+const SUITE: [&str; 8] = [
+    "relay",
+    "latency",
+    "churn",
+    "idle",
+    "slow-downstream",
+    "size",
+    "loadgen",
+    "all",
+];
+
 fn parse(args: &[String]) -> Result<Command, String> {
     match args.split_first() {
         None => Err("no command given".to_owned()),
@@ -180,8 +209,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 cargo_args: rest.to_vec(),
             }),
             "bench" => match rest.split_first() {
-                Some((what, options)) if what == "relay" => {
-                    bench::Options::parse(options).map(Command::BenchRelay)
+                Some((what, options)) if SUITE.contains(&what.as_str()) => {
+                    suite::Options::parse(options, &format!("bench {what}"))
+                        .map(|o| Command::BenchSuite(what.clone(), o))
                 }
                 Some((what, options)) if what == "tls" => {
                     bench_tls::Options::parse(options).map(Command::BenchTls)
@@ -200,7 +230,8 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
                 None => Err(
-                    "`bench` needs a benchmark name: relay, tls, token, delivery, auth-stall \
+                    "`bench` needs a benchmark name: relay, latency, churn, idle, \
+                     slow-downstream, size, loadgen, all, tls, token, delivery, auth-stall \
                      or boot"
                         .to_owned(),
                 ),
@@ -252,7 +283,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { cargo_args } => test_runner::run(&cargo_args),
-        Command::BenchRelay(options) => bench::run_relay(&options),
+        Command::BenchSuite(what, options) => suite::run(&what, &options),
         Command::BenchTls(options) => bench_tls::run(&options),
         Command::BenchToken(options) => bench_token::run(&options),
         Command::BenchDelivery(options) => bench_robust::run_delivery(&options),
@@ -302,8 +333,17 @@ mod tests {
     fn bench_relay_parses_with_defaults() {
         assert_eq!(
             parse(&args(&["bench", "relay"])),
-            Ok(Command::BenchRelay(bench::Options::default()))
+            Ok(Command::BenchSuite(
+                "relay".to_owned(),
+                suite::Options::default()
+            ))
         );
+        for what in SUITE {
+            assert!(matches!(
+                parse(&args(&["bench", what, "--messages", "5"])),
+                Ok(Command::BenchSuite(..))
+            ));
+        }
     }
 
     #[test]

@@ -156,24 +156,8 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Writes the configuration, starts the instance with `postfix -c DIR start` and reads
-    /// its master's pid.
-    pub fn start(
-        postfix: &Path,
-        layout: Layout,
-        compatibility_level: &str,
-        smtpd_port: u16,
-        next_hop_port: u16,
-    ) -> Result<Instance, Failure> {
-        Self::start_with(
-            postfix,
-            layout.clone(),
-            &main_cf(&layout, compatibility_level, next_hop_port),
-            &master_cf(smtpd_port),
-        )
-    }
-
-    /// Like [`Instance::start`], with the whole text of main.cf and master.cf given.
+    /// Writes main.cf and master.cf (their whole text given), starts the instance with
+    /// `postfix -c DIR start` and reads its master's pid.
     pub fn start_with(
         postfix: &Path,
         layout: Layout,

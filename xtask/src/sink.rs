@@ -81,7 +81,19 @@ impl Sink {
     /// Starts smtp-sink on 127.0.0.1:`port` and waits until it accepts connections. Its
     /// diagnostics go to `log`.
     pub fn start(program: &Path, port: u16, log: &Path) -> Result<Sink, Failure> {
+        Self::start_with(program, port, log, &[])
+    }
+
+    /// Like [`Sink::start`], with more smtp-sink options (`-w 1`: wait a second before
+    /// answering each DATA).
+    pub fn start_with(
+        program: &Path,
+        port: u16,
+        log: &Path,
+        options: &[&str],
+    ) -> Result<Sink, Failure> {
         let mut command = Command::new(program);
+        command.args(options);
         if process::is_root() {
             // smtp-sink refuses to run as root without a user to switch to.
             command.args(["-u", "postfix"]);
