@@ -18,6 +18,7 @@ use crate::sasl::client::{
     SaltedPassword, SaslClient,
 };
 use crate::smtp::client_reply::{ReplyError, ReplyReader};
+use crate::smtp::data;
 use crate::smtp::reply::Reply;
 
 /// The largest piece of message content the layer should hand to
@@ -426,7 +427,19 @@ impl Stuffer {
     fn stuff(&mut self, input: &[u8]) -> Vec<u8> {
         // Worst case: every octet doubled.
         let mut out = Vec::with_capacity(input.len().saturating_mul(2));
-        for &b in input {
+        let mut rest = input;
+        while let Some((&b, after)) = rest.split_first() {
+            // Inside a line, octets other than CR and LF go out as they are: a run of
+            // them is copied whole.
+            if !self.pending_cr && !self.line_start {
+                let run = data::ordinary_run(rest);
+                if let Some((piece, after_run)) = rest.split_at_checked(run).filter(|_| run > 0) {
+                    out.extend_from_slice(piece);
+                    rest = after_run;
+                    continue;
+                }
+            }
+            rest = after;
             if self.pending_cr {
                 self.pending_cr = false;
                 out.extend_from_slice(b"\r\n");
@@ -1977,6 +1990,7 @@ mod tests {
             b".x\r\nmid.dle\r\n.\r\n..\r\nend\r\n",
             b"a\nb\rc\r\r\n.\n\r.\r",
             b"x\n.\nMAIL FROM:<e@vil>\r\n",
+            b"abcdefghijklmnopqrstuvwxyz.0123\r\n.abcdefgh\0ijklmnop\rqrst..\nuvwxyz.........\n",
             b"\r\n.\r\n.",
             b"no line break at the end",
             b"\r",
