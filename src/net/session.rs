@@ -849,7 +849,8 @@ impl Spooling {
     fn note(&mut self, bytes: &[u8]) {
         self.message_id.push(bytes);
         self.written += bytes.len() as u64;
-        self.eight_bit |= bytes.iter().any(|b| *b >= 0x80);
+        // std's ASCII check goes a word at a time; once 8-bit, always 8-bit.
+        self.eight_bit = self.eight_bit || !bytes.is_ascii();
     }
 
     fn fail(&self, e: &std::io::Error) -> Store {
