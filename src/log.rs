@@ -82,14 +82,17 @@ impl log::Log for Logger {
         let message = cut(format!("{level}{}", record.args()));
         let micros = crate::clock::unix_micros_now();
         let mut hub = hub();
-        let line = format!(
+        let mut line = format!(
             "{} {} drawbridge/{component}[{}]: {message}",
             crate::clock::syslog_stamp(micros / 1_000_000),
             hub.host,
             hub.pid
         );
         if hub.stderr {
-            let _ = writeln!(std::io::stderr(), "{line}");
+            // One write per line: stderr is unbuffered, and `writeln!` would make two.
+            line.push('\n');
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            line.pop();
         }
         if let Some(syslog) = &hub.syslog {
             let frame = syslog_frame(
