@@ -250,7 +250,13 @@ impl Connection {
         let Some(transport) = self.transport.as_mut() else {
             return false;
         };
-        while let Some(out) = self.client.poll_transmit() {
+        while let Some(mut out) = self.client.poll_transmit() {
+            // Everything the core has queued goes out in one write (one segment where it
+            // fits): the end of data with the last piece of content, pipelined commands
+            // together. The queue holds at most one content piece, so the bound stands.
+            while let Some(more) = self.client.poll_transmit() {
+                out.extend_from_slice(&more);
+            }
             let write = async { transport.write_all(&out).await };
             let stalled = async {
                 Timer::after(self.write_timeout).await;
