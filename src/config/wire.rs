@@ -3,8 +3,9 @@
 //!
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
-//! and the decoder keeps reading every version it ever wrote. A committed version-1 blob
-//! (`testdata/config-v1.bin`) is decoded by a test to keep that promise.
+//! and the decoder keeps reading every version it ever wrote. A committed blob of each
+//! released version (`testdata/config-v1.bin`, `testdata/config-v2.bin`) is decoded by a
+//! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
 //! address patterns) travel as their canonical text and are parsed again on the way in,
@@ -822,23 +823,32 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
         Config::try_from(back).unwrap()
     }
 
+    /// What schema version 2 added, set to values other than the factory ones: with
+    /// [`EVERYTHING`], the configuration of the committed version-2 fixture.
+    pub(crate) const VERSION_TWO_SETTINGS: &str = "\
+set system postmaster hostmaster@example.org
+set service inbound certificate mail-2026
+set service inbound auth yes
+set service outbound auth no
+set system auth-throttle user-limit 3
+set service outbound min-data-rate 20
+set system dns client-names no
+set system gateway 10.0.2.2
+set interface eth0 address 10.0.2.15/24
+set interface eth0 address fd00::15/64
+set interface eth1
+set system syslog host 192.0.2.9
+set system syslog host [2001:db8::9]:5514
+set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587
+set route .example.org auth user relay@example.org
+set route * auth danger-cleartext yes
+set route example.org relay relay.example.org
+";
+
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
         let mut with_postmaster = parse(EVERYTHING).unwrap();
-        crate::config::text::parse_into(
-            &mut with_postmaster,
-            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n\
-             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n\
-             set system dns client-names no\nset system gateway 10.0.2.2\n\
-             set interface eth0 address 10.0.2.15/24\nset interface eth0 address fd00::15/64\n\
-             set interface eth1\nset system syslog host 192.0.2.9\n\
-             set system syslog host [2001:db8::9]:5514\n\
-             set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587\n\
-             set route .example.org auth user relay@example.org\n\
-             set route * auth danger-cleartext yes\n\
-             set route example.org relay relay.example.org\n",
-        )
-        .unwrap();
+        crate::config::text::parse_into(&mut with_postmaster, VERSION_TWO_SETTINGS).unwrap();
         for config in [
             Config::default(),
             host_default(),
