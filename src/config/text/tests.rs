@@ -901,6 +901,18 @@ fn random_config(rng: &mut XorShift) -> Config {
         if rng.chance(2) {
             s.greet_delay = random_duration(rng, true);
         }
+        // From a generator of their own, so that the other settings drawn stay those
+        // the seeds gave before these settings existed.
+        let mut own = XorShift(rng.0.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15);
+        if own.chance(2) {
+            s.proxy_protocol = true;
+        }
+        for _ in 0..own.range(0, 3) {
+            let network = random_cidr(&mut own);
+            if !s.proxy_from.contains(&network) {
+                s.proxy_from.push(network);
+            }
+        }
         if rng.chance(2) {
             for (k, _) in EhloKeywords::NAMES {
                 if rng.chance(2) {
@@ -1094,6 +1106,8 @@ fn random_word_soup_never_panics() {
         "listen",
         "max-connections",
         "max-connections-per-ip",
+        "proxy-protocol",
+        "proxy-from",
         "idle-timeout",
         "data-timeout",
         "max-session-time",
