@@ -484,6 +484,19 @@ fn bounds_of_the_model_are_enforced() {
     );
 
     let mut text = String::new();
+    for i in 0..schema::MAX_PROXY_NETWORKS {
+        text.push_str(&format!("set service outbound proxy-from 10.{i}.0.0/16\n"));
+    }
+    let mut cfg = parse(&text).unwrap();
+    parse_into(&mut cfg, "set service outbound proxy-from 10.0.0.0/16\n").unwrap();
+    let err = parse_into(&mut cfg, "set service outbound proxy-from 192.0.2.1\n").unwrap_err();
+    assert!(
+        err.message
+            .contains("too many proxy-from networks in one service: at most 16"),
+        "{err}"
+    );
+
+    let mut text = String::new();
     for i in 1..=schema::MAX_CLASSIFY_RULES {
         text.push_str(&format!("set classify {i} category X\n"));
     }
