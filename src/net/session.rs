@@ -141,8 +141,10 @@ pub async fn serve(
         }
     } else {
         let mut session = Session::new(config, Instant::now());
-        // A pipelining client's first commands, read with the PROXY header.
-        session.handle_input(&already_read, Instant::now());
+        // A pipelining client's first commands, read with the PROXY header; moved here
+        // so that their buffer is not kept for the session's life.
+        let first = already_read;
+        session.handle_input(&first, Instant::now());
         session
     };
     let mut buf = vec![0u8; SESSION_READ_START];
