@@ -15,6 +15,7 @@ pub mod init;
 pub mod log;
 pub mod net;
 pub mod policy;
+pub mod proxy;
 pub mod queue;
 pub mod relay;
 pub mod sasl;

@@ -33,6 +33,7 @@ const CORES: &[&str] = &[
     "src/config/slot.rs",
     "src/config/reference.rs",
     "src/init/plan.rs",
+    "src/proxy.rs",
 ];
 
 /// What a core must not name, and why not.

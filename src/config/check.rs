@@ -98,6 +98,7 @@ fn services(config: &Config, out: &mut Vec<Problem>) {
             ),
             _ => {}
         }
+        proxy(name, s, out);
         let addresses = s
             .listen
             .iter()
@@ -114,6 +115,28 @@ fn services(config: &Config, out: &mut Vec<Problem>) {
             }
             seen.push((*addr, statement));
         }
+    }
+}
+
+/// The PROXY protocol needs its load balancers named, and never trusts everyone: a
+/// network of every address would let any client claim any address, an INTERNAL one
+/// included.
+fn proxy(name: ServiceName, s: &super::Service, out: &mut Vec<Problem>) {
+    if s.proxy_protocol && s.proxy_from.is_empty() {
+        problem(
+            out,
+            format!("service {name} proxy-protocol yes"),
+            format!(
+                "no load balancer is trusted to send a PROXY header: add 'set service {name} proxy-from NETWORK' with the balancers' addresses"
+            ),
+        );
+    }
+    for network in s.proxy_from.iter().filter(|n| n.prefix() == 0) {
+        problem(
+            out,
+            format!("service {name} proxy-from {network}"),
+            "every address would be trusted to name its own client address: give the load balancers' networks",
+        );
     }
 }
 
@@ -356,6 +379,14 @@ mod tests {
                 "set service outbound tls-listen [::]:2587\n",
                 "service outbound tls-listen [::]:2587: [::]:2587 is taken already by 'service outbound listen 127.0.0.1:2587'",
             ),
+            (
+                "set service inbound proxy-protocol yes\n",
+                "service inbound proxy-protocol yes: no load balancer is trusted to send a PROXY header: add 'set service inbound proxy-from NETWORK'",
+            ),
+            (
+                "set service outbound proxy-protocol yes\nset service outbound proxy-from ::/0\n",
+                "service outbound proxy-from ::/0: every address would be trusted to name its own client address",
+            ),
         ];
         for (text, want) in cases {
             let got = problems(text);
@@ -364,6 +395,19 @@ mod tests {
                 "{text}\n  got:  {got:#?}\n  want: {want}"
             );
         }
+    }
+
+    #[test]
+    fn the_proxy_protocol_passes_with_its_balancers_named() {
+        let text = "set service inbound proxy-protocol yes\n\
+                    set service inbound proxy-from 10.1.0.0/16\n\
+                    set service inbound proxy-from 2001:db8::/48\n";
+        assert_eq!(problems(text), Vec::<String>::new());
+        // Balancers named while the protocol is off: nothing expects a header yet.
+        assert_eq!(
+            problems("set service outbound proxy-from 10.1.0.5\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -277,6 +277,13 @@ pub struct Service {
     pub channel: Option<String>,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
+    /// Connections from `proxy_from` begin with a PROXY protocol header (HAProxy's, v1
+    /// or v2) naming the client a load balancer relays for; that client is then the
+    /// session's client for everything.
+    pub proxy_protocol: bool,
+    /// The load balancers' networks: only connections from these may carry a PROXY
+    /// header, and with `proxy_protocol` on they must.
+    pub proxy_from: Vec<Cidr>,
     /// RFC 5321 §4.5.3.2.7: server timeout waiting for the next command, 5 min.
     pub idle_timeout: Duration,
     /// RFC 5321 §4.5.3.2.5/6: data block timeout, 3 min.
@@ -329,6 +336,14 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether a connection from `peer` must begin with a PROXY header: the service takes
+    /// the protocol and `peer` is in one of its `proxy-from` networks (an IPv4-mapped
+    /// IPv6 address, as a dual-stack listener sees an IPv4 peer, counts as IPv4:
+    /// [`Cidr::contains`]).
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        self.proxy_protocol && self.proxy_from.iter().any(|n| n.contains(peer))
+    }
+
     /// The statement of deny rule `k` in the order the gateway checks them (the
     /// `deny-filter` rules, then each `access-filter`'s `-` rules), in the administrator's
     /// words, for the log line of a refused client.
@@ -431,6 +446,8 @@ impl Default for Service {
             max_connections: 500,
             // 25 addresses can hold at most half of the default 500 connections.
             max_connections_per_ip: 10,
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             command_deadline: Duration::from_secs(60),
@@ -1173,6 +1190,21 @@ mod tests {
             Some("access-filter \"+smtp: 10.1.0.1$-smtp: 10.1.0.2$-smtp: ALL\"")
         );
         assert_eq!(s.deny_rule_source(4), None);
+    }
+
+    #[test]
+    fn a_proxy_header_is_expected_only_from_the_balancers_when_the_protocol_is_on() {
+        let mut s = Service::default();
+        let balancer: IpAddr = "10.1.0.5".parse().unwrap();
+        assert!(!s.expects_proxy_header(balancer));
+        s.proxy_from
+            .push(Cidr::new("10.1.0.0".parse().unwrap(), 16).unwrap());
+        assert!(!s.expects_proxy_header(balancer), "the protocol is off");
+        s.proxy_protocol = true;
+        assert!(s.expects_proxy_header(balancer));
+        assert!(s.expects_proxy_header("::ffff:10.1.0.5".parse().unwrap()));
+        assert!(!s.expects_proxy_header("10.2.0.5".parse().unwrap()));
+        assert!(!s.expects_proxy_header("2001:db8::5".parse().unwrap()));
     }
 
     #[test]

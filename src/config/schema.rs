@@ -59,6 +59,9 @@ pub const MAX_FILTERS: usize = 64;
 pub const MAX_SYSLOG_HOSTS: usize = 4;
 /// RFC 5426 §3.3: syslog over UDP goes to port 514 unless told otherwise.
 pub const SYSLOG_PORT: u16 = 514;
+/// Most `proxy-from` networks per service: 16. A fleet's load balancers sit in a few
+/// networks; each costs 18 octets, and each is checked at every connection.
+pub const MAX_PROXY_NETWORKS: usize = 16;
 /// RFC 1870 leaves the size limit to the server; below 1 KiB no real message fits.
 pub const MIN_MESSAGE_SIZE: u64 = 1024;
 
@@ -1653,6 +1656,25 @@ static SERVICE_CHILDREN: &[Node] = &[
         service_mut,
         default_service(),
         max_connections_per_ip
+    ),
+    scalar!(
+        "proxy-protocol",
+        "Connections from proxy-from must begin with a PROXY header (v1 or v2), whose client is then the client for everything",
+        YES_NO,
+        service,
+        service_mut,
+        default_service(),
+        proxy_protocol
+    ),
+    multi!(
+        "proxy-from",
+        "A load balancer's network: the only addresses trusted to send a PROXY header",
+        CIDR,
+        service,
+        service_mut,
+        MAX_PROXY_NETWORKS,
+        "proxy-from networks in one service",
+        proxy_from
     ),
     scalar!(
         "idle-timeout",

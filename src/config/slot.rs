@@ -322,6 +322,31 @@ pub(crate) mod tests {
         }
     }
 
+    /// A record written by schema version 2, with every setting that version added:
+    /// every later firmware must read it to the same model.
+    #[test]
+    fn the_version_two_fixture_still_decodes() {
+        let bytes = include_bytes!("testdata/config-v2.bin");
+        assert_eq!(&bytes[4..6], &2u16.to_le_bytes());
+        let record = decode(bytes, &TestSeal([0x5a; 32])).unwrap();
+        assert_eq!(record.sequence, 1);
+        assert_eq!(record.meta.comment, "the version-2 fixture");
+        assert_eq!(record.meta.time, 1_796_169_600);
+        let expected = crate::config::text::parse(&format!(
+            "{}{}",
+            crate::config::wire::tests::EVERYTHING,
+            crate::config::wire::tests::VERSION_TWO_SETTINGS
+        ))
+        .unwrap();
+        assert_eq!(record.config, expected);
+        let now = encode(2, &record.meta, &record.config, &TestSeal([0x5a; 32])).unwrap();
+        assert_eq!(&now[4..6], &SCHEMA_VERSION.to_le_bytes());
+        assert_eq!(
+            decode(&now, &TestSeal([0x5a; 32])).unwrap().config,
+            expected
+        );
+    }
+
     /// A record written by the first release of the stored form: every later firmware
     /// must read it to the same model.
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
-//! and the decoder keeps reading every version it ever wrote. A committed version-1 blob
-//! (`testdata/config-v1.bin`) is decoded by a test to keep that promise.
+//! and the decoder keeps reading every version it ever wrote. A committed blob of each
+//! released version (`testdata/config-v1.bin`, `testdata/config-v2.bin`) is decoded by a
+//! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
 //! address patterns) travel as their canonical text and are parsed again on the way in,
@@ -34,10 +35,75 @@ use crate::sasl::{MechanismName, MechanismSet};
 ///   `stress-timeout`; `system dns client-names`; `system gateway` and `interface`;
 ///   `system syslog host`; each route's host names in relay lists and smarthosts,
 ///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
-pub const SCHEMA_VERSION: u16 = 2;
+/// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
+
+/// Schema version 3: version 2 and the PROXY protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV3 {
+    pub v2: ConfigV2,
+    pub inbound_proxy: ProxyV3,
+    pub outbound_proxy: ProxyV3,
+}
+
+/// A service's PROXY protocol settings, new in version 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyV3 {
+    pub enabled: bool,
+    /// The load balancers' networks.
+    pub from: Vec<CidrV1>,
+}
+
+impl From<&Service> for ProxyV3 {
+    fn from(s: &Service) -> ProxyV3 {
+        ProxyV3 {
+            enabled: s.proxy_protocol,
+            from: s
+                .proxy_from
+                .iter()
+                .map(|n| CidrV1 {
+                    addr: n.addr(),
+                    prefix: n.prefix(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ProxyV3 {
+    fn apply(&self, s: &mut Service) -> Result<(), WireError> {
+        if self.from.len() > super::schema::MAX_PROXY_NETWORKS {
+            return Err(bad("too many proxy-from networks"));
+        }
+        s.proxy_protocol = self.enabled;
+        s.proxy_from = self.from.iter().map(cidr).collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
+impl From<&Config> for ConfigV3 {
+    fn from(c: &Config) -> ConfigV3 {
+        ConfigV3 {
+            v2: c.into(),
+            inbound_proxy: (&c.inbound).into(),
+            outbound_proxy: (&c.outbound).into(),
+        }
+    }
+}
+
+impl TryFrom<ConfigV3> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV3) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v2)?;
+        w.inbound_proxy.apply(&mut c.inbound)?;
+        w.outbound_proxy.apply(&mut c.outbound)?;
+        Ok(c)
+    }
+}
 
 /// Schema version 2: version 1 and the postmaster address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +307,11 @@ pub fn decode_config(
                 postcard::from_bytes(bytes).map_err(postcard)?;
             (meta, Config::try_from(w)?)
         }
+        3 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV3) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            (meta, Config::try_from(w)?)
+        }
         v => return Err(WireError(format!("unknown schema version {v}"))),
     };
     within_schema(&config)?;
@@ -267,7 +338,7 @@ pub fn encode_config(
     meta: &super::slot::CommitMeta,
     config: &Config,
 ) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(&(meta, ConfigV2::from(config))).map_err(|e| WireError(e.to_string()))
+    postcard::to_allocvec(&(meta, ConfigV3::from(config))).map_err(|e| WireError(e.to_string()))
 }
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -815,35 +886,55 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV2::from(config);
+        let wire = ConfigV3::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV2 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV3 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
 
+    /// What schema version 2 added, set to values other than the factory ones: with
+    /// [`EVERYTHING`], the configuration of the committed version-2 fixture.
+    pub(crate) const VERSION_TWO_SETTINGS: &str = "\
+set system postmaster hostmaster@example.org
+set service inbound certificate mail-2026
+set service inbound auth yes
+set service outbound auth no
+set system auth-throttle user-limit 3
+set service outbound min-data-rate 20
+set system dns client-names no
+set system gateway 10.0.2.2
+set interface eth0 address 10.0.2.15/24
+set interface eth0 address fd00::15/64
+set interface eth1
+set system syslog host 192.0.2.9
+set system syslog host [2001:db8::9]:5514
+set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587
+set route .example.org auth user relay@example.org
+set route * auth danger-cleartext yes
+set route example.org relay relay.example.org
+";
+
+    /// What schema version 3 added.
+    const VERSION_THREE_SETTINGS: &str = "\
+set service inbound proxy-protocol yes
+set service inbound proxy-from 10.1.0.0/16
+set service inbound proxy-from 2001:db8:1::/48
+set service outbound proxy-from 192.0.2.9
+";
+
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
         let mut with_postmaster = parse(EVERYTHING).unwrap();
-        crate::config::text::parse_into(
-            &mut with_postmaster,
-            "set system postmaster hostmaster@example.org\nset service inbound certificate mail-2026\nset service inbound auth yes\nset service outbound auth no\n\
-             set system auth-throttle user-limit 3\nset service outbound min-data-rate 20\n\
-             set system dns client-names no\nset system gateway 10.0.2.2\n\
-             set interface eth0 address 10.0.2.15/24\nset interface eth0 address fd00::15/64\n\
-             set interface eth1\nset system syslog host 192.0.2.9\n\
-             set system syslog host [2001:db8::9]:5514\n\
-             set route .example.org smarthost smtp.provider.example:587,[192.0.2.7]:587\n\
-             set route .example.org auth user relay@example.org\n\
-             set route * auth danger-cleartext yes\n\
-             set route example.org relay relay.example.org\n",
-        )
-        .unwrap();
+        crate::config::text::parse_into(&mut with_postmaster, VERSION_TWO_SETTINGS).unwrap();
+        let mut with_proxy = with_postmaster.clone();
+        crate::config::text::parse_into(&mut with_proxy, VERSION_THREE_SETTINGS).unwrap();
         for config in [
             Config::default(),
             host_default(),
             parse(EVERYTHING).unwrap(),
             with_postmaster,
+            with_proxy,
         ] {
             assert_eq!(round_trip(&config), config);
         }
@@ -863,6 +954,20 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
             prefix: 40,
         });
         assert!(Config::try_from(wire).is_err());
+        let mut config = parse(EVERYTHING).unwrap();
+        crate::config::text::parse_into(&mut config, VERSION_THREE_SETTINGS).unwrap();
+        let mut wire = ConfigV3::from(&config);
+        wire.inbound_proxy.from[0].prefix = 33;
+        assert!(
+            Config::try_from(wire)
+                .unwrap_err()
+                .0
+                .contains("bad network")
+        );
+        let mut wire = ConfigV3::from(&config);
+        let network = wire.inbound_proxy.from[0].clone();
+        wire.inbound_proxy.from = vec![network; crate::config::schema::MAX_PROXY_NETWORKS + 1];
+        assert!(Config::try_from(wire).unwrap_err().0.contains("too many"));
     }
 
     /// Found by the slot fuzz target: a retry step of 0 s decoded, though no `set` line

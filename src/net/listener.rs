@@ -1,24 +1,26 @@
-//! Listening sockets: accept, classify, enforce the per-service connection limits,
-//! and start a session for each client that gets in.
+//! Listening sockets: accept, read a load balancer's PROXY header where the service
+//! expects one, classify, enforce the per-service connection limits, and start a
+//! session for each client that gets in.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt as _;
-use smol::io::AsyncWriteExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Classification, ServiceName};
 use crate::filter::Decision;
 use crate::gateway::Gateway;
 use crate::log::{Escaped, Peer};
+use crate::proxy::{Header, HeaderError, HeaderReader};
 use crate::smtp::reply::Reply;
 
-use super::{access, session};
+use super::{access, session, timer_at};
 
 /// The service name access filters know SMTP by (`smtp: …`), as in the seeds.
 pub const FILTER_SERVICE: &str = "smtp";
@@ -150,20 +152,49 @@ impl Counts {
     }
 }
 
-/// A counted connection; dropping it gives the place back.
+/// A counted connection; dropping it gives the place back. A balancer's connection holds
+/// a place in the total while its PROXY header is read (`ip` is `None`); the client the
+/// header names is then counted by its address.
 struct Slot {
     counts: Rc<RefCell<Counts>>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
+}
+
+impl Slot {
+    /// Takes a place in `counts` for a connection from `ip`, `None` while unknown.
+    fn take(counts: &Rc<RefCell<Counts>>, ip: Option<IpAddr>, stress_at: u32) -> Slot {
+        let mut c = counts.borrow_mut();
+        c.total += 1;
+        if let Some(ip) = ip {
+            *c.per_ip.entry(ip).or_insert(0) += 1;
+        }
+        c.stress_at = stress_at;
+        c.update_stress();
+        Slot {
+            counts: counts.clone(),
+            ip,
+        }
+    }
+
+    /// Counts the place held so far by the client's address, once it is known.
+    fn name_client(&mut self, ip: IpAddr) {
+        if self.ip.is_none() {
+            *self.counts.borrow_mut().per_ip.entry(ip).or_insert(0) += 1;
+            self.ip = Some(ip);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.counts.borrow_mut();
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+        if let Some(ip) = self.ip
+            && let Some(n) = c.per_ip.get_mut(&ip)
+        {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                c.per_ip.remove(&self.ip);
+                c.per_ip.remove(&ip);
             }
         }
         c.update_stress();
@@ -196,97 +227,219 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.get_ref().set_nodelay(true);
-        let running = gw.running();
-        let config = &running.config;
-        let host = config.system.host_name.clone();
         let local = stream.get_ref().local_addr().ok().or(local);
-        let category = local.map(|l| config.classify(l, peer));
-        let category_name = match category {
-            Some(Classification::Category(c)) => Some(c.to_string()),
-            _ => None,
+        let accepted = Accepted {
+            service,
+            local,
+            implicit_tls,
         };
-        if let Some(Classification::Deny(text)) = category {
-            log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 {text}", Peer { name: None, addr: peer });
-            crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
-            refuse(&gw, stream, Reply::new(554, "5.7.1", text.to_string()));
+        let running = gw.running();
+        let limits = running.config.service(service);
+        if !limits.expects_proxy_header(peer.ip()) {
+            admit(&gw, &counts, accepted, stream, peer, None, Vec::new());
             continue;
         }
-        let limits = config.service(service);
-        let refusal = {
-            let c = counts.borrow();
-            if c.total >= limits.max_connections {
-                Some(format!("{host} Error: too many connections"))
-            } else if c.per_ip.get(&peer.ip()).copied().unwrap_or(0)
-                >= limits.max_connections_per_ip
-            {
-                Some(format!(
-                    "{host} Error: too many connections from {}",
-                    peer.ip()
-                ))
-            } else {
-                None
-            }
-        };
-        if let Some(text) = refusal {
+        // A load balancer's connection: it holds a place in the service's total while
+        // its header is read (within its own deadline), then is admitted as the client
+        // the header names, by that client's address.
+        if counts.borrow().total >= limits.max_connections {
+            let text = format!(
+                "{} Error: too many connections",
+                running.config.system.host_name
+            );
             log::warn!(target: "smtpd", "{text}: refusing {}", Peer { name: None, addr: peer });
             crate::stats::rejected(service, "CONNECT", 421, Some("4.7.0"));
             refuse(&gw, stream, Reply::new(421, "4.7.0", text));
             continue;
         }
-        let (slot, stress) = {
-            let mut c = counts.borrow_mut();
-            c.total += 1;
-            *c.per_ip.entry(peer.ip()).or_insert(0) += 1;
-            c.stress_at = stress_threshold(limits.max_connections, limits.stress_threshold);
-            c.update_stress();
-            let slot = Slot {
-                counts: counts.clone(),
-                ip: peer.ip(),
-            };
-            (slot, c.stress.clone())
-        };
-        let gw2 = gw.clone();
+        let stress_at = stress_threshold(limits.max_connections, limits.stress_threshold);
+        let pending = Slot::take(&counts, None, stress_at);
+        let (gw2, counts) = (gw.clone(), counts.clone());
         gw.executor
             .spawn(async move {
-                // Big futures (name lookups, the session itself) are boxed: the task then
-                // costs only what its state needs, not the largest state of every future
-                // it might wait on (10 000 idle sessions: see the README).
-                if let (Some(filter), Some(local)) = (running.filter(service), local) {
-                    let decision = Box::pin(access::decide(
-                        filter,
-                        FILTER_SERVICE,
-                        local,
-                        peer,
-                        running.resolver.as_deref(),
-                    ))
-                    .await;
-                    if let Decision::Denied { rule } = decision {
-                        let source = running
-                            .config
-                            .service(service)
-                            .deny_rule_source(rule)
-                            .unwrap_or_else(|| format!("deny rule {}", rule + 1));
-                        log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by {}",
-                            Peer { name: None, addr: peer }, Escaped(&source));
-                        crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
-                        refuse(&gw2, stream, Reply::new(554, "5.7.1", "Access denied"));
-                        return;
-                    }
-                }
-                Box::pin(session::serve(
-                    gw2,
-                    service,
+                let mut stream = stream;
+                let Some((client, already_read)) =
+                    Box::pin(read_proxy_header(&mut stream, peer)).await
+                else {
+                    return;
+                };
+                admit(
+                    &gw2,
+                    &counts,
+                    accepted,
                     stream,
-                    peer,
-                    category_name,
-                    implicit_tls,
-                    stress,
-                ))
-                .await;
-                drop(slot);
+                    client,
+                    Some(pending),
+                    already_read,
+                );
             })
             .detach();
     }
+}
+
+/// Where a connection came in.
+#[derive(Clone, Copy)]
+struct Accepted {
+    service: ServiceName,
+    local: Option<SocketAddr>,
+    implicit_tls: bool,
+}
+
+/// Reading buffer for a PROXY header: a whole v1 line, or a v2 header in a few reads.
+const PROXY_READ: usize = 512;
+
+/// Reads a load balancer's PROXY header (see [`crate::proxy`]) within
+/// [`HEADER_TIMEOUT`](crate::proxy::HEADER_TIMEOUT): the client it names (the balancer
+/// itself for its own connections) and the octets that followed the header. `None`
+/// when the connection is to be closed without a word: the reason is logged here.
+async fn read_proxy_header(
+    stream: &mut Async<TcpStream>,
+    balancer: SocketAddr,
+) -> Option<(SocketAddr, Vec<u8>)> {
+    let mut reader = HeaderReader::new(Instant::now());
+    let mut buf = vec![0u8; PROXY_READ];
+    loop {
+        match reader.poll_outcome() {
+            Some(Ok(received)) => {
+                let client = match received.header {
+                    Header::Relayed { client, .. } => {
+                        log::debug!(target: "smtpd", "PROXY {} header from {balancer}: client {client}", received.version);
+                        client
+                    }
+                    Header::Local => {
+                        log::debug!(target: "smtpd", "PROXY {} header from {balancer}: the balancer's own connection", received.version);
+                        balancer
+                    }
+                };
+                return Some((client, received.after));
+            }
+            Some(Err(error)) => {
+                if error == HeaderError::Closed(0) {
+                    log::info!(target: "smtpd", "PROXY header from {balancer} refused: {error}");
+                } else {
+                    log::warn!(target: "smtpd", "PROXY header from {balancer} refused: {error}; closed without a greeting");
+                }
+                return None;
+            }
+            None => {}
+        }
+        let read = async { Some(stream.read(&mut buf).await) };
+        let timeout = async {
+            timer_at(reader.poll_timeout()).await;
+            None
+        };
+        match read.or(timeout).await {
+            Some(Ok(0)) | Some(Err(_)) => reader.handle_end(),
+            Some(Ok(n)) => reader.handle_input(&buf[..n]),
+            None => reader.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Admits a connection from `peer`, the client itself or the one a balancer's PROXY
+/// header named: classification, the connection limits, the access filters, then the
+/// session, which is given `already_read` first. `pending` is the place a balancer's
+/// connection held while its header was read.
+fn admit(
+    gw: &Rc<Gateway>,
+    counts: &Rc<RefCell<Counts>>,
+    accepted: Accepted,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    pending: Option<Slot>,
+    already_read: Vec<u8>,
+) {
+    let Accepted {
+        service,
+        local,
+        implicit_tls,
+    } = accepted;
+    let running = gw.running();
+    let config = &running.config;
+    let host = config.system.host_name.clone();
+    let category = local.map(|l| config.classify(l, peer));
+    let category_name = match category {
+        Some(Classification::Category(c)) => Some(c.to_string()),
+        _ => None,
+    };
+    if let Some(Classification::Deny(text)) = category {
+        log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 {text}", Peer { name: None, addr: peer });
+        crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
+        refuse(gw, stream, Reply::new(554, "5.7.1", text.to_string()));
+        return;
+    }
+    let limits = config.service(service);
+    let refusal = {
+        let c = counts.borrow();
+        // A balancer's connection was held to the total when it came in.
+        if pending.is_none() && c.total >= limits.max_connections {
+            Some(format!("{host} Error: too many connections"))
+        } else if c.per_ip.get(&peer.ip()).copied().unwrap_or(0) >= limits.max_connections_per_ip {
+            Some(format!(
+                "{host} Error: too many connections from {}",
+                peer.ip()
+            ))
+        } else {
+            None
+        }
+    };
+    if let Some(text) = refusal {
+        log::warn!(target: "smtpd", "{text}: refusing {}", Peer { name: None, addr: peer });
+        crate::stats::rejected(service, "CONNECT", 421, Some("4.7.0"));
+        refuse(gw, stream, Reply::new(421, "4.7.0", text));
+        return;
+    }
+    let stress_at = stress_threshold(limits.max_connections, limits.stress_threshold);
+    let slot = match pending {
+        Some(mut slot) => {
+            slot.name_client(peer.ip());
+            slot
+        }
+        None => Slot::take(counts, Some(peer.ip()), stress_at),
+    };
+    let stress = counts.borrow().stress.clone();
+    let gw2 = gw.clone();
+    gw.executor
+        .spawn(async move {
+            // Big futures (name lookups, the session itself) are boxed: the task then
+            // costs only what its state needs, not the largest state of every future
+            // it might wait on (10 000 idle sessions: see the README).
+            if let (Some(filter), Some(local)) = (running.filter(service), local) {
+                let decision = Box::pin(access::decide(
+                    filter,
+                    FILTER_SERVICE,
+                    local,
+                    peer,
+                    running.resolver.as_deref(),
+                ))
+                .await;
+                if let Decision::Denied { rule } = decision {
+                    let source = running
+                        .config
+                        .service(service)
+                        .deny_rule_source(rule)
+                        .unwrap_or_else(|| format!("deny rule {}", rule + 1));
+                    log::info!(target: "smtpd", "reject: CONNECT from {}: 554 5.7.1 access denied by {}",
+                        Peer { name: None, addr: peer }, Escaped(&source));
+                    crate::stats::rejected(service, "CONNECT", 554, Some("5.7.1"));
+                    refuse(&gw2, stream, Reply::new(554, "5.7.1", "Access denied"));
+                    return;
+                }
+            }
+            Box::pin(session::serve(
+                gw2,
+                service,
+                stream,
+                peer,
+                category_name,
+                implicit_tls,
+                stress,
+                already_read,
+            ))
+            .await;
+            drop(slot);
+        })
+        .detach();
 }
 
 /// Writes one reply to a client we will not serve, and closes.

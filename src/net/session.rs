@@ -89,7 +89,10 @@ async fn client_name(running: &Running, ip: IpAddr) -> Option<String> {
 }
 
 /// Serves one accepted connection until it closes. With `implicit_tls` the TLS
-/// handshake comes first (RFC 8314).
+/// handshake comes first (RFC 8314). `peer` is the client: the one a load balancer's
+/// PROXY header named, behind one. `already_read` is what the client sent after that
+/// header in the same reads: the session's (or the handshake's) first octets.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     gw: Rc<Gateway>,
     service: ServiceName,
@@ -98,6 +101,7 @@ pub async fn serve(
     category: Option<String>,
     implicit_tls: bool,
     stress: Rc<Stress>,
+    already_read: Vec<u8>,
 ) {
     let local = stream.get_ref().local_addr().ok();
     // The configuration this session started under stays its own to the end.
@@ -123,7 +127,7 @@ pub async fn serve(
             log::warn!(target: "smtpd", "TLS is not available: dropping implicit-TLS client {client}");
             return;
         };
-        match Box::pin(tls.accept(service, transport)).await {
+        match Box::pin(tls.accept_after(service, transport, already_read)).await {
             Ok(t) => {
                 transport = t;
                 let info =
@@ -136,7 +140,12 @@ pub async fn serve(
             }
         }
     } else {
-        Session::new(config, Instant::now())
+        let mut session = Session::new(config, Instant::now());
+        // A pipelining client's first commands, read with the PROXY header; moved here
+        // so that their buffer is not kept for the session's life.
+        let first = already_read;
+        session.handle_input(&first, Instant::now());
+        session
     };
     let mut buf = vec![0u8; SESSION_READ_START];
     let mut helo = String::new();

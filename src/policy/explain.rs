@@ -61,6 +61,15 @@ pub fn explain(config: &Config, input: ExplainInput<'_>) -> Explanation {
         "client {} connects to the {} service at {local}",
         input.from_ip, input.service
     ));
+    // Behind a load balancer the client is the one its PROXY header names, and that is
+    // the address to explain; the balancer's own address is served only for its own
+    // connections.
+    if service.expects_proxy_header(input.from_ip) {
+        steps.push(format!(
+            "note: {} is a load balancer (proxy-from): its connections begin with a PROXY header and are served as the client it names; as {} itself only its own (a LOCAL or UNKNOWN header, such as a health check)",
+            input.from_ip, input.from_ip
+        ));
+    }
     let mut category = None;
     let mut matched = false;
     for (number, rule) in &config.classify {
@@ -229,6 +238,38 @@ mod tests {
             "decision: 550 5.7.1 SMTP relaying not permitted",
         ];
         assert_eq!(e.steps, expected);
+    }
+
+    #[test]
+    fn a_load_balancers_own_address_is_noted() {
+        let mut config = host_default();
+        crate::config::text::parse_into(
+            &mut config,
+            "set service inbound proxy-protocol yes\nset service inbound proxy-from 10.1.0.0/16\n",
+        )
+        .unwrap();
+        let input = |ip: &'static str| ExplainInput {
+            from_ip: ip.parse().unwrap(),
+            tls: false,
+            auth_user: None,
+            mail: "<sender@example.net>",
+            rcpt: "<victim@example.org>",
+            service: ServiceName::Inbound,
+            our_addresses: OURS,
+        };
+        let balancer = explain(&config, input("10.1.0.5"));
+        assert_eq!(
+            balancer.steps[1],
+            "note: 10.1.0.5 is a load balancer (proxy-from): its connections begin with a PROXY header and are served as the client it names; as 10.1.0.5 itself only its own (a LOCAL or UNKNOWN header, such as a health check)"
+        );
+        // The client a header names is explained as any client: the same steps as
+        // without a balancer.
+        let client = explain(&config, input("192.0.2.7"));
+        assert!(!client.steps.iter().any(|s| s.contains("proxy-from")));
+        assert_eq!(
+            client,
+            run("192.0.2.7", false, None, "<victim@example.org>")
+        );
     }
 
     #[test]

@@ -109,10 +109,23 @@ impl GatewayTls {
         service: ServiceName,
         transport: Transport,
     ) -> Result<Transport, TlsError> {
+        self.accept_after(service, transport, Vec::new()).await
+    }
+
+    /// Implicit TLS for `service` on a connection whose first octets came with a load
+    /// balancer's PROXY header: the handshake begins with `already_read`.
+    pub async fn accept_after(
+        &self,
+        service: ServiceName,
+        transport: Transport,
+        already_read: Vec<u8>,
+    ) -> Result<Transport, TlsError> {
         // The handshake's records are processed on the blocking pool (see
         // `Transport::accept_tls`): a token that blocks never holds up the executor.
         let server = self.server[service as usize].clone();
-        transport.accept_tls(server, HANDSHAKE_TIMEOUT).await
+        transport
+            .accept_tls_after(server, HANDSHAKE_TIMEOUT, already_read)
+            .await
     }
 
     /// The certificate `service` serves without SNI: its store name and DNS names.

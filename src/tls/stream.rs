@@ -9,7 +9,11 @@
 //! buffers stays there. The defence is that the session core discards what it had read
 //! when it answers STARTTLS; this layer never sees those bytes and never replays them.
 //! Callers must hand over the socket itself, with nothing of it buffered elsewhere that
-//! they expect to be read as TLS.
+//! they expect to be read as TLS. The one exception is named: on an implicit-TLS
+//! listener behind a load balancer, the octets read together with its PROXY header are
+//! the first of the client's handshake, and [`Transport::accept_tls_after`] takes them
+//! before it reads the socket. No plaintext was answered before them, so nothing can
+//! be injected that way.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -106,9 +110,21 @@ impl Transport {
         config: Arc<ServerConfig>,
         timeout: Duration,
     ) -> Result<Transport, TlsError> {
+        self.accept_tls_after(config, timeout, Vec::new()).await
+    }
+
+    /// As [`accept_tls`](Self::accept_tls), for a connection whose first octets were
+    /// read already (`already_read`, after a PROXY header): the handshake takes them
+    /// before it reads the socket.
+    pub async fn accept_tls_after(
+        self,
+        config: Arc<ServerConfig>,
+        timeout: Duration,
+        already_read: Vec<u8>,
+    ) -> Result<Transport, TlsError> {
         let connection =
             ServerConnection::new(config).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Server(connection), timeout)
+        self.handshake(Connection::Server(connection), timeout, already_read)
             .await
     }
 
@@ -124,7 +140,7 @@ impl Transport {
             .map_err(|_| TlsError::Config(format!("invalid server name {server_name:?}")))?;
         let connection =
             ClientConnection::new(config, name).map_err(|e| TlsError::Config(e.to_string()))?;
-        self.handshake(Connection::Client(connection), timeout)
+        self.handshake(Connection::Client(connection), timeout, Vec::new())
             .await
     }
 
@@ -132,11 +148,12 @@ impl Transport {
         self,
         connection: Connection,
         timeout: Duration,
+        already_read: Vec<u8>,
     ) -> Result<Transport, TlsError> {
         let Transport::Plain(socket) = self else {
             return Err(TlsError::AlreadyTls);
         };
-        let run = complete_handshake(socket, connection);
+        let run = complete_handshake(socket, connection, already_read);
         let expire = async {
             Timer::after(timeout).await;
             Err(TlsError::Timeout)
@@ -178,11 +195,14 @@ impl Transport {
 /// Runs a handshake to its end. The records are read and written here, on the
 /// executor; processing them, where the server's key signs (through the token, which may
 /// be slow hardware) and the peer's certificate chain is verified, runs on the blocking
-/// pool, so no handshake keeps other sessions waiting.
+/// pool, so no handshake keeps other sessions waiting. `already_read` is taken before the
+/// socket is read.
 async fn complete_handshake(
     socket: Async<TcpStream>,
     mut connection: Connection,
+    already_read: Vec<u8>,
 ) -> Result<TlsStream, TlsError> {
+    let mut already_read: &[u8] = &already_read;
     while connection.is_handshaking() {
         if connection.wants_write() {
             write_records(&socket, &mut connection)
@@ -190,10 +210,14 @@ async fn complete_handshake(
                 .map_err(io_error)?;
             continue;
         }
-        let n = socket
-            .read_with(|mut stream| connection.read_tls(&mut stream))
-            .await
-            .map_err(io_error)?;
+        let n = if already_read.is_empty() {
+            socket
+                .read_with(|mut stream| connection.read_tls(&mut stream))
+                .await
+                .map_err(io_error)?
+        } else {
+            connection.read_tls(&mut already_read).map_err(io_error)?
+        };
         let (back, processed) = smol::unblock(move || {
             let processed = connection.process_new_packets().map(|_| ());
             (connection, processed)

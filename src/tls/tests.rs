@@ -531,6 +531,52 @@ fn handshake_times_out_against_a_silent_peer() {
     });
 }
 
+/// Behind a load balancer the first octets of the ClientHello may come in the read that
+/// took the PROXY header: the handshake starts from them, then reads the socket.
+#[test]
+fn a_handshake_begins_with_octets_read_before_it() {
+    let dir = TempDir::new("already-read");
+    let token = test_token(&dir.0);
+    let certificate = token_certificate(&token, "mx.example.test");
+    let root = certificate.chain[0].clone();
+    let server = server_config(
+        &ServerSettings {
+            certificates: vec![certificate],
+            ..ServerSettings::default()
+        },
+        Arc::clone(&token),
+    )
+    .unwrap();
+    let client = client_trusting(vec![root], Versions::default());
+    for first in [1, 5, 40] {
+        run(async {
+            let (s, c) = pair().await;
+            let Transport::Plain(socket) = s else {
+                unreachable!()
+            };
+            let accept = async {
+                // Part of the ClientHello, read as a PROXY header's reader would.
+                let mut already_read = vec![0u8; first];
+                smol::io::AsyncReadExt::read_exact(&mut &socket, &mut already_read)
+                    .await
+                    .unwrap();
+                assert_eq!(already_read[0], 0x16, "a TLS handshake record");
+                Transport::Plain(socket)
+                    .accept_tls_after(Arc::clone(&server), TIMEOUT, already_read)
+                    .await
+            };
+            let (s, c) = smol::future::zip(
+                accept,
+                c.connect_tls(client.clone(), "mx.example.test", TIMEOUT),
+            )
+            .await;
+            let (mut s, mut c) = (s.unwrap(), c.unwrap());
+            let (server_info, client_info) = exchange(&mut s, &mut c).await;
+            assert_eq!(server_info.version, client_info.version);
+        });
+    }
+}
+
 #[test]
 fn plain_bytes_are_a_handshake_error_not_a_panic() {
     let dir = TempDir::new("garbage");

@@ -39,6 +39,12 @@ const PACKAGES: &[(&str, &str)] = &[
         "pflogsumm",
         "the log summariser the log tests read the gateway's mail log with",
     ),
+    // Its system service, where one starts, listens nowhere: Debian's configuration has
+    // no frontend. The tests run their own in the foreground.
+    (
+        "haproxy",
+        "a real load balancer sending PROXY headers (v1 and v2) in the PROXY protocol tests",
+    ),
     (
         "e2fsprogs",
         "mke2fs in the initramfs, and debugfs, which reads and writes the test data disks",

@@ -484,6 +484,19 @@ fn bounds_of_the_model_are_enforced() {
     );
 
     let mut text = String::new();
+    for i in 0..schema::MAX_PROXY_NETWORKS {
+        text.push_str(&format!("set service outbound proxy-from 10.{i}.0.0/16\n"));
+    }
+    let mut cfg = parse(&text).unwrap();
+    parse_into(&mut cfg, "set service outbound proxy-from 10.0.0.0/16\n").unwrap();
+    let err = parse_into(&mut cfg, "set service outbound proxy-from 192.0.2.1\n").unwrap_err();
+    assert!(
+        err.message
+            .contains("too many proxy-from networks in one service: at most 16"),
+        "{err}"
+    );
+
+    let mut text = String::new();
     for i in 1..=schema::MAX_CLASSIFY_RULES {
         text.push_str(&format!("set classify {i} category X\n"));
     }
@@ -901,6 +914,18 @@ fn random_config(rng: &mut XorShift) -> Config {
         if rng.chance(2) {
             s.greet_delay = random_duration(rng, true);
         }
+        // From a generator of their own, so that the other settings drawn stay those
+        // the seeds gave before these settings existed.
+        let mut own = XorShift(rng.0.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15);
+        if own.chance(2) {
+            s.proxy_protocol = true;
+        }
+        for _ in 0..own.range(0, 3) {
+            let network = random_cidr(&mut own);
+            if !s.proxy_from.contains(&network) {
+                s.proxy_from.push(network);
+            }
+        }
         if rng.chance(2) {
             for (k, _) in EhloKeywords::NAMES {
                 if rng.chance(2) {
@@ -1094,6 +1119,8 @@ fn random_word_soup_never_panics() {
         "listen",
         "max-connections",
         "max-connections-per-ip",
+        "proxy-protocol",
+        "proxy-from",
         "idle-timeout",
         "data-timeout",
         "max-session-time",
