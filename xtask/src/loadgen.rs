@@ -579,6 +579,36 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// Makes `count` full STARTTLS handshakes over `sessions` parallel sessions, each a new
+/// connection that reads the greeting, says EHLO, STARTTLS, EHLO again over TLS and QUIT,
+/// and returns the wall time they took.
+pub fn handshakes(target: SocketAddr, sessions: u32, count: u64) -> Result<Duration, Failure> {
+    let config = tls_config()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(sessions as usize + 1));
+    let mut threads = Vec::new();
+    for _ in 0..sessions {
+        let (config, next, start) = (Arc::clone(&config), Arc::clone(&next), Arc::clone(&start));
+        threads.push(thread::spawn(move || -> Result<(), Failure> {
+            start.wait();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let mut conn = Conn::open(target, Some(&config))?;
+                conn.write(b"QUIT\r\n")?;
+                conn.expect(221, "QUIT")?;
+            }
+            Ok(())
+        }));
+    }
+    start.wait();
+    let started = Instant::now();
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| Failure::new("a handshake session panicked"))??;
+    }
+    Ok(started.elapsed())
+}
+
 /// Opens `count` connections to `target` that each read the greeting and say EHLO (and
 /// STARTTLS with `tls`), and keeps them open until the returned set is dropped.
 pub fn open_idle(

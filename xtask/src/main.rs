@@ -1,5 +1,6 @@
 //! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench
-//! relay|latency|churn|idle|slow-downstream|size|loadgen|all|tls|token|delivery|auth-stall|boot`, `cargo xtask soak`, `build-image`,
+//! relay|latency|churn|handshakes|idle|slow-downstream|size|loadgen|all|tls|token|delivery|
+//! auth-stall|boot`, `cargo xtask soak`, `build-image`,
 //! `verify-image` and `qemu`.
 //!
 //! std only, but for rustls (the load generator's STARTTLS, built once for the gateway and
@@ -37,7 +38,7 @@ commands:
       then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
       and exit with its status.
 
-  bench relay|latency|churn|idle|slow-downstream|size|loadgen|all
+  bench relay|latency|churn|handshakes|idle|slow-downstream|size|loadgen|all
         [--sizes LIST] [--messages N] [--sessions S] [--connections LIST]
         [--only drawbridge|postfix]
       The benchmark suite: drawbridge (release build) against a private
@@ -53,6 +54,8 @@ commands:
         acknowledgement latency p50/p99/p99.9.
       churn: a new connection per 4 KiB message, then a new STARTTLS
         connection (full handshake) per message (N, default 3000).
+      handshakes: N full STARTTLS handshakes (default 3000, no resumption),
+        a new connection each, over S sessions: handshakes/s, CPU per 1000.
       idle: connections (LIST, default 1000,10000) greeted and past EHLO, plain
         and after STARTTLS, held open: PSS per connection.
       slow-downstream: the sink waits 1 s before each DATA reply; N messages
@@ -189,10 +192,11 @@ enum Command {
 }
 
 /// The benchmarks of the suite (`suite.rs`).
-const SUITE: [&str; 8] = [
+const SUITE: [&str; 9] = [
     "relay",
     "latency",
     "churn",
+    "handshakes",
     "idle",
     "slow-downstream",
     "size",
@@ -230,7 +234,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
                 None => Err(
-                    "`bench` needs a benchmark name: relay, latency, churn, idle, \
+                    "`bench` needs a benchmark name: relay, latency, churn, handshakes, idle, \
                      slow-downstream, size, loadgen, all, tls, token, delivery, auth-stall \
                      or boot"
                         .to_owned(),

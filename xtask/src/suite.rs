@@ -1,5 +1,5 @@
-//! The benchmark suite: `cargo xtask bench relay|latency|churn|idle|slow-downstream|size|
-//! loadgen|all`, drawbridge against a private Postfix instance on the same machine in the
+//! The benchmark suite: `cargo xtask bench relay|latency|churn|handshakes|idle|
+//! slow-downstream|size|loadgen|all`, drawbridge against a private Postfix instance on the same machine in the
 //! same invocation, interleaved (each measurement runs drawbridge, then Postfix, under the
 //! same load), with both figures and their ratio printed and written as JSON under
 //! `target/bench/`.
@@ -44,6 +44,8 @@ const LATENCY_MESSAGES: u64 = 5_000;
 const CHURN_MESSAGES: u64 = 3_000;
 /// The size of `latency`, `churn` and `slow-downstream` messages.
 const SMALL_SIZE: usize = 4096;
+/// Full STARTTLS handshakes of `bench handshakes`.
+const HANDSHAKES: u64 = 3_000;
 /// Connection counts of `bench idle`.
 const IDLE_COUNTS: &str = "1000,10000";
 /// Most idle connections Postfix is given: it spends one smtpd process on each (about
@@ -774,6 +776,62 @@ pub fn churn(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
     Ok(json)
 }
 
+/// `bench handshakes`: full STARTTLS handshakes (no resumption) over parallel sessions,
+/// each a new connection: handshakes per second and CPU per 1000 of each system's tree.
+pub fn handshakes(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
+    let count = o.messages.unwrap_or(HANDSHAKES);
+    let sessions = o.sessions;
+    let mut results = Vec::new();
+    for system in o.systems() {
+        let (sink, sink_port) = bench.sink("handshakes", &[])?;
+        let tuning = Tuning {
+            connections: 0,
+            tls: true,
+        };
+        let mut subject = bench.start(system, "handshakes", sink_port, &tuning)?;
+        let sampler = PeakPss::start(subject.pids());
+        let cpu_before = subject.cpu_seconds(bench.ticks);
+        let elapsed = loadgen::handshakes(subject.target(), sessions, count)
+            .map_err(|f| Failure(format!("{}: {f}", system.name())))?;
+        subject.check_running()?;
+        let figures = Figures {
+            seconds: elapsed.as_secs_f64(),
+            messages: count,
+            cpu_seconds: subject.cpu_seconds(bench.ticks) - cpu_before,
+            peak_pss_kib: sampler.finish(),
+            ..Figures::default()
+        };
+        println!(
+            "handshakes: {:<10} {:>8.1} handshakes/s  CPU {:.3} s/1000  PSS {} KiB",
+            system.name(),
+            figures.messages_per_s(),
+            figures.cpu_per_1000(),
+            figures.peak_pss_kib
+        );
+        drop(subject);
+        drop(sink);
+        results.push((system, figures));
+    }
+    let rate = ratio(&results, Figures::messages_per_s);
+    let cpu = ratio(&results, Figures::cpu_per_1000);
+    if let (Some(rate), Some(cpu)) = (rate, cpu) {
+        println!(
+            "  drawbridge/postfix: {rate:.2}× the handshakes per second, {:.1}× less CPU each",
+            1.0 / cpu
+        );
+    }
+    let json = suite_json(
+        bench,
+        "handshakes",
+        &[format!(
+            "{{\"handshakes\": {count}, \"sessions\": {sessions}, \"figures\": {}}}",
+            figures_json(&results)
+        )],
+    );
+    bench.write_json("handshakes", &json)?;
+    Ok(json)
+}
+
 /// `bench idle`: memory (PSS) per idle connection, greeted and past EHLO (and STARTTLS),
 /// at each connection count.
 pub fn idle(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
@@ -1085,6 +1143,7 @@ pub fn run(what: &str, o: &Options) -> Result<ExitCode, Failure> {
         "relay" => relay(&mut bench, o).map(drop),
         "latency" => latency(&mut bench, o).map(drop),
         "churn" => churn(&mut bench, o).map(drop),
+        "handshakes" => handshakes(&mut bench, o).map(drop),
         "idle" => idle(&mut bench, o).map(drop),
         "slow-downstream" => slow_downstream(&mut bench, o).map(drop),
         "size" => size(&mut bench).map(drop),
@@ -1111,6 +1170,7 @@ fn all(bench: &mut Bench, o: &Options) -> Result<(), Failure> {
         ("relay", relay(bench, o)?),
         ("latency", latency(bench, o)?),
         ("churn", churn(bench, o)?),
+        ("handshakes", handshakes(bench, o)?),
         ("idle", idle(bench, o)?),
         ("slow-downstream", slow_downstream(bench, o)?),
         ("size", size(bench)?),
