@@ -358,7 +358,10 @@ pub(crate) mod tests {
         for len in 0..data.len() {
             assert_eq!(crc32(&data[..len]), octetwise(&data[..len]), "length {len}");
         }
-        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414F_A339
+        );
     }
 
     #[test]

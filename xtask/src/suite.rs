@@ -320,6 +320,17 @@ struct Tuning {
     tls: bool,
 }
 
+impl Tuning {
+    /// Room for `sessions` connections from one address (drawbridge's per-address limit
+    /// and Postfix's process limit are both below a few hundred by default).
+    fn sessions(sessions: u32) -> Tuning {
+        Tuning {
+            connections: sessions,
+            tls: false,
+        }
+    }
+}
+
 /// A system under test, stopped when dropped.
 struct Subject {
     system: System,
@@ -653,8 +664,12 @@ pub fn relay(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             "relay: {messages} messages of {} over {sessions} sessions",
             loadgen::size_name(size)
         );
-        let results = compare(bench, &systems, "relay", &Tuning::default(), &|target| {
-            Spec {
+        let results = compare(
+            bench,
+            &systems,
+            "relay",
+            &Tuning::sessions(sessions),
+            &|target| Spec {
                 target,
                 sessions,
                 messages,
@@ -662,8 +677,8 @@ pub fn relay(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
                 sizes: vec![(size, 1)],
                 pipelining: true,
                 starttls: false,
-            }
-        })?;
+            },
+        )?;
         print_ratios(&results);
         entries.push(format!(
             "{{\"size\": {size}, \"messages\": {messages}, \"sessions\": {sessions}, \"figures\": {}}}",
@@ -752,7 +767,7 @@ pub fn churn(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             &o.systems(),
             "churn",
             &Tuning {
-                connections: 0,
+                connections: sessions,
                 tls,
             },
             &|target| Spec {
@@ -785,7 +800,7 @@ pub fn handshakes(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
     for system in o.systems() {
         let (sink, sink_port) = bench.sink("handshakes", &[])?;
         let tuning = Tuning {
-            connections: 0,
+            connections: sessions,
             tls: true,
         };
         let mut subject = bench.start(system, "handshakes", sink_port, &tuning)?;
@@ -902,7 +917,7 @@ pub fn slow_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure
     let mut entries = Vec::new();
     for system in o.systems() {
         let (sink, sink_port) = bench.sink("slow", &["-w", SLOW_SINK_DELAY])?;
-        let mut subject = bench.start(system, "slow", sink_port, &Tuning::default())?;
+        let mut subject = bench.start(system, "slow", sink_port, &Tuning::sessions(sessions))?;
         let idle_pss = subject.pss_kib();
         let sampler = PeakPss::start(subject.pids());
         let spec = Spec {
@@ -1012,10 +1027,16 @@ pub fn size(bench: &mut Bench) -> Result<String, Failure> {
 }
 
 /// Bytes of Postfix's daemons and commands (`/usr/lib/postfix/sbin` and the `post*`
-/// programs in `/usr/sbin`), the same kind of thing as our one binary.
+/// programs in `/usr/sbin`) and of its own shared libraries (`libpostfix-*.so`), the
+/// same kind of thing as our one binary. Postfix's still need the C library, OpenSSL
+/// and more installed beside them; ours carries its C library inside.
 fn postfix_program_bytes() -> u64 {
     let mut total = 0;
-    for (dir, prefix) in [("/usr/lib/postfix/sbin", ""), ("/usr/sbin", "post")] {
+    for (dir, prefix) in [
+        ("/usr/lib/postfix/sbin", ""),
+        ("/usr/sbin", "post"),
+        ("/usr/lib/postfix", "libpostfix-"),
+    ] {
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
