@@ -38,6 +38,7 @@ use tree::{Action, Mode, PasswordFor, Pipe, SyntaxError};
 
 use crate::config::Config;
 use crate::config::engine::Candidate;
+use crate::config::text::lex::Word;
 use crate::config::text::{self, Candidate as Completion, END_OF_STATEMENT};
 
 /// Keys typed while a request runs, kept to be handled after it: a few lines' worth.
@@ -99,7 +100,7 @@ enum Pending {
     SetLoginPassword { forced: bool },
     Output { pipes: Vec<Pipe> },
     Configure,
-    Compare { path: Vec<String>, pipes: Vec<Pipe> },
+    Compare { path: Vec<Word>, pipes: Vec<Pipe> },
     Commit { and_quit: bool },
     Rollback,
     LoadFile { replace: bool },
@@ -1052,21 +1053,20 @@ fn answer_text(answer: Answer) -> String {
     }
 }
 
-/// The lines of a configuration under a path (`route .example.com`).
-fn under(lines: &[String], path: &[String]) -> Vec<String> {
-    if path.is_empty() {
-        return lines.to_vec();
-    }
-    let prefix = format!(
-        "set {}",
-        path.iter()
-            .map(|w| text::lex::word(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+/// The lines of a configuration under a path (`route .example.com`): those whose words
+/// after `set` start with the path's words, quoted or not.
+fn under(lines: &[String], path: &[Word]) -> Vec<String> {
     lines
         .iter()
-        .filter(|l| l.as_str() == prefix || l.starts_with(&format!("{prefix} ")))
+        .filter(|l| {
+            text::lex::split(l).is_ok_and(|words| {
+                words.len() > path.len()
+                    && words[1..=path.len()]
+                        .iter()
+                        .zip(path)
+                        .all(|(w, p)| w.text == p.text)
+            })
+        })
         .cloned()
         .collect()
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use super::request::{Command, Target};
 use super::words::Word;
 use crate::config::Config;
-use crate::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find};
+use crate::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find, lex};
 
 /// One word of the tree.
 pub struct Cmd {
@@ -109,9 +109,9 @@ pub enum Action {
     Configure,
     Exit,
     /// `set …` or `delete …`: the statement's words, the verb first.
-    Statement(Vec<String>),
-    /// Configuration mode's `show [PATH]`.
-    ShowCandidate(Vec<String>),
+    Statement(Vec<lex::Word>),
+    /// Configuration mode's `show [PATH]`: keywords in full, keys and values as typed.
+    ShowCandidate(Vec<lex::Word>),
     Commit {
         check: bool,
         confirm_minutes: Option<u64>,
@@ -343,8 +343,8 @@ fn walk(
             walked => Ok(walked),
         },
         CmdKind::Statement => {
-            let mut statement = vec![node.name.to_string()];
-            statement.extend(rest.iter().map(|w| w.text.clone()));
+            let mut statement = vec![lex::Word::bare(node.name)];
+            statement.extend(rest.iter().map(Word::config_word));
             match how {
                 Walk::Help => text::candidates(config, &statement)
                     .map(Walked::Help)
@@ -361,7 +361,7 @@ fn walk(
             match how {
                 Walk::Parse => Ok(Walked::Parsed(Action::ShowCandidate(path), true, true)),
                 Walk::Help => {
-                    let mut statement = vec!["set".to_string()];
+                    let mut statement = vec![lex::Word::bare("set")];
                     statement.extend(path);
                     let mut out: Vec<Candidate> = text::candidates(config, &statement)
                         .map_err(|e| schema_error(e, rest, at))?
@@ -386,6 +386,7 @@ fn schema_error(e: text::LineError, rest: &[Word], at: usize) -> SyntaxError {
     use text::LineError as E;
     let found = match &e {
         E::UnknownKeyword { found, .. }
+        | E::QuotedKeyword { found, .. }
         | E::Ambiguous { found, .. }
         | E::Trailing { found, .. } => Some(found.as_str()),
         E::Value { value, .. } | E::OutOfRange { value, .. } => Some(value.as_str()),
@@ -407,10 +408,10 @@ fn schema_error(e: text::LineError, rest: &[Word], at: usize) -> SyntaxError {
 
 /// The canonical words of a configuration path (keywords written out in full), checked
 /// against the schema.
-fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<String>, SyntaxError> {
-    let mut path: Vec<String> = Vec::new();
+fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<lex::Word>, SyntaxError> {
+    let mut path: Vec<lex::Word> = Vec::new();
     for (i, w) in words.iter().enumerate() {
-        let mut statement = vec!["set".to_string()];
+        let mut statement = vec![lex::Word::bare("set")];
         statement.extend(path.iter().cloned());
         let next = text::candidates(config, &statement).map_err(|e| schema_error(e, words, at))?;
         let keywords: Vec<&Candidate> = next
@@ -419,8 +420,8 @@ fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<String>
             .collect();
         let takes_value = next.iter().any(|c| c.placeholder);
         match find(&keywords, |c| c.word.as_str(), &w.text) {
-            Ok(c) => path.push(c.word.clone()),
-            Err(_) if takes_value => path.push(w.text.clone()),
+            Ok(c) => path.push(lex::Word::bare(c.word.clone())),
+            Err(_) if takes_value => path.push(w.config_word()),
             Err(many) if many.len() > 1 => {
                 return Err(ambiguous(
                     at + i,
@@ -1645,7 +1646,10 @@ mod tests {
         let p = parse_line(Mode::Operational, "show log | match smtpd | count").unwrap();
         assert_eq!(p.pipes, [Pipe::Match("smtpd".into()), Pipe::Count]);
         let p = parse_line(Mode::Configuration, "show route | compare").unwrap();
-        assert_eq!(p.action, Action::ShowCandidate(vec!["route".into()]));
+        assert_eq!(
+            p.action,
+            Action::ShowCandidate(vec![lex::Word::bare("route")])
+        );
         assert_eq!(p.pipes, [Pipe::Compare]);
         assert!(parse_line(Mode::Operational, "show log | compare").is_err());
         assert!(parse_line(Mode::Operational, "queue flush | count").is_err());
