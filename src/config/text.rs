@@ -844,7 +844,8 @@ fn value_word(spec: &ValueSpec, siblings: &[Node], value: &str) -> String {
 /// One thing that may come next in a statement being typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
-    /// A keyword, an existing key or value, or a placeholder such as `<DURATION>`.
+    /// A keyword, an existing key or value as it is written (in quotes where a value
+    /// needs them), or a placeholder such as `<DURATION>`.
     pub word: String,
     pub help: String,
     /// `word` is a placeholder to be replaced, not a word to complete to.
@@ -866,6 +867,14 @@ impl Candidate {
             word: format!("<{word}>"),
             help: help.to_string(),
             placeholder: true,
+        }
+    }
+
+    /// The word with its quotes undone, to compare with what is being typed.
+    pub fn text(&self) -> String {
+        match lex::split(&self.word).as_deref() {
+            Ok([one]) => one.text.clone(),
+            _ => self.word.clone(),
         }
     }
 }
