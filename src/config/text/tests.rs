@@ -1265,7 +1265,95 @@ fn random_config(rng: &mut XorShift) -> Config {
         };
         cfg.relay_rules.insert(rng.range(1, 65535) as u32, rule);
     }
+    clashing_values(
+        &mut cfg,
+        XorShift(rng.0.rotate_left(41) ^ 0x2545_f491_4f6c_dd1d),
+    );
     cfg
+}
+
+/// Gives some settings values that are also the names of settings beside them (an EHLO
+/// keyword list of `AUTH` alone, a host name `dns`, a category `DENY`, an address
+/// pattern `to`) or that need quotes. Printed, each must read back as that value, in
+/// `set` and in `delete`. Drawn from a generator of their own, so that the other
+/// settings drawn stay those the seeds gave.
+fn clashing_values(cfg: &mut Config, mut rng: XorShift) {
+    if rng.chance(4) {
+        cfg.system.host_name = rng
+            .pick(&[
+                "dns",
+                "token",
+                "syslog",
+                "gateway",
+                "POSTMASTER",
+                "auth-throttle",
+            ])
+            .into();
+    }
+    if let Some(label) = &mut cfg.system.token.label
+        && rng.chance(2)
+    {
+        *label = rng.pick(&["module", "label", "backend", "pin-file"]).into();
+    }
+    for name in ServiceName::ALL {
+        let s = cfg.service_mut(name);
+        if rng.chance(4) {
+            s.ehlo_keywords = if rng.chance(2) {
+                EhloKeywords::AUTH
+            } else {
+                rng.pick(&EhloKeywords::NAMES).0
+            };
+        }
+        if rng.chance(4) {
+            s.channel = Some(
+                rng.pick(&["auth", "channel", "listen", "disable", "certificate"])
+                    .into(),
+            );
+        }
+    }
+    for rule in cfg.classify.values_mut() {
+        if rng.chance(3) {
+            rule.action = Some(if rng.chance(2) {
+                ClassifyAction::Category(rng.pick(&["DENY", "LOCAL", "REMOTE", "CATEGORY"]).into())
+            } else {
+                ClassifyAction::Deny(
+                    rng.pick(&["local", "remote-port", "deny", "#", "set"])
+                        .into(),
+                )
+            });
+        }
+    }
+    for route in cfg.routes.values_mut() {
+        if rng.chance(3) {
+            route.channel = Some(
+                rng.pick(&["mx", "relay", "smarthost", "channel", "concurrency"])
+                    .into(),
+            );
+        }
+        if route.auth_user.is_some() && rng.chance(2) {
+            route.auth_user = Some(rng.pick(&["user", "danger-cleartext"]).into());
+        }
+    }
+    for category in cfg.categories.values_mut() {
+        if rng.chance(3) {
+            if category.ruleset.is_some() {
+                category.ruleset = Some(rng.pick(&["CHANNEL", "RULESET"]).into());
+            } else {
+                category.channel = Some(rng.pick(&["channel", "ruleset"]).into());
+            }
+        }
+    }
+    let names = ["to", "from", "allow", "deny", "source", "destination"];
+    for rule in cfg.relay_rules.values_mut() {
+        if rng.chance(3) {
+            rule.source = Some(rng.pick(&names).into());
+            rule.from = Some(crate::config::AddressPattern::new(rng.pick(&names)));
+        }
+        if rng.chance(3) {
+            rule.destination = Some(rng.pick(&names).into());
+            rule.to = Some(crate::config::AddressPattern::new(rng.pick(&names)));
+        }
+    }
 }
 
 #[test]
