@@ -15,7 +15,9 @@ pub fn markdown() -> String {
          Every statement is written `set PATH VALUE` and removed with `delete PATH [VALUE]`. \
          Keywords may be abbreviated to any unambiguous prefix. Settings of one entry may \
          share a line (`set classify 10 remote 10.0.0.0/8 category INTERNAL`). A value with \
-         blanks is written in double quotes, with `\\\"` and `\\\\` inside.\n",
+         blanks is written in double quotes, with `\\\"` and `\\\\` inside. A quoted word is \
+         always a value, never a keyword: `delete service inbound ehlo-keywords \"AUTH\"` \
+         removes that value, where an unquoted `AUTH` would name the `auth` setting.\n",
     );
     for node in ROOT {
         out.push_str(&format!("\n## {}\n\n{}.\n\n", node.name, node.help));

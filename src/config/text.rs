@@ -3,17 +3,22 @@
 //! in [`super::schema`].
 //!
 //! A line is one statement; blank lines and lines whose first non-blank character is `#`
-//! are ignored. [`lex`] splits a line into words (undoing quotes); the walk below follows
-//! the words down the schema: containers and list entries by keyword and key, then one
-//! or more settings of the same container (`set classify 10 remote 10.0.0.0/8 category
-//! INTERNAL`), each value parsed by [`value`]. Keywords may be abbreviated to any
-//! unambiguous prefix. Printing walks the schema in order and writes one line per
-//! setting that differs from the factory value (a rule's settings on one line).
+//! are ignored. [`lex`] splits a line into words (undoing quotes, remembering which
+//! words were quoted); the walk below follows the words down the schema: containers and
+//! list entries by keyword and key, then one or more settings of the same container
+//! (`set classify 10 remote 10.0.0.0/8 category INTERNAL`), each value parsed by
+//! [`value`]. Keywords may be abbreviated to any unambiguous prefix. A quoted word is
+//! always a key or a value, never a keyword. Printing walks the schema in order and
+//! writes one line per setting that differs from the factory value (a rule's settings
+//! on one line).
 //!
 //! `delete PATH` removes what PATH names: a setting returns to its factory value, one
 //! value of a multi-valued setting goes (`delete service inbound listen 0.0.0.0:25`), a
 //! list entry goes whole (`delete route .example.com`), a container returns to its
-//! factory values. Every `set` line is also a valid `delete` line for what it set.
+//! factory values. After a setting, an unquoted word that names another setting of the
+//! same container starts that setting; any other word is the value to delete. Printing
+//! quotes a value that would read as such a name (`ehlo-keywords "AUTH"`, not the `auth`
+//! setting), so every `set` line printed is also a valid `delete` line for what it set.
 //!
 //! This module does no I/O: the console, the command line and the board build hand it
 //! text and get a model or a [`ParseError`] back.
@@ -22,7 +27,8 @@ pub mod lex;
 pub mod value;
 
 use super::Config;
-use super::schema::{Key, Keys, Leaf, List, Node, NodeKind, ROOT};
+use super::schema::{Key, Keys, Leaf, List, Node, NodeKind, ROOT, ValueSpec};
+use lex::Word;
 use std::fmt;
 
 /// Why a text did not parse: the 1-based line number and what was wrong on it.
@@ -57,6 +63,12 @@ pub enum LineError {
     QuoteInsideWord { column: usize },
     /// A word that is not one of the keywords allowed where it stands.
     UnknownKeyword {
+        after: String,
+        found: String,
+        expected: Vec<&'static str>,
+    },
+    /// A quoted word where a keyword is needed: a quoted word is always a value.
+    QuotedKeyword {
         after: String,
         found: String,
         expected: Vec<&'static str>,
@@ -165,6 +177,23 @@ impl fmt::Display for LineError {
                 shown(after),
                 one_of(expected)
             ),
+            LineError::QuotedKeyword {
+                after,
+                found,
+                expected,
+            } => {
+                let at = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after '{}'", shown(after))
+                };
+                write!(
+                    f,
+                    "quoted word {}{at} where a keyword belongs: a quoted word is a value, and keywords are written without quotes; expected {}",
+                    lex::quoted(&shown(found)),
+                    one_of(expected)
+                )
+            }
             LineError::Incomplete { after, expected } => write!(
                 f,
                 "incomplete statement '{}': expected {}",
@@ -271,7 +300,7 @@ pub fn apply_line(config: &mut Config, line: &str) -> Result<(), LineError> {
 }
 
 /// Applies the statement made of `words` to `config`. On error `config` is unchanged.
-pub fn apply_words(config: &mut Config, words: &[String]) -> Result<(), LineError> {
+pub fn apply_words(config: &mut Config, words: &[Word]) -> Result<(), LineError> {
     let mut staged = config.clone();
     Walk::new(words)?.apply(&mut staged)?;
     *config = staged;
@@ -324,6 +353,14 @@ fn lookup<'n>(nodes: &'n [Node], word: &str, after: &str) -> Result<&'n Node, Li
     }
 }
 
+/// Whether `word` is, written without quotes, the name of one of `nodes` (any case, in
+/// full). After a setting in a `delete`, such a word starts that setting rather than
+/// being the value to delete.
+fn names_node(nodes: &[Node], word: &Word) -> bool {
+    word.keyword()
+        .is_some_and(|k| nodes.iter().any(|n| n.name.eq_ignore_ascii_case(k)))
+}
+
 /// Where a walk stands: the nodes that may come next, and the innermost list entry.
 struct Level<'n> {
     nodes: &'n [Node],
@@ -333,13 +370,13 @@ struct Level<'n> {
 
 /// One statement's words, walked down the schema.
 struct Walk<'w> {
-    words: &'w [String],
+    words: &'w [Word],
     verb: Verb,
     next: usize,
 }
 
 impl<'w> Walk<'w> {
-    fn new(words: &'w [String]) -> Result<Walk<'w>, LineError> {
+    fn new(words: &'w [Word]) -> Result<Walk<'w>, LineError> {
         const VERBS: [(&str, Verb); 2] = [("set", Verb::Set), ("delete", Verb::Delete)];
         let Some(first) = words.first() else {
             return Err(LineError::Incomplete {
@@ -347,14 +384,21 @@ impl<'w> Walk<'w> {
                 expected: vec!["set", "delete"],
             });
         };
-        let lower = first.to_ascii_lowercase();
+        let Some(verb_word) = first.keyword() else {
+            return Err(LineError::QuotedKeyword {
+                after: String::new(),
+                found: first.text.clone(),
+                expected: vec!["set", "delete"],
+            });
+        };
+        let lower = verb_word.to_ascii_lowercase();
         let Some(&(_, verb)) = VERBS
             .iter()
             .find(|(name, _)| !lower.is_empty() && name.starts_with(&lower))
         else {
             return Err(LineError::UnknownKeyword {
                 after: String::new(),
-                found: first.clone(),
+                found: first.text.clone(),
                 expected: vec!["set", "delete"],
             });
         };
@@ -367,21 +411,30 @@ impl<'w> Walk<'w> {
 
     /// The words read so far, as written.
     fn after(&self) -> String {
-        let shown: Vec<String> = self.words[..self.next]
-            .iter()
-            .map(|w| lex::word(w))
-            .collect();
-        shown.join(" ")
+        written(&self.words[..self.next])
     }
 
-    fn peek(&self) -> Option<&'w str> {
-        self.words.get(self.next).map(String::as_str)
+    fn peek(&self) -> Option<&'w Word> {
+        self.words.get(self.next)
     }
 
+    /// The next word's text, whether it was quoted or not: a key or a value.
     fn take(&mut self) -> Option<&'w str> {
         let w = self.peek()?;
         self.next += 1;
-        Some(w)
+        Some(&w.text)
+    }
+
+    /// The node among `nodes` that `word`, standing where a keyword belongs, names.
+    fn keyword<'n>(&self, nodes: &'n [Node], word: &Word) -> Result<&'n Node, LineError> {
+        match word.keyword() {
+            Some(k) => lookup(nodes, k, &self.after()),
+            None => Err(LineError::QuotedKeyword {
+                after: self.after(),
+                found: word.text.clone(),
+                expected: nodes.iter().map(|n| n.name).collect(),
+            }),
+        }
     }
 
     fn apply(mut self, config: &mut Config) -> Result<(), LineError> {
@@ -397,12 +450,12 @@ impl<'w> Walk<'w> {
             let Some(word) = self.peek() else {
                 return self.finish(config, &keys, &level, named, !settings.is_empty());
             };
-            let node = match lookup(level.nodes, word, &self.after()) {
+            let node = match self.keyword(level.nodes, word) {
                 Ok(node) => node,
                 Err(_) if !settings.is_empty() => {
                     return Err(LineError::Trailing {
                         after: self.after(),
-                        found: word.to_string(),
+                        found: word.text.clone(),
                     });
                 }
                 Err(e) => return Err(e),
@@ -428,7 +481,7 @@ impl<'w> Walk<'w> {
                         LineError::UnknownKeyword {
                             found, expected, ..
                         } => LineError::UnknownKeyword {
-                            after: self.words[..self.next - 1].join(" "),
+                            after: written(&self.words[..self.next - 1]),
                             found,
                             expected,
                         },
@@ -459,8 +512,8 @@ impl<'w> Walk<'w> {
                 }
                 _ => {
                     return Err(LineError::Trailing {
-                        after: self.words[..self.next - 1].join(" "),
-                        found: word.to_string(),
+                        after: written(&self.words[..self.next - 1]),
+                        found: word.text.clone(),
                     });
                 }
             }
@@ -479,11 +532,10 @@ impl<'w> Walk<'w> {
         let value = match leaf.value {
             None => None,
             Some(spec) => {
-                // A `delete` may name the value; the next word is one unless it names
-                // another setting of the same container.
-                let is_sibling = |w: &str| siblings.iter().any(|n| n.name.eq_ignore_ascii_case(w));
+                // A `delete` may name the value; the next word is one unless, unquoted,
+                // it names another setting of the same container.
                 match (self.verb, self.peek()) {
-                    (Verb::Delete, Some(w)) if is_sibling(w) => None,
+                    (Verb::Delete, Some(w)) if names_node(siblings, w) => None,
                     (Verb::Delete, None) => None,
                     (_, Some(_)) => self.take(),
                     (Verb::Set, None) => {
@@ -498,24 +550,13 @@ impl<'w> Walk<'w> {
         };
         if let Some((_, spec)) = value
             && let Some(suffix) = spec.suffix
+            && !self.suffix(suffix)?
+            && self.verb == Verb::Set
         {
-            match self.peek() {
-                Some(w) if w.eq_ignore_ascii_case(suffix) => self.next += 1,
-                Some(w) if self.verb == Verb::Set => {
-                    return Err(LineError::UnknownKeyword {
-                        after: self.after(),
-                        found: w.to_string(),
-                        expected: vec![suffix],
-                    });
-                }
-                None if self.verb == Verb::Set => {
-                    return Err(LineError::Incomplete {
-                        after: self.after(),
-                        expected: vec![suffix],
-                    });
-                }
-                _ => {}
-            }
+            return Err(LineError::Incomplete {
+                after: self.after(),
+                expected: vec![suffix],
+            });
         }
         match self.verb {
             Verb::Set => (leaf.set)(config, keys, value.map_or("", |(v, _)| v), node.name),
@@ -538,13 +579,37 @@ impl<'w> Walk<'w> {
         }
     }
 
+    /// Reads the fixed word written after a value (`tls` in `restrict PLAIN tls`):
+    /// `true` when it is there. A `delete` may leave it out; in a `set` only the end of
+    /// the line may stand in its place (the caller decides what that means).
+    fn suffix(&mut self, suffix: &'static str) -> Result<bool, LineError> {
+        let Some(w) = self.peek() else {
+            return Ok(false);
+        };
+        if w.keyword().is_some_and(|k| k.eq_ignore_ascii_case(suffix)) {
+            self.next += 1;
+            return Ok(true);
+        }
+        let found = w.text.clone();
+        let (after, expected) = (self.after(), vec![suffix]);
+        match self.verb {
+            Verb::Delete => Ok(false),
+            Verb::Set if w.quoted => Err(LineError::QuotedKeyword {
+                after,
+                found,
+                expected,
+            }),
+            Verb::Set => Err(LineError::UnknownKeyword {
+                after,
+                found,
+                expected,
+            }),
+        }
+    }
+
     /// The words of the statement after the verb, for messages.
     fn path(&self) -> String {
-        self.words[1..self.next]
-            .iter()
-            .map(|w| lex::word(w))
-            .collect::<Vec<_>>()
-            .join(" ")
+        written(&self.words[1..self.next])
     }
 
     /// The statement ends here: a `set` must have set something or made an entry; a
@@ -592,6 +657,15 @@ impl<'w> Walk<'w> {
         }
         Ok(())
     }
+}
+
+/// `words` as written, for messages.
+fn written(words: &[Word]) -> String {
+    words
+        .iter()
+        .map(Word::written)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether the entry named by the last of `keys` exists in `list`.
@@ -695,7 +769,10 @@ fn print_nodes(
             }
             NodeKind::Leaf(leaf) => {
                 for value in (leaf.get)(config, keys) {
-                    out.push(format!("{prefix} {}", setting_text(node, leaf, &value)));
+                    out.push(format!(
+                        "{prefix} {}",
+                        setting_text(nodes, node, leaf, &value)
+                    ));
                 }
             }
         }
@@ -721,7 +798,7 @@ fn print_entry(
         for node in list.children {
             if let NodeKind::Leaf(leaf) = &node.kind {
                 for value in (leaf.get)(config, keys) {
-                    parts.push(setting_text(node, leaf, &value));
+                    parts.push(setting_text(list.children, node, leaf, &value));
                 }
             }
         }
@@ -737,19 +814,28 @@ fn print_entry(
     }
 }
 
-/// `name value [suffix]`, the value quoted where its kind is a quoted list or text.
-fn setting_text(node: &Node, leaf: &Leaf, value: &str) -> String {
+/// `name value [suffix]` for `node` among its `siblings`, the value written as
+/// [`value_word`] writes it.
+fn setting_text(siblings: &[Node], node: &Node, leaf: &Leaf, value: &str) -> String {
     let Some(spec) = leaf.value else {
         return node.name.to_string();
     };
-    let value = if spec.placeholder.starts_with('"') {
-        lex::quoted(value)
-    } else {
-        lex::word(value)
-    };
+    let value = value_word(spec, siblings, value);
     match spec.suffix {
         Some(suffix) => format!("{} {value} {suffix}", node.name),
         None => format!("{} {value}", node.name),
+    }
+}
+
+/// A setting's value (canonical text) as written after the setting's name among
+/// `siblings`: in quotes where its kind is a quoted list or text, where it needs them
+/// (blanks, `"`, a leading `#`, empty), and where without them it would name one of the
+/// `siblings`, which a `delete` would read as that setting.
+fn value_word(spec: &ValueSpec, siblings: &[Node], value: &str) -> String {
+    if spec.placeholder.starts_with('"') || names_node(siblings, &Word::bare(value)) {
+        lex::quoted(value)
+    } else {
+        lex::word(value)
     }
 }
 
@@ -758,7 +844,8 @@ fn setting_text(node: &Node, leaf: &Leaf, value: &str) -> String {
 /// One thing that may come next in a statement being typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
-    /// A keyword, an existing key or value, or a placeholder such as `<DURATION>`.
+    /// A keyword, an existing key or value as it is written (in quotes where a value
+    /// needs them), or a placeholder such as `<DURATION>`.
     pub word: String,
     pub help: String,
     /// `word` is a placeholder to be replaced, not a word to complete to.
@@ -782,6 +869,14 @@ impl Candidate {
             placeholder: true,
         }
     }
+
+    /// The word with its quotes undone, to compare with what is being typed.
+    pub fn text(&self) -> String {
+        match lex::split(&self.word).as_deref() {
+            Ok([one]) => one.text.clone(),
+            _ => self.word.clone(),
+        }
+    }
 }
 
 /// The placeholder shown where the statement may end.
@@ -791,7 +886,7 @@ pub const END_OF_STATEMENT: &str = "<[Enter]>";
 /// first), for `?` help and TAB completion: keywords with their help, the existing
 /// entries of a list, a value's placeholder and choices, and [`END_OF_STATEMENT`] where
 /// the statement may end. An error says where the words stop making sense.
-pub fn candidates(config: &Config, words: &[String]) -> Result<Vec<Candidate>, LineError> {
+pub fn candidates(config: &Config, words: &[Word]) -> Result<Vec<Candidate>, LineError> {
     if words.is_empty() {
         return Ok(vec![
             Candidate::keyword("set", "Set a configuration value"),
@@ -814,7 +909,7 @@ pub fn candidates(config: &Config, words: &[String]) -> Result<Vec<Candidate>, L
             }
             return Ok(out);
         };
-        let node = lookup(nodes, word, &walk.after())?;
+        let node = walk.keyword(nodes, word)?;
         walk.next += 1;
         can_end = match &node.kind {
             NodeKind::Container(children) if settings == 0 => {
@@ -844,12 +939,19 @@ pub fn candidates(config: &Config, words: &[String]) -> Result<Vec<Candidate>, L
             }
             NodeKind::Leaf(leaf) => {
                 settings += 1;
-                if let Some(spec) = leaf.value {
+                // As `Walk::leaf` reads it: in a `delete`, the value may be left out
+                // where the next word names another setting of this container.
+                let value_left_out =
+                    walk.verb == Verb::Delete && walk.peek().is_some_and(|w| names_node(nodes, w));
+                if let Some(spec) = leaf.value.filter(|_| !value_left_out) {
                     let Some(_) = walk.take() else {
                         let mut out: Vec<Candidate> = Vec::new();
                         if walk.verb == Verb::Delete {
                             for v in (leaf.get)(config, &keys) {
-                                out.push(Candidate::keyword(&lex::word(&v), "configured"));
+                                out.push(Candidate::keyword(
+                                    &value_word(spec, nodes, &v),
+                                    "configured",
+                                ));
                             }
                             out.push(Candidate::keyword(END_OF_STATEMENT, "End of the statement"));
                         } else {
@@ -862,18 +964,19 @@ pub fn candidates(config: &Config, words: &[String]) -> Result<Vec<Candidate>, L
                         }
                         return Ok(out);
                     };
-                    if let Some(suffix) = spec.suffix
-                        && walk.take().is_none()
-                    {
-                        return Ok(vec![Candidate::keyword(suffix, node.help)]);
+                    if let Some(suffix) = spec.suffix {
+                        if walk.peek().is_none() {
+                            return Ok(vec![Candidate::keyword(suffix, node.help)]);
+                        }
+                        walk.suffix(suffix)?;
                     }
                 }
                 true
             }
             _ => {
                 return Err(LineError::Trailing {
-                    after: walk.words[..walk.next - 1].join(" "),
-                    found: word.to_string(),
+                    after: written(&walk.words[..walk.next - 1]),
+                    found: word.text.clone(),
                 });
             }
         };

@@ -38,6 +38,7 @@ use tree::{Action, Mode, PasswordFor, Pipe, SyntaxError};
 
 use crate::config::Config;
 use crate::config::engine::Candidate;
+use crate::config::text::lex::Word;
 use crate::config::text::{self, Candidate as Completion, END_OF_STATEMENT};
 
 /// Keys typed while a request runs, kept to be handled after it: a few lines' worth.
@@ -99,7 +100,7 @@ enum Pending {
     SetLoginPassword { forced: bool },
     Output { pipes: Vec<Pipe> },
     Configure,
-    Compare { path: Vec<String>, pipes: Vec<Pipe> },
+    Compare { path: Vec<Word>, pipes: Vec<Pipe> },
     Commit { and_quit: bool },
     Rollback,
     LoadFile { replace: bool },
@@ -948,7 +949,7 @@ impl Console {
                 let shown: Vec<Completion> = all
                     .into_iter()
                     .filter(|c| match &partial {
-                        Some(p) => c.placeholder || c.word.to_lowercase().starts_with(p.as_str()),
+                        Some(p) => c.placeholder || c.text().to_lowercase().starts_with(p.as_str()),
                         None => true,
                     })
                     .collect();
@@ -992,7 +993,8 @@ impl Console {
     }
 
     /// TAB: completes the word when one candidate fits, as far as all agree when
-    /// several do, and lists them when that adds nothing.
+    /// several do, and lists them when that adds nothing. A candidate goes in as it is
+    /// written: a value that needs quotes (one that would read as a keyword) gets them.
     fn complete(&mut self) {
         let (words, found) = self.candidates();
         let Ok(all) = found else {
@@ -1006,20 +1008,21 @@ impl Console {
         let fits: Vec<&Completion> = all
             .iter()
             .filter(|c| !c.placeholder && c.word != END_OF_STATEMENT)
-            .filter(|c| c.word.to_lowercase().starts_with(&typed))
+            .filter(|c| c.text().to_lowercase().starts_with(&typed))
             .collect();
         let replaced = partial.map_or(0, |p| self.line.cursor() - p.start);
         match fits.as_slice() {
             [] => self.bell(),
             [one] if partial.is_some() || !all.iter().any(|c| c.placeholder) => {
-                let word = format!("{} ", text::lex::word(&one.word));
+                let word = format!("{} ", one.word);
                 if !self.line.replace_before_cursor(replaced, &word) {
                     self.bell();
                 }
                 self.screen.draw(&self.line, &mut self.out);
             }
             many => {
-                let common = common_prefix(many.iter().map(|c| c.word.as_str()));
+                let texts: Vec<String> = many.iter().map(|c| c.text()).collect();
+                let common = common_prefix(texts.iter().map(String::as_str));
                 if common.chars().count() > typed.chars().count() {
                     if !self.line.replace_before_cursor(replaced, &common) {
                         self.bell();
@@ -1029,7 +1032,7 @@ impl Console {
                     self.screen.finish(&mut self.out);
                     let shown: Vec<Completion> = all
                         .iter()
-                        .filter(|c| c.placeholder || c.word.to_lowercase().starts_with(&typed))
+                        .filter(|c| c.placeholder || c.text().to_lowercase().starts_with(&typed))
                         .cloned()
                         .collect();
                     self.list(&shown);
@@ -1052,21 +1055,20 @@ fn answer_text(answer: Answer) -> String {
     }
 }
 
-/// The lines of a configuration under a path (`route .example.com`).
-fn under(lines: &[String], path: &[String]) -> Vec<String> {
-    if path.is_empty() {
-        return lines.to_vec();
-    }
-    let prefix = format!(
-        "set {}",
-        path.iter()
-            .map(|w| text::lex::word(w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+/// The lines of a configuration under a path (`route .example.com`): those whose words
+/// after `set` start with the path's words, quoted or not.
+fn under(lines: &[String], path: &[Word]) -> Vec<String> {
     lines
         .iter()
-        .filter(|l| l.as_str() == prefix || l.starts_with(&format!("{prefix} ")))
+        .filter(|l| {
+            text::lex::split(l).is_ok_and(|words| {
+                words.len() > path.len()
+                    && words[1..=path.len()]
+                        .iter()
+                        .zip(path)
+                        .all(|(w, p)| w.text == p.text)
+            })
+        })
         .cloned()
         .collect()
 }

@@ -378,6 +378,35 @@ fn tab_completes_keywords_and_configured_names() {
 }
 
 #[test]
+fn a_value_that_names_a_setting_is_shown_completed_and_deleted_in_quotes() {
+    let screen = transcript(
+        Fake::changed,
+        logged_in(),
+        &[
+            Step::Keys(b"configure\rset service inbound ehlo-keywords AUTH\r"),
+            Step::Keys(b"set service inbound channel auth\rshow service inbound\r"),
+            Step::Keys(b"delete service inbound ehlo-keywords \"AUTH\"\r"),
+            Step::Keys(b"delete service inbound channel a\t\r"),
+            Step::Keys(b"show service inbound\r"),
+        ],
+    );
+    let text = screen.text();
+    assert!(
+        text.contains("# show service inbound\nset service inbound listen 127.0.0.1:2525\nset service inbound channel \"auth\"\nset service inbound ehlo-keywords \"AUTH\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# delete service inbound channel \"auth\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# show service inbound\nset service inbound listen 127.0.0.1:2525\nadmin@gw.example.com#"),
+        "{text}"
+    );
+    assert!(!text.contains("error"), "{text}");
+}
+
+#[test]
 fn configure_set_compare_commit_and_exit() {
     let fake = Fake::changed;
     let screen = transcript(

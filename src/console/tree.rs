@@ -7,13 +7,17 @@
 //! the same way, and `show` walks the schema's paths. A command whose output can be
 //! piped accepts `| match TEXT`, `| except TEXT`, `| count`, `| last N`, `| no-more`
 //! and, for `show` in configuration mode, `| compare`.
+//!
+//! As in the configuration text, a quoted word is always a value: never a command, a
+//! flag, an option's name or a pipe command (`commit comment "check"` comments, and
+//! `commit confirmed "check"` is no flag).
 
 use std::net::IpAddr;
 
 use super::request::{Command, Target};
 use super::words::Word;
 use crate::config::Config;
-use crate::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find};
+use crate::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find, lex};
 
 /// One word of the tree.
 pub struct Cmd {
@@ -109,9 +113,9 @@ pub enum Action {
     Configure,
     Exit,
     /// `set …` or `delete …`: the statement's words, the verb first.
-    Statement(Vec<String>),
-    /// Configuration mode's `show [PATH]`.
-    ShowCandidate(Vec<String>),
+    Statement(Vec<lex::Word>),
+    /// Configuration mode's `show [PATH]`: keywords in full, keys and values as typed.
+    ShowCandidate(Vec<lex::Word>),
     Commit {
         check: bool,
         confirm_minutes: Option<u64>,
@@ -207,6 +211,19 @@ fn end() -> Candidate {
 
 fn pipe_candidate() -> Candidate {
     keyword("|", "Pipe through a command")
+}
+
+/// The item `word` names where a keyword may stand ([`find`]'s rule); a quoted word is a
+/// value and names none.
+fn find_keyword<'a, T>(
+    items: &'a [T],
+    name: impl Fn(&T) -> &str,
+    word: &Word,
+) -> Result<&'a T, Vec<&'a T>> {
+    if word.quoted {
+        return Err(Vec::new());
+    }
+    find(items, name, &word.text)
 }
 
 fn ambiguous(at: usize, word: &str, candidates: Vec<Candidate>) -> SyntaxError {
@@ -312,7 +329,7 @@ fn walk(
         out.sort_by(|a, b| a.word.cmp(&b.word));
         return Ok(Walked::Help(out));
     };
-    let node = match find(nodes, |n| n.name, &first.text) {
+    let node = match find_keyword(nodes, |n| n.name, first) {
         Ok(node) => node,
         Err(many) if many.len() > 1 => {
             return Err(ambiguous(
@@ -343,8 +360,8 @@ fn walk(
             walked => Ok(walked),
         },
         CmdKind::Statement => {
-            let mut statement = vec![node.name.to_string()];
-            statement.extend(rest.iter().map(|w| w.text.clone()));
+            let mut statement = vec![lex::Word::bare(node.name)];
+            statement.extend(rest.iter().map(Word::config_word));
             match how {
                 Walk::Help => text::candidates(config, &statement)
                     .map(Walked::Help)
@@ -361,7 +378,7 @@ fn walk(
             match how {
                 Walk::Parse => Ok(Walked::Parsed(Action::ShowCandidate(path), true, true)),
                 Walk::Help => {
-                    let mut statement = vec!["set".to_string()];
+                    let mut statement = vec![lex::Word::bare("set")];
                     statement.extend(path);
                     let mut out: Vec<Candidate> = text::candidates(config, &statement)
                         .map_err(|e| schema_error(e, rest, at))?
@@ -386,6 +403,7 @@ fn schema_error(e: text::LineError, rest: &[Word], at: usize) -> SyntaxError {
     use text::LineError as E;
     let found = match &e {
         E::UnknownKeyword { found, .. }
+        | E::QuotedKeyword { found, .. }
         | E::Ambiguous { found, .. }
         | E::Trailing { found, .. } => Some(found.as_str()),
         E::Value { value, .. } | E::OutOfRange { value, .. } => Some(value.as_str()),
@@ -406,11 +424,11 @@ fn schema_error(e: text::LineError, rest: &[Word], at: usize) -> SyntaxError {
 }
 
 /// The canonical words of a configuration path (keywords written out in full), checked
-/// against the schema.
-fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<String>, SyntaxError> {
-    let mut path: Vec<String> = Vec::new();
+/// against the schema. A quoted word is a key or a value, never a keyword.
+fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<lex::Word>, SyntaxError> {
+    let mut path: Vec<lex::Word> = Vec::new();
     for (i, w) in words.iter().enumerate() {
-        let mut statement = vec!["set".to_string()];
+        let mut statement = vec![lex::Word::bare("set")];
         statement.extend(path.iter().cloned());
         let next = text::candidates(config, &statement).map_err(|e| schema_error(e, words, at))?;
         let keywords: Vec<&Candidate> = next
@@ -418,9 +436,15 @@ fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<String>
             .filter(|c| !c.placeholder && c.word != END_OF_STATEMENT)
             .collect();
         let takes_value = next.iter().any(|c| c.placeholder);
-        match find(&keywords, |c| c.word.as_str(), &w.text) {
-            Ok(c) => path.push(c.word.clone()),
-            Err(_) if takes_value => path.push(w.text.clone()),
+        match find_keyword(&keywords, |c| c.word.as_str(), w) {
+            Ok(c) => path.push(lex::Word::bare(c.word.clone())),
+            Err(_) if takes_value => path.push(w.config_word()),
+            Err(_) if w.quoted => {
+                // The schema says whether a key or a value stands here.
+                statement.push(w.config_word());
+                text::candidates(config, &statement).map_err(|e| schema_error(e, words, at))?;
+                path.push(w.config_word());
+            }
             Err(many) if many.len() > 1 => {
                 return Err(ambiguous(
                     at + i,
@@ -485,7 +509,7 @@ fn run_args(
         let as_keyword = if value_required {
             None
         } else {
-            match find(&unused, |a| a.name, &w.text) {
+            match find_keyword(&unused, |a| a.name, w) {
                 Ok(a) => Some(*a),
                 Err(many) if many.len() > 1 && next_value.is_none() => {
                     return Err(ambiguous(
@@ -503,7 +527,7 @@ fn run_args(
                 ArgKind::Option { optional, .. } => {
                     let next_is_keyword = words
                         .get(i + 1)
-                        .is_some_and(|n| find(&unused, |a| a.name, &n.text).is_ok());
+                        .is_some_and(|n| find_keyword(&unused, |a| a.name, n).is_ok());
                     if optional && (i + 1 >= words.len() || next_is_keyword) {
                         if i + 1 >= words.len() && how == Walk::Help {
                             waiting = Some(a);
@@ -677,7 +701,7 @@ fn parse_pipes(words: &[Word], at: usize, compare: bool) -> Result<Vec<Pipe>, Sy
                 candidates: offered.iter().map(|(n, h)| keyword(n, h)).collect(),
             });
         };
-        let name = match find(&offered, |(n, _)| n, &w.text) {
+        let name = match find_keyword(&offered, |(n, _)| n, w) {
             Ok((n, _)) => *n,
             Err(many) if many.len() > 1 => {
                 return Err(ambiguous(
@@ -745,7 +769,7 @@ fn pipe_help(words: &[Word], at: usize, compare: bool) -> Result<Vec<Candidate>,
         [] => Ok(offered.map(|(n, h)| keyword(n, h)).collect()),
         [name, rest @ ..] => {
             let candidates: Vec<&(&str, &str)> = offered.collect();
-            let found = find(&candidates, |(n, _)| n, &name.text).map_err(|_| {
+            let found = find_keyword(&candidates, |(n, _)| n, name).map_err(|_| {
                 SyntaxError::new(
                     at + last + 1,
                     format!("syntax error: unexpected '{}'.", name.text),
@@ -1641,11 +1665,90 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_word_is_a_value_never_a_keyword() {
+        // A statement keeps which words were quoted, for the schema to read.
+        let p = parse_line(
+            Mode::Configuration,
+            "delete service inbound ehlo-keywords \"AUTH\"",
+        );
+        let e = p.unwrap_err();
+        assert!(
+            e.message.contains("nothing to delete"),
+            "the factory keywords are not AUTH alone: {e:?}"
+        );
+        assert_eq!(
+            parse_line(
+                Mode::Configuration,
+                "set service inbound ehlo-keywords \"AUTH\""
+            )
+            .unwrap()
+            .action,
+            Action::Statement(vec![
+                lex::Word::bare("set"),
+                lex::Word::bare("service"),
+                lex::Word::bare("inbound"),
+                lex::Word::bare("ehlo-keywords"),
+                lex::Word::in_quotes("AUTH"),
+            ])
+        );
+        let e = parse_line(Mode::Configuration, "set \"system\" host-name x").unwrap_err();
+        assert_eq!(e.at, 1);
+        assert!(
+            e.message.starts_with("quoted word \"system\" after 'set'"),
+            "{e:?}"
+        );
+        // Commands, flags, options and pipe commands.
+        let e = parse_line(Mode::Operational, "\"show\" status").unwrap_err();
+        assert_eq!((e.at, e.message.as_str()), (0, "unknown command."));
+        let e = parse_line(Mode::Operational, "show \"status\"").unwrap_err();
+        assert_eq!(e.at, 1);
+        let e = parse_line(Mode::Operational, "test dns example.org \"mx\"").unwrap_err();
+        assert_eq!(e.at, 3);
+        let e = parse_line(Mode::Configuration, "commit confirmed \"check\"").unwrap_err();
+        assert!(e.message.contains("check"), "{e:?}");
+        assert_eq!(
+            parse_line(Mode::Configuration, "commit comment \"check\"")
+                .unwrap()
+                .action,
+            Action::Commit {
+                check: false,
+                confirm_minutes: None,
+                comment: "check".into(),
+                and_quit: false
+            }
+        );
+        let e = parse_line(Mode::Operational, "show log | \"count\"").unwrap_err();
+        assert_eq!(e.at, 3);
+        assert!(
+            candidates(
+                Mode::Operational,
+                &crate::config::host_default(),
+                &split_str("show log | \"match\" ").words
+            )
+            .is_err()
+        );
+        // In `show`, a quoted key is a key, and a quoted keyword is refused.
+        assert_eq!(
+            parse_line(Mode::Configuration, "show service \"inbound\"")
+                .unwrap()
+                .action,
+            Action::ShowCandidate(vec![
+                lex::Word::bare("service"),
+                lex::Word::in_quotes("inbound")
+            ])
+        );
+        assert!(parse_line(Mode::Configuration, "show \"route\"").is_err());
+    }
+
+    #[test]
     fn pipes() {
         let p = parse_line(Mode::Operational, "show log | match smtpd | count").unwrap();
         assert_eq!(p.pipes, [Pipe::Match("smtpd".into()), Pipe::Count]);
         let p = parse_line(Mode::Configuration, "show route | compare").unwrap();
-        assert_eq!(p.action, Action::ShowCandidate(vec!["route".into()]));
+        assert_eq!(
+            p.action,
+            Action::ShowCandidate(vec![lex::Word::bare("route")])
+        );
         assert_eq!(p.pipes, [Pipe::Compare]);
         assert!(parse_line(Mode::Operational, "show log | compare").is_err());
         assert!(parse_line(Mode::Operational, "queue flush | count").is_err());
@@ -1796,8 +1899,9 @@ mod tests {
                         });
                         let fits = offered.iter().any(|c| {
                             c.placeholder
-                                || c.word.eq_ignore_ascii_case(&last.text)
-                                || c.word.to_lowercase().starts_with(&last.text.to_lowercase())
+                                || c.text()
+                                    .to_lowercase()
+                                    .starts_with(&last.text.to_lowercase())
                         });
                         assert!(
                             fits,

@@ -7,6 +7,8 @@
 //! this one also reads a line still being typed (an open quote is a partial word) and
 //! says which words were quoted, so that a quoted `"|"` is text, not a pipe.
 
+use crate::config::text::lex;
+
 /// One word: its text with quotes undone, and its span in characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Word {
@@ -20,6 +22,14 @@ impl Word {
     /// An unquoted `|`: the start of a pipe.
     pub fn is_pipe(&self) -> bool {
         !self.quoted && self.text == "|"
+    }
+
+    /// The word as the configuration text reads it: quoted, it is a value.
+    pub fn config_word(&self) -> lex::Word {
+        lex::Word {
+            text: self.text.clone(),
+            quoted: self.quoted,
+        }
     }
 }
 
@@ -113,7 +123,6 @@ pub fn split_str(text: &str) -> Words {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::text::lex;
 
     fn texts(line: &str) -> Vec<String> {
         split_str(line).words.into_iter().map(|w| w.text).collect()
@@ -148,7 +157,12 @@ mod tests {
                 .map(|i| alphabet[((x >> (i * 3 + 8)) % alphabet.len() as u64) as usize])
                 .collect();
             if let Ok(words) = lex::split(&line) {
-                assert_eq!(texts(&line), words, "{line:?}");
+                let mine: Vec<lex::Word> = split_str(&line)
+                    .words
+                    .iter()
+                    .map(Word::config_word)
+                    .collect();
+                assert_eq!(mine, words, "{line:?}");
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Words are separated by blanks (space or tab). A word that starts with `"` runs to the
 //! next unescaped `"`; inside it `\"` and `\\` stand for `"` and `\`, and no other escape
-//! exists. Quoting is purely lexical: `"set"` and `set` are the same word.
+//! exists. A word remembers whether it was quoted: a quoted word is always a value, never
+//! a keyword, so `"AUTH"` after `ehlo-keywords` is that value even where `auth` is also a
+//! setting's name, and `"set"` is no verb.
 
 use super::LineError;
 
@@ -25,8 +27,48 @@ fn is_blank(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// One word of a line: its text with quotes and escapes undone, and whether it was
+/// written in quotes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    pub quoted: bool,
+}
+
+impl Word {
+    /// A word written without quotes.
+    pub fn bare(text: impl Into<String>) -> Word {
+        Word {
+            text: text.into(),
+            quoted: false,
+        }
+    }
+
+    /// A word written in quotes: a value, whatever its text.
+    pub fn in_quotes(text: impl Into<String>) -> Word {
+        Word {
+            text: text.into(),
+            quoted: true,
+        }
+    }
+
+    /// The text, where the word may be a keyword: `None` for a quoted word.
+    pub fn keyword(&self) -> Option<&str> {
+        (!self.quoted).then_some(self.text.as_str())
+    }
+
+    /// The word as written: quoted if it was (canonically escaped), else its text.
+    pub fn written(&self) -> String {
+        if self.quoted {
+            quoted(&self.text)
+        } else {
+            self.text.clone()
+        }
+    }
+}
+
 /// The words of one line.
-pub fn split(line: &str) -> Result<Vec<String>, LineError> {
+pub fn split(line: &str) -> Result<Vec<Word>, LineError> {
     if line.len() > MAX_LINE_OCTETS {
         return Err(LineError::LineTooLong { octets: line.len() });
     }
@@ -38,7 +80,8 @@ pub fn split(line: &str) -> Result<Vec<String>, LineError> {
             return Ok(words);
         };
         let mut word = String::new();
-        if first == '"' {
+        let is_quoted = first == '"';
+        if is_quoted {
             loop {
                 match chars.next() {
                     None => return Err(LineError::UnterminatedQuote { column: start + 1 }),
@@ -80,7 +123,10 @@ pub fn split(line: &str) -> Result<Vec<String>, LineError> {
                 next = chars.next_if(|&(_, c)| !is_blank(c));
             }
         }
-        words.push(word);
+        words.push(Word {
+            text: word,
+            quoted: is_quoted,
+        });
     }
 }
 
@@ -118,7 +164,7 @@ mod tests {
     use super::*;
 
     fn words(line: &str) -> Vec<String> {
-        split(line).unwrap()
+        split(line).unwrap().into_iter().map(|w| w.text).collect()
     }
 
     #[test]
@@ -139,6 +185,40 @@ mod tests {
         assert_eq!(words(r#""" x"#), ["", "x"]);
         assert_eq!(words("\"tab\there\""), ["tab\there"]);
         assert_eq!(words(r"a\b"), [r"a\b"]);
+    }
+
+    #[test]
+    fn a_quoted_word_is_marked_and_is_no_keyword() {
+        let split = split(r#"delete "set" ehlo-keywords "AUTH" AUTH """#).unwrap();
+        assert_eq!(
+            split,
+            [
+                Word::bare("delete"),
+                Word::in_quotes("set"),
+                Word::bare("ehlo-keywords"),
+                Word::in_quotes("AUTH"),
+                Word::bare("AUTH"),
+                Word::in_quotes(""),
+            ]
+        );
+        let keywords: Vec<Option<&str>> = split.iter().map(Word::keyword).collect();
+        assert_eq!(
+            keywords,
+            [
+                Some("delete"),
+                None,
+                Some("ehlo-keywords"),
+                None,
+                Some("AUTH"),
+                None
+            ]
+        );
+        let written: Vec<String> = split.iter().map(Word::written).collect();
+        assert_eq!(
+            written.join(" "),
+            r#"delete "set" ehlo-keywords "AUTH" AUTH """#
+        );
+        assert_eq!(Word::in_quotes(r#"a "b""#).written(), r#""a \"b\"""#);
     }
 
     #[test]

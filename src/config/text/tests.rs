@@ -625,7 +625,7 @@ fn deleting_every_printed_statement_returns_to_the_default() {
         let mut whole = cfg.clone();
         for line in lines(&cfg).iter().rev() {
             let words = lex::split(line).unwrap();
-            let path_len = match words[1].as_str() {
+            let path_len = match words[1].text.as_str() {
                 "classify" | "route" | "channel" | "category" | "ruleset" | "relay-rule" => 3,
                 _ => words.len(),
             };
@@ -633,7 +633,7 @@ fn deleting_every_printed_statement_returns_to_the_default() {
                 "delete {}",
                 words[1..path_len]
                     .iter()
-                    .map(|w| lex::word(w))
+                    .map(lex::Word::written)
                     .collect::<Vec<_>>()
                     .join(" ")
             );
@@ -643,6 +643,211 @@ fn deleting_every_printed_statement_returns_to_the_default() {
             }
         }
         assert_eq!(whole, Config::default(), "{}", print(&cfg));
+    }
+}
+
+#[test]
+fn a_quoted_value_that_names_a_setting_is_deleted_as_a_value() {
+    let mut cfg = Config::default();
+    cfg.inbound.ehlo_keywords = EhloKeywords::AUTH;
+    let line = "set service inbound ehlo-keywords \"AUTH\"";
+    assert_eq!(lines(&cfg), [line]);
+    assert_eq!(parse(line).unwrap(), cfg);
+    let mut deleted = cfg.clone();
+    apply_line(
+        &mut deleted,
+        "delete service inbound ehlo-keywords \"AUTH\"",
+    )
+    .unwrap();
+    assert_eq!(deleted, Config::default());
+    // Unquoted, the word is the service's `auth` setting, which is not configured.
+    let err = apply_line(
+        &mut cfg.clone(),
+        "delete service inbound ehlo-keywords AUTH",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        LineError::NotConfigured {
+            path: "service inbound ehlo-keywords AUTH".into()
+        }
+    );
+    // A value printed bare where it names a setting beside it is quoted too.
+    let mut cfg = Config::default();
+    cfg.system.host_name = "dns".into();
+    cfg.inbound.channel = Some("auth".into());
+    let printed = lines(&cfg);
+    assert_eq!(
+        printed,
+        [
+            "set system host-name \"dns\"",
+            "set service inbound channel \"auth\""
+        ]
+    );
+    for line in &printed {
+        apply_line(&mut cfg, &line.replacen("set ", "delete ", 1)).unwrap();
+    }
+    assert_eq!(cfg, Config::default());
+}
+
+#[test]
+fn a_quoted_word_is_never_a_keyword() {
+    let cases = [
+        (
+            "\"set\" system host-name gw.example.com",
+            "quoted word \"set\" where a keyword belongs: a quoted word is a value, and keywords are written without quotes; expected one of set, delete",
+        ),
+        (
+            "set \"system\" host-name gw.example.com",
+            "quoted word \"system\" after 'set' where a keyword belongs",
+        ),
+        (
+            "delete service inbound \"auth\"",
+            "quoted word \"auth\" after 'delete service inbound' where a keyword belongs",
+        ),
+        (
+            "set ruleset X restrict PLAIN \"tls\"",
+            "quoted word \"tls\" after 'set ruleset X restrict PLAIN' where a keyword belongs: a quoted word is a value, and keywords are written without quotes; expected 'tls'",
+        ),
+        (
+            "set classify 10 category \"DENY\" \"deny\" x",
+            "unexpected 'deny' after the complete statement 'set classify 10 category \"DENY\"'",
+        ),
+    ];
+    for (line, message) in cases {
+        let err = apply_line(&mut Config::default(), line).unwrap_err();
+        assert!(err.to_string().starts_with(message), "{line}: {err}");
+        let words = lex::split(line).unwrap();
+        assert!(candidates(&Config::default(), &words).is_err(), "{line}");
+    }
+    // Keys and values may be quoted, whatever their text.
+    let cfg = parse(
+        "set \
+         service \"inbound\" auth \"yes\"\n\
+         set classify \"10\" category \"DENY\"\n\
+         set route \"example.com\" channel \"mx\"\n",
+    );
+    let cfg = cfg.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.inbound.auth, Some(true));
+    assert_eq!(
+        cfg.classify[&10].action,
+        Some(ClassifyAction::Category("DENY".into()))
+    );
+}
+
+/// Values drawn to collide: the names of every node of the schema, in the case written
+/// and in upper case, the verbs, and text that needs quotes.
+fn colliding_values() -> Vec<String> {
+    fn names(nodes: &[schema::Node], out: &mut Vec<String>) {
+        for node in nodes {
+            for name in [node.name.to_string(), node.name.to_ascii_uppercase()] {
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            match &node.kind {
+                schema::NodeKind::Container(children) => names(children, out),
+                schema::NodeKind::List(list) => names(list.children, out),
+                schema::NodeKind::Leaf(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    names(schema::ROOT, &mut out);
+    for text in [
+        "set",
+        "delete",
+        "SET",
+        "a b",
+        "#x",
+        "x # y",
+        "\"",
+        "say \"hi\"",
+        r"back\slash",
+        "",
+    ] {
+        out.push(text.to_string());
+    }
+    out
+}
+
+/// Every setting that takes a value: the words of its path (a key that parses for each
+/// list on the way, the setting's name last) and its value's spec.
+fn settings_with_values() -> Vec<(String, &'static schema::ValueSpec)> {
+    fn walk(
+        nodes: &'static [schema::Node],
+        path: &str,
+        out: &mut Vec<(String, &'static schema::ValueSpec)>,
+    ) {
+        for node in nodes {
+            let path = format!("{path} {}", node.name);
+            match &node.kind {
+                schema::NodeKind::Container(children) => walk(children, &path, out),
+                schema::NodeKind::List(list) => {
+                    let key = ["P_1", "tcp_x", "example.com", "10", "inbound", "eth0"]
+                        .into_iter()
+                        .find(|k| (list.key.parse)(k).is_ok())
+                        .unwrap_or_else(|| panic!("no sample key for {path}"));
+                    walk(list.children, &format!("{path} {key}"), out);
+                }
+                schema::NodeKind::Leaf(leaf) => {
+                    if let Some(spec) = leaf.value {
+                        out.push((path, spec));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema::ROOT, "", &mut out);
+    out
+}
+
+/// Whatever value a setting accepts, even one that is also a keyword or needs quotes,
+/// prints so that the printed text parses back to the same configuration, and deleting
+/// every printed statement as printed returns to the default.
+#[test]
+fn every_accepted_value_prints_deletably_even_where_it_names_a_setting() {
+    let values = colliding_values();
+    let mut accepted = Vec::new();
+    for (path, spec) in settings_with_values() {
+        for value in &values {
+            let suffix = spec.suffix.map(|s| format!(" {s}")).unwrap_or_default();
+            let line = format!("set{path} {}{suffix}", lex::quoted(value));
+            let mut cfg = Config::default();
+            if apply_line(&mut cfg, &line).is_err() {
+                continue;
+            }
+            accepted.push(format!("{path} {value}"));
+            let text = print(&cfg);
+            assert_eq!(parse(&text).unwrap(), cfg, "{line}\n{text}");
+            let mut shrinking = cfg.clone();
+            for printed in lines(&cfg) {
+                let delete = printed.replacen("set ", "delete ", 1);
+                apply_line(&mut shrinking, &delete)
+                    .unwrap_or_else(|e| panic!("{line}: {delete}: {e}"));
+            }
+            assert_eq!(shrinking, Config::default(), "{line}\n{text}");
+        }
+    }
+    // The collisions that once went wrong are among those tried.
+    for case in [
+        " service inbound ehlo-keywords AUTH",
+        " system host-name dns",
+        " service inbound channel auth",
+        " classify 10 category DENY",
+        " classify 10 deny local",
+        " category P_1 ruleset CHANNEL",
+        " relay-rule 10 from to",
+        " route example.com channel mx",
+        " route example.com auth user danger-cleartext",
+        " classify 10 deny a b",
+        " classify 10 deny #x",
+    ] {
+        assert!(
+            accepted.iter().any(|a| a == case),
+            "{case} not tried: {accepted:#?}"
+        );
     }
 }
 
@@ -1060,7 +1265,95 @@ fn random_config(rng: &mut XorShift) -> Config {
         };
         cfg.relay_rules.insert(rng.range(1, 65535) as u32, rule);
     }
+    clashing_values(
+        &mut cfg,
+        XorShift(rng.0.rotate_left(41) ^ 0x2545_f491_4f6c_dd1d),
+    );
     cfg
+}
+
+/// Gives some settings values that are also the names of settings beside them (an EHLO
+/// keyword list of `AUTH` alone, a host name `dns`, a category `DENY`, an address
+/// pattern `to`) or that need quotes. Printed, each must read back as that value, in
+/// `set` and in `delete`. Drawn from a generator of their own, so that the other
+/// settings drawn stay those the seeds gave.
+fn clashing_values(cfg: &mut Config, mut rng: XorShift) {
+    if rng.chance(4) {
+        cfg.system.host_name = rng
+            .pick(&[
+                "dns",
+                "token",
+                "syslog",
+                "gateway",
+                "POSTMASTER",
+                "auth-throttle",
+            ])
+            .into();
+    }
+    if let Some(label) = &mut cfg.system.token.label
+        && rng.chance(2)
+    {
+        *label = rng.pick(&["module", "label", "backend", "pin-file"]).into();
+    }
+    for name in ServiceName::ALL {
+        let s = cfg.service_mut(name);
+        if rng.chance(4) {
+            s.ehlo_keywords = if rng.chance(2) {
+                EhloKeywords::AUTH
+            } else {
+                rng.pick(&EhloKeywords::NAMES).0
+            };
+        }
+        if rng.chance(4) {
+            s.channel = Some(
+                rng.pick(&["auth", "channel", "listen", "disable", "certificate"])
+                    .into(),
+            );
+        }
+    }
+    for rule in cfg.classify.values_mut() {
+        if rng.chance(3) {
+            rule.action = Some(if rng.chance(2) {
+                ClassifyAction::Category(rng.pick(&["DENY", "LOCAL", "REMOTE", "CATEGORY"]).into())
+            } else {
+                ClassifyAction::Deny(
+                    rng.pick(&["local", "remote-port", "deny", "#", "set"])
+                        .into(),
+                )
+            });
+        }
+    }
+    for route in cfg.routes.values_mut() {
+        if rng.chance(3) {
+            route.channel = Some(
+                rng.pick(&["mx", "relay", "smarthost", "channel", "concurrency"])
+                    .into(),
+            );
+        }
+        if route.auth_user.is_some() && rng.chance(2) {
+            route.auth_user = Some(rng.pick(&["user", "danger-cleartext"]).into());
+        }
+    }
+    for category in cfg.categories.values_mut() {
+        if rng.chance(3) {
+            if category.ruleset.is_some() {
+                category.ruleset = Some(rng.pick(&["CHANNEL", "RULESET"]).into());
+            } else {
+                category.channel = Some(rng.pick(&["channel", "ruleset"]).into());
+            }
+        }
+    }
+    let names = ["to", "from", "allow", "deny", "source", "destination"];
+    for rule in cfg.relay_rules.values_mut() {
+        if rng.chance(3) {
+            rule.source = Some(rng.pick(&names).into());
+            rule.from = Some(crate::config::AddressPattern::new(rng.pick(&names)));
+        }
+        if rng.chance(3) {
+            rule.destination = Some(rng.pick(&names).into());
+            rule.to = Some(crate::config::AddressPattern::new(rng.pick(&names)));
+        }
+    }
 }
 
 #[test]
@@ -1336,7 +1629,7 @@ fn bare_entries_are_kept_and_printed() {
 #[test]
 fn candidates_come_from_the_schema_and_the_configuration() {
     let cfg = host_default();
-    let words = |text: &str| -> Vec<String> { lex::split(text).unwrap() };
+    let words = |text: &str| -> Vec<lex::Word> { lex::split(text).unwrap() };
     let names = |c: Vec<Candidate>| -> Vec<String> { c.into_iter().map(|c| c.word).collect() };
     assert_eq!(names(candidates(&cfg, &[]).unwrap()), ["set", "delete"]);
     let top = names(candidates(&cfg, &words("set")).unwrap());
