@@ -25,12 +25,12 @@ use crate::sasl::{
     new_mechanism,
 };
 use crate::smtp::address::Recipient;
+use crate::smtp::command::{self, Body};
 use crate::smtp::header::FieldScan;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::Reply;
 use crate::smtp::server::{
-    self, Body, CloseReason, Event, PeerCertificate, ServerConfig, Session, TlsInfo, Transaction,
-    Verdict,
+    CloseReason, Event, PeerCertificate, ServerConfig, Session, TlsInfo, Transaction, Verdict,
 };
 use crate::tls::Transport;
 use crate::tls::setup::describe;
@@ -940,8 +940,8 @@ fn envelope(
         eight_bit: eight_bit || p.body == Some(Body::EightBitMime),
         smtputf8: p.smtputf8,
         ret: p.ret.map(|r| match r {
-            server::Ret::Full => Ret::Full,
-            server::Ret::Hdrs => Ret::Hdrs,
+            command::Ret::Full => Ret::Full,
+            command::Ret::Hdrs => Ret::Hdrs,
         }),
         envid: p.envid.clone(),
         recipients: tx

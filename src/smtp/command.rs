@@ -8,7 +8,6 @@
 use crate::config::EhloKeywords;
 use crate::smtp::address::{AddressError, Domain, Path, PathTarget};
 use crate::smtp::reply::Reply;
-use crate::smtp::server::{Body, MailParams, Notify, RcptParams, Ret};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF. The session
 /// never buffers more than this of one command line.
@@ -511,6 +510,51 @@ fn xtext_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// RFC 6152 `BODY=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    SevenBit,
+    EightBitMime,
+}
+
+/// RFC 3461 `RET=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// The parameters of MAIL FROM (RFC 1870, 6152, 6531, 3461, 4954).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: Option<Body>,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    /// As written (still xtext-encoded), at most [`MAX_ENVID`] characters.
+    pub envid: Option<String>,
+    /// RFC 4954 §5 `AUTH=`, xtext-decoded; `<>` is `Some("")`. The session records
+    /// `Some("")` whatever was sent when the client has not authenticated.
+    pub auth: Option<String>,
+}
+
+/// RFC 3461 NOTIFY: `never` or any of success/failure/delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+/// The parameters of RCPT TO (RFC 3461).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RcptParams {
+    pub notify: Option<Notify>,
+    /// `addr-type;xtext` as written (still xtext-encoded).
+    pub orcpt: Option<String>,
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use crate::config::{EhloKeywords, Service};
 use crate::smtp::address::{Path, PathTarget, Recipient};
 use crate::smtp::command::{
-    Command, CommandError, LineError, MAX_COMMAND_LINE, Param, ParamError, mail_params,
-    rcpt_params, verb_of,
+    Command, CommandError, LineError, MAX_COMMAND_LINE, MailParams, Param, ParamError, RcptParams,
+    mail_params, rcpt_params, verb_of,
 };
 use crate::smtp::data::{ContentChecker, ContentError, DataReader};
 use crate::smtp::reply::Reply;
@@ -125,47 +125,6 @@ pub struct TlsInfo {
 pub struct PeerCertificate {
     pub subject: String,
     pub san_emails: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Body {
-    SevenBit,
-    EightBitMime,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct MailParams {
-    pub size: Option<u64>,
-    pub body: Option<Body>,
-    pub smtputf8: bool,
-    pub ret: Option<Ret>,
-    /// As written (still xtext-encoded), at most `command::MAX_ENVID` characters.
-    pub envid: Option<String>,
-    /// RFC 4954 §5 `AUTH=`, xtext-decoded; `<>` is `Some("")`. The session records
-    /// `Some("")` whatever was sent when the client has not authenticated.
-    pub auth: Option<String>,
-}
-
-/// RFC 3461 NOTIFY: `never` or any of success/failure/delay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct RcptParams {
-    pub notify: Option<Notify>,
-    /// `addr-type;xtext` as written (still xtext-encoded).
-    pub orcpt: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1503,6 +1462,7 @@ fn non_ascii_reply() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::command::{Body, Notify, Ret};
 
     const GREETING: &[u8] = b"220 mx.test ESMTP drawbridge\r\n";
     const EHLO_REPLY: &[u8] =
