@@ -17,8 +17,6 @@ mod fuzz;
 use std::fmt;
 use std::time::Duration;
 
-use crate::smtp::reply::Reply;
-
 pub use message::{Answer, DecodeError, Query, Rcode, Record, RecordData, RecordType, Response};
 pub use name::{Name, NameError};
 pub use resolver::{Mx, MxAnswer, Resolver};
@@ -74,15 +72,6 @@ impl DnsError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, DnsError::NxDomain)
     }
-
-    /// The reply a delivery attempt records for this failure (RFC 3463: X.1.2 bad
-    /// destination system address, X.4.3 directory server failure).
-    pub fn reply(&self) -> Reply {
-        match self {
-            DnsError::NxDomain => Reply::new(550, "5.1.2", "Host or domain name not found"),
-            other => Reply::new(451, "4.4.3", format!("Temporary DNS failure: {other}")),
-        }
-    }
 }
 
 impl fmt::Display for DnsError {
@@ -106,7 +95,6 @@ mod tests {
     #[test]
     fn only_nxdomain_is_permanent() {
         assert!(DnsError::NxDomain.is_permanent());
-        assert_eq!(DnsError::NxDomain.reply().code, 550);
         for temporary in [
             DnsError::ServerFailure(Rcode::ServFail),
             DnsError::Timeout,
@@ -116,9 +104,6 @@ mod tests {
             DnsError::AliasLoop,
         ] {
             assert!(!temporary.is_permanent());
-            let reply = temporary.reply();
-            assert_eq!(reply.code, 451);
-            assert!(reply.is_transient());
         }
     }
 }

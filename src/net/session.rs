@@ -482,7 +482,7 @@ async fn answer_auth(
                 auth.mechanism = None;
                 // Asking for a blocked user still counts against the address.
                 let _ = gw.throttle.borrow_mut().failure(ip, None, Instant::now());
-                session.auth_failure(AuthError::Temporary.reply(), Instant::now());
+                session.auth_failure(Reply::from(&AuthError::Temporary), Instant::now());
                 return true;
             }
         }
@@ -507,7 +507,7 @@ async fn answer_auth(
         Step::Failure(error) => {
             auth.mechanism = None;
             if error != AuthError::BadCredentials {
-                session.auth_failure(error.reply(), Instant::now());
+                session.auth_failure(Reply::from(&error), Instant::now());
                 return true;
             }
             let no_cram_secret = auth.name == "CRAM-MD5"
@@ -533,7 +533,7 @@ async fn answer_auth(
             match penalty {
                 Penalty::Delay(delay, _) => {
                     Timer::after(delay).await;
-                    session.auth_failure(error.reply(), Instant::now());
+                    session.auth_failure(Reply::from(&error), Instant::now());
                 }
                 Penalty::Block(_) => {
                     log::warn!(target: "smtpd", "{client}: blocked after repeated authentication failures");
@@ -546,7 +546,7 @@ async fn answer_auth(
             }
         }
         // The loop above ran every derivation.
-        Step::Derive(_) => session.auth_failure(AuthError::Temporary.reply(), Instant::now()),
+        Step::Derive(_) => session.auth_failure(Reply::from(&AuthError::Temporary), Instant::now()),
     }
     true
 }

@@ -568,7 +568,7 @@ impl Scheduler {
             Ok(MxAnswer::Exchanges(list)) => list.into_iter().map(|mx| mx.exchange).collect(),
             Err(e) => {
                 log::info!(target: "smtp", "MX lookup for {}: {}", Escaped(domain), Escaped(&e.to_string()));
-                return Err(e.reply());
+                return Err(dns_reply(&e));
             }
         };
         let mut hosts = Vec::new();
@@ -588,7 +588,7 @@ impl Scheduler {
         }
         if hosts.is_empty() {
             let reply = match last {
-                Some(e) if !e.is_permanent() => e.reply(),
+                Some(e) if !e.is_permanent() => dns_reply(&e),
                 _ => Reply::new(
                     451,
                     "4.4.4",
@@ -883,9 +883,36 @@ pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<De
     })
 }
 
+/// The reply a delivery attempt records for a failed lookup (RFC 3463: X.1.2 bad
+/// destination system address, X.4.3 directory server failure): only NXDOMAIN is final.
+fn dns_reply(e: &DnsError) -> Reply {
+    match e {
+        DnsError::NxDomain => Reply::new(550, "5.1.2", "Host or domain name not found"),
+        other => Reply::new(451, "4.4.3", format!("Temporary DNS failure: {other}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::{DecodeError, Rcode};
+
+    #[test]
+    fn only_nxdomain_fails_a_lookup_for_good() {
+        assert_eq!(dns_reply(&DnsError::NxDomain).code, 550);
+        for temporary in [
+            DnsError::ServerFailure(Rcode::ServFail),
+            DnsError::Timeout,
+            DnsError::Malformed(DecodeError::TruncatedHeader),
+            DnsError::Network,
+            DnsError::NoServers,
+            DnsError::AliasLoop,
+        ] {
+            let reply = dns_reply(&temporary);
+            assert_eq!(reply.code, 451);
+            assert!(reply.is_transient());
+        }
+    }
 
     #[test]
     fn notify_parameters() {

@@ -44,8 +44,6 @@ use std::rc::Rc;
 
 use ring::{digest, hmac, pbkdf2};
 
-use crate::smtp::reply::Reply;
-
 pub use cram_md5::CramMd5;
 pub use external::External;
 pub use login::Login;
@@ -171,12 +169,6 @@ impl AuthError {
             AuthError::TooLong => (500, "5.5.6", "Authentication Exchange line is too long"),
             AuthError::Temporary => (454, "4.7.0", "Temporary authentication failure"),
         }
-    }
-
-    /// The reply the SMTP layer sends.
-    pub fn reply(&self) -> Reply {
-        let (code, enhanced, text) = self.parts();
-        Reply::new(code, enhanced, text)
     }
 }
 
@@ -864,15 +856,15 @@ mod tests {
 
     #[test]
     fn replies_follow_rfc4954() {
-        assert_eq!(AuthError::Cancelled.reply().code, 501);
+        assert_eq!(AuthError::Cancelled.parts().0, 501);
         assert_eq!(
             AuthError::BadCredentials.parts(),
             (535, "5.7.8", "Authentication credentials invalid")
         );
         assert_eq!(AuthError::TooLong.parts().0, 500);
         assert_eq!(
-            AuthError::Temporary.reply().to_wire(),
-            b"454 4.7.0 Temporary authentication failure\r\n"
+            AuthError::Temporary.parts(),
+            (454, "4.7.0", "Temporary authentication failure")
         );
     }
 

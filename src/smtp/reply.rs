@@ -154,6 +154,15 @@ impl Reply {
     }
 }
 
+/// The RFC 4954 reply to a failed SASL exchange: the SASL core names the failure, the
+/// SMTP core words it (so SASL knows nothing of SMTP replies).
+impl From<&crate::sasl::AuthError> for Reply {
+    fn from(e: &crate::sasl::AuthError) -> Reply {
+        let (code, enhanced, text) = e.parts();
+        Reply::new(code, enhanced, text)
+    }
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.one_line())
