@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use crate::filter::{Filter, Rule};
 use crate::sasl::{MechanismName, MechanismSet};
+pub use crate::smtp::keywords::EhloKeywords;
+use crate::smtp::server::ServerConfig;
 
 /// The whole configuration of one gateway.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -472,64 +474,6 @@ impl Default for Service {
             certificate: None,
             auth: None,
         }
-    }
-}
-
-/// A set of EHLO extension keywords, by bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EhloKeywords(u16);
-
-impl EhloKeywords {
-    pub const PIPELINING: EhloKeywords = EhloKeywords(1 << 0);
-    pub const SIZE: EhloKeywords = EhloKeywords(1 << 1);
-    pub const EIGHTBITMIME: EhloKeywords = EhloKeywords(1 << 2);
-    pub const ENHANCEDSTATUSCODES: EhloKeywords = EhloKeywords(1 << 3);
-    pub const STARTTLS: EhloKeywords = EhloKeywords(1 << 4);
-    pub const AUTH: EhloKeywords = EhloKeywords(1 << 5);
-    pub const DSN: EhloKeywords = EhloKeywords(1 << 6);
-    pub const SMTPUTF8: EhloKeywords = EhloKeywords(1 << 7);
-    pub const CHUNKING: EhloKeywords = EhloKeywords(1 << 8);
-    pub const NONE: EhloKeywords = EhloKeywords(0);
-    pub const ALL: EhloKeywords = EhloKeywords(0x1ff);
-
-    /// Every keyword with its name, in the order EHLO advertises them.
-    pub const NAMES: [(EhloKeywords, &'static str); 9] = [
-        (Self::PIPELINING, "PIPELINING"),
-        (Self::SIZE, "SIZE"),
-        (Self::EIGHTBITMIME, "8BITMIME"),
-        (Self::ENHANCEDSTATUSCODES, "ENHANCEDSTATUSCODES"),
-        (Self::STARTTLS, "STARTTLS"),
-        (Self::AUTH, "AUTH"),
-        (Self::DSN, "DSN"),
-        (Self::SMTPUTF8, "SMTPUTF8"),
-        (Self::CHUNKING, "CHUNKING"),
-    ];
-
-    pub fn contains(self, other: EhloKeywords) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    pub fn with(self, other: EhloKeywords) -> EhloKeywords {
-        EhloKeywords(self.0 | other.0)
-    }
-
-    pub fn without(self, other: EhloKeywords) -> EhloKeywords {
-        EhloKeywords(self.0 & !other.0)
-    }
-
-    /// The keyword named `name` (case-insensitive).
-    pub fn from_name(name: &str) -> Option<EhloKeywords> {
-        Self::NAMES
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-            .map(|(k, _)| *k)
-    }
-
-    pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMES
-            .into_iter()
-            .filter(move |(k, _)| self.contains(*k))
-            .map(|(_, n)| n)
     }
 }
 
@@ -1162,6 +1106,35 @@ pub const HOST_DEFAULT: &str = include_str!("../../board/host/default.conf");
 pub fn host_default() -> Config {
     // The file is part of the build and tested to parse (see text::tests).
     text::parse(HOST_DEFAULT).expect("board/host/default.conf parses")
+}
+
+/// The SMTP server core gets its settings as plain values: the configuration builds them
+/// from a service (the core imports nothing of the configuration).
+impl ServerConfig {
+    pub fn from_service(host_name: &str, s: &Service) -> ServerConfig {
+        ServerConfig {
+            host_name: host_name.to_string(),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_line_length: s.max_line_length,
+            command_timeout: s.idle_timeout,
+            data_timeout: s.data_timeout,
+            command_deadline: s.command_deadline,
+            data_deadline: s.data_deadline,
+            min_data_rate: s.min_data_rate,
+            stress_timeout: s.stress_timeout,
+            max_session_time: s.max_session_time,
+            max_messages: s.max_messages_per_session,
+            error_limit: s.error_limit,
+            greet_delay: s.greet_delay,
+            ehlo_keywords: s.ehlo_keywords,
+            tls_available: false,
+            require_tls: false,
+            auth_mechanisms: Vec::new(),
+            auth_needs_tls: Vec::new(),
+            require_auth: false,
+        }
+    }
 }
 
 #[cfg(test)]

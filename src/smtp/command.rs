@@ -5,8 +5,8 @@
 //! Line framing (CRLF, bare CR/LF, NUL, length) is checked before a line gets here; see
 //! `LineError`. Nothing here knows about session state beyond what it is passed.
 
-use crate::config::EhloKeywords;
 use crate::smtp::address::{AddressError, Domain, Path, PathTarget};
+use crate::smtp::keywords::EhloKeywords;
 use crate::smtp::reply::Reply;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF. The session

@@ -8,6 +8,7 @@ pub mod client_reply;
 pub mod command;
 pub mod data;
 pub mod header;
+pub mod keywords;
 pub mod received;
 pub mod reply;
 pub mod server;

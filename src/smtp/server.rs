@@ -12,13 +12,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::config::{EhloKeywords, Service};
 use crate::smtp::address::{Path, PathTarget, Recipient};
 use crate::smtp::command::{
     Command, CommandError, LineError, MAX_COMMAND_LINE, MailParams, Param, ParamError, RcptParams,
     mail_params, rcpt_params, verb_of,
 };
 use crate::smtp::data::{ContentChecker, ContentError, DataReader};
+use crate::smtp::keywords::EhloKeywords;
 use crate::smtp::reply::Reply;
 
 /// RFC 4954 §4: a server accepts at least 12288 octets in one line of an AUTH exchange,
@@ -78,33 +78,6 @@ pub struct ServerConfig {
     /// Must-authenticate (channel keyword `mustsaslserver`, SPEC §3): until AUTH
     /// succeeds, MAIL gets `530 5.7.0 Authentication required`.
     pub require_auth: bool,
-}
-
-impl ServerConfig {
-    pub fn from_service(host_name: &str, s: &Service) -> ServerConfig {
-        ServerConfig {
-            host_name: host_name.to_string(),
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_line_length: s.max_line_length,
-            command_timeout: s.idle_timeout,
-            data_timeout: s.data_timeout,
-            command_deadline: s.command_deadline,
-            data_deadline: s.data_deadline,
-            min_data_rate: s.min_data_rate,
-            stress_timeout: s.stress_timeout,
-            max_session_time: s.max_session_time,
-            max_messages: s.max_messages_per_session,
-            error_limit: s.error_limit,
-            greet_delay: s.greet_delay,
-            ehlo_keywords: s.ehlo_keywords,
-            tls_available: false,
-            require_tls: false,
-            auth_mechanisms: Vec::new(),
-            auth_needs_tls: Vec::new(),
-            require_auth: false,
-        }
-    }
 }
 
 /// The TLS state of a session, as the layer reports it after a handshake. Plain data: the
