@@ -67,14 +67,18 @@ const AF_UNIX: u8 = 0x3;
 const PROTO_STREAM: u8 = 0x1;
 const PROTO_DGRAM: u8 = 0x2;
 
+/// The two 16-bit ports that end an address block.
+const V2_PORTS_LEN: usize = 2 * 2;
 /// The address block of TCP over IPv4 and IPv6: two addresses, two ports.
-const V2_INET_LEN: usize = 2 * 4 + 2 * 2;
-const V2_INET6_LEN: usize = 2 * 16 + 2 * 2;
+const V2_INET_LEN: usize = 2 * 4 + V2_PORTS_LEN;
+const V2_INET6_LEN: usize = 2 * 16 + V2_PORTS_LEN;
 
 /// The TLV type of a CRC32C checksum of the whole header.
 const PP2_TYPE_CRC32C: u8 = 0x03;
 /// A TLV's type and length octets.
 const TLV_HEAD_LEN: usize = 3;
+/// A port in decimal: at most 5 digits (65535).
+const MAX_PORT_DIGITS: usize = 5;
 
 /// Which version of the protocol a header was written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,12 +223,11 @@ pub fn decode(input: &[u8]) -> Result<Decoded, HeaderError> {
 
 /// Whether `input` and `expected` agree on their common length.
 fn starts_like(input: &[u8], expected: &[u8]) -> bool {
-    let n = input.len().min(expected.len());
-    input[..n] == expected[..n]
+    input.iter().zip(expected).all(|(a, b)| a == b)
 }
 
 fn decode_v1(input: &[u8]) -> Result<Decoded, HeaderError> {
-    let window = &input[..input.len().min(V1_MAX_LINE)];
+    let window = input.get(..V1_MAX_LINE).unwrap_or(input);
     let mut end = None;
     for (i, &b) in window.iter().enumerate() {
         match b {
@@ -248,6 +251,7 @@ fn decode_v1(input: &[u8]) -> Result<Decoded, HeaderError> {
             Ok(Decoded::Incomplete)
         };
     };
+    // INVARIANT: `decode` saw V1_PREFIX, which holds no CR, so `end` is past it.
     let header = v1_line(&input[V1_PREFIX.len()..end])?;
     Ok(Decoded::Complete {
         version: Version::V1,
@@ -260,7 +264,7 @@ fn decode_v1(input: &[u8]) -> Result<Decoded, HeaderError> {
 fn v1_line(line: &[u8]) -> Result<Header, HeaderError> {
     const UNKNOWN: &[u8] = b"UNKNOWN";
     if let Some(rest) = line.strip_prefix(UNKNOWN)
-        && (rest.is_empty() || rest[0] == b' ')
+        && matches!(rest.first(), None | Some(b' '))
     {
         // The specification: anything up to the CRLF is to be ignored.
         return Ok(Header::Local);
@@ -311,7 +315,7 @@ fn ipv6(text: &str) -> Result<Ipv6Addr, HeaderError> {
 fn port(text: &str) -> Result<u16, HeaderError> {
     let bad = HeaderError::V1Malformed("a port that is not a number from 0 to 65535");
     if text.is_empty()
-        || text.len() > 5
+        || text.len() > MAX_PORT_DIGITS
         || !text.bytes().all(|b| b.is_ascii_digit())
         || (text.len() > 1 && text.starts_with('0'))
     {
@@ -387,15 +391,20 @@ fn decode_v2(input: &[u8]) -> Result<Decoded, HeaderError> {
             });
         }
     };
-    let block = &header[V2_FIXED_LEN..];
-    if block.len() < needed {
-        return Err(HeaderError::V2ShortAddresses {
-            length: block.len(),
-            needed,
-        });
-    }
+    // What follows the fixed part: the addresses, then TLVs.
+    let block = header.get(V2_FIXED_LEN..).unwrap_or_default();
+    let short = HeaderError::V2ShortAddresses {
+        length: block.len(),
+        needed,
+    };
+    let Some((addresses, _)) = block.split_at_checked(needed) else {
+        return Err(short);
+    };
     check_tlvs(header, V2_FIXED_LEN + needed)?;
-    let (addresses, ports) = block[..needed].split_at(needed - 4);
+    let Some((addresses, &[sp0, sp1, dp0, dp1])) = addresses.split_last_chunk::<V2_PORTS_LEN>()
+    else {
+        return Err(short);
+    };
     let (source, destination) = addresses.split_at(addresses.len() / 2);
     let ip = |octets: &[u8]| -> IpAddr {
         match <[u8; 4]>::try_from(octets) {
@@ -404,8 +413,8 @@ fn decode_v2(input: &[u8]) -> Result<Decoded, HeaderError> {
             Err(_) => IpAddr::from(<[u8; 16]>::try_from(octets).unwrap_or([0; 16])),
         }
     };
-    let source_port = u16::from_be_bytes([ports[0], ports[1]]);
-    let destination_port = u16::from_be_bytes([ports[2], ports[3]]);
+    let source_port = u16::from_be_bytes([sp0, sp1]);
+    let destination_port = u16::from_be_bytes([dp0, dp1]);
     let header = relayed(
         SocketAddr::new(ip(source), source_port),
         SocketAddr::new(ip(destination), destination_port),
@@ -422,33 +431,25 @@ fn decode_v2(input: &[u8]) -> Result<Decoded, HeaderError> {
 fn check_tlvs(header: &[u8], start: usize) -> Result<(), HeaderError> {
     let mut at = start;
     while at < header.len() {
-        let head = header
-            .get(at..at + TLV_HEAD_LEN)
+        // The header up to this TLV's value, its value, and what follows.
+        let (before, rest) = header
+            .split_at_checked(at + TLV_HEAD_LEN)
             .ok_or(HeaderError::V2BadTlv)?;
-        let length = usize::from(u16::from_be_bytes([head[1], head[2]]));
-        let value_at = at + TLV_HEAD_LEN;
-        let end = value_at + length;
-        if end > header.len() {
+        let Some(&[kind, high, low]) = before.get(at..) else {
             return Err(HeaderError::V2BadTlv);
-        }
-        if head[0] == PP2_TYPE_CRC32C {
-            if length != 4 {
-                return Err(HeaderError::V2BadTlv);
-            }
-            let sent = u32::from_be_bytes([
-                header[value_at],
-                header[value_at + 1],
-                header[value_at + 2],
-                header[value_at + 3],
-            ]);
-            let crc = crc32c(0, &header[..value_at]);
+        };
+        let length = usize::from(u16::from_be_bytes([high, low]));
+        let (value, after) = rest.split_at_checked(length).ok_or(HeaderError::V2BadTlv)?;
+        if kind == PP2_TYPE_CRC32C {
+            let sent = <[u8; 4]>::try_from(value).map_err(|_| HeaderError::V2BadTlv)?;
+            let crc = crc32c(0, before);
             let crc = crc32c(crc, &[0; 4]);
-            let crc = crc32c(crc, &header[end..]);
-            if crc != sent {
+            let crc = crc32c(crc, after);
+            if crc != u32::from_be_bytes(sent) {
                 return Err(HeaderError::V2Checksum);
             }
         }
-        at = end;
+        at = before.len() + value.len();
     }
     Ok(())
 }

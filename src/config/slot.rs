@@ -141,11 +141,10 @@ pub fn encode(
 /// The sequence number a record with the right magic claims, its HMAC unchecked: for
 /// the log's account of a damaged slot, never for choosing one.
 pub fn claimed_sequence(bytes: &[u8]) -> Option<u64> {
-    if bytes.get(..4)? != MAGIC {
-        return None;
-    }
-    let field = bytes.get(6..14)?;
-    Some(u64::from_le_bytes(field.try_into().ok()?))
+    let (magic, rest) = bytes.split_first_chunk::<4>()?;
+    let (_version, rest) = rest.split_first_chunk::<2>()?;
+    let (sequence, _) = rest.split_first_chunk()?;
+    (magic == MAGIC).then(|| u64::from_le_bytes(*sequence))
 }
 
 /// Checks and decodes one record.
@@ -167,17 +166,19 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
         have: bytes.len(),
         need,
     };
-    let header = bytes.get(..HEADER_LEN).ok_or(torn(HEADER_LEN))?;
-    if &header[..4] != MAGIC {
+    let (header, _) = bytes
+        .split_first_chunk::<HEADER_LEN>()
+        .ok_or(torn(HEADER_LEN))?;
+    let [m0, m1, m2, m3, v0, v1, sequence @ .., l0, l1, l2, l3] = *header;
+    if [m0, m1, m2, m3] != *MAGIC {
         return Err(SlotError::BadMagic);
     }
-    let version = u16::from_le_bytes([header[4], header[5]]);
+    let version = u16::from_le_bytes([v0, v1]);
     if !(OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
         return Err(SlotError::UnknownVersion(version));
     }
-    // INVARIANT: the header is HEADER_LEN bytes, so these fixed ranges exist.
-    let sequence = u64::from_le_bytes(header[6..14].try_into().unwrap_or([0; 8]));
-    let length = u32::from_le_bytes(header[14..18].try_into().unwrap_or([0; 4])) as usize;
+    let sequence = u64::from_le_bytes(sequence);
+    let length = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
     if length > MAX_PAYLOAD {
         return Err(SlotError::Oversized(length));
     }
@@ -192,8 +193,9 @@ fn decode_with(bytes: &[u8], seal: Option<&dyn Seal>) -> Result<Record, SlotErro
     if seal.is_some_and(|seal| !seal.verify(signed, mac)) {
         return Err(SlotError::BadMac);
     }
+    let payload = signed.get(HEADER_LEN..).unwrap_or_default();
     let (meta, config) =
-        wire::decode_config(version, &signed[HEADER_LEN..]).map_err(|e| SlotError::Payload(e.0))?;
+        wire::decode_config(version, payload).map_err(|e| SlotError::Payload(e.0))?;
     Ok(Record {
         sequence,
         meta,

@@ -18,6 +18,9 @@ pub const MAX_LINE_CHARS: usize = crate::config::text::lex::MAX_LINE_OCTETS;
 pub const HISTORY_LINES: usize = 100;
 /// The narrowest room the line is given after the prompt, in columns.
 const MIN_LINE_COLUMNS: usize = 10;
+/// The narrowest row assumed, in columns: the narrowest line after a one-column prompt,
+/// and the last column, left free.
+const MIN_COLUMNS: usize = MIN_LINE_COLUMNS + 2;
 /// The terminal bell.
 pub const BELL: &[u8] = b"\x07";
 
@@ -234,7 +237,7 @@ impl Screen {
     pub fn new(columns: u16) -> Screen {
         let columns = match columns {
             0 => usize::MAX / 4,
-            n => usize::from(n).max(MIN_LINE_COLUMNS + 2),
+            n => usize::from(n).max(MIN_COLUMNS),
         };
         Screen {
             columns,

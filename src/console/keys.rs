@@ -103,8 +103,8 @@ impl KeyDecoder {
                 mut overflow,
             } => match b {
                 0x20..=0x3f => {
-                    if usize::from(len) < MAX_CSI_PARAMS {
-                        params[usize::from(len)] = b;
+                    if let Some(param) = params.get_mut(usize::from(len)) {
+                        *param = b;
                         len += 1;
                     } else {
                         overflow = true;
@@ -121,7 +121,7 @@ impl KeyDecoder {
                     if overflow {
                         return None;
                     }
-                    csi_key(&params[..usize::from(len)], b)
+                    csi_key(params.get(..usize::from(len))?, b)
                 }
                 // A control byte inside a sequence abandons it.
                 _ => {

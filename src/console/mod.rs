@@ -55,6 +55,8 @@ pub const FACTORY_USER: &str = "admin";
 pub const FACTORY_PASSWORD: &str = "drawbridge";
 /// Column of the help text in `?` listings, as on Junos.
 const HELP_COLUMN: usize = 22;
+/// What a listing's line cut to the terminal's width ends in.
+const ELLIPSIS: &str = "...";
 
 /// How a console session starts.
 #[derive(Clone, Debug)]
@@ -984,9 +986,9 @@ impl Console {
             if row.chars().count() > width {
                 row = row
                     .chars()
-                    .take(width.saturating_sub(3))
+                    .take(width.saturating_sub(ELLIPSIS.len()))
                     .collect::<String>()
-                    + "...";
+                    + ELLIPSIS;
             }
             self.write_line(&output::sanitize(row.trim_end()));
         }

@@ -10,6 +10,8 @@ use super::tree::Pipe;
 pub const MORE: &str = "--More--";
 /// Tab stops every eight columns.
 const TAB: usize = 8;
+/// The fewest rows the pager assumes: one line of output and the row of [`MORE`].
+const MIN_PAGER_ROWS: usize = 2;
 
 /// One line made safe for a terminal: tabs become spaces, and every other control
 /// character (an escape sequence in a client's HELO name, say) becomes `?`, so nothing
@@ -125,7 +127,7 @@ impl Pager {
     /// A pager for a terminal of `rows` and `columns`; 0 rows never pages.
     pub fn new(rows: u16, columns: u16) -> Pager {
         let never = rows == 0;
-        let rows = usize::from(rows).max(2);
+        let rows = usize::from(rows).max(MIN_PAGER_ROWS);
         Pager {
             lines: VecDeque::new(),
             rows,

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::message::{DecodeError, MAX_TCP_MESSAGE, Query, Rcode, RecordType, Response};
+use super::message::{
+    DecodeError, MAX_TCP_MESSAGE, Query, Rcode, RecordType, Response, TCP_LENGTH_LEN,
+};
 use super::name::Name;
 use super::rng::Prng;
 use super::{DnsError, ResolverOptions};
@@ -175,12 +177,19 @@ impl Exchange {
     fn next_attempt(&mut self, now: Instant) {
         self.attempt = None;
         self.transmit = None;
-        if self.servers.is_empty() || self.attempts_left == 0 {
-            self.finish(Err(self.last_error));
-            return;
-        }
+        let server = self
+            .next_server
+            .checked_rem(self.servers.len())
+            .and_then(|i| self.servers.get(i));
+        let server = match server {
+            Some(&server) if self.attempts_left > 0 => server,
+            // No server, or no attempt left.
+            _ => {
+                self.finish(Err(self.last_error));
+                return;
+            }
+        };
         self.attempts_left -= 1;
-        let server = self.servers[self.next_server % self.servers.len()];
         self.next_server = self.next_server.wrapping_add(1);
         let query = Query::new(self.rng.next_u16(), self.name.clone(), self.record_type);
         self.transmit = Some(Transmit {
@@ -213,22 +222,20 @@ fn deadline(now: Instant, timeout: Duration) -> Instant {
 /// Appends stream bytes; returns the message once its length prefix and body are in.
 /// Bytes after the message are dropped, so the buffer never exceeds 2 + 65 535 octets.
 fn take_framed(stream: &mut Vec<u8>, bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut rest = bytes;
-    if stream.len() < 2 {
-        let take = rest.len().min(2 - stream.len());
-        stream.extend_from_slice(&rest[..take]);
-        rest = &rest[take..];
-        if stream.len() < 2 {
-            return None;
-        }
+    /// Up to `n` octets from the front of `rest`, and what is left.
+    fn up_to(rest: &[u8], n: usize) -> (&[u8], &[u8]) {
+        rest.split_at_checked(n).unwrap_or((rest, &[]))
     }
-    let body = usize::from(u16::from_be_bytes([stream[0], stream[1]]));
+    let (prefix, rest) = up_to(bytes, TCP_LENGTH_LEN.saturating_sub(stream.len()));
+    stream.extend_from_slice(prefix);
+    let (&length, _) = stream.split_first_chunk::<TCP_LENGTH_LEN>()?;
+    let body = usize::from(u16::from_be_bytes(length));
     debug_assert!(body <= MAX_TCP_MESSAGE);
-    let missing = (2 + body).saturating_sub(stream.len());
-    let take = rest.len().min(missing);
-    stream.extend_from_slice(&rest[..take]);
-    if stream.len() == 2 + body {
-        Some(stream[2..].to_vec())
+    let framed = TCP_LENGTH_LEN + body;
+    let (more, _) = up_to(rest, framed.saturating_sub(stream.len()));
+    stream.extend_from_slice(more);
+    if stream.len() == framed {
+        stream.get(TCP_LENGTH_LEN..).map(<[u8]>::to_vec)
     } else {
         None
     }

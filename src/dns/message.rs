@@ -12,6 +12,16 @@ use super::name::{MAX_NAME_WIRE, Name, NameBuilder, NameError};
 
 /// RFC 1035 §4.1.1: the header is 12 octets.
 pub const HEADER_LEN: usize = 12;
+/// RFC 1035 §4.1.2: a question's QTYPE and QCLASS after its name, 2 octets each.
+const QUESTION_FIXED_LEN: usize = 4;
+/// RFC 6891 §6.1.2: our OPT record, 11 octets: the root name (1), TYPE (2), CLASS (2),
+/// TTL (4) and RDLENGTH (2) of an empty RDATA.
+const OPT_RECORD_LEN: usize = 11;
+/// RFC 1035 §4.2.2: the 16-bit length before a message sent over TCP.
+pub const TCP_LENGTH_LEN: usize = 2;
+/// RFC 1035 §3.3.13: an SOA's SERIAL, REFRESH, RETRY, EXPIRE and MINIMUM after its two
+/// names, 32 bits each; MINIMUM is the last.
+const SOA_FIELDS_LEN: usize = 5 * 4;
 /// The UDP payload size we advertise in EDNS0 and the size of our receive buffer: the
 /// 2020 DNS flag day value, 1232 octets, which avoids IP fragmentation on any path with
 /// an MTU of 1280 (IPv6 minimum). Memory: one buffer of 1232 octets per query in flight.
@@ -153,7 +163,9 @@ impl Query {
     /// The query message: RD set, one question, and an EDNS0 OPT record advertising
     /// `MAX_UDP_PAYLOAD`. At most 12 + 255 + 4 + 11 = 282 octets.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.name.wire_len() + 4 + 11);
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + self.name.wire_len() + QUESTION_FIXED_LEN + OPT_RECORD_LEN,
+        );
         out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&FLAG_RD.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes()); // QDCOUNT
@@ -178,7 +190,7 @@ impl Query {
         let message = self.encode();
         // Invariant: a query is at most 282 octets, far below 65 535.
         let len = u16::try_from(message.len()).unwrap_or(u16::MAX);
-        let mut out = Vec::with_capacity(message.len() + 2);
+        let mut out = Vec::with_capacity(TCP_LENGTH_LEN + message.len());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&message);
         out
@@ -254,13 +266,11 @@ pub enum Answer {
 impl Response {
     /// Decodes `bytes` as the response to `query`.
     pub fn decode(bytes: &[u8], query: &Query) -> Result<Response, DecodeError> {
-        let header = bytes
-            .get(..HEADER_LEN)
-            .ok_or(DecodeError::TruncatedHeader)?;
-        let field = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
-        let id = field(0);
-        let flags = field(2);
-        let counts = [field(4), field(6), field(8), field(10)];
+        let mut header = Fields::at(bytes, 0);
+        let mut field = || header.u16().ok_or(DecodeError::TruncatedHeader);
+        let (id, flags, questions) = (field()?, field()?, field()?);
+        // Answer, authority and additional records.
+        let counts = [field()?, field()?, field()?];
         if id != query.id {
             return Err(DecodeError::IdMismatch);
         }
@@ -268,10 +278,10 @@ impl Response {
         if flags & FLAG_QR == 0 || opcode != 0 {
             return Err(DecodeError::NotResponse);
         }
-        if counts[0] != 1 {
+        if questions != 1 {
             return Err(DecodeError::QuestionCount);
         }
-        let total: usize = counts[1..].iter().map(|&c| usize::from(c)).sum();
+        let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
         if total > MAX_RECORDS {
             return Err(DecodeError::TooManyRecords);
         }
@@ -279,19 +289,17 @@ impl Response {
         let (qname, mut pos) = read_name(bytes, HEADER_LEN, Chars::IfValid)?;
         // A question name of other characters cannot be ours.
         let qname = qname.ok_or(DecodeError::QuestionMismatch)?;
-        let fixed = bytes
-            .get(pos..pos + 4)
-            .ok_or(DecodeError::TruncatedQuestion)?;
-        let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
-        let qclass = u16::from_be_bytes([fixed[2], fixed[3]]);
-        pos += 4;
+        let mut fixed = Fields::at(bytes, pos);
+        let qtype = fixed.u16().ok_or(DecodeError::TruncatedQuestion)?;
+        let qclass = fixed.u16().ok_or(DecodeError::TruncatedQuestion)?;
+        pos = fixed.at;
         if qname != query.name || qtype != query.record_type.0 || qclass != CLASS_IN {
             return Err(DecodeError::QuestionMismatch);
         }
 
         let mut extended_rcode = 0u16;
         let mut sections: [Vec<Record>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        for (section, &count) in sections.iter_mut().zip(&counts[1..]) {
+        for (section, count) in sections.iter_mut().zip(counts) {
             for _ in 0..count {
                 if pos == bytes.len() {
                     return Err(DecodeError::MissingRecords);
@@ -408,20 +416,20 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
     } else {
         Chars::Ignored
     };
-    let end_fixed = pos.checked_add(10).ok_or(DecodeError::TruncatedRecord)?;
-    let fixed = msg
-        .get(pos..end_fixed)
-        .ok_or(DecodeError::TruncatedRecord)?;
-    let rtype = RecordType(u16::from_be_bytes([fixed[0], fixed[1]]));
-    let class = u16::from_be_bytes([fixed[2], fixed[3]]);
-    let raw_ttl = u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
-    let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-    let start = end_fixed;
-    let end = start
-        .checked_add(rdlength)
-        .filter(|&end| end <= msg.len())
+    // TYPE, CLASS, TTL and RDLENGTH.
+    let mut fixed = Fields::at(msg, pos);
+    let (Some(rtype), Some(class), Some(raw_ttl), Some(rdlength)) =
+        (fixed.u16(), fixed.u16(), fixed.u32(), fixed.u16())
+    else {
+        return Err(DecodeError::TruncatedRecord);
+    };
+    let rtype = RecordType(rtype);
+    let start = fixed.at;
+    let rdata = start
+        .checked_add(usize::from(rdlength))
+        .and_then(|end| msg.get(start..end))
         .ok_or(DecodeError::RdataPastEnd)?;
-    let rdata = &msg[start..end];
+    let end = start + rdata.len();
     let ttl = if raw_ttl & 0x8000_0000 != 0 {
         0
     } else {
@@ -429,7 +437,8 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
     };
     if rtype == RecordType::OPT {
         // RFC 6891 §6.1.3: the TTL field's top octet extends the RCODE.
-        let extended = u16::from(raw_ttl.to_be_bytes()[0]);
+        let [extended, ..] = raw_ttl.to_be_bytes();
+        let extended = u16::from(extended);
         return Ok((Parsed::Opt { extended }, end));
     }
     if class != CLASS_IN {
@@ -462,9 +471,9 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
             RecordData::Aaaa(Ipv6Addr::from(octets))
         }
         RecordType::MX => {
-            let pref = rdata.get(..2).ok_or(DecodeError::BadRdataLength)?;
-            let preference = u16::from_be_bytes([pref[0], pref[1]]);
-            let (exchange, next) = name_at(start + 2, data_chars)?;
+            let mut fields = Fields::at(rdata, 0);
+            let preference = fields.u16().ok_or(DecodeError::BadRdataLength)?;
+            let (exchange, next) = name_at(start + fields.at, data_chars)?;
             exact(next)?;
             if owner.is_none() {
                 return Ok((Parsed::Skipped, end));
@@ -490,11 +499,13 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
         RecordType::SOA => {
             let (_mname, next) = name_at(start, Chars::Ignored)?;
             let (_rname, next) = name_at(next, Chars::Ignored)?;
-            // SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM: five 32-bit fields.
-            exact(next + 20)?;
-            let m = &msg[next + 16..next + 20];
+            let fields: [u8; SOA_FIELDS_LEN] = msg
+                .get(next..end)
+                .and_then(|fields| fields.try_into().ok())
+                .ok_or(DecodeError::BadRdataLength)?;
+            let [.., m0, m1, m2, m3] = fields;
             RecordData::Soa {
-                minimum: u32::from_be_bytes([m[0], m[1], m[2], m[3]]),
+                minimum: u32::from_be_bytes([m0, m1, m2, m3]),
             }
         }
         _ => return Ok((Parsed::Skipped, end)),
@@ -503,6 +514,34 @@ fn read_record(msg: &[u8], pos: usize) -> Result<(Parsed, usize), DecodeError> {
         return Ok((Parsed::Skipped, end));
     };
     Ok((Parsed::Record(Record { name, ttl, data }), end))
+}
+
+/// Big-endian fields read one after another from `at` on: each `None` when the message
+/// ends first.
+struct Fields<'a> {
+    msg: &'a [u8],
+    /// The offset of the next field.
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn at(msg: &'a [u8], at: usize) -> Fields<'a> {
+        Fields { msg, at }
+    }
+
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let field = *self.msg.get(self.at..)?.first_chunk::<N>()?;
+        self.at += N;
+        Some(field)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
 }
 
 /// What the decoder does with the characters of a name (its structure is always

@@ -11,6 +11,9 @@ pub const MAX_LABEL: usize = 63;
 /// RFC 1035 §2.3.4: a name is at most 255 octets in wire form (length octets and the root
 /// label included). A `Name` therefore holds at most 253 bytes of text.
 pub const MAX_NAME_WIRE: usize = 255;
+/// The longest reverse name as text (RFC 3596 §2.5): 32 one-digit labels, each with its
+/// dot, then `ip6.arpa`; 72 octets.
+const MAX_REVERSE_TEXT: usize = 32 * 2 + "ip6.arpa".len();
 
 /// Why text or wire bytes are not a valid name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +63,7 @@ impl Name {
 
     /// The `in-addr.arpa` (RFC 1035 §3.5) or `ip6.arpa` (RFC 3596 §2.5) name of an address.
     pub fn reverse(ip: IpAddr) -> Name {
-        let mut text = String::with_capacity(72);
+        let mut text = String::with_capacity(MAX_REVERSE_TEXT);
         match ip {
             IpAddr::V4(v4) => {
                 for octet in v4.octets().iter().rev() {
@@ -70,12 +73,8 @@ impl Name {
                 text.push_str("in-addr.arpa");
             }
             IpAddr::V6(v6) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 for octet in v6.octets().iter().rev() {
-                    text.push(char::from(HEX[usize::from(octet & 0x0f)]));
-                    text.push('.');
-                    text.push(char::from(HEX[usize::from(octet >> 4)]));
-                    text.push('.');
+                    text.push_str(&format!("{:x}.{:x}.", octet & 0x0f, octet >> 4));
                 }
                 text.push_str("ip6.arpa");
             }

@@ -19,6 +19,8 @@ pub const MAX_REPLY_LINE: usize = 1000;
 const LINE_BUFFER: usize = MAX_REPLY_LINE + 1;
 /// Longest query line: `65535 , 65535\r\n`, 15 octets.
 pub const MAX_QUERY_LINE: usize = 15;
+/// A port in decimal: at most 5 digits (65535).
+const MAX_PORT_DIGITS: usize = 5;
 /// How long the whole exchange may take: 10 s, tcp_wrappers' RFC931_TIMEOUT. An ident
 /// answer is a nicety; a slow one must not hold up the SMTP greeting.
 pub const IDENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,16 +192,18 @@ fn is_blank(byte: &u8) -> bool {
     *byte == b' ' || *byte == b'\t'
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !is_blank(b))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !is_blank(b))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end.max(start)]
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes
+        && is_blank(first)
+    {
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes
+        && is_blank(last)
+    {
+        bytes = rest;
+    }
+    bytes
 }
 
 fn text(bytes: &[u8]) -> Result<&str, IdentFailure> {
@@ -208,7 +212,8 @@ fn text(bytes: &[u8]) -> Result<&str, IdentFailure> {
 
 fn port(bytes: &[u8]) -> Result<u16, IdentFailure> {
     let digits = trim(bytes);
-    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > MAX_PORT_DIGITS || !digits.iter().all(u8::is_ascii_digit)
+    {
         return Err(IdentFailure::Malformed);
     }
     text(digits)?.parse().map_err(|_| IdentFailure::Malformed)
@@ -230,11 +235,12 @@ fn parse_reply(line: &[u8], their_port: u16, our_port: u16) -> Result<IdentReply
     }
     let kind = text(kind)?;
     if kind.eq_ignore_ascii_case("USERID") {
-        let Some(colon) = info.iter().position(|&b| b == b':') else {
+        let mut info = info.splitn(2, |&b| b == b':');
+        let (Some(os), Some(user)) = (info.next(), info.next()) else {
             return Err(IdentFailure::Malformed);
         };
-        let os = text(&info[..colon])?;
-        let user = trim(&info[colon + 1..]);
+        let os = text(os)?;
+        let user = trim(user);
         if os.is_empty() {
             return Err(IdentFailure::Malformed);
         }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::dns::name::MAX_LABEL;
+
 use super::{
     ClientSpec, Filter, HostPattern, Ipv4Prefix, List, MAX_COMPACT_LEN, MAX_COMPACT_RULES,
     MAX_ENTRIES, MAX_EXCEPT_DEPTH, MAX_NAME, MAX_RULE_LEN, MAX_USER, Rule, ServicePattern,
@@ -460,10 +462,12 @@ pub(super) fn prefix_mask(prefix: u8, width: u8) -> u128 {
 }
 
 fn address_prefix(text: &str) -> Option<HostPattern> {
+    /// An octet in decimal: at most 3 digits (255).
+    const MAX_OCTET_DIGITS: usize = 3;
     let mut octets = [0u8; 3];
     let mut len = 0;
     for part in text.split('.') {
-        if len == 3 || part.is_empty() || part.len() > 3 {
+        if len == 3 || part.is_empty() || part.len() > MAX_OCTET_DIGITS {
             return None;
         }
         octets[len] = part.parse().ok()?;
@@ -485,7 +489,7 @@ fn host_name(text: &str) -> Option<String> {
         && text.len() <= MAX_NAME
         && text.split('.').all(|label| {
             !label.is_empty()
-                && label.len() <= 63
+                && label.len() <= MAX_LABEL
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

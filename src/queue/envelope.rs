@@ -185,19 +185,21 @@ impl Envelope {
     /// The whole envelope file: header then payload.
     pub fn encode(&self) -> Result<Vec<u8>, EnvelopeError> {
         let mut file = Vec::with_capacity(256);
-        file.extend_from_slice(&ENVELOPE_MAGIC);
-        file.extend_from_slice(&ENVELOPE_VERSION.to_le_bytes());
-        // Length and checksum are filled in once the payload is known.
-        file.extend_from_slice(&[0; 8]);
+        // The header is written once the payload is known.
+        file.extend_from_slice(&[0; ENVELOPE_HEADER_LEN]);
         let mut file = postcard::to_extend(self, file).map_err(|_| EnvelopeError::Encode)?;
-        let payload_len = file.len() - ENVELOPE_HEADER_LEN;
-        let payload_len = u32::try_from(payload_len)
+        let Some((header, payload)) = file.split_first_chunk_mut::<ENVELOPE_HEADER_LEN>() else {
+            return Err(EnvelopeError::Encode);
+        };
+        let payload_len = u32::try_from(payload.len())
             .ok()
             .filter(|&n| n <= ENVELOPE_MAX_PAYLOAD)
             .ok_or(EnvelopeError::Encode)?;
-        let crc = crc32(&file[ENVELOPE_HEADER_LEN..]);
-        file[7..11].copy_from_slice(&payload_len.to_le_bytes());
-        file[11..15].copy_from_slice(&crc.to_le_bytes());
+        let [m0, m1, m2, m3, m4] = ENVELOPE_MAGIC;
+        let [v0, v1] = ENVELOPE_VERSION.to_le_bytes();
+        let [l0, l1, l2, l3] = payload_len.to_le_bytes();
+        let [c0, c1, c2, c3] = crc32(payload).to_le_bytes();
+        *header = [m0, m1, m2, m3, m4, v0, v1, l0, l1, l2, l3, c0, c1, c2, c3];
         Ok(file)
     }
 
@@ -205,24 +207,24 @@ impl Envelope {
     pub fn decode(file: &[u8]) -> Result<Envelope, EnvelopeError> {
         let Some((header, payload)) = file.split_first_chunk::<ENVELOPE_HEADER_LEN>() else {
             // A short file with the wrong first octets is not ours at all.
-            let n = file.len().min(ENVELOPE_MAGIC.len());
-            if file[..n] != ENVELOPE_MAGIC[..n] {
+            if file.iter().zip(&ENVELOPE_MAGIC).any(|(a, b)| a != b) {
                 return Err(EnvelopeError::BadMagic);
             }
             return Err(EnvelopeError::Truncated);
         };
-        if header[0..5] != ENVELOPE_MAGIC {
+        let [magic @ .., v0, v1, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+        if magic != ENVELOPE_MAGIC {
             return Err(EnvelopeError::BadMagic);
         }
-        let version = u16::from_le_bytes([header[5], header[6]]);
+        let version = u16::from_le_bytes([v0, v1]);
         if version != ENVELOPE_VERSION {
             return Err(EnvelopeError::UnsupportedVersion(version));
         }
-        let len = u32::from_le_bytes([header[7], header[8], header[9], header[10]]);
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
         if len > ENVELOPE_MAX_PAYLOAD {
             return Err(EnvelopeError::TooLarge(len));
         }
-        let crc = u32::from_le_bytes([header[11], header[12], header[13], header[14]]);
+        let crc = u32::from_le_bytes([c0, c1, c2, c3]);
         // len <= ENVELOPE_MAX_PAYLOAD, so it fits usize on every target we build for.
         let len = len as usize;
         match payload.len().cmp(&len) {
@@ -245,6 +247,7 @@ impl Envelope {
 /// every octet of every message.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let t = &CRC32_TABLES;
+    // INVARIANT: `table` is 0 to 7 below, and a value masked to 8 bits is below 256.
     let at = |table: usize, index: u32| t[table][(index & 0xFF) as usize];
     let mut crc = !0u32;
     let mut words = bytes.chunks_exact(8);

@@ -334,13 +334,16 @@ fn segment_number(name: &str) -> Option<u64> {
 
 /// Writes magic, kind, payload length and checksum into the first `HEADER_LEN` bytes.
 fn fill_header(record: &mut [u8], kind: u8) {
-    let payload_len = (record.len() - HEADER_LEN) as u32;
-    let crc = crc32(&record[HEADER_LEN..]);
-    record[0..4].copy_from_slice(&MAGIC);
-    record[4] = kind;
-    record[5..8].copy_from_slice(&[0; 3]);
-    record[8..12].copy_from_slice(&payload_len.to_le_bytes());
-    record[12..16].copy_from_slice(&crc.to_le_bytes());
+    // Both callers make the record with `HEADER_LEN` octets of room first.
+    let Some((header, payload)) = record.split_first_chunk_mut::<HEADER_LEN>() else {
+        return;
+    };
+    let [m0, m1, m2, m3] = MAGIC;
+    let [l0, l1, l2, l3] = (payload.len() as u32).to_le_bytes();
+    let [c0, c1, c2, c3] = crc32(payload).to_le_bytes();
+    *header = [
+        m0, m1, m2, m3, kind, 0, 0, 0, l0, l1, l2, l3, c0, c1, c2, c3,
+    ];
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -354,7 +357,8 @@ fn parse_segment(n: u64, bytes: &[u8]) -> (Vec<(Envelope, Vec<u8>)>, usize) {
     let mut done: HashSet<QueueId> = HashSet::new();
     let mut at = 0usize;
     let good_end = loop {
-        match read_record(&bytes[at..]) {
+        // `at` is the end of a record read from `bytes`, so within it.
+        match read_record(bytes.get(at..).unwrap_or_default()) {
             Ok(None) => break at,
             Ok(Some(RawRecord { kind, payload, len })) => {
                 match kind {
@@ -430,27 +434,26 @@ fn read_record(bytes: &[u8]) -> Result<Option<RawRecord<'_>>, &'static str> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    if bytes.len() < HEADER_LEN {
+    let Some((header, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
         return Err("record header cut short");
-    }
-    if bytes[0..4] != MAGIC || bytes[5..8] != [0; 3] {
+    };
+    let [magic @ .., kind, z0, z1, z2, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    if magic != MAGIC || [z0, z1, z2] != [0; 3] {
         return Err("bad record magic");
     }
-    let kind = bytes[4];
-    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let len = u32::from_le_bytes([l0, l1, l2, l3]);
     if len > MAX_RECORD_PAYLOAD {
         return Err("record length out of range");
     }
-    let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
-    let end = HEADER_LEN + len as usize;
-    let payload = bytes.get(HEADER_LEN..end).ok_or("record cut short")?;
+    let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+    let payload = rest.get(..len as usize).ok_or("record cut short")?;
     if crc32(payload) != crc {
         return Err("record checksum mismatch");
     }
     Ok(Some(RawRecord {
         kind,
         payload,
-        len: end,
+        len: HEADER_LEN + payload.len(),
     }))
 }
 

@@ -30,6 +30,16 @@ pub const MAX_DIAGNOSTIC: usize = 4096;
 /// Marker appended to a reply text cut at [`MAX_DIAGNOSTIC`].
 const CUT_MARKER: &str = " [...]";
 
+/// Room first made for a report before its returned message (headers, MIME framing,
+/// explanation and status), not a limit: 2 KiB. Measured on the tests' reports: 1.7 KiB
+/// (a failure) to 1.9 KiB (a delay) for one recipient, 2.1 KiB at most for two.
+const REPORT_ROOM: usize = 2048;
+
+/// Room first made for the explanation and for the status part, not a limit: 512 octets
+/// each. Measured on the tests' reports for one recipient: 411 to 538 octets of
+/// explanation, 417 to 469 of status; a second recipient adds some 40 and 200 more.
+const PART_ROOM: usize = 512;
+
 /// Which notification a report is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportKind {
@@ -126,7 +136,7 @@ pub fn build(r: &Report) -> Built {
     let parts: [&[u8]; 3] = [explanation.as_bytes(), status.as_bytes(), &returned.body];
     let boundary = choose_boundary(r.boundary_seed, &env.id, &parts);
 
-    let mut out = String::with_capacity(1024);
+    let mut out = String::with_capacity(REPORT_ROOM);
     let subject = match r.kind {
         ReportKind::Failure => "Undelivered Mail Returned to Sender",
         ReportKind::Delay => "Delayed Mail (still being retried)",
@@ -378,7 +388,7 @@ fn status_code(reply: Option<&str>, kind: ReportKind) -> String {
 
 /// Part 1: the explanation for a person, in the manner of Postfix's bounce text.
 fn explanation(r: &Report, mta: &str, rcpts: &[(usize, &crate::queue::Recipient)]) -> String {
-    let mut out = String::with_capacity(512);
+    let mut out = String::with_capacity(PART_ROOM);
     push_wrapped(
         &mut out,
         "",
@@ -447,7 +457,7 @@ fn explanation(r: &Report, mta: &str, rcpts: &[(usize, &crate::queue::Recipient)
 /// Part 2: the `message/delivery-status` body, RFC 3464 §2.2 and §2.3.
 fn delivery_status(r: &Report, mta: &str, rcpts: &[(usize, &crate::queue::Recipient)]) -> String {
     let env = r.env;
-    let mut out = String::with_capacity(512);
+    let mut out = String::with_capacity(PART_ROOM);
     header(&mut out, "Reporting-MTA", &format!("dns; {mta}"));
     header(&mut out, "X-Drawbridge-Queue-ID", env.id.as_str());
     if let Some(envid) = &env.envid {

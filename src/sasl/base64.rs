@@ -5,19 +5,30 @@
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/// RFC 4648 §4: each group of 3 octets becomes 4 symbols of 6 bits.
+const GROUP_OCTETS: usize = 3;
+const GROUP_SYMBOLS: usize = 4;
+/// RFC 4648 §4: a last group of 2 octets is padded with one `=`, one of 1 octet with two.
+const MAX_PAD: usize = 2;
+
 /// Encodes `data` with padding.
 pub fn encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3).saturating_mul(4));
-    for chunk in data.chunks(3) {
-        let b0 = chunk[0];
-        let b1 = chunk.get(1).copied().unwrap_or(0);
-        let b2 = chunk.get(2).copied().unwrap_or(0);
-        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+    let mut out = String::with_capacity(
+        data.len()
+            .div_ceil(GROUP_OCTETS)
+            .saturating_mul(GROUP_SYMBOLS),
+    );
+    for chunk in data.chunks(GROUP_OCTETS) {
+        // The group as a 24-bit number, a short last group padded with zero octets.
+        let n = (0..GROUP_OCTETS)
+            .map(|i| chunk.get(i).copied().unwrap_or(0))
+            .fold(0u32, |n, b| (n << 8) | u32::from(b));
+        // INVARIANT: a 6-bit value indexes the 64 symbols of ALPHABET.
         let symbol = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
-        out.push(symbol(18));
-        out.push(symbol(12));
-        out.push(if chunk.len() > 1 { symbol(6) } else { '=' });
-        out.push(if chunk.len() > 2 { symbol(0) } else { '=' });
+        // A group of k octets is k + 1 symbols, then padding.
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= chunk.len() { symbol(shift) } else { '=' });
+        }
     }
     out
 }
@@ -39,27 +50,27 @@ fn value(symbol: u8) -> Option<u32> {
 /// The output is at most three quarters of the input, so it is bounded by the caller's
 /// bound on the input.
 pub fn decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 4 != 0 {
+    if text.len() % GROUP_SYMBOLS != 0 {
         return None;
     }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let quanta = text.len() / 4;
-    for (index, quantum) in text.chunks_exact(4).enumerate() {
+    let mut out = Vec::with_capacity(text.len() / GROUP_SYMBOLS * GROUP_OCTETS);
+    let quanta = text.len() / GROUP_SYMBOLS;
+    for (index, quantum) in text.chunks_exact(GROUP_SYMBOLS).enumerate() {
         let last = index + 1 == quanta;
         let pad = quantum.iter().rev().take_while(|&&b| b == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
+        if pad > MAX_PAD || (pad > 0 && !last) {
             return None;
         }
         let mut n = 0u32;
-        for &symbol in &quantum[..4 - pad] {
+        for &symbol in quantum.iter().take(GROUP_SYMBOLS - pad) {
             n = (n << 6) | value(symbol)?;
         }
         n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let [_, b0, b1, b2] = n.to_be_bytes();
         match pad {
-            0 => out.extend_from_slice(&bytes),
-            1 if bytes[2] == 0 => out.extend_from_slice(&bytes[..2]),
-            2 if bytes[1] == 0 && bytes[2] == 0 => out.push(bytes[0]),
+            0 => out.extend_from_slice(&[b0, b1, b2]),
+            1 if b2 == 0 => out.extend_from_slice(&[b0, b1]),
+            2 if b1 == 0 && b2 == 0 => out.push(b0),
             _ => return None,
         }
     }

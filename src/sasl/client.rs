@@ -296,12 +296,9 @@ impl SaslClient {
             ClientMechanism::Plain => {
                 self.state = State::PlainSent;
                 let c = &self.credentials;
-                let mut message = Vec::with_capacity(c.user.len() + c.password.len() + 2);
-                message.push(0);
-                message.extend_from_slice(c.user.as_bytes());
-                message.push(0);
-                message.extend_from_slice(c.password.as_bytes());
-                Some(message)
+                // RFC 4616 §2: an empty authzid, NUL, authcid, NUL, passwd.
+                const NUL: &[u8] = b"\0";
+                Some([NUL, c.user.as_bytes(), NUL, c.password.as_bytes()].concat())
             }
             ClientMechanism::Login => {
                 self.state = State::Login(0);

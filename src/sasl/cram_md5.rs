@@ -33,11 +33,10 @@ pub struct CramMd5<C: Credentials> {
 
 /// Parses `user SP 32*lowercase-hex` into the user and the digest.
 fn parse(response: &[u8]) -> Result<(String, [u8; DIGEST_LEN]), AuthError> {
-    let space = response
-        .iter()
-        .rposition(|&b| b == b' ')
-        .ok_or(AuthError::Malformed)?;
-    let (user, hex) = (&response[..space], &response[space + 1..]);
+    let mut words = response.rsplitn(2, |&b| b == b' ');
+    let (Some(hex), Some(user)) = (words.next(), words.next()) else {
+        return Err(AuthError::Malformed);
+    };
     if user.is_empty() || user.len() > MAX_FIELD_LEN || user.contains(&0) {
         return Err(AuthError::Malformed);
     }
@@ -51,8 +50,13 @@ fn parse(response: &[u8]) -> Result<(String, [u8; DIGEST_LEN]), AuthError> {
         _ => Err(AuthError::Malformed),
     };
     let mut digest = [0u8; DIGEST_LEN];
-    for (out, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-        *out = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    let mut nibbles = hex.iter().map(|&c| nibble(c));
+    for out in &mut digest {
+        // Two hex digits an octet, the high one first (`hex` is twice DIGEST_LEN long).
+        let (Some(high), Some(low)) = (nibbles.next(), nibbles.next()) else {
+            return Err(AuthError::Malformed);
+        };
+        *out = (high? << 4) | low?;
     }
     Ok((user.to_string(), digest))
 }

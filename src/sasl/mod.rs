@@ -607,8 +607,10 @@ pub fn stand_in_secret(key: &[u8], user: &str, iterations: u32) -> ScramSecret {
         input.extend_from_slice(user.as_bytes());
         ScramHash::Sha256.hmac(key, &input)
     };
+    let mut salt = mac("drawbridge stand-in salt");
+    salt.truncate(STAND_IN_SALT_LEN);
     ScramSecret {
-        salt: mac("drawbridge stand-in salt")[..STAND_IN_SALT_LEN].to_vec(),
+        salt,
         iterations: NonZeroU32::new(iterations.clamp(MIN_ITERATIONS, MAX_ITERATIONS))
             .unwrap_or(NonZeroU32::MIN),
         stored_key: mac("drawbridge stand-in stored key"),

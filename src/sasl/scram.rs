@@ -99,17 +99,18 @@ struct ClientFirst {
 /// RFC 5802 §7 `saslname`: `=2C` stands for `,` and `=3D` for `=`; nothing else may
 /// follow `=`. Not empty, at most [`MAX_FIELD_LEN`] octets once decoded.
 fn sasl_name(raw: &str) -> Result<String, AuthError> {
+    /// What may follow `=`, and what it stands for.
+    const ESCAPES: [(&str, char); 2] = [("2C", ','), ("3D", '=')];
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
-    while let Some(at) = rest.find('=') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).ok_or(AuthError::Malformed)?;
-        out.push(match escape {
-            "=2C" => ',',
-            "=3D" => '=',
-            _ => return Err(AuthError::Malformed),
-        });
-        rest = &rest[at + 3..];
+    while let Some((plain, escaped)) = rest.split_once('=') {
+        out.push_str(plain);
+        let (c, after) = ESCAPES
+            .iter()
+            .find_map(|&(code, c)| escaped.strip_prefix(code).map(|after| (c, after)))
+            .ok_or(AuthError::Malformed)?;
+        out.push(c);
+        rest = after;
     }
     out.push_str(rest);
     if out.is_empty() || out.len() > MAX_FIELD_LEN || out.contains('\0') {
@@ -121,26 +122,24 @@ fn sasl_name(raw: &str) -> Result<String, AuthError> {
 /// An optional extension attribute `x=value` after the mandatory ones: we ignore them
 /// (RFC 5802 §5), but they must have the attribute shape.
 fn is_extension(attribute: &str) -> bool {
-    let bytes = attribute.as_bytes();
-    bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b'='
+    matches!(attribute.as_bytes(), [name, b'=', ..] if name.is_ascii_alphabetic())
 }
 
 fn parse_client_first(message: &[u8]) -> Result<ClientFirst, AuthError> {
     let text = std::str::from_utf8(message).map_err(|_| AuthError::Malformed)?;
-    let after_flag = match text.as_bytes().first() {
-        Some(b'n') | Some(b'y') if text.as_bytes().get(1) == Some(&b',') => &text[2..],
-        // Channel binding required: never offered, so refused.
-        _ => return Err(AuthError::Malformed),
-    };
-    let comma = after_flag.find(',').ok_or(AuthError::Malformed)?;
-    let authzid = match &after_flag[..comma] {
+    // Channel binding required (`p=`): never offered, so refused.
+    let after_flag = text
+        .strip_prefix("n,")
+        .or_else(|| text.strip_prefix("y,"))
+        .ok_or(AuthError::Malformed)?;
+    let (authzid, bare) = after_flag.split_once(',').ok_or(AuthError::Malformed)?;
+    let authzid = match authzid {
         "" => None,
         field => Some(sasl_name(
             field.strip_prefix("a=").ok_or(AuthError::Malformed)?,
         )?),
     };
-    let header_len = 2 + comma + 1;
-    let (gs2_header, bare) = text.split_at(header_len);
+    let gs2_header = text.strip_suffix(bare).ok_or(AuthError::Malformed)?;
     let mut attributes = bare.split(',');
     let user = attributes
         .next()
@@ -175,8 +174,7 @@ struct ClientFinal {
 
 fn parse_client_final(message: &[u8]) -> Result<ClientFinal, AuthError> {
     let text = std::str::from_utf8(message).map_err(|_| AuthError::Malformed)?;
-    let comma = text.rfind(',').ok_or(AuthError::Malformed)?;
-    let (without_proof, proof) = (&text[..comma], &text[comma + 1..]);
+    let (without_proof, proof) = text.rsplit_once(',').ok_or(AuthError::Malformed)?;
     let proof = proof.strip_prefix("p=").ok_or(AuthError::Malformed)?;
     let proof = base64::decode(proof.as_bytes()).ok_or(AuthError::Malformed)?;
     let mut attributes = without_proof.split(',');

@@ -137,11 +137,12 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
     let (mut p, mut n) = (0, 0);
     // Where the last `*` was, and the name position it is currently stretched to.
     let mut backtrack: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == '*' {
+    while let Some(&c) = name.get(n) {
+        let at = pattern.get(p).copied();
+        if at == Some('*') {
             backtrack = Some((p, n));
             p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
+        } else if at == Some(c) {
             p += 1;
             n += 1;
         } else if let Some((star, stretched)) = backtrack {
@@ -152,7 +153,7 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern.iter().skip(p).all(|&c| c == '*')
 }
 
 impl UserDb {
@@ -275,15 +276,20 @@ impl UserDb {
 
     /// Reads the stored form, checking every record as `add` would.
     pub fn decode(blob: &[u8]) -> Result<UserDb, UserDbError> {
-        if blob.len() > MAX_BLOB_LEN || blob.len() < HEADER_LEN || blob[..MAGIC.len()] != MAGIC {
+        if blob.len() > MAX_BLOB_LEN {
             return Err(UserDbError::Corrupt);
         }
-        let version = u16::from_le_bytes([blob[5], blob[6]]);
+        let (magic, rest) = blob.split_first_chunk().ok_or(UserDbError::Corrupt)?;
+        let (version, payload) = rest.split_first_chunk().ok_or(UserDbError::Corrupt)?;
+        if *magic != MAGIC {
+            return Err(UserDbError::Corrupt);
+        }
+        let version = u16::from_le_bytes(*version);
         if version != USER_DB_VERSION {
             return Err(UserDbError::Version(version));
         }
-        let (wire, rest) = postcard::take_from_bytes::<UserDbV1>(&blob[HEADER_LEN..])
-            .map_err(|_| UserDbError::Corrupt)?;
+        let (wire, rest) =
+            postcard::take_from_bytes::<UserDbV1>(payload).map_err(|_| UserDbError::Corrupt)?;
         if !rest.is_empty() || wire.users.len() > MAX_USERS {
             return Err(UserDbError::Corrupt);
         }

@@ -237,8 +237,8 @@ fn local_part_end(s: &str) -> Option<usize> {
     if b.first() == Some(&b'"') {
         // Quoted-string: qtextSMTP or a backslash pair, RFC 5321 §4.1.2.
         let mut i = 1;
-        while i < b.len() {
-            match b[i] {
+        while let Some(&c) = b.get(i) {
+            match c {
                 b'"' => return Some(i + 1),
                 b'\\' => {
                     let next = *b.get(i + 1)?;
@@ -255,11 +255,10 @@ fn local_part_end(s: &str) -> Option<usize> {
         return None;
     }
     // Dot-string: atoms of atext separated by single dots.
-    let end = s.find('@').unwrap_or(s.len());
-    let local = &s[..end];
+    let local = s.split_once('@').map_or(s, |(local, _)| local);
     let atom_ok = |a: &str| !a.is_empty() && a.chars().all(is_atext);
     if local.split('.').all(atom_ok) {
-        Some(end)
+        Some(local.len())
     } else {
         None
     }
@@ -318,8 +317,12 @@ impl Path {
         if end > MAX_PATH {
             return Err(AddressError::TooLong);
         }
-        let inner = &s[1..end - 1];
-        let rest = &s[end..];
+        // `path_end` found the `<` and the `>` around the path.
+        let (path, rest) = s.split_at_checked(end).ok_or(AddressError::Syntax)?;
+        let inner = path
+            .strip_prefix('<')
+            .and_then(|p| p.strip_suffix('>'))
+            .ok_or(AddressError::Syntax)?;
         let (inner, had_source_route) = strip_source_route(inner)?;
         let target = if inner.is_empty() {
             if had_source_route {
@@ -348,15 +351,16 @@ fn path_end(s: &str) -> Option<usize> {
         return None;
     }
     let mut quoted = false;
-    let mut i = 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' if quoted => i += 1,
+    let mut bytes = b.iter().enumerate().skip(1);
+    while let Some((i, &c)) = bytes.next() {
+        match c {
+            b'\\' if quoted => {
+                bytes.next();
+            }
             b'"' => quoted = !quoted,
             b'>' if !quoted => return Some(i + 1),
             _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -367,12 +371,12 @@ fn strip_source_route(inner: &str) -> Result<(&str, bool), AddressError> {
     if !inner.starts_with('@') {
         return Ok((inner, false));
     }
-    let colon = inner.find(':').ok_or(AddressError::Syntax)?;
-    for hop in inner[..colon].split(',') {
+    let (route, path) = inner.split_once(':').ok_or(AddressError::Syntax)?;
+    for hop in route.split(',') {
         let domain = hop.strip_prefix('@').ok_or(AddressError::Syntax)?;
         Domain::parse(domain, true)?;
     }
-    Ok((&inner[colon + 1..], true))
+    Ok((path, true))
 }
 
 #[cfg(test)]

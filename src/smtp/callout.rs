@@ -362,7 +362,7 @@ impl CalloutClient {
         ];
         if self.pipelining {
             // RFC 2920 §3.1: the three go out in one write.
-            let mut batch = Vec::with_capacity(rcpt.len() + 32);
+            let mut batch = Vec::with_capacity(commands.iter().map(|(_, line)| line.len()).sum());
             for (expect, line) in commands {
                 batch.extend_from_slice(&line);
                 self.expected.push_back(expect);

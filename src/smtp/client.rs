@@ -32,6 +32,10 @@ use crate::smtp::reply::Reply;
 /// bound times the connections open, whatever the message sizes.
 pub const CONTENT_CHUNK: usize = 64 * 1024;
 
+/// The form of RFC 4954's AUTH keyword that some older servers still send
+/// (`AUTH=LOGIN PLAIN`): read as AUTH.
+const OLD_AUTH: &str = "AUTH=";
+
 /// Whether the client asks a next hop for TLS (SPEC §3 channel keywords, §4 outbound TLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TlsPolicy {
@@ -142,6 +146,12 @@ impl Extensions {
                 continue;
             };
             let is = |name: &str| keyword.eq_ignore_ascii_case(name);
+            // `AUTH=LOGIN PLAIN`: the first mechanism, when one follows the `=`.
+            let old_auth = keyword
+                .get(..OLD_AUTH.len())
+                .filter(|k| k.eq_ignore_ascii_case(OLD_AUTH))
+                .and_then(|_| keyword.get(OLD_AUTH.len()..))
+                .filter(|m| !m.is_empty());
             if is("PIPELINING") {
                 ext.pipelining = true;
             } else if is("SIZE") {
@@ -159,11 +169,8 @@ impl Extensions {
                 ext.chunking = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 ext.enhanced_status_codes = true;
-            } else if is("AUTH") || keyword.len() > 5 && keyword[..5].eq_ignore_ascii_case("AUTH=")
-            {
-                // `AUTH=LOGIN PLAIN` is the form some older servers still send.
-                let first = keyword.get(5..).filter(|m| !m.is_empty());
-                for name in first.into_iter().chain(words) {
+            } else if is("AUTH") || old_auth.is_some() {
+                for name in old_auth.into_iter().chain(words) {
                     if let Some(m) = ClientMechanism::parse(name)
                         && !ext.auth.contains(&m)
                     {
@@ -468,11 +475,13 @@ impl Stuffer {
 
     /// The end of data: a line break the content lacked, then `.CRLF`; at most 5 octets.
     fn finish(&mut self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5);
+        const LINE_BREAK: &[u8] = b"\r\n";
+        const END_OF_DATA: &[u8] = b".\r\n";
+        let mut out = Vec::with_capacity(LINE_BREAK.len() + END_OF_DATA.len());
         if self.pending_cr || !self.line_start {
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(LINE_BREAK);
         }
-        out.extend_from_slice(b".\r\n");
+        out.extend_from_slice(END_OF_DATA);
         self.pending_cr = false;
         self.line_start = true;
         out
@@ -717,8 +726,8 @@ impl Client {
             commands.push((Expect::Rset, "RSET\r\n".to_string()));
         }
         commands.push((Expect::Mail, mail_command(&txn.msg, &ext)));
-        for (i, rcpt) in txn.msg.rcpts.iter().enumerate() {
-            if txn.rcpts[i] == RcptState::Pending {
+        for (i, (rcpt, state)) in txn.msg.rcpts.iter().zip(&txn.rcpts).enumerate() {
+            if *state == RcptState::Pending {
                 commands.push((Expect::Rcpt(i), rcpt_command(rcpt, &ext)));
             }
         }
@@ -924,7 +933,7 @@ impl Client {
         // DATA would claim delivery of content never sent.
         let fits = match expect {
             Expect::Greeting | Expect::AbandonedData | Expect::Quit => true,
-            Expect::Data => reply.code == 354 || reply.code >= 400,
+            Expect::Data => reply.code == 354 || reply.is_transient() || reply.is_permanent(),
             Expect::Auth => reply.code == 334 || reply.code / 100 != 3,
             _ => reply.code / 100 != 3,
         };
@@ -2730,6 +2739,16 @@ mod tests {
     fn ext_of(keywords: &[&str]) -> Extensions {
         let reply = ehlo_reply(keywords);
         Extensions::from_ehlo(&r(std::str::from_utf8(&reply).unwrap()))
+    }
+
+    #[test]
+    fn old_auth_form_is_read_and_a_keyword_cut_inside_a_character_is_not() {
+        // `AUTHé`: a cut after five octets would fall inside the `é`.
+        let ext = ext_of(&["AUTHé LOGIN", "AUTH=PLAIN SCRAM-SHA-256", "AUTH="]);
+        assert_eq!(
+            ext.auth,
+            [ClientMechanism::Plain, ClientMechanism::ScramSha256]
+        );
     }
 
     const STARTTLS: &[u8] = b"STARTTLS\r\n";

@@ -73,22 +73,24 @@ impl ReplyReader {
     /// is in no useful state: the connection must end.
     pub fn read(&mut self, input: &mut &[u8]) -> Result<Option<Reply>, ReplyError> {
         while !input.is_empty() {
-            let newline = input.iter().position(|&b| b == b'\n');
-            let take = newline.unwrap_or(input.len());
+            // What comes before the first LF, and what after it if there is one.
+            let mut pieces = input.splitn(2, |&b| b == b'\n');
+            let take = pieces.next().unwrap_or_default();
+            let after_newline = pieces.next();
             let buffered = self
                 .line
                 .len()
-                .checked_add(take)
+                .checked_add(take.len())
                 .ok_or(ReplyError::LineTooLong)?;
             if buffered > MAX_LINE_BUFFER {
                 return Err(ReplyError::LineTooLong);
             }
-            self.line.extend_from_slice(&input[..take]);
-            let Some(newline) = newline else {
+            self.line.extend_from_slice(take);
+            let Some(after_newline) = after_newline else {
                 *input = &[];
                 return Ok(None);
             };
-            *input = &input[newline + 1..];
+            *input = after_newline;
             let mut line = std::mem::take(&mut self.line);
             if line.last() == Some(&b'\r') {
                 line.pop();
@@ -120,10 +122,9 @@ impl ReplyReader {
         let mut text = line.text;
         // RFC 2034 §4: the enhanced code leads the text of every line; its class matches
         // the first digit of the reply code.
-        let (first, rest) = match text.iter().position(|&b| b == b' ') {
-            Some(space) => (&text[..space], &text[space + 1..]),
-            None => (text, &[][..]),
-        };
+        let mut words = text.splitn(2, |&b| b == b' ');
+        let first = words.next().unwrap_or_default();
+        let rest = words.next().unwrap_or_default();
         if let Some(enhanced) = std::str::from_utf8(first).ok().and_then(Enhanced::parse)
             && u16::from(enhanced.class) == line.code / 100
         {

@@ -130,10 +130,9 @@ pub fn verb_of(line: &[u8]) -> String {
 impl Command {
     /// Parses one command line without its CRLF. Verbs are case-insensitive.
     pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
-        let (verb, args) = match line.iter().position(|&b| b == b' ') {
-            Some(sp) => (&line[..sp], &line[sp + 1..]),
-            None => (line, &line[line.len()..]),
-        };
+        let mut words = line.splitn(2, |&b| b == b' ');
+        let verb = words.next().unwrap_or_default();
+        let args = words.next().unwrap_or_default();
         let args = trim_trailing_space(args);
         let is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
         let no_args = |c: Command, usage| {
@@ -219,10 +218,11 @@ fn path_and_params(
     usage: &'static str,
     bad: CommandError,
 ) -> Result<(Path, Vec<Param>), CommandError> {
-    if args.len() < prefix.len() || !args[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        return Err(CommandError::Syntax(usage));
-    }
-    let rest = std::str::from_utf8(&args[prefix.len()..]).map_err(|_| bad)?;
+    let rest = match args.split_at_checked(prefix.len()) {
+        Some((head, rest)) if head.eq_ignore_ascii_case(prefix) => rest,
+        _ => return Err(CommandError::Syntax(usage)),
+    };
+    let rest = std::str::from_utf8(rest).map_err(|_| bad)?;
     let rest = rest.strip_prefix(' ').unwrap_or(rest);
     let (path, rest) = Path::parse_prefix(rest).map_err(|_: AddressError| bad)?;
     if !rest.is_empty() && !rest.starts_with(' ') {
@@ -468,21 +468,19 @@ fn orcpt(v: &str) -> Option<&str> {
 /// RFC 3461 §4: xtext is printable ASCII except `+` and `=`, or `+` and two upper-case
 /// hex digits.
 fn is_xtext(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
             b'+' => {
-                let hex = |c: Option<&u8>| {
-                    c.is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                let hex = |c: Option<u8>| {
+                    c.is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
                 };
-                if !(hex(b.get(i + 1)) && hex(b.get(i + 2))) {
+                if !(hex(bytes.next()) && hex(bytes.next())) {
                     return false;
                 }
-                i += 3;
             }
             b'=' => return false,
-            33..=126 => i += 1,
+            33..=126 => {}
             _ => return false,
         }
     }
@@ -495,18 +493,16 @@ fn xtext_decode(s: &str) -> Option<String> {
     if !is_xtext(s) {
         return None;
     }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'+' {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'+' {
             // `is_xtext` checked that two hex digits follow every `+`.
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
         } else {
-            out.push(b[i]);
-            i += 1;
+            out.push(b);
         }
     }
     String::from_utf8(out).ok()

@@ -8,6 +8,10 @@ use std::fmt;
 pub const MAX_REPLY_LINE: usize = 512;
 /// Most lines we keep from a peer's multi-line reply (EHLO lists are the longest).
 pub const MAX_REPLY_LINES: usize = 64;
+/// Room first made for a reply on the wire, not a limit: a one-line reply with its
+/// enhanced code and a short text fits (`250 2.1.5 Ok\r\n` is 14 octets); a longer one,
+/// such as the EHLO list, grows the vector.
+const TYPICAL_WIRE_LEN: usize = 64;
 
 /// An RFC 3463 enhanced status code `class.subject.detail`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,12 +109,12 @@ impl Reply {
     }
 
     pub fn is_permanent(&self) -> bool {
-        self.code >= 500
+        (500..).contains(&self.code)
     }
 
     /// The reply on the wire, every line ending in CRLF.
     pub fn to_wire(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(TYPICAL_WIRE_LEN);
         self.write_wire(&mut out);
         out
     }

@@ -29,11 +29,19 @@ pub fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
+        let significant = without_leading_zeros(&bytes);
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(significant);
     }
     out.extend_from_slice(content);
+}
+
+/// `bytes` from its first octet that is not zero on.
+fn without_leading_zeros(mut bytes: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// One tag-length-value as a new vector.
@@ -58,8 +66,7 @@ pub fn bit_string(bytes: &[u8]) -> Vec<u8> {
 
 /// A non-negative INTEGER from big-endian magnitude bytes.
 pub fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
-    let skip = magnitude.iter().take_while(|b| **b == 0).count();
-    let trimmed = &magnitude[skip..];
+    let trimmed = without_leading_zeros(magnitude);
     let mut content = Vec::with_capacity(trimmed.len() + 1);
     if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
         content.push(0);

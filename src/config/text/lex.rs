@@ -147,7 +147,7 @@ pub fn word(text: &str) -> String {
 
 /// `text` in double quotes, with `"` and `\` escaped.
 pub fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+    let mut out = String::with_capacity(text.len() + "\"\"".len());
     out.push('"');
     for c in text.chars() {
         if c == '"' || c == '\\' {

@@ -228,6 +228,9 @@ pub const MAX_CHANNEL_NAME: usize = 32;
 pub const MAX_CHANNEL_KEYWORDS: usize = 32;
 /// Most cipher suites in a list: the provider has fewer.
 pub const MAX_CIPHER_SUITES: usize = 32;
+/// Longest cipher suite name: 64 characters. The names are rustls's, and the longest of
+/// them, `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`, has 45.
+pub const MAX_CIPHER_SUITE_NAME: usize = 64;
 /// Longest path.
 pub const MAX_PATH: usize = 1024;
 
@@ -269,7 +272,7 @@ pub fn format_tls_versions(tls12: bool, tls13: bool) -> String {
 pub fn cipher_suites(text: &str) -> Result<Vec<String>, LineError> {
     let mut out: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
-        let ok = word.len() <= 64
+        let ok = word.len() <= MAX_CIPHER_SUITE_NAME
             && word
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
