@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod queue;
 pub mod relay;
+pub mod runtime;
 pub mod sasl;
 pub mod secrets;
 pub mod signal;

@@ -20,7 +20,8 @@ use crate::log::{Escaped, Peer};
 use crate::proxy::{Header, HeaderError, HeaderReader};
 use crate::smtp::reply::Reply;
 
-use super::{access, session, timer_at};
+use super::{access, session};
+use crate::runtime::timer_at;
 
 /// The service name access filters know SMTP by (`smtp: …`), as in the seeds.
 pub const FILTER_SERVICE: &str = "smtp";

@@ -37,7 +37,8 @@ use crate::tls::setup::describe;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::listener::Stress;
-use super::{READ_BUFFER, SESSION_READ_START, timer_at};
+use super::SESSION_READ_START;
+use crate::runtime::{READ_BUFFER, timer_at};
 
 /// Where the message being received is kept until it is committed.
 enum Store {

@@ -17,7 +17,7 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::net::timer_at;
+use crate::runtime::timer_at;
 use crate::smtp::callout::{CalloutClient, CalloutConfig, CalloutEvent, CalloutOutcome};
 use crate::smtp::reply::Reply;
 

@@ -7,6 +7,7 @@
 //! start-up.
 
 pub mod callout;
+pub mod connection;
 pub mod core;
 pub mod dsn;
 pub mod ops;
@@ -27,7 +28,7 @@ use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, RelayHost, Route};
 use crate::dns::{DnsError, MxAnswer, Name, Resolver};
 use crate::log::{Escaped, NamedRelay};
-use crate::net::connection::{ConnectError, Connection, Content, OutgoingTls};
+use connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
 use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,

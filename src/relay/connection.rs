@@ -20,7 +20,7 @@ use crate::smtp::reply::Reply;
 use crate::tls::Transport;
 use crate::tls::setup::{GatewayTls, describe};
 
-use super::{READ_BUFFER, timer_at};
+use crate::runtime::{READ_BUFFER, timer_at};
 
 /// Why a connection could not be used.
 #[derive(Debug)]
