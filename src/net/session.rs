@@ -36,8 +36,8 @@ use crate::tls::Transport;
 use crate::tls::setup::describe;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::listener::Stress;
 use super::SESSION_READ_START;
+use super::listener::Stress;
 use crate::runtime::{READ_BUFFER, timer_at};
 
 /// Where the message being received is kept until it is committed.

@@ -28,7 +28,6 @@ use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, RelayHost, Route};
 use crate::dns::{DnsError, MxAnswer, Name, Resolver};
 use crate::log::{Escaped, NamedRelay};
-use connection::{ConnectError, Connection, Content, OutgoingTls};
 use crate::policy::route;
 use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,
@@ -40,6 +39,7 @@ use crate::smtp::address::{self, Domain};
 use crate::smtp::client::{ClientAuth, ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
+use connection::{ConnectError, Connection, Content, OutgoingTls};
 pub use core::Backing;
 use core::{Action, ContentRef, Hop, Job, QueueCore, Time, Unreachable};
 use dsn::{Report, ReportKind};
