@@ -68,6 +68,30 @@ pub fn build_drawbridge(root: &Path, target: &Path) -> Result<PathBuf, Failure> 
     }
 }
 
+/// The command that runs the gateway as the benchmarks do: `run --config CONFIG
+/// --state-dir STATE --no-console`, no input, its output and errors both to `log`.
+pub fn gateway_command(
+    binary: &Path,
+    config: &Path,
+    state: &Path,
+    log: &Path,
+) -> Result<Command, Failure> {
+    let out = crate::process::log_file(log)?;
+    let err = out.try_clone().context("sharing drawbridge's log")?;
+    let mut command = Command::new(binary);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--no-console")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    Ok(command)
+}
+
 /// A flat JSON object of already formatted values, one field a line.
 pub fn json_object(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields

@@ -162,20 +162,9 @@ impl Gateway {
         fs::create_dir_all(&state).context(format_args!("creating {}", state.display()))?;
         prepare(&state)?;
         let log = work.join("gateway.log");
-        let out = process::log_file(&log)?;
-        let err = out.try_clone().context("sharing drawbridge's log")?;
         let mut process = Guarded::spawn(
             "drawbridge",
-            Command::new(binary)
-                .arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--state-dir")
-                .arg(&state)
-                .arg("--no-console")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err),
+            &mut crate::bench::gateway_command(binary, &config_path, &state, &log)?,
         )?;
         process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, || {
             process

@@ -219,21 +219,10 @@ fn run_drawbridge(load: &Load, binary: &Path) -> Result<Measurement, Failure> {
     let state = load.file("drawbridge", "state");
     fs::create_dir_all(&state).context(format_args!("creating {}", state.display()))?;
     let log = load.file("drawbridge", "out.log");
-    let log_out = process::log_file(&log)?;
-    let log_err = log_out.try_clone().context("sharing drawbridge's log")?;
     println!("drawbridge: starting (its first boot makes a self-signed P-256 certificate)");
     let mut gateway = Guarded::spawn(
         "drawbridge",
-        Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--no-console")
-            .stdin(Stdio::null())
-            .stdout(log_out)
-            .stderr(log_err),
+        &mut bench::gateway_command(binary, &config, &state, &log)?,
     )?;
     let mut health = || {
         gateway

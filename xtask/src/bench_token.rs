@@ -259,19 +259,8 @@ fn run_backend(
     fs::write(&config_path, config(inbound, tls, outbound, hsm))
         .context(format_args!("writing {}", config_path.display()))?;
     let log = work.join(format!("{name}.log"));
-    let log_out = process::log_file(&log)?;
-    let log_err = log_out.try_clone().context("sharing drawbridge's log")?;
-    let mut command = Command::new(binary);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--state-dir")
-        .arg(work.join(format!("{name}-state")))
-        .arg("--no-console")
-        .stdin(Stdio::null())
-        .stdout(log_out)
-        .stderr(log_err);
+    let state = work.join(format!("{name}-state"));
+    let mut command = crate::bench::gateway_command(binary, &config_path, &state, &log)?;
     if let Some(hsm) = hsm {
         command.env("SOFTHSM2_CONF", &hsm.conf);
     }

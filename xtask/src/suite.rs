@@ -425,20 +425,9 @@ fn start_drawbridge(
     let state = dir.join("state");
     fs::create_dir_all(&state).context(format_args!("creating {}", state.display()))?;
     let log = dir.join("out.log");
-    let out = process::log_file(&log)?;
-    let err = out.try_clone().context("sharing drawbridge's log")?;
     let mut process = Guarded::spawn(
         "drawbridge",
-        Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--no-console")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err),
+        &mut bench::gateway_command(binary, &config, &state, &log)?,
     )?;
     process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, || {
         process
