@@ -107,6 +107,15 @@ pub enum LineError {
 /// Longest piece of the administrator's text quoted back in a message, in characters.
 const MAX_SHOWN_CHARS: usize = 60;
 
+/// ` after 'WORD'` for an error message, or nothing at the start of a line.
+fn after_word(after: &str) -> String {
+    if after.is_empty() {
+        String::new()
+    } else {
+        format!(" after '{}'", shown(after))
+    }
+}
+
 /// `text` shortened for a message.
 fn shown(text: &str) -> String {
     match text.char_indices().nth(MAX_SHOWN_CHARS) {
@@ -182,11 +191,7 @@ impl fmt::Display for LineError {
                 found,
                 expected,
             } => {
-                let at = if after.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after '{}'", shown(after))
-                };
+                let at = after_word(after);
                 write!(
                     f,
                     "quoted word {}{at} where a keyword belongs: a quoted word is a value, and keywords are written without quotes; expected {}",
@@ -246,11 +251,7 @@ impl fmt::Display for LineError {
                 found,
                 candidates,
             } => {
-                let at = if after.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after '{}'", shown(after))
-                };
+                let at = after_word(after);
                 write!(
                     f,
                     "ambiguous keyword '{}'{at}: it could be {}",
