@@ -167,9 +167,7 @@ impl Gateway {
             &mut crate::bench::gateway_command(binary, &config_path, &state, &log)?,
         )?;
         process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, || {
-            process
-                .check_running()
-                .map_err(|f| Failure(format!("{f}; {}", process::log_tail(&log))))
+            process.check_running_logged(&log)
         })?;
         Ok(Gateway {
             process,
@@ -183,10 +181,7 @@ impl Gateway {
     }
 
     fn check_running(&mut self) -> Result<(), Failure> {
-        let log = self.log.clone();
-        self.process
-            .check_running()
-            .map_err(|f| Failure(format!("{f}; {}", process::log_tail(&log))))
+        self.process.check_running_logged(&self.log)
     }
 
     /// The peak resident set of the process so far (`VmHWM`), in KiB.

@@ -224,11 +224,7 @@ fn run_drawbridge(load: &Load, binary: &Path) -> Result<Measurement, Failure> {
         "drawbridge",
         &mut bench::gateway_command(binary, &config, &state, &log)?,
     )?;
-    let mut health = || {
-        gateway
-            .check_running()
-            .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(&log))))
-    };
+    let mut health = || gateway.check_running_logged(&log);
     process::wait_for_listener("drawbridge", tls, START_TIMEOUT, &mut health)?;
     process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, &mut health)?;
     let handshakes_per_s = handshakes("drawbridge", load, tls, &mut health)?;

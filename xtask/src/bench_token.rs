@@ -266,11 +266,7 @@ fn run_backend(
     }
     println!("{name}: starting drawbridge (a P-256 key made on the token at first boot)");
     let mut gateway = Guarded::spawn("drawbridge", &mut command)?;
-    let mut health = || {
-        gateway
-            .check_running()
-            .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(&log))))
-    };
+    let mut health = || gateway.check_running_logged(&log);
     process::wait_for_listener("drawbridge", tls, START_TIMEOUT, &mut health)?;
     process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, &mut health)?;
 

@@ -147,6 +147,13 @@ impl Guarded {
     }
 
     /// An error if the child has exited.
+    /// Like [`Guarded::check_running`], with the end of the process's `log` in the
+    /// failure, which is what says why it exited.
+    pub fn check_running_logged(&mut self, log: &Path) -> Result<(), Failure> {
+        self.check_running()
+            .map_err(|failure| Failure(format!("{failure}; {}", log_tail(log))))
+    }
+
     pub fn check_running(&mut self) -> Result<(), Failure> {
         match self.exit_status()? {
             None => Ok(()),

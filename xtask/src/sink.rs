@@ -128,9 +128,7 @@ impl Sink {
             reader: Some(reader),
         };
         process::wait_for_listener("smtp-sink", port, START_TIMEOUT, || {
-            sink.process
-                .check_running()
-                .map_err(|failure| Failure(format!("{failure}; {}", process::log_tail(log))))
+            sink.process.check_running_logged(log)
         })?;
         Ok(sink)
     }

@@ -363,9 +363,7 @@ impl Subject {
 
     fn check_running(&mut self) -> Result<(), Failure> {
         match &mut self.running {
-            Running::Drawbridge { process, log } => process
-                .check_running()
-                .map_err(|f| Failure(format!("{f}; {}", process::log_tail(log)))),
+            Running::Drawbridge { process, log } => process.check_running_logged(log),
             Running::Postfix(instance) => instance.check_running(),
         }
     }
@@ -430,9 +428,7 @@ fn start_drawbridge(
         &mut bench::gateway_command(binary, &config, &state, &log)?,
     )?;
     process::wait_for_listener("drawbridge", inbound, START_TIMEOUT, || {
-        process
-            .check_running()
-            .map_err(|f| Failure(format!("{f}; {}", process::log_tail(&log))))
+        process.check_running_logged(&log)
     })?;
     let root = process.id();
     Ok(Subject {
