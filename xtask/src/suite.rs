@@ -670,9 +670,7 @@ pub fn relay(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             figures_json(&results)
         ));
     }
-    let json = suite_json(bench, "relay", &entries);
-    bench.write_json("relay", &json)?;
-    Ok(json)
+    record(bench, "relay", &entries)
 }
 
 fn print_ratios(results: &[(System, Figures)]) {
@@ -687,8 +685,10 @@ fn print_ratios(results: &[(System, Figures)]) {
     }
 }
 
-fn suite_json(bench: &Bench, name: &str, entries: &[String]) -> String {
-    json_object(&[
+/// Writes one benchmark's runs to `target/bench/NAME.json` and returns the text, which
+/// `all` gathers.
+fn record(bench: &Bench, name: &str, entries: &[String]) -> Result<String, Failure> {
+    let json = json_object(&[
         ("benchmark", json_string(name)),
         (
             "postfix_version",
@@ -697,7 +697,9 @@ fn suite_json(bench: &Bench, name: &str, entries: &[String]) -> String {
                 .map_or_else(|| "null".to_owned(), json_string),
         ),
         ("runs", format!("[\n    {}\n  ]", entries.join(",\n    "))),
-    ])
+    ]);
+    bench.write_json(name, &json)?;
+    Ok(json)
 }
 
 /// `bench latency`: one session, one message at a time (no pipelining), acknowledgement
@@ -723,7 +725,7 @@ pub fn latency(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
     if let Some(r) = p99 {
         println!("  drawbridge/postfix p99 latency: {r:.3}");
     }
-    let json = suite_json(
+    record(
         bench,
         "latency",
         &[format!(
@@ -731,9 +733,7 @@ pub fn latency(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             float(p99),
             figures_json(&results)
         )],
-    );
-    bench.write_json("latency", &json)?;
-    Ok(json)
+    )
 }
 
 /// `bench churn`: a new connection for every message, plain and with STARTTLS (a full
@@ -771,9 +771,7 @@ pub fn churn(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             figures_json(&results)
         ));
     }
-    let json = suite_json(bench, "churn", &entries);
-    bench.write_json("churn", &json)?;
-    Ok(json)
+    record(bench, "churn", &entries)
 }
 
 /// `bench handshakes`: full STARTTLS handshakes (no resumption) over parallel sessions,
@@ -820,16 +818,14 @@ pub fn handshakes(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             1.0 / cpu
         );
     }
-    let json = suite_json(
+    record(
         bench,
         "handshakes",
         &[format!(
             "{{\"handshakes\": {count}, \"sessions\": {sessions}, \"figures\": {}}}",
             figures_json(&results)
         )],
-    );
-    bench.write_json("handshakes", &json)?;
-    Ok(json)
+    )
 }
 
 /// `bench idle`: memory (PSS) per idle connection, greeted and past EHLO (and STARTTLS),
@@ -889,9 +885,7 @@ pub fn idle(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
             ));
         }
     }
-    let json = suite_json(bench, "idle", &entries);
-    bench.write_json("idle", &json)?;
-    Ok(json)
+    record(bench, "idle", &entries)
 }
 
 /// `bench slow-downstream`: the sink waits a second before each DATA reply; the load is
@@ -940,9 +934,7 @@ pub fn slow_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure
         drop(subject);
         drop(sink);
     }
-    let json = suite_json(bench, "slow-downstream", &entries);
-    bench.write_json("slow-downstream", &json)?;
-    Ok(json)
+    record(bench, "slow-downstream", &entries)
 }
 
 /// `bench size`: the gateway built static (`+crt-static`) and stripped, against the
@@ -1132,9 +1124,7 @@ pub fn loadgen_check(bench: &mut Bench, o: &Options) -> Result<String, Failure> 
             rates.join(", ")
         ));
     }
-    let json = suite_json(bench, "loadgen", &entries);
-    bench.write_json("loadgen", &json)?;
-    Ok(json)
+    record(bench, "loadgen", &entries)
 }
 
 /// Runs one named benchmark of the suite, or all of them.
