@@ -92,6 +92,16 @@ pub fn gateway_command(
     Ok(command)
 }
 
+/// The `q`-quantile (0..=1) of sorted samples by the nearest-rank method; `None` when
+/// there are none.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
 /// A flat JSON object of already formatted values, one field a line.
 pub fn json_object(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields

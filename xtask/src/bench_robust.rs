@@ -472,11 +472,7 @@ pub struct StallMeasurement {
 
 /// The `q`-quantile (0..=1) of sorted latencies by the nearest-rank method.
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    crate::bench::quantile(sorted, q).unwrap_or(Duration::ZERO)
 }
 
 pub fn run_auth_stall(options: &StallOptions) -> Result<ExitCode, Failure> {

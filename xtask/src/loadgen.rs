@@ -24,6 +24,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 
 use crate::Failure;
+use crate::bench::{RECIPIENT, SENDER};
 
 /// Longest any one reply may take before the session gives up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -35,10 +36,6 @@ const MAX_REPLY_LINES: usize = 100;
 const LINE_LENGTH: usize = 76;
 /// Most sessions at once.
 pub const MAX_SESSIONS: u32 = 20_000;
-
-/// The sender and recipient of every message.
-pub const SENDER: &str = "sender@example.org";
-pub const RECIPIENT: &str = "rcpt@example.com";
 
 /// What to send, and how.
 #[derive(Debug, Clone)]
@@ -71,17 +68,8 @@ pub struct Report {
 impl Report {
     /// The latency at quantile `q` (0.0–1.0) in microseconds, nearest rank.
     pub fn latency_us(&self, q: f64) -> Option<u32> {
-        quantile(&self.latencies_us, q)
+        crate::bench::quantile(&self.latencies_us, q)
     }
-}
-
-/// Nearest-rank quantile of sorted values.
-pub fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 /// Parses a size mix: `4096`, `1k`, `10m`, or weighted `1k:70,4k:25,100k:5`.
@@ -692,12 +680,13 @@ mod tests {
 
     #[test]
     fn quantiles_use_the_nearest_rank() {
+        use crate::bench::quantile;
         let values: Vec<u32> = (1..=1000).collect();
         assert_eq!(quantile(&values, 0.5), Some(500));
         assert_eq!(quantile(&values, 0.99), Some(990));
         assert_eq!(quantile(&values, 0.999), Some(999));
         assert_eq!(quantile(&values, 1.0), Some(1000));
-        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile::<u32>(&[], 0.5), None);
     }
 
     /// A minimal SMTP server on loopback that records what it is sent.

@@ -1077,7 +1077,7 @@ pub fn loadgen_check(bench: &mut Bench, o: &Options) -> Result<String, Failure> 
                     let status = Command::new(&source)
                         .args(["-s", &sessions.to_string(), "-m", &messages.to_string()])
                         .args(["-l", &size.to_string(), "-d"])
-                        .args(["-f", loadgen::SENDER, "-t", loadgen::RECIPIENT])
+                        .args(["-f", bench::SENDER, "-t", bench::RECIPIENT])
                         .arg(format!("127.0.0.1:{port}"))
                         .stdin(Stdio::null())
                         .stdout(out)
