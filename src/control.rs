@@ -142,7 +142,7 @@ pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<
                 crate::stats::text(&report)
             })
         }
-        queue => execute_queue(&gw.scheduler, queue),
+        queue => execute_queue(&gw.net.scheduler, queue),
     }
 }
 
@@ -289,7 +289,7 @@ pub async fn serve(gw: Rc<Gateway>, listener: Async<UnixListener>) {
             Timer::after(Duration::from_millis(100)).await;
             continue;
         };
-        gw.executor.spawn(answer(gw.clone(), stream)).detach();
+        gw.net.executor.spawn(answer(gw.clone(), stream)).detach();
     }
 }
 

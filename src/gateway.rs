@@ -27,16 +27,11 @@ use crate::config::engine::{
     Candidate, Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal,
 };
 use crate::config::{Config, ServiceName};
-use crate::dns::{Resolver, ResolverOptions};
-use crate::filter::Filter;
+use crate::net::context::{Context, Queue, Running};
 use crate::net::listener::{self, Counts};
-use crate::net::throttle::{Limits, Throttle};
 use crate::queue::{GroupCommit, Journal, Spool};
-use crate::relay::callout::{Unreachable, Verifier, VerifyOptions};
 use crate::relay::{QueueStore, Scheduler};
 use crate::signal::{Signal, Signals};
-use crate::smtp::server::ServerConfig;
-use crate::tls::setup::GatewayTls;
 use crate::token::Token;
 
 /// The length of a minute for `commit confirmed`, in seconds.
@@ -44,144 +39,6 @@ pub const MINUTE: u64 = 60;
 /// Tests shorten `commit confirmed`'s minute to this many seconds through the
 /// environment; an appliance never sets it.
 pub const TEST_MINUTE_ENV: &str = "DRAWBRIDGE_TEST_MINUTE";
-
-/// Everything derived from one committed configuration.
-pub struct Running {
-    pub config: Rc<Config>,
-    /// The commit it came from.
-    pub commit: u64,
-    server_configs: [Rc<ServerConfig>; 2],
-    filters: [Option<Filter>; 2],
-    verifiers: [Option<Verifier>; 2],
-    our_addresses: Rc<[IpAddr]>,
-    /// The DNS client, for MX routes and access-filter name lookups.
-    pub resolver: Option<Rc<Resolver>>,
-    /// TLS for the services and for delivery; `None` when it could not be set up.
-    pub tls: Option<Rc<GatewayTls>>,
-}
-
-impl Running {
-    pub fn server_config(&self, service: ServiceName) -> Rc<ServerConfig> {
-        self.server_configs[service as usize].clone()
-    }
-
-    pub fn filter(&self, service: ServiceName) -> Option<&Filter> {
-        self.filters[service as usize].as_ref()
-    }
-
-    pub fn verifier(&self, service: ServiceName) -> Option<&Verifier> {
-        self.verifiers[service as usize].as_ref()
-    }
-
-    /// This host's addresses, as routing knows them (see [`crate::net::local`]).
-    pub fn our_addresses(&self) -> &[IpAddr] {
-        &self.our_addresses
-    }
-
-    /// The snapshot of `config`, keeping what `previous` had where its settings did not
-    /// change (the DNS cache, the callout caches).
-    fn build(
-        config: Rc<Config>,
-        commit: u64,
-        previous: Option<&Running>,
-        token: &Arc<dyn Token>,
-        state_dir: &Path,
-    ) -> Running {
-        let same_dns = previous.is_some_and(|p| p.config.system == config.system);
-        let resolver = match previous {
-            Some(p) if same_dns => p.resolver.clone(),
-            _ => resolver(&config),
-        };
-        let verifier = |s: ServiceName| {
-            let unchanged = previous.is_some_and(|p| {
-                p.config.service(s).verify == config.service(s).verify
-                    && p.config.system.host_name == config.system.host_name
-            });
-            match previous {
-                Some(p) if unchanged => p.verifiers[s as usize].clone(),
-                _ => verifier(&config, s),
-            }
-        };
-        let tls = match GatewayTls::setup(&config, state_dir, token.clone(), unix_now() as i64) {
-            Ok(tls) => {
-                for service in ServiceName::ALL {
-                    let (name, names) = tls.default_certificate(service);
-                    log::info!(target: "tls", "{service} service serves certificate {name} ({}) without SNI and on STARTTLS", names.join(", "));
-                }
-                Some(Rc::new(tls))
-            }
-            Err(e) => {
-                log::error!(target: "tls", "TLS is not available: {e}");
-                previous.and_then(|p| p.tls.clone())
-            }
-        };
-        Running {
-            server_configs: server_configs(&config),
-            filters: [
-                filters(&config, ServiceName::Inbound),
-                filters(&config, ServiceName::Outbound),
-            ],
-            verifiers: [
-                verifier(ServiceName::Inbound),
-                verifier(ServiceName::Outbound),
-            ],
-            our_addresses: crate::net::local::our_addresses(&config).into(),
-            resolver,
-            tls,
-            config,
-            commit,
-        }
-    }
-}
-
-/// A service's access filters, as one filter (they were parsed when configured).
-fn filters(config: &Config, service: ServiceName) -> Option<Filter> {
-    let s = config.service(service);
-    let mut filter = Filter {
-        allow: Vec::new(),
-        deny: Vec::new(),
-    };
-    filter
-        .allow
-        .extend(s.allow_filters.iter().map(|r| r.rule().clone()));
-    filter
-        .deny
-        .extend(s.deny_filters.iter().map(|r| r.rule().clone()));
-    for compact in &s.compact_filters {
-        filter.allow.extend(compact.filter().allow.iter().cloned());
-        filter.deny.extend(compact.filter().deny.iter().cloned());
-    }
-    (!filter.allow.is_empty() || !filter.deny.is_empty()).then_some(filter)
-}
-
-fn verifier(config: &Config, s: ServiceName) -> Option<Verifier> {
-    let v = &config.service(s).verify;
-    v.enabled.then(|| {
-        Verifier::new(VerifyOptions {
-            positive_ttl: v.positive_ttl,
-            negative_ttl: v.negative_ttl,
-            unreachable: if v.accept_when_unreachable {
-                Unreachable::Accept
-            } else {
-                Unreachable::TempFail
-            },
-            helo_name: config.system.host_name.clone(),
-            ..VerifyOptions::default()
-        })
-    })
-}
-
-/// Each service's session settings; each session then adds TLS and SASL as its
-/// source channel and ruleset say.
-fn server_configs(config: &Config) -> [Rc<ServerConfig>; 2] {
-    let make = |s| {
-        Rc::new(ServerConfig::from_service(
-            &config.system.host_name,
-            config.service(s),
-        ))
-    };
-    [make(ServiceName::Inbound), make(ServiceName::Outbound)]
-}
 
 /// One listening socket: which service, where, and whether TLS comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -224,22 +81,13 @@ struct Plan {
 
 /// What every task of the running gateway shares.
 pub struct Gateway {
-    running: RefCell<Rc<Running>>,
+    /// What the listeners and sessions are given: the running snapshot, the executor,
+    /// the queue, the users and the throttle.
+    pub net: Rc<Context>,
     engine: RefCell<Engine>,
     token: Arc<dyn Token>,
-    pub spool: Rc<Spool>,
-    pub journal: Rc<RefCell<Journal>>,
-    pub commit: Rc<GroupCommit>,
-    pub scheduler: Rc<Scheduler>,
-    pub executor: Rc<LocalExecutor<'static>>,
     /// The state directory: the user database and the stores live there.
     pub state_dir: PathBuf,
-    /// Authentication failures by client address, network and user.
-    pub throttle: RefCell<Throttle>,
-    /// The user database, as AUTH reads it.
-    pub users: crate::users::UserCache,
-    /// Turns at running a password derivation on the blocking pool.
-    pub derivations: smol::lock::Semaphore,
     /// The accept loops, by listening socket.
     listeners: RefCell<BTreeMap<ListenKey, smol::Task<()>>>,
     /// Open connections per service, shared by its listeners.
@@ -255,12 +103,12 @@ pub struct Gateway {
 impl Gateway {
     /// The snapshot new sessions start with.
     pub fn running(&self) -> Rc<Running> {
-        self.running.borrow().clone()
+        self.net.running()
     }
 
     /// The running configuration.
     pub fn config(&self) -> Rc<Config> {
-        self.running.borrow().config.clone()
+        self.net.config()
     }
 
     /// The crypto token, open and logged in.
@@ -463,21 +311,18 @@ impl Gateway {
             &self.token,
             &self.state_dir,
         ));
-        self.scheduler.reconfigure(
+        self.net.scheduler.reconfigure(
             running.config.clone(),
-            running.our_addresses.clone(),
+            running.shared_addresses(),
             running.resolver.clone(),
             running.tls.clone(),
         );
-        self.throttle
-            .borrow_mut()
-            .set_limits(Limits::from(&running.config.system.auth_throttle));
-        *self.running.borrow_mut() = running;
+        self.net.replace(running);
     }
 
     fn serve_listener(self: &Rc<Self>, key: ListenKey, l: Async<TcpListener>) {
-        let task = self.executor.spawn(listener::accept_loop(
-            self.clone(),
+        let task = self.net.executor.spawn(listener::accept_loop(
+            self.net.clone(),
             key.service,
             l,
             self.counts[key.service as usize].clone(),
@@ -495,7 +340,7 @@ impl Gateway {
                 "commit confirmed: unless confirmed by {} the configuration returns to commit {back_to}",
                 mailq_stamp(deadline));
             let gw = self.clone();
-            self.executor.spawn(async move {
+            self.net.executor.spawn(async move {
                 Timer::after(wait).await;
                 gw.expire_confirm().await;
             })
@@ -650,43 +495,6 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
 }
 
-/// The DNS client: the configured resolvers, or on a host without any, the ones in
-/// `/etc/resolv.conf`.
-fn resolver(config: &Config) -> Option<Rc<Resolver>> {
-    let mut servers = config.system.dns_resolvers.clone();
-    if servers.is_empty() {
-        servers = std::fs::read_to_string(RESOLV_CONF)
-            .map(|text| resolv_conf_servers(&text))
-            .unwrap_or_default();
-        if !servers.is_empty() {
-            log::info!(target: "main", "DNS: no resolvers configured, using those in {RESOLV_CONF}");
-        }
-    }
-    if servers.is_empty() {
-        log::warn!(target: "main", "DNS: no resolvers; MX routes will defer their mail");
-        return None;
-    }
-    let options = ResolverOptions {
-        timeout: config.system.dns_timeout,
-        ..ResolverOptions::default()
-    };
-    Some(Rc::new(Resolver::new(servers, options)))
-}
-
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-
-/// The `nameserver` lines of a resolv.conf, on port 53.
-fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver")).then_some(())?;
-            let ip: IpAddr = words.next()?.parse().ok()?;
-            Some(SocketAddr::new(ip, 53))
-        })
-        .collect()
-}
-
 /// How the gateway is started.
 pub struct Start {
     pub state_dir: PathBuf,
@@ -819,7 +627,7 @@ pub fn run(start: Start) -> io::Result<String> {
         running.resolver.clone(),
         running.tls.clone(),
         config.clone(),
-        running.our_addresses.clone(),
+        running.shared_addresses(),
         executor.clone(),
     );
     match crate::secrets::SealKey::derive(token.as_ref()) {
@@ -842,20 +650,24 @@ pub fn run(start: Start) -> io::Result<String> {
         bound.push((key, l));
     }
     let (stop, stopped) = smol::channel::bounded(1);
+    let users = crate::users::UserCache::new(state_dir)
+        .map_err(|e| io::Error::other(format!("user database: {e}")))?;
+    let net = Rc::new(Context::new(
+        running,
+        executor.clone(),
+        Queue {
+            spool,
+            journal,
+            commit: commit_group,
+            scheduler: scheduler.clone(),
+        },
+        users,
+    ));
     let gw = Rc::new(Gateway {
-        running: RefCell::new(running),
+        net,
         engine: RefCell::new(engine),
         token,
-        spool,
-        journal,
-        commit: commit_group,
-        scheduler: scheduler.clone(),
-        executor: executor.clone(),
         state_dir: state_dir.to_path_buf(),
-        throttle: RefCell::new(Throttle::new(Limits::from(&config.system.auth_throttle))),
-        users: crate::users::UserCache::new(state_dir)
-            .map_err(|e| io::Error::other(format!("user database: {e}")))?,
-        derivations: smol::lock::Semaphore::new(crate::net::session::MAX_CONCURRENT_DERIVATIONS),
         listeners: RefCell::new(BTreeMap::new()),
         counts: ServiceName::ALL.map(|s| Rc::new(RefCell::new(Counts::new(s)))),
         confirm_timer: RefCell::new(None),
@@ -908,15 +720,6 @@ pub fn run(start: Start) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolv_conf_nameservers() {
-        let text = "# comment\nnameserver 10.0.0.53\nsearch example.com\nnameserver ::1\nnameserver bogus\n";
-        assert_eq!(
-            resolv_conf_servers(text),
-            ["10.0.0.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
-        );
-    }
 
     #[test]
     fn listening_sockets_are_listed_per_service() {

@@ -160,7 +160,7 @@ fn read_bounded(path: &str) -> Result<String, String> {
 
 /// Carries out one operational command; the text to show.
 async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, String> {
-    let scheduler = &gw.scheduler;
+    let scheduler = &gw.net.scheduler;
     match command {
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
@@ -371,7 +371,7 @@ fn status(gw: &Rc<Gateway>) -> String {
             listening.join(", ")
         }
     );
-    let entries = gw.scheduler.list();
+    let entries = gw.net.scheduler.list();
     let held = entries.iter().filter(|e| e.held).count();
     let _ = writeln!(
         out,
@@ -425,7 +425,7 @@ fn connections(gw: &Rc<Gateway>) -> String {
             );
         }
     }
-    let delivering = gw.scheduler.list().iter().filter(|e| e.active).count();
+    let delivering = gw.net.scheduler.list().iter().filter(|e| e.active).count();
     let _ = writeln!(out, "delivery: {delivering} message(s) being delivered");
     out
 }

@@ -221,7 +221,8 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
     };
     let (rows, columns) = size.unwrap_or((24, 80));
     let gw2 = gw.clone();
-    gw.executor
+    gw.net
+        .executor
         .spawn(async move {
             loop {
                 let options = Options {
@@ -339,7 +340,7 @@ pub async fn serve_cli(gw: Rc<Gateway>, stream: Async<UnixStream>, line: &str, e
     let (in_tx, in_rx) = smol::channel::bounded::<Vec<u8>>(LINK_CHUNKS);
     let (out_tx, out_rx) = smol::channel::bounded::<Vec<u8>>(LINK_CHUNKS);
     let mut reader = stream;
-    let reading = gw.executor.spawn(async move {
+    let reading = gw.net.executor.spawn(async move {
         if !early.is_empty() && in_tx.send(early).await.is_err() {
             return;
         }
@@ -355,7 +356,7 @@ pub async fn serve_cli(gw: Rc<Gateway>, stream: Async<UnixStream>, line: &str, e
             }
         }
     });
-    let writing = gw.executor.spawn(async move {
+    let writing = gw.net.executor.spawn(async move {
         while let Ok(bytes) = out_rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
                 break;

@@ -13,9 +13,9 @@ use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::context::Context;
 use crate::config::{Classification, ServiceName};
 use crate::filter::Decision;
-use crate::gateway::Gateway;
 use crate::log::{Escaped, Peer};
 use crate::proxy::{Header, HeaderError, HeaderReader};
 use crate::smtp::reply::Reply;
@@ -204,7 +204,7 @@ impl Drop for Slot {
 
 /// Accepts connections on `listener` for `service` until the process ends.
 pub async fn accept_loop(
-    gw: Rc<Gateway>,
+    gw: Rc<Context>,
     service: ServiceName,
     listener: Async<TcpListener>,
     counts: Rc<RefCell<Counts>>,
@@ -342,7 +342,7 @@ async fn read_proxy_header(
 /// session, which is given `already_read` first. `pending` is the place a balancer's
 /// connection held while its header was read.
 fn admit(
-    gw: &Rc<Gateway>,
+    gw: &Rc<Context>,
     counts: &Rc<RefCell<Counts>>,
     accepted: Accepted,
     stream: Async<TcpStream>,
@@ -444,7 +444,7 @@ fn admit(
 }
 
 /// Writes one reply to a client we will not serve, and closes.
-fn refuse(gw: &Gateway, mut stream: Async<TcpStream>, reply: Reply) {
+fn refuse(gw: &Context, mut stream: Async<TcpStream>, reply: Reply) {
     gw.executor
         .spawn(async move {
             let _ = async {

@@ -5,6 +5,7 @@
 //! Nothing here parses SMTP; everything here is I/O.
 
 pub mod access;
+pub mod context;
 pub mod listener;
 pub mod local;
 pub mod session;

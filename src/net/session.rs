@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 
+use super::context::{Context, Running};
 use crate::clock::{rfc5322, unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
-use crate::gateway::{Gateway, Running};
 use crate::log::{Escaped, Peer};
 use crate::net::throttle::{Block, Penalty};
 use crate::policy;
@@ -95,7 +95,7 @@ async fn client_name(running: &Running, ip: IpAddr) -> Option<String> {
 /// header in the same reads: the session's (or the handshake's) first octets.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
-    gw: Rc<Gateway>,
+    gw: Rc<Context>,
     service: ServiceName,
     stream: Async<TcpStream>,
     peer: SocketAddr,
@@ -387,7 +387,7 @@ impl Auth {
     /// copy, read again when the file changed; never read on the executor).
     async fn start(
         &mut self,
-        gw: &Gateway,
+        gw: &Context,
         running: &Running,
         session: &Session,
         name: &str,
@@ -456,7 +456,7 @@ fn certificate_identity(cert: &PeerCertificate) -> String {
 /// name (see [`crate::net::throttle`]): a growing delay, then a block; a blocked address
 /// or network ends the connection (false), a blocked user name is answered 454.
 async fn answer_auth(
-    gw: &Gateway,
+    gw: &Context,
     running: &Running,
     session: &mut Session,
     auth: &mut Auth,
@@ -567,7 +567,7 @@ pub const MAX_CONCURRENT_DERIVATIONS: usize = 2;
 
 /// Runs a derivation on the blocking pool, at most [`MAX_CONCURRENT_DERIVATIONS`] at a
 /// time; the executor meanwhile serves everyone else.
-async fn derive(gw: &Gateway, derivation: Derivation) -> DerivedKey {
+async fn derive(gw: &Context, derivation: Derivation) -> DerivedKey {
     let _turn = gw.derivations.acquire().await;
     smol::unblock(move || derivation.run()).await
 }
@@ -785,7 +785,7 @@ fn spool_reply(e: &std::io::Error) -> Reply {
 
 /// Starts a message: a queue id, and our trace header first.
 fn begin_message(
-    gw: &Gateway,
+    gw: &Context,
     host_name: &str,
     client: &Peer,
     helo: &str,
@@ -830,7 +830,7 @@ fn begin_message(
 }
 
 impl Spooling {
-    fn write(&mut self, gw: &Gateway, bytes: &[u8]) {
+    fn write(&mut self, gw: &Context, bytes: &[u8]) {
         if let Store::Memory(buf) = &mut self.store {
             if buf.len() + bytes.len() <= JOURNAL_MESSAGE_MAX {
                 buf.extend_from_slice(bytes);
@@ -873,7 +873,7 @@ impl Spooling {
 /// and hands the message to the queue manager. Only after this returns `Ok` may the client
 /// hear 250.
 async fn commit(
-    gw: &Rc<Gateway>,
+    gw: &Rc<Context>,
     service: ServiceName,
     peer: SocketAddr,
     s: Spooling,
