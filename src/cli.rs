@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::admin::ConsoleDevice;
 use crate::control::Request;
 use crate::secrets::SecretAction;
+use crate::tty::ConsoleDevice;
 use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
 
 /// What the command line asks for.

@@ -13,7 +13,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,16 +21,14 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::clock::mailq_stamp;
 use crate::config::admin::{self, json_string};
 use crate::config::engine::CommitRequest;
 use crate::gateway::Gateway;
+use crate::gateway::socket_path;
 use crate::queue::QueueId;
 use crate::relay::Scheduler;
-use crate::relay::ops::{QueueEntry, QueueOp, Target, qshape};
+use crate::relay::ops::{QueueEntry, QueueOp, Target, list_text, qshape};
 
-/// The socket's name in the state directory.
-pub const SOCKET_NAME: &str = "control.sock";
 /// Longest request line; requests are a few words.
 const MAX_REQUEST: usize = 1024;
 /// Longest request body (a configuration for `config load`): 4 MiB, the stored form's
@@ -38,10 +36,6 @@ const MAX_REQUEST: usize = 1024;
 pub const MAX_BODY: usize = crate::config::slot::MAX_PAYLOAD;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(SOCKET_NAME)
-}
 
 /// A request, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,52 +394,6 @@ pub fn request(
         ))),
         None => Ok(Err(format!("unexpected answer: {text}"))),
     }
-}
-
-/// A listing in the shape of Postfix's `mailq`: `*` marks a message being delivered,
-/// `!` a held one.
-pub fn list_text(entries: &[QueueEntry]) -> String {
-    if entries.is_empty() {
-        return "Mail queue is empty\n".into();
-    }
-    let mut out =
-        String::from("-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-    let mut total = 0u64;
-    for e in entries {
-        total += e.size;
-        let mark = if e.held {
-            "!"
-        } else if e.active {
-            "*"
-        } else {
-            " "
-        };
-        let sender = if e.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &e.sender
-        };
-        out.push_str(&format!(
-            "{}{mark} {:>8} {} {sender}\n",
-            e.id,
-            e.size,
-            mailq_stamp(e.arrived)
-        ));
-        for r in &e.recipients {
-            if let Some(reply) = r.reply.as_ref().filter(|_| r.status != "delivered") {
-                out.push_str(&format!("{:49}({}: {reply})\n", "", r.status));
-            }
-            out.push_str(&format!("{:49}{}\n", "", r.address));
-        }
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "-- {} Kbytes in {} Request{}.\n",
-        total.div_ceil(1024),
-        entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
-    ));
-    out
 }
 
 /// The listing as JSON: an array of messages with their recipients.

@@ -7,7 +7,7 @@
 //! addresses changed (before the commit is written, so a bind that fails refuses the
 //! commit), and hands the new routes to the queue manager.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
-use smol::future::FutureExt as _;
 
 use crate::clock::{mailq_stamp, unix_now};
 use crate::config::engine::{
@@ -31,7 +30,6 @@ use crate::net::context::{Context, Queue, Running};
 use crate::net::listener::{self, Counts};
 use crate::queue::{GroupCommit, Journal, Spool};
 use crate::relay::{QueueStore, Scheduler};
-use crate::signal::{Signal, Signals};
 use crate::token::Token;
 
 /// The length of a minute for `commit confirmed`, in seconds.
@@ -79,6 +77,73 @@ struct Plan {
     removed: Vec<ListenKey>,
 }
 
+/// One console session, for `show users`.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub transport: String,
+    pub user: Option<String>,
+    pub since: u64,
+}
+
+/// What the console sessions share: failed logins in a row (the wait after a failure
+/// grows for every session together) and who is connected.
+#[derive(Default)]
+pub struct Consoles {
+    failures: Cell<u32>,
+    sessions: RefCell<Vec<SessionInfo>>,
+    next: Cell<u64>,
+}
+
+impl Consoles {
+    pub fn register(&self, transport: &str, user: Option<&str>) -> u64 {
+        let id = self.next.get() + 1;
+        self.next.set(id);
+        self.sessions.borrow_mut().push(SessionInfo {
+            id,
+            transport: transport.to_string(),
+            user: user.map(str::to_string),
+            since: unix_now(),
+        });
+        id
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.sessions.borrow_mut().retain(|s| s.id != id);
+    }
+
+    pub fn logged_in(&self, id: u64, user: &str) {
+        if let Some(s) = self.sessions.borrow_mut().iter_mut().find(|s| s.id == id)
+            && s.user.is_none()
+        {
+            s.user = Some(user.to_string());
+        }
+    }
+
+    pub fn transport(&self, id: u64) -> String {
+        self.sessions
+            .borrow()
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(String::new, |s| s.transport.clone())
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.borrow().clone()
+    }
+
+    /// A failed login; the failures in a row so far.
+    pub fn login_failed(&self) -> u32 {
+        let n = self.failures.get().saturating_add(1);
+        self.failures.set(n);
+        n
+    }
+
+    pub fn login_succeeded(&self) {
+        self.failures.set(0);
+    }
+}
+
 /// What every task of the running gateway shares.
 pub struct Gateway {
     /// What the listeners and sessions are given: the running snapshot, the executor,
@@ -97,7 +162,7 @@ pub struct Gateway {
     /// Why the gateway is to stop, once it is.
     stop: smol::channel::Sender<String>,
     /// What the console sessions share.
-    pub admin: crate::admin::Shared,
+    pub consoles: Consoles,
 }
 
 impl Gateway {
@@ -490,6 +555,14 @@ pub fn tighten_modes(state_dir: &Path) {
     }
 }
 
+/// The control socket's name in the state directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Where the control socket is (`drawbridge queue`, `drawbridge cli`).
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
 /// Where the spool lives under the state directory.
 pub fn spool_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("spool")
@@ -503,7 +576,7 @@ pub struct Start {
     /// The board's factory configuration, committed when the slots hold nothing.
     pub factory: Config,
     /// Where the console is; `None` runs without one.
-    pub console: Option<crate::admin::ConsoleDevice>,
+    pub console: Option<crate::tty::ConsoleDevice>,
 }
 
 /// The length of `commit confirmed`'s minute: 60 s, or what a test asks for.
@@ -570,11 +643,37 @@ pub fn open_engine(
     })
 }
 
-/// Runs the gateway until it is told to stop; returns why it stopped. Errors are
-/// start-up errors.
-pub fn run(start: Start) -> io::Result<String> {
+/// A gateway opened: its state directory locked, the configuration engine and the queue
+/// recovered, its listeners bound but not yet serving.
+pub struct Ready {
+    pub gw: Rc<Gateway>,
+    /// Says why the gateway is to stop ([`Gateway::stop`]).
+    pub stopped: smol::channel::Receiver<String>,
+    bound: Vec<(ListenKey, Async<TcpListener>)>,
+    recovered: usize,
+    _lock: StateLock,
+}
+
+impl Ready {
+    /// Serves the bound listeners (once the executor runs) and arms a pending `commit
+    /// confirmed`.
+    pub fn serve(&mut self) {
+        let names: Vec<String> = self.bound.iter().map(|(k, _)| k.to_string()).collect();
+        for (key, l) in self.bound.drain(..) {
+            self.gw.serve_listener(key, l);
+        }
+        self.gw.arm_confirm_timer();
+        log::info!(target: "main", "drawbridge {} started: commit {}, listening on {}",
+            env!("CARGO_PKG_VERSION"), self.gw.running().commit,
+            if names.is_empty() { "nothing".to_string() } else { names.join(", ") });
+        log::info!(target: "main", "starting: {} message(s) recovered from the queue", self.recovered);
+    }
+}
+
+/// Opens the gateway `start` describes. Errors are start-up errors.
+pub fn open(start: &Start) -> io::Result<Ready> {
     let state_dir = start.state_dir.as_path();
-    let _lock = lock_state_dir(state_dir)?;
+    let lock = lock_state_dir(state_dir)?;
     tighten_modes(state_dir);
     let file = start.file.as_ref().map(|(p, c)| (p.as_path(), c.clone()));
     let Opened {
@@ -582,7 +681,7 @@ pub fn run(start: Start) -> io::Result<String> {
         mut engine,
         origin,
         log: lines,
-    } = open_engine(state_dir, file, start.factory).map_err(io::Error::other)?;
+    } = open_engine(state_dir, file, start.factory.clone()).map_err(io::Error::other)?;
     for line in lines {
         log::warn!(target: "config", "{line}");
     }
@@ -672,49 +771,17 @@ pub fn run(start: Start) -> io::Result<String> {
         counts: ServiceName::ALL.map(|s| Rc::new(RefCell::new(Counts::new(s)))),
         confirm_timer: RefCell::new(None),
         stop,
-        admin: crate::admin::Shared::default(),
+        consoles: Consoles::default(),
     });
     scheduler.start();
     let recovered = scheduler.recover(files, journaled);
-    let control = crate::control::bind(state_dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open the control socket: {e}")))?;
-    executor
-        .spawn(crate::control::serve(gw.clone(), control))
-        .detach();
-    let mut signals = Signals::install()?;
-    let names: Vec<String> = bound.iter().map(|(k, _)| k.to_string()).collect();
-    for (key, l) in bound {
-        gw.serve_listener(key, l);
-    }
-    gw.arm_confirm_timer();
-    log::info!(target: "main", "drawbridge {} started: commit {}, listening on {}",
-        env!("CARGO_PKG_VERSION"), commit.sequence,
-        if names.is_empty() { "nothing".to_string() } else { names.join(", ") });
-    log::info!(target: "main", "starting: {recovered} message(s) recovered from the queue");
-    if let Some(device) = start.console.clone()
-        && let Err(e) = crate::admin::spawn_console(&gw, device.clone())
-    {
-        log::error!(target: "console", "cannot open the console {device:?}: {e}");
-    }
-    let why = smol::block_on(executor.run(async {
-        let gw = gw.clone();
-        let stopped = async { stopped.recv().await.unwrap_or_else(|_| "stopped".into()) };
-        let signalled = async {
-            loop {
-                match signals.next().await {
-                    Signal::Hangup => {
-                        log::info!(target: "config", "SIGHUP: reloading the committed configuration");
-                        gw.reload().await;
-                    }
-                    other => break format!("{} received", other.name()),
-                }
-            }
-        };
-        stopped.or(signalled).await
-    }));
-    log::info!(target: "main", "stopping: {why}");
-    crate::control::unbind(state_dir);
-    Ok(why)
+    Ok(Ready {
+        gw,
+        stopped,
+        bound,
+        recovered,
+        _lock: lock,
+    })
 }
 
 #[cfg(test)]

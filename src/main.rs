@@ -114,8 +114,8 @@ fn main() -> ExitCode {
         factory: drawbridge::board::default_config(),
         console: opts.console.clone(),
     };
-    let result = drawbridge::gateway::run(start);
-    drawbridge::admin::tty::restore();
+    let result = drawbridge::daemon::run(start);
+    drawbridge::tty::restore();
     match result {
         Ok(_) if drawbridge::admin::restart_requested() => restart(&args),
         Ok(_) => ExitCode::SUCCESS,
@@ -424,7 +424,7 @@ fn queue(request: &drawbridge::control::Request, state_dir: &std::path::Path) ->
             Err(why) => {
                 eprintln!(
                     "drawbridge: no gateway answers on {}: {e}; {why}",
-                    drawbridge::control::socket_path(state_dir).display()
+                    drawbridge::gateway::socket_path(state_dir).display()
                 );
                 ExitCode::from(2)
             }

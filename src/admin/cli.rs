@@ -11,11 +11,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use super::tty;
+use crate::tty;
 
 /// Runs a console session on the gateway of `state_dir` until it ends.
 pub fn run(state_dir: &Path, login: bool) -> io::Result<()> {
-    let path = crate::control::socket_path(state_dir);
+    let path = crate::gateway::socket_path(state_dir);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(
             e.kind(),

@@ -122,13 +122,13 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
     let shown = crate::console::output::sanitize(user);
     match verdict {
         Ok(Verdict::Accepted { must_change }) => {
-            gw.admin.login_succeeded();
+            gw.consoles.login_succeeded();
             log::info!(target: "console", "{shown} logged in on {transport}{}",
                 if must_change { " with the factory password" } else { "" });
             Answer::LoggedIn { must_change }
         }
         Ok(Verdict::Refused) => {
-            let failures = gw.admin.login_failed();
+            let failures = gw.consoles.login_failed();
             let delay = FIRST_LOGIN_DELAY
                 .saturating_mul(1 << failures.saturating_sub(1).min(16))
                 .min(MAX_LOGIN_DELAY);
@@ -164,7 +164,9 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
     match command {
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
-        Command::ShowQueue { summary: false } => Ok(crate::control::list_text(&scheduler.list())),
+        Command::ShowQueue { summary: false } => {
+            Ok(crate::relay::ops::list_text(&scheduler.list()))
+        }
         Command::ShowQueue { summary: true } => Ok(qshape(&scheduler.list(), unix_now())),
         Command::ShowStats => Ok(crate::stats::text(&crate::stats::report())),
         Command::ClearStats => {
@@ -389,7 +391,7 @@ fn status(gw: &Rc<Gateway>) -> String {
     let _ = writeln!(
         out,
         "Console:        {} session(s)",
-        gw.admin.sessions().len()
+        gw.consoles.sessions().len()
     );
     out
 }
@@ -481,7 +483,7 @@ async fn token_command(gw: &Rc<Gateway>, command: Command) -> Result<String, Str
 
 async fn users(gw: &Rc<Gateway>) -> Result<String, String> {
     let mut out = String::from("Console sessions:\n");
-    for s in gw.admin.sessions() {
+    for s in gw.consoles.sessions() {
         let _ = writeln!(
             out,
             "  {:<16} {:<24} since {}",

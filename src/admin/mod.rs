@@ -20,9 +20,7 @@ pub mod cli;
 pub mod exec;
 pub mod probe;
 pub mod session;
-pub mod tty;
 
-use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -33,9 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_io::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::clock::unix_now;
 use crate::console::Options;
 use crate::gateway::Gateway;
+use crate::tty::{self, ConsoleDevice};
 use session::{Ended, Link};
 
 /// Chunks of terminal bytes waiting in a link's channel, each way.
@@ -45,117 +43,10 @@ const READ_CHUNK: usize = 4096;
 /// Most console sessions at once through the control socket; another is refused.
 pub const MAX_CLI_SESSIONS: usize = 8;
 
-/// Where the board's console is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConsoleDevice {
-    /// Standard input and output (the host board).
-    Stdio,
-    /// A serial device and its speed in bits per second.
-    Serial { path: String, baud: u32 },
-}
-
-/// The line speed of a serial console when none is given.
-pub const DEFAULT_BAUD: u32 = 115_200;
-
-impl ConsoleDevice {
-    /// `stdin`, `DEVICE` or `DEVICE:SPEED`.
-    pub fn parse(text: &str) -> Result<ConsoleDevice, String> {
-        if text == "stdin" || text == "-" {
-            return Ok(ConsoleDevice::Stdio);
-        }
-        let (path, baud) = match text.rsplit_once(':') {
-            Some((p, s)) => {
-                let baud: u32 = s
-                    .parse()
-                    .map_err(|_| format!("'{s}' is not a line speed"))?;
-                if tty::speed(baud).is_none() {
-                    return Err(format!("{baud} is not a serial line speed"));
-                }
-                (p, baud)
-            }
-            None => (text, DEFAULT_BAUD),
-        };
-        if !path.starts_with('/') {
-            return Err(format!("'{path}' is not a device path such as /dev/ttyS0"));
-        }
-        Ok(ConsoleDevice::Serial {
-            path: path.to_string(),
-            baud,
-        })
-    }
-}
-
-/// One console session, for `show users`.
-#[derive(Clone, Debug)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub transport: String,
-    pub user: Option<String>,
-    pub since: u64,
-}
-
-/// What the console sessions share: failed logins in a row (the wait after a failure
-/// grows for every session together) and who is connected.
-#[derive(Default)]
-pub struct Shared {
-    failures: Cell<u32>,
-    sessions: RefCell<Vec<SessionInfo>>,
-    next: Cell<u64>,
-}
-
-impl Shared {
-    fn register(&self, transport: &str, user: Option<&str>) -> u64 {
-        let id = self.next.get() + 1;
-        self.next.set(id);
-        self.sessions.borrow_mut().push(SessionInfo {
-            id,
-            transport: transport.to_string(),
-            user: user.map(str::to_string),
-            since: unix_now(),
-        });
-        id
-    }
-
-    fn unregister(&self, id: u64) {
-        self.sessions.borrow_mut().retain(|s| s.id != id);
-    }
-
-    fn logged_in(&self, id: u64, user: &str) {
-        if let Some(s) = self.sessions.borrow_mut().iter_mut().find(|s| s.id == id)
-            && s.user.is_none()
-        {
-            s.user = Some(user.to_string());
-        }
-    }
-
-    fn transport(&self, id: u64) -> String {
-        self.sessions
-            .borrow()
-            .iter()
-            .find(|s| s.id == id)
-            .map_or_else(String::new, |s| s.transport.clone())
-    }
-
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions.borrow().clone()
-    }
-
-    /// A failed login; the failures in a row so far.
-    fn login_failed(&self) -> u32 {
-        let n = self.failures.get().saturating_add(1);
-        self.failures.set(n);
-        n
-    }
-
-    fn login_succeeded(&self) {
-        self.failures.set(0);
-    }
-}
-
 /// Set when the gateway stops to be started again (`restart`, `factory-reset`).
 static RESTART: AtomicBool = AtomicBool::new(false);
 
-/// Whether the process should start the gateway again once `gateway::run` returns.
+/// Whether the process should start the gateway again once `daemon::run` returns.
 pub fn restart_requested() -> bool {
     RESTART.load(Ordering::SeqCst)
 }
@@ -321,7 +212,7 @@ pub async fn serve_cli(gw: Rc<Gateway>, stream: Async<UnixStream>, line: &str, e
     };
     let root = peer_uid(stream.get_ref()) == Some(0);
     let busy = gw
-        .admin
+        .consoles
         .sessions()
         .iter()
         .filter(|s| s.transport.starts_with("cli"))

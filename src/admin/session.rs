@@ -43,9 +43,9 @@ pub async fn run(gw: Rc<Gateway>, link: &Link, options: Options, transport: &str
     let logs = crate::log::subscribe();
     let preauthenticated = options.user.clone();
     let mut console = Console::new(options);
-    let id = gw.admin.register(transport, preauthenticated.as_deref());
+    let id = gw.consoles.register(transport, preauthenticated.as_deref());
     let ended = drive(&gw, &mut console, link, &logs, id).await;
-    gw.admin.unregister(id);
+    gw.consoles.unregister(id);
     if let Some(user) = console.user() {
         log::info!(target: "console", "{user} logged out from {transport}");
     }
@@ -81,7 +81,7 @@ async fn drive(
                         Request::Run(Command::TestSmtp { .. } | Command::TestDns { .. })
                     );
                     let user = console.user().unwrap_or("-").to_string();
-                    let transport = gw.admin.transport(id);
+                    let transport = gw.consoles.transport(id);
                     pending = Some(Box::pin(exec::answer(gw.clone(), user, transport, request)));
                 }
                 Event::Cancel => {
@@ -94,7 +94,7 @@ async fn drive(
             continue;
         }
         if let Some(user) = console.user() {
-            gw.admin.logged_in(id, user);
+            gw.consoles.logged_in(id, user);
         }
         if (eof || gone) && pending.is_none() {
             return Ended::Gone;

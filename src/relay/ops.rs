@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use super::core::ContentRef;
 use super::{Scheduler, now};
+use crate::clock::mailq_stamp;
 use crate::queue::{Envelope, QueueId, RcptStatus};
 
 /// One recipient as a queue listing shows it.
@@ -297,6 +298,52 @@ pub fn qshape(entries: &[QueueEntry], now: u64) -> String {
         }
         out.push('\n');
     }
+    out
+}
+
+/// A listing in the shape of Postfix's `mailq`: `*` marks a message being delivered,
+/// `!` a held one.
+pub fn list_text(entries: &[QueueEntry]) -> String {
+    if entries.is_empty() {
+        return "Mail queue is empty\n".into();
+    }
+    let mut out =
+        String::from("-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+    let mut total = 0u64;
+    for e in entries {
+        total += e.size;
+        let mark = if e.held {
+            "!"
+        } else if e.active {
+            "*"
+        } else {
+            " "
+        };
+        let sender = if e.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &e.sender
+        };
+        out.push_str(&format!(
+            "{}{mark} {:>8} {} {sender}\n",
+            e.id,
+            e.size,
+            mailq_stamp(e.arrived)
+        ));
+        for r in &e.recipients {
+            if let Some(reply) = r.reply.as_ref().filter(|_| r.status != "delivered") {
+                out.push_str(&format!("{:49}({}: {reply})\n", "", r.status));
+            }
+            out.push_str(&format!("{:49}{}\n", "", r.address));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "-- {} Kbytes in {} Request{}.\n",
+        total.div_ceil(1024),
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" }
+    ));
     out
 }
 

@@ -1,4 +1,5 @@
-//! Terminals: raw mode with termios, a serial device opened at a speed, the window size.
+//! Terminals: where the console is ([`ConsoleDevice`]), raw mode with termios, a serial
+//! device opened at a speed, the window size.
 //!
 //! Raw mode hands every byte to the console as typed (Ctrl-C included) and sends our
 //! CR LF line ends as they are. The terminal's settings before are kept and put back by
@@ -9,6 +10,46 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
+
+/// Where the board's console is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleDevice {
+    /// Standard input and output (the host board).
+    Stdio,
+    /// A serial device and its speed in bits per second.
+    Serial { path: String, baud: u32 },
+}
+
+/// The line speed of a serial console when none is given.
+pub const DEFAULT_BAUD: u32 = 115_200;
+
+impl ConsoleDevice {
+    /// `stdin`, `DEVICE` or `DEVICE:SPEED`.
+    pub fn parse(text: &str) -> Result<ConsoleDevice, String> {
+        if text == "stdin" || text == "-" {
+            return Ok(ConsoleDevice::Stdio);
+        }
+        let (path, baud) = match text.rsplit_once(':') {
+            Some((p, s)) => {
+                let baud: u32 = s
+                    .parse()
+                    .map_err(|_| format!("'{s}' is not a line speed"))?;
+                if speed(baud).is_none() {
+                    return Err(format!("{baud} is not a serial line speed"));
+                }
+                (p, baud)
+            }
+            None => (text, DEFAULT_BAUD),
+        };
+        if !path.starts_with('/') {
+            return Err(format!("'{path}' is not a device path such as /dev/ttyS0"));
+        }
+        Ok(ConsoleDevice::Serial {
+            path: path.to_string(),
+            baud,
+        })
+    }
+}
 
 /// The settings terminals had before raw mode, to put back.
 static SAVED: Mutex<Vec<(RawFd, libc::termios)>> = Mutex::new(Vec::new());
