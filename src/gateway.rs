@@ -21,7 +21,8 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
 
-use crate::clock::{mailq_stamp, unix_now};
+use crate::calendar::mailq_stamp;
+use crate::clock::unix_now;
 use crate::config::engine::{
     Candidate, Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal,
 };

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod board;
+pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod gateway;
 pub mod image;
 pub mod init;
 pub mod log;
+pub mod logtext;
 pub mod net;
 pub mod policy;
 pub mod proxy;

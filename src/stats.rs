@@ -254,13 +254,13 @@ fn rows(r: &Report) -> Vec<(String, u64, u64)> {
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
     let cleared = match r.cleared {
-        Some(t) => format!("since clear ({})", crate::clock::mailq_stamp(t)),
+        Some(t) => format!("since clear ({})", crate::calendar::mailq_stamp(t)),
         None => "since clear (never)".into(),
     };
     let _ = writeln!(
         out,
         "Counters since start ({}) and {cleared}",
-        crate::clock::mailq_stamp(r.started)
+        crate::calendar::mailq_stamp(r.started)
     );
     let rows = rows(r);
     let width = rows

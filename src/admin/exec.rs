@@ -10,8 +10,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::accounts::{self, Verdict};
+use crate::calendar::mailq_stamp;
 use crate::cli::CertificateAction;
-use crate::clock::{mailq_stamp, unix_now};
+use crate::clock::unix_now;
 use crate::config::admin;
 use crate::config::engine::CommitRequest;
 use crate::console::{Answer, Command, MAX_PASTE, Request};

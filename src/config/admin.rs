@@ -8,7 +8,7 @@ use super::Config;
 use super::engine::Commit;
 use super::store::HISTORY;
 use super::text;
-use crate::clock::mailq_stamp;
+use crate::calendar::mailq_stamp;
 
 /// A `config` request on the control socket.
 #[derive(Clone, Debug, PartialEq, Eq)]

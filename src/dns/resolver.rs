@@ -233,7 +233,7 @@ impl Resolver {
                 match with_deadline(open(&transmit), deadline).await {
                     Some(Ok(opened)) => link = Some(opened),
                     Some(Err(error)) => {
-                        log::debug!(target: "dns", "{}: {}", transmit.server, crate::log::Escaped(&error.to_string()));
+                        log::debug!(target: "dns", "{}: {}", transmit.server, crate::logtext::Escaped(&error.to_string()));
                         exchange.handle_transport_error(Instant::now());
                         continue;
                     }
@@ -264,7 +264,7 @@ impl Resolver {
                 }
                 Some(Ok((n, from))) => exchange.handle_input(from, &buffer[..n], now),
                 Some(Err(error)) => {
-                    log::debug!(target: "dns", "receive: {}", crate::log::Escaped(&error.to_string()));
+                    log::debug!(target: "dns", "receive: {}", crate::logtext::Escaped(&error.to_string()));
                     exchange.handle_transport_error(now);
                 }
             }

@@ -16,7 +16,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use super::context::Context;
 use crate::config::{Classification, ServiceName};
 use crate::filter::Decision;
-use crate::log::{Escaped, Peer};
+use crate::logtext::{Escaped, Peer};
 use crate::proxy::{Header, HeaderError, HeaderReader};
 use crate::smtp::reply::Reply;
 

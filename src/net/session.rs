@@ -9,9 +9,10 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 
 use super::context::{Context, Running};
-use crate::clock::{rfc5322, unix_micros_now, unix_now};
+use crate::calendar::rfc5322;
+use crate::clock::{unix_micros_now, unix_now};
 use crate::config::{ChannelKeyword, Config, ServiceName, TlsUse};
-use crate::log::{Escaped, Peer};
+use crate::logtext::{Escaped, Peer};
 use crate::net::throttle::{Block, Penalty};
 use crate::policy;
 use crate::queue::{

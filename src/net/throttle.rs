@@ -93,8 +93,8 @@ impl fmt::Display for Key {
             Key::Address(ip) => write!(f, "address {ip}"),
             Key::Network(ip) if ip.is_ipv4() => write!(f, "network {ip}/{IPV4_NETWORK_BITS}"),
             Key::Network(ip) => write!(f, "network {ip}/{IPV6_NETWORK_BITS}"),
-            Key::User(u) => write!(f, "user {}", crate::log::Escaped(u)),
-            Key::Pair(ip, u) => write!(f, "user {} from {ip}", crate::log::Escaped(u)),
+            Key::User(u) => write!(f, "user {}", crate::logtext::Escaped(u)),
+            Key::Pair(ip, u) => write!(f, "user {} from {ip}", crate::logtext::Escaped(u)),
         }
     }
 }

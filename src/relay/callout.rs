@@ -5,7 +5,7 @@
 //! This is the async layer around [`CalloutClient`]: it connects, keeps a few idle
 //! connections per host for reuse, and caches answers. The protocol is in the core.
 
-use crate::log::Escaped;
+use crate::logtext::Escaped;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write as _};

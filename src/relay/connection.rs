@@ -12,7 +12,7 @@ use smol::Unblock;
 use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
 
-use crate::log::{Escaped, Relay};
+use crate::logtext::{Escaped, Relay};
 use crate::smtp::client::{
     CONTENT_CHUNK, Client, ClientAuth, ClientConfig, ClientEvent, Extensions, OutgoingMessage,
 };
@@ -395,7 +395,7 @@ impl Connection {
                 self.client.tls_established(Instant::now());
             }
             Err(e) => {
-                log::info!(target: "smtp", "TLS handshake with {} failed: {}", Relay(self.peer), crate::log::Escaped(&e.to_string()));
+                log::info!(target: "smtp", "TLS handshake with {} failed: {}", Relay(self.peer), crate::logtext::Escaped(&e.to_string()));
                 self.client.tls_failed(&e.to_string(), Instant::now());
             }
         }

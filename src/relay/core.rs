@@ -39,7 +39,7 @@ use super::dsn::{self, ReportKind};
 use super::ops::{OpError, QueueEntry};
 use super::{DestKey, MAX_RCPTS_PER_TRANSACTION, destination, notify};
 use crate::config::{Config, RelayHost, Route};
-use crate::log::{Escaped, NamedRelay};
+use crate::logtext::{Escaped, NamedRelay};
 use crate::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
 use crate::smtp::client::{OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
@@ -338,7 +338,7 @@ impl QueueCore {
                 "active"
             };
             log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {state})",
-                env.id, crate::log::Escaped(&env.sender), env.size, env.recipients.len());
+                env.id, crate::logtext::Escaped(&env.sender), env.size, env.recipients.len());
             let (id, due, held) = (env.id.clone(), env.next_attempt, env.held);
             self.messages.insert(id.clone(), m);
             self.hold_content(&id);
@@ -357,7 +357,7 @@ impl QueueCore {
     /// Takes a message that was just committed, with its content when it is in memory.
     pub fn submit(&mut self, env: Envelope, memory: Option<Rc<[u8]>>, backing: Backing, now: Time) {
         log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue active)",
-            env.id, crate::log::Escaped(&env.sender), env.size, env.recipients.len());
+            env.id, crate::logtext::Escaped(&env.sender), env.size, env.recipients.len());
         let id = env.id.clone();
         self.messages
             .insert(id.clone(), Message::new(env, backing, memory, Some(now)));

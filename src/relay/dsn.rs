@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 
 use super::notify;
-use crate::clock::rfc5322;
+use crate::calendar::rfc5322;
 use crate::queue::{Envelope, QueueId, RcptStatus, Ret};
 
 /// RFC 5322 §2.1.1: a line is at most 998 octets without its CRLF.

@@ -27,7 +27,7 @@ use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
 use crate::config::{Config, DomainPattern, RelayHost, Route};
 use crate::dns::{DnsError, MxAnswer, Name, Resolver};
-use crate::log::{Escaped, NamedRelay};
+use crate::logtext::{Escaped, NamedRelay};
 use crate::policy::route;
 use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,

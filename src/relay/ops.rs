@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use super::core::ContentRef;
 use super::{Scheduler, now};
-use crate::clock::mailq_stamp;
+use crate::calendar::mailq_stamp;
 use crate::queue::{Envelope, QueueId, RcptStatus};
 
 /// One recipient as a queue listing shows it.

@@ -160,7 +160,7 @@ fn describe(cert: &StoredCert) -> String {
         "{}: {} (expires {}, SHA-256 {})\n",
         cert.name,
         cert.names.join(", "),
-        crate::clock::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
+        crate::calendar::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
         cert.fingerprint_sha256
     )
 }
