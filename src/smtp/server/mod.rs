@@ -7,19 +7,30 @@
 //! the byte pump under the session, then reports the outcome (see `Session`). Nor does it
 //! run SASL mechanisms or know any user: it speaks the AUTH protocol and the layer answers
 //! each step.
+//!
+//! This file holds the `Session` type with its calling order, its configuration, events
+//! and public vocabulary (`handle_input`, `handle_timeout`, `poll_transmit`, `poll_event`,
+//! `poll_timeout`), the command dispatcher and the replies. The rest of the session is
+//! in `framing` (lines, pipelining, timeouts and deadlines), `transaction` (MAIL, RCPT,
+//! DATA, BDAT, RSET and the message content), `auth` (AUTH) and `starttls` (STARTTLS),
+//! each an `impl Session` block over the fields declared here. Invariant: the session
+//! does no I/O and reads no clock, and every byte it writes is a reply built by `Reply`,
+//! in the order of the commands it answers.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::smtp::address::{Path, PathTarget, Recipient};
-use crate::smtp::command::{
-    Command, CommandError, LineError, MAX_COMMAND_LINE, MailParams, Param, ParamError, RcptParams,
-    mail_params, rcpt_params, verb_of,
-};
-use crate::smtp::data::{ContentChecker, ContentError, DataReader};
+use crate::smtp::address::Recipient;
+use crate::smtp::command::{Command, MailParams, RcptParams, verb_of};
+use crate::smtp::data::{ContentChecker, DataReader};
 use crate::smtp::keywords::EhloKeywords;
 use crate::smtp::reply::Reply;
+
+mod auth;
+mod framing;
+mod starttls;
+mod transaction;
 
 /// RFC 4954 §4: a server accepts at least 12288 octets in one line of an AUTH exchange,
 /// without its CRLF (the same bound as `sasl::MAX_RESPONSE_LEN`). While a response line is
@@ -452,191 +463,6 @@ impl Session {
         self.stressed = on;
     }
 
-    /// Accepts the pending `CheckRcpt`, recording `deliver_to` as the recipient of the
-    /// transaction (routing may name our host for one of our address literals). A
-    /// recipient the transaction has already is answered 250 and delivered once.
-    pub fn accept_rcpt(&mut self, deliver_to: String, now: Instant) {
-        match self.wait.take() {
-            Some(Wait::Rcpt { params, .. }) => {
-                if !self.rcpts.iter().any(|(r, _)| *r == deliver_to) {
-                    self.rcpts.push((deliver_to, params));
-                }
-                self.reply(&Reply::new(250, "2.1.5", "Ok"));
-                self.resume(now);
-            }
-            other => {
-                log::warn!("smtp server: accept_rcpt() without a pending RCPT");
-                self.wait = other;
-            }
-        }
-    }
-
-    /// Answers the pending `CheckMail` or `CheckRcpt`.
-    pub fn answer(&mut self, verdict: Verdict, now: Instant) {
-        match self.wait.take() {
-            Some(Wait::Mail { from, params }) => match verdict {
-                Verdict::Accept => {
-                    self.mail = Some((from, params));
-                    self.reply(&Reply::new(250, "2.1.0", "Ok"));
-                }
-                Verdict::Reject(r) => self.reject("MAIL", r, false),
-            },
-            Some(Wait::Rcpt { to, params }) => match verdict {
-                Verdict::Accept => {
-                    self.rcpts.push((to, params));
-                    self.reply(&Reply::new(250, "2.1.5", "Ok"));
-                }
-                Verdict::Reject(r) => self.reject_rcpt("RCPT", &to, r, false),
-            },
-            other => {
-                log::warn!("smtp server: answer() without a pending check");
-                self.wait = other;
-                return;
-            }
-        }
-        self.resume(now);
-    }
-
-    /// Reports the outcome of committing the message of `MessageEnd`: the queue id, or
-    /// the reply to give instead.
-    pub fn commit_done(&mut self, result: Result<String, Reply>, now: Instant) {
-        let Some(Wait::Commit { command }) = self.wait else {
-            log::warn!("smtp server: commit_done() without a pending message");
-            return;
-        };
-        self.wait = None;
-        match result {
-            Ok(id) => self.reply(&Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))),
-            Err(r) => self.reject(command, r, false),
-        }
-        self.resume(now);
-    }
-
-    /// Answers `StartTlsRequested`: queues `220 2.0.0 Ready to start TLS` and drops all
-    /// input after the STARTTLS line. The layer writes the 220, runs the handshake and
-    /// reports with `tls_established` or `tls_failed`.
-    pub fn start_tls(&mut self, now: Instant) {
-        if !matches!(self.wait, Some(Wait::StartTls)) {
-            log::warn!("smtp server: start_tls() without a pending STARTTLS");
-            return;
-        }
-        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
-        self.forget_input();
-        self.wait = Some(Wait::Handshake);
-        self.last_input = now;
-    }
-
-    /// Answers `StartTlsRequested` when TLS cannot start now: `454 4.7.0`, and the session
-    /// goes on in plaintext with what the client sent after STARTTLS.
-    pub fn tls_unavailable(&mut self, now: Instant) {
-        if !matches!(self.wait, Some(Wait::StartTls)) {
-            log::warn!("smtp server: tls_unavailable() without a pending STARTTLS");
-            return;
-        }
-        self.wait = None;
-        let reply = Reply::new(454, "4.7.0", "TLS not available due to temporary reason");
-        self.reject("STARTTLS", reply, false);
-        self.resume(now);
-    }
-
-    /// The handshake after `start_tls` succeeded. RFC 3207 §4.2: everything learnt from
-    /// the client is forgotten (HELO/EHLO and any transaction); nothing is sent, the
-    /// client speaks first with a new EHLO.
-    pub fn tls_established(&mut self, info: TlsInfo, now: Instant) {
-        if !matches!(self.wait, Some(Wait::Handshake)) {
-            log::warn!("smtp server: tls_established() without a pending handshake");
-            return;
-        }
-        self.wait = None;
-        self.forget_input();
-        self.reset_transaction();
-        self.helo = None;
-        self.auth_user = None;
-        self.offered = self.offered.without(EhloKeywords::STARTTLS);
-        self.tls = Some(info);
-        self.last_input = now;
-    }
-
-    /// The handshake after `start_tls` failed: the session closes without a reply (the
-    /// connection is no longer plaintext SMTP) and gives `Closing(TlsFailed)`.
-    pub fn tls_failed(&mut self, _now: Instant) {
-        if !matches!(self.wait, Some(Wait::Handshake)) {
-            log::warn!("smtp server: tls_failed() without a pending handshake");
-            return;
-        }
-        self.close(CloseReason::TlsFailed);
-    }
-
-    /// Answers `AuthStart` or `AuthResponse` with the mechanism's next challenge (raw
-    /// octets): `334 <base64>` is sent and the client's next line becomes `AuthResponse`.
-    pub fn auth_challenge(&mut self, challenge: &[u8], now: Instant) {
-        if !matches!(self.wait, Some(Wait::Auth)) {
-            log::warn!("smtp server: auth_challenge() without a pending AUTH step");
-            return;
-        }
-        self.wait = None;
-        self.send_sasl_data(challenge);
-        self.phase = Phase::AuthResponse;
-        self.resume(now);
-    }
-
-    /// Answers `AuthStart` or `AuthResponse`: the mechanism succeeded for `user`. Without
-    /// `final_data`, `235 2.7.0` is sent at once. With it (SCRAM's server-final message),
-    /// `334 <base64>` is sent and the client must answer with an empty line; only then is
-    /// the session authenticated and 235 sent (anything else: `501 5.5.2`).
-    pub fn auth_success(&mut self, user: String, final_data: Option<&[u8]>, now: Instant) {
-        if !matches!(self.wait, Some(Wait::Auth)) {
-            log::warn!("smtp server: auth_success() without a pending AUTH step");
-            return;
-        }
-        self.wait = None;
-        match final_data {
-            Some(data) => {
-                self.send_sasl_data(data);
-                self.phase = Phase::AuthFinal { user };
-            }
-            None => self.authenticated(user),
-        }
-        self.resume(now);
-    }
-
-    /// Answers `AuthStart` or `AuthResponse`: the exchange failed with `reply` (for
-    /// example `535 5.7.8`, or `501 5.7.0` after the client's `*`). It counts towards the
-    /// error limit, so repeated failures on one connection end in 421. The layer may wait
-    /// before calling this (throttling); the session stays paused meanwhile.
-    pub fn auth_failure(&mut self, reply: Reply, now: Instant) {
-        if !matches!(self.wait, Some(Wait::Auth)) {
-            log::warn!("smtp server: auth_failure() without a pending AUTH step");
-            return;
-        }
-        self.wait = None;
-        self.reject("AUTH", reply, true);
-        if !self.is_closed() {
-            self.resume(now);
-        }
-    }
-
-    /// Whether AUTH succeeded in this session (and since the last TLS handshake): the
-    /// protocol is then ESMTPA, or ESMTPSA under TLS.
-    pub fn is_authenticated(&self) -> bool {
-        self.auth_user.is_some()
-    }
-
-    /// The user AUTH succeeded for.
-    pub fn authenticated_user(&self) -> Option<&str> {
-        self.auth_user.as_deref()
-    }
-
-    /// Whether TLS is active: after `tls_established`, or from the start with `new_tls`.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// The TLS state, once TLS is active.
-    pub fn tls(&self) -> Option<&TlsInfo> {
-        self.tls.as_ref()
-    }
-
     /// Everything to write to the client, in order, or `None` when there is nothing.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {
@@ -678,261 +504,11 @@ impl Session {
 
     // ---- internals ----
 
-    /// Drops unprocessed input and any line being discarded.
-    fn forget_input(&mut self) {
-        self.input = Vec::new();
-        self.discarding = None;
-        self.overrun = false;
-    }
-
     fn greet(&mut self, now: Instant) {
         let text = format!("{} ESMTP drawbridge", self.config.host_name);
         self.reply(&Reply::plain(220, vec![text]));
         self.phase = Phase::Command;
         self.last_input = now;
-    }
-
-    fn session_deadline(&self) -> Option<Instant> {
-        self.start.checked_add(self.config.max_session_time)
-    }
-
-    /// A limit as it applies now: at most `stress_timeout` under stress.
-    fn limit(&self, d: Duration) -> Duration {
-        if self.stressed {
-            d.min(self.config.stress_timeout)
-        } else {
-            d
-        }
-    }
-
-    /// The earlier of the phase's deadlines.
-    fn phase_deadline(&self) -> Option<Instant> {
-        match self.phase_deadlines() {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// The phase's deadlines: for silence (reset by every octet), and for the whole
-    /// command line or message content (which octets do not extend, but for the content's
-    /// minimum rate).
-    fn phase_deadlines(&self) -> (Option<Instant>, Option<Instant>) {
-        match self.phase {
-            Phase::Command | Phase::AuthResponse | Phase::AuthFinal { .. } => {
-                let quiet = self
-                    .last_input
-                    .checked_add(self.limit(self.config.command_timeout));
-                let line = self
-                    .line_started
-                    .and_then(|t| t.checked_add(self.limit(self.config.command_deadline)));
-                (quiet, line)
-            }
-            Phase::Data(_) | Phase::Bdat { .. } => {
-                let quiet = self
-                    .last_input
-                    .checked_add(self.limit(self.config.data_timeout));
-                let rate = u128::from(self.config.min_data_rate.max(1));
-                let credit_micros = u128::from(self.data_octets) * 1_000_000 / rate;
-                let credit =
-                    Duration::from_micros(u64::try_from(credit_micros).unwrap_or(u64::MAX));
-                let whole = self
-                    .data_started
-                    .checked_add(self.limit(self.config.data_deadline))
-                    .and_then(|t| t.checked_add(credit));
-                (quiet, whole)
-            }
-            Phase::Greeting { .. } | Phase::Closed => (None, None),
-        }
-    }
-
-    /// Notes whether a command line is partly read, and since when.
-    fn note_line(&mut self, now: Instant) {
-        let reading_lines = matches!(
-            self.phase,
-            Phase::Command | Phase::AuthResponse | Phase::AuthFinal { .. }
-        );
-        let partial = !self.input.is_empty() || self.discarding.is_some();
-        if reading_lines && partial && self.wait.is_none() {
-            self.line_started.get_or_insert(now);
-        } else {
-            self.line_started = None;
-        }
-    }
-
-    /// Message content begins now (the time of the input or answer being processed).
-    fn start_content(&mut self) {
-        self.data_started = self.last_input;
-        self.data_octets = 0;
-    }
-
-    fn time_out(&mut self, reason: CloseReason) {
-        let command = match self.phase {
-            Phase::Data(_) => "DATA",
-            Phase::Bdat { .. } => "BDAT",
-            Phase::AuthResponse | Phase::AuthFinal { .. } => "AUTH",
-            _ => "CONNECT",
-        };
-        let host = &self.config.host_name;
-        let reply = Reply::new(421, "4.4.2", format!("{host} Error: timeout exceeded"));
-        self.reject(command, reply, false);
-        self.close(reason);
-    }
-
-    /// Continues after the layer answered: processes what arrived meanwhile.
-    fn resume(&mut self, now: Instant) {
-        self.last_input = now;
-        self.line_started = None;
-        if self.overrun {
-            let host = &self.config.host_name;
-            let reply = Reply::new(
-                421,
-                "4.7.0",
-                format!("{host} Error: too much pipelined input"),
-            );
-            self.reject("CONNECT", reply, false);
-            self.close(CloseReason::SessionLimit);
-            return;
-        }
-        self.process();
-        self.note_line(now);
-    }
-
-    /// Runs the state machine over the buffered input until it is used up, the session
-    /// waits for the layer, or it closes.
-    fn process(&mut self) {
-        let mut input = std::mem::take(&mut self.input);
-        let mut pos = 0;
-        while pos < input.len() && self.wait.is_none() && !self.is_closed() {
-            let used = self.step(&input[pos..]);
-            if used == 0 {
-                break;
-            }
-            pos += used;
-        }
-        input.drain(..pos);
-        if self.is_closed() {
-            input.clear();
-        } else if input.len() > MAX_PENDING_INPUT {
-            // Only possible when a wait began with a large input still unread.
-            input.truncate(MAX_PENDING_INPUT);
-            self.overrun = true;
-        }
-        self.input = input;
-        self.flush_data();
-    }
-
-    /// Consumes a prefix of `buf`; 0 when a complete unit needs more bytes.
-    fn step(&mut self, buf: &[u8]) -> usize {
-        match &mut self.phase {
-            Phase::Greeting { .. } | Phase::Closed => buf.len(),
-            Phase::Command => self.command_line(buf),
-            Phase::AuthResponse | Phase::AuthFinal { .. } => self.auth_line(buf),
-            Phase::Data(reader) => match reader.feed(buf, &mut self.data) {
-                Some(used) => {
-                    self.end_data();
-                    used
-                }
-                None => {
-                    self.data_octets = self.data_octets.saturating_add(buf.len() as u64);
-                    buf.len()
-                }
-            },
-            Phase::Bdat { remaining, .. } => {
-                let n = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
-                *remaining -= n as u64;
-                let done = *remaining == 0;
-                self.data_octets = self.data_octets.saturating_add(n as u64);
-                if let Some(checker) = &mut self.bdat {
-                    checker.push(&buf[..n], &mut self.data);
-                }
-                if done {
-                    self.end_chunk();
-                }
-                n
-            }
-        }
-    }
-
-    /// Frames one command line (RFC 5321 §2.3.8: CRLF only) and handles it.
-    fn command_line(&mut self, buf: &[u8]) -> usize {
-        let (used, framed) = self.frame(buf, MAX_COMMAND_LINE);
-        match framed {
-            None => {}
-            Some(Ok(line)) => self.command(line),
-            Some(Err((verb, e))) => self.reject(&verb, e.reply(), true),
-        }
-        used
-    }
-
-    /// Frames one line of an AUTH exchange and handles it.
-    fn auth_line(&mut self, buf: &[u8]) -> usize {
-        // Framing is the same as for commands, with RFC 4954's longer bound.
-        let (used, framed) = self.frame(buf, MAX_AUTH_LINE + 2);
-        let Some(framed) = framed else {
-            return used;
-        };
-        let phase = std::mem::replace(&mut self.phase, Phase::Command);
-        match (framed, phase) {
-            (Ok(b""), Phase::AuthFinal { user }) => self.authenticated(user),
-            (Ok(_), Phase::AuthFinal { .. }) => {
-                let r = Reply::new(501, "5.5.2", "Error: expected an empty line");
-                self.reject("AUTH", r, true);
-            }
-            (Ok(line), _) => {
-                self.event(Event::AuthResponse(line.to_vec()));
-                self.wait = Some(Wait::Auth);
-            }
-            (Err((_, LineError::TooLong)), _) => {
-                let r = Reply::new(500, "5.5.6", "Authentication Exchange line is too long");
-                self.reject("AUTH", r, true);
-            }
-            (Err((_, e)), _) => self.reject("AUTH", e.reply(), true),
-        }
-        used
-    }
-
-    /// Frames one line of at most `limit` octets with its CRLF: `(0, None)` when it needs
-    /// more bytes, `(n, None)` when `n` octets of an over-long line were dropped, else the
-    /// line without CRLF, or what is wrong with it with the verb for logs.
-    #[allow(clippy::type_complexity)]
-    fn frame<'a>(
-        &mut self,
-        buf: &'a [u8],
-        limit: usize,
-    ) -> (usize, Option<Result<&'a [u8], (String, LineError)>>) {
-        let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
-            if self.discarding.is_some() {
-                return (buf.len(), None);
-            }
-            if buf.len() >= limit {
-                // With its LF still to come the line is over the limit: drop it now.
-                self.discarding = Some(verb_of(buf));
-                return (buf.len(), None);
-            }
-            return (0, None);
-        };
-        let line = &buf[..lf];
-        let error = if self.discarding.is_some() || lf + 1 > limit {
-            Some(LineError::TooLong)
-        } else if line.last() != Some(&b'\r') {
-            Some(LineError::BareLf)
-        } else if line[..lf - 1].contains(&b'\r') {
-            Some(LineError::BareCr)
-        } else if line.contains(&0) {
-            Some(LineError::Nul)
-        } else {
-            None
-        };
-        let framed = match error {
-            Some(e) => {
-                let verb = self.discarding.take().unwrap_or_else(|| verb_of(line));
-                Err((verb, e))
-            }
-            None => Ok(&line[..lf - 1]),
-        };
-        (lf + 1, Some(framed))
     }
 
     fn command(&mut self, line: &[u8]) {
@@ -975,49 +551,9 @@ impl Session {
             }
             Command::Mail { path, params } => self.mail(&verb, path, &params),
             Command::Rcpt { path, params } => self.rcpt(&verb, path, &params),
-            Command::Data => {
-                if let Some(refusal) = self.refuse_content() {
-                    return self.reject(&verb, refusal, true);
-                }
-                if self.bdat.is_some() {
-                    let r = Reply::new(503, "5.5.1", "Error: BDAT transfer in progress");
-                    return self.reject(&verb, r, true);
-                }
-                self.event(Event::MessageBegin);
-                self.reply(&Reply::plain(
-                    354,
-                    vec!["End data with <CR><LF>.<CR><LF>".into()],
-                ));
-                let reader =
-                    DataReader::new(self.config.max_line_length, self.config.max_message_size);
-                self.phase = Phase::Data(reader);
-                self.start_content();
-            }
-            Command::Bdat { size, last } => {
-                let refusal = if !self.esmtp() || !self.offered.contains(EhloKeywords::CHUNKING) {
-                    Some(Reply::new(502, "5.5.1", "Error: command not implemented"))
-                } else {
-                    self.refuse_content()
-                };
-                match refusal {
-                    Some(refusal) => self.refuse_chunk(size, last, refusal),
-                    None => {
-                        if self.bdat.is_none() {
-                            self.event(Event::MessageBegin);
-                            let checker = ContentChecker::new(
-                                self.config.max_line_length,
-                                self.config.max_message_size,
-                            );
-                            self.bdat = Some(checker);
-                        }
-                        self.read_chunk(size, last, None);
-                    }
-                }
-            }
-            Command::Rset => {
-                self.reset_transaction();
-                self.reply(&Reply::new(250, "2.0.0", "Ok"));
-            }
+            Command::Data => self.data(&verb),
+            Command::Bdat { size, last } => self.bdat(size, last),
+            Command::Rset => self.rset(),
             Command::Noop => self.reply(&Reply::new(250, "2.0.0", "Ok")),
             Command::Quit => {
                 self.reply(&Reply::new(221, "2.0.0", "Bye"));
@@ -1041,100 +577,6 @@ impl Session {
         }
     }
 
-    /// Reads (or with `refusal`, only consumes) a BDAT chunk of `size` octets.
-    fn read_chunk(&mut self, size: u64, last: bool, refusal: Option<Reply>) {
-        self.start_content();
-        self.phase = Phase::Bdat {
-            remaining: size,
-            chunk: size,
-            last,
-            refusal,
-        };
-        if size == 0 {
-            self.end_chunk();
-        }
-    }
-
-    /// Consumes a BDAT chunk and answers it with `refusal`.
-    fn refuse_chunk(&mut self, size: u64, last: bool, refusal: Reply) {
-        self.read_chunk(size, last, Some(refusal));
-    }
-
-    fn starttls(&mut self, verb: &str) {
-        let refusal = if self.tls.is_some() {
-            Reply::new(503, "5.5.1", "Error: TLS already active")
-        } else if !self.offered.contains(EhloKeywords::STARTTLS) {
-            Reply::new(502, "5.5.1", "Error: command not implemented")
-        } else if !self.esmtp() {
-            Reply::new(503, "5.5.1", "Error: send EHLO first")
-        } else if self.mail.is_some() || self.bdat.is_some() {
-            Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
-        } else {
-            self.event(Event::StartTlsRequested);
-            self.wait = Some(Wait::StartTls);
-            return;
-        };
-        self.reject(verb, refusal, true);
-    }
-
-    /// RFC 4954 §4: AUTH is checked against the session state and the mechanisms offered,
-    /// then handed to the layer.
-    fn auth(&mut self, verb: &str, mechanism: String, initial: Option<Vec<u8>>) {
-        let configured = self
-            .config
-            .auth_mechanisms
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(&mechanism));
-        // AUTH exists when some mechanism is configured, even if none is usable before TLS.
-        let refusal = if !self.offered.contains(EhloKeywords::AUTH)
-            || self.config.auth_mechanisms.is_empty()
-        {
-            Reply::new(502, "5.5.1", "Error: command not implemented")
-        } else if !self.esmtp() {
-            Reply::new(503, "5.5.1", "Error: send EHLO first")
-        } else if self.is_authenticated() {
-            Reply::new(503, "5.5.1", "Error: already authenticated")
-        } else if self.mail.is_some() || self.bdat.is_some() {
-            Reply::new(503, "5.5.1", "Error: MAIL transaction in progress")
-        } else if self.auth_offered().contains(&mechanism) {
-            self.event(Event::AuthStart { mechanism, initial });
-            self.wait = Some(Wait::Auth);
-            return;
-        } else if configured && self.needs_tls(&mechanism) && !self.is_tls() {
-            Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            )
-        } else {
-            Reply::new(504, "5.5.4", "Unrecognized authentication type")
-        };
-        self.reject(verb, refusal, true);
-    }
-
-    fn needs_tls(&self, mechanism: &str) -> bool {
-        self.config
-            .auth_needs_tls
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(mechanism))
-    }
-
-    /// The mechanisms usable now, upper-cased, in configured order: those needing TLS
-    /// only under TLS, EXTERNAL only with a verified client certificate.
-    fn auth_offered(&self) -> Vec<String> {
-        let client_cert = self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.peer_certificate.is_some());
-        self.config
-            .auth_mechanisms
-            .iter()
-            .map(|m| m.to_ascii_uppercase())
-            .filter(|m| self.is_tls() || !self.needs_tls(m))
-            .filter(|m| m != "EXTERNAL" || client_cert)
-            .collect()
-    }
-
     /// The keywords EHLO advertises now: AUTH only with a mechanism to offer.
     fn advertised(&self) -> EhloKeywords {
         if self.auth_offered().is_empty() {
@@ -1142,20 +584,6 @@ impl Session {
         } else {
             self.offered
         }
-    }
-
-    /// Sends `334 <base64 of data>` in one line. The data comes from our own mechanisms
-    /// (at most a SCRAM server-first message), never from the peer, so the line is not cut.
-    fn send_sasl_data(&mut self, data: &[u8]) {
-        self.out.extend_from_slice(b"334 ");
-        self.out
-            .extend_from_slice(crate::sasl::base64::encode(data).as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    fn authenticated(&mut self, user: String) {
-        self.auth_user = Some(user);
-        self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
     }
 
     fn esmtp(&self) -> bool {
@@ -1169,198 +597,6 @@ impl Session {
         } else {
             EhloKeywords::NONE
         }
-    }
-
-    fn mail(&mut self, verb: &str, path: Path, params: &[Param]) {
-        if self.helo.is_none() {
-            return self.reject(
-                verb,
-                Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"),
-                true,
-            );
-        }
-        if self.mail.is_some() {
-            return self.reject(
-                verb,
-                Reply::new(503, "5.5.1", "Error: nested MAIL command"),
-                true,
-            );
-        }
-        if self.config.max_messages > 0 && self.messages >= self.config.max_messages {
-            let r = Reply::new(452, "4.5.3", "Error: too many messages in this session");
-            return self.reject(verb, r, false);
-        }
-        if self.config.require_auth && !self.is_authenticated() {
-            let r = Reply::new(530, "5.7.0", "Authentication required");
-            return self.reject(verb, r, true);
-        }
-        if matches!(path.target, PathTarget::Postmaster(_)) {
-            return self.reject(verb, CommandError::BadSender.reply(), true);
-        }
-        let mut params = match mail_params(params, self.offered_now(), self.config.max_message_size)
-        {
-            Ok(p) => p,
-            Err(e) => return self.reject(verb, e.reply(), e != ParamError::TooBig),
-        };
-        if params.auth.is_some() && !self.is_authenticated() {
-            // RFC 4954 §5: accepted, but treated as `<>` from a client that has not
-            // authenticated.
-            params.auth = Some(String::new());
-        }
-        if !path.target.is_ascii() && !params.smtputf8 {
-            return self.reject(verb, non_ascii_reply(), true);
-        }
-        let from = path.target.to_address();
-        self.event(Event::CheckMail {
-            from: from.clone(),
-            params: params.clone(),
-        });
-        self.wait = Some(Wait::Mail { from, params });
-    }
-
-    fn rcpt(&mut self, verb: &str, path: Path, params: &[Param]) {
-        let Some((_, mail_params)) = &self.mail else {
-            return self.reject(
-                verb,
-                Reply::new(503, "5.5.1", "Error: need MAIL command"),
-                true,
-            );
-        };
-        let smtputf8 = mail_params.smtputf8;
-        if self.bdat.is_some() {
-            return self.reject(
-                verb,
-                Reply::new(503, "5.5.1", "Error: BDAT transfer in progress"),
-                true,
-            );
-        }
-        self.rcpt_seen = true;
-        let written = path.target.to_address();
-        let params = match rcpt_params(params, self.offered_now()) {
-            Ok(p) => p,
-            Err(e) => return self.reject_rcpt(verb, &written, e.reply(), true),
-        };
-        if !path.target.is_ascii() && !smtputf8 {
-            return self.reject_rcpt(verb, &written, non_ascii_reply(), true);
-        }
-        if self.rcpts.len() >= self.config.max_recipients as usize {
-            return self.reject_rcpt(
-                verb,
-                &written,
-                Reply::new(452, "4.5.3", "Error: too many recipients"),
-                false,
-            );
-        }
-        // INVARIANT: the command parser refuses the null path in RCPT.
-        let Some(to) = Recipient::from_target(path.target) else {
-            return self.reject_rcpt(verb, &written, CommandError::BadRecipient.reply(), true);
-        };
-        self.event(Event::CheckRcpt {
-            to: to.clone(),
-            had_source_route: path.had_source_route,
-            params: params.clone(),
-        });
-        self.wait = Some(Wait::Rcpt {
-            to: to.to_string(),
-            params,
-        });
-    }
-
-    /// The refusal of DATA or BDAT for want of recipients, if any.
-    fn refuse_content(&self) -> Option<Reply> {
-        if self.mail.is_none() {
-            Some(Reply::new(503, "5.5.1", "Error: need MAIL command"))
-        } else if !self.rcpts.is_empty() {
-            None
-        } else if self.rcpt_seen {
-            Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-        } else {
-            Some(Reply::new(503, "5.5.1", "Error: need RCPT command"))
-        }
-    }
-
-    /// The end of DATA content has been read.
-    fn end_data(&mut self) {
-        let Phase::Data(reader) = &mut self.phase else {
-            return;
-        };
-        let result = reader.finish();
-        self.phase = Phase::Command;
-        self.end_message(result, "DATA");
-    }
-
-    /// A BDAT chunk has been read in full.
-    fn end_chunk(&mut self) {
-        let Phase::Bdat {
-            chunk,
-            last,
-            refusal,
-            ..
-        } = std::mem::replace(&mut self.phase, Phase::Command)
-        else {
-            return;
-        };
-        if let Some(reply) = refusal {
-            return self.reject("BDAT", reply, true);
-        }
-        let Some(checker) = &mut self.bdat else {
-            // A chunk is accepted only once its checker exists (see `command`).
-            return;
-        };
-        if let Some(e) = checker.error() {
-            self.end_message(Err(e), "BDAT");
-        } else if last {
-            let result = checker.finish();
-            self.end_message(result, "BDAT");
-        } else {
-            self.reply(&Reply::new(
-                250,
-                "2.0.0",
-                format!("{chunk} octets received"),
-            ));
-        }
-    }
-
-    /// Commits or refuses the message whose content has ended; clears the transaction.
-    fn end_message(&mut self, result: Result<u64, ContentError>, command: &'static str) {
-        self.bdat = None;
-        match result {
-            Ok(size) => {
-                // Content is read only after HELO/EHLO and MAIL, so both are set here.
-                let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-                let (from, mail_params) = self.mail.take().unwrap_or_default();
-                let transaction = Transaction {
-                    auth_user: self.auth_user.clone(),
-                    mail_auth: mail_params.auth.clone(),
-                    helo,
-                    esmtp,
-                    from,
-                    mail_params,
-                    rcpts: std::mem::take(&mut self.rcpts),
-                    size,
-                    tls: self.tls.clone(),
-                };
-                self.reset_transaction();
-                self.messages = self.messages.saturating_add(1);
-                self.event(Event::MessageEnd(transaction));
-                self.wait = Some(Wait::Commit { command });
-            }
-            Err(e) => {
-                self.event(Event::MessageAbort);
-                self.reset_transaction();
-                self.reject(command, e.reply(), e.is_protocol_error());
-            }
-        }
-    }
-
-    /// Forgets MAIL and RCPT; a BDAT message under way is aborted.
-    fn reset_transaction(&mut self) {
-        if self.bdat.take().is_some() {
-            self.event(Event::MessageAbort);
-        }
-        self.mail = None;
-        self.rcpts.clear();
-        self.rcpt_seen = false;
     }
 
     fn reply(&mut self, reply: &Reply) {
@@ -1425,11 +661,6 @@ impl Session {
                 .push_back(Event::MessageData(std::mem::take(&mut self.data)));
         }
     }
-}
-
-/// RFC 6531 §3.5: a non-ASCII address needs SMTPUTF8 on MAIL.
-fn non_ascii_reply() -> Reply {
-    Reply::new(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
 }
 
 #[cfg(test)]
