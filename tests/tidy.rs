@@ -108,7 +108,8 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `.rs` files under `path` (or `path` itself), tests files left out.
+/// The `.rs` files under `path` (or `path` itself), tests files (`tests.rs`, `fuzz.rs`
+/// and a module's `tests/` folder) left out.
 fn rust_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
@@ -117,7 +118,9 @@ fn rust_files(path: &Path) -> Vec<PathBuf> {
     for entry in fs::read_dir(path).unwrap() {
         let p = entry.unwrap().path();
         if p.is_dir() {
-            out.extend(rust_files(&p));
+            if p.file_name().is_some_and(|n| n != "tests") {
+                out.extend(rust_files(&p));
+            }
         } else if p.extension().is_some_and(|e| e == "rs")
             && p.file_name()
                 .is_some_and(|n| n != "tests.rs" && n != "fuzz.rs")
