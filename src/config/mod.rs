@@ -268,6 +268,21 @@ pub const DEFAULT_TEXT_LINE: u32 = 1000;
 /// is to pass mail on intact, as Postfix does; a session buffers at most one line.
 pub const DEFAULT_MAX_LINE: u32 = 64 * 1024;
 
+/// Longest certificate name: with the `tls-` prefix of its key's label it stays well
+/// under the token's label limit ([`crate::token::MAX_LABEL_LEN`]).
+pub const MAX_CERTIFICATE_NAME_LEN: usize = 32;
+
+/// Whether `name` can name a stored certificate (`set service NAME certificate NAME`,
+/// the certificate store's directories): 1 to [`MAX_CERTIFICATE_NAME_LEN`] lower-case
+/// ASCII letters, digits and hyphens, safe as a file name and inside a token label.
+pub fn is_certificate_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CERTIFICATE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// One SMTP service (the seeds' dispatcher service) and its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
