@@ -1335,4 +1335,29 @@ mod tests {
             .insert(CHANNEL_LOCAL.into(), Channel::default());
         assert_eq!(cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(), None);
     }
+
+    #[test]
+    fn certificate_names_are_short_lower_case_words() {
+        let longest = "x".repeat(MAX_CERTIFICATE_NAME_LEN);
+        for good in ["mail-2026", "0-self-signed", longest.as_str()] {
+            assert!(is_certificate_name(good), "{good:?}");
+            let line = format!("set service inbound certificate {good}\n");
+            let config = text::parse(&line).unwrap();
+            assert_eq!(
+                config.service(ServiceName::Inbound).certificate.as_deref(),
+                Some(good)
+            );
+        }
+        let too_long = "x".repeat(MAX_CERTIFICATE_NAME_LEN + 1);
+        for bad in ["", "Mail", "a/b", "..", "a.b", "a_b", too_long.as_str()] {
+            assert!(!is_certificate_name(bad), "{bad:?}");
+        }
+        let refused = text::parse("set service inbound certificate Mail-2026\n").unwrap_err();
+        assert!(
+            refused.to_string().contains(
+                "'Mail-2026' is not a certificate name: 1 to 32 lower-case letters, digits and hyphens"
+            ),
+            "{refused}"
+        );
+    }
 }
