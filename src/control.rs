@@ -53,7 +53,7 @@ pub enum Request {
     /// `config …`: see [`admin::ConfigRequest`].
     Config(admin::ConfigRequest),
     /// `certificate …`: an import's PEM chain and key are the body.
-    Certificate(crate::tls::admin::CertificateRequest),
+    Certificate(crate::admin::certificate::CertificateRequest),
     /// `stats [json]`: the counters.
     Stats {
         json: bool,
@@ -95,7 +95,7 @@ impl Request {
             }
             ["config", rest @ ..] => Request::Config(admin::ConfigRequest::parse(rest)?),
             ["certificate", rest @ ..] => {
-                Request::Certificate(crate::tls::admin::CertificateRequest::parse(rest)?)
+                Request::Certificate(crate::admin::certificate::CertificateRequest::parse(rest)?)
             }
             ["stats"] => Request::Stats { json: false },
             ["stats", "json"] => Request::Stats { json: true },

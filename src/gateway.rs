@@ -465,10 +465,10 @@ impl Gateway {
     /// sessions at once.
     pub fn certificate(
         &self,
-        request: &crate::tls::admin::CertificateRequest,
+        request: &crate::admin::certificate::CertificateRequest,
         pem: &str,
     ) -> Result<String, String> {
-        if let crate::tls::admin::CertificateRequest::Delete { name } = request {
+        if let crate::admin::certificate::CertificateRequest::Delete { name } = request {
             let config = self.config();
             if let Some(s) = ServiceName::ALL
                 .into_iter()
@@ -484,7 +484,8 @@ impl Gateway {
             self.token.clone(),
         )
         .map_err(|e| e.to_string())?;
-        let text = crate::tls::admin::execute(&store, request, pem).map_err(|e| e.to_string())?;
+        let text =
+            crate::admin::certificate::execute(&store, request, pem).map_err(|e| e.to_string())?;
         if request.changes_the_store() {
             log::info!(target: "tls", "certificate {}: the services use the store as it is now", request.line());
             let running = self.running();

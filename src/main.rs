@@ -68,7 +68,7 @@ fn main() -> ExitCode {
                 .clone()
                 .unwrap_or_else(drawbridge::board::default_config);
             config.system.token = drawbridge::gateway::token_settings(&state_dir, file.as_ref());
-            return printed(drawbridge::token::admin::token(action, &config, &state_dir));
+            return printed(drawbridge::admin::token::token(action, &config, &state_dir));
         }
         Ok(Command::Image(action)) => return image(&action),
         Ok(Command::SystemUpdate { file, state_dir }) => return system_update(&file, &state_dir),
@@ -176,7 +176,7 @@ fn certificate_command(
     state_dir: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> ExitCode {
-    let (request, pem) = match drawbridge::tls::admin::request_of(action) {
+    let (request, pem) = match drawbridge::admin::certificate::request_of(action) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("drawbridge: {e}");
@@ -195,7 +195,7 @@ fn certificate_command(
         Ok(s) => s,
         Err(code) => return code,
     };
-    printed(drawbridge::tls::admin::offline(
+    printed(drawbridge::admin::certificate::offline(
         &request, &pem, state_dir, &settings,
     ))
 }

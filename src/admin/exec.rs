@@ -335,7 +335,7 @@ async fn password_command(
 /// A certificate command through the gateway, as `drawbridge certificate` does: a change
 /// to the store is served at once.
 async fn certificate(gw: &Rc<Gateway>, action: CertificateAction) -> Result<String, String> {
-    let (request, pem) = smol::unblock(move || crate::tls::admin::request_of(&action)).await?;
+    let (request, pem) = smol::unblock(move || super::certificate::request_of(&action)).await?;
     gw.certificate(&request, &pem)
 }
 
@@ -473,9 +473,9 @@ async fn token_command(gw: &Rc<Gateway>, command: Command) -> Result<String, Str
     let init = command == Command::TokenInitKey;
     smol::unblock(move || {
         if init {
-            crate::token::admin::init_keys(&token, &host_name, &state_dir)
+            super::token::init_keys(&token, &host_name, &state_dir)
         } else {
-            crate::token::admin::login_running(&token, &settings, &state_dir)
+            super::token::login_running(&token, &settings, &state_dir)
         }
     })
     .await

@@ -7,7 +7,9 @@
 //! terminal reads and writes run on threads of their own, never on the executor.
 //! [`exec`] carries out the core's requests against the [`Gateway`]; [`accounts`] keeps
 //! the console logins; [`probe`] is `test smtp` and `test dns`; [`cli`] is the client
-//! end of `drawbridge cli`.
+//! end of `drawbridge cli`. [`token`] and [`certificate`] are the `token …` and
+//! `certificate …` commands, from the command line and the console alike: they work the
+//! token and the certificate store through the TLS layer, which knows nothing of them.
 //!
 //! `drawbridge cli` run by root on the box itself needs no login: the control socket is
 //! readable by its owner only, and root can read and replace every file the login
@@ -16,10 +18,12 @@
 //! and `drawbridge cli --login` asks root to log in too (to commit under a name).
 
 pub mod accounts;
+pub mod certificate;
 pub mod cli;
 pub mod exec;
 pub mod probe;
 pub mod session;
+pub mod token;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;

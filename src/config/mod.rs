@@ -268,6 +268,21 @@ pub const DEFAULT_TEXT_LINE: u32 = 1000;
 /// is to pass mail on intact, as Postfix does; a session buffers at most one line.
 pub const DEFAULT_MAX_LINE: u32 = 64 * 1024;
 
+/// Longest certificate name: with the `tls-` prefix of its key's label it stays well
+/// under the token's label limit ([`crate::token::MAX_LABEL_LEN`]).
+pub const MAX_CERTIFICATE_NAME_LEN: usize = 32;
+
+/// Whether `name` can name a stored certificate (`set service NAME certificate NAME`,
+/// the certificate store's directories): 1 to [`MAX_CERTIFICATE_NAME_LEN`] lower-case
+/// ASCII letters, digits and hyphens, safe as a file name and inside a token label.
+pub fn is_certificate_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CERTIFICATE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// One SMTP service (the seeds' dispatcher service) and its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -1319,5 +1334,30 @@ mod tests {
         cfg.channels
             .insert(CHANNEL_LOCAL.into(), Channel::default());
         assert_eq!(cfg.channel(Some(CHANNEL_LOCAL)).sasl_switch(), None);
+    }
+
+    #[test]
+    fn certificate_names_are_short_lower_case_words() {
+        let longest = "x".repeat(MAX_CERTIFICATE_NAME_LEN);
+        for good in ["mail-2026", "0-self-signed", longest.as_str()] {
+            assert!(is_certificate_name(good), "{good:?}");
+            let line = format!("set service inbound certificate {good}\n");
+            let config = text::parse(&line).unwrap();
+            assert_eq!(
+                config.service(ServiceName::Inbound).certificate.as_deref(),
+                Some(good)
+            );
+        }
+        let too_long = "x".repeat(MAX_CERTIFICATE_NAME_LEN + 1);
+        for bad in ["", "Mail", "a/b", "..", "a.b", "a_b", too_long.as_str()] {
+            assert!(!is_certificate_name(bad), "{bad:?}");
+        }
+        let refused = text::parse("set service inbound certificate Mail-2026\n").unwrap_err();
+        assert!(
+            refused.to_string().contains(
+                "'Mail-2026' is not a certificate name: 1 to 32 lower-case letters, digits and hyphens"
+            ),
+            "{refused}"
+        );
     }
 }

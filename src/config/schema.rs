@@ -505,12 +505,17 @@ const CERTIFICATE_NAME: Kind<String> = Kind {
         suffix: None,
     },
     parse: |t, _| {
-        crate::tls::store::check_name(t)
-            .map(|()| t.to_string())
-            .map_err(|e| LineError::Value {
+        if super::is_certificate_name(t) {
+            Ok(t.to_string())
+        } else {
+            Err(LineError::Value {
                 value: t.to_string(),
-                problem: format!("is not a certificate name: {e}"),
+                problem: format!(
+                    "is not a certificate name: 1 to {} lower-case letters, digits and hyphens",
+                    super::MAX_CERTIFICATE_NAME_LEN
+                ),
             })
+        }
     },
     format: String::clone,
 };

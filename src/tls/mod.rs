@@ -12,7 +12,6 @@
 //! [`open_soft_token`] (which at first boot creates the software token), or a PKCS#11
 //! module.
 
-pub mod admin;
 pub mod cert;
 pub mod config;
 pub mod pem;

@@ -14,13 +14,14 @@ use super::TlsError;
 use super::cert::{CertificateFields, parse_certificate};
 use super::config::{Certificate, MAX_SERVER_CERTIFICATES};
 use super::pem;
+use crate::config::{MAX_CERTIFICATE_NAME_LEN, is_certificate_name};
 use crate::token::x509::{Subject, certificate_request, self_signed_certificate};
 use crate::token::{KeyKind, ObjectClass, ObjectHandle, Token};
 
 /// Most stored certificates: what the server can choose from by SNI.
 pub const MAX_CERTIFICATES: usize = MAX_SERVER_CERTIFICATES;
-/// Longest store name; with the `tls-` prefix it stays well under the token's label limit.
-pub const MAX_NAME_LEN: usize = 32;
+/// Longest store name: the configuration's longest certificate name.
+pub const MAX_NAME_LEN: usize = MAX_CERTIFICATE_NAME_LEN;
 /// Largest DER certificate file read back: 16 KiB covers 8192-bit RSA keys with many names.
 pub const MAX_CERTIFICATE_FILE_LEN: u64 = 16 * 1024;
 /// The name of the certificate made at first boot.
@@ -302,13 +303,10 @@ fn leaf_names(leaf: &CertificateFields) -> Vec<String> {
     }
 }
 
+/// `Ok` for a store name: the configuration's certificate name rule
+/// ([`is_certificate_name`]).
 pub fn check_name(name: &str) -> Result<(), TlsError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if valid {
+    if is_certificate_name(name) {
         Ok(())
     } else {
         Err(TlsError::InvalidName)

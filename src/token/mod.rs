@@ -13,7 +13,6 @@
 //! A token whose calls may wait on a device says so with [`Token::blocks`]; the gateway
 //! then makes those calls off its executor ([`run`], and the TLS layer's handshakes).
 
-pub mod admin;
 pub mod der;
 pub mod pin_file;
 #[cfg(feature = "pkcs11")]

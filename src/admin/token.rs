@@ -5,13 +5,15 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, hmac_key};
 use crate::cli::TokenAction;
 use crate::clock::unix_now;
 use crate::config::{Config, TokenBackend, TokenSettings};
 use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
 use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
 use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
+use crate::token::{
+    CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, TokenError, hmac_key,
+};
 
 /// Carries out one token command for the token `config` names; the text to print.
 pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
@@ -63,12 +65,12 @@ fn pkcs11_for_show(
 ) -> Result<Box<dyn Token>, TlsError> {
     let settings = &config.system.token;
     let module = settings.module.as_deref().ok_or_else(|| {
-        TlsError::Token(super::TokenError::Device(
+        TlsError::Token(TokenError::Device(
             "the pkcs11 token backend needs a module: set system token module PATH".to_string(),
         ))
     })?;
     let label = settings.label.as_deref().unwrap_or(TOKEN_LABEL);
-    let token = super::Pkcs11Token::open(
+    let token = crate::token::Pkcs11Token::open(
         Path::new(module),
         label,
         Some(&state_dir.join(crate::tls::FALLBACK_TOKEN_DIR)),
@@ -83,7 +85,7 @@ fn pkcs11_for_show(
 
 #[cfg(not(feature = "pkcs11"))]
 fn pkcs11_for_show(_: &Config, _: &Path, _: &mut String) -> Result<Box<dyn Token>, TlsError> {
-    Err(TlsError::Token(super::TokenError::Device(
+    Err(TlsError::Token(TokenError::Device(
         "this build has no PKCS#11 support (cargo feature pkcs11)".to_string(),
     )))
 }

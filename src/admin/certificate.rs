@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use super::TlsError;
-use super::open_token;
-use super::setup::STORE_DIR;
-use super::store::{CertStore, StoredCert};
 use crate::cli::CertificateAction;
 use crate::clock::unix_now;
 use crate::config::TokenSettings;
+use crate::tls::setup::STORE_DIR;
+use crate::tls::store::{CertStore, StoredCert};
+use crate::tls::{TlsError, open_token};
 
 /// One certificate command, as it travels on the control socket. An import's PEM chain
 /// and key travel as the request's body.
