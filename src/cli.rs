@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::admin::certificate::CertificateAction;
+use crate::admin::token::TokenAction;
 use crate::control::Request;
 use crate::secrets::SecretAction;
 use crate::tty::ConsoleDevice;
@@ -121,30 +123,6 @@ pub struct ExplainOptions {
     pub outbound: bool,
 }
 
-/// What `drawbridge certificate …` does.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CertificateAction {
-    Show,
-    /// Import a PEM chain (leaf first) and its private key under a name.
-    Import {
-        name: String,
-        chain: PathBuf,
-        key: PathBuf,
-    },
-    /// Print a certificate request (CSR) for a stored certificate's key.
-    Request {
-        name: String,
-    },
-    /// Make a self-signed certificate for a host name when the store is empty.
-    GenerateSelfSigned {
-        host_name: String,
-    },
-    /// Remove a certificate and its key.
-    Delete {
-        name: String,
-    },
-}
-
 /// `drawbridge config …`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfigCommand {
@@ -161,17 +139,6 @@ pub enum ConfigCommand {
     Check(PathBuf),
     /// Print the configuration reference.
     Reference,
-}
-
-/// What `drawbridge token …` does.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum TokenAction {
-    /// Module, slot, label, mechanisms, and which operations run in hardware.
-    Show,
-    /// Log in with the PIN file's PIN and report the gateway's keys.
-    Login,
-    /// Make the keys the gateway needs that are missing.
-    InitKey,
 }
 
 /// The board keeps its state here (`storage.state-dir` of board/<name>.toml).

@@ -172,7 +172,7 @@ fn token_settings(
 /// `drawbridge certificate …`: through the running gateway, which serves a change at
 /// once, else on the state directory.
 fn certificate_command(
-    action: &cli::CertificateAction,
+    action: &drawbridge::admin::certificate::CertificateAction,
     state_dir: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> ExitCode {

@@ -2,14 +2,37 @@
 //! (through its control socket, so that a change is served at once) or, when none runs,
 //! on the state directory itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::cli::CertificateAction;
 use crate::clock::unix_now;
 use crate::config::TokenSettings;
 use crate::tls::setup::STORE_DIR;
 use crate::tls::store::{CertStore, StoredCert};
 use crate::tls::{TlsError, open_token};
+
+/// What `drawbridge certificate …` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CertificateAction {
+    Show,
+    /// Import a PEM chain (leaf first) and its private key under a name.
+    Import {
+        name: String,
+        chain: PathBuf,
+        key: PathBuf,
+    },
+    /// Print a certificate request (CSR) for a stored certificate's key.
+    Request {
+        name: String,
+    },
+    /// Make a self-signed certificate for a host name when the store is empty.
+    GenerateSelfSigned {
+        host_name: String,
+    },
+    /// Remove a certificate and its key.
+    Delete {
+        name: String,
+    },
+}
 
 /// One certificate command, as it travels on the control socket. An import's PEM chain
 /// and key travel as the request's body.

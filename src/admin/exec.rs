@@ -10,8 +10,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::accounts::{self, Verdict};
+use crate::admin::certificate::CertificateAction;
 use crate::calendar::mailq_stamp;
-use crate::cli::CertificateAction;
 use crate::clock::unix_now;
 use crate::config::admin;
 use crate::config::engine::CommitRequest;

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::cli::TokenAction;
 use crate::clock::unix_now;
 use crate::config::{Config, TokenBackend, TokenSettings};
 use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
@@ -14,6 +13,17 @@ use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
 use crate::token::{
     CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, TokenError, hmac_key,
 };
+
+/// What `drawbridge token …` does.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TokenAction {
+    /// Module, slot, label, mechanisms, and which operations run in hardware.
+    Show,
+    /// Log in with the PIN file's PIN and report the gateway's keys.
+    Login,
+    /// Make the keys the gateway needs that are missing.
+    InitKey,
+}
 
 /// Carries out one token command for the token `config` names; the text to print.
 pub fn token(action: TokenAction, config: &Config, state_dir: &Path) -> Result<String, TlsError> {
