@@ -127,7 +127,7 @@ impl Request {
 pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<String, String> {
     match request {
         Request::Config(c) => config(gw, c, body).await,
-        Request::Certificate(c) => gw.certificate(c, body),
+        Request::Certificate(c) => crate::admin::certificate::on_gateway(gw, c, body),
         Request::Stats { json } => {
             let report = crate::stats::report();
             Ok(if *json {

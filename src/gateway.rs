@@ -461,37 +461,11 @@ impl Gateway {
         }
     }
 
-    /// A certificate command on the running gateway's store; a change is served by new
-    /// sessions at once.
-    pub fn certificate(
-        &self,
-        request: &crate::admin::certificate::CertificateRequest,
-        pem: &str,
-    ) -> Result<String, String> {
-        if let crate::admin::certificate::CertificateRequest::Delete { name } = request {
-            let config = self.config();
-            if let Some(s) = ServiceName::ALL
-                .into_iter()
-                .find(|s| config.service(*s).certificate.as_deref() == Some(name.as_str()))
-            {
-                return Err(format!(
-                    "certificate {name} is in use by 'set service {s} certificate {name}': delete that first"
-                ));
-            }
-        }
-        let store = crate::tls::CertStore::open(
-            &self.state_dir.join(crate::tls::setup::STORE_DIR),
-            self.token.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let text =
-            crate::admin::certificate::execute(&store, request, pem).map_err(|e| e.to_string())?;
-        if request.changes_the_store() {
-            log::info!(target: "tls", "certificate {}: the services use the store as it is now", request.line());
-            let running = self.running();
-            self.swap(running.config.clone(), running.commit);
-        }
-        Ok(text)
+    /// New sessions and deliveries use the certificate store as it is now (after a
+    /// certificate command changed it).
+    pub fn reload_certificates(&self) {
+        let running = self.running();
+        self.swap(running.config.clone(), running.commit);
     }
 
     /// Asks the gateway to stop; `run` returns with `why`.

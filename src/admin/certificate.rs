@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::clock::unix_now;
-use crate::config::TokenSettings;
+use crate::config::{ServiceName, TokenSettings};
+use crate::gateway::Gateway;
 use crate::tls::setup::STORE_DIR;
 use crate::tls::store::{CertStore, StoredCert};
 use crate::tls::{TlsError, open_token};
@@ -185,6 +186,30 @@ fn describe(cert: &StoredCert) -> String {
         crate::calendar::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
         cert.fingerprint_sha256
     )
+}
+
+/// A certificate command on the running gateway's store; a change is served by new
+/// sessions at once.
+pub fn on_gateway(gw: &Gateway, request: &CertificateRequest, pem: &str) -> Result<String, String> {
+    if let CertificateRequest::Delete { name } = request {
+        let config = gw.config();
+        if let Some(s) = ServiceName::ALL
+            .into_iter()
+            .find(|s| config.service(*s).certificate.as_deref() == Some(name.as_str()))
+        {
+            return Err(format!(
+                "certificate {name} is in use by 'set service {s} certificate {name}': delete that first"
+            ));
+        }
+    }
+    let store =
+        CertStore::open(&gw.state_dir.join(STORE_DIR), gw.token()).map_err(|e| e.to_string())?;
+    let text = execute(&store, request, pem).map_err(|e| e.to_string())?;
+    if request.changes_the_store() {
+        log::info!(target: "tls", "certificate {}: the services use the store as it is now", request.line());
+        gw.reload_certificates();
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -336,7 +336,7 @@ async fn password_command(
 /// to the store is served at once.
 async fn certificate(gw: &Rc<Gateway>, action: CertificateAction) -> Result<String, String> {
     let (request, pem) = smol::unblock(move || super::certificate::request_of(&action)).await?;
-    gw.certificate(&request, &pem)
+    crate::admin::certificate::on_gateway(gw, &request, &pem)
 }
 
 fn status(gw: &Rc<Gateway>) -> String {
