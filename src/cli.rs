@@ -818,7 +818,7 @@ mod tests {
             Ok(Command::Queue {
                 request: Request::Op(
                     crate::relay::ops::QueueOp::Hold,
-                    crate::relay::ops::Target::One("0000000000ABCDEF".parse().unwrap())
+                    crate::queue::id::Target::One("0000000000ABCDEF".parse().unwrap())
                 ),
                 state_dir: DEFAULT_STATE_DIR.into()
             })

@@ -21,13 +21,15 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::admin::{self, json_string};
+use crate::config::admin;
 use crate::config::engine::CommitRequest;
 use crate::gateway::Gateway;
 use crate::gateway::socket_path;
+use crate::json::json_string;
 use crate::queue::QueueId;
+use crate::queue::id::Target;
 use crate::relay::Scheduler;
-use crate::relay::ops::{QueueEntry, QueueOp, Target, list_text, qshape};
+use crate::relay::ops::{QueueEntry, QueueOp, list_text, qshape};
 
 /// Longest request line; requests are a few words.
 const MAX_REQUEST: usize = 1024;
@@ -174,7 +176,7 @@ async fn config(
             comment,
         } => {
             let mut candidate = gw.candidate();
-            admin::load_into(&mut candidate.config, body, *replace)?;
+            crate::config::text::load_into(&mut candidate.config, body, *replace)?;
             if candidate.config == *gw.config() && confirm.is_none() {
                 return Ok(format!(
                     "commit {}: no change\n",

@@ -23,9 +23,8 @@ use smol::LocalExecutor;
 
 use crate::calendar::mailq_stamp;
 use crate::clock::unix_now;
-use crate::config::engine::{
-    Candidate, Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal,
-};
+use crate::config::Candidate;
+use crate::config::engine::{Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal};
 use crate::config::{Config, ServiceName};
 use crate::net::context::{Context, Queue, Running};
 use crate::net::listener::{self, Counts};

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod gateway;
 pub mod image;
 pub mod init;
+pub mod json;
 pub mod log;
 pub mod logtext;
 pub mod net;

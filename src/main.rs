@@ -390,7 +390,7 @@ fn offline(
             comment,
         } => {
             let mut config = engine.running().clone();
-            admin::load_into(&mut config, body, *replace)?;
+            drawbridge::config::text::load_into(&mut config, body, *replace)?;
             let r = CommitRequest {
                 user,
                 comment: comment.clone(),

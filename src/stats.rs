@@ -280,7 +280,7 @@ fn json_counters(c: &Counters) -> String {
     let table = |t: &BTreeMap<String, u64>| {
         let items: Vec<String> = t
             .iter()
-            .map(|(k, v)| format!("{}:{v}", crate::config::admin::json_string(k)))
+            .map(|(k, v)| format!("{}:{v}", crate::json::json_string(k)))
             .collect();
         format!("{{{}}}", items.join(","))
     };

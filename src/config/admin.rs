@@ -9,6 +9,7 @@ use super::engine::Commit;
 use super::store::HISTORY;
 use super::text;
 use crate::calendar::mailq_stamp;
+use crate::json::json_string;
 
 /// A `config` request on the control socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,20 +99,6 @@ impl ConfigRequest {
     }
 }
 
-/// Applies a loaded text to a candidate: merged onto it (`load merge`), or replacing it
-/// (`load replace`, which starts from the factory values). The text's `set` and
-/// `delete` lines apply in order; a bad line refuses the whole load, naming it.
-pub fn load_into(candidate: &mut Config, text: &str, replace: bool) -> Result<(), String> {
-    let mut loaded = if replace {
-        Config::default()
-    } else {
-        candidate.clone()
-    };
-    text::parse_into(&mut loaded, text).map_err(|e| format!("load: {e}"))?;
-    *candidate = loaded;
-    Ok(())
-}
-
 /// The answer to a commit.
 pub fn committed_text(sequence: u64, confirm: Option<u64>) -> String {
     match confirm {
@@ -176,25 +163,6 @@ pub fn history_text(commits: &[Commit], pending: Option<(u64, u64)>) -> String {
     out
 }
 
-/// A JSON string literal (RFC 8259 §7).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,25 +196,6 @@ mod tests {
             let words: Vec<&str> = bad.split(' ').filter(|w| !w.is_empty()).collect();
             assert!(ConfigRequest::parse(&words).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn load_merges_or_replaces_and_refuses_bad_text_whole() {
-        let mut c = host_default();
-        load_into(&mut c, "set system host-name merged.example\n", false).unwrap();
-        assert_eq!(c.system.host_name, "merged.example");
-        assert_eq!(c.inbound, host_default().inbound);
-        load_into(&mut c, "set service inbound listen 127.0.0.1:25\n", true).unwrap();
-        assert_eq!(c.system, Config::default().system);
-        let before = c.clone();
-        let err = load_into(
-            &mut c,
-            "set system host-name ok.example\nset bogus\n",
-            false,
-        )
-        .unwrap_err();
-        assert!(err.contains("line 2"), "{err}");
-        assert_eq!(c, before);
     }
 
     #[test]

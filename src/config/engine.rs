@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::Candidate;
 use super::Config;
 use super::check::{Problem, check};
 use super::slot::{CommitMeta, MAC_LEN, Record, Seal};
@@ -71,13 +72,6 @@ impl std::fmt::Display for CommitError {
             CommitError::Refused(e) => write!(f, "commit failed: {e}"),
         }
     }
-}
-
-/// A configuration being edited, and the commit it was made from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub base: u64,
-    pub config: Config,
 }
 
 /// What a commit is asked to be.

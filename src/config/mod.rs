@@ -1152,6 +1152,13 @@ impl ServerConfig {
     }
 }
 
+/// A configuration being edited, and the commit it was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub base: u64,
+    pub config: Config,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

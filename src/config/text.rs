@@ -984,5 +984,19 @@ pub fn candidates(config: &Config, words: &[Word]) -> Result<Vec<Candidate>, Lin
     }
 }
 
+/// Applies a loaded text to a candidate: merged onto it (`load merge`), or replacing it
+/// (`load replace`, which starts from the factory values). The text's `set` and
+/// `delete` lines apply in order; a bad line refuses the whole load, naming it.
+pub fn load_into(candidate: &mut Config, text: &str, replace: bool) -> Result<(), String> {
+    let mut loaded = if replace {
+        Config::default()
+    } else {
+        candidate.clone()
+    };
+    parse_into(&mut loaded, text).map_err(|e| format!("load: {e}"))?;
+    *candidate = loaded;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -36,8 +36,8 @@ use output::Pager;
 pub use request::{Answer, Command, Request, Secret, Target};
 use tree::{Action, Mode, PasswordFor, Pipe, SyntaxError};
 
+use crate::config::Candidate;
 use crate::config::Config;
-use crate::config::engine::Candidate;
 use crate::config::text::lex::Word;
 use crate::config::text::{self, Candidate as Completion, END_OF_STATEMENT};
 
@@ -801,7 +801,7 @@ impl Console {
         let Some(editing) = self.editing.as_mut() else {
             return;
         };
-        match crate::config::admin::load_into(&mut editing.candidate.config, text, replace) {
+        match crate::config::text::load_into(&mut editing.candidate.config, text, replace) {
             Ok(()) => self.write_line("load complete"),
             Err(e) => self.error(&format!("error: {e}")),
         }

@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::config::Candidate;
 use crate::config::Config;
-use crate::config::engine::Candidate;
 
 /// A password typed at the console: kept out of `Debug` and never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-pub use crate::relay::ops::Target;
+pub use crate::queue::id::Target;
 
 /// An operational command, parsed and checked, for the gateway to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]

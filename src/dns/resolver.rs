@@ -4,6 +4,7 @@
 //! Single-threaded: share one `Resolver` through `Rc`; its PRNG and cache sit in
 //! `RefCell`s that are never borrowed across an `.await`.
 
+use ring::rand::{SecureRandom, SystemRandom};
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -63,7 +64,7 @@ impl Resolver {
         Resolver {
             servers,
             options,
-            rng: RefCell::new(Prng::from_entropy()),
+            rng: RefCell::new(Prng::from_seed(entropy_seed())),
             cache: RefCell::new(cache),
         }
     }
@@ -209,7 +210,7 @@ impl Resolver {
 
     /// Runs one exchange over real sockets.
     async fn query(&self, name: &Name, record_type: RecordType) -> Result<Response, DnsError> {
-        let seed = super::rng::entropy_seed();
+        let seed = entropy_seed();
         let mut exchange = Exchange::new(
             name.clone(),
             record_type,
@@ -311,9 +312,30 @@ async fn with_deadline<T>(future: impl Future<Output = T>, deadline: Instant) ->
     .await
 }
 
+/// 64 bits from the operating system's random numbers (ring's `SystemRandom`, the one
+/// source of randomness in the firmware). Should the system refuse, the standard
+/// library's hasher keys, which come from the same system call at start, mixed with the
+/// clock.
+pub fn entropy_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if SystemRandom::new().fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, Hasher, RandomState};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(crate::clock::unix_micros_now());
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_exchange_gets_a_fresh_seed() {
+        let seeds: std::collections::HashSet<u64> = (0..64).map(|_| entropy_seed()).collect();
+        assert_eq!(seeds.len(), 64);
+    }
 
     fn mx(preference: u16, exchange: &str) -> Mx {
         Mx {

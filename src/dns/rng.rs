@@ -1,12 +1,10 @@
 //! A small non-cryptographic PRNG (xorshift64*) for query ids and the order of
-//! equal-preference MX records, seeded from the operating system's random numbers
-//! through ring: each exchange gets a fresh seed ([`entropy_seed`]), so an observer of
-//! one exchange's ids learns nothing of the next one's.
+//! equal-preference MX records. The caller seeds it: the resolver gives each exchange a
+//! fresh seed from the operating system's random numbers (`resolver::entropy_seed`), so
+//! an observer of one exchange's ids learns nothing of the next one's.
 //!
 //! Query ids are 16 bits; with a fresh random source port per query (chosen by the
 //! kernel) this is the usual RFC 5452 defence.
-
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// xorshift64* (Vigna 2014): 64 bits of state, period 2^64 − 1.
 #[derive(Clone, Debug)]
@@ -21,12 +19,6 @@ impl Prng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
         Prng(if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z })
-    }
-
-    /// A generator seeded from the operating system's random numbers, through ring (the
-    /// one source of randomness in the firmware).
-    pub fn from_entropy() -> Prng {
-        Prng::from_seed(entropy_seed())
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -61,29 +53,9 @@ impl Prng {
     }
 }
 
-/// 64 bits from the operating system's random numbers (ring's `SystemRandom`). Should
-/// the system refuse, the standard library's hasher keys, which come from the same
-/// system call at start, mixed with the clock.
-pub fn entropy_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if SystemRandom::new().fill(&mut bytes).is_ok() {
-        return u64::from_le_bytes(bytes);
-    }
-    use std::hash::{BuildHasher, Hasher, RandomState};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(crate::clock::unix_micros_now());
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_exchange_gets_a_fresh_seed() {
-        let seeds: std::collections::HashSet<u64> = (0..64).map(|_| entropy_seed()).collect();
-        assert_eq!(seeds.len(), 64);
-    }
 
     #[test]
     fn deterministic_from_seed() {

@@ -302,6 +302,13 @@ static CRC32_TABLES: [[u32; 256]; 8] = {
     tables
 };
 
+/// A message found in the journal at start-up, not yet done.
+pub struct Recovered {
+    pub env: Envelope,
+    pub content: Vec<u8>,
+    pub segment: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

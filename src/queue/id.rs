@@ -125,6 +125,34 @@ impl fmt::Display for QueueId {
     }
 }
 
+/// One queued message, or every one (`all`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    One(QueueId),
+    All,
+}
+
+impl Target {
+    /// `all` or a queue id.
+    pub fn parse(word: &str) -> Result<Target, String> {
+        if word.eq_ignore_ascii_case("all") {
+            return Ok(Target::All);
+        }
+        word.parse()
+            .map(Target::One)
+            .map_err(|e| format!("'{word}' is not a queue id: {e}"))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::One(id) => id.fmt(f),
+            Target::All => f.write_str("all"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::envelope::{Envelope, crc32};
+use super::envelope::{Envelope, Recovered, crc32};
 use super::id::QueueId;
 
 /// The journal's folder under the spool directory.
@@ -49,13 +49,6 @@ const MAGIC: [u8; 4] = *b"DBJ1";
 const HEADER_LEN: usize = 16;
 const KIND_MESSAGE: u8 = 1;
 const KIND_DONE: u8 = 2;
-
-/// A message found in the journal at start-up, not yet done.
-pub struct Recovered {
-    pub env: Envelope,
-    pub content: Vec<u8>,
-    pub segment: u64,
-}
 
 /// One segment file and how many of its messages are not yet done.
 struct Segment {

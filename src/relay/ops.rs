@@ -11,6 +11,7 @@ use std::rc::Rc;
 use super::core::ContentRef;
 use super::{Scheduler, now};
 use crate::calendar::mailq_stamp;
+use crate::queue::id::Target;
 use crate::queue::{Envelope, QueueId, RcptStatus};
 
 /// One recipient as a queue listing shows it.
@@ -69,34 +70,6 @@ impl QueueEntry {
                     }
                 })
                 .collect(),
-        }
-    }
-}
-
-/// One queued message, or every one (`all`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    One(QueueId),
-    All,
-}
-
-impl Target {
-    /// `all` or a queue id.
-    pub fn parse(word: &str) -> Result<Target, String> {
-        if word.eq_ignore_ascii_case("all") {
-            return Ok(Target::All);
-        }
-        word.parse()
-            .map(Target::One)
-            .map_err(|e| format!("'{word}' is not a queue id: {e}"))
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::One(id) => id.fmt(f),
-            Target::All => f.write_str("all"),
         }
     }
 }

@@ -1695,3 +1695,22 @@ fn every_leaf_has_help_and_every_value_an_expectation() {
     }
     walk(schema::ROOT, "set");
 }
+
+#[test]
+fn load_merges_or_replaces_and_refuses_bad_text_whole() {
+    let mut c = host_default();
+    load_into(&mut c, "set system host-name merged.example\n", false).unwrap();
+    assert_eq!(c.system.host_name, "merged.example");
+    assert_eq!(c.inbound, host_default().inbound);
+    load_into(&mut c, "set service inbound listen 127.0.0.1:25\n", true).unwrap();
+    assert_eq!(c.system, Config::default().system);
+    let before = c.clone();
+    let err = load_into(
+        &mut c,
+        "set system host-name ok.example\nset bogus\n",
+        false,
+    )
+    .unwrap_err();
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(c, before);
+}

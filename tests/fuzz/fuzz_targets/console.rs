@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use drawbridge::config::engine::Candidate;
+use drawbridge::config::Candidate;
 use drawbridge::config::host_default;
 use drawbridge::console::request::{Answer, Command, Request};
 use drawbridge::console::{Console, Event, MAX_TYPEAHEAD, Options};
