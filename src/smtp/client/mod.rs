@@ -15,6 +15,7 @@
 //! its opening and STARTTLS.
 
 mod auth;
+pub mod callout;
 pub mod connection;
 pub mod extensions;
 mod stuffer;

@@ -3,11 +3,15 @@
 //!
 //! Bytes and time in; commands, verdicts and deadlines out. It knows nothing about
 //! sockets, the verdict cache or which hosts exist. One connection answers many verifies.
+//! The greeting, EHLO/HELO, reply reading, deadlines and QUIT are the delivery client's
+//! too: both stand on [`ClientConnection`]; only the verify commands are here.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::smtp::client_reply::{ReplyError, ReplyReader};
+use crate::smtp::client::connection::{
+    ClientCommand, ClientConnection, ConnectionFailure as Failure, Expect, Turn,
+};
 use crate::smtp::reply::Reply;
 
 /// RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets, so an
@@ -61,64 +65,20 @@ pub enum CalloutEvent {
     Closed(Option<Reply>),
 }
 
-/// A reply the server owes us, in the order the commands went out.
+/// A command of a verify: what the reply the server owes us is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    Greeting,
-    Ehlo,
-    Helo,
+enum Command {
     Mail,
     Rcpt,
     Rset,
-    Quit,
 }
 
-impl Expect {
+impl ClientCommand for Command {
     fn stage(self) -> &'static str {
         match self {
-            Expect::Greeting => "greeting",
-            Expect::Ehlo => "EHLO",
-            Expect::Helo => "HELO",
-            Expect::Mail => "MAIL",
-            Expect::Rcpt => "RCPT",
-            Expect::Rset => "RSET",
-            Expect::Quit => "QUIT",
-        }
-    }
-}
-
-/// Why a connection ends early; each knows the reply in-flight verifies get.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Failure {
-    /// No reply within `reply_timeout`.
-    Timeout(Expect),
-    /// The server closed the connection.
-    ConnectionLost(Option<Expect>),
-    /// The server's bytes are not a reply.
-    Malformed(ReplyError),
-    /// Bytes when no reply was owed, or a 3xx to a command that has none.
-    Unexpected,
-    /// The server refused RSET, so the next verify cannot start clean.
-    RsetRefused(Reply),
-}
-
-impl Failure {
-    fn reply(&self) -> Reply {
-        match self {
-            Failure::Timeout(expect) => Reply::new(
-                451,
-                "4.4.2",
-                format!("Timeout waiting for {} reply", expect.stage()),
-            ),
-            Failure::ConnectionLost(Some(expect)) => Reply::new(
-                451,
-                "4.4.2",
-                format!("Connection lost while waiting for {} reply", expect.stage()),
-            ),
-            Failure::ConnectionLost(None) => Reply::new(451, "4.4.2", "Connection lost"),
-            Failure::Malformed(error) => error.reply(),
-            Failure::Unexpected => Reply::new(451, "4.5.0", "Protocol error: unexpected reply"),
-            Failure::RsetRefused(reply) => reply.clone(),
+            Command::Mail => "MAIL",
+            Command::Rcpt => "RCPT",
+            Command::Rset => "RSET",
         }
     }
 }
@@ -164,16 +124,11 @@ struct InFlight {
 pub struct CalloutClient {
     config: CalloutConfig,
     phase: Phase,
-    reader: ReplyReader,
+    /// The greeting, EHLO/HELO, replies owed, commands held, bytes out and the deadline.
+    conn: ClientConnection<Command>,
     pipelining: bool,
-    /// Replies the server owes, oldest first.
-    expected: VecDeque<Expect>,
-    /// Commands held back until the previous reply (no PIPELINING).
-    held: VecDeque<(Expect, Vec<u8>)>,
     in_flight: Option<InFlight>,
     queued: VecDeque<String>,
-    deadline: Option<Instant>,
-    transmit: VecDeque<Vec<u8>>,
     events: VecDeque<CalloutEvent>,
 }
 
@@ -181,16 +136,12 @@ impl CalloutClient {
     /// Starts waiting for the server's greeting.
     pub fn new(config: CalloutConfig, now: Instant) -> CalloutClient {
         let mut client = CalloutClient {
+            conn: ClientConnection::new(config.helo_name.clone()),
             config,
             phase: Phase::Opening,
-            reader: ReplyReader::new(),
             pipelining: false,
-            expected: VecDeque::from([Expect::Greeting]),
-            held: VecDeque::new(),
             in_flight: None,
             queued: VecDeque::new(),
-            deadline: None,
-            transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
         client.arm(now);
@@ -201,15 +152,8 @@ impl CalloutClient {
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         let mut input = bytes;
         while !input.is_empty() && self.phase != Phase::Closed {
-            if self.expected.is_empty() {
-                // Nothing is owed: a confused or injecting server.
-                self.fail(Failure::Unexpected);
-                return;
-            }
-            match self.reader.read(&mut input) {
-                Ok(Some(reply)) => self.on_reply(reply, now),
-                Ok(None) => {}
-                Err(error) => self.fail(Failure::Malformed(error)),
+            if let Some(turn) = self.conn.read(&mut input) {
+                self.on_turn(turn, now);
             }
         }
     }
@@ -219,14 +163,10 @@ impl CalloutClient {
         if self.phase == Phase::Closed {
             return;
         }
-        match self.deadline {
-            Some(deadline) if now >= deadline => {}
-            _ => return,
-        }
-        match self.expected.front().copied() {
-            None => self.deadline = None,
+        match self.conn.expired(now) {
+            None => {}
             Some(Expect::Quit) => self.close(None),
-            Some(expect) => self.fail(Failure::Timeout(expect)),
+            Some(expect) => self.fail(Failure::Timeout(expect.stage())),
         }
     }
 
@@ -236,8 +176,8 @@ impl CalloutClient {
             Phase::Closed => {}
             Phase::Quitting => self.close(None),
             Phase::Opening | Phase::Open => {
-                let expect = self.expected.front().copied();
-                self.fail(Failure::ConnectionLost(expect));
+                let stage = self.conn.owed().map(Expect::stage);
+                self.fail(Failure::ConnectionLost(stage));
             }
         }
     }
@@ -281,8 +221,7 @@ impl CalloutClient {
                 self.close(None);
             }
             Phase::Open => {
-                self.transmit.push_back(b"QUIT\r\n".to_vec());
-                self.expected.push_back(Expect::Quit);
+                self.conn.quit();
                 self.phase = Phase::Quitting;
                 self.arm(now);
             }
@@ -306,7 +245,7 @@ impl CalloutClient {
 
     /// The next bytes to write to the server, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        self.conn.poll_transmit()
     }
 
     pub fn poll_event(&mut self) -> Option<CalloutEvent> {
@@ -318,33 +257,14 @@ impl CalloutClient {
         if self.phase == Phase::Closed {
             None
         } else {
-            self.deadline
+            self.conn.deadline()
         }
     }
 
-    /// Arms the deadline for the reply at the head of `expected`.
+    /// Arms the deadline for the reply owed first: any reply may take `reply_timeout`.
     fn arm(&mut self, now: Instant) {
-        self.deadline = if self.expected.is_empty() {
-            None
-        } else {
-            // A timeout too large for the clock means none.
-            now.checked_add(self.config.reply_timeout)
-        };
-    }
-
-    fn send_command(&mut self, expect: Expect, line: Vec<u8>) {
-        self.transmit.push_back(line);
-        self.expected.push_back(expect);
-    }
-
-    /// Sends the next held command if no reply is owed (lock-step without PIPELINING).
-    fn send_held(&mut self) {
-        if !self.expected.is_empty() {
-            return;
-        }
-        if let Some((expect, line)) = self.held.pop_front() {
-            self.send_command(expect, line);
-        }
+        let timeout = self.config.reply_timeout;
+        self.conn.arm(now, |_| timeout);
     }
 
     /// Starts the next queued verify when the connection is open and none is in flight.
@@ -355,23 +275,13 @@ impl CalloutClient {
         let Some(rcpt) = self.queued.pop_front() else {
             return;
         };
-        let commands = [
-            (Expect::Mail, b"MAIL FROM:<>\r\n".to_vec()),
-            (Expect::Rcpt, format!("RCPT TO:<{rcpt}>\r\n").into_bytes()),
-            (Expect::Rset, b"RSET\r\n".to_vec()),
+        // RFC 2920 §3.1: with PIPELINING the three go out in one write.
+        let commands = vec![
+            (Command::Mail, b"MAIL FROM:<>\r\n".to_vec()),
+            (Command::Rcpt, format!("RCPT TO:<{rcpt}>\r\n").into_bytes()),
+            (Command::Rset, b"RSET\r\n".to_vec()),
         ];
-        if self.pipelining {
-            // RFC 2920 §3.1: the three go out in one write.
-            let mut batch = Vec::with_capacity(commands.iter().map(|(_, line)| line.len()).sum());
-            for (expect, line) in commands {
-                batch.extend_from_slice(&line);
-                self.expected.push_back(expect);
-            }
-            self.transmit.push_back(batch);
-        } else {
-            self.held.extend(commands);
-            self.send_held();
-        }
+        self.conn.send_group(commands, self.pipelining);
         self.in_flight = Some(InFlight {
             rcpt,
             mail: None,
@@ -380,58 +290,45 @@ impl CalloutClient {
         self.arm(now);
     }
 
-    fn on_reply(&mut self, reply: Reply, now: Instant) {
-        let Some(expect) = self.expected.pop_front() else {
-            self.fail(Failure::Unexpected);
-            return;
-        };
-        if expect == Expect::Quit {
-            self.close(None);
-            return;
-        }
-        if reply.code == 421 {
-            // RFC 5321 §3.8: the server is closing the connection.
-            self.answer_pending(&reply);
-            self.close(Some(reply));
-            return;
-        }
-        // RFC 5321 §4.2.1: only DATA gets an intermediate reply, and we send no DATA.
-        if expect != Expect::Greeting && reply.code / 100 == 3 {
-            self.fail(Failure::Unexpected);
-            return;
-        }
-        match expect {
-            Expect::Greeting if reply.code == 220 => {
-                let line = format!("EHLO {}\r\n", self.config.helo_name).into_bytes();
-                self.send_command(Expect::Ehlo, line);
+    fn on_turn(&mut self, turn: Turn<Command>, now: Instant) {
+        match turn {
+            Turn::Handled => {}
+            Turn::QuitAnswered => {
+                self.close(None);
+                return;
             }
-            Expect::Ehlo if reply.is_positive() => self.open(offers_pipelining(&reply), now),
-            Expect::Ehlo if reply.is_permanent() => {
-                // RFC 5321 §4.1.4: an older server; fall back to HELO.
-                let line = format!("HELO {}\r\n", self.config.helo_name).into_bytes();
-                self.send_command(Expect::Helo, line);
+            Turn::Failed(failure) => {
+                self.fail(failure);
+                return;
             }
-            Expect::Helo if reply.is_positive() => self.open(false, now),
-            Expect::Greeting | Expect::Ehlo | Expect::Helo => {
-                // RFC 5321 §3.1: the server will not talk to us; say goodbye.
-                self.transmit.push_back(b"QUIT\r\n".to_vec());
+            Turn::Closing(reply) => {
+                // RFC 5321 §3.8: the server is closing the connection.
                 self.answer_pending(&reply);
                 self.close(Some(reply));
                 return;
             }
-            Expect::Mail => self.on_mail(reply),
-            Expect::Rcpt => self.on_rcpt(reply),
-            Expect::Rset => {
+            Turn::Refused(reply) => {
+                // RFC 5321 §3.1: the server will not talk to us; say goodbye.
+                self.conn.say_quit();
+                self.answer_pending(&reply);
+                self.close(Some(reply));
+                return;
+            }
+            Turn::Greeted(ext) => self.open(ext.pipelining, now),
+            Turn::Reply(Command::Mail, reply) => self.on_mail(reply),
+            Turn::Reply(Command::Rcpt, reply) => self.on_rcpt(reply),
+            Turn::Reply(Command::Rset, reply) => {
                 self.answer_pending_in_flight(&reply);
                 self.in_flight = None;
                 if !reply.is_positive() {
-                    self.fail(Failure::RsetRefused(reply));
+                    // The next verify cannot start clean.
+                    self.answer_pending(&reply);
+                    self.close(Some(reply));
                     return;
                 }
             }
-            Expect::Quit => {}
         }
-        self.send_held();
+        self.conn.send_held();
         self.start_next(now);
         self.arm(now);
     }
@@ -453,7 +350,7 @@ impl CalloutClient {
         }
         // The null sender refused: nothing can be learnt of the recipient here.
         // Without PIPELINING the RCPT is not sent at all; RSET still is.
-        self.held.retain(|(expect, _)| *expect != Expect::Rcpt);
+        self.conn.retain_held(|command| command != Command::Rcpt);
         flight.mail = Some(reply.clone());
         self.answer_in_flight(CalloutOutcome::Unsure(reply));
     }
@@ -522,26 +419,15 @@ impl CalloutClient {
             self.answer_pending(&reply);
         }
         self.phase = Phase::Closed;
-        self.expected.clear();
-        self.held.clear();
-        self.deadline = None;
+        self.conn.close();
         self.events.push_back(CalloutEvent::Closed(reason));
     }
-}
-
-/// RFC 2920 §2: PIPELINING as a keyword line of a positive EHLO reply; the first line
-/// names the server.
-fn offers_pipelining(reply: &Reply) -> bool {
-    reply.lines.iter().skip(1).any(|line| {
-        line.split_ascii_whitespace()
-            .next()
-            .is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::client_reply::ReplyError;
 
     fn config() -> CalloutConfig {
         CalloutConfig {
