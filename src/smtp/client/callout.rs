@@ -119,7 +119,7 @@ struct InFlight {
 ///    (`is_closed()`), write what `poll_transmit()` still gives and close the socket.
 ///    Every verify pending at that point has been answered `Unsure`.
 ///
-/// Memory: the reply reader (see [`ReplyReader`]), at most [`MAX_QUEUED_VERIFIES`]
+/// Memory: the reply reader (see [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), at most [`MAX_QUEUED_VERIFIES`]
 /// queued addresses, and a few commands of at most 270 octets.
 pub struct CalloutClient {
     config: CalloutConfig,

@@ -240,7 +240,7 @@ impl<C: ClientCommand> ClientConnection<C> {
 
     /// A reply is owed for something already written, without writing a command (the
     /// final reply after message content).
-    pub fn expect(&mut self, command: C) {
+    pub fn expect_reply(&mut self, command: C) {
         self.expected.push_back(Expect::Command(command));
     }
 

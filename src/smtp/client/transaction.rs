@@ -307,7 +307,7 @@ impl Client {
         if reply.code == 354 {
             if accepted > 0 {
                 self.data = Some(Stuffer::new());
-                self.conn.expect(Command::EndOfData);
+                self.conn.expect_reply(Command::EndOfData);
                 self.events.push_back(ClientEvent::SendContent);
             } else {
                 // RFC 2920 §3.1: no recipient was accepted, yet the server wants data;

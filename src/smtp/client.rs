@@ -8,11 +8,12 @@
 //! about sockets, TLS libraries, DNS or the queue.
 
 //!
-//! The folder by responsibility: [`connection`] is the connection skeleton shared with
-//! the recipient verification client (greeting, EHLO/HELO, replies, deadlines, QUIT);
-//! [`extensions`] reads the EHLO reply; `transaction` runs MAIL, RCPT and DATA with the
-//! content dot-stuffed by `stuffer`; `auth` logs in; this file holds the `Client` type,
-//! its opening and STARTTLS.
+//! Its parts, in `client/` by responsibility: [`connection`] is the connection core
+//! shared with the recipient verification client [`callout`] (greeting, EHLO/HELO,
+//! replies, deadlines, command output, QUIT); [`extensions`] reads the EHLO reply;
+//! `transaction` runs MAIL, RCPT and DATA, the content dot-stuffed by `stuffer`; `auth`
+//! logs in; `tests` holds the transcript tests. This file holds the `Client` type, its
+//! opening and STARTTLS.
 
 mod auth;
 pub mod callout;
@@ -316,7 +317,7 @@ enum Phase {
 /// `end_content` arms the final-dot deadline, `data_done_timeout`.
 ///
 /// Memory: the reply reader (511 octets plus at most 64 buffered lines, see
-/// [`ReplyReader`]), one stuffed piece at a time (at most 128 KiB + 7 octets), and
+/// [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), one stuffed piece at a time (at most 128 KiB + 7 octets), and
 /// commands and states in proportion to the recipients of the message, which come from
 /// our queue, never from the server.
 pub struct Client {
