@@ -90,7 +90,7 @@ impl ConnectionFailure {
 }
 
 /// What one reply read from the server means to the client.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Turn<C> {
     /// The connection core took care of it (EHLO after the greeting, HELO after a refused
     /// EHLO): the client only goes on as after any reply.
@@ -147,7 +147,8 @@ impl<C: ClientCommand> ClientConnection<C> {
     }
 
     /// Reads the next reply from the front of `input`, moving `input` past what was read.
-    /// `None` means more bytes are needed (all of `input` was taken).
+    /// `None` means more bytes are needed (all of `input` was taken). After
+    /// [`Turn::Failed`] the connection must end: what is left of `input` is not read.
     pub fn read(&mut self, input: &mut &[u8]) -> Option<Turn<C>> {
         if self.expected.is_empty() {
             // Nothing is owed: a confused or injecting server.
@@ -353,5 +354,195 @@ impl<C: ClientCommand> ClientConnection<C> {
         self.expected.clear();
         self.held.clear();
         self.deadline = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Cmd {
+        Noop,
+        Data,
+    }
+
+    impl ClientCommand for Cmd {
+        fn stage(self) -> &'static str {
+            match self {
+                Cmd::Noop => "NOOP",
+                Cmd::Data => "DATA",
+            }
+        }
+
+        fn fits(self, reply: &Reply) -> bool {
+            self == Cmd::Data || reply.code / 100 != 3
+        }
+    }
+
+    /// A reply without an enhanced code.
+    fn plain(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        }
+    }
+
+    fn written(conn: &mut ClientConnection<Cmd>) -> Vec<u8> {
+        std::iter::from_fn(|| conn.poll_transmit())
+            .flatten()
+            .collect()
+    }
+
+    /// Every turn `server` gives, cut at `cuts`.
+    fn turns(conn: &mut ClientConnection<Cmd>, server: &[u8], cuts: &[usize]) -> Vec<Turn<Cmd>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for end in cuts.iter().copied().chain([server.len()]) {
+            let mut input = &server[start..end];
+            while !input.is_empty() {
+                // A failure ends the connection: the client reads no further.
+                match conn.read(&mut input) {
+                    Some(Turn::Failed(failure)) => {
+                        out.push(Turn::Failed(failure));
+                        return out;
+                    }
+                    turn => out.extend(turn),
+                }
+            }
+            start = end;
+        }
+        out
+    }
+
+    #[test]
+    fn greeting_ehlo_and_helo_fallback_read_the_same_however_cut() {
+        let server = b"220 mx\r\n502 5.5.2 What\r\n250 mx\r\n";
+        let whole = turns(&mut ClientConnection::new("gw".into()), server, &[]);
+        assert_eq!(
+            whole,
+            vec![
+                Turn::Handled,
+                Turn::Handled,
+                Turn::Greeted(Extensions::default())
+            ]
+        );
+        for i in 0..=server.len() {
+            let mut conn = ClientConnection::new("gw".into());
+            assert_eq!(turns(&mut conn, server, &[i]), whole, "split at {i}");
+            assert_eq!(written(&mut conn), b"EHLO gw\r\nHELO gw\r\n");
+        }
+    }
+
+    #[test]
+    fn ehlo_keywords_and_refusals() {
+        let mut conn = ClientConnection::<Cmd>::new("gw".into());
+        let got = turns(&mut conn, b"220 mx\r\n250-mx\r\n250 pipelining\r\n", &[]);
+        let Some(Turn::Greeted(ext)) = got.last() else {
+            panic!("{got:?}");
+        };
+        assert!(ext.esmtp && ext.pipelining);
+        let mut conn = ClientConnection::<Cmd>::new("gw".into());
+        assert_eq!(
+            turns(&mut conn, b"554 5.3.2 Go away\r\n", &[]),
+            vec![Turn::Refused(Reply::new(554, "5.3.2", "Go away"))]
+        );
+        let mut conn = ClientConnection::<Cmd>::new("gw".into());
+        assert_eq!(
+            turns(&mut conn, b"220 mx\r\n421 4.3.2 Bye\r\n", &[]),
+            vec![
+                Turn::Handled,
+                Turn::Closing(Reply::new(421, "4.3.2", "Bye"))
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_go_to_the_commands_in_order_and_3xx_only_where_it_fits() {
+        let mut conn = ClientConnection::new("gw".into());
+        turns(&mut conn, b"220 mx\r\n250 mx\r\n", &[]);
+        conn.send_group(
+            vec![
+                (Cmd::Noop, b"NOOP\r\n".to_vec()),
+                (Cmd::Data, b"DATA\r\n".to_vec()),
+            ],
+            true,
+        );
+        conn.quit();
+        written(&mut conn);
+        assert_eq!(
+            turns(&mut conn, b"250 ok\r\n354 go\r\n221 bye\r\n", &[]),
+            vec![
+                Turn::Reply(Cmd::Noop, plain(250, "ok")),
+                Turn::Reply(Cmd::Data, plain(354, "go")),
+                Turn::QuitAnswered,
+            ]
+        );
+        assert_eq!(
+            turns(&mut conn, b"250 more\r\n", &[]),
+            vec![Turn::Failed(ConnectionFailure::Unexpected)]
+        );
+        let mut conn = ClientConnection::new("gw".into());
+        conn.send(Cmd::Noop, b"NOOP\r\n".to_vec());
+        turns(&mut conn, b"220 mx\r\n", &[]);
+        assert_eq!(
+            turns(&mut conn, b"354 go\r\n", &[]),
+            vec![Turn::Failed(ConnectionFailure::Unexpected)]
+        );
+    }
+
+    #[test]
+    fn lock_step_holds_each_command_until_the_reply_before() {
+        let mut conn = ClientConnection::new("gw".into());
+        turns(&mut conn, b"220 mx\r\n250 mx\r\n", &[]);
+        written(&mut conn);
+        conn.send_group(
+            vec![
+                (Cmd::Noop, b"NOOP\r\n".to_vec()),
+                (Cmd::Data, b"DATA\r\n".to_vec()),
+            ],
+            false,
+        );
+        assert_eq!(written(&mut conn), b"NOOP\r\n");
+        assert!(conn.is_pending(|c| c == Cmd::Data));
+        turns(&mut conn, b"250 ok\r\n", &[]);
+        conn.send_held();
+        assert_eq!(written(&mut conn), b"DATA\r\n");
+        assert!(conn.is_pending(|c| c == Cmd::Data));
+        assert!(!conn.is_pending(|c| c == Cmd::Noop));
+    }
+
+    #[test]
+    fn the_deadline_is_for_the_reply_owed_first() {
+        let now = Instant::now();
+        let mut conn = ClientConnection::<Cmd>::new("gw".into());
+        conn.arm(now, |expect| match expect {
+            Expect::Greeting => Duration::from_secs(300),
+            _ => Duration::from_secs(1),
+        });
+        let deadline = now + Duration::from_secs(300);
+        assert_eq!(conn.deadline(), Some(deadline));
+        assert_eq!(conn.expired(deadline - Duration::from_millis(1)), None);
+        assert_eq!(conn.expired(deadline), Some(Expect::Greeting));
+        assert_eq!(
+            ConnectionFailure::Timeout(Expect::<Cmd>::Greeting.stage()).reply(),
+            Reply::new(451, "4.4.2", "Timeout waiting for greeting reply")
+        );
+        turns(&mut conn, b"220 mx\r\n250 mx\r\n", &[]);
+        // Nothing owed: an armed deadline is dropped when it passes.
+        assert_eq!(conn.expired(deadline), None);
+        assert_eq!(conn.deadline(), None);
+        conn.arm(now, |_| Duration::from_secs(1));
+        assert_eq!(conn.deadline(), None);
+        conn.send(Cmd::Noop, b"NOOP\r\n".to_vec());
+        conn.arm(now, |_| Duration::MAX);
+        assert_eq!(
+            conn.deadline(),
+            None,
+            "a timeout too large for the clock is none"
+        );
+        conn.close();
+        assert!(!conn.is_busy());
     }
 }
