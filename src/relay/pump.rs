@@ -115,7 +115,8 @@ pub async fn flush<C: ClientCore, S: ByteStream>(core: &mut C, stream: &mut S, p
     while let Some(mut out) = core.poll_transmit() {
         // Everything the core has queued goes out in one write (one segment where it
         // fits): the end of data with the last piece of content, pipelined commands
-        // together. The core bounds what it queues, so this bound stands.
+        // together. The delivery core queues at most one content piece, so its memory
+        // bound stands.
         while let Some(more) = core.poll_transmit() {
             out.extend_from_slice(&more);
         }
