@@ -6,7 +6,6 @@
 //! and says when the handshake is due, but the layer under it runs the handshake; and
 //! AUTH (RFC 4954) with the SASL client of [`crate::sasl::client`]. It knows nothing
 //! about sockets, TLS libraries, DNS or the queue.
-
 //!
 //! Its parts, in `client/` by responsibility: [`connection`] is the connection core
 //! shared with the recipient verification client [`callout`] (greeting, EHLO/HELO,
@@ -317,9 +316,9 @@ enum Phase {
 /// `end_content` arms the final-dot deadline, `data_done_timeout`.
 ///
 /// Memory: the reply reader (511 octets plus at most 64 buffered lines, see
-/// [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), one stuffed piece at a time (at most 128 KiB + 7 octets), and
-/// commands and states in proportion to the recipients of the message, which come from
-/// our queue, never from the server.
+/// [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), one stuffed piece at a time
+/// (at most 128 KiB + 7 octets), and commands and states in proportion to the recipients
+/// of the message, which come from our queue, never from the server.
 pub struct Client {
     config: Rc<ClientConfig>,
     phase: Phase,

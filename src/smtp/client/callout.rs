@@ -119,8 +119,9 @@ struct InFlight {
 ///    (`is_closed()`), write what `poll_transmit()` still gives and close the socket.
 ///    Every verify pending at that point has been answered `Unsure`.
 ///
-/// Memory: the reply reader (see [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), at most [`MAX_QUEUED_VERIFIES`]
-/// queued addresses, and a few commands of at most 270 octets.
+/// Memory: the reply reader (see
+/// [`ReplyReader`](crate::smtp::client_reply::ReplyReader)), at most
+/// [`MAX_QUEUED_VERIFIES`] queued addresses, and a few commands of at most 270 octets.
 pub struct CalloutClient {
     config: CalloutConfig,
     phase: Phase,
@@ -303,15 +304,13 @@ impl CalloutClient {
             }
             Turn::Closing(reply) => {
                 // RFC 5321 §3.8: the server is closing the connection.
-                self.answer_pending(&reply);
-                self.close(Some(reply));
+                self.close_with(reply);
                 return;
             }
             Turn::Refused(reply) => {
                 // RFC 5321 §3.1: the server will not talk to us; say goodbye.
                 self.conn.say_quit();
-                self.answer_pending(&reply);
-                self.close(Some(reply));
+                self.close_with(reply);
                 return;
             }
             Turn::Greeted(ext) => self.open(ext.pipelining, now),
@@ -322,8 +321,7 @@ impl CalloutClient {
                 self.in_flight = None;
                 if !reply.is_positive() {
                     // The next verify cannot start clean.
-                    self.answer_pending(&reply);
-                    self.close(Some(reply));
+                    self.close_with(reply);
                     return;
                 }
             }
@@ -405,9 +403,13 @@ impl CalloutClient {
     }
 
     fn fail(&mut self, failure: Failure) {
-        let reply = failure.reply();
-        self.answer_pending(&reply);
-        self.close(Some(reply));
+        self.close_with(failure.reply());
+    }
+
+    /// Closes for `reason`, every pending verify answered `Unsure(reason)`.
+    fn close_with(&mut self, reason: Reply) {
+        self.answer_pending(&reason);
+        self.close(Some(reason));
     }
 
     fn close(&mut self, reason: Option<Reply>) {
