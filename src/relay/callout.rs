@@ -8,16 +8,15 @@
 use crate::logtext::Escaped;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runtime::timer_at;
+use super::pump::{self, Peer};
 use crate::smtp::callout::{CalloutClient, CalloutConfig, CalloutEvent, CalloutOutcome};
 use crate::smtp::reply::Reply;
 
@@ -360,15 +359,15 @@ struct CalloutConnection {
     client: CalloutClient,
     peer: SocketAddr,
     buf: Box<[u8]>,
+    /// A write that stalls this long ends the connection; the verify as a whole is
+    /// bounded by the same timeout anyway.
+    write_timeout: Duration,
 }
 
 impl CalloutConnection {
     /// Connects and runs the greeting and EHLO/HELO. The caller bounds the time.
     async fn open(peer: SocketAddr, options: &VerifyOptions) -> Result<Self, String> {
-        let stream = Async::<TcpStream>::connect(peer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = stream.get_ref().set_nodelay(true);
+        let stream = pump::connect(peer).await.map_err(|e| e.to_string())?;
         let config = CalloutConfig {
             helo_name: options.helo_name.clone(),
             reply_timeout: options.timeout,
@@ -378,6 +377,7 @@ impl CalloutConnection {
             client: CalloutClient::new(config, Instant::now()),
             peer,
             buf: vec![0; CALLOUT_READ_BUFFER].into_boxed_slice(),
+            write_timeout: options.timeout,
         };
         loop {
             match conn.step().await {
@@ -431,34 +431,12 @@ impl CalloutConnection {
     /// One turn of the pump: write what the core has, then either hand it an event
     /// already waiting, or wait for input or its deadline.
     async fn step(&mut self) -> Option<CalloutEvent> {
-        if let Some(event) = self.client.poll_event() {
-            return Some(event);
-        }
-        while let Some(out) = self.client.poll_transmit() {
-            if let Err(e) = self.stream.write_all(&out).await {
-                log::debug!(target: "verify", "write to {}: {e}", self.peer);
-                self.client.handle_eof(Instant::now());
-                return self.client.poll_event();
-            }
-        }
-        if let Some(event) = self.client.poll_event() {
-            return Some(event);
-        }
-        if self.client.is_closed() {
-            return None;
-        }
-        let deadline = self.client.poll_timeout();
-        let read = async { Some(self.stream.read(&mut self.buf).await) };
-        let timeout = async {
-            timer_at(deadline).await;
-            None::<io::Result<usize>>
+        let peer = Peer {
+            addr: self.peer,
+            write_timeout: self.write_timeout,
+            log_target: "verify",
         };
-        match read.or(timeout).await {
-            Some(Ok(0)) | Some(Err(_)) => self.client.handle_eof(Instant::now()),
-            Some(Ok(n)) => self.client.handle_input(&self.buf[..n], Instant::now()),
-            None => self.client.handle_timeout(Instant::now()),
-        }
-        self.client.poll_event()
+        pump::turn(&mut self.client, &mut self.stream, &mut self.buf, peer).await
     }
 }
 

@@ -2,12 +2,12 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
+use async_io::Timer;
 use smol::Unblock;
 use smol::future::FutureExt as _;
 use smol::io::AsyncReadExt as _;
@@ -20,7 +20,8 @@ use crate::smtp::reply::Reply;
 use crate::tls::Transport;
 use crate::tls::setup::{GatewayTls, describe};
 
-use crate::runtime::{READ_BUFFER, timer_at};
+use super::pump::{self, Peer};
+use crate::runtime::READ_BUFFER;
 
 /// Why a connection could not be used.
 #[derive(Debug)]
@@ -125,10 +126,7 @@ impl Connection {
         tls: Option<OutgoingTls>,
     ) -> Result<Connection, ConnectError> {
         let opening = async {
-            let stream = Async::<TcpStream>::connect(peer)
-                .await
-                .map_err(ConnectError::Connect)?;
-            let _ = stream.get_ref().set_nodelay(true);
+            let stream = pump::connect(peer).await.map_err(ConnectError::Connect)?;
             let mut conn = Connection {
                 transport: Some(Transport::Plain(stream)),
                 client_auth: config.auth.clone(),
@@ -247,31 +245,20 @@ impl Connection {
     /// Writes everything the core has to send; false (after telling the core) when the
     /// peer is gone or takes nothing for the write timeout.
     async fn flush(&mut self) -> bool {
-        let Some(transport) = self.transport.as_mut() else {
-            return false;
-        };
-        while let Some(mut out) = self.client.poll_transmit() {
-            // Everything the core has queued goes out in one write (one segment where it
-            // fits): the end of data with the last piece of content, pipelined commands
-            // together. The queue holds at most one content piece, so the bound stands.
-            while let Some(more) = self.client.poll_transmit() {
-                out.extend_from_slice(&more);
-            }
-            let write = async { transport.write_all(&out).await };
-            let stalled = async {
-                Timer::after(self.write_timeout).await;
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "peer stopped reading",
-                ))
-            };
-            if let Err(e) = write.or(stalled).await {
-                log::debug!(target: "smtp", "write to {}: {e}", self.peer);
-                self.client.handle_eof(Instant::now());
-                return false;
-            }
+        let peer = self.wire();
+        match self.transport.as_mut() {
+            Some(transport) => pump::flush(&mut self.client, transport, peer).await,
+            None => false,
         }
-        true
+    }
+
+    /// The socket as the pump sees it.
+    fn wire(&self) -> Peer {
+        Peer {
+            addr: self.peer,
+            write_timeout: self.write_timeout,
+            log_target: "smtp",
+        }
     }
 
     /// Says QUIT and waits (briefly) for the answer.
@@ -339,36 +326,15 @@ impl Connection {
     /// Writes what the core has, then either hands over an event already waiting, or
     /// waits for input or the core's deadline.
     async fn pump(&mut self) -> Option<ClientEvent> {
-        if let Some(event) = self.client.poll_event() {
-            return Some(event);
-        }
-        if self.transport.is_none() {
+        let peer = self.wire();
+        let Some(transport) = self.transport.as_mut() else {
+            if let Some(event) = self.client.poll_event() {
+                return Some(event);
+            }
             self.client.handle_eof(Instant::now());
             return self.client.poll_event();
-        }
-        if !self.flush().await {
-            return self.client.poll_event();
-        }
-        if let Some(event) = self.client.poll_event() {
-            return Some(event);
-        }
-        if self.client.is_closed() {
-            return None;
-        }
-        let deadline = self.client.poll_timeout();
-        let transport = self.transport.as_mut()?;
-        let buf = &mut self.buf;
-        let read = async { Some(transport.read(buf).await) };
-        let timeout = async {
-            timer_at(deadline).await;
-            None
         };
-        match read.or(timeout).await {
-            Some(Ok(0)) | Some(Err(_)) => self.client.handle_eof(Instant::now()),
-            Some(Ok(n)) => self.client.handle_input(&self.buf[..n], Instant::now()),
-            None => self.client.handle_timeout(Instant::now()),
-        }
-        self.client.poll_event()
+        pump::turn(&mut self.client, transport, &mut self.buf, peer).await
     }
 
     /// The handshake after the peer's 220 to our STARTTLS. Whatever plaintext came after

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod core;
 pub mod dsn;
 pub mod ops;
+mod pump;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -2,8 +2,10 @@
 //! The async layer in `net/` moves bytes and time in and out of them.
 
 pub mod address;
-pub mod callout;
 pub mod client;
+/// The recipient verification client lives beside the delivery client it shares its
+/// connection core with; this path stays.
+pub use client::callout;
 pub mod client_reply;
 pub mod command;
 pub mod data;
