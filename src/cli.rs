@@ -817,7 +817,7 @@ mod tests {
             parse(&args("queue hold 0000000000ABCDEF")),
             Ok(Command::Queue {
                 request: Request::Op(
-                    crate::relay::ops::QueueOp::Hold,
+                    crate::relay::listing::QueueOp::Hold,
                     crate::queue::id::Target::One("0000000000ABCDEF".parse().unwrap())
                 ),
                 state_dir: DEFAULT_STATE_DIR.into()

@@ -29,7 +29,7 @@ use crate::json::json_string;
 use crate::queue::QueueId;
 use crate::queue::id::Target;
 use crate::relay::Scheduler;
-use crate::relay::ops::{QueueEntry, QueueOp, list_text, qshape};
+use crate::relay::listing::{QueueEntry, QueueOp, list_text, qshape};
 
 /// Longest request line; requests are a few words.
 const MAX_REQUEST: usize = 1024;
@@ -242,10 +242,13 @@ pub fn offline(state_dir: &Path, request: &Request) -> Result<String, String> {
         Request::List { json: true } => Ok(list_json(&entries)),
         Request::Summary => Ok(qshape(&entries, crate::clock::unix_now())),
         Request::Show(id) => {
-            let (env, content) = messages
-                .iter()
-                .find(|(env, _)| env.id == *id)
-                .ok_or_else(|| crate::relay::ops::OpError::NoSuchMessage(id.clone()).to_string())?;
+            let (env, content) =
+                messages
+                    .iter()
+                    .find(|(env, _)| env.id == *id)
+                    .ok_or_else(|| {
+                        crate::relay::listing::OpError::NoSuchMessage(id.clone()).to_string()
+                    })?;
             Ok(show_text(&QueueEntry::of(env, false), content))
         }
         _ => Err("this needs the running gateway".into()),
@@ -436,7 +439,7 @@ pub fn list_json(entries: &[QueueEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::ops::EntryRecipient;
+    use crate::relay::listing::EntryRecipient;
 
     #[test]
     fn requests_parse_and_print_back() {

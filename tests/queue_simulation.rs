@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use drawbridge::config::{Config, DomainPattern, NextHop, RelayHost, Route};
 use drawbridge::queue::{Envelope, Origin, QueueId, RcptStatus, Recipient};
-use drawbridge::relay::DestKey;
+use drawbridge::relay::core::DestKey;
 use drawbridge::relay::core::{Action, Backing, Hop, QueueCore, Time, Unreachable};
 use drawbridge::relay::dsn::ReportKind;
 use drawbridge::smtp::reply::Reply;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use drawbridge::config::{Config, DomainPattern, ServiceName, text};
 use drawbridge::policy::{self, ExplainInput, RcptCheck, Verdict, route};
-use drawbridge::relay::{DestKey, destination};
+use drawbridge::relay::core::{DestKey, destination};
 use drawbridge::smtp::address::{Path, Recipient};
 
 /// Our addresses, as the gateway would list them.

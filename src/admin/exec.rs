@@ -17,7 +17,7 @@ use crate::config::admin;
 use crate::config::engine::CommitRequest;
 use crate::console::{Answer, Command, MAX_PASTE, Request};
 use crate::gateway::Gateway;
-use crate::relay::ops::{QueueOp, qshape};
+use crate::relay::listing::{QueueOp, qshape};
 use crate::users::PasswordAction;
 
 /// The wait after the first failed login; it doubles with each failure in a row, up to
@@ -166,7 +166,7 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
         Command::ShowQueue { summary: false } => {
-            Ok(crate::relay::ops::list_text(&scheduler.list()))
+            Ok(crate::relay::listing::list_text(&scheduler.list()))
         }
         Command::ShowQueue { summary: true } => Ok(qshape(&scheduler.list(), unix_now())),
         Command::ShowStats => Ok(crate::stats::text(&crate::stats::report())),

@@ -19,7 +19,7 @@ use crate::queue::{
     self, Envelope, Incoming, JOURNAL_MESSAGE_MAX, Origin, Pending, QueueId, RcptStatus, Ret,
 };
 use crate::relay::callout::Outcome;
-use crate::relay::{Backing, notify};
+use crate::relay::core::{Backing, notify};
 use crate::sasl::users::UserLookup;
 use crate::sasl::{
     AuthError, Derivation, DerivedKey, ExchangeInputs, Mechanism, MechanismName, Step,

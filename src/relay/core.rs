@@ -36,14 +36,76 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::dsn::{self, ReportKind};
-use super::ops::{OpError, QueueEntry};
-use super::{DestKey, MAX_RCPTS_PER_TRANSACTION, destination, notify};
-use crate::config::{Config, RelayHost, Route};
+use super::listing::{OpError, QueueEntry};
+use crate::config::{Config, DomainPattern, RelayHost, Route};
 use crate::logtext::{Escaped, NamedRelay};
+use crate::policy::route;
 use crate::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
+use crate::smtp::address;
 use crate::smtp::client::{OutgoingMessage, OutgoingRcpt};
 use crate::smtp::reply::Reply;
 use crate::stats;
+
+/// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
+pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
+/// RFC 3461 NOTIFY, as bits in the envelope's `notify` byte.
+pub mod notify {
+    pub const NEVER: u8 = 1;
+    pub const SUCCESS: u8 = 2;
+    pub const FAILURE: u8 = 4;
+    pub const DELAY: u8 = 8;
+
+    /// The NOTIFY parameter value for these bits, or `None` when none are set.
+    pub fn to_param(bits: u8) -> Option<String> {
+        if bits & NEVER != 0 {
+            return Some("NEVER".into());
+        }
+        let names: Vec<&str> = [(SUCCESS, "SUCCESS"), (FAILURE, "FAILURE"), (DELAY, "DELAY")]
+            .into_iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| n)
+            .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+/// Where a job goes: the fixed hosts of a route, or the MX hosts of one domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DestKey {
+    /// A relay list or smarthost: every domain the route matches shares its hosts.
+    Route(DomainPattern),
+    /// MX routing: each recipient domain is its own destination.
+    Mx {
+        route: DomainPattern,
+        domain: String,
+    },
+}
+
+impl DestKey {
+    pub fn route(&self) -> &DomainPattern {
+        match self {
+            DestKey::Route(r) | DestKey::Mx { route: r, .. } => r,
+        }
+    }
+}
+
+/// Where mail for a queued recipient goes, by the routing function the policy decided
+/// with ([`crate::policy::route`]); a refusal when it cannot be routed.
+pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<DestKey, Reply> {
+    let rcpt = address::Recipient::parse(address)
+        .map_err(|_| Reply::new(550, "5.1.3", "Bad recipient address syntax in the queue"))?;
+    let routed = route::route(config, ours, &rcpt)
+        .map_err(|_| Reply::new(550, "5.4.4", "No route to the recipient's domain"))?;
+    let mx = routed.route(config).is_some_and(Route::is_mx);
+    Ok(if mx {
+        DestKey::Mx {
+            route: routed.pattern,
+            domain: routed.domain,
+        }
+    } else {
+        DestKey::Route(routed.pattern)
+    })
+}
 
 /// A moment on the queue manager's clock: microseconds since the Unix epoch. The layer
 /// passes the wall clock; tests pass virtual time.
@@ -1183,6 +1245,16 @@ fn log_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_parameters() {
+        assert_eq!(notify::to_param(0), None);
+        assert_eq!(notify::to_param(notify::NEVER), Some("NEVER".into()));
+        assert_eq!(
+            notify::to_param(notify::SUCCESS | notify::DELAY),
+            Some("SUCCESS,DELAY".into())
+        );
+    }
     use crate::config::{DomainPattern, NextHop, RelayHost, Route};
     use crate::queue::{Origin, Recipient};
 

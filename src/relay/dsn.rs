@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::notify;
+use super::core::notify;
 use crate::calendar::rfc5322;
 use crate::queue::{Envelope, QueueId, RcptStatus, Ret};
 

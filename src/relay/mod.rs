@@ -10,6 +10,7 @@ pub mod callout;
 pub mod connection;
 pub mod core;
 pub mod dsn;
+pub mod listing;
 pub mod ops;
 mod pump;
 
@@ -26,75 +27,31 @@ use smol::future::FutureExt as _;
 
 use crate::clock::unix_micros_now;
 use crate::config::TlsUse;
-use crate::config::{Config, DomainPattern, RelayHost, Route};
+use crate::config::{Config, RelayHost, Route};
 use crate::dns::{DnsError, MxAnswer, Name, Resolver};
 use crate::logtext::{Escaped, NamedRelay};
-use crate::policy::route;
 use crate::queue::{
     CONTENT_EXT, Envelope, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Origin, Pending, QueueId,
     RcptStatus, Recipient, Recovered, Spool, delete_segment,
 };
 use crate::sasl::client::{CLIENT_NONCE_RANDOM, ClientCredentials, ClientNonce};
 use crate::secrets::SealKey;
-use crate::smtp::address::{self, Domain};
+use crate::smtp::address::Domain;
 use crate::smtp::client::{ClientAuth, ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
 use connection::{ConnectError, Connection, Content, OutgoingTls};
-pub use core::Backing;
-use core::{Action, ContentRef, Hop, Job, QueueCore, Time, Unreachable};
+use core::Backing;
+use core::{Action, ContentRef, DestKey, Hop, Job, QueueCore, Time, Unreachable};
 use dsn::{Report, ReportKind};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-/// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
-pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
 /// How long an idle connection waits for more mail to the same next hop before QUIT.
 pub const CONNECTION_REUSE_IDLE: Duration = Duration::from_secs(2);
 /// The most of the original message a report returns with `RET=FULL`: 256 KiB (the
 /// journal's message limit). A larger message is returned as its header section, which is
 /// read up to this bound too; so a report never costs more memory than this.
 pub const RETURNED_CONTENT_MAX: usize = JOURNAL_MESSAGE_MAX;
-
-/// RFC 3461 NOTIFY, as bits in the envelope's `notify` byte.
-pub mod notify {
-    pub const NEVER: u8 = 1;
-    pub const SUCCESS: u8 = 2;
-    pub const FAILURE: u8 = 4;
-    pub const DELAY: u8 = 8;
-
-    /// The NOTIFY parameter value for these bits, or `None` when none are set.
-    pub fn to_param(bits: u8) -> Option<String> {
-        if bits & NEVER != 0 {
-            return Some("NEVER".into());
-        }
-        let names: Vec<&str> = [(SUCCESS, "SUCCESS"), (FAILURE, "FAILURE"), (DELAY, "DELAY")]
-            .into_iter()
-            .filter(|(b, _)| bits & b != 0)
-            .map(|(_, n)| n)
-            .collect();
-        (!names.is_empty()).then(|| names.join(","))
-    }
-}
-
-/// Where a job goes: the fixed hosts of a route, or the MX hosts of one domain.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DestKey {
-    /// A relay list or smarthost: every domain the route matches shares its hosts.
-    Route(DomainPattern),
-    /// MX routing: each recipient domain is its own destination.
-    Mx {
-        route: DomainPattern,
-        domain: String,
-    },
-}
-
-impl DestKey {
-    fn route(&self) -> &DomainPattern {
-        match self {
-            DestKey::Route(r) | DestKey::Mx { route: r, .. } => r,
-        }
-    }
-}
 
 /// A channel that wakes whoever waits on it.
 type Bell = (Sender<()>, Receiver<()>);
@@ -867,24 +824,6 @@ pub async fn relay_addresses(
     }
 }
 
-/// Where mail for a queued recipient goes, by the routing function the policy decided
-/// with ([`crate::policy::route`]); a refusal when it cannot be routed.
-pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<DestKey, Reply> {
-    let rcpt = address::Recipient::parse(address)
-        .map_err(|_| Reply::new(550, "5.1.3", "Bad recipient address syntax in the queue"))?;
-    let routed = route::route(config, ours, &rcpt)
-        .map_err(|_| Reply::new(550, "5.4.4", "No route to the recipient's domain"))?;
-    let mx = routed.route(config).is_some_and(Route::is_mx);
-    Ok(if mx {
-        DestKey::Mx {
-            route: routed.pattern,
-            domain: routed.domain,
-        }
-    } else {
-        DestKey::Route(routed.pattern)
-    })
-}
-
 /// The reply a delivery attempt records for a failed lookup (RFC 3463: X.1.2 bad
 /// destination system address, X.4.3 directory server failure): only NXDOMAIN is final.
 fn dns_reply(e: &DnsError) -> Reply {
@@ -914,15 +853,5 @@ mod tests {
             assert_eq!(reply.code, 451);
             assert!(reply.is_transient());
         }
-    }
-
-    #[test]
-    fn notify_parameters() {
-        assert_eq!(notify::to_param(0), None);
-        assert_eq!(notify::to_param(notify::NEVER), Some("NEVER".into()));
-        assert_eq!(
-            notify::to_param(notify::SUCCESS | notify::DELAY),
-            Some("SUCCESS,DELAY".into())
-        );
     }
 }
