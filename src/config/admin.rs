@@ -4,10 +4,10 @@
 //!
 //! This module parses the requests and writes the answers; it does no I/O.
 
-use super::Config;
+use crate::config::Config;
 use super::engine::Commit;
 use super::store::HISTORY;
-use super::text;
+use crate::config::text;
 use crate::calendar::mailq_stamp;
 use crate::json::json_string;
 

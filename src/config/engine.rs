@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::Candidate;
-use super::Config;
-use super::check::{Problem, check};
-use super::slot::{CommitMeta, MAC_LEN, Record, Seal};
+use crate::config::Candidate;
+use crate::config::Config;
+use crate::config::check::{Problem, check};
+use crate::config::slot::{CommitMeta, MAC_LEN, Record, Seal};
 use super::store::{HISTORY, Scan, Store, StoreError};
 use crate::token::{ObjectHandle, Token, TokenError};
 
@@ -239,10 +239,10 @@ impl Engine {
         now: u64,
         parent: Option<u64>,
     ) -> Result<u64, CommitError> {
-        if request.comment.len() > super::slot::MAX_COMMENT {
+        if request.comment.len() > crate::config::slot::MAX_COMMENT {
             return Err(CommitError::Refused(format!(
                 "the comment is longer than {} octets",
-                super::slot::MAX_COMMENT
+                crate::config::slot::MAX_COMMENT
             )));
         }
         let confirm = match request.confirm_minutes {

@@ -2,7 +2,7 @@
 //! at boot, the history kept for `rollback`.
 //!
 //! The slots are [`SLOTS`] files `slot-00` … in `STATE/config/`, each holding one
-//! record ([`super::slot`]). A commit takes the next sequence number and writes the slot
+//! record ([`crate::config::slot`]). A commit takes the next sequence number and writes the slot
 //! holding the oldest (or no, or a damaged) record: to a temporary file, fsynced,
 //! renamed over the slot, and the directory fsynced; only then is it done. So the
 //! newest good record is never the one being overwritten, and boot takes the valid
@@ -16,8 +16,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Config;
-use super::slot::{self, CommitMeta, Record, Seal, SlotError};
+use crate::config::Config;
+use crate::config::slot::{self, CommitMeta, Record, Seal, SlotError};
 
 /// Slot files: the current commit, ten for `rollback 1` … `rollback 10`, and one free.
 pub const SLOTS: usize = 12;

@@ -13,12 +13,12 @@ use std::time::Instant;
 use async_io::{Async, Timer};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cache::Cache;
-use super::exchange::{Exchange, Transmit, Transport};
-use super::message::{Answer, MAX_UDP_PAYLOAD, RecordData, RecordType, Response};
-use super::name::Name;
-use super::rng::Prng;
-use super::{DnsError, ResolverOptions};
+use crate::dns::cache::Cache;
+use crate::dns::exchange::{Exchange, Transmit, Transport};
+use crate::dns::message::{Answer, MAX_UDP_PAYLOAD, RecordData, RecordType, Response};
+use crate::dns::name::Name;
+use crate::dns::rng::Prng;
+use crate::dns::{DnsError, ResolverOptions};
 
 /// Queries asked again for the target of a CNAME the answer did not resolve; together
 /// with `MAX_CNAME_HOPS` per answer this bounds a chain at 5 × 9 names.

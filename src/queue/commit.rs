@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 
 use smol::channel::{Receiver, Sender};
 
-use super::id::QueueId;
+use crate::queue::id::QueueId;
 use super::journal::{Journal, JournalSync};
 use super::spool::{CONTENT_EXT, ENVELOPE_EXT, Finished, Spool};
 
@@ -282,7 +282,7 @@ fn sync_each_file(dir: &File, dir_path: &Path, members: &[QueueId]) -> io::Resul
 mod tests {
     use std::sync::{Condvar, Mutex};
 
-    use super::super::envelope::tests::sample;
+    use crate::queue::envelope::tests::sample;
     use super::super::tests::TempDir;
     use super::*;
 

@@ -28,8 +28,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::envelope::{Envelope, Recovered, crc32};
-use super::id::QueueId;
+use crate::queue::envelope::{Envelope, Recovered, crc32};
+use crate::queue::id::QueueId;
 
 /// The journal's folder under the spool directory.
 pub const JOURNAL_SUBDIR: &str = "journal";
@@ -460,7 +460,7 @@ fn decode_message(payload: &[u8]) -> Option<(Envelope, Vec<u8>)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::envelope::tests::sample;
+    use crate::queue::envelope::tests::sample;
     use super::super::tests::TempDir;
     use super::*;
 

@@ -16,11 +16,11 @@ pub mod journal;
 pub mod spool;
 
 pub use commit::{GroupCommit, Pending, SyncWork};
-pub use envelope::{
+pub use crate::queue::envelope::{
     ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_MAX_FILE, ENVELOPE_MAX_PAYLOAD, ENVELOPE_VERSION,
     Envelope, EnvelopeError, Origin, RcptStatus, Recipient, Recovered, Ret,
 };
-pub use id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
+pub use crate::queue::id::{QUEUE_ID_MAX_LEN, QUEUE_ID_MIN_LEN, QueueId, QueueIdError};
 pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, delete_segment};
 pub use spool::{
     CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,

@@ -26,8 +26,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::envelope::{ENVELOPE_MAX_FILE, Envelope, EnvelopeError};
-use super::id::{QUEUE_ID_MAX_LEN, QueueId};
+use crate::queue::envelope::{ENVELOPE_MAX_FILE, Envelope, EnvelopeError};
+use crate::queue::id::{QUEUE_ID_MAX_LEN, QueueId};
 
 /// The spool's folder under the state directory given to [`Spool::open`].
 pub const QUEUE_SUBDIR: &str = "queue";
@@ -614,7 +614,7 @@ fn sort_by_arrival(envelopes: &mut [Envelope]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::envelope::tests::sample;
+    use crate::queue::envelope::tests::sample;
     use super::super::tests::TempDir;
     use super::*;
 

@@ -1,7 +1,7 @@
 //! The queue manager: routes queued messages to next hops, runs deliveries with
 //! connection reuse and per-destination concurrency, and retries on a back-off schedule.
 //!
-//! Its decisions are made by [`core::QueueCore`], which does no I/O; [`Scheduler`] is the
+//! Its decisions are made by [`crate::relay::core::QueueCore`], which does no I/O; [`Scheduler`] is the
 //! layer that carries them out: connections, DNS, reports and every file operation (on
 //! the blocking pool). The spool on disk is the truth the picture is rebuilt from at
 //! start-up.
@@ -41,9 +41,9 @@ use crate::smtp::client::{ClientAuth, ClientConfig, TlsPolicy};
 use crate::smtp::reply::Reply;
 use crate::tls::setup::GatewayTls;
 use connection::{ConnectError, Connection, Content, OutgoingTls};
-use core::Backing;
-use core::{Action, ContentRef, DestKey, Hop, Job, QueueCore, Time, Unreachable};
-use dsn::{Report, ReportKind};
+use crate::relay::core::Backing;
+use crate::relay::core::{Action, ContentRef, DestKey, Hop, Job, QueueCore, Time, Unreachable};
+use crate::relay::dsn::{Report, ReportKind};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 /// How long an idle connection waits for more mail to the same next hop before QUIT.
@@ -650,7 +650,7 @@ impl Scheduler {
                         .saturating_add(config.queue.max_lifetime.as_secs())
                 }),
             };
-            let built = dsn::build(&report);
+            let built = crate::relay::dsn::build(&report);
             let notice = Envelope {
                 id: self.spool.allocate_id(micros),
                 arrived: now,

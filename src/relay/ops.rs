@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use super::core::ContentRef;
-use super::listing::{OpError, QueueEntry, QueueOp};
+use crate::relay::core::ContentRef;
+use crate::relay::listing::{OpError, QueueEntry, QueueOp};
 use super::{Scheduler, now};
 use crate::queue::QueueId;
 use crate::queue::id::Target;
