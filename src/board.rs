@@ -4,7 +4,7 @@
 //! Code asks these constants what the board has (a data disk, firmware slots, a serial
 //! console); there is no `cfg` branch per board anywhere.
 
-use crate::config::Config;
+use crate::proto::config::Config;
 
 pub use drawbridge_image::board::{Link, TokenBackend};
 
@@ -49,5 +49,6 @@ include!(concat!(env!("OUT_DIR"), "/board.rs"));
 /// The board's factory configuration, parsed.
 pub fn default_config() -> Config {
     // INVARIANT: every board's default configuration is tested to parse (tests/boards.rs).
-    crate::config::text::parse(DEFAULT_CONFIG).expect("the board's default configuration parses")
+    crate::proto::config::text::parse(DEFAULT_CONFIG)
+        .expect("the board's default configuration parses")
 }

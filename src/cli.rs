@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use crate::admin::certificate::CertificateAction;
 use crate::admin::token::TokenAction;
 use crate::control::Request;
-use crate::secrets::SecretAction;
-use crate::tty::ConsoleDevice;
-use crate::users::{DEFAULT_ITERATIONS, PasswordAction};
+use crate::io::secrets::SecretAction;
+use crate::io::tty::ConsoleDevice;
+use crate::io::users::{DEFAULT_ITERATIONS, PasswordAction};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -128,7 +128,7 @@ pub struct ExplainOptions {
 pub enum ConfigCommand {
     /// `show`, `load`, `commit`, `rollback`, `history`: a request for the gateway.
     Request {
-        request: crate::config::admin::ConfigRequest,
+        request: crate::io::config::admin::ConfigRequest,
         /// For `load`: the file whose text is loaded.
         file: Option<PathBuf>,
         /// `load --no-apply`: commit to the slots only; SIGHUP or a restart applies it.
@@ -403,7 +403,7 @@ fn parse_stats(args: &[String]) -> Result<Command, String> {
 
 /// `config show|check|load|commit|rollback|history|reference …`.
 fn parse_config(args: &[String]) -> Result<ConfigCommand, String> {
-    use crate::config::admin::ConfigRequest;
+    use crate::io::config::admin::ConfigRequest;
     let split = Split::new(
         args,
         &["--confirm", "--comment"],
@@ -682,7 +682,7 @@ mod tests {
 
     #[test]
     fn config_commands() {
-        use crate::config::admin::ConfigRequest;
+        use crate::io::config::admin::ConfigRequest;
         let Ok(Command::Config(ConfigCommand::Request {
             request,
             file,
@@ -817,8 +817,8 @@ mod tests {
             parse(&args("queue hold 0000000000ABCDEF")),
             Ok(Command::Queue {
                 request: Request::Op(
-                    crate::relay::listing::QueueOp::Hold,
-                    crate::queue::id::Target::One("0000000000ABCDEF".parse().unwrap())
+                    crate::proto::queue::listing::QueueOp::Hold,
+                    crate::proto::queue::id::Target::One("0000000000ABCDEF".parse().unwrap())
                 ),
                 state_dir: DEFAULT_STATE_DIR.into()
             })

@@ -21,21 +21,21 @@ use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::admin;
-use crate::config::engine::CommitRequest;
 use crate::gateway::Gateway;
 use crate::gateway::socket_path;
-use crate::json::json_string;
-use crate::queue::QueueId;
-use crate::queue::id::Target;
-use crate::relay::Scheduler;
-use crate::relay::listing::{QueueEntry, QueueOp, list_text, qshape};
+use crate::io::config::admin;
+use crate::io::config::engine::CommitRequest;
+use crate::io::relay::Scheduler;
+use crate::proto::json::json_string;
+use crate::proto::queue::QueueId;
+use crate::proto::queue::id::Target;
+use crate::proto::queue::listing::{QueueEntry, QueueOp, list_text, qshape};
 
 /// Longest request line; requests are a few words.
 const MAX_REQUEST: usize = 1024;
 /// Longest request body (a configuration for `config load`): 4 MiB, the stored form's
 /// own limit.
-pub const MAX_BODY: usize = crate::config::slot::MAX_PAYLOAD;
+pub const MAX_BODY: usize = crate::proto::config::slot::MAX_PAYLOAD;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -79,7 +79,7 @@ impl Request {
             ["queue", "summary"] => Request::Summary,
             ["queue", "flush"] => Request::Flush(None),
             ["queue", "flush", domain] => {
-                let checked = crate::smtp::address::Domain::parse(domain, true)
+                let checked = crate::proto::smtp::address::Domain::parse(domain, true)
                     .map_err(|_| format!("'{domain}' is not a domain"))?;
                 Request::Flush(Some(checked.to_string()))
             }
@@ -131,11 +131,11 @@ pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<
         Request::Config(c) => config(gw, c, body).await,
         Request::Certificate(c) => crate::admin::certificate::on_gateway(gw, c, body),
         Request::Stats { json } => {
-            let report = crate::stats::report();
+            let report = crate::proto::stats::report();
             Ok(if *json {
-                crate::stats::json(&report)
+                crate::proto::stats::json(&report)
             } else {
-                crate::stats::text(&report)
+                crate::proto::stats::text(&report)
             })
         }
         queue => execute_queue(&gw.net.scheduler, queue),
@@ -176,7 +176,7 @@ async fn config(
             comment,
         } => {
             let mut candidate = gw.candidate();
-            crate::config::text::load_into(&mut candidate.config, body, *replace)?;
+            crate::proto::config::text::load_into(&mut candidate.config, body, *replace)?;
             if candidate.config == *gw.config() && confirm.is_none() {
                 return Ok(format!(
                     "commit {}: no change\n",
@@ -206,7 +206,7 @@ fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String,
             let (entry, content) = scheduler.show(id).map_err(|e| e.to_string())?;
             Ok(show_text(&entry, &content))
         }
-        Request::Summary => Ok(qshape(&scheduler.list(), crate::clock::unix_now())),
+        Request::Summary => Ok(qshape(&scheduler.list(), crate::io::clock::unix_now())),
         Request::Flush(None) => Ok(format!("{} message(s) flushed\n", scheduler.flush())),
         Request::Flush(Some(domain)) => Ok(format!(
             "{} message(s) flushed\n",
@@ -231,7 +231,7 @@ pub fn offline(state_dir: &Path, request: &Request) -> Result<String, String> {
     }
     let _lock = crate::gateway::lock_state_dir(state_dir)
         .map_err(|e| format!("{e}, but its control socket does not answer"))?;
-    let messages = crate::queue::read_only(&crate::gateway::spool_dir(state_dir))
+    let messages = crate::io::queue::read_only(&crate::gateway::spool_dir(state_dir))
         .map_err(|e| format!("cannot read the spool: {e}"))?;
     let entries: Vec<QueueEntry> = messages
         .iter()
@@ -240,14 +240,14 @@ pub fn offline(state_dir: &Path, request: &Request) -> Result<String, String> {
     match request {
         Request::List { json: false } => Ok(list_text(&entries)),
         Request::List { json: true } => Ok(list_json(&entries)),
-        Request::Summary => Ok(qshape(&entries, crate::clock::unix_now())),
+        Request::Summary => Ok(qshape(&entries, crate::io::clock::unix_now())),
         Request::Show(id) => {
             let (env, content) =
                 messages
                     .iter()
                     .find(|(env, _)| env.id == *id)
                     .ok_or_else(|| {
-                        crate::relay::listing::OpError::NoSuchMessage(id.clone()).to_string()
+                        crate::proto::queue::listing::OpError::NoSuchMessage(id.clone()).to_string()
                     })?;
             Ok(show_text(&QueueEntry::of(env, false), content))
         }
@@ -439,7 +439,7 @@ pub fn list_json(entries: &[QueueEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::listing::EntryRecipient;
+    use crate::proto::queue::listing::EntryRecipient;
 
     #[test]
     fn requests_parse_and_print_back() {

@@ -9,7 +9,7 @@ use std::io;
 use smol::future::FutureExt as _;
 
 use crate::gateway::{self, Start};
-use crate::signal::{Signal, Signals};
+use crate::io::signal::{Signal, Signals};
 
 /// Runs the gateway until it is told to stop; returns why it stopped. Errors are
 /// start-up errors.

@@ -21,16 +21,16 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
 
-use crate::calendar::mailq_stamp;
-use crate::clock::unix_now;
-use crate::config::Candidate;
-use crate::config::engine::{Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal};
-use crate::config::{Config, ServiceName};
-use crate::net::context::{Context, Queue, Running};
-use crate::net::listener::{self, Counts};
-use crate::queue::{GroupCommit, Journal, Spool};
-use crate::relay::{QueueStore, Scheduler};
-use crate::token::Token;
+use crate::io::clock::unix_now;
+use crate::io::config::engine::{Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal};
+use crate::io::net::context::{Context, Queue, Running};
+use crate::io::net::listener::{self, Counts};
+use crate::io::queue::{GroupCommit, Journal, Spool};
+use crate::io::relay::{QueueStore, Scheduler};
+use crate::io::token::Token;
+use crate::proto::calendar::mailq_stamp;
+use crate::proto::config::Candidate;
+use crate::proto::config::{Config, ServiceName};
 
 /// The length of a minute for `commit confirmed`, in seconds.
 pub const MINUTE: u64 = 60;
@@ -212,10 +212,10 @@ impl Gateway {
     /// stored.
     pub fn check(&self, candidate: &Candidate) -> Result<(), CommitError> {
         let stored =
-            crate::tls::store::names_in(&self.state_dir.join(crate::tls::setup::STORE_DIR))
+            crate::io::tls::store::names_in(&self.state_dir.join(crate::io::tls::setup::STORE_DIR))
                 .unwrap_or_default();
-        let mut problems = crate::config::check::check(&candidate.config);
-        problems.extend(crate::config::check::certificates(
+        let mut problems = crate::proto::config::check::check(&candidate.config);
+        problems.extend(crate::proto::config::check::certificates(
             &candidate.config,
             &stored,
         ));
@@ -367,7 +367,7 @@ impl Gateway {
 
     /// New sessions and the queue manager get `config`.
     fn swap(&self, config: Rc<Config>, commit: u64) {
-        crate::log::configure(&config.system);
+        crate::io::log::configure(&config.system);
         let previous = self.running();
         let running = Rc::new(Running::build(
             config,
@@ -551,7 +551,7 @@ pub struct Start {
     /// The board's factory configuration, committed when the slots hold nothing.
     pub factory: Config,
     /// Where the console is; `None` runs without one.
-    pub console: Option<crate::tty::ConsoleDevice>,
+    pub console: Option<crate::io::tty::ConsoleDevice>,
 }
 
 /// The length of `commit confirmed`'s minute: 60 s, or what a test asks for.
@@ -578,11 +578,14 @@ pub struct Opened {
 /// The slots are checked with a key on the token, so the token cannot be chosen by a
 /// checked slot: the newest one is read before its HMAC is checked, for this setting
 /// only. Once the token is open the slots are checked as always.
-pub fn token_settings(state_dir: &Path, file: Option<&Config>) -> crate::config::TokenSettings {
+pub fn token_settings(
+    state_dir: &Path,
+    file: Option<&Config>,
+) -> crate::proto::config::TokenSettings {
     if let Some(config) = file {
         return config.system.token.clone();
     }
-    crate::config::store::Store::open(state_dir)
+    crate::io::config::store::Store::open(state_dir)
         .ok()
         .and_then(|store| store.peek_newest())
         .map(|config| config.system.token)
@@ -597,7 +600,7 @@ pub fn open_engine(
     factory: Config,
 ) -> Result<Opened, String> {
     let settings = token_settings(state_dir, file.as_ref().map(|(_, c)| c));
-    let token = crate::tls::open_token(&settings, state_dir)
+    let token = crate::io::tls::open_token(&settings, state_dir)
         .map_err(|e| format!("cannot open the token: {e}"))?;
     let seal = TokenSeal::open(token.clone())
         .map_err(|e| format!("cannot open the configuration HMAC key: {e}"))?;
@@ -677,8 +680,8 @@ pub fn open(start: &Start) -> io::Result<Ready> {
         Origin::Factory => format!("running commit {}: the board's factory default configuration", commit.sequence),
     });
     let config = Rc::new(engine.running().clone());
-    crate::log::configure(&config.system);
-    crate::stats::started(unix_now());
+    crate::io::log::configure(&config.system);
+    crate::proto::stats::started(unix_now());
     let (spool, files) = Spool::open(&spool_dir(state_dir))?;
     let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
@@ -704,8 +707,8 @@ pub fn open(start: &Start) -> io::Result<Ready> {
         running.shared_addresses(),
         executor.clone(),
     );
-    match crate::secrets::SealKey::derive(token.as_ref()) {
-        Ok(key) => scheduler.set_secrets(crate::relay::SecretStore {
+    match crate::io::secrets::SealKey::derive(token.as_ref()) {
+        Ok(key) => scheduler.set_secrets(crate::io::relay::SecretStore {
             state_dir: state_dir.to_path_buf(),
             key,
         }),
@@ -724,7 +727,7 @@ pub fn open(start: &Start) -> io::Result<Ready> {
         bound.push((key, l));
     }
     let (stop, stopped) = smol::channel::bounded(1);
-    let users = crate::users::UserCache::new(state_dir)
+    let users = crate::io::users::UserCache::new(state_dir)
         .map_err(|e| io::Error::other(format!("user database: {e}")))?;
     let net = Rc::new(Context::new(
         running,
@@ -765,7 +768,7 @@ mod tests {
 
     #[test]
     fn listening_sockets_are_listed_per_service() {
-        let config = crate::config::host_default();
+        let config = crate::proto::config::host_default();
         let keys: Vec<String> = listen_keys(&config)
             .iter()
             .map(ToString::to_string)

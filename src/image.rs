@@ -9,7 +9,7 @@ use std::path::Path;
 
 use drawbridge_image::format::{self, FormatError, Image, SectionKind};
 
-use crate::token::{KeyKind, Mechanism, ObjectHandle, SoftToken, Token, TokenError};
+use crate::io::token::{KeyKind, Mechanism, ObjectHandle, SoftToken, Token, TokenError};
 
 /// What an image must satisfy to be accepted.
 #[derive(Clone, Copy, Debug)]

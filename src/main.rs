@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use drawbridge::cli::{self, Command};
-use drawbridge::config;
+use drawbridge::proto::config;
 
 fn main() -> ExitCode {
     // Everything the gateway creates (spool, keys, users, configuration slots) is its
@@ -28,8 +28,8 @@ fn main() -> ExitCode {
         Ok(Command::Password { action, state_dir }) => {
             let needs_password = matches!(
                 action,
-                drawbridge::users::PasswordAction::Add { .. }
-                    | drawbridge::users::PasswordAction::Set { .. }
+                drawbridge::io::users::PasswordAction::Add { .. }
+                    | drawbridge::io::users::PasswordAction::Set { .. }
             );
             let mut line = String::new();
             if needs_password && std::io::stdin().read_line(&mut line).is_err() {
@@ -38,7 +38,9 @@ fn main() -> ExitCode {
             }
             let password = line.trim_end_matches(['\r', '\n']);
             let password = (needs_password && !password.is_empty()).then_some(password);
-            return printed(drawbridge::users::password(&action, &state_dir, password));
+            return printed(drawbridge::io::users::password(
+                &action, &state_dir, password,
+            ));
         }
         Ok(Command::Secret {
             action,
@@ -107,7 +109,7 @@ fn main() -> ExitCode {
         || drawbridge::board::default_config().system.host_name,
         |(_, c)| c.system.host_name.clone(),
     );
-    drawbridge::log::init(&host_name);
+    drawbridge::io::log::init(&host_name);
     let start = drawbridge::gateway::Start {
         state_dir: opts.state_dir.clone(),
         file,
@@ -115,7 +117,7 @@ fn main() -> ExitCode {
         console: opts.console.clone(),
     };
     let result = drawbridge::daemon::run(start);
-    drawbridge::tty::restore();
+    drawbridge::io::tty::restore();
     match result {
         Ok(_) if drawbridge::admin::restart_requested() => restart(&args),
         Ok(_) => ExitCode::SUCCESS,
@@ -202,12 +204,12 @@ fn certificate_command(
 
 /// `drawbridge secret …`: on the state directory's store, with the key from the token.
 fn secret_command(
-    action: &drawbridge::secrets::SecretAction,
+    action: &drawbridge::io::secrets::SecretAction,
     state_dir: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> ExitCode {
     let mut line = String::new();
-    if matches!(action, drawbridge::secrets::SecretAction::Set { .. })
+    if matches!(action, drawbridge::io::secrets::SecretAction::Set { .. })
         && std::io::stdin().read_line(&mut line).is_err()
     {
         eprintln!("drawbridge: cannot read the password from standard input");
@@ -219,13 +221,13 @@ fn secret_command(
         Ok(s) => s,
         Err(code) => return code,
     };
-    let key = drawbridge::tls::open_token(&settings, state_dir)
+    let key = drawbridge::io::tls::open_token(&settings, state_dir)
         .map_err(|e| e.to_string())
         .and_then(|token| {
-            drawbridge::secrets::SealKey::derive(token.as_ref()).map_err(|e| e.to_string())
+            drawbridge::io::secrets::SealKey::derive(token.as_ref()).map_err(|e| e.to_string())
         });
     match key {
-        Ok(key) => printed(drawbridge::secrets::secret(
+        Ok(key) => printed(drawbridge::io::secrets::secret(
             action, state_dir, &key, password,
         )),
         Err(e) => {
@@ -328,14 +330,14 @@ fn config_command(command: cli::ConfigCommand) -> ExitCode {
 
 /// A `config` request on the slots of a state directory, without a gateway.
 fn offline(
-    request: &drawbridge::config::admin::ConfigRequest,
+    request: &drawbridge::io::config::admin::ConfigRequest,
     body: &str,
     state_dir: &std::path::Path,
     no_apply: bool,
 ) -> Result<String, String> {
-    use drawbridge::clock::unix_now;
-    use drawbridge::config::admin::{self, ConfigRequest};
-    use drawbridge::config::engine::CommitRequest;
+    use drawbridge::io::clock::unix_now;
+    use drawbridge::io::config::admin::{self, ConfigRequest};
+    use drawbridge::io::config::engine::CommitRequest;
     // Reading and committing take the store's own lock; without --no-apply the gateway
     // must not be running (it would not see the commit until SIGHUP).
     let _lock = if no_apply {
@@ -390,7 +392,7 @@ fn offline(
             comment,
         } => {
             let mut config = engine.running().clone();
-            drawbridge::config::text::load_into(&mut config, body, *replace)?;
+            drawbridge::proto::config::text::load_into(&mut config, body, *replace)?;
             let r = CommitRequest {
                 user,
                 comment: comment.clone(),
@@ -447,10 +449,10 @@ fn explain(o: &cli::ExplainOptions) -> ExitCode {
             }
         },
     };
-    let ours = drawbridge::net::local::our_addresses(&config);
-    let explanation = drawbridge::policy::explain(
+    let ours = drawbridge::io::net::local::our_addresses(&config);
+    let explanation = drawbridge::proto::policy::explain(
         &config,
-        drawbridge::policy::ExplainInput {
+        drawbridge::proto::policy::ExplainInput {
             from_ip: o.from_ip,
             tls: o.tls,
             auth_user: o.auth.as_deref(),
@@ -538,9 +540,11 @@ fn image(action: &cli::ImageAction) -> ExitCode {
 /// `drawbridge system update FILE`: verify through the token, then write the inactive slot.
 fn system_update(file: &std::path::Path, state_dir: &std::path::Path) -> ExitCode {
     printed((|| -> Result<String, String> {
-        let token =
-            drawbridge::tls::open_soft_token(state_dir, drawbridge::tls::setup::TOKEN_LABEL)
-                .map_err(|e| e.to_string())?;
+        let token = drawbridge::io::tls::open_soft_token(
+            state_dir,
+            drawbridge::io::tls::setup::TOKEN_LABEL,
+        )
+        .map_err(|e| e.to_string())?;
         drawbridge::init::firmware::update_from_file(token.as_ref(), file)
     })())
 }

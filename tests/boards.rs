@@ -34,7 +34,7 @@ fn every_board_parses_and_names_a_default_configuration_that_parses() {
             .join(&board.default_config);
         let text = std::fs::read_to_string(&config)
             .unwrap_or_else(|e| panic!("{stem}: {}: {e}", config.display()));
-        let parsed = drawbridge::config::text::parse(&text)
+        let parsed = drawbridge::proto::config::text::parse(&text)
             .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         for name in parsed.interfaces.keys() {
             assert!(
@@ -65,6 +65,6 @@ fn the_firmware_is_built_for_the_host_board_by_default() {
     assert_eq!(b.firmware_slots, None);
     assert_eq!(
         drawbridge::board::default_config(),
-        drawbridge::config::host_default()
+        drawbridge::proto::config::host_default()
     );
 }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{free_port, is_root, wait_until};
-use drawbridge::relay::callout::{Outcome, Unreachable, Verdict, Verifier, VerifyOptions};
-use drawbridge::smtp::reply::Reply;
+use drawbridge::io::relay::callout::{Outcome, Unreachable, Verdict, Verifier, VerifyOptions};
+use drawbridge::proto::smtp::reply::Reply;
 use smol::LocalExecutor;
 
 /// How the scripted internal server behaves.

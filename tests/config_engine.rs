@@ -397,13 +397,13 @@ fn start_up_falls_back_past_a_damaged_newest_slot() {
 #[test]
 fn config_check_runs_the_commit_checks_on_a_file() {
     let dir = TempDir::new("config-check");
-    let good = file(&dir, "good.conf", drawbridge::config::HOST_DEFAULT);
+    let good = file(&dir, "good.conf", drawbridge::proto::config::HOST_DEFAULT);
     let bad = file(
         &dir,
         "bad.conf",
         &format!(
             "{}set route example.com channel no_such_channel\nset classify 40 remote 10.0.0.0/8\n",
-            drawbridge::config::HOST_DEFAULT
+            drawbridge::proto::config::HOST_DEFAULT
         ),
     );
     let run = |args: &[&str]| {

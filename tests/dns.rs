@@ -11,7 +11,8 @@ use std::time::Duration;
 mod common;
 
 use common::{Dnsmasq, free_udp_and_tcp_port};
-use drawbridge::dns::{DnsError, MxAnswer, Name, RecordType, Resolver, ResolverOptions};
+use drawbridge::io::resolver::{MxAnswer, Resolver};
+use drawbridge::proto::dns::{DnsError, Name, RecordType, ResolverOptions};
 
 fn name(text: &str) -> Name {
     Name::parse(text).unwrap()

@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use drawbridge::config::{Config, DomainPattern, NextHop, RelayHost, Route};
-use drawbridge::queue::{Envelope, Origin, QueueId, RcptStatus, Recipient};
-use drawbridge::relay::core::DestKey;
-use drawbridge::relay::core::{Action, Backing, Hop, QueueCore, Time, Unreachable};
-use drawbridge::relay::dsn::ReportKind;
-use drawbridge::smtp::reply::Reply;
+use drawbridge::proto::config::{Config, DomainPattern, NextHop, RelayHost, Route};
+use drawbridge::proto::queue::core::DestKey;
+use drawbridge::proto::queue::core::{Action, Backing, Hop, QueueCore, Time, Unreachable};
+use drawbridge::proto::queue::dsn::ReportKind;
+use drawbridge::proto::queue::{Envelope, Origin, QueueId, RcptStatus, Recipient};
+use drawbridge::proto::smtp::reply::Reply;
 
 mod common;
 use common::Rng;

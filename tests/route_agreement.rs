@@ -5,10 +5,10 @@
 
 use std::net::IpAddr;
 
-use drawbridge::config::{Config, DomainPattern, ServiceName, text};
-use drawbridge::policy::{self, ExplainInput, RcptCheck, Verdict, route};
-use drawbridge::relay::core::{DestKey, destination};
-use drawbridge::smtp::address::{Path, Recipient};
+use drawbridge::proto::config::{Config, DomainPattern, ServiceName, text};
+use drawbridge::proto::policy::{self, ExplainInput, RcptCheck, Verdict, route};
+use drawbridge::proto::queue::core::{DestKey, destination};
+use drawbridge::proto::smtp::address::{Path, Recipient};
 
 /// Our addresses, as the gateway would list them.
 const OURS: &[IpAddr] = &[

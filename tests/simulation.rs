@@ -6,10 +6,12 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use drawbridge::config::Service;
-use drawbridge::smtp::client::{Client, ClientConfig, ClientEvent, OutgoingMessage, OutgoingRcpt};
-use drawbridge::smtp::reply::Reply;
-use drawbridge::smtp::server::{Event, ServerConfig, Session, Verdict};
+use drawbridge::proto::config::Service;
+use drawbridge::proto::smtp::client::{
+    Client, ClientConfig, ClientEvent, OutgoingMessage, OutgoingRcpt,
+};
+use drawbridge::proto::smtp::reply::Reply;
+use drawbridge::proto::smtp::server::{Event, ServerConfig, Session, Verdict};
 
 mod common;
 use common::Rng;

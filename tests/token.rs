@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use drawbridge::token::x509::{Subject, certificate_request, self_signed_certificate};
-use drawbridge::token::{KeyKind, ObjectHandle, SoftToken, Token};
+use drawbridge::io::token::x509::{Subject, certificate_request, self_signed_certificate};
+use drawbridge::io::token::{KeyKind, ObjectHandle, SoftToken, Token};
 
-const RSA_PKCS8: &[u8] = include_bytes!("../src/token/testdata/rsa2048.pk8.der");
+const RSA_PKCS8: &[u8] = include_bytes!("../src/io/token/testdata/rsa2048.pk8.der");
 /// 2026-01-01T00:00:00Z to 2126-01-01T00:00:00Z.
 const NOT_BEFORE: i64 = 1_767_225_600;
 const NOT_AFTER: i64 = 4_922_899_200;

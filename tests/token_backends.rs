@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use common::TempDir;
 use common::softhsm::{PIN, SoftHsm, in_own_softhsm, list_objects, module};
-use drawbridge::token::{
+use drawbridge::io::token::{
     KeyKind, Mechanism, ObjectClass, ObjectHandle, Operation, Performer, Pkcs11Token, SoftToken,
     Token, TokenError, hmac_key,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, VerificationAlgorithm};
 
-const RSA_PKCS8: &[u8] = include_bytes!("../src/token/testdata/rsa2048.pk8.der");
+const RSA_PKCS8: &[u8] = include_bytes!("../src/io/token/testdata/rsa2048.pk8.der");
 
 /// The software token, logged in, in a fresh directory.
 fn soft_token(dir: &TempDir) -> SoftToken {
@@ -488,8 +488,8 @@ fn missing_mechanisms_fall_back_per_operation_and_are_logged_once() {
             // Ed25519 and HMAC keys went to the fallback token, P-256 and RSA did not.
             let (ed, _) = token.generate_key_pair(KeyKind::Ed25519, "ed").unwrap();
             let (ec, _) = token.generate_key_pair(KeyKind::EcP256, "ec").unwrap();
-            assert!(ed.raw() & drawbridge::token::pkcs11::SOFT_HANDLE_BIT != 0);
-            assert!(ec.raw() & drawbridge::token::pkcs11::SOFT_HANDLE_BIT == 0);
+            assert!(ed.raw() & drawbridge::io::token::pkcs11::SOFT_HANDLE_BIT != 0);
+            assert!(ec.raw() & drawbridge::io::token::pkcs11::SOFT_HANDLE_BIT == 0);
             let lines = logs.0.lock().unwrap().clone();
             for mechanism in [
                 "CKM_EC_EDWARDS_KEY_PAIR_GEN",

@@ -1,6 +1,6 @@
 //! Console logins: `admins.db` in the state directory, readable by its owner only.
 //!
-//! The file has the form of the mail users' database ([`crate::sasl::users`]): a name
+//! The file has the form of the mail users' database ([`crate::proto::sasl::users`]): a name
 //! and a salted SCRAM-SHA-256 secret (PBKDF2), never a password. While there is no file
 //! the factory account `admin` with the password `drawbridge` logs in, and must choose
 //! a new password before anything else; choosing it writes the file. A factory reset
@@ -11,9 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::console::{FACTORY_PASSWORD, FACTORY_USER};
-use crate::sasl::users::UserDb;
-use crate::sasl::{Credentials, ScramHash, constant_time_eq};
+use crate::proto::console::{FACTORY_PASSWORD, FACTORY_USER};
+use crate::proto::sasl::users::UserDb;
+use crate::proto::sasl::{Credentials, ScramHash, constant_time_eq};
 
 /// The console logins' file in the state directory.
 pub const ADMINS_FILE: &str = "admins.db";
@@ -60,7 +60,7 @@ pub fn verify(state_dir: &Path, user: &str, password: &str) -> io::Result<Verdic
     };
     let Some(secret) = db.scram(user) else {
         // Spend the same work on an unknown name as on a known one.
-        let _ = crate::sasl::ScramSecret::derive(password, &[0; 16], ADMIN_ITERATIONS);
+        let _ = crate::proto::sasl::ScramSecret::derive(password, &[0; 16], ADMIN_ITERATIONS);
         return Ok(Verdict::Refused);
     };
     Ok(
@@ -75,7 +75,7 @@ pub fn verify(state_dir: &Path, user: &str, password: &str) -> io::Result<Verdic
 /// Sets the password of a console login (adding it when new), and writes the file.
 pub fn set_password(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
     let mut db = load(state_dir)?.unwrap_or_default();
-    let salt = crate::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
+    let salt = crate::io::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
     let result = if db.scram(user).is_some() {
         db.set_password(user, password, ADMIN_ITERATIONS, &salt)
     } else {

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::clock::unix_now;
-use crate::config::{ServiceName, TokenSettings};
 use crate::gateway::Gateway;
-use crate::tls::setup::STORE_DIR;
-use crate::tls::store::{CertStore, StoredCert};
-use crate::tls::{TlsError, open_token};
+use crate::io::clock::unix_now;
+use crate::io::tls::setup::STORE_DIR;
+use crate::io::tls::store::{CertStore, StoredCert};
+use crate::io::tls::{TlsError, open_token};
+use crate::proto::config::{ServiceName, TokenSettings};
 
 /// What `drawbridge certificate …` does.
 #[derive(Debug, PartialEq, Eq)]
@@ -183,7 +183,7 @@ fn describe(cert: &StoredCert) -> String {
         "{}: {} (expires {}, SHA-256 {})\n",
         cert.name,
         cert.names.join(", "),
-        crate::calendar::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
+        crate::proto::calendar::rfc5322(u64::try_from(cert.not_after).unwrap_or(0)),
         cert.fingerprint_sha256
     )
 }

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::tty;
+use crate::io::tty;
 
 /// Runs a console session on the gateway of `state_dir` until it ends.
 pub fn run(state_dir: &Path, login: bool) -> io::Result<()> {

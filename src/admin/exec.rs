@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use super::accounts::{self, Verdict};
 use crate::admin::certificate::CertificateAction;
-use crate::calendar::mailq_stamp;
-use crate::clock::unix_now;
-use crate::config::admin;
-use crate::config::engine::CommitRequest;
-use crate::console::{Answer, Command, MAX_PASTE, Request};
 use crate::gateway::Gateway;
-use crate::relay::listing::{QueueOp, qshape};
-use crate::users::PasswordAction;
+use crate::io::clock::unix_now;
+use crate::io::config::admin;
+use crate::io::config::engine::CommitRequest;
+use crate::io::users::PasswordAction;
+use crate::proto::calendar::mailq_stamp;
+use crate::proto::console::{Answer, Command, MAX_PASTE, Request};
+use crate::proto::queue::listing::{QueueOp, qshape};
 
 /// The wait after the first failed login; it doubles with each failure in a row, up to
 /// [`MAX_LOGIN_DELAY`], for every console session together.
@@ -120,7 +120,7 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
     let dir = gw.state_dir.clone();
     let name = user.to_string();
     let verdict = smol::unblock(move || accounts::verify(&dir, &name, &password)).await;
-    let shown = crate::console::output::sanitize(user);
+    let shown = crate::proto::console::output::sanitize(user);
     match verdict {
         Ok(Verdict::Accepted { must_change }) => {
             gw.consoles.login_succeeded();
@@ -166,17 +166,17 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
         Command::ShowQueue { summary: false } => {
-            Ok(crate::relay::listing::list_text(&scheduler.list()))
+            Ok(crate::proto::queue::listing::list_text(&scheduler.list()))
         }
         Command::ShowQueue { summary: true } => Ok(qshape(&scheduler.list(), unix_now())),
-        Command::ShowStats => Ok(crate::stats::text(&crate::stats::report())),
+        Command::ShowStats => Ok(crate::proto::stats::text(&crate::proto::stats::report())),
         Command::ClearStats => {
-            crate::stats::clear(unix_now());
+            crate::proto::stats::clear(unix_now());
             log::info!(target: "console", "counters cleared by {user}");
             Ok("Counters cleared\n".into())
         }
         Command::ShowLog => {
-            let mut out = crate::log::recent().join("\n");
+            let mut out = crate::io::log::recent().join("\n");
             out.push('\n');
             Ok(out)
         }
@@ -228,7 +228,7 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             let action = PasswordAction::Add {
                 user: name,
                 cram_md5,
-                iterations: crate::users::DEFAULT_ITERATIONS,
+                iterations: crate::io::users::DEFAULT_ITERATIONS,
             };
             password_command(gw, action, Some(password.expose().to_string())).await
         }
@@ -238,7 +238,7 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         } => {
             let action = PasswordAction::Set {
                 user: name,
-                iterations: crate::users::DEFAULT_ITERATIONS,
+                iterations: crate::io::users::DEFAULT_ITERATIONS,
             };
             password_command(gw, action, Some(password.expose().to_string())).await
         }
@@ -259,18 +259,18 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             outbound,
         } => {
             let running = gw.running();
-            let explanation = crate::policy::explain(
+            let explanation = crate::proto::policy::explain(
                 &running.config,
-                crate::policy::ExplainInput {
+                crate::proto::policy::ExplainInput {
                     from_ip,
                     tls,
                     auth_user: auth.as_deref(),
                     mail: &mail,
                     rcpt: &rcpt,
                     service: if outbound {
-                        crate::config::ServiceName::Outbound
+                        crate::proto::config::ServiceName::Outbound
                     } else {
-                        crate::config::ServiceName::Inbound
+                        crate::proto::config::ServiceName::Inbound
                     },
                     our_addresses: running.our_addresses(),
                 },
@@ -327,7 +327,7 @@ async fn password_command(
     password: Option<String>,
 ) -> Result<String, String> {
     let dir = gw.state_dir.clone();
-    smol::unblock(move || crate::users::password(&action, &dir, password.as_deref()))
+    smol::unblock(move || crate::io::users::password(&action, &dir, password.as_deref()))
         .await
         .map_err(|e| e.to_string())
 }
@@ -341,7 +341,7 @@ async fn certificate(gw: &Rc<Gateway>, action: CertificateAction) -> Result<Stri
 
 fn status(gw: &Rc<Gateway>) -> String {
     let now = unix_now();
-    let report = crate::stats::report();
+    let report = crate::proto::stats::report();
     let commit = gw.running_commit();
     let mut out = String::new();
     let _ = writeln!(
@@ -411,7 +411,7 @@ const MAX_LISTED_CLIENTS: usize = 20;
 
 fn connections(gw: &Rc<Gateway>) -> String {
     let mut out = String::new();
-    for (service, (total, mut per_ip)) in crate::config::ServiceName::ALL
+    for (service, (total, mut per_ip)) in crate::proto::config::ServiceName::ALL
         .into_iter()
         .zip(gw.connections())
     {
@@ -442,8 +442,8 @@ fn token(gw: &Rc<Gateway>) -> String {
         out,
         "backend: {}",
         match settings.backend {
-            crate::config::TokenBackend::Soft => "soft",
-            crate::config::TokenBackend::Pkcs11 => "pkcs11",
+            crate::proto::config::TokenBackend::Soft => "soft",
+            crate::proto::config::TokenBackend::Pkcs11 => "pkcs11",
         }
     );
     let _ = writeln!(

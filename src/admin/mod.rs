@@ -1,6 +1,6 @@
 //! The console's side of the running gateway: its terminals and what its commands do.
 //!
-//! Three transports drive the one console core ([`crate::console`]): the board's console
+//! Three transports drive the one console core ([`crate::proto::console`]): the board's console
 //! device (standard input and output on the host board, raw when a terminal; a serial
 //! device such as `/dev/ttyS0` set raw at the board's speed), and `drawbridge cli`
 //! through the control socket. Each is a [`session::Link`] of two byte channels; blocking
@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_io::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::console::Options;
 use crate::gateway::Gateway;
-use crate::tty::{self, ConsoleDevice};
+use crate::io::tty::{self, ConsoleDevice};
+use crate::proto::console::Options;
 use session::{Ended, Link};
 
 /// Chunks of terminal bytes waiting in a link's channel, each way.
@@ -65,10 +65,10 @@ fn request_restart(gw: &Gateway, why: String) {
 pub fn factory_reset(state_dir: &Path) -> Result<(), String> {
     use std::fs;
     let dirs = [
-        crate::config::store::DIR,
-        crate::tls::setup::STORE_DIR,
-        crate::tls::TOKEN_DIR,
-        crate::tls::FALLBACK_TOKEN_DIR,
+        crate::io::config::store::DIR,
+        crate::io::tls::setup::STORE_DIR,
+        crate::io::tls::TOKEN_DIR,
+        crate::io::tls::FALLBACK_TOKEN_DIR,
     ];
     for d in dirs {
         match fs::remove_dir_all(state_dir.join(d)) {
@@ -78,7 +78,7 @@ pub fn factory_reset(state_dir: &Path) -> Result<(), String> {
             _ => {}
         }
     }
-    for f in [crate::users::USERS_FILE, accounts::ADMINS_FILE] {
+    for f in [crate::io::users::USERS_FILE, accounts::ADMINS_FILE] {
         match fs::remove_file(state_dir.join(f)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(format!("cannot erase {f}: {e}"));
@@ -101,7 +101,7 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
                 tty::make_raw(fd)?;
                 // The console prints log lines itself, above the line being typed.
                 if tty::is_terminal(std::io::stderr().as_raw_fd()) {
-                    crate::log::set_stderr(false);
+                    crate::io::log::set_stderr(false);
                 }
             }
             let size = if terminal { tty::window_size(fd) } else { None };
@@ -128,7 +128,7 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
                 };
                 if session::run(gw2.clone(), &link, options, &name).await == Ended::Gone {
                     // Nothing prints log lines on the terminal any more.
-                    crate::log::set_stderr(true);
+                    crate::io::log::set_stderr(true);
                     log::info!(target: "console", "{name}: input ended; the console is closed");
                     return;
                 }

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use async_io::{Async, Timer};
 use smol::future::FutureExt as _;
 
-use crate::dns::{MxAnswer, Name};
 use crate::gateway::Gateway;
-use crate::smtp::client_reply::ReplyReader;
-use crate::smtp::reply::Reply;
-use crate::tls::Transport;
+use crate::io::resolver::MxAnswer;
+use crate::io::tls::Transport;
+use crate::proto::dns::Name;
+use crate::proto::smtp::client_reply::ReplyReader;
+use crate::proto::smtp::reply::Reply;
 
 /// How long `test smtp` waits for the connection and for each reply.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);

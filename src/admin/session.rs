@@ -11,8 +11,8 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt as _;
 
 use super::exec;
-use crate::console::{Answer, Command, Console, Event, Options, Request};
 use crate::gateway::Gateway;
+use crate::proto::console::{Answer, Command, Console, Event, Options, Request};
 
 /// A terminal, as two byte channels: what was typed (closed at the end of input) and
 /// what to show.
@@ -40,7 +40,7 @@ enum Wake {
 /// Runs one session until it ends. `transport` names the terminal in logs and in
 /// `show users`.
 pub async fn run(gw: Rc<Gateway>, link: &Link, options: Options, transport: &str) -> Ended {
-    let logs = crate::log::subscribe();
+    let logs = crate::io::log::subscribe();
     let preauthenticated = options.user.clone();
     let mut console = Console::new(options);
     let id = gw.consoles.register(transport, preauthenticated.as_deref());

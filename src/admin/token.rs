@@ -5,14 +5,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::clock::unix_now;
-use crate::config::{Config, TokenBackend, TokenSettings};
-use crate::tls::setup::{STORE_DIR, TOKEN_LABEL};
-use crate::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
-use crate::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
-use crate::token::{
+use crate::io::clock::unix_now;
+use crate::io::tls::setup::{STORE_DIR, TOKEN_LABEL};
+use crate::io::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
+use crate::io::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
+use crate::io::token::{
     CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, TokenError, hmac_key,
 };
+use crate::proto::config::{Config, TokenBackend, TokenSettings};
 
 /// What `drawbridge token …` does.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -80,10 +80,10 @@ fn pkcs11_for_show(
         ))
     })?;
     let label = settings.label.as_deref().unwrap_or(TOKEN_LABEL);
-    let token = crate::token::Pkcs11Token::open(
+    let token = crate::io::token::Pkcs11Token::open(
         Path::new(module),
         label,
-        Some(&state_dir.join(crate::tls::FALLBACK_TOKEN_DIR)),
+        Some(&state_dir.join(crate::io::tls::FALLBACK_TOKEN_DIR)),
     )?;
     let info = token.module_info();
     let _ = writeln!(out, "backend: pkcs11");

@@ -28,7 +28,7 @@ use drawbridge_image::format::SectionKind;
 
 use crate::board::BOARD;
 use crate::image::{Trust, VerifyError};
-use crate::token::Token;
+use crate::io::token::Token;
 
 /// One of the two firmware slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,7 +379,7 @@ pub enum Never {}
 /// Verifies a slot and starts its kernel with `kexec_file_load(2)`.
 fn start(state_dir: &Path, dir: &Path, slot: Slot, cmdline: &str) -> io::Result<Never> {
     let bytes = read_image(&slot.file(dir))?;
-    let token = crate::tls::open_soft_token(state_dir, crate::tls::setup::TOKEN_LABEL)
+    let token = crate::io::tls::open_soft_token(state_dir, crate::io::tls::setup::TOKEN_LABEL)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let image = crate::image::verify(token.as_ref(), &trust(), &bytes)
         .map_err(|e| io::Error::other(e.to_string()))?;

@@ -13,7 +13,6 @@
 
 pub mod firmware;
 pub mod netlink;
-pub mod plan;
 mod sys;
 
 use std::fs::{File, OpenOptions};
@@ -27,9 +26,9 @@ use std::time::{Duration, Instant};
 use drawbridge_image::initramfs;
 
 use crate::board::BOARD;
-use crate::config::Config;
-pub use crate::init::plan::Shutdown;
-use crate::init::plan::{Backoff, ConfigChoice, NetStep};
+pub use crate::proto::boot::Shutdown;
+use crate::proto::boot::{Backoff, ConfigChoice, NetStep};
+use crate::proto::config::Config;
 
 /// Whether this process is to act as init: it is PID 1 on a board with its own kernel.
 pub fn should_run() -> bool {
@@ -40,7 +39,7 @@ pub fn should_run() -> bool {
 /// power-off call this). PID 1 stops the gateway, this process included.
 pub fn request(kind: Shutdown) -> io::Result<()> {
     // SAFETY: kill(2) has no memory arguments.
-    if unsafe { libc::kill(1, crate::init::plan::signal_for(kind)) } == 0 {
+    if unsafe { libc::kill(1, crate::proto::boot::signal_for(kind)) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -65,7 +64,7 @@ pub fn main() -> ! {
     let _ = sys::ctrl_alt_del_to_signal();
     let early = early_mounts();
     let console = open_console();
-    crate::log::init(&crate::board::default_config().system.host_name);
+    crate::io::log::init(&crate::board::default_config().system.host_name);
     log::info!(target: "init", "drawbridge {} for board {} starting as PID 1", env!("CARGO_PKG_VERSION"), BOARD.name);
     if let Err(e) = early {
         log::error!(target: "init", "mounting /proc, /sys and /dev: {e}");
@@ -106,7 +105,7 @@ fn open_console() -> io::Result<()> {
     if BOARD.console_device == "stdin" {
         return Ok(());
     }
-    let speed = crate::init::plan::termios_speed(BOARD.console_speed)
+    let speed = crate::proto::boot::termios_speed(BOARD.console_speed)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown line speed"))?;
     let file = OpenOptions::new()
         .read(true)
@@ -122,7 +121,7 @@ fn load_modules() {
     let order =
         std::fs::read_to_string(Path::new("/").join(initramfs::MODULE_ORDER)).unwrap_or_default();
     let mut loaded = 0;
-    for name in crate::init::plan::module_order(&order) {
+    for name in crate::proto::boot::module_order(&order) {
         match sys::load_module(&dir.join(name)) {
             Ok(()) => loaded += 1,
             Err(e) => log::error!(target: "init", "kernel module {name}: {e}"),
@@ -154,9 +153,9 @@ fn mount_data_disk() -> io::Result<()> {
             format!("{device} did not appear"),
         ));
     }
-    let mut head = vec![0u8; crate::init::plan::PROBE_LEN];
+    let mut head = vec![0u8; crate::proto::boot::PROBE_LEN];
     File::open(device)?.read_exact(&mut head)?;
-    if crate::init::plan::needs_format(&head) {
+    if crate::proto::boot::needs_format(&head) {
         log::warn!(target: "init", "{device} holds no file system: formatting it (first boot)");
         let status = Command::new(MKE2FS)
             .args([
@@ -192,9 +191,9 @@ fn mount_data_disk() -> io::Result<()> {
 /// `initial.conf.loaded`, so that changes made since, at the console, survive restarts.
 /// Without one the stored configuration rules; on a first boot, the factory one.
 fn boot_config(state_dir: &Path) -> Config {
-    let path = state_dir.join(crate::init::plan::INITIAL_CONFIG);
+    let path = state_dir.join(crate::proto::boot::INITIAL_CONFIG);
     let text = std::fs::read_to_string(&path).ok();
-    match crate::init::plan::choose_config(text.as_deref()) {
+    match crate::proto::boot::choose_config(text.as_deref()) {
         ConfigChoice::Factory => {}
         ConfigChoice::Initial(config) => {
             match crate::gateway::open_engine(
@@ -227,7 +226,7 @@ fn boot_config(state_dir: &Path) -> Config {
 
 /// The newest stored configuration whose HMAC checks, when there is one.
 fn stored_config(state_dir: &Path) -> Option<Config> {
-    let store = crate::config::store::Store::open(state_dir).ok()?;
+    let store = crate::io::config::store::Store::open(state_dir).ok()?;
     store.peek_newest()?;
     match crate::gateway::open_engine(state_dir, None, crate::board::default_config()) {
         Ok(opened) => Some(opened.engine.running().clone()),
@@ -239,7 +238,7 @@ fn stored_config(state_dir: &Path) -> Option<Config> {
 }
 
 fn bring_up_network(config: &Config) {
-    for (seq, step) in crate::init::plan::network_plan(BOARD.interfaces, config)
+    for (seq, step) in crate::proto::boot::network_plan(BOARD.interfaces, config)
         .into_iter()
         .enumerate()
     {
@@ -322,7 +321,7 @@ fn supervise(
         let Some(signal) = sys::wait_signal(signals, timeout) else {
             continue;
         };
-        if let Some(kind) = crate::init::plan::signal_request(signal) {
+        if let Some(kind) = crate::proto::boot::signal_request(signal) {
             log::info!(target: "init", "{} requested", match kind {
                 Shutdown::PowerOff => "power-off",
                 Shutdown::Restart => "restart",

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use crate::config::InterfaceAddress;
+use crate::proto::config::InterfaceAddress;
 
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;

@@ -102,7 +102,7 @@ pub fn console_termios(file: &File, speed: libc::speed_t) -> io::Result<()> {
     t.c_oflag |= libc::OPOST | libc::ONLCR;
     t.c_cc[libc::VMIN] = 1;
     t.c_cc[libc::VTIME] = 0;
-    crate::tty::set_speed(&mut t, speed);
+    crate::io::tty::set_speed(&mut t, speed);
     // SAFETY: fd is open; t is valid.
     check(unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) })
 }

@@ -10,7 +10,7 @@ pub mod terminal;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 
-use drawbridge::dns::{Name, Query, RecordType};
+use drawbridge::proto::dns::{Name, Query, RecordType};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use drawbridge::console::screen::Screen;
+pub use drawbridge::proto::console::screen::Screen;
 
 use super::WAIT;
 

@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use drawbridge::filter::{
-    Decision, Filter, Lookups, NameLookup, Request, Rule, ServerHost, decide,
-};
+use drawbridge::proto::filter::{Decision, Filter, Lookups, NameLookup, Request, Rule, ServerHost, decide};
 use libfuzzer_sys::fuzz_target;
 
 /// Answers lookups from the input's last octet, counting the questions.

@@ -4,8 +4,8 @@
 //! payload through the checked path as well; a real token's HMAC is tested elsewhere.
 #![no_main]
 
-use drawbridge::config::slot::{MAC_LEN, Seal, decode, decode_unchecked, encode};
-use drawbridge::config::text::{parse, print};
+use drawbridge::proto::config::slot::{MAC_LEN, Seal, decode, decode_unchecked, encode};
+use drawbridge::proto::config::text::{parse, print};
 use libfuzzer_sys::fuzz_target;
 
 /// Folds the data into 32 octets: cheap, deterministic, and reachable by the fuzzer.

@@ -2,7 +2,7 @@
 //! parses back to the same model, and prints the same again (canonical printing).
 #![no_main]
 
-use drawbridge::config::text::{parse, print};
+use drawbridge::proto::config::text::{parse, print};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,10 +10,10 @@
 
 use std::time::Instant;
 
-use drawbridge::config::Candidate;
-use drawbridge::config::host_default;
-use drawbridge::console::request::{Answer, Command, Request};
-use drawbridge::console::{Console, Event, MAX_TYPEAHEAD, Options};
+use drawbridge::proto::config::Candidate;
+use drawbridge::proto::config::host_default;
+use drawbridge::proto::console::request::{Answer, Command, Request};
+use drawbridge::proto::console::{Console, Event, MAX_TYPEAHEAD, Options};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/pieces.rs"]

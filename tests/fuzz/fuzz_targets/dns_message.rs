@@ -4,8 +4,8 @@
 //! decodes stays within the decoder's bounds.
 #![no_main]
 
-use drawbridge::dns::message::MAX_ANSWER_RECORDS;
-use drawbridge::dns::{Answer, Name, Query, RecordType, Response};
+use drawbridge::proto::dns::message::MAX_ANSWER_RECORDS;
+use drawbridge::proto::dns::{Answer, Name, Query, RecordType, Response};
 use libfuzzer_sys::fuzz_target;
 
 /// The question of a message, read naively (uncompressed labels), as a query.

@@ -2,9 +2,9 @@
 //! fields read from DER (subject, names, emails), and the DER reader under them.
 #![no_main]
 
-use drawbridge::tls::cert::parse_certificate;
-use drawbridge::tls::pem::{parse_chain, parse_private_key};
-use drawbridge::token::der::{read_tlv, spki_subject_public_key};
+use drawbridge::io::tls::cert::parse_certificate;
+use drawbridge::io::tls::pem::{parse_chain, parse_private_key};
+use drawbridge::io::token::der::{read_tlv, spki_subject_public_key};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

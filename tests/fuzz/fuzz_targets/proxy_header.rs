@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use drawbridge::proxy::{Decoded, HeaderError, HeaderReader, Received, decode};
+use drawbridge::proto::proxy::{Decoded, HeaderError, HeaderReader, Received, decode};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/pieces.rs"]

@@ -8,8 +8,8 @@
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use drawbridge::sasl::users::{UserDb, UserLookup};
-use drawbridge::sasl::{ExchangeInputs, MechanismName, Step, new_mechanism};
+use drawbridge::proto::sasl::users::{UserDb, UserLookup};
+use drawbridge::proto::sasl::{ExchangeInputs, MechanismName, Step, new_mechanism};
 use libfuzzer_sys::fuzz_target;
 
 fn database() -> &'static UserDb {

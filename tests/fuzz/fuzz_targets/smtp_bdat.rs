@@ -3,7 +3,7 @@
 //! and the content must not depend on where the chunks are cut.
 #![no_main]
 
-use drawbridge::smtp::data::ContentChecker;
+use drawbridge::proto::smtp::data::ContentChecker;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/pieces.rs"]

@@ -8,9 +8,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use drawbridge::smtp::client::{
-    Client, ClientConfig, ClientEvent, OutgoingMessage, OutgoingRcpt, TlsPolicy,
-};
+use drawbridge::proto::smtp::client::{Client, ClientConfig, ClientEvent, OutgoingMessage, OutgoingRcpt, TlsPolicy};
 use libfuzzer_sys::fuzz_target;
 
 const SERVER: &[&[u8]] = &[

@@ -3,9 +3,9 @@
 //! framer's to bound, in the session: see the `smtp_session` target.)
 #![no_main]
 
-use drawbridge::config::EhloKeywords;
-use drawbridge::smtp::address::Recipient;
-use drawbridge::smtp::command::{Command, mail_params, rcpt_params, verb_of};
+use drawbridge::proto::config::EhloKeywords;
+use drawbridge::proto::smtp::address::Recipient;
+use drawbridge::proto::smtp::command::{Command, mail_params, rcpt_params, verb_of};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {

@@ -3,7 +3,7 @@
 //! input is cut, and the content handed out must be the same too.
 #![no_main]
 
-use drawbridge::smtp::data::DataReader;
+use drawbridge::proto::smtp::data::DataReader;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/pieces.rs"]

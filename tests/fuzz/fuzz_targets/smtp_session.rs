@@ -8,9 +8,9 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use drawbridge::config::{EhloKeywords, Service};
-use drawbridge::smtp::reply::Reply;
-use drawbridge::smtp::server::{Event, ServerConfig, Session, TlsInfo, Verdict};
+use drawbridge::proto::config::{EhloKeywords, Service};
+use drawbridge::proto::smtp::reply::Reply;
+use drawbridge::proto::smtp::server::{Event, ServerConfig, Session, TlsInfo, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 const PIECES: &[&[u8]] = &[

@@ -1,0 +1,115 @@
+//! Queue operations for administrators: list, show, summary, flush, hold, release,
+//! delete, requeue, on one message or all.
+//!
+//! The library API that the control socket and the console call. Holds are written to
+//! the message's envelope, so they survive a restart. What they answer is
+//! `relay::listing`'s.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use super::{Scheduler, now};
+use crate::proto::queue::QueueId;
+use crate::proto::queue::core::ContentRef;
+use crate::proto::queue::id::Target;
+use crate::proto::queue::listing::{OpError, QueueEntry, QueueOp};
+
+impl Scheduler {
+    /// Every message in the queue, oldest first.
+    pub fn list(&self) -> Vec<QueueEntry> {
+        self.core.borrow().list()
+    }
+
+    /// One message: its listing entry and its content as queued. The administrator's
+    /// request reads a queue file on the spot.
+    pub fn show(&self, id: &QueueId) -> Result<(QueueEntry, Vec<u8>), OpError> {
+        let (entry, content) = self.core.borrow().entry(id)?;
+        let content = match content {
+            ContentRef::Memory(bytes) => bytes.to_vec(),
+            ContentRef::File => self
+                .spool
+                .read_content(id)
+                .map_err(|e| OpError::Unreadable(id.clone(), e.to_string()))?,
+        };
+        Ok((entry, content))
+    }
+
+    /// Tries every deferred message now, and forgets which hosts failed recently.
+    /// Returns how many messages were woken.
+    pub fn flush(self: &Rc<Self>) -> usize {
+        let n = self.core.borrow_mut().flush(now());
+        self.run_actions();
+        n
+    }
+
+    /// Keeps a message from being delivered until it is released. An attempt already
+    /// running finishes.
+    pub fn hold(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let held = self.core.borrow_mut().hold(id);
+        self.run_actions();
+        held
+    }
+
+    /// Releases a held message and tries it at once.
+    pub fn release(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let released = self.core.borrow_mut().release(id, now());
+        self.run_actions();
+        released
+    }
+
+    /// Like Postfix's `postsuper -r`: a held message is released, and the recipients
+    /// still open are routed again by the running configuration and tried at once. An
+    /// attempt already running finishes first.
+    pub fn requeue(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let requeued = self.core.borrow_mut().requeue(id, now());
+        self.run_actions();
+        requeued
+    }
+
+    /// Tries now the messages with a recipient still to deliver in `domain` (any case),
+    /// and forgets which hosts failed recently. Returns how many messages were woken.
+    pub fn flush_domain(self: &Rc<Self>, domain: &str) -> usize {
+        let n = self.core.borrow_mut().flush_domain(domain, now());
+        self.run_actions();
+        n
+    }
+
+    /// Does `op` to one message or to every one, as `postsuper` does with `ALL`: one
+    /// line per message; for a single message, its error is the error.
+    pub fn operate(self: &Rc<Self>, op: QueueOp, target: &Target) -> Result<String, String> {
+        let ids: Vec<QueueId> = match target {
+            Target::One(id) => vec![id.clone()],
+            Target::All => self.list().into_iter().map(|e| e.id).collect(),
+        };
+        let done = op.words().1;
+        let mut out = String::new();
+        for id in &ids {
+            let result = match op {
+                QueueOp::Hold => self.hold(id),
+                QueueOp::Release => self.release(id),
+                QueueOp::Delete => self.delete(id),
+                QueueOp::Requeue => self.requeue(id),
+            };
+            match result {
+                Ok(()) => {
+                    let _ = writeln!(out, "{id}: {done}");
+                }
+                Err(e) if ids.len() == 1 => return Err(e.to_string()),
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                }
+            }
+        }
+        if ids.is_empty() {
+            out.push_str("Mail queue is empty\n");
+        }
+        Ok(out)
+    }
+
+    /// Removes a message from the queue without notifying anyone.
+    pub fn delete(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
+        let deleted = self.core.borrow_mut().delete(id);
+        self.run_actions();
+        deleted
+    }
+}

@@ -1,0 +1,176 @@
+//! What the console core asks of the gateway, and the answers it gets.
+//!
+//! The core parses a line into a [`Command`] or a configuration request and hands it
+//! out as a [`Request`]; whoever drives the core carries it out (with the gateway's
+//! queue, configuration engine, stores and network) and feeds back an [`Answer`]. The
+//! core never waits on anything itself.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::proto::config::Candidate;
+use crate::proto::config::Config;
+
+/// A password typed at the console: kept out of `Debug` and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+pub use crate::proto::queue::id::Target;
+
+/// An operational command, parsed and checked, for the gateway to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    ShowStatus,
+    ShowConnections,
+    /// `show queue`, or with `summary` the table by domain and age.
+    ShowQueue {
+        summary: bool,
+    },
+    ShowStats,
+    ShowLog,
+    ShowCertificates,
+    ShowUsers,
+    ShowToken,
+    /// `token login`: log in with the PIN file's PIN unless logged in; the keys.
+    TokenLogin,
+    /// `token init-key`: make the keys the gateway needs that are missing.
+    TokenInitKey,
+    ShowConfiguration,
+    /// `show system commit`: the commits kept.
+    ShowCommits,
+    ClearStats,
+    QueueFlush {
+        domain: Option<String>,
+    },
+    QueueHold(Target),
+    QueueRelease(Target),
+    QueueDelete(Target),
+    QueueRequeue(Target),
+    PasswordAdd {
+        user: String,
+        cram_md5: bool,
+        password: Secret,
+    },
+    PasswordSet {
+        user: String,
+        password: Secret,
+    },
+    PasswordDelete {
+        user: String,
+    },
+    PasswordShow {
+        pattern: String,
+    },
+    CertificateGenerate {
+        host: Option<String>,
+    },
+    CertificateImport {
+        name: String,
+        chain: String,
+        key: String,
+    },
+    CertificateRequest {
+        name: String,
+    },
+    CertificateShow,
+    CertificateDelete {
+        name: String,
+    },
+    TestSmtp {
+        host: String,
+        port: u16,
+    },
+    TestDns {
+        name: String,
+        mx: bool,
+    },
+    Explain {
+        from_ip: IpAddr,
+        mail: String,
+        rcpt: String,
+        tls: bool,
+        auth: Option<String>,
+        outbound: bool,
+    },
+    Restart,
+    FactoryReset,
+    /// `system update FILE`: verify the image, write it to the inactive firmware slot.
+    SystemUpdate {
+        file: String,
+    },
+    /// `system reboot`: PID 1 stops the gateway, writes everything out and restarts.
+    SystemReboot,
+    /// `system power-off`: the same, then powers off.
+    SystemPowerOff,
+}
+
+/// A request for whoever drives the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Check a login: [`Answer::LoggedIn`] or [`Answer::Refused`].
+    Login { user: String, password: Secret },
+    /// Set the password of a console login (the forced change at the first login, or
+    /// `login password`): [`Answer::LoggedIn`] or [`Answer::Error`].
+    SetLoginPassword { user: String, password: Secret },
+    /// Carry out a command: [`Answer::Text`] or [`Answer::Error`].
+    Run(Command),
+    /// A candidate for configuration mode: [`Answer::Candidate`].
+    Configure,
+    /// The running configuration, for `show | compare`: [`Answer::Running`].
+    Running,
+    /// `commit check`: [`Answer::Text`] or [`Answer::Error`].
+    Check(Box<Candidate>),
+    /// `commit`: [`Answer::Committed`] or [`Answer::Error`].
+    Commit {
+        candidate: Box<Candidate>,
+        comment: String,
+        confirm_minutes: Option<u64>,
+    },
+    /// `rollback N`: the configuration of N commits ago as a candidate.
+    Rollback(usize),
+    /// `load … FILE`: the file's text, [`Answer::File`].
+    ReadFile(String),
+}
+
+/// What came of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The login is good; `must_change` when it still has the factory password.
+    LoggedIn {
+        must_change: bool,
+    },
+    /// The login is refused; the next try may come after `delay`.
+    Refused {
+        delay: Duration,
+    },
+    Text(String),
+    Error(String),
+    Candidate(Box<Candidate>),
+    Running(Box<Config>),
+    /// A commit happened: what to say, and a fresh candidate from it.
+    Committed {
+        text: String,
+        candidate: Box<Candidate>,
+    },
+    File(String),
+    /// The request was given up (Ctrl-C while it ran).
+    Cancelled,
+    /// Say this and end the session: the gateway is going away (`restart`).
+    Closing(String),
+}

@@ -1,0 +1,23 @@
+//! The protocol cores. **Invariant:** no sockets, files, clock reads, executors, threads,
+//! `async` or TLS types; everything here can be driven byte by byte and tick by tick
+//! from a test. The time comes in as an argument; randomness comes in as a seed.
+//! Nothing here imports `crate::io` or the wiring (`tests/tidy.rs` holds them to it).
+//!
+//! Lowest first: the shared formats (`calendar`, `json`, `logtext`, `stats`), then SASL
+//! and the DNS codec, SMTP, access filters, the configuration model, policy, the queue
+//! core, the console, the PROXY header and PID 1's boot plan.
+
+pub mod boot;
+pub mod calendar;
+pub mod config;
+pub mod console;
+pub mod dns;
+pub mod filter;
+pub mod json;
+pub mod logtext;
+pub mod policy;
+pub mod proxy;
+pub mod queue;
+pub mod sasl;
+pub mod smtp;
+pub mod stats;
