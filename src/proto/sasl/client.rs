@@ -106,10 +106,11 @@ impl Drop for ClientCredentials {
     }
 }
 
+/// Zeroes the string's octets where they are (the same allocation) and leaves it empty.
 fn wipe(text: &mut String) {
-    // SAFETY: zero octets are valid UTF-8, so the string stays a string.
-    unsafe { text.as_bytes_mut() }.fill(0);
-    std::hint::black_box(text);
+    let mut octets = std::mem::take(text).into_bytes();
+    octets.fill(0);
+    std::hint::black_box(&octets);
 }
 
 /// Our part of a SCRAM nonce: printable ASCII except `,` (RFC 5802 §7).
