@@ -40,8 +40,8 @@ commands:
 
   bench relay|latency|churn|handshakes|idle|slow-downstream|size|loadgen|all
         [--sizes LIST] [--messages N] [--sessions S] [--connections LIST]
-        [--only drawbridge|postfix]
-      The benchmark suite: drawbridge (release build) against a private
+        [--only drawbridge|postfix] [--binary PATH]
+      The benchmark suite: drawbridge (release build, or PATH) against a private
       Postfix relay on this machine, one after the other under the same load
       from xtask's own SMTP load generator, relaying to one smtp-sink. Prints
       both figures and the ratio, writes target/bench/NAME.json. Needs root

@@ -79,6 +79,9 @@ pub struct Options {
     pub sessions: u32,
     pub counts: String,
     pub only: Option<System>,
+    /// `--binary PATH`: this drawbridge instead of a release build of the tree, to put
+    /// a change beside the code before it.
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             sessions: DEFAULT_SESSIONS,
             counts: IDLE_COUNTS.to_owned(),
             only: None,
+            binary: None,
         }
     }
 }
@@ -114,6 +118,7 @@ impl Options {
                         parse_counts(&text)?;
                         o.counts = text;
                     }
+                    "--binary" => o.binary = Some(PathBuf::from(value()?)),
                     "--only" => {
                         o.only = Some(match value()?.as_str() {
                             "drawbridge" => System::Drawbridge,
@@ -190,7 +195,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn prepare(systems: &[System]) -> Result<Bench, Failure> {
+    pub fn prepare(systems: &[System], binary: Option<&Path>) -> Result<Bench, Failure> {
         process::catch_interrupts();
         if systems.contains(&System::Postfix) && !process::is_root() {
             return Err(Failure::new(
@@ -214,10 +219,11 @@ impl Bench {
         };
         let root = crate::workspace_root();
         let target = crate::target_dir(&root);
-        let drawbridge = if systems.contains(&System::Drawbridge) {
-            Some(bench::build_drawbridge(&root, &target)?)
-        } else {
-            None
+        let drawbridge = match binary {
+            _ if !systems.contains(&System::Drawbridge) => None,
+            Some(b) if b.is_file() => Some(b.to_path_buf()),
+            Some(b) => return Err(Failure(format!("--binary {}: no such file", b.display()))),
+            None => Some(bench::build_drawbridge(&root, &target)?),
         };
         let out = target.join("bench");
         let work = out.join(format!("suite-{}", std::process::id()));
@@ -1134,7 +1140,7 @@ pub fn run(what: &str, o: &Options) -> Result<ExitCode, Failure> {
     } else {
         o.systems()
     };
-    let mut bench = Bench::prepare(&systems)?;
+    let mut bench = Bench::prepare(&systems, o.binary.as_deref())?;
     let outcome = match what {
         "relay" => relay(&mut bench, o).map(drop),
         "latency" => latency(&mut bench, o).map(drop),
@@ -1193,6 +1199,10 @@ mod tests {
     fn options_default_and_parse() {
         assert_eq!(parse(&[]), Ok(Options::default()));
         let o = parse(&["--sizes", "4k", "--messages=100", "--only", "postfix"]).unwrap();
+        assert_eq!(
+            parse(&["--binary", "/tmp/db"]).unwrap().binary,
+            Some(PathBuf::from("/tmp/db"))
+        );
         assert_eq!(o.sizes, "4k");
         assert_eq!(o.messages, Some(100));
         assert_eq!(o.systems(), vec![System::Postfix]);
