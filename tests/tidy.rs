@@ -34,7 +34,7 @@ const FORBIDDEN: &[(&str, &str)] = &[
         "a core reads no clock: the time comes as an argument",
     ),
     ("SystemTime", "a core reads no wall clock"),
-    ("rustls", "only src/tls names rustls"),
+    ("rustls", "only src/io/tls names rustls"),
     ("smol", "a core knows no executor"),
     ("async_io", "a core knows no executor"),
     ("async fn", "a core is not async: the layer drives it"),
@@ -752,7 +752,7 @@ fn sources(paths: &[&str]) -> Vec<(String, String)> {
 /// are where the names are made; array lengths and generic arguments in types
 /// (`[u8; 4]`, `heapless::String<64>`); and tests.
 ///
-/// Seen to fail: `Vec::with_capacity(4096)` put into `src/smtp/reply.rs` failed this
+/// Seen to fail: `Vec::with_capacity(4096)` put into `src/proto/smtp/reply.rs` failed this
 /// test naming that line.
 #[test]
 fn the_cores_name_their_bounds() {
@@ -775,7 +775,7 @@ fn the_cores_name_their_bounds() {
 /// cannot panic. Attributes, array and slice types, array expressions, slice patterns
 /// and the whole-slice `[..]` are not indexes; tests are left out.
 ///
-/// Seen to fail: `let first = line[0];` put into `src/smtp/command.rs` failed this test
+/// Seen to fail: `let first = line[0];` put into `src/proto/smtp/command.rs` failed this test
 /// naming that line.
 #[test]
 fn decoders_explain_every_panic() {

@@ -1,6 +1,6 @@
 //! The configuration reference, generated from the schema: every statement with its
 //! value, factory value and one line of help. `drawbridge config reference` prints it,
-//! and `src/config/reference.md` is this text, checked by a test to match.
+//! and `src/proto/config/reference.md` is this text, checked by a test to match.
 
 use super::schema::{List, Node, NodeKind, ROOT};
 
@@ -106,13 +106,13 @@ mod tests {
     use super::*;
 
     /// The committed reference is the generated one: `drawbridge config reference >
-    /// src/config/reference.md` brings it up to date.
+    /// src/proto/config/reference.md` brings it up to date.
     #[test]
     fn the_committed_reference_matches_the_schema() {
         let committed = include_str!("reference.md");
         assert!(
             committed == markdown(),
-            "src/config/reference.md is stale: run `cargo run -- config reference > src/config/reference.md`"
+            "src/proto/config/reference.md is stale: run `cargo run -- config reference > src/proto/config/reference.md`"
         );
     }
 

@@ -1,5 +1,5 @@
 //! The stored form of the configuration: postcard wire types, one set per schema version
-//! (SPEC §8). With `src/queue/envelope.rs` these are the only types that derive serde.
+//! (SPEC §8). With `src/proto/queue/envelope.rs` these are the only types that derive serde.
 //!
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
