@@ -138,7 +138,7 @@ pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<
                 crate::proto::stats::text(&report)
             })
         }
-        queue => execute_queue(&gw.net.scheduler, queue),
+        queue => execute_queue(&gw.net.queue.scheduler, queue),
     }
 }
 

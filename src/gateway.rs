@@ -376,7 +376,7 @@ impl Gateway {
             &self.token,
             &self.state_dir,
         ));
-        self.net.scheduler.reconfigure(
+        self.net.queue.scheduler.reconfigure(
             running.config.clone(),
             running.shared_addresses(),
             running.resolver.clone(),

@@ -161,7 +161,7 @@ fn read_bounded(path: &str) -> Result<String, String> {
 
 /// Carries out one operational command; the text to show.
 async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, String> {
-    let scheduler = &gw.net.scheduler;
+    let scheduler = &gw.net.queue.scheduler;
     match command {
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
@@ -374,7 +374,7 @@ fn status(gw: &Rc<Gateway>) -> String {
             listening.join(", ")
         }
     );
-    let entries = gw.net.scheduler.list();
+    let entries = gw.net.queue.scheduler.list();
     let held = entries.iter().filter(|e| e.held).count();
     let _ = writeln!(
         out,
@@ -428,7 +428,14 @@ fn connections(gw: &Rc<Gateway>) -> String {
             );
         }
     }
-    let delivering = gw.net.scheduler.list().iter().filter(|e| e.active).count();
+    let delivering = gw
+        .net
+        .queue
+        .scheduler
+        .list()
+        .iter()
+        .filter(|e| e.active)
+        .count();
     let _ = writeln!(out, "delivery: {delivering} message(s) being delivered");
     out
 }

@@ -35,10 +35,8 @@ use super::throttle::{Limits, Throttle};
 pub struct Context {
     running: RefCell<Rc<Running>>,
     pub executor: Rc<LocalExecutor<'static>>,
-    pub spool: Rc<Spool>,
-    pub journal: Rc<RefCell<Journal>>,
-    pub commit: Rc<GroupCommit>,
-    pub scheduler: Rc<Scheduler>,
+    /// Where sessions hand their messages.
+    pub queue: Queue,
     /// Authentication failures by client address, network and user.
     pub throttle: RefCell<Throttle>,
     /// The user database, as AUTH reads it.
@@ -66,10 +64,7 @@ impl Context {
         Context {
             running: RefCell::new(running),
             executor,
-            spool: queue.spool,
-            journal: queue.journal,
-            commit: queue.commit,
-            scheduler: queue.scheduler,
+            queue,
             throttle: RefCell::new(Throttle::new(limits)),
             users,
             derivations: smol::lock::Semaphore::new(super::session::MAX_CONCURRENT_DERIVATIONS),

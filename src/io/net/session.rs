@@ -802,7 +802,7 @@ fn begin_message(
     let tls = session.tls();
     let authenticated = session.is_authenticated();
     let tls_text = tls.map(|t| format!("using {} with cipher {}", t.version, t.cipher));
-    let id = gw.spool.allocate_id(unix_micros_now());
+    let id = gw.queue.spool.allocate_id(unix_micros_now());
     let id_text = id.to_string();
     let trace = Trace {
         helo,
@@ -845,7 +845,7 @@ impl Spooling {
             }
             // Too big for the journal: the rest streams into the message's own file.
             let buf = std::mem::take(buf);
-            self.store = match gw.spool.create_named(self.id.clone()) {
+            self.store = match gw.queue.spool.create_named(self.id.clone()) {
                 Ok(mut incoming) => match incoming.write(&buf) {
                     Ok(()) => Store::File(incoming),
                     Err(e) => self.fail(&e),
@@ -890,7 +890,7 @@ async fn commit(
     let env = envelope(&id, service, peer, &tx, s.written, s.eight_bit);
     let written = match s.store {
         Store::Memory(buf) => {
-            let appended = gw.journal.borrow_mut().append(&env, &buf);
+            let appended = gw.queue.journal.borrow_mut().append(&env, &buf);
             appended.map(|segment| {
                 (
                     Pending::Journal {
@@ -914,12 +914,12 @@ async fn commit(
             return Err(spool_reply(&e));
         }
     };
-    if let Err(e) = gw.commit.commit(pending).await {
+    if let Err(e) = gw.queue.commit.commit(pending).await {
         log::error!(target: "smtpd", "{id}: queue sync error: {e}");
         return Err(spool_reply(&e));
     }
     log::info!(target: "cleanup", "{id}: message-id={}", Escaped(&message_id.unwrap_or_default()));
-    gw.scheduler.submit(env, content, backing);
+    gw.queue.scheduler.submit(env, content, backing);
     Ok(id.to_string())
 }
 
