@@ -67,13 +67,23 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, and never one this test process has
+/// handed out before: tests run in parallel, and the kernel may give a port one test
+/// chose (and has not bound yet, or keeps dead on purpose) to another.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `cond` until it holds or `WAIT` passes.
@@ -349,8 +359,20 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the gateway said, so a failure on CI explains itself.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_LINES).collect();
+            eprintln!("--- last {} lines of the gateway's log ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
+
+/// How much of the gateway's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
 
 /// One message as the test sink received it.
 #[derive(Clone, Debug, Default)]
