@@ -64,11 +64,12 @@ pub enum Content {
     File(PathBuf),
 }
 
-/// The content being read for one transaction: at most two pieces of
-/// [`CONTENT_CHUNK`] octets in memory (the blocking pool's buffer and ours).
+/// The content being read for one transaction. A journal message is handed to the
+/// core straight from memory; a queue file is read in pieces of [`CONTENT_CHUNK`]
+/// octets, so at most two of them are in memory (the blocking pool's buffer and ours).
 enum ContentReader {
     Memory { bytes: Rc<[u8]>, at: usize },
-    File(Unblock<File>),
+    File { file: Unblock<File>, buf: Box<[u8]> },
 }
 
 impl ContentReader {
@@ -81,21 +82,27 @@ impl ContentReader {
             Content::File(path) => {
                 let path = path.clone();
                 let file = smol::unblock(move || File::open(path)).await?;
-                ContentReader::File(Unblock::with_capacity(CONTENT_CHUNK, file))
+                ContentReader::File {
+                    file: Unblock::with_capacity(CONTENT_CHUNK, file),
+                    buf: vec![0; CONTENT_CHUNK].into_boxed_slice(),
+                }
             }
         })
     }
 
-    /// Reads the next piece into `buf` (of [`CONTENT_CHUNK`] octets); 0 at the end.
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// The next piece, of at most [`CONTENT_CHUNK`] octets; empty at the end.
+    async fn next_piece(&mut self) -> io::Result<&[u8]> {
         match self {
             ContentReader::Memory { bytes, at } => {
-                let n = bytes.len().saturating_sub(*at).min(buf.len());
-                buf[..n].copy_from_slice(&bytes[*at..*at + n]);
-                *at += n;
-                Ok(n)
+                let start = *at;
+                let end = bytes.len().min(start.saturating_add(CONTENT_CHUNK));
+                *at = end.max(start);
+                Ok(bytes.get(start..end).unwrap_or_default())
             }
-            ContentReader::File(file) => file.read(buf).await,
+            ContentReader::File { file, buf } => {
+                let n = file.read(buf).await?;
+                Ok(&buf[..n])
+            }
         }
     }
 }
@@ -216,17 +223,16 @@ impl Connection {
                 return;
             }
         };
-        let mut buf = vec![0u8; CONTENT_CHUNK];
         while self.client.wants_content() {
-            let read = async { Some(reader.read(&mut buf).await) }
+            let read = async { Some(reader.next_piece().await) }
                 .or(async {
                     Timer::after(timeout).await;
                     None
                 })
                 .await;
             match read {
-                Some(Ok(0)) => self.client.end_content(Instant::now()),
-                Some(Ok(n)) => self.client.handle_content(&buf[..n], Instant::now()),
+                Some(Ok([])) => self.client.end_content(Instant::now()),
+                Some(Ok(piece)) => self.client.handle_content(piece, Instant::now()),
                 Some(Err(e)) => {
                     log::error!(target: "smtp", "cannot read the message content: {e}");
                     self.client.content_failed(&e.to_string(), Instant::now());
