@@ -713,7 +713,7 @@ fn source_channel(
         auth_user: None,
         our_addresses: &[],
     };
-    policy::source_channel(config, &client, &mut Vec::new())
+    policy::source_channel(config, &client, &mut policy::Trace::off())
 }
 
 /// The relay policy, then, for our own domains where the service asks for it, a live
@@ -739,11 +739,18 @@ async fn check_rcpt(
         rcpt: to,
         had_source_route: asked.had_source_route,
     };
-    let decision = policy::decide(config, &client, &check);
-    let routed = match decision.verdict {
+    // Every RCPT is decided: the steps in words only when the debug log will show them.
+    let explain = log::log_enabled!(target: "smtpd", log::Level::Debug);
+    let (verdict, trace) = if explain {
+        let decision = policy::decide(config, &client, &check);
+        (decision.verdict, decision.trace)
+    } else {
+        (policy::verdict(config, &client, &check), Vec::new())
+    };
+    let routed = match verdict {
         policy::Verdict::Allow(routed) => routed,
         policy::Verdict::Deny(reply) => {
-            log::debug!(target: "smtpd", "RCPT <{}> refused: {}", Escaped(&to.to_string()), Escaped(&decision.trace.join("; ")));
+            log::debug!(target: "smtpd", "RCPT <{}> refused: {}", Escaped(&to.to_string()), Escaped(&trace.join("; ")));
             return Err(reply);
         }
     };

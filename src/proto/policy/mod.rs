@@ -182,29 +182,29 @@ pub fn auth_policy(config: &Config, category: Option<&str>) -> AuthPolicy {
 }
 
 /// The source channel of a session, with the steps that chose it appended to `trace`.
-pub fn source_channel(config: &Config, client: &Client<'_>, trace: &mut Vec<String>) -> String {
+pub fn source_channel(config: &Config, client: &Client<'_>, trace: &mut Trace) -> String {
     let from_category = client
         .category
         .and_then(|c| config.categories.get(c))
         .and_then(|c| c.channel.clone());
     let mut current = if let Some(ch) = from_category {
-        trace.push(format!("source channel {ch} (set by the category)"));
+        trace.note(|| format!("source channel {ch} (set by the category)"));
         ch
     } else if let Some(ch) = config.service(client.service).channel.clone() {
-        trace.push(format!(
-            "source channel {ch} (the {} service's channel)",
-            client.service
-        ));
+        trace.note(|| {
+            format!(
+                "source channel {ch} (the {} service's channel)",
+                client.service
+            )
+        });
         ch
     } else if client.category == Some(INTERNAL) {
-        trace.push(format!(
-            "source channel {CHANNEL_INTRANET} (built-in for INTERNAL clients)"
-        ));
+        trace.note(|| format!("source channel {CHANNEL_INTRANET} (built-in for INTERNAL clients)"));
         CHANNEL_INTRANET.to_string()
     } else {
-        trace.push(format!(
-            "source channel {CHANNEL_LOCAL} (built-in for clients that are not INTERNAL)"
-        ));
+        trace.note(|| {
+            format!("source channel {CHANNEL_LOCAL} (built-in for clients that are not INTERNAL)")
+        });
         CHANNEL_LOCAL.to_string()
     };
     let channel = config.channel(Some(&current));
@@ -218,7 +218,7 @@ pub fn source_channel(config: &Config, client: &Client<'_>, trace: &mut Vec<Stri
             trace,
         );
     } else {
-        trace.push(format!("no TLS: stays on {current}"));
+        trace.note(|| format!("no TLS: stays on {current}"));
     }
     match client.auth_user {
         Some(user) => {
@@ -233,7 +233,7 @@ pub fn source_channel(config: &Config, client: &Client<'_>, trace: &mut Vec<Stri
                 trace,
             );
         }
-        None => trace.push(format!("not authenticated: stays on {current}")),
+        None => trace.note(|| format!("not authenticated: stays on {current}")),
     }
     current
 }
@@ -245,25 +245,21 @@ fn switch(
     target: Option<&str>,
     event: &str,
     keyword: &str,
-    trace: &mut Vec<String>,
+    trace: &mut Trace,
 ) -> String {
     match target {
         None => {
-            trace.push(format!(
-                "{event}: {current} names no {keyword}: stays on {current}"
-            ));
+            trace.note(|| format!("{event}: {current} names no {keyword}: stays on {current}"));
             current.to_string()
         }
         Some(to) if !channel.switching_allowed() => {
-            trace.push(format!(
-                "{event}: {current} says noswitchchannel: stays on {current} (not {to})"
-            ));
+            trace.note(|| {
+                format!("{event}: {current} says noswitchchannel: stays on {current} (not {to})")
+            });
             current.to_string()
         }
         Some(to) => {
-            trace.push(format!(
-                "{event}: switched from {current} to {to} ({keyword})"
-            ));
+            trace.note(|| format!("{event}: switched from {current} to {to} ({keyword})"));
             to.to_string()
         }
     }
@@ -346,41 +342,78 @@ fn mismatch(
 
 /// Decides one recipient (see the module documentation for the order of the steps).
 pub fn decide(config: &Config, client: &Client<'_>, check: &RcptCheck<'_>) -> Decision {
-    let mut trace = Vec::new();
+    let mut trace = Trace::recording();
     let verdict = decide_into(config, client, check, &mut trace);
-    let reply = match &verdict {
-        Verdict::Allow(_) => "250 2.1.5 Ok".to_string(),
-        Verdict::Deny(r) => r.one_line(),
-    };
-    trace.push(format!("decision: {reply}"));
-    Decision { verdict, trace }
+    trace.note(|| match &verdict {
+        Verdict::Allow(_) => "decision: 250 2.1.5 Ok".to_string(),
+        Verdict::Deny(r) => format!("decision: {}", r.one_line()),
+    });
+    Decision {
+        verdict,
+        trace: trace.into_lines(),
+    }
+}
+
+/// [`decide`] without the trace: the same verdict, with none of the lines formatted.
+/// Sessions decide every RCPT this way.
+pub fn verdict(config: &Config, client: &Client<'_>, check: &RcptCheck<'_>) -> Verdict {
+    decide_into(config, client, check, &mut Trace::off())
+}
+
+/// The steps of a decision, one human-readable line each: kept when someone will read
+/// them (`explain`, the debug log), and not even formatted otherwise.
+#[derive(Debug)]
+pub struct Trace(Option<Vec<String>>);
+
+impl Trace {
+    pub fn recording() -> Trace {
+        Trace(Some(Vec::new()))
+    }
+
+    pub fn off() -> Trace {
+        Trace(None)
+    }
+
+    /// Adds the line `line` makes, when the trace is kept.
+    pub fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(lines) = &mut self.0 {
+            lines.push(line());
+        }
+    }
+
+    /// The lines noted (none when the trace was off).
+    pub fn into_lines(self) -> Vec<String> {
+        self.0.unwrap_or_default()
+    }
 }
 
 fn decide_into(
     config: &Config,
     client: &Client<'_>,
     check: &RcptCheck<'_>,
-    trace: &mut Vec<String>,
+    trace: &mut Trace,
 ) -> Verdict {
     let rcpt = check.rcpt.to_string();
-    trace.push(match client.category {
+    trace.note(|| match client.category {
         Some(c) => format!("category {c}"),
         None => "no category (no classify rule matched): treated as external".to_string(),
     });
-    let (ruleset, why) = ruleset_for(config, client.category);
-    trace.push(format!("{why}: {}", describe_ruleset(&ruleset)));
+    trace.note(|| {
+        let (ruleset, why) = ruleset_for(config, client.category);
+        format!("{why}: {}", describe_ruleset(&ruleset))
+    });
     let source = source_channel(config, client, trace);
-    let who = match (client.category, client.auth_user) {
+    let who = || match (client.category, client.auth_user) {
         (_, Some(user)) => format!("the client authenticated as {user}"),
         (Some(INTERNAL), None) => "the client is INTERNAL".to_string(),
         _ => String::new(),
     };
-    trace.push(format!("sender <{}>, recipient <{rcpt}>", check.mail_from));
+    trace.note(|| format!("sender <{}>, recipient <{rcpt}>", check.mail_from));
 
     if client.is_trusted() {
-        trace.push(format!("address form not checked: {who}"));
+        trace.note(|| format!("address form not checked: {}", who()));
     } else if let Some(reason) = smuggles_route(check.rcpt, check.had_source_route) {
-        trace.push(format!(
+        trace.note(|| format!(
             "refused: the recipient hides a route ({reason}); an unauthenticated client that is not INTERNAL never relays such addresses"
         ));
         return Verdict::Deny(relay_denied(&rcpt));
@@ -394,37 +427,38 @@ fn decide_into(
     match target {
         Target::Domain => {}
         Target::Postmaster => {
-            trace.push("no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
+            trace.note(|| "no domain: a bare postmaster is our own (RFC 5321 §4.5.1)".to_string());
         }
         Target::OurLiteral(ip) => {
-            trace.push(format!(
-                "[{ip}] is one of our addresses: mail for our host {}",
-                config.system.host_name
-            ));
+            trace.note(|| {
+                format!(
+                    "[{ip}] is one of our addresses: mail for our host {}",
+                    config.system.host_name
+                )
+            });
             if !client.is_trusted() && !check.rcpt.is_postmaster() {
-                trace.push(
+                trace.note(|| {
                     "refused: at our own address literal only postmaster is taken from a client that is neither INTERNAL nor authenticated"
-                        .to_string(),
-                );
+                        .to_string()
+                });
                 return Verdict::Deny(relay_denied(&rcpt));
             }
         }
         Target::ForeignLiteral(ip) => {
             if !client.is_trusted() {
-                trace.push(format!(
-                    "refused: [{ip}] is an address literal for a host that is not ours"
-                ));
+                trace.note(|| {
+                    format!("refused: [{ip}] is an address literal for a host that is not ours")
+                });
                 return Verdict::Deny(relay_denied(&rcpt));
             }
-            trace.push(format!(
-                "[{ip}] is another host's address: only the * route can take it"
-            ));
+            trace
+                .note(|| format!("[{ip}] is another host's address: only the * route can take it"));
         }
     }
     let routed = match routed {
         Ok(r) => r,
         Err(e) => {
-            trace.push(format!("no route for {}", e.domain));
+            trace.note(|| format!("no route for {}", e.domain));
             return Verdict::Deny(if client.is_trusted() {
                 Reply::new(
                     550,
@@ -441,39 +475,45 @@ fn decide_into(
         return Verdict::Deny(relay_denied(&rcpt));
     };
     let (destination, why) = destination_channel(route);
-    trace.push(format!(
-        "{}; destination channel {destination} ({why})",
-        route::describe(config, &routed)
-    ));
+    trace.note(|| {
+        format!(
+            "{}; destination channel {destination} ({why})",
+            route::describe(config, &routed)
+        )
+    });
 
     // RFC 5321 §4.5.1: every server takes mail for its postmaster, whatever the rules say.
     let ours_postmaster = route::is_our_postmaster(config, client.our_addresses, check.rcpt);
     if ours_postmaster || (check.rcpt.is_postmaster() && route.is_internal_relay()) {
-        trace.push(format!(
-            "allowed: the postmaster of {} is always accepted (RFC 5321 §4.5.1)",
-            if ours_postmaster {
-                config.system.host_name.as_str()
-            } else {
-                routed.domain.as_str()
-            }
-        ));
+        trace.note(|| {
+            format!(
+                "allowed: the postmaster of {} is always accepted (RFC 5321 §4.5.1)",
+                if ours_postmaster {
+                    config.system.host_name.as_str()
+                } else {
+                    routed.domain.as_str()
+                }
+            )
+        });
         return Verdict::Allow(routed);
     }
 
     if config.relay_rules.is_empty() {
-        trace.push("no relay rules configured".to_string());
+        trace.note(|| "no relay rules configured".to_string());
     }
     for (number, rule) in &config.relay_rules {
-        let text = crate::proto::config::text::entry_text(
-            config,
-            "relay-rule",
-            &crate::proto::config::schema::Key::Number(*number),
-        )
-        .unwrap_or_default();
+        let text = || {
+            crate::proto::config::text::entry_text(
+                config,
+                "relay-rule",
+                &crate::proto::config::schema::Key::Number(*number),
+            )
+            .unwrap_or_default()
+        };
         match mismatch(config, rule, &source, &destination, check) {
-            Some(why) => trace.push(format!("{text}: no match ({why})")),
+            Some(why) => trace.note(|| format!("{}: no match ({why})", text())),
             None => {
-                trace.push(format!("{text}: matches"));
+                trace.note(|| format!("{}: matches", text()));
                 return match &rule.action {
                     Some(RelayAction::Allow) => Verdict::Allow(routed),
                     Some(RelayAction::Deny(text)) => Verdict::Deny(deny_reply(text)),
@@ -485,19 +525,21 @@ fn decide_into(
     }
 
     if route.is_internal_relay() {
-        trace.push(format!(
-            "no relay rule matched: allowed, {} is ours (routed to an internal relay)",
-            routed.domain
-        ));
+        trace.note(|| {
+            format!(
+                "no relay rule matched: allowed, {} is ours (routed to an internal relay)",
+                routed.domain
+            )
+        });
         Verdict::Allow(routed)
     } else if client.is_trusted() {
-        trace.push(format!("no relay rule matched: allowed, {who}"));
+        trace.note(|| format!("no relay rule matched: allowed, {}", who()));
         Verdict::Allow(routed)
     } else {
-        trace.push(
+        trace.note(|| {
             "no relay rule matched: refused, a client that is neither INTERNAL nor authenticated may only send to our own domains"
-                .to_string(),
-        );
+                .to_string()
+        });
         Verdict::Deny(relay_denied(&rcpt))
     }
 }
@@ -539,6 +581,17 @@ mod tests {
         Recipient::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
     }
 
+    #[test]
+    fn a_trace_that_is_off_formats_nothing() {
+        let mut off = Trace::off();
+        off.note(|| unreachable!("an off trace never makes its lines"));
+        assert!(off.into_lines().is_empty());
+        let mut on = Trace::recording();
+        on.note(|| "one".to_string());
+        on.note(|| "two".to_string());
+        assert_eq!(on.into_lines(), ["one", "two"]);
+    }
+
     fn reply_of(
         config: &Config,
         who: Who,
@@ -546,19 +599,19 @@ mod tests {
         rcpt_text: &str,
         source_route: bool,
     ) -> String {
-        let d = decide(
-            config,
-            &client(who, tls),
-            &RcptCheck {
-                mail_from: "sender@example.net",
-                rcpt: &rcpt(rcpt_text),
-                had_source_route: source_route,
-            },
-        );
+        let rcpt = rcpt(rcpt_text);
+        let check = RcptCheck {
+            mail_from: "sender@example.net",
+            rcpt: &rcpt,
+            had_source_route: source_route,
+        };
+        let d = decide(config, &client(who, tls), &check);
         assert_eq!(
             d.trace.last(),
             Some(&format!("decision: {}", d.reply().one_line()))
         );
+        // Sessions decide without the trace: always the same verdict.
+        assert_eq!(verdict(config, &client(who, tls), &check), d.verdict);
         d.reply().one_line()
     }
 
@@ -958,7 +1011,7 @@ mod tests {
         set relay-rule 30 source tcp_tls_auth allow\n";
 
     fn source_of(config: &Config, who: Who, tls: bool) -> String {
-        source_channel(config, &client(who, tls), &mut Vec::new())
+        source_channel(config, &client(who, tls), &mut Trace::off())
     }
 
     #[test]
@@ -999,8 +1052,9 @@ mod tests {
             reply_of(&config, Who::Authenticated, true, "a@example.org", false),
             "550 5.7.1 SMTP relaying not permitted"
         );
-        let mut trace = Vec::new();
+        let mut trace = Trace::recording();
         source_channel(&config, &client(Who::Authenticated, true), &mut trace);
+        let trace = trace.into_lines();
         assert!(trace.contains(
             &"TLS: tcp_local says noswitchchannel: stays on tcp_local (not tcp_tls)".to_string()
         ));
