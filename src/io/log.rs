@@ -10,6 +10,7 @@
 //! Postfix-shaped text.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{LazyLock, Mutex};
@@ -25,6 +26,8 @@ pub const MAX_LINE_OCTETS: usize = 2048;
 pub const CONSOLE_BACKLOG: usize = 256;
 /// RFC 5424 §6.2.1: facility 2 is the mail system.
 const FACILITY_MAIL: u8 = 2;
+/// Room a line is formatted into at first: most lines fit without growing it.
+const LINE_ROOM: usize = 256;
 
 struct Hub {
     host: String,
@@ -34,6 +37,8 @@ struct Hub {
     /// Write to standard error.
     stderr: bool,
     syslog: Option<Syslog>,
+    /// The second of the last line and its time stamp, which most lines share.
+    stamp: (u64, String),
 }
 
 /// The receivers of remote syslog, and a socket for each address family they use.
@@ -51,6 +56,7 @@ static HUB: LazyLock<Mutex<Hub>> = LazyLock::new(|| {
         consoles: Vec::new(),
         stderr: true,
         syslog: None,
+        stamp: (u64::MAX, String::new()),
     })
 });
 
@@ -79,14 +85,23 @@ impl log::Log for Logger {
             log::Level::Warn => "warning: ",
             _ => "",
         };
-        let message = cut(format!("{level}{}", record.args()));
+        // Formatted before the hub is locked (a value's `Display` may log), into room
+        // for a usual line, so it is not grown step by step.
+        let mut message = String::with_capacity(LINE_ROOM);
+        message.push_str(level);
+        let _ = write!(message, "{}", record.args());
+        let message = cut(message);
         let micros = crate::io::clock::unix_micros_now();
         let mut hub = hub();
-        let mut line = format!(
+        let secs = micros / 1_000_000;
+        if hub.stamp.0 != secs {
+            hub.stamp = (secs, crate::proto::calendar::syslog_stamp(secs));
+        }
+        let mut line = String::with_capacity(LINE_ROOM + message.len());
+        let _ = write!(
+            line,
             "{} {} drawbridge/{component}[{}]: {message}",
-            crate::proto::calendar::syslog_stamp(micros / 1_000_000),
-            hub.host,
-            hub.pid
+            hub.stamp.1, hub.host, hub.pid
         );
         if hub.stderr {
             // One write per line: stderr is unbuffered, and `writeln!` would make two.
