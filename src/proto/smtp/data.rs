@@ -141,6 +141,25 @@ impl ContentChecker {
         }
     }
 
+    /// [`push`](Self::push) for a run [`ordinary_run`] has just measured (no NUL, CR or
+    /// LF in it): in the body, within the bounds, it is taken whole without a second look.
+    pub fn push_run(&mut self, run: &[u8], out: &mut Vec<u8>) {
+        let len = run.len() as u64;
+        if self.error.is_none()
+            && !self.in_header
+            && !self.pending_cr
+            && self.size + len <= self.max_size
+            && u64::from(self.line_len) + len <= u64::from(self.max_line)
+        {
+            self.size += len;
+            // Bounded by max_line, a u32, just above.
+            self.line_len += len as u32;
+            out.extend_from_slice(run);
+        } else {
+            self.push(run, out);
+        }
+    }
+
     fn check(&mut self, b: u8) -> Result<(), ContentError> {
         if self.size >= self.max_size {
             return Err(ContentError::TooBig);
@@ -252,12 +271,17 @@ impl DataReader {
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         let mut i = 0;
         while let Some(&b) = input.get(i) {
+            // A line that does not start with a dot is inside the line from its first
+            // octet (which is then read as any octet inside a line is).
+            if self.state == DotState::LineStart && b != b'.' {
+                self.state = DotState::Mid { after_cr: false };
+            }
             // Inside a line, nothing but CR and LF moves the state: a run of other octets
             // goes to the checker whole.
             if self.state == (DotState::Mid { after_cr: false }) {
                 let run = input.get(i..).map_or(0, ordinary_run);
                 if let Some(piece) = input.get(i..i + run).filter(|p| !p.is_empty()) {
-                    self.checker.push(piece, out);
+                    self.checker.push_run(piece, out);
                     i += run;
                     continue;
                 }

@@ -31,6 +31,11 @@ impl Stuffer {
         let mut out = Vec::with_capacity(input.len().saturating_mul(2));
         let mut rest = input;
         while let Some((&b, after)) = rest.split_first() {
+            // A line that does not start with a dot needs nothing at its start: it is
+            // inside the line from its first octet.
+            if self.line_start && !self.pending_cr && b != b'.' {
+                self.line_start = false;
+            }
             // Inside a line, octets other than CR and LF go out as they are: a run of
             // them is copied whole.
             if !self.pending_cr && !self.line_start {
