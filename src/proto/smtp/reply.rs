@@ -124,10 +124,14 @@ impl Reply {
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             let start = out.len();
-            out.extend_from_slice(self.code.to_string().as_bytes());
+            push_decimal(out, self.code.into());
             out.push(if i == last { b' ' } else { b'-' });
             if let Some(e) = self.enhanced {
-                out.extend_from_slice(e.to_string().as_bytes());
+                push_decimal(out, e.class.into());
+                out.push(b'.');
+                push_decimal(out, e.subject.into());
+                out.push(b'.');
+                push_decimal(out, e.detail.into());
                 if !line.is_empty() {
                     out.push(b' ');
                 }
@@ -135,10 +139,14 @@ impl Reply {
             let room = MAX_REPLY_LINE - 2 - (out.len() - start);
             let text = line.as_bytes();
             let text = &text[..text.len().min(room)];
-            out.extend(
-                text.iter()
-                    .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-            );
+            if text.iter().any(|&b| b == b'\r' || b == b'\n') {
+                out.extend(
+                    text.iter()
+                        .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
+            } else {
+                out.extend_from_slice(text);
+            }
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -156,6 +164,24 @@ impl Reply {
         }
         s
     }
+}
+
+/// Appends `n` in decimal, as `Display` writes it, without formatting machinery: every
+/// reply line starts with one or four of these.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        // A digit: `rest % 10` is below 10.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The RFC 4954 reply to a failed SASL exchange: the SASL core names the failure, the
@@ -176,6 +202,15 @@ impl fmt::Display for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 250, 554, 65_535, u32::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn enhanced_codes_parse_strictly() {
