@@ -132,12 +132,19 @@ impl ContentChecker {
                 bytes = rest;
                 continue;
             }
-            if let Err(e) = self.check(b) {
-                self.error = Some(e);
-                return;
-            }
-            out.push(b);
+            self.push_octet(b, out);
             bytes = rest;
+        }
+    }
+
+    /// [`push`](Self::push) for one octet.
+    pub fn push_octet(&mut self, b: u8, out: &mut Vec<u8>) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.check(b) {
+            Ok(()) => out.push(b),
+            Err(e) => self.error = Some(e),
         }
     }
 
@@ -218,13 +225,17 @@ pub fn ordinary_run(bytes: &[u8]) -> usize {
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
     const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
+    // The high bit of each zero octet's place is set, and maybe of some octets above a
+    // zero one, never below: the lowest set bit marks the first zero octet exactly.
+    let zeros = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
     let mut run = 0;
     for word in bytes.chunks_exact(8) {
         // chunks_exact gives eight octets; a zero word would only stop the run early.
-        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_ne_bytes);
-        if has_zero(w) || has_zero(w ^ CRS) || has_zero(w ^ LFS) {
-            break;
+        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
+        let special = zeros(w) | zeros(w ^ CRS) | zeros(w ^ LFS);
+        if special != 0 {
+            // Little-endian: octet k of the word is bits 8k to 8k+7.
+            return run + (special.trailing_zeros() / 8) as usize;
         }
         run += 8;
     }
@@ -308,7 +319,7 @@ impl DataReader {
     }
 
     fn content(&mut self, b: u8, after_cr: bool, out: &mut Vec<u8>) -> DotState {
-        self.checker.push(&[b], out);
+        self.checker.push_octet(b, out);
         match b {
             b'\n' if after_cr => DotState::LineStart,
             b'\r' => DotState::Mid { after_cr: true },
@@ -452,6 +463,20 @@ mod tests {
         assert_eq!(
             ordinary_run(&[1, 9, 11, 12, 14, 0x8d, 0x8a, 0xff, 0x80, 2]),
             10
+        );
+        // The first special octet of a word counts, whatever follows it (an octet of 1
+        // above a zero one is where the word test alone would also fire).
+        assert_eq!(ordinary_run(&[0x81, 0x80, 0xff, b'\r', 0, b'\n', 1, 1]), 3);
+        assert_eq!(ordinary_run(&[b'a', 0, 1, 1, 1, 1, 1, 1, 1]), 1);
+        assert_eq!(
+            ordinary_run(
+                &[b'a'; 16]
+                    .iter()
+                    .chain(b"\n\r\0")
+                    .copied()
+                    .collect::<Vec<u8>>()
+            ),
+            16
         );
     }
 
