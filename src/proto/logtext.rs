@@ -39,6 +39,21 @@ impl std::fmt::Display for NamedRelay<'_> {
     }
 }
 
+/// A duration as Postfix logs delays: seconds with two decimals (`0.42`), rounded to the
+/// nearest hundredth, written without floating-point formatting.
+pub struct Seconds2(pub std::time::Duration);
+
+/// A hundredth of a second in microseconds, and half of it (for rounding to the nearest).
+const MICROS_PER_HUNDREDTH: u128 = 10_000;
+const HALF_HUNDREDTH: u128 = MICROS_PER_HUNDREDTH / 2;
+
+impl std::fmt::Display for Seconds2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let centis = self.0.as_micros().saturating_add(HALF_HUNDREDTH) / MICROS_PER_HUNDREDTH;
+        write!(f, "{}.{:02}", centis / 100, centis % 100)
+    }
+}
+
 /// Text a peer chose (a reply from a next hop, a HELO name, an address, a SASL user
 /// name), fit for a log line: it cannot end the line, move the cursor, recolour a
 /// terminal or pass for another field. Control characters (C0, DEL, C1), Unicode format
@@ -103,6 +118,18 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_have_two_decimals_rounded_to_the_nearest() {
+        let text = |micros: u64| Seconds2(std::time::Duration::from_micros(micros)).to_string();
+        assert_eq!(text(0), "0.00");
+        assert_eq!(text(4_999), "0.00");
+        assert_eq!(text(5_000), "0.01");
+        assert_eq!(text(424_000), "0.42");
+        assert_eq!(text(995_000), "1.00");
+        assert_eq!(text(12_345_678), "12.35");
+        assert_eq!(text(3_600_000_000), "3600.00");
+    }
 
     #[test]
     fn peer_text_is_escaped_for_logs() {

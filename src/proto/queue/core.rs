@@ -38,12 +38,12 @@ use std::time::Duration;
 use super::dsn::{self, ReportKind};
 use super::listing::{OpError, QueueEntry};
 use crate::proto::config::{Config, DomainPattern, RelayHost, Route};
-use crate::proto::logtext::{Escaped, NamedRelay};
+use crate::proto::logtext::{Escaped, NamedRelay, Seconds2};
 use crate::proto::policy::route;
 use crate::proto::queue::{Envelope, QueueId, RcptStatus, Recovered, Ret};
 use crate::proto::smtp::address;
 use crate::proto::smtp::client::{OutgoingMessage, OutgoingRcpt};
-use crate::proto::smtp::reply::Reply;
+use crate::proto::smtp::reply::{Enhanced, Reply};
 use crate::proto::stats;
 
 /// RFC 5321 §4.5.3.1.8 servers must take 100 recipients; we send no more per transaction.
@@ -1209,8 +1209,8 @@ fn log_status(
     now: Time,
 ) {
     let delay = match accepted {
-        Some(at) => now.since(at).as_secs_f64(),
-        None => now.secs().saturating_sub(env.arrived) as f64,
+        Some(at) => now.since(at),
+        None => Duration::from_secs(now.secs().saturating_sub(env.arrived)),
     };
     let (status, outcome) = if reply.is_positive() {
         ("sent", stats::Delivery::Delivered)
@@ -1220,26 +1220,22 @@ fn log_status(
         ("deferred", stats::Delivery::Deferred)
     };
     stats::delivery(outcome);
-    let dsn = reply
-        .enhanced
-        .map_or_else(|| format!("{}.0.0", reply.code / 100), |e| e.to_string());
-    let (relay, conn_use, setup, transmit) = match hop {
-        Some(h) => (
-            NamedRelay(&h.name, h.addr).to_string(),
-            h.conn_use,
-            h.setup.as_secs_f64(),
-            h.transmit.as_secs_f64(),
-        ),
-        None => ("none".to_string(), 1, 0.0, 0.0),
+    let class = Enhanced::new((reply.code / 100) as u8, 0, 0);
+    let dsn = reply.enhanced.unwrap_or(class);
+    let named = hop.map(|h| NamedRelay(&h.name, h.addr));
+    let relay: &dyn std::fmt::Display = match &named {
+        Some(named) => named,
+        None => &"none",
     };
-    let conn_use = if conn_use > 1 {
-        format!(", conn_use={conn_use}")
-    } else {
-        String::new()
+    let conn_use = match hop {
+        Some(h) if h.conn_use > 1 => format!(", conn_use={}", h.conn_use),
+        _ => String::new(),
     };
-    let queued = (delay - setup - transmit).max(0.0);
-    log::info!(target: "smtp", "{}: to=<{}>, relay={relay}{conn_use}, delay={delay:.2}, delays=0.00/{queued:.2}/{setup:.2}/{transmit:.2}, dsn={dsn}, status={status} ({})",
-        env.id, Escaped(&env.recipients[i].address), Escaped(&reply.one_line()));
+    let (setup, transmit) = hop.map_or((Duration::ZERO, Duration::ZERO), |h| (h.setup, h.transmit));
+    let queued = delay.saturating_sub(setup).saturating_sub(transmit);
+    log::info!(target: "smtp", "{}: to=<{}>, relay={relay}{conn_use}, delay={}, delays=0.00/{}/{}/{}, dsn={dsn}, status={status} ({})",
+        env.id, Escaped(&env.recipients[i].address), Seconds2(delay), Seconds2(queued),
+        Seconds2(setup), Seconds2(transmit), Escaped(&reply.one_line()));
 }
 
 #[cfg(test)]
