@@ -122,16 +122,26 @@ impl Reply {
     /// Appends the reply to `out`. Text is cut so that no line passes 512 octets.
     pub fn write_wire(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
+        let mut digits = [[0; DECIMAL_DIGITS]; 4];
+        let [code, class, subject, detail] = &mut digits;
+        let code = decimal(self.code.into(), code);
+        let enhanced = self.enhanced.map(|e| {
+            [
+                decimal(e.class.into(), class),
+                decimal(e.subject.into(), subject),
+                decimal(e.detail.into(), detail),
+            ]
+        });
         for (i, line) in self.lines.iter().enumerate() {
             let start = out.len();
-            push_decimal(out, self.code.into());
+            out.extend_from_slice(code.as_bytes());
             out.push(if i == last { b' ' } else { b'-' });
-            if let Some(e) = self.enhanced {
-                push_decimal(out, e.class.into());
+            if let Some([class, subject, detail]) = enhanced {
+                out.extend_from_slice(class.as_bytes());
                 out.push(b'.');
-                push_decimal(out, e.subject.into());
+                out.extend_from_slice(subject.as_bytes());
                 out.push(b'.');
-                push_decimal(out, e.detail.into());
+                out.extend_from_slice(detail.as_bytes());
                 if !line.is_empty() {
                     out.push(b' ');
                 }
@@ -153,10 +163,13 @@ impl Reply {
 
     /// The whole text on one line, as logs show it: `550 5.7.1 Relaying denied`.
     pub fn one_line(&self) -> String {
-        let mut s = self.code.to_string();
+        let text: usize = self.lines.iter().map(|l| l.len() + 1).sum();
+        let mut s = String::with_capacity(CODES_ROOM + text);
+        let mut digits = [0; DECIMAL_DIGITS];
+        s.push_str(decimal(self.code.into(), &mut digits));
         if let Some(e) = self.enhanced {
             s.push(' ');
-            s.push_str(&e.to_string());
+            push_enhanced(&mut s, e);
         }
         for line in &self.lines {
             s.push(' ');
@@ -166,13 +179,12 @@ impl Reply {
     }
 }
 
-/// Appends `n` in decimal, as `Display` writes it, without formatting machinery: every
-/// reply line starts with one or four of these.
-fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    let mut digits = [0u8; 10];
+/// `n` in decimal, as `Display` writes it, without formatting machinery: every reply
+/// line and every delivery log line has one or four of these.
+fn decimal(n: u32, digits: &mut [u8; DECIMAL_DIGITS]) -> &str {
     let mut at = digits.len();
     let mut rest = n;
-    loop {
+    while at > 0 {
         at -= 1;
         // A digit: `rest % 10` is below 10.
         digits[at] = b'0' + (rest % 10) as u8;
@@ -181,7 +193,24 @@ fn push_decimal(out: &mut Vec<u8>, n: u32) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    // ASCII digits are UTF-8.
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+}
+
+/// Room for a code and an enhanced code with their separators (`250 2.1.5 `, at most
+/// `599 255.65535.65535 `).
+const CODES_ROOM: usize = 24;
+/// The digits of the largest `u32`.
+const DECIMAL_DIGITS: usize = 10;
+
+/// Appends an enhanced code, `2.1.5`, as its `Display` writes it.
+fn push_enhanced(out: &mut String, e: Enhanced) {
+    let mut digits = [0; DECIMAL_DIGITS];
+    out.push_str(decimal(e.class.into(), &mut digits));
+    out.push('.');
+    out.push_str(decimal(e.subject.into(), &mut digits));
+    out.push('.');
+    out.push_str(decimal(e.detail.into(), &mut digits));
 }
 
 /// The RFC 4954 reply to a failed SASL exchange: the SASL core names the failure, the
@@ -206,9 +235,7 @@ mod tests {
     #[test]
     fn decimals_are_written_as_display_writes_them() {
         for n in [0, 1, 9, 10, 99, 100, 250, 554, 65_535, u32::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(decimal(n, &mut [0; DECIMAL_DIGITS]), n.to_string());
         }
     }
 
@@ -234,6 +261,17 @@ mod tests {
         let r = Reply::new(550, "5.7.1", "Relaying denied");
         assert_eq!(r.to_wire(), b"550 5.7.1 Relaying denied\r\n");
         assert_eq!(r.one_line(), "550 5.7.1 Relaying denied");
+        let r = Reply {
+            code: 451,
+            enhanced: Some(Enhanced::new(4, 12, 300)),
+            lines: vec!["a".into(), String::new(), "b\rc".into()],
+        };
+        assert_eq!(
+            r.to_wire(),
+            b"451-4.12.300 a\r\n451-4.12.300\r\n451 4.12.300 b c\r\n"
+        );
+        assert_eq!(r.one_line(), "451 4.12.300 a  b\rc");
+        assert_eq!(r.one_line(), r.to_string());
     }
 
     #[test]
