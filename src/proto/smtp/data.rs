@@ -280,6 +280,9 @@ impl DataReader {
     /// was read, `n` being the octets used (the rest belongs to the next command);
     /// `None` when all of `input` was used and more is needed.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        // Content is never longer than the input it came in (unstuffing only removes), so
+        // `out` grows once here instead of doubling its way up octet by octet.
+        out.reserve(input.len());
         let mut i = 0;
         while let Some(&b) = input.get(i) {
             // A line that does not start with a dot is inside the line from its first

@@ -24,34 +24,44 @@ pub struct Trace<'a> {
 
 /// Longest HELO name copied into the header; it was checked by the session already.
 const MAX_HELO_IN_HEADER: usize = 255;
+/// Room the field is built in at first: a usual one (host names, an address, the TLS
+/// cipher, a recipient, a date) fits without growing it.
+const HEADER_ROOM: usize = 384;
 
 impl Trace<'_> {
     /// The header field, folded, ending in CRLF.
     pub fn header(&self) -> String {
-        let helo: String = self
-            .helo
-            .chars()
-            .filter(|c| !c.is_control() && *c != '(' && *c != ')')
-            .take(MAX_HELO_IN_HEADER)
-            .collect();
-        let ip = match self.client_ip {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("IPv6:{a}"),
+        use std::fmt::Write as _;
+        let mut h = String::with_capacity(HEADER_ROOM);
+        h.push_str("Received: from ");
+        h.extend(
+            self.helo
+                .chars()
+                .filter(|c| !c.is_control() && *c != '(' && *c != ')')
+                .take(MAX_HELO_IN_HEADER),
+        );
+        let v6 = if self.client_ip.is_ipv6() {
+            "IPv6:"
+        } else {
+            ""
         };
-        let mut h = format!(
-            "Received: from {helo} ({} [{ip}])\r\n\tby {} (drawbridge) with {}",
+        // Writing into a String cannot fail.
+        let _ = write!(
+            h,
+            " ({} [{v6}{}])\r\n\tby {} (drawbridge) with {}",
             self.client_name.unwrap_or("unknown"),
+            self.client_ip,
             self.by,
             self.protocol
         );
         if let Some(tls) = self.tls {
-            h.push_str(&format!(" ({tls})"));
+            let _ = write!(h, " ({tls})");
         }
-        h.push_str(&format!(" id {}", self.id));
+        let _ = write!(h, " id {}", self.id);
         if let Some(rcpt) = self.for_rcpt {
-            h.push_str(&format!("\r\n\tfor <{rcpt}>"));
+            let _ = write!(h, "\r\n\tfor <{rcpt}>");
         }
-        h.push_str(&format!(";\r\n\t{}\r\n", self.date));
+        let _ = write!(h, ";\r\n\t{}\r\n", self.date);
         h
     }
 }
