@@ -57,9 +57,24 @@ impl Enhanced {
     }
 }
 
+impl Enhanced {
+    /// The code as text, `2.1.5`, built in `buf` without allocating: the one writer of
+    /// this form, for `Display`, the wire and the one-line form alike.
+    pub fn text(self, buf: &mut [u8; ENHANCED_TEXT_MAX]) -> &str {
+        let mut at = buf.len();
+        at = digits_before(buf, at, self.detail.into());
+        at = dot_before(buf, at);
+        at = digits_before(buf, at, self.subject.into());
+        at = dot_before(buf, at);
+        at = digits_before(buf, at, self.class.into());
+        // ASCII digits and dots are UTF-8.
+        std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Enhanced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+        f.write_str(self.text(&mut [0; ENHANCED_TEXT_MAX]))
     }
 }
 
@@ -122,26 +137,16 @@ impl Reply {
     /// Appends the reply to `out`. Text is cut so that no line passes 512 octets.
     pub fn write_wire(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
-        let mut digits = [[0; DECIMAL_DIGITS]; 4];
-        let [code, class, subject, detail] = &mut digits;
-        let code = decimal(self.code.into(), code);
-        let enhanced = self.enhanced.map(|e| {
-            [
-                decimal(e.class.into(), class),
-                decimal(e.subject.into(), subject),
-                decimal(e.detail.into(), detail),
-            ]
-        });
+        let mut digits = [0; DECIMAL_DIGITS];
+        let code = decimal(self.code.into(), &mut digits);
+        let mut buf = [0; ENHANCED_TEXT_MAX];
+        let enhanced = self.enhanced.map(|e| e.text(&mut buf));
         for (i, line) in self.lines.iter().enumerate() {
             let start = out.len();
             out.extend_from_slice(code.as_bytes());
             out.push(if i == last { b' ' } else { b'-' });
-            if let Some([class, subject, detail]) = enhanced {
-                out.extend_from_slice(class.as_bytes());
-                out.push(b'.');
-                out.extend_from_slice(subject.as_bytes());
-                out.push(b'.');
-                out.extend_from_slice(detail.as_bytes());
+            if let Some(enhanced) = enhanced {
+                out.extend_from_slice(enhanced.as_bytes());
                 if !line.is_empty() {
                     out.push(b' ');
                 }
@@ -169,7 +174,7 @@ impl Reply {
         s.push_str(decimal(self.code.into(), &mut digits));
         if let Some(e) = self.enhanced {
             s.push(' ');
-            push_enhanced(&mut s, e);
+            s.push_str(e.text(&mut [0; ENHANCED_TEXT_MAX]));
         }
         for line in &self.lines {
             s.push(' ');
@@ -182,19 +187,37 @@ impl Reply {
 /// `n` in decimal, as `Display` writes it, without formatting machinery: every reply
 /// line and every delivery log line has one or four of these.
 fn decimal(n: u32, digits: &mut [u8; DECIMAL_DIGITS]) -> &str {
-    let mut at = digits.len();
+    let at = digits_before(digits, DECIMAL_DIGITS, n);
+    // ASCII digits are UTF-8.
+    std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or_default()
+}
+
+/// Writes `n` in decimal to end just before `end` in `buf`; where it starts. Digits that
+/// would not fit are left out (the buffers are sized for the largest value).
+fn digits_before(buf: &mut [u8], end: usize, n: u32) -> usize {
+    let mut at = end;
     let mut rest = n;
-    while at > 0 {
-        at -= 1;
+    while let Some(slot) = at.checked_sub(1).and_then(|i| buf.get_mut(i)) {
         // A digit: `rest % 10` is below 10.
-        digits[at] = b'0' + (rest % 10) as u8;
+        *slot = b'0' + (rest % 10) as u8;
+        at -= 1;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    // ASCII digits are UTF-8.
-    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+    at
+}
+
+/// Writes a dot just before `end` in `buf`; where it starts.
+fn dot_before(buf: &mut [u8], end: usize) -> usize {
+    match end.checked_sub(1).and_then(|i| buf.get_mut(i)) {
+        Some(slot) => {
+            *slot = b'.';
+            end - 1
+        }
+        None => end,
+    }
 }
 
 /// Room for a code and an enhanced code with their separators (`250 2.1.5 `, at most
@@ -202,16 +225,8 @@ fn decimal(n: u32, digits: &mut [u8; DECIMAL_DIGITS]) -> &str {
 const CODES_ROOM: usize = 24;
 /// The digits of the largest `u32`.
 const DECIMAL_DIGITS: usize = 10;
-
-/// Appends an enhanced code, `2.1.5`, as its `Display` writes it.
-fn push_enhanced(out: &mut String, e: Enhanced) {
-    let mut digits = [0; DECIMAL_DIGITS];
-    out.push_str(decimal(e.class.into(), &mut digits));
-    out.push('.');
-    out.push_str(decimal(e.subject.into(), &mut digits));
-    out.push('.');
-    out.push_str(decimal(e.detail.into(), &mut digits));
-}
+/// The longest enhanced code as text: `255.65535.65535`.
+pub const ENHANCED_TEXT_MAX: usize = 15;
 
 /// The RFC 4954 reply to a failed SASL exchange: the SASL core names the failure, the
 /// SMTP core words it (so SASL knows nothing of SMTP replies).
@@ -236,6 +251,16 @@ mod tests {
     fn decimals_are_written_as_display_writes_them() {
         for n in [0, 1, 9, 10, 99, 100, 250, 554, 65_535, u32::MAX] {
             assert_eq!(decimal(n, &mut [0; DECIMAL_DIGITS]), n.to_string());
+        }
+        for e in [
+            Enhanced::new(2, 0, 0),
+            Enhanced::new(5, 7, 1),
+            Enhanced::new(4, 12, 300),
+            Enhanced::new(u8::MAX, u16::MAX, u16::MAX),
+        ] {
+            let expected = format!("{}.{}.{}", e.class, e.subject, e.detail);
+            assert_eq!(e.text(&mut [0; ENHANCED_TEXT_MAX]), expected);
+            assert_eq!(e.to_string(), expected);
         }
     }
 
