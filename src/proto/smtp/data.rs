@@ -113,22 +113,14 @@ impl ContentChecker {
             if self.error.is_some() {
                 return;
             }
-            // In the body, a run of octets that are neither NUL, CR nor LF changes only
-            // the size and the line length; when both stay within bounds it is taken whole.
             let run = if self.in_header || self.pending_cr {
                 0
             } else {
                 ordinary_run(bytes)
             };
-            if run > 0
-                && self.size + run as u64 <= self.max_size
-                && u64::from(self.line_len) + run as u64 <= u64::from(self.max_line)
-                && let Some((taken, rest)) = bytes.split_at_checked(run)
+            if let Some((taken, rest)) = bytes.split_at_checked(run).filter(|_| run > 0)
+                && self.take_run(taken, out)
             {
-                self.size += run as u64;
-                // Bounded by max_line, a u32, just above.
-                self.line_len += run as u32;
-                out.extend_from_slice(taken);
                 bytes = rest;
                 continue;
             }
@@ -149,22 +141,30 @@ impl ContentChecker {
     }
 
     /// [`push`](Self::push) for a run [`ordinary_run`] has just measured (no NUL, CR or
-    /// LF in it): in the body, within the bounds, it is taken whole without a second look.
+    /// LF in it): taken whole without a second look where it can be.
     pub fn push_run(&mut self, run: &[u8], out: &mut Vec<u8>) {
+        if !self.take_run(run, out) {
+            self.push(run, out);
+        }
+    }
+
+    /// In the body, a run of octets that are neither NUL, CR nor LF changes only the
+    /// size and the line length: when both stay within bounds it is taken whole. False
+    /// when it must go octet by octet (an error seen, the header, a CR pending, a bound).
+    fn take_run(&mut self, run: &[u8], out: &mut Vec<u8>) -> bool {
         let len = run.len() as u64;
-        if self.error.is_none()
+        let whole = self.error.is_none()
             && !self.in_header
             && !self.pending_cr
             && self.size + len <= self.max_size
-            && u64::from(self.line_len) + len <= u64::from(self.max_line)
-        {
+            && u64::from(self.line_len) + len <= u64::from(self.max_line);
+        if whole {
             self.size += len;
             // Bounded by max_line, a u32, just above.
             self.line_len += len as u32;
             out.extend_from_slice(run);
-        } else {
-            self.push(run, out);
         }
+        whole
     }
 
     fn check(&mut self, b: u8) -> Result<(), ContentError> {
