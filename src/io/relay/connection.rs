@@ -96,7 +96,7 @@ impl ContentReader {
             ContentReader::Memory { bytes, at } => {
                 let start = *at;
                 let end = bytes.len().min(start.saturating_add(CONTENT_CHUNK));
-                *at = end.max(start);
+                *at = end;
                 Ok(bytes.get(start..end).unwrap_or_default())
             }
             ContentReader::File { file, buf } => {
