@@ -1,4 +1,5 @@
-//! drawbridge: the firmware of a hardened SMTP relay appliance.
+//! drawbridge: the firmware of a hardened SMTP relay appliance. **Invariant:** imports
+//! point down the layers below, never up, and never in a loop within one.
 //!
 //! Three layers, each importing only from the layers below it:
 //!

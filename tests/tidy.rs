@@ -313,6 +313,64 @@ fn every_source_file_says_what_it_is() {
     assert!(missing.is_empty(), "no //! header: {missing:?}");
 }
 
+/// How far into its header a folder's root module states its invariant.
+const INVARIANT_HEADER_LINES: usize = 8;
+
+/// The root module of every folder of product code under `src/` (`src/lib.rs` for `src`
+/// itself, `DIR/mod.rs`, or `DIR.rs` beside the folder); test and data folders left out.
+fn folder_roots(dir: &Path) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let mut children = Vec::new();
+    let mut has_rust = false;
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "tests") {
+                children.push(p);
+            }
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            has_rust = true;
+        }
+    }
+    if has_rust {
+        let own = if dir == root().join("src") {
+            dir.join("lib.rs")
+        } else if dir.join("mod.rs").is_file() {
+            dir.join("mod.rs")
+        } else {
+            dir.with_extension("rs")
+        };
+        roots.push(own);
+    }
+    children.sort();
+    for child in children {
+        roots.extend(folder_roots(&child));
+    }
+    roots
+}
+
+#[test]
+fn every_folder_states_its_invariant() {
+    let roots = folder_roots(&root().join("src"));
+    assert!(roots.len() > 20, "{roots:?}");
+    let mut missing = Vec::new();
+    for file in roots {
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let head: Vec<&str> = text
+            .lines()
+            .take(INVARIANT_HEADER_LINES)
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        if !head.iter().any(|l| l.contains("**Invariant:**")) {
+            missing.push(file.strip_prefix(root()).unwrap().display().to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no **Invariant:** in the first {INVARIANT_HEADER_LINES} lines of: {missing:?}"
+    );
+}
+
 #[test]
 fn the_stripper_leaves_out_comments_literals_and_test_items() {
     let source = r##"

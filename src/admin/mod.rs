@@ -1,4 +1,7 @@
 //! The console's side of the running gateway: its terminals and what its commands do.
+//! **Invariant:** what a line means and who may run it is the console core's; this
+//! folder carries bytes and requests, and never blocks the executor (terminal reads and
+//! writes run on threads of their own).
 //!
 //! Three transports drive the one console core ([`crate::proto::console`]): the board's console
 //! device (standard input and output on the host board, raw when a terminal; a serial

@@ -3,6 +3,8 @@
 //! disk, bring the network up from the configuration, run the gateway as a child and
 //! start it again if it dies, reap every child, and on a restart or power-off request
 //! stop the gateway, write everything out, unmount and call `reboot(2)`.
+//! **Invariant:** PID 1 runs no SMTP, TLS or DNS code (the gateway is its child), and
+//! what it decides is decided in the pure [`plan`].
 //!
 //! The decisions are in [`plan`] (pure, tested); the system calls in `sys`; the
 //! netlink messages in [`netlink`]. This module is the sequence that joins them.

@@ -1,8 +1,8 @@
 //! The async layer's server side: listeners and client sessions move bytes between
 //! sockets and the protocol cores, and arm timers. It hands messages to the queue manager
-//! (`relay`), which never imports it back.
-//!
-//! Nothing here parses SMTP; everything here is I/O.
+//! (`relay`), which never imports it back. **Invariant:** nothing here parses SMTP or
+//! decides policy; everything here is I/O, and it reaches the gateway only through its
+//! narrow [`context::Context`].
 
 pub mod access;
 pub mod context;

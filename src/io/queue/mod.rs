@@ -1,4 +1,6 @@
 //! The durable spool: messages on disk, recovered at start-up, acknowledged after a group commit.
+//! **Invariant:** a message is acknowledged only once its files are synced, and the sync
+//! (what waits on the disk) runs on the blocking pool, never on the executor.
 //!
 //! * [`id`]: queue ids, generated and parsed.
 //! * [`envelope`]: the envelope types and their versioned, checksummed file format.

@@ -1,5 +1,7 @@
 //! The queue manager: routes queued messages to next hops, runs deliveries with
 //! connection reuse and per-destination concurrency, and retries on a back-off schedule.
+//! **Invariant:** it decides nothing the queue core decides, and carries out what it
+//! decides with every file operation on the blocking pool.
 //!
 //! Its decisions are made by [`crate::proto::queue::core::QueueCore`], which does no I/O; [`Scheduler`] is the
 //! layer that carries them out: connections, DNS, reports and every file operation (on

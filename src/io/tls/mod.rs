@@ -1,4 +1,5 @@
-//! The TLS layer: the one place in the crate that names rustls.
+//! The TLS layer: the one place in the crate that names rustls. **Invariant:** what it
+//! hands up is plain values, never a rustls type; server keys sign on the token.
 //!
 //! * [`stream`]: [`Transport`], the byte pump the session driver reads and writes, plain or
 //!   TLS, and the handshakes for STARTTLS and implicit TLS; [`Info`] carries what the

@@ -1,4 +1,6 @@
 //! The crypto token: a PKCS#11-shaped trait through which every private-key and keyed-hash operation goes.
+//! **Invariant:** private and secret key bytes never leave a token, and a token whose
+//! calls may wait on a device is called off the executor.
 //!
 //! A [`Token`] hands out opaque [`ObjectHandle`]s; private and secret key bytes never leave
 //! it (there is no method that returns them). The software token [`soft::SoftToken`] is the

@@ -1,4 +1,7 @@
 //! The typed configuration model: the single source of truth for every setting.
+//! **Invariant:** a setting is declared once, in the model and its [`schema`], which the
+//! text form, the stored form and the console all walk; a value read in any form is held
+//! to the schema's bounds.
 //!
 //! The text form (`set …` lines) lives in [`text`]; it parses into and prints from
 //! these types and nothing else. Every field has a default, and the defaults are the

@@ -1,6 +1,7 @@
 //! The text form of the configuration: Junos-style `set` and `delete` lines, parsed into
 //! and printed from the typed model in [`crate::proto::config`], all by walking the one schema
-//! in [`super::schema`].
+//! in [`super::schema`]. **Invariant:** what it prints parses back to the same model (the
+//! random configuration tests hold it), and it knows no setting the schema does not name.
 //!
 //! A line is one statement; blank lines and lines whose first non-blank character is `#`
 //! are ignored. [`lex`] splits a line into words (undoing quotes, remembering which

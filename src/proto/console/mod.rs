@@ -1,5 +1,7 @@
 //! The serial console (SPEC §9): a Junos-style command line for the whole appliance, as
-//! a core without I/O.
+//! a core without I/O. **Invariant:** every line, from the serial port, standard input
+//! or `drawbridge cli`, runs through the one command tree, and no request but the login
+//! check reaches the gateway before a login has succeeded.
 //!
 //! Bytes from the terminal go in ([`Console::handle_input`]); bytes for the terminal
 //! ([`Console::poll_transmit`]) and requests for the gateway ([`Console::poll_event`])

@@ -1,8 +1,7 @@
-//! drawbridge's own DNS client: an I/O-free message codec, a lookup state machine, a
-//! TTL cache, and a thin async resolver over UDP with TCP fallback.
-//!
-//! `message`, `name`, `exchange` and `cache` do no I/O and read no clock; only
-//! `resolver` touches sockets, timers and `Instant::now`.
+//! drawbridge's own DNS client, its I/O-free half: the message codec, a lookup state
+//! machine and a TTL cache. **Invariant:** no sockets, timers or clock reads (the
+//! resolver that has them is `crate::io::resolver`); the decoder checks the structure of
+//! every name, and the characters only of the names it uses.
 
 pub mod cache;
 pub mod exchange;

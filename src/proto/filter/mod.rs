@@ -1,5 +1,7 @@
 //! Access filters in the syntax of seed 002 ("Filter Syntax"): checked rule trees, their
 //! parser, the allow/deny evaluator and the RFC 1413 ident codec that feeds it.
+//! **Invariant:** a rule is checked when it is parsed, so the evaluator never meets a
+//! malformed one; each lookup is asked lazily and at most once per decision.
 //!
 //! Nothing here does I/O. The evaluator asks a caller-supplied [`Lookups`] for the client's
 //! name, the forward confirmation of that name and the ident user, lazily and at most once

@@ -1,6 +1,7 @@
 //! The relay policy of the legacy products, as pure functions: which channel a session
 //! is on, which SASL mechanisms it is offered, and whether one recipient may be relayed,
-//! with a trace of every step for `explain`.
+//! with a trace of every step for `explain`. **Invariant:** one walk decides, traced or
+//! not, so the verdict a session gets is the one `explain` shows.
 //!
 //! Nothing here does I/O or reads a clock: the caller hands in the configuration, what
 //! it knows of the client (category, TLS, authenticated user) and the envelope, and gets

@@ -1,5 +1,7 @@
 //! SASL mechanisms (RFC 4422) for SMTP AUTH (RFC 4954), the local user database, and the
-//! credential lookup between them.
+//! credential lookup between them. **Invariant:** a mechanism does no I/O, reads no
+//! clock, draws no random number and derives no key itself; it names its failures
+//! ([`AuthError`]) and knows nothing of SMTP.
 //!
 //! Every mechanism is a plain state machine behind [`Mechanism`]: it takes the client's
 //! lines as they came off the wire (base64 text without CRLF) and returns the next
@@ -9,9 +11,6 @@
 //! LOGIN) it returns [`Step::Derive`], the caller runs [`Derivation::run`] where it
 //! costs no one a wait (the blocking pool) and hands the result back with
 //! [`Mechanism::derived`].
-//!
-//! sasl/ knows nothing about sockets, TLS, files or the SMTP session; it only knows the
-//! shape of the SMTP replies its errors map to.
 //!
 //! Calling order, for every mechanism:
 //! 1. construct it for one AUTH command;

@@ -1,4 +1,6 @@
 //! The SMTP client core: bytes and time in; commands, events and deadlines out.
+//! **Invariant:** how replies and content are cut into pieces changes nothing: the
+//! commands, the dot-stuffed wire and the events are the same for any split.
 //!
 //! Speaks the client side of RFC 5321 with SIZE (RFC 1870), PIPELINING (RFC 2920),
 //! 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), DSN (RFC 3461) and enhanced status codes

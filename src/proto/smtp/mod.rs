@@ -1,5 +1,6 @@
-//! SMTP protocol cores. They do no I/O: no sockets, no files, no clock reads, no TLS.
-//! The async layer in `net/` moves bytes and time in and out of them.
+//! SMTP protocol cores. **Invariant:** they do no I/O: no sockets, no files, no clock
+//! reads, no TLS. The async layer (`crate::io::net` for the server, `crate::io::relay`
+//! for the clients) moves bytes and time in and out of them.
 
 pub mod address;
 pub mod client;

@@ -1,4 +1,8 @@
 //! The software token: keys in files on the data partition, wrapped under a key derived from the user PIN.
+//! **Invariant:** every change is written to disk before it is made in memory (a key
+//! pair whose public half cannot be stored takes its private half back); key material is
+//! unsealed only while logged in and kept unsealed only in the session;
+//! [`MAX_PIN_ATTEMPTS`] wrong PINs in a row lock the token until it is initialized again.
 //!
 //! The token directory holds `token.hdr` (label, serial, PBKDF2 salt and iteration count,
 //! the PIN check values, the count of consecutive wrong PINs and the lock flag) and one
@@ -7,13 +11,8 @@
 //! material is sealed with AES-256-GCM under a key derived from the user PIN
 //! (PBKDF2-HMAC-SHA-256, `seal.rs`); the object's number, class, key type and label are
 //! the associated data, so a file renamed or relabelled does not open. Public keys are
-//! kept in clear so certificates can be shown without a login.
-//!
-//! This file is the [`Token`] implementation. **Invariant:** every change is written to
-//! disk before it is made in memory (a key pair whose public half cannot be stored takes
-//! its private half back); key material is unsealed only while logged in and kept
-//! unsealed only in the session; [`MAX_PIN_ATTEMPTS`] wrong PINs in a row lock the token
-//! until it is initialized again.
+//! kept in clear so certificates can be shown without a login. This file is the
+//! [`Token`] implementation.
 //!
 //! RSA keys are imported from PKCS#8 only: ring cannot generate RSA keys, so
 //! [`Token::mechanisms`] lists no RSA generation mechanism.

@@ -1,5 +1,6 @@
 //! The recipient verification callout core: asks an internal server whether a recipient
-//! exists (`MAIL FROM:<>`, `RCPT TO:`, `RSET`) without sending a message.
+//! exists (`MAIL FROM:<>`, `RCPT TO:`, `RSET`) without sending a message. **Invariant:**
+//! it never sends DATA or BDAT: a callout verifies, it never delivers.
 //!
 //! Bytes and time in; commands, verdicts and deadlines out. It knows nothing about
 //! sockets, the verdict cache or which hosts exist. One connection answers many verifies.

@@ -1,4 +1,6 @@
 //! The SMTP server session core: bytes and time in; replies, events and deadlines out.
+//! **Invariant:** how the input is cut into pieces changes nothing: a transcript fed
+//! whole, byte by byte or split at any index gives the same replies and events.
 //!
 //! RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
 //! ENHANCEDSTATUSCODES (RFC 2034, 3463), DSN (RFC 3461), SMTPUTF8 (RFC 6531) and
