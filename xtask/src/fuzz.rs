@@ -8,8 +8,9 @@
 //! (`tests/fuzz/seeds/TARGET`, in git). cargo-fuzz is installed with `cargo install` when
 //! it is missing; it runs on the stable toolchain with `RUSTC_BOOTSTRAP=1`. A crash
 //! leaves its input in `tests/fuzz/artifacts/TARGET/` and fails the command; the report
-//! (`target/fuzz/report.json`) has the seconds, executions, coverage (libFuzzer's `cov`
-//! and `ft`) and corpus size of each target.
+//! (`target/fuzz/report.json`) has the seconds, CPU seconds (read from the process before
+//! it is reaped), executions, coverage (libFuzzer's `cov` and `ft`) and corpus size of
+//! each target.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -18,6 +19,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 
 use crate::options::{self, number};
+use crate::process;
 use crate::{Context, Failure};
 
 /// Seconds per target unless `--seconds` says otherwise.
@@ -91,6 +93,8 @@ pub struct Outcome {
     pub coverage: u64,
     pub features: u64,
     pub corpus: u64,
+    /// CPU seconds of the run (cargo-fuzz and the fuzzer), when they could be read.
+    pub cpu_seconds: Option<f64>,
     pub crashed: bool,
 }
 
@@ -213,7 +217,9 @@ fn run_one(root: &Path, target: &str, seconds: u32) -> Result<Outcome, Failure> 
             log.push(line);
         }
     }
-    let status = child.wait().context("waiting for cargo fuzz")?;
+    let (status, cpu_seconds) =
+        process::cpu_seconds_at_exit(&mut child).context("waiting for cargo fuzz")?;
+    outcome.cpu_seconds = cpu_seconds;
     if !status.success() {
         outcome.crashed = true;
     }
@@ -226,8 +232,15 @@ fn report_json(outcomes: &[Outcome]) -> String {
         .iter()
         .map(|o| {
             format!(
-                "  {{\"target\": \"{}\", \"seconds\": {}, \"executions\": {}, \"cov\": {}, \"ft\": {}, \"corpus\": {}, \"crashed\": {}}}",
-                o.target, o.seconds, o.executions, o.coverage, o.features, o.corpus, o.crashed
+                "  {{\"target\": \"{}\", \"seconds\": {}, \"cpu_seconds\": {}, \"executions\": {}, \"cov\": {}, \"ft\": {}, \"corpus\": {}, \"crashed\": {}}}",
+                o.target,
+                o.seconds,
+                o.cpu_seconds.map_or("null".to_owned(), |s| format!("{s:.0}")),
+                o.executions,
+                o.coverage,
+                o.features,
+                o.corpus,
+                o.crashed
             )
         })
         .collect();
@@ -278,9 +291,12 @@ pub fn run(options: &Options) -> Result<ExitCode, Failure> {
                 .join()
                 .map_err(|_| Failure::new("a fuzzing thread panicked"))??;
             println!(
-                "{:<16} {:>6} s {:>12} runs  cov {:>6}  ft {:>7}  corpus {:>6}  {}",
+                "{:<16} {:>6} s {:>8} CPU-s {:>12} runs  cov {:>6}  ft {:>7}  corpus {:>6}  {}",
                 outcome.target,
                 outcome.seconds,
+                outcome
+                    .cpu_seconds
+                    .map_or("?".to_owned(), |s| format!("{s:.0}")),
                 outcome.executions,
                 outcome.coverage,
                 outcome.features,

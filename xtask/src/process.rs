@@ -297,6 +297,32 @@ fn read_stat(pid: u32) -> Option<ProcStat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// How long [`cpu_seconds_at_exit`] waits for a child that has closed its output to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// The CPU seconds a child used in its whole life, its reaped descendants included: read
+/// from its `/proc/PID/stat` once it has exited and before it is reaped (a zombie keeps
+/// its times there), then reaped. `None` when its times could not be read, or it had not
+/// exited within [`EXIT_WAIT`] of the call (it is then waited for all the same).
+pub fn cpu_seconds_at_exit(child: &mut Child) -> io::Result<(ExitStatus, Option<f64>)> {
+    let pid = child.id();
+    let started = Instant::now();
+    let mut cpu = None;
+    while started.elapsed() < EXIT_WAIT {
+        match read_stat(pid) {
+            Some(stat) if stat.zombie => {
+                cpu = Some(stat.cpu_ticks as f64 / clock_ticks_per_second() as f64);
+                break;
+            }
+            Some(_) => thread::sleep(EXIT_POLL),
+            None => break,
+        }
+    }
+    Ok((child.wait()?, cpu))
+}
+
 /// Whether `pid` names a process that has not exited (zombies count as exited).
 pub fn is_alive(pid: u32) -> bool {
     read_stat(pid).is_some_and(|stat| !stat.zombie)
@@ -431,6 +457,20 @@ pub fn is_not_found(error: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_s_cpu_is_read_before_it_is_reaped() {
+        // The shell spins in its own loop, then a child it reaps spins too: both count.
+        let spin = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done";
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{spin}; sh -c '{spin}'; exit 3"))
+            .spawn()
+            .unwrap();
+        let (status, cpu) = cpu_seconds_at_exit(&mut child).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert!(cpu.is_some_and(|s| s > 0.0), "{cpu:?}");
+    }
 
     #[test]
     fn stat_fields_are_counted_from_the_last_parenthesis() {
