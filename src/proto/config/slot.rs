@@ -324,22 +324,16 @@ pub(crate) mod tests {
         }
     }
 
-    /// A record written by schema version 2, with every setting that version added:
-    /// every later firmware must read it to the same model.
-    #[test]
-    fn the_version_two_fixture_still_decodes() {
-        let bytes = include_bytes!("testdata/config-v2.bin");
-        assert_eq!(&bytes[4..6], &2u16.to_le_bytes());
+    /// Decodes a committed record of an earlier schema version (sequence 1, sealed with
+    /// the test key) and checks it reads to the configuration `expected` describes, and
+    /// that what this firmware writes of it reads back the same.
+    fn assert_fixture(bytes: &[u8], version: u16, comment: &str, time: u64, expected: &str) {
+        assert_eq!(&bytes[4..6], &version.to_le_bytes());
         let record = decode(bytes, &TestSeal([0x5a; 32])).unwrap();
         assert_eq!(record.sequence, 1);
-        assert_eq!(record.meta.comment, "the version-2 fixture");
-        assert_eq!(record.meta.time, 1_796_169_600);
-        let expected = crate::proto::config::text::parse(&format!(
-            "{}{}",
-            crate::proto::config::wire::tests::EVERYTHING,
-            crate::proto::config::wire::tests::VERSION_TWO_SETTINGS
-        ))
-        .unwrap();
+        assert_eq!(record.meta.comment, comment);
+        assert_eq!(record.meta.time, time);
+        let expected = crate::proto::config::text::parse(expected).unwrap();
         assert_eq!(record.config, expected);
         let now = encode(2, &record.meta, &record.config, &TestSeal([0x5a; 32])).unwrap();
         assert_eq!(&now[4..6], &SCHEMA_VERSION.to_le_bytes());
@@ -349,34 +343,53 @@ pub(crate) mod tests {
         );
     }
 
-    /// A record written by the first release of the stored form: every later firmware
-    /// must read it to the same model.
+    /// A record written by schema version 3, with every setting versions 2 and 3 added:
+    /// every later firmware must read it to the same model.
+    #[test]
+    fn the_version_three_fixture_still_decodes() {
+        use crate::proto::config::wire::tests::{
+            EVERYTHING, VERSION_THREE_SETTINGS, VERSION_TWO_SETTINGS,
+        };
+        assert_fixture(
+            include_bytes!("testdata/config-v3.bin"),
+            3,
+            "the version-3 fixture",
+            1_796_256_000,
+            &format!("{EVERYTHING}{VERSION_TWO_SETTINGS}{VERSION_THREE_SETTINGS}"),
+        );
+    }
+
+    /// A record written by schema version 2, with every setting that version added.
+    #[test]
+    fn the_version_two_fixture_still_decodes() {
+        use crate::proto::config::wire::tests::{EVERYTHING, VERSION_TWO_SETTINGS};
+        assert_fixture(
+            include_bytes!("testdata/config-v2.bin"),
+            2,
+            "the version-2 fixture",
+            1_796_169_600,
+            &format!("{EVERYTHING}{VERSION_TWO_SETTINGS}"),
+        );
+    }
+
+    /// A record written by the first release of the stored form.
     #[test]
     fn the_version_one_fixture_still_decodes() {
-        let bytes = include_bytes!("testdata/config-v1.bin");
-        let record = decode(bytes, &TestSeal([0x5a; 32])).unwrap();
-        assert_eq!(record.sequence, 1);
-        assert_eq!(record.meta.comment, "the version-1 fixture");
-        assert_eq!(record.meta.time, 1_796_083_200);
         // A stored record holds every value, not only those that differed from the
         // factory values of its day: defaults changed since (max-connections-per-ip was
         // 20, max-line-length 1000) do not change what it says.
-        let expected = crate::proto::config::text::parse(&format!(
-            "{}set service inbound max-connections-per-ip 20\n\
-             set service outbound max-connections-per-ip 20\n\
-             set service inbound max-line-length 1000\n\
-             set service outbound max-line-length 1000\n",
-            crate::proto::config::wire::tests::EVERYTHING
-        ))
-        .unwrap();
-        assert_eq!(record.config, expected);
-        assert_eq!(&bytes[4..6], &1u16.to_le_bytes());
-        // What this firmware writes now reads back too.
-        let now = encode(2, &record.meta, &record.config, &TestSeal([0x5a; 32])).unwrap();
-        assert_eq!(&now[4..6], &SCHEMA_VERSION.to_le_bytes());
-        assert_eq!(
-            decode(&now, &TestSeal([0x5a; 32])).unwrap().config,
-            expected
+        assert_fixture(
+            include_bytes!("testdata/config-v1.bin"),
+            1,
+            "the version-1 fixture",
+            1_796_083_200,
+            &format!(
+                "{}set service inbound max-connections-per-ip 20\n\
+                 set service outbound max-connections-per-ip 20\n\
+                 set service inbound max-line-length 1000\n\
+                 set service outbound max-line-length 1000\n",
+                crate::proto::config::wire::tests::EVERYTHING
+            ),
         );
     }
 }

@@ -4,7 +4,7 @@
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
 //! and the decoder keeps reading every version it ever wrote. A committed blob of each
-//! released version (`testdata/config-v1.bin`, `testdata/config-v2.bin`) is decoded by a
+//! released version (`testdata/config-v1.bin` to `config-v3.bin`) is decoded by a
 //! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
@@ -916,7 +916,7 @@ set route example.org relay relay.example.org
 ";
 
     /// What schema version 3 added.
-    const VERSION_THREE_SETTINGS: &str = "\
+    pub(crate) const VERSION_THREE_SETTINGS: &str = "\
 set service inbound proxy-protocol yes
 set service inbound proxy-from 10.1.0.0/16
 set service inbound proxy-from 2001:db8:1::/48
