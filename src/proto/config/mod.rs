@@ -183,6 +183,9 @@ pub struct System {
     /// Remote syslog receivers: every log line also goes to each as RFC 5424 over UDP
     /// (SPEC §11).
     pub syslog_hosts: Vec<SocketAddr>,
+    /// A console session nobody has typed at for this long is logged out (SPEC §9);
+    /// zero: never.
+    pub console_idle_timeout: Duration,
 }
 
 /// Limits of the authentication throttle: failures count per client address, per
@@ -239,6 +242,10 @@ pub struct TokenSettings {
 
 /// Default DNS query timeout.
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// A logged-in console left untouched this long is logged out: ten minutes, the
+/// `exec-timeout` routers ship with, so a console left open on a serial server does not
+/// stay an administrator's session.
+pub const DEFAULT_CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl Default for System {
     fn default() -> Self {
@@ -252,6 +259,7 @@ impl Default for System {
             postmaster: None,
             auth_throttle: AuthThrottle::default(),
             syslog_hosts: Vec::new(),
+            console_idle_timeout: DEFAULT_CONSOLE_IDLE_TIMEOUT,
         }
     }
 }

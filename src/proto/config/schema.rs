@@ -1247,7 +1247,7 @@ static RELAY_RULE: List = List {
 pub static ROOT: &[Node] = &[
     Node {
         name: "system",
-        help: "The gateway's name, its DNS client, token and remote syslog",
+        help: "The gateway's name, its DNS client, token, remote syslog and console",
         kind: NodeKind::Container(SYSTEM_CHILDREN),
     },
     Node {
@@ -1348,7 +1348,22 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "Remote syslog: every log line also goes out as RFC 5424 over UDP",
         kind: NodeKind::Container(SYSLOG_CHILDREN),
     },
+    Node {
+        name: "console",
+        help: "The console sessions: serial line, standard input and drawbridge cli",
+        kind: NodeKind::Container(CONSOLE_CHILDREN),
+    },
 ];
+
+static CONSOLE_CHILDREN: &[Node] = &[scalar!(
+    "idle-timeout",
+    "Log out a console session nobody has typed at for this long (0s: never)",
+    DURATION,
+    system,
+    system_mut,
+    default_system(),
+    console_idle_timeout
+)];
 
 const MAILBOX: Kind<crate::proto::smtp::address::Mailbox> = Kind {
     spec: &ValueSpec {

@@ -36,10 +36,37 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 ///   `system syslog host`; each route's host names in relay lists and smarthosts,
 ///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 /// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
-pub const SCHEMA_VERSION: u16 = 3;
+/// * 4 — `system console idle-timeout` ([`ConfigV4`]).
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
+
+/// Schema version 4: version 3 and the console's idle timeout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV4 {
+    pub v3: ConfigV3,
+    pub console_idle_timeout_ms: u64,
+}
+
+impl From<&Config> for ConfigV4 {
+    fn from(c: &Config) -> ConfigV4 {
+        ConfigV4 {
+            v3: c.into(),
+            console_idle_timeout_ms: ms(c.system.console_idle_timeout),
+        }
+    }
+}
+
+impl TryFrom<ConfigV4> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV4) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v3)?;
+        c.system.console_idle_timeout = dur(w.console_idle_timeout_ms);
+        Ok(c)
+    }
+}
 
 /// Schema version 3: version 2 and the PROXY protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +339,11 @@ pub fn decode_config(
                 postcard::from_bytes(bytes).map_err(postcard)?;
             (meta, Config::try_from(w)?)
         }
+        4 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV4) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            (meta, Config::try_from(w)?)
+        }
         v => return Err(WireError(format!("unknown schema version {v}"))),
     };
     within_schema(&config)?;
@@ -338,7 +370,7 @@ pub fn encode_config(
     meta: &super::slot::CommitMeta,
     config: &Config,
 ) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(&(meta, ConfigV3::from(config))).map_err(|e| WireError(e.to_string()))
+    postcard::to_allocvec(&(meta, ConfigV4::from(config))).map_err(|e| WireError(e.to_string()))
 }
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -748,6 +780,7 @@ impl TryFrom<ConfigV1> for Config {
                 postmaster: None,
                 auth_throttle: super::AuthThrottle::default(),
                 syslog_hosts: Vec::new(),
+                console_idle_timeout: super::DEFAULT_CONSOLE_IDLE_TIMEOUT,
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -886,9 +919,9 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV3::from(config);
+        let wire = ConfigV4::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV3 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV4 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
@@ -923,18 +956,33 @@ set service inbound proxy-from 2001:db8:1::/48
 set service outbound proxy-from 192.0.2.9
 ";
 
+    /// What schema version 4 added.
+    const VERSION_FOUR_SETTINGS: &str = "\
+set system console idle-timeout 30m
+";
+
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
         let mut with_postmaster = parse(EVERYTHING).unwrap();
         crate::proto::config::text::parse_into(&mut with_postmaster, VERSION_TWO_SETTINGS).unwrap();
         let mut with_proxy = with_postmaster.clone();
         crate::proto::config::text::parse_into(&mut with_proxy, VERSION_THREE_SETTINGS).unwrap();
+        let mut with_console = with_proxy.clone();
+        crate::proto::config::text::parse_into(&mut with_console, VERSION_FOUR_SETTINGS).unwrap();
+        let mut never_idle = with_proxy.clone();
+        crate::proto::config::text::parse_into(
+            &mut never_idle,
+            "set system console idle-timeout 0s",
+        )
+        .unwrap();
         for config in [
             Config::default(),
             host_default(),
             parse(EVERYTHING).unwrap(),
             with_postmaster,
             with_proxy,
+            with_console,
+            never_idle,
         ] {
             assert_eq!(round_trip(&config), config);
         }
