@@ -386,6 +386,30 @@ fn the_same_session_through_drawbridge_cli() {
     gw.wait_for_log("admin logged in on cli");
 }
 
+/// A console nobody types at is logged out after `system console idle-timeout`: the
+/// gateway's own console goes back to `login:`, a `drawbridge cli` session ends.
+#[test]
+fn an_idle_console_is_logged_out() {
+    let dir = TempDir::new("console-idle");
+    let mut c = start(&dir, "set system console idle-timeout 3s\n", &[]);
+    let term = &mut c.term;
+    first_login(term);
+    term.type_keys("show sta");
+    term.expect("Idle for 3s: logged out.");
+    // The console waits at `login:`, where nobody is logged out, and shows the log.
+    term.expect("login: ");
+
+    let mut root = Terminal::spawn({
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        command.arg("cli").arg("--state-dir").arg(&c.state);
+        command
+    });
+    root.expect("root@gw.example.com> ");
+    root.expect("Idle for 3s: logged out.");
+    assert!(root.wait_exit().success());
+    term.expect("root logged out from cli (root): idle timeout");
+}
+
 #[test]
 fn restart_and_factory_reset_from_the_console() {
     let dir = TempDir::new("console-restart");

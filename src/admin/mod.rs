@@ -123,12 +123,7 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
         .executor
         .spawn(async move {
             loop {
-                let options = Options {
-                    host_name: gw2.config().system.host_name.clone(),
-                    rows,
-                    columns,
-                    user: None,
-                };
+                let options = session_options(&gw2, rows, columns, None);
                 if session::run(gw2.clone(), &link, options, &name).await == Ended::Gone {
                     // Nothing prints log lines on the terminal any more.
                     crate::io::log::set_stderr(true);
@@ -139,6 +134,20 @@ pub fn spawn_console(gw: &Rc<Gateway>, device: ConsoleDevice) -> std::io::Result
         })
         .detach();
     Ok(())
+}
+
+/// How a console session starts on a terminal of `rows` × `columns`, by the running
+/// configuration (the host name for the prompt, the idle timeout).
+fn session_options(gw: &Gateway, rows: u16, columns: u16, user: Option<String>) -> Options {
+    let config = gw.config();
+    let idle = config.system.console_idle_timeout;
+    Options {
+        host_name: config.system.host_name.clone(),
+        rows,
+        columns,
+        user,
+        idle_timeout: (!idle.is_zero()).then_some(idle),
+    }
 }
 
 /// A link over blocking reads and writes, each on a thread of its own.
@@ -263,12 +272,7 @@ pub async fn serve_cli(gw: Rc<Gateway>, stream: Async<UnixStream>, line: &str, e
         let _ = writer.flush().await;
         let _ = writer.get_ref().shutdown(std::net::Shutdown::Both);
     });
-    let options = Options {
-        host_name: gw.config().system.host_name.clone(),
-        rows,
-        columns,
-        user: (root && !login).then(|| "root".to_string()),
-    };
+    let options = session_options(&gw, rows, columns, (root && !login).then(|| "root".into()));
     let link = Link {
         input: in_rx,
         output: out_tx,

@@ -42,12 +42,16 @@ enum Wake {
 pub async fn run(gw: Rc<Gateway>, link: &Link, options: Options, transport: &str) -> Ended {
     let logs = crate::io::log::subscribe();
     let preauthenticated = options.user.clone();
-    let mut console = Console::new(options);
+    let mut console = Console::new(options, Instant::now());
     let id = gw.consoles.register(transport, preauthenticated.as_deref());
     let ended = drive(&gw, &mut console, link, &logs, id).await;
     gw.consoles.unregister(id);
     if let Some(user) = console.user() {
-        log::info!(target: "console", "{user} logged out from {transport}");
+        if console.idled_out() {
+            log::info!(target: "console", "{user} logged out from {transport}: idle timeout");
+        } else {
+            log::info!(target: "console", "{user} logged out from {transport}");
+        }
     }
     ended
 }
@@ -128,7 +132,7 @@ async fn drive(
             }
         };
         match answer.or(input).or(log).or(timer).await {
-            Wake::Input(Some(bytes)) => console.handle_input(&bytes),
+            Wake::Input(Some(bytes)) => console.handle_input(&bytes, Instant::now()),
             Wake::Input(None) => eof = true,
             Wake::Log(line) => console.handle_log(&line),
             Wake::Answer(answer) => {

@@ -71,6 +71,9 @@ pub struct Options {
     pub columns: u16,
     /// A user already known (root on the box through `drawbridge cli`): no login.
     pub user: Option<String>,
+    /// A logged-in session nobody types at for this long is logged out; `None`: never.
+    /// A running request does not count as idle, and its answer starts the wait again.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             rows: 24,
             columns: 80,
             user: None,
+            idle_timeout: None,
         }
     }
 }
@@ -167,10 +171,15 @@ pub struct Console {
     deadline: Option<Instant>,
     held_logs: VecDeque<String>,
     cancelled: bool,
+    idle_timeout: Option<Duration>,
+    /// When the session is logged out for want of a keystroke, once someone is logged in.
+    idle_deadline: Option<Instant>,
+    idled_out: bool,
 }
 
 impl Console {
-    pub fn new(options: Options) -> Console {
+    /// A session starting at `now`.
+    pub fn new(options: Options, now: Instant) -> Console {
         let mut console = Console {
             host: options.host_name,
             decoder: KeyDecoder::default(),
@@ -188,7 +197,11 @@ impl Console {
             deadline: None,
             held_logs: VecDeque::new(),
             cancelled: false,
+            idle_timeout: options.idle_timeout,
+            idle_deadline: None,
+            idled_out: false,
         };
+        console.touch(now);
         match options.user {
             Some(user) => console.logged_in(user),
             None => {
@@ -207,8 +220,9 @@ impl Console {
 
     // ---- the interface ---------------------------------------------------------------
 
-    /// Bytes typed at the terminal.
-    pub fn handle_input(&mut self, bytes: &[u8]) {
+    /// Bytes typed at the terminal at `now`.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        self.touch(now);
         let mut keys = Vec::new();
         self.decoder.feed(bytes, &mut keys);
         for key in keys {
@@ -237,6 +251,7 @@ impl Console {
         };
         self.cancelled = false;
         self.answered(pending, answer, now);
+        self.touch(now);
         self.replay_typeahead();
     }
 
@@ -271,6 +286,9 @@ impl Console {
             self.state = State::LoginName;
             self.prompt();
         }
+        if self.idle_deadline().is_some_and(|d| now >= d) {
+            self.idle_out();
+        }
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
@@ -282,12 +300,20 @@ impl Console {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.idle_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether the session is over.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// Whether the session ended because nobody typed for the idle timeout.
+    pub fn idled_out(&self) -> bool {
+        self.idled_out
     }
 
     /// The user logged in, once one is.
@@ -789,6 +815,46 @@ impl Console {
             }
             return self.prompt();
         }
+        self.state = State::Closed;
+        self.events.push_back(Event::Closed);
+    }
+
+    /// Someone typed, or a request was answered, at `now`: the idle wait starts again.
+    fn touch(&mut self, now: Instant) {
+        self.idle_deadline = self.idle_timeout.and_then(|t| now.checked_add(t));
+    }
+
+    /// The idle deadline, while it applies: someone is logged in, the session is open
+    /// and no request runs.
+    fn idle_deadline(&self) -> Option<Instant> {
+        if self.user.is_none() || matches!(self.state, State::Busy(_) | State::Closed) {
+            return None;
+        }
+        self.idle_deadline
+    }
+
+    /// Logs the session out for want of a keystroke; a candidate not committed is
+    /// dropped, as it is at any logout.
+    fn idle_out(&mut self) {
+        if matches!(self.state, State::More) {
+            Pager::erase_more(&mut self.out);
+        } else {
+            self.screen.erase(&mut self.out);
+        }
+        let idle = self
+            .idle_timeout
+            .map(text::value::format_duration)
+            .unwrap_or_default();
+        self.write_line(&format!("Idle for {idle}: logged out."));
+        if self
+            .editing
+            .as_ref()
+            .is_some_and(|e| e.candidate.config != e.base)
+        {
+            self.write_line("The uncommitted changes were dropped.");
+        }
+        self.editing = None;
+        self.idled_out = true;
         self.state = State::Closed;
         self.events.push_back(Event::Closed);
     }

@@ -97,13 +97,15 @@ enum Step<'a> {
 }
 
 /// Runs a transcript, feeding each `Keys` step in the pieces `split` makes of it.
+/// `console` was made at `start`, where the transcript's time begins.
 fn run_split(
     console: &mut Console,
+    start: Instant,
     fake: &mut Fake,
     steps: &[Step<'_>],
     split: &dyn Fn(&[u8]) -> Vec<Vec<u8>>,
 ) -> Vec<u8> {
-    let mut now = Instant::now();
+    let mut now = start;
     let mut out = Vec::new();
     let pump = |console: &mut Console, fake: &mut Fake, out: &mut Vec<u8>, now: Instant| loop {
         if let Some(bytes) = console.poll_transmit() {
@@ -123,7 +125,7 @@ fn run_split(
         match step {
             Step::Keys(bytes) => {
                 for piece in split(bytes) {
-                    console.handle_input(&piece);
+                    console.handle_input(&piece, now);
                     pump(console, fake, &mut out, now);
                 }
             }
@@ -151,14 +153,17 @@ fn whole(b: &[u8]) -> Vec<Vec<u8>> {
 /// Runs a transcript whole, byte by byte, and split at every index of every step,
 /// checks that all give the same bytes, and returns the screen.
 fn transcript(fake: impl Fn() -> Fake, options: Options, steps: &[Step<'_>]) -> Screenful {
+    let start = Instant::now();
     let expected = run_split(
-        &mut Console::new(options.clone()),
+        &mut Console::new(options.clone(), start),
+        start,
         &mut fake(),
         steps,
         &whole,
     );
     let bytewise = run_split(
-        &mut Console::new(options.clone()),
+        &mut Console::new(options.clone(), start),
+        start,
         &mut fake(),
         steps,
         &|b| b.iter().map(|x| vec![*x]).collect(),
@@ -178,7 +183,8 @@ fn transcript(fake: impl Fn() -> Fake, options: Options, steps: &[Step<'_>]) -> 
                 }
             };
             let got = run_split(
-                &mut Console::new(options.clone()),
+                &mut Console::new(options.clone(), start),
+                start,
                 &mut fake(),
                 steps,
                 &split,
@@ -440,9 +446,10 @@ fn configure_set_compare_commit_and_exit() {
 
 #[test]
 fn commit_options_reach_the_gateway() {
-    let mut console = Console::new(logged_in());
+    let start = Instant::now();
+    let mut console = Console::new(logged_in(), start);
     let mut fake = Fake::changed();
-    run_split(&mut console, &mut fake, &[Step::Keys(b"conf\rdelete route * \rcommit confirmed 1\rcommit check\rrollback 1\rload merge /tmp/extra.conf\rshow route partner.example\r")], &whole);
+    run_split(&mut console, start, &mut fake, &[Step::Keys(b"conf\rdelete route * \rcommit confirmed 1\rcommit check\rrollback 1\rload merge /tmp/extra.conf\rshow route partner.example\r")], &whole);
     let commits: Vec<&Request> = fake
         .requests
         .iter()
@@ -586,21 +593,23 @@ fn secrets_are_asked_without_echo() {
 
 #[test]
 fn exit_and_ctrl_d_end_the_session() {
-    let mut console = Console::new(logged_in());
-    console.handle_input(b"exit\r");
+    let mut console = Console::new(logged_in(), Instant::now());
+    console.handle_input(b"exit\r", Instant::now());
     assert_eq!(console.poll_event(), Some(Event::Closed));
     assert!(console.is_closed());
-    let mut console = Console::new(logged_in());
-    console.handle_input(b"x\x08\x04");
+    let mut console = Console::new(logged_in(), Instant::now());
+    console.handle_input(b"x\x08\x04", Instant::now());
     assert_eq!(console.poll_event(), Some(Event::Closed));
 }
 
 #[test]
 fn restart_says_so_and_ends_the_session() {
-    let mut console = Console::new(logged_in());
+    let start = Instant::now();
+    let mut console = Console::new(logged_in(), start);
     let mut fake = Fake::changed();
     let out = run_split(
         &mut console,
+        start,
         &mut fake,
         &[Step::Keys(
             b"restart
@@ -623,13 +632,13 @@ show status
 
 #[test]
 fn ctrl_c_cancels_a_running_request() {
-    let mut console = Console::new(logged_in());
-    console.handle_input(b"test smtp 192.0.2.1\rshow");
+    let mut console = Console::new(logged_in(), Instant::now());
+    console.handle_input(b"test smtp 192.0.2.1\rshow", Instant::now());
     assert!(matches!(
         console.poll_event(),
         Some(Event::Request(Request::Run(Command::TestSmtp { .. })))
     ));
-    console.handle_input(b"\x03\x03");
+    console.handle_input(b"\x03\x03", Instant::now());
     assert_eq!(console.poll_event(), Some(Event::Cancel));
     assert_eq!(console.poll_event(), None);
     console.handle_answer(Answer::Cancelled, Instant::now());
@@ -691,19 +700,19 @@ fn fuzzed_keystrokes_never_break_the_console() {
         x
     };
     for _ in 0..200 {
-        let mut console = Console::new(logged_in());
+        let now = Instant::now();
+        let mut console = Console::new(logged_in(), now);
         let mut fake = Fake::changed();
         let mut screen = Screenful::default();
-        let now = Instant::now();
         for _ in 0..200 {
             let r = next();
             if r % 17 == 0 {
                 console.handle_log("log \x1b[31m line");
             } else if r % 5 == 0 {
                 let bytes: Vec<u8> = (0..r % 7).map(|_| next() as u8).collect();
-                console.handle_input(&bytes);
+                console.handle_input(&bytes, now);
             } else {
-                console.handle_input(pieces[(r >> 8) as usize % pieces.len()]);
+                console.handle_input(pieces[(r >> 8) as usize % pieces.len()], now);
             }
             while let Some(event) = console.poll_event() {
                 if let Event::Request(req) = event {
@@ -721,4 +730,94 @@ fn fuzzed_keystrokes_never_break_the_console() {
             }
         }
     }
+}
+
+/// The idle timeout of the tests below.
+const IDLE: Duration = Duration::from_secs(10 * 60);
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn idle_after(options: Options) -> Options {
+    Options {
+        idle_timeout: Some(IDLE),
+        ..options
+    }
+}
+
+#[test]
+fn a_session_nobody_types_at_is_logged_out() {
+    let screen = transcript(
+        Fake::changed,
+        idle_after(logged_in()),
+        &[
+            Step::Wait(9 * MINUTE),
+            // A keystroke starts the wait again.
+            Step::Keys(b"show"),
+            Step::Wait(9 * MINUTE),
+            Step::Log("a log line is not a keystroke"),
+            Step::Wait(MINUTE),
+        ],
+    );
+    let text = screen.text();
+    assert!(
+        text.ends_with("a log line is not a keystroke\nIdle for 10m: logged out.\n"),
+        "{text}"
+    );
+    let start = Instant::now();
+    let mut console = Console::new(idle_after(logged_in()), start);
+    assert_eq!(console.poll_timeout(), Some(start + IDLE));
+    console.handle_timeout(start + IDLE - Duration::from_secs(1));
+    assert!(!console.is_closed());
+    console.handle_timeout(start + IDLE);
+    assert!(console.is_closed() && console.idled_out());
+    assert_eq!(console.poll_event(), Some(Event::Closed));
+    assert_eq!(console.poll_timeout(), None);
+}
+
+#[test]
+fn an_idle_logout_drops_the_uncommitted_candidate() {
+    let screen = transcript(
+        Fake::changed,
+        idle_after(logged_in()),
+        &[
+            Step::Keys(b"configure\rset route example.org mx\r"),
+            Step::Wait(IDLE),
+        ],
+    );
+    assert!(
+        screen
+            .text()
+            .ends_with("Idle for 10m: logged out.\nThe uncommitted changes were dropped.\n"),
+        "{}",
+        screen.text()
+    );
+}
+
+#[test]
+fn a_running_request_is_not_idle_and_its_answer_starts_the_wait() {
+    let start = Instant::now();
+    let mut console = Console::new(idle_after(logged_in()), start);
+    console.handle_input(b"test smtp 192.0.2.1\r", start);
+    assert!(matches!(console.poll_event(), Some(Event::Request(_))));
+    assert_eq!(console.poll_timeout(), None);
+    console.handle_timeout(start + 2 * IDLE);
+    assert!(!console.is_closed());
+    let answered = start + 3 * IDLE;
+    console.handle_answer(Answer::Text("250 ok".into()), answered);
+    assert_eq!(console.poll_timeout(), Some(answered + IDLE));
+    console.handle_timeout(answered + IDLE);
+    assert!(console.idled_out());
+}
+
+#[test]
+fn the_login_prompt_and_a_session_without_a_timeout_never_idle_out() {
+    let start = Instant::now();
+    let mut at_login = Console::new(idle_after(opts()), start);
+    assert_eq!(at_login.poll_timeout(), None);
+    at_login.handle_input(b"adm", start);
+    at_login.handle_timeout(start + 100 * IDLE);
+    assert!(!at_login.is_closed());
+    let mut no_timeout = Console::new(logged_in(), start);
+    assert_eq!(no_timeout.poll_timeout(), None);
+    no_timeout.handle_timeout(start + 100 * IDLE);
+    assert!(!no_timeout.is_closed());
 }

@@ -49,10 +49,13 @@ fn answer(request: Request, sequence: &mut u64) -> Answer {
 /// Feeds the pieces, answering requests as they come; returns what the terminal got.
 fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     let now = Instant::now();
-    let mut console = Console::new(Options {
-        user: Some("admin".into()),
-        ..Options::default()
-    });
+    let mut console = Console::new(
+        Options {
+            user: Some("admin".into()),
+            ..Options::default()
+        },
+        now,
+    );
     let mut sequence = 1;
     let mut out = Vec::new();
     let mut pump = |console: &mut Console, out: &mut Vec<u8>| {
@@ -71,7 +74,7 @@ fn run<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     };
     pump(&mut console, &mut out);
     for piece in pieces {
-        console.handle_input(piece);
+        console.handle_input(piece, now);
         pump(&mut console, &mut out);
     }
     out
