@@ -386,6 +386,78 @@ fn the_same_session_through_drawbridge_cli() {
     gw.wait_for_log("admin logged in on cli");
 }
 
+/// Console logins beside `admin`: root adds one at the box, it logs in through
+/// `drawbridge cli --login`; nobody deletes their own login or the last one; a deleted
+/// login is refused.
+#[test]
+fn console_logins_are_added_and_deleted() {
+    let dir = TempDir::new("console-logins");
+    let gw = Gateway::start(dir.path(), "");
+    let cli = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+        command
+            .arg("cli")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&gw.state);
+        Terminal::spawn(command)
+    };
+    let add = |root: &mut Terminal, name: &str, password: &str| {
+        root.type_keys(&format!("login add {name}\r"));
+        root.expect("New password:");
+        root.send(&format!("{password}\r"));
+        root.expect("Retype new password:");
+        root.send(&format!("{password}\r"));
+        root.expect(&format!("Console login {name} added."));
+        root.expect("root@gw.example.com> ");
+    };
+    let mut root = cli(&[]);
+    root.expect("root@gw.example.com> ");
+    add(&mut root, "bob", "battery staple");
+    gw.wait_for_log("root added the console login bob");
+
+    // The first login of the file: the factory account is gone.
+    let mut bob = cli(&["--login"]);
+    bob.expect("login: ");
+    bob.send("admin\r");
+    bob.expect("Password:");
+    bob.send("drawbridge\r");
+    bob.expect("Login incorrect");
+    bob.expect("login: ");
+    bob.send("bob\r");
+    bob.expect("Password:");
+    bob.send("battery staple\r");
+    bob.expect("bob@gw.example.com> ");
+    bob.type_keys("show users\r");
+    bob.expect("Console logins: bob");
+    bob.type_keys("login delete bob\r");
+    bob.expect("you cannot delete your own login");
+    bob.type_keys("exit\r");
+    assert!(bob.wait_exit().success());
+
+    root.type_keys("login delete bob\r");
+    root.expect("bob is the last console login: add another first");
+    add(&mut root, "carol", "correct horse");
+    root.type_keys("login add carol\r");
+    root.expect("New password:");
+    root.send("another password\r");
+    root.expect("Retype new password:");
+    root.send("another password\r");
+    root.expect("console login carol exists");
+    root.type_keys("login delete bob\r");
+    root.expect("Console login bob deleted.");
+    gw.wait_for_log("root deleted the console login bob");
+    root.type_keys("exit\r");
+    assert!(root.wait_exit().success());
+
+    let mut gone = cli(&["--login"]);
+    gone.expect("login: ");
+    gone.send("bob\r");
+    gone.expect("Password:");
+    gone.send("battery staple\r");
+    gone.expect("Login incorrect");
+}
+
 /// A console nobody types at is logged out after `system console idle-timeout`: the
 /// gateway's own console goes back to `login:`, a `drawbridge cli` session ends.
 #[test]

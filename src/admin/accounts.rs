@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::proto::console::{FACTORY_PASSWORD, FACTORY_USER};
-use crate::proto::sasl::users::UserDb;
+use crate::proto::sasl::users::{UserDb, UserDbError};
 use crate::proto::sasl::{Credentials, ScramHash, constant_time_eq};
 
 /// The console logins' file in the state directory.
@@ -85,6 +85,39 @@ pub fn set_password(state_dir: &Path, user: &str, password: &str) -> io::Result<
     save(state_dir, &db)
 }
 
+/// Adds a console login. Refused when the name is taken. Added while the factory account
+/// still has its factory password, it is the first login of the file, and the factory
+/// account is gone. Blocks for the key derivation: run it off the executor.
+pub fn add(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
+    let mut db = load(state_dir)?.unwrap_or_default();
+    let salt = crate::io::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
+    db.add(user, password, ADMIN_ITERATIONS, false, &salt)
+        .map_err(|e| {
+            io::Error::other(match e {
+                UserDbError::Exists => format!("console login {user} exists"),
+                other => format!("cannot add console login {user}: {other:?}"),
+            })
+        })?;
+    save(state_dir, &db)
+}
+
+/// Deletes a console login; never the last one, which would leave the console without a
+/// login (the factory account does not come back: that is `factory-reset`).
+pub fn delete(state_dir: &Path, user: &str) -> io::Result<()> {
+    let unknown = || io::Error::other(format!("no console login {user}"));
+    let mut db = load(state_dir)?.ok_or_else(unknown)?;
+    if db.scram(user).is_none() {
+        return Err(unknown());
+    }
+    if db.len() == 1 {
+        return Err(io::Error::other(format!(
+            "{user} is the last console login: add another first"
+        )));
+    }
+    db.delete(user).map_err(|_| unknown())?;
+    save(state_dir, &db)
+}
+
 /// The login names, for `show users`.
 pub fn names(state_dir: &Path) -> io::Result<Vec<String>> {
     Ok(match load(state_dir)? {
@@ -148,6 +181,49 @@ mod tests {
         let blob = fs::read(admins_path(&dir)).unwrap();
         assert!(!blob.windows(13).any(|w| w == b"correct horse"));
         assert_eq!(names(&dir).unwrap(), ["admin"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn logins_are_added_and_deleted_but_never_the_last() {
+        let dir =
+            std::env::temp_dir().join(format!("drawbridge-admins-add-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            delete(&dir, "admin")
+                .unwrap_err()
+                .to_string()
+                .contains("no console login admin")
+        );
+        set_password(&dir, "admin", "correct horse").unwrap();
+        add(&dir, "bob", "battery staple").unwrap();
+        let taken = add(&dir, "bob", "another one").unwrap_err();
+        assert!(
+            taken.to_string().contains("console login bob exists"),
+            "{taken}"
+        );
+        assert_eq!(
+            verify(&dir, "bob", "battery staple").unwrap(),
+            Verdict::Accepted { must_change: false }
+        );
+        assert_eq!(names(&dir).unwrap(), ["admin", "bob"]);
+        assert!(
+            delete(&dir, "carol")
+                .unwrap_err()
+                .to_string()
+                .contains("no console login carol")
+        );
+        delete(&dir, "admin").unwrap();
+        assert_eq!(
+            verify(&dir, "admin", "correct horse").unwrap(),
+            Verdict::Refused
+        );
+        let last = delete(&dir, "bob").unwrap_err();
+        assert!(
+            last.to_string().contains("bob is the last console login"),
+            "{last}"
+        );
+        assert_eq!(names(&dir).unwrap(), ["bob"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

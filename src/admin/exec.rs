@@ -248,6 +248,32 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         Command::PasswordShow { pattern } => {
             password_command(gw, PasswordAction::Show { pattern }, None).await
         }
+        Command::LoginAdd {
+            user: name,
+            password,
+        } => {
+            let (dir, login, password) = (
+                gw.state_dir.clone(),
+                name.clone(),
+                password.expose().to_string(),
+            );
+            smol::unblock(move || accounts::add(&dir, &login, &password))
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!(target: "console", "{user} added the console login {name}");
+            Ok(format!("Console login {name} added.\n"))
+        }
+        Command::LoginDelete { user: name } => {
+            if name == user {
+                return Err("you cannot delete your own login".into());
+            }
+            let (dir, login) = (gw.state_dir.clone(), name.clone());
+            smol::unblock(move || accounts::delete(&dir, &login))
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!(target: "console", "{user} deleted the console login {name}");
+            Ok(format!("Console login {name} deleted.\n"))
+        }
         Command::TestSmtp { host, port } => super::probe::smtp(gw, &host, port).await,
         Command::TestDns { name, mx } => super::probe::dns(gw, &name, mx).await,
         Command::Explain {

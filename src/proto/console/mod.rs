@@ -628,7 +628,9 @@ impl Console {
                 self.write_line(&format!(
                     "The password must have at least {MIN_PASSWORD_CHARS} characters."
                 ));
-            } else if forced && typed.expose() == FACTORY_PASSWORD {
+            } else if matches!(purpose, PasswordFor::Login | PasswordFor::AddLogin { .. })
+                && typed.expose() == FACTORY_PASSWORD
+            {
                 self.write_line("The new password must not be the factory password.");
             } else {
                 self.state = State::NewPassword {
@@ -673,6 +675,10 @@ impl Console {
             ),
             PasswordFor::SetUser { user } => self.request(
                 Request::Run(Command::PasswordSet { user, password }),
+                Pending::Output { pipes: Vec::new() },
+            ),
+            PasswordFor::AddLogin { user } => self.request(
+                Request::Run(Command::LoginAdd { user, password }),
                 Pending::Output { pipes: Vec::new() },
             ),
         }

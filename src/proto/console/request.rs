@@ -77,6 +77,15 @@ pub enum Command {
     PasswordShow {
         pattern: String,
     },
+    /// `login add USER`: a new console login with this password.
+    LoginAdd {
+        user: String,
+        password: Secret,
+    },
+    /// `login delete USER`: not one's own, nor the last.
+    LoginDelete {
+        user: String,
+    },
     CertificateGenerate {
         host: Option<String>,
     },

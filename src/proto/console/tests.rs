@@ -821,3 +821,24 @@ fn the_login_prompt_and_a_session_without_a_timeout_never_idle_out() {
     no_timeout.handle_timeout(start + 100 * IDLE);
     assert!(!no_timeout.is_closed());
 }
+
+#[test]
+fn console_logins_are_added_with_a_good_password_and_deleted() {
+    let screen = transcript(
+        Fake::changed,
+        logged_in(),
+        &[
+            Step::Keys(b"login add bob\rshort\r"),
+            Step::Keys(b"drawbridge\r"),
+            Step::Keys(b"battery staple\rbattery staple\r"),
+            Step::Keys(b"login delete bob\r"),
+        ],
+    );
+    let text = screen.text();
+    assert!(!text.contains("battery"), "{text}");
+    assert!(
+        text.contains("The password must have at least 8 characters.\nNew password:\nThe new password must not be the factory password.\nNew password:\nRetype new password:\nran LoginAdd { user: \"bob\", password: Secret(…) }"),
+        "{text}"
+    );
+    assert!(text.contains("ran LoginDelete { user: \"bob\" }"), "{text}");
+}

@@ -142,6 +142,10 @@ pub enum PasswordFor {
     },
     /// The console login's own password.
     Login,
+    /// A new console login's.
+    AddLogin {
+        user: String,
+    },
 }
 
 /// One stage of a pipe.
@@ -1044,6 +1048,37 @@ static QUEUE: &[Cmd] = &[
     },
 ];
 
+static LOGIN: &[Cmd] = &[
+    Cmd {
+        name: "add",
+        help: "Add a console login; its password is asked for",
+        kind: CmdKind::Run(&Spec {
+            args: &[value("USER", "The new login's name")],
+            piped: false,
+            build: |a| {
+                Ok(Action::AskPassword(PasswordFor::AddLogin {
+                    user: user(a)?,
+                }))
+            },
+        }),
+    },
+    Cmd {
+        name: "delete",
+        help: "Delete a console login (not your own, nor the last one)",
+        kind: CmdKind::Run(&Spec {
+            args: &[value("USER", "The login's name")],
+            piped: false,
+            build: |a| run(Command::LoginDelete { user: user(a)? }),
+        }),
+    },
+    plain!(
+        "password",
+        "Change your console password",
+        false,
+        Action::AskPassword(PasswordFor::Login)
+    ),
+];
+
 static PASSWORD: &[Cmd] = &[
     Cmd {
         name: "add",
@@ -1304,13 +1339,8 @@ pub static OPERATIONAL: &[Cmd] = &[
     ),
     Cmd {
         name: "login",
-        help: "Your console login",
-        kind: CmdKind::Menu(&[plain!(
-            "password",
-            "Change your console password",
-            false,
-            Action::AskPassword(PasswordFor::Login)
-        )]),
+        help: "Console logins: your password, and adding or deleting others",
+        kind: CmdKind::Menu(LOGIN),
     },
     Cmd {
         name: "password",
