@@ -22,7 +22,9 @@ use async_io::{Async, Timer};
 use smol::LocalExecutor;
 
 use crate::io::clock::unix_now;
-use crate::io::config::engine::{Commit, CommitError, CommitRequest, Engine, Origin, TokenSeal};
+use crate::io::config::engine::{
+    Commit, CommitError, CommitRequest, Engine, Origin, PendingCommit, TokenSeal,
+};
 use crate::io::net::context::{Context, Queue, Running};
 use crate::io::net::listener::{self, Counts};
 use crate::io::queue::{GroupCommit, Journal, Spool};
@@ -250,10 +252,14 @@ impl Gateway {
     ) -> Result<u64, CommitError> {
         self.check(candidate)?;
         let plan = self.plan(&candidate.config).await?;
-        let result = self
+        let pending = self
             .engine
-            .borrow_mut()
-            .commit_candidate(candidate, request, unix_now());
+            .borrow()
+            .prepare_candidate(candidate, request, unix_now());
+        let result = match pending {
+            Ok(pending) => self.write_commit(pending).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(seq) => {
                 self.activate(plan, request);
@@ -266,9 +272,20 @@ impl Gateway {
         }
     }
 
+    /// Writes a prepared commit on the blocking pool (the store's lock, the token's HMACs
+    /// and the disk's sync are no work for the executor), then takes it into the engine.
+    async fn write_commit(&self, pending: PendingCommit) -> Result<u64, CommitError> {
+        let written = smol::unblock(move || pending.write()).await?;
+        Ok(self.engine.borrow_mut().written(written))
+    }
+
     /// Confirms a pending `commit confirmed`.
     pub async fn confirm(self: &Rc<Self>, user: &str) -> Result<Option<u64>, CommitError> {
-        let done = self.engine.borrow_mut().confirm(user, unix_now())?;
+        let pending = self.engine.borrow().prepare_confirm(user, unix_now())?;
+        let done = match pending {
+            Some(pending) => Some(self.write_commit(pending).await?),
+            None => None,
+        };
         if let Some(seq) = done {
             log::info!(target: "config", "commit {seq}: confirmed by {user}");
             self.arm_confirm_timer();
@@ -414,7 +431,12 @@ impl Gateway {
     }
 
     async fn expire_confirm(self: &Rc<Self>) {
-        let back = self.engine.borrow_mut().expire_confirm(unix_now());
+        let pending = self.engine.borrow().prepare_expiry(unix_now());
+        let back = match pending {
+            Ok(Some(pending)) => self.write_commit(pending).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         match back {
             Ok(Some(seq)) => {
                 let config = self.engine.borrow().running().clone();
@@ -606,7 +628,7 @@ pub fn open_engine(
         .map_err(|e| format!("cannot open the configuration HMAC key: {e}"))?;
     let (engine, origin, log) = Engine::boot(
         state_dir,
-        Box::new(seal),
+        Arc::new(seal),
         file,
         factory,
         unix_now(),

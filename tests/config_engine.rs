@@ -273,6 +273,69 @@ fn sighup_applies_a_commit_stored_without_applying() {
     );
 }
 
+/// A commit waits for the store's lock (held here by flock(1), as another writer of the
+/// slots would hold it), the token's HMACs and the disk's sync on the blocking pool:
+/// meanwhile the gateway goes on answering SMTP, and the commit lands when the lock is
+/// let go.
+#[test]
+fn a_commit_waiting_on_the_store_leaves_the_gateway_answering() {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("config-unblocked");
+    let sink = Sink::start();
+    let gw = start(&dir, &sink, &[]);
+    let lock = gw.state.join("config").join("lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["-c", "read line"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    wait_until("flock(1) to hold the store's lock", || {
+        !Command::new("flock")
+            .args(["-n"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    });
+    let edit = file(
+        &dir,
+        "name.conf",
+        "set system host-name later.example.com\n",
+    );
+    let committing = {
+        let (state, edit) = (gw.state.clone(), edit.clone());
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_drawbridge"))
+                .args(["config", "load", "merge", &edit, "--state-dir"])
+                .arg(&state)
+                .output()
+                .unwrap()
+        })
+    };
+    // The gateway is in line for the lock: a waiter on its inode in /proc/locks.
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&lock).unwrap());
+    wait_until("the commit to wait for the store's lock", || {
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&format!(":{inode} ")))
+    });
+    let mut c = Client::connect(gw.inbound);
+    assert!(c.greeting.contains("gw.example.com"), "{}", c.greeting);
+    assert!(c.send("NOOP").starts_with("250"));
+    assert!(!committing.is_finished());
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let out = committing.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("commit 2"), "{text}");
+    let c = Client::connect(gw.inbound);
+    assert!(c.greeting.contains("later.example.com"), "{}", c.greeting);
+}
+
 #[test]
 fn commit_confirmed_rolls_back_unless_confirmed_also_across_a_sigkill() {
     let dir = TempDir::new("config-confirm");

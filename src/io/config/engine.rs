@@ -42,6 +42,40 @@ impl Seal for TokenSeal {
     }
 }
 
+/// A commit checked and ready to be written: [`PendingCommit::write`] takes the store's
+/// lock, reads the slots, seals the record and syncs it to disk, so the running gateway
+/// calls it on its blocking pool and hands the result to [`Engine::written`].
+pub struct PendingCommit {
+    store: Store,
+    seal: Arc<dyn Seal + Send + Sync>,
+    config: Config,
+    meta: CommitMeta,
+    parent: Option<u64>,
+}
+
+impl PendingCommit {
+    /// Writes the commit durably (refused as stale when its parent is no longer the
+    /// newest commit).
+    pub fn write(self) -> Result<Written, CommitError> {
+        let sequence = self
+            .store
+            .commit(&self.config, &self.meta, self.seal.as_ref(), self.parent)
+            .map_err(CommitError::Store)?;
+        Ok(Written {
+            sequence,
+            config: self.config,
+            meta: self.meta,
+        })
+    }
+}
+
+/// A commit on disk, for [`Engine::written`].
+pub struct Written {
+    sequence: u64,
+    config: Config,
+    meta: CommitMeta,
+}
+
 /// One commit of the history, for `show system commit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
@@ -98,7 +132,7 @@ pub enum Origin {
 /// The running configuration and its store.
 pub struct Engine {
     store: Store,
-    seal: Box<dyn Seal>,
+    seal: Arc<dyn Seal + Send + Sync>,
     running: Config,
     commit: Commit,
     /// The length of a minute for `commit confirmed`, in seconds (60; tests shorten it).
@@ -112,7 +146,7 @@ impl Engine {
     /// is no good commit at all. Lines for the log come back with the engine.
     pub fn boot(
         state_dir: &Path,
-        seal: Box<dyn Seal>,
+        seal: Arc<dyn Seal + Send + Sync>,
         file: Option<(&Path, Config)>,
         factory: Config,
         now: u64,
@@ -215,8 +249,19 @@ impl Engine {
         request: &CommitRequest,
         now: u64,
     ) -> Result<u64, CommitError> {
+        let pending = self.prepare_candidate(candidate, request, now)?;
+        self.write(pending)
+    }
+
+    /// [`Engine::commit_candidate`] up to the write, which the caller does.
+    pub fn prepare_candidate(
+        &self,
+        candidate: &Candidate,
+        request: &CommitRequest,
+        now: u64,
+    ) -> Result<PendingCommit, CommitError> {
         self.check(candidate)?;
-        self.write(candidate.config.clone(), request, now, Some(candidate.base))
+        self.prepare(candidate.config.clone(), request, now, Some(candidate.base))
     }
 
     /// Commits `config` whatever the running one is (start-up, rollbacks).
@@ -226,20 +271,53 @@ impl Engine {
         request: &CommitRequest,
         now: u64,
     ) -> Result<u64, CommitError> {
+        let pending = self.prepare_now(config, request, now)?;
+        self.write(pending)
+    }
+
+    fn prepare_now(
+        &self,
+        config: Config,
+        request: &CommitRequest,
+        now: u64,
+    ) -> Result<PendingCommit, CommitError> {
         let problems = check(&config);
         if !problems.is_empty() {
             return Err(CommitError::Check(problems));
         }
-        self.write(config, request, now, None)
+        self.prepare(config, request, now, None)
     }
 
-    fn write(
-        &mut self,
+    /// Writes a prepared commit here and now, and takes it in (start-up and scripts; the
+    /// running gateway writes on its blocking pool instead).
+    fn write(&mut self, pending: PendingCommit) -> Result<u64, CommitError> {
+        let written = pending.write()?;
+        Ok(self.written(written))
+    }
+
+    /// A commit written durably ([`PendingCommit::write`]) becomes the running one,
+    /// unless a later one was written meanwhile. Returns its sequence number.
+    pub fn written(&mut self, written: Written) -> u64 {
+        let sequence = written.sequence;
+        if sequence > self.commit.sequence {
+            self.running = written.config;
+            self.commit = Commit {
+                sequence,
+                meta: written.meta,
+            };
+        }
+        sequence
+    }
+
+    /// The checks of a commit, then what to write: the record's metadata, the parent it
+    /// must follow (`None`: whatever the newest is).
+    fn prepare(
+        &self,
         config: Config,
         request: &CommitRequest,
         now: u64,
         parent: Option<u64>,
-    ) -> Result<u64, CommitError> {
+    ) -> Result<PendingCommit, CommitError> {
         if request.comment.len() > crate::proto::config::slot::MAX_COMMENT {
             return Err(CommitError::Refused(format!(
                 "the comment is longer than {} octets",
@@ -267,13 +345,13 @@ impl Engine {
             confirm_by: confirm,
             rollback_to: confirm.map(|_| self.commit.sequence),
         };
-        let sequence = self
-            .store
-            .commit(&config, &meta, self.seal.as_ref(), parent)
-            .map_err(CommitError::Store)?;
-        self.running = config;
-        self.commit = Commit { sequence, meta };
-        Ok(sequence)
+        Ok(PendingCommit {
+            store: self.store.clone(),
+            seal: Arc::clone(&self.seal),
+            config,
+            meta,
+            parent,
+        })
     }
 
     /// `rollback N`: the configuration of the Nth commit before the running one (0 is
@@ -317,6 +395,18 @@ impl Engine {
     /// Confirms a pending `commit confirmed` with a new commit of the same
     /// configuration; `Ok(None)` when nothing is pending.
     pub fn confirm(&mut self, user: &str, now: u64) -> Result<Option<u64>, CommitError> {
+        match self.prepare_confirm(user, now)? {
+            Some(pending) => self.write(pending).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Engine::confirm`] up to the write, which the caller does.
+    pub fn prepare_confirm(
+        &self,
+        user: &str,
+        now: u64,
+    ) -> Result<Option<PendingCommit>, CommitError> {
         if self.pending_confirm().is_none() {
             return Ok(None);
         }
@@ -325,13 +415,21 @@ impl Engine {
             comment: format!("confirmed commit {}", self.commit.sequence),
             confirm_minutes: None,
         };
-        let candidate = self.candidate();
-        self.commit_candidate(&candidate, &request, now).map(Some)
+        self.prepare_candidate(&self.candidate(), &request, now)
+            .map(Some)
     }
 
     /// A pending `commit confirmed` whose time has come: commits the configuration it
     /// replaced and returns the new commit; `Ok(None)` when none is due.
     pub fn expire_confirm(&mut self, now: u64) -> Result<Option<u64>, CommitError> {
+        match self.prepare_expiry(now)? {
+            Some(pending) => self.write(pending).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Engine::expire_confirm`] up to the write, which the caller does.
+    pub fn prepare_expiry(&self, now: u64) -> Result<Option<PendingCommit>, CommitError> {
         let Some((deadline, back_to)) = self.pending_confirm() else {
             return Ok(None);
         };
@@ -358,7 +456,7 @@ impl Engine {
             confirm_minutes: None,
         };
         let config = record.config.clone();
-        self.commit_now(config, &request, now).map(Some)
+        self.prepare_now(config, &request, now).map(Some)
     }
 
     /// SIGHUP: takes the newest good commit from the slots (one written by
@@ -434,7 +532,7 @@ mod tests {
     fn boot(dir: &Path, file: Option<Config>, now: u64) -> (Engine, Origin) {
         let (e, o, _) = Engine::boot(
             dir,
-            Box::new(TestSeal([3; 32])),
+            Arc::new(TestSeal([3; 32])),
             file.map(|c| (Path::new("/etc/gw.conf"), c)),
             host_default(),
             now,

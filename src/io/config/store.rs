@@ -61,6 +61,7 @@ impl Scan {
 }
 
 /// The slots of one state directory.
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
 }
