@@ -46,6 +46,13 @@ fn start(dir: &TempDir, extra: &str, env: &[(&str, &str)]) -> Console {
     }
 }
 
+/// `drawbridge cli ARGS --state-dir STATE`.
+fn cli_command(state: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
+    command.arg("cli").args(args).arg("--state-dir").arg(state);
+    command
+}
+
 /// The first login: the factory password, then the forced change.
 fn first_login(term: &mut Terminal) {
     term.send("admin\r");
@@ -321,15 +328,7 @@ fn the_same_session_through_drawbridge_cli() {
     let dir = TempDir::new("console-cli");
     let sink = Sink::start();
     let gw = Gateway::start(dir.path(), "");
-    let cli = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
-        command
-            .arg("cli")
-            .args(args)
-            .arg("--state-dir")
-            .arg(&gw.state);
-        command
-    };
+    let cli = |args: &[&str]| cli_command(&gw.state, args);
     let mut term = Terminal::spawn(cli(&["--login"]));
     term.expect("login: ");
     first_login(&mut term);
@@ -393,27 +392,25 @@ fn the_same_session_through_drawbridge_cli() {
 fn console_logins_are_added_and_deleted() {
     let dir = TempDir::new("console-logins");
     let gw = Gateway::start(dir.path(), "");
-    let cli = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
-        command
-            .arg("cli")
-            .args(args)
-            .arg("--state-dir")
-            .arg(&gw.state);
-        Terminal::spawn(command)
-    };
-    let add = |root: &mut Terminal, name: &str, password: &str| {
+    let cli = |args: &[&str]| Terminal::spawn(cli_command(&gw.state, args));
+    // `login add NAME` with its password typed twice; `answer` is awaited.
+    let add = |root: &mut Terminal, name: &str, password: &str, answer: &str| {
         root.type_keys(&format!("login add {name}\r"));
         root.expect("New password:");
         root.send(&format!("{password}\r"));
         root.expect("Retype new password:");
         root.send(&format!("{password}\r"));
-        root.expect(&format!("Console login {name} added."));
+        root.expect(answer);
         root.expect("root@gw.example.com> ");
     };
     let mut root = cli(&[]);
     root.expect("root@gw.example.com> ");
-    add(&mut root, "bob", "battery staple");
+    add(
+        &mut root,
+        "bob",
+        "battery staple",
+        "Console login bob added.",
+    );
     gw.wait_for_log("root added the console login bob");
 
     // The first login of the file: the factory account is gone.
@@ -437,13 +434,18 @@ fn console_logins_are_added_and_deleted() {
 
     root.type_keys("login delete bob\r");
     root.expect("bob is the last console login: add another first");
-    add(&mut root, "carol", "correct horse");
-    root.type_keys("login add carol\r");
-    root.expect("New password:");
-    root.send("another password\r");
-    root.expect("Retype new password:");
-    root.send("another password\r");
-    root.expect("console login carol exists");
+    add(
+        &mut root,
+        "carol",
+        "correct horse",
+        "Console login carol added.",
+    );
+    add(
+        &mut root,
+        "carol",
+        "another password",
+        "console login carol exists",
+    );
     root.type_keys("login delete bob\r");
     root.expect("Console login bob deleted.");
     gw.wait_for_log("root deleted the console login bob");
@@ -471,11 +473,7 @@ fn an_idle_console_is_logged_out() {
     // The console waits at `login:`, where nobody is logged out, and shows the log.
     term.expect("login: ");
 
-    let mut root = Terminal::spawn({
-        let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
-        command.arg("cli").arg("--state-dir").arg(&c.state);
-        command
-    });
+    let mut root = Terminal::spawn(cli_command(&c.state, &[]));
     root.expect("root@gw.example.com> ");
     root.expect("Idle for 3s: logged out.");
     assert!(root.wait_exit().success());
