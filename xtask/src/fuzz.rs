@@ -5,7 +5,8 @@
 //! The targets are the files of `tests/fuzz/fuzz_targets/`: adding one there (with its
 //! `[[bin]]` entry) adds it here. Each run starts from the target's corpus
 //! (`tests/fuzz/corpus/TARGET`, kept between runs, not in git) and its seeds
-//! (`tests/fuzz/seeds/TARGET`, in git). cargo-fuzz is installed with `cargo install` when
+//! (`tests/fuzz/seeds/TARGET`, in git), with its dictionary when it has one
+//! (`tests/fuzz/dicts/TARGET.dict`, in git). cargo-fuzz is installed with `cargo install` when
 //! it is missing; it runs on the stable toolchain with `RUSTC_BOOTSTRAP=1`. A crash
 //! leaves its input in `tests/fuzz/artifacts/TARGET/` and fails the command; the report
 //! (`target/fuzz/report.json`) has the seconds, CPU seconds (read from the process before
@@ -181,11 +182,19 @@ fn cargo_fuzz(root: &Path) -> Command {
     c
 }
 
+/// The libFuzzer dictionary of `target`, `dicts/TARGET.dict` in the fuzz crate: words of
+/// its input language (SMTP verbs, configuration keywords, base64 forms of SASL
+/// messages), used when the file is there.
+pub fn dictionary(fuzz_dir: &Path, target: &str) -> PathBuf {
+    fuzz_dir.join("dicts").join(format!("{target}.dict"))
+}
+
 fn run_one(root: &Path, target: &str, seconds: u32) -> Result<Outcome, Failure> {
     let fuzz_dir = root.join(FUZZ_DIR);
     let corpus = fuzz_dir.join("corpus").join(target);
     fs::create_dir_all(&corpus).context(format_args!("creating {}", corpus.display()))?;
     let seeds = fuzz_dir.join("seeds").join(target);
+    let dict = dictionary(&fuzz_dir, target);
     let mut command = cargo_fuzz(root);
     command
         .args(["run", target, "--fuzz-dir", FUZZ_DIR])
@@ -193,9 +202,11 @@ fn run_one(root: &Path, target: &str, seconds: u32) -> Result<Outcome, Failure> 
     if seeds.is_dir() {
         command.arg(&seeds);
     }
+    command.arg("--").arg(format!("-max_total_time={seconds}"));
+    if dict.is_file() {
+        command.arg(format!("-dict={}", dict.display()));
+    }
     command
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
         .arg("-print_final_stats=1")
         .arg("-rss_limit_mb=1024")
         .stdout(Stdio::piped())
@@ -378,5 +389,53 @@ mod tests {
             );
         }
         assert!(names.len() >= 10, "{names:?}");
+    }
+
+    /// libFuzzer refuses to start on a dictionary line it cannot read: each line is a
+    /// comment or one quoted token whose escapes are `\\`, `\"` and `\xAB`.
+    #[test]
+    fn every_dictionary_is_a_target_s_and_reads() {
+        let fuzz_dir = crate::workspace_root().join(FUZZ_DIR);
+        let names = targets(&fuzz_dir).unwrap();
+        let mut seen = 0;
+        for entry in fs::read_dir(fuzz_dir.join("dicts")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            assert!(names.contains(&name), "{} is no target's", path.display());
+            assert_eq!(path, dictionary(&fuzz_dir, &name));
+            for (n, line) in fs::read_to_string(&path).unwrap().lines().enumerate() {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                assert!(token(line), "{}:{}: {line}", path.display(), n + 1);
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5);
+    }
+
+    fn token(line: &str) -> bool {
+        let Some(inner) = line.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+            return false;
+        };
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return false,
+                '\\' => match chars.next() {
+                    Some('\\' | '"') => {}
+                    Some('x') => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        if hex.len() != 2 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                            return false;
+                        }
+                    }
+                    _ => return false,
+                },
+                c if !(' '..='~').contains(&c) => return false,
+                _ => {}
+            }
+        }
+        !inner.is_empty()
     }
 }
