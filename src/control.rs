@@ -152,13 +152,16 @@ async fn config(
     let user = "cli";
     match request {
         C::Show { json } => Ok(admin::show(&gw.config(), &gw.running_commit(), *json)),
-        C::History => Ok(admin::history_text(&gw.history(), gw.pending_confirm())),
+        C::History => Ok(admin::history_text(
+            &gw.history().await,
+            gw.pending_confirm(),
+        )),
         C::Commit => match gw.confirm(user).await.map_err(|e| e.to_string())? {
             Some(seq) => Ok(format!("commit {seq}: commit confirmed\n")),
             None => Ok("nothing to confirm: no commit confirmed is pending\n".into()),
         },
         C::Rollback(n) => {
-            let candidate = gw.rollback_candidate(*n).map_err(|e| e.to_string())?;
+            let candidate = gw.rollback_candidate(*n).await.map_err(|e| e.to_string())?;
             let request = CommitRequest {
                 user: user.into(),
                 comment: format!("rollback {n}"),

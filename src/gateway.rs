@@ -23,8 +23,9 @@ use smol::LocalExecutor;
 
 use crate::io::clock::unix_now;
 use crate::io::config::engine::{
-    Commit, CommitError, CommitRequest, Engine, Origin, PendingCommit, TokenSeal,
+    self, Commit, CommitError, CommitRequest, Engine, Origin, PendingCommit, TokenSeal,
 };
+use crate::io::config::store::Scan;
 use crate::io::net::context::{Context, Queue, Running};
 use crate::io::net::listener::{self, Counts};
 use crate::io::queue::{GroupCommit, Journal, Spool};
@@ -227,9 +228,15 @@ impl Gateway {
         self.engine.borrow().check(candidate)
     }
 
+    /// The slots, read and checked on the blocking pool.
+    async fn scan(&self) -> Scan {
+        let slots = self.engine.borrow().slots();
+        smol::unblock(move || slots.scan()).await
+    }
+
     /// The commits kept, newest first.
-    pub fn history(&self) -> Vec<Commit> {
-        self.engine.borrow().history()
+    pub async fn history(&self) -> Vec<Commit> {
+        engine::history(&self.scan().await)
     }
 
     /// When a pending `commit confirmed` rolls back, and to which commit.
@@ -238,8 +245,9 @@ impl Gateway {
     }
 
     /// `rollback N` as a candidate.
-    pub fn rollback_candidate(&self, n: usize) -> Result<Candidate, CommitError> {
-        self.engine.borrow().rollback_candidate(n)
+    pub async fn rollback_candidate(&self, n: usize) -> Result<Candidate, CommitError> {
+        let scan = self.scan().await;
+        self.engine.borrow().rollback_in(&scan, n)
     }
 
     /// Commits `candidate` and applies it live (SPEC §8): the checks, then the new
@@ -431,7 +439,8 @@ impl Gateway {
     }
 
     async fn expire_confirm(self: &Rc<Self>) {
-        let pending = self.engine.borrow().prepare_expiry(unix_now());
+        let scan = self.scan().await;
+        let pending = self.engine.borrow().prepare_expiry(&scan, unix_now());
         let back = match pending {
             Ok(Some(pending)) => self.write_commit(pending).await.map(Some),
             Ok(None) => Ok(None),
@@ -457,7 +466,8 @@ impl Gateway {
 
     /// SIGHUP: the newest commit in the slots, applied when it is not the running one.
     pub async fn reload(self: &Rc<Self>) {
-        let (changed, lines) = self.engine.borrow_mut().reload();
+        let scan = self.scan().await;
+        let (changed, lines) = self.engine.borrow_mut().reload(&scan);
         for line in lines {
             log::warn!(target: "config", "{line}");
         }

@@ -102,7 +102,7 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                 Err(e) => Answer::Error(e.to_string()),
             }
         }
-        Request::Rollback(n) => match gw.rollback_candidate(n) {
+        Request::Rollback(n) => match gw.rollback_candidate(n).await {
             Ok(c) => Answer::Candidate(Box::new(c)),
             Err(e) => Answer::Error(e.to_string()),
         },
@@ -181,7 +181,10 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             Ok(out)
         }
         Command::ShowConfiguration => Ok(admin::show(&gw.config(), &gw.running_commit(), false)),
-        Command::ShowCommits => Ok(admin::history_text(&gw.history(), gw.pending_confirm())),
+        Command::ShowCommits => Ok(admin::history_text(
+            &gw.history().await,
+            gw.pending_confirm(),
+        )),
         Command::ShowToken => Ok(token(gw)),
         Command::TokenLogin | Command::TokenInitKey => token_command(gw, command).await,
         Command::ShowUsers => users(gw).await,

@@ -69,6 +69,24 @@ impl PendingCommit {
     }
 }
 
+/// The slots and the key that checks them, apart from the engine.
+pub struct Slots {
+    store: Store,
+    seal: Arc<dyn Seal + Send + Sync>,
+}
+
+impl Slots {
+    /// Every slot, read and checked.
+    pub fn scan(&self) -> Scan {
+        self.store.scan(self.seal.as_ref())
+    }
+}
+
+/// The commits of `scan`, newest first.
+pub fn history(scan: &Scan) -> Vec<Commit> {
+    scan.records.iter().map(|(_, r)| commit_of(r)).collect()
+}
+
 /// A commit on disk, for [`Engine::written`].
 pub struct Written {
     sequence: u64,
@@ -357,12 +375,16 @@ impl Engine {
     /// `rollback N`: the configuration of the Nth commit before the running one (0 is
     /// the running one), as a candidate to commit.
     pub fn rollback_candidate(&self, n: usize) -> Result<Candidate, CommitError> {
+        self.rollback_in(&self.slots().scan(), n)
+    }
+
+    /// [`Engine::rollback_candidate`] from slots read already.
+    pub fn rollback_in(&self, scan: &Scan, n: usize) -> Result<Candidate, CommitError> {
         if n > HISTORY {
             return Err(CommitError::Refused(format!(
                 "rollback reaches {HISTORY} commits back at most"
             )));
         }
-        let scan = self.store.scan(self.seal.as_ref());
         let record = scan
             .records
             .iter()
@@ -378,12 +400,16 @@ impl Engine {
 
     /// The commits kept, newest first.
     pub fn history(&self) -> Vec<Commit> {
-        self.store
-            .scan(self.seal.as_ref())
-            .records
-            .iter()
-            .map(|(_, r)| commit_of(r))
-            .collect()
+        history(&self.slots().scan())
+    }
+
+    /// What reads the slots, for reading them away from the engine (on the blocking
+    /// pool: it reads files and asks the token for an HMAC per slot).
+    pub fn slots(&self) -> Slots {
+        Slots {
+            store: self.store.clone(),
+            seal: Arc::clone(&self.seal),
+        }
     }
 
     /// When a `commit confirmed` rolls back by itself, and to which commit.
@@ -422,21 +448,25 @@ impl Engine {
     /// A pending `commit confirmed` whose time has come: commits the configuration it
     /// replaced and returns the new commit; `Ok(None)` when none is due.
     pub fn expire_confirm(&mut self, now: u64) -> Result<Option<u64>, CommitError> {
-        match self.prepare_expiry(now)? {
+        match self.prepare_expiry(&self.slots().scan(), now)? {
             Some(pending) => self.write(pending).map(Some),
             None => Ok(None),
         }
     }
 
-    /// [`Engine::expire_confirm`] up to the write, which the caller does.
-    pub fn prepare_expiry(&self, now: u64) -> Result<Option<PendingCommit>, CommitError> {
+    /// [`Engine::expire_confirm`] up to the write, which the caller does, from slots
+    /// read already.
+    pub fn prepare_expiry(
+        &self,
+        scan: &Scan,
+        now: u64,
+    ) -> Result<Option<PendingCommit>, CommitError> {
         let Some((deadline, back_to)) = self.pending_confirm() else {
             return Ok(None);
         };
         if now < deadline {
             return Ok(None);
         }
-        let scan = self.store.scan(self.seal.as_ref());
         let Some(record) = scan
             .records
             .iter()
@@ -460,10 +490,10 @@ impl Engine {
     }
 
     /// SIGHUP: takes the newest good commit from the slots (one written by
-    /// `drawbridge config load --no-apply`, say). Returns whether it changed anything.
-    pub fn reload(&mut self) -> (bool, Vec<String>) {
-        let scan = self.store.scan(self.seal.as_ref());
-        let log = fallback_lines(&scan);
+    /// `drawbridge config load --no-apply`, say), read already. Returns whether it changed
+    /// anything.
+    pub fn reload(&mut self, scan: &Scan) -> (bool, Vec<String>) {
+        let log = fallback_lines(scan);
         match scan.newest() {
             Some(r) if r.sequence != self.commit.sequence => {
                 let changed = r.config != self.running;
@@ -665,10 +695,10 @@ mod tests {
         let (mut other, _) = boot(&dir, None, 2);
         let c = edited(&other, "set system host-name from-cli.example\n");
         other.commit_candidate(&c, &req("cli", None), 3).unwrap();
-        let (changed, _) = e.reload();
+        let (changed, _) = e.reload(&e.slots().scan());
         assert!(changed);
         assert_eq!(e.running().system.host_name, "from-cli.example");
-        assert_eq!(e.reload(), (false, Vec::new()));
+        assert_eq!(e.reload(&e.slots().scan()), (false, Vec::new()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,8 +2,8 @@
 //! commit confirmed, rollback and start-up rules (`engine`), and the script commands
 //! (`admin`). The model, its schema, text and wire forms are the core's
 //! (`crate::proto::config`). **Invariant:** a stored record is used only whole and with
-//! a good HMAC, made with the token's key; a commit is durable before it is applied, and
-//! the running gateway writes it on the blocking pool.
+//! a good HMAC, made with the token's key; a commit is durable before it is applied; the
+//! running gateway reads and writes the slots on the blocking pool.
 
 pub mod admin;
 pub mod engine;
