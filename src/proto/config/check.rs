@@ -47,16 +47,28 @@ pub fn check(config: &Config) -> Vec<Problem> {
     out
 }
 
-/// The problems of certificates a service names that the store does not hold.
+/// The problems of certificates the configuration names (a service's, our client's)
+/// that the store does not hold.
 pub fn certificates(config: &Config, stored: &[String]) -> Vec<Problem> {
     let mut out = Vec::new();
-    for name in ServiceName::ALL {
-        if let Some(cert) = config.service(name).certificate.as_deref()
-            && !stored.iter().any(|s| s == cert)
-        {
+    let named = ServiceName::ALL
+        .into_iter()
+        .filter_map(|name| {
+            let cert = config.service(name).certificate.as_deref()?;
+            Some((format!("service {name} certificate {cert}"), cert))
+        })
+        .chain(
+            config
+                .tls
+                .client_certificate
+                .as_deref()
+                .map(|cert| (format!("tls client-certificate {cert}"), cert)),
+        );
+    for (statement, cert) in named {
+        if !stored.iter().any(|s| s == cert) {
             problem(
                 &mut out,
-                format!("service {name} certificate {cert}"),
+                statement,
                 format!(
                     "no certificate {cert} is stored (stored: {})",
                     if stored.is_empty() {

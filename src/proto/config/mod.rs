@@ -778,6 +778,8 @@ pub struct Tls {
     pub client_ca_file: Option<String>,
     /// A PEM file of CA certificates trusted for next hops besides the public roots.
     pub server_ca_file: Option<String>,
+    /// The stored certificate our client presents to a next hop that asks for one.
+    pub client_certificate: Option<String>,
 }
 
 impl Default for Tls {
@@ -788,6 +790,7 @@ impl Default for Tls {
             cipher_suites: Vec::new(),
             client_ca_file: None,
             server_ca_file: None,
+            client_certificate: None,
         }
     }
 }

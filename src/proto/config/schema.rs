@@ -2133,6 +2133,14 @@ static TLS_CHILDREN: &[Node] = &[
         tls_mut,
         server_ca_file
     ),
+    optional!(
+        "client-certificate",
+        "The stored certificate presented to next hops that ask for one (default: none)",
+        CERTIFICATE_NAME,
+        tls,
+        tls_mut,
+        client_certificate
+    ),
 ];
 
 static CHANNEL_CHILDREN: &[Node] = &[scalar!(

@@ -36,17 +36,18 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 ///   `system syslog host`; each route's host names in relay lists and smarthosts,
 ///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 /// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
-/// * 4 — `system console idle-timeout` ([`ConfigV4`]).
+/// * 4 — `system console idle-timeout` and `tls client-certificate` ([`ConfigV4`]).
 pub const SCHEMA_VERSION: u16 = 4;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
 
-/// Schema version 4: version 3 and the console's idle timeout.
+/// Schema version 4: version 3, the console's idle timeout and our client certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigV4 {
     pub v3: ConfigV3,
     pub console_idle_timeout_ms: u64,
+    pub client_certificate: Option<String>,
 }
 
 impl From<&Config> for ConfigV4 {
@@ -54,6 +55,7 @@ impl From<&Config> for ConfigV4 {
         ConfigV4 {
             v3: c.into(),
             console_idle_timeout_ms: ms(c.system.console_idle_timeout),
+            client_certificate: c.tls.client_certificate.clone(),
         }
     }
 }
@@ -64,6 +66,7 @@ impl TryFrom<ConfigV4> for Config {
     fn try_from(w: ConfigV4) -> Result<Config, WireError> {
         let mut c = Config::try_from(w.v3)?;
         c.system.console_idle_timeout = dur(w.console_idle_timeout_ms);
+        c.tls.client_certificate = w.client_certificate;
         Ok(c)
     }
 }
@@ -795,6 +798,7 @@ impl TryFrom<ConfigV1> for Config {
                 cipher_suites: w.cipher_suites,
                 client_ca_file: w.client_ca_file,
                 server_ca_file: w.server_ca_file,
+                client_certificate: None,
             },
             ..Config::default()
         };
@@ -959,6 +963,7 @@ set service outbound proxy-from 192.0.2.9
     /// What schema version 4 added.
     const VERSION_FOUR_SETTINGS: &str = "\
 set system console idle-timeout 30m
+set tls client-certificate relay-2026
 ";
 
     #[test]
