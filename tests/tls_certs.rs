@@ -399,3 +399,87 @@ fn an_imported_certificate_for_the_host_name_is_served_at_once_and_by_default() 
     let shown = drawbridge(&["certificate", "show"], &gw.state);
     assert!(!shown.contains("gw: "), "{shown}");
 }
+
+/// `tls client-certificate`: a next hop that asks for client certificates (another
+/// gateway with `tls client-ca-file`) gets ours, its key on our token, and verifies it;
+/// before the setting it got none. The message is relayed either way.
+#[test]
+fn our_client_certificate_goes_to_a_next_hop_that_asks_for_one() {
+    let dir = TempDir::new("certs-ours");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_ca(&pki, "clients");
+    make_leaf(
+        &pki,
+        "clients",
+        "relay",
+        "/CN=relay.example.org/O=Example",
+        "subjectAltName=DNS:relay.example.org\nextendedKeyUsage=clientAuth,serverAuth\n",
+    );
+    let sink = Sink::start();
+    let (next_dir, our_dir) = (dir.path().join("next"), dir.path().join("ours"));
+    std::fs::create_dir_all(&next_dir).unwrap();
+    std::fs::create_dir_all(&our_dir).unwrap();
+    let next = Gateway::start(
+        &next_dir,
+        &format!(
+            "set tls client-ca-file \"{}\"\nset route partner.example relay [127.0.0.1]:{}\n",
+            pki.join("clients.pem").display(),
+            sink.addr.port()
+        ),
+    );
+    let gw = Gateway::start(
+        &our_dir,
+        &format!(
+            "set route partner.example relay [127.0.0.1]:{}\n",
+            next.inbound
+        ),
+    );
+    send_to(&gw, &["bob@partner.example"]);
+    sink.wait_for(1);
+    next.wait_for_log("TLS connection established from unknown[127.0.0.1]");
+    assert!(!next.log_text().contains("(client certificate"));
+
+    let out = drawbridge(
+        &[
+            "certificate",
+            "import",
+            "relay",
+            "--chain",
+            pki.join("relay-chain.pem").to_str().unwrap(),
+            "--key",
+            pki.join("relay.key").to_str().unwrap(),
+        ],
+        &gw.state,
+    );
+    assert!(out.starts_with("imported relay:"), "{out}");
+    let setting = dir.path().join("client.conf");
+    std::fs::write(&setting, "set tls client-certificate relay\n").unwrap();
+    let (ok, out, err) = gw.cli(&["config", "load", "merge", setting.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    send_to(&gw, &["carol@partner.example"]);
+    sink.wait_for(2);
+    next.wait_for_log("(client certificate ");
+    let log = next.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("(client certificate "))
+        .unwrap();
+    assert!(line.contains("CN=relay.example.org"), "{line}");
+}
+
+/// A client certificate the store does not hold is refused at commit.
+#[test]
+fn a_client_certificate_not_stored_is_refused_at_commit() {
+    let dir = TempDir::new("certs-ours-missing");
+    let gw = Gateway::start(dir.path(), "");
+    let setting = dir.path().join("client.conf");
+    std::fs::write(&setting, "set tls client-certificate nowhere\n").unwrap();
+    let (ok, out, err) = gw.cli(&["config", "load", "merge", setting.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("tls client-certificate nowhere")
+            && err.contains("no certificate nowhere is stored"),
+        "{err}"
+    );
+}

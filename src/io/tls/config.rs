@@ -11,10 +11,13 @@
 //!   ticket keys would be secret key material outside the token.
 //! * A server with client CAs asks for a client certificate and verifies one if given,
 //!   but accepts clients without one (SMTP clients seldom have one).
+//! * Our client presents its certificate (`tls client-certificate`) only to a next hop
+//!   that asks for one, signing on the token like a server key.
 
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring as ring_provider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -171,12 +174,7 @@ pub fn server_config(
     let provider = provider(settings.cipher_suites.as_deref())?;
     let mut keys = Vec::new();
     for certificate in &settings.certificates {
-        let chain = certificate
-            .chain
-            .iter()
-            .map(|der| CertificateDer::from(der.clone()))
-            .collect();
-        let key = signing::certified_key(Arc::clone(&token), certificate.key, chain)?;
+        let key = certified_key(certificate, Arc::clone(&token))?;
         keys.push((certificate.names.clone(), key));
     }
     let resolver = SniResolver::new(keys);
@@ -251,22 +249,59 @@ impl ChainVerdict {
     }
 }
 
-/// The client configuration for our outgoing STARTTLS; SNI is sent.
-pub fn client_config(settings: &ClientSettings) -> Result<Arc<ClientConfig>, TlsError> {
+/// The client configuration for our outgoing STARTTLS; SNI is sent. With `identity`
+/// (a certificate whose key is on the token, see [`certified_key`]) it is presented to
+/// a server that asks for a client certificate.
+pub fn client_config(
+    settings: &ClientSettings,
+    identity: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider(None)?;
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&settings.versions.rustls()?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let config = match settings.verify {
-        Verify::Full => builder
-            .with_root_certificates(roots(&settings.extra_roots)?)
-            .with_no_client_auth(),
+    let builder = match settings.verify {
+        Verify::Full => builder.with_root_certificates(roots(&settings.extra_roots)?),
         Verify::DangerNone => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
+    };
+    let config = match identity {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(ClientIdentity(key))),
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// A stored certificate for rustls: its chain, its key signing on `token`.
+pub fn certified_key(
+    certificate: &Certificate,
+    token: Arc<dyn Token>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certificate
+        .chain
+        .iter()
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
+    Ok(signing::certified_key(token, certificate.key, chain)?)
+}
+
+/// The one certificate our client has, for every server that asks.
+#[derive(Debug)]
+struct ClientIdentity(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Picks a certificate by SNI: the exact name, then the wildcard for the first label,
@@ -424,6 +459,9 @@ mod tests {
             versions: none,
             ..ClientSettings::default()
         };
-        assert_eq!(client_config(&settings).unwrap_err(), TlsError::NoVersion);
+        assert_eq!(
+            client_config(&settings, None).unwrap_err(),
+            TlsError::NoVersion
+        );
     }
 }

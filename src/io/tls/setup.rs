@@ -9,8 +9,8 @@ use std::time::Duration;
 use rustls::{ClientConfig, ServerConfig};
 
 use super::config::{
-    Certificate, ChainVerdict, ClientSettings, ServerSettings, Verify, Versions, client_config,
-    covers, server_config,
+    Certificate, ChainVerdict, ClientSettings, ServerSettings, Verify, Versions, certified_key,
+    client_config, covers, server_config,
 };
 use super::pem::parse_chain;
 use super::store::{CertStore, SELF_SIGNED_NAME};
@@ -94,12 +94,23 @@ impl GatewayTls {
             verify,
             versions,
         };
+        // Checked at commit (`check::certificates`); one deleted since is not presented.
+        let identity = match config.tls.client_certificate.as_deref() {
+            Some(name) => match stored.iter().find(|c| c.name == name) {
+                Some(certificate) => Some(certified_key(certificate, token.clone())?),
+                None => {
+                    log::warn!(target: "tls", "tls client-certificate {name} is not stored: next hops get no client certificate");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(GatewayTls {
             server: [inbound, outbound],
             defaults: [inbound_default, outbound_default],
             verdict: ChainVerdict::new(&extra_roots)?,
-            verified: client_config(&client(Verify::Full))?,
-            unverified: client_config(&client(Verify::DangerNone))?,
+            verified: client_config(&client(Verify::Full), identity.clone())?,
+            unverified: client_config(&client(Verify::DangerNone), identity)?,
         })
     }
 

@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::*;
+use crate::io::tls::config::certified_key;
 use crate::io::token::x509::{Subject, self_signed_certificate};
 use crate::io::token::{KeyKind, SoftToken, Token};
 
@@ -216,11 +217,14 @@ async fn exchange(server: &mut Transport, client: &mut Transport) -> (Info, Info
 }
 
 fn client_trusting(roots: Vec<Vec<u8>>, versions: Versions) -> Arc<ClientConfig> {
-    client_config(&ClientSettings {
-        extra_roots: roots,
-        verify: Verify::Full,
-        versions,
-    })
+    client_config(
+        &ClientSettings {
+            extra_roots: roots,
+            verify: Verify::Full,
+            versions,
+        },
+        None,
+    )
     .unwrap()
 }
 
@@ -390,10 +394,13 @@ fn sni_picks_the_certificate() {
     )
     .unwrap();
     // No verification: the point is which leaf the server sends.
-    let client = client_config(&ClientSettings {
-        verify: Verify::DangerNone,
-        ..ClientSettings::default()
-    })
+    let client = client_config(
+        &ClientSettings {
+            verify: Verify::DangerNone,
+            ..ClientSettings::default()
+        },
+        None,
+    )
     .unwrap();
     for (name, expected) in [
         ("a.test", &a),
@@ -506,6 +513,61 @@ fn client_certificates_are_requested_and_verified() {
             assert_eq!(info.peer_certificate, None);
             assert_eq!(info.client_subject, None);
             assert!(info.client_emails.is_empty());
+        });
+    }
+}
+
+/// Our client's certificate, its key on the token, goes to a server that asks for one
+/// (verified or not, as the route says); a server that does not ask gets none.
+#[test]
+fn our_client_presents_its_token_certificate_when_asked() {
+    let dir = TempDir::new("client-identity");
+    let token = test_token(&dir.0);
+    let server_certificate = token_certificate(&token, "mx.example.test");
+    let ours = token_certificate(&token, "relay.example.test");
+    let identity = certified_key(&ours, Arc::clone(&token)).unwrap();
+    let asking = server_config(
+        &ServerSettings {
+            certificates: vec![server_certificate.clone()],
+            client_cas: vec![ours.chain[0].clone()],
+            ..ServerSettings::default()
+        },
+        Arc::clone(&token),
+    )
+    .unwrap();
+    let not_asking = server_config(
+        &ServerSettings {
+            certificates: vec![server_certificate.clone()],
+            ..ServerSettings::default()
+        },
+        Arc::clone(&token),
+    )
+    .unwrap();
+    for verify in [Verify::Full, Verify::DangerNone] {
+        let client = client_config(
+            &ClientSettings {
+                extra_roots: vec![server_certificate.chain[0].clone()],
+                verify,
+                ..ClientSettings::default()
+            },
+            Some(Arc::clone(&identity)),
+        )
+        .unwrap();
+        run(async {
+            let (s, c) =
+                handshake(Arc::clone(&asking), Arc::clone(&client), "mx.example.test").await;
+            let (mut s, mut c) = (s.unwrap(), c.unwrap());
+            let (info, _) = exchange(&mut s, &mut c).await;
+            assert_eq!(
+                info.client_subject.as_deref(),
+                Some("CN=relay.example.test")
+            );
+            assert_eq!(info.peer_certificate.as_ref(), Some(&ours.chain[0]));
+
+            let (s, c) = handshake(Arc::clone(&not_asking), client, "mx.example.test").await;
+            let (mut s, mut c) = (s.unwrap(), c.unwrap());
+            let (info, _) = exchange(&mut s, &mut c).await;
+            assert_eq!(info.peer_certificate, None);
         });
     }
 }
