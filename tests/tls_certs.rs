@@ -106,6 +106,27 @@ fn drawbridge(args: &[&str], state: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `drawbridge certificate import NAME` of `pki`'s `NAME-chain.pem` and `NAME.key`.
+fn import(pki: &Path, name: &str, state: &Path) {
+    let (chain, key) = (
+        pki.join(format!("{name}-chain.pem")),
+        pki.join(format!("{name}.key")),
+    );
+    let out = drawbridge(
+        &[
+            "certificate",
+            "import",
+            name,
+            "--chain",
+            chain.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        state,
+    );
+    assert!(out.starts_with(&format!("imported {name}:")), "{out}");
+}
+
 /// The subject of the certificate the server shows for `sni`.
 fn served_subject(port: u16, sni: Option<&str>) -> String {
     let mut cmd = Command::new("openssl");
@@ -153,21 +174,7 @@ fn imported_certificates_are_chosen_by_sni_and_requests_verify() {
     );
     let state = dir.path().join("state");
     for name in ["mx", "other"] {
-        let chain = pki.join(format!("{name}-chain.pem"));
-        let key = pki.join(format!("{name}.key"));
-        let out = drawbridge(
-            &[
-                "certificate",
-                "import",
-                name,
-                "--chain",
-                chain.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-            ],
-            &state,
-        );
-        assert!(out.starts_with(&format!("imported {name}:")), "{out}");
+        import(&pki, name, &state);
     }
     let shown = drawbridge(&["certificate", "show"], &state);
     assert!(
@@ -319,19 +326,7 @@ fn an_imported_certificate_for_the_host_name_is_served_at_once_and_by_default() 
     assert!(self_signed.contains("CN = gw.example.com"), "{self_signed}");
 
     for name in ["gw", "other"] {
-        let out = drawbridge(
-            &[
-                "certificate",
-                "import",
-                name,
-                "--chain",
-                pki.join(format!("{name}-chain.pem")).to_str().unwrap(),
-                "--key",
-                pki.join(format!("{name}.key")).to_str().unwrap(),
-            ],
-            &gw.state,
-        );
-        assert!(out.starts_with(&format!("imported {name}:")), "{out}");
+        import(&pki, name, &gw.state);
     }
     gw.wait_for_log("inbound service serves certificate gw (gw.example.com)");
     // The CA-signed one now: no SNI, an unknown name, and the host name itself.
@@ -440,19 +435,7 @@ fn our_client_certificate_goes_to_a_next_hop_that_asks_for_one() {
     next.wait_for_log("TLS connection established from unknown[127.0.0.1]");
     assert!(!next.log_text().contains("(client certificate"));
 
-    let out = drawbridge(
-        &[
-            "certificate",
-            "import",
-            "relay",
-            "--chain",
-            pki.join("relay-chain.pem").to_str().unwrap(),
-            "--key",
-            pki.join("relay.key").to_str().unwrap(),
-        ],
-        &gw.state,
-    );
-    assert!(out.starts_with("imported relay:"), "{out}");
+    import(&pki, "relay", &gw.state);
     let setting = dir.path().join("client.conf");
     std::fs::write(&setting, "set tls client-certificate relay\n").unwrap();
     let (ok, out, err) = gw.cli(&["config", "load", "merge", setting.to_str().unwrap()]);
