@@ -449,6 +449,11 @@ fn our_client_certificate_goes_to_a_next_hop_that_asks_for_one() {
         .find(|l| l.contains("(client certificate "))
         .unwrap();
     assert!(line.contains("CN=relay.example.org"), "{line}");
+    // Deleted from the store later: left out, and said so.
+    drawbridge(&["certificate", "delete", "relay"], &gw.state);
+    gw.wait_for_log(
+        "tls client-certificate relay is not stored: next hops get no client certificate",
+    );
 }
 
 /// A client certificate the store does not hold is refused at commit.

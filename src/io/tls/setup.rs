@@ -94,17 +94,22 @@ impl GatewayTls {
             verify,
             versions,
         };
-        // Checked at commit (`check::certificates`); one deleted since is not presented.
-        let identity = match config.tls.client_certificate.as_deref() {
-            Some(name) => match stored.iter().find(|c| c.name == name) {
-                Some(certificate) => Some(certified_key(certificate, token.clone())?),
+        // Checked at commit (`check::certificates`); one deleted since, or whose key the
+        // token cannot use, is not presented, and the rest of TLS works on.
+        let identity = config.tls.client_certificate.as_deref().and_then(|name| {
+            let found = stored.iter().find(|c| c.name == name);
+            match found.map(|certificate| certified_key(certificate, token.clone())) {
+                Some(Ok(key)) => Some(key),
+                Some(Err(e)) => {
+                    log::error!(target: "tls", "tls client-certificate {name}: {e}: next hops get no client certificate");
+                    None
+                }
                 None => {
                     log::warn!(target: "tls", "tls client-certificate {name} is not stored: next hops get no client certificate");
                     None
                 }
-            },
-            None => None,
-        };
+            }
+        });
         Ok(GatewayTls {
             server: [inbound, outbound],
             defaults: [inbound_default, outbound_default],
