@@ -46,8 +46,7 @@ impl Seal for TokenSeal {
 /// lock, reads the slots, seals the record and syncs it to disk, so the running gateway
 /// calls it on its blocking pool and hands the result to [`Engine::written`].
 pub struct PendingCommit {
-    store: Store,
-    seal: Arc<dyn Seal + Send + Sync>,
+    slots: Slots,
     config: Config,
     meta: CommitMeta,
     parent: Option<u64>,
@@ -57,9 +56,9 @@ impl PendingCommit {
     /// Writes the commit durably (refused as stale when its parent is no longer the
     /// newest commit).
     pub fn write(self) -> Result<Written, CommitError> {
-        let sequence = self
-            .store
-            .commit(&self.config, &self.meta, self.seal.as_ref(), self.parent)
+        let Slots { store, seal } = &self.slots;
+        let sequence = store
+            .commit(&self.config, &self.meta, seal.as_ref(), self.parent)
             .map_err(CommitError::Store)?;
         Ok(Written {
             sequence,
@@ -364,8 +363,7 @@ impl Engine {
             rollback_to: confirm.map(|_| self.commit.sequence),
         };
         Ok(PendingCommit {
-            store: self.store.clone(),
-            seal: Arc::clone(&self.seal),
+            slots: self.slots(),
             config,
             meta,
             parent,
