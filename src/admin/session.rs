@@ -47,11 +47,12 @@ pub async fn run(gw: Rc<Gateway>, link: &Link, options: Options, transport: &str
     let ended = drive(&gw, &mut console, link, &logs, id).await;
     gw.consoles.unregister(id);
     if let Some(user) = console.user() {
-        if console.idled_out() {
-            log::info!(target: "console", "{user} logged out from {transport}: idle timeout");
+        let why = if console.idled_out() {
+            ": idle timeout"
         } else {
-            log::info!(target: "console", "{user} logged out from {transport}");
-        }
+            ""
+        };
+        log::info!(target: "console", "{user} logged out from {transport}{why}");
     }
     ended
 }
