@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
+use smol::channel::{Receiver, Sender};
 
 use crate::io::clock::unix_now;
 use crate::io::config::engine::{
@@ -87,6 +88,8 @@ pub struct SessionInfo {
     pub transport: String,
     pub user: Option<String>,
     pub since: u64,
+    /// Tells the session its login was taken away, and why.
+    revoke: Sender<String>,
 }
 
 /// What the console sessions share: failed logins in a row (the wait after a failure
@@ -99,16 +102,31 @@ pub struct Consoles {
 }
 
 impl Consoles {
-    pub fn register(&self, transport: &str, user: Option<&str>) -> u64 {
+    /// A session opens on `transport`; its id, and where it hears that its login was
+    /// taken away (see [`Consoles::revoke`]).
+    pub fn register(&self, transport: &str, user: Option<&str>) -> (u64, Receiver<String>) {
         let id = self.next.get() + 1;
         self.next.set(id);
+        let (revoke, revoked) = smol::channel::bounded(1);
         self.sessions.borrow_mut().push(SessionInfo {
             id,
             transport: transport.to_string(),
             user: user.map(str::to_string),
             since: unix_now(),
+            revoke,
         });
-        id
+        (id, revoked)
+    }
+
+    /// Logs out every open session of `user`, whose login is gone (`why`: "deleted by
+    /// root"); the number of sessions told.
+    pub fn revoke(&self, user: &str, why: &str) -> usize {
+        self.sessions
+            .borrow()
+            .iter()
+            .filter(|s| s.user.as_deref() == Some(user))
+            .filter(|s| s.revoke.try_send(why.to_string()).is_ok())
+            .count()
     }
 
     pub fn unregister(&self, id: u64) {

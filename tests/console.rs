@@ -387,7 +387,7 @@ fn the_same_session_through_drawbridge_cli() {
 
 /// Console logins beside `admin`: root adds one at the box, it logs in through
 /// `drawbridge cli --login`; nobody deletes their own login or the last one; a deleted
-/// login is refused.
+/// login's open session is logged out and the login is refused from then on.
 #[test]
 fn console_logins_are_added_and_deleted() {
     let dir = TempDir::new("console-logins");
@@ -429,8 +429,11 @@ fn console_logins_are_added_and_deleted() {
     bob.expect("Console logins: bob");
     bob.type_keys("login delete bob\r");
     bob.expect("you cannot delete your own login");
-    bob.type_keys("exit\r");
-    assert!(bob.wait_exit().success());
+    // bob stays logged in, with changes not committed, while root deletes the login.
+    bob.type_keys("configure\r");
+    bob.expect("bob@gw.example.com# ");
+    bob.type_keys("set route example.org mx\r");
+    bob.expect("bob@gw.example.com# ");
 
     root.type_keys("login delete bob\r");
     root.expect("bob is the last console login: add another first");
@@ -447,8 +450,13 @@ fn console_logins_are_added_and_deleted() {
         "console login carol exists",
     );
     root.type_keys("login delete bob\r");
-    root.expect("Console login bob deleted.");
+    root.expect("Console login bob deleted; its open session was logged out.");
     gw.wait_for_log("root deleted the console login bob");
+    // The deleted login's session ends at once, its candidate dropped.
+    bob.expect("This login was deleted by root: logged out.");
+    bob.expect("The uncommitted changes were dropped.");
+    assert!(bob.wait_exit().success());
+    gw.wait_for_log("its login was deleted by root");
     root.type_keys("exit\r");
     assert!(root.wait_exit().success());
 

@@ -275,7 +275,15 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!(target: "console", "{user} deleted the console login {name}");
-            Ok(format!("Console login {name} deleted.\n"))
+            // Its sessions end too: a deleted login keeps no way in.
+            let open = gw.consoles.revoke(&name, &format!("deleted by {user}"));
+            Ok(match open {
+                0 => format!("Console login {name} deleted.\n"),
+                1 => format!("Console login {name} deleted; its open session was logged out.\n"),
+                n => format!(
+                    "Console login {name} deleted; its {n} open sessions were logged out.\n"
+                ),
+            })
         }
         Command::TestSmtp { host, port } => super::probe::smtp(gw, &host, port).await,
         Command::TestDns { name, mx } => super::probe::dns(gw, &name, mx).await,

@@ -12,7 +12,7 @@ use smol::future::FutureExt as _;
 
 use super::exec;
 use crate::gateway::Gateway;
-use crate::proto::console::{Answer, Command, Console, Event, Options, Request};
+use crate::proto::console::{Answer, Command, Console, Event, Logout, Options, Request};
 
 /// A terminal, as two byte channels: what was typed (closed at the end of input) and
 /// what to show.
@@ -35,6 +35,8 @@ enum Wake {
     Log(String),
     Answer(Answer),
     Timeout,
+    /// The session's login was taken away.
+    Revoked(String),
 }
 
 /// Runs one session until it ends. `transport` names the terminal in logs and in
@@ -43,14 +45,14 @@ pub async fn run(gw: Rc<Gateway>, link: &Link, options: Options, transport: &str
     let logs = crate::io::log::subscribe();
     let preauthenticated = options.user.clone();
     let mut console = Console::new(options, Instant::now());
-    let id = gw.consoles.register(transport, preauthenticated.as_deref());
-    let ended = drive(&gw, &mut console, link, &logs, id).await;
+    let (id, revoked) = gw.consoles.register(transport, preauthenticated.as_deref());
+    let ended = drive(&gw, &mut console, link, &logs, (id, &revoked)).await;
     gw.consoles.unregister(id);
     if let Some(user) = console.user() {
-        let why = if console.idled_out() {
-            ": idle timeout"
-        } else {
-            ""
+        let why = match console.logged_out() {
+            Some(Logout::Idle) => ": idle timeout".to_string(),
+            Some(Logout::Revoked(why)) => format!(": its login was {why}"),
+            None => String::new(),
         };
         log::info!(target: "console", "{user} logged out from {transport}{why}");
     }
@@ -62,7 +64,7 @@ async fn drive(
     console: &mut Console,
     link: &Link,
     logs: &Receiver<String>,
-    id: u64,
+    (id, revoked): (u64, &Receiver<String>),
 ) -> Ended {
     let mut pending: Option<Pin<Box<dyn Future<Output = Answer>>>> = None;
     // Only what changes nothing may be given up half-way: a commit or a queue
@@ -132,7 +134,13 @@ async fn drive(
                 None => std::future::pending().await,
             }
         };
-        match answer.or(input).or(log).or(timer).await {
+        let revocation = async {
+            match revoked.recv().await {
+                Ok(why) => Wake::Revoked(why),
+                Err(_) => std::future::pending().await,
+            }
+        };
+        match answer.or(revocation).or(input).or(log).or(timer).await {
             Wake::Input(Some(bytes)) => console.handle_input(&bytes, Instant::now()),
             Wake::Input(None) => eof = true,
             Wake::Log(line) => console.handle_log(&line),
@@ -141,6 +149,13 @@ async fn drive(
                 console.handle_answer(answer, Instant::now());
             }
             Wake::Timeout => console.handle_timeout(Instant::now()),
+            Wake::Revoked(why) => {
+                // What changes nothing is given up; anything else ends first.
+                console.revoke(&why);
+                if cancellable && pending.take().is_some() {
+                    console.handle_answer(Answer::Cancelled, Instant::now());
+                }
+            }
         }
     }
 }

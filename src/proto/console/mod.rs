@@ -174,7 +174,19 @@ pub struct Console {
     idle_timeout: Option<Duration>,
     /// When the session is logged out for want of a keystroke, once someone is logged in.
     idle_deadline: Option<Instant>,
-    idled_out: bool,
+    /// Why the session was logged out other than by `exit`, once it was.
+    logged_out: Option<Logout>,
+    /// A revocation that came while a request ran: carried out when it is answered.
+    revoked: Option<String>,
+}
+
+/// Why a session was logged out other than by `exit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Logout {
+    /// Nobody typed for the idle timeout.
+    Idle,
+    /// Its login was taken away (deleted) while it was open; the text says by whom.
+    Revoked(String),
 }
 
 impl Console {
@@ -199,7 +211,8 @@ impl Console {
             cancelled: false,
             idle_timeout: options.idle_timeout,
             idle_deadline: None,
-            idled_out: false,
+            logged_out: None,
+            revoked: None,
         };
         console.touch(now);
         match options.user {
@@ -252,7 +265,29 @@ impl Console {
         self.cancelled = false;
         self.answered(pending, answer, now);
         self.touch(now);
+        if let Some(why) = self.revoked.take() {
+            self.revoke(&why);
+            return;
+        }
         self.replay_typeahead();
+    }
+
+    /// The session's login was taken away (`why`: "deleted by root"): it is logged out
+    /// at once, or when the request it is running is answered, since a commit or a
+    /// queue operation runs to its end. Before anyone logs in there is nothing to do.
+    pub fn revoke(&mut self, why: &str) {
+        if self.user.is_none() || matches!(self.state, State::Closed) {
+            return;
+        }
+        if matches!(self.state, State::Busy(_)) {
+            self.revoked = Some(why.to_owned());
+            return;
+        }
+        let why = output::sanitize(why);
+        self.log_out(
+            &format!("This login was {why}: logged out."),
+            Logout::Revoked(why),
+        );
     }
 
     /// A log line to show.
@@ -311,9 +346,9 @@ impl Console {
         matches!(self.state, State::Closed)
     }
 
-    /// Whether the session ended because nobody typed for the idle timeout.
-    pub fn idled_out(&self) -> bool {
-        self.idled_out
+    /// Why the session was logged out, when it was not by `exit`.
+    pub fn logged_out(&self) -> Option<&Logout> {
+        self.logged_out.as_ref()
     }
 
     /// The user logged in, once one is.
@@ -839,19 +874,24 @@ impl Console {
         self.idle_deadline
     }
 
-    /// Logs the session out for want of a keystroke; a candidate not committed is
-    /// dropped, as it is at any logout.
+    /// Logs the session out for want of a keystroke.
     fn idle_out(&mut self) {
+        let idle = self
+            .idle_timeout
+            .map(text::value::format_duration)
+            .unwrap_or_default();
+        self.log_out(&format!("Idle for {idle}: logged out."), Logout::Idle);
+    }
+
+    /// Ends the session, saying `line`; a candidate not committed is dropped, as it is
+    /// at any logout.
+    fn log_out(&mut self, line: &str, why: Logout) {
         if matches!(self.state, State::More) {
             Pager::erase_more(&mut self.out);
         } else {
             self.screen.erase(&mut self.out);
         }
-        let idle = self
-            .idle_timeout
-            .map(text::value::format_duration)
-            .unwrap_or_default();
-        self.write_line(&format!("Idle for {idle}: logged out."));
+        self.write_line(line);
         if self
             .editing
             .as_ref()
@@ -860,7 +900,7 @@ impl Console {
             self.write_line("The uncommitted changes were dropped.");
         }
         self.editing = None;
-        self.idled_out = true;
+        self.logged_out = Some(why);
         self.state = State::Closed;
         self.events.push_back(Event::Closed);
     }

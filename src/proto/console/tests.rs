@@ -768,7 +768,7 @@ fn a_session_nobody_types_at_is_logged_out() {
     console.handle_timeout(start + IDLE - Duration::from_secs(1));
     assert!(!console.is_closed());
     console.handle_timeout(start + IDLE);
-    assert!(console.is_closed() && console.idled_out());
+    assert!(console.is_closed() && console.logged_out() == Some(&Logout::Idle));
     assert_eq!(console.poll_event(), Some(Event::Closed));
     assert_eq!(console.poll_timeout(), None);
 }
@@ -805,7 +805,7 @@ fn a_running_request_is_not_idle_and_its_answer_starts_the_wait() {
     console.handle_answer(Answer::Text("250 ok".into()), answered);
     assert_eq!(console.poll_timeout(), Some(answered + IDLE));
     console.handle_timeout(answered + IDLE);
-    assert!(console.idled_out());
+    assert_eq!(console.logged_out(), Some(&Logout::Idle));
 }
 
 #[test]
@@ -820,6 +820,77 @@ fn the_login_prompt_and_a_session_without_a_timeout_never_idle_out() {
     assert_eq!(no_timeout.poll_timeout(), None);
     no_timeout.handle_timeout(start + 100 * IDLE);
     assert!(!no_timeout.is_closed());
+}
+
+/// What `console` wrote since it was last asked, as the terminal shows it.
+fn shown(console: &mut Console, screen: &mut Screenful) -> String {
+    while let Some(bytes) = console.poll_transmit() {
+        screen.feed(&bytes);
+    }
+    screen.text()
+}
+
+#[test]
+fn a_session_whose_login_is_deleted_is_logged_out_and_drops_its_candidate() {
+    let start = Instant::now();
+    let mut screen = Screenful::default();
+    let mut console = Console::new(logged_in(), start);
+    console.handle_input(b"configure\r", start);
+    let Some(Event::Request(configure)) = console.poll_event() else {
+        panic!("configure asks for a candidate");
+    };
+    console.handle_answer(Fake::changed().answer(configure), start);
+    console.handle_input(b"set route example.org mx\rsh", start);
+    console.revoke("deleted by root");
+    assert!(console.is_closed());
+    assert_eq!(
+        console.logged_out(),
+        Some(&Logout::Revoked("deleted by root".into()))
+    );
+    assert_eq!(console.poll_event(), Some(Event::Closed));
+    let text = shown(&mut console, &mut screen);
+    assert!(
+        text.ends_with(
+            "This login was deleted by root: logged out.\nThe uncommitted changes were dropped.\n"
+        ),
+        "{text}"
+    );
+    // Nothing typed after it counts.
+    console.handle_input(b"show\r", start);
+    assert_eq!(console.poll_event(), None);
+}
+
+#[test]
+fn a_revocation_waits_for_the_running_request_and_skips_the_typeahead() {
+    let start = Instant::now();
+    let mut screen = Screenful::default();
+    let mut console = Console::new(logged_in(), start);
+    console.handle_input(b"test smtp 192.0.2.1\r", start);
+    assert!(matches!(console.poll_event(), Some(Event::Request(_))));
+    // Typed ahead while the request runs: never carried out.
+    console.handle_input(b"restart\r", start);
+    console.revoke("deleted by root");
+    assert!(!console.is_closed(), "a running request runs to its end");
+    console.handle_answer(Answer::Text("250 ok\n".into()), start);
+    assert!(console.is_closed());
+    assert_eq!(console.poll_event(), Some(Event::Closed));
+    assert_eq!(console.poll_event(), None);
+    let text = shown(&mut console, &mut screen);
+    assert!(
+        text.ends_with("250 ok\nThis login was deleted by root: logged out.\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_revocation_before_anyone_logs_in_changes_nothing() {
+    let start = Instant::now();
+    let mut console = Console::new(opts(), start);
+    console.handle_input(b"bob", start);
+    console.revoke("deleted by root");
+    assert!(!console.is_closed());
+    assert_eq!(console.logged_out(), None);
+    assert_eq!(console.poll_event(), None);
 }
 
 #[test]
