@@ -10,8 +10,9 @@
 //! it is missing; it runs on the stable toolchain with `RUSTC_BOOTSTRAP=1`. A crash
 //! leaves its input in `tests/fuzz/artifacts/TARGET/` and fails the command; the report
 //! (`target/fuzz/report.json`) has the seconds, CPU seconds (read from the process before
-//! it is reaped), executions, coverage (libFuzzer's `cov` and `ft`) and corpus size of
-//! each target.
+//! it is reaped), executions, coverage (libFuzzer's `cov` and `ft`), corpus size and
+//! result of each target: clean, crashed, or failed (it could not be built or started,
+//! so nothing was fuzzed; a failure fails the command too, but is not called a crash).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -96,7 +97,32 @@ pub struct Outcome {
     pub corpus: u64,
     /// CPU seconds of the run (cargo-fuzz and the fuzzer), when they could be read.
     pub cpu_seconds: Option<f64>,
+    /// libFuzzer or AddressSanitizer reported an error: the input is in the artifacts.
     pub crashed: bool,
+    /// The run ended in failure with no fuzzer error: cargo-fuzz could not build or
+    /// start the target (its log says why), so nothing was fuzzed.
+    pub failed: bool,
+}
+
+impl Outcome {
+    /// Settles the run once its process exited, `success` or not.
+    pub fn exited(&mut self, success: bool) {
+        self.failed = !success && !self.crashed;
+    }
+
+    /// Whether the run fails the command.
+    pub fn bad(&self) -> bool {
+        self.crashed || self.failed
+    }
+
+    /// One word for the report: clean, crashed or failed.
+    pub fn result(&self) -> &'static str {
+        match (self.crashed, self.failed) {
+            (true, _) => "crashed",
+            (false, true) => "failed",
+            (false, false) => "clean",
+        }
+    }
 }
 
 /// The targets: the files of `fuzz_targets/`, by name.
@@ -231,9 +257,7 @@ fn run_one(root: &Path, target: &str, seconds: u32) -> Result<Outcome, Failure> 
     let (status, cpu_seconds) =
         process::cpu_seconds_at_exit(&mut child).context("waiting for cargo fuzz")?;
     outcome.cpu_seconds = cpu_seconds;
-    if !status.success() {
-        outcome.crashed = true;
-    }
+    outcome.exited(status.success());
     let _ = fs::write(&log_path, log.join("\n"));
     Ok(outcome)
 }
@@ -243,7 +267,7 @@ fn report_json(outcomes: &[Outcome]) -> String {
         .iter()
         .map(|o| {
             format!(
-                "  {{\"target\": \"{}\", \"seconds\": {}, \"cpu_seconds\": {}, \"executions\": {}, \"cov\": {}, \"ft\": {}, \"corpus\": {}, \"crashed\": {}}}",
+                "  {{\"target\": \"{}\", \"seconds\": {}, \"cpu_seconds\": {}, \"executions\": {}, \"cov\": {}, \"ft\": {}, \"corpus\": {}, \"result\": \"{}\"}}",
                 o.target,
                 o.seconds,
                 o.cpu_seconds.map_or("null".to_owned(), |s| format!("{s:.0}")),
@@ -251,7 +275,7 @@ fn report_json(outcomes: &[Outcome]) -> String {
                 o.coverage,
                 o.features,
                 o.corpus,
-                o.crashed
+                o.result()
             )
         })
         .collect();
@@ -312,10 +336,13 @@ pub fn run(options: &Options) -> Result<ExitCode, Failure> {
                 outcome.coverage,
                 outcome.features,
                 outcome.corpus,
-                if outcome.crashed {
-                    "CRASHED: see tests/fuzz/artifacts/"
-                } else {
-                    "clean"
+                match outcome.result() {
+                    "crashed" => "CRASHED: see tests/fuzz/artifacts/".to_owned(),
+                    "failed" => format!(
+                        "FAILED, nothing fuzzed: see target/fuzz/{}.log",
+                        outcome.target
+                    ),
+                    clean => clean.to_owned(),
                 }
             );
             outcomes.push(outcome);
@@ -324,7 +351,7 @@ pub fn run(options: &Options) -> Result<ExitCode, Failure> {
     let path = report_dir.join("report.json");
     fs::write(&path, report_json(&outcomes)).context(format_args!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
-    Ok(if outcomes.iter().any(|o| o.crashed) {
+    Ok(if outcomes.iter().any(Outcome::bad) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -374,7 +401,19 @@ mod tests {
             (200_000, 1234, 5678, 90, false)
         );
         scan_line("==4242== ERROR: libFuzzer: deadly signal", &mut o);
-        assert!(o.crashed);
+        o.exited(false);
+        assert_eq!((o.result(), o.bad()), ("crashed", true));
+    }
+
+    #[test]
+    fn a_run_that_ends_badly_without_a_fuzzer_error_failed_rather_than_crashed() {
+        let mut o = Outcome::default();
+        scan_line("error: could not compile `drawbridge` (lib)", &mut o);
+        o.exited(false);
+        assert_eq!((o.result(), o.bad()), ("failed", true));
+        let mut o = Outcome::default();
+        o.exited(true);
+        assert_eq!((o.result(), o.bad()), ("clean", false));
     }
 
     #[test]
