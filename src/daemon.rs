@@ -5,14 +5,22 @@
 //! of them names it.
 
 use std::io;
+use std::time::Duration;
 
 use smol::future::FutureExt as _;
 
 use crate::gateway::{self, Start};
 use crate::io::signal::{Signal, Signals};
 
+/// How long the SMTP sessions in progress have to finish when the gateway stops: they end
+/// their transactions and leave with 421 (RFC 5321 §3.8). Inside PID 1's wait before it
+/// kills the gateway, with time left to sync.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(8);
+const _: () = assert!(DRAIN_GRACE.as_secs() + 1 < crate::init::STOP_GRACE.as_secs());
+
 /// Runs the gateway until it is told to stop; returns why it stopped. Errors are
-/// start-up errors.
+/// start-up errors. Stopping drains the sessions ([`DRAIN_GRACE`]); a second SIGTERM or
+/// SIGINT meanwhile stops at once.
 pub fn run(start: Start) -> io::Result<String> {
     let mut ready = gateway::open(&start)?;
     let gw = ready.gw.clone();
@@ -44,9 +52,29 @@ pub fn run(start: Start) -> io::Result<String> {
                 }
             }
         };
-        stopped.or(signalled).await
+        let why = stopped.or(signalled).await;
+        let open = gw.open_sessions();
+        log::info!(target: "main", "stopping: {why}");
+        if open > 0 {
+            log::info!(target: "main", "stopping: {open} session(s) in progress have {}s to finish",
+                DRAIN_GRACE.as_secs());
+        }
+        let drained = async { Some(gw.drain(DRAIN_GRACE).await) };
+        let again = async {
+            loop {
+                if let Signal::Terminate | Signal::Interrupt = signals.next().await {
+                    break None;
+                }
+            }
+        };
+        match drained.or(again).await {
+            Some(0) if open > 0 => log::info!(target: "main", "stopping: every session ended"),
+            Some(0) => {}
+            Some(cut) => log::warn!(target: "main", "stopping: {cut} session(s) cut at the deadline"),
+            None => log::warn!(target: "main", "stopping at once: signalled again"),
+        }
+        why
     }));
-    log::info!(target: "main", "stopping: {why}");
     crate::control::unbind(state_dir);
     drop(ready);
     Ok(why)

@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use smol::LocalExecutor;
@@ -164,6 +164,11 @@ impl Consoles {
         self.failures.set(0);
     }
 }
+
+/// How long past the sessions' shutdown deadline a drain waits for their 421s to go out.
+const DRAIN_FLUSH: Duration = Duration::from_millis(500);
+/// How often a drain looks whether the sessions have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// What every task of the running gateway shares.
 pub struct Gateway {
@@ -520,6 +525,27 @@ impl Gateway {
     /// Asks the gateway to stop; `run` returns with `why`.
     pub fn shut_down(&self, why: String) {
         let _ = self.stop.try_send(why);
+    }
+
+    /// SMTP sessions open, on every service.
+    pub fn open_sessions(&self) -> u32 {
+        self.counts.iter().map(|c| c.borrow().total()).sum()
+    }
+
+    /// Stops taking connections (the listening sockets close) and lets the sessions in
+    /// progress end their transactions and leave with 421, for at most `grace`; the
+    /// sessions still open when it gave up. Deliveries go on meanwhile: one cut when the
+    /// process ends stays queued.
+    pub async fn drain(&self, grace: Duration) -> u32 {
+        self.listeners.borrow_mut().clear();
+        let deadline = Instant::now() + grace;
+        self.net.shutdown.begin(deadline);
+        // A moment past the sessions' own deadline, for their 421 to go out.
+        let give_up = deadline + DRAIN_FLUSH;
+        while self.open_sessions() > 0 && Instant::now() < give_up {
+            Timer::after(DRAIN_POLL).await;
+        }
+        self.open_sessions()
     }
 }
 

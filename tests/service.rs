@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -218,4 +219,63 @@ fn postfix_smtp_source_load_arrives_complete_at_smtp_sink() {
     assert_eq!(sink.dumps().len(), 200);
     assert_eq!(gw.log_text().matches("status=sent").count(), 200);
     assert!(gw.queue_files().is_empty());
+}
+
+/// SIGTERM drains (RFC 5321 §3.8): the listening socket closes, an idle client is told
+/// 421 at once, a message being sent is taken (250) before its client is told 421, and
+/// one still unfinished at the deadline is refused with 421 and not kept; then the
+/// gateway exits and the message taken is delivered.
+#[test]
+fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
+    let dir = TempDir::new("drain");
+    let sink = Sink::start();
+    let mut gw = Gateway::start(dir.path(), &relay_to(sink.addr.port()));
+    let addr = gw.inbound_addr();
+    let open = |raw: &mut Raw, subject: &str| {
+        raw.replies(1);
+        raw.send(b"EHLO client.example\r\n");
+        raw.replies(1);
+        raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
+        let reply = raw.replies(3);
+        assert!(reply.contains("354 "), "{reply}");
+        raw.send(format!("Subject: {subject}\r\n\r\nhalf of it").as_bytes());
+    };
+    let mut idle = Raw::connect(addr);
+    idle.replies(1);
+    idle.send(b"EHLO idle.example\r\n");
+    idle.replies(1);
+    let mut finishing = Raw::connect(addr);
+    open(&mut finishing, "finished");
+    let mut stuck = Raw::connect(addr);
+    open(&mut stuck, "never finished");
+
+    gw.signal(libc::SIGTERM);
+    let told = idle.until_close();
+    assert!(
+        told.starts_with("421 4.3.2 ") && told.contains("Service shutting down"),
+        "{told}"
+    );
+    gw.wait_for_log("stopping: 3 session(s) in progress have 8s to finish");
+    wait_until("the listening socket to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+
+    finishing.send(b", the rest.\r\n.\r\n");
+    let end = finishing.until_close();
+    assert!(
+        end.starts_with("250 2.0.0 Ok: queued as ") && end.contains("\r\n421 4.3.2 "),
+        "{end}"
+    );
+    // The stuck one hears 421 at the deadline, its message not kept.
+    let cut = stuck.until_close();
+    assert!(cut.starts_with("421 4.3.2 "), "{cut}");
+    assert!(gw.wait_exit().success());
+    let log = gw.log_text();
+    assert!(log.contains("stopping: every session ended"), "{log}");
+
+    gw.restart();
+    let got = sink.wait_for(1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.count(), 1, "only the finished message was taken");
+    assert!(String::from_utf8_lossy(&got[0].content).contains("Subject: finished"));
 }

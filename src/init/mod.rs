@@ -52,7 +52,7 @@ pub fn request(kind: Shutdown) -> io::Result<()> {
 /// is loaded; probing is asynchronous. Generous: emulated machines are slow.
 const DEVICE_WAIT: Duration = Duration::from_secs(60);
 /// How long the gateway has to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The program that formats the data disk: the board's `kernel.tools` put it in the
 /// initramfs with its libraries.
 const MKE2FS: &str = "/usr/sbin/mke2fs";

@@ -8,13 +8,15 @@
 //! configuration engine, the console or the listeners' bookkeeping: `net` is given this
 //! and nothing of the gateway above it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use smol::LocalExecutor;
+use smol::channel::{Receiver, Sender, bounded};
 
 use crate::io::clock::unix_now;
 use crate::io::queue::{GroupCommit, Journal, Spool};
@@ -43,6 +45,46 @@ pub struct Context {
     pub users: UserCache,
     /// Turns at running a password derivation on the blocking pool.
     pub derivations: smol::lock::Semaphore,
+    /// Whether the gateway is stopping, and by when its sessions must end.
+    pub shutdown: Shutdown,
+}
+
+/// The gateway stopping: once begun, every session ends its transaction in progress
+/// and leaves with 421 ([`crate::proto::smtp::server::Session::shut_down`]), by the
+/// deadline at the latest.
+pub struct Shutdown {
+    deadline: Cell<Option<Instant>>,
+    /// Closed when the shutdown begins: every session waiting on it wakes.
+    signal: (Sender<()>, Receiver<()>),
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown {
+            deadline: Cell::new(None),
+            signal: bounded(1),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Begins the shutdown: sessions must end by `deadline`. Only the first call counts.
+    pub fn begin(&self, deadline: Instant) {
+        if self.deadline.get().is_none() {
+            self.deadline.set(Some(deadline));
+            self.signal.0.close();
+        }
+    }
+
+    /// By when sessions must end, once the shutdown has begun.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
+    /// A receiver whose `recv` returns (with an error) once the shutdown begins.
+    pub fn begun(&self) -> Receiver<()> {
+        self.signal.1.clone()
+    }
 }
 
 /// The queue a session hands its messages to.
@@ -68,6 +110,7 @@ impl Context {
             throttle: RefCell::new(Throttle::new(limits)),
             users,
             derivations: smol::lock::Semaphore::new(super::session::MAX_CONCURRENT_DERIVATIONS),
+            shutdown: Shutdown::default(),
         }
     }
 

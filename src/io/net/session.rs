@@ -341,8 +341,21 @@ pub async fn serve(
             break;
         }
         session.set_stress(stress.is_on());
+        if let Some(deadline) = gw.shutdown.deadline() {
+            session.shut_down(deadline, Instant::now());
+            if session.is_closed() {
+                // The 421 is written at the top of the loop, which then ends.
+                continue;
+            }
+        }
         let deadline = session.poll_timeout();
         let changed = stress.changed();
+        // Until the shutdown begins; then the session knows of it.
+        let stopping = gw
+            .shutdown
+            .deadline()
+            .is_none()
+            .then(|| gw.shutdown.begun());
         let read = async { Woke::Input(transport.read(&mut buf).await) };
         let timeout = async {
             timer_at(deadline).await;
@@ -352,7 +365,16 @@ pub async fn serve(
             let _ = changed.recv().await;
             Woke::Stress
         };
-        match read.or(timeout).or(stress_changed).await {
+        let shutting_down = async {
+            match stopping {
+                Some(begun) => {
+                    let _ = begun.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+            Woke::Stress
+        };
+        match read.or(timeout).or(stress_changed).or(shutting_down).await {
             Woke::Input(Ok(0)) | Woke::Input(Err(_)) => {
                 log::info!(target: "smtpd", "lost connection from {client}");
                 break;
@@ -364,7 +386,8 @@ pub async fn serve(
                 }
             }
             Woke::Time => session.handle_timeout(Instant::now()),
-            // The limits changed: the loop takes them and waits again.
+            // The limits changed, or the gateway is stopping: the loop takes that in
+            // and waits again.
             Woke::Stress => {}
         }
     }

@@ -1,8 +1,9 @@
 //! Whole SMTP server sessions driven by generated operation sequences: the input is read
 //! as operations (client bytes, canned commands, time passing, the layer's answers to
-//! the session's events, TLS outcomes, stress), and the session must never panic, must
-//! reply only well-formed lines, and must keep its events in order (a message begins and
-//! ends in pairs; nothing follows Closing).
+//! the session's events, TLS outcomes, stress, the gateway shutting down), and the session
+//! must never panic, must reply only well-formed lines, and must keep its events in order
+//! (a message begins and ends in pairs; nothing follows Closing; no transaction begins
+//! once it is shutting down).
 #![no_main]
 
 use std::rc::Rc;
@@ -109,6 +110,7 @@ fuzz_target!(|data: &[u8]| {
     let mut pending: Vec<Event> = Vec::new();
     let mut open = false;
     let mut closed = false;
+    let mut shutting_down = false;
     while let Some(op) = ops.byte() {
         match op % 8 {
             0 => {
@@ -178,7 +180,15 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            6 => session.set_stress(ops.byte().unwrap_or(0) & 1 != 0),
+            6 => {
+                let b = ops.byte().unwrap_or(0);
+                if b & 2 == 0 {
+                    session.set_stress(b & 1 != 0);
+                } else {
+                    session.shut_down(now + Duration::from_secs(u64::from(b >> 2)), now);
+                    shutting_down = true;
+                }
+            }
             _ => {
                 // Calls out of turn must be harmless.
                 match ops.byte().unwrap_or(0) % 4 {
@@ -215,6 +225,9 @@ fuzz_target!(|data: &[u8]| {
                 Event::Closing(_) => {
                     assert!(!open, "closed with a message open");
                     closed = true;
+                }
+                Event::CheckMail { .. } => {
+                    assert!(!shutting_down, "a transaction began while shutting down");
                 }
                 _ => {}
             }

@@ -119,7 +119,7 @@ impl Session {
     }
 
     /// Runs the state machine over the buffered input until it is used up, the session
-    /// waits for the layer, or it closes.
+    /// waits for the layer, or it closes; shutting down, an idle session then leaves.
     pub(super) fn process(&mut self) {
         let mut input = std::mem::take(&mut self.input);
         let mut pos = 0;
@@ -140,6 +140,7 @@ impl Session {
         }
         self.input = input;
         self.flush_data();
+        self.leave_if_idle();
     }
 
     /// Consumes a prefix of `buf`; 0 when a complete unit needs more bytes.
@@ -157,6 +158,14 @@ impl Session {
         let (used, framed) = self.frame(buf, MAX_COMMAND_LINE);
         match framed {
             None => {}
+            // Shutting down, the command after a transaction gets the 421 (QUIT its 221).
+            Some(Ok(line))
+                if self.shutting_down.is_some()
+                    && !self.in_transaction()
+                    && verb_of(line) != "QUIT" =>
+            {
+                self.leave(false)
+            }
             Some(Ok(line)) => self.command(line),
             Some(Err((verb, e))) => self.reject(&verb, e.reply(), true),
         }

@@ -312,6 +312,9 @@ enum Wait {
 /// `set_stress(on)` when its service is near its connection limit: every limit is then at
 /// most `stress_timeout`.
 ///
+/// Stopping: the layer calls `shut_down(deadline, now)`; the session leaves with 421
+/// once no transaction is open, and at `deadline` whatever it is doing.
+///
 /// The session does no I/O and never reads the clock: `now` is always an argument.
 pub struct Session {
     config: Rc<ServerConfig>,
@@ -354,6 +357,9 @@ pub struct Session {
     /// The service is near its connection limit: every limit is at most
     /// `stress_timeout`.
     stressed: bool,
+    /// The gateway is stopping: no new transaction begins, and by this instant the
+    /// session ends whatever it is doing (see [`Session::shut_down`]).
+    shutting_down: Option<Instant>,
 }
 
 impl Session {
@@ -389,6 +395,7 @@ impl Session {
             data_started: now,
             data_octets: 0,
             stressed: false,
+            shutting_down: None,
         };
         if due <= now {
             s.greet(now);
@@ -443,6 +450,10 @@ impl Session {
         if self.is_closed() || self.wait.is_some() {
             return;
         }
+        if self.shutting_down.is_some_and(|d| now >= d) {
+            self.leave(true);
+            return;
+        }
         if let Phase::Greeting { due } = self.phase {
             if now >= due {
                 self.greet(now);
@@ -463,6 +474,24 @@ impl Session {
     /// same starting points as ever. Call `poll_timeout` again after it.
     pub fn set_stress(&mut self, on: bool) {
         self.stressed = on;
+    }
+
+    /// The gateway is stopping (RFC 5321 §3.8): a session with no transaction open says
+    /// `421 4.3.2` and closes (`Closing(Shutdown)`) at once, one in a transaction when it
+    /// ends (its 250 or refusal goes out first, then the 421 in place of the next
+    /// command's reply; QUIT still gets its 221), and every session by `deadline`, a
+    /// message not yet answered aborted. Call `poll_timeout` again after it.
+    pub fn shut_down(&mut self, deadline: Instant, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        self.shutting_down = Some(deadline);
+        let due = matches!(self.phase, Phase::Greeting { .. }) || now >= deadline;
+        if due && self.wait.is_none() {
+            self.leave(true);
+        } else {
+            self.leave_if_idle();
+        }
     }
 
     /// Everything to write to the client, in order, or `None` when there is nothing.
@@ -488,10 +517,10 @@ impl Session {
             Phase::Greeting { due } => Some(due),
             _ => self.phase_deadline(),
         };
-        match (phase, self.session_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [phase, self.session_deadline(), self.shutting_down]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -638,6 +667,47 @@ impl Session {
             });
             self.close(CloseReason::TooManyErrors);
         }
+    }
+
+    /// Whether a transaction is open: MAIL was accepted, or message content is being
+    /// read.
+    pub(super) fn in_transaction(&self) -> bool {
+        self.mail.is_some()
+            || self.bdat.is_some()
+            || matches!(self.phase, Phase::Data(_) | Phase::Bdat { .. })
+    }
+
+    /// Shutting down with nothing in hand: leaves now. Not while the layer is being
+    /// waited for, a transaction is open or an AUTH exchange runs.
+    pub(super) fn leave_if_idle(&mut self) {
+        let idle =
+            self.wait.is_none() && matches!(self.phase, Phase::Command) && !self.in_transaction();
+        if self.shutting_down.is_some() && idle && !self.is_closed() {
+            self.leave(false);
+        }
+    }
+
+    /// Says `421 4.3.2` and closes for the shutdown; `forced` when the session's time is
+    /// up, whatever it was doing (a message not answered is aborted).
+    pub(super) fn leave(&mut self, forced: bool) {
+        let host = &self.config.host_name;
+        let reply = Reply::new(421, "4.3.2", format!("{host} Service shutting down"));
+        self.reply(&reply);
+        if forced && self.in_transaction() {
+            let command = if self.bdat.is_some() || matches!(self.phase, Phase::Bdat { .. }) {
+                "BDAT"
+            } else if matches!(self.phase, Phase::Data(_)) {
+                "DATA"
+            } else {
+                "CONNECT"
+            };
+            self.event(Event::Rejected {
+                command: command.to_string(),
+                to: None,
+                reply,
+            });
+        }
+        self.close(CloseReason::Shutdown);
     }
 
     fn close(&mut self, reason: CloseReason) {

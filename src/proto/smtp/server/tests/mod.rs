@@ -12,6 +12,7 @@ mod bad_input;
 mod framing;
 mod generated;
 mod session;
+mod shutdown;
 mod starttls;
 mod transaction;
 
@@ -65,6 +66,9 @@ enum Step {
     /// The layer's TLS handshake ends: `tls_established` with `tls_info()` (true) or
     /// `tls_failed` (false). Client writes before it are fed before it.
     Handshake(bool),
+    /// The gateway stops: `shut_down` with a deadline this long from now. Client writes
+    /// before it are fed before it.
+    ShutDown(Duration),
 }
 use Step::Wait;
 
@@ -309,6 +313,11 @@ fn execute(
                 } else {
                     session.tls_failed(now);
                 }
+                drain(&mut session, now, &mut out, &mut events);
+            }
+            Step::ShutDown(grace) => {
+                feed(&mut session, &mut segment, now, &mut out, &mut events);
+                session.shut_down(now + *grace, now);
                 drain(&mut session, now, &mut out, &mut events);
             }
         }
