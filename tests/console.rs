@@ -504,6 +504,14 @@ fn restart_and_factory_reset_from_the_console() {
         ok && shown.contains("set route partner.example mx"),
         "{shown}"
     );
+    let set = |password: &str| {
+        drawbridge_with_input(
+            &gw.state,
+            &["secret", "set", "relay"],
+            &format!("{password}\n"),
+        )
+    };
+    assert_eq!(set("s3cret pass"), "set the password of relay\n");
     let out = script("factory-reset\nyes\n");
     assert!(out.contains("erased; restarting"), "{out}");
     gw.wait_for_log_count("message(s) recovered from the queue", 3);
@@ -512,6 +520,10 @@ fn restart_and_factory_reset_from_the_console() {
     assert!(shown.contains("by boot: factory default"), "{shown}");
     assert!(!shown.contains("partner.example"), "{shown}");
     assert!(!gw.state.join("admins.db").exists());
+    // The next-hop passwords went with the keys that sealed them; new ones can be set.
+    let (_, names, _) = gw.cli(&["secret", "show"]);
+    assert_eq!(names, "no secrets\n");
+    assert_eq!(set("new pass"), "set the password of relay\n");
 }
 
 #[test]

@@ -567,3 +567,49 @@ fn console_token_commands_act_on_the_running_gateways_token() {
         token_public_key(dir.path(), &hsm, "tls-0-self-signed")
     );
 }
+
+/// `factory-reset` with the keys in SoftHSM2: each certificate's key and the
+/// configuration's HMAC key are destroyed on the token; another application's key on the
+/// same token stays.
+#[test]
+fn factory_reset_destroys_the_gateways_keys_on_the_token_and_no_others() {
+    let dir = TempDir::new("p11-reset");
+    let hsm = SoftHsm::new("p11-reset", "gateway", &[]);
+    hsm.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "other-app",
+    ]);
+    let gw = start(&dir, &hsm, "");
+    gw.wait_for_log("logged in to token \"gateway\"");
+    let labels = || -> Vec<String> {
+        list_objects(&hsm.pkcs11_tool(&["--list-objects"]))
+            .into_iter()
+            .map(|o| o.label)
+            .collect()
+    };
+    let before = labels();
+    for label in ["tls-0-self-signed", "config-hmac", "other-app"] {
+        assert!(before.iter().any(|l| l == label), "{label}: {before:?}");
+    }
+    let ours = before.iter().filter(|l| *l != "other-app").count();
+
+    let out = gw.console_script("factory-reset\nyes\n");
+    assert!(
+        out.contains(&format!("({ours} on the token) erased; restarting")),
+        "{out}"
+    );
+    gw.wait_for_log(&format!(
+        "factory reset: {ours} object(s) destroyed on the token"
+    ));
+    gw.wait_for_log_count("message(s) recovered from the queue", 2);
+    let after = labels();
+    assert!(after.iter().all(|l| l == "other-app"), "{after:?}");
+    assert_eq!(
+        after.len(),
+        before.len() - ours,
+        "the other application's objects stay"
+    );
+}

@@ -347,13 +347,14 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
         }
         Command::FactoryReset => {
             log::warn!(target: "console", "factory reset requested by {user}");
-            let dir = gw.state_dir.clone();
-            smol::unblock(move || super::factory_reset(&dir)).await?;
+            let (dir, token) = (gw.state_dir.clone(), gw.token());
+            let keys = smol::unblock(move || super::factory_reset(&dir, &*token)).await?;
+            log::warn!(target: "console", "factory reset: {keys} object(s) destroyed on the token");
             super::request_restart(gw, format!("factory reset from the console by {user}"));
-            Ok(
-                "Configuration, users, console logins and certificates erased; restarting.\n"
-                    .into(),
-            )
+            Ok(format!(
+                "Configuration, users, console logins, next-hop secrets, certificates and \
+                 the gateway's keys ({keys} on the token) erased; restarting.\n"
+            ))
         }
     }
 }

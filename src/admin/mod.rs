@@ -39,6 +39,8 @@ use async_io::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::gateway::Gateway;
+use crate::io::tls::setup::STORE_DIR;
+use crate::io::token::{CONFIG_HMAC_KEY_LABEL, Token};
 use crate::io::tty::{self, ConsoleDevice};
 use crate::proto::console::Options;
 use session::{Ended, Link};
@@ -63,13 +65,31 @@ fn request_restart(gw: &Gateway, why: String) {
     gw.shut_down(why);
 }
 
-/// `factory-reset`: the stored configuration, mail users, console logins, certificates
-/// and the software token's keys go; the queue and the PIN file stay.
-pub fn factory_reset(state_dir: &Path) -> Result<(), String> {
+/// `factory-reset`: the stored configuration, mail users, console logins, next-hop
+/// secrets, certificates and the gateway's keys go (on `token`: each certificate's key
+/// and the configuration's HMAC key, destroyed first, so that a token that refuses
+/// leaves everything as it was; objects of other applications on the token stay); the
+/// queue and the PIN file stay. The number of token objects destroyed.
+pub fn factory_reset(state_dir: &Path, token: &dyn Token) -> Result<usize, String> {
     use std::fs;
+    let certificates = crate::io::tls::store::names_in(&state_dir.join(STORE_DIR))
+        .map_err(|e| format!("cannot read the certificate store: {e}"))?;
+    let labels = certificates
+        .iter()
+        .map(|name| crate::io::tls::store::key_label(name))
+        .chain([CONFIG_HMAC_KEY_LABEL.to_string()]);
+    let mut destroyed = 0;
+    for label in labels {
+        for handle in token.find_objects(&label) {
+            token
+                .destroy(handle)
+                .map_err(|e| format!("cannot destroy {label} on the token: {e}"))?;
+            destroyed += 1;
+        }
+    }
     let dirs = [
         crate::io::config::store::DIR,
-        crate::io::tls::setup::STORE_DIR,
+        STORE_DIR,
         crate::io::tls::TOKEN_DIR,
         crate::io::tls::FALLBACK_TOKEN_DIR,
     ];
@@ -81,7 +101,12 @@ pub fn factory_reset(state_dir: &Path) -> Result<(), String> {
             _ => {}
         }
     }
-    for f in [crate::io::users::USERS_FILE, accounts::ADMINS_FILE] {
+    let files = [
+        crate::io::users::USERS_FILE,
+        accounts::ADMINS_FILE,
+        crate::io::secrets::SECRETS_FILE,
+    ];
+    for f in files {
         match fs::remove_file(state_dir.join(f)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(format!("cannot erase {f}: {e}"));
@@ -89,7 +114,7 @@ pub fn factory_reset(state_dir: &Path) -> Result<(), String> {
             _ => {}
         }
     }
-    Ok(())
+    Ok(destroyed)
 }
 
 /// Starts the board's console on `device`: sessions one after another (a new login

@@ -1330,10 +1330,10 @@ pub static OPERATIONAL: &[Cmd] = &[
     },
     plain!(
         "factory-reset",
-        "Erase the configuration, users, console logins and certificates, and restart",
+        "Erase the configuration, users, logins, secrets, certificates and keys; restart",
         false,
         Action::Confirm {
-            question: "Erase the configuration, mail users, console logins and certificates and restart with the factory configuration? Queued mail is kept.",
+            question: "Erase the configuration, mail users, console logins, next-hop secrets, certificates and the gateway's keys, and restart with the factory configuration? Queued mail is kept.",
             command: Command::FactoryReset,
         }
     ),
