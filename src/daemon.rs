@@ -53,10 +53,11 @@ pub fn run(start: Start) -> io::Result<String> {
             }
         };
         let why = stopped.or(signalled).await;
-        let open = gw.open_sessions();
+        let (open, sending) = (gw.open_sessions(), gw.deliveries_in_progress());
         log::info!(target: "main", "stopping: {why}");
-        if open > 0 {
-            log::info!(target: "main", "stopping: {open} session(s) in progress have {}s to finish",
+        let busy = open > 0 || sending > 0;
+        if busy {
+            log::info!(target: "main", "stopping: {open} session(s) and {sending} delivery(ies) in progress have {}s to finish",
                 DRAIN_GRACE.as_secs());
         }
         let drained = async { Some(gw.drain(DRAIN_GRACE).await) };
@@ -68,9 +69,12 @@ pub fn run(start: Start) -> io::Result<String> {
             }
         };
         match drained.or(again).await {
-            Some(0) if open > 0 => log::info!(target: "main", "stopping: every session ended"),
-            Some(0) => {}
-            Some(cut) => log::warn!(target: "main", "stopping: {cut} session(s) cut at the deadline"),
+            Some((0, 0)) if busy => {
+                log::info!(target: "main", "stopping: every session and delivery ended")
+            }
+            Some((0, 0)) => {}
+            Some((cut, sending)) => log::warn!(target: "main",
+                "stopping: {cut} session(s) and {sending} delivery(ies) cut at the deadline; what was not delivered stays queued"),
             None => log::warn!(target: "main", "stopping at once: signalled again"),
         }
         why

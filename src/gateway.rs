@@ -532,20 +532,27 @@ impl Gateway {
         self.counts.iter().map(|c| c.borrow().total()).sum()
     }
 
+    /// Messages being sent to next hops.
+    pub fn deliveries_in_progress(&self) -> usize {
+        self.net.queue.scheduler.sending()
+    }
+
     /// Stops taking connections (the listening sockets close) and lets the sessions in
-    /// progress end their transactions and leave with 421, for at most `grace`; the
-    /// sessions still open when it gave up. Deliveries go on meanwhile: one cut when the
-    /// process ends stays queued.
-    pub async fn drain(&self, grace: Duration) -> u32 {
+    /// progress end their transactions and leave with 421, and the deliveries under way
+    /// finish (no other begins: the queue waits for the next start), for at most
+    /// `grace`. What was still open when it gave up: sessions, deliveries.
+    pub async fn drain(&self, grace: Duration) -> (u32, usize) {
         self.listeners.borrow_mut().clear();
+        self.net.queue.scheduler.stop();
         let deadline = Instant::now() + grace;
         self.net.shutdown.begin(deadline);
         // A moment past the sessions' own deadline, for their 421 to go out.
         let give_up = deadline + DRAIN_FLUSH;
-        while self.open_sessions() > 0 && Instant::now() < give_up {
+        let left = || (self.open_sessions(), self.deliveries_in_progress());
+        while left() != (0, 0) && Instant::now() < give_up {
             Timer::after(DRAIN_POLL).await;
         }
-        self.open_sessions()
+        left()
     }
 }
 

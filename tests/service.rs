@@ -255,7 +255,7 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
         told.starts_with("421 4.3.2 ") && told.contains("Service shutting down"),
         "{told}"
     );
-    gw.wait_for_log("stopping: 3 session(s) in progress have 8s to finish");
+    gw.wait_for_log("stopping: 3 session(s) and 0 delivery(ies) in progress have 8s to finish");
     wait_until("the listening socket to close", || {
         std::net::TcpStream::connect(addr).is_err()
     });
@@ -271,11 +271,56 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
     assert!(cut.starts_with("421 4.3.2 "), "{cut}");
     assert!(gw.wait_exit().success());
     let log = gw.log_text();
-    assert!(log.contains("stopping: every session ended"), "{log}");
+    assert!(
+        log.contains("stopping: every session and delivery ended"),
+        "{log}"
+    );
 
     gw.restart();
     let got = sink.wait_for(1);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sink.count(), 1, "only the finished message was taken");
     assert!(String::from_utf8_lossy(&got[0].content).contains("Subject: finished"));
+}
+
+/// SIGTERM waits for a delivery under way: a next hop slow to answer the end of the
+/// message still gets its 250 read, so the message is recorded as sent and not sent again
+/// after the restart (cut, it would be: the next hop had taken it).
+#[test]
+fn sigterm_waits_for_a_delivery_under_way_so_it_is_not_sent_twice() {
+    let dir = TempDir::new("drain-delivery");
+    let behaviour = SinkBehaviour {
+        delay: Duration::from_secs(3),
+        ..SinkBehaviour::default()
+    };
+    let begun = behaviour.data_begun.clone();
+    let sink = Sink::start_on(0, behaviour);
+    let mut gw = Gateway::start(dir.path(), &relay_to(sink.addr.port()));
+    let id = send_to(&gw, &["b@example.com"]);
+    wait_until("the delivery to be under way", || {
+        begun.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit().success());
+    let log = gw.log_text();
+    assert!(
+        log.contains("stopping: 0 session(s) and 1 delivery(ies) in progress have 8s to finish"),
+        "{log}"
+    );
+    let sent = format!("{}: to=<b@example.com>", id.trim());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&sent) && l.contains("status=sent")),
+        "{log}"
+    );
+    assert!(
+        log.contains("stopping: every session and delivery ended"),
+        "{log}"
+    );
+
+    gw.restart();
+    gw.wait_for_log("message(s) recovered from the queue");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.count(), 1, "sent once");
+    assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -403,6 +403,8 @@ pub struct SinkBehaviour {
     pub defer: Vec<String>,
     /// How long a message's final reply waits: a slow next hop.
     pub delay: Duration,
+    /// Counts the messages whose content began (the 354 was sent).
+    pub data_begun: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -494,6 +496,7 @@ fn serve_sink(conn: TcpStream, messages: Arc<Mutex<Vec<SinkMessage>>>, b: SinkBe
                 "554 5.5.1 No valid recipients\r\n".into()
             } else {
                 let _ = out.write_all(b"354 go ahead\r\n");
+                b.data_begun.fetch_add(1, Ordering::SeqCst);
                 let mut wire = Vec::new();
                 let mut content = Vec::new();
                 loop {

@@ -13,7 +13,7 @@ pub mod connection;
 pub mod ops;
 mod pump;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -83,12 +83,32 @@ pub struct Scheduler {
     file_ops: (Sender<FileOp>, Receiver<FileOp>),
     /// Where the passwords for next hops are, and their key; `None` until given.
     secrets: RefCell<Option<Rc<SecretStore>>>,
+    /// The gateway is stopping: no connection opens and no transaction begins.
+    stopping: Cell<bool>,
+    /// Messages being sent right now.
+    sending: Rc<Cell<usize>>,
 }
 
 /// The state directory's secret store and the key it is sealed with.
 pub struct SecretStore {
     pub state_dir: std::path::PathBuf,
     pub key: SealKey,
+}
+
+/// Counts one thing under way for as long as it lives (dropped too when its future is).
+struct Counted(Rc<Cell<usize>>);
+
+impl Counted {
+    fn new(count: &Rc<Cell<usize>>) -> Counted {
+        count.set(count.get() + 1);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// The durable queue the scheduler works on: the spool's files, the journal, and the
@@ -130,6 +150,8 @@ impl Scheduler {
             timer_bell: bounded(1),
             file_ops: unbounded(),
             secrets: RefCell::new(None),
+            stopping: Cell::new(false),
+            sending: Rc::new(Cell::new(0)),
         })
     }
 
@@ -219,6 +241,20 @@ impl Scheduler {
         self.run_actions();
     }
 
+    /// The gateway is stopping: transactions under way finish, no other begins, and idle
+    /// connections say QUIT. What is not delivered stays queued for the next start.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        for bell in self.bells.borrow().values() {
+            let _ = bell.0.try_send(());
+        }
+    }
+
+    /// Messages being sent to next hops right now.
+    pub fn sending(&self) -> usize {
+        self.sending.get()
+    }
+
     /// Number of messages in the queue manager's picture (active, deferred or held).
     pub fn len(&self) -> usize {
         self.core.borrow().len()
@@ -235,6 +271,8 @@ impl Scheduler {
                 break;
             };
             match action {
+                // Stopping, no connection opens: the message waits for the next start.
+                Action::Open(_) if self.stopping.get() => {}
                 Action::Open(dest) => {
                     self.executor.spawn(self.clone().worker(dest)).detach();
                 }
@@ -349,6 +387,9 @@ impl Scheduler {
         let mut conn: Option<Open> = None;
         let mut idle_expired = false;
         loop {
+            if self.stopping.get() {
+                break;
+            }
             let epoch = conn.as_ref().map(|o| o.epoch);
             let Some(job) = self.core.borrow_mut().take_job(&dest, epoch) else {
                 let stale = epoch.is_some_and(|e| e != self.core.borrow().epoch());
@@ -414,7 +455,10 @@ impl Scheduler {
                 },
             };
             let sending = Instant::now();
-            let replies = open.conn.send(msg, &content).await;
+            let replies = {
+                let _counted = Counted::new(&self.sending);
+                open.conn.send(msg, &content).await
+            };
             open.uses += 1;
             let hop = Hop {
                 name: open.name.clone(),
