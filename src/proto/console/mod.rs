@@ -24,6 +24,7 @@
 pub mod editor;
 pub mod keys;
 pub mod output;
+pub mod pattern;
 pub mod request;
 pub mod screen;
 pub mod tree;

@@ -38,14 +38,8 @@ pub fn filter(text: &str, pipes: &[Pipe]) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     for pipe in pipes {
         match pipe {
-            Pipe::Match(t) => {
-                let t = t.to_lowercase();
-                lines.retain(|l| l.to_lowercase().contains(&t));
-            }
-            Pipe::Except(t) => {
-                let t = t.to_lowercase();
-                lines.retain(|l| !l.to_lowercase().contains(&t));
-            }
+            Pipe::Match(p) => lines.retain(|l| p.is_match(l)),
+            Pipe::Except(p) => lines.retain(|l| !p.is_match(l)),
             Pipe::Count => lines = vec![format!("Count: {} lines", lines.len())],
             Pipe::Last(n) => {
                 let skip = lines.len().saturating_sub(*n);

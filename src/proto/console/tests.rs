@@ -547,6 +547,21 @@ fn the_pager_pages_and_stops() {
         "{text}"
     );
     assert!(text.contains("| last 2\nlog line 29\nlog line 30\n"));
+    // The pattern is a regular expression; a bad one is refused before anything runs.
+    let screen = transcript(
+        Fake::changed,
+        logged_in(),
+        &[Step::Keys(
+            b"show log | match \"LINE (3|17)$\" | no-more\rshow log | except (x\r",
+        )],
+    );
+    let text = screen.text();
+    assert!(
+        text.contains("| no-more\nlog line 3\nlog line 17\nadmin@gw.example.com> "),
+        "{text}"
+    );
+    assert!(text.contains("show log | except (x\n"), "{text}");
+    assert!(text.contains("'(x' is not a valid pattern"), "{text}");
 }
 
 #[test]

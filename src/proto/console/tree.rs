@@ -14,6 +14,7 @@
 
 use std::net::IpAddr;
 
+use super::pattern::Pattern;
 use super::request::{Command, Target};
 use super::words::Word;
 use crate::proto::config::Config;
@@ -151,8 +152,8 @@ pub enum PasswordFor {
 /// One stage of a pipe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pipe {
-    Match(String),
-    Except(String),
+    Match(Pattern),
+    Except(Pattern),
     Count,
     Last(usize),
     NoMore,
@@ -674,9 +675,15 @@ const PIPES: &[(&str, &str)] = &[
         "Compare the candidate with the running configuration",
     ),
     ("count", "Count the lines of output"),
-    ("except", "Show only the lines that do not contain the text"),
+    (
+        "except",
+        "Show only the lines without the pattern (a regular expression)",
+    ),
     ("last", "Show only the last lines"),
-    ("match", "Show only the lines that contain the text"),
+    (
+        "match",
+        "Show only the lines with the pattern (a regular expression)",
+    ),
     ("no-more", "Do not page the output"),
 ];
 
@@ -742,8 +749,17 @@ fn parse_pipes(words: &[Word], at: usize, compare: bool) -> Result<Vec<Pipe>, Sy
                 })
         };
         let pipe = match name {
-            "match" => Pipe::Match(value(i, "TEXT")?),
-            "except" => Pipe::Except(value(i, "TEXT")?),
+            "match" | "except" => {
+                let text = value(i, "PATTERN")?;
+                let pattern = Pattern::parse(&text).map_err(|e| {
+                    SyntaxError::new(at + i, format!("'{text}' is not a valid pattern: {e}."))
+                })?;
+                if name == "match" {
+                    Pipe::Match(pattern)
+                } else {
+                    Pipe::Except(pattern)
+                }
+            }
             "last" => {
                 let n = value(i, "N")?;
                 Pipe::Last(n.parse().map_err(|_| {
@@ -780,7 +796,7 @@ fn pipe_help(words: &[Word], at: usize, compare: bool) -> Result<Vec<Candidate>,
                 )
             })?;
             let takes = match found.0 {
-                "match" | "except" => Some("TEXT"),
+                "match" | "except" => Some("PATTERN"),
                 "last" => Some("N"),
                 _ => None,
             };
@@ -1794,7 +1810,17 @@ mod tests {
             help(Mode::Operational, "show log | "),
             ["count", "except", "last", "match", "no-more"]
         );
-        assert_eq!(help(Mode::Operational, "show log | match "), ["<TEXT>"]);
+        assert_eq!(help(Mode::Operational, "show log | match "), ["<PATTERN>"]);
+        let p = parse_line(Mode::Operational, "show log | except \"reject|defer\"").unwrap();
+        assert_eq!(
+            p.pipes,
+            [Pipe::Except(Pattern::parse("reject|defer").unwrap())]
+        );
+        let e = parse_line(Mode::Operational, "show log | match a(b").unwrap_err();
+        assert_eq!(
+            e.message,
+            "'a(b' is not a valid pattern: a '(' has no ')' after it."
+        );
         assert_eq!(
             help(Mode::Operational, "show log | match x "),
             ["|", END_OF_STATEMENT]
