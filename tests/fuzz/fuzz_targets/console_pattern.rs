@@ -1,0 +1,51 @@
+//! The patterns of the console's `| match` and `| except`: any text either parses or is
+//! refused, never panics, and a pattern that parses keeps the laws of regular
+//! expressions against any line: `(p)` and `(p)+` are found where `p` is, `(p)*` and
+//! `(p)?` everywhere, `(p)|(q)` where either is, `^(p)` and `(p)$` only where `p` is,
+//! and a line's own text, taken as written, is found in it.
+//!
+//! The input is a pattern, a line and a second pattern, separated by NUL octets.
+#![no_main]
+
+use drawbridge::proto::console::pattern::Pattern;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\0');
+    let (p, line, q) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let Ok(pattern) = Pattern::parse(p) else {
+        return;
+    };
+    let found = pattern.is_match(line);
+    let with = |composed: String| Pattern::parse(&composed).ok().map(|c| c.is_match(line));
+    for (composed, expected) in [
+        (format!("({p})"), found),
+        (format!("({p})+"), found),
+        (format!("({p})*"), true),
+        (format!("({p})?"), true),
+    ] {
+        if let Some(got) = with(composed.clone()) {
+            assert_eq!(got, expected, "{composed:?} in {line:?}");
+        }
+    }
+    for anchored in [format!("^({p})"), format!("({p})$")] {
+        if with(anchored.clone()) == Some(true) {
+            assert!(found, "{anchored:?} found in {line:?} but {p:?} not");
+        }
+    }
+    if let Ok(other) = Pattern::parse(q) {
+        if let Some(either) = with(format!("({p})|({q})")) {
+            assert_eq!(either, found || other.is_match(line), "{p:?}|{q:?} in {line:?}");
+        }
+    }
+    let chars: Vec<char> = line.chars().collect();
+    let middle: String = chars[chars.len() / 4..chars.len() / 2].iter().collect();
+    let taken = Pattern::from(middle.as_str());
+    assert!(taken.is_match(line), "{middle:?} not found in {line:?}");
+    assert_eq!(Pattern::parse(taken.as_str()).ok(), Some(taken));
+});
