@@ -7,7 +7,7 @@
 //! The input is a pattern, a line and a second pattern, separated by NUL octets.
 #![no_main]
 
-use drawbridge::proto::console::pattern::Pattern;
+use drawbridge::proto::console::pattern::{MAX_PATTERN, Pattern};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -47,5 +47,8 @@ fuzz_target!(|data: &[u8]| {
     let middle: String = chars[chars.len() / 4..chars.len() / 2].iter().collect();
     let taken = Pattern::from(middle.as_str());
     assert!(taken.is_match(line), "{middle:?} not found in {line:?}");
-    assert_eq!(Pattern::parse(taken.as_str()).ok(), Some(taken));
+    // Escaping may take the text past what `parse` accepts; within it, the round trip holds.
+    if taken.as_str().chars().count() <= MAX_PATTERN {
+        assert_eq!(Pattern::parse(taken.as_str()).ok(), Some(taken));
+    }
 });
