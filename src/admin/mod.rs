@@ -39,8 +39,7 @@ use async_io::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::gateway::Gateway;
-use crate::io::tls::setup::STORE_DIR;
-use crate::io::token::{CONFIG_HMAC_KEY_LABEL, Token};
+use crate::io::token::Token;
 use crate::io::tty::{self, ConsoleDevice};
 use crate::proto::console::Options;
 use session::{Ended, Link};
@@ -66,20 +65,17 @@ fn request_restart(gw: &Gateway, why: String) {
 }
 
 /// `factory-reset`: the stored configuration, mail users, console logins, next-hop
-/// secrets, certificates and the gateway's keys go (on `token`: each certificate's key
-/// and the configuration's HMAC key, destroyed first, so that a token that refuses
-/// leaves everything as it was; objects of other applications on the token stay); the
-/// queue and the PIN file stay. The number of token objects destroyed.
+/// secrets, certificates and the gateway's keys go (on `token`: the keys
+/// [`token::gateway_keys`] names, destroyed first, so that a token that refuses leaves
+/// everything as it was; objects of other applications on the token stay); the queue
+/// and the PIN file stay. The number of token objects destroyed.
 pub fn factory_reset(state_dir: &Path, token: &dyn Token) -> Result<usize, String> {
     use std::fs;
-    let certificates = crate::io::tls::store::names_in(&state_dir.join(STORE_DIR))
+    let keys = token::gateway_keys(state_dir)
         .map_err(|e| format!("cannot read the certificate store: {e}"))?;
-    let labels = certificates
-        .iter()
-        .map(|name| crate::io::tls::store::key_label(name))
-        .chain([CONFIG_HMAC_KEY_LABEL.to_string()]);
     let mut destroyed = 0;
-    for label in labels {
+    // A key pair's public half shares its label: both go.
+    for (label, _) in keys {
         for handle in token.find_objects(&label) {
             token
                 .destroy(handle)
@@ -89,7 +85,7 @@ pub fn factory_reset(state_dir: &Path, token: &dyn Token) -> Result<usize, Strin
     }
     let dirs = [
         crate::io::config::store::DIR,
-        STORE_DIR,
+        crate::io::tls::setup::STORE_DIR,
         crate::io::tls::TOKEN_DIR,
         crate::io::tls::FALLBACK_TOKEN_DIR,
     ];

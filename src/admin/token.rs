@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::io::clock::unix_now;
 use crate::io::tls::setup::{STORE_DIR, TOKEN_LABEL};
-use crate::io::tls::store::{CertStore, SELF_SIGNED_NAME, key_label};
+use crate::io::tls::store::{CertStore, SELF_SIGNED_NAME, key_label, names_in};
 use crate::io::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
 use crate::io::token::{
     CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, TokenError, hmac_key,
@@ -100,10 +100,17 @@ fn pkcs11_for_show(_: &Config, _: &Path, _: &mut String) -> Result<Box<dyn Token
     )))
 }
 
-/// The labels of the keys the gateway needs: each stored certificate's (or the
-/// first-boot certificate's) and the configuration HMAC key.
-fn needed_keys(store: &CertStore) -> Result<Vec<(String, ObjectClass)>, TlsError> {
-    let mut names: Vec<String> = store.list()?.into_iter().map(|c| c.name).collect();
+/// The keys the gateway keeps on its token, by label and class: each stored
+/// certificate's (or, before there is one, the first-boot certificate's) and the
+/// configuration HMAC key. Read from the store's names alone: no certificate is parsed,
+/// so one that is damaged still names its key.
+pub(super) fn gateway_keys(state_dir: &Path) -> Result<Vec<(String, ObjectClass)>, TlsError> {
+    let dir = state_dir.join(STORE_DIR);
+    let mut names = if dir.is_dir() {
+        names_in(&dir)?
+    } else {
+        Vec::new()
+    };
     if names.is_empty() {
         names.push(SELF_SIGNED_NAME.to_string());
     }
@@ -172,9 +179,8 @@ pub fn login_running(
 
 /// One line per key the gateway needs: present (with its type) or missing.
 fn keys_report(token: &Arc<dyn Token>, state_dir: &Path) -> Result<String, TlsError> {
-    let store = CertStore::open(&state_dir.join(STORE_DIR), token.clone())?;
     let mut out = String::new();
-    for (label, class) in needed_keys(&store)? {
+    for (label, class) in gateway_keys(state_dir)? {
         match has_key(&**token, &label, class) {
             Some(kind) => {
                 let _ = writeln!(out, "key {label}: present ({kind:?})");
