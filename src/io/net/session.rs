@@ -341,7 +341,8 @@ pub async fn serve(
             break;
         }
         session.set_stress(stress.is_on());
-        if let Some(deadline) = gw.shutdown.deadline() {
+        let stopping_by = gw.shutdown.deadline();
+        if let Some(deadline) = stopping_by {
             session.shut_down(deadline, Instant::now());
             if session.is_closed() {
                 // The 421 is written at the top of the loop, which then ends.
@@ -351,11 +352,7 @@ pub async fn serve(
         let deadline = session.poll_timeout();
         let changed = stress.changed();
         // Until the shutdown begins; then the session knows of it.
-        let stopping = gw
-            .shutdown
-            .deadline()
-            .is_none()
-            .then(|| gw.shutdown.begun());
+        let stopping = stopping_by.is_none().then(|| gw.shutdown.begun());
         let read = async { Woke::Input(transport.read(&mut buf).await) };
         let timeout = async {
             timer_at(deadline).await;
@@ -363,7 +360,7 @@ pub async fn serve(
         };
         let stress_changed = async {
             let _ = changed.recv().await;
-            Woke::Stress
+            Woke::Changed
         };
         let shutting_down = async {
             match stopping {
@@ -372,7 +369,7 @@ pub async fn serve(
                 }
                 None => std::future::pending().await,
             }
-            Woke::Stress
+            Woke::Changed
         };
         match read.or(timeout).or(stress_changed).or(shutting_down).await {
             Woke::Input(Ok(0)) | Woke::Input(Err(_)) => {
@@ -386,9 +383,8 @@ pub async fn serve(
                 }
             }
             Woke::Time => session.handle_timeout(Instant::now()),
-            // The limits changed, or the gateway is stopping: the loop takes that in
-            // and waits again.
-            Woke::Stress => {}
+            // The stress or the shutdown changed: the loop takes it in and waits again.
+            Woke::Changed => {}
         }
     }
     let _ = transport.close().await;
@@ -399,7 +395,8 @@ pub async fn serve(
 enum Woke {
     Input(std::io::Result<usize>),
     Time,
-    Stress,
+    /// The service's stress, or the gateway's shutdown, changed.
+    Changed,
 }
 
 /// The SASL exchange in progress, if any.

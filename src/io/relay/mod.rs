@@ -86,7 +86,7 @@ pub struct Scheduler {
     /// The gateway is stopping: no connection opens and no transaction begins.
     stopping: Cell<bool>,
     /// Messages being sent right now.
-    sending: Rc<Cell<usize>>,
+    sending: Cell<usize>,
 }
 
 /// The state directory's secret store and the key it is sealed with.
@@ -96,16 +96,16 @@ pub struct SecretStore {
 }
 
 /// Counts one thing under way for as long as it lives (dropped too when its future is).
-struct Counted(Rc<Cell<usize>>);
+struct Counted<'a>(&'a Cell<usize>);
 
-impl Counted {
-    fn new(count: &Rc<Cell<usize>>) -> Counted {
+impl Counted<'_> {
+    fn new(count: &Cell<usize>) -> Counted<'_> {
         count.set(count.get() + 1);
-        Counted(count.clone())
+        Counted(count)
     }
 }
 
-impl Drop for Counted {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
     }
@@ -151,7 +151,7 @@ impl Scheduler {
             file_ops: unbounded(),
             secrets: RefCell::new(None),
             stopping: Cell::new(false),
-            sending: Rc::new(Cell::new(0)),
+            sending: Cell::new(0),
         })
     }
 

@@ -680,9 +680,13 @@ impl Session {
     /// Shutting down with nothing in hand: leaves now. Not while the layer is being
     /// waited for, a transaction is open or an AUTH exchange runs.
     pub(super) fn leave_if_idle(&mut self) {
-        let idle =
-            self.wait.is_none() && matches!(self.phase, Phase::Command) && !self.in_transaction();
-        if self.shutting_down.is_some() && idle && !self.is_closed() {
+        // Called after every input: the test that is nearly always false comes first (a
+        // closed session is not in `Phase::Command`).
+        if self.shutting_down.is_some()
+            && self.wait.is_none()
+            && matches!(self.phase, Phase::Command)
+            && !self.in_transaction()
+        {
             self.leave(false);
         }
     }
