@@ -115,12 +115,33 @@ impl Outcome {
         self.crashed || self.failed
     }
 
-    /// One word for the report: clean, crashed or failed.
-    pub fn result(&self) -> &'static str {
+    /// How the run ended.
+    pub fn result(&self) -> Verdict {
         match (self.crashed, self.failed) {
-            (true, _) => "crashed",
-            (false, true) => "failed",
-            (false, false) => "clean",
+            (true, _) => Verdict::Crashed,
+            (false, true) => Verdict::Failed,
+            (false, false) => Verdict::Clean,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    /// libFuzzer or AddressSanitizer reported an error.
+    Crashed,
+    /// Nothing was fuzzed: the target could not be built or started.
+    Failed,
+}
+
+impl Verdict {
+    /// The word in the report.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Crashed => "crashed",
+            Verdict::Failed => "failed",
         }
     }
 }
@@ -275,7 +296,7 @@ fn report_json(outcomes: &[Outcome]) -> String {
                 o.coverage,
                 o.features,
                 o.corpus,
-                o.result()
+                o.result().word()
             )
         })
         .collect();
@@ -337,12 +358,12 @@ pub fn run(options: &Options) -> Result<ExitCode, Failure> {
                 outcome.features,
                 outcome.corpus,
                 match outcome.result() {
-                    "crashed" => "CRASHED: see tests/fuzz/artifacts/".to_owned(),
-                    "failed" => format!(
+                    Verdict::Crashed => "CRASHED: see tests/fuzz/artifacts/".to_owned(),
+                    Verdict::Failed => format!(
                         "FAILED, nothing fuzzed: see target/fuzz/{}.log",
                         outcome.target
                     ),
-                    clean => clean.to_owned(),
+                    Verdict::Clean => "clean".to_owned(),
                 }
             );
             outcomes.push(outcome);
@@ -402,7 +423,7 @@ mod tests {
         );
         scan_line("==4242== ERROR: libFuzzer: deadly signal", &mut o);
         o.exited(false);
-        assert_eq!((o.result(), o.bad()), ("crashed", true));
+        assert_eq!((o.result().word(), o.bad()), ("crashed", true));
     }
 
     #[test]
@@ -410,10 +431,10 @@ mod tests {
         let mut o = Outcome::default();
         scan_line("error: could not compile `drawbridge` (lib)", &mut o);
         o.exited(false);
-        assert_eq!((o.result(), o.bad()), ("failed", true));
+        assert_eq!((o.result().word(), o.bad()), ("failed", true));
         let mut o = Outcome::default();
         o.exited(true);
-        assert_eq!((o.result(), o.bad()), ("clean", false));
+        assert_eq!((o.result().word(), o.bad()), ("clean", false));
     }
 
     #[test]
