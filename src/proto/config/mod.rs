@@ -186,6 +186,10 @@ pub struct System {
     /// A console session nobody has typed at for this long is logged out (SPEC §9);
     /// zero: never.
     pub console_idle_timeout: Duration,
+    /// On an appliance, PID 1 kills and starts again a gateway whose event loop has not
+    /// beaten for this long, and the hardware watchdog resets a machine whose PID 1 has
+    /// not for this long; zero: neither. Read at boot.
+    pub watchdog_timeout: Duration,
 }
 
 /// Limits of the authentication throttle: failures count per client address, per
@@ -246,6 +250,10 @@ pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// `exec-timeout` routers ship with, so a console left open on a serial server does not
 /// stay an administrator's session.
 pub const DEFAULT_CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A gateway silent this long is taken for hung: a minute, far beyond any stall of a
+/// working event loop (which beats every quarter of it) and short enough that a hang
+/// costs a minute of mail, not a night.
+pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for System {
     fn default() -> Self {
@@ -260,6 +268,7 @@ impl Default for System {
             auth_throttle: AuthThrottle::default(),
             syslog_hosts: Vec::new(),
             console_idle_timeout: DEFAULT_CONSOLE_IDLE_TIMEOUT,
+            watchdog_timeout: DEFAULT_WATCHDOG_TIMEOUT,
         }
     }
 }

@@ -332,6 +332,22 @@ fn nonzero_duration(text: &str, setting: &str) -> Result<Duration, LineError> {
     Ok(d)
 }
 
+/// The watchdog's timeout: off, or long enough that a busy machine is not taken for a
+/// hung one and within what hardware watchdogs count (many stop near an hour).
+fn watchdog_duration(text: &str, setting: &str) -> Result<Duration, LineError> {
+    let d = value::duration(text)?;
+    if !d.is_zero() && !(MIN_WATCHDOG..=MAX_WATCHDOG).contains(&d) {
+        return Err(out_of_range(
+            text,
+            setting,
+            "expected 0s (off) or from 5s to 30m".into(),
+        ));
+    }
+    Ok(d)
+}
+const MIN_WATCHDOG: Duration = Duration::from_secs(5);
+const MAX_WATCHDOG: Duration = Duration::from_secs(30 * 60);
+
 fn format_duration(d: &Duration) -> String {
     value::format_duration(*d)
 }
@@ -396,6 +412,12 @@ const DURATION_SPEC: ValueSpec = ValueSpec {
 const NONZERO_DURATION: Kind<Duration> = Kind {
     spec: &DURATION_SPEC,
     parse: nonzero_duration,
+    format: format_duration,
+};
+/// The watchdog's timeout: 0s, or 5s to 30m.
+const WATCHDOG_DURATION: Kind<Duration> = Kind {
+    spec: &DURATION_SPEC,
+    parse: watchdog_duration,
     format: format_duration,
 };
 /// A duration, zero allowed.
@@ -1247,7 +1269,7 @@ static RELAY_RULE: List = List {
 pub static ROOT: &[Node] = &[
     Node {
         name: "system",
-        help: "The gateway's name, its DNS client, token, remote syslog and console",
+        help: "The gateway's name, its DNS client, token, remote syslog, console and watchdog",
         kind: NodeKind::Container(SYSTEM_CHILDREN),
     },
     Node {
@@ -1353,7 +1375,22 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "The console sessions: serial line, standard input and drawbridge cli",
         kind: NodeKind::Container(CONSOLE_CHILDREN),
     },
+    Node {
+        name: "watchdog",
+        help: "Restarting a hung gateway, resetting a hung appliance",
+        kind: NodeKind::Container(WATCHDOG_CHILDREN),
+    },
 ];
+
+static WATCHDOG_CHILDREN: &[Node] = &[scalar!(
+    "timeout",
+    "Restart a gateway whose event loop is silent this long, reset an appliance whose PID 1 is (0s: off; read at boot)",
+    WATCHDOG_DURATION,
+    system,
+    system_mut,
+    default_system(),
+    watchdog_timeout
+)];
 
 static CONSOLE_CHILDREN: &[Node] = &[scalar!(
     "idle-timeout",

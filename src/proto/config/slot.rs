@@ -343,6 +343,23 @@ pub(crate) mod tests {
         );
     }
 
+    /// A record written by schema version 4, with every setting versions 2 to 4 added.
+    #[test]
+    fn the_version_four_fixture_still_decodes() {
+        use crate::proto::config::wire::tests::{
+            EVERYTHING, VERSION_FOUR_SETTINGS, VERSION_THREE_SETTINGS, VERSION_TWO_SETTINGS,
+        };
+        assert_fixture(
+            include_bytes!("testdata/config-v4.bin"),
+            4,
+            "the version-4 fixture",
+            1_796_342_400,
+            &format!(
+                "{EVERYTHING}{VERSION_TWO_SETTINGS}{VERSION_THREE_SETTINGS}{VERSION_FOUR_SETTINGS}"
+            ),
+        );
+    }
+
     /// A record written by schema version 3, with every setting versions 2 and 3 added:
     /// every later firmware must read it to the same model.
     #[test]

@@ -4,7 +4,7 @@
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
 //! and the decoder keeps reading every version it ever wrote. A committed blob of each
-//! released version (`testdata/config-v1.bin` to `config-v3.bin`) is decoded by a
+//! released version (`testdata/config-v1.bin` to `config-v4.bin`) is decoded by a
 //! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
@@ -37,10 +37,37 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 ///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 /// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
 /// * 4 — `system console idle-timeout` and `tls client-certificate` ([`ConfigV4`]).
-pub const SCHEMA_VERSION: u16 = 4;
+/// * 5 — `system watchdog timeout` ([`ConfigV5`]).
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
+
+/// Schema version 5: version 4 and the watchdog's timeout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV5 {
+    pub v4: ConfigV4,
+    pub watchdog_timeout_ms: u64,
+}
+
+impl From<&Config> for ConfigV5 {
+    fn from(c: &Config) -> ConfigV5 {
+        ConfigV5 {
+            v4: c.into(),
+            watchdog_timeout_ms: ms(c.system.watchdog_timeout),
+        }
+    }
+}
+
+impl TryFrom<ConfigV5> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV5) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v4)?;
+        c.system.watchdog_timeout = dur(w.watchdog_timeout_ms);
+        Ok(c)
+    }
+}
 
 /// Schema version 4: version 3, the console's idle timeout and our client certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +374,11 @@ pub fn decode_config(
                 postcard::from_bytes(bytes).map_err(postcard)?;
             (meta, Config::try_from(w)?)
         }
+        5 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV5) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            (meta, Config::try_from(w)?)
+        }
         v => return Err(WireError(format!("unknown schema version {v}"))),
     };
     within_schema(&config)?;
@@ -373,7 +405,7 @@ pub fn encode_config(
     meta: &super::slot::CommitMeta,
     config: &Config,
 ) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(&(meta, ConfigV4::from(config))).map_err(|e| WireError(e.to_string()))
+    postcard::to_allocvec(&(meta, ConfigV5::from(config))).map_err(|e| WireError(e.to_string()))
 }
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -784,6 +816,7 @@ impl TryFrom<ConfigV1> for Config {
                 auth_throttle: super::AuthThrottle::default(),
                 syslog_hosts: Vec::new(),
                 console_idle_timeout: super::DEFAULT_CONSOLE_IDLE_TIMEOUT,
+                watchdog_timeout: super::DEFAULT_WATCHDOG_TIMEOUT,
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -923,9 +956,9 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV4::from(config);
+        let wire = ConfigV5::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV4 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV5 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
@@ -961,7 +994,7 @@ set service outbound proxy-from 192.0.2.9
 ";
 
     /// What schema version 4 added.
-    const VERSION_FOUR_SETTINGS: &str = "\
+    pub(crate) const VERSION_FOUR_SETTINGS: &str = "\
 set system console idle-timeout 30m
 set tls client-certificate relay-2026
 ";
@@ -980,6 +1013,15 @@ set tls client-certificate relay-2026
             "set system console idle-timeout 0s",
         )
         .unwrap();
+        let mut with_watchdog = with_console.clone();
+        crate::proto::config::text::parse_into(
+            &mut with_watchdog,
+            "set system watchdog timeout 5m",
+        )
+        .unwrap();
+        let mut no_watchdog = with_console.clone();
+        crate::proto::config::text::parse_into(&mut no_watchdog, "set system watchdog timeout 0s")
+            .unwrap();
         for config in [
             Config::default(),
             host_default(),
@@ -988,6 +1030,8 @@ set tls client-certificate relay-2026
             with_proxy,
             with_console,
             never_idle,
+            with_watchdog,
+            no_watchdog,
         ] {
             assert_eq!(round_trip(&config), config);
         }

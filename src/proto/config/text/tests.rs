@@ -187,6 +187,14 @@ fn bad_lines_are_refused_with_line_number_and_reason() {
             "'0s' is out of range for idle-timeout: expected more than 0s",
         ),
         (
+            "set system watchdog timeout 4s",
+            "'4s' is out of range for timeout: expected 0s (off) or from 5s to 30m",
+        ),
+        (
+            "set system watchdog timeout 31m",
+            "'31m' is out of range for timeout: expected 0s (off) or from 5s to 30m",
+        ),
+        (
             "set service inbound data-timeout 400d",
             "'400d' is too long: at most 365d",
         ),
