@@ -10,7 +10,9 @@ use std::time::Duration;
 use smol::future::FutureExt as _;
 
 use crate::gateway::{self, Start};
+use crate::io::notify;
 use crate::io::signal::{Signal, Signals};
+use crate::proto::watchdog::Notice;
 
 /// How long the SMTP sessions in progress have to finish when the gateway stops: they end
 /// their transactions and leave with 421 (RFC 5321 §3.8). Inside PID 1's wait before it
@@ -38,6 +40,9 @@ pub fn run(start: Start) -> io::Result<String> {
     {
         log::error!(target: "console", "cannot open the console {device:?}: {e}");
     }
+    // The listeners are bound and the queue recovered: a supervisor may time us now.
+    notify::tell(&[Notice::Ready]);
+    executor.spawn(notify::beat()).detach();
     let stopped = ready.stopped.clone();
     let why = smol::block_on(executor.run(async {
         let stopped = async { stopped.recv().await.unwrap_or_else(|_| "stopped".into()) };
@@ -55,6 +60,7 @@ pub fn run(start: Start) -> io::Result<String> {
         let why = stopped.or(signalled).await;
         let (open, sending) = (gw.open_sessions(), gw.deliveries_in_progress());
         log::info!(target: "main", "stopping: {why}");
+        notify::tell(&[Notice::Stopping]);
         let busy = open > 0 || sending > 0;
         if busy {
             log::info!(target: "main", "stopping: {open} session(s) and {sending} delivery(ies) in progress have {}s to finish",

@@ -50,6 +50,7 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                     | Command::FactoryReset
                     | Command::SystemReboot
                     | Command::SystemPowerOff
+                    | Command::SystemWatchdogTest
             );
             match run(&gw, &user, command).await {
                 Ok(text) if leaving => Answer::Closing(text),
@@ -345,6 +346,32 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             crate::init::request(kind).map_err(|e| format!("cannot ask init: {e}"))?;
             Ok(format!("{doing}.\n"))
         }
+        Command::SystemWatchdogTest => {
+            let Some(timeout) = crate::io::notify::timeout() else {
+                return Err(
+                    "nothing watches this gateway's event loop (no NOTIFY_SOCKET and \
+                            WATCHDOG_USEC from a supervisor): it would hang until killed"
+                        .into(),
+                );
+            };
+            log::warn!(target: "console", "watchdog test requested by {user}: the event loop stops now; \
+                the supervisor should restart the gateway within {} s", timeout.as_secs_f64().ceil());
+            // A moment for the answer to reach the console, then the executor thread
+            // blocks for good: nothing it runs runs again, the beats included.
+            gw.net
+                .executor
+                .spawn(async {
+                    async_io::Timer::after(Duration::from_millis(300)).await;
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                })
+                .detach();
+            Ok(format!(
+                "The event loop stops; the watchdog should restart the gateway within {} s.\n",
+                timeout.as_secs_f64().ceil()
+            ))
+        }
         Command::FactoryReset => {
             log::warn!(target: "console", "factory reset requested by {user}");
             let (dir, token) = (gw.state_dir.clone(), gw.token());
@@ -432,6 +459,14 @@ fn status(gw: &Rc<Gateway>) -> String {
         "Console:        {} session(s)",
         gw.consoles.sessions().len()
     );
+    let _ = match crate::io::notify::timeout() {
+        Some(t) => writeln!(
+            out,
+            "Watchdog:       restarts the gateway after {} s without a beat",
+            t.as_secs_f64()
+        ),
+        None => writeln!(out, "Watchdog:       none (no supervisor asks for beats)"),
+    };
     out
 }
 

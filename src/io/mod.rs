@@ -4,7 +4,7 @@
 //! (disk syncs, password derivations and token operations go to the blocking pool). It
 //! imports the cores, never the wiring above it.
 //!
-//! Lowest first: `clock`, `runtime`, `log`, `tty`, `signal`; the `token` and `tls`; the
+//! Lowest first: `clock`, `runtime`, `log`, `tty`, `signal`, `notify`; the `token` and `tls`; the
 //! `queue` (the spool, the journal, the group commit), the `resolver`, `users` and `secrets`; the stored configuration (`config`);
 //! the queue manager and its outgoing connections (`relay`); then listeners and
 //! sessions (`net`), which hand messages to the relay.
@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod log;
 pub mod net;
+pub mod notify;
 pub mod queue;
 pub mod relay;
 pub mod resolver;

@@ -5,7 +5,7 @@
 //!
 //! Lowest first: the shared formats (`calendar`, `json`, `logtext`, `stats`), then SASL
 //! and the DNS codec, SMTP, access filters, the configuration model, policy, the queue
-//! core, the console, the PROXY header and PID 1's boot plan.
+//! core, the console, the PROXY header, PID 1's boot plan and the watchdog's notifications.
 
 // What clippy can hold the cores to (clippy.toml lists the clock, file, socket, thread
 // and exit calls and types); their tests may read the clock and open files.
@@ -27,3 +27,4 @@ pub mod queue;
 pub mod sasl;
 pub mod smtp;
 pub mod stats;
+pub mod watchdog;

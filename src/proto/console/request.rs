@@ -127,6 +127,9 @@ pub enum Command {
     SystemReboot,
     /// `system power-off`: the same, then powers off.
     SystemPowerOff,
+    /// `system watchdog-test`: stop the event loop, so that the supervisor's watchdog
+    /// must kill the gateway and start it again.
+    SystemWatchdogTest,
 }
 
 /// A request for whoever drives the core.

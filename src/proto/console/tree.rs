@@ -1385,7 +1385,7 @@ pub static OPERATIONAL: &[Cmd] = &[
     },
     Cmd {
         name: "system",
-        help: "Firmware update, reboot and power-off of the appliance",
+        help: "Firmware update, reboot, power-off and the watchdog of the appliance",
         kind: CmdKind::Menu(SYSTEM),
     },
     Cmd {
@@ -1432,6 +1432,15 @@ static SYSTEM: &[Cmd] = &[
             },
         }),
     },
+    plain!(
+        "watchdog-test",
+        "Stop the gateway's event loop, to see the watchdog restart it",
+        false,
+        Action::Confirm {
+            question: "Stall the gateway until its watchdog restarts it? Open sessions are cut; accepted mail is kept.",
+            command: Command::SystemWatchdogTest,
+        }
+    ),
 ];
 
 static TOKEN: &[Cmd] = &[

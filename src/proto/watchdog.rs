@@ -1,0 +1,246 @@
+//! The watchdog between the gateway and what supervises it: PID 1 on an appliance,
+//! systemd (`Type=notify`, `WatchdogSec=`) on a host. They speak the service manager's
+//! notification protocol (`sd_notify(3)`): datagrams of `NAME=VALUE` lines on the socket
+//! named by `NOTIFY_SOCKET`. The gateway says `READY=1` once it serves, `STOPPING=1`
+//! when it begins to stop, and `WATCHDOG=1` from its event loop every quarter of
+//! `WATCHDOG_USEC`; a supervisor that hears nothing for `WATCHDOG_USEC` after the
+//! gateway was ready kills it and starts it again. A gateway whose event loop is stuck
+//! (a blocking call, a loop that never yields, a wait on a hung disk) stops beating even
+//! though its process still runs, which is what a restart on exit cannot see.
+//!
+//! Pure: the datagram's text both ways, the settings the environment gives, and the
+//! supervisor's verdict from the time it is told.
+
+use std::time::{Duration, Instant};
+
+/// One statement of a notification datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `READY=1`: start-up is over and the listeners serve.
+    Ready,
+    /// `STOPPING=1`: the gateway has begun to stop.
+    Stopping,
+    /// `WATCHDOG=1`: the event loop still turns.
+    Beat,
+}
+
+/// The largest datagram read; systemd's own limit for a notification is larger, but the
+/// gateway sends a few dozen bytes.
+pub const MAX_DATAGRAM: usize = 4096;
+
+impl Notice {
+    fn line(self) -> &'static str {
+        match self {
+            Notice::Ready => "READY=1",
+            Notice::Stopping => "STOPPING=1",
+            Notice::Beat => "WATCHDOG=1",
+        }
+    }
+}
+
+/// The datagram that carries `notices`, one line each.
+pub fn encode(notices: &[Notice]) -> String {
+    let mut out = String::new();
+    for n in notices {
+        out.push_str(n.line());
+        out.push('\n');
+    }
+    out
+}
+
+/// The notices a datagram carries, in order. Lines this module does not know
+/// (`STATUS=…`, `MAINPID=…`, other values) are skipped, as a supervisor does; so is
+/// everything past [`MAX_DATAGRAM`] bytes.
+pub fn parse(datagram: &[u8]) -> Vec<Notice> {
+    let datagram = &datagram[..datagram.len().min(MAX_DATAGRAM)];
+    datagram
+        .split(|&b| b == b'\n')
+        .filter_map(|line| match line {
+            b"READY=1" => Some(Notice::Ready),
+            b"STOPPING=1" => Some(Notice::Stopping),
+            b"WATCHDOG=1" => Some(Notice::Beat),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The shortest timeout taken from the environment: a supervisor asking for beats more
+/// often than every 100 ms would spend the gateway's time on them.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The watchdog timeout the supervisor set for this process, from `WATCHDOG_USEC` and
+/// `WATCHDOG_PID` as systemd sets them: none when the timeout is absent, zero or not a
+/// number, or when `WATCHDOG_PID` names another process (the variables were inherited).
+/// Timeouts under [`MIN_TIMEOUT`] are raised to it.
+pub fn timeout_from_env(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok() != Some(own_pid)
+    {
+        return None;
+    }
+    let usec: u64 = usec?.trim().parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec).max(MIN_TIMEOUT))
+}
+
+/// How often the gateway beats for a timeout: four times in each, so that one late beat
+/// on a busy machine is not taken for a hang.
+pub fn beat_every(timeout: Duration) -> Duration {
+    timeout / 4
+}
+
+/// What the supervisor makes of a gateway at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not ready yet: start-up (recovering a large queue, say) is not timed.
+    Starting,
+    /// Ready, and beating.
+    Alive,
+    /// Ready once, and silent for this long, at least the timeout: kill it.
+    Silent(Duration),
+}
+
+/// The supervisor's view of one run of the gateway.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    timeout: Duration,
+    ready_at: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Watch {
+    /// A gateway just started, to be killed when silent for `timeout` once ready.
+    pub fn new(timeout: Duration) -> Watch {
+        Watch {
+            timeout,
+            ready_at: None,
+            last: None,
+        }
+    }
+
+    /// The gateway said `notice` at `now`. A beat before `READY=1` counts as ready: the
+    /// event loop turns.
+    pub fn notice(&mut self, notice: Notice, now: Instant) {
+        match notice {
+            Notice::Ready | Notice::Beat => {
+                self.ready_at.get_or_insert(now);
+                self.last = Some(now);
+            }
+            Notice::Stopping => {}
+        }
+    }
+
+    /// When the gateway became ready, if it did.
+    pub fn ready_at(&self) -> Option<Instant> {
+        self.ready_at
+    }
+
+    /// The verdict at `now`.
+    pub fn verdict(&self, now: Instant) -> Verdict {
+        match self.last {
+            None => Verdict::Starting,
+            Some(last) => {
+                let silent = now.saturating_duration_since(last);
+                if silent >= self.timeout {
+                    Verdict::Silent(silent)
+                } else {
+                    Verdict::Alive
+                }
+            }
+        }
+    }
+
+    /// How long from `now` until the verdict can next change to [`Verdict::Silent`]
+    /// without a notice; none while starting.
+    pub fn next_check(&self, now: Instant) -> Option<Duration> {
+        self.last
+            .map(|last| (last + self.timeout).saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_round_trips_and_unknown_lines_are_skipped() {
+        let all = [Notice::Ready, Notice::Beat, Notice::Stopping];
+        assert_eq!(encode(&all), "READY=1\nWATCHDOG=1\nSTOPPING=1\n");
+        assert_eq!(parse(encode(&all).as_bytes()), all);
+        assert_eq!(
+            parse(b"STATUS=recovering the queue\nMAINPID=12\nREADY=1\nWATCHDOG=trigger\nREADY=0"),
+            [Notice::Ready]
+        );
+        assert_eq!(parse(b"WATCHDOG=1"), [Notice::Beat]);
+        assert_eq!(parse(b""), []);
+        assert_eq!(parse(b"\0\xff\n\n"), []);
+    }
+
+    #[test]
+    fn a_datagram_is_read_only_up_to_its_limit() {
+        let mut long = vec![b'x'; MAX_DATAGRAM - 3];
+        long.extend_from_slice(b"\nREADY=1\n");
+        assert_eq!(parse(&long), []);
+        long.truncate(MAX_DATAGRAM - 10);
+        long.extend_from_slice(b"\nREADY=1\n");
+        assert_eq!(parse(&long), [Notice::Ready]);
+    }
+
+    #[test]
+    fn the_timeout_comes_from_the_environment_for_this_process_only() {
+        let s = Duration::from_secs;
+        assert_eq!(timeout_from_env(Some("30000000"), None, 7), Some(s(30)));
+        assert_eq!(
+            timeout_from_env(Some("30000000"), Some("7"), 7),
+            Some(s(30))
+        );
+        assert_eq!(timeout_from_env(Some("30000000"), Some("8"), 7), None);
+        assert_eq!(timeout_from_env(Some("30000000"), Some("x"), 7), None);
+        assert_eq!(timeout_from_env(None, Some("7"), 7), None);
+        assert_eq!(timeout_from_env(Some("0"), None, 7), None);
+        assert_eq!(timeout_from_env(Some("-5"), None, 7), None);
+        assert_eq!(timeout_from_env(Some("soon"), None, 7), None);
+        assert_eq!(timeout_from_env(Some("1"), None, 7), Some(MIN_TIMEOUT));
+        assert_eq!(beat_every(s(60)), s(15));
+    }
+
+    #[test]
+    fn a_gateway_is_not_timed_before_it_is_ready() {
+        let t0 = Instant::now();
+        let w = Watch::new(Duration::from_secs(10));
+        assert_eq!(w.verdict(t0 + Duration::from_secs(3600)), Verdict::Starting);
+        assert_eq!(w.next_check(t0), None);
+        assert_eq!(w.ready_at(), None);
+    }
+
+    #[test]
+    fn a_ready_gateway_that_stops_beating_is_silent_after_the_timeout() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(10));
+        w.notice(Notice::Ready, t0 + s(5));
+        assert_eq!(w.ready_at(), Some(t0 + s(5)));
+        assert_eq!(w.verdict(t0 + s(14)), Verdict::Alive);
+        assert_eq!(w.next_check(t0 + s(14)), Some(s(1)));
+        w.notice(Notice::Beat, t0 + s(12));
+        assert_eq!(w.verdict(t0 + s(21)), Verdict::Alive);
+        assert_eq!(w.verdict(t0 + s(22)), Verdict::Silent(s(10)));
+        assert_eq!(w.verdict(t0 + s(40)), Verdict::Silent(s(28)));
+        assert_eq!(w.next_check(t0 + s(40)), Some(Duration::ZERO));
+        // Being ready is kept from the first notice; STOPPING changes nothing.
+        w.notice(Notice::Ready, t0 + s(41));
+        w.notice(Notice::Stopping, t0 + s(45));
+        assert_eq!(w.ready_at(), Some(t0 + s(5)));
+        assert_eq!(w.verdict(t0 + s(50)), Verdict::Alive);
+        assert_eq!(w.verdict(t0 + s(51)), Verdict::Silent(s(10)));
+    }
+
+    #[test]
+    fn a_beat_before_ready_counts_as_ready() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(10));
+        w.notice(Notice::Beat, t0);
+        assert_eq!(w.ready_at(), Some(t0));
+        assert_eq!(w.verdict(t0 + s(10)), Verdict::Silent(s(10)));
+    }
+}
