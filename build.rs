@@ -81,6 +81,7 @@ pub const BOARD: Board = Board {{
     firmware_slots: {slots},
     kernel_package: {package},
     kernel_command_line: {command_line},
+    watchdog_device: {watchdog},
     budget: Budget {{ binary: {b_bin}, kernel: {b_kernel}, initramfs: {b_initramfs}, image: {b_image} }},
 }};
 
@@ -108,6 +109,7 @@ pub const TRUSTED_IMAGE_KEYS: &[[u8; 32]] = &[{keys}];",
         slots = opt(&s.firmware_slots),
         package = opt(&package),
         command_line = opt(&command_line),
+        watchdog = opt(&board.watchdog_device),
         b_bin = num(board.budget.binary),
         b_kernel = num(board.budget.kernel),
         b_initramfs = num(board.budget.initramfs),

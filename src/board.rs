@@ -32,6 +32,8 @@ pub struct Board {
     pub firmware_slots: Option<&'static str>,
     pub kernel_package: Option<&'static str>,
     pub kernel_command_line: Option<&'static str>,
+    /// The hardware watchdog device PID 1 feeds, when the board has one.
+    pub watchdog_device: Option<&'static str>,
     pub budget: Budget,
 }
 

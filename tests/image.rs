@@ -2,14 +2,15 @@
 //! test here; `verify-image` accepts it and refuses every tampered copy; two builds are
 //! byte-identical; QEMU boots it in software emulation with a blank data disk (formatted
 //! at first boot), relays a message from the host to a sink on the host through QEMU's
-//! user network, keeps configuration and queue across a restart, and loses no
-//! acknowledged message when the machine is cut off ten times under load.
+//! user network, keeps configuration and queue across a restart, loses no
+//! acknowledged message when the machine is cut off ten times under load, and restarts
+//! a gateway whose event loop hangs (the watchdog) without resetting the machine.
 //!
 //! The test's configuration reaches the guest as `state/initial.conf` on the data disk,
 //! written with debugfs (after the first boot) or mke2fs -d (before it): the drop box an
 //! appliance commits at boot. The rest is typed at the serial console through QEMU's
 //! socket, as on a serial cable: the first login, a commit in configuration mode,
-//! `system update` and `system reboot`.
+//! `system update`, `system reboot` and `system watchdog-test`.
 //! QEMU tests run one at a time (a lock), with generous timeouts and no clock assertions.
 
 mod common;
@@ -772,4 +773,55 @@ fn an_update_is_tried_once_kept_after_a_good_boot_and_a_bad_slot_falls_back() {
         state.contains("active=a") && state.contains("pending=none"),
         "{state}"
     );
+}
+
+#[test]
+fn a_gateway_whose_event_loop_hangs_is_killed_and_started_again_by_the_watchdog() {
+    let _lock = qemu_lock();
+    let _ = built();
+    let dir = TempDir::new("qemu-watchdog");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("state")).unwrap();
+    let second_port = free_port();
+    std::fs::write(
+        tree.join("state/initial.conf"),
+        format!(
+            "{}set system watchdog timeout 10s\n",
+            test_config(free_port(), second_port)
+        ),
+    )
+    .unwrap();
+    let disk = dir.path().join("data.img");
+    disk_with(&tree, &disk);
+
+    let mut vm = Vm::boot(dir.path(), &disk);
+    let log = vm.serial_text();
+    assert!(log.contains("watchdog: /dev/watchdog armed, 10 s"), "{log}");
+    assert!(log.contains("the gateway is ready"), "{log}");
+    // Mail accepted before the hang: its next hop is down, so it stays queued.
+    assert!(send(vm.smtp, "bob@example.org", "before the hang"));
+    vm.first_login();
+    vm.command("system watchdog-test", "Stall the gateway", 1);
+    vm.command(
+        "yes",
+        "The event loop stops; the watchdog should restart the gateway within 10 s.",
+        1,
+    );
+    // PID 1 hears no beat for the timeout, kills the gateway and starts it again; the
+    // machine is not reset (with -no-reboot QEMU would exit, and this would fail).
+    vm.expect_console("the gateway's event loop has been silent for", 1);
+    vm.expect_console("the gateway exited (signal: 9 (SIGKILL))", 1);
+    vm.expect_console("the gateway is ready", 2);
+    vm.expect_console("login: ", 2);
+    vm.wait_smtp_ready();
+    let log = vm.serial_text();
+    assert_eq!(log.matches("starting as PID 1").count(), 1, "{log}");
+    assert!(
+        log.contains("1 message(s) recovered from the queue"),
+        "{log}"
+    );
+    let second = Sink::start_on(second_port, Default::default());
+    wait_for_subjects(&second, &["before the hang".to_string()], &vm);
+    // Fed every second, the hardware watchdog never fired through all this.
+    assert!(vm.child.as_mut().unwrap().try_wait().unwrap().is_none());
 }

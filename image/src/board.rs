@@ -45,6 +45,8 @@ pub struct BoardFile {
     pub interfaces: Vec<String>,
     pub storage: Storage,
     pub kernel: Option<Kernel>,
+    /// The hardware watchdog PID 1 feeds (`/dev/watchdog`); none where there is none.
+    pub watchdog_device: Option<String>,
     pub budget: Budget,
 }
 
@@ -120,6 +122,7 @@ const KEYS: &[(&str, &str)] = &[
     ("kernel", "command-line"),
     ("kernel", "modules"),
     ("kernel", "tools"),
+    ("watchdog", "device"),
     ("budget", "binary"),
     ("budget", "kernel"),
     ("budget", "initramfs"),
@@ -282,6 +285,7 @@ impl BoardFile {
                 tools: r.strings("kernel", "tools")?,
             }),
         };
+        let watchdog_device = r.string("watchdog", "device")?;
         let budget = Budget {
             binary: r.integer("budget", "binary")?,
             kernel: r.integer("budget", "kernel")?,
@@ -293,6 +297,11 @@ impl BoardFile {
                 "{} needs [kernel] package",
                 path(table, key)
             )));
+        }
+        if watchdog_device.is_some() && kernel.is_none() {
+            return Err(BoardError(
+                "'watchdog.device' is fed by PID 1 of a board that boots its own kernel: [kernel] is missing".into(),
+            ));
         }
         if link == Link::Static && kernel.is_none() {
             return Err(BoardError(
@@ -319,6 +328,7 @@ impl BoardFile {
             interfaces,
             storage,
             kernel,
+            watchdog_device,
             budget,
         })
     }
@@ -355,6 +365,8 @@ firmware-slots = "/data/firmware"
 package = "linux-image-amd64"
 command-line = "console=ttyS0"
 modules = ["virtio_net"]
+[watchdog]
+device = "/dev/watchdog"
 [budget]
 image = 100
 "#;
@@ -368,6 +380,7 @@ image = 100
         assert_eq!(b.kernel.unwrap().modules, ["virtio_net"]);
         assert_eq!(b.budget.image, Some(100));
         assert_eq!(b.budget.kernel, None);
+        assert_eq!(b.watchdog_device.as_deref(), Some("/dev/watchdog"));
     }
 
     #[test]
@@ -399,6 +412,11 @@ image = 100
                 "needs [kernel] package",
             ),
             ("data-device = \"/dev/vda\"\n", "", "go together"),
+            (
+                "[kernel]\npackage = \"linux-image-amd64\"\ncommand-line = \"console=ttyS0\"\nmodules = [\"virtio_net\"]\n",
+                "",
+                "'watchdog.device' is fed by PID 1",
+            ),
         ] {
             let text = QEMU.replace(from, to);
             let e = BoardFile::parse(&text).unwrap_err();

@@ -2,7 +2,8 @@
 //! `cargo xtask qemu` and the image tests so that both boot the same machine: software
 //! emulation, the kernel and initramfs given directly (`-kernel`/`-initrd`), the serial
 //! console on the first UART, a virtio data disk, a virtio NIC on QEMU's user network
-//! with host ports forwarded from 127.0.0.1 only, and a virtio entropy source.
+//! with host ports forwarded from 127.0.0.1 only, a virtio entropy source and an Intel
+//! 6300ESB watchdog (which resets the machine, QEMU's default action).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,8 @@ impl Machine {
                 "virtio-net-pci,netdev=net0",
                 "-device",
                 "virtio-rng-pci",
+                "-device",
+                "i6300esb",
             ]
             .iter()
             .map(os),

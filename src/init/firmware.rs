@@ -10,10 +10,12 @@
 //! the boot stage. Its PID 1 reads `state` after mounting the data disk: a pending slot
 //! is tried once (`trying=yes` is written first), verified again and started with
 //! `kexec_file_load(2)`, its kernel command line saying `drawbridge.slot=X`. That
-//! firmware marks the slot active once its gateway has run for [`CONFIRM_AFTER`]. A
-//! boot that never gets there (a panic reboots the machine) finds `trying=yes` on the
-//! next start, and the boot stage drops the slot and falls back to the active slot, or
-//! to itself. A slot that fails verification is dropped the same way.
+//! firmware marks the slot active once its gateway has been ready (serving, and beating
+//! for the watchdog) for [`CONFIRM_AFTER`]. A boot that never gets there (a panic
+//! reboots the machine; a gateway that exits, or hangs once ready, restarts it) finds
+//! `trying=yes` on the next start, and the boot stage drops the slot and falls back to
+//! the active slot, or to itself. A slot that fails verification is dropped the same
+//! way.
 //!
 //! [`decide`] and [`confirm`] make the decisions; the rest is files and system calls.
 
@@ -196,7 +198,7 @@ pub fn booted_slot(cmdline: &str) -> Option<Slot> {
 
 /// The kernel command-line parameter that tells a slot's firmware which slot it is.
 pub const SLOT_PARAMETER: &str = "drawbridge.slot=";
-/// How long a slot's gateway must run before the slot counts as booted well.
+/// How long a slot's gateway must have been ready before the slot counts as booted well.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(20);
 /// The state file in the slots folder.
 const STATE_FILE: &str = "state";
@@ -359,7 +361,7 @@ pub fn at_boot(state_dir: &Path) -> Option<Slot> {
     }
 }
 
-/// Called by PID 1 when the gateway has run for [`CONFIRM_AFTER`]: the slot it booted
+/// Called by PID 1 when the gateway has been ready for [`CONFIRM_AFTER`]: the slot it booted
 /// from becomes the active one.
 pub fn confirm_boot(slot: Slot) {
     let Some(dir) = slots_dir() else { return };

@@ -1,8 +1,9 @@
 //! PID 1 on a board that boots its own kernel (`qemu-x86_64`): mount what the firmware
 //! needs, load the kernel modules, open the serial console, format and mount the data
 //! disk, bring the network up from the configuration, run the gateway as a child and
-//! start it again if it dies, reap every child, and on a restart or power-off request
-//! stop the gateway, write everything out, unmount and call `reboot(2)`.
+//! start it again if it dies or its event loop stops beating (the watchdog), feed the
+//! hardware watchdog, reap every child, and on a restart or power-off request stop the
+//! gateway, write everything out, unmount and call `reboot(2)`.
 //! **Invariant:** PID 1 runs no SMTP, TLS or DNS code (the gateway is its child), and
 //! what it decides is decided in the pure [`plan`].
 //!
@@ -31,6 +32,7 @@ use crate::board::BOARD;
 pub use crate::proto::boot::Shutdown;
 use crate::proto::boot::{Backoff, ConfigChoice, NetStep};
 use crate::proto::config::Config;
+use crate::proto::watchdog::{Notice, Verdict, Watch};
 
 /// Whether this process is to act as init: it is PID 1 on a board with its own kernel.
 pub fn should_run() -> bool {
@@ -91,8 +93,9 @@ pub fn main() -> ! {
     };
     let config = boot_config(&state_dir);
     bring_up_network(&config);
-    let kind = supervise(&signals, &state_dir, slot);
-    power_down(kind)
+    let watchdog = Watchdog::open(config.system.watchdog_timeout);
+    let kind = supervise(&signals, &state_dir, slot, &watchdog);
+    power_down(kind, &watchdog)
 }
 
 fn early_mounts() -> io::Result<()> {
@@ -276,12 +279,98 @@ fn describe(step: &NetStep) -> String {
     }
 }
 
-fn start_gateway(state_dir: &Path) -> io::Result<Child> {
+/// Where the gateway's notifications (`READY=1`, `WATCHDOG=1`) come in.
+const NOTIFY_SOCKET: &str = "/run/drawbridge/notify";
+/// The hardware watchdog's timeout while PID 1 writes everything out and unmounts,
+/// which on a slow disk may take longer than a short gateway timeout: a hang there
+/// still resets the machine, later.
+const POWER_DOWN_WATCHDOG: Duration = Duration::from_secs(300);
+
+/// What watches for hangs: the gateway's beats on [`NOTIFY_SOCKET`] (`system watchdog
+/// timeout`, see `crate::proto::watchdog`), and the board's hardware watchdog, fed by
+/// this loop, for a hang of PID 1 or the kernel.
+struct Watchdog {
+    /// Zero: the gateway's beats are not timed and the hardware watchdog stays closed.
+    timeout: Duration,
+    notify: Option<std::os::unix::net::UnixDatagram>,
+    hardware: Option<sys::HardwareWatchdog>,
+}
+
+impl Watchdog {
+    fn open(timeout: Duration) -> Watchdog {
+        let notify = match notify_socket() {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                log::error!(target: "init", "{NOTIFY_SOCKET}: {e}; the gateway's readiness and beats are not heard");
+                None
+            }
+        };
+        let mut hardware = None;
+        if timeout.is_zero() {
+            log::warn!(target: "init", "watchdog: off (system watchdog timeout 0s)");
+        } else if let Some(device) = BOARD.watchdog_device {
+            match sys::HardwareWatchdog::open(device, timeout) {
+                Ok((dog, secs)) => {
+                    log::info!(target: "init", "watchdog: {device} armed, {secs} s");
+                    hardware = Some(dog);
+                }
+                Err(e) => {
+                    log::error!(target: "init", "watchdog: {device}: {e}; a hang of PID 1 or the kernel is not caught")
+                }
+            }
+        }
+        Watchdog {
+            timeout,
+            notify,
+            hardware,
+        }
+    }
+
+    fn feed(&self) {
+        if let Some(dog) = &self.hardware {
+            dog.feed();
+        }
+    }
+
+    /// The notices waiting on the socket, oldest first.
+    fn notices(&self) -> Vec<Notice> {
+        let mut out = Vec::new();
+        let Some(socket) = &self.notify else {
+            return out;
+        };
+        let mut buf = [0u8; crate::proto::watchdog::MAX_DATAGRAM];
+        while let Ok(n) = socket.recv(&mut buf) {
+            out.extend(crate::proto::watchdog::parse(&buf[..n]));
+        }
+        out
+    }
+}
+
+fn notify_socket() -> io::Result<std::os::unix::net::UnixDatagram> {
+    let path = Path::new(NOTIFY_SOCKET);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let socket = std::os::unix::net::UnixDatagram::bind(path)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn start_gateway(state_dir: &Path, watchdog: &Watchdog) -> io::Result<Child> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
     // Standard input and output are the serial console this process opened: the
     // gateway runs its console there.
     let mut command = Command::new(exe);
     command.arg("run").arg("--state-dir").arg(state_dir);
+    if watchdog.notify.is_some() {
+        command.env("NOTIFY_SOCKET", NOTIFY_SOCKET);
+        if !watchdog.timeout.is_zero() {
+            command.env("WATCHDOG_USEC", watchdog.timeout.as_micros().to_string());
+        }
+    }
+    // Notices of a gateway that is gone are not this one's.
+    let _ = watchdog.notices();
     // std resets the signal mask and dispositions in the child.
     command.spawn()
 }
@@ -291,33 +380,61 @@ fn supervise(
     signals: &libc::sigset_t,
     state_dir: &Path,
     mut unconfirmed: Option<firmware::Slot>,
+    watchdog: &Watchdog,
 ) -> Shutdown {
     let mut backoff = Backoff::default();
-    let mut gateway: Option<(Child, Instant)> = None;
+    // The gateway, when it runs: its process, when it started, what it said.
+    let mut gateway: Option<(Child, Instant, Watch)> = None;
     let mut start_at = Some(Instant::now());
     loop {
+        watchdog.feed();
         if let Some(at) = start_at
             && Instant::now() >= at
         {
             start_at = None;
-            match start_gateway(state_dir) {
-                Ok(child) => gateway = Some((child, Instant::now())),
+            match start_gateway(state_dir, watchdog) {
+                Ok(child) => gateway = Some((child, Instant::now(), Watch::new(watchdog.timeout))),
                 Err(e) => {
                     log::error!(target: "init", "cannot start the gateway: {e}");
                     start_at = Some(Instant::now() + backoff.after_exit(Duration::ZERO));
                 }
             }
         }
-        if let (Some(slot), Some((_, started))) = (unconfirmed, &gateway)
-            && started.elapsed() >= firmware::CONFIRM_AFTER
-        {
-            firmware::confirm_boot(slot);
-            unconfirmed = None;
+        if let Some((child, _, watch)) = &mut gateway {
+            let now = Instant::now();
+            for notice in watchdog.notices() {
+                if notice == Notice::Ready && watch.ready_at().is_none() {
+                    log::info!(target: "init", "the gateway is ready");
+                }
+                watch.notice(notice, now);
+            }
+            if !watchdog.timeout.is_zero()
+                && let Verdict::Silent(silent) = watch.verdict(now)
+            {
+                log::error!(target: "init", "the gateway's event loop has been silent for {} s (system watchdog timeout {} s): killing it",
+                    silent.as_secs(), watchdog.timeout.as_secs());
+                sys::kill(child.id() as i32, libc::SIGKILL);
+                // Killed once: not timed again, what follows is its exit (below).
+                *watch = Watch::new(watchdog.timeout);
+            }
+        }
+        if let (Some(slot), Some((_, started, watch))) = (unconfirmed, &gateway) {
+            // Booted well: the gateway has served (or, where its notices cannot be
+            // heard, run) for a while.
+            let since = if watchdog.notify.is_some() {
+                watch.ready_at()
+            } else {
+                Some(*started)
+            };
+            if since.is_some_and(|at| at.elapsed() >= firmware::CONFIRM_AFTER) {
+                firmware::confirm_boot(slot);
+                unconfirmed = None;
+            }
         }
         let mut timeout = start_at
             .map(|at| at.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
-        if unconfirmed.is_some() {
+        if unconfirmed.is_some() || watchdog.notify.is_some() || watchdog.hardware.is_some() {
             timeout = timeout.min(Duration::from_secs(1));
         }
         let Some(signal) = sys::wait_signal(signals, timeout) else {
@@ -328,11 +445,11 @@ fn supervise(
                 Shutdown::PowerOff => "power-off",
                 Shutdown::Restart => "restart",
             });
-            stop_gateway(gateway.take().map(|(c, _)| c));
+            stop_gateway(gateway.take().map(|(c, _, _)| c), watchdog);
             return kind;
         }
         while let Some((pid, status)) = sys::reap() {
-            if let Some((child, started)) = &gateway
+            if let Some((child, started, _)) = &gateway
                 && child.id() as i32 == pid
             {
                 let status = std::process::ExitStatus::from_raw(status);
@@ -353,11 +470,12 @@ fn supervise(
 
 /// SIGTERM to the gateway, SIGKILL after [`STOP_GRACE`]; then the same for anything
 /// else still running.
-fn stop_gateway(gateway: Option<Child>) {
+fn stop_gateway(gateway: Option<Child>, watchdog: &Watchdog) {
     if let Some(mut child) = gateway {
         sys::kill(child.id() as i32, libc::SIGTERM);
         let start = Instant::now();
         loop {
+            watchdog.feed();
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if start.elapsed() > STOP_GRACE => {
@@ -375,7 +493,11 @@ fn stop_gateway(gateway: Option<Child>) {
 }
 
 /// Writes everything out, unmounts the data disk and powers off or restarts.
-fn power_down(kind: Shutdown) -> ! {
+fn power_down(kind: Shutdown, watchdog: &Watchdog) -> ! {
+    if let Some(dog) = &watchdog.hardware {
+        let _ = dog.set_timeout(POWER_DOWN_WATCHDOG);
+        dog.feed();
+    }
     sys::sync();
     if let Some(mount) = BOARD.data_mount
         && let Err(e) = sys::unmount_or_read_only(mount)

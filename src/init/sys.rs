@@ -1,5 +1,5 @@
 //! The system calls PID 1 makes, each wrapped once: mount, unmount, module loading,
-//! the serial line's termios, interface flags, signals, reboot.
+//! the serial line's termios, interface flags, signals, the hardware watchdog, reboot.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -220,4 +220,41 @@ pub fn reboot(power_off: bool) -> io::Error {
     // SAFETY: reboot(2) with a documented command.
     unsafe { libc::reboot(cmd) };
     io::Error::last_os_error()
+}
+
+/// `WDIOC_KEEPALIVE` and `WDIOC_SETTIMEOUT` of `<linux/watchdog.h>`: `_IOR('W', 5,
+/// int)` and `_IOWR('W', 6, int)`.
+const WDIOC_KEEPALIVE: libc::c_ulong = 0x8004_5705;
+const WDIOC_SETTIMEOUT: libc::c_ulong = 0xC004_5706;
+
+/// A hardware watchdog, open: it resets the machine unless fed within its timeout. It
+/// is never closed on purpose (closing without the magic `V` leaves it counting).
+pub struct HardwareWatchdog {
+    file: File,
+}
+
+impl HardwareWatchdog {
+    /// Opens `device` (which starts it) and asks for `timeout`; returns it with the
+    /// timeout the driver set, which may be rounded to what the hardware counts.
+    pub fn open(device: &str, timeout: Duration) -> io::Result<(HardwareWatchdog, u32)> {
+        let file = std::fs::OpenOptions::new().write(true).open(device)?;
+        let dog = HardwareWatchdog { file };
+        let set = dog.set_timeout(timeout)?;
+        Ok((dog, set))
+    }
+
+    /// Asks for a new timeout; the one the driver set.
+    pub fn set_timeout(&self, timeout: Duration) -> io::Result<u32> {
+        let mut secs: libc::c_int = timeout.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+        // SAFETY: the descriptor is open; secs is valid for the ioctl's read and write.
+        check(unsafe { libc::ioctl(self.file.as_raw_fd(), WDIOC_SETTIMEOUT, &mut secs) })?;
+        Ok(secs.max(0) as u32)
+    }
+
+    /// Feeds it: the timeout starts again.
+    pub fn feed(&self) {
+        let mut unused: libc::c_int = 0;
+        // SAFETY: as above.
+        unsafe { libc::ioctl(self.file.as_raw_fd(), WDIOC_KEEPALIVE, &mut unused) };
+    }
 }

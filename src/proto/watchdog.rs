@@ -148,13 +148,6 @@ impl Watch {
             }
         }
     }
-
-    /// How long from `now` until the verdict can next change to [`Verdict::Silent`]
-    /// without a notice; none while starting.
-    pub fn next_check(&self, now: Instant) -> Option<Duration> {
-        self.last
-            .map(|last| (last + self.timeout).saturating_duration_since(now))
-    }
 }
 
 #[cfg(test)]
@@ -208,7 +201,6 @@ mod tests {
         let t0 = Instant::now();
         let w = Watch::new(Duration::from_secs(10));
         assert_eq!(w.verdict(t0 + Duration::from_secs(3600)), Verdict::Starting);
-        assert_eq!(w.next_check(t0), None);
         assert_eq!(w.ready_at(), None);
     }
 
@@ -220,12 +212,10 @@ mod tests {
         w.notice(Notice::Ready, t0 + s(5));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
         assert_eq!(w.verdict(t0 + s(14)), Verdict::Alive);
-        assert_eq!(w.next_check(t0 + s(14)), Some(s(1)));
         w.notice(Notice::Beat, t0 + s(12));
         assert_eq!(w.verdict(t0 + s(21)), Verdict::Alive);
         assert_eq!(w.verdict(t0 + s(22)), Verdict::Silent(s(10)));
         assert_eq!(w.verdict(t0 + s(40)), Verdict::Silent(s(28)));
-        assert_eq!(w.next_check(t0 + s(40)), Some(Duration::ZERO));
         // Being ready is kept from the first notice; STOPPING changes nothing.
         w.notice(Notice::Ready, t0 + s(41));
         w.notice(Notice::Stopping, t0 + s(45));
