@@ -14,15 +14,14 @@ use crate::io::notify;
 use crate::io::signal::{Signal, Signals};
 use crate::proto::watchdog::Notice;
 
-/// How long the SMTP sessions in progress have to finish when the gateway stops: they end
-/// their transactions and leave with 421 (RFC 5321 §3.8). Inside PID 1's wait before it
-/// kills the gateway, with time left to sync.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(8);
-const _: () = assert!(DRAIN_GRACE.as_secs() + 1 < crate::init::STOP_GRACE.as_secs());
+/// What the gateway asks its supervisor for beyond its stopping grace: time to close
+/// the spool and exit.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// Runs the gateway until it is told to stop; returns why it stopped. Errors are
-/// start-up errors. Stopping drains the sessions ([`DRAIN_GRACE`]); a second SIGTERM or
-/// SIGINT meanwhile stops at once.
+/// start-up errors. Stopping drains the sessions for `system stop-grace` (they end their
+/// transactions and leave with 421, RFC 5321 §3.8), having told the supervisor to wait
+/// that long; a second SIGTERM or SIGINT meanwhile stops at once.
 pub fn run(start: Start) -> io::Result<String> {
     let mut ready = gateway::open(&start)?;
     let gw = ready.gw.clone();
@@ -60,13 +59,14 @@ pub fn run(start: Start) -> io::Result<String> {
         let why = stopped.or(signalled).await;
         let (open, sending) = (gw.open_sessions(), gw.deliveries_in_progress());
         log::info!(target: "main", "stopping: {why}");
-        notify::tell(&[Notice::Stopping]);
+        let grace = gw.config().system.stop_grace;
+        notify::tell(&[Notice::Stopping, Notice::ExtendTimeout(grace + STOP_MARGIN)]);
         let busy = open > 0 || sending > 0;
         if busy {
             log::info!(target: "main", "stopping: {open} session(s) and {sending} delivery(ies) in progress have {}s to finish",
-                DRAIN_GRACE.as_secs());
+                grace.as_secs_f64());
         }
-        let drained = async { Some(gw.drain(DRAIN_GRACE).await) };
+        let drained = async { Some(gw.drain(grace).await) };
         let again = async {
             loop {
                 if let Signal::Terminate | Signal::Interrupt = signals.next().await {

@@ -283,6 +283,40 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
     assert!(String::from_utf8_lossy(&got[0].content).contains("Subject: finished"));
 }
 
+/// The stopping grace is `system stop-grace`, taken from the running configuration when
+/// the stop begins: committed at the console, it holds for the next stop at once.
+#[test]
+fn the_stopping_grace_is_configured_and_a_commit_changes_it_at_once() {
+    let dir = TempDir::new("drain-grace");
+    let sink = Sink::start();
+    let mut gw = Gateway::start(dir.path(), &relay_to(sink.addr.port()));
+    let out = gw.console_script("configure\nset system stop-grace 1s\ncommit\nexit\n");
+    assert!(out.contains("commit 2: applied"), "{out}");
+    let mut stuck = Raw::connect(gw.inbound_addr());
+    stuck.replies(1);
+    stuck.send(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n");
+    stuck.replies(2);
+    stuck.send(b"RCPT TO:<b@example.com>\r\nDATA\r\n");
+    let reply = stuck.replies(2);
+    assert!(reply.contains("354 "), "{reply}");
+    stuck.send(b"Subject: never finished\r\n\r\nhalf of it");
+
+    gw.signal(libc::SIGTERM);
+    let cut = stuck.until_close();
+    assert!(cut.starts_with("421 4.3.2 "), "{cut}");
+    assert!(gw.wait_exit().success());
+    let log = gw.log_text();
+    assert!(
+        log.contains("stopping: 1 session(s) and 0 delivery(ies) in progress have 1s to finish"),
+        "{log}"
+    );
+    // Cut at the deadline: the message is refused, not kept.
+    assert!(
+        log.contains("NOQUEUE: reject: DATA from unknown[127.0.0.1]: 421 4.3.2"),
+        "{log}"
+    );
+}
+
 /// SIGTERM waits for a delivery under way: a next hop slow to answer the end of the
 /// message still gets its 250 read, so the message is recorded as sent and not sent again
 /// after the restart (cut, it would be: the next hop had taken it).

@@ -1,7 +1,7 @@
 //! The watchdog, the gateway's side (SPEC §10): as systemd's `Type=notify` and
 //! `WatchdogSec=` expect, the gateway says `READY=1` on `NOTIFY_SOCKET` once it serves,
 //! beats `WATCHDOG=1` from its event loop while `WATCHDOG_USEC` asks for it, and says
-//! `STOPPING=1` when it stops; `system watchdog-test` stops the event loop, and
+//! `STOPPING=1` with the time it needs (`EXTEND_TIMEOUT_USEC`) when it stops; `system watchdog-test` stops the event loop, and
 //! the beats with it. The test is the supervisor here; PID 1's side (killing and
 //! starting again a gateway that stops beating) is shown on the appliance by
 //! `tests/image.rs`.
@@ -115,10 +115,17 @@ fn the_gateway_says_ready_beats_from_its_event_loop_and_says_stopping() {
     );
     gw.wait_for_log("watchdog: the supervisor restarts the gateway after 1000 ms without a beat; beating every 250 ms");
 
-    // SIGTERM: STOPPING=1, and the beats go on while the sessions drain.
+    // SIGTERM: STOPPING=1, with the time the stop may take (the factory grace of 8 s
+    // and 2 s to close), and the beats go on while the sessions drain.
     gw.signal(libc::SIGTERM);
     let lines = sup.lines_during(Duration::from_millis(1500));
-    assert!(lines.contains(&"STOPPING=1".to_string()), "{lines:?}");
+    let stopping = lines.iter().position(|l| l == "STOPPING=1");
+    assert!(stopping.is_some(), "{lines:?}");
+    assert_eq!(
+        lines.get(stopping.unwrap() + 1).map(String::as_str),
+        Some("EXTEND_TIMEOUT_USEC=10000000"),
+        "{lines:?}"
+    );
     assert!(gw.wait_exit().success());
 }
 

@@ -53,8 +53,11 @@ pub fn request(kind: Shutdown) -> io::Result<()> {
 /// How long PID 1 waits for a device (the data disk, a NIC) to appear after its driver
 /// is loaded; probing is asynchronous. Generous: emulated machines are slow.
 const DEVICE_WAIT: Duration = Duration::from_secs(60);
-/// How long the gateway has to exit after SIGTERM before it is killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the gateway has to exit after SIGTERM before it is killed, unless it asks
+/// for longer (`EXTEND_TIMEOUT_USEC`, its `system stop-grace` and a margin).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The longest a gateway may ask for: the longest stopping grace and a minute.
+const MAX_STOP_WAIT: Duration = Duration::from_secs(11 * 60);
 /// The program that formats the data disk: the board's `kernel.tools` put it in the
 /// initramfs with its libraries.
 const MKE2FS: &str = "/usr/sbin/mke2fs";
@@ -468,18 +471,24 @@ fn supervise(
     }
 }
 
-/// SIGTERM to the gateway, SIGKILL after [`STOP_GRACE`]; then the same for anything
-/// else still running.
+/// SIGTERM to the gateway, SIGKILL after [`STOP_GRACE`] or the longer time it asks for;
+/// then the same for anything else still running.
 fn stop_gateway(gateway: Option<Child>, watchdog: &Watchdog) {
     if let Some(mut child) = gateway {
         sys::kill(child.id() as i32, libc::SIGTERM);
         let start = Instant::now();
+        let mut deadline = start + STOP_GRACE;
         loop {
             watchdog.feed();
+            for notice in watchdog.notices() {
+                if let Notice::ExtendTimeout(more) = notice {
+                    deadline = deadline.max(Instant::now() + more.min(MAX_STOP_WAIT));
+                }
+            }
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
-                Ok(None) if start.elapsed() > STOP_GRACE => {
-                    log::warn!(target: "init", "the gateway did not stop in {}s: killing it", STOP_GRACE.as_secs());
+                Ok(None) if Instant::now() > deadline => {
+                    log::warn!(target: "init", "the gateway did not stop in {}s: killing it", start.elapsed().as_secs());
                     let _ = child.kill();
                     let _ = child.wait();
                     break;

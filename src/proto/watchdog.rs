@@ -2,7 +2,8 @@
 //! systemd (`Type=notify`, `WatchdogSec=`) on a host. They speak the service manager's
 //! notification protocol (`sd_notify(3)`): datagrams of `NAME=VALUE` lines on the socket
 //! named by `NOTIFY_SOCKET`. The gateway says `READY=1` once it serves, `STOPPING=1`
-//! when it begins to stop, and `WATCHDOG=1` from its event loop every quarter of
+//! with `EXTEND_TIMEOUT_USEC` (its stopping grace and time to write out) when it begins
+//! to stop, and `WATCHDOG=1` from its event loop every quarter of
 //! `WATCHDOG_USEC`; a supervisor that hears nothing for `WATCHDOG_USEC` after the
 //! gateway was ready kills it and starts it again. A gateway whose event loop is stuck
 //! (a blocking call, a loop that never yields, a wait on a hung disk) stops beating even
@@ -22,6 +23,9 @@ pub enum Notice {
     Stopping,
     /// `WATCHDOG=1`: the event loop still turns.
     Beat,
+    /// `EXTEND_TIMEOUT_USEC=N`: what is under way (a stop, with its grace) needs this
+    /// long from now; the supervisor waits at least that long before it kills.
+    ExtendTimeout(Duration),
 }
 
 /// The largest datagram read; systemd's own limit for a notification is larger, but the
@@ -29,11 +33,12 @@ pub enum Notice {
 pub const MAX_DATAGRAM: usize = 4096;
 
 impl Notice {
-    fn line(self) -> &'static str {
+    fn line(self) -> String {
         match self {
-            Notice::Ready => "READY=1",
-            Notice::Stopping => "STOPPING=1",
-            Notice::Beat => "WATCHDOG=1",
+            Notice::Ready => "READY=1".into(),
+            Notice::Stopping => "STOPPING=1".into(),
+            Notice::Beat => "WATCHDOG=1".into(),
+            Notice::ExtendTimeout(d) => format!("EXTEND_TIMEOUT_USEC={}", d.as_micros()),
         }
     }
 }
@@ -42,7 +47,7 @@ impl Notice {
 pub fn encode(notices: &[Notice]) -> String {
     let mut out = String::new();
     for n in notices {
-        out.push_str(n.line());
+        out.push_str(&n.line());
         out.push('\n');
     }
     out
@@ -59,7 +64,11 @@ pub fn parse(datagram: &[u8]) -> Vec<Notice> {
             b"READY=1" => Some(Notice::Ready),
             b"STOPPING=1" => Some(Notice::Stopping),
             b"WATCHDOG=1" => Some(Notice::Beat),
-            _ => None,
+            _ => {
+                let usec = line.strip_prefix(b"EXTEND_TIMEOUT_USEC=")?;
+                let usec: u64 = std::str::from_utf8(usec).ok()?.parse().ok()?;
+                Some(Notice::ExtendTimeout(Duration::from_micros(usec)))
+            }
         })
         .collect()
 }
@@ -125,7 +134,7 @@ impl Watch {
                 self.ready_at.get_or_insert(now);
                 self.last = Some(now);
             }
-            Notice::Stopping => {}
+            Notice::Stopping | Notice::ExtendTimeout(_) => {}
         }
     }
 
@@ -164,6 +173,16 @@ mod tests {
             [Notice::Ready]
         );
         assert_eq!(parse(b"WATCHDOG=1"), [Notice::Beat]);
+        let stop = [
+            Notice::Stopping,
+            Notice::ExtendTimeout(Duration::from_secs(10)),
+        ];
+        assert_eq!(encode(&stop), "STOPPING=1\nEXTEND_TIMEOUT_USEC=10000000\n");
+        assert_eq!(parse(encode(&stop).as_bytes()), stop);
+        assert_eq!(
+            parse(b"EXTEND_TIMEOUT_USEC=\nEXTEND_TIMEOUT_USEC=-1\nEXTEND_TIMEOUT_USEC=9x"),
+            []
+        );
         assert_eq!(parse(b""), []);
         assert_eq!(parse(b"\0\xff\n\n"), []);
     }

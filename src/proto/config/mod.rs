@@ -190,6 +190,9 @@ pub struct System {
     /// beaten for this long, and the hardware watchdog resets a machine whose PID 1 has
     /// not for this long; zero: neither. Read at boot.
     pub watchdog_timeout: Duration,
+    /// How long the SMTP sessions and deliveries in progress have to finish when the
+    /// gateway stops (SIGTERM, `restart`, a reboot); zero: they are cut at once.
+    pub stop_grace: Duration,
 }
 
 /// Limits of the authentication throttle: failures count per client address, per
@@ -254,6 +257,10 @@ pub const DEFAULT_CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// working event loop (which beats every quarter of it) and short enough that a hang
 /// costs a minute of mail, not a night.
 pub const DEFAULT_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for the sessions in progress to finish at a stop: enough for a message being
+/// sent over a good line to end (RFC 5321 §3.8 asks servers to let transactions end),
+/// short enough that a restart stays a matter of seconds.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(8);
 
 impl Default for System {
     fn default() -> Self {
@@ -269,6 +276,7 @@ impl Default for System {
             syslog_hosts: Vec::new(),
             console_idle_timeout: DEFAULT_CONSOLE_IDLE_TIMEOUT,
             watchdog_timeout: DEFAULT_WATCHDOG_TIMEOUT,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }

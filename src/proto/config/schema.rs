@@ -348,6 +348,17 @@ fn watchdog_duration(text: &str, setting: &str) -> Result<Duration, LineError> {
 const MIN_WATCHDOG: Duration = Duration::from_secs(5);
 const MAX_WATCHDOG: Duration = Duration::from_secs(30 * 60);
 
+/// The stopping grace: up to ten minutes, which a large message on a slow line may
+/// need; beyond that a stop is an outage.
+fn stop_grace_duration(text: &str, setting: &str) -> Result<Duration, LineError> {
+    let d = value::duration(text)?;
+    if d > MAX_STOP_GRACE {
+        return Err(out_of_range(text, setting, "expected at most 10m".into()));
+    }
+    Ok(d)
+}
+const MAX_STOP_GRACE: Duration = Duration::from_secs(10 * 60);
+
 fn format_duration(d: &Duration) -> String {
     value::format_duration(*d)
 }
@@ -418,6 +429,12 @@ const NONZERO_DURATION: Kind<Duration> = Kind {
 const WATCHDOG_DURATION: Kind<Duration> = Kind {
     spec: &DURATION_SPEC,
     parse: watchdog_duration,
+    format: format_duration,
+};
+/// The stopping grace: 0s to 10m.
+const STOP_GRACE_DURATION: Kind<Duration> = Kind {
+    spec: &DURATION_SPEC,
+    parse: stop_grace_duration,
     format: format_duration,
 };
 /// A duration, zero allowed.
@@ -1269,7 +1286,7 @@ static RELAY_RULE: List = List {
 pub static ROOT: &[Node] = &[
     Node {
         name: "system",
-        help: "The gateway's name, its DNS client, token, remote syslog, console and watchdog",
+        help: "The gateway's name, its DNS client, token, remote syslog, console, watchdog and stopping",
         kind: NodeKind::Container(SYSTEM_CHILDREN),
     },
     Node {
@@ -1380,6 +1397,15 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "Restarting a hung gateway, resetting a hung appliance",
         kind: NodeKind::Container(WATCHDOG_CHILDREN),
     },
+    scalar!(
+        "stop-grace",
+        "How long sessions and deliveries in progress have to finish when the gateway stops (0s: cut at once)",
+        STOP_GRACE_DURATION,
+        system,
+        system_mut,
+        default_system(),
+        stop_grace
+    ),
 ];
 
 static WATCHDOG_CHILDREN: &[Node] = &[scalar!(

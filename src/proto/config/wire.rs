@@ -37,17 +37,18 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 ///   `auth user` and `auth danger-cleartext` ([`ConfigV2`], [`RouteV2`]).
 /// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
 /// * 4 — `system console idle-timeout` and `tls client-certificate` ([`ConfigV4`]).
-/// * 5 — `system watchdog timeout` ([`ConfigV5`]).
+/// * 5 — `system watchdog timeout` and `system stop-grace` ([`ConfigV5`]).
 pub const SCHEMA_VERSION: u16 = 5;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
 
-/// Schema version 5: version 4 and the watchdog's timeout.
+/// Schema version 5: version 4, the watchdog's timeout and the stopping grace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigV5 {
     pub v4: ConfigV4,
     pub watchdog_timeout_ms: u64,
+    pub stop_grace_ms: u64,
 }
 
 impl From<&Config> for ConfigV5 {
@@ -55,6 +56,7 @@ impl From<&Config> for ConfigV5 {
         ConfigV5 {
             v4: c.into(),
             watchdog_timeout_ms: ms(c.system.watchdog_timeout),
+            stop_grace_ms: ms(c.system.stop_grace),
         }
     }
 }
@@ -65,6 +67,7 @@ impl TryFrom<ConfigV5> for Config {
     fn try_from(w: ConfigV5) -> Result<Config, WireError> {
         let mut c = Config::try_from(w.v4)?;
         c.system.watchdog_timeout = dur(w.watchdog_timeout_ms);
+        c.system.stop_grace = dur(w.stop_grace_ms);
         Ok(c)
     }
 }
@@ -817,6 +820,7 @@ impl TryFrom<ConfigV1> for Config {
                 syslog_hosts: Vec::new(),
                 console_idle_timeout: super::DEFAULT_CONSOLE_IDLE_TIMEOUT,
                 watchdog_timeout: super::DEFAULT_WATCHDOG_TIMEOUT,
+                stop_grace: super::DEFAULT_STOP_GRACE,
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -1020,8 +1024,11 @@ set tls client-certificate relay-2026
         )
         .unwrap();
         let mut no_watchdog = with_console.clone();
-        crate::proto::config::text::parse_into(&mut no_watchdog, "set system watchdog timeout 0s")
-            .unwrap();
+        crate::proto::config::text::parse_into(
+            &mut no_watchdog,
+            "set system watchdog timeout 0s\nset system stop-grace 0s",
+        )
+        .unwrap();
         for config in [
             Config::default(),
             host_default(),

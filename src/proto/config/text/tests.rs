@@ -195,6 +195,10 @@ fn bad_lines_are_refused_with_line_number_and_reason() {
             "'31m' is out of range for timeout: expected 0s (off) or from 5s to 30m",
         ),
         (
+            "set system stop-grace 11m",
+            "'11m' is out of range for stop-grace: expected at most 10m",
+        ),
+        (
             "set service inbound data-timeout 400d",
             "'400d' is too long: at most 365d",
         ),
