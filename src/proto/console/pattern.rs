@@ -1,21 +1,29 @@
 //! The patterns of `| match` and `| except`: regular expressions as Junos takes them,
 //! found anywhere in a line, without regard to case.
 //!
-//! The syntax is POSIX extended without counted repetition: `.` any character, `[abc]`,
-//! `[a-z]` and `[^…]` classes, `*`, `+` and `?` after an atom, `|` between
+//! The syntax is POSIX extended: `.` any character, `[abc]`, `[a-z]` and `[^…]` classes,
+//! `*`, `+`, `?` and the counts `{m}`, `{m,}` and `{m,n}` after an atom, `|` between
 //! alternatives, `( )` to group, `^` and `$` for the start and end of the line, and `\`
-//! before any character to take it as itself (`\.`, `\[`, `\|`). A word with none of
+//! before any character to take it as itself (`\.`, `\[`, `\|`). A `{` that does not
+//! open a count after an atom is itself, as in GNU `grep -E`. A word with none of
 //! these is the plain text it always was.
 //!
 //! **Invariant:** matching takes time linear in the line for a given pattern, whatever
 //! the pattern: it is compiled to a Thompson NFA and run in lockstep over the line (a
-//! set of states per character), never by backtracking, and a pattern is at most
-//! [`MAX_PATTERN`] characters.
+//! set of states per character), never by backtracking; a pattern is at most
+//! [`MAX_PATTERN`] characters, and its program, counts expanded, at most
+//! [`MAX_PROGRAM`] steps.
 
 use std::fmt;
 
 /// The longest pattern taken, in characters.
 pub const MAX_PATTERN: usize = 256;
+/// The largest count in `{m,n}`: POSIX's `RE_DUP_MAX`.
+pub const MAX_COUNT: u32 = 255;
+/// The most steps a compiled pattern may have, counts expanded: a line is matched in
+/// this many steps per character at worst. Patterns without counts stay under a
+/// thousand; nested counts (`((a{9}){9}){9}`) could otherwise ask for millions.
+pub const MAX_PROGRAM: usize = 2048;
 
 /// A compiled pattern; two are equal when they were written the same way.
 #[derive(Clone)]
@@ -67,7 +75,7 @@ impl fmt::Display for PatternError {
 }
 
 /// The characters with a meaning of their own.
-const SPECIAL: &str = ".[]()*+?|^$\\";
+const SPECIAL: &str = ".[]()*+?{|^$\\";
 
 impl Pattern {
     pub fn parse(source: &str) -> Result<Pattern, PatternError> {
@@ -82,6 +90,11 @@ impl Pattern {
         if parser.at < parser.chars.len() {
             // Only a `)` stops an alternation before the end.
             return Err(PatternError("a ')' has no '(' before it"));
+        }
+        if size(&node) + 1 > MAX_PROGRAM {
+            return Err(PatternError(
+                "the pattern is too large once its counts are expanded",
+            ));
         }
         Ok(Pattern {
             source: source.to_string(),
@@ -227,6 +240,8 @@ enum Node {
     Alternation(Vec<Node>),
     /// `*` (none or more), `+` (one or more), `?` (none or one).
     Repeat(Box<Node>, char),
+    /// `{m}`, `{m,}`, `{m,n}`: at least `m`, at most `n` (no bound: none).
+    Count(Box<Node>, u32, Option<u32>),
 }
 
 fn literal(c: char) -> Node {
@@ -268,9 +283,18 @@ impl Parser {
                 break;
             }
             let mut atom = self.atom()?;
-            while let Some(op @ ('*' | '+' | '?')) = self.peek() {
-                self.at += 1;
-                atom = Node::Repeat(Box::new(atom), op);
+            loop {
+                match self.peek() {
+                    Some(op @ ('*' | '+' | '?')) => {
+                        self.at += 1;
+                        atom = Node::Repeat(Box::new(atom), op);
+                    }
+                    Some('{') => match self.count()? {
+                        Some((min, max)) => atom = Node::Count(Box::new(atom), min, max),
+                        None => break,
+                    },
+                    _ => break,
+                }
             }
             items.push(atom);
         }
@@ -305,6 +329,44 @@ impl Parser {
             }
             c => literal(c),
         })
+    }
+
+    /// At `{`: the count it opens, `{m}`, `{m,}` or `{m,n}`, consumed; none (nothing
+    /// consumed) when the text there is not a count, so that the `{` is itself.
+    fn count(&mut self) -> Result<Option<(u32, Option<u32>)>, PatternError> {
+        let start = self.at;
+        self.at += 1;
+        let min = self.number();
+        let max = if self.peek() == Some(',') {
+            self.at += 1;
+            self.number()
+        } else {
+            min
+        };
+        if min.is_none() || self.peek() != Some('}') {
+            self.at = start;
+            return Ok(None);
+        }
+        self.at += 1;
+        let min = min.unwrap_or_default();
+        if min > MAX_COUNT || max.is_some_and(|n| n > MAX_COUNT) {
+            return Err(PatternError("a count in '{m,n}' is above 255"));
+        }
+        if max.is_some_and(|n| n < min) {
+            return Err(PatternError("a '{m,n}' has m above n"));
+        }
+        Ok(Some((min, max)))
+    }
+
+    /// Decimal digits at the cursor, consumed; none if there are none. A number too
+    /// large for u32 comes out as `u32::MAX`, above any count.
+    fn number(&mut self) -> Option<u32> {
+        let mut n: Option<u32> = None;
+        while let Some(d) = self.peek().and_then(|c| c.to_digit(10)) {
+            self.at += 1;
+            n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d));
+        }
+        n
     }
 
     /// After `[`: the members up to `]` (a `]` first is a member, as is a `-` first or
@@ -352,6 +414,27 @@ impl Parser {
     }
 }
 
+/// How many steps `emit` writes for `node`; saturating, so that nested counts cannot
+/// overflow it.
+fn size(node: &Node) -> usize {
+    match node {
+        Node::Char(_) | Node::Any | Node::Class(_) | Node::LineStart | Node::LineEnd => 1,
+        Node::Concat(items) => items.iter().map(size).fold(0, usize::saturating_add),
+        Node::Alternation(branches) => branches
+            .iter()
+            .map(|b| size(b).saturating_add(2))
+            .fold(0, usize::saturating_add),
+        Node::Repeat(inner, _) => size(inner).saturating_add(2),
+        Node::Count(inner, min, max) => {
+            let copies = match max {
+                Some(n) => *n as usize,
+                None => *min as usize + 1,
+            };
+            size(inner).saturating_add(2).saturating_mul(copies)
+        }
+    }
+}
+
 fn compile(node: &Node) -> Vec<Inst> {
     let mut program = Vec::new();
     emit(node, &mut program);
@@ -388,32 +471,50 @@ fn emit(node: &Node, p: &mut Vec<Inst>) {
                 p[j] = Inst::Jump(end);
             }
         }
-        Node::Repeat(inner, op) => match op {
-            '*' => {
-                // L: split body, end; body; jump L; end:
-                let split = p.len();
-                p.push(Inst::Split(split + 1, 0));
+        Node::Count(inner, min, max) => {
+            // x{2,4} is x x x? x?; x{2,} is x x x*.
+            for _ in 0..*min {
                 emit(inner, p);
-                p.push(Inst::Jump(split));
-                let end = p.len();
-                p[split] = Inst::Split(split + 1, end);
             }
-            '+' => {
-                // L: body; split L, end
-                let start = p.len();
-                emit(inner, p);
-                let split = p.len();
-                p.push(Inst::Split(start, split + 1));
+            match max {
+                None => emit_repeat(inner, '*', p),
+                Some(n) => {
+                    for _ in *min..*n {
+                        emit_repeat(inner, '?', p);
+                    }
+                }
             }
-            _ => {
-                // split body, end; body; end:
-                let split = p.len();
-                p.push(Inst::Split(split + 1, 0));
-                emit(inner, p);
-                let end = p.len();
-                p[split] = Inst::Split(split + 1, end);
-            }
-        },
+        }
+        Node::Repeat(inner, op) => emit_repeat(inner, *op, p),
+    }
+}
+
+fn emit_repeat(inner: &Node, op: char, p: &mut Vec<Inst>) {
+    match op {
+        '*' => {
+            // L: split body, end; body; jump L; end:
+            let split = p.len();
+            p.push(Inst::Split(split + 1, 0));
+            emit(inner, p);
+            p.push(Inst::Jump(split));
+            let end = p.len();
+            p[split] = Inst::Split(split + 1, end);
+        }
+        '+' => {
+            // L: body; split L, end
+            let start = p.len();
+            emit(inner, p);
+            let split = p.len();
+            p.push(Inst::Split(start, split + 1));
+        }
+        _ => {
+            // split body, end; body; end:
+            let split = p.len();
+            p.push(Inst::Split(split + 1, 0));
+            emit(inner, p);
+            let end = p.len();
+            p[split] = Inst::Split(split + 1, end);
+        }
     }
 }
 
@@ -455,11 +556,47 @@ mod tests {
     }
 
     #[test]
+    fn counts_repeat_an_atom_between_their_bounds() {
+        assert!(m("^a{3}$", "aaa") && !m("^a{3}$", "aa") && !m("^a{3}$", "aaaa"));
+        assert!(m("^a{2,}$", "aa") && m("^a{2,}$", "aaaaaaa") && !m("^a{2,}$", "a"));
+        let p = Pattern::parse("^(ab){1,2}c$").unwrap();
+        assert!(p.is_match("abc") && p.is_match("ababc"));
+        assert!(!p.is_match("c") && !p.is_match("abababc"));
+        assert!(m("^x{0}y$", "y") && m("^x{0,0}y$", "y") && !m("^x{0}y$", "xy"));
+        assert!(m("[0-9]{1,3}(\\.[0-9]{1,3}){3}", "client=[192.0.2.10]"));
+        assert!(!m("^[0-9]{1,3}(\\.[0-9]{1,3}){3}$", "1.2.3"));
+        // A `{` that opens no count is itself, as in grep -E.
+        assert!(m("a{x", "a{x") && m("{2}", "{2}") && m("a{,2}", "a{,2}") && m("a{1", "a{1"));
+        assert!(m("a{2}{2}", "aaaa") && !m("^a{2}{2}$", "aaa"));
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        let err = |p: &str| Pattern::parse(p).unwrap_err().0;
+        assert_eq!(err("a{256}"), "a count in '{m,n}' is above 255");
+        assert_eq!(err("a{1,99999999999}"), "a count in '{m,n}' is above 255");
+        assert_eq!(err("a{3,2}"), "a '{m,n}' has m above n");
+        assert!(Pattern::parse("a{255}").is_ok());
+        assert_eq!(
+            err("((a{9}){9}){9}"),
+            "the pattern is too large once its counts are expanded"
+        );
+        assert_eq!(
+            err("(((((a{255}){255}){255}){255}){255}){255}"),
+            "the pattern is too large once its counts are expanded"
+        );
+        // Linear in the line at the largest program taken.
+        let p = Pattern::parse("(a{1,150}){1,4}b").unwrap();
+        assert!(p.program.len() <= MAX_PROGRAM);
+        assert!(!p.is_match(&"a".repeat(2_000)));
+    }
+
+    #[test]
     fn a_text_taken_as_written_escapes_every_special_character() {
-        let p = Pattern::from("[1.2.3.4]|x");
-        assert_eq!(p.as_str(), "\\[1\\.2\\.3\\.4\\]\\|x");
-        assert!(p.is_match("from a[1.2.3.4]|x"));
-        assert!(!p.is_match("from a[1.2.3.4]"));
+        let p = Pattern::from("[1.2.3.4]|x{2}");
+        assert_eq!(p.as_str(), "\\[1\\.2\\.3\\.4\\]\\|x\\{2}");
+        assert!(p.is_match("from a[1.2.3.4]|x{2}"));
+        assert!(!p.is_match("from a[1.2.3.4]|xx"));
         assert_eq!(Pattern::parse(p.as_str()).unwrap(), p);
     }
 

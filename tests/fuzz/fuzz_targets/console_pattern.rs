@@ -1,8 +1,9 @@
 //! The patterns of the console's `| match` and `| except`: any text either parses or is
 //! refused, never panics, and a pattern that parses keeps the laws of regular
-//! expressions against any line: `(p)` and `(p)+` are found where `p` is, `(p)*` and
-//! `(p)?` everywhere, `(p)|(q)` where either is, `^(p)` and `(p)$` only where `p` is,
-//! and a line's own text, taken as written, is found in it.
+//! expressions against any line: `(p)`, `(p)+`, `(p){1}` and `(p){1,}` are found where
+//! `p` is, `(p)*`, `(p)?`, `(p){0,}` and `(p){0,1}` everywhere, `(p)|(q)` where either
+//! is, `^(p)`, `(p)$` and `(p){2}` only where `p` is, and a line's own text, taken as
+//! written, is found in it.
 //!
 //! The input is a pattern, a line and a second pattern, separated by NUL octets.
 #![no_main]
@@ -28,12 +29,16 @@ fuzz_target!(|data: &[u8]| {
         (format!("({p})+"), found),
         (format!("({p})*"), true),
         (format!("({p})?"), true),
+        (format!("({p}){{1}}"), found),
+        (format!("({p}){{1,}}"), found),
+        (format!("({p}){{0,}}"), true),
+        (format!("({p}){{0,1}}"), true),
     ] {
         if let Some(got) = with(composed.clone()) {
             assert_eq!(got, expected, "{composed:?} in {line:?}");
         }
     }
-    for anchored in [format!("^({p})"), format!("({p})$")] {
+    for anchored in [format!("^({p})"), format!("({p})$"), format!("({p}){{2}}")] {
         if with(anchored.clone()) == Some(true) {
             assert!(found, "{anchored:?} found in {line:?} but {p:?} not");
         }
