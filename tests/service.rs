@@ -231,23 +231,14 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
     let sink = Sink::start();
     let mut gw = Gateway::start(dir.path(), &relay_to(sink.addr.port()));
     let addr = gw.inbound_addr();
-    let open = |raw: &mut Raw, subject: &str| {
-        raw.replies(1);
-        raw.send(b"EHLO client.example\r\n");
-        raw.replies(1);
-        raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
-        let reply = raw.replies(3);
-        assert!(reply.contains("354 "), "{reply}");
-        raw.send(format!("Subject: {subject}\r\n\r\nhalf of it").as_bytes());
-    };
     let mut idle = Raw::connect(addr);
     idle.replies(1);
     idle.send(b"EHLO idle.example\r\n");
     idle.replies(1);
     let mut finishing = Raw::connect(addr);
-    open(&mut finishing, "finished");
+    begin_message(&mut finishing, "finished");
     let mut stuck = Raw::connect(addr);
-    open(&mut stuck, "never finished");
+    begin_message(&mut stuck, "never finished");
 
     gw.signal(libc::SIGTERM);
     let told = idle.until_close();
@@ -283,6 +274,17 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
     assert!(String::from_utf8_lossy(&got[0].content).contains("Subject: finished"));
 }
 
+/// From the greeting to half a message's content, on a new connection.
+fn begin_message(raw: &mut Raw, subject: &str) {
+    raw.replies(1);
+    raw.send(b"EHLO client.example\r\n");
+    raw.replies(1);
+    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
+    let reply = raw.replies(3);
+    assert!(reply.contains("354 "), "{reply}");
+    raw.send(format!("Subject: {subject}\r\n\r\nhalf of it").as_bytes());
+}
+
 /// The stopping grace is `system stop-grace`, taken from the running configuration when
 /// the stop begins: committed at the console, it holds for the next stop at once.
 #[test]
@@ -293,13 +295,7 @@ fn the_stopping_grace_is_configured_and_a_commit_changes_it_at_once() {
     let out = gw.console_script("configure\nset system stop-grace 1s\ncommit\nexit\n");
     assert!(out.contains("commit 2: applied"), "{out}");
     let mut stuck = Raw::connect(gw.inbound_addr());
-    stuck.replies(1);
-    stuck.send(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n");
-    stuck.replies(2);
-    stuck.send(b"RCPT TO:<b@example.com>\r\nDATA\r\n");
-    let reply = stuck.replies(2);
-    assert!(reply.contains("354 "), "{reply}");
-    stuck.send(b"Subject: never finished\r\n\r\nhalf of it");
+    begin_message(&mut stuck, "never finished");
 
     gw.signal(libc::SIGTERM);
     let cut = stuck.until_close();

@@ -127,14 +127,17 @@ impl Watch {
     }
 
     /// The gateway said `notice` at `now`. A beat before `READY=1` counts as ready: the
-    /// event loop turns.
+    /// event loop turns. After `STOPPING=1` the gateway is not timed until it is ready
+    /// again: a stop has its own deadline, and the console's `restart` starts the
+    /// gateway afresh in the same process, whose start-up is not timed either.
     pub fn notice(&mut self, notice: Notice, now: Instant) {
         match notice {
             Notice::Ready | Notice::Beat => {
                 self.ready_at.get_or_insert(now);
                 self.last = Some(now);
             }
-            Notice::Stopping | Notice::ExtendTimeout(_) => {}
+            Notice::Stopping => self.last = None,
+            Notice::ExtendTimeout(_) => {}
         }
     }
 
@@ -235,12 +238,16 @@ mod tests {
         assert_eq!(w.verdict(t0 + s(21)), Verdict::Alive);
         assert_eq!(w.verdict(t0 + s(22)), Verdict::Silent(s(10)));
         assert_eq!(w.verdict(t0 + s(40)), Verdict::Silent(s(28)));
-        // Being ready is kept from the first notice; STOPPING changes nothing.
+        // Being ready is kept from the first notice.
         w.notice(Notice::Ready, t0 + s(41));
-        w.notice(Notice::Stopping, t0 + s(45));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
-        assert_eq!(w.verdict(t0 + s(50)), Verdict::Alive);
         assert_eq!(w.verdict(t0 + s(51)), Verdict::Silent(s(10)));
+        // A stop (or a restart in the same process) is not timed until ready again.
+        w.notice(Notice::Stopping, t0 + s(45));
+        assert_eq!(w.verdict(t0 + s(500)), Verdict::Starting);
+        w.notice(Notice::Ready, t0 + s(500));
+        assert_eq!(w.verdict(t0 + s(510)), Verdict::Silent(s(10)));
+        assert_eq!(w.ready_at(), Some(t0 + s(5)));
     }
 
     #[test]
