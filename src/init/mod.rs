@@ -374,7 +374,9 @@ fn start_gateway(state_dir: &Path, watchdog: &Watchdog) -> io::Result<Child> {
     }
     // Notices of a gateway that is gone are not this one's.
     let _ = watchdog.notices();
-    // std resets the signal mask and dispositions in the child.
+    // This process blocks the signals it waits for; a mask survives exec, so the child
+    // starts with none blocked (else SIGTERM and SIGHUP would never reach the gateway).
+    sys::unblock_signals_in_child(&mut command);
     command.spawn()
 }
 
@@ -488,7 +490,8 @@ fn stop_gateway(gateway: Option<Child>, watchdog: &Watchdog) {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
-                    log::warn!(target: "init", "the gateway did not stop in {}s: killing it", start.elapsed().as_secs());
+                    log::warn!(target: "init", "the gateway did not stop in {}s: killing it ({})",
+                        start.elapsed().as_secs(), process_state(child.id()));
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
@@ -499,6 +502,39 @@ fn stop_gateway(gateway: Option<Child>, watchdog: &Watchdog) {
     }
     sys::kill(-1, libc::SIGKILL);
     while sys::reap().is_some() {}
+}
+
+/// What the kernel says of a process that does not stop: its state, the signals it
+/// blocks and has pending, and where it waits.
+fn process_state(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mut out: Vec<String> = status
+        .lines()
+        .filter(|l| {
+            [
+                "State:", "SigPnd:", "ShdPnd:", "SigBlk:", "SigCgt:", "Threads:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or("?");
+            out.push(format!(
+                "task {} {state} {wchan}",
+                task.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.join(", ")
 }
 
 /// Writes everything out, unmounts the data disk and powers off or restarts.

@@ -184,6 +184,24 @@ pub fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (s > 0).then_some(s)
 }
 
+/// Makes `command`'s child start with no signal blocked, whatever this process blocks.
+pub fn unblock_signals_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only calls sigemptyset and
+    // sigprocmask, both async-signal-safe, on a set on its own stack.
+    unsafe {
+        command.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &none,
+                std::ptr::null_mut(),
+            ))
+        });
+    }
+}
+
 /// Ctrl-Alt-Del sends SIGINT to PID 1 instead of restarting at once.
 pub fn ctrl_alt_del_to_signal() -> io::Result<()> {
     // SAFETY: reboot(2) with the CAD-off command changes only that setting.

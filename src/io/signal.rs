@@ -66,6 +66,10 @@ impl Signals {
         let (read, write) = UnixStream::pair()?;
         write.set_nonblocking(true)?;
         WRITE_FD.store(write.as_raw_fd() as RawFd, Ordering::Relaxed);
+        // SAFETY: sigset_t is initialised by sigemptyset before use.
+        let mut handled: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: handled is valid for writes.
+        unsafe { libc::sigemptyset(&mut handled) };
         for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
             // SAFETY: a zeroed sigaction with our handler and an empty mask is valid;
             // SA_RESTART keeps blocking system calls in other threads from failing.
@@ -77,7 +81,15 @@ impl Signals {
                 if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::sigaddset(&mut handled, signal);
             }
+        }
+        // A parent may hand its blocked signals down (a mask survives exec): blocked,
+        // ours would wait pending for ever and the gateway would never stop or reload.
+        // SAFETY: handled is a valid set; no old mask is wanted.
+        if unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &handled, std::ptr::null_mut()) } != 0
+        {
+            return Err(io::Error::last_os_error());
         }
         Ok(Signals {
             read: Async::new(read)?,
