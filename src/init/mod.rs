@@ -416,8 +416,8 @@ fn supervise(
             if !watchdog.timeout.is_zero()
                 && let Verdict::Silent(silent) = watch.verdict(now)
             {
-                log::error!(target: "init", "the gateway's event loop has been silent for {} s (system watchdog timeout {} s): killing it",
-                    silent.as_secs(), watchdog.timeout.as_secs());
+                log::error!(target: "init", "the gateway's event loop has been silent for {} s (system watchdog timeout {} s): killing it ({})",
+                    silent.as_secs(), watchdog.timeout.as_secs(), process_state(child.id()));
                 sys::kill(child.id() as i32, libc::SIGKILL);
                 // Killed once: not timed again, what follows is its exit (below).
                 *watch = Watch::new(watchdog.timeout);
@@ -504,8 +504,8 @@ fn stop_gateway(gateway: Option<Child>, watchdog: &Watchdog) {
     while sys::reap().is_some() {}
 }
 
-/// What the kernel says of a process that does not stop: its state, the signals it
-/// blocks and has pending, and where it waits.
+/// What the kernel says of a process that does not stop or has hung: its state, the
+/// signals it blocks and has pending, and where each of its threads waits.
 fn process_state(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let mut out: Vec<String> = status
