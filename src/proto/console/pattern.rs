@@ -414,6 +414,10 @@ impl Parser {
     }
 }
 
+/// The most steps `emit` writes around a part it repeats or offers as an alternative:
+/// a split and a jump (`*`, a branch before the last), or a split alone (`+`, `?`).
+const WRAP_STEPS: usize = 2;
+
 /// How many steps `emit` writes for `node`; saturating, so that nested counts cannot
 /// overflow it.
 fn size(node: &Node) -> usize {
@@ -422,15 +426,17 @@ fn size(node: &Node) -> usize {
         Node::Concat(items) => items.iter().map(size).fold(0, usize::saturating_add),
         Node::Alternation(branches) => branches
             .iter()
-            .map(|b| size(b).saturating_add(2))
+            .map(|b| size(b).saturating_add(WRAP_STEPS))
             .fold(0, usize::saturating_add),
-        Node::Repeat(inner, _) => size(inner).saturating_add(2),
+        Node::Repeat(inner, _) => size(inner).saturating_add(WRAP_STEPS),
         Node::Count(inner, min, max) => {
             let copies = match max {
                 Some(n) => *n as usize,
                 None => *min as usize + 1,
             };
-            size(inner).saturating_add(2).saturating_mul(copies)
+            size(inner)
+                .saturating_add(WRAP_STEPS)
+                .saturating_mul(copies)
         }
     }
 }
