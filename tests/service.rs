@@ -279,53 +279,13 @@ fn sigterm_lets_a_message_in_progress_finish_and_tells_the_others_421() {
 /// reload it and SIGTERM never stop it.
 #[test]
 fn a_gateway_started_with_its_signals_blocked_still_reloads_and_stops() {
-    use std::os::unix::process::CommandExt;
     let dir = TempDir::new("blocked-signals");
-    let config = dir.path().join("gateway.conf");
-    std::fs::write(&config, Gateway::config_text(free_port(), free_port(), "")).unwrap();
-    let log_path = dir.path().join("gateway.log");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_drawbridge"));
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--no-console")
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap());
-    // SAFETY: between fork and exec only sigemptyset, sigaddset and sigprocmask run,
-    // all async-signal-safe, on a set on the closure's stack.
-    unsafe {
-        command.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    wait_until("the gateway to start", || {
-        log().contains("message(s) recovered from the queue")
-    });
-    let signal = |s: i32| {
-        // SAFETY: kill(2) to our child; no memory is passed.
-        unsafe { libc::kill(child.id() as i32, s) };
-    };
-    signal(libc::SIGHUP);
-    wait_until("the reload", || log().contains("SIGHUP: reloading"));
-    signal(libc::SIGTERM);
-    wait_until("the gateway to stop", || {
-        child.try_wait().unwrap().is_some()
-    });
-    assert!(child.wait().unwrap().success());
-    assert!(log().contains("stopping: SIGTERM received"), "{}", log());
+    let mut gw = Gateway::start_with_blocked_signals(dir.path(), "");
+    gw.signal(libc::SIGHUP);
+    gw.wait_for_log("SIGHUP: reloading");
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit().success());
+    gw.wait_for_log("stopping: SIGTERM received");
 }
 
 /// From the greeting to half a message's content, on a new connection.

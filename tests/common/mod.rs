@@ -109,6 +109,9 @@ pub struct Gateway {
     pub with_config: bool,
     /// RLIMIT_NOFILE for the gateway process, when a test sets one.
     pub nofile: Option<u64>,
+    /// Start the gateway with SIGHUP, SIGTERM and SIGINT blocked, as a parent that
+    /// blocks them (PID 1) hands them down.
+    pub blocked_signals: bool,
 }
 
 impl Gateway {
@@ -133,6 +136,18 @@ impl Gateway {
     /// As `start`, with the gateway limited to `nofile` open descriptors.
     pub fn start_with_nofile(dir: &Path, extra: &str, nofile: u64) -> Gateway {
         Self::launch(dir, extra, Some(nofile), Vec::new())
+    }
+
+    /// As `start`, the gateway started with its signals blocked.
+    pub fn start_with_blocked_signals(dir: &Path, extra: &str) -> Gateway {
+        let inbound = free_port();
+        let outbound = free_port();
+        let config = dir.join("gateway.conf");
+        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
+        let mut gw = Self::unspawned(dir, config, inbound, outbound, None, Vec::new());
+        gw.blocked_signals = true;
+        gw.spawn();
+        gw
     }
 
     /// Like `start`, with extra environment for the gateway process.
@@ -175,7 +190,20 @@ impl Gateway {
         nofile: Option<u64>,
         env: Vec<(String, String)>,
     ) -> Gateway {
-        let mut gw = Gateway {
+        let mut gw = Self::unspawned(dir, config, inbound, outbound, nofile, env);
+        gw.spawn();
+        gw
+    }
+
+    fn unspawned(
+        dir: &Path,
+        config: PathBuf,
+        inbound: u16,
+        outbound: u16,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
+        Gateway {
             child: None,
             state: dir.join("state"),
             log: dir.join("gateway.log"),
@@ -185,9 +213,8 @@ impl Gateway {
             env,
             with_config: true,
             nofile,
-        };
-        gw.spawn();
-        gw
+            blocked_signals: false,
+        }
     }
 
     fn spawn(&mut self) {
@@ -211,6 +238,22 @@ impl Gateway {
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                    Ok(())
+                });
+            }
+        }
+        if self.blocked_signals {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only sigemptyset, sigaddset and sigprocmask
+            // run, all async-signal-safe, on a set on the closure's stack.
+            unsafe {
+                command.pre_exec(|| {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    for s in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+                        libc::sigaddset(&mut set, s);
+                    }
+                    libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
                     Ok(())
                 });
             }
