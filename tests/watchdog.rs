@@ -192,3 +192,42 @@ fn without_a_watchdog_the_test_is_refused_and_nothing_beats() {
     let _gw = start(&dir, env);
     assert_eq!(sup.lines_during(Duration::from_secs(1)), ["READY=1"]);
 }
+
+#[test]
+fn a_start_that_recovers_a_queue_says_it_progresses_before_it_is_ready() {
+    let dir = TempDir::new("watchdog-progress");
+    // Mail for a next hop that is down stays queued.
+    let down = common::free_port();
+    let mut gw = Gateway::start(
+        dir.path(),
+        &format!("set route example.com relay [127.0.0.1]:{down}\n"),
+    );
+    let ids: Vec<String> = (0..3)
+        .map(|_| common::send_to(&gw, &["bob@example.com"]))
+        .collect();
+    gw.kill();
+
+    // Started again under a supervisor: reading the spool and taking the messages back
+    // ask for time (a start is given at least 30 s, and 30 s more from each sign of
+    // progress), then it is ready. An empty queue asks for nothing (the other tests).
+    let sup = Supervisor::new(dir.path());
+    gw.env = sup
+        .env(Some("10000000"))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    gw.restart();
+    let lines = sup.lines_during(Duration::from_millis(500));
+    let ready = lines.iter().position(|l| l == "READY=1");
+    assert!(ready.is_some(), "{lines:?}");
+    let before = &lines[..ready.unwrap()];
+    assert!(!before.is_empty(), "{lines:?}");
+    assert!(
+        before.iter().all(|l| l == "EXTEND_TIMEOUT_USEC=30000000"),
+        "{lines:?}"
+    );
+    for id in ids {
+        gw.wait_for_log(&format!("{id}: from=<alice@example.org>"));
+    }
+    gw.wait_for_log("3 message(s) recovered from the queue");
+}

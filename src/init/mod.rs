@@ -32,7 +32,7 @@ use crate::board::BOARD;
 pub use crate::proto::boot::Shutdown;
 use crate::proto::boot::{Backoff, ConfigChoice, NetStep};
 use crate::proto::config::Config;
-use crate::proto::watchdog::{Notice, Verdict, Watch};
+use crate::proto::watchdog::{Notice, START_FLOOR, Verdict, Watch};
 
 /// Whether this process is to act as init: it is PID 1 on a board with its own kernel.
 pub fn should_run() -> bool {
@@ -398,7 +398,10 @@ fn supervise(
         {
             start_at = None;
             match start_gateway(state_dir, watchdog) {
-                Ok(child) => gateway = Some((child, Instant::now(), Watch::new(watchdog.timeout))),
+                Ok(child) => {
+                    let now = Instant::now();
+                    gateway = Some((child, now, Watch::new(watchdog.timeout, now)))
+                }
                 Err(e) => {
                     log::error!(target: "init", "cannot start the gateway: {e}");
                     start_at = Some(Instant::now() + backoff.after_exit(Duration::ZERO));
@@ -413,14 +416,26 @@ fn supervise(
                 }
                 watch.notice(notice, now);
             }
-            if !watchdog.timeout.is_zero()
-                && let Verdict::Silent(silent) = watch.verdict(now)
-            {
-                log::error!(target: "init", "the gateway's event loop has been silent for {} s (system watchdog timeout {} s): killing it ({})",
-                    silent.as_secs(), watchdog.timeout.as_secs(), process_state(child.id()));
+            let why = match watch.verdict(now) {
+                _ if watchdog.timeout.is_zero() => None,
+                Verdict::Silent(silent) => Some(format!(
+                    "the gateway's event loop has been silent for {} s (system watchdog timeout {} s)",
+                    silent.as_secs(),
+                    watchdog.timeout.as_secs()
+                )),
+                Verdict::NotReady(since) => Some(format!(
+                    "the gateway started {} s ago and is not ready, with no progress reported (system watchdog timeout {} s, at least {} s to start)",
+                    since.as_secs(),
+                    watchdog.timeout.as_secs(),
+                    START_FLOOR.as_secs()
+                )),
+                Verdict::Starting | Verdict::Alive | Verdict::Untimed => None,
+            };
+            if let Some(why) = why {
+                log::error!(target: "init", "{why}: killing it ({})", process_state(child.id()));
                 sys::kill(child.id() as i32, libc::SIGKILL);
                 // Killed once: not timed again, what follows is its exit (below).
-                *watch = Watch::new(watchdog.timeout);
+                watch.killed();
             }
         }
         if let (Some(slot), Some((_, started, watch))) = (unconfirmed, &gateway) {

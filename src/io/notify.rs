@@ -1,7 +1,9 @@
 //! The gateway's side of the watchdog (`crate::proto::watchdog`): it tells the
 //! supervisor named by `NOTIFY_SOCKET` when it is ready and when it stops, and beats
 //! from the event loop while the supervisor asks for it (`WATCHDOG_USEC`). Without
-//! `NOTIFY_SOCKET` every call here does nothing.
+//! `NOTIFY_SOCKET` every call here does nothing. While it starts, the long parts
+//! (recovering the queue) say they progress ([`progress`]), so that a start that is
+//! slow but moving is not taken for one that hangs.
 //!
 //! A beat is sent by a task on the executor, so it stops when the event loop stops
 //! turning; the socket is non-blocking, so a supervisor that does not read never stalls
@@ -9,8 +11,8 @@
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::proto::watchdog::{self, Notice};
 
@@ -75,6 +77,31 @@ pub fn tell(notices: &[Notice]) {
     {
         log::debug!(target: "main", "notifying the supervisor: {e}");
     }
+}
+
+/// How often [`progress`] tells the supervisor at most: often enough that a start
+/// making progress is never near its deadline ([`watchdog::START_FLOOR`] from each),
+/// seldom enough that telling costs nothing beside the work.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// When [`progress`] last told the supervisor.
+static LAST_PROGRESS: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// The start is making progress (another segment of the journal read, another batch of
+/// recovered messages taken): asks the supervisor for [`watchdog::START_FLOOR`] more
+/// from now, at most every [`PROGRESS_EVERY`], the first call at once. A start that
+/// hangs stops calling this, and is killed when its time runs out.
+pub fn progress() {
+    if supervisor().is_none() {
+        return;
+    }
+    let now = Instant::now();
+    let mut last = LAST_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some_and(|at| now.saturating_duration_since(at) < PROGRESS_EVERY) {
+        return;
+    }
+    *last = Some(now);
+    tell(&[Notice::ExtendTimeout(watchdog::START_FLOOR)]);
 }
 
 /// The supervisor's watchdog timeout: how long the event loop may stop before the

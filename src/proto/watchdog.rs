@@ -7,7 +7,9 @@
 //! `WATCHDOG_USEC`; a supervisor that hears nothing for `WATCHDOG_USEC` after the
 //! gateway was ready kills it and starts it again. A gateway whose event loop is stuck
 //! (a blocking call, a loop that never yields, a wait on a hung disk) stops beating even
-//! though its process still runs, which is what a restart on exit cannot see.
+//! though its process still runs, which is what a restart on exit cannot see. A start
+//! is timed too: a gateway not ready within the timeout (at least [`START_FLOOR`]) is
+//! killed, unless it keeps saying `EXTEND_TIMEOUT_USEC` while it recovers a large queue.
 //!
 //! Pure: the datagram's text both ways, the settings the environment gives, and the
 //! supervisor's verdict from the time it is told.
@@ -97,48 +99,86 @@ pub fn beat_every(timeout: Duration) -> Duration {
     timeout / 4
 }
 
+/// The least time a start is given before it must be ready: a start also answers to
+/// the watchdog timeout when that is longer, and each sign of progress it gives
+/// (`EXTEND_TIMEOUT_USEC`, sent while a large queue is recovered) buys it this much more
+/// from then. Half a minute is many times a normal start, token login and spool
+/// included, on a small board or in an emulator.
+pub const START_FLOOR: Duration = Duration::from_secs(30);
+
 /// What the supervisor makes of a gateway at a moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Not ready yet: start-up (recovering a large queue, say) is not timed.
+    /// Not ready yet, and within its time to start.
     Starting,
     /// Ready, and beating.
     Alive,
     /// Ready once, and silent for this long, at least the timeout: kill it.
     Silent(Duration),
+    /// Started this long ago, not ready and not making progress in time: kill it.
+    NotReady(Duration),
+    /// Not timed: stopping (its grace is its deadline), or already killed.
+    Untimed,
+}
+
+/// Where one run of the gateway is, for the supervisor.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Not ready yet: ready by this deadline, or killed.
+    Starting { deadline: Instant },
+    /// Ready, last heard of then.
+    Running { last: Instant },
+    /// Stopping, or killed: not timed until it is ready again.
+    Untimed,
 }
 
 /// The supervisor's view of one run of the gateway.
 #[derive(Clone, Debug)]
 pub struct Watch {
     timeout: Duration,
+    started: Instant,
     ready_at: Option<Instant>,
-    last: Option<Instant>,
+    phase: Phase,
 }
 
 impl Watch {
-    /// A gateway just started, to be killed when silent for `timeout` once ready.
-    pub fn new(timeout: Duration) -> Watch {
+    /// A gateway started at `now`, to be ready within the timeout (at least
+    /// [`START_FLOOR`], more while it says it makes progress), and killed when silent
+    /// for `timeout` once ready.
+    pub fn new(timeout: Duration, now: Instant) -> Watch {
         Watch {
             timeout,
+            started: now,
             ready_at: None,
-            last: None,
+            phase: Phase::Starting {
+                deadline: now + timeout.max(START_FLOOR),
+            },
         }
     }
 
     /// The gateway said `notice` at `now`. A beat before `READY=1` counts as ready: the
-    /// event loop turns. After `STOPPING=1` the gateway is not timed until it is ready
-    /// again: a stop has its own deadline, and the console's `restart` starts the
-    /// gateway afresh in the same process, whose start-up is not timed either.
+    /// event loop turns. `EXTEND_TIMEOUT_USEC` before it is ready moves the start's
+    /// deadline to that long from now, if that is later. After `STOPPING=1` the gateway
+    /// is not timed until it is ready again: a stop has its own deadline, and the
+    /// console's `restart` starts the gateway afresh in the same process.
     pub fn notice(&mut self, notice: Notice, now: Instant) {
         match notice {
             Notice::Ready | Notice::Beat => {
                 self.ready_at.get_or_insert(now);
-                self.last = Some(now);
+                self.phase = Phase::Running { last: now };
             }
-            Notice::Stopping => self.last = None,
-            Notice::ExtendTimeout(_) => {}
+            Notice::Stopping => self.phase = Phase::Untimed,
+            Notice::ExtendTimeout(more) => {
+                if let Phase::Starting { deadline } = &mut self.phase {
+                    *deadline = (*deadline).max(now + more);
+                }
+            }
         }
+    }
+
+    /// The supervisor killed this run: what follows is its exit, not timed.
+    pub fn killed(&mut self) {
+        self.phase = Phase::Untimed;
     }
 
     /// When the gateway became ready, if it did.
@@ -148,9 +188,12 @@ impl Watch {
 
     /// The verdict at `now`.
     pub fn verdict(&self, now: Instant) -> Verdict {
-        match self.last {
-            None => Verdict::Starting,
-            Some(last) => {
+        match self.phase {
+            Phase::Starting { deadline } if now >= deadline => {
+                Verdict::NotReady(now.saturating_duration_since(self.started))
+            }
+            Phase::Starting { .. } => Verdict::Starting,
+            Phase::Running { last } => {
                 let silent = now.saturating_duration_since(last);
                 if silent >= self.timeout {
                     Verdict::Silent(silent)
@@ -158,6 +201,7 @@ impl Watch {
                     Verdict::Alive
                 }
             }
+            Phase::Untimed => Verdict::Untimed,
         }
     }
 }
@@ -219,18 +263,57 @@ mod tests {
     }
 
     #[test]
-    fn a_gateway_is_not_timed_before_it_is_ready() {
+    fn a_start_is_given_the_timeout_but_at_least_the_floor() {
+        let s = Duration::from_secs;
         let t0 = Instant::now();
-        let w = Watch::new(Duration::from_secs(10));
-        assert_eq!(w.verdict(t0 + Duration::from_secs(3600)), Verdict::Starting);
+        let w = Watch::new(s(10), t0);
+        assert_eq!(w.verdict(t0 + START_FLOOR - s(1)), Verdict::Starting);
+        assert_eq!(w.verdict(t0 + START_FLOOR), Verdict::NotReady(START_FLOOR));
         assert_eq!(w.ready_at(), None);
+        let w = Watch::new(s(300), t0);
+        assert_eq!(w.verdict(t0 + s(299)), Verdict::Starting);
+        assert_eq!(w.verdict(t0 + s(301)), Verdict::NotReady(s(301)));
+    }
+
+    #[test]
+    fn progress_extends_a_start_and_only_a_start() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(10), t0);
+        // Each sign of progress gives that long from when it came, never less than before.
+        w.notice(Notice::ExtendTimeout(s(30)), t0 + s(25));
+        assert_eq!(w.verdict(t0 + s(54)), Verdict::Starting);
+        w.notice(Notice::ExtendTimeout(s(1)), t0 + s(50));
+        assert_eq!(w.verdict(t0 + s(54)), Verdict::Starting);
+        assert_eq!(w.verdict(t0 + s(55)), Verdict::NotReady(s(55)));
+        w.notice(Notice::ExtendTimeout(s(30)), t0 + s(54));
+        assert_eq!(w.verdict(t0 + s(83)), Verdict::Starting);
+        // Once ready, an extension does not cover silence.
+        w.notice(Notice::Ready, t0 + s(60));
+        w.notice(Notice::ExtendTimeout(s(3600)), t0 + s(61));
+        assert_eq!(w.verdict(t0 + s(70)), Verdict::Silent(s(10)));
+    }
+
+    #[test]
+    fn a_killed_run_is_not_timed_again() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(10), t0);
+        assert!(matches!(w.verdict(t0 + s(31)), Verdict::NotReady(_)));
+        w.killed();
+        assert_eq!(w.verdict(t0 + s(3600)), Verdict::Untimed);
+        let mut w = Watch::new(s(10), t0);
+        w.notice(Notice::Ready, t0);
+        assert!(matches!(w.verdict(t0 + s(10)), Verdict::Silent(_)));
+        w.killed();
+        assert_eq!(w.verdict(t0 + s(3600)), Verdict::Untimed);
     }
 
     #[test]
     fn a_ready_gateway_that_stops_beating_is_silent_after_the_timeout() {
         let s = Duration::from_secs;
         let t0 = Instant::now();
-        let mut w = Watch::new(s(10));
+        let mut w = Watch::new(s(10), t0);
         w.notice(Notice::Ready, t0 + s(5));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
         assert_eq!(w.verdict(t0 + s(14)), Verdict::Alive);
@@ -242,9 +325,11 @@ mod tests {
         w.notice(Notice::Ready, t0 + s(41));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
         assert_eq!(w.verdict(t0 + s(51)), Verdict::Silent(s(10)));
-        // A stop (or a restart in the same process) is not timed until ready again.
+        // A stop (or a restart in the same process) is not timed until ready again,
+        // and what it says to extend is its own business.
         w.notice(Notice::Stopping, t0 + s(45));
-        assert_eq!(w.verdict(t0 + s(500)), Verdict::Starting);
+        w.notice(Notice::ExtendTimeout(s(10)), t0 + s(45));
+        assert_eq!(w.verdict(t0 + s(500)), Verdict::Untimed);
         w.notice(Notice::Ready, t0 + s(500));
         assert_eq!(w.verdict(t0 + s(510)), Verdict::Silent(s(10)));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
@@ -254,7 +339,7 @@ mod tests {
     fn a_beat_before_ready_counts_as_ready() {
         let s = Duration::from_secs;
         let t0 = Instant::now();
-        let mut w = Watch::new(s(10));
+        let mut w = Watch::new(s(10), t0);
         w.notice(Notice::Beat, t0);
         assert_eq!(w.ready_at(), Some(t0));
         assert_eq!(w.verdict(t0 + s(10)), Verdict::Silent(s(10)));

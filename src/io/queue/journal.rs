@@ -28,6 +28,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::io::notify;
 use crate::proto::queue::envelope::{Envelope, Recovered, crc32};
 use crate::proto::queue::id::QueueId;
 
@@ -133,6 +134,7 @@ impl Journal {
         };
         let mut recovered = Vec::new();
         for n in numbers {
+            notify::progress();
             journal.recover_segment(n, &mut recovered)?;
         }
         let next = journal.segments.keys().next_back().map_or(1, |n| n + 1);

@@ -26,6 +26,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::io::notify;
 use crate::proto::queue::envelope::{ENVELOPE_MAX_FILE, Envelope, EnvelopeError};
 use crate::proto::queue::id::{QUEUE_ID_MAX_LEN, QueueId};
 
@@ -368,6 +369,7 @@ impl Spool {
 
         let mut queued = Vec::new();
         for (id, found) in found {
+            notify::progress();
             match self.check(&id, &found) {
                 Ok(Some(env)) => {
                     for path in &found.stale {

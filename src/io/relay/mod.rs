@@ -211,7 +211,10 @@ impl Scheduler {
         for r in &journaled {
             self.spool.observe_id(&r.env.id);
         }
-        let count = self.core.borrow_mut().recover(files, journaled, now());
+        let count =
+            self.core
+                .borrow_mut()
+                .recover(files, journaled, now(), crate::io::notify::progress);
         self.run_actions();
         count
     }

@@ -239,6 +239,10 @@ impl From<Reply> for Unreachable {
 /// 512 MiB appliance and some 8000 waiting 4 KiB messages.
 pub const MEMORY_CONTENT_LIMIT: usize = 32 * 1024 * 1024;
 
+/// How many recovered messages [`QueueCore::recover`] takes between two calls of its
+/// progress callback: a few seconds of log lines at 115 200 baud.
+pub const RECOVER_BATCH: usize = 256;
+
 /// A message the queue manager knows about.
 struct Message {
     env: Envelope,
@@ -366,8 +370,17 @@ impl QueueCore {
 
     /// Takes the messages recovered at start-up: those in files, and those in the journal.
     /// A message in both was being moved to its files: the files are the newer copy and
-    /// the journal record is retired. Returns how many messages it took.
-    pub fn recover(&mut self, files: Vec<Envelope>, journaled: Vec<Recovered>, now: Time) -> usize {
+    /// the journal record is retired. Calls `progress` after every [`RECOVER_BATCH`]
+    /// messages taken (each is logged, and a log on a slow serial console takes its
+    /// time), so that the layer can tell a supervisor the start moves. Returns how many
+    /// messages it took.
+    pub fn recover(
+        &mut self,
+        files: Vec<Envelope>,
+        journaled: Vec<Recovered>,
+        now: Time,
+        mut progress: impl FnMut(),
+    ) -> usize {
         let in_files: HashSet<QueueId> = files.iter().map(|e| e.id.clone()).collect();
         let mut all: Vec<Message> = files
             .into_iter()
@@ -390,7 +403,10 @@ impl QueueCore {
         }
         all.sort_by(|a, b| (a.env.arrived, &a.env.id).cmp(&(b.env.arrived, &b.env.id)));
         let count = all.len();
-        for m in all {
+        for (n, m) in all.into_iter().enumerate() {
+            if n % RECOVER_BATCH == 0 {
+                progress();
+            }
             let env = &m.env;
             let state = if env.held {
                 "hold"
@@ -1897,7 +1913,7 @@ mod tests {
                 segment: 4,
             },
         ];
-        let n = c.recover(vec![both, later_one, held], journaled, at(0));
+        let n = c.recover(vec![both, later_one, held], journaled, at(0), || {});
         assert_eq!(n, 4);
         let a = actions(&mut c);
         assert!(matches!(
@@ -1913,6 +1929,21 @@ mod tests {
         }
         assert_eq!(jobs, 2, "the deferred and the held message wait");
         assert_eq!(c.poll_timeout(), Some(at(500)));
+    }
+
+    #[test]
+    fn recovery_says_it_progresses_every_batch() {
+        let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
+        let n = 2 * RECOVER_BATCH + 1;
+        let files = (0..n as u64)
+            .map(|i| env(i + 1, &["u@a.example"]))
+            .collect();
+        let mut calls = 0;
+        assert_eq!(c.recover(files, Vec::new(), at(0), || calls += 1), n);
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        assert_eq!(c.recover(Vec::new(), Vec::new(), at(0), || calls += 1), 0);
+        assert_eq!(calls, 0);
     }
 
     #[test]
