@@ -259,6 +259,39 @@ fn commits_reach_a_real_client_and_unconfirmed_ones_roll_back() {
 }
 
 #[test]
+fn edit_works_under_a_place_and_its_commits_apply() {
+    let dir = TempDir::new("console-edit");
+    let sink = Sink::start();
+    let mut c = start(&dir, "", &[]);
+    let port = c.inbound;
+    let term = &mut c.term;
+    first_login(term);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("550 5.7.1"));
+    term.type_keys("configure\r");
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("edit route partner.example\r");
+    term.expect("[edit route partner.example]");
+    term.expect(CONFIG_PROMPT);
+    // Completion starts at the level: `rel` is the route's relay, not a top word.
+    term.type_keys(&format!("set rel\t[127.0.0.1]:{}\r", sink.addr.port()));
+    term.expect(CONFIG_PROMPT);
+    term.type_keys("commit\r");
+    term.expect("commit 2: applied");
+    term.expect(CONFIG_PROMPT);
+    assert!(rcpt_reply(port, "bob@partner.example").starts_with("250"));
+    term.type_keys("show\r");
+    term.expect(&format!(
+        "set route partner.example relay [127.0.0.1]:{}",
+        sink.addr.port()
+    ));
+    term.type_keys("up\r");
+    term.expect("[edit]");
+    term.type_keys("exit\r");
+    term.expect("Exiting configuration mode");
+    term.expect(PROMPT);
+}
+
+#[test]
 fn a_log_line_while_typing_leaves_the_line_intact() {
     let dir = TempDir::new("console-log");
     let mut c = start(&dir, "", &[]);

@@ -985,6 +985,36 @@ pub fn candidates(config: &Config, words: &[Word]) -> Result<Vec<Candidate>, Lin
     }
 }
 
+/// Whether `path` (the words a `set` would take before its setting) names a place
+/// statements go under: a container, or an entry of a list with its key, not a setting
+/// or a list without its key. The empty path is the top. What the console's `edit`
+/// may enter.
+pub fn is_place(path: &[Word]) -> bool {
+    let mut words = vec![Word::bare("set")];
+    words.extend(path.iter().cloned());
+    let Ok(mut walk) = Walk::new(&words) else {
+        return false;
+    };
+    let mut nodes: &[Node] = ROOT;
+    while let Some(word) = walk.peek() {
+        let Ok(node) = walk.keyword(nodes, word) else {
+            return false;
+        };
+        walk.next += 1;
+        match &node.kind {
+            NodeKind::Container(children) => nodes = children,
+            NodeKind::List(list) => {
+                let Some(Ok(_)) = walk.take().map(list.key.parse) else {
+                    return false;
+                };
+                nodes = list.children;
+            }
+            NodeKind::Leaf(_) => return false,
+        }
+    }
+    true
+}
+
 /// Applies a loaded text to a candidate: merged onto it (`load merge`), or replacing it
 /// (`load replace`, which starts from the factory values). The text's `set` and
 /// `delete` lines apply in order; a bad line refuses the whole load, naming it.

@@ -147,10 +147,38 @@ enum State {
     Closed,
 }
 
-/// Configuration mode: the candidate and the configuration it started from.
+/// Configuration mode: the candidate, the configuration it started from, and where in
+/// it the administrator works (`edit`).
 struct Editing {
     candidate: Candidate,
     base: Config,
+    /// The place `set`, `delete`, `show` and `edit` start from; empty at the top.
+    level: Vec<Word>,
+    /// The levels each `edit` left, for `exit` to go back to.
+    back: Vec<Vec<Word>>,
+}
+
+impl Editing {
+    fn new(candidate: Candidate) -> Editing {
+        Editing {
+            base: candidate.config.clone(),
+            candidate,
+            level: Vec::new(),
+            back: Vec::new(),
+        }
+    }
+
+    /// The banner of the level, `[edit]` or `[edit service inbound]`, shown when the
+    /// level changes.
+    fn banner(&self) -> String {
+        let mut out = String::from("[edit");
+        for w in &self.level {
+            out.push(' ');
+            out.push_str(&output::sanitize(&text::lex::word(&w.text)));
+        }
+        out.push(']');
+        out
+    }
 }
 
 /// One console session.
@@ -729,11 +757,11 @@ impl Console {
             self.error(&format!("syntax error: {e}"));
             return self.prompt();
         }
-        let config = match &self.editing {
-            Some(e) => &e.candidate.config,
-            None => &self.empty,
+        let (config, level) = match &self.editing {
+            Some(e) => (&e.candidate.config, &e.level[..]),
+            None => (&self.empty, &[][..]),
         };
-        match tree::parse(self.mode(), config, &words.words) {
+        match tree::parse(self.mode(), config, level, &words.words) {
             Ok(parsed) => self.act(parsed.action, parsed.pipes),
             Err(e) => {
                 self.syntax_error(&e, &words.words);
@@ -828,6 +856,24 @@ impl Console {
                     );
                 }
             }
+            Action::Edit(path) => self.move_level(|e| {
+                let left = std::mem::replace(&mut e.level, path);
+                e.back.push(left);
+            }),
+            Action::Up(n) => self.move_level(|e| {
+                e.back.clear();
+                for _ in 0..n {
+                    // A list's entry is one place with its key: up from it leaves both.
+                    e.level.pop();
+                    while !text::is_place(&e.level) {
+                        e.level.pop();
+                    }
+                }
+            }),
+            Action::Top => self.move_level(|e| {
+                e.back.clear();
+                e.level.clear();
+            }),
             Action::Rollback(n) => self.request(Request::Rollback(n), Pending::Rollback),
             Action::Load {
                 replace,
@@ -846,8 +892,21 @@ impl Console {
         }
     }
 
+    /// Moves the level being edited, and shows the new one.
+    fn move_level(&mut self, to: impl FnOnce(&mut Editing)) {
+        if let Some(editing) = self.editing.as_mut() {
+            to(editing);
+            let banner = editing.banner();
+            self.write_line(&banner);
+        }
+        self.prompt();
+    }
+
     fn exit(&mut self) {
         if let Some(editing) = &self.editing {
+            if !editing.level.is_empty() {
+                return self.move_level(|e| e.level = e.back.pop().unwrap_or_default());
+            }
             if editing.candidate.config != editing.base {
                 self.write_line("The configuration has been changed but not committed.");
                 self.write_line("Exit with uncommitted changes?");
@@ -990,13 +1049,11 @@ impl Console {
             }
             (Pending::Configure, Answer::Candidate(candidate)) => {
                 self.host = candidate.config.system.host_name.clone();
-                self.editing = Some(Editing {
-                    base: candidate.config.clone(),
-                    candidate: *candidate,
-                });
+                let editing = Editing::new(*candidate);
                 self.write_line("Entering configuration mode");
                 self.write_line("");
-                self.write_line("[edit]");
+                self.write_line(&editing.banner());
+                self.editing = Some(editing);
                 self.prompt();
             }
             (Pending::Compare { path, pipes }, Answer::Running(running)) => {
@@ -1014,10 +1071,12 @@ impl Console {
             (Pending::Commit { and_quit }, Answer::Committed { text, candidate }) => {
                 self.error(&text);
                 self.host = candidate.config.system.host_name.clone();
-                self.editing = Some(Editing {
-                    base: candidate.config.clone(),
-                    candidate: *candidate,
-                });
+                // A new base; the administrator stays where they work.
+                let mut editing = Editing::new(*candidate);
+                if let Some(old) = self.editing.take() {
+                    (editing.level, editing.back) = (old.level, old.back);
+                }
+                self.editing = Some(editing);
                 if and_quit {
                     self.leave_configuration();
                 }
@@ -1048,11 +1107,11 @@ impl Console {
         let before: Vec<char> = self.line.chars()[..self.line.cursor()].to_vec();
         let words = words::split(&before);
         let (complete, _) = words.split_partial();
-        let config = match &self.editing {
-            Some(e) => &e.candidate.config,
-            None => &self.empty,
+        let (config, level) = match &self.editing {
+            Some(e) => (&e.candidate.config, &e.level[..]),
+            None => (&self.empty, &[][..]),
         };
-        let found = tree::candidates(self.mode(), config, complete);
+        let found = tree::candidates(self.mode(), config, level, complete);
         (words, found)
     }
 

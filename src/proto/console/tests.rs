@@ -445,6 +445,71 @@ fn configure_set_compare_commit_and_exit() {
 }
 
 #[test]
+fn edit_up_top_and_exit_move_through_the_configuration() {
+    let screen = transcript(
+        Fake::changed,
+        logged_in(),
+        &[
+            Step::Keys(b"configure\r"),
+            Step::Keys(b"edit service inbound\r"),
+            Step::Keys(b"set listen 127.0.0.1:2599\r"),
+            Step::Keys(b"set max-conn\t 40\r"),
+            Step::Keys(b"show\r"),
+            Step::Keys(b"set nonsense 1\r"),
+            Step::Keys(b"exit\r"),
+            Step::Keys(b"edit system\redit watchdog\rset timeout 2m\r"),
+            Step::Keys(b"exit\r"),
+            Step::Keys(b"edit watchdog\rup\rup\r"),
+            Step::Keys(b"edit route example.org\rset mx\rshow\r"),
+            Step::Keys(b"commit\r"),
+            Step::Keys(b"top\rshow system watchdog\rexit\r"),
+        ],
+    );
+    let text = screen.text();
+    let p = "admin@gw.example.com# ";
+    assert!(
+        text.contains(&format!(
+            "{p}edit service inbound\n[edit service inbound]\n{p}"
+        )),
+        "{text}"
+    );
+    // set, TAB completion and show start at the level.
+    assert!(
+        text.contains(&format!("{p}set max-connections 40\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{p}show\nset service inbound listen 127.0.0.1:2525\nset service inbound listen 127.0.0.1:2599\nset service inbound max-connections 40\n{p}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{p}set nonsense 1\n{}^\nunknown keyword 'nonsense' after 'set service inbound'",
+            " ".repeat(p.len() + 4)
+        )),
+        "{text}"
+    );
+    // exit goes back to where the last edit was typed; at the top it would leave.
+    assert!(text.contains(&format!("{p}exit\n[edit]\n{p}edit system\n[edit system]\n{p}edit watchdog\n[edit system watchdog]\n{p}set timeout 2m\n{p}exit\n[edit system]\n")), "{text}");
+    // up: one place at a time.
+    assert!(
+        text.contains(&format!(
+            "{p}edit watchdog\n[edit system watchdog]\n{p}up\n[edit system]\n{p}up\n[edit]\n"
+        )),
+        "{text}"
+    );
+    // A list's entry is a place with its key; a commit keeps the level.
+    assert!(
+        text.contains(&format!(
+            "[edit route example.org]\n{p}set mx\n{p}show\nset route example.org mx\n{p}commit\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("commit 2: applied\n{p}top\n[edit]\n{p}show system watchdog\nset system watchdog timeout 2m\n{p}exit\nExiting configuration mode\n")), "{text}");
+    assert!(!text.contains("uncommitted"), "{text}");
+}
+
+#[test]
 fn commit_options_reach_the_gateway() {
     let start = Instant::now();
     let mut console = Console::new(logged_in(), start);

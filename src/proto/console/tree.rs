@@ -36,6 +36,9 @@ pub enum CmdKind {
     Statement,
     /// Configuration mode's `show`: the rest is a path into the configuration.
     ConfigPath,
+    /// Configuration mode's `edit`: the rest is a place in the configuration to work
+    /// under.
+    EditPath,
     /// `run`: the rest is an operational command.
     Operational,
 }
@@ -115,8 +118,15 @@ pub enum Action {
     Exit,
     /// `set …` or `delete …`: the statement's words, the verb first.
     Statement(Vec<lex::Word>),
-    /// Configuration mode's `show [PATH]`: keywords in full, keys and values as typed.
+    /// Configuration mode's `show [PATH]`: keywords in full, keys and values as typed,
+    /// the level being edited first.
     ShowCandidate(Vec<lex::Word>),
+    /// `edit PATH`: work under this place (the whole path from the top, as for `show`).
+    Edit(Vec<lex::Word>),
+    /// `up [N]`: this many places up (one by default).
+    Up(usize),
+    /// `top`: back to the top of the configuration.
+    Top,
     Commit {
         check: bool,
         confirm_minutes: Option<u64>,
@@ -245,16 +255,18 @@ fn ambiguous(at: usize, word: &str, candidates: Vec<Candidate>) -> SyntaxError {
 pub fn candidates(
     mode: Mode,
     config: &Config,
+    level: &[lex::Word],
     words: &[Word],
 ) -> Result<Vec<Candidate>, SyntaxError> {
     let (command, pipes) = split_pipes(words);
+    let at = Place { config, level };
     match pipes {
-        None => walk(mode.root(), config, command, 0, Walk::Help).map(|done| match done {
+        None => walk(mode.root(), at, command, 0, Walk::Help).map(|done| match done {
             Walked::Help(c) => c,
             Walked::Parsed(..) => Vec::new(),
         }),
         Some(pipe_words) => {
-            let piped = match walk(mode.root(), config, command, 0, Walk::Parse)? {
+            let piped = match walk(mode.root(), at, command, 0, Walk::Parse)? {
                 Walked::Parsed(_, piped, compare) => (piped, compare),
                 Walked::Help(_) => (false, false),
             };
@@ -270,10 +282,15 @@ pub fn candidates(
 }
 
 /// Parses a whole line's words.
-pub fn parse(mode: Mode, config: &Config, words: &[Word]) -> Result<Parsed, SyntaxError> {
+pub fn parse(
+    mode: Mode,
+    config: &Config,
+    level: &[lex::Word],
+    words: &[Word],
+) -> Result<Parsed, SyntaxError> {
     let (command, pipes) = split_pipes(words);
-    let Walked::Parsed(action, piped, compare) =
-        walk(mode.root(), config, command, 0, Walk::Parse)?
+    let at = Place { config, level };
+    let Walked::Parsed(action, piped, compare) = walk(mode.root(), at, command, 0, Walk::Parse)?
     else {
         return Err(SyntaxError::new(command.len(), "syntax error."));
     };
@@ -310,9 +327,17 @@ enum Walked {
     Help(Vec<Candidate>),
 }
 
+/// Where configuration-mode commands work: the candidate, and the level `edit` chose
+/// (empty at the top), which `set`, `delete`, `show` and `edit` take as their start.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    config: &'a Config,
+    level: &'a [lex::Word],
+}
+
 fn walk(
     nodes: &'static [Cmd],
-    config: &Config,
+    place: Place,
     words: &[Word],
     base: usize,
     how: Walk,
@@ -354,18 +379,23 @@ fn walk(
     };
     let rest = &words[1..];
     let at = base + 1;
+    let config = place.config;
     match &node.kind {
-        CmdKind::Menu(children) => walk(children, config, rest, at, how),
+        CmdKind::Menu(children) => walk(children, place, rest, at, how),
         CmdKind::Run(spec) => run_args(spec, rest, at, how),
-        CmdKind::Operational => match walk(OPERATIONAL, config, rest, at, how)? {
-            Walked::Parsed(Action::Configure | Action::Exit, ..) => Err(SyntaxError::new(
-                at,
-                "'run' takes commands that show or act on the gateway, not configure, exit or quit.",
-            )),
-            walked => Ok(walked),
-        },
+        CmdKind::Operational => {
+            let top = Place { config, level: &[] };
+            match walk(OPERATIONAL, top, rest, at, how)? {
+                Walked::Parsed(Action::Configure | Action::Exit, ..) => Err(SyntaxError::new(
+                    at,
+                    "'run' takes commands that show or act on the gateway, not configure, exit or quit.",
+                )),
+                walked => Ok(walked),
+            }
+        }
         CmdKind::Statement => {
             let mut statement = vec![lex::Word::bare(node.name)];
+            statement.extend(place.level.iter().cloned());
             statement.extend(rest.iter().map(Word::config_word));
             match how {
                 Walk::Help => text::candidates(config, &statement)
@@ -378,20 +408,40 @@ fn walk(
                 },
             }
         }
-        CmdKind::ConfigPath => {
-            let path = config_path(config, rest, at)?;
+        CmdKind::ConfigPath | CmdKind::EditPath => {
+            let edit = matches!(node.kind, CmdKind::EditPath);
+            let path = config_path(place, rest, at)?;
             match how {
+                Walk::Parse if edit => {
+                    if rest.is_empty() {
+                        return Err(SyntaxError::new(
+                            at,
+                            "syntax error, expecting a place in the configuration.",
+                        ));
+                    }
+                    if !text::is_place(&path) {
+                        return Err(SyntaxError::new(
+                            at + rest.len() - 1,
+                            "not a place to edit: edit goes to a group of settings or to a list's entry, with its key",
+                        ));
+                    }
+                    Ok(Walked::Parsed(Action::Edit(path), false, false))
+                }
                 Walk::Parse => Ok(Walked::Parsed(Action::ShowCandidate(path), true, true)),
                 Walk::Help => {
                     let mut statement = vec![lex::Word::bare("set")];
-                    statement.extend(path);
+                    statement.extend(path.iter().cloned());
                     let mut out: Vec<Candidate> = text::candidates(config, &statement)
                         .map_err(|e| schema_error(e, rest, at))?
                         .into_iter()
                         .filter(|c| c.word != END_OF_STATEMENT)
                         .collect();
-                    out.push(pipe_candidate());
-                    out.push(end());
+                    if !edit {
+                        out.push(pipe_candidate());
+                    }
+                    if !edit || (!rest.is_empty() && text::is_place(&path)) {
+                        out.push(end());
+                    }
                     Ok(Walked::Help(out))
                 }
             }
@@ -430,8 +480,9 @@ fn schema_error(e: text::LineError, rest: &[Word], at: usize) -> SyntaxError {
 
 /// The canonical words of a configuration path (keywords written out in full), checked
 /// against the schema. A quoted word is a key or a value, never a keyword.
-fn config_path(config: &Config, words: &[Word], at: usize) -> Result<Vec<lex::Word>, SyntaxError> {
-    let mut path: Vec<lex::Word> = Vec::new();
+fn config_path(place: Place, words: &[Word], at: usize) -> Result<Vec<lex::Word>, SyntaxError> {
+    let config = place.config;
+    let mut path: Vec<lex::Word> = place.level.to_vec();
     for (i, w) in words.iter().enumerate() {
         let mut statement = vec![lex::Word::bare("set")];
         statement.extend(path.iter().cloned());
@@ -1512,7 +1563,17 @@ pub static CONFIGURATION: &[Cmd] = &[
         help: "Delete a configuration value or statement",
         kind: CmdKind::Statement,
     },
-    plain!("exit", "Leave configuration mode", false, Action::Exit),
+    Cmd {
+        name: "edit",
+        help: "Work under a place of the configuration: set, delete and show start there",
+        kind: CmdKind::EditPath,
+    },
+    plain!(
+        "exit",
+        "Back to the level before the last edit; at the top, leave configuration mode",
+        false,
+        Action::Exit
+    ),
     Cmd {
         name: "load",
         help: "Load set lines into the candidate, from a file or pasted at the terminal",
@@ -1546,7 +1607,12 @@ pub static CONFIGURATION: &[Cmd] = &[
             },
         }),
     },
-    plain!("quit", "Leave configuration mode", false, Action::Exit),
+    plain!(
+        "quit",
+        "Back to the level before the last edit; at the top, leave configuration mode",
+        false,
+        Action::Exit
+    ),
     Cmd {
         name: "rollback",
         help: "Load the configuration of N commits ago into the candidate (0: the running one)",
@@ -1576,6 +1642,27 @@ pub static CONFIGURATION: &[Cmd] = &[
         help: "Show the candidate configuration",
         kind: CmdKind::ConfigPath,
     },
+    plain!(
+        "top",
+        "Back to the top of the configuration",
+        false,
+        Action::Top
+    ),
+    Cmd {
+        name: "up",
+        help: "Up one place of the configuration, or N",
+        kind: CmdKind::Run(&Spec {
+            args: &[optional_value("N", "How many places up")],
+            piped: false,
+            build: |a| {
+                let n = a.value(0).unwrap_or("1");
+                match n.parse() {
+                    Ok(n) if n > 0 => Ok(Action::Up(n)),
+                    _ => Err(format!("'{n}' is not a number of places")),
+                }
+            },
+        }),
+    },
 ];
 
 #[cfg(test)]
@@ -1584,23 +1671,106 @@ mod tests {
     use crate::proto::console::words::split_str;
 
     fn parse_line(mode: Mode, line: &str) -> Result<Parsed, SyntaxError> {
+        parse_at(mode, &[], line)
+    }
+
+    /// Parses `line` with `level` being edited.
+    fn parse_at(mode: Mode, level: &[&str], line: &str) -> Result<Parsed, SyntaxError> {
+        let level: Vec<lex::Word> = level.iter().map(|w| lex::Word::bare(*w)).collect();
         parse(
             mode,
             &crate::proto::config::host_default(),
+            &level,
             &split_str(line).words,
         )
     }
 
     fn help(mode: Mode, line: &str) -> Vec<String> {
+        help_at(mode, &[], line)
+    }
+
+    fn help_at(mode: Mode, level: &[&str], line: &str) -> Vec<String> {
+        let level: Vec<lex::Word> = level.iter().map(|w| lex::Word::bare(*w)).collect();
         candidates(
             mode,
             &crate::proto::config::host_default(),
+            &level,
             &split_str(line).words,
         )
         .unwrap()
         .into_iter()
         .map(|c| c.word)
         .collect()
+    }
+
+    #[test]
+    fn edit_moves_the_start_of_set_delete_show_and_edit() {
+        use Mode::Configuration as C;
+        let words =
+            |p: &[&str]| -> Vec<lex::Word> { p.iter().map(|w| lex::Word::bare(*w)).collect() };
+        assert_eq!(
+            parse_line(C, "ed serv inb").unwrap().action,
+            Action::Edit(words(&["service", "inbound"]))
+        );
+        let at = ["service", "inbound"];
+        assert_eq!(
+            parse_at(C, &at, "set listen 127.0.0.1:2525")
+                .unwrap()
+                .action,
+            Action::Statement(vec![
+                lex::Word::bare("set"),
+                lex::Word::bare("service"),
+                lex::Word::bare("inbound"),
+                lex::Word::bare("listen"),
+                lex::Word::bare("127.0.0.1:2525"),
+            ])
+        );
+        assert_eq!(
+            parse_at(C, &at, "del listen").unwrap().action,
+            Action::Statement(words(&["delete", "service", "inbound", "listen"]))
+        );
+        assert_eq!(
+            parse_at(C, &at, "show").unwrap().action,
+            Action::ShowCandidate(words(&at))
+        );
+        assert_eq!(
+            parse_at(C, &["system"], "show watch").unwrap().action,
+            Action::ShowCandidate(words(&["system", "watchdog"]))
+        );
+        assert_eq!(
+            parse_at(C, &["system"], "edit watch").unwrap().action,
+            Action::Edit(words(&["system", "watchdog"]))
+        );
+        // What the level does not hold is an error at the word, as at the top.
+        let e = parse_at(C, &at, "set host-name x").unwrap_err();
+        assert_eq!(e.at, 1, "{e:?}");
+        // Help starts at the level too.
+        assert!(help_at(C, &at, "set ").contains(&"listen".to_string()));
+        assert!(!help_at(C, &at, "set ").contains(&"service".to_string()));
+        // Only places: a group of settings or a list's entry with its key.
+        let e = parse_line(C, "edit system host-name").unwrap_err();
+        assert_eq!(e.at, 2);
+        assert!(e.message.starts_with("not a place to edit"), "{e:?}");
+        assert!(parse_line(C, "edit route").is_err());
+        assert_eq!(
+            parse_line(C, "edit route example.com").unwrap().action,
+            Action::Edit(words(&["route", "example.com"]))
+        );
+        assert!(parse_line(C, "edit").is_err());
+        assert!(help(C, "edit ").contains(&"service".to_string()));
+        assert!(!help(C, "edit ").contains(&END_OF_STATEMENT.to_string()));
+        assert!(help(C, "edit service inbound ").contains(&END_OF_STATEMENT.to_string()));
+        assert!(!help(C, "edit ").contains(&"|".to_string()));
+        // up, top; run is not moved.
+        assert_eq!(parse_at(C, &at, "up").unwrap().action, Action::Up(1));
+        assert_eq!(parse_at(C, &at, "up 2").unwrap().action, Action::Up(2));
+        assert!(parse_at(C, &at, "up 0").is_err());
+        assert_eq!(parse_at(C, &at, "top").unwrap().action, Action::Top);
+        assert_eq!(
+            parse_at(C, &at, "run show status").unwrap().action,
+            Action::Run(Command::ShowStatus)
+        );
+        assert!(parse_line(Mode::Operational, "edit service").is_err());
     }
 
     #[test]
@@ -1786,6 +1956,7 @@ mod tests {
             candidates(
                 Mode::Operational,
                 &crate::proto::config::host_default(),
+                &[],
                 &split_str("show log | \"match\" ").words
             )
             .is_err()
@@ -1939,6 +2110,12 @@ mod tests {
             "chain",
             "/tmp/c.pem",
             "key",
+            "edit",
+            "up",
+            "top",
+            "2",
+            "listen",
+            "watchdog",
         ];
         let config = crate::proto::config::host_default();
         let mut x: u64 = 0x853c_49e6_748f_ea9b;
@@ -1959,17 +2136,23 @@ mod tests {
                 })
                 .collect();
             let line = line.join(" ");
-            for mode in [Mode::Operational, Mode::Configuration] {
+            let inbound = [lex::Word::bare("service"), lex::Word::bare("inbound")];
+            for (mode, level) in [
+                (Mode::Operational, &[][..]),
+                (Mode::Configuration, &[][..]),
+                (Mode::Configuration, &inbound[..]),
+            ] {
                 let words = split_str(&line).words;
-                let _ = candidates(mode, &config, &words);
-                match parse(mode, &config, &words) {
+                let _ = candidates(mode, &config, level, &words);
+                match parse(mode, &config, level, &words) {
                     Err(e) => assert!(e.at <= words.len(), "{line}: {e:?}"),
                     Ok(p) => {
                         parsed += 1;
                         let (last, before) = words.split_last().unwrap();
-                        let offered = candidates(mode, &config, before).unwrap_or_else(|e| {
-                            panic!("{line}: parses, but help before its last word fails: {e:?}")
-                        });
+                        let offered =
+                            candidates(mode, &config, level, before).unwrap_or_else(|e| {
+                                panic!("{line}: parses, but help before its last word fails: {e:?}")
+                            });
                         let fits = offered.iter().any(|c| {
                             c.placeholder
                                 || c.text()
