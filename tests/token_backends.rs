@@ -554,6 +554,78 @@ fn many_threads_sign_at_once_on_the_session_pool() {
 }
 
 #[test]
+fn keys_still_sign_after_the_token_forgets_its_login() {
+    in_own_softhsm(
+        "keys_still_sign_after_the_token_forgets_its_login",
+        &[],
+        |hsm| {
+            let logs = record_logs();
+            let token = pkcs11_token(hsm);
+            let (ec, _) = token.generate_key_pair(KeyKind::EcP256, "ec").unwrap();
+            let (rsa, _) = token.import_private_key("rsa", RSA_PKCS8).unwrap();
+            let mac = token.import_secret("mac", &[7u8; 32]).unwrap();
+            let sign_all = |when: &str| {
+                let sig = token
+                    .sign(ec, Mechanism::EcdsaP256Sha256, when.as_bytes())
+                    .unwrap_or_else(|e| panic!("{when}: {e:?}"));
+                assert!(verify(
+                    &token,
+                    ec,
+                    &signature::ECDSA_P256_SHA256_ASN1,
+                    when.as_bytes(),
+                    &sig
+                ));
+                let sig = token
+                    .sign(rsa, Mechanism::RsaPssSha256, when.as_bytes())
+                    .unwrap_or_else(|e| panic!("{when}: {e:?}"));
+                assert!(verify(
+                    &token,
+                    rsa,
+                    &signature::RSA_PSS_2048_8192_SHA256,
+                    when.as_bytes(),
+                    &sig
+                ));
+                token
+                    .hmac_sha256(mac, when.as_bytes())
+                    .unwrap_or_else(|e| panic!("{when}: {e:?}"))
+            };
+            let mac_before = sign_all("before");
+
+            // A token reset, as the module sees it: the application's login is gone (here
+            // another caller in the process logs out, which PKCS#11 makes everyone's), and
+            // the module may number private objects afresh when they are found again.
+            let other = cryptoki::context::Pkcs11::new(module()).unwrap();
+            let _ = other.initialize(cryptoki::context::CInitializeArgs::new(
+                cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+            ));
+            let slot = other
+                .get_slots_with_initialized_token()
+                .unwrap()
+                .into_iter()
+                .find(|s| other.get_token_info(*s).unwrap().label().trim_end() == hsm.label)
+                .unwrap();
+            let session = other.open_ro_session(slot).unwrap();
+            session.logout().unwrap();
+            drop(session);
+
+            // The same handles sign again, the login restored by the token.
+            let mac_after = sign_all("before");
+            assert_eq!(mac_before, mac_after);
+            sign_all("after");
+            let lines = logs.0.lock().unwrap().clone();
+            let relogins = lines
+                .iter()
+                .filter(|l| l.contains("the login was lost; logging in again"))
+                .count();
+            assert_eq!(relogins, 1, "{lines:#?}");
+            // Handles stay ours: the labels still find the same ones.
+            assert_eq!(token.find_objects("mac"), [mac]);
+            assert!(token.find_objects("ec").contains(&ec));
+        },
+    );
+}
+
+#[test]
 fn wrong_pins_and_missing_tokens_are_clear_errors() {
     in_own_softhsm(
         "wrong_pins_and_missing_tokens_are_clear_errors",

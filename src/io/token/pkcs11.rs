@@ -13,6 +13,11 @@
 //! closed or invalid is dropped, not returned; a call that finds the login gone (a token
 //! reset) logs in again once with the PIN it was given and retries.
 //!
+//! **Handles.** Modules may number private objects afresh at a login (SoftHSM2 does), so
+//! the handles this token gives out are its own, stable for its life: each stands for
+//! an object by its class, label and `CKA_ID`, and is found again on the module after
+//! every login, so a TLS key taken at start still signs after a token reset.
+//!
 //! **Fallback.** Where the module lacks a mechanism, that operation alone runs in
 //! software, and the first time each fallback happens it is logged, naming the mechanism:
 //! * a signature whose combined hash-and-sign mechanism is missing (`CKM_ECDSA_SHA256`,
@@ -33,7 +38,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11 as Module};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11 as Module};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
@@ -160,11 +165,78 @@ pub struct Pkcs11Token {
     max_sessions: usize,
     /// Class and key type of objects seen, so a signature costs one call to the module.
     kinds: Mutex<HashMap<u64, (ObjectClass, KeyKind)>>,
+    /// The handles given out, and the module's handles for them under this login.
+    objects: Mutex<Objects>,
     fallback_dir: Option<PathBuf>,
     fallback: OnceLock<SoftToken>,
     /// Fallbacks logged so far, by the missing mechanism's name.
     noted: Mutex<HashSet<&'static str>>,
     rng: SystemRandom,
+}
+
+/// What finds an object on the module again: its class, label and `CKA_ID` (empty for
+/// objects without one, such as HMAC keys; labels are unique on this token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Identity {
+    class: CkClass,
+    label: Vec<u8>,
+    id: Vec<u8>,
+}
+
+impl Identity {
+    fn template(&self) -> Vec<Attribute> {
+        let mut template = vec![
+            Attribute::Class(self.class),
+            Attribute::Label(self.label.clone()),
+        ];
+        if !self.id.is_empty() {
+            template.push(Attribute::Id(self.id.clone()));
+        }
+        template
+    }
+}
+
+/// The handles this token gave out (its own numbers, from 1, never with
+/// [`SOFT_HANDLE_BIT`]) and the module's handle for each under the current login.
+#[derive(Default)]
+struct Objects {
+    /// Ours → the object, and the module's handle for it once found under this login.
+    given: HashMap<u64, (Identity, Option<u64>)>,
+    /// The module's handle → ours, under this login.
+    ours: HashMap<u64, u64>,
+    last: u64,
+}
+
+impl Objects {
+    /// A login began or ended: the module's handles may all change.
+    fn forget_module_handles(&mut self) {
+        self.ours.clear();
+        for (_, module) in self.given.values_mut() {
+            *module = None;
+        }
+    }
+
+    /// The module's number for our handle no longer holds: find it again at next use.
+    fn unlink(&mut self, ours: u64) {
+        if let Some((_, module)) = self.given.get_mut(&ours)
+            && let Some(m) = module.take()
+        {
+            self.ours.remove(&m);
+        }
+    }
+
+    /// Links our handle and the module's for this login.
+    fn link(&mut self, ours: u64, module: u64) {
+        if let Some((_, m)) = self.given.get_mut(&ours) {
+            *m = Some(module);
+            self.ours.insert(module, ours);
+        }
+    }
+}
+
+/// The module's answer for an object it does not have (or no longer shows).
+fn no_such_object() -> CkError {
+    CkError::Pkcs11(RvError::ObjectHandleInvalid, Function::FindObjects)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -368,6 +440,7 @@ impl Pkcs11Token {
             returned: Condvar::new(),
             max_sessions,
             kinds: Mutex::new(HashMap::new()),
+            objects: Mutex::new(Objects::default()),
             fallback_dir: fallback_dir.map(Path::to_path_buf),
             fallback: OnceLock::new(),
             noted: Mutex::new(HashSet::new()),
@@ -455,6 +528,7 @@ impl Pkcs11Token {
         let pin = lock(&self.pin).clone().ok_or(TokenError::NotLoggedIn)?;
         log::warn!(target: "token", "token {:?}: the login was lost; logging in again", self.token.label);
         lock(&self.kinds).clear();
+        lock(&self.objects).forget_module_handles();
         let mut session = lock(&self.login_session);
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
@@ -490,13 +564,109 @@ impl Pkcs11Token {
         self.fallback.get().ok_or(TokenError::NoSuchObject)
     }
 
-    fn handle(&self, raw: u64) -> Result<ObjectHandle, TokenError> {
-        if raw & SOFT_HANDLE_BIT != 0 {
-            return Err(TokenError::Device(format!(
-                "the module gave object handle {raw:#x}, which collides with the fallback token's"
-            )));
+    /// Our handle for an object the module names `module` under this login, on the
+    /// session that found it: the one already given for that object, or a new one.
+    fn adopt(&self, s: &Session, module: CkHandle) -> Result<ObjectHandle, CkError> {
+        if let Some(&ours) = lock(&self.objects).ours.get(&module.handle()) {
+            return Ok(ObjectHandle::from_raw(ours));
         }
-        Ok(ObjectHandle::from_raw(raw))
+        let mut identity = Identity {
+            class: CkClass::DATA,
+            label: Vec::new(),
+            id: Vec::new(),
+        };
+        for attribute in s.get_attributes(
+            module,
+            &[
+                AttributeType::Class,
+                AttributeType::Label,
+                AttributeType::Id,
+            ],
+        )? {
+            match attribute {
+                Attribute::Class(c) => identity.class = c,
+                Attribute::Label(l) => identity.label = l,
+                Attribute::Id(i) => identity.id = i,
+                _ => {}
+            }
+        }
+        let mut objects = lock(&self.objects);
+        // Given before, and not yet found again since a login.
+        let known = objects
+            .given
+            .iter()
+            .find(|(_, (i, m))| m.is_none() && *i == identity)
+            .map(|(&ours, _)| ours);
+        let ours = match known {
+            Some(ours) => ours,
+            None => {
+                objects.last += 1;
+                let ours = objects.last;
+                objects.given.insert(ours, (identity, None));
+                ours
+            }
+        };
+        objects.link(ours, module.handle());
+        Ok(ObjectHandle::from_raw(ours))
+    }
+
+    /// The module's handle for one of ours under this login, found again on `s` after a
+    /// login; an unknown handle or a vanished object is `CKR_OBJECT_HANDLE_INVALID`.
+    fn resolve(&self, s: &Session, handle: ObjectHandle) -> Result<CkHandle, CkError> {
+        let identity = {
+            let objects = lock(&self.objects);
+            match objects.given.get(&handle.raw()) {
+                Some((_, Some(module))) => return Ok(ck_handle(*module)),
+                Some((identity, None)) => identity.clone(),
+                None => return Err(no_such_object()),
+            }
+        };
+        let found = s.find_objects(&identity.template())?;
+        let module = found.first().ok_or_else(no_such_object)?;
+        lock(&self.objects).link(handle.raw(), module.handle());
+        Ok(*module)
+    }
+
+    /// Runs `op` on the module's handle for `handle` (see [`Pkcs11Token::call`]), found
+    /// again on each try. When the module no longer knows the number it gave, the login
+    /// may be gone (a token reset; modules that drop private objects' handles at a
+    /// logout answer so rather than `CKR_USER_NOT_LOGGED_IN`) or the object renumbered:
+    /// once, the login is restored if the module lost it, and the object found again.
+    fn call_on<T>(
+        &self,
+        handle: ObjectHandle,
+        mut op: impl FnMut(&Session, CkHandle) -> Result<T, CkError>,
+    ) -> Result<T, TokenError> {
+        let mut again = false;
+        loop {
+            let was_found = lock(&self.objects)
+                .given
+                .get(&handle.raw())
+                .is_some_and(|(_, module)| module.is_some());
+            match self.call(|s| op(s, self.resolve(s, handle)?)) {
+                Err(TokenError::NoSuchObject) if was_found && !again => {
+                    again = true;
+                    if self.logged_in() && !self.module_logged_in() {
+                        self.relogin()?;
+                    }
+                    lock(&self.objects).unlink(handle.raw());
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Whether the module holds our login now (it may have dropped it in a reset).
+    fn module_logged_in(&self) -> bool {
+        use cryptoki::session::SessionState;
+        lock(&self.login_session)
+            .get_session_info()
+            .is_ok_and(|info| {
+                matches!(
+                    info.session_state(),
+                    SessionState::RoUser | SessionState::RwUser
+                )
+            })
     }
 
     /// Class and key type of an object on the module.
@@ -514,9 +684,8 @@ impl Pkcs11Token {
         &self,
         handle: ObjectHandle,
     ) -> Result<(ObjectClass, KeyKind, String), TokenError> {
-        let ck = ck_handle(handle);
         let attributes = self
-            .call(|s| {
+            .call_on(handle, |s, ck| {
                 s.get_attributes(
                     ck,
                     &[
@@ -648,8 +817,8 @@ impl Pkcs11Token {
         private: CkHandle,
         public: CkHandle,
     ) -> Result<(ObjectHandle, ObjectHandle), TokenError> {
-        let private = self.handle(private.handle())?;
-        let public = self.handle(public.handle())?;
+        let (private, public) =
+            self.call(|s| Ok((self.adopt(s, private)?, self.adopt(s, public)?)))?;
         let mut kinds = lock(&self.kinds);
         kinds.insert(private.raw(), (ObjectClass::PrivateKey, kind));
         kinds.insert(public.raw(), (ObjectClass::PublicKey, kind));
@@ -663,9 +832,8 @@ impl Pkcs11Token {
         mechanism: Mechanism,
         data: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
-        let key = ck_handle(handle);
         let sign = |mechanism: &CkMechanism<'_>, input: &[u8]| {
-            self.call(|s| s.sign(mechanism, key, input))
+            self.call_on(handle, |s, key| s.sign(mechanism, key, input))
         };
         let hash = match mechanism {
             Mechanism::RsaPkcs1Sha384 | Mechanism::RsaPssSha384 => &SHA384,
@@ -818,10 +986,11 @@ impl Pkcs11Token {
     }
 }
 
-fn ck_handle(handle: ObjectHandle) -> CkHandle {
-    // SAFETY: a handle this token gave out, or one the module refuses with
+/// The module's handle from its number.
+fn ck_handle(module: u64) -> CkHandle {
+    // SAFETY: a number the module gave under this login, or one it refuses with
     // CKR_OBJECT_HANDLE_INVALID; no memory is reached through it.
-    unsafe { CkHandle::new_from_raw(handle.raw()) }
+    unsafe { CkHandle::new_from_raw(module) }
 }
 
 fn signing_mechanism_name(kind: KeyKind) -> &'static str {
@@ -974,6 +1143,7 @@ impl Token for Pkcs11Token {
         *lock(&self.pin) = Some(auth);
         // Modules may number private objects afresh at each login.
         lock(&self.kinds).clear();
+        lock(&self.objects).forget_module_handles();
         if let Some(dir) = &self.fallback_dir {
             let soft = match self.fallback.get() {
                 Some(soft) => soft,
@@ -1001,6 +1171,7 @@ impl Token for Pkcs11Token {
     fn logout(&self) {
         *lock(&self.pin) = None;
         lock(&self.kinds).clear();
+        lock(&self.objects).forget_module_handles();
         let _ = lock(&self.login_session).logout();
         if let Some(soft) = self.fallback.get() {
             soft.logout();
@@ -1009,11 +1180,12 @@ impl Token for Pkcs11Token {
 
     fn find_objects(&self, label: &str) -> Vec<ObjectHandle> {
         let template = [Attribute::Label(label.as_bytes().to_vec())];
-        let mut out: Vec<ObjectHandle> = match self.call(|s| s.find_objects(&template)) {
-            Ok(found) => found
-                .iter()
-                .filter_map(|h| self.handle(h.handle()).ok())
-                .collect(),
+        let found = self.call(|s| {
+            let found = s.find_objects(&template)?;
+            found.into_iter().map(|h| self.adopt(s, h)).collect()
+        });
+        let mut out: Vec<ObjectHandle> = match found {
+            Ok(found) => found,
             Err(e) => {
                 log::warn!(target: "token", "token {:?}: finding {label:?} failed: {e}", self.token.label);
                 Vec::new()
@@ -1194,8 +1366,10 @@ impl Token for Pkcs11Token {
             Attribute::Sign(true),
             Attribute::Verify(true),
         ]);
-        let key = self.call(|s| s.generate_key(&CkMechanism::GenericSecretKeyGen, &template))?;
-        let handle = self.handle(key.handle())?;
+        let handle = self.call(|s| {
+            let key = s.generate_key(&CkMechanism::GenericSecretKeyGen, &template)?;
+            self.adopt(s, key)
+        })?;
         lock(&self.kinds).insert(
             handle.raw(),
             (ObjectClass::SecretKey, KeyKind::GenericSecret),
@@ -1223,8 +1397,10 @@ impl Token for Pkcs11Token {
             Attribute::Sign(true),
             Attribute::Verify(true),
         ]);
-        let key = self.call(|s| s.create_object(&template))?;
-        let handle = self.handle(key.handle())?;
+        let handle = self.call(|s| {
+            let key = s.create_object(&template)?;
+            self.adopt(s, key)
+        })?;
         lock(&self.kinds).insert(
             handle.raw(),
             (ObjectClass::SecretKey, KeyKind::GenericSecret),
@@ -1243,7 +1419,7 @@ impl Token for Pkcs11Token {
         if !self.offers(MechanismType::SHA256_HMAC) {
             return Err(TokenError::MechanismInvalid);
         }
-        let tag = self.call(|s| s.sign(&CkMechanism::Sha256Hmac, ck_handle(key), data))?;
+        let tag = self.call_on(key, |s, k| s.sign(&CkMechanism::Sha256Hmac, k, data))?;
         tag.as_slice().try_into().map_err(|_| TokenError::Crypto)
     }
 
@@ -1256,7 +1432,7 @@ impl Token for Pkcs11Token {
             self.require_login()?;
         }
         let read = |handle: ObjectHandle, types: &'static [AttributeType]| {
-            self.call(|s| s.get_attributes(ck_handle(handle), types))
+            self.call_on(handle, |s, ck| s.get_attributes(ck, types))
         };
         let der = match (class, kind) {
             (ObjectClass::SecretKey, _) | (_, KeyKind::GenericSecret) => {
@@ -1370,8 +1546,12 @@ impl Token for Pkcs11Token {
             return self.soft()?.destroy(h);
         }
         self.require_login()?;
-        self.call(|s| s.destroy_object(ck_handle(handle)))?;
+        self.call_on(handle, |s, ck| s.destroy_object(ck))?;
         lock(&self.kinds).remove(&handle.raw());
+        let mut objects = lock(&self.objects);
+        if let Some((_, Some(module))) = objects.given.remove(&handle.raw()) {
+            objects.ours.remove(&module);
+        }
         Ok(())
     }
 
@@ -1395,11 +1575,8 @@ impl Pkcs11Token {
     /// has one) and label.
     fn partner(&self, private: ObjectHandle) -> Result<ObjectHandle, TokenError> {
         let (mut id, mut label) = (Vec::new(), Vec::new());
-        for attribute in self.call(|s| {
-            s.get_attributes(
-                ck_handle(private),
-                &[AttributeType::Id, AttributeType::Label],
-            )
+        for attribute in self.call_on(private, |s, ck| {
+            s.get_attributes(ck, &[AttributeType::Id, AttributeType::Label])
         })? {
             match attribute {
                 Attribute::Id(i) => id = i,
@@ -1414,11 +1591,19 @@ impl Pkcs11Token {
         if !id.is_empty() {
             template.push(Attribute::Id(id));
         }
-        let found = self.call(|s| s.find_objects(&template))?;
-        let first = found.first().ok_or_else(|| {
-            TokenError::Device("no public key object for this private key".to_string())
-        })?;
-        self.handle(first.handle())
+        self.call(|s| {
+            let found = s.find_objects(&template)?;
+            found
+                .first()
+                .map(|&public| self.adopt(s, public))
+                .unwrap_or_else(|| Err(no_such_object()))
+        })
+        .map_err(|e| match e {
+            TokenError::NoSuchObject => {
+                TokenError::Device("no public key object for this private key".to_string())
+            }
+            other => other,
+        })
     }
 }
 
