@@ -292,6 +292,46 @@ fn edit_works_under_a_place_and_its_commits_apply() {
 }
 
 #[test]
+fn queue_ids_and_user_names_complete_from_the_running_gateway() {
+    let dir = TempDir::new("console-names");
+    // The next hop is down: the message waits in the queue.
+    let down = free_port();
+    let mut c = start(
+        &dir,
+        &format!("set route partner.example relay [127.0.0.1]:{down}"),
+        &[],
+    );
+    assert!(rcpt_reply(c.inbound, "bob@partner.example").starts_with("250"));
+    add_user(&c.state, "alice", "mail-user-pass", false);
+    let term = &mut c.term;
+    first_login(term);
+    // The id as `show queue` lists it; TAB writes the rest of it from its first
+    // characters, and the gateway then holds it.
+    term.type_keys("show queue\r");
+    term.expect("-Queue ID-");
+    let listing = term.expect(PROMPT);
+    let id = listing
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_default()
+        .trim_end_matches(['*', '!'])
+        .to_string();
+    assert!(id.len() >= 12, "{listing}");
+    term.type_keys(&format!("queue hold {}\t", &id[..4]));
+    term.expect(&format!("queue hold {id} "));
+    term.type_keys("\r");
+    term.expect(&format!("{id}: held"));
+    term.expect(PROMPT);
+    term.type_keys("password set al\t");
+    term.expect("password set alice ");
+    term.send("\x15");
+    term.type_keys("show queue\r");
+    term.expect(&format!("{id}!"));
+    term.expect(PROMPT);
+}
+
+#[test]
 fn a_log_line_while_typing_leaves_the_line_intact() {
     let dir = TempDir::new("console-log");
     let mut c = start(&dir, "", &[]);

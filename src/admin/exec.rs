@@ -17,6 +17,7 @@ use crate::io::config::admin;
 use crate::io::config::engine::CommitRequest;
 use crate::io::users::PasswordAction;
 use crate::proto::calendar::mailq_stamp;
+use crate::proto::console::request::{MAX_NAMES, NameKind};
 use crate::proto::console::{Answer, Command, MAX_PASTE, Request};
 use crate::proto::queue::listing::{QueueOp, qshape};
 
@@ -114,7 +115,43 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                 Err(e) => Answer::Error(e),
             }
         }
+        Request::Names(kind) => match names(&gw, kind).await {
+            Ok(names) => Answer::Names(kind, names),
+            Err(e) => Answer::Error(e),
+        },
     }
+}
+
+/// The names of `kind` the gateway has, sorted, for completing an argument; at most
+/// [`MAX_NAMES`] of them (the oldest queue ids first, as `show queue` lists them).
+async fn names(gw: &Rc<Gateway>, kind: NameKind) -> Result<Vec<String>, String> {
+    let dir = gw.state_dir.clone();
+    let mut names = match kind {
+        NameKind::QueueId => {
+            let mut entries = gw.net.queue.scheduler.list();
+            entries.sort_by_key(|e| e.arrived);
+            entries.truncate(MAX_NAMES);
+            entries.into_iter().map(|e| e.id.to_string()).collect()
+        }
+        NameKind::MailUser => smol::unblock(move || crate::io::users::load(&dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .list("*")
+            .into_iter()
+            .map(|u| u.name)
+            .collect(),
+        NameKind::ConsoleLogin => smol::unblock(move || accounts::names(&dir))
+            .await
+            .map_err(|e| e.to_string())?,
+        NameKind::Certificate => smol::unblock(move || {
+            crate::io::tls::store::names_in(&dir.join(crate::io::tls::setup::STORE_DIR))
+        })
+        .await
+        .map_err(|e| e.to_string())?,
+    };
+    names.sort();
+    names.truncate(MAX_NAMES);
+    Ok(names)
 }
 
 async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) -> Answer {

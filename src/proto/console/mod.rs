@@ -37,6 +37,7 @@ use editor::{BELL, History, Line, Screen};
 use keys::{Key, KeyDecoder};
 use output::Pager;
 pub use request::{Answer, Command, Request, Secret, Target};
+use request::{NameKind, Names};
 use tree::{Action, Mode, PasswordFor, Pipe, SyntaxError};
 
 use crate::proto::config::Candidate;
@@ -105,14 +106,39 @@ pub enum Event {
 /// What a request's answer is for.
 #[derive(Debug)]
 enum Pending {
-    Login { user: String },
-    SetLoginPassword { forced: bool },
-    Output { pipes: Vec<Pipe> },
+    Login {
+        user: String,
+    },
+    SetLoginPassword {
+        forced: bool,
+    },
+    Output {
+        pipes: Vec<Pipe>,
+    },
     Configure,
-    Compare { path: Vec<Word>, pipes: Vec<Pipe> },
-    Commit { and_quit: bool },
+    Compare {
+        path: Vec<Word>,
+        pipes: Vec<Pipe>,
+    },
+    Commit {
+        and_quit: bool,
+    },
     Rollback,
-    LoadFile { replace: bool },
+    LoadFile {
+        replace: bool,
+    },
+    /// Names for completing an argument; then `?` or TAB again.
+    Names {
+        kind: NameKind,
+        then: AfterNames,
+    },
+}
+
+/// What waits for the names the gateway is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterNames {
+    Help,
+    Complete,
 }
 
 #[derive(Debug)]
@@ -195,6 +221,8 @@ pub struct Console {
     editing: Option<Editing>,
     /// What operational mode completes against (nothing of it, so far).
     empty: Config,
+    /// Names the gateway gave for completing arguments, since the last command ran.
+    names: Names,
     typeahead: VecDeque<Key>,
     pager: Pager,
     deadline: Option<Instant>,
@@ -233,6 +261,7 @@ impl Console {
             user: None,
             editing: None,
             empty: Config::default(),
+            names: Names::default(),
             typeahead: VecDeque::new(),
             pager: Pager::new(options.rows, options.columns),
             deadline: None,
@@ -328,6 +357,12 @@ impl Console {
                 if self.held_logs.len() < MAX_HELD_LOGS {
                     self.held_logs.push_back(line);
                 }
+            }
+            // Waiting for names, the line being typed is on the screen.
+            State::Busy(Pending::Names { .. }) => {
+                self.screen.erase(&mut self.out);
+                self.write_line(&line);
+                self.screen.redraw(&mut self.out);
             }
             State::Busy(_) | State::Throttled => self.write_line(&line),
             State::More => {
@@ -749,6 +784,8 @@ impl Console {
     }
 
     fn run_line(&mut self, text: &str) {
+        // A command may add or remove what the names were.
+        self.names.clear();
         let words = words::split_str(text);
         if words.words.is_empty() {
             return self.prompt();
@@ -1093,6 +1130,19 @@ impl Console {
                 self.load(&text, replace);
                 self.prompt();
             }
+            (Pending::Names { kind, then }, answer) => {
+                // Whatever came (the names, an error, Ctrl-C), the line is still there:
+                // help or complete with what is known, not asking again for this kind.
+                let names = match answer {
+                    Answer::Names(k, names) if k == kind => names,
+                    _ => Vec::new(),
+                };
+                self.names.insert(kind, names);
+                match then {
+                    AfterNames::Help => self.help(),
+                    AfterNames::Complete => self.complete(),
+                }
+            }
             (_, answer) => {
                 self.error(&format!("error: {}", answer_text(answer)));
                 self.prompt();
@@ -1102,8 +1152,13 @@ impl Console {
 
     // ---- help and completion ---------------------------------------------------------
 
-    /// The words before the cursor, and what may come there.
-    fn candidates(&self) -> (words::Words, Result<Vec<Completion>, SyntaxError>) {
+    /// The words before the cursor, and what may come there. When an argument there
+    /// names something the gateway has (queue ids, users) and the gateway has not said
+    /// them yet, asks for them, to do `then` again with them: `None`.
+    fn candidates(
+        &mut self,
+        then: AfterNames,
+    ) -> Option<(words::Words, Result<Vec<Completion>, SyntaxError>)> {
         let before: Vec<char> = self.line.chars()[..self.line.cursor()].to_vec();
         let words = words::split(&before);
         let (complete, _) = words.split_partial();
@@ -1111,13 +1166,19 @@ impl Console {
             Some(e) => (&e.candidate.config, &e.level[..]),
             None => (&self.empty, &[][..]),
         };
-        let found = tree::candidates(self.mode(), config, level, complete);
-        (words, found)
+        let found = tree::candidates_named(self.mode(), config, level, &self.names, complete);
+        if let Ok((_, Some(kind))) = found {
+            self.request(Request::Names(kind), Pending::Names { kind, then });
+            return None;
+        }
+        Some((words, found.map(|(all, _)| all)))
     }
 
     /// `?`: what may come here, with help; then the line again.
     fn help(&mut self) {
-        let (words, found) = self.candidates();
+        let Some((words, found)) = self.candidates(AfterNames::Help) else {
+            return;
+        };
         self.screen.finish(&mut self.out);
         match found {
             Ok(all) => {
@@ -1172,7 +1233,9 @@ impl Console {
     /// several do, and lists them when that adds nothing. A candidate goes in as it is
     /// written: a value that needs quotes (one that would read as a keyword) gets them.
     fn complete(&mut self) {
-        let (words, found) = self.candidates();
+        let Some((words, found)) = self.candidates(AfterNames::Complete) else {
+            return;
+        };
         let Ok(all) = found else {
             return self.bell();
         };

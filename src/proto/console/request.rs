@@ -33,6 +33,51 @@ impl std::fmt::Debug for Secret {
 
 pub use crate::proto::queue::id::Target;
 
+/// Things the gateway names that a command's argument may be, completed and listed by
+/// `?` and TAB once the gateway has said them ([`Request::Names`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameKind {
+    /// Queue ids, as `show queue` lists them.
+    QueueId,
+    /// Mail users (`password …`).
+    MailUser,
+    /// Console logins (`login delete`).
+    ConsoleLogin,
+    /// Stored certificates (`certificate delete`, `request`).
+    Certificate,
+}
+
+/// Most names of one kind the console keeps for completion: a list of a queue of
+/// thousands helps nobody, and the console prints each candidate on a row.
+pub const MAX_NAMES: usize = 500;
+
+/// The names the gateway gave, by kind; what has not been asked for is absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    known: Vec<(NameKind, Vec<String>)>,
+}
+
+impl Names {
+    pub fn get(&self, kind: NameKind) -> Option<&[String]> {
+        self.known
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, names)| names.as_slice())
+    }
+
+    /// Keeps the names of `kind`, at most [`MAX_NAMES`] of them.
+    pub fn insert(&mut self, kind: NameKind, mut names: Vec<String>) {
+        names.truncate(MAX_NAMES);
+        self.known.retain(|(k, _)| *k != kind);
+        self.known.push((kind, names));
+    }
+
+    /// Forgets them all: a command may have changed them.
+    pub fn clear(&mut self) {
+        self.known.clear();
+    }
+}
+
 /// An operational command, parsed and checked, for the gateway to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -158,6 +203,8 @@ pub enum Request {
     Rollback(usize),
     /// `load … FILE`: the file's text, [`Answer::File`].
     ReadFile(String),
+    /// The names of this kind, for completing an argument: [`Answer::Names`].
+    Names(NameKind),
 }
 
 /// What came of a request.
@@ -181,6 +228,8 @@ pub enum Answer {
         candidate: Box<Candidate>,
     },
     File(String),
+    /// The names of a kind, sorted.
+    Names(NameKind, Vec<String>),
     /// The request was given up (Ctrl-C while it ran).
     Cancelled,
     /// Say this and end the session: the gateway is going away (`restart`).

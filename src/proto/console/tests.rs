@@ -83,6 +83,14 @@ impl Fake {
                 Answer::File("set route partner.example mx\n".into())
             }
             Request::ReadFile(f) => Answer::Error(format!("cannot read {f}")),
+            Request::Names(NameKind::QueueId) => Answer::Names(
+                NameKind::QueueId,
+                vec!["4FB7A02C9E11".into(), "9AC3D05E7B22".into()],
+            ),
+            Request::Names(NameKind::MailUser) => {
+                Answer::Names(NameKind::MailUser, vec!["alice".into(), "bob".into()])
+            }
+            Request::Names(_) => Answer::Error("no names here".into()),
         }
     }
 }
@@ -442,6 +450,72 @@ fn configure_set_compare_commit_and_exit() {
     assert!(text.contains("The configuration has been changed but not committed.\nExit with uncommitted changes?\n[yes,no] (no) no\nadmin@gw.example.com#"), "{text}");
     assert!(text.contains("commit 2: applied"), "{text}");
     assert!(text.contains("# show | compare\nadmin@gw.example.com# exit\nExiting configuration mode\nadmin@gw.example.com>"), "{text}");
+}
+
+#[test]
+fn queue_ids_and_user_names_are_completed_from_the_gateway() {
+    let steps = [
+        Step::Keys(b"queue hold ?"),
+        Step::Keys(b"\x15queue delete 9\t\r"),
+        Step::Keys(b"queue release \t"),
+        Step::Keys(b"\x15password set a\t?"),
+        Step::Keys(b"\x15login delete ?"),
+    ];
+    let text = transcript(Fake::changed, logged_in(), &steps).text();
+    assert!(
+        text.contains("> queue hold\nPossible completions:\n  all"),
+        "{text}"
+    );
+    assert!(text.contains("  4FB7A02C9E11"), "{text}");
+    assert!(text.contains("  9AC3D05E7B22"), "{text}");
+    assert!(text.contains("  <ID>"), "{text}");
+    // The line stays as it was while the names come, and TAB completes from them.
+    assert!(
+        text.contains("> queue delete 9AC3D05E7B22\nran QueueDelete"),
+        "{text}"
+    );
+    assert!(
+        text.contains("> password set alice\nPossible completions:"),
+        "{text}"
+    );
+    // Several: listed.
+    assert!(
+        text.contains("> queue release\nPossible completions:"),
+        "{text}"
+    );
+    // A kind the gateway could not give: the placeholder alone.
+    assert!(
+        text.contains("> login delete\nPossible completions:\n  <USER>"),
+        "{text}"
+    );
+    let start = Instant::now();
+    let mut fake = Fake::changed();
+    run_split(
+        &mut Console::new(logged_in(), start),
+        start,
+        &mut fake,
+        &steps,
+        &whole,
+    );
+    let asked: Vec<&Request> = fake
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::Names(_)))
+        .collect();
+    // Asked once per line and kind, again after a command ran (it may have changed them).
+    assert_eq!(
+        asked,
+        [
+            &Request::Names(NameKind::QueueId),
+            &Request::Names(NameKind::QueueId),
+            &Request::Names(NameKind::MailUser),
+            &Request::Names(NameKind::ConsoleLogin),
+        ],
+        "{text}"
+    );
+    assert!(fake.requests.contains(&Request::Run(Command::QueueDelete(
+        Target::parse("9AC3D05E7B22").unwrap()
+    ))));
 }
 
 #[test]

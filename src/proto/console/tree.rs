@@ -12,10 +12,11 @@
 //! flag, an option's name or a pipe command (`commit comment "check"` comments, and
 //! `commit confirmed "check"` is no flag).
 
+use std::cell::Cell;
 use std::net::IpAddr;
 
 use super::pattern::Pattern;
-use super::request::{Command, Target};
+use super::request::{Command, NameKind, Names, Target};
 use super::words::Word;
 use crate::proto::config::Config;
 use crate::proto::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find, lex};
@@ -65,6 +66,8 @@ pub enum ArgKind {
         required: bool,
         choices: &'static [&'static str],
         closed: bool,
+        /// Names the gateway knows that it may be, offered beside `choices`.
+        names: Option<NameKind>,
     },
     /// A keyword alone, anywhere after the values.
     Flag,
@@ -258,8 +261,30 @@ pub fn candidates(
     level: &[lex::Word],
     words: &[Word],
 ) -> Result<Vec<Candidate>, SyntaxError> {
+    candidates_named(mode, config, level, &Names::default(), words).map(|(found, _)| found)
+}
+
+/// [`candidates`], with the names the gateway gave offered for arguments; and the kind
+/// of names that would be offered here but were not given yet, to ask for them.
+pub fn candidates_named(
+    mode: Mode,
+    config: &Config,
+    level: &[lex::Word],
+    names: &Names,
+    words: &[Word],
+) -> Result<(Vec<Candidate>, Option<NameKind>), SyntaxError> {
+    let wanted = Cell::new(None);
+    let at = Place {
+        config,
+        level,
+        names,
+        wanted: &wanted,
+    };
+    help_at(mode, at, words).map(|found| (found, wanted.get()))
+}
+
+fn help_at(mode: Mode, at: Place, words: &[Word]) -> Result<Vec<Candidate>, SyntaxError> {
     let (command, pipes) = split_pipes(words);
-    let at = Place { config, level };
     match pipes {
         None => walk(mode.root(), at, command, 0, Walk::Help).map(|done| match done {
             Walked::Help(c) => c,
@@ -289,7 +314,13 @@ pub fn parse(
     words: &[Word],
 ) -> Result<Parsed, SyntaxError> {
     let (command, pipes) = split_pipes(words);
-    let at = Place { config, level };
+    let (names, wanted) = (Names::default(), Cell::new(None));
+    let at = Place {
+        config,
+        level,
+        names: &names,
+        wanted: &wanted,
+    };
     let Walked::Parsed(action, piped, compare) = walk(mode.root(), at, command, 0, Walk::Parse)?
     else {
         return Err(SyntaxError::new(command.len(), "syntax error."));
@@ -333,6 +364,10 @@ enum Walked {
 struct Place<'a> {
     config: &'a Config,
     level: &'a [lex::Word],
+    /// Names the gateway gave for arguments.
+    names: &'a Names,
+    /// Set when help reached an argument whose names the gateway has not given yet.
+    wanted: &'a Cell<Option<NameKind>>,
 }
 
 fn walk(
@@ -382,9 +417,12 @@ fn walk(
     let config = place.config;
     match &node.kind {
         CmdKind::Menu(children) => walk(children, place, rest, at, how),
-        CmdKind::Run(spec) => run_args(spec, rest, at, how),
+        CmdKind::Run(spec) => run_args(place, spec, rest, at, how),
         CmdKind::Operational => {
-            let top = Place { config, level: &[] };
+            let top = Place {
+                level: &[],
+                ..place
+            };
             match walk(OPERATIONAL, top, rest, at, how)? {
                 Walked::Parsed(Action::Configure | Action::Exit, ..) => Err(SyntaxError::new(
                     at,
@@ -521,6 +559,7 @@ fn config_path(place: Place, words: &[Word], at: usize) -> Result<Vec<lex::Word>
 
 /// The arguments of a command, parsed, or what may come after them.
 fn run_args(
+    place: Place,
     spec: &'static Spec,
     words: &[Word],
     at: usize,
@@ -635,7 +674,7 @@ fn run_args(
         i += 1;
     }
     if how == Walk::Help {
-        return Ok(Walked::Help(next_args(spec, &args, waiting)));
+        return Ok(Walked::Help(next_args(place, spec, &args, waiting)));
     }
     if let Some(option) = waiting {
         // Only options wait for a value.
@@ -671,7 +710,7 @@ fn run_args(
 }
 
 /// What may follow the arguments given so far.
-fn next_args(spec: &Spec, args: &Args, waiting: Option<&Arg>) -> Vec<Candidate> {
+fn next_args(place: Place, spec: &Spec, args: &Args, waiting: Option<&Arg>) -> Vec<Candidate> {
     if let Some(option) = waiting {
         let ArgKind::Option {
             placeholder: p,
@@ -697,9 +736,16 @@ fn next_args(spec: &Spec, args: &Args, waiting: Option<&Arg>) -> Vec<Candidate> 
             required,
             choices,
             closed,
+            names,
         } = v.kind
     {
         out.extend(choices.iter().map(|c| keyword(c, v.help)));
+        if let Some(kind) = names {
+            match place.names.get(kind) {
+                Some(known) => out.extend(known.iter().map(|n| keyword(n, v.help))),
+                None => place.wanted.set(Some(kind)),
+            }
+        }
         if !closed {
             out.push(placeholder(v.name, v.help));
         }
@@ -873,6 +919,7 @@ const fn value(name: &'static str, help: &'static str) -> Arg {
             required: true,
             choices: &[],
             closed: false,
+            names: None,
         },
     }
 }
@@ -885,6 +932,7 @@ const fn optional_value(name: &'static str, help: &'static str) -> Arg {
             required: false,
             choices: &[],
             closed: false,
+            names: None,
         },
     }
 }
@@ -935,8 +983,23 @@ const TARGET: Arg = Arg {
         required: true,
         choices: &["all"],
         closed: false,
+        names: Some(NameKind::QueueId),
     },
 };
+
+/// A value that names something the gateway has, completed from its names.
+const fn named(name: &'static str, help: &'static str, kind: NameKind) -> Arg {
+    Arg {
+        name,
+        help,
+        kind: ArgKind::Value {
+            required: true,
+            choices: &[],
+            closed: false,
+            names: Some(kind),
+        },
+    }
+}
 
 fn target(args: &Args) -> Result<Target, String> {
     match args.value(0) {
@@ -1133,7 +1196,7 @@ static LOGIN: &[Cmd] = &[
         name: "delete",
         help: "Delete a console login (not your own, nor the last one)",
         kind: CmdKind::Run(&Spec {
-            args: &[value("USER", "The login's name")],
+            args: &[named("USER", "The login's name", NameKind::ConsoleLogin)],
             piped: false,
             build: |a| run(Command::LoginDelete { user: user(a)? }),
         }),
@@ -1168,7 +1231,7 @@ static PASSWORD: &[Cmd] = &[
         name: "delete",
         help: "Delete a mail user",
         kind: CmdKind::Run(&Spec {
-            args: &[value("USER", "The user's name")],
+            args: &[named("USER", "The user's name", NameKind::MailUser)],
             piped: false,
             build: |a| run(Command::PasswordDelete { user: user(a)? }),
         }),
@@ -1177,7 +1240,7 @@ static PASSWORD: &[Cmd] = &[
         name: "set",
         help: "Change a mail user's password; the password is asked for",
         kind: CmdKind::Run(&Spec {
-            args: &[value("USER", "The user's name")],
+            args: &[named("USER", "The user's name", NameKind::MailUser)],
             piped: false,
             build: |a| Ok(Action::AskPassword(PasswordFor::SetUser { user: user(a)? })),
         }),
@@ -1205,7 +1268,11 @@ static CERTIFICATE: &[Cmd] = &[
         name: "delete",
         help: "Remove a certificate and its key",
         kind: CmdKind::Run(&Spec {
-            args: &[value("NAME", "The certificate's name")],
+            args: &[named(
+                "NAME",
+                "The certificate's name",
+                NameKind::Certificate,
+            )],
             piped: false,
             build: |a| {
                 run(Command::CertificateDelete {
@@ -1261,7 +1328,11 @@ static CERTIFICATE: &[Cmd] = &[
         name: "request",
         help: "Print a certificate request (CSR) for a stored key",
         kind: CmdKind::Run(&Spec {
-            args: &[value("NAME", "The certificate's name")],
+            args: &[named(
+                "NAME",
+                "The certificate's name",
+                NameKind::Certificate,
+            )],
             piped: true,
             build: |a| {
                 run(Command::CertificateRequest {
@@ -1586,6 +1657,7 @@ pub static CONFIGURATION: &[Cmd] = &[
                         required: true,
                         choices: &["merge", "replace"],
                         closed: true,
+                        names: None,
                     },
                 },
                 Arg {
@@ -1595,6 +1667,7 @@ pub static CONFIGURATION: &[Cmd] = &[
                         required: true,
                         choices: &["terminal"],
                         closed: false,
+                        names: None,
                     },
                 },
             ],
