@@ -458,6 +458,69 @@ fn the_same_session_through_drawbridge_cli() {
     gw.wait_for_log("admin logged in on cli");
 }
 
+/// Login classes from the configuration: a read-only login looks and is refused the
+/// rest; an operator also acts on the queue; a commit changes a class for the next login.
+#[test]
+fn login_classes_limit_console_logins() {
+    let dir = TempDir::new("console-classes");
+    let gw = Gateway::start(dir.path(), "set system login user helpdesk class read-only");
+    let cli = |args: &[&str]| Terminal::spawn(cli_command(&gw.state, args));
+    let mut root = cli(&[]);
+    root.expect("root@gw.example.com> ");
+    for name in ["helpdesk", "admin2"] {
+        root.type_keys(&format!("login add {name}\r"));
+        root.expect("New password:");
+        root.send("battery staple\r");
+        root.expect("Retype new password:");
+        root.send("battery staple\r");
+        root.expect(&format!("Console login {name} added."));
+        root.expect("root@gw.example.com> ");
+    }
+    let login = |name: &str| {
+        let mut t = cli(&["--login"]);
+        t.expect("login: ");
+        t.send(&format!("{name}\r"));
+        t.expect("Password:");
+        t.send("battery staple\r");
+        t.expect(&format!("{name}@gw.example.com> "));
+        t
+    };
+    let mut helpdesk = login("helpdesk");
+    helpdesk.type_keys("show configuration | match login\r");
+    helpdesk.expect("set system login user helpdesk class read-only");
+    helpdesk.expect("helpdesk@gw.example.com> ");
+    for refused in ["configure", "queue flush", "login delete admin2"] {
+        helpdesk.type_keys(&format!("{refused}\r"));
+        helpdesk.expect("error: permission denied: this needs the");
+        helpdesk.expect("helpdesk is read-only");
+        helpdesk.expect("helpdesk@gw.example.com> ");
+    }
+    // The refused commands did nothing: admin2 is still there.
+    helpdesk.type_keys("show users\r");
+    helpdesk.expect("Console logins: admin2, helpdesk");
+
+    // admin2, a super-user by default, makes helpdesk an operator: from its next login.
+    let mut admin2 = login("admin2");
+    admin2.type_keys("configure\r");
+    admin2.expect("admin2@gw.example.com# ");
+    admin2.type_keys("set system login user helpdesk class operator\r");
+    admin2.type_keys("commit and-quit\r");
+    admin2.expect("commit 2: applied");
+    admin2.expect("admin2@gw.example.com> ");
+    helpdesk.type_keys("queue flush\r");
+    helpdesk.expect("helpdesk is read-only");
+    let mut again = login("helpdesk");
+    again.type_keys("queue flush\r");
+    again.expect("helpdesk@gw.example.com> ");
+    again.type_keys("configure\r");
+    again.expect("helpdesk is operator");
+    assert!(
+        !again.text().contains("queue flush\r\nerror"),
+        "{}",
+        again.text()
+    );
+}
+
 /// Console logins beside `admin`: root adds one at the box, it logs in through
 /// `drawbridge cli --login`; nobody deletes their own login or the last one; a deleted
 /// login's open session is logged out and the login is refused from then on.

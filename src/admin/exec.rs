@@ -39,7 +39,10 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
             match smol::unblock(move || accounts::set_password(&dir, &name, &password)).await {
                 Ok(()) => {
                     log::info!(target: "console", "{user} changed the console password on {transport}");
-                    Answer::LoggedIn { must_change: false }
+                    Answer::LoggedIn {
+                        must_change: false,
+                        class: gw.config().system.login_class(&user),
+                    }
                 }
                 Err(e) => Answer::Error(e.to_string()),
             }
@@ -164,7 +167,10 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
             gw.consoles.login_succeeded();
             log::info!(target: "console", "{shown} logged in on {transport}{}",
                 if must_change { " with the factory password" } else { "" });
-            Answer::LoggedIn { must_change }
+            Answer::LoggedIn {
+                must_change,
+                class: gw.config().system.login_class(user),
+            }
         }
         Ok(Verdict::Refused) => {
             let failures = gw.consoles.login_failed();

@@ -193,6 +193,47 @@ pub struct System {
     /// How long the SMTP sessions and deliveries in progress have to finish when the
     /// gateway stops (SIGTERM, `restart`, a reboot); zero: they are cut at once.
     pub stop_grace: Duration,
+    /// What each console login may do, by name; a login not named here is a
+    /// super-user, as every login was before classes.
+    pub logins: BTreeMap<String, Login>,
+}
+
+/// A console login's settings (its password is kept apart, in `admins.db`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Login {
+    pub class: LoginClass,
+}
+
+/// What a console login may do, as Junos's login classes: each class may do what the
+/// ones before it may.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoginClass {
+    /// Look: every `show`, `test` and `explain`, and change its own password.
+    ReadOnly,
+    /// Also act on the queue (`queue flush|hold|release|delete|requeue`) and clear the
+    /// counters.
+    Operator,
+    /// Everything: configuration, mail users, console logins, certificates, the token
+    /// and the system.
+    #[default]
+    SuperUser,
+}
+
+impl LoginClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoginClass::ReadOnly => "read-only",
+            LoginClass::Operator => "operator",
+            LoginClass::SuperUser => "super-user",
+        }
+    }
+}
+
+impl System {
+    /// The class of the console login `user`.
+    pub fn login_class(&self, user: &str) -> LoginClass {
+        self.logins.get(user).map(|l| l.class).unwrap_or_default()
+    }
 }
 
 /// Limits of the authentication throttle: failures count per client address, per
@@ -277,6 +318,7 @@ impl Default for System {
             console_idle_timeout: DEFAULT_CONSOLE_IDLE_TIMEOUT,
             watchdog_timeout: DEFAULT_WATCHDOG_TIMEOUT,
             stop_grace: DEFAULT_STOP_GRACE,
+            logins: BTreeMap::new(),
         }
     }
 }

@@ -19,9 +19,9 @@ use super::text::LineError;
 use super::text::value;
 use super::{
     AccessRule, AddressPattern, Category, Channel, ClassifyAction, ClassifyRule, CompactFilter,
-    Config, DomainPattern, Interface, InterfaceAddress, NextHop, QueueSettings, RelayAction,
-    RelayHost, RelayRule, Route, Ruleset, Service, ServiceName, System, Tls, TokenBackend,
-    TokenSettings, Verify,
+    Config, DomainPattern, Interface, InterfaceAddress, Login, LoginClass, NextHop, QueueSettings,
+    RelayAction, RelayHost, RelayRule, Route, Ruleset, Service, ServiceName, System, Tls,
+    TokenBackend, TokenSettings, Verify,
 };
 use crate::proto::sasl::{MechanismName, MechanismSet};
 
@@ -1397,6 +1397,11 @@ static SYSTEM_CHILDREN: &[Node] = &[
         help: "Restarting a hung gateway, resetting a hung appliance",
         kind: NodeKind::Container(WATCHDOG_CHILDREN),
     },
+    Node {
+        name: "login",
+        help: "What console logins may do (their passwords: login add and login password)",
+        kind: NodeKind::Container(LOGIN_CHILDREN),
+    },
     scalar!(
         "stop-grace",
         "How long sessions and deliveries in progress have to finish when the gateway stops (0s: cut at once)",
@@ -1407,6 +1412,73 @@ static SYSTEM_CHILDREN: &[Node] = &[
         stop_grace
     ),
 ];
+
+static LOGIN_CHILDREN: &[Node] = &[Node {
+    name: "user",
+    help: "A console login by name; one not named here is a super-user",
+    kind: NodeKind::List(&LOGIN_USER),
+}];
+
+/// Most console logins given a class: far more administrators than an appliance has.
+pub const MAX_LOGINS: usize = 64;
+
+static LOGIN_USER: List = List {
+    key: KeySpec {
+        placeholder: "USER",
+        expected: value::LOGIN_EXPECTED,
+        parse: |t| value::login_name(t).map(Key::Name),
+    },
+    max_entries: MAX_LOGINS,
+    children: LOGIN_USER_CHILDREN,
+    one_line: true,
+    fixed: false,
+    entries: |c, _| keys_of(&c.system.logins, Key::Name),
+    create: |c, k| create_in(&mut c.system.logins, k.name(), "console logins", MAX_LOGINS),
+    remove: |c, k| {
+        c.system.logins.remove(&k.name());
+    },
+};
+
+fn login<'c>(c: &'c Config, k: &Keys) -> Option<&'c Login> {
+    c.system.logins.get(&k.name())
+}
+fn login_mut<'c>(c: &'c mut Config, k: &Keys) -> &'c mut Login {
+    c.system.logins.entry(k.name()).or_default()
+}
+
+const LOGIN_CLASS: Kind<LoginClass> = Kind {
+    spec: &ValueSpec {
+        placeholder: "super-user|operator|read-only",
+        expected: "super-user (everything), operator (also the queue) or read-only (look)",
+        choices: &["super-user", "operator", "read-only"],
+        suffix: None,
+    },
+    parse: |t, _| {
+        let t = t.to_ascii_lowercase();
+        [
+            LoginClass::SuperUser,
+            LoginClass::Operator,
+            LoginClass::ReadOnly,
+        ]
+        .into_iter()
+        .find(|c| c.name() == t)
+        .ok_or_else(|| LineError::Value {
+            value: t.clone(),
+            problem: "is not a login class: expected super-user, operator or read-only".into(),
+        })
+    },
+    format: |c| c.name().to_string(),
+};
+
+static LOGIN_USER_CHILDREN: &[Node] = &[scalar!(
+    "class",
+    "What the login may do",
+    LOGIN_CLASS,
+    login,
+    login_mut,
+    Login::default(),
+    class
+)];
 
 static WATCHDOG_CHILDREN: &[Node] = &[scalar!(
     "timeout",

@@ -343,6 +343,24 @@ pub(crate) mod tests {
         );
     }
 
+    /// A record written by schema version 5, with every setting versions 2 to 5 added.
+    #[test]
+    fn the_version_five_fixture_still_decodes() {
+        use crate::proto::config::wire::tests::{
+            EVERYTHING, VERSION_FIVE_SETTINGS, VERSION_FOUR_SETTINGS, VERSION_THREE_SETTINGS,
+            VERSION_TWO_SETTINGS,
+        };
+        assert_fixture(
+            include_bytes!("testdata/config-v5.bin"),
+            5,
+            "the version-5 fixture",
+            1_796_342_400,
+            &format!(
+                "{EVERYTHING}{VERSION_TWO_SETTINGS}{VERSION_THREE_SETTINGS}{VERSION_FOUR_SETTINGS}{VERSION_FIVE_SETTINGS}"
+            ),
+        );
+    }
+
     /// A record written by schema version 4, with every setting versions 2 to 4 added.
     #[test]
     fn the_version_four_fixture_still_decodes() {

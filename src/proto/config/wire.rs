@@ -4,13 +4,14 @@
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
 //! and the decoder keeps reading every version it ever wrote. A committed blob of each
-//! released version (`testdata/config-v1.bin` to `config-v4.bin`) is decoded by a
+//! released version (`testdata/config-v1.bin` to `config-v5.bin`) is decoded by a
 //! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
 //! address patterns) travel as their canonical text and are parsed again on the way in,
 //! so a stored configuration passes the same checks as a typed one.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::text::value;
 use super::{
     Category, Channel, Cidr, ClassifyAction, ClassifyRule, Config, DomainPattern, EhloKeywords,
-    NextHop, QueueSettings, RelayAction, RelayHost, RelayRule, Route, Ruleset, Service, System,
-    Tls, TokenBackend, TokenSettings, Verify,
+    Login, LoginClass, NextHop, QueueSettings, RelayAction, RelayHost, RelayRule, Route, Ruleset,
+    Service, System, Tls, TokenBackend, TokenSettings, Verify,
 };
 use crate::proto::sasl::{MechanismName, MechanismSet};
 
@@ -38,10 +39,51 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 /// * 3 — each service's `proxy-protocol` and `proxy-from` ([`ConfigV3`], [`ProxyV3`]).
 /// * 4 — `system console idle-timeout` and `tls client-certificate` ([`ConfigV4`]).
 /// * 5 — `system watchdog timeout` and `system stop-grace` ([`ConfigV5`]).
-pub const SCHEMA_VERSION: u16 = 5;
+/// * 6 — `system login user NAME class` ([`ConfigV6`]).
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
+
+/// Schema version 6: version 5 and the console logins' classes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV6 {
+    pub v5: ConfigV5,
+    /// Each named login and its class: 0 read-only, 1 operator, 2 super-user.
+    pub logins: Vec<(String, u8)>,
+}
+
+impl From<&Config> for ConfigV6 {
+    fn from(c: &Config) -> ConfigV6 {
+        ConfigV6 {
+            v5: c.into(),
+            logins: c
+                .system
+                .logins
+                .iter()
+                .map(|(name, login)| (name.clone(), login.class as u8))
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<ConfigV6> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV6) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v5)?;
+        for (name, class) in w.logins {
+            let class = match class {
+                0 => LoginClass::ReadOnly,
+                1 => LoginClass::Operator,
+                2 => LoginClass::SuperUser,
+                other => return Err(WireError(format!("unknown login class {other}"))),
+            };
+            c.system.logins.insert(name, Login { class });
+        }
+        Ok(c)
+    }
+}
 
 /// Schema version 5: version 4, the watchdog's timeout and the stopping grace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +424,11 @@ pub fn decode_config(
                 postcard::from_bytes(bytes).map_err(postcard)?;
             (meta, Config::try_from(w)?)
         }
+        6 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV6) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            (meta, Config::try_from(w)?)
+        }
         v => return Err(WireError(format!("unknown schema version {v}"))),
     };
     within_schema(&config)?;
@@ -408,7 +455,7 @@ pub fn encode_config(
     meta: &super::slot::CommitMeta,
     config: &Config,
 ) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(&(meta, ConfigV5::from(config))).map_err(|e| WireError(e.to_string()))
+    postcard::to_allocvec(&(meta, ConfigV6::from(config))).map_err(|e| WireError(e.to_string()))
 }
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -821,6 +868,7 @@ impl TryFrom<ConfigV1> for Config {
                 console_idle_timeout: super::DEFAULT_CONSOLE_IDLE_TIMEOUT,
                 watchdog_timeout: super::DEFAULT_WATCHDOG_TIMEOUT,
                 stop_grace: super::DEFAULT_STOP_GRACE,
+                logins: BTreeMap::new(),
             },
             inbound: service(w.inbound)?,
             outbound: service(w.outbound)?,
@@ -960,9 +1008,9 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV5::from(config);
+        let wire = ConfigV6::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV5 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV6 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
@@ -1003,6 +1051,12 @@ set system console idle-timeout 30m
 set tls client-certificate relay-2026
 ";
 
+    /// What schema version 5 added: with the earlier ones, the version-5 fixture.
+    pub(crate) const VERSION_FIVE_SETTINGS: &str = "\
+set system watchdog timeout 5m
+set system stop-grace 20s
+";
+
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
         let mut with_postmaster = parse(EVERYTHING).unwrap();
@@ -1029,6 +1083,15 @@ set tls client-certificate relay-2026
             "set system watchdog timeout 0s\nset system stop-grace 0s",
         )
         .unwrap();
+        let mut with_logins = with_watchdog.clone();
+        crate::proto::config::text::parse_into(
+            &mut with_logins,
+            "set system login user helpdesk class read-only\n\
+             set system login user \"night shift\" class operator\n\
+             set system login user admin class super-user",
+        )
+        .unwrap();
+        assert_eq!(with_logins.system.logins.len(), 3);
         for config in [
             Config::default(),
             host_default(),
@@ -1039,9 +1102,13 @@ set tls client-certificate relay-2026
             never_idle,
             with_watchdog,
             no_watchdog,
+            with_logins,
         ] {
             assert_eq!(round_trip(&config), config);
         }
+        let mut wire = ConfigV6::from(&host_default());
+        wire.logins.push(("eve".into(), 3));
+        assert!(Config::try_from(wire).is_err());
     }
 
     #[test]

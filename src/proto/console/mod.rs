@@ -41,9 +41,9 @@ use request::{NameKind, Names};
 use tree::{Action, Mode, PasswordFor, Pipe, SyntaxError};
 
 use crate::proto::config::Candidate;
-use crate::proto::config::Config;
 use crate::proto::config::text::lex::Word;
 use crate::proto::config::text::{self, Candidate as Completion, END_OF_STATEMENT};
+use crate::proto::config::{Config, LoginClass};
 
 /// Keys typed while a request runs, kept to be handled after it: a few lines' worth.
 pub const MAX_TYPEAHEAD: usize = 4096;
@@ -223,6 +223,8 @@ pub struct Console {
     empty: Config,
     /// Names the gateway gave for completing arguments, since the last command ran.
     names: Names,
+    /// What the login may do (root's `drawbridge cli`, logged in by the kernel: all).
+    class: LoginClass,
     typeahead: VecDeque<Key>,
     pager: Pager,
     deadline: Option<Instant>,
@@ -262,6 +264,7 @@ impl Console {
             editing: None,
             empty: Config::default(),
             names: Names::default(),
+            class: LoginClass::SuperUser,
             typeahead: VecDeque::new(),
             pager: Pager::new(options.rows, options.columns),
             deadline: None,
@@ -799,6 +802,16 @@ impl Console {
             None => (&self.empty, &[][..]),
         };
         match tree::parse(self.mode(), config, level, &words.words) {
+            Ok(parsed) if parsed.action.class_needed() > self.class => {
+                let needed = parsed.action.class_needed();
+                self.error(&format!(
+                    "error: permission denied: this needs the {} class; {} is {}",
+                    needed.name(),
+                    output::sanitize(self.user.as_deref().unwrap_or("-")),
+                    self.class.name()
+                ));
+                self.prompt();
+            }
             Ok(parsed) => self.act(parsed.action, parsed.pipes),
             Err(e) => {
                 self.syntax_error(&e, &words.words);
@@ -1032,7 +1045,8 @@ impl Console {
                 self.state = State::Closed;
                 self.events.push_back(Event::Closed);
             }
-            (Pending::Login { user }, Answer::LoggedIn { must_change }) => {
+            (Pending::Login { user }, Answer::LoggedIn { must_change, class }) => {
+                self.class = class;
                 if must_change {
                     self.user = Some(user);
                     self.write_line("The factory password must be changed before anything else.");

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::proto::config::Candidate;
-use crate::proto::config::Config;
+use crate::proto::config::{Config, LoginClass};
 
 /// A password typed at the console: kept out of `Debug` and never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -177,6 +177,56 @@ pub enum Command {
     SystemWatchdogTest,
 }
 
+impl Command {
+    /// The least login class that may run it. Every command is named, so a new one
+    /// must be given its class.
+    pub fn class_needed(&self) -> LoginClass {
+        use Command as C;
+        match self {
+            C::ShowStatus
+            | C::ShowConnections
+            | C::ShowQueue { .. }
+            | C::ShowStats
+            | C::ShowLog
+            | C::ShowCertificates
+            | C::ShowUsers
+            | C::ShowToken
+            | C::ShowConfiguration
+            | C::ShowCommits
+            | C::PasswordShow { .. }
+            | C::CertificateShow
+            | C::Explain { .. } => LoginClass::ReadOnly,
+            // Acting on the mail, and reaching other hosts from the gateway.
+            C::ClearStats
+            | C::QueueFlush { .. }
+            | C::QueueHold(_)
+            | C::QueueRelease(_)
+            | C::QueueDelete(_)
+            | C::QueueRequeue(_)
+            | C::TestSmtp { .. }
+            | C::TestDns { .. } => LoginClass::Operator,
+            // Keys, users, logins and the system.
+            C::TokenLogin
+            | C::TokenInitKey
+            | C::PasswordAdd { .. }
+            | C::PasswordSet { .. }
+            | C::PasswordDelete { .. }
+            | C::LoginAdd { .. }
+            | C::LoginDelete { .. }
+            | C::CertificateGenerate { .. }
+            | C::CertificateImport { .. }
+            | C::CertificateRequest { .. }
+            | C::CertificateDelete { .. }
+            | C::Restart
+            | C::FactoryReset
+            | C::SystemUpdate { .. }
+            | C::SystemReboot
+            | C::SystemPowerOff
+            | C::SystemWatchdogTest => LoginClass::SuperUser,
+        }
+    }
+}
+
 /// A request for whoever drives the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -213,6 +263,8 @@ pub enum Answer {
     /// The login is good; `must_change` when it still has the factory password.
     LoggedIn {
         must_change: bool,
+        /// What the login may do, from the running configuration.
+        class: LoginClass,
     },
     /// The login is refused; the next try may come after `delay`.
     Refused {

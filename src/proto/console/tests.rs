@@ -15,6 +15,8 @@ struct Fake {
     running: Config,
     sequence: u64,
     requests: Vec<Request>,
+    /// The class the login gets.
+    class: LoginClass,
 }
 
 impl Fake {
@@ -25,6 +27,7 @@ impl Fake {
             running: host_default(),
             sequence: 1,
             requests: Vec::new(),
+            class: LoginClass::SuperUser,
         }
     }
 
@@ -43,6 +46,7 @@ impl Fake {
                 if user == FACTORY_USER && password.expose() == self.password {
                     Answer::LoggedIn {
                         must_change: self.must_change,
+                        class: self.class,
                     }
                 } else {
                     Answer::Refused {
@@ -53,7 +57,10 @@ impl Fake {
             Request::SetLoginPassword { password, .. } => {
                 self.password = password.expose().to_string();
                 self.must_change = false;
-                Answer::LoggedIn { must_change: false }
+                Answer::LoggedIn {
+                    must_change: false,
+                    class: self.class,
+                }
             }
             Request::Run(Command::ShowStatus) => Answer::Text("Version: test\nUptime: 1s\n".into()),
             Request::Run(Command::ShowLog) => {
@@ -273,6 +280,64 @@ fn first_login_forces_a_new_password() {
     // No password ever reaches the screen.
     assert!(!text.contains("drawbridge\n") || !text.contains("Password:drawbridge"));
     assert!(!text.contains("long-enough"));
+}
+
+#[test]
+fn a_login_class_limits_what_the_login_may_do() {
+    let steps = [
+        Step::Keys(b"admin\rs3cret-pass\r"),
+        Step::Keys(
+            b"show queue\rexplain from-ip 192.0.2.1 mail a@example.com rcpt b@example.com\r",
+        ),
+        Step::Keys(b"queue hold all\rtest smtp 192.0.2.1\r"),
+        Step::Keys(b"configure\rpassword add bob\rrestart\rlogin password\r"),
+    ];
+    let read_only = || Fake {
+        class: LoginClass::ReadOnly,
+        ..Fake::changed()
+    };
+    let text = transcript(read_only, opts(), &steps).text();
+    assert!(text.contains("> show queue\nran ShowQueue"), "{text}");
+    assert!(text.contains("ran Explain"), "{text}");
+    for refused in [
+        "queue hold all",
+        "test smtp 192.0.2.1",
+        "configure",
+        "password add bob",
+        "restart",
+    ] {
+        let needed = if refused.starts_with("queue") || refused.starts_with("test") {
+            "operator"
+        } else {
+            "super-user"
+        };
+        assert!(
+            text.contains(&format!(
+                "> {refused}\nerror: permission denied: this needs the {needed} class; admin is read-only\n"
+            )),
+            "{refused}: {text}"
+        );
+    }
+    // One's own password, whatever the class.
+    assert!(text.contains("> login password\nNew password:"), "{text}");
+    let operator = || Fake {
+        class: LoginClass::Operator,
+        ..Fake::changed()
+    };
+    let text = transcript(operator, opts(), &steps).text();
+    assert!(text.contains("ran QueueHold(All)"), "{text}");
+    assert!(text.contains("> configure\nerror: permission denied: this needs the super-user class; admin is operator"), "{text}");
+    assert!(!text.contains("Restart"), "{text}");
+    let mut fake = Fake::changed();
+    let start = Instant::now();
+    run_split(
+        &mut Console::new(opts(), start),
+        start,
+        &mut fake,
+        &steps,
+        &whole,
+    );
+    assert!(fake.requests.contains(&Request::Configure));
 }
 
 #[test]

@@ -18,8 +18,8 @@ use std::net::IpAddr;
 use super::pattern::Pattern;
 use super::request::{Command, NameKind, Names, Target};
 use super::words::Word;
-use crate::proto::config::Config;
 use crate::proto::config::text::{self, Candidate, END_OF_STATEMENT, abbreviation as find, lex};
+use crate::proto::config::{Config, LoginClass};
 
 /// One word of the tree.
 pub struct Cmd {
@@ -142,6 +142,27 @@ pub enum Action {
         /// A file on the gateway, or `None` for text pasted at the terminal.
         file: Option<String>,
     },
+}
+
+impl Action {
+    /// The least login class that may take it: configuration mode and everything that
+    /// changes users, keys or the system is a super-user's; one's own password anyone's.
+    pub fn class_needed(&self) -> LoginClass {
+        match self {
+            Action::Run(command) | Action::Confirm { command, .. } => command.class_needed(),
+            Action::AskPassword(PasswordFor::Login) | Action::Exit => LoginClass::ReadOnly,
+            Action::AskPassword(_)
+            | Action::Configure
+            | Action::Statement(_)
+            | Action::ShowCandidate(_)
+            | Action::Edit(_)
+            | Action::Up(_)
+            | Action::Top
+            | Action::Commit { .. }
+            | Action::Rollback(_)
+            | Action::Load { .. } => LoginClass::SuperUser,
+        }
+    }
 }
 
 /// What a password typed at the console is for.

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use drawbridge::proto::config::Candidate;
-use drawbridge::proto::config::host_default;
+use drawbridge::proto::config::{LoginClass, host_default};
 use drawbridge::proto::console::request::{Answer, Command, Request};
 use drawbridge::proto::console::{Console, Event, MAX_TYPEAHEAD, Options};
 use libfuzzer_sys::fuzz_target;
@@ -27,8 +27,16 @@ fn answer(request: Request, sequence: &mut u64) -> Answer {
         })
     };
     match request {
-        Request::Login { .. } | Request::SetLoginPassword { .. } => {
-            Answer::LoggedIn { must_change: false }
+        // A login named for a class gets it; any other is a super-user.
+        Request::Login { user, .. } | Request::SetLoginPassword { user, .. } => {
+            Answer::LoggedIn {
+                must_change: false,
+                class: match user.as_str() {
+                    "operator" => LoginClass::Operator,
+                    "read-only" => LoginClass::ReadOnly,
+                    _ => LoginClass::SuperUser,
+                },
+            }
         }
         Request::Run(Command::Restart) => Answer::Closing("Restarting.".into()),
         Request::Run(c) => Answer::Text(format!("ran {c:?}\n")),

@@ -324,6 +324,22 @@ pub fn token_label(text: &str) -> Result<String, LineError> {
 }
 
 /// A channel name: lower-case letters, digits and `_`.
+/// What a console login's name may be.
+pub const LOGIN_EXPECTED: &str =
+    "a login name as login add takes it: 1 to 255 octets, no control characters or '*'";
+
+/// A console login's name, as `login add` takes it.
+pub fn login_name(text: &str) -> Result<String, LineError> {
+    crate::proto::sasl::users::UserName::parse(text)
+        .map(|u| u.as_str().to_string())
+        .ok_or_else(|| {
+            invalid(
+                text,
+                format!("is not a login name: expected {LOGIN_EXPECTED}"),
+            )
+        })
+}
+
 pub fn channel_name(text: &str) -> Result<String, LineError> {
     let ok = !text.is_empty()
         && text.len() <= MAX_CHANNEL_NAME
