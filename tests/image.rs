@@ -10,7 +10,7 @@
 //! written with debugfs (after the first boot) or mke2fs -d (before it): the drop box an
 //! appliance commits at boot. The rest is typed at the serial console through QEMU's
 //! socket, as on a serial cable: the first login, a commit in configuration mode,
-//! `system update`, `system reboot` and `system watchdog-test`.
+//! `system update`, `system reboot`, `system watchdog-test` and `system watchdog-test hardware`.
 //! QEMU tests run one at a time (a lock), with generous timeouts and no clock assertions.
 
 mod common;
@@ -874,6 +874,53 @@ fn a_hung_gateway_is_restarted_by_the_watchdog_and_a_long_stop_is_waited_for() {
     assert!(!log.contains("did not stop in"), "{log}");
     let told = told.join().unwrap();
     assert!(told.starts_with("421 4.3.2 "), "{told:?}\n{log}");
+}
+
+#[test]
+fn the_hardware_watchdog_resets_an_appliance_whose_pid_1_stops_feeding_it() {
+    let _lock = qemu_lock();
+    let _ = built();
+    let dir = TempDir::new("qemu-hardware-watchdog");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("state")).unwrap();
+    let second_port = free_port();
+    std::fs::write(
+        tree.join("state/initial.conf"),
+        format!(
+            "{}set system watchdog timeout 10s\n",
+            test_config(free_port(), second_port)
+        ),
+    )
+    .unwrap();
+    let disk = dir.path().join("data.img");
+    disk_with(&tree, &disk);
+
+    let mut vm = Vm::boot(dir.path(), &disk);
+    vm.expect_console("watchdog: /dev/watchdog armed, 10 s", 1);
+    vm.expect_console("the gateway is ready", 1);
+    // Mail accepted before the reset: its next hop is down, so it stays queued.
+    assert!(send(vm.smtp, "bob@example.org", "before the reset"));
+    vm.first_login();
+    vm.command(
+        "system watchdog-test hardware",
+        "Stop feeding the hardware watchdog",
+        1,
+    );
+    vm.command("yes", "the appliance should reset within 10 s", 1);
+    vm.expect_console("is fed no more", 1);
+    // Nobody asks for a restart: the watchdog resets the machine (QEMU, started with
+    // -no-reboot, exits at a reset).
+    vm.wait_exit();
+    let log = vm.serial_text();
+    assert!(!log.contains("restart requested"), "{log}");
+    assert!(!log.contains("restarting"), "{log}");
+    drop(vm);
+
+    // The machine comes up again, and the mail accepted before is still there.
+    let vm = Vm::boot(dir.path(), &disk);
+    vm.expect_console("1 message(s) recovered from the queue", 1);
+    let second = Sink::start_on(second_port, Default::default());
+    wait_for_subjects(&second, &["before the reset".to_string()], &vm);
 }
 
 #[test]

@@ -136,6 +136,17 @@ fn the_watchdog_test_stops_the_event_loop_and_its_beats() {
     let mut gw = start(&dir, sup.env(Some("2000000")));
     assert!(beats(&sup.lines_during(Duration::from_millis(1200))) >= 2);
 
+    // The host board has no hardware watchdog: that test is refused, nothing is said
+    // to the supervisor, and the loop goes on beating.
+    let out = gw.console_script("system watchdog-test hardware\nyes\n");
+    assert!(out.contains("no hardware watchdog here"), "{out}");
+    let lines = sup.lines_during(Duration::from_millis(1200));
+    assert!(beats(&lines) >= 2, "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("DRAWBRIDGE_STARVE")),
+        "{lines:?}"
+    );
+
     let out = gw.console_script("system watchdog-test\nyes\n");
     assert!(
         out.contains("The event loop stops; the watchdog should restart the gateway within 2 s."),

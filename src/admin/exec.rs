@@ -54,7 +54,7 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                     | Command::FactoryReset
                     | Command::SystemReboot
                     | Command::SystemPowerOff
-                    | Command::SystemWatchdogTest
+                    | Command::SystemWatchdogTest { hardware: false }
             );
             match run(&gw, &user, command).await {
                 Ok(text) if leaving => Answer::Closing(text),
@@ -389,7 +389,25 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
             crate::init::request(kind).map_err(|e| format!("cannot ask init: {e}"))?;
             Ok(format!("{doing}.\n"))
         }
-        Command::SystemWatchdogTest => {
+        Command::SystemWatchdogTest { hardware: true } => {
+            let (Some(timeout), Some(device)) = (
+                crate::io::notify::timeout(),
+                crate::board::BOARD.watchdog_device,
+            ) else {
+                return Err(
+                    "no hardware watchdog here: the board names none, or no PID 1 watches \
+                     this gateway (set system watchdog timeout, read at boot)"
+                        .into(),
+                );
+            };
+            log::warn!(target: "console", "hardware watchdog test requested by {user}: PID 1 stops feeding {device}");
+            crate::io::notify::tell(&[crate::proto::watchdog::Notice::StarveHardware]);
+            Ok(format!(
+                "PID 1 stops feeding {device}: the appliance should reset within {} s.\n",
+                timeout.as_secs_f64().ceil()
+            ))
+        }
+        Command::SystemWatchdogTest { hardware: false } => {
             let Some(timeout) = crate::io::notify::timeout() else {
                 return Err(
                     "nothing watches this gateway's event loop (no NOTIFY_SOCKET and \

@@ -297,6 +297,8 @@ struct Watchdog {
     timeout: Duration,
     notify: Option<std::os::unix::net::UnixDatagram>,
     hardware: Option<sys::HardwareWatchdog>,
+    /// The watchdog test asked PID 1 to stop feeding the hardware watchdog.
+    starving: std::cell::Cell<bool>,
 }
 
 impl Watchdog {
@@ -326,12 +328,31 @@ impl Watchdog {
             timeout,
             notify,
             hardware,
+            starving: std::cell::Cell::new(false),
         }
     }
 
     fn feed(&self) {
+        if self.starving.get() {
+            return;
+        }
         if let Some(dog) = &self.hardware {
             dog.feed();
+        }
+    }
+
+    /// `system watchdog-test hardware`: feeds no more, so that the hardware watchdog
+    /// resets the machine, as it would if PID 1 or the kernel hung.
+    fn starve(&self) {
+        match (&self.hardware, BOARD.watchdog_device) {
+            (Some(_), Some(device)) => {
+                log::warn!(target: "init", "watchdog test: {device} is fed no more; the machine resets within {} s",
+                    self.timeout.as_secs());
+                self.starving.set(true);
+            }
+            _ => {
+                log::warn!(target: "init", "watchdog test: no hardware watchdog is armed; nothing to starve")
+            }
         }
     }
 
@@ -413,6 +434,9 @@ fn supervise(
             for notice in watchdog.notices() {
                 if notice == Notice::Ready && watch.ready_at().is_none() {
                     log::info!(target: "init", "the gateway is ready");
+                }
+                if notice == Notice::StarveHardware {
+                    watchdog.starve();
                 }
                 watch.notice(notice, now);
             }

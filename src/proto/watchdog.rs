@@ -28,6 +28,10 @@ pub enum Notice {
     /// `EXTEND_TIMEOUT_USEC=N`: what is under way (a stop, with its grace) needs this
     /// long from now; the supervisor waits at least that long before it kills.
     ExtendTimeout(Duration),
+    /// `DRAWBRIDGE_STARVE_WATCHDOG=1`, ours (a service manager ignores it): PID 1 is
+    /// to stop feeding the hardware watchdog, so that it resets the machine
+    /// (`system watchdog-test hardware`).
+    StarveHardware,
 }
 
 /// The largest datagram read; systemd's own limit for a notification is larger, but the
@@ -41,6 +45,7 @@ impl Notice {
             Notice::Stopping => "STOPPING=1".into(),
             Notice::Beat => "WATCHDOG=1".into(),
             Notice::ExtendTimeout(d) => format!("EXTEND_TIMEOUT_USEC={}", d.as_micros()),
+            Notice::StarveHardware => "DRAWBRIDGE_STARVE_WATCHDOG=1".into(),
         }
     }
 }
@@ -66,6 +71,7 @@ pub fn parse(datagram: &[u8]) -> Vec<Notice> {
             b"READY=1" => Some(Notice::Ready),
             b"STOPPING=1" => Some(Notice::Stopping),
             b"WATCHDOG=1" => Some(Notice::Beat),
+            b"DRAWBRIDGE_STARVE_WATCHDOG=1" => Some(Notice::StarveHardware),
             _ => {
                 let usec = line.strip_prefix(b"EXTEND_TIMEOUT_USEC=")?;
                 let usec: u64 = std::str::from_utf8(usec).ok()?.parse().ok()?;
@@ -168,6 +174,7 @@ impl Watch {
                 self.phase = Phase::Running { last: now };
             }
             Notice::Stopping => self.phase = Phase::Untimed,
+            Notice::StarveHardware => {}
             Notice::ExtendTimeout(more) => {
                 if let Phase::Starting { deadline } = &mut self.phase {
                     *deadline = (*deadline).max(now + more);
@@ -212,8 +219,16 @@ mod tests {
 
     #[test]
     fn a_datagram_round_trips_and_unknown_lines_are_skipped() {
-        let all = [Notice::Ready, Notice::Beat, Notice::Stopping];
-        assert_eq!(encode(&all), "READY=1\nWATCHDOG=1\nSTOPPING=1\n");
+        let all = [
+            Notice::Ready,
+            Notice::Beat,
+            Notice::Stopping,
+            Notice::StarveHardware,
+        ];
+        assert_eq!(
+            encode(&all),
+            "READY=1\nWATCHDOG=1\nSTOPPING=1\nDRAWBRIDGE_STARVE_WATCHDOG=1\n"
+        );
         assert_eq!(parse(encode(&all).as_bytes()), all);
         assert_eq!(
             parse(b"STATUS=recovering the queue\nMAINPID=12\nREADY=1\nWATCHDOG=trigger\nREADY=0"),

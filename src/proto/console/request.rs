@@ -173,8 +173,11 @@ pub enum Command {
     /// `system power-off`: the same, then powers off.
     SystemPowerOff,
     /// `system watchdog-test`: stop the event loop, so that the supervisor's watchdog
-    /// must kill the gateway and start it again.
-    SystemWatchdogTest,
+    /// must kill the gateway and start it again; with `hardware`, have PID 1 stop
+    /// feeding the hardware watchdog, so that it must reset the machine.
+    SystemWatchdogTest {
+        hardware: bool,
+    },
 }
 
 impl Command {
@@ -222,7 +225,7 @@ impl Command {
             | C::SystemUpdate { .. }
             | C::SystemReboot
             | C::SystemPowerOff
-            | C::SystemWatchdogTest => LoginClass::SuperUser,
+            | C::SystemWatchdogTest { .. } => LoginClass::SuperUser,
         }
     }
 }

@@ -1575,15 +1575,36 @@ static SYSTEM: &[Cmd] = &[
             },
         }),
     },
-    plain!(
-        "watchdog-test",
-        "Stop the gateway's event loop, to see the watchdog restart it",
-        false,
-        Action::Confirm {
-            question: "Stall the gateway until its watchdog restarts it? Open sessions are cut; accepted mail is kept.",
-            command: Command::SystemWatchdogTest,
-        }
-    ),
+    Cmd {
+        name: "watchdog-test",
+        help: "Stop the gateway's event loop, to see the watchdog restart it",
+        kind: CmdKind::Run(&Spec {
+            args: &[Arg {
+                name: "hardware",
+                help: "Instead, stop feeding the hardware watchdog, to see it reset the appliance",
+                kind: ArgKind::Value {
+                    required: false,
+                    choices: &["hardware"],
+                    closed: true,
+                    names: None,
+                },
+            }],
+            piped: false,
+            build: |a| {
+                Ok(if a.value(0) == Some("hardware") {
+                    Action::Confirm {
+                        question: "Stop feeding the hardware watchdog until it resets the appliance? Open sessions are cut; accepted mail is kept.",
+                        command: Command::SystemWatchdogTest { hardware: true },
+                    }
+                } else {
+                    Action::Confirm {
+                        question: "Stall the gateway until its watchdog restarts it? Open sessions are cut; accepted mail is kept.",
+                        command: Command::SystemWatchdogTest { hardware: false },
+                    }
+                })
+            },
+        }),
+    },
 ];
 
 static TOKEN: &[Cmd] = &[
