@@ -103,13 +103,19 @@ fn write_escaped(f: &mut std::fmt::Formatter<'_>, text: &str) -> std::fmt::Resul
     f.write_str(rest)
 }
 
+/// Characters that change how the text around them reads without being seen:
+/// bidirectional embeddings, overrides and isolates, and the marks, which reorder what
+/// a reader sees (CVE-2021-42574); the line and paragraph separators and the byte
+/// order mark. Logs escape them and the console shows `?` for them.
+pub fn reorders(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\'
         || c.is_control()
-        // Bidirectional embeddings, overrides and isolates, and the marks: they reorder
-        // what a reader sees (CVE-2021-42574).
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+        || reorders(c)
         // What stands in for octets that were not UTF-8: shown as an escape, so the log
         // says text was replaced there.
         || c == '\u{fffd}'

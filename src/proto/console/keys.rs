@@ -6,6 +6,9 @@
 //! it does not know is dropped, never guessed at: a half-received sequence waits for its
 //! next byte, so feeding bytes whole, one by one or split anywhere gives the same keys.
 
+use super::editor::width;
+use crate::proto::logtext::reorders;
+
 /// One key press.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Key {
@@ -157,9 +160,14 @@ impl KeyDecoder {
                     return None;
                 }
                 self.state = State::Ground;
-                // Overlong forms, surrogates and C1 controls are dropped.
+                // Overlong forms, surrogates, C1 controls, characters that would
+                // reorder the line around them and those a terminal draws over the one
+                // before (a combining mark: terminals send the composed form) are
+                // dropped.
                 match char::from_u32(value) {
-                    Some(c) if value >= min && !c.is_control() => Some(Key::Char(c)),
+                    Some(c) if value >= min && !c.is_control() && !reorders(c) && width(c) > 0 => {
+                        Some(Key::Char(c))
+                    }
                     _ => None,
                 }
             }
@@ -283,6 +291,16 @@ mod tests {
         assert_eq!(
             keys(b"\xc0\xaf\xed\xa0\x80\xc2\x85\x80\xc3a"),
             [Key::Char('a')]
+        );
+        // A bidirectional override, a combining accent, a zero-width space: dropped.
+        assert_eq!(
+            keys("a\u{202e}b\u{301}c\u{200b}日".as_bytes()),
+            [
+                Key::Char('a'),
+                Key::Char('b'),
+                Key::Char('c'),
+                Key::Char('日')
+            ]
         );
     }
 

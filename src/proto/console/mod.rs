@@ -839,7 +839,7 @@ impl Console {
 
     fn prompt_width(&self) -> usize {
         let user = self.user.as_deref().unwrap_or("-");
-        user.chars().count() + 1 + self.host.chars().count() + 2
+        editor::columns(user) + 1 + editor::columns(&self.host) + 2
     }
 
     fn act(&mut self, action: Action, pipes: Vec<Pipe>) {
@@ -1231,15 +1231,23 @@ impl Console {
         self.write_line("Possible completions:");
         let width = self.screen.columns().saturating_sub(1);
         for c in candidates {
-            let mut row = format!("  {:<w$} {}", c.word, c.help, w = HELP_COLUMN - 3);
-            if row.chars().count() > width {
-                row = row
-                    .chars()
-                    .take(width.saturating_sub(ELLIPSIS.len()))
-                    .collect::<String>()
-                    + ELLIPSIS;
-            }
-            self.write_line(&output::sanitize(row.trim_end()));
+            let row =
+                output::sanitize(&format!("  {:<w$} {}", c.word, c.help, w = HELP_COLUMN - 3));
+            let row = if editor::columns(&row) > width {
+                let mut cut = String::new();
+                let mut used = 0;
+                for ch in row.chars() {
+                    used += editor::width(ch);
+                    if used > width.saturating_sub(ELLIPSIS.len()) {
+                        break;
+                    }
+                    cut.push(ch);
+                }
+                cut + ELLIPSIS
+            } else {
+                row
+            };
+            self.write_line(row.trim_end());
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 
+use super::editor::{columns, width};
 use super::tree::Pipe;
+use crate::proto::logtext::reorders;
 
 /// What the pager shows while it waits for a key.
 pub const MORE: &str = "--More--";
@@ -15,7 +17,8 @@ const MIN_PAGER_ROWS: usize = 2;
 
 /// One line made safe for a terminal: tabs become spaces, and every other control
 /// character (an escape sequence in a client's HELO name, say) becomes `?`, so nothing
-/// from the network can drive the administrator's terminal.
+/// from the network can drive the administrator's terminal; so does a character that
+/// would reorder the text around it (a bidirectional override in a sender's address).
 pub fn sanitize(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut column = 0;
@@ -24,9 +27,12 @@ pub fn sanitize(line: &str) -> String {
             let n = TAB - column % TAB;
             out.extend(std::iter::repeat_n(' ', n));
             column += n;
-        } else {
-            out.push(if c.is_control() { '?' } else { c });
+        } else if c.is_control() || reorders(c) {
+            out.push('?');
             column += 1;
+        } else {
+            out.push(c);
+            column += width(c);
         }
     }
     out
@@ -143,7 +149,7 @@ impl Pager {
     /// false when it waits at `--More--` (already written).
     pub fn emit(&mut self, out: &mut Vec<u8>) -> bool {
         while let Some(line) = self.lines.front() {
-            let rows = line.chars().count().div_ceil(self.columns).max(1);
+            let rows = columns(line).div_ceil(self.columns).max(1);
             if self.paging && rows > self.left && self.left < self.rows - 1 {
                 out.extend_from_slice(MORE.as_bytes());
                 return false;
@@ -193,6 +199,13 @@ mod tests {
         assert_eq!(sanitize("helo=<\x1b[2Jevil\x07>"), "helo=<?[2Jevil?>");
         assert_eq!(sanitize("a\tb"), "a       b");
         assert_eq!(sanitize("\u{9b}31m"), "?31m");
+        // A sender's address that would show reversed.
+        assert_eq!(
+            sanitize("<\u{202e}moc.elpmaxe@evil>"),
+            "<?moc.elpmaxe@evil>"
+        );
+        // Tab stops count columns: a wide character takes two.
+        assert_eq!(sanitize("日本\tx"), "日本    x");
     }
 
     #[test]
