@@ -236,6 +236,18 @@ fn disk_with(tree: &Path, disk: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A data disk made on the host with the first configuration already on it
+/// (`state/initial.conf`: `config`), and whatever `prepare` adds to its tree.
+fn disk_with_config(dir: &Path, config: &str, prepare: impl FnOnce(&Path)) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("state")).unwrap();
+    std::fs::write(tree.join("state/initial.conf"), config).unwrap();
+    prepare(&tree);
+    let disk = dir.join("data.img");
+    disk_with(&tree, &disk);
+    disk
+}
+
 /// A test virtual machine: the built image on a data disk, SMTP forwarded.
 struct Vm {
     child: Option<Child>,
@@ -627,16 +639,11 @@ fn no_acknowledged_message_is_lost_when_the_power_is_cut_under_load() {
     let _ = built();
     let dir = TempDir::new("qemu-power");
     let sink = Sink::start();
-    // The data disk made on the host with the configuration already on it.
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("state")).unwrap();
-    std::fs::write(
-        tree.join("state/initial.conf"),
-        test_config(sink.addr.port(), free_port()),
-    )
-    .unwrap();
-    let disk = dir.path().join("data.img");
-    disk_with(&tree, &disk);
+    let disk = disk_with_config(
+        dir.path(),
+        &test_config(sink.addr.port(), free_port()),
+        |_| {},
+    );
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -788,19 +795,12 @@ fn a_hung_gateway_is_restarted_by_the_watchdog_and_a_long_stop_is_waited_for() {
     let _lock = qemu_lock();
     let _ = built();
     let dir = TempDir::new("qemu-watchdog");
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("state")).unwrap();
     let second_port = free_port();
-    std::fs::write(
-        tree.join("state/initial.conf"),
-        format!(
-            "{}set system watchdog timeout 10s\nset system stop-grace 14s\n",
-            test_config(free_port(), second_port)
-        ),
-    )
-    .unwrap();
-    let disk = dir.path().join("data.img");
-    disk_with(&tree, &disk);
+    let config = format!(
+        "{}set system watchdog timeout 10s\nset system stop-grace 14s\n",
+        test_config(free_port(), second_port)
+    );
+    let disk = disk_with_config(dir.path(), &config, |_| {});
 
     let mut vm = Vm::boot(dir.path(), &disk);
     let log = vm.serial_text();
@@ -881,19 +881,12 @@ fn the_hardware_watchdog_resets_an_appliance_whose_pid_1_stops_feeding_it() {
     let _lock = qemu_lock();
     let _ = built();
     let dir = TempDir::new("qemu-hardware-watchdog");
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("state")).unwrap();
     let second_port = free_port();
-    std::fs::write(
-        tree.join("state/initial.conf"),
-        format!(
-            "{}set system watchdog timeout 10s\n",
-            test_config(free_port(), second_port)
-        ),
-    )
-    .unwrap();
-    let disk = dir.path().join("data.img");
-    disk_with(&tree, &disk);
+    let config = format!(
+        "{}set system watchdog timeout 10s\n",
+        test_config(free_port(), second_port)
+    );
+    let disk = disk_with_config(dir.path(), &config, |_| {});
 
     let mut vm = Vm::boot(dir.path(), &disk);
     vm.expect_console("watchdog: /dev/watchdog armed, 10 s", 1);
@@ -928,27 +921,22 @@ fn a_gateway_that_hangs_before_it_is_ready_is_killed_and_started_again() {
     let _lock = qemu_lock();
     let _ = built();
     let dir = TempDir::new("qemu-start-hang");
-    let tree = dir.path().join("tree");
-    let journal = tree.join("state/spool/journal");
-    std::fs::create_dir_all(&journal).unwrap();
-    std::fs::write(
-        tree.join("state/initial.conf"),
-        format!(
-            "{}set system watchdog timeout 10s\n",
-            test_config(free_port(), free_port())
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "{}set system watchdog timeout 10s\n",
+        test_config(free_port(), free_port())
+    );
     // A journal segment that never yields its bytes: a FIFO nobody writes, as a hung
     // disk would be. Recovering the queue blocks on it for ever, before the gateway is
     // ready, so it never beats and never says it progresses.
-    let made = Command::new("mkfifo")
-        .arg(journal.join("0000000000000001.jnl"))
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let disk = dir.path().join("data.img");
-    disk_with(&tree, &disk);
+    let disk = disk_with_config(dir.path(), &config, |tree| {
+        let journal = tree.join("state/spool/journal");
+        std::fs::create_dir_all(&journal).unwrap();
+        let made = Command::new("mkfifo")
+            .arg(journal.join("0000000000000001.jnl"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    });
 
     let vm = Vm::power_on(dir.path(), &disk);
     vm.expect_console("watchdog: /dev/watchdog armed, 10 s", 1);
