@@ -379,8 +379,9 @@ enum Walked {
     Help(Vec<Candidate>),
 }
 
-/// Where configuration-mode commands work: the candidate, and the level `edit` chose
-/// (empty at the top), which `set`, `delete`, `show` and `edit` take as their start.
+/// What a line is walked against: the candidate (or an empty configuration in
+/// operational mode), the level `edit` chose (empty at the top), which `set`,
+/// `delete`, `show` and `edit` take as their start, and the names the gateway gave.
 #[derive(Clone, Copy)]
 struct Place<'a> {
     config: &'a Config,
