@@ -140,11 +140,7 @@ impl Gateway {
 
     /// As `start`, the gateway started with its signals blocked.
     pub fn start_with_blocked_signals(dir: &Path, extra: &str) -> Gateway {
-        let inbound = free_port();
-        let outbound = free_port();
-        let config = dir.join("gateway.conf");
-        std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        let mut gw = Self::unspawned(dir, config, inbound, outbound, None, Vec::new());
+        let mut gw = Self::configured(dir, extra, None, Vec::new());
         gw.blocked_signals = true;
         gw.spawn();
         gw
@@ -160,11 +156,24 @@ impl Gateway {
     }
 
     fn launch(dir: &Path, extra: &str, nofile: Option<u64>, env: Vec<(String, String)>) -> Gateway {
+        let mut gw = Self::configured(dir, extra, nofile, env);
+        gw.spawn();
+        gw
+    }
+
+    /// A gateway not started yet, its configuration file written with `extra` lines on
+    /// two free ports.
+    fn configured(
+        dir: &Path,
+        extra: &str,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let inbound = free_port();
         let outbound = free_port();
         let config = dir.join("gateway.conf");
         std::fs::write(&config, Self::config_text(inbound, outbound, extra)).unwrap();
-        Self::launch_with(dir, config, inbound, outbound, nofile, env)
+        Self::unspawned(dir, config, inbound, outbound, nofile, env)
     }
 
     pub fn start_with(dir: &Path, config: PathBuf, inbound: u16, outbound: u16) -> Gateway {
