@@ -568,6 +568,44 @@ fn console_token_commands_act_on_the_running_gateways_token() {
     );
 }
 
+/// `token login` on a running gateway whose token is logged in checks the PIN file by a
+/// login of its own in another process (a second login in the gateway's would be
+/// answered without a check): a wrong PIN is reported, and the gateway stays logged in
+/// and keeps signing; the right one is reported as opening the token.
+#[test]
+fn token_login_on_the_running_gateway_checks_the_pin_file_apart() {
+    let dir = TempDir::new("p11-pin-check");
+    let hsm = SoftHsm::new("p11-pin-check", "gateway", &[]);
+    let gw = start(&dir, &hsm, "");
+    gw.wait_for_log("logged in to token \"gateway\"");
+    let first = starttls_certificate(gw.inbound);
+
+    let out = gw.console_script("token login\n");
+    assert!(
+        out.contains("the PIN file's PIN opens it (checked by a login of its own"),
+        "{out}"
+    );
+
+    hsm.pin_file("0000");
+    let out = gw.console_script("token login\n");
+    assert!(
+        out.contains("the PIN file does not open the token")
+            && out.contains("PIN incorrect")
+            && out.contains("its next start would fail"),
+        "{out}"
+    );
+    assert!(!out.contains("key tls-0-self-signed"), "{out}");
+    // The gateway's own login is untouched: STARTTLS is still signed on the token.
+    assert_eq!(starttls_certificate(gw.inbound), first);
+    let out = gw.console_script("show token\n");
+    assert!(out.contains("logged in"), "{out}");
+
+    hsm.pin_file(PIN);
+    let out = gw.console_script("token login\n");
+    assert!(out.contains("the PIN file's PIN opens it"), "{out}");
+    assert!(out.contains("key tls-0-self-signed: present"), "{out}");
+}
+
 /// `factory-reset` with the keys in SoftHSM2: each certificate's key and the
 /// configuration's HMAC key are destroyed on the token; another application's key on the
 /// same token stays.

@@ -40,6 +40,49 @@ fn first_boot_generates_a_self_signed_certificate_and_says_so() {
     );
 }
 
+/// The console's `token login` on a running gateway checks the software token's PIN
+/// file by a login of its own: a PIN file that would stop the next start is reported at
+/// once (and not tried again until it changes), and the running gateway keeps its login
+/// and its TLS.
+#[test]
+fn token_login_checks_the_software_tokens_pin_file_on_a_running_gateway() {
+    let dir = TempDir::new("tls-pin-check");
+    let (gw, tls_port) = start_tls(&dir, "");
+    gw.wait_for_log("generated a self-signed one");
+    let out = gw.console_script("token login\n");
+    assert!(out.contains("the PIN file's PIN opens it"), "{out}");
+
+    let pin_file = gw.state.join("sslpassword.conf");
+    let good = std::fs::read_to_string(&pin_file).unwrap();
+    let (label, _) = good.trim_end().split_once(':').unwrap();
+    std::fs::write(&pin_file, format!("{label}:0123456789abcdef\n")).unwrap();
+    let out = gw.console_script("token login\n");
+    assert!(
+        out.contains("the PIN file does not open the token")
+            && out.contains("its next start would fail"),
+        "{out}"
+    );
+    // Not tried again while the file is the same: each refused PIN counts towards the
+    // token's lock.
+    let out = gw.console_script("token login\n");
+    assert!(
+        out.contains("is unchanged since the token refused its PIN, and is not tried again"),
+        "{out}"
+    );
+    // Still serving TLS with the key it logged in to.
+    let served = python(&format!(
+        "import smtplib, ssl\n\
+         s = smtplib.SMTP_SSL('127.0.0.1', {tls_port}, context=ssl._create_unverified_context())\n\
+         print(s.noop()[0], s.sock.version())\n\
+         s.quit()"
+    ));
+    assert_eq!(served.trim(), "250 TLSv1.3");
+
+    std::fs::write(&pin_file, &good).unwrap();
+    let out = gw.console_script("token login\n");
+    assert!(out.contains("the PIN file's PIN opens it"), "{out}");
+}
+
 #[test]
 fn smtplib_starttls_and_implicit_tls_deliver_with_esmtps_in_the_trace() {
     let dir = TempDir::new("tls-smtplib");

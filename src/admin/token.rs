@@ -2,13 +2,19 @@
 //! PIN, make the keys the gateway needs.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::Path;
-use std::sync::Arc;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::digest;
 
 use crate::io::clock::unix_now;
 use crate::io::tls::setup::{STORE_DIR, TOKEN_LABEL};
 use crate::io::tls::store::{CertStore, SELF_SIGNED_NAME, key_label, names_in};
 use crate::io::tls::{TOKEN_DIR, TlsError, open_token, pin_path, read_pin};
+use crate::io::token::pin_file::MAX_PIN_FILE_LEN;
 use crate::io::token::{
     CONFIG_HMAC_KEY_LABEL, KeyKind, ObjectClass, SoftToken, Token, TokenError, hmac_key,
 };
@@ -144,9 +150,15 @@ pub fn login(config: &Config, state_dir: &Path) -> Result<String, TlsError> {
     Ok(out)
 }
 
+/// How long the separate login of [`check_pin_apart`] may take: a PKCS#11 module that
+/// answers in none is as good as one that refuses.
+pub const PIN_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `token login` on the running gateway, whose token is open: logs in with the PIN
-/// file's PIN unless the token is logged in (a module answers a second login without
-/// checking the PIN, and a failed one must not log the gateway out); the keys.
+/// file's PIN unless the token is logged in; the keys. A logged-in token cannot check a
+/// PIN in this process (a module answers a second login without checking it, and a
+/// failed one must not log the gateway out), so the PIN file is then checked by a login
+/// of its own in another process ([`check_pin_apart`]), as the next start will log in.
 pub fn login_running(
     token: &Arc<dyn Token>,
     settings: &TokenSettings,
@@ -154,8 +166,9 @@ pub fn login_running(
 ) -> Result<String, TlsError> {
     let info = token.info();
     let mut out = if info.logged_in {
+        check_pin_apart(state_dir)?;
         format!(
-            "token {:?} ({} {}): logged in since the gateway started; the PIN file is read again at the next start\n",
+            "token {:?} ({} {}): logged in since the gateway started; the PIN file's PIN opens it (checked by a login of its own, as the next start logs in)\n",
             info.label, info.manufacturer, info.model
         )
     } else {
@@ -175,6 +188,108 @@ pub fn login_running(
     };
     out.push_str(&keys_report(token, state_dir)?);
     Ok(out)
+}
+
+/// Logs in to the token the next start opens (the newest commit's token settings, with
+/// their PIN file) from another process, `drawbridge token login --state-dir DIR`: PKCS#11
+/// logins belong to a process, so this one checks the PIN for real and leaves the
+/// gateway's login alone. A refusal is the child's own error line.
+///
+/// Every refused PIN counts towards the token's lock (10 in a row lock the software
+/// token), so a PIN file the token refused is not tried again until it changes: a
+/// monitoring script that runs `token login` cannot lock the token.
+pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
+    let refused = |why: String| {
+        TlsError::Pin(format!(
+            "the PIN file does not open the token: {why} (the gateway stays logged in; its next start would fail)"
+        ))
+    };
+    let settings = crate::gateway::token_settings(state_dir, None);
+    let pin_file = pin_path(&settings, state_dir);
+    let seen = pin_file_digest(&pin_file);
+    if seen.is_some() && *lock_refused() == seen {
+        return Err(refused(format!(
+            "{} is unchanged since the token refused its PIN, and is not tried again (each refused PIN counts towards the token's lock)",
+            pin_file.display()
+        )));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| refused(format!("cannot find drawbridge: {e}")))?;
+    let mut child = Command::new(exe)
+        .args(["token", "login", "--state-dir"])
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| refused(format!("cannot start drawbridge token login: {e}")))?;
+    // Drained beside the wait, so that a talkative child never blocks on a full pipe.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut said = Vec::new();
+            let _ = pipe.read_to_end(&mut said);
+            said
+        })
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < PIN_CHECK_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(refused(format!(
+                    "no answer in {} s",
+                    PIN_CHECK_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    };
+    if status.success() {
+        *lock_refused() = None;
+        return Ok(());
+    }
+    *lock_refused() = seen;
+    let said = stderr
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    let why = String::from_utf8_lossy(&said)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("drawbridge: ").to_string())
+        .unwrap_or_else(|| format!("drawbridge token login: {status}"));
+    Err(refused(why))
+}
+
+/// The PIN file whose PIN the last check apart saw refused: a digest of its path and
+/// content.
+static REFUSED_PIN_FILE: Mutex<Option<[u8; 32]>> = Mutex::new(None);
+
+fn lock_refused() -> std::sync::MutexGuard<'static, Option<[u8; 32]>> {
+    REFUSED_PIN_FILE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SHA-256 of a PIN file's path and content (at most [`MAX_PIN_FILE_LEN`] octets of
+/// it); `None` when it cannot be read.
+fn pin_file_digest(path: &Path) -> Option<[u8; 32]> {
+    let mut content = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_PIN_FILE_LEN as u64 + 1)
+                .read_to_end(&mut content)
+        })
+        .ok()?;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(path.as_os_str().as_encoded_bytes());
+    ctx.update(&[0]);
+    ctx.update(&content);
+    ctx.finish().as_ref().try_into().ok()
 }
 
 /// One line per key the gateway needs: present (with its type) or missing.
