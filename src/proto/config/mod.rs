@@ -812,7 +812,14 @@ pub struct QueueSettings {
     pub max_lifetime: Duration,
     /// After this long undelivered, the sender gets one delay notice; zero means never.
     pub delay_notice: Duration,
+    /// Most messages the queue manager keeps in memory (Postfix's
+    /// `qmgr_message_active_limit`): the rest wait in their files, with only their
+    /// schedule in memory, until there is room.
+    pub active_limit: u32,
 }
+
+/// The factory `queue active-limit`: 10 000 messages of about 1.2 KiB each in memory.
+pub const DEFAULT_ACTIVE_LIMIT: u32 = 10_000;
 
 impl Default for QueueSettings {
     fn default() -> Self {
@@ -821,6 +828,7 @@ impl Default for QueueSettings {
             retry: vec![m(5), m(15), m(30), m(60), m(120), m(240)],
             max_lifetime: Duration::from_secs(5 * 24 * 3600),
             delay_notice: Duration::ZERO,
+            active_limit: DEFAULT_ACTIVE_LIMIT,
         }
     }
 }

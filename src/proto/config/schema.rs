@@ -123,6 +123,8 @@ pub const STRESS_THRESHOLD_LIMIT: Limit = Limit::new(1, 100);
 pub const AUTH_FAILURES_LIMIT: Limit = Limit::new(1, 1_000_000);
 /// Entries the authentication throttle remembers: 100 to 100 000, about 100 octets each.
 pub const AUTH_TABLE_LIMIT: Limit = Limit::new(100, 100_000);
+/// Messages the queue manager keeps in memory: at most a million, about 1.2 GiB.
+pub const ACTIVE_LIMIT: Limit = Limit::new(1, 1_000_000);
 
 // ---- the tree's types ----------------------------------------------------------------
 
@@ -412,6 +414,7 @@ number_kind!(
     "a number from 1 to 1000000"
 );
 number_kind!(AUTH_TABLE, AUTH_TABLE_LIMIT, "a number from 100 to 100000");
+number_kind!(ACTIVE, ACTIVE_LIMIT, "a number from 1 to 1000000");
 
 const DURATION_SPEC: ValueSpec = ValueSpec {
     placeholder: "DURATION",
@@ -1311,7 +1314,7 @@ pub static ROOT: &[Node] = &[
     },
     Node {
         name: "queue",
-        help: "Retry schedule and queue lifetime",
+        help: "Retry schedule, queue lifetime and how many messages are kept whole in memory",
         kind: NodeKind::Container(QUEUE_CHILDREN),
     },
     Node {
@@ -2207,6 +2210,15 @@ static QUEUE_CHILDREN: &[Node] = &[
         queue_mut,
         default_queue(),
         delay_notice
+    ),
+    scalar!(
+        "active-limit",
+        "Most messages kept in memory; the rest wait in their files until there is room",
+        ACTIVE,
+        queue,
+        queue_mut,
+        default_queue(),
+        active_limit
     ),
 ];
 

@@ -343,6 +343,24 @@ pub(crate) mod tests {
         );
     }
 
+    /// A record written by schema version 6, with every setting versions 2 to 6 added.
+    #[test]
+    fn the_version_six_fixture_still_decodes() {
+        use crate::proto::config::wire::tests::{
+            EVERYTHING, VERSION_FIVE_SETTINGS, VERSION_FOUR_SETTINGS, VERSION_SIX_SETTINGS,
+            VERSION_THREE_SETTINGS, VERSION_TWO_SETTINGS,
+        };
+        assert_fixture(
+            include_bytes!("testdata/config-v6.bin"),
+            6,
+            "the version-6 fixture",
+            1_796_342_400,
+            &format!(
+                "{EVERYTHING}{VERSION_TWO_SETTINGS}{VERSION_THREE_SETTINGS}{VERSION_FOUR_SETTINGS}{VERSION_FIVE_SETTINGS}{VERSION_SIX_SETTINGS}"
+            ),
+        );
+    }
+
     /// A record written by schema version 5, with every setting versions 2 to 5 added.
     #[test]
     fn the_version_five_fixture_still_decodes() {

@@ -4,7 +4,7 @@
 //! postcard carries no field names, so a wire type is never changed once released: a new
 //! schema version adds new types (`ConfigV2`, …) and a conversion from the older ones,
 //! and the decoder keeps reading every version it ever wrote. A committed blob of each
-//! released version (`testdata/config-v1.bin` to `config-v5.bin`) is decoded by a
+//! released version (`testdata/config-v1.bin` to `config-v6.bin`) is decoded by a
 //! test to keep that promise.
 //!
 //! Values whose grammar is richer than their model (access filters, channel keywords,
@@ -40,10 +40,37 @@ use crate::proto::sasl::{MechanismName, MechanismSet};
 /// * 4 — `system console idle-timeout` and `tls client-certificate` ([`ConfigV4`]).
 /// * 5 — `system watchdog timeout` and `system stop-grace` ([`ConfigV5`]).
 /// * 6 — `system login user NAME class` ([`ConfigV6`]).
-pub const SCHEMA_VERSION: u16 = 6;
+/// * 7 — `queue active-limit` ([`ConfigV7`]).
+pub const SCHEMA_VERSION: u16 = 7;
 
 /// The oldest schema version this firmware still reads.
 pub const OLDEST_SCHEMA_VERSION: u16 = 1;
+
+/// Schema version 7: version 6 and the queue manager's active limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigV7 {
+    pub v6: ConfigV6,
+    pub queue_active_limit: u32,
+}
+
+impl From<&Config> for ConfigV7 {
+    fn from(c: &Config) -> ConfigV7 {
+        ConfigV7 {
+            v6: c.into(),
+            queue_active_limit: c.queue.active_limit,
+        }
+    }
+}
+
+impl TryFrom<ConfigV7> for Config {
+    type Error = WireError;
+
+    fn try_from(w: ConfigV7) -> Result<Config, WireError> {
+        let mut c = Config::try_from(w.v6)?;
+        c.queue.active_limit = w.queue_active_limit;
+        Ok(c)
+    }
+}
 
 /// Schema version 6: version 5 and the console logins' classes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,6 +456,11 @@ pub fn decode_config(
                 postcard::from_bytes(bytes).map_err(postcard)?;
             (meta, Config::try_from(w)?)
         }
+        7 => {
+            let (meta, w): (super::slot::CommitMeta, ConfigV7) =
+                postcard::from_bytes(bytes).map_err(postcard)?;
+            (meta, Config::try_from(w)?)
+        }
         v => return Err(WireError(format!("unknown schema version {v}"))),
     };
     within_schema(&config)?;
@@ -455,7 +487,7 @@ pub fn encode_config(
     meta: &super::slot::CommitMeta,
     config: &Config,
 ) -> Result<Vec<u8>, WireError> {
-    postcard::to_allocvec(&(meta, ConfigV6::from(config))).map_err(|e| WireError(e.to_string()))
+    postcard::to_allocvec(&(meta, ConfigV7::from(config))).map_err(|e| WireError(e.to_string()))
 }
 
 /// Why a stored configuration cannot be turned back into a model.
@@ -876,6 +908,7 @@ impl TryFrom<ConfigV1> for Config {
                 retry: w.retry_ms.into_iter().map(dur).collect(),
                 max_lifetime: dur(w.max_lifetime_ms),
                 delay_notice: dur(w.delay_notice_ms),
+                active_limit: super::DEFAULT_ACTIVE_LIMIT,
             },
             tls: Tls {
                 tls12: w.tls12,
@@ -1008,9 +1041,9 @@ set relay-rule 10 source tcp_local destination tcp_local deny \"5.7.1 SMTP relay
 ";
 
     fn round_trip(config: &Config) -> Config {
-        let wire = ConfigV6::from(config);
+        let wire = ConfigV7::from(config);
         let bytes = postcard::to_allocvec(&wire).unwrap();
-        let back: ConfigV6 = postcard::from_bytes(&bytes).unwrap();
+        let back: ConfigV7 = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, wire);
         Config::try_from(back).unwrap()
     }
@@ -1057,6 +1090,12 @@ set system watchdog timeout 5m
 set system stop-grace 20s
 ";
 
+    /// What schema version 6 added: with the earlier ones, the version-6 fixture.
+    pub(crate) const VERSION_SIX_SETTINGS: &str = "\
+set system login user ops class operator
+set system login user audit class read-only
+";
+
     #[test]
     fn every_part_of_the_model_survives_the_wire() {
         let mut with_postmaster = parse(EVERYTHING).unwrap();
@@ -1092,6 +1131,10 @@ set system stop-grace 20s
         )
         .unwrap();
         assert_eq!(with_logins.system.logins.len(), 3);
+        let mut small_active = with_logins.clone();
+        crate::proto::config::text::parse_into(&mut small_active, "set queue active-limit 20")
+            .unwrap();
+        assert_eq!(small_active.queue.active_limit, 20);
         for config in [
             Config::default(),
             host_default(),
@@ -1103,6 +1146,7 @@ set system stop-grace 20s
             with_watchdog,
             no_watchdog,
             with_logins,
+            small_active,
         ] {
             assert_eq!(round_trip(&config), config);
         }
