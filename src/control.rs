@@ -138,7 +138,7 @@ pub async fn execute(gw: &Rc<Gateway>, request: &Request, body: &str) -> Result<
                 crate::proto::stats::text(&report)
             })
         }
-        queue => execute_queue(&gw.net.queue.scheduler, queue),
+        queue => execute_queue(&gw.net.queue.scheduler, queue).await,
     }
 }
 
@@ -201,15 +201,18 @@ async fn config(
 }
 
 /// Runs a queue request against the queue manager.
-fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
+async fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<String, String> {
     match request {
-        Request::List { json: false } => Ok(list_text(&scheduler.list())),
-        Request::List { json: true } => Ok(list_json(&scheduler.list())),
+        Request::List { json: false } => Ok(list_text(&scheduler.list().await)),
+        Request::List { json: true } => Ok(list_json(&scheduler.list().await)),
         Request::Show(id) => {
             let (entry, content) = scheduler.show(id).map_err(|e| e.to_string())?;
             Ok(show_text(&entry, &content))
         }
-        Request::Summary => Ok(qshape(&scheduler.list(), crate::io::clock::unix_now())),
+        Request::Summary => Ok(qshape(
+            &scheduler.list().await,
+            crate::io::clock::unix_now(),
+        )),
         Request::Flush(None) => Ok(format!("{} message(s) flushed\n", scheduler.flush())),
         Request::Flush(Some(domain)) => Ok(format!(
             "{} message(s) flushed\n",

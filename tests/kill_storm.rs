@@ -122,6 +122,8 @@ fn sigkill_at_random_moments_under_load_loses_nothing() {
             ..Default::default()
         },
     );
+    // Room for few whole messages: most wait parked in their files and are read back
+    // while the kills come.
     let mut gw = Gateway::start(
         dir.path(),
         &format!(
@@ -129,6 +131,7 @@ fn sigkill_at_random_moments_under_load_loses_nothing() {
              set route example.com relay [127.0.0.1]:{}\n\
              set route example.com avoid-time 1s\n\
              set queue retry \"1s\"\n\
+             set queue active-limit 8\n\
              set service inbound max-messages-per-session 1000000\n",
             sink.addr.port()
         ),

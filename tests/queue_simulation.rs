@@ -129,6 +129,10 @@ struct World {
     connected_at: HashMap<SocketAddr, Vec<u64>>,
     /// Per message, the times a connection took one of its jobs.
     taken: HashMap<QueueId, Vec<u64>>,
+    /// Parked messages read back from the disk.
+    loads: usize,
+    /// The most messages the core held whole at once.
+    most_in_picture: usize,
 }
 
 struct Sim {
@@ -167,7 +171,18 @@ impl Sim {
                         self.note_retry(&env);
                         let id = env.id.clone();
                         self.world.disk.insert(id.clone(), env);
-                        self.core.moved(&id, segment, true);
+                        self.core.moved(&id, segment, true, self.time());
+                    }
+                    Action::Load(id) => {
+                        let env = self.world.disk.get(&id).cloned();
+                        self.world.loads += 1;
+                        self.core
+                            .loaded(&id, env.ok_or("no such file".into()), self.time());
+                    }
+                    Action::SetHeld { id, held } => {
+                        if let Some(env) = self.world.disk.get_mut(&id) {
+                            env.held = held;
+                        }
                     }
                     Action::Remove { id, backing } => {
                         if backing == Backing::File {
@@ -263,14 +278,31 @@ impl Sim {
 #[test]
 fn hours_of_traffic_on_virtual_time() {
     for seed in [1u64, 7, 42] {
-        run(seed);
+        run(seed, None);
     }
 }
 
-fn run(seed: u64) {
+/// The same traffic with room for only a few whole messages: the rest wait parked in
+/// their files, and everything above still holds.
+#[test]
+fn hours_of_traffic_with_a_small_active_limit() {
+    for seed in [1u64, 7, 42] {
+        run(seed, Some(4));
+    }
+}
+
+fn limited(config: Rc<Config>, active_limit: Option<u32>) -> Rc<Config> {
+    let mut c = (*config).clone();
+    if let Some(limit) = active_limit {
+        c.queue.active_limit = limit;
+    }
+    Rc::new(c)
+}
+
+fn run(seed: u64, active_limit: Option<u32>) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut sim = Sim {
-        core: QueueCore::new(config(&[3]), Rc::from(&[][..])),
+        core: QueueCore::new(limited(config(&[3]), active_limit), Rc::from(&[][..])),
         world: World::default(),
         rcpts: HashMap::new(),
         arrived: HashMap::new(),
@@ -337,8 +369,11 @@ fn run(seed: u64) {
         if !reconfigured && sim.t() >= RECONFIGURE_AT {
             reconfigured = true;
             reconfigured_at = sim.t();
-            sim.core
-                .reconfigure(config(&[4]), std::rc::Rc::from(Vec::new()), sim.time());
+            sim.core.reconfigure(
+                limited(config(&[4]), active_limit),
+                std::rc::Rc::from(Vec::new()),
+                sim.time(),
+            );
         }
         if !released && sim.t() >= 4000 {
             if let Some((id, _)) = &held {
@@ -349,8 +384,20 @@ fn run(seed: u64) {
         }
         sim.core.handle_timeout(sim.time());
         sim.settle();
+        let whole = sim.core.in_picture();
+        sim.world.most_in_picture = sim.world.most_in_picture.max(whole);
     }
     let w = &sim.world;
+    if let Some(limit) = active_limit {
+        assert!(
+            w.most_in_picture <= limit as usize,
+            "seed {seed}: {} whole messages",
+            w.most_in_picture
+        );
+        assert!(w.loads > 50, "seed {seed}: {} loads", w.loads);
+    } else {
+        assert_eq!(w.loads, 0, "seed {seed}");
+    }
 
     // Nothing is lost and nothing leaves twice.
     assert!(sim.core.is_empty(), "seed {seed}: {} left", sim.core.len());

@@ -131,10 +131,9 @@ async fn names(gw: &Rc<Gateway>, kind: NameKind) -> Result<Vec<String>, String> 
     let dir = gw.state_dir.clone();
     let mut names = match kind {
         NameKind::QueueId => {
-            let mut entries = gw.net.queue.scheduler.list();
-            entries.sort_by_key(|e| e.arrived);
-            entries.truncate(MAX_NAMES);
-            entries.into_iter().map(|e| e.id.to_string()).collect()
+            let mut ids = gw.net.queue.scheduler.ids();
+            ids.truncate(MAX_NAMES);
+            ids.into_iter().map(|id| id.to_string()).collect()
         }
         NameKind::MailUser => smol::unblock(move || crate::io::users::load(&dir))
             .await
@@ -209,10 +208,10 @@ async fn run(gw: &Rc<Gateway>, user: &str, command: Command) -> Result<String, S
     match command {
         Command::ShowStatus => Ok(status(gw)),
         Command::ShowConnections => Ok(connections(gw)),
-        Command::ShowQueue { summary: false } => {
-            Ok(crate::proto::queue::listing::list_text(&scheduler.list()))
-        }
-        Command::ShowQueue { summary: true } => Ok(qshape(&scheduler.list(), unix_now())),
+        Command::ShowQueue { summary: false } => Ok(crate::proto::queue::listing::list_text(
+            &scheduler.list().await,
+        )),
+        Command::ShowQueue { summary: true } => Ok(qshape(&scheduler.list().await, unix_now())),
         Command::ShowStats => Ok(crate::proto::stats::text(&crate::proto::stats::report())),
         Command::ClearStats => {
             crate::proto::stats::clear(unix_now());
@@ -500,12 +499,14 @@ fn status(gw: &Rc<Gateway>) -> String {
             listening.join(", ")
         }
     );
-    let entries = gw.net.queue.scheduler.list();
-    let held = entries.iter().filter(|e| e.held).count();
+    let counts = gw.net.queue.scheduler.counts();
     let _ = writeln!(
         out,
-        "Queue:          {} message(s), {held} held",
-        entries.len()
+        "Queue:          {} message(s), {} held; {} whole in memory (active-limit {})",
+        counts.total,
+        counts.held,
+        counts.in_picture,
+        gw.config().queue.active_limit
     );
     let info = gw.token().info();
     let _ = writeln!(
@@ -562,14 +563,7 @@ fn connections(gw: &Rc<Gateway>) -> String {
             );
         }
     }
-    let delivering = gw
-        .net
-        .queue
-        .scheduler
-        .list()
-        .iter()
-        .filter(|e| e.active)
-        .count();
+    let delivering = gw.net.queue.scheduler.counts().delivering;
     let _ = writeln!(out, "delivery: {delivering} message(s) being delivered");
     out
 }

@@ -97,6 +97,18 @@ impl SpoolFiles {
         written
     }
 
+    /// The envelope of a queued message.
+    pub fn load(&self, id: &QueueId) -> io::Result<Envelope> {
+        let env = read_envelope(&self.path(id, ENVELOPE_EXT)?)?;
+        if env.id != *id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{id}: envelope names another id ({})", env.id),
+            ));
+        }
+        Ok(env)
+    }
+
     /// Deletes a message. Missing files are not an error.
     pub fn remove(&self, id: &QueueId) -> io::Result<()> {
         // Envelope first: a crash in between leaves content alone, which start-up discards.
@@ -289,14 +301,7 @@ impl Spool {
 
     /// The envelope of a queued message.
     pub fn load(&self, id: &QueueId) -> io::Result<Envelope> {
-        let env = read_envelope(&self.file_path(id, ENVELOPE_EXT)?)?;
-        if env.id != *id {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{id}: envelope names another id ({})", env.id),
-            ));
-        }
-        Ok(env)
+        self.files.load(id)
     }
 
     /// Every readable envelope in the spool, sorted by arrival. This includes messages that

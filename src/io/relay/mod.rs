@@ -63,6 +63,10 @@ enum FileOp {
     Update(Envelope),
     Remove(QueueId),
     DeleteSegment(std::path::PathBuf),
+    /// Read a parked message's envelope back for the core.
+    Load(QueueId),
+    /// Set or clear a parked message's hold in its envelope file.
+    SetHeld(QueueId, bool),
 }
 
 /// The queue manager's layer: carries out what [`QueueCore`] decides. Shared as
@@ -318,6 +322,8 @@ impl Scheduler {
                         .spawn(self.clone().report(id, reports))
                         .detach();
                 }
+                Action::Load(id) => self.file_op(FileOp::Load(id)),
+                Action::SetHeld { id, held } => self.file_op(FileOp::SetHeld(id, held)),
             }
         }
         let _ = self.timer_bell.0.try_send(());
@@ -356,6 +362,26 @@ impl Scheduler {
                 }
                 FileOp::DeleteSegment(path) => {
                     smol::unblock(move || delete_segment(&path)).await;
+                }
+                FileOp::Load(id) => {
+                    let read = id.clone();
+                    let env = smol::unblock(move || files.load(&read))
+                        .await
+                        .map_err(|e| e.to_string());
+                    self.core.borrow_mut().loaded(&id, env, now());
+                    self.run_actions();
+                }
+                FileOp::SetHeld(id, held) => {
+                    let doomed = id.clone();
+                    let set = smol::unblock(move || {
+                        let mut env = files.load(&doomed)?;
+                        env.held = held;
+                        files.update(&env)
+                    })
+                    .await;
+                    if let Err(e) = set {
+                        log::error!(target: "qmgr", "{id}: cannot write the hold to the queue file: {e}");
+                    }
                 }
             }
         }
@@ -630,7 +656,7 @@ impl Scheduler {
                 false
             }
         };
-        self.core.borrow_mut().moved(&id, segment, ok);
+        self.core.borrow_mut().moved(&id, segment, ok, now());
         self.run_actions();
     }
 

@@ -10,19 +10,70 @@ use std::rc::Rc;
 
 use super::{Scheduler, now};
 use crate::proto::queue::QueueId;
-use crate::proto::queue::core::ContentRef;
+use crate::proto::queue::core::{ContentRef, QueueCounts};
 use crate::proto::queue::id::Target;
 use crate::proto::queue::listing::{OpError, QueueEntry, QueueOp};
 
 impl Scheduler {
-    /// Every message in the queue, oldest first.
-    pub fn list(&self) -> Vec<QueueEntry> {
-        self.core.borrow().list()
+    /// Every message in the queue, oldest first. Parked messages (past the active limit)
+    /// are read from their envelope files on the blocking pool.
+    pub async fn list(&self) -> Vec<QueueEntry> {
+        let (mut entries, parked) = {
+            let core = self.core.borrow();
+            (core.list(), core.parked_ids())
+        };
+        if !parked.is_empty() {
+            let files = self.spool.files();
+            let read = smol::unblock(move || {
+                parked
+                    .into_iter()
+                    .filter_map(|(id, held)| match files.load(&id) {
+                        Ok(env) => Some(QueueEntry {
+                            held,
+                            ..QueueEntry::of(&env, false)
+                        }),
+                        // Delivered or deleted since the list was taken.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(e) => {
+                            log::warn!(target: "qmgr", "{id}: cannot read the queue file for a listing: {e}");
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            entries.extend(read);
+            entries.sort_by(|a, b| (a.arrived, &a.id).cmp(&(b.arrived, &b.id)));
+        }
+        entries
+    }
+
+    /// How many messages are queued, held and being delivered; nothing is read.
+    pub fn counts(&self) -> QueueCounts {
+        self.core.borrow().counts()
+    }
+
+    /// Every queued message's id, oldest first; nothing is read.
+    pub fn ids(&self) -> Vec<QueueId> {
+        self.core.borrow().ids()
     }
 
     /// One message: its listing entry and its content as queued. The administrator's
     /// request reads a queue file on the spot.
     pub fn show(&self, id: &QueueId) -> Result<(QueueEntry, Vec<u8>), OpError> {
+        let parked = self.core.borrow().parked(id);
+        if let Some(held) = parked {
+            let unreadable = |e: std::io::Error| OpError::Unreadable(id.clone(), e.to_string());
+            let env = self.spool.load(id).map_err(unreadable)?;
+            let content = self.spool.read_content(id).map_err(unreadable)?;
+            return Ok((
+                QueueEntry {
+                    held,
+                    ..QueueEntry::of(&env, false)
+                },
+                content,
+            ));
+        }
         let (entry, content) = self.core.borrow().entry(id)?;
         let content = match content {
             ContentRef::Memory(bytes) => bytes.to_vec(),
@@ -79,7 +130,7 @@ impl Scheduler {
     pub fn operate(self: &Rc<Self>, op: QueueOp, target: &Target) -> Result<String, String> {
         let ids: Vec<QueueId> = match target {
             Target::One(id) => vec![id.clone()],
-            Target::All => self.list().into_iter().map(|e| e.id).collect(),
+            Target::All => self.ids(),
         };
         let done = op.words().1;
         let mut out = String::new();

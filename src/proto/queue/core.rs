@@ -186,6 +186,12 @@ pub enum Action {
         id: QueueId,
         reports: Vec<(ReportKind, Vec<usize>)>,
     },
+    /// Read a parked message's envelope from its file, in order with the file writes
+    /// before it, and answer with [`QueueCore::loaded`].
+    Load(QueueId),
+    /// Write a parked message's hold into its envelope file (read it, set `held`, write
+    /// it back), in order with the other file operations.
+    SetHeld { id: QueueId, held: bool },
 }
 
 /// What happens to a message once its attempt is over.
@@ -239,6 +245,17 @@ impl From<Reply> for Unreachable {
 /// 512 MiB appliance and some 8000 waiting 4 KiB messages.
 pub const MEMORY_CONTENT_LIMIT: usize = 32 * 1024 * 1024;
 
+/// What `show status` counts of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    pub total: usize,
+    pub held: usize,
+    /// Messages whole in memory; the others wait in their files.
+    pub in_picture: usize,
+    /// Messages a connection is delivering now.
+    pub delivering: usize,
+}
+
 /// How many recovered messages [`QueueCore::recover`] takes between two calls of its
 /// progress callback: a few seconds of log lines at 115 200 baud.
 pub const RECOVER_BATCH: usize = 256;
@@ -261,12 +278,34 @@ struct Message {
     reporting: Option<Plan>,
     /// A move to its own files is under way.
     moving: bool,
+    /// It came when the picture was full: it leaves the picture once its move to its
+    /// own files is done.
+    parking: bool,
 }
 
 impl Message {
     fn in_flight(&self) -> bool {
         self.queued + self.running > 0 || self.reporting.is_some()
     }
+
+    /// Nothing here needs it: it is in its files as it is now, no connection has it and
+    /// no report or move waits for it, so it may leave the picture.
+    fn idle(&self) -> bool {
+        self.backing == Backing::File && !self.in_flight() && !self.moving && !self.parking
+    }
+}
+
+/// A message out of the picture ([`QueueCore`] keeps at most `queue active-limit`
+/// messages whole): its files hold it, and only its schedule is kept here, some 100
+/// octets where a whole message takes about 1.2 KiB.
+struct Parked {
+    /// Unix seconds of its next attempt, as in `deferred`.
+    due: u64,
+    held: bool,
+    /// Its envelope is being read back: [`Action::Load`] is not answered yet.
+    loading: bool,
+    /// The domains of its recipients still open, hashed, for a flush by domain.
+    domains: Box<[u64]>,
 }
 
 /// One destination: its waiting jobs and its connections.
@@ -297,6 +336,16 @@ pub struct QueueCore {
     actions: VecDeque<Action>,
     /// Octets of content held in `messages` (journal messages not yet moved to files).
     in_memory: usize,
+    /// Messages out of the picture, in their files.
+    parked: HashMap<QueueId, Parked>,
+    /// Parked messages whose time has come, waiting for room in the picture, first come
+    /// first. Entries no longer parked, or held, are skipped.
+    ready: VecDeque<QueueId>,
+    /// Loads asked of the layer and not answered: each will take a place in the picture.
+    loading: usize,
+    /// Messages of the picture that became idle, oldest first, that may be parked to make
+    /// room; entries that are no longer idle are skipped.
+    evictable: VecDeque<QueueId>,
 }
 
 impl QueueCore {
@@ -310,7 +359,123 @@ impl QueueCore {
             epoch: 0,
             actions: VecDeque::new(),
             in_memory: 0,
+            parked: HashMap::new(),
+            ready: VecDeque::new(),
+            loading: 0,
+            evictable: VecDeque::new(),
         }
+    }
+
+    /// Most messages the picture holds whole: the configuration's `queue active-limit`.
+    fn active_limit(&self) -> usize {
+        usize::try_from(self.config.queue.active_limit.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// The picture has no room for another message.
+    fn full(&self) -> bool {
+        self.messages.len() + self.loading >= self.active_limit()
+    }
+
+    /// Notes that a message of the picture may have become idle.
+    fn mark_idle(&mut self, id: &QueueId) {
+        if !self.messages.get(id).is_some_and(Message::idle) {
+            return;
+        }
+        self.evictable.push_back(id.clone());
+        // Stale entries (messages dispatched or gone since) are dropped now and then, so
+        // the queue stays in proportion to the picture.
+        if self.evictable.len() > 2 * self.messages.len() + 64 {
+            let mut seen = HashSet::new();
+            let messages = &self.messages;
+            self.evictable.retain(|id| {
+                messages.get(id).is_some_and(Message::idle) && seen.insert(id.clone())
+            });
+        }
+    }
+
+    /// Parks the idle message that became idle first; `false` when none is.
+    fn evict_one(&mut self) -> bool {
+        while let Some(id) = self.evictable.pop_front() {
+            if self.messages.get(&id).is_some_and(Message::idle) {
+                self.park(&id, false);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes an idle message out of the picture; its files hold it as it is. `ready`:
+    /// its time has come, and it waits for room.
+    fn park(&mut self, id: &QueueId, ready: bool) {
+        let Some(m) = self.messages.remove(id) else {
+            return;
+        };
+        self.release_content(m.memory);
+        let domains = open_domains(&m.env);
+        self.parked.insert(
+            id.clone(),
+            Parked {
+                due: m.env.next_attempt,
+                held: m.env.held,
+                loading: false,
+                domains,
+            },
+        );
+        if ready && !m.env.held {
+            self.ready.push_back(id.clone());
+        }
+    }
+
+    /// Brings parked messages whose time has come back into the picture, while it has
+    /// room or an idle message can make some.
+    fn fill(&mut self) {
+        while let Some(id) = self.ready.front().cloned() {
+            let wanted = self.parked.get(&id).is_some_and(|p| !p.held && !p.loading);
+            if !wanted {
+                self.ready.pop_front();
+                continue;
+            }
+            if self.full() && !self.evict_one() {
+                return;
+            }
+            self.ready.pop_front();
+            if let Some(p) = self.parked.get_mut(&id) {
+                p.loading = true;
+                self.loading += 1;
+                self.actions.push_back(Action::Load(id));
+            }
+        }
+    }
+
+    /// The answer to [`Action::Load`]: a parked message's envelope as its file holds it,
+    /// or why it could not be read. The message comes into the picture and is
+    /// dispatched, unless it was held or deleted meanwhile. One that cannot be read stays
+    /// parked and is tried again at the shortest retry interval: nothing is dropped.
+    pub fn loaded(&mut self, id: &QueueId, env: Result<Envelope, String>, now: Time) {
+        let Some(p) = self.parked.get_mut(id).filter(|p| p.loading) else {
+            return;
+        };
+        p.loading = false;
+        self.loading = self.loading.saturating_sub(1);
+        match env {
+            Ok(_) if p.held => {}
+            Ok(mut env) => {
+                self.parked.remove(id);
+                env.held = false;
+                self.messages
+                    .insert(id.clone(), Message::new(env, Backing::File, None, None));
+                self.dispatch(id, now);
+            }
+            Err(e) => {
+                let retry = self.config.queue.retry.iter().min().copied();
+                let due = now.secs() + retry.map_or(300, |d| d.as_secs()).max(1);
+                log::error!(target: "qmgr", "{id}: cannot read the queued message back: {}; tried again in {} s",
+                    Escaped(&e), due - now.secs());
+                p.due = due;
+                self.deferred.push(Reverse((due, id.clone())));
+            }
+        }
+        self.fill();
     }
 
     /// Counts a message's content as held, and moves it to its files when the queue
@@ -354,13 +519,65 @@ impl QueueCore {
             .map(|Reverse((due, _))| Time::from_secs(*due))
     }
 
-    /// Number of messages in the picture (active, deferred or held).
+    /// Number of messages queued (active, deferred or held), parked ones included.
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.messages.len() + self.parked.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.len() == 0
+    }
+
+    /// Messages in the picture, whole in memory (at most `queue active-limit` but for
+    /// journal messages, which are in memory anyway).
+    pub fn in_picture(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Messages out of the picture, in their files.
+    pub fn parked_count(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// How many messages are queued, how many of them held, and how many being
+    /// delivered now.
+    pub fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            total: self.len(),
+            held: self.messages.values().filter(|m| m.env.held).count()
+                + self.parked.values().filter(|p| p.held).count(),
+            in_picture: self.messages.len(),
+            delivering: self.messages.values().filter(|m| m.running > 0).count(),
+        }
+    }
+
+    /// Every queued message's id, in order (ids grow with their arrival).
+    pub fn ids(&self) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self
+            .messages
+            .keys()
+            .chain(self.parked.keys())
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The parked messages, each with whether it is held (which its file may not say
+    /// yet), in id order: a listing reads their envelopes from their files.
+    pub fn parked_ids(&self) -> Vec<(QueueId, bool)> {
+        let mut ids: Vec<(QueueId, bool)> = self
+            .parked
+            .iter()
+            .map(|(id, p)| (id.clone(), p.held))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether a message is parked, and if so whether it is held.
+    pub fn parked(&self, id: &QueueId) -> Option<bool> {
+        self.parked.get(id).map(|p| p.held)
     }
 
     /// The current epoch, for a connection being opened: see [`QueueCore::take_job`].
@@ -418,17 +635,24 @@ impl QueueCore {
             log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {state})",
                 env.id, crate::proto::logtext::Escaped(&env.sender), env.size, env.recipients.len());
             let (id, due, held) = (env.id.clone(), env.next_attempt, env.held);
+            let backing = m.backing;
             self.messages.insert(id.clone(), m);
             self.hold_content(&id);
-            if held {
+            if !held && due > now.secs() {
+                self.deferred.push(Reverse((due, id.clone())));
+            }
+            // Past the active limit, messages in files wait there; journal messages are
+            // in memory anyway.
+            if backing == Backing::File && self.full() {
+                self.park(&id, due <= now.secs());
                 continue;
             }
-            if due > now.secs() {
-                self.deferred.push(Reverse((due, id)));
-            } else {
+            if !held && due <= now.secs() {
                 self.dispatch(&id, now);
             }
+            self.mark_idle(&id);
         }
+        self.fill();
         count
     }
 
@@ -437,10 +661,27 @@ impl QueueCore {
         log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue active)",
             env.id, crate::proto::logtext::Escaped(&env.sender), env.size, env.recipients.len());
         let id = env.id.clone();
+        let room = !self.full() || self.evict_one();
         self.messages
             .insert(id.clone(), Message::new(env, backing, memory, Some(now)));
-        self.dispatch(&id, now);
-        self.hold_content(&id);
+        if room {
+            self.dispatch(&id, now);
+            self.hold_content(&id);
+            return;
+        }
+        // The picture is full of messages in flight: this one waits in its files for
+        // room, as the first come; a journal message is moved to its files first.
+        log::info!(target: "qmgr", "{id}: waits for room in the active queue ({} messages)", self.messages.len() - 1);
+        match backing {
+            Backing::File => self.park(&id, true),
+            Backing::Journal(_) => {
+                if let Some(m) = self.messages.get_mut(&id) {
+                    m.parking = true;
+                }
+                self.hold_content(&id);
+                self.persist(&id);
+            }
+        }
     }
 
     /// Dispatches every deferred message whose time has come.
@@ -459,11 +700,18 @@ impl QueueCore {
                 .is_some_and(|m| m.env.next_attempt == t && !m.env.held);
             if current {
                 due.push(id);
+            } else if self
+                .parked
+                .get(&id)
+                .is_some_and(|p| p.due == t && !p.held && !p.loading)
+            {
+                self.ready.push_back(id);
             }
         }
         for id in due {
             self.dispatch(&id, now);
         }
+        self.fill();
     }
 
     /// Replaces the configuration: every later decision uses the new routes, limits and
@@ -545,6 +793,9 @@ impl QueueCore {
         for (dest, n) in waiting {
             self.wake(dest, n);
         }
+        // A lower active limit: idle messages leave the picture down to it.
+        while self.messages.len() + self.loading > self.active_limit() && self.evict_one() {}
+        self.fill();
     }
 
     /// Splits a message's open recipients into jobs per destination; recipients that
@@ -880,6 +1131,7 @@ impl QueueCore {
                 m.env.next_attempt = due;
                 self.persist(id);
                 self.deferred.push(Reverse((due, id.clone())));
+                self.mark_idle(id);
             }
             Plan::Remove => {
                 let backing = m.backing;
@@ -892,6 +1144,7 @@ impl QueueCore {
                 });
             }
         }
+        self.fill();
     }
 
     /// Writes a message's envelope down: over its envelope file, or, for a journal
@@ -919,7 +1172,7 @@ impl QueueCore {
     /// is then served from its files and its journal record retired; if it left the
     /// queue meanwhile, the new files go too. On failure it stays in the journal, and
     /// the next change tries again.
-    pub fn moved(&mut self, id: &QueueId, segment: u64, ok: bool) {
+    pub fn moved(&mut self, id: &QueueId, segment: u64, ok: bool, now: Time) {
         let Some(m) = self.messages.get_mut(id) else {
             if ok {
                 self.actions.push_back(Action::Remove {
@@ -930,6 +1183,12 @@ impl QueueCore {
             return;
         };
         m.moving = false;
+        if !ok && m.parking {
+            // It cannot wait in files it does not have: it is delivered from memory.
+            m.parking = false;
+            self.dispatch(id, now);
+            return;
+        }
         if !ok || m.backing != Backing::Journal(segment) {
             return;
         }
@@ -945,6 +1204,14 @@ impl QueueCore {
             id: id.clone(),
             backing: Backing::Journal(segment),
         });
+        if let Some(m) = self.messages.get_mut(id).filter(|m| m.parking) {
+            m.parking = false;
+            let held = m.env.held;
+            self.park(id, !held);
+        } else {
+            self.mark_idle(id);
+        }
+        self.fill();
     }
 
     /// Every message, oldest first.
@@ -984,23 +1251,34 @@ impl QueueCore {
     /// Tries every deferred message now, and forgets which hosts failed recently.
     /// Returns how many messages were woken.
     pub fn flush(&mut self, now: Time) -> usize {
-        self.flush_matching(now, |_| true)
+        self.flush_matching(now, |_| true, |_| true)
     }
 
     /// [`QueueCore::flush`] for the messages with a recipient still to deliver in
     /// `domain` (any case).
     pub fn flush_domain(&mut self, domain: &str, now: Time) -> usize {
-        self.flush_matching(now, |env| {
-            env.recipients.iter().any(|r| {
-                r.status.is_open()
-                    && r.address
-                        .rsplit_once('@')
-                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
-            })
-        })
+        let hash = domain_hash(domain);
+        self.flush_matching(
+            now,
+            |env| {
+                env.recipients.iter().any(|r| {
+                    r.status.is_open()
+                        && r.address
+                            .rsplit_once('@')
+                            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                })
+            },
+            // A hash that matches another domain only tries that message early.
+            |p| p.domains.contains(&hash),
+        )
     }
 
-    fn flush_matching(&mut self, now: Time, wanted: impl Fn(&Envelope) -> bool) -> usize {
+    fn flush_matching(
+        &mut self,
+        now: Time,
+        wanted: impl Fn(&Envelope) -> bool,
+        wanted_parked: impl Fn(&Parked) -> bool,
+    ) -> usize {
         for d in self.destinations.values_mut() {
             d.avoid.clear();
         }
@@ -1014,11 +1292,24 @@ impl QueueCore {
             })
             .collect();
         due.sort();
-        log::info!(target: "qmgr", "flush: {} message(s)", due.len());
+        let mut parked: Vec<QueueId> = self
+            .parked
+            .iter_mut()
+            .filter(|(_, p)| !p.held && !p.loading && wanted_parked(p))
+            .map(|(id, p)| {
+                p.due = now.secs();
+                id.clone()
+            })
+            .collect();
+        parked.sort();
+        let count = due.len() + parked.len();
+        log::info!(target: "qmgr", "flush: {count} message(s)");
         for id in &due {
             self.dispatch(id, now);
         }
-        due.len()
+        self.ready.extend(parked);
+        self.fill();
+        count
     }
 
     /// Keeps a message from being delivered until it is released; written down so that a
@@ -1033,6 +1324,12 @@ impl QueueCore {
     /// Releases a held message and tries its open recipients at once, routed by the
     /// running configuration; a message in flight is left to finish.
     pub fn requeue(&mut self, id: &QueueId, now: Time) -> Result<(), OpError> {
+        if self.parked.contains_key(id) {
+            self.set_held(id, false)?;
+            log::info!(target: "qmgr", "{id}: requeued by the administrator");
+            self.wake_parked(id, now);
+            return Ok(());
+        }
         let m = self
             .messages
             .get(id)
@@ -1051,6 +1348,10 @@ impl QueueCore {
     pub fn release(&mut self, id: &QueueId, now: Time) -> Result<(), OpError> {
         self.set_held(id, false)?;
         log::info!(target: "qmgr", "{id}: released by the administrator");
+        if self.parked.contains_key(id) {
+            self.wake_parked(id, now);
+            return Ok(());
+        }
         if let Some(m) = self.messages.get_mut(id) {
             m.env.next_attempt = now.secs();
         }
@@ -1058,27 +1359,60 @@ impl QueueCore {
         Ok(())
     }
 
+    /// A parked message is to be tried now: it waits for room with the others.
+    fn wake_parked(&mut self, id: &QueueId, now: Time) {
+        if let Some(p) = self.parked.get_mut(id).filter(|p| !p.loading) {
+            p.due = now.secs();
+            self.ready.push_back(id.clone());
+        }
+        self.fill();
+    }
+
     fn set_held(&mut self, id: &QueueId, held: bool) -> Result<(), OpError> {
+        if let Some(p) = self.parked.get_mut(id) {
+            if p.held != held {
+                p.held = held;
+                self.actions.push_back(Action::SetHeld {
+                    id: id.clone(),
+                    held,
+                });
+            }
+            return Ok(());
+        }
         let m = self
             .messages
             .get_mut(id)
             .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
         m.env.held = held;
         self.persist(id);
+        if held {
+            self.mark_idle(id);
+        }
         Ok(())
     }
 
     /// Removes a message from the queue without notifying anyone.
     pub fn delete(&mut self, id: &QueueId) -> Result<(), OpError> {
-        let m = self
-            .messages
-            .remove(id)
-            .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
+        let backing = if let Some(p) = self.parked.remove(id) {
+            if p.loading {
+                // Its load's answer finds it gone.
+                self.loading = self.loading.saturating_sub(1);
+            }
+            Backing::File
+        } else {
+            let m = self
+                .messages
+                .remove(id)
+                .ok_or_else(|| OpError::NoSuchMessage(id.clone()))?;
+            self.release_content(m.memory);
+            m.backing
+        };
         log::info!(target: "qmgr", "{id}: removed by the administrator");
         self.actions.push_back(Action::Remove {
             id: id.clone(),
-            backing: m.backing,
+            backing,
         });
+        self.fill();
         Ok(())
     }
 }
@@ -1100,8 +1434,31 @@ impl Message {
             attempted: false,
             reporting: None,
             moving: false,
+            parking: false,
         }
     }
+}
+
+/// A domain as a parked message remembers it: a hash of its lower-case form.
+fn domain_hash(domain: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    domain.to_ascii_lowercase().hash(&mut h);
+    h.finish()
+}
+
+/// The hashed domains of a message's recipients still open, each once.
+fn open_domains(env: &Envelope) -> Box<[u64]> {
+    let mut domains: Vec<u64> = env
+        .recipients
+        .iter()
+        .filter(|r| r.status.is_open())
+        .filter_map(|r| r.address.rsplit_once('@'))
+        .map(|(_, d)| domain_hash(d))
+        .collect();
+    domains.sort_unstable();
+    domains.dedup();
+    domains.into_boxed_slice()
 }
 
 /// The addresses of one relay host, each with the name its certificate must carry: an
@@ -1743,7 +2100,7 @@ mod tests {
             c.transaction(&job).unwrap().1,
             ContentRef::Memory(_)
         ));
-        c.moved(&id, 7, true);
+        c.moved(&id, 7, true, at(1));
         let a = actions(&mut c);
         assert!(matches!(&a[0], Action::Update(_)));
         assert!(matches!(
@@ -1797,7 +2154,7 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(c.content_in_memory(), MEMORY_CONTENT_LIMIT + piece);
-        c.moved(&id, 1, true);
+        c.moved(&id, 1, true, at(1));
         actions(&mut c);
         assert_eq!(c.content_in_memory(), MEMORY_CONTENT_LIMIT);
         // A delivered message gives its place back.
@@ -1833,7 +2190,7 @@ mod tests {
                 ..
             }
         )));
-        c.moved(&id, 7, true);
+        c.moved(&id, 7, true, at(1));
         let a = actions(&mut c);
         assert!(matches!(
             &a[..],
@@ -1944,6 +2301,332 @@ mod tests {
         let mut calls = 0;
         assert_eq!(c.recover(Vec::new(), Vec::new(), at(0), || calls += 1), 0);
         assert_eq!(calls, 0);
+    }
+
+    /// The spool's envelope files as the core's file actions leave them: it carries out
+    /// updates, removals, holds and loads (answering each load at once), and returns the
+    /// other actions.
+    #[derive(Default)]
+    struct Disk(HashMap<QueueId, Envelope>);
+
+    impl Disk {
+        /// A message the sessions wrote to its files.
+        fn write(&mut self, e: &Envelope) {
+            self.0.insert(e.id.clone(), e.clone());
+        }
+
+        fn run(&mut self, c: &mut QueueCore, now: Time) -> Vec<Action> {
+            let mut others = Vec::new();
+            while let Some(action) = c.poll_action() {
+                match action {
+                    Action::Update(e) => self.write(&e),
+                    Action::Remove {
+                        id,
+                        backing: Backing::File,
+                    } => {
+                        self.0.remove(&id);
+                    }
+                    Action::SetHeld { id, held } => {
+                        if let Some(e) = self.0.get_mut(&id) {
+                            e.held = held;
+                        }
+                    }
+                    Action::Load(id) => {
+                        let e = self.0.get(&id).cloned().ok_or("no such file".to_string());
+                        c.loaded(&id, e, now);
+                    }
+                    other => others.push(other),
+                }
+            }
+            others
+        }
+    }
+
+    fn limited(routes: &[(&str, Route)], active_limit: u32) -> QueueCore {
+        let mut c = (*config(routes)).clone();
+        c.queue.active_limit = active_limit;
+        core(Rc::new(c))
+    }
+
+    /// Takes every job waiting at `d` and records `reply` for each; the ids, in order.
+    fn answer_all(
+        c: &mut QueueCore,
+        disk: &mut Disk,
+        d: &DestKey,
+        reply: &Reply,
+        now: Time,
+    ) -> Vec<QueueId> {
+        let mut done = Vec::new();
+        while let Some(job) = c.take_job(d, None) {
+            done.push(job.id.clone());
+            let replies = vec![reply.clone(); job.rcpts.len()];
+            c.record(&job, Some(&hop()), &replies, now);
+            disk.run(c, now);
+            assert!(c.in_picture() <= 2, "{} whole messages", c.in_picture());
+        }
+        done
+    }
+
+    #[test]
+    fn past_the_active_limit_messages_wait_in_their_files_and_each_has_its_turn() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
+        let mut disk = Disk::default();
+        let d = dest("a.example");
+        let ids: Vec<QueueId> = (1..=5)
+            .map(|n| {
+                let e = env(n, &["u@a.example"]);
+                disk.write(&e);
+                c.submit(e.clone(), None, Backing::File, at(0));
+                disk.run(&mut c, at(0));
+                e.id
+            })
+            .collect();
+        // Two whole messages, delivering; three wait in their files for room.
+        assert_eq!((c.len(), c.in_picture(), c.parked_count()), (5, 2, 3));
+        assert_eq!(c.counts().total, 5);
+        assert_eq!(c.ids(), ids);
+        // Every one is tried once, first come first served, the picture never past two.
+        let tried = answer_all(&mut c, &mut disk, &d, &later(), at(0));
+        assert_eq!(tried, ids);
+        // All deferred now: the last two stay whole, the others are parked with their
+        // schedule, and their files hold what the attempt left.
+        assert_eq!((c.in_picture(), c.parked_count()), (2, 3));
+        for id in &ids {
+            assert_eq!(disk.0[id].attempts, 1, "{id}");
+            assert!(matches!(
+                disk.0[id].recipients[0].status,
+                RcptStatus::Deferred { .. }
+            ));
+        }
+        // At their retry all five come back, two at a time, and are delivered.
+        c.handle_timeout(at(60));
+        disk.run(&mut c, at(60));
+        let delivered = answer_all(&mut c, &mut disk, &d, &ok(), at(60));
+        assert_eq!(delivered.len(), 5);
+        assert!(c.is_empty() && disk.0.is_empty(), "{:?}", disk.0.keys());
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn new_mail_takes_the_place_of_a_deferred_message_at_once() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
+        let mut disk = Disk::default();
+        let d = dest("a.example");
+        for n in 1..=2 {
+            let e = env(n, &["u@a.example"]);
+            disk.write(&e);
+            c.submit(e, None, Backing::File, at(0));
+        }
+        disk.run(&mut c, at(0));
+        answer_all(&mut c, &mut disk, &d, &later(), at(0));
+        // The picture is full of deferred messages; new mail goes straight to delivery.
+        let fresh = env(3, &["u@a.example"]);
+        disk.write(&fresh);
+        c.submit(fresh.clone(), None, Backing::File, at(1));
+        disk.run(&mut c, at(1));
+        assert_eq!((c.in_picture(), c.parked_count()), (2, 1));
+        assert_eq!(c.take_job(&d, None).map(|j| j.id), Some(fresh.id));
+        // The first deferred message was parked for it.
+        assert_eq!(c.parked(&env(1, &[]).id), Some(false));
+    }
+
+    #[test]
+    fn parked_messages_are_held_released_flushed_and_deleted() {
+        let mut c = limited(
+            &[
+                ("a.example", relay(&["10.0.0.1:25"])),
+                ("b.example", relay(&["10.0.0.2:25"])),
+            ],
+            1,
+        );
+        let mut disk = Disk::default();
+        let (a, b) = (dest("a.example"), dest("b.example"));
+        let [first, second, third, fourth] = [
+            (1, "u@a.example"),
+            (2, "u@b.example"),
+            (3, "u@a.example"),
+            (4, "u@b.example"),
+        ]
+        .map(|(n, r)| {
+            let e = env(n, &[r]);
+            disk.write(&e);
+            c.submit(e.clone(), None, Backing::File, at(0));
+            disk.run(&mut c, at(0));
+            e.id
+        });
+        assert_eq!(c.parked_count(), 3);
+        // A hold is written to the parked message's file; a held one is not loaded.
+        c.hold(&second).unwrap();
+        disk.run(&mut c, at(0));
+        assert!(disk.0[&second].held);
+        assert_eq!(c.parked(&second), Some(true));
+        assert_eq!(c.counts().held, 1);
+        // A delete removes its files; it is gone.
+        c.delete(&third).unwrap();
+        disk.run(&mut c, at(0));
+        assert!(!disk.0.contains_key(&third));
+        assert_eq!(c.delete(&third), Err(OpError::NoSuchMessage(third.clone())));
+        // The first is deferred; the fourth (not held) takes its place.
+        assert_eq!(
+            answer_all(&mut c, &mut disk, &a, &later(), at(0)),
+            std::slice::from_ref(&first)
+        );
+        let delivering = c.take_job(&b, None).unwrap();
+        assert_eq!(delivering.id, fourth);
+        // A release puts the held one in line for room.
+        c.release(&second, at(1)).unwrap();
+        disk.run(&mut c, at(1));
+        assert!(!disk.0[&second].held);
+        assert_eq!(c.parked(&second), Some(false));
+        assert_eq!(c.ids(), [first.clone(), second.clone(), fourth.clone()]);
+        // A flush by domain wakes the parked message with a recipient there, only.
+        assert_eq!(c.flush_domain("A.EXAMPLE", at(2)), 1);
+        // Each delivery makes room for the next in line: the released one, then the
+        // flushed one.
+        c.record(&delivering, Some(&hop()), &[ok()], at(3));
+        disk.run(&mut c, at(3));
+        assert_eq!(answer_all(&mut c, &mut disk, &b, &ok(), at(3)), [second]);
+        assert_eq!(answer_all(&mut c, &mut disk, &a, &ok(), at(3)), [first]);
+        assert!(c.is_empty() && disk.0.is_empty());
+    }
+
+    #[test]
+    fn a_journal_message_past_the_limit_moves_to_its_files_and_waits_there() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let d = dest("a.example");
+        let first = env(1, &["u@a.example"]);
+        disk.write(&first);
+        c.submit(first, None, Backing::File, at(0));
+        disk.run(&mut c, at(0));
+        let job = c.take_job(&d, None).unwrap();
+        let e = env(2, &["u@a.example"]);
+        let id = e.id.clone();
+        c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
+        let a = disk.run(&mut c, at(0));
+        assert!(
+            matches!(&a[..], [Action::MoveToFile { segment: 7, env, .. }] if env.id == id),
+            "{a:?}"
+        );
+        assert!(c.take_job(&d, None).is_none(), "it waits for room");
+        // Moved, it leaves memory and waits in its files.
+        let moved = match &a[0] {
+            Action::MoveToFile { env, .. } => env.clone(),
+            _ => unreachable!(),
+        };
+        disk.write(&moved);
+        c.moved(&id, 7, true, at(1));
+        let a = disk.run(&mut c, at(1));
+        assert!(matches!(
+            &a[..],
+            [Action::Remove {
+                backing: Backing::Journal(7),
+                ..
+            }]
+        ));
+        assert_eq!(c.parked(&id), Some(false));
+        assert_eq!(c.content_in_memory(), 0);
+        // Room comes: it is delivered from its files.
+        c.record(&job, Some(&hop()), &[ok()], at(2));
+        disk.run(&mut c, at(2));
+        let job = c.take_job(&d, None).unwrap();
+        assert_eq!(job.id, id);
+        assert!(matches!(c.transaction(&job).unwrap().1, ContentRef::File));
+    }
+
+    #[test]
+    fn a_journal_message_that_cannot_move_is_delivered_from_memory() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let first = env(1, &["u@a.example"]);
+        disk.write(&first);
+        c.submit(first, None, Backing::File, at(0));
+        let e = env(2, &["u@a.example"]);
+        let id = e.id.clone();
+        c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
+        disk.run(&mut c, at(0));
+        c.moved(&id, 7, false, at(1));
+        disk.run(&mut c, at(1));
+        let d = dest("a.example");
+        let ids: Vec<QueueId> = std::iter::from_fn(|| c.take_job(&d, None).map(|j| j.id)).collect();
+        assert_eq!(ids.last(), Some(&id));
+    }
+
+    #[test]
+    fn recovery_past_the_limit_parks_messages_in_files_by_their_schedule() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
+        let mut disk = Disk::default();
+        let mut files = Vec::new();
+        for (n, due, held) in [
+            (1, 0, false),
+            (2, 0, false),
+            (3, 0, false),
+            (4, 600, false),
+            (5, 0, true),
+        ] {
+            let mut e = env(n, &["u@a.example"]);
+            e.next_attempt = if due == 0 { 0 } else { T0 + due };
+            e.held = held;
+            disk.write(&e);
+            files.push(e);
+        }
+        assert_eq!(c.recover(files, Vec::new(), at(0), || {}), 5);
+        disk.run(&mut c, at(0));
+        assert_eq!((c.in_picture(), c.parked_count()), (2, 3));
+        assert_eq!(c.counts().held, 1);
+        // The due ones are delivered in turn; the deferred one waits for its time and
+        // the held one for a release.
+        let d = dest("a.example");
+        assert_eq!(answer_all(&mut c, &mut disk, &d, &ok(), at(1)).len(), 3);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.poll_timeout(), Some(at(600)));
+        c.handle_timeout(at(600));
+        disk.run(&mut c, at(600));
+        assert_eq!(answer_all(&mut c, &mut disk, &d, &ok(), at(600)).len(), 1);
+        assert_eq!(c.ids(), [env(5, &[]).id]);
+    }
+
+    #[test]
+    fn a_parked_message_that_cannot_be_read_stays_and_is_tried_again() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let d = dest("a.example");
+        for n in 1..=2 {
+            let e = env(n, &["u@a.example"]);
+            disk.write(&e);
+            c.submit(e, None, Backing::File, at(0));
+        }
+        disk.run(&mut c, at(0));
+        let second = env(2, &[]).id;
+        let lost = disk.0.remove(&second).unwrap();
+        answer_all(&mut c, &mut disk, &d, &ok(), at(0));
+        // Its load failed: still queued, tried again at the shortest retry interval.
+        assert_eq!(c.parked(&second), Some(false));
+        assert_eq!(c.poll_timeout(), Some(at(60)));
+        disk.write(&lost);
+        c.handle_timeout(at(60));
+        disk.run(&mut c, at(60));
+        assert_eq!(answer_all(&mut c, &mut disk, &d, &ok(), at(60)), [second]);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_lower_active_limit_parks_idle_messages_down_to_it() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
+        let mut disk = Disk::default();
+        for n in 1..=2 {
+            let e = env(n, &["u@a.example"]);
+            disk.write(&e);
+            c.submit(e, None, Backing::File, at(0));
+        }
+        disk.run(&mut c, at(0));
+        answer_all(&mut c, &mut disk, &dest("a.example"), &later(), at(0));
+        assert_eq!(c.in_picture(), 2);
+        let mut lower = (**c.config()).clone();
+        lower.queue.active_limit = 1;
+        c.reconfigure(Rc::new(lower), Rc::from(&[][..]), at(1));
+        disk.run(&mut c, at(1));
+        assert_eq!((c.in_picture(), c.parked_count()), (1, 1));
     }
 
     #[test]
