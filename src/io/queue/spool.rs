@@ -213,6 +213,16 @@ impl Spool {
     /// Opens (creating if needed) the spool under the state directory `dir`, discards what a
     /// crash left half-written, and returns the queued messages sorted by arrival.
     pub fn open(dir: &Path) -> io::Result<(Spool, Vec<Envelope>)> {
+        let (spool, ids) = Spool::open_ids(dir)?;
+        let mut queued: Vec<Envelope> = ids.iter().filter_map(|id| spool.load(id).ok()).collect();
+        sort_by_arrival(&mut queued);
+        Ok((spool, queued))
+    }
+
+    /// [`Spool::open`], returning only the ids of the queued messages, in id order (the
+    /// order they were given out in): their envelopes are read one at a time by whoever
+    /// takes them, so that a start with a large queue never holds every envelope at once.
+    pub fn open_ids(dir: &Path) -> io::Result<(Spool, Vec<QueueId>)> {
         let queue_dir = dir.join(QUEUE_SUBDIR);
         let existed = queue_dir.is_dir();
         fs::create_dir_all(&queue_dir)?;
@@ -232,7 +242,7 @@ impl Spool {
             last_id: Cell::new(0),
         };
         let queued = spool.recover()?;
-        let last = queued.iter().filter_map(|env| env.id.value()).max();
+        let last = queued.iter().filter_map(QueueId::value).max();
         spool.last_id.set(last.unwrap_or(0));
         Ok((spool, queued))
     }
@@ -344,7 +354,7 @@ impl Spool {
     }
 
     /// The start-up scan: keeps complete messages, deletes everything else of ours.
-    fn recover(&self) -> io::Result<Vec<Envelope>> {
+    fn recover(&self) -> io::Result<Vec<QueueId>> {
         let mut found: BTreeMap<QueueId, Found> = BTreeMap::new();
         for entry in fs::read_dir(&self.queue_dir)? {
             let entry = entry?;
@@ -376,12 +386,12 @@ impl Spool {
         for (id, found) in found {
             notify::progress();
             match self.check(&id, &found) {
-                Ok(Some(env)) => {
+                Ok(Some(_)) => {
                     for path in &found.stale {
                         log::warn!("{id}: removing stale temporary file {}", path.display());
                         remove_if_present(path);
                     }
-                    queued.push(env);
+                    queued.push(id);
                 }
                 Ok(None) => {}
                 Err(reason) => {
@@ -397,7 +407,6 @@ impl Spool {
                 }
             }
         }
-        sort_by_arrival(&mut queued);
         Ok(queued)
     }
 

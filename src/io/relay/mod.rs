@@ -209,16 +209,28 @@ impl Scheduler {
         self.executor.spawn(self.clone().file_worker()).detach();
     }
 
-    /// Takes the messages recovered at start-up: those in files, and those in the journal.
-    /// Returns how many messages it took.
-    pub fn recover(self: &Rc<Self>, files: Vec<Envelope>, journaled: Vec<Recovered>) -> usize {
+    /// Takes the messages recovered at start-up: those in files (their ids, in id order,
+    /// as [`Spool::open_ids`] gives them: each envelope is read as the core takes it),
+    /// and those in the journal. Returns how many messages it took.
+    pub fn recover(self: &Rc<Self>, files: Vec<QueueId>, journaled: Vec<Recovered>) -> usize {
         for r in &journaled {
             self.spool.observe_id(&r.env.id);
         }
-        let count =
-            self.core
-                .borrow_mut()
-                .recover(files, journaled, now(), crate::io::notify::progress);
+        let spool = self.spool.clone();
+        let envelopes = files.into_iter().filter_map(move |id| match spool.load(&id) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                // Complete a moment ago: left where it is for the next start.
+                log::error!(target: "qmgr", "{id}: cannot read the queued message at start-up: {e}");
+                None
+            }
+        });
+        let count = self.core.borrow_mut().recover(
+            envelopes,
+            journaled,
+            now(),
+            crate::io::notify::progress,
+        );
         self.run_actions();
         count
     }

@@ -585,45 +585,66 @@ impl QueueCore {
         self.epoch
     }
 
-    /// Takes the messages recovered at start-up: those in files, and those in the journal.
-    /// A message in both was being moved to its files: the files are the newer copy and
-    /// the journal record is retired. Calls `progress` after every [`RECOVER_BATCH`]
-    /// messages taken (each is logged, and a log on a slow serial console takes its
-    /// time), so that the layer can tell a supervisor the start moves. Returns how many
-    /// messages it took.
+    /// Takes the messages recovered at start-up: those in files (`files`, in id order,
+    /// read one at a time: past the active limit each is parked as it comes, so a large
+    /// queue is never whole in memory) and those in the journal. The two are taken
+    /// merged in id order, which is the order ids were given out in. A message in both
+    /// was being moved to its files: the files are the newer copy and the journal record
+    /// is retired. Calls `progress` after every [`RECOVER_BATCH`] messages taken (each is
+    /// logged, and a log on a slow serial console takes its time), so that the layer can
+    /// tell a supervisor the start moves. Returns how many messages it took.
     pub fn recover(
         &mut self,
-        files: Vec<Envelope>,
-        journaled: Vec<Recovered>,
+        files: impl IntoIterator<Item = Envelope>,
+        mut journaled: Vec<Recovered>,
         now: Time,
         mut progress: impl FnMut(),
     ) -> usize {
-        let in_files: HashSet<QueueId> = files.iter().map(|e| e.id.clone()).collect();
-        let mut all: Vec<Message> = files
-            .into_iter()
-            .map(|env| Message::new(env, Backing::File, None, None))
-            .collect();
-        for r in journaled {
-            if in_files.contains(&r.env.id) {
-                self.actions.push_back(Action::Remove {
-                    id: r.env.id,
-                    backing: Backing::Journal(r.segment),
-                });
-                continue;
-            }
-            all.push(Message::new(
-                r.env,
-                Backing::Journal(r.segment),
-                Some(r.content.into()),
-                None,
-            ));
-        }
-        all.sort_by(|a, b| (a.env.arrived, &a.env.id).cmp(&(b.env.arrived, &b.env.id)));
-        let count = all.len();
-        for (n, m) in all.into_iter().enumerate() {
-            if n % RECOVER_BATCH == 0 {
+        journaled.sort_by(|a, b| a.env.id.cmp(&b.env.id));
+        let mut journaled = journaled.into_iter().peekable();
+        let mut files = files.into_iter().peekable();
+        let mut count = 0;
+        let mut last_file: Option<QueueId> = None;
+        loop {
+            let from_file = match (files.peek(), journaled.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(f), Some(j)) => {
+                    if f.id == j.env.id {
+                        // Being moved to its files: the files are the newer copy.
+                        if let Some(r) = journaled.next() {
+                            self.actions.push_back(Action::Remove {
+                                id: r.env.id,
+                                backing: Backing::Journal(r.segment),
+                            });
+                        }
+                        continue;
+                    }
+                    f.id < j.env.id
+                }
+            };
+            let m = if from_file {
+                let Some(env) = files.next() else { break };
+                debug_assert!(
+                    last_file.as_ref().is_none_or(|last| *last < env.id),
+                    "files in id order"
+                );
+                last_file = Some(env.id.clone());
+                Message::new(env, Backing::File, None, None)
+            } else {
+                let Some(r) = journaled.next() else { break };
+                Message::new(
+                    r.env,
+                    Backing::Journal(r.segment),
+                    Some(r.content.into()),
+                    None,
+                )
+            };
+            if count % RECOVER_BATCH == 0 {
                 progress();
             }
+            count += 1;
             let env = &m.env;
             let state = if env.held {
                 "hold"
@@ -635,15 +656,15 @@ impl QueueCore {
             log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue {state})",
                 env.id, crate::proto::logtext::Escaped(&env.sender), env.size, env.recipients.len());
             let (id, due, held) = (env.id.clone(), env.next_attempt, env.held);
-            let backing = m.backing;
+            // Past the active limit, messages in files wait there; journal messages are
+            // in memory anyway.
+            let parks = m.backing == Backing::File && self.full();
             self.messages.insert(id.clone(), m);
             self.hold_content(&id);
             if !held && due > now.secs() {
                 self.deferred.push(Reverse((due, id.clone())));
             }
-            // Past the active limit, messages in files wait there; journal messages are
-            // in memory anyway.
-            if backing == Backing::File && self.full() {
+            if parks {
                 self.park(&id, due <= now.secs());
                 continue;
             }
@@ -2292,7 +2313,7 @@ mod tests {
     fn recovery_says_it_progresses_every_batch() {
         let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
         let n = 2 * RECOVER_BATCH + 1;
-        let files = (0..n as u64)
+        let files: Vec<Envelope> = (0..n as u64)
             .map(|i| env(i + 1, &["u@a.example"]))
             .collect();
         let mut calls = 0;
