@@ -826,7 +826,8 @@ impl QueueCore {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
-        if m.in_flight() || m.env.held {
+        // A message waiting for room is dispatched once it has a place.
+        if m.in_flight() || m.env.held || m.parking {
             return;
         }
         let mut by_dest: BTreeMap<DestKey, Vec<usize>> = BTreeMap::new();
@@ -1306,7 +1307,7 @@ impl QueueCore {
         let mut due: Vec<QueueId> = self
             .messages
             .values_mut()
-            .filter(|m| !m.env.held && !m.in_flight() && wanted(&m.env))
+            .filter(|m| !m.env.held && !m.in_flight() && !m.parking && wanted(&m.env))
             .map(|m| {
                 m.env.next_attempt = now.secs();
                 m.env.id.clone()
@@ -2553,6 +2554,25 @@ mod tests {
         let job = c.take_job(&d, None).unwrap();
         assert_eq!(job.id, id);
         assert!(matches!(c.transaction(&job).unwrap().1, ContentRef::File));
+    }
+
+    #[test]
+    fn a_flush_leaves_a_journal_message_on_its_way_to_wait_in_its_files() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let first = env(1, &["u@a.example"]);
+        disk.write(&first);
+        c.submit(first, None, Backing::File, at(0));
+        let e = env(2, &["u@a.example"]);
+        let id = e.id.clone();
+        c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
+        disk.run(&mut c, at(0));
+        assert_eq!(c.flush(at(1)), 0);
+        disk.run(&mut c, at(1));
+        let d = dest("a.example");
+        let ids: Vec<QueueId> = std::iter::from_fn(|| c.take_job(&d, None).map(|j| j.id)).collect();
+        assert_eq!(ids, [env(1, &[]).id]);
+        assert_eq!(c.parked(&id), None);
     }
 
     #[test]
