@@ -22,6 +22,20 @@ fn queue(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A gateway relaying example.com to `port` on loopback, where nothing listens until a
+/// test says so: mail waits, and is tried again only when flushed or released.
+fn start_deferring(dir: &TempDir, port: u16, extra: &str) -> Gateway {
+    Gateway::start(
+        dir.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{port}\n\
+             set route example.com avoid-time 0s\n\
+             set queue retry \"1h\"\n{extra}"
+        ),
+    )
+}
+
 fn send(gw: &Gateway, subject: &str) -> String {
     send_to(gw, "bob@example.com", subject)
 }
@@ -30,16 +44,7 @@ fn send(gw: &Gateway, subject: &str) -> String {
 fn list_show_hold_release_delete_and_flush() {
     let dir = TempDir::new("queue-ops");
     let port = free_port();
-    // Retries far apart: only flush and release make the gateway try again soon.
-    let mut gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
-             set route example.com relay [127.0.0.1]:{port}\n\
-             set route example.com avoid-time 0s\n\
-             set queue retry \"1h\"\n"
-        ),
-    );
+    let mut gw = start_deferring(&dir, port, "");
     let kept = send(&gw, "kept");
     let held = send(&gw, "held");
     let gone = send(&gw, "gone");
@@ -256,16 +261,7 @@ fn bulk_commands_flush_by_domain_summary_and_a_stopped_gateway() {
 fn past_the_active_limit_messages_wait_in_their_files_and_none_is_lost() {
     let dir = TempDir::new("queue-active-limit");
     let port = free_port();
-    let mut gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
-             set route example.com relay [127.0.0.1]:{port}\n\
-             set route example.com avoid-time 0s\n\
-             set queue retry \"1h\"\n\
-             set queue active-limit 2\n"
-        ),
-    );
+    let mut gw = start_deferring(&dir, port, "set queue active-limit 2\n");
     let ids: Vec<String> = (0..8).map(|i| send(&gw, &format!("number {i}"))).collect();
     wait_until("eight deferrals", || {
         gw.log_text().matches("status=deferred").count() >= 8

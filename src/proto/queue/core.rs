@@ -2364,6 +2364,26 @@ mod tests {
         }
     }
 
+    /// Messages `ns` to `rcpt`, written to the disk and submitted from their files, the
+    /// file actions carried out; their ids.
+    fn submit_files(
+        c: &mut QueueCore,
+        disk: &mut Disk,
+        ns: impl IntoIterator<Item = u64>,
+        rcpt: &str,
+        now: Time,
+    ) -> Vec<QueueId> {
+        ns.into_iter()
+            .map(|n| {
+                let e = env(n, &[rcpt]);
+                disk.write(&e);
+                c.submit(e.clone(), None, Backing::File, now);
+                disk.run(c, now);
+                e.id
+            })
+            .collect()
+    }
+
     fn limited(routes: &[(&str, Route)], active_limit: u32) -> QueueCore {
         let mut c = (*config(routes)).clone();
         c.queue.active_limit = active_limit;
@@ -2394,15 +2414,7 @@ mod tests {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
         let mut disk = Disk::default();
         let d = dest("a.example");
-        let ids: Vec<QueueId> = (1..=5)
-            .map(|n| {
-                let e = env(n, &["u@a.example"]);
-                disk.write(&e);
-                c.submit(e.clone(), None, Backing::File, at(0));
-                disk.run(&mut c, at(0));
-                e.id
-            })
-            .collect();
+        let ids = submit_files(&mut c, &mut disk, 1..=5, "u@a.example", at(0));
         // Two whole messages, delivering; three wait in their files for room.
         assert_eq!((c.len(), c.in_picture(), c.parked_count()), (5, 2, 3));
         assert_eq!(c.counts().total, 5);
@@ -2434,12 +2446,7 @@ mod tests {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
         let mut disk = Disk::default();
         let d = dest("a.example");
-        for n in 1..=2 {
-            let e = env(n, &["u@a.example"]);
-            disk.write(&e);
-            c.submit(e, None, Backing::File, at(0));
-        }
-        disk.run(&mut c, at(0));
+        submit_files(&mut c, &mut disk, 1..=2, "u@a.example", at(0));
         answer_all(&mut c, &mut disk, &d, &later(), at(0));
         // The picture is full of deferred messages; new mail goes straight to delivery.
         let fresh = env(3, &["u@a.example"]);
@@ -2517,9 +2524,7 @@ mod tests {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
         let mut disk = Disk::default();
         let d = dest("a.example");
-        let first = env(1, &["u@a.example"]);
-        disk.write(&first);
-        c.submit(first, None, Backing::File, at(0));
+        submit_files(&mut c, &mut disk, [1], "u@a.example", at(0));
         disk.run(&mut c, at(0));
         let job = c.take_job(&d, None).unwrap();
         let e = env(2, &["u@a.example"]);
@@ -2556,17 +2561,22 @@ mod tests {
         assert!(matches!(c.transaction(&job).unwrap().1, ContentRef::File));
     }
 
-    #[test]
-    fn a_flush_leaves_a_journal_message_on_its_way_to_wait_in_its_files() {
+    /// Room for one message, taken by a delivery from files; a journal message came and
+    /// is being moved to its files to wait (its move not answered yet).
+    fn full_with_a_journal_message_moving() -> (QueueCore, Disk, QueueId) {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
         let mut disk = Disk::default();
-        let first = env(1, &["u@a.example"]);
-        disk.write(&first);
-        c.submit(first, None, Backing::File, at(0));
+        submit_files(&mut c, &mut disk, [1], "u@a.example", at(0));
         let e = env(2, &["u@a.example"]);
         let id = e.id.clone();
         c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
         disk.run(&mut c, at(0));
+        (c, disk, id)
+    }
+
+    #[test]
+    fn a_flush_leaves_a_journal_message_on_its_way_to_wait_in_its_files() {
+        let (mut c, mut disk, id) = full_with_a_journal_message_moving();
         assert_eq!(c.flush(at(1)), 0);
         disk.run(&mut c, at(1));
         let d = dest("a.example");
@@ -2577,15 +2587,7 @@ mod tests {
 
     #[test]
     fn a_journal_message_that_cannot_move_is_delivered_from_memory() {
-        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
-        let mut disk = Disk::default();
-        let first = env(1, &["u@a.example"]);
-        disk.write(&first);
-        c.submit(first, None, Backing::File, at(0));
-        let e = env(2, &["u@a.example"]);
-        let id = e.id.clone();
-        c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
-        disk.run(&mut c, at(0));
+        let (mut c, mut disk, id) = full_with_a_journal_message_moving();
         c.moved(&id, 7, false, at(1));
         disk.run(&mut c, at(1));
         let d = dest("a.example");
@@ -2632,12 +2634,7 @@ mod tests {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
         let mut disk = Disk::default();
         let d = dest("a.example");
-        for n in 1..=2 {
-            let e = env(n, &["u@a.example"]);
-            disk.write(&e);
-            c.submit(e, None, Backing::File, at(0));
-        }
-        disk.run(&mut c, at(0));
+        submit_files(&mut c, &mut disk, 1..=2, "u@a.example", at(0));
         let second = env(2, &[]).id;
         let lost = disk.0.remove(&second).unwrap();
         answer_all(&mut c, &mut disk, &d, &ok(), at(0));
@@ -2655,12 +2652,7 @@ mod tests {
     fn a_lower_active_limit_parks_idle_messages_down_to_it() {
         let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
         let mut disk = Disk::default();
-        for n in 1..=2 {
-            let e = env(n, &["u@a.example"]);
-            disk.write(&e);
-            c.submit(e, None, Backing::File, at(0));
-        }
-        disk.run(&mut c, at(0));
+        submit_files(&mut c, &mut disk, 1..=2, "u@a.example", at(0));
         answer_all(&mut c, &mut disk, &dest("a.example"), &later(), at(0));
         assert_eq!(c.in_picture(), 2);
         let mut lower = (**c.config()).clone();
