@@ -1,6 +1,6 @@
 //! What the benchmarks share: the two systems compared, the release build of the gateway,
 //! the shared work directories and the JSON they write. The suite itself (relay, latency,
-//! churn, idle, slow-downstream, size, loadgen, all) is in `suite.rs`.
+//! churn, idle, slow-downstream, dead-downstream, size, loadgen, all) is in `suite.rs`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,5 @@
 //! Build tool for drawbridge: `cargo xtask test`, `cargo xtask bench
-//! relay|latency|churn|handshakes|idle|slow-downstream|size|loadgen|all|tls|token|delivery|
+//! relay|latency|churn|handshakes|idle|slow-downstream|dead-downstream|size|loadgen|all|tls|token|delivery|
 //! auth-stall|boot`, `cargo xtask soak`, `build-image`,
 //! `verify-image` and `qemu`.
 //!
@@ -38,7 +38,8 @@ commands:
       then run `cargo test --workspace --all-targets [CARGO-TEST-ARGS...]`
       and exit with its status.
 
-  bench relay|latency|churn|handshakes|idle|slow-downstream|size|loadgen|all
+  bench relay|latency|churn|handshakes|idle|slow-downstream|dead-downstream|
+        size|loadgen|all
         [--sizes LIST] [--messages N] [--sessions S] [--connections LIST]
         [--only drawbridge|postfix] [--binary PATH]
       The benchmark suite: drawbridge (release build, or PATH) against a private
@@ -61,6 +62,9 @@ commands:
       slow-downstream: the sink waits 1 s before each DATA reply; N messages
         (default 3000) are accepted far faster than they can leave: queue
         depth and peak memory.
+      dead-downstream: nothing listens at the next hop; N messages (default
+        30000) are accepted and deferred: memory per queued message once
+        the queue has settled.
       size: the static (+crt-static), stripped binary against Postfix's
         programs and installed package.
       loadgen: the generator against smtp-source, same load, to smtp-sink and
@@ -192,13 +196,14 @@ enum Command {
 }
 
 /// The benchmarks of the suite (`suite.rs`).
-const SUITE: [&str; 9] = [
+const SUITE: [&str; 10] = [
     "relay",
     "latency",
     "churn",
     "handshakes",
     "idle",
     "slow-downstream",
+    "dead-downstream",
     "size",
     "loadgen",
     "all",
@@ -235,7 +240,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 Some((what, _)) => Err(format!("unknown benchmark `{what}`")),
                 None => Err(
                     "`bench` needs a benchmark name: relay, latency, churn, handshakes, idle, \
-                     slow-downstream, size, loadgen, all, tls, token, delivery, auth-stall \
+                     slow-downstream, dead-downstream, size, loadgen, all, tls, token, delivery, auth-stall \
                      or boot"
                         .to_owned(),
                 ),

@@ -1,5 +1,5 @@
 //! The benchmark suite: `cargo xtask bench relay|latency|churn|handshakes|idle|
-//! slow-downstream|size|loadgen|all`, drawbridge against a private Postfix instance on the same machine in the
+//! slow-downstream|dead-downstream|size|loadgen|all`, drawbridge against a private Postfix instance on the same machine in the
 //! same invocation, interleaved (each measurement runs drawbridge, then Postfix, under the
 //! same load), with both figures and their ratio printed and written as JSON under
 //! `target/bench/`.
@@ -62,6 +62,11 @@ const SLOW_SINK_DELAY: &str = "1";
 const SLOW_MESSAGES: u64 = 3_000;
 /// How long `slow-downstream` watches after the load has been accepted.
 const SLOW_WATCH: Duration = Duration::from_secs(20);
+/// Messages of `dead-downstream`: three times the queue manager's default active limit.
+const DEAD_MESSAGES: u64 = 30_000;
+/// How long `dead-downstream` lets the queue settle after the load has been accepted:
+/// every message tried once and deferred.
+const DEAD_SETTLE: Duration = Duration::from_secs(15);
 /// Postfix's message size limit in the suite: above the largest relay size.
 const POSTFIX_SIZE_LIMIT: u64 = 20_971_520;
 /// Longest one measurement may take.
@@ -1133,6 +1138,53 @@ pub fn loadgen_check(bench: &mut Bench, o: &Options) -> Result<String, Failure> 
     record(bench, "loadgen", &entries)
 }
 
+/// `bench dead-downstream`: nothing listens at the next hop, so every message is deferred
+/// and the whole load stays queued. The queue is on disk; memory is the gateway's picture
+/// of it, measured once it has settled, per queued message.
+pub fn dead_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
+    let messages = o.messages.unwrap_or(DEAD_MESSAGES);
+    let sessions = o.sessions;
+    let mut entries = Vec::new();
+    for system in o.systems() {
+        let [dead_port] = process::free_ports::<1>()?;
+        let mut subject = bench.start(system, "dead", dead_port, &Tuning::sessions(sessions))?;
+        let idle_pss = subject.pss_kib();
+        let sampler = PeakPss::start(subject.pids());
+        let spec = Spec {
+            target: subject.target(),
+            sessions,
+            messages,
+            per_connection: 0,
+            sizes: vec![(SMALL_SIZE, 1)],
+            pipelining: true,
+            starttls: false,
+        };
+        let started = Instant::now();
+        loadgen::run(&spec).map_err(|f| Failure(format!("{}: {f}", system.name())))?;
+        let accepted_after = started.elapsed().as_secs_f64();
+        let settle = Instant::now();
+        while settle.elapsed() < DEAD_SETTLE {
+            process::check_interrupted()?;
+            subject.check_running()?;
+            thread::sleep(Duration::from_millis(200));
+        }
+        let settled = subject.pss_kib();
+        let peak = sampler.finish();
+        let per_message = settled.saturating_sub(idle_pss) * 1024 / messages.max(1);
+        println!(
+            "dead-downstream: {:<10} {messages} accepted in {accepted_after:.1} s; PSS idle {idle_pss} KiB, peak {peak} KiB, settled {settled} KiB after {:.0} s: {per_message} octets per queued message",
+            system.name(),
+            DEAD_SETTLE.as_secs_f64()
+        );
+        entries.push(format!(
+            "{{\"system\": {}, \"messages\": {messages}, \"accept_seconds\": {accepted_after:.3}, \"idle_pss_kib\": {idle_pss}, \"peak_pss_kib\": {peak}, \"settled_pss_kib\": {settled}, \"octets_per_message\": {per_message}}}",
+            json_string(system.name())
+        ));
+        drop(subject);
+    }
+    record(bench, "dead-downstream", &entries)
+}
+
 /// Runs one named benchmark of the suite, or all of them.
 pub fn run(what: &str, o: &Options) -> Result<ExitCode, Failure> {
     let systems = if what == "size" {
@@ -1148,6 +1200,7 @@ pub fn run(what: &str, o: &Options) -> Result<ExitCode, Failure> {
         "handshakes" => handshakes(&mut bench, o).map(drop),
         "idle" => idle(&mut bench, o).map(drop),
         "slow-downstream" => slow_downstream(&mut bench, o).map(drop),
+        "dead-downstream" => dead_downstream(&mut bench, o).map(drop),
         "size" => size(&mut bench).map(drop),
         "loadgen" => loadgen_check(&mut bench, o).map(drop),
         "all" => all(&mut bench, o),
@@ -1175,6 +1228,7 @@ fn all(bench: &mut Bench, o: &Options) -> Result<(), Failure> {
         ("handshakes", handshakes(bench, o)?),
         ("idle", idle(bench, o)?),
         ("slow-downstream", slow_downstream(bench, o)?),
+        ("dead-downstream", dead_downstream(bench, o)?),
         ("size", size(bench)?),
     ];
     let tls = crate::bench_tls::run(&crate::bench_tls::Options::default()).map(drop);
