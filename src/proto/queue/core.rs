@@ -305,7 +305,23 @@ struct Parked {
     /// Its envelope is being read back: [`Action::Load`] is not answered yet.
     loading: bool,
     /// The domains of its recipients still open, hashed, for a flush by domain.
-    domains: Box<[u64]>,
+    domains: Domains,
+}
+
+/// Hashed recipient domains of a parked message: one, the common case, without an
+/// allocation of its own.
+enum Domains {
+    One(u64),
+    Many(Box<[u64]>),
+}
+
+impl Domains {
+    fn contains(&self, hash: u64) -> bool {
+        match self {
+            Domains::One(one) => *one == hash,
+            Domains::Many(many) => many.contains(&hash),
+        }
+    }
 }
 
 /// One destination: its waiting jobs and its connections.
@@ -1291,7 +1307,7 @@ impl QueueCore {
                 })
             },
             // A hash that matches another domain only tries that message early.
-            |p| p.domains.contains(&hash),
+            |p| p.domains.contains(hash),
         )
     }
 
@@ -1470,7 +1486,7 @@ fn domain_hash(domain: &str) -> u64 {
 }
 
 /// The hashed domains of a message's recipients still open, each once.
-fn open_domains(env: &Envelope) -> Box<[u64]> {
+fn open_domains(env: &Envelope) -> Domains {
     let mut domains: Vec<u64> = env
         .recipients
         .iter()
@@ -1480,7 +1496,10 @@ fn open_domains(env: &Envelope) -> Box<[u64]> {
         .collect();
     domains.sort_unstable();
     domains.dedup();
-    domains.into_boxed_slice()
+    match domains[..] {
+        [one] => Domains::One(one),
+        _ => Domains::Many(domains.into_boxed_slice()),
+    }
 }
 
 /// The addresses of one relay host, each with the name its certificate must carry: an
