@@ -453,7 +453,11 @@ fn supervise(
                     watchdog.timeout.as_secs(),
                     START_FLOOR.as_secs()
                 )),
-                Verdict::Starting | Verdict::Alive | Verdict::Untimed => None,
+                Verdict::StopOverdue(since) => Some(format!(
+                    "the gateway began to stop {} s ago and has neither ended nor been heard from since the time it asked for",
+                    since.as_secs()
+                )),
+                Verdict::Starting | Verdict::Stopping | Verdict::Alive | Verdict::Untimed => None,
             };
             if let Some(why) = why {
                 log::error!(target: "init", "{why}: killing it ({})", process_state(child.id()));

@@ -117,13 +117,18 @@ pub const START_FLOOR: Duration = Duration::from_secs(30);
 pub enum Verdict {
     /// Not ready yet, and within its time to start.
     Starting,
+    /// Stopping, within its time to stop.
+    Stopping,
     /// Ready, and beating.
     Alive,
     /// Ready once, and silent for this long, at least the timeout: kill it.
     Silent(Duration),
     /// Started this long ago, not ready and not making progress in time: kill it.
     NotReady(Duration),
-    /// Not timed: stopping (its grace is its deadline), or already killed.
+    /// Began to stop this long ago, and neither ended, nor beat, nor became ready within
+    /// the time it asked for: kill it.
+    StopOverdue(Duration),
+    /// Not timed: already killed.
     Untimed,
 }
 
@@ -134,7 +139,9 @@ enum Phase {
     Starting { deadline: Instant },
     /// Ready, last heard of then.
     Running { last: Instant },
-    /// Stopping, or killed: not timed until it is ready again.
+    /// Stopping since `since`: ended, beating or ready again by `deadline`, or killed.
+    Stopping { since: Instant, deadline: Instant },
+    /// Killed: what follows is its exit.
     Untimed,
 }
 
@@ -163,23 +170,31 @@ impl Watch {
     }
 
     /// The gateway said `notice` at `now`. A beat before `READY=1` counts as ready: the
-    /// event loop turns. `EXTEND_TIMEOUT_USEC` before it is ready moves the start's
-    /// deadline to that long from now, if that is later. After `STOPPING=1` the gateway
-    /// is not timed until it is ready again: a stop has its own deadline, and the
-    /// console's `restart` starts the gateway afresh in the same process.
+    /// event loop turns. `EXTEND_TIMEOUT_USEC` while it starts or stops moves that
+    /// deadline to that long from now, if that is later. `STOPPING=1` gives the stop the
+    /// timeout (at least [`START_FLOOR`]), which the gateway extends by its stopping
+    /// grace: a stop whose event loop blocks (no beat, no exit) past it is killed. A beat
+    /// during a stop (the loop still turns; the console's `restart` starts the gateway
+    /// afresh in the same process) times it by silence again.
     pub fn notice(&mut self, notice: Notice, now: Instant) {
         match notice {
             Notice::Ready | Notice::Beat => {
                 self.ready_at.get_or_insert(now);
                 self.phase = Phase::Running { last: now };
             }
-            Notice::Stopping => self.phase = Phase::Untimed,
-            Notice::StarveHardware => {}
-            Notice::ExtendTimeout(more) => {
-                if let Phase::Starting { deadline } = &mut self.phase {
-                    *deadline = (*deadline).max(now + more);
+            Notice::Stopping if !matches!(self.phase, Phase::Untimed) => {
+                self.phase = Phase::Stopping {
+                    since: now,
+                    deadline: now + self.timeout.max(START_FLOOR),
                 }
             }
+            Notice::Stopping | Notice::StarveHardware => {}
+            Notice::ExtendTimeout(more) => match &mut self.phase {
+                Phase::Starting { deadline } | Phase::Stopping { deadline, .. } => {
+                    *deadline = (*deadline).max(now + more);
+                }
+                Phase::Running { .. } | Phase::Untimed => {}
+            },
         }
     }
 
@@ -200,6 +215,10 @@ impl Watch {
                 Verdict::NotReady(now.saturating_duration_since(self.started))
             }
             Phase::Starting { .. } => Verdict::Starting,
+            Phase::Stopping { since, deadline } if now >= deadline => {
+                Verdict::StopOverdue(now.saturating_duration_since(since))
+            }
+            Phase::Stopping { .. } => Verdict::Stopping,
             Phase::Running { last } => {
                 let silent = now.saturating_duration_since(last);
                 if silent >= self.timeout {
@@ -340,14 +359,35 @@ mod tests {
         w.notice(Notice::Ready, t0 + s(41));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
         assert_eq!(w.verdict(t0 + s(51)), Verdict::Silent(s(10)));
-        // A stop (or a restart in the same process) is not timed until ready again,
-        // and what it says to extend is its own business.
+        // A stop is timed by its own deadline, then silence again once it beats.
         w.notice(Notice::Stopping, t0 + s(45));
-        w.notice(Notice::ExtendTimeout(s(10)), t0 + s(45));
-        assert_eq!(w.verdict(t0 + s(500)), Verdict::Untimed);
-        w.notice(Notice::Ready, t0 + s(500));
-        assert_eq!(w.verdict(t0 + s(510)), Verdict::Silent(s(10)));
+        assert_eq!(w.verdict(t0 + s(74)), Verdict::Stopping);
+        w.notice(Notice::Ready, t0 + s(74));
+        assert_eq!(w.verdict(t0 + s(84)), Verdict::Silent(s(10)));
         assert_eq!(w.ready_at(), Some(t0 + s(5)));
+    }
+
+    #[test]
+    fn a_stop_is_given_what_it_asks_and_a_blocked_one_is_overdue() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(10), t0);
+        w.notice(Notice::Ready, t0);
+        // At least the floor; the gateway asks for its grace and a margin.
+        w.notice(Notice::Stopping, t0 + s(100));
+        assert_eq!(w.verdict(t0 + s(129)), Verdict::Stopping);
+        assert_eq!(w.verdict(t0 + s(130)), Verdict::StopOverdue(s(30)));
+        w.notice(Notice::ExtendTimeout(s(600)), t0 + s(100));
+        assert_eq!(w.verdict(t0 + s(699)), Verdict::Stopping);
+        assert_eq!(w.verdict(t0 + s(700)), Verdict::StopOverdue(s(600)));
+        // A loop that still turns is timed by silence: a restart in the same process.
+        w.notice(Notice::Beat, t0 + s(650));
+        assert_eq!(w.verdict(t0 + s(659)), Verdict::Alive);
+        assert_eq!(w.verdict(t0 + s(660)), Verdict::Silent(s(10)));
+        // A killed run's stop is its exit: not timed.
+        w.killed();
+        w.notice(Notice::Stopping, t0 + s(661));
+        assert_eq!(w.verdict(t0 + s(3600)), Verdict::Untimed);
     }
 
     #[test]
