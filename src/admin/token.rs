@@ -252,11 +252,15 @@ pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
         *lock_refused() = None;
         return Ok(());
     }
-    *lock_refused() = seen;
     let said = stderr
         .and_then(|reader| reader.join().ok())
         .unwrap_or_default();
-    let why = String::from_utf8_lossy(&said)
+    let said = String::from_utf8_lossy(&said);
+    // Only a refused PIN counts towards the lock; any other failure may be tried again.
+    if said.contains(&TokenError::PinIncorrect.to_string()) {
+        *lock_refused() = seen;
+    }
+    let why = said
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())

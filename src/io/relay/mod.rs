@@ -384,9 +384,9 @@ impl Scheduler {
                     self.run_actions();
                 }
                 FileOp::SetHeld(id, held) => {
-                    let doomed = id.clone();
+                    let held_id = id.clone();
                     let set = smol::unblock(move || {
-                        let mut env = files.load(&doomed)?;
+                        let mut env = files.load(&held_id)?;
                         env.held = held;
                         files.update(&env)
                     })

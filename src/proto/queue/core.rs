@@ -296,8 +296,9 @@ impl Message {
 }
 
 /// A message out of the picture ([`QueueCore`] keeps at most `queue active-limit`
-/// messages whole): its files hold it, and only its schedule is kept here, some 100
-/// octets where a whole message takes about 1.2 KiB.
+/// messages whole): its files hold it, and only its schedule is kept here (with its map
+/// entry and its place in `deferred`, about 380 octets of resident memory measured by
+/// `bench dead-downstream`, where a whole message takes about 1.2 KiB).
 struct Parked {
     /// Unix seconds of its next attempt, as in `deferred`.
     due: u64,
