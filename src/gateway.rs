@@ -765,7 +765,7 @@ pub fn open(start: &Start) -> io::Result<Ready> {
     let config = Rc::new(engine.running().clone());
     crate::io::log::configure(&config.system);
     crate::proto::stats::started(unix_now());
-    let (spool, files) = Spool::open_ids(&spool_dir(state_dir))?;
+    let (spool, files) = Spool::open_unread(&spool_dir(state_dir))?;
     let (journal, journaled) = Journal::open(&spool_dir(state_dir))?;
     let spool = Rc::new(spool);
     let journal = Rc::new(RefCell::new(journal));

@@ -19,7 +19,7 @@ pub use commit::{GroupCommit, Pending, SyncWork};
 pub use journal::{JOURNAL_MESSAGE_MAX, Journal, JournalSync, delete_segment};
 pub use spool::{
     CONTENT_EXT, ENVELOPE_EXT, Finished, INCOMING_BUFFER, Incoming, QUEUE_SUBDIR, Spool,
-    SpoolFiles, read_only,
+    SpoolFiles, Unread, read_only,
 };
 
 #[cfg(test)]

@@ -184,6 +184,13 @@ pub struct Finished {
     pub id: QueueId,
 }
 
+/// What the start-up scan found of one queued message, not yet read: give it to
+/// [`Spool::take`].
+pub struct Unread {
+    id: QueueId,
+    found: Found,
+}
+
 /// What start-up found for one id.
 #[derive(Default)]
 struct Found {
@@ -213,16 +220,17 @@ impl Spool {
     /// Opens (creating if needed) the spool under the state directory `dir`, discards what a
     /// crash left half-written, and returns the queued messages sorted by arrival.
     pub fn open(dir: &Path) -> io::Result<(Spool, Vec<Envelope>)> {
-        let (spool, ids) = Spool::open_ids(dir)?;
-        let mut queued: Vec<Envelope> = ids.iter().filter_map(|id| spool.load(id).ok()).collect();
+        let (spool, found) = Spool::open_unread(dir)?;
+        let mut queued: Vec<Envelope> = found.into_iter().filter_map(|f| spool.take(f)).collect();
         sort_by_arrival(&mut queued);
         Ok((spool, queued))
     }
 
-    /// [`Spool::open`], returning only the ids of the queued messages, in id order (the
-    /// order they were given out in): their envelopes are read one at a time by whoever
-    /// takes them, so that a start with a large queue never holds every envelope at once.
-    pub fn open_ids(dir: &Path) -> io::Result<(Spool, Vec<QueueId>)> {
+    /// [`Spool::open`] without reading the envelopes: what the scan found of each message,
+    /// in id order (the order ids were given out in). [`Spool::take`] checks each one,
+    /// reading its envelope once, so that a start with a large queue never holds every
+    /// envelope at once.
+    pub fn open_unread(dir: &Path) -> io::Result<(Spool, Vec<Unread>)> {
         let queue_dir = dir.join(QUEUE_SUBDIR);
         let existed = queue_dir.is_dir();
         fs::create_dir_all(&queue_dir)?;
@@ -241,10 +249,10 @@ impl Spool {
             dir_handle: Arc::new(dir_handle),
             last_id: Cell::new(0),
         };
-        let queued = spool.recover()?;
-        let last = queued.iter().filter_map(QueueId::value).max();
+        let found = spool.scan()?;
+        let last = found.iter().filter_map(|f| f.id.value()).max();
         spool.last_id.set(last.unwrap_or(0));
-        Ok((spool, queued))
+        Ok((spool, found))
     }
 
     /// The queue directory (`<state dir>/queue`), which holds the message files.
@@ -353,8 +361,8 @@ impl Spool {
         self.files.path(id, ext)
     }
 
-    /// The start-up scan: keeps complete messages, deletes everything else of ours.
-    fn recover(&self) -> io::Result<Vec<QueueId>> {
+    /// The start-up scan: what each id has in the spool, by id.
+    fn scan(&self) -> io::Result<Vec<Unread>> {
         let mut found: BTreeMap<QueueId, Found> = BTreeMap::new();
         for entry in fs::read_dir(&self.queue_dir)? {
             let entry = entry?;
@@ -381,33 +389,40 @@ impl Spool {
                 }
             }
         }
+        Ok(found
+            .into_iter()
+            .map(|(id, found)| Unread { id, found })
+            .collect())
+    }
 
-        let mut queued = Vec::new();
-        for (id, found) in found {
-            notify::progress();
-            match self.check(&id, &found) {
-                Ok(Some(_)) => {
-                    for path in &found.stale {
-                        log::warn!("{id}: removing stale temporary file {}", path.display());
-                        remove_if_present(path);
-                    }
-                    queued.push(id);
+    /// Checks what the scan found of one id, reading its envelope: a complete message's
+    /// envelope (its leftover temporary files deleted), or `None` after deleting a
+    /// half-written one (or leaving it alone when the disk fails, logged).
+    pub fn take(&self, unread: Unread) -> Option<Envelope> {
+        notify::progress();
+        let Unread { id, found } = unread;
+        match self.check(&id, &found) {
+            Ok(Some(env)) => {
+                for path in &found.stale {
+                    log::warn!("{id}: removing stale temporary file {}", path.display());
+                    remove_if_present(path);
                 }
-                Ok(None) => {}
-                Err(reason) => {
-                    log::warn!("{id}: discarding half-written message: {reason}");
-                    for path in &found.stale {
-                        remove_if_present(path);
-                    }
-                    for ext in [ENVELOPE_EXT, CONTENT_EXT] {
-                        if let Ok(path) = self.file_path(&id, ext) {
-                            remove_if_present(&path);
-                        }
+                Some(env)
+            }
+            Ok(None) => None,
+            Err(reason) => {
+                log::warn!("{id}: discarding half-written message: {reason}");
+                for path in &found.stale {
+                    remove_if_present(path);
+                }
+                for ext in [ENVELOPE_EXT, CONTENT_EXT] {
+                    if let Ok(path) = self.file_path(&id, ext) {
+                        remove_if_present(&path);
                     }
                 }
+                None
             }
         }
-        Ok(queued)
     }
 
     /// Whether one id's files make a complete message: `Ok(Some)` yes, `Err(reason)` no (to

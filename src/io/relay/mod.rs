@@ -26,7 +26,7 @@ use smol::future::FutureExt as _;
 
 use crate::io::clock::unix_micros_now;
 use crate::io::queue::{
-    CONTENT_EXT, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Pending, Spool, delete_segment,
+    CONTENT_EXT, GroupCommit, JOURNAL_MESSAGE_MAX, Journal, Pending, Spool, Unread, delete_segment,
 };
 use crate::io::resolver::{MxAnswer, Resolver};
 use crate::io::secrets::SealKey;
@@ -209,22 +209,15 @@ impl Scheduler {
         self.executor.spawn(self.clone().file_worker()).detach();
     }
 
-    /// Takes the messages recovered at start-up: those in files (their ids, in id order,
-    /// as [`Spool::open_ids`] gives them: each envelope is read as the core takes it),
-    /// and those in the journal. Returns how many messages it took.
-    pub fn recover(self: &Rc<Self>, files: Vec<QueueId>, journaled: Vec<Recovered>) -> usize {
+    /// Takes the messages recovered at start-up: those in files (as the scan found them,
+    /// in id order, from [`Spool::open_unread`]: each is checked and its envelope read
+    /// as the core takes it), and those in the journal. Returns how many messages it took.
+    pub fn recover(self: &Rc<Self>, files: Vec<Unread>, journaled: Vec<Recovered>) -> usize {
         for r in &journaled {
             self.spool.observe_id(&r.env.id);
         }
         let spool = self.spool.clone();
-        let envelopes = files.into_iter().filter_map(move |id| match spool.load(&id) {
-            Ok(env) => Some(env),
-            Err(e) => {
-                // Complete a moment ago: left where it is for the next start.
-                log::error!(target: "qmgr", "{id}: cannot read the queued message at start-up: {e}");
-                None
-            }
-        });
+        let envelopes = files.into_iter().filter_map(move |f| spool.take(f));
         let count = self.core.borrow_mut().recover(
             envelopes,
             journaled,
