@@ -284,14 +284,16 @@ struct Message {
 }
 
 impl Message {
+    /// Something is under way for it: jobs waiting or running, reports being queued, or
+    /// its move to its files before it waits for room. Nothing dispatches it meanwhile.
     fn in_flight(&self) -> bool {
-        self.queued + self.running > 0 || self.reporting.is_some()
+        self.queued + self.running > 0 || self.reporting.is_some() || self.parking
     }
 
     /// Nothing here needs it: it is in its files as it is now, no connection has it and
     /// no report or move waits for it, so it may leave the picture.
     fn idle(&self) -> bool {
-        self.backing == Backing::File && !self.in_flight() && !self.moving && !self.parking
+        self.backing == Backing::File && !self.in_flight() && !self.moving
     }
 }
 
@@ -843,8 +845,7 @@ impl QueueCore {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
-        // A message waiting for room is dispatched once it has a place.
-        if m.in_flight() || m.env.held || m.parking {
+        if m.in_flight() || m.env.held {
             return;
         }
         let mut by_dest: BTreeMap<DestKey, Vec<usize>> = BTreeMap::new();
@@ -1324,7 +1325,7 @@ impl QueueCore {
         let mut due: Vec<QueueId> = self
             .messages
             .values_mut()
-            .filter(|m| !m.env.held && !m.in_flight() && !m.parking && wanted(&m.env))
+            .filter(|m| !m.env.held && !m.in_flight() && wanted(&m.env))
             .map(|m| {
                 m.env.next_attempt = now.secs();
                 m.env.id.clone()
