@@ -899,6 +899,24 @@ pub fn idle(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
     record(bench, "idle", &entries)
 }
 
+/// Sends `messages` 4 KiB messages over `sessions` pipelined sessions kept open, as fast
+/// as `subject` takes them: the generator's report and the seconds it took.
+fn flood(subject: &Subject, sessions: u32, messages: u64) -> Result<(Report, f64), Failure> {
+    let spec = Spec {
+        target: subject.target(),
+        sessions,
+        messages,
+        per_connection: 0,
+        sizes: vec![(SMALL_SIZE, 1)],
+        pipelining: true,
+        starttls: false,
+    };
+    let started = Instant::now();
+    let report =
+        loadgen::run(&spec).map_err(|f| Failure(format!("{}: {f}", subject.system.name())))?;
+    Ok((report, started.elapsed().as_secs_f64()))
+}
+
 /// `bench slow-downstream`: the sink waits a second before each DATA reply; the load is
 /// accepted much faster than it can leave. The queue grows on disk; memory must not.
 pub fn slow_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure> {
@@ -910,18 +928,7 @@ pub fn slow_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure
         let mut subject = bench.start(system, "slow", sink_port, &Tuning::sessions(sessions))?;
         let idle_pss = subject.pss_kib();
         let sampler = PeakPss::start(subject.pids());
-        let spec = Spec {
-            target: subject.target(),
-            sessions,
-            messages,
-            per_connection: 0,
-            sizes: vec![(SMALL_SIZE, 1)],
-            pipelining: true,
-            starttls: false,
-        };
-        let started = Instant::now();
-        let report = loadgen::run(&spec).map_err(|f| Failure(format!("{}: {f}", system.name())))?;
-        let accepted_after = started.elapsed().as_secs_f64();
+        let (report, accepted_after) = flood(&subject, sessions, messages)?;
         let delivered_at_accept = sink.messages();
         let mut peak_depth = messages.saturating_sub(delivered_at_accept);
         let watch = Instant::now();
@@ -1150,18 +1157,7 @@ pub fn dead_downstream(bench: &mut Bench, o: &Options) -> Result<String, Failure
         let mut subject = bench.start(system, "dead", dead_port, &Tuning::sessions(sessions))?;
         let idle_pss = subject.pss_kib();
         let sampler = PeakPss::start(subject.pids());
-        let spec = Spec {
-            target: subject.target(),
-            sessions,
-            messages,
-            per_connection: 0,
-            sizes: vec![(SMALL_SIZE, 1)],
-            pipelining: true,
-            starttls: false,
-        };
-        let started = Instant::now();
-        loadgen::run(&spec).map_err(|f| Failure(format!("{}: {f}", system.name())))?;
-        let accepted_after = started.elapsed().as_secs_f64();
+        let (_, accepted_after) = flood(&subject, sessions, messages)?;
         let settle = Instant::now();
         while settle.elapsed() < DEAD_SETTLE {
             process::check_interrupted()?;

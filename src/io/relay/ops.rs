@@ -9,10 +9,10 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use super::{Scheduler, now};
-use crate::proto::queue::QueueId;
 use crate::proto::queue::core::{ContentRef, QueueCounts};
 use crate::proto::queue::id::Target;
 use crate::proto::queue::listing::{OpError, QueueEntry, QueueOp};
+use crate::proto::queue::{Envelope, QueueId};
 
 impl Scheduler {
     /// Every message in the queue, oldest first. Parked messages (past the active limit)
@@ -28,10 +28,7 @@ impl Scheduler {
                 parked
                     .into_iter()
                     .filter_map(|(id, held)| match files.load(&id) {
-                        Ok(env) => Some(QueueEntry {
-                            held,
-                            ..QueueEntry::of(&env, false)
-                        }),
+                        Ok(env) => Some(parked_entry(&env, held)),
                         // Delivered or deleted since the list was taken.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                         Err(e) => {
@@ -66,13 +63,7 @@ impl Scheduler {
             let unreadable = |e: std::io::Error| OpError::Unreadable(id.clone(), e.to_string());
             let env = self.spool.load(id).map_err(unreadable)?;
             let content = self.spool.read_content(id).map_err(unreadable)?;
-            return Ok((
-                QueueEntry {
-                    held,
-                    ..QueueEntry::of(&env, false)
-                },
-                content,
-            ));
+            return Ok((parked_entry(&env, held), content));
         }
         let (entry, content) = self.core.borrow().entry(id)?;
         let content = match content {
@@ -162,5 +153,14 @@ impl Scheduler {
         let deleted = self.core.borrow_mut().delete(id);
         self.run_actions();
         deleted
+    }
+}
+
+/// A parked message's listing entry from its envelope file, with the hold the queue
+/// manager knows (its file may not say it yet).
+fn parked_entry(env: &Envelope, held: bool) -> QueueEntry {
+    QueueEntry {
+        held,
+        ..QueueEntry::of(env, false)
     }
 }
