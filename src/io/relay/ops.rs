@@ -150,7 +150,7 @@ impl Scheduler {
 
     /// Removes a message from the queue without notifying anyone.
     pub fn delete(self: &Rc<Self>, id: &QueueId) -> Result<(), OpError> {
-        let deleted = self.core.borrow_mut().delete(id);
+        let deleted = self.core.borrow_mut().delete(id, now());
         self.run_actions();
         deleted
     }

@@ -307,6 +307,8 @@ struct Parked {
     held: bool,
     /// Its envelope is being read back: [`Action::Load`] is not answered yet.
     loading: bool,
+    /// It is in `ready`, waiting for room: it is not put there twice.
+    ready: bool,
     /// The domains of its recipients still open, hashed, for a flush by domain.
     domains: Domains,
 }
@@ -413,19 +415,20 @@ impl QueueCore {
     }
 
     /// Parks the idle message that became idle first; `false` when none is.
-    fn evict_one(&mut self) -> bool {
+    fn evict_one(&mut self, now: Time) -> bool {
         while let Some(id) = self.evictable.pop_front() {
             if self.messages.get(&id).is_some_and(Message::idle) {
-                self.park(&id, false);
+                self.park(&id, now);
                 return true;
             }
         }
         false
     }
 
-    /// Takes an idle message out of the picture; its files hold it as it is. `ready`:
-    /// its time has come, and it waits for room.
-    fn park(&mut self, id: &QueueId, ready: bool) {
+    /// Takes an idle message out of the picture; its files hold it as it is. One whose
+    /// time has come (new, flushed, released, or due and not yet dispatched) waits for
+    /// room in `ready`; the others come back by their entry in `deferred`.
+    fn park(&mut self, id: &QueueId, now: Time) {
         let Some(m) = self.messages.remove(id) else {
             return;
         };
@@ -437,31 +440,44 @@ impl QueueCore {
                 due: m.env.next_attempt,
                 held: m.env.held,
                 loading: false,
+                ready: false,
                 domains,
             },
         );
-        if ready && !m.env.held {
+        if m.env.next_attempt <= now.secs() {
+            self.make_ready(id);
+        }
+    }
+
+    /// A parked message is to be tried: it waits for room in `ready`, once, unless it is
+    /// held or being read back.
+    fn make_ready(&mut self, id: &QueueId) {
+        if let Some(p) = self
+            .parked
+            .get_mut(id)
+            .filter(|p| !p.held && !p.loading && !p.ready)
+        {
+            p.ready = true;
             self.ready.push_back(id.clone());
         }
     }
 
     /// Brings parked messages whose time has come back into the picture, while it has
     /// room or an idle message can make some.
-    fn fill(&mut self) {
+    fn fill(&mut self, now: Time) {
         while let Some(id) = self.ready.front().cloned() {
             let wanted = self.parked.get(&id).is_some_and(|p| !p.held && !p.loading);
-            if !wanted {
-                self.ready.pop_front();
-                continue;
-            }
-            if self.full() && !self.evict_one() {
+            if wanted && self.full() && !self.evict_one(now) {
                 return;
             }
             self.ready.pop_front();
             if let Some(p) = self.parked.get_mut(&id) {
-                p.loading = true;
-                self.loading += 1;
-                self.actions.push_back(Action::Load(id));
+                p.ready = false;
+                if wanted {
+                    p.loading = true;
+                    self.loading += 1;
+                    self.actions.push_back(Action::Load(id));
+                }
             }
         }
     }
@@ -494,7 +510,7 @@ impl QueueCore {
                 self.deferred.push(Reverse((due, id.clone())));
             }
         }
-        self.fill();
+        self.fill(now);
     }
 
     /// Counts a message's content as held, and moves it to its files when the queue
@@ -684,7 +700,7 @@ impl QueueCore {
                 self.deferred.push(Reverse((due, id.clone())));
             }
             if parks {
-                self.park(&id, due <= now.secs());
+                self.park(&id, now);
                 continue;
             }
             if !held && due <= now.secs() {
@@ -692,7 +708,7 @@ impl QueueCore {
             }
             self.mark_idle(&id);
         }
-        self.fill();
+        self.fill(now);
         count
     }
 
@@ -701,7 +717,7 @@ impl QueueCore {
         log::info!(target: "qmgr", "{}: from=<{}>, size={}, nrcpt={} (queue active)",
             env.id, crate::proto::logtext::Escaped(&env.sender), env.size, env.recipients.len());
         let id = env.id.clone();
-        let room = !self.full() || self.evict_one();
+        let room = !self.full() || self.evict_one(now);
         self.messages
             .insert(id.clone(), Message::new(env, backing, memory, Some(now)));
         if room {
@@ -713,7 +729,7 @@ impl QueueCore {
         // room, as the first come; a journal message is moved to its files first.
         log::info!(target: "qmgr", "{id}: waits for room in the active queue ({} messages)", self.messages.len() - 1);
         match backing {
-            Backing::File => self.park(&id, true),
+            Backing::File => self.park(&id, now),
             Backing::Journal(_) => {
                 if let Some(m) = self.messages.get_mut(&id) {
                     m.parking = true;
@@ -745,13 +761,13 @@ impl QueueCore {
                 .get(&id)
                 .is_some_and(|p| p.due == t && !p.held && !p.loading)
             {
-                self.ready.push_back(id);
+                self.make_ready(&id);
             }
         }
         for id in due {
             self.dispatch(&id, now);
         }
-        self.fill();
+        self.fill(now);
     }
 
     /// Replaces the configuration: every later decision uses the new routes, limits and
@@ -812,6 +828,8 @@ impl QueueCore {
         rerouted.sort();
         for id in rerouted {
             self.dispatch(&id, now);
+            // A held one whose jobs were taken back is idle now: it may make room.
+            self.mark_idle(&id);
         }
         // Idle connections wake to find they belong to the old configuration.
         let idle: Vec<(DestKey, usize)> = self
@@ -834,8 +852,8 @@ impl QueueCore {
             self.wake(dest, n);
         }
         // A lower active limit: idle messages leave the picture down to it.
-        while self.messages.len() + self.loading > self.active_limit() && self.evict_one() {}
-        self.fill();
+        while self.messages.len() + self.loading > self.active_limit() && self.evict_one(now) {}
+        self.fill(now);
     }
 
     /// Splits a message's open recipients into jobs per destination; recipients that
@@ -1140,7 +1158,7 @@ impl QueueCore {
         let plan = plan_next(&mut m.env, &config, now.secs(), attempted);
         let reports = take_reports(&mut m.env, &config, now.secs(), plan);
         if reports.is_empty() {
-            self.settle(id, plan);
+            self.settle(id, plan, now);
             return;
         }
         m.reporting = Some(plan);
@@ -1152,17 +1170,17 @@ impl QueueCore {
 
     /// The reports of [`Action::Report`] are queued (or could not be): the message goes
     /// on as planned.
-    pub fn reports_queued(&mut self, id: &QueueId, _now: Time) {
+    pub fn reports_queued(&mut self, id: &QueueId, now: Time) {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
         if let Some(plan) = m.reporting.take() {
-            self.settle(id, plan);
+            self.settle(id, plan, now);
         }
     }
 
     /// Carries out the plan for a message with nothing in flight.
-    fn settle(&mut self, id: &QueueId, plan: Plan) {
+    fn settle(&mut self, id: &QueueId, plan: Plan, now: Time) {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
@@ -1184,7 +1202,7 @@ impl QueueCore {
                 });
             }
         }
-        self.fill();
+        self.fill(now);
     }
 
     /// Writes a message's envelope down: over its envelope file, or, for a journal
@@ -1246,12 +1264,11 @@ impl QueueCore {
         });
         if let Some(m) = self.messages.get_mut(id).filter(|m| m.parking) {
             m.parking = false;
-            let held = m.env.held;
-            self.park(id, !held);
+            self.park(id, now);
         } else {
             self.mark_idle(id);
         }
-        self.fill();
+        self.fill(now);
     }
 
     /// Every message, oldest first.
@@ -1347,8 +1364,10 @@ impl QueueCore {
         for id in &due {
             self.dispatch(id, now);
         }
-        self.ready.extend(parked);
-        self.fill();
+        for id in &parked {
+            self.make_ready(id);
+        }
+        self.fill(now);
         count
     }
 
@@ -1403,9 +1422,9 @@ impl QueueCore {
     fn wake_parked(&mut self, id: &QueueId, now: Time) {
         if let Some(p) = self.parked.get_mut(id).filter(|p| !p.loading) {
             p.due = now.secs();
-            self.ready.push_back(id.clone());
         }
-        self.fill();
+        self.make_ready(id);
+        self.fill(now);
     }
 
     fn set_held(&mut self, id: &QueueId, held: bool) -> Result<(), OpError> {
@@ -1432,7 +1451,7 @@ impl QueueCore {
     }
 
     /// Removes a message from the queue without notifying anyone.
-    pub fn delete(&mut self, id: &QueueId) -> Result<(), OpError> {
+    pub fn delete(&mut self, id: &QueueId, now: Time) -> Result<(), OpError> {
         let backing = if let Some(p) = self.parked.remove(id) {
             if p.loading {
                 // Its load's answer finds it gone.
@@ -1452,7 +1471,7 @@ impl QueueCore {
             id: id.clone(),
             backing,
         });
-        self.fill();
+        self.fill(now);
         Ok(())
     }
 }
@@ -2223,7 +2242,7 @@ mod tests {
         let id = e.id.clone();
         c.submit(e, Some(Rc::from(&b"x\r\n"[..])), Backing::Journal(7), at(0));
         c.hold(&id).unwrap();
-        c.delete(&id).unwrap();
+        c.delete(&id, at(0)).unwrap();
         let a = actions(&mut c);
         assert!(a.iter().any(|a| matches!(a, Action::MoveToFile { .. })));
         assert!(a.iter().any(|a| matches!(
@@ -2512,10 +2531,13 @@ mod tests {
         assert_eq!(c.parked(&second), Some(true));
         assert_eq!(c.counts().held, 1);
         // A delete removes its files; it is gone.
-        c.delete(&third).unwrap();
+        c.delete(&third, at(0)).unwrap();
         disk.run(&mut c, at(0));
         assert!(!disk.0.contains_key(&third));
-        assert_eq!(c.delete(&third), Err(OpError::NoSuchMessage(third.clone())));
+        assert_eq!(
+            c.delete(&third, at(0)),
+            Err(OpError::NoSuchMessage(third.clone()))
+        );
         // The first is deferred; the fourth (not held) takes its place.
         assert_eq!(
             answer_all(&mut c, &mut disk, &a, &later(), at(0)),
@@ -2681,6 +2703,68 @@ mod tests {
         c.reconfigure(Rc::new(lower), Rc::from(&[][..]), at(1));
         disk.run(&mut c, at(1));
         assert_eq!((c.in_picture(), c.parked_count()), (1, 1));
+    }
+
+    #[test]
+    fn a_due_message_parked_while_others_are_dispatched_is_still_tried() {
+        // Four deferred messages without a sender (no report is owed), room for two; the
+        // first has nowhere to go and leaves the queue as its time comes, and the room it
+        // makes is filled by parking the second before it is dispatched.
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 2);
+        let mut disk = Disk::default();
+        let files: Vec<Envelope> = [(1, "u@nowhere.example"), (2, "u@a.example")]
+            .into_iter()
+            .chain((3..=4).map(|n| (n, "u@a.example")))
+            .map(|(n, rcpt)| {
+                let mut e = env(n, &[rcpt]);
+                e.sender.clear();
+                e.next_attempt = T0 + 60;
+                disk.write(&e);
+                e
+            })
+            .collect();
+        c.recover(files, Vec::new(), at(0), || {});
+        disk.run(&mut c, at(0));
+        assert_eq!((c.in_picture(), c.parked_count()), (2, 2));
+        c.handle_timeout(at(60));
+        disk.run(&mut c, at(60));
+        let delivered = answer_all(&mut c, &mut disk, &dest("a.example"), &ok(), at(60));
+        assert_eq!(delivered.len(), 3, "{delivered:?}");
+        assert!(c.is_empty(), "{:?} left", c.ids());
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_held_message_whose_jobs_a_new_configuration_took_back_makes_room() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let held = submit_files(&mut c, &mut disk, [1], "u@a.example", at(0));
+        c.hold(&held[0]).unwrap();
+        disk.run(&mut c, at(0));
+        let same = c.config().clone();
+        c.reconfigure(same, Rc::from(&[][..]), at(1));
+        disk.run(&mut c, at(1));
+        let fresh = submit_files(&mut c, &mut disk, [2], "u@a.example", at(2));
+        assert_eq!(
+            c.take_job(&dest("a.example"), None).map(|j| j.id),
+            Some(fresh[0].clone())
+        );
+        assert_eq!(c.parked(&held[0]), Some(true));
+    }
+
+    #[test]
+    fn a_second_flush_does_not_try_parked_messages_twice() {
+        let mut c = limited(&[("a.example", relay(&["10.0.0.1:25"]))], 1);
+        let mut disk = Disk::default();
+        let ids = submit_files(&mut c, &mut disk, 1..=3, "u@a.example", at(0));
+        c.flush(at(1));
+        c.flush(at(1));
+        disk.run(&mut c, at(1));
+        let tried = answer_all(&mut c, &mut disk, &dest("a.example"), &later(), at(1));
+        assert_eq!(tried, ids);
+        for id in &ids {
+            assert_eq!(disk.0[id].attempts, 1, "{id}");
+        }
     }
 
     #[test]
