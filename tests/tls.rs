@@ -62,12 +62,26 @@ fn token_login_checks_the_software_tokens_pin_file_on_a_running_gateway() {
             && out.contains("its next start would fail"),
         "{out}"
     );
-    // Not tried again while the file is the same: each refused PIN counts towards the
-    // token's lock.
+    // Not tried again until the file is written again: each refused PIN counts towards
+    // the token's lock.
+    let not_tried = "has not been written since the token refused its PIN, and is not tried again";
     let out = gw.console_script("token login\n");
+    assert!(out.contains(not_tried), "{out}");
+    // Consoles asking at once make one attempt between them, not one each (ten in a row
+    // would lock the token): the first is refused, the others wait and are told so.
+    std::fs::write(&pin_file, format!("{label}:0123456789abcdef\n")).unwrap();
+    let outs: Vec<String> = std::thread::scope(|s| {
+        let asking: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| gw.console_script("token login\n")))
+            .collect();
+        asking.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let tried = outs.iter().filter(|o| !o.contains(not_tried)).count();
+    assert_eq!(tried, 1, "{outs:#?}");
     assert!(
-        out.contains("is unchanged since the token refused its PIN, and is not tried again"),
-        "{out}"
+        outs.iter()
+            .all(|o| o.contains("the PIN file does not open the token")),
+        "{outs:#?}"
     );
     // Still serving TLS with the key it logged in to.
     let served = python(&format!(

@@ -196,20 +196,24 @@ pub fn login_running(
 /// gateway's login alone. A refusal is the child's own error line.
 ///
 /// Every refused PIN counts towards the token's lock (10 in a row lock the software
-/// token), so a PIN file the token refused is not tried again until it changes: a
-/// monitoring script that runs `token login` cannot lock the token.
+/// token), so a PIN file the token refused is not tried again until it is written again
+/// or the token settings change: a monitoring script that runs `token login` cannot lock
+/// the token. Checks run one at a time, so that two consoles asking at once make one
+/// attempt, not two.
 pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
     let refused = |why: String| {
         TlsError::Pin(format!(
             "the PIN file does not open the token: {why} (the gateway stays logged in; its next start would fail)"
         ))
     };
+    // Held to the end: a check waits for the one under way and then sees its refusal.
+    let mut refused_file = lock_refused();
     let settings = crate::gateway::token_settings(state_dir, None);
     let pin_file = pin_path(&settings, state_dir);
-    let seen = pin_file_digest(&pin_file);
-    if seen.is_some() && *lock_refused() == seen {
+    let seen = pin_file_digest(&settings, &pin_file);
+    if seen.is_some() && *refused_file == seen {
         return Err(refused(format!(
-            "{} is unchanged since the token refused its PIN, and is not tried again (each refused PIN counts towards the token's lock)",
+            "{} has not been written since the token refused its PIN, and is not tried again (each refused PIN counts towards the token's lock; write the file again to have it tried)",
             pin_file.display()
         )));
     }
@@ -249,7 +253,7 @@ pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
         }
     };
     if status.success() {
-        *lock_refused() = None;
+        *refused_file = None;
         return Ok(());
     }
     let said = stderr
@@ -257,8 +261,11 @@ pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
         .unwrap_or_default();
     let said = String::from_utf8_lossy(&said);
     // Only a refused PIN counts towards the lock; any other failure may be tried again.
-    if said.contains(&TokenError::PinIncorrect.to_string()) {
-        *lock_refused() = seen;
+    // A file written while the child read it is not the file the token refused.
+    if said.contains(&TokenError::PinIncorrect.to_string())
+        && pin_file_digest(&settings, &pin_file) == seen
+    {
+        *refused_file = seen;
     }
     let why = said
         .lines()
@@ -269,8 +276,8 @@ pub fn check_pin_apart(state_dir: &Path) -> Result<(), TlsError> {
     Err(refused(why))
 }
 
-/// The PIN file whose PIN the last check apart saw refused: a digest of its path and
-/// content.
+/// The PIN file whose PIN the last check apart saw refused ([`pin_file_digest`]); locked
+/// for the whole of a check, so that checks run one at a time.
 static REFUSED_PIN_FILE: Mutex<Option<[u8; 32]>> = Mutex::new(None);
 
 fn lock_refused() -> std::sync::MutexGuard<'static, Option<[u8; 32]>> {
@@ -279,19 +286,28 @@ fn lock_refused() -> std::sync::MutexGuard<'static, Option<[u8; 32]>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// SHA-256 of a PIN file's path and content (at most [`MAX_PIN_FILE_LEN`] octets of
-/// it); `None` when it cannot be read.
-fn pin_file_digest(path: &Path) -> Option<[u8; 32]> {
+/// SHA-256 of what a check of a PIN file tries: the token settings (another token, or
+/// another module, may take the same PIN), the file's path, its modification time (a
+/// file written again is tried again, as after the token's PIN was changed to it) and
+/// its content (at most [`MAX_PIN_FILE_LEN`] octets); `None` when it cannot be read.
+fn pin_file_digest(settings: &TokenSettings, path: &Path) -> Option<[u8; 32]> {
+    let file = std::fs::File::open(path).ok()?;
+    let written = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let mut content = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            f.take(MAX_PIN_FILE_LEN as u64 + 1)
-                .read_to_end(&mut content)
-        })
+    file.take(MAX_PIN_FILE_LEN as u64 + 1)
+        .read_to_end(&mut content)
         .ok()?;
     let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(format!("{settings:?}").as_bytes());
+    ctx.update(&[0]);
     ctx.update(path.as_os_str().as_encoded_bytes());
     ctx.update(&[0]);
+    ctx.update(&written.to_le_bytes());
     ctx.update(&content);
     ctx.finish().as_ref().try_into().ok()
 }
@@ -357,4 +373,33 @@ pub fn init_keys(
         }
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::queue::tests::TempDir;
+
+    #[test]
+    fn a_refused_pin_file_is_tried_again_once_written_again_or_for_another_token() {
+        let dir = TempDir::new("pin-digest");
+        let path = dir.path().join("sslpassword.conf");
+        std::fs::write(&path, "drawbridge:1234\n").unwrap();
+        let soft = TokenSettings::default();
+        let refused = pin_file_digest(&soft, &path);
+        assert!(refused.is_some());
+        assert_eq!(pin_file_digest(&soft, &path), refused, "unchanged");
+        let hsm = TokenSettings {
+            backend: TokenBackend::Pkcs11,
+            module: Some("/usr/lib/softhsm/libsofthsm2.so".into()),
+            ..TokenSettings::default()
+        };
+        assert_ne!(pin_file_digest(&hsm, &path), refused, "another token");
+        // Written again with the same PIN, as after the token's PIN was changed to it.
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        let written = file.metadata().unwrap().modified().unwrap();
+        file.set_modified(written + Duration::from_secs(1)).unwrap();
+        assert_ne!(pin_file_digest(&soft, &path), refused, "written again");
+        assert_eq!(pin_file_digest(&soft, &dir.path().join("none")), None);
+    }
 }
