@@ -194,8 +194,8 @@ pub struct Unread {
 /// What start-up found for one id.
 #[derive(Default)]
 struct Found {
-    /// Length of `<id>.msg`, if there is one.
-    content_len: Option<u64>,
+    /// Length of `<id>.msg`, if there is one, or why it could not be examined.
+    content_len: Option<io::Result<u64>>,
     envelope: bool,
     /// Leftover temporary files of this id.
     stale: Vec<PathBuf>,
@@ -373,13 +373,14 @@ impl Spool {
             };
             match kind {
                 FileName::Content(id) => {
-                    // Metadata from the directory entry; a failure (gone, not a file) counts
-                    // as no content.
-                    let len = entry
-                        .metadata()
-                        .ok()
-                        .filter(|m| m.is_file())
-                        .map(|m| m.len());
+                    // Metadata from the directory entry: gone since, or not a file, is no
+                    // content; a disk that fails to tell is not.
+                    let len = match entry.metadata() {
+                        Ok(m) if m.is_file() => Some(Ok(m.len())),
+                        Ok(_) => None,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                        Err(e) => Some(Err(e)),
+                    };
                     found.entry(id).or_default().content_len = len;
                 }
                 FileName::Envelope(id) => found.entry(id).or_default().envelope = true,
@@ -448,13 +449,17 @@ impl Spool {
         if env.id != *id {
             return Err(format!("envelope names another id ({})", env.id));
         }
-        match found.content_len {
+        match &found.content_len {
             None => Err("content missing".into()),
-            Some(len) if len != env.size => Err(format!(
+            Some(Err(e)) => {
+                log::warn!("{id}: content cannot be examined, left in place: {e}");
+                Ok(None)
+            }
+            Some(Ok(len)) if *len != env.size => Err(format!(
                 "content has {len} octets, envelope says {}",
                 env.size
             )),
-            Some(_) => Ok(Some(env)),
+            Some(Ok(_)) => Ok(Some(env)),
         }
     }
 }
@@ -1000,6 +1005,27 @@ mod tests {
         // New ids continue after the recovered ones.
         let next = spool.create_at(0).unwrap();
         assert!(next.id > kept.id);
+    }
+
+    #[test]
+    fn a_message_whose_content_the_disk_cannot_examine_is_left_in_place() {
+        let tmp = TempDir::new("unexamined");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let env = receive(&spool, 9_000_000, b"kept\r\n");
+        // The scan's examination of `<id>.msg` failed (EIO): the message is not taken,
+        // and not deleted as half-written either.
+        let unread = Unread {
+            id: env.id.clone(),
+            found: Found {
+                content_len: Some(Err(io::Error::from_raw_os_error(5))),
+                envelope: true,
+                stale: Vec::new(),
+            },
+        };
+        assert_eq!(spool.take(unread), None);
+        drop(spool);
+        let (_, queued) = Spool::open(tmp.path()).unwrap();
+        assert_eq!(queued, vec![env]);
     }
 
     #[test]
