@@ -354,6 +354,21 @@ fn offline(
     for line in opened.log {
         eprintln!("drawbridge: {line}");
     }
+    // The gateway is stopped: a `commit confirmed` that ran out meanwhile rolls back
+    // first, as its next start would, before anything reads or commits.
+    if !no_apply {
+        match engine.expire_confirm(unix_now()) {
+            Ok(Some(seq)) => eprintln!(
+                "drawbridge: commit confirmed ran out while the gateway was stopped: rolled back as commit {seq}"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "commit confirmed ran out and could not roll back: {e}"
+                ));
+            }
+        }
+    }
     let user = "cli".to_string();
     let note = if no_apply {
         "; send the gateway SIGHUP (or restart it) to apply it"

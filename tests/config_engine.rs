@@ -381,6 +381,22 @@ fn commit_confirmed_rolls_back_unless_confirmed_also_across_a_sigkill() {
     assert!(shows(&gw, "max-recipients 150"));
     assert!(!shows(&gw, "max-recipients 175"));
 
+    // Killed, and confirmed too late on the stopped gateway's slots: it rolls back
+    // instead, as the start would have.
+    let (ok, _, _) = load(&gw, "merge", &riskier, &["--confirm", "1"]);
+    assert!(ok);
+    gw.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out, err) = gw.cli(&["config", "commit"]);
+    assert!(ok && out.contains("nothing to confirm"), "{out}{err}");
+    assert!(
+        err.contains("ran out while the gateway was stopped: rolled back as commit"),
+        "{err}"
+    );
+    gw.restart_from_slots();
+    assert!(shows(&gw, "max-recipients 150"));
+    assert!(!shows(&gw, "max-recipients 175"));
+
     // Killed and restarted before its time: still pending, then rolled back.
     let (ok, _, _) = load(&gw, "merge", &riskier, &["--confirm", "2"]);
     assert!(ok);

@@ -207,7 +207,7 @@ impl Engine {
             if changed {
                 let request = CommitRequest {
                     user: "boot".into(),
-                    comment: format!("loaded from {}", path.display()),
+                    comment: loaded_from(path),
                     confirm_minutes: None,
                 };
                 engine.commit_now(config, &request, now)?;
@@ -355,12 +355,17 @@ impl Engine {
             Some(m) => Some(now.saturating_add(m.saturating_mul(self.minute))),
             None => None,
         };
+        // A `commit confirmed` made while another is pending returns, unless confirmed,
+        // to the last confirmed commit, not to the unconfirmed one it follows.
+        let back_to = self
+            .pending_confirm()
+            .map_or(self.commit.sequence, |(_, back_to)| back_to);
         let meta = CommitMeta {
             time: now,
             user: request.user.clone(),
             comment: request.comment.clone(),
             confirm_by: confirm,
-            rollback_to: confirm.map(|_| self.commit.sequence),
+            rollback_to: confirm.map(|_| back_to),
         };
         Ok(PendingCommit {
             slots: self.slots(),
@@ -417,7 +422,8 @@ impl Engine {
     }
 
     /// Confirms a pending `commit confirmed` with a new commit of the same
-    /// configuration; `Ok(None)` when nothing is pending.
+    /// configuration; `Ok(None)` when nothing is pending. Refused once its time has run
+    /// out: it rolls back.
     pub fn confirm(&mut self, user: &str, now: u64) -> Result<Option<u64>, CommitError> {
         match self.prepare_confirm(user, now)? {
             Some(pending) => self.write(pending).map(Some),
@@ -431,8 +437,15 @@ impl Engine {
         user: &str,
         now: u64,
     ) -> Result<Option<PendingCommit>, CommitError> {
-        if self.pending_confirm().is_none() {
+        let Some((deadline, back_to)) = self.pending_confirm() else {
             return Ok(None);
+        };
+        if now >= deadline {
+            return Err(CommitError::Refused(format!(
+                "too late: commit {} was to be confirmed {} s ago, and returns to commit {back_to}",
+                self.commit.sequence,
+                now - deadline
+            )));
         }
         let request = CommitRequest {
             user: user.into(),
@@ -484,7 +497,13 @@ impl Engine {
             confirm_minutes: None,
         };
         let config = record.config.clone();
-        self.prepare_now(config, &request, now).map(Some)
+        let problems = check(&config);
+        if !problems.is_empty() {
+            return Err(CommitError::Check(problems));
+        }
+        // Written only over the commit it undoes: one confirmed meanwhile stays.
+        self.prepare(config, &request, now, Some(self.commit.sequence))
+            .map(Some)
     }
 
     /// SIGHUP: takes the newest good commit from the slots (one written by
@@ -516,6 +535,21 @@ impl Engine {
         };
         self.commit_candidate(&candidate, request, now)
     }
+}
+
+/// The comment of a commit loaded from a file at start-up, within the comment limit
+/// (a long path keeps its end, the file's name).
+fn loaded_from(path: &Path) -> String {
+    let path = path.display().to_string();
+    let room = crate::proto::config::slot::MAX_COMMENT - "loaded from …".len();
+    if path.len() <= room + "…".len() {
+        return format!("loaded from {path}");
+    }
+    let mut cut = path.len() - room;
+    while !path.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("loaded from …{}", &path[cut..])
 }
 
 fn commit_of(r: &Record) -> Commit {
@@ -656,6 +690,85 @@ mod tests {
         assert!(e.confirm("admin", 2030).unwrap().is_some());
         assert_eq!(e.expire_confirm(5000).unwrap(), None);
         assert_eq!(e.running().system.host_name, "kept.example");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rollback_prepared_as_the_commit_is_confirmed_does_not_overwrite_it() {
+        let dir = tempdir("confirm-race");
+        let (mut e, _) = boot(&dir, None, 1000);
+        let c = edited(&e, "set system host-name risky.example\n");
+        e.commit_candidate(&c, &req("try", Some(1)), 1000).unwrap();
+        // The timer's rollback has read the slots when the administrator confirms.
+        let expiry = e.prepare_expiry(&e.slots().scan(), 1060).unwrap().unwrap();
+        let confirmed = e.prepare_confirm("admin", 1059).unwrap().unwrap();
+        e.write(confirmed).unwrap();
+        let Err(err) = expiry.write() else {
+            panic!("the rollback was written over the confirmed commit");
+        };
+        assert!(err.to_string().contains("committed since"), "{err}");
+        let (e, _) = boot(&dir, None, 1061);
+        assert_eq!(e.running().system.host_name, "risky.example");
+        assert_eq!(e.pending_confirm(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_commit_confirmed_returns_to_the_last_confirmed_commit() {
+        let dir = tempdir("confirm-twice");
+        let (mut e, _) = boot(&dir, None, 1000);
+        let c = edited(&e, "set system host-name risky.example\n");
+        e.commit_candidate(&c, &req("try", Some(5)), 1000).unwrap();
+        let c = edited(&e, "set system host-name riskier.example\n");
+        e.commit_candidate(&c, &req("and more", Some(5)), 1100)
+            .unwrap();
+        assert_eq!(e.pending_confirm(), Some((1400, 1)));
+        e.expire_confirm(1400).unwrap().unwrap();
+        assert_eq!(e.running(), &host_default());
+        assert_eq!(e.pending_confirm(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_confirmation_after_the_deadline_is_refused_and_the_commit_rolls_back() {
+        let dir = tempdir("confirm-late");
+        let (mut e, _) = boot(&dir, None, 1000);
+        let c = edited(&e, "set system host-name risky.example\n");
+        e.commit_candidate(&c, &req("try", Some(1)), 1000).unwrap();
+        let err = e.confirm("cli", 5000).unwrap_err();
+        assert!(err.to_string().contains("too late"), "{err}");
+        assert_eq!(e.pending_confirm(), Some((1060, 1)));
+        e.expire_confirm(5000).unwrap().unwrap();
+        assert_eq!(e.running(), &host_default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_with_a_long_path_is_loaded_with_the_end_of_its_path() {
+        let dir = tempdir("long-path");
+        let long = format!("/{}gw.conf", "d/".repeat(200));
+        let mut file = host_default();
+        file.system.host_name = "from-file.example".into();
+        let (e, origin, _) = Engine::boot(
+            &dir,
+            Arc::new(TestSeal([3; 32])),
+            Some((Path::new(&long), file)),
+            host_default(),
+            1,
+            60,
+        )
+        .unwrap();
+        assert_eq!(origin, Origin::File { changed: true });
+        let comment = &e.commit().meta.comment;
+        assert!(
+            comment.len() <= crate::proto::config::slot::MAX_COMMENT,
+            "{comment}"
+        );
+        assert!(comment.starts_with("loaded from …") && comment.ends_with("/d/gw.conf"));
+        assert_eq!(
+            loaded_from(Path::new("/etc/gw.conf")),
+            "loaded from /etc/gw.conf"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
