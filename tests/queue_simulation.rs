@@ -165,7 +165,9 @@ impl Sim {
                     Action::Ring(..) => {}
                     Action::Update(env) => {
                         self.note_retry(&env);
-                        self.world.disk.insert(env.id.clone(), env);
+                        let id = env.id.clone();
+                        self.world.disk.insert(id.clone(), env);
+                        self.core.updated(&id, true, self.time());
                     }
                     Action::MoveToFile { env, segment, .. } => {
                         self.note_retry(&env);

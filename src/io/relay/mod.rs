@@ -355,9 +355,12 @@ impl Scheduler {
             match op {
                 FileOp::Update(env) => {
                     let id = env.id.clone();
-                    if let Err(e) = smol::unblock(move || files.update(&env)).await {
-                        log::error!(target: "qmgr", "{id}: cannot update queue file: {e}");
+                    let written = smol::unblock(move || files.update(&env)).await;
+                    if let Err(e) = &written {
+                        log::error!(target: "qmgr", "{id}: cannot update queue file: {e}; the message stays whole in memory until it can be");
                     }
+                    self.core.borrow_mut().updated(&id, written.is_ok(), now());
+                    self.run_actions();
                 }
                 FileOp::Remove(id) => {
                     let doomed = id.clone();

@@ -168,7 +168,8 @@ pub enum Action {
     Open(DestKey),
     /// Wake this many idle connections of this destination: jobs are waiting.
     Ring(DestKey, usize),
-    /// Write this envelope over the message's envelope file (not synced).
+    /// Write this envelope over the message's envelope file (not synced), then answer
+    /// with [`QueueCore::updated`].
     Update(Envelope),
     /// Write a journal message to its own files and make them durable, then answer with
     /// [`QueueCore::moved`].
@@ -281,6 +282,11 @@ struct Message {
     /// It came when the picture was full: it leaves the picture once its move to its
     /// own files is done.
     parking: bool,
+    /// Writes of its envelope ([`Action::Update`]) not answered yet.
+    writes: u32,
+    /// The last write of its envelope failed: its file holds an older state (recipients
+    /// delivered since still pending in it), so it is not parked and read back from it.
+    unwritten: bool,
 }
 
 impl Message {
@@ -293,7 +299,11 @@ impl Message {
     /// Nothing here needs it: it is in its files as it is now, no connection has it and
     /// no report or move waits for it, so it may leave the picture.
     fn idle(&self) -> bool {
-        self.backing == Backing::File && !self.in_flight() && !self.moving
+        self.backing == Backing::File
+            && !self.in_flight()
+            && !self.moving
+            && self.writes == 0
+            && !self.unwritten
     }
 }
 
@@ -1222,7 +1232,26 @@ impl QueueCore {
                     });
                 }
             }
-            _ => self.actions.push_back(Action::Update(m.env.clone())),
+            _ => {
+                m.writes += 1;
+                self.actions.push_back(Action::Update(m.env.clone()));
+            }
+        }
+    }
+
+    /// The answer to [`Action::Update`]: `ok` when the envelope file holds it. A message
+    /// whose file could not be written (a full disk) stays whole in the picture, where
+    /// its state is, until a later write succeeds; one that became idle may leave it.
+    /// A message parked meanwhile (a journal message just moved) needs no answer.
+    pub fn updated(&mut self, id: &QueueId, ok: bool, now: Time) {
+        let Some(m) = self.messages.get_mut(id) else {
+            return;
+        };
+        m.writes = m.writes.saturating_sub(1);
+        m.unwritten = !ok;
+        if m.writes == 0 {
+            self.mark_idle(id);
+            self.fill(now);
         }
     }
 
@@ -1253,11 +1282,8 @@ impl QueueCore {
         m.backing = Backing::File;
         let moved = m.memory.take();
         self.release_content(moved);
-        let Some(m) = self.messages.get(id) else {
-            return;
-        };
         // The files hold the envelope as it was when the move began.
-        self.actions.push_back(Action::Update(m.env.clone()));
+        self.persist(id);
         self.actions.push_back(Action::Remove {
             id: id.clone(),
             backing: Backing::Journal(segment),
@@ -1494,6 +1520,8 @@ impl Message {
             reporting: None,
             moving: false,
             parking: false,
+            writes: 0,
+            unwritten: false,
         }
     }
 }
@@ -2381,7 +2409,10 @@ mod tests {
             let mut others = Vec::new();
             while let Some(action) = c.poll_action() {
                 match action {
-                    Action::Update(e) => self.write(&e),
+                    Action::Update(e) => {
+                        self.write(&e);
+                        c.updated(&e.id, true, now);
+                    }
                     Action::Remove {
                         id,
                         backing: Backing::File,
@@ -2765,6 +2796,46 @@ mod tests {
         for id in &ids {
             assert_eq!(disk.0[id].attempts, 1, "{id}");
         }
+    }
+
+    #[test]
+    fn a_message_whose_envelope_could_not_be_written_stays_whole() {
+        let mut c = limited(
+            &[
+                ("a.example", relay(&["10.0.0.1:25"])),
+                ("b.example", relay(&["10.0.0.2:25"])),
+            ],
+            1,
+        );
+        let mut disk = Disk::default();
+        let first = env(1, &["u@a.example", "u@b.example"]);
+        disk.write(&first);
+        c.submit(first.clone(), None, Backing::File, at(0));
+        disk.run(&mut c, at(0));
+        let (a, b) = (dest("a.example"), dest("b.example"));
+        let job = c.take_job(&a, None).unwrap();
+        c.record(&job, Some(&hop()), &[ok()], at(0));
+        let job = c.take_job(&b, None).unwrap();
+        c.record(&job, Some(&hop()), &[later()], at(0));
+        // The disk is full: its file still says both recipients are to be delivered.
+        for action in actions(&mut c) {
+            if let Action::Update(e) = action {
+                c.updated(&e.id, false, at(0));
+            }
+        }
+        assert_eq!(disk.0[&first.id].recipients[0].status, RcptStatus::Pending);
+        // New mail finds no room: the message is not parked to make some, which would
+        // read it back from that file.
+        let fresh = submit_files(&mut c, &mut disk, [2], "u@a.example", at(1));
+        assert_eq!(c.parked(&first.id), None);
+        assert_eq!(c.parked(&fresh[0]), Some(false));
+        // At its retry only the deferred recipient is tried; then the new mail goes.
+        c.handle_timeout(at(60));
+        disk.run(&mut c, at(60));
+        assert!(c.take_job(&a, None).is_none());
+        assert_eq!(answer_all(&mut c, &mut disk, &b, &ok(), at(60)), [first.id]);
+        assert_eq!(answer_all(&mut c, &mut disk, &a, &ok(), at(60)), fresh);
+        assert!(c.is_empty());
     }
 
     #[test]
