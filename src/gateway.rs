@@ -549,8 +549,13 @@ impl Gateway {
         // A moment past the sessions' own deadline, for their 421 to go out.
         let give_up = deadline + DRAIN_FLUSH;
         let left = || (self.open_sessions(), self.deliveries_in_progress());
-        while left() != (0, 0) && Instant::now() < give_up {
+        // The queue's file writes (a delivery's outcome, a hold, a removal) finish too.
+        let files = || self.net.queue.scheduler.files_pending();
+        while (left() != (0, 0) || files() > 0) && Instant::now() < give_up {
             Timer::after(DRAIN_POLL).await;
+        }
+        if files() > 0 {
+            log::warn!(target: "main", "stopping: {} queue file operation(s) not done at the deadline; the messages keep their last written state", files());
         }
         left()
     }

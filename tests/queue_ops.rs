@@ -321,3 +321,34 @@ fn past_the_active_limit_messages_wait_in_their_files_and_none_is_lost() {
         queue(&gw, &["list"]).1 == "Mail queue is empty\n"
     });
 }
+
+#[test]
+fn a_stop_finishes_the_queue_file_writes_it_was_given() {
+    const N: usize = 400;
+    let dir = TempDir::new("queue-stop-writes");
+    let port = free_port();
+    let mut gw = start_deferring(&dir, port, "set queue active-limit 1\n");
+    python(&format!(
+        r#"
+import smtplib
+with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
+    s.ehlo("client.example.org")
+    for i in range({N}):
+        s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: %d\r\n\r\nbody\r\n" % i)
+"#,
+        port = gw.inbound
+    ));
+    wait_until("every message deferred", || {
+        gw.log_text().matches("status=deferred").count() >= N
+    });
+    // A hold of a message waiting in its files is a read and a write of its envelope
+    // file, done in order after the answer: the stop that follows at once waits for them.
+    let (ok, out, _) = queue(&gw, &["hold", "ALL"]);
+    assert!(ok && out.lines().count() == N, "{out}");
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_exit().success());
+    assert!(!gw.log_text().contains("not done at the deadline"));
+    gw.restart();
+    let (_, json, _) = queue(&gw, &["list", "--json"]);
+    assert_eq!(json.matches("\"held\":true").count(), N);
+}

@@ -91,6 +91,8 @@ pub struct Scheduler {
     stopping: Cell<bool>,
     /// Messages being sent right now.
     sending: Cell<usize>,
+    /// File operations handed to the worker and not done yet.
+    files_pending: Cell<usize>,
 }
 
 /// The state directory's secret store and the key it is sealed with.
@@ -156,6 +158,7 @@ impl Scheduler {
             secrets: RefCell::new(None),
             stopping: Cell::new(false),
             sending: Cell::new(0),
+            files_pending: Cell::new(0),
         })
     }
 
@@ -267,6 +270,12 @@ impl Scheduler {
         self.sending.get()
     }
 
+    /// Writes, reads and removals of queue files asked for and not done yet: a stop
+    /// waits for them (a hold, a delivery's outcome, a removal would be lost with them).
+    pub fn files_pending(&self) -> usize {
+        self.files_pending.get()
+    }
+
     /// Number of messages in the queue manager's picture (active, deferred or held).
     pub fn len(&self) -> usize {
         self.core.borrow().len()
@@ -344,7 +353,9 @@ impl Scheduler {
 
     fn file_op(&self, op: FileOp) {
         // The receiver lives as long as the scheduler.
-        let _ = self.file_ops.0.try_send(op);
+        if self.file_ops.0.try_send(op).is_ok() {
+            self.files_pending.set(self.files_pending.get() + 1);
+        }
     }
 
     /// Runs the file operations in order, each on the blocking pool.
@@ -392,6 +403,8 @@ impl Scheduler {
                     }
                 }
             }
+            self.files_pending
+                .set(self.files_pending.get().saturating_sub(1));
         }
     }
 
