@@ -174,10 +174,16 @@ impl Watch {
     /// deadline to that long from now, if that is later. `STOPPING=1` gives the stop the
     /// timeout (at least [`START_FLOOR`]), which the gateway extends by its stopping
     /// grace: a stop whose event loop blocks (no beat, no exit) past it is killed. A beat
-    /// during a stop (the loop still turns; the console's `restart` starts the gateway
-    /// afresh in the same process) times it by silence again.
+    /// during a stop (the loop still turns) gives it the timeout from then, and the stop
+    /// goes on taking `EXTEND_TIMEOUT_USEC`: the console's `restart` starts the gateway
+    /// afresh in the same process, whose recovery of a large queue says it progresses.
     pub fn notice(&mut self, notice: Notice, now: Instant) {
         match notice {
+            Notice::Beat if matches!(self.phase, Phase::Stopping { .. }) => {
+                if let Phase::Stopping { deadline, .. } = &mut self.phase {
+                    *deadline = (*deadline).max(now + self.timeout);
+                }
+            }
             Notice::Ready | Notice::Beat => {
                 self.ready_at.get_or_insert(now);
                 self.phase = Phase::Running { last: now };
@@ -380,14 +386,34 @@ mod tests {
         w.notice(Notice::ExtendTimeout(s(600)), t0 + s(100));
         assert_eq!(w.verdict(t0 + s(699)), Verdict::Stopping);
         assert_eq!(w.verdict(t0 + s(700)), Verdict::StopOverdue(s(600)));
-        // A loop that still turns is timed by silence: a restart in the same process.
-        w.notice(Notice::Beat, t0 + s(650));
-        assert_eq!(w.verdict(t0 + s(659)), Verdict::Alive);
-        assert_eq!(w.verdict(t0 + s(660)), Verdict::Silent(s(10)));
+        // A loop that still turns has the timeout from its beat.
+        w.notice(Notice::Beat, t0 + s(695));
+        assert_eq!(w.verdict(t0 + s(704)), Verdict::Stopping);
+        assert_eq!(w.verdict(t0 + s(705)), Verdict::StopOverdue(s(605)));
         // A killed run's stop is its exit: not timed.
         w.killed();
         w.notice(Notice::Stopping, t0 + s(661));
         assert_eq!(w.verdict(t0 + s(3600)), Verdict::Untimed);
+    }
+
+    #[test]
+    fn a_restart_in_the_same_process_is_timed_as_a_start_after_a_beat_of_its_stop() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut w = Watch::new(s(60), t0);
+        w.notice(Notice::Ready, t0);
+        w.notice(Notice::Stopping, t0 + s(100));
+        w.notice(Notice::ExtendTimeout(s(10)), t0 + s(100));
+        w.notice(Notice::Beat, t0 + s(105));
+        // The new start recovers a large queue, saying so every second, with no beat.
+        for t in 110..=200 {
+            w.notice(Notice::ExtendTimeout(START_FLOOR), t0 + s(t));
+            assert_eq!(w.verdict(t0 + s(t)), Verdict::Stopping, "at {t} s");
+        }
+        assert_eq!(w.verdict(t0 + s(230)), Verdict::StopOverdue(s(130)));
+        w.notice(Notice::Ready, t0 + s(229));
+        assert_eq!(w.verdict(t0 + s(288)), Verdict::Alive);
+        assert_eq!(w.verdict(t0 + s(289)), Verdict::Silent(s(60)));
     }
 
     #[test]
