@@ -206,7 +206,7 @@ async fn execute_queue(scheduler: &Rc<Scheduler>, request: &Request) -> Result<S
         Request::List { json: false } => Ok(list_text(&scheduler.list().await)),
         Request::List { json: true } => Ok(list_json(&scheduler.list().await)),
         Request::Show(id) => {
-            let (entry, content) = scheduler.show(id).map_err(|e| e.to_string())?;
+            let (entry, content) = scheduler.show(id).await.map_err(|e| e.to_string())?;
             Ok(show_text(&entry, &content))
         }
         Request::Summary => Ok(qshape(

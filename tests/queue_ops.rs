@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::process::Command;
 
 use common::*;
@@ -351,4 +352,47 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
     gw.restart();
     let (_, json, _) = queue(&gw, &["list", "--json"]);
     assert_eq!(json.matches("\"held\":true").count(), N);
+}
+
+#[test]
+fn showing_a_queued_message_reads_its_files_away_from_the_event_loop() {
+    let dir = TempDir::new("queue-show-hung");
+    let port = free_port();
+    let mut gw = start_deferring(&dir, port, "");
+    let id = send(&gw, "hung disk");
+    // Deferred, it is written to its own files; started again, the gateway reads its
+    // content from them.
+    let files = gw.state.join("spool/queue");
+    let content = files.join(format!("{id}.msg"));
+    wait_until("its files", || files.join(format!("{id}.env")).exists());
+    gw.restart();
+    // Its content file becomes a FIFO nobody writes to yet: reading it blocks, as a hung
+    // disk would.
+    std::fs::remove_file(&content).unwrap();
+    let made = Command::new("mkfifo").arg(&content).status().unwrap();
+    assert!(made.success());
+    std::thread::scope(|s| {
+        let shown = s.spawn(|| queue(&gw, &["show", &id]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // Meanwhile the gateway still answers SMTP.
+        let (served, out) = python_result(&format!(
+            "import smtplib\n\
+             s = smtplib.SMTP('127.0.0.1', {}, timeout=5)\n\
+             print(s.noop()[0])\n\
+             s.quit()",
+            gw.inbound
+        ));
+        // A writer that never blocks, whether or not the gateway opened the file.
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&content)
+            .unwrap();
+        fifo.write_all(b"Subject: hung disk\r\n\r\nat last\r\n")
+            .unwrap();
+        drop(fifo);
+        assert!(served && out.trim() == "250", "{out}");
+        let (ok, text, err) = shown.join().unwrap();
+        assert!(ok && text.contains("at last"), "{text}{err}");
+    });
 }

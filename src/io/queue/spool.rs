@@ -109,6 +109,11 @@ impl SpoolFiles {
         Ok(env)
     }
 
+    /// The whole content of a queued message.
+    pub fn read_content(&self, id: &QueueId) -> io::Result<Vec<u8>> {
+        fs::read(self.path(id, CONTENT_EXT)?)
+    }
+
     /// Deletes a message. Missing files are not an error.
     pub fn remove(&self, id: &QueueId) -> io::Result<()> {
         // Envelope first: a crash in between leaves content alone, which start-up discards.
@@ -314,7 +319,7 @@ impl Spool {
 
     /// The whole content of a queued message.
     pub fn read_content(&self, id: &QueueId) -> io::Result<Vec<u8>> {
-        fs::read(self.file_path(id, CONTENT_EXT)?)
+        self.files.read_content(id)
     }
 
     /// The envelope of a queued message.

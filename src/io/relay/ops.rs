@@ -55,23 +55,26 @@ impl Scheduler {
         self.core.borrow().ids()
     }
 
-    /// One message: its listing entry and its content as queued. The administrator's
-    /// request reads a queue file on the spot.
-    pub fn show(&self, id: &QueueId) -> Result<(QueueEntry, Vec<u8>), OpError> {
+    /// One message: its listing entry and its content as queued, its files read on the
+    /// blocking pool.
+    pub async fn show(&self, id: &QueueId) -> Result<(QueueEntry, Vec<u8>), OpError> {
+        let unreadable = |e: std::io::Error| OpError::Unreadable(id.clone(), e.to_string());
+        let (files, read) = (self.spool.files(), id.clone());
         let parked = self.core.borrow().parked(id);
         if let Some(held) = parked {
-            let unreadable = |e: std::io::Error| OpError::Unreadable(id.clone(), e.to_string());
-            let env = self.spool.load(id).map_err(unreadable)?;
-            let content = self.spool.read_content(id).map_err(unreadable)?;
+            let (env, content) = smol::unblock(move || {
+                Ok::<_, std::io::Error>((files.load(&read)?, files.read_content(&read)?))
+            })
+            .await
+            .map_err(unreadable)?;
             return Ok((parked_entry(&env, held), content));
         }
         let (entry, content) = self.core.borrow().entry(id)?;
         let content = match content {
             ContentRef::Memory(bytes) => bytes.to_vec(),
-            ContentRef::File => self
-                .spool
-                .read_content(id)
-                .map_err(|e| OpError::Unreadable(id.clone(), e.to_string()))?,
+            ContentRef::File => smol::unblock(move || files.read_content(&read))
+                .await
+                .map_err(unreadable)?,
         };
         Ok((entry, content))
     }
