@@ -466,15 +466,14 @@ impl Auth {
 }
 
 /// The identity a client certificate proves for AUTH EXTERNAL: its first SAN email,
-/// else its subject's common name (SPEC §5).
+/// else its subject's common name (SPEC §5), else its whole subject (which names no
+/// user).
 fn certificate_identity(cert: &PeerCertificate) -> String {
-    cert.san_emails.first().cloned().unwrap_or_else(|| {
-        cert.subject
-            .split(',')
-            .find_map(|part| part.trim().strip_prefix("CN="))
-            .unwrap_or(&cert.subject)
-            .to_string()
-    })
+    cert.san_emails
+        .first()
+        .or(cert.common_name.as_ref())
+        .unwrap_or(&cert.subject)
+        .clone()
 }
 
 /// Gives the session the mechanism's answer, running the password derivations it asks
@@ -662,6 +661,7 @@ fn tls_established(
         cipher: info.cipher_suite,
         peer_certificate: info.client_subject.map(|subject| PeerCertificate {
             subject,
+            common_name: info.client_common_name,
             san_emails: info.client_emails,
         }),
     }
@@ -997,5 +997,26 @@ fn envelope(
         attempts: 0,
         next_attempt: 0,
         held: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_proves_its_common_name_not_text_that_looks_like_one() {
+        let cert = |subject: &str, cn: Option<&str>, emails: &[&str]| PeerCertificate {
+            subject: subject.into(),
+            common_name: cn.map(str::to_string),
+            san_emails: emails.iter().map(|e| e.to_string()).collect(),
+        };
+        // An organisational unit whose value is `x,CN=alice` (escaped in the text).
+        let forged = cert(r"OU=x\,CN=alice", None, &[]);
+        assert_eq!(certificate_identity(&forged), r"OU=x\,CN=alice");
+        let both = cert(r"CN=bob,OU=x\,CN=alice", Some("bob"), &[]);
+        assert_eq!(certificate_identity(&both), "bob");
+        let mail = cert("CN=bob", Some("bob"), &["carol@example.org"]);
+        assert_eq!(certificate_identity(&mail), "carol@example.org");
     }
 }

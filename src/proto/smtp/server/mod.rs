@@ -109,7 +109,11 @@ pub struct TlsInfo {
 /// user by SAN email, else subject CN).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCertificate {
+    /// The subject, RFC 4514 text (values escaped), for logs and headers.
     pub subject: String,
+    /// The subject's common name, as the certificate holds it (not parsed back from
+    /// `subject`, where `\,CN=` may be part of another value).
+    pub common_name: Option<String>,
     pub san_emails: Vec<String>,
 }
 

@@ -151,6 +151,7 @@ fn check_tls(cfg: &ServerConfig, mode: TlsMode, steps: &[Step]) -> Outcome {
 fn tls_info() -> TlsInfo {
     let peer_certificate = PeerCertificate {
         subject: "CN=client.example".into(),
+        common_name: Some("client.example".into()),
         san_emails: vec!["a@example.org".into()],
     };
     TlsInfo {
