@@ -203,7 +203,7 @@ impl Sim {
                                 .collect();
                             self.world.reports.push((id.clone(), kind, who, self.t()));
                         }
-                        self.core.reports_queued(&id, self.time());
+                        self.core.reports_queued(&id, &[], self.time());
                     }
                 }
             }

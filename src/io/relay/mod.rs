@@ -684,6 +684,7 @@ impl Scheduler {
     /// Builds the reports a message owes its sender, makes each durable and hands it to
     /// delivery like any other message; then the message goes on as the core planned.
     async fn report(self: Rc<Self>, id: QueueId, reports: Vec<(ReportKind, Vec<usize>)>) {
+        let mut unqueued = Vec::new();
         let (env, memory) = {
             let core = self.core.borrow();
             (core.envelope(&id).cloned(), core.memory(&id))
@@ -710,11 +711,13 @@ impl Scheduler {
             };
             let config = self.config();
             let built = self.build_reports(&env, &reports, &config, &content, whole);
-            for (notice, bytes) in built {
-                self.queue_report(notice, bytes).await;
+            for ((notice, bytes), report) in built.into_iter().zip(&reports) {
+                if !self.queue_report(notice, bytes).await {
+                    unqueued.push(report.clone());
+                }
             }
         }
-        self.core.borrow_mut().reports_queued(&id, now());
+        self.core.borrow_mut().reports_queued(&id, &unqueued, now());
         self.run_actions();
     }
 
@@ -781,8 +784,8 @@ impl Scheduler {
 
     /// Makes a report durable and hands it to delivery like any other message: in the
     /// journal when it is small (appended in place, as the sessions append), otherwise in
-    /// its own files written on the blocking pool.
-    async fn queue_report(self: &Rc<Self>, env: Envelope, bytes: Vec<u8>) {
+    /// its own files written on the blocking pool. `false` when it could not be.
+    async fn queue_report(self: &Rc<Self>, env: Envelope, bytes: Vec<u8>) -> bool {
         let id = env.id.clone();
         let written = if bytes.len() <= JOURNAL_MESSAGE_MAX {
             self.journal
@@ -824,8 +827,12 @@ impl Scheduler {
                     .submit(env, None, Backing::File, now());
                 self.run_actions();
             }
-            Err(e) => log::error!(target: "bounce", "{id}: cannot queue the notification: {e}"),
+            Err(e) => {
+                log::error!(target: "bounce", "{id}: cannot queue the notification: {e}");
+                return false;
+            }
         }
+        true
     }
 }
 

@@ -497,6 +497,7 @@ impl QueueCore {
     /// dispatched, unless it was held or deleted meanwhile. One that cannot be read stays
     /// parked and is tried again at the shortest retry interval: nothing is dropped.
     pub fn loaded(&mut self, id: &QueueId, env: Result<Envelope, String>, now: Time) {
+        let retry = self.shortest_retry();
         let Some(p) = self.parked.get_mut(id).filter(|p| p.loading) else {
             return;
         };
@@ -512,8 +513,7 @@ impl QueueCore {
                 self.dispatch(id, now);
             }
             Err(e) => {
-                let retry = self.config.queue.retry.iter().min().copied();
-                let due = now.secs() + retry.map_or(300, |d| d.as_secs()).max(1);
+                let due = now.secs() + retry;
                 log::error!(target: "qmgr", "{id}: cannot read the queued message back: {}; tried again in {} s",
                     Escaped(&e), due - now.secs());
                 p.due = due;
@@ -1178,15 +1178,51 @@ impl QueueCore {
         });
     }
 
-    /// The reports of [`Action::Report`] are queued (or could not be): the message goes
-    /// on as planned.
-    pub fn reports_queued(&mut self, id: &QueueId, now: Time) {
+    /// The reports of [`Action::Report`] are queued, but for `unqueued` (those the
+    /// layer could not make durable: a full spool). The message goes on as planned; the
+    /// recipients of an unqueued report are owed it still, and a message that was to
+    /// leave the queue stays for it, tried again at the shortest retry interval (RFC
+    /// 5321 §6.1: a failure accepted for delivery is reported, whatever it takes).
+    pub fn reports_queued(
+        &mut self,
+        id: &QueueId,
+        unqueued: &[(ReportKind, Vec<usize>)],
+        now: Time,
+    ) {
+        let retry = self.shortest_retry();
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
-        if let Some(plan) = m.reporting.take() {
-            self.settle(id, plan, now);
+        let Some(mut plan) = m.reporting.take() else {
+            return;
+        };
+        for (kind, rcpts) in unqueued {
+            for &i in rcpts {
+                let Some(r) = m.env.recipients.get_mut(i) else {
+                    continue;
+                };
+                r.status = match (&r.status, kind) {
+                    (RcptStatus::Returned { reply }, ReportKind::Failure) => RcptStatus::Failed {
+                        reply: reply.clone(),
+                    },
+                    (RcptStatus::Delayed { reply }, ReportKind::Delay) => RcptStatus::Deferred {
+                        reply: reply.clone(),
+                    },
+                    (other, _) => other.clone(),
+                };
+            }
         }
+        if !unqueued.is_empty() && plan == Plan::Remove {
+            log::warn!(target: "qmgr", "{id}: kept in the queue until its report can be queued; tried again in {retry} s");
+            plan = Plan::Retry(now.secs() + retry);
+        }
+        self.settle(id, plan, now);
+    }
+
+    /// The shortest retry interval of the configuration, in seconds (at least 1).
+    fn shortest_retry(&self) -> u64 {
+        let retry = self.config.queue.retry.iter().min().copied();
+        retry.map_or(300, |d| d.as_secs()).max(1)
     }
 
     /// Carries out the plan for a message with nothing in flight.
@@ -2098,12 +2134,57 @@ mod tests {
         // Nothing dispatches it while its report is being queued.
         c.flush(at(3601));
         assert!(c.take_job(&dest("a.example"), None).is_none());
-        c.reports_queued(&id, at(3602));
+        c.reports_queued(&id, &[], at(3602));
         let a = actions(&mut c);
         assert!(
             matches!(&a[..], [Action::Remove { id: gone, backing: Backing::File }] if *gone == id)
         );
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_report_that_could_not_be_queued_keeps_the_message_until_it_is() {
+        let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
+        let mut disk = Disk::default();
+        let e = env(1, &["u@a.example"]);
+        disk.write(&e);
+        let id = e.id.clone();
+        c.submit(e, None, Backing::File, at(0));
+        disk.run(&mut c, at(0));
+        let job = c.take_job(&dest("a.example"), None).unwrap();
+        c.record(
+            &job,
+            Some(&hop()),
+            &[Reply::new(550, "5.1.1", "no such user")],
+            at(1),
+        );
+        let owed = vec![(ReportKind::Failure, vec![0])];
+        let reported = |a: &[Action]| {
+            a.iter()
+                .any(|a| matches!(a, Action::Report { reports, .. } if *reports == owed))
+        };
+        assert!(reported(&disk.run(&mut c, at(1))));
+        // The spool is full: the report is not queued, and the message stays for it.
+        c.reports_queued(&id, &owed, at(1));
+        let a = disk.run(&mut c, at(1));
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::Remove { .. })),
+            "{a:?}"
+        );
+        assert!(disk.0.contains_key(&id));
+        assert!(matches!(
+            disk.0[&id].recipients[0].status,
+            RcptStatus::Failed { .. }
+        ));
+        let again = 1 + c.shortest_retry();
+        assert_eq!(c.poll_timeout(), Some(at(again)));
+        // At the shortest retry interval the report is made again; queued, the message
+        // goes.
+        c.handle_timeout(at(again));
+        assert!(reported(&disk.run(&mut c, at(again))));
+        c.reports_queued(&id, &[], at(again));
+        disk.run(&mut c, at(again));
+        assert!(c.is_empty() && disk.0.is_empty());
     }
 
     #[test]
@@ -2124,7 +2205,7 @@ mod tests {
                 if let Action::Report { reports, .. } = a {
                     assert_eq!(reports, vec![(ReportKind::Delay, vec![0])]);
                     notices += 1;
-                    c.reports_queued(&id, now);
+                    c.reports_queued(&id, &[], now);
                 }
             }
             c.worker_gone(&dest("a.example"));
