@@ -525,7 +525,20 @@ fn decide_into(
         }
     }
 
-    if route.is_internal_relay() {
+    if route.is_internal_relay() && client.service == ServiceName::Outbound && !client.is_trusted()
+    {
+        // SPEC §1: the outbound service faces the inside; mail for our domains from
+        // anyone else comes in by the inbound service, with its checks.
+        trace.note(|| {
+            "no relay rule matched: refused, the outbound service takes mail only from INTERNAL clients and authenticated users"
+                .to_string()
+        });
+        Verdict::Deny(Reply::new(
+            530,
+            "5.7.0",
+            format!("<{rcpt}>: Authentication required"),
+        ))
+    } else if route.is_internal_relay() {
         trace.note(|| {
             format!(
                 "no relay rule matched: allowed, {} is ours (routed to an internal relay)",
@@ -623,6 +636,38 @@ mod tests {
     }
 
     const OK: &str = "250 2.1.5 Ok";
+
+    #[test]
+    fn the_outbound_service_takes_our_domains_only_from_inside_or_authenticated() {
+        let config = host_default();
+        let rcpt = rcpt("user@example.com");
+        let check = RcptCheck {
+            mail_from: "sender@example.net",
+            rcpt: &rcpt,
+            had_source_route: false,
+        };
+        for (who, answer) in [
+            (
+                Who::External,
+                "530 5.7.0 <user@example.com>: Authentication required",
+            ),
+            (
+                Who::Unclassified,
+                "530 5.7.0 <user@example.com>: Authentication required",
+            ),
+            (Who::Internal, OK),
+            (Who::Authenticated, OK),
+        ] {
+            let outbound = Client {
+                service: ServiceName::Outbound,
+                ..client(who, false)
+            };
+            let d = decide(&config, &outbound, &check);
+            assert_eq!(d.reply().one_line(), answer, "{who:?}");
+            // The inbound service takes it from anyone.
+            assert_eq!(reply_of(&config, who, false, "user@example.com", false), OK);
+        }
+    }
 
     #[test]
     fn smuggled_routes_relay_only_for_trusted_clients() {
