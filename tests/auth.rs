@@ -224,14 +224,14 @@ s.quit()
 const ATTEMPT: &str = r#"
 import smtplib, ssl, time
 ctx = ssl._create_unverified_context()
-def attempt(src, user, password):
+def attempt(src, user, password, mechanism="PLAIN"):
     try:
         s = smtplib.SMTP("127.0.0.1", PORT, timeout=60, source_address=(src, 0))
         s.ehlo("c.example.org")
         s.starttls(context=ctx)
         s.ehlo("c.example.org")
         s.user, s.password = user, password
-        s.auth("PLAIN", s.auth_plain)
+        s.auth(mechanism, {"PLAIN": s.auth_plain, "CRAM-MD5": s.auth_cram_md5}[mechanism])
         result = "ok"
     except smtplib.SMTPAuthenticationError as e:
         result = str(e.smtp_code)
@@ -287,7 +287,7 @@ fn the_throttle_cannot_be_walked_around_and_blocks_a_guessed_user() {
     let sink = Sink::start();
     let state = dir.path().join("state");
     add_user(&state, "alice", "correct horse", false);
-    add_user(&state, "carol", "carol's secret", false);
+    add_user(&state, "carol", "carol's secret", true);
     let gw = Gateway::start(
         dir.path(),
         &format!(
@@ -309,6 +309,8 @@ print("own after", attempt("127.0.0.5", "alice", "correct horse"))
 for n in range(1, 5):
     print("spread", n, attempt("127.0.%d.1" % n, "carol", "spread%d" % n))
 print("carol herself", attempt("127.0.9.1", "carol", "carol's secret"))
+# The block holds whatever the mechanism: CRAM-MD5 checks without a derivation.
+print("carol by cram", attempt("127.0.9.3", "carol", "carol's secret", "CRAM-MD5"))
 print("alice elsewhere", attempt("127.0.9.2", "alice", "correct horse"))
 "#,
         attempt = attempt_script(gw.inbound)
@@ -328,6 +330,7 @@ print("alice elsewhere", attempt("127.0.9.2", "alice", "correct horse"))
     assert!(out.contains("spread 1 535"), "{out}");
     // Three guesses at carol came from 127.0.0.5 already: the fourth blocks her.
     assert!(out.contains("carol herself 454"), "{out}");
+    assert!(out.contains("carol by cram 454"), "{out}");
     assert!(out.contains("alice elsewhere ok"), "{out}");
     gw.wait_for_log(
         "authentication throttle: address 127.0.0.5 blocked for 600s after 3 failures (limit 3)",

@@ -476,6 +476,27 @@ fn certificate_identity(cert: &PeerCertificate) -> String {
         .clone()
 }
 
+/// A user name the throttle blocks, once the mechanism knows it: answered 454 before its
+/// password is checked or its success taken, whatever the mechanism. Asking for a blocked
+/// user still counts against the address.
+fn user_refused(gw: &Context, session: &mut Session, auth: &mut Auth, client: &Peer<'_>) -> bool {
+    let Some(user) = auth.user() else {
+        return false;
+    };
+    let blocked = gw.throttle.borrow_mut().user_blocked(user, Instant::now());
+    let Some(block) = blocked else {
+        return false;
+    };
+    log_refusal(client, &block);
+    auth.mechanism = None;
+    let _ = gw
+        .throttle
+        .borrow_mut()
+        .failure(client.addr.ip(), None, Instant::now());
+    session.auth_failure(Reply::from(&AuthError::Temporary), Instant::now());
+    true
+}
+
 /// Gives the session the mechanism's answer, running the password derivations it asks
 /// for on the blocking pool. Failures are throttled by client address, network and user
 /// name (see [`crate::io::net::throttle`]): a growing delay, then a block; a blocked address
@@ -501,22 +522,19 @@ async fn answer_auth(
         return false;
     }
     while let Step::Derive(derivation) = step {
-        if let Some(user) = auth.user().map(str::to_string) {
-            let blocked = gw.throttle.borrow_mut().user_blocked(&user, Instant::now());
-            if let Some(block) = blocked {
-                log_refusal(client, &block);
-                auth.mechanism = None;
-                // Asking for a blocked user still counts against the address.
-                let _ = gw.throttle.borrow_mut().failure(ip, None, Instant::now());
-                session.auth_failure(Reply::from(&AuthError::Temporary), Instant::now());
-                return true;
-            }
+        if user_refused(gw, session, auth, client) {
+            return true;
         }
         let key = derive(gw, derivation).await;
         step = match auth.mechanism.as_mut() {
             Some(m) => m.derived(&key),
             None => Step::Failure(AuthError::Malformed),
         };
+    }
+    // Mechanisms that check without a derivation (SCRAM's stored keys, CRAM-MD5's
+    // secret) are held to the block too, as soon as they know the user.
+    if user_refused(gw, session, auth, client) {
+        return true;
     }
     count_auth(service, &auth.name, &step);
     let user = auth.user().map(str::to_string);
