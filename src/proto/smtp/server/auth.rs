@@ -135,11 +135,17 @@ impl Session {
         self.reject(verb, refusal, true);
     }
 
+    /// Whether `mechanism` waits for TLS: every one does where TLS is required (RFC 3207
+    /// §4: nothing but NOOP, EHLO, STARTTLS and QUIT before it; a login in clear would
+    /// be forgotten at STARTTLS anyway, and would only give an eavesdropper an exchange
+    /// to attack).
     fn needs_tls(&self, mechanism: &str) -> bool {
-        self.config
-            .auth_needs_tls
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(mechanism))
+        self.config.require_tls
+            || self
+                .config
+                .auth_needs_tls
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(mechanism))
     }
 
     /// The mechanisms usable now, upper-cased, in configured order: those needing TLS

@@ -281,6 +281,39 @@ fn require_tls_refuses_mail_until_tls() {
 }
 
 #[test]
+fn require_tls_offers_and_takes_auth_only_after_tls() {
+    let cfg = ServerConfig {
+        require_tls: true,
+        ..ServerConfig {
+            tls_available: true,
+            ..auth_config()
+        }
+    };
+    let steps = vec![
+        s(GREETING),
+        c("EHLO client.example\r\n"),
+        Step::Any,
+        c("AUTH SCRAM-SHA-256\r\n"),
+        s("538 5.7.11 Encryption required for requested authentication mechanism\r\n"),
+        c("STARTTLS\r\n"),
+        s(READY),
+        Step::Handshake(true),
+        c("EHLO client.example\r\n"),
+        Step::Any,
+        c("AUTH SCRAM-SHA-256\r\n"),
+    ];
+    let o = check_tls(&cfg, TlsMode::default(), &steps);
+    let out = String::from_utf8_lossy(&o.out);
+    let before_tls = out.split("220 2.0.0").next().unwrap_or_default();
+    assert!(!before_tls.contains("AUTH SCRAM"), "{before_tls}");
+    assert_eq!(
+        o.count(|e| matches!(e, Event::AuthStart { .. })),
+        1,
+        "only after TLS"
+    );
+}
+
+#[test]
 fn implicit_tls_never_offers_starttls_and_meets_require_tls() {
     let implicit = TlsMode {
         implicit: true,
