@@ -94,3 +94,35 @@ fn null_mx_and_nonexistent_domains_fail_permanently_at_once() {
     );
     gw.wait_for_log(&format!("{id}: sender non-delivery notification"));
 }
+
+#[test]
+fn an_mx_that_is_ourselves_is_never_sent_to_and_a_loop_bounces() {
+    let dir = TempDir::new("mx-loop");
+    let sink = Sink::start();
+    // backup.test: preference 10 is the sink, 20 is this gateway (by its host name), 30
+    // lies past it. loop.test: this gateway is its best MX.
+    let dns = Dnsmasq::start(&[
+        "--mx-host=backup.test,mail.backup.test,10",
+        "--mx-host=backup.test,gw.example.com,20",
+        "--mx-host=backup.test,far.backup.test,30",
+        "--host-record=mail.backup.test,127.0.0.1",
+        "--host-record=far.backup.test,127.0.0.3",
+        "--mx-host=loop.test,gw.example.com,10",
+        "--mx-host=loop.test,after.loop.test,20",
+        "--host-record=gw.example.com,127.0.0.1",
+        "--host-record=after.loop.test,127.0.0.1",
+    ]);
+    let gw = start(&dir, &dns, sink.addr.port());
+    let id = send_to(&gw, &["a@backup.test", "b@loop.test"]);
+    assert_eq!(sink.wait_for(1)[0].rcpts, ["<a@backup.test>"]);
+    gw.wait_for_log(&format!("{id}: removed"));
+    let log = gw.log_text();
+    assert!(
+        log.contains("to=<b@loop.test>, relay=none")
+            && log.contains(
+                "dsn=5.4.6, status=bounced (554 5.4.6 mail for loop.test loops back to myself)"
+            ),
+        "{log}"
+    );
+    assert!(!log.contains("127.0.0.3"), "{log}");
+}

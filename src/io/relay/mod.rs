@@ -32,12 +32,14 @@ use crate::io::resolver::{MxAnswer, Resolver};
 use crate::io::secrets::SealKey;
 use crate::io::tls::setup::GatewayTls;
 use crate::proto::config::TlsUse;
-use crate::proto::config::{Config, RelayHost, Route};
+use crate::proto::config::{Config, RelayHost, Route, ServiceName};
 use crate::proto::dns::{DnsError, Name};
 use crate::proto::logtext::{Escaped, NamedRelay};
-use crate::proto::queue::core::Backing;
 use crate::proto::queue::core::{
     Action, ContentRef, DestKey, Hop, Job, QueueCore, Time, Unreachable,
+};
+use crate::proto::queue::core::{
+    Backing, MAX_ADDRESSES_PER_ATTEMPT, MxHost, hosts_before_ourselves,
 };
 use crate::proto::queue::dsn::{Report, ReportKind};
 use crate::proto::queue::{Envelope, Origin, QueueId, RcptStatus, Recipient, Recovered};
@@ -619,21 +621,26 @@ impl Scheduler {
                     format!("Domain {domain} does not accept mail (null MX)"),
                 ));
             }
-            Ok(MxAnswer::NoMx) => vec![name],
-            Ok(MxAnswer::Exchanges(list)) => list.into_iter().map(|mx| mx.exchange).collect(),
+            // The implicit MX: the domain itself, as if of preference 0.
+            Ok(MxAnswer::NoMx) => vec![(0, name)],
+            Ok(MxAnswer::Exchanges(list)) => list
+                .into_iter()
+                .map(|mx| (mx.preference, mx.exchange))
+                .collect(),
             Err(e) => {
                 log::info!(target: "smtp", "MX lookup for {}: {}", Escaped(domain), Escaped(&e.to_string()));
                 return Err(dns_reply(&e));
             }
         };
-        let mut hosts = Vec::new();
+        let mut found = Vec::new();
         let mut last = None;
-        for exchange in exchanges {
+        for (preference, exchange) in exchanges {
             match resolver.lookup_ip(&exchange).await {
-                Ok(ips) => hosts.extend(
-                    ips.into_iter()
-                        .map(|ip| (SocketAddr::new(ip, port), exchange.as_str().to_string())),
-                ),
+                Ok(addresses) => found.push(MxHost {
+                    preference,
+                    name: exchange.as_str().to_string(),
+                    addresses,
+                }),
                 Err(e) => {
                     log::info!(target: "smtp", "address lookup for {} (MX of {}): {}",
                         Escaped(exchange.as_str()), Escaped(domain), Escaped(&e.to_string()));
@@ -641,6 +648,40 @@ impl Scheduler {
                 }
             }
         }
+        let (config, ours) = {
+            let core = self.core.borrow();
+            (core.config().clone(), core.ours())
+        };
+        // Where our own services take mail on the port delivery uses: a specific listening
+        // address, or any of ours (loopback included) under a wildcard one.
+        let listens_at = |ip: IpAddr| {
+            ServiceName::ALL.iter().any(|&s| {
+                let service = config.service(s);
+                service.listen.iter().chain(&service.tls_listen).any(|l| {
+                    l.port() == port
+                        && (l.ip() == ip
+                            || (l.ip().is_unspecified()
+                                && (ip.is_loopback() || ours.contains(&ip))))
+                })
+            })
+        };
+        let Some(found) = hosts_before_ourselves(found, &config.system.host_name, listens_at)
+        else {
+            return Err(Reply::new(
+                554,
+                "5.4.6",
+                format!("mail for {domain} loops back to myself"),
+            ));
+        };
+        let hosts: Vec<(SocketAddr, String)> = found
+            .into_iter()
+            .flat_map(|h| {
+                h.addresses
+                    .into_iter()
+                    .map(move |ip| (SocketAddr::new(ip, port), h.name.clone()))
+            })
+            .take(MAX_ADDRESSES_PER_ATTEMPT)
+            .collect();
         if hosts.is_empty() {
             let reply = match last {
                 Some(e) if !e.is_permanent() => dns_reply(&e),

@@ -89,6 +89,46 @@ impl DestKey {
     }
 }
 
+/// Most addresses one delivery attempt tries for a destination: RFC 5321 §5.1 asks for
+/// at least two, Postfix's `smtp_mx_address_limit` is 5. Sixteen MX hosts of many
+/// addresses each would otherwise hold a connection for hours of connect timeouts.
+pub const MAX_ADDRESSES_PER_ATTEMPT: usize = 10;
+
+/// An MX host of a destination, with its preference and the addresses of its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxHost {
+    pub preference: u16,
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// RFC 5321 §5.1 on the MX hosts of a domain, in the order they are tried: a host that
+/// is this gateway (named by our host name, or at an address where `listens_at` says
+/// one of our services takes mail on the port delivery would use) and every host of an
+/// equal or higher preference are dropped, since mail sent there comes back. `None`
+/// when that leaves nothing: the mail loops, and must be returned rather than sent to
+/// ourselves.
+pub fn hosts_before_ourselves(
+    hosts: Vec<MxHost>,
+    host_name: &str,
+    listens_at: impl Fn(IpAddr) -> bool,
+) -> Option<Vec<MxHost>> {
+    let is_us = |h: &MxHost| {
+        h.name.trim_end_matches('.').eq_ignore_ascii_case(host_name)
+            || h.addresses.iter().any(|ip| listens_at(ip.to_canonical()))
+    };
+    let Some(ours) = hosts
+        .iter()
+        .filter(|h| is_us(h))
+        .map(|h| h.preference)
+        .min()
+    else {
+        return Some(hosts);
+    };
+    let kept: Vec<MxHost> = hosts.into_iter().filter(|h| h.preference < ours).collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
 /// Where mail for a queued recipient goes, by the routing function the policy decided
 /// with ([`crate::proto::policy::route`]); a refusal when it cannot be routed.
 pub fn destination(config: &Config, ours: &[IpAddr], address: &str) -> Result<DestKey, Reply> {
@@ -623,6 +663,11 @@ impl QueueCore {
     /// Whether a message is parked, and if so whether it is held.
     pub fn parked(&self, id: &QueueId) -> Option<bool> {
         self.parked.get(id).map(|p| p.held)
+    }
+
+    /// This host's addresses, as routing knows them.
+    pub fn ours(&self) -> Rc<[IpAddr]> {
+        self.ours.clone()
     }
 
     /// The current epoch, for a connection being opened: see [`QueueCore::take_job`].
@@ -2917,6 +2962,42 @@ mod tests {
         assert_eq!(answer_all(&mut c, &mut disk, &b, &ok(), at(60)), [first.id]);
         assert_eq!(answer_all(&mut c, &mut disk, &a, &ok(), at(60)), fresh);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn mx_hosts_from_our_own_preference_on_are_dropped() {
+        let mx = |preference: u16, name: &str, ip: [u8; 4]| MxHost {
+            preference,
+            name: name.into(),
+            addresses: vec![IpAddr::from(ip)],
+        };
+        let us = IpAddr::from([192, 0, 2, 1]);
+        let listens_at = |ip: IpAddr| ip == us;
+        let hosts = vec![
+            mx(10, "mx1.a.example", [198, 51, 100, 25]),
+            mx(20, "backup.a.example", [192, 0, 2, 1]),
+            mx(20, "other.a.example", [198, 51, 100, 26]),
+            mx(30, "last.a.example", [198, 51, 100, 27]),
+        ];
+        let kept = hosts_before_ourselves(hosts.clone(), "gw.example.com", listens_at).unwrap();
+        assert_eq!(kept, hosts[..1]);
+        // Named by our host name, whatever its address.
+        let named = vec![
+            mx(5, "mx0.a.example", [198, 51, 100, 24]),
+            mx(10, "GW.example.com.", [198, 51, 100, 99]),
+        ];
+        let kept = hosts_before_ourselves(named.clone(), "gw.example.com", listens_at).unwrap();
+        assert_eq!(kept, named[..1]);
+        // We are the best (or the only) host: the mail loops.
+        assert_eq!(
+            hosts_before_ourselves(hosts[1..].to_vec(), "gw.example.com", listens_at),
+            None
+        );
+        // Without us, all stay in their order.
+        assert_eq!(
+            hosts_before_ourselves(hosts.clone(), "gw.example.com", |_| false),
+            Some(hosts)
+        );
     }
 
     #[test]
