@@ -126,3 +126,24 @@ fn an_mx_that_is_ourselves_is_never_sent_to_and_a_loop_bounces() {
     );
     assert!(!log.contains("127.0.0.3"), "{log}");
 }
+
+#[test]
+fn an_attempt_tries_at_most_ten_addresses() {
+    let dir = TempDir::new("mx-many");
+    let sink = Sink::start();
+    let mut args = Vec::new();
+    for n in 1..=12 {
+        args.push(format!("--mx-host=many.test,mx{n}.many.test,{n}"));
+        args.push(format!("--host-record=mx{n}.many.test,127.0.0.{}", 10 + n));
+    }
+    let dns = Dnsmasq::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let gw = start(&dir, &dns, sink.addr.port());
+    let id = send_to(&gw, &["d@many.test"]);
+    gw.wait_for_log(&format!("{id}: to=<d@many.test>"));
+    let log = gw.log_text();
+    let first = &log[..log.find(&format!("{id}: to=<d@many.test>")).unwrap()];
+    let tried: Vec<u32> = (1..=12)
+        .filter(|n| first.contains(&format!("connect to mx{n}.many.test[")))
+        .collect();
+    assert_eq!(tried, (1..=10).collect::<Vec<_>>(), "{log}");
+}
