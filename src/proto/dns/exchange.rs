@@ -132,12 +132,14 @@ impl Exchange {
                 Response::decode(&message, &attempt.query)
             }
         };
+        // The TC bit of the header: a truncated datagram may be cut inside a record, and
+        // then does not decode at all.
+        let truncated = |r: &Result<Response, DecodeError>| match r {
+            Ok(response) => response.truncated,
+            Err(_) => bytes.get(2).is_some_and(|flags| flags & 0x02 != 0),
+        };
         match decoded {
-            Err(e) => {
-                self.last_error = DnsError::Malformed(e);
-                self.next_attempt(now);
-            }
-            Ok(response) if response.truncated && attempt.transport == Transport::Udp => {
+            _ if attempt.transport == Transport::Udp && truncated(&decoded) => {
                 // RFC 1035 §4.2.1, RFC 7766: ask the same server again over TCP.
                 attempt.transport = Transport::Tcp;
                 attempt.deadline = deadline(now, self.timeout);
@@ -147,6 +149,10 @@ impl Exchange {
                     transport: Transport::Tcp,
                     payload: attempt.query.encode_tcp(),
                 });
+            }
+            Err(e) => {
+                self.last_error = DnsError::Malformed(e);
+                self.next_attempt(now);
             }
             Ok(response) => match response.rcode {
                 Rcode::NoError | Rcode::NxDomain => self.finish(Ok(response)),
@@ -470,6 +476,27 @@ mod tests {
         let mut extra = stream.clone();
         extra.extend_from_slice(b"junk");
         assert_eq!(truncated_then_tcp(&[&extra]), Some(Ok(whole)));
+    }
+
+    #[test]
+    fn a_truncated_datagram_cut_inside_a_record_goes_to_tcp() {
+        let t0 = Instant::now();
+        let mut ex = start(4, t0);
+        let udp = ex.poll_transmit().unwrap();
+        let mut cut = answer_to(&udp, true, 0);
+        cut.truncate(cut.len() - 3);
+        ex.handle_input(udp.server, &cut, t0);
+        let next = ex.poll_transmit().unwrap();
+        assert_eq!((next.transport, next.server), (Transport::Tcp, udp.server));
+        // Cut the same way without TC, it is malformed: the next server is asked.
+        let mut ex = start(4, t0);
+        let udp = ex.poll_transmit().unwrap();
+        let mut cut = answer_to(&udp, false, 0);
+        cut.truncate(cut.len() - 3);
+        ex.handle_input(udp.server, &cut, t0);
+        let next = ex.poll_transmit().unwrap();
+        assert_eq!(next.transport, Transport::Udp);
+        assert_ne!(next.server, udp.server);
     }
 
     #[test]
