@@ -284,10 +284,8 @@ fn require_tls_refuses_mail_until_tls() {
 fn require_tls_offers_and_takes_auth_only_after_tls() {
     let cfg = ServerConfig {
         require_tls: true,
-        ..ServerConfig {
-            tls_available: true,
-            ..auth_config()
-        }
+        tls_available: true,
+        ..auth_config()
     };
     let steps = vec![
         s(GREETING),
