@@ -173,10 +173,11 @@ pub fn drop_slot(state: BootState, slot: Slot) -> BootState {
     }
 }
 
-/// The state once the firmware booted from `slot` has run well: a pending slot becomes
-/// active. `None` when nothing changes.
+/// The state once the firmware booted from `slot` has run well: the pending slot it was
+/// booted on trial from becomes active. `None` when nothing changes (a slot written
+/// since, but never booted, is not confirmed by another's run).
 pub fn confirm(state: BootState, slot: Slot) -> Option<BootState> {
-    (state.pending == Some(slot)).then_some(BootState {
+    (state.trying && state.pending == Some(slot)).then_some(BootState {
         active: Some(slot),
         pending: None,
         trying: false,
@@ -264,6 +265,9 @@ pub fn write_state(dir: &Path, state: BootState) -> io::Result<()> {
 pub enum UpdateError {
     /// This board keeps no firmware slots.
     NoSlots,
+    /// A slot is on trial: it may be the one running, and its confirmation would make
+    /// an image never booted the active one.
+    OnTrial(Slot),
     Verify(VerifyError),
     Io(io::Error),
 }
@@ -272,6 +276,10 @@ impl fmt::Display for UpdateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpdateError::NoSlots => write!(f, "board {} takes no firmware updates", BOARD.name),
+            UpdateError::OnTrial(slot) => write!(
+                f,
+                "slot {slot} is on trial and not yet confirmed (its gateway must run 20 s): update once it is, or after the reboot that falls back"
+            ),
             UpdateError::Verify(e) => write!(f, "image refused: {e}"),
             UpdateError::Io(e) => write!(f, "writing the firmware slot: {e}"),
         }
@@ -290,6 +298,9 @@ pub fn update(
 ) -> Result<Slot, UpdateError> {
     crate::image::verify(token, trust, image).map_err(UpdateError::Verify)?;
     let state = read_state(dir);
+    if let Some(trial) = state.pending.filter(|_| state.trying) {
+        return Err(UpdateError::OnTrial(trial));
+    }
     let slot = inactive(state);
     write_durably(&slot.file(dir), image).map_err(UpdateError::Io)?;
     write_state(
@@ -579,7 +590,21 @@ mod tests {
         assert_eq!(fs::read(Slot::A.file(&dir)).unwrap(), image);
         let state = read_state(&dir);
         assert_eq!(state.pending, Some(Slot::A));
-        write_state(&dir, confirm(state, Slot::A).unwrap()).unwrap();
+        // Written but never booted, it is not confirmed.
+        assert_eq!(confirm(state, Slot::A), None);
+        // Booted on trial (the boot stage says so before it starts the slot): no update
+        // goes in while it is, and its run confirms it.
+        let trial = BootState {
+            trying: true,
+            ..state
+        };
+        write_state(&dir, trial).unwrap();
+        assert!(matches!(
+            update(&t.token, &trust, &image, &dir),
+            Err(UpdateError::OnTrial(Slot::A))
+        ));
+        assert_eq!(read_state(&dir), trial);
+        write_state(&dir, confirm(trial, Slot::A).unwrap()).unwrap();
         assert_eq!(update(&t.token, &trust, &image, &dir).unwrap(), Slot::B);
         assert_eq!(
             read_state(&dir),
