@@ -327,6 +327,35 @@ fn delivery_uses_starttls_opportunistically() {
 }
 
 #[test]
+fn without_tls_of_its_own_opportunistic_delivery_goes_in_clear() {
+    let (da, db) = (TempDir::new("tls-none-a"), TempDir::new("tls-none-b"));
+    let sink = Sink::start();
+    let b = Gateway::start(db.path(), &relay_to(sink.addr.port()));
+    // A's TLS cannot be set up (its client CA file cannot be read): it offers no
+    // STARTTLS, and delivers in clear to B, which offers it.
+    let a = Gateway::start(
+        da.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{}\n\
+             set tls client-ca-file {}\n",
+            b.inbound,
+            da.path().join("no-such-ca.pem").display()
+        ),
+    );
+    a.wait_for_log("TLS is not available");
+    send(&a);
+    let msgs = sink.wait_for(1);
+    let content = String::from_utf8_lossy(&msgs[0].content);
+    assert!(content.contains("two hops"), "{content}");
+    assert!(
+        !a.log_text().contains("status=deferred"),
+        "{}",
+        a.log_text()
+    );
+}
+
+#[test]
 fn must_tls_client_verifies_and_defers_rather_than_send_in_clear() {
     // B's certificate is self-signed, so a verifying client must not deliver to it.
     let (da, db) = (TempDir::new("tls-must-a"), TempDir::new("tls-must-b"));

@@ -556,10 +556,14 @@ impl Scheduler {
         let channel = config.channel(route.channel.as_deref());
         let use_tls = channel.tls_client();
         let login = self.login(route).await?;
+        // Without TLS on this gateway (its setup failed at start), `maytlsclient` sends
+        // in clear, as the sessions stop offering STARTTLS; `musttlsclient` still waits.
+        let have_tls = self.tls.borrow().is_some();
         let base = ClientConfig {
             helo_name: config.system.host_name.clone(),
             tls: match use_tls {
                 TlsUse::Never => TlsPolicy::Never,
+                TlsUse::May if !have_tls => TlsPolicy::Never,
                 TlsUse::May => TlsPolicy::Opportunistic,
                 TlsUse::Must => TlsPolicy::Required,
             },
