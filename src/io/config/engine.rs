@@ -288,21 +288,24 @@ impl Engine {
         request: &CommitRequest,
         now: u64,
     ) -> Result<u64, CommitError> {
-        let pending = self.prepare_now(config, request, now)?;
+        let pending = self.prepare_now(config, request, now, None)?;
         self.write(pending)
     }
 
+    /// The checks of `config` alone, then [`Engine::prepare`] after `parent` (`None`:
+    /// whatever is newest).
     fn prepare_now(
         &self,
         config: Config,
         request: &CommitRequest,
         now: u64,
+        parent: Option<u64>,
     ) -> Result<PendingCommit, CommitError> {
         let problems = check(&config);
         if !problems.is_empty() {
             return Err(CommitError::Check(problems));
         }
-        self.prepare(config, request, now, None)
+        self.prepare(config, request, now, parent)
     }
 
     /// Writes a prepared commit here and now, and takes it in (start-up and scripts; the
@@ -496,13 +499,9 @@ impl Engine {
             ),
             confirm_minutes: None,
         };
-        let config = record.config.clone();
-        let problems = check(&config);
-        if !problems.is_empty() {
-            return Err(CommitError::Check(problems));
-        }
         // Written only over the commit it undoes: one confirmed meanwhile stays.
-        self.prepare(config, &request, now, Some(self.commit.sequence))
+        let config = record.config.clone();
+        self.prepare_now(config, &request, now, Some(self.commit.sequence))
             .map(Some)
     }
 
