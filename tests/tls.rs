@@ -281,7 +281,15 @@ s.quit()
 }
 
 /// Two gateways: A relays to B, which takes mail with TLS.
-fn pair(dir_a: &TempDir, dir_b: &TempDir, channel: &str, sink: &Sink) -> (Gateway, Gateway) {
+/// Gateway A relays example.com to gateway B over the channel keywords `channel`, with
+/// `extra` lines of its own; B relays it to `sink`.
+fn pair(
+    dir_a: &TempDir,
+    dir_b: &TempDir,
+    channel: &str,
+    extra: &str,
+    sink: &Sink,
+) -> (Gateway, Gateway) {
     let b = Gateway::start(dir_b.path(), &relay_to(sink.addr.port()));
     let a = Gateway::start(
         dir_a.path(),
@@ -289,7 +297,7 @@ fn pair(dir_a: &TempDir, dir_b: &TempDir, channel: &str, sink: &Sink) -> (Gatewa
             "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
              set route example.com relay [127.0.0.1]:{}\n\
              set route example.com channel tcp_out\n\
-             set channel tcp_out keywords \"{channel}\"\n",
+             set channel tcp_out keywords \"{channel}\"\n{extra}",
             b.inbound
         ),
     );
@@ -311,7 +319,7 @@ with smtplib.SMTP("127.0.0.1", {port}, timeout=30) as s:
 fn delivery_uses_starttls_opportunistically() {
     let (da, db) = (TempDir::new("tls-a"), TempDir::new("tls-b"));
     let sink = Sink::start();
-    let (a, b) = pair(&da, &db, "maytls", &sink);
+    let (a, b) = pair(&da, &db, "maytls", "", &sink);
     send(&a);
     let msgs = sink.wait_for(1);
     let content = String::from_utf8_lossy(&msgs[0].content);
@@ -330,19 +338,13 @@ fn delivery_uses_starttls_opportunistically() {
 fn without_tls_of_its_own_opportunistic_delivery_goes_in_clear() {
     let (da, db) = (TempDir::new("tls-none-a"), TempDir::new("tls-none-b"));
     let sink = Sink::start();
-    let b = Gateway::start(db.path(), &relay_to(sink.addr.port()));
     // A's TLS cannot be set up (its client CA file cannot be read): it offers no
     // STARTTLS, and delivers in clear to B, which offers it.
-    let a = Gateway::start(
-        da.path(),
-        &format!(
-            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
-             set route example.com relay [127.0.0.1]:{}\n\
-             set tls client-ca-file {}\n",
-            b.inbound,
-            da.path().join("no-such-ca.pem").display()
-        ),
+    let no_ca = format!(
+        "set tls client-ca-file {}\n",
+        da.path().join("no-such-ca.pem").display()
     );
+    let (a, _b) = pair(&da, &db, "maytls", &no_ca, &sink);
     a.wait_for_log("TLS is not available");
     send(&a);
     let msgs = sink.wait_for(1);
@@ -360,7 +362,7 @@ fn must_tls_client_verifies_and_defers_rather_than_send_in_clear() {
     // B's certificate is self-signed, so a verifying client must not deliver to it.
     let (da, db) = (TempDir::new("tls-must-a"), TempDir::new("tls-must-b"));
     let sink = Sink::start();
-    let (a, _b) = pair(&da, &db, "musttlsclient", &sink);
+    let (a, _b) = pair(&da, &db, "musttlsclient", "", &sink);
     send(&a);
     a.wait_for_log("status=deferred (454 4.7.5");
     assert_eq!(sink.count(), 0);
