@@ -149,12 +149,14 @@ pub async fn serve(
         session.handle_input(&first, Instant::now());
         session
     };
-    let mut buf = vec![0u8; SESSION_READ_START];
+    // Allocated when the client first has something to say (see `Transport::read_to`).
+    let mut buf = Vec::new();
     let mut helo = String::new();
     let mut esmtp = false;
     let mut rcpts: Vec<String> = Vec::new();
     let mut from = String::new();
-    let mut spooling: Option<Spooling> = None;
+    // Boxed, as the message's own state: an idle session's future does not carry it.
+    let mut spooling: Option<Box<Spooling>> = None;
     let mut out = Vec::new();
     let mut auth = Auth::default();
     // Set when a reply must be the last thing the client hears (a throttling block).
@@ -197,7 +199,7 @@ pub async fn serve(
                     }
                 }
                 Event::MessageBegin => {
-                    spooling = Some(begin_message(
+                    spooling = Some(Box::new(begin_message(
                         &gw,
                         &running.config.system.host_name,
                         &client,
@@ -205,7 +207,7 @@ pub async fn serve(
                         esmtp,
                         &session,
                         &rcpts,
-                    ));
+                    )));
                 }
                 Event::MessageData(bytes) => {
                     if let Some(s) = spooling.as_mut() {
@@ -287,7 +289,7 @@ pub async fn serve(
                 }
                 Event::MessageEnd(tx) => {
                     let result = match spooling.take() {
-                        Some(s) => Box::pin(commit(&gw, service, peer, s, tx)).await,
+                        Some(s) => Box::pin(commit(&gw, service, peer, *s, *tx)).await,
                         None => Err(spool_error()),
                     };
                     if result.is_ok() {
@@ -353,7 +355,7 @@ pub async fn serve(
         let changed = stress.changed();
         // Until the shutdown begins; then the session knows of it.
         let stopping = stopping_by.is_none().then(|| gw.shutdown.begun());
-        let read = async { Woke::Input(transport.read(&mut buf).await) };
+        let read = async { Woke::Input(transport.read_to(&mut buf, SESSION_READ_START).await) };
         let timeout = async {
             timer_at(deadline).await;
             Woke::Time

@@ -156,9 +156,6 @@ pub enum CloseReason {
     TlsFailed,
 }
 
-// `MessageEnd` is the large variant; it comes once per message, and boxing it would change
-// what the layer receives.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Helo {
@@ -180,7 +177,9 @@ pub enum Event {
     },
     MessageBegin,
     MessageData(Vec<u8>),
-    MessageEnd(Transaction),
+    /// Boxed: it comes once per message, and the layer holds an event across its waits
+    /// (an unboxed transaction would make every session's state larger by its size).
+    MessageEnd(Box<Transaction>),
     MessageAbort,
     /// A command was refused; `to` is the recipient of a refused RCPT when its path
     /// could be read (the `to=` of the log line).

@@ -353,7 +353,7 @@ impl Session {
                 };
                 self.reset_transaction();
                 self.messages = self.messages.saturating_add(1);
-                self.event(Event::MessageEnd(transaction));
+                self.event(Event::MessageEnd(Box::new(transaction)));
                 self.wait = Some(Wait::Commit { command });
             }
             Err(e) => {

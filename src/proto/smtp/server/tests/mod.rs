@@ -456,7 +456,7 @@ fn transactions(o: &Outcome) -> Vec<&Transaction> {
     o.events
         .iter()
         .filter_map(|e| match e {
-            Event::MessageEnd(t) => Some(t),
+            Event::MessageEnd(t) => Some(&**t),
             _ => None,
         })
         .collect()
