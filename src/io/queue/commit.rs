@@ -280,6 +280,7 @@ fn sync_each_file(dir: &File, dir_path: &Path, members: &[QueueId]) -> io::Resul
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex};
 
     use super::super::tests::TempDir;
@@ -555,6 +556,72 @@ mod tests {
         // Refused with 451: none of them may come back after a restart.
         let (_, recovered) = Journal::open(tmp.path()).unwrap();
         assert!(recovered.is_empty());
+    }
+
+    #[test]
+    fn a_message_appended_while_its_segment_failed_to_sync_is_refused_too() {
+        let tmp = TempDir::new("commit-journal-poison");
+        let (spool, _) = Spool::open(tmp.path()).unwrap();
+        let spool = Rc::new(spool);
+        let journal = journal(&tmp);
+        // The first sync is held until released, then its segment's fdatasync fails;
+        // the disk answers every later sync.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let first = Arc::new(AtomicBool::new(true));
+        let sync: Arc<SyncFn> = Arc::new({
+            let gate = Arc::clone(&gate);
+            move |work: &SyncWork| {
+                let eio = |_: &File| Err(io::Error::from_raw_os_error(libc::EIO));
+                let fine = |_: &File| Ok(());
+                if first.swap(false, Ordering::SeqCst) {
+                    let mut open = gate.0.lock().unwrap();
+                    while !*open {
+                        open = gate.1.wait(open).unwrap();
+                    }
+                    work.journal.run_with(&eio, &fine)
+                } else {
+                    work.journal.run_with(&fine, &fine)
+                }
+            }
+        });
+        let commit = Rc::new(GroupCommit::with_sync(
+            Rc::clone(&spool),
+            Rc::clone(&journal),
+            sync,
+        ));
+        let ex = smol::LocalExecutor::new();
+        let append = |n: u64| {
+            let id = QueueId::from_value(0x6000 + n);
+            let env = sample(id.clone(), 6);
+            let segment = journal.borrow_mut().append(&env, b"body\r\n").unwrap();
+            let commit = Rc::clone(&commit);
+            (segment, async move {
+                commit.commit(Pending::Journal { id, segment }).await
+            })
+        };
+        let (segment_a, a) = append(1);
+        let a = ex.spawn(a);
+        while ex.try_tick() {}
+        // The sync of A runs; B is written to the same segment meanwhile.
+        let (segment_b, b) = append(2);
+        assert_eq!(segment_a, segment_b);
+        let b = ex.spawn(b);
+        while ex.try_tick() {}
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let (a, b) = smol::block_on(ex.run(async { (a.await, b.await) }));
+        assert_eq!(a.unwrap_err().raw_os_error(), Some(libc::EIO));
+        // B's own fdatasync would succeed, over records the disk may never have taken.
+        assert!(b.unwrap_err().to_string().contains("earlier sync"));
+        // The next message goes to a new segment and is accepted.
+        let (segment_c, c) = append(3);
+        assert_ne!(segment_c, segment_a);
+        smol::block_on(ex.run(c)).unwrap();
+        drop(commit);
+        drop(journal);
+        let (_, recovered) = Journal::open(tmp.path()).unwrap();
+        let ids: Vec<_> = recovered.iter().map(|r| r.env.id.clone()).collect();
+        assert_eq!(ids, vec![QueueId::from_value(0x6003)]);
     }
 
     #[test]

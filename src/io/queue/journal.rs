@@ -20,6 +20,16 @@
 //! At start-up every segment is read in order. A record that is cut short or fails its
 //! checksum ends the segment: it was being written when the power went, it was never
 //! acknowledged, and the segment is truncated there so that later appends stay readable.
+//!
+//! A failed sync poisons what it could not make durable. When `fdatasync` of a segment
+//! fails, Linux marks the pages it could not write clean, and a later `fdatasync` of the
+//! same file can succeed without writing them: the failed records may be garbage on
+//! disk, and at start-up the garbage would end the segment, taking every later record,
+//! acknowledged or not, with it. So a segment whose sync failed takes no new message
+//! (the next one starts a new segment), and every later sync that includes it fails too:
+//! messages appended to it meanwhile are refused, never acknowledged. A failed sync of
+//! the journal directory poisons the segments whose directory entries it was to make
+//! durable, and the directory is synced again with the next segment.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -27,6 +37,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::io::notify;
 use crate::proto::queue::envelope::{Envelope, Recovered, crc32};
@@ -54,8 +65,40 @@ const KIND_DONE: u8 = 2;
 /// One segment file and how many of its messages are not yet done.
 struct Segment {
     file: Arc<File>,
+    /// Set (on the blocking pool) when a sync of this segment, or of the directory entry
+    /// that names it, failed: see the module documentation.
+    poisoned: Arc<AtomicBool>,
     len: u64,
     live: u32,
+}
+
+impl Segment {
+    fn new(file: File, len: u64, live: u32) -> Segment {
+        Segment {
+            file: Arc::new(file),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            len,
+            live,
+        }
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+}
+
+/// A segment as a sync sees it.
+pub struct SegmentSync {
+    pub number: u64,
+    pub file: Arc<File>,
+    poisoned: Arc<AtomicBool>,
+}
+
+/// The journal directory as a sync sees it, with the segments whose directory entries
+/// that sync makes durable.
+pub struct DirectorySync {
+    pub file: Arc<File>,
+    entries: Vec<Arc<AtomicBool>>,
 }
 
 /// Deletes a segment file that holds no live message; a failure is only logged (the
@@ -70,8 +113,8 @@ pub fn delete_segment(path: &Path) {
 /// sync started, and the journal directory when a segment was created.
 #[derive(Default)]
 pub struct JournalSync {
-    pub segments: Vec<Arc<File>>,
-    pub directory: Option<Arc<File>>,
+    pub segments: Vec<SegmentSync>,
+    pub directory: Option<DirectorySync>,
 }
 
 impl JournalSync {
@@ -79,15 +122,51 @@ impl JournalSync {
         self.segments.is_empty() && self.directory.is_none()
     }
 
-    /// Runs on the blocking pool: `fdatasync` of each segment, then the directory.
+    /// Runs on the blocking pool: `fdatasync` of each segment, then `fsync` of the
+    /// directory.
     pub fn run(&self) -> io::Result<()> {
-        for file in &self.segments {
-            file.sync_data()?;
+        self.run_with(&|file: &File| file.sync_data(), &|dir: &File| {
+            dir.sync_all()
+        })
+    }
+
+    /// As [`run`](Self::run), with the two syncs given (tests make them fail). Every
+    /// segment is synced even after one failed, so that each failure poisons its own
+    /// segment; the first error is returned. A segment poisoned before fails at once.
+    pub fn run_with(
+        &self,
+        sync_segment: &dyn Fn(&File) -> io::Result<()>,
+        sync_directory: &dyn Fn(&File) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut first_error = None;
+        for segment in &self.segments {
+            let result = if segment.poisoned.load(Ordering::Acquire) {
+                Err(io::Error::other(format!(
+                    "journal segment {:016X}: an earlier sync of it failed, so its later \
+                     records cannot be made durable",
+                    segment.number
+                )))
+            } else {
+                sync_segment(&segment.file).inspect_err(|_| {
+                    segment.poisoned.store(true, Ordering::Release);
+                })
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
         }
         if let Some(dir) = &self.directory {
-            dir.sync_all()?;
+            if let Err(e) = sync_directory(&dir.file) {
+                for entry in &dir.entries {
+                    entry.store(true, Ordering::Release);
+                }
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -98,7 +177,9 @@ pub struct Journal {
     segments: BTreeMap<u64, Segment>,
     current: u64,
     dirty: BTreeSet<u64>,
-    dir_dirty: bool,
+    /// Segments created since the directory was last handed to a sync: their entries
+    /// are not yet durable. Not empty means the directory needs a sync.
+    new_entries: Vec<u64>,
 }
 
 impl Journal {
@@ -130,7 +211,7 @@ impl Journal {
             segments: BTreeMap::new(),
             current: 0,
             dirty: BTreeSet::new(),
-            dir_dirty: false,
+            new_entries: Vec::new(),
         };
         let mut recovered = Vec::new();
         for n in numbers {
@@ -160,14 +241,8 @@ impl Journal {
             file.set_len(good_end as u64)?;
             file.sync_all()?;
         }
-        self.segments.insert(
-            n,
-            Segment {
-                file: Arc::new(file),
-                len: good_end as u64,
-                live: live.len() as u32,
-            },
-        );
+        self.segments
+            .insert(n, Segment::new(file, good_end as u64, live.len() as u32));
         for (env, content) in live {
             out.push(Recovered {
                 env,
@@ -184,25 +259,25 @@ impl Journal {
             .write(true)
             .create_new(true)
             .open(self.path(n))?;
-        self.segments.insert(
-            n,
-            Segment {
-                file: Arc::new(file),
-                len: 0,
-                live: 0,
-            },
-        );
+        self.segments.insert(n, Segment::new(file, 0, 0));
         self.current = n;
-        self.dir_dirty = true;
+        self.new_entries.push(n);
         Ok(())
     }
 
     /// Appends a message; it is durable once a group commit that started after this call
     /// has finished. Returns the segment that holds it.
     pub fn append(&mut self, env: &Envelope, content: &[u8]) -> io::Result<u64> {
-        let current_len = self.segments.get(&self.current).map_or(0, |s| s.len);
-        if current_len >= SEGMENT_TARGET {
+        let (current_len, poisoned) = self
+            .segments
+            .get(&self.current)
+            .map_or((0, false), |s| (s.len, s.is_poisoned()));
+        if current_len >= SEGMENT_TARGET || poisoned {
             let old = self.current;
+            if poisoned {
+                log::warn!(target: "spool", "journal segment {old:016X}: a sync failed, \
+                    new messages go to a new segment");
+            }
             self.start_segment(old + 1)?;
             self.retire_if_empty(old);
         }
@@ -292,6 +367,7 @@ impl Journal {
         }
         self.segments.remove(&n);
         self.dirty.remove(&n);
+        self.new_entries.retain(|&e| e != n);
         Some(self.path(n))
     }
 
@@ -299,9 +375,23 @@ impl Journal {
     pub fn take_sync(&mut self) -> JournalSync {
         let segments = std::mem::take(&mut self.dirty)
             .into_iter()
-            .filter_map(|n| self.segments.get(&n).map(|s| Arc::clone(&s.file)))
+            .filter_map(|n| {
+                self.segments.get(&n).map(|s| SegmentSync {
+                    number: n,
+                    file: Arc::clone(&s.file),
+                    poisoned: Arc::clone(&s.poisoned),
+                })
+            })
             .collect();
-        let directory = std::mem::take(&mut self.dir_dirty).then(|| Arc::clone(&self.dir_handle));
+        // After a failed directory sync the segments it named are poisoned, and the
+        // next message starts a segment whose own entry is synced then.
+        let directory = (!self.new_entries.is_empty()).then(|| DirectorySync {
+            file: Arc::clone(&self.dir_handle),
+            entries: std::mem::take(&mut self.new_entries)
+                .into_iter()
+                .filter_map(|n| self.segments.get(&n).map(|s| Arc::clone(&s.poisoned)))
+                .collect(),
+        });
         JournalSync {
             segments,
             directory,
@@ -605,6 +695,67 @@ mod tests {
             j.done(&id(k), first).unwrap();
         }
         assert_eq!(j.segment_count(), 1);
+    }
+
+    fn eio(_: &File) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    fn fine(_: &File) -> io::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn a_segment_whose_sync_failed_takes_no_new_message_and_never_syncs_again() {
+        let tmp = TempDir::new("journal-poison");
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        j.take_sync().run().unwrap();
+        let first = add(&mut j, 0, b"refused\r\n");
+        let failing = j.take_sync();
+        // Appended while the failing sync runs: in the same segment.
+        assert_eq!(add(&mut j, 1, b"raced in\r\n"), first);
+        let e = failing.run_with(&eio, &fine).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        // The next sync of that segment fails though the disk would now say yes: the
+        // message that raced in is refused, not acknowledged over the lost records.
+        let next = j.take_sync();
+        assert_eq!(next.segments.len(), 1);
+        let e = next.run_with(&fine, &fine).unwrap_err();
+        assert!(e.to_string().contains("earlier sync"), "{e}");
+        // A new message goes to a new segment, whose entry is synced with it.
+        let second = add(&mut j, 2, b"accepted\r\n");
+        assert_ne!(second, first);
+        let sync = j.take_sync();
+        assert_eq!(sync.segments.len(), 1);
+        assert_eq!(sync.segments[0].number, second);
+        assert!(sync.directory.is_some());
+        sync.run_with(&fine, &fine).unwrap();
+        // The poisoned segment still takes Done records and goes when they are all in.
+        j.done(&id(0), first).unwrap();
+        j.done(&id(1), first).unwrap();
+        assert_eq!(j.segment_count(), 1);
+    }
+
+    #[test]
+    fn a_failed_directory_sync_poisons_the_new_segment_and_the_next_one_is_synced() {
+        let tmp = TempDir::new("journal-dir-poison");
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let first = add(&mut j, 0, b"refused\r\n");
+        let sync = j.take_sync();
+        assert!(sync.directory.is_some());
+        sync.run_with(&fine, &eio).unwrap_err();
+        // Its entry may never reach the disk: nothing more is acknowledged in it.
+        assert_eq!(add(&mut j, 1, b"next\r\n"), first + 1);
+        let sync = j.take_sync();
+        assert!(
+            sync.directory.is_some(),
+            "the new segment's entry is synced"
+        );
+        sync.run_with(&fine, &fine).unwrap();
+        assert_eq!(add(&mut j, 2, b"later\r\n"), first + 1);
+        let sync = j.take_sync();
+        assert!(sync.directory.is_none());
+        sync.run_with(&fine, &fine).unwrap();
     }
 
     #[test]
