@@ -604,6 +604,50 @@ fn console_logins_are_added_and_deleted() {
     gone.expect("Login incorrect");
 }
 
+/// A console logged in with the factory password, still at its forced change when root
+/// adds the first login of the file: its change is refused and the session ends, so the
+/// factory account does not come back beside the new login.
+#[test]
+fn a_stale_factory_login_cannot_bring_the_factory_account_back() {
+    let dir = TempDir::new("console-stale-factory");
+    let gw = Gateway::start(dir.path(), "");
+    let cli = |args: &[&str]| Terminal::spawn(cli_command(&gw.state, args));
+    let mut stale = cli(&["--login"]);
+    stale.expect("login: ");
+    stale.send("admin\r");
+    stale.expect("Password:");
+    stale.send("drawbridge\r");
+    stale.expect("New password:");
+
+    let mut root = cli(&[]);
+    root.expect("root@gw.example.com> ");
+    root.type_keys("login add bob\r");
+    root.expect("New password:");
+    root.send("battery staple\r");
+    root.expect("Retype new password:");
+    root.send("battery staple\r");
+    root.expect("Console login bob added.");
+    root.expect("root@gw.example.com> ");
+
+    stale.send("factory-comeback\r");
+    stale.expect("Retype new password:");
+    stale.send("factory-comeback\r");
+    stale.expect("the factory password of admin was changed on another console: log in again");
+    assert!(stale.wait_exit().success());
+    gw.wait_for_log("password not changed");
+
+    root.type_keys("show users\r");
+    root.expect("Console logins: bob\r");
+    root.type_keys("exit\r");
+    assert!(root.wait_exit().success());
+    let mut again = cli(&["--login"]);
+    again.expect("login: ");
+    again.send("admin\r");
+    again.expect("Password:");
+    again.send("factory-comeback\r");
+    again.expect("Login incorrect");
+}
+
 /// A console nobody types at is logged out after `system console idle-timeout`: the
 /// gateway's own console goes back to `login:`, a `drawbridge cli` session ends.
 #[test]

@@ -10,6 +10,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::proto::console::{FACTORY_PASSWORD, FACTORY_USER};
 use crate::proto::sasl::users::{UserDb, UserDbError};
@@ -72,25 +73,88 @@ pub fn verify(state_dir: &Path, user: &str, password: &str) -> io::Result<Verdic
     )
 }
 
-/// Sets the password of a console login (adding it when new), and writes the file.
-pub fn set_password(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
-    let mut db = load(state_dir)?.unwrap_or_default();
+/// Serialises the changes of the file: each reads it, changes it and writes it back, on
+/// the blocking pool, where two consoles' changes could otherwise run at once and one
+/// be lost.
+static CHANGES: Mutex<()> = Mutex::new(());
+
+fn changing() -> MutexGuard<'static, ()> {
+    CHANGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a password could not be set.
+#[derive(Debug)]
+pub enum PasswordError {
+    /// The login changing its password is gone (deleted on another console), or, for the
+    /// factory account, its factory password is no longer in force (changed on another
+    /// console, or a first login added): the session must end.
+    Gone(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for PasswordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordError::Gone(text) => f.write_str(text),
+            PasswordError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<io::Error> for PasswordError {
+    fn from(e: io::Error) -> Self {
+        PasswordError::Io(e)
+    }
+}
+
+/// Sets the password of a console login that exists, and writes the file. With
+/// `factory`, the factory account's forced first change: it creates the file, and only
+/// while there is none (the factory password still in force). Never adds a login: a
+/// session whose login was deleted meanwhile cannot bring it back. Blocks for the key
+/// derivation: run it off the executor.
+pub fn set_password(
+    state_dir: &Path,
+    user: &str,
+    password: &str,
+    factory: bool,
+) -> Result<(), PasswordError> {
     let salt = crate::io::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
-    let result = if db.scram(user).is_some() {
-        db.set_password(user, password, ADMIN_ITERATIONS, &salt)
-    } else {
+    let _changing = changing();
+    let db = load(state_dir)?;
+    let mut db = match (db, factory) {
+        (None, true) if user == FACTORY_USER => UserDb::default(),
+        (Some(_), true) | (None, true) => {
+            return Err(PasswordError::Gone(format!(
+                "the factory password of {FACTORY_USER} was changed on another console: \
+                 log in again"
+            )));
+        }
+        (Some(db), false) if db.scram(user).is_some() => db,
+        (_, false) => {
+            return Err(PasswordError::Gone(format!(
+                "console login {user} no longer exists"
+            )));
+        }
+    };
+    let result = if factory {
         db.add(user, password, ADMIN_ITERATIONS, false, &salt)
+    } else {
+        db.set_password(user, password, ADMIN_ITERATIONS, &salt)
     };
     result.map_err(|e| io::Error::other(format!("cannot set the password: {e:?}")))?;
-    save(state_dir, &db)
+    save(state_dir, &db)?;
+    Ok(())
 }
 
 /// Adds a console login. Refused when the name is taken. Added while the factory account
 /// still has its factory password, it is the first login of the file, and the factory
 /// account is gone. Blocks for the key derivation: run it off the executor.
 pub fn add(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
-    let mut db = load(state_dir)?.unwrap_or_default();
     let salt = crate::io::users::salt().map_err(|e| io::Error::other(e.to_string()))?;
+    let _changing = changing();
+    let mut db = load(state_dir)?.unwrap_or_default();
     db.add(user, password, ADMIN_ITERATIONS, false, &salt)
         .map_err(|e| {
             io::Error::other(match e {
@@ -105,6 +169,7 @@ pub fn add(state_dir: &Path, user: &str, password: &str) -> io::Result<()> {
 /// login (the factory account does not come back: that is `factory-reset`).
 pub fn delete(state_dir: &Path, user: &str) -> io::Result<()> {
     let unknown = || io::Error::other(format!("no console login {user}"));
+    let _changing = changing();
     let mut db = load(state_dir)?.ok_or_else(unknown)?;
     if db.scram(user).is_none() {
         return Err(unknown());
@@ -164,7 +229,7 @@ mod tests {
             verify(&dir, "root", "drawbridge").unwrap(),
             Verdict::Refused
         );
-        set_password(&dir, "admin", "correct horse").unwrap();
+        set_password(&dir, "admin", "correct horse", true).unwrap();
         assert_eq!(
             verify(&dir, "admin", "drawbridge").unwrap(),
             Verdict::Refused
@@ -195,7 +260,7 @@ mod tests {
                 .to_string()
                 .contains("no console login admin")
         );
-        set_password(&dir, "admin", "correct horse").unwrap();
+        set_password(&dir, "admin", "correct horse", true).unwrap();
         add(&dir, "bob", "battery staple").unwrap();
         let taken = add(&dir, "bob", "another one").unwrap_err();
         assert!(
@@ -224,6 +289,44 @@ mod tests {
             "{last}"
         );
         assert_eq!(names(&dir).unwrap(), ["bob"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_password_change_never_brings_back_a_login_or_the_factory_account() {
+        let dir =
+            std::env::temp_dir().join(format!("drawbridge-admins-gone-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // Only the factory account may make the first change, and not as a plain one.
+        let gone = |r: Result<(), PasswordError>| match r {
+            Err(PasswordError::Gone(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(gone(set_password(&dir, "root", "x", true)).contains("factory password"));
+        assert!(gone(set_password(&dir, "admin", "x", false)).contains("no longer exists"));
+        assert!(!admins_path(&dir).exists());
+        // Two consoles logged in with the factory password: the first to choose wins.
+        set_password(&dir, "admin", "first choice", true).unwrap();
+        let late = gone(set_password(&dir, "admin", "second choice", true));
+        assert!(late.contains("changed on another console"), "{late}");
+        assert_eq!(
+            verify(&dir, "admin", "first choice").unwrap(),
+            Verdict::Accepted { must_change: false }
+        );
+        // A login deleted on another console cannot set a password to come back.
+        add(&dir, "alice", "her own").unwrap();
+        delete(&dir, "admin").unwrap();
+        let text = gone(set_password(&dir, "admin", "resurrected", false));
+        assert!(
+            text.contains("console login admin no longer exists"),
+            "{text}"
+        );
+        assert_eq!(names(&dir).unwrap(), ["alice"]);
+        set_password(&dir, "alice", "changed", false).unwrap();
+        assert_eq!(
+            verify(&dir, "alice", "changed").unwrap(),
+            Verdict::Accepted { must_change: false }
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -32,11 +32,16 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
         Request::Login { user, password } => {
             login(&gw, &user, password.expose().to_string(), &transport).await
         }
-        Request::SetLoginPassword { user, password } => {
+        Request::SetLoginPassword {
+            user,
+            password,
+            factory,
+        } => {
             let dir = gw.state_dir.clone();
             let name = user.clone();
             let password = password.expose().to_string();
-            match smol::unblock(move || accounts::set_password(&dir, &name, &password)).await {
+            let set = move || accounts::set_password(&dir, &name, &password, factory);
+            match smol::unblock(set).await {
                 Ok(()) => {
                     log::info!(target: "console", "{user} changed the console password on {transport}");
                     Answer::LoggedIn {
@@ -44,7 +49,11 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
                         class: gw.config().system.login_class(&user),
                     }
                 }
-                Err(e) => Answer::Error(e.to_string()),
+                Err(accounts::PasswordError::Gone(text)) => {
+                    log::warn!(target: "console", "{user} on {transport}: password not changed: {text}");
+                    Answer::Closing(text)
+                }
+                Err(accounts::PasswordError::Io(e)) => Answer::Error(e.to_string()),
             }
         }
         Request::Run(command) => {

@@ -763,7 +763,11 @@ impl Console {
             PasswordFor::Login => {
                 let user = self.user.clone().unwrap_or_default();
                 self.request(
-                    Request::SetLoginPassword { user, password },
+                    Request::SetLoginPassword {
+                        user,
+                        password,
+                        factory: forced,
+                    },
                     Pending::SetLoginPassword { forced },
                 );
             }

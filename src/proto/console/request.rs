@@ -236,8 +236,14 @@ pub enum Request {
     /// Check a login: [`Answer::LoggedIn`] or [`Answer::Refused`].
     Login { user: String, password: Secret },
     /// Set the password of a console login (the forced change at the first login, or
-    /// `login password`): [`Answer::LoggedIn`] or [`Answer::Error`].
-    SetLoginPassword { user: String, password: Secret },
+    /// `login password`): [`Answer::LoggedIn`] or [`Answer::Error`], or
+    /// [`Answer::Closing`] when the login is gone or, with `factory` (the forced
+    /// change), the factory password is no longer in force.
+    SetLoginPassword {
+        user: String,
+        password: Secret,
+        factory: bool,
+    },
     /// Carry out a command: [`Answer::Text`] or [`Answer::Error`].
     Run(Command),
     /// A candidate for configuration mode: [`Answer::Candidate`].
