@@ -121,7 +121,8 @@ pub async fn answer(gw: Rc<Gateway>, user: String, transport: String, request: R
             Err(e) => Answer::Error(e.to_string()),
         },
         Request::ReadFile(path) => {
-            let read = smol::unblock(move || read_bounded(&path)).await;
+            let state_dir = gw.state_dir.clone();
+            let read = smol::unblock(move || read_bounded(&path, &state_dir)).await;
             match read {
                 Ok(text) => Answer::File(text),
                 Err(e) => Answer::Error(e),
@@ -198,9 +199,29 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
     }
 }
 
-fn read_bounded(path: &str) -> Result<String, String> {
+fn read_bounded(path: &str, state_dir: &Path) -> Result<String, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read {path}: {e}");
+    // The state directory holds the gateway's secrets (logins, token PIN, keys): the
+    // console does not read it, whatever the path or link that leads there.
+    let real = std::fs::canonicalize(path).map_err(cannot)?;
+    if let Ok(state) = std::fs::canonicalize(state_dir) {
+        if real.starts_with(&state) {
+            return Err(format!(
+                "cannot read {path}: the state directory is not loaded from"
+            ));
+        }
+    }
+    // Without blocking on a FIFO or a device that never answers.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&real)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(format!("cannot read {path}: not a regular file"));
+    }
     let mut text = String::new();
     file.take(MAX_PASTE as u64 + 1)
         .read_to_string(&mut text)
@@ -655,4 +676,47 @@ async fn users(gw: &Rc<Gateway>) -> Result<String, String> {
         let _ = writeln!(out, "  {line}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_reads_regular_files_outside_the_state_directory_only() {
+        let root = std::env::temp_dir().join(format!("drawbridge-load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let state = root.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let conf = root.join("extra.conf");
+        std::fs::write(&conf, "set system host-name file.example\n").unwrap();
+        let read = |p: &Path| read_bounded(p.to_str().unwrap(), &state);
+        assert_eq!(read(&conf).unwrap(), "set system host-name file.example\n");
+
+        // The state directory's secrets, directly, by a relative path or through a link.
+        let pin = state.join("token.pin");
+        std::fs::write(&pin, "4711\n").unwrap();
+        let link = root.join("innocent.conf");
+        std::os::unix::fs::symlink(&pin, &link).unwrap();
+        let sneaky = root.join("state/../state/token.pin");
+        for path in [&pin, &link, &sneaky] {
+            let e = read(path).unwrap_err();
+            assert!(e.ends_with("the state directory is not loaded from"), "{e}");
+        }
+
+        // A FIFO nobody writes to would hold a thread for ever; a directory, a device.
+        let fifo = root.join("fifo");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), root.as_path(), Path::new("/dev/zero")] {
+            let e = read(path).unwrap_err();
+            assert!(e.ends_with("not a regular file"), "{e}");
+        }
+
+        let big = root.join("big.conf");
+        std::fs::write(&big, vec![b'#'; MAX_PASTE + 1]).unwrap();
+        assert!(read(&big).unwrap_err().contains("is larger than"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -279,12 +279,21 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
 /// Applies the statements in `text` to `config`, in order. Nothing half-applies: on
 /// error `config` is unchanged.
 pub fn parse_into(config: &mut Config, text: &str) -> Result<(), ParseError> {
+    parse_lines(config, text, LineError::to_string)
+}
+
+/// As [`parse_into`], each line's error told by `describe`.
+fn parse_lines(
+    config: &mut Config,
+    text: &str,
+    describe: impl Fn(&LineError) -> String,
+) -> Result<(), ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut staged = config.clone();
     for (index, line) in text.lines().enumerate() {
         apply_line(&mut staged, line).map_err(|e| ParseError {
             line: index + 1,
-            message: e.to_string(),
+            message: describe(&e),
         })?;
     }
     *config = staged;
@@ -1019,12 +1028,35 @@ pub fn is_place(path: &[Word]) -> bool {
 /// (`load replace`, which starts from the factory values). The text's `set` and
 /// `delete` lines apply in order; a bad line refuses the whole load, naming it.
 pub fn load_into(candidate: &mut Config, text: &str, replace: bool) -> Result<(), String> {
+    load_lines(candidate, text, replace, LineError::to_string)
+}
+
+/// As [`load_into`], for a file named at the console, which may be any file on the
+/// gateway: a line that is not a `set` or `delete` statement is refused without being
+/// quoted, so that loading a key or PIN file does not show its first line.
+pub fn load_file_into(candidate: &mut Config, text: &str, replace: bool) -> Result<(), String> {
+    load_lines(candidate, text, replace, |e| match e {
+        LineError::UnknownKeyword { after, .. } | LineError::QuotedKeyword { after, .. }
+            if after.is_empty() =>
+        {
+            "not a set or delete statement (the line is not shown)".to_string()
+        }
+        other => other.to_string(),
+    })
+}
+
+fn load_lines(
+    candidate: &mut Config,
+    text: &str,
+    replace: bool,
+    describe: impl Fn(&LineError) -> String,
+) -> Result<(), String> {
     let mut loaded = if replace {
         Config::default()
     } else {
         candidate.clone()
     };
-    parse_into(&mut loaded, text).map_err(|e| format!("load: {e}"))?;
+    parse_lines(&mut loaded, text, describe).map_err(|e| format!("load: {e}"))?;
     *candidate = loaded;
     Ok(())
 }

@@ -624,7 +624,7 @@ impl Console {
                 let (replace, text) = (*replace, std::mem::take(text));
                 self.out.extend_from_slice(b"\r\n");
                 self.state = State::Ready;
-                self.load(&text, replace);
+                self.load(&text, replace, false);
                 let held: Vec<String> = self.held_logs.drain(..).collect();
                 for line in held {
                     self.write_line(&line);
@@ -1025,11 +1025,18 @@ impl Console {
         self.write_line("Exiting configuration mode");
     }
 
-    fn load(&mut self, text: &str, replace: bool) {
+    /// Loads `text` into the candidate: pasted, or `from_file` (see
+    /// [`load_file_into`](crate::proto::config::text::load_file_into)).
+    fn load(&mut self, text: &str, replace: bool, from_file: bool) {
         let Some(editing) = self.editing.as_mut() else {
             return;
         };
-        match crate::proto::config::text::load_into(&mut editing.candidate.config, text, replace) {
+        let load = if from_file {
+            crate::proto::config::text::load_file_into
+        } else {
+            crate::proto::config::text::load_into
+        };
+        match load(&mut editing.candidate.config, text, replace) {
             Ok(()) => self.write_line("load complete"),
             Err(e) => self.error(&format!("error: {e}")),
         }
@@ -1145,7 +1152,7 @@ impl Console {
                 self.prompt();
             }
             (Pending::LoadFile { replace }, Answer::File(text)) => {
-                self.load(&text, replace);
+                self.load(&text, replace, true);
                 self.prompt();
             }
             (Pending::Names { kind, then }, answer) => {

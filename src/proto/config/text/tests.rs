@@ -1729,3 +1729,37 @@ fn load_merges_or_replaces_and_refuses_bad_text_whole() {
     assert!(err.contains("line 2"), "{err}");
     assert_eq!(c, before);
 }
+
+#[test]
+fn a_file_that_is_not_configuration_is_refused_without_showing_its_lines() {
+    let mut c = host_default();
+    let before = c.clone();
+    // A PIN file, a key, a password file: the line is not shown.
+    for secret in [
+        "4711-s3cret",
+        "-----BEGIN PRIVATE KEY-----",
+        "\"quoted s3cret\"",
+    ] {
+        let err = load_file_into(&mut c, &format!("{secret}\n"), false).unwrap_err();
+        assert_eq!(
+            err, "load: line 1: not a set or delete statement (the line is not shown)",
+            "{secret}"
+        );
+        assert!(!err.contains("s3cret") && !err.contains("BEGIN"));
+        // Pasted by the operator, the line is the operator's own: it is quoted.
+        let pasted = load_into(&mut c, &format!("{secret}\n"), false).unwrap_err();
+        let first_word = secret.trim_matches('"').split(' ').next().unwrap();
+        assert!(pasted.contains(first_word), "{pasted}");
+    }
+    // A statement's own errors are still told in full, abbreviations and all.
+    let err = load_file_into(
+        &mut c,
+        "# ours\nset system host-name ok.example\nset bogus x\n",
+        false,
+    )
+    .unwrap_err();
+    assert!(err.contains("line 3: unknown keyword 'bogus'"), "{err}");
+    assert_eq!(c, before);
+    load_file_into(&mut c, "se system host-name file.example\n", false).unwrap();
+    assert_eq!(c.system.host_name, "file.example");
+}
