@@ -161,10 +161,16 @@ pub struct TransientToken {
 
 impl TransientToken {
     pub fn new() -> Result<TransientToken, TokenError> {
+        TransientToken::new_in(&std::env::temp_dir())
+    }
+
+    /// A transient token in a folder of its own under `parent` (the boot stage has no
+    /// `/tmp`, and uses the data disk).
+    pub fn new_in(parent: &std::path::Path) -> Result<TransientToken, TokenError> {
         let mut name = [0u8; 8];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut name)
             .map_err(|_| TokenError::Crypto)?;
-        let dir = std::env::temp_dir().join(format!("drawbridge-token-{}", hex(&name)));
+        let dir = parent.join(format!("drawbridge-token-{}", hex(&name)));
         // One PBKDF2 iteration: the folder is private and gone when the command ends.
         let token = SoftToken::init_with_iterations(&dir, "transient", None, TRANSIENT_PIN, 1)?;
         let t = TransientToken { token, dir };

@@ -184,6 +184,13 @@ pub fn confirm(state: BootState, slot: Slot) -> Option<BootState> {
     })
 }
 
+/// Whether a boot from `slot` is its trial boot. A boot of the confirmed slot is not:
+/// its gateway dying early is restarted with backoff like any other, not a reason to
+/// restart the machine (which would start the same slot again, in a loop).
+pub fn on_trial(state: BootState, slot: Slot) -> bool {
+    state.trying && state.pending == Some(slot)
+}
+
 /// The slot `system update` writes: the one not active.
 pub fn inactive(state: BootState) -> Slot {
     state.active.map_or(Slot::A, Slot::other)
@@ -337,13 +344,16 @@ pub fn trust() -> Trust<'static> {
 }
 
 /// The boot stage's work, called by PID 1 once the data disk is mounted: returns the
-/// slot this firmware was started from, if any. Starting a slot does not return.
+/// slot this firmware was started from when that boot is its trial (to be confirmed, or
+/// fallen back from if the gateway dies first). Starting a slot does not return.
 pub fn at_boot(state_dir: &Path) -> Option<Slot> {
     let dir = slots_dir()?;
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(slot) = booted_slot(&cmdline) {
-        log::info!(target: "init", "firmware: running from slot {slot}");
-        return Some(slot);
+        let trial = on_trial(read_state(dir), slot);
+        log::info!(target: "init", "firmware: running from slot {slot}{}",
+            if trial { ", on trial" } else { "" });
+        return trial.then_some(slot);
     }
     let mut state = read_state(dir);
     loop {
@@ -392,10 +402,14 @@ pub enum Never {}
 /// Verifies a slot and starts its kernel with `kexec_file_load(2)`.
 fn start(state_dir: &Path, dir: &Path, slot: Slot, cmdline: &str) -> io::Result<Never> {
     let bytes = read_image(&slot.file(dir))?;
-    let token = crate::io::tls::open_soft_token(state_dir, crate::io::tls::setup::TOKEN_LABEL)
+    // Verifying needs no key of ours and no login: a transient token, not the gateway's
+    // (whose PIN file may be a PKCS#11 token's, which the boot stage does not load).
+    let token = crate::image::TransientToken::new_in(state_dir)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let image = crate::image::verify(token.as_ref(), &trust(), &bytes)
+    let image = crate::image::verify(&token.token, &trust(), &bytes)
         .map_err(|e| io::Error::other(e.to_string()))?;
+    // Gone before the kexec, which does not return to drop it.
+    drop(token);
     let section = |kind| {
         image
             .section(kind)
@@ -515,6 +529,26 @@ mod tests {
         assert_eq!(confirm(confirmed, Slot::B), None);
         assert_eq!(inactive(confirmed), Slot::A);
         assert_eq!(inactive(EMPTY), Slot::A);
+    }
+
+    #[test]
+    fn only_the_boot_of_a_slot_on_trial_is_a_trial() {
+        let trying = BootState {
+            active: Some(Slot::A),
+            pending: Some(Slot::B),
+            trying: true,
+        };
+        assert!(on_trial(trying, Slot::B));
+        // The confirmed slot: its gateway dying early is restarted, not the machine.
+        assert!(!on_trial(trying, Slot::A));
+        let confirmed = confirm(trying, Slot::B).unwrap();
+        assert!(!on_trial(confirmed, Slot::B));
+        // Written but not yet started: not on trial either.
+        let written = BootState {
+            trying: false,
+            ..trying
+        };
+        assert!(!on_trial(written, Slot::B));
     }
 
     #[test]
