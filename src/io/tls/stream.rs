@@ -245,7 +245,8 @@ async fn complete_handshake(
         } else {
             connection.read_tls(&mut already_read).map_err(io_error)?
         };
-        let (back, processed) = smol::unblock(move || {
+        // Token work: a module that stops answering holds a capped number of threads.
+        let (back, processed) = crate::io::token::off_executor(move || {
             let processed = connection.process_new_packets().map(|_| ());
             (connection, processed)
         })

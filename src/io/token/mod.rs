@@ -412,7 +412,8 @@ pub fn hmac_key(token: &dyn Token, label: &str) -> Result<ObjectHandle, TokenErr
 }
 
 /// Runs `call` on the token without stalling the executor: on the blocking pool when the
-/// token [`blocks`](Token::blocks), right here when it answers at once.
+/// token [`blocks`](Token::blocks) (as [`off_executor`] work), right here when it answers
+/// at once.
 pub async fn run<T, F>(token: &std::sync::Arc<dyn Token>, call: F) -> T
 where
     T: Send + 'static,
@@ -420,10 +421,36 @@ where
 {
     if token.blocks() {
         let token = std::sync::Arc::clone(token);
-        smol::unblock(move || call(&*token)).await
+        off_executor(move || call(&*token)).await
     } else {
         call(&**token)
     }
+}
+
+/// Blocking-pool threads that token work (token calls, and TLS handshake steps, which
+/// sign through the token) may hold at once. A module that stops answering holds at
+/// most this many threads, however many handshakes are tried; the rest of the pool
+/// (the spool's syncs, the queue's file work) goes on.
+pub const MAX_TOKEN_THREADS: usize = 32;
+
+static TOKEN_THREADS: std::sync::LazyLock<std::sync::Arc<smol::lock::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(smol::lock::Semaphore::new(MAX_TOKEN_THREADS)));
+
+/// Runs `work` on the blocking pool as token work, at most [`MAX_TOKEN_THREADS`] at a
+/// time. Its turn goes with it to its thread and is given back when it ends there, not
+/// when the caller stops waiting: work abandoned on a timeout still counts while its
+/// thread is stuck in the module.
+pub async fn off_executor<T, F>(work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let turn = TOKEN_THREADS.acquire_arc().await;
+    smol::unblock(move || {
+        let _turn = turn;
+        work()
+    })
+    .await
 }
 
 /// Refuses labels that are empty or longer than [`MAX_LABEL_LEN`].
@@ -432,4 +459,76 @@ pub(crate) fn check_label(label: &str) -> Result<(), TokenError> {
         return Err(TokenError::LabelInvalid);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_hung_token_holds_at_most_its_share_of_the_blocking_pool() {
+        // Token work that never ends until released, as a module that stopped answering.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let stuck = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let ex = smol::LocalExecutor::new();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_TOKEN_THREADS * 3 {
+            let (gate, stuck, most) = (gate.clone(), stuck.clone(), most.clone());
+            let call = off_executor(move || {
+                let now = stuck.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let mut open = gate.0.lock().unwrap();
+                while !*open {
+                    open = gate.1.wait(open).unwrap();
+                }
+                stuck.fetch_sub(1, Ordering::SeqCst);
+            });
+            // Each caller gives up after a while, as a handshake's timeout does.
+            waiting.push(ex.spawn(smol::future::or(
+                async move {
+                    call.await;
+                    true
+                },
+                async {
+                    smol::Timer::after(Duration::from_millis(300)).await;
+                    false
+                },
+            )));
+        }
+        let finished = smol::block_on(ex.run(async {
+            let mut finished = 0;
+            for w in waiting {
+                finished += usize::from(w.await);
+            }
+            finished
+        }));
+        assert_eq!(finished, 0, "nothing could finish");
+        // Every caller has given up; the stuck threads are still capped, and other work
+        // on the pool (a spool sync) is served at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stuck.load(Ordering::SeqCst) < MAX_TOKEN_THREADS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stuck.load(Ordering::SeqCst), MAX_TOKEN_THREADS);
+        assert!(most.load(Ordering::SeqCst) <= MAX_TOKEN_THREADS);
+        let started = Instant::now();
+        assert_eq!(smol::block_on(smol::unblock(|| 7)), 7);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // New token work waits for a turn (no thread) until the module answers again.
+        let late = std::thread::spawn(|| smol::block_on(off_executor(|| 42)));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!late.is_finished());
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        assert_eq!(late.join().unwrap(), 42);
+        while stuck.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(most.load(Ordering::SeqCst) <= MAX_TOKEN_THREADS);
+    }
 }
