@@ -485,3 +485,95 @@ fn plaintext_injected_after_our_starttls_is_thrown_away() {
     assert!(seen.contains("MAIL FROM:<alice@example.org>"), "{seen}");
     gw.wait_for_log("Untrusted TLS connection established to 127.0.0.1[127.0.0.1]");
 }
+
+/// A next hop that offers STARTTLS, answers ours with 220 and our ClientHello with no
+/// TLS at all (a broken TLS set-up), and takes mail in clear on a second connection;
+/// records the commands of that one.
+const BROKEN_TLS_SERVER: &str = r#"
+import socket, sys
+d = sys.argv[1]
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0)); srv.listen(2)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+f = conn.makefile("rb")
+conn.sendall(b"220 broken.test ESMTP\r\n")
+f.readline()
+conn.sendall(b"250-broken.test\r\n250 STARTTLS\r\n")
+assert f.readline().strip().upper() == b"STARTTLS"
+conn.sendall(b"220 Ready\r\n")
+conn.recv(65536)
+conn.sendall(b"this is not TLS at all\r\n")
+conn.recv(65536)
+conn.close()
+conn, _ = srv.accept()
+f = conn.makefile("rb")
+log = open(d + "/seen.txt", "wb")
+conn.sendall(b"220 broken.test ESMTP\r\n")
+while True:
+    line = f.readline()
+    if not line:
+        break
+    log.write(line); log.flush()
+    cmd = line.strip().upper()
+    if cmd.startswith(b"EHLO"):
+        conn.sendall(b"250-broken.test\r\n250 STARTTLS\r\n")
+    elif cmd == b"DATA":
+        conn.sendall(b"354 go\r\n")
+        while f.readline() not in (b".\r\n", b""):
+            pass
+        conn.sendall(b"250 2.0.0 queued in clear\r\n")
+    elif cmd == b"QUIT":
+        conn.sendall(b"221 bye\r\n")
+        break
+    else:
+        conn.sendall(b"250 2.0.0 ok\r\n")
+"#;
+
+/// A scripted next hop, stopped when the test ends however it ends.
+struct Scripted(std::process::Child);
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn opportunistic_delivery_goes_on_in_clear_after_a_failed_handshake() {
+    let dir = TempDir::new("tls-broken-next-hop");
+    let mut server = Scripted(
+        Command::new("python3")
+            .arg("-c")
+            .arg(BROKEN_TLS_SERVER)
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
+             set route example.com relay [127.0.0.1]:{port}\n"
+        ),
+    );
+    send(&gw);
+    gw.wait_for_log("TLS handshake with 127.0.0.1[127.0.0.1]:");
+    gw.wait_for_log("TLS is opportunistic: connecting again without it");
+    gw.wait_for_log("status=sent (250 2.0.0 queued in clear)");
+    let _ = server.0.wait();
+    let seen = std::fs::read_to_string(dir.path().join("seen.txt")).unwrap();
+    // The second connection asked for no TLS, though it was offered again.
+    assert!(seen.starts_with("EHLO gw.example.com\r\n"), "{seen}");
+    assert!(!seen.to_uppercase().contains("STARTTLS"), "{seen}");
+    assert!(seen.contains("MAIL FROM:<alice@example.org>"), "{seen}");
+}

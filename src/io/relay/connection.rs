@@ -31,6 +31,9 @@ pub enum ConnectError {
     /// The peer answered, but not with a usable greeting or EHLO/HELO reply, or TLS was
     /// required and could not be had.
     Refused(Option<Reply>),
+    /// The peer took our STARTTLS and then the handshake failed: the connection is
+    /// gone. Where TLS is only opportunistic, a new connection in clear may follow.
+    TlsHandshake(Option<Reply>),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -39,6 +42,8 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Connect(e) => write!(f, "{e}"),
             ConnectError::Refused(Some(r)) => write!(f, "host refused to talk to us: {r}"),
             ConnectError::Refused(None) => f.write_str("lost connection during greeting"),
+            ConnectError::TlsHandshake(Some(r)) => write!(f, "TLS handshake failed: {r}"),
+            ConnectError::TlsHandshake(None) => f.write_str("TLS handshake failed"),
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Connection {
     client_auth: Option<ClientAuth>,
     /// A peer that takes none of our bytes for this long is given up on.
     write_timeout: Duration,
+    /// Our STARTTLS was taken and the handshake failed.
+    handshake_failed: bool,
 }
 
 impl Connection {
@@ -143,6 +150,7 @@ impl Connection {
                 tls,
                 buf: vec![0; READ_BUFFER].into_boxed_slice(),
                 extensions: Extensions::default(),
+                handshake_failed: false,
             };
             loop {
                 match conn.step().await {
@@ -150,6 +158,9 @@ impl Connection {
                         conn.extensions = ext;
                         conn.log_auth();
                         return Ok(conn);
+                    }
+                    Some(ClientEvent::Closed(reply)) if conn.handshake_failed => {
+                        return Err(ConnectError::TlsHandshake(reply));
                     }
                     Some(ClientEvent::Closed(reply)) => {
                         conn.log_auth();
@@ -368,6 +379,7 @@ impl Connection {
             }
             Err(e) => {
                 log::info!(target: "smtp", "TLS handshake with {} failed: {}", Relay(self.peer), crate::proto::logtext::Escaped(&e.to_string()));
+                self.handshake_failed = true;
                 self.client.tls_failed(&e.to_string(), Instant::now());
             }
         }

@@ -569,10 +569,9 @@ impl Scheduler {
             },
             ..ClientConfig::default()
         };
-        let mut last = Reply::new(451, "4.4.1", "no host could be reached");
-        for (host, server_name) in hosts {
-            // Each connection that logs in gets its own SCRAM nonce.
-            let client_config = Rc::new(ClientConfig {
+        // Each connection that logs in gets its own SCRAM nonce.
+        let config_for = |tls: TlsPolicy| -> Result<Rc<ClientConfig>, Unreachable> {
+            Ok(Rc::new(ClientConfig {
                 auth: match &login {
                     Some((credentials, allow_cleartext)) => Some(ClientAuth {
                         credentials: credentials.clone(),
@@ -581,14 +580,36 @@ impl Scheduler {
                     }),
                     None => None,
                 },
+                tls,
                 ..base.clone()
-            });
+            }))
+        };
+        let mut last = Reply::new(451, "4.4.1", "no host could be reached");
+        for (host, server_name) in hosts {
             let tls = self.tls.borrow().clone().map(|tls| OutgoingTls {
                 tls: tls.clone(),
                 server_name: server_name.clone(),
                 verify: use_tls == TlsUse::Must && !route.danger_tls_no_verify,
             });
-            match Connection::open(host, route.failover_timeout, client_config.clone(), tls).await {
+            let mut opened =
+                Connection::open(host, route.failover_timeout, config_for(base.tls)?, tls).await;
+            if let Err(ConnectError::TlsHandshake(_)) = &opened
+                && base.tls == TlsPolicy::Opportunistic
+            {
+                // TLS was only ever opportunistic here: a next hop whose TLS is broken
+                // gets the mail in clear on a new connection, as it would had it not
+                // offered STARTTLS, rather than never.
+                log::info!(target: "smtp", "{}: TLS is opportunistic: connecting again without it",
+                    NamedRelay(&server_name, host));
+                opened = Connection::open(
+                    host,
+                    route.failover_timeout,
+                    config_for(TlsPolicy::Never)?,
+                    None,
+                )
+                .await;
+            }
+            match opened {
                 Ok(c) => return Ok((c, server_name)),
                 Err(e) => {
                     let relay = NamedRelay(&server_name, host);
@@ -904,11 +925,15 @@ struct Open {
 /// a temporary `451 4.4.1`: one bad host does not bounce mail.
 fn connect_failure(host: &NamedRelay, e: &ConnectError) -> Reply {
     match e {
-        ConnectError::Refused(Some(r)) if r.is_transient() => Reply {
-            code: r.code,
-            enhanced: r.enhanced,
-            lines: vec![format!("{} (at {host})", r.lines.join(" "))],
-        },
+        ConnectError::Refused(Some(r)) | ConnectError::TlsHandshake(Some(r))
+            if r.is_transient() =>
+        {
+            Reply {
+                code: r.code,
+                enhanced: r.enhanced,
+                lines: vec![format!("{} (at {host})", r.lines.join(" "))],
+            }
+        }
         other => Reply::new(451, "4.4.1", format!("connect to {host}: {other}")),
     }
 }
