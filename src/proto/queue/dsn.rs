@@ -404,10 +404,12 @@ fn explanation(
     out.push_str("\r\n");
     let intro = match r.kind {
         ReportKind::Failure => {
-            let attached = if r.env.ret == Some(Ret::Full) {
-                "It's attached below."
-            } else {
-                "Its header section is attached below."
+            let attached = match (r.env.ret == Some(Ret::Full), r.content_complete) {
+                (true, true) => "It's attached below.",
+                (true, false) => {
+                    "It was too large to return whole: its header section is attached below."
+                }
+                (false, _) => "Its header section is attached below.",
             };
             format!(
                 "I'm sorry to have to inform you that your message could not be delivered to \
@@ -1035,8 +1037,14 @@ else:
         let view = python_view(&built.bytes);
         assert_has(&view, "part text/rfc822-headers 0");
         assert!(!view.contains("Hello Bob"));
+        // The explanation says what came back, and why not the whole message.
+        let text = String::from_utf8_lossy(&built.bytes).replace("\r\n", " ");
+        assert!(text.contains("too large to return whole"), "{text}");
+        assert!(!text.contains("It's attached below"), "{text}");
         r.content_complete = true;
-        assert_has(&python_view(&build(&r).bytes), "part message/rfc822 0");
+        let whole = build(&r);
+        assert_has(&python_view(&whole.bytes), "part message/rfc822 0");
+        assert!(String::from_utf8_lossy(&whole.bytes).contains("It's attached below."));
     }
 
     #[test]
