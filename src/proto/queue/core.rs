@@ -1112,21 +1112,28 @@ impl QueueCore {
             return Err(Reply::new(451, "4.3.0", "Message vanished from the queue"));
         };
         let env = &m.env;
+        let rcpts: Vec<OutgoingRcpt> = job
+            .rcpts
+            .iter()
+            .filter_map(|&i| env.recipients.get(i))
+            .map(|r| OutgoingRcpt {
+                address: r.address.clone(),
+                notify: notify::to_param(r.notify),
+                orcpt: r.orcpt.clone(),
+            })
+            .collect();
+        // SMTPUTF8 goes on only for a message that needs it (RFC 6531 §3.2): a UTF-8
+        // address in this transaction, or 8-bit content, where a UTF-8 header may be.
+        // An ASCII message that merely arrived with the flag then reaches a next hop
+        // without the extension, instead of being refused 5.6.7.
+        let needs_utf8 =
+            !env.sender.is_ascii() || rcpts.iter().any(|r| !r.address.is_ascii()) || env.eight_bit;
         let msg = OutgoingMessage {
             from: env.sender.clone(),
-            rcpts: job
-                .rcpts
-                .iter()
-                .filter_map(|&i| env.recipients.get(i))
-                .map(|r| OutgoingRcpt {
-                    address: r.address.clone(),
-                    notify: notify::to_param(r.notify),
-                    orcpt: r.orcpt.clone(),
-                })
-                .collect(),
+            rcpts,
             size: env.size,
             eight_bit: env.eight_bit,
-            smtputf8: env.smtputf8,
+            smtputf8: env.smtputf8 && needs_utf8,
             ret: env.ret.map(|r| match r {
                 Ret::Full => "FULL".to_string(),
                 Ret::Hdrs => "HDRS".to_string(),
@@ -2288,6 +2295,55 @@ mod tests {
             c.hold(&"AAAAAAAAAAAAAAAA".parse().unwrap()),
             Err(OpError::NoSuchMessage("AAAAAAAAAAAAAAAA".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn smtputf8_is_asked_of_the_next_hop_only_when_the_message_needs_it() {
+        let mut c = core(config(&[
+            ("a.example", relay(&["10.0.0.1:25"])),
+            ("b.example", relay(&["10.0.0.2:25"])),
+        ]));
+        let flagged = |n: u64, rcpts: &[&str], eight_bit: bool| {
+            let mut e = env(n, rcpts);
+            e.smtputf8 = true;
+            e.eight_bit = eight_bit;
+            e
+        };
+        // ASCII addresses, 7-bit content: the flag is not needed.
+        c.submit(
+            flagged(1, &["u@a.example"], false),
+            None,
+            Backing::File,
+            at(0),
+        );
+        // A UTF-8 recipient, or 8-bit content that may hold UTF-8 headers: needed.
+        c.submit(
+            flagged(2, &["jörg@b.example"], false),
+            None,
+            Backing::File,
+            at(0),
+        );
+        actions(&mut c);
+        let job = c.take_job(&dest("a.example"), None).unwrap();
+        assert!(!c.transaction(&job).unwrap().0.smtputf8);
+        let job = c.take_job(&dest("b.example"), None).unwrap();
+        assert!(c.transaction(&job).unwrap().0.smtputf8);
+        let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
+        c.submit(
+            flagged(3, &["u@a.example"], true),
+            None,
+            Backing::File,
+            at(0),
+        );
+        actions(&mut c);
+        let job = c.take_job(&dest("a.example"), None).unwrap();
+        assert!(c.transaction(&job).unwrap().0.smtputf8);
+        // Without the flag at reception it is never added.
+        let mut c = core(config(&[("a.example", relay(&["10.0.0.1:25"]))]));
+        c.submit(env(4, &["u@a.example"]), None, Backing::File, at(0));
+        actions(&mut c);
+        let job = c.take_job(&dest("a.example"), None).unwrap();
+        assert!(!c.transaction(&job).unwrap().0.smtputf8);
     }
 
     #[test]
