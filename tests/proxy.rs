@@ -501,8 +501,8 @@ print(pump(lambda: tls.read(4096)).decode().strip())
     gw.wait_for_log("TLS connection established from unknown[127.0.0.2]");
 }
 
-/// The balancer's own connections (v2 LOCAL, v1 UNKNOWN: health checks) are served as
-/// the balancer's.
+/// The balancer's own connections (v2 LOCAL) and those it does not name (v1 UNKNOWN,
+/// health checks among them) are counted and logged as the balancer's.
 #[test]
 fn the_balancers_own_connections_are_served_as_its_own() {
     let dir = TempDir::new("proxy-local");
@@ -524,21 +524,37 @@ fn the_balancers_own_connections_are_served_as_its_own() {
 }
 
 /// What the tests above lean on: without HAProxy in between, the balancer's address
-/// is INTERNAL and may relay, so the refusals above were the clients'.
+/// is INTERNAL and its own connections (v2 LOCAL) may relay, so the refusals above were
+/// the clients'. A client it relays without naming (v1 UNKNOWN, a v2 client with no IP
+/// address) may be anyone: it is served unclassified, and may not relay.
 #[test]
-fn the_balancers_own_address_may_relay() {
+fn the_balancers_own_address_may_relay_and_a_client_it_does_not_name_may_not() {
     let dir = TempDir::new("proxy-own");
     let (_sink, gw) = raw_gateway(&dir);
-    let stream = connect_from(BALANCER, gw.inbound_addr()).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut raw = Raw { stream };
-    raw.send(b"PROXY UNKNOWN\r\n");
-    assert!(raw.replies(1).starts_with("220 "));
-    raw.send(
-        format!("EHLO balancer.example.org\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@{FOREIGN}>\r\n")
-            .as_bytes(),
-    );
-    let replies = raw.replies(3);
+    let rcpt = |header: &[u8]| {
+        let stream = connect_from(BALANCER, gw.inbound_addr()).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut raw = Raw { stream };
+        raw.send(header);
+        assert!(raw.replies(1).starts_with("220 "));
+        raw.send(
+            format!("EHLO balancer.example.org\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@{FOREIGN}>\r\n")
+                .as_bytes(),
+        );
+        let replies = raw.replies(3);
+        let _ = TcpStream::shutdown(&raw.stream, std::net::Shutdown::Both);
+        replies
+    };
+    let replies = rcpt(&v2_header(0x0, 0x00, &[]));
     assert!(replies.ends_with("250 2.1.5 Ok\r\n"), "{replies}");
-    let _ = TcpStream::shutdown(&raw.stream, std::net::Shutdown::Both);
+    for header in [
+        b"PROXY UNKNOWN\r\n".to_vec(),
+        // PROXY for an AF_UNIX client, and for an unspecified family.
+        v2_header(0x1, 0x31, &[b'/'; 216]),
+        v2_header(0x1, 0x00, &[]),
+    ] {
+        let replies = rcpt(&header);
+        assert!(replies.contains(RELAY_DENIED), "{replies}");
+    }
+    gw.wait_for_log("a client it does not name, served unclassified");
 }

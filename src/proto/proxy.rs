@@ -106,11 +106,16 @@ pub enum Header {
         client: SocketAddr,
         destination: SocketAddr,
     },
-    /// The balancer's own connection (version 2's `LOCAL`, version 1's `UNKNOWN`), or
-    /// one for a client with no IP address (a UNIX socket, an unspecified family or
-    /// protocol, which the specification lets a receiver serve so): served as a
-    /// connection from the balancer itself.
+    /// The balancer's own connection (version 2's `LOCAL`, such as a health check):
+    /// served as a connection from the balancer itself.
     Local,
+    /// A connection the balancer relays without saying from where: version 1's
+    /// `UNKNOWN` (a health check, or a client the balancer cannot name), or a version-2
+    /// `PROXY` for a client with no IP address (a UNIX socket, an unspecified family or
+    /// protocol). The specification lets a receiver serve it as the balancer's own; a
+    /// client that may be anyone is served as an unclassified one instead, never with
+    /// the balancer's trust.
+    Unknown,
 }
 
 /// A decision on a prefix of a connection's bytes.
@@ -267,7 +272,7 @@ fn v1_line(line: &[u8]) -> Result<Header, HeaderError> {
         && matches!(rest.first(), None | Some(b' '))
     {
         // The specification: anything up to the CRLF is to be ignored.
-        return Ok(Header::Local);
+        return Ok(Header::Unknown);
     }
     let malformed = HeaderError::V1Malformed;
     let text = std::str::from_utf8(line).map_err(|_| malformed("octets that are not text"))?;
@@ -386,7 +391,7 @@ fn decode_v2(input: &[u8]) -> Result<Decoded, HeaderError> {
         _ => {
             return Ok(Decoded::Complete {
                 version: Version::V2,
-                header: Header::Local,
+                header: Header::Unknown,
                 length,
             });
         }
@@ -698,7 +703,7 @@ mod tests {
             b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
             b"PROXY UNKNOWN anything\x01at all\xff\r\n",
         ] {
-            assert_eq!(complete(line), (Version::V1, Header::Local, line.len()));
+            assert_eq!(complete(line), (Version::V1, Header::Unknown, line.len()));
         }
     }
 
@@ -827,7 +832,7 @@ mod tests {
     }
 
     #[test]
-    fn local_and_addressless_version_two_headers_are_the_balancers_own() {
+    fn local_version_two_headers_are_the_balancers_own_and_addressless_ones_unknown() {
         // LOCAL: the block is skipped whatever it holds, and its length is not assumed 0.
         for (family, payload) in [
             (0x00, Vec::new()),
@@ -850,7 +855,7 @@ mod tests {
             (0x32, vec![b'/'; 216]),
         ] {
             let header = v2(V2_PROXY, family, &payload);
-            assert_eq!(complete(&header).1, Header::Local, "family {family:#x}");
+            assert_eq!(complete(&header).1, Header::Unknown, "family {family:#x}");
         }
     }
 

@@ -237,7 +237,8 @@ pub async fn accept_loop(
         let running = gw.running();
         let limits = running.config.service(service);
         if !limits.expects_proxy_header(peer.ip()) {
-            admit(&gw, &counts, accepted, stream, peer, None, Vec::new());
+            let client = Client::Named(peer);
+            admit(&gw, &counts, accepted, stream, client, None, Vec::new());
             continue;
         }
         // A load balancer's connection: it holds a place in the service's total while
@@ -278,6 +279,17 @@ pub async fn accept_loop(
     }
 }
 
+/// Who a connection is from.
+#[derive(Clone, Copy)]
+enum Client {
+    /// This address: the peer's, or the client a load balancer's header names.
+    Named(SocketAddr),
+    /// Someone a load balancer at this address relays without naming (PROXY `UNKNOWN`,
+    /// or a version-2 client with no IP address): served as a client that no `classify`
+    /// rule matches, counted and logged by the balancer's address.
+    Unnamed(SocketAddr),
+}
+
 /// Where a connection came in.
 #[derive(Clone, Copy)]
 struct Accepted {
@@ -291,12 +303,13 @@ const PROXY_READ: usize = 512;
 
 /// Reads a load balancer's PROXY header (see [`crate::proto::proxy`]) within
 /// [`HEADER_TIMEOUT`](crate::proto::proxy::HEADER_TIMEOUT): the client it names (the balancer
-/// itself for its own connections) and the octets that followed the header. `None`
-/// when the connection is to be closed without a word: the reason is logged here.
+/// itself for its own connections, unnamed for those it does not say) and the octets
+/// that followed the header. `None` when the connection is to be closed without a word:
+/// the reason is logged here.
 async fn read_proxy_header(
     stream: &mut Async<TcpStream>,
     balancer: SocketAddr,
-) -> Option<(SocketAddr, Vec<u8>)> {
+) -> Option<(Client, Vec<u8>)> {
     let mut reader = HeaderReader::new(Instant::now());
     let mut buf = vec![0u8; PROXY_READ];
     loop {
@@ -305,11 +318,15 @@ async fn read_proxy_header(
                 let client = match received.header {
                     Header::Relayed { client, .. } => {
                         log::debug!(target: "smtpd", "PROXY {} header from {balancer}: client {client}", received.version);
-                        client
+                        Client::Named(client)
                     }
                     Header::Local => {
                         log::debug!(target: "smtpd", "PROXY {} header from {balancer}: the balancer's own connection", received.version);
-                        balancer
+                        Client::Named(balancer)
+                    }
+                    Header::Unknown => {
+                        log::info!(target: "smtpd", "PROXY {} header from {balancer}: a client it does not name, served unclassified", received.version);
+                        Client::Unnamed(balancer)
                     }
                 };
                 return Some((client, received.after));
@@ -337,7 +354,7 @@ async fn read_proxy_header(
     }
 }
 
-/// Admits a connection from `peer`, the client itself or the one a balancer's PROXY
+/// Admits a connection from `client`, the peer itself or the one a balancer's PROXY
 /// header named: classification, the connection limits, the access filters, then the
 /// session, which is given `already_read` first. `pending` is the place a balancer's
 /// connection held while its header was read.
@@ -346,7 +363,7 @@ fn admit(
     counts: &Rc<RefCell<Counts>>,
     accepted: Accepted,
     stream: Async<TcpStream>,
-    peer: SocketAddr,
+    client: Client,
     pending: Option<Slot>,
     already_read: Vec<u8>,
 ) {
@@ -358,7 +375,11 @@ fn admit(
     let running = gw.running();
     let config = &running.config;
     let host = config.system.host_name.clone();
-    let category = local.map(|l| config.classify(l, peer));
+    let (peer, named) = match client {
+        Client::Named(addr) => (addr, true),
+        Client::Unnamed(balancer) => (balancer, false),
+    };
+    let category = local.filter(|_| named).map(|l| config.classify(l, peer));
     let category_name = match category {
         Some(Classification::Category(c)) => Some(c.to_string()),
         _ => None,
