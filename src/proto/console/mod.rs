@@ -641,6 +641,7 @@ impl Console {
                 }
                 self.prompt();
             }
+            Key::Enter if text.len() >= MAX_PASTE => self.bell(),
             Key::Enter => {
                 text.push('\n');
                 self.out.extend_from_slice(b"\r\n");
@@ -916,7 +917,9 @@ impl Console {
             }),
             Action::Up(n) => self.move_level(|e| {
                 e.back.clear();
-                for _ in 0..n {
+                // No more steps than there are places: `up 18446744073709551615` is the top
+                // at once, not a loop that holds the executor.
+                for _ in 0..n.min(e.level.len()) {
                     // A list's entry is one place with its key: up from it leaves both.
                     e.level.pop();
                     while !text::is_place(&e.level) {

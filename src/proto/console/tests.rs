@@ -599,6 +599,7 @@ fn edit_up_top_and_exit_move_through_the_configuration() {
             Step::Keys(b"edit system\redit watchdog\rset timeout 2m\r"),
             Step::Keys(b"exit\r"),
             Step::Keys(b"edit watchdog\rup\rup\r"),
+            Step::Keys(b"edit system watchdog\rup 18446744073709551615\r"),
             Step::Keys(b"edit route example.org\rset mx\rshow\r"),
             Step::Keys(b"commit\r"),
             Step::Keys(b"top\rshow system watchdog\rexit\r"),
@@ -634,6 +635,13 @@ fn edit_up_top_and_exit_move_through_the_configuration() {
     assert!(
         text.contains(&format!(
             "{p}edit watchdog\n[edit system watchdog]\n{p}up\n[edit system]\n{p}up\n[edit]\n"
+        )),
+        "{text}"
+    );
+    // However many places up, no further than the top, at once.
+    assert!(
+        text.contains(&format!(
+            "[edit system watchdog]\n{p}up 18446744073709551615\n[edit]\n"
         )),
         "{text}"
     );
@@ -688,6 +696,28 @@ fn load_merge_from_a_file_and_from_the_terminal() {
         "{text}"
     );
     assert!(text.contains("error: cannot read /nowhere"), "{text}");
+}
+
+#[test]
+fn a_paste_of_nothing_but_newlines_is_bounded_too() {
+    let start = Instant::now();
+    let mut console = Console::new(logged_in(), start);
+    let mut enters = vec![b'\r'; MAX_PASTE + 10];
+    enters.push(0x04);
+    let out = run_split(
+        &mut console,
+        start,
+        &mut Fake::changed(),
+        &[
+            Step::Keys(b"configure\rload merge terminal\r"),
+            Step::Keys(&enters),
+        ],
+        &whole,
+    );
+    // The newlines past the bound ring the bell instead of growing the paste.
+    let bells = out.iter().filter(|&&b| b == 0x07).count();
+    assert_eq!(bells, 10);
+    assert!(String::from_utf8_lossy(&out).ends_with("load complete\r\nadmin@gw.example.com# "));
 }
 
 #[test]
