@@ -108,6 +108,8 @@ impl CertificateRequest {
 pub fn request_of(action: &CertificateAction) -> Result<(CertificateRequest, String), String> {
     use CertificateAction as A;
     use CertificateRequest as R;
+    /// The largest certificate or key file read.
+    const MAX_PEM_FILE: usize = 1024 * 1024;
     Ok(match action {
         A::Show => (R::Show, String::new()),
         A::Request { name } => (R::Request { name: name.clone() }, String::new()),
@@ -119,9 +121,10 @@ pub fn request_of(action: &CertificateAction) -> Result<(CertificateRequest, Str
             String::new(),
         ),
         A::Import { name, chain, key } => {
-            let read = |p: &Path| {
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
+            // Regular files of at most 1 MiB (a chain is a few KiB): never `/dev/zero`,
+            // never a FIFO that holds a thread for ever.
+            let read =
+                |p: &Path| super::exec::read_text_file(p, &p.display().to_string(), MAX_PEM_FILE);
             let pem = format!("{}\n{}", read(chain)?, read(key)?);
             (R::Import { name: name.clone() }, pem)
         }
@@ -230,5 +233,38 @@ mod tests {
         }
         assert!(CertificateRequest::parse(&["import"]).is_err());
         assert!(CertificateRequest::parse(&["delete", "a", "b"]).is_err());
+    }
+
+    #[test]
+    fn an_import_reads_regular_files_of_bounded_size_only() {
+        let dir = std::env::temp_dir().join(format!("drawbridge-cert-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let chain = dir.join("chain.pem");
+        std::fs::write(&chain, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let import = |key: &Path| {
+            request_of(&CertificateAction::Import {
+                name: "mail".into(),
+                chain: chain.clone(),
+                key: key.to_path_buf(),
+            })
+        };
+        let fifo = dir.join("fifo");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        // Neither endless nor never-answering: refused at once.
+        for key in [Path::new("/dev/zero"), fifo.as_path()] {
+            let e = import(key).unwrap_err();
+            assert!(e.ends_with("not a regular file"), "{e}");
+        }
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'A'; 1024 * 1024 + 1]).unwrap();
+        assert!(import(&big).unwrap_err().contains("is larger than"));
+        let key = dir.join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let (_, pem) = import(&key).unwrap();
+        assert!(pem.contains("CERTIFICATE") && pem.contains("PRIVATE KEY"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

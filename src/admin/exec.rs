@@ -200,8 +200,6 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
 }
 
 fn read_bounded(path: &str, state_dir: &Path) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| format!("cannot read {path}: {e}");
     // The state directory holds the gateway's secrets (logins, token PIN, keys): the
     // console does not read it, whatever the path or link that leads there.
@@ -213,21 +211,31 @@ fn read_bounded(path: &str, state_dir: &Path) -> Result<String, String> {
             ));
         }
     }
-    // Without blocking on a FIFO or a device that never answers.
+    read_text_file(&real, path, MAX_PASTE)
+}
+
+/// The text of the regular file at `path` (`shown` as the console named it), at most
+/// `limit` octets: opened without blocking on a FIFO or a device that never answers,
+/// refused when it is not a regular file or is larger. For what a console names
+/// (`load`, `certificate import`).
+pub(super) fn read_text_file(path: &Path, shown: &str, limit: usize) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| format!("cannot read {shown}: {e}");
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(&real)
+        .open(path)
         .map_err(cannot)?;
     if !file.metadata().map_err(cannot)?.is_file() {
-        return Err(format!("cannot read {path}: not a regular file"));
+        return Err(format!("cannot read {shown}: not a regular file"));
     }
     let mut text = String::new();
-    file.take(MAX_PASTE as u64 + 1)
+    file.take(limit as u64 + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    if text.len() > MAX_PASTE {
-        return Err(format!("{path} is larger than {MAX_PASTE} octets"));
+        .map_err(cannot)?;
+    if text.len() > limit {
+        return Err(format!("{shown} is larger than {limit} octets"));
     }
     Ok(text)
 }
