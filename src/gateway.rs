@@ -96,7 +96,7 @@ pub struct SessionInfo {
 /// grows for every session together) and who is connected.
 #[derive(Default)]
 pub struct Consoles {
-    failures: Cell<u32>,
+    failures: RefCell<LoginFailures>,
     sessions: RefCell<Vec<SessionInfo>>,
     next: Cell<u64>,
 }
@@ -153,15 +153,53 @@ impl Consoles {
         self.sessions.borrow().clone()
     }
 
-    /// A failed login; the failures in a row so far.
-    pub fn login_failed(&self) -> u32 {
-        let n = self.failures.get().saturating_add(1);
-        self.failures.set(n);
-        n
+    /// A failed login for `user`; the failures in a row so far.
+    pub fn login_failed(&self, user: &str, now: Instant) -> u32 {
+        self.failures.borrow_mut().failed(user, now)
     }
 
-    pub fn login_succeeded(&self) {
-        self.failures.set(0);
+    pub fn login_succeeded(&self, user: &str) {
+        self.failures.borrow_mut().succeeded(user);
+    }
+}
+
+/// Failed console logins in a row, for every console together: each failure doubles
+/// the wait before the next try.
+#[derive(Default)]
+pub struct LoginFailures {
+    count: u32,
+    /// The name every failure of the row was for; `None` once they were for several.
+    only: Option<String>,
+    last: Option<Instant>,
+}
+
+/// A row of failures older than this is forgotten: the next failure starts a new one.
+pub const LOGIN_FAILURES_FORGOTTEN: Duration = Duration::from_secs(15 * 60);
+
+impl LoginFailures {
+    pub fn failed(&mut self, user: &str, now: Instant) -> u32 {
+        let stale = self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) >= LOGIN_FAILURES_FORGOTTEN);
+        if stale || self.count == 0 {
+            *self = LoginFailures::default();
+            self.only = Some(user.to_string());
+        } else if self.only.as_deref() != Some(user) {
+            self.only = None;
+        }
+        self.count = self.count.saturating_add(1);
+        self.last = Some(now);
+        self.count
+    }
+
+    /// A login succeeded: the row ends only when every failure of it was this login's
+    /// own (a mistyped password). A success of another login proves nothing about the
+    /// names guessed, or guessing one password between logins of one's own would wait a
+    /// second each time.
+    pub fn succeeded(&mut self, user: &str) {
+        if self.only.as_deref() == Some(user) {
+            *self = LoginFailures::default();
+        }
     }
 }
 
@@ -853,6 +891,32 @@ pub fn open(start: &Start) -> io::Result<Ready> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_of_ones_own_does_not_end_a_row_of_failures_for_another() {
+        let t0 = Instant::now();
+        let mut f = LoginFailures::default();
+        assert_eq!(f.failed("admin", t0), 1);
+        // Guessing admin's password between logins of one's own: the row goes on.
+        f.succeeded("mallory");
+        assert_eq!(f.failed("admin", t0), 2);
+        f.succeeded("mallory");
+        assert_eq!(f.failed("admin", t0), 3);
+        // A mistyped password of one's own ends with one's own login.
+        let mut f = LoginFailures::default();
+        f.failed("alice", t0);
+        f.failed("alice", t0);
+        f.succeeded("alice");
+        assert_eq!(f.failed("alice", t0), 1);
+        // Failures for several names: no one login ends the row.
+        let mut f = LoginFailures::default();
+        f.failed("alice", t0);
+        f.failed("admin", t0);
+        f.succeeded("alice");
+        assert_eq!(f.failed("alice", t0), 3);
+        // A row left alone long enough is forgotten.
+        assert_eq!(f.failed("alice", t0 + LOGIN_FAILURES_FORGOTTEN), 1);
+    }
 
     #[test]
     fn listening_sockets_are_listed_per_service() {

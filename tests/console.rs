@@ -132,6 +132,14 @@ fn first_login_forces_a_new_password_and_wrong_ones_wait() {
     term.send(&format!("admin\r{NEW_PASSWORD}\r"));
     term.expect("--- drawbridge");
     term.expect(PROMPT);
+    // A name no login has, perhaps a password typed at `login:`, is not logged.
+    term.send("exit\r");
+    term.expect("login: ");
+    term.send("hunter2-at-login\rx\r");
+    term.expect("Login incorrect");
+    term.expect("login failed for an unknown login on console (standard input)");
+    let text = term.screen().text();
+    assert!(!text.contains("login failed for hunter2"), "{text}");
 }
 
 #[test]

@@ -30,11 +30,13 @@ pub fn admins_path(state_dir: &Path) -> PathBuf {
 /// What a login attempt found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// A login that exists, with a wrong password.
     Refused,
+    /// No login of that name: not worth logging by name, since what was typed at
+    /// `login:` may have been a password.
+    Unknown,
     /// Good; `must_change` while it is the factory account's factory password.
-    Accepted {
-        must_change: bool,
-    },
+    Accepted { must_change: bool },
 }
 
 fn load(state_dir: &Path) -> io::Result<Option<UserDb>> {
@@ -55,14 +57,16 @@ pub fn verify(state_dir: &Path, user: &str, password: &str) -> io::Result<Verdic
             && constant_time_eq(password.as_bytes(), FACTORY_PASSWORD.as_bytes());
         return Ok(if ok {
             Verdict::Accepted { must_change: true }
-        } else {
+        } else if user == FACTORY_USER {
             Verdict::Refused
+        } else {
+            Verdict::Unknown
         });
     };
     let Some(secret) = db.scram(user) else {
         // Spend the same work on an unknown name as on a known one.
         let _ = crate::proto::sasl::ScramSecret::derive(password, &[0; 16], ADMIN_ITERATIONS);
-        return Ok(Verdict::Refused);
+        return Ok(Verdict::Unknown);
     };
     Ok(
         if secret.verify_password(ScramHash::Sha256, password.as_bytes()) {
@@ -227,7 +231,7 @@ mod tests {
         );
         assert_eq!(
             verify(&dir, "root", "drawbridge").unwrap(),
-            Verdict::Refused
+            Verdict::Unknown
         );
         set_password(&dir, "admin", "correct horse", true).unwrap();
         assert_eq!(
@@ -281,7 +285,7 @@ mod tests {
         delete(&dir, "admin").unwrap();
         assert_eq!(
             verify(&dir, "admin", "correct horse").unwrap(),
-            Verdict::Refused
+            Verdict::Unknown
         );
         let last = delete(&dir, "bob").unwrap_err();
         assert!(

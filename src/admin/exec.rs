@@ -173,7 +173,7 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
     let shown = crate::proto::console::output::sanitize(user);
     match verdict {
         Ok(Verdict::Accepted { must_change }) => {
-            gw.consoles.login_succeeded();
+            gw.consoles.login_succeeded(user);
             log::info!(target: "console", "{shown} logged in on {transport}{}",
                 if must_change { " with the factory password" } else { "" });
             Answer::LoggedIn {
@@ -181,12 +181,19 @@ async fn login(gw: &Rc<Gateway>, user: &str, password: String, transport: &str) 
                 class: gw.config().system.login_class(user),
             }
         }
-        Ok(Verdict::Refused) => {
-            let failures = gw.consoles.login_failed();
+        Ok(verdict @ (Verdict::Refused | Verdict::Unknown)) => {
+            let failures = gw.consoles.login_failed(user, std::time::Instant::now());
             let delay = FIRST_LOGIN_DELAY
                 .saturating_mul(1 << failures.saturating_sub(1).min(16))
                 .min(MAX_LOGIN_DELAY);
-            log::warn!(target: "console", "login failed for {shown} on {transport}: {failures} failure(s) in a row, next try in {}s",
+            // An unknown name is not logged: it may have been a password typed at
+            // `login:`, and every login that may `show log` would read it.
+            let who = if verdict == Verdict::Refused {
+                shown.to_string()
+            } else {
+                "an unknown login".to_string()
+            };
+            log::warn!(target: "console", "login failed for {who} on {transport}: {failures} failure(s) in a row, next try in {}s",
                 delay.as_secs());
             Answer::Refused { delay }
         }
