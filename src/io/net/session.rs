@@ -322,6 +322,7 @@ pub async fn serve(
                         CloseReason::SessionLimit => Some("session limit"),
                         CloseReason::Shutdown => Some("shutdown"),
                         CloseReason::TlsFailed => Some("TLS handshake failed"),
+                        CloseReason::UnframedChunk => Some("BDAT size unreadable"),
                     };
                     if let Some(why) = why {
                         log::info!(target: "smtpd", "{why} from {client}");

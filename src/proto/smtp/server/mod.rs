@@ -154,6 +154,8 @@ pub enum CloseReason {
     Shutdown,
     /// The TLS handshake after STARTTLS failed (`tls_failed`).
     TlsFailed,
+    /// A BDAT whose size could not be read: where its chunk ends is unknown.
+    UnframedChunk,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -549,6 +551,18 @@ impl Session {
         let verb = verb_of(line);
         let command = match Command::parse(line) {
             Ok(c) => c,
+            // Its chunk follows, of a size that could not be read: its octets must not
+            // be read as commands (a smuggling surface behind a front end that reads BDAT
+            // otherwise), and nothing says where they end. The session ends.
+            Err(_) if verb == "BDAT" => {
+                let reply = Reply::new(
+                    554,
+                    "5.5.4",
+                    "Syntax: BDAT size [LAST]; where the chunk ends is unknown, closing",
+                );
+                self.reject(&verb, reply, false);
+                return self.close(CloseReason::UnframedChunk);
+            }
             Err(e) => return self.reject(&verb, e.reply(), true),
         };
         match command {

@@ -87,6 +87,17 @@ bad_input! {
         with(opening(), vec![c("BDAT 3\r\na\nb"), c("BDAT 2 LAST\r\nc\r")]),
         expect [BARE, b"503 5.5.1 Error: need MAIL command\r\n"], absent [QUEUED],
         survives true, committed 0;
+    bdat_with_a_size_that_cannot_be_read_ends_the_session: same,
+        with(opening(), vec![c("BDAT 6 FOO\r\nQUIT\r\n")]),
+        expect [b"554 5.5.4 Syntax: BDAT size [LAST]; where the chunk ends is unknown, closing\r\n"],
+        absent [b"221", QUEUED], survives false, committed 0;
+    bdat_with_an_overflowing_size_ends_the_session: same,
+        with(opening(), vec![c("BDAT 99999999999999999999 LAST\r\nRSET\r\n")]),
+        expect [b"554 5.5.4"], absent [b"250 2.0.0 Ok\r\n", QUEUED], survives false, committed 0;
+    bdat_in_an_open_chunked_transaction_with_a_bad_size_aborts_it: same,
+        with(opening(), vec![c("BDAT 3\r\nabcBDAT x LAST\r\nNOOP\r\n")]),
+        expect [b"250 2.0.0 3 octets received\r\n", b"554 5.5.4"], absent [QUEUED, b"250 2.0.0 Ok\r\n"],
+        survives false, committed 0;
     lone_cr_at_end_of_last_bdat_chunk: same,
         with(opening(), vec![c("BDAT 2 LAST\r\na\r")]),
         expect [BARE], absent [QUEUED], survives true, committed 0;
