@@ -68,6 +68,49 @@ fn names_come_from_dns_and_spoofers_are_caught() {
     assert!(greeting(gw.inbound, "127.0.0.4").starts_with("220 "));
     assert_eq!(greeting(gw.inbound, "127.0.0.5"), "554 5.7.1 Access denied");
     assert_eq!(greeting(gw.inbound, "127.0.0.6"), "554 5.7.1 Access denied");
+    drop(gw);
+    // Allowing by name: a name that does not point back is no name to allow by, or
+    // whoever writes their own PTR record would be let in.
+    let dir = TempDir::new("filters-dns-allow");
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set system dns resolver {}
+             set service inbound allow-filter \"smtp: .test\"
+             set service inbound deny-filter \"smtp: ALL\"
+",
+            dns.addr
+        ),
+    );
+    assert!(greeting(gw.inbound, "127.0.0.4").starts_with("220 "));
+    assert_eq!(greeting(gw.inbound, "127.0.0.5"), "554 5.7.1 Access denied");
+}
+
+/// On a dual-stack listener an IPv4 client comes as `::ffff:a.b.c.d`; its rules, its
+/// name (a PTR record in in-addr.arpa) and the logs are still those of its IPv4
+/// address.
+#[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_judged_by_its_ipv4_address() {
+    let dir = TempDir::new("filters-dual-stack");
+    let dns = Dnsmasq::start(&[
+        "--ptr-record=4.0.0.127.in-addr.arpa,good.test",
+        "--host-record=good.test,127.0.0.4",
+    ]);
+    let port = free_port();
+    let gw = Gateway::start(
+        dir.path(),
+        &format!(
+            "set system dns resolver {}\n\
+             set service inbound listen [::]:{port}\n\
+             set service inbound allow-filter \"smtp: .test 127.0.0.2\"\n\
+             set service inbound deny-filter \"smtp: ALL\"\n",
+            dns.addr
+        ),
+    );
+    assert!(greeting(port, "127.0.0.2").starts_with("220 "));
+    assert!(greeting(port, "127.0.0.4").starts_with("220 "));
+    assert_eq!(greeting(port, "127.0.0.7"), "554 5.7.1 Access denied");
+    gw.wait_for_log("reject: CONNECT from unknown[127.0.0.7]");
 }
 
 /// An RFC 1413 server on `ip`:113 that names every connection's user `user`.

@@ -80,13 +80,16 @@ pub async fn decide(
     peer: SocketAddr,
     resolver: Option<&Resolver>,
 ) -> Decision {
+    // An IPv4 client of a dual-stack listener comes as `::ffff:a.b.c.d`: its rules, its
+    // PTR name (in in-addr.arpa) and its A records are those of the IPv4 address.
+    let client_ip = peer.ip().to_canonical();
     let request = Request {
         service,
         server_host: Some(ServerHost {
-            address: local.ip(),
+            address: local.ip().to_canonical(),
             name: None,
         }),
-        client_ip: peer.ip(),
+        client_ip,
     };
     let mut known = Known::default();
     loop {
@@ -100,11 +103,11 @@ pub async fn decide(
             return decision;
         }
         if asked.name {
-            known.name = Some(client_name(resolver, peer.ip()).await);
+            known.name = Some(client_name(resolver, client_ip).await);
         }
         if asked.forward {
             known.forward = Some(match &known.name {
-                Some(NameLookup::Known(name)) => forward_confirmed(resolver, name, peer.ip()).await,
+                Some(NameLookup::Known(name)) => forward_confirmed(resolver, name, client_ip).await,
                 _ => None,
             });
         }

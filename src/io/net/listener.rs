@@ -228,7 +228,11 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.get_ref().set_nodelay(true);
-        let local = stream.get_ref().local_addr().ok().or(local);
+        // An IPv4 client of a dual-stack listener comes as `::ffff:a.b.c.d`: it is that
+        // IPv4 address for classification, limits, filters and the logs, as Postfix
+        // writes it.
+        let peer = canonical(peer);
+        let local = stream.get_ref().local_addr().ok().or(local).map(canonical);
         let accepted = Accepted {
             service,
             local,
@@ -288,6 +292,11 @@ enum Client {
     /// or a version-2 client with no IP address): served as a client that no `classify`
     /// rule matches, counted and logged by the balancer's address.
     Unnamed(SocketAddr),
+}
+
+/// `addr` with an IPv4-mapped IPv6 address as the IPv4 address it maps.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Where a connection came in.

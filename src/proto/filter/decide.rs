@@ -154,6 +154,15 @@ trait Host {
     fn name(&mut self) -> Option<&str>;
     /// Whether the name does not map back to the address (`DNSSPOOFER`).
     fn spoofed(&mut self) -> bool;
+    /// Whether the name matches `pattern` and maps back to the address: how name
+    /// patterns, `LOCAL` and `KNOWN` match. Whoever controls an address's PTR record can
+    /// give it any name; a name whose own addresses do not include the address (or that
+    /// could not be checked) matches `DNSSPOOFER` only, as tcp_wrappers matches it only
+    /// by PARANOID. The name is compared first, so a name that does not match costs no
+    /// forward lookup.
+    fn verified_name_is(&mut self, pattern: &dyn Fn(&str) -> bool) -> bool {
+        self.name().is_some_and(pattern) && !self.spoofed()
+    }
 }
 
 struct Client<'f, 'l> {
@@ -248,14 +257,14 @@ fn client_matches(spec: &ClientSpec, request: &Request<'_>, facts: &mut Facts<'_
 fn host_matches(pattern: &HostPattern, host: &mut dyn Host) -> bool {
     match pattern {
         HostPattern::All => true,
-        HostPattern::Local => host.name().is_some_and(|name| !name.contains('.')),
-        HostPattern::Known => host.name().is_some(),
+        HostPattern::Local => host.verified_name_is(&|name| !name.contains('.')),
+        HostPattern::Known => host.verified_name_is(&|_| true),
         HostPattern::Unknown => host.name().is_none(),
         HostPattern::DnsSpoofer => host.spoofed(),
-        HostPattern::Name(expected) => host.name() == Some(expected.as_str()),
-        HostPattern::DomainSuffix(suffix) => host
-            .name()
-            .is_some_and(|name| name.ends_with(suffix.as_str())),
+        HostPattern::Name(expected) => host.verified_name_is(&|name| name == expected),
+        HostPattern::DomainSuffix(suffix) => {
+            host.verified_name_is(&|name| name.ends_with(suffix.as_str()))
+        }
         HostPattern::AddressPrefix(prefix) => match host.address() {
             IpAddr::V4(address) => prefix.contains(address),
             IpAddr::V6(_) => false,
@@ -916,6 +925,40 @@ mod tests {
     );
 
     #[test]
+    fn a_name_that_does_not_map_back_matches_only_dnsspoofer() {
+        let smtp = request("smtp", "203.0.113.9");
+        // The seed's "mostly denying" set-up, and a PTR record the client wrote itself.
+        for confirmed in [Some(false), None] {
+            for allow in [
+                "smtp: .example.com",
+                "smtp: mail.example.com",
+                "smtp: KNOWN",
+            ] {
+                let mut fake = Fake::named("mail.example.com").confirmed(confirmed);
+                assert!(
+                    matches!(
+                        run(&[allow], &["smtp: ALL"], &smtp, &mut fake),
+                        Decision::Denied { .. }
+                    ),
+                    "{allow} {confirmed:?}"
+                );
+            }
+            let mut fake = Fake::named("printer").confirmed(confirmed);
+            assert!(!allows("smtp: LOCAL", &smtp, &mut fake));
+            let mut fake = Fake::named("printer").confirmed(confirmed);
+            assert!(allows("smtp: DNSSPOOFER", &smtp, &mut fake));
+            // It has a name, if one not to be trusted: UNKNOWN is for hosts without one.
+            let mut fake = Fake::named("printer").confirmed(confirmed);
+            assert!(!allows("smtp: UNKNOWN", &smtp, &mut fake));
+        }
+        let mut fake = Fake::named("mail.example.com");
+        assert!(matches!(
+            run(&["smtp: .example.com"], &["smtp: ALL"], &smtp, &mut fake),
+            Decision::Allowed { .. }
+        ));
+    }
+
+    #[test]
     fn lookups_are_lazy_and_made_once() {
         // (allow, deny, service, client, expected [name, forward, ident] calls)
         let cases: Vec<LazyCase> = vec![
@@ -948,12 +991,13 @@ mod tests {
                 "11.0.0.1",
                 [0, 0, 0],
             ),
+            // A matching name is checked forward once, whatever else matches it.
             (
                 &["ALL: .example.com", "ALL: KNOWN"],
                 &["ALL: LOCAL"],
                 "smtp",
                 "10.0.0.1",
-                [1, 0, 0],
+                [1, 1, 0],
             ),
             (
                 &["ALL: DNSSPOOFER"],
@@ -974,7 +1018,7 @@ mod tests {
                 &["ALL: eve@.example.com"],
                 "smtp",
                 "10.0.0.1",
-                [1, 0, 1],
+                [1, 1, 1],
             ),
             (
                 &["ALL: KNOWN@10."],
