@@ -577,3 +577,41 @@ fn opportunistic_delivery_goes_on_in_clear_after_a_failed_handshake() {
     assert!(!seen.to_uppercase().contains("STARTTLS"), "{seen}");
     assert!(seen.contains("MAIL FROM:<alice@example.org>"), "{seen}");
 }
+
+/// `tlsswitchchannel`: after STARTTLS the session is on the channel it names, whose
+/// keywords govern what follows. Here that channel requires a login before mail.
+#[test]
+fn the_channel_tls_switches_to_governs_the_rest_of_the_session() {
+    let dir = TempDir::new("tls-switch-channel");
+    let gw = Gateway::start(
+        dir.path(),
+        "set service inbound channel tcp_local\n\
+         set service inbound auth yes\n\
+         set channel tcp_local keywords \"maytls tlsswitchchannel tcp_tls\"\n\
+         set channel tcp_tls keywords \"mustsaslserver\"\n",
+    );
+    let out = python(&format!(
+        r#"
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=30)
+s.ehlo("c.example.org")
+print("plain auth", s.has_extn("auth"))
+print("plain mail", s.docmd("MAIL", "FROM:<alice@example.org>")[0])
+s.rset()
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo("c.example.org")
+print("tls auth", s.has_extn("auth"))
+code, text = s.docmd("MAIL", "FROM:<alice@example.org>")
+print("tls mail", code, text.decode())
+s.quit()
+"#,
+        port = gw.inbound
+    ));
+    // In clear, tcp_local: no login offered or needed.
+    assert!(out.contains("plain auth False"), "{out}");
+    assert!(out.contains("plain mail 250"), "{out}");
+    // Under TLS, tcp_tls: a login is offered, and mail waits for one.
+    assert!(out.contains("tls auth True"), "{out}");
+    assert!(out.contains("tls mail 530 5.7.0"), "{out}");
+    gw.wait_for_log("switched to channel tcp_tls after TLS");
+}

@@ -243,7 +243,7 @@ fn client_certificates_are_verified_recorded_and_a_foreign_one_refused() {
              set service inbound channel tcp_local\n\
              set service inbound auth yes\n\
              set channel tcp_local keywords \"maytls maysaslserver tlsswitchchannel tcp_tls\"\n\
-             set channel tcp_tls keywords \"\"\n",
+             set channel tcp_tls keywords \"maysaslserver\"\n",
             pki.join("clients.pem").display()
         ),
     );

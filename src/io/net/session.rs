@@ -114,7 +114,10 @@ pub async fn serve(
         Ok(users) => users.offers_cram_md5(),
         Err(_) => false,
     };
-    let config = session_config(&running, service, category.as_deref(), cram);
+    // The source channel, and with it what the session offers and requires, is the
+    // TLS one (`tlsswitchchannel`) once TLS is up: at once for implicit TLS.
+    let config_for = |tls: bool| session_config(&running, service, category.as_deref(), cram, tls);
+    let config = config_for(implicit_tls);
     let write_timeout = config.command_timeout;
     let name = client_name(&running, peer.ip()).await;
     let client = Peer {
@@ -280,6 +283,7 @@ pub async fn serve(
                                 &client,
                             );
                             session.tls_established(info, Instant::now());
+                            session.switch_channel(config_for(true));
                         }
                         Err(e) => {
                             log::info!(target: "smtpd", "TLS handshake with {client} failed: {}", Escaped(&e.to_string()));
@@ -699,17 +703,19 @@ struct RcptAsked<'a> {
     had_source_route: bool,
 }
 
-/// The session settings for a client of `category` on `service`: its source channel
-/// decides TLS (`notls`, `musttls`) and SASL (`maysaslserver`, `mustsaslserver`), its
-/// ruleset which mechanisms are offered and which need TLS first.
+/// The session settings for a client of `category` on `service`, before or after TLS:
+/// its source channel (the one `tlsswitchchannel` names once TLS is up) decides TLS
+/// (`notls`, `musttls`) and SASL (`maysaslserver`, `mustsaslserver`), its ruleset which
+/// mechanisms are offered and which need TLS first.
 fn session_config(
     running: &Running,
     service: ServiceName,
     category: Option<&str>,
     cram: bool,
+    tls: bool,
 ) -> Rc<ServerConfig> {
     let config = &running.config;
-    let channel = config.channel(Some(&source_channel(config, service, category, false)));
+    let channel = config.channel(Some(&source_channel(config, service, category, tls)));
     let use_tls = channel.tls_server();
     let sasl = config.offers_auth(service)
         && channel.keywords.iter().any(|k| {

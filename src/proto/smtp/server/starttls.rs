@@ -5,9 +5,10 @@
 //! ever processed (CVE-2011-0411), and after the handshake everything learnt from the
 //! client is forgotten (RFC 3207 §4.2).
 
+use std::rc::Rc;
 use std::time::Instant;
 
-use super::{CloseReason, Event, Session, TlsInfo, Wait};
+use super::{CloseReason, Event, ServerConfig, Session, TlsInfo, Wait};
 use crate::proto::smtp::keywords::EhloKeywords;
 use crate::proto::smtp::reply::Reply;
 
@@ -55,6 +56,19 @@ impl Session {
         self.offered = self.offered.without(EhloKeywords::STARTTLS);
         self.tls = Some(info);
         self.last_input = now;
+    }
+
+    /// The settings of the channel the session is on after TLS (`tlsswitchchannel`):
+    /// what EHLO offers (never STARTTLS again) and requires from now on. Called after
+    /// `tls_established`, before the client's new EHLO, so nothing offered before is
+    /// relied on.
+    pub fn switch_channel(&mut self, config: Rc<ServerConfig>) {
+        let mut offered = config.ehlo_keywords;
+        if !config.tls_available || self.tls.is_some() {
+            offered = offered.without(EhloKeywords::STARTTLS);
+        }
+        self.offered = offered;
+        self.config = config;
     }
 
     /// The handshake after `start_tls` failed: the session closes without a reply (the
