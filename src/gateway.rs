@@ -203,6 +203,9 @@ impl LoginFailures {
     }
 }
 
+/// How long after a failed rollback of an unconfirmed commit it is tried again.
+const CONFIRM_RETRY: Duration = Duration::from_secs(60);
+
 /// How long past the sessions' shutdown deadline a drain waits for their 421s to go out.
 const DRAIN_FLUSH: Duration = Duration::from_millis(500);
 /// How often a drain looks whether the sessions have ended.
@@ -521,7 +524,18 @@ impl Gateway {
                 }
             }
             Ok(None) => self.arm_confirm_timer(),
-            Err(e) => log::error!(target: "config", "commit confirmed could not roll back: {e}"),
+            Err(e) => {
+                // A passing fault (the token, the disk) must not leave the unconfirmed
+                // configuration running for good: the rollback is tried again.
+                log::error!(target: "config", "commit confirmed could not roll back: {e}; trying again in {} s",
+                    CONFIRM_RETRY.as_secs());
+                let gw = self.clone();
+                let retry = self.net.executor.spawn(async move {
+                    Timer::after(CONFIRM_RETRY).await;
+                    gw.expire_confirm().await;
+                });
+                *self.confirm_timer.borrow_mut() = Some(retry);
+            }
         }
     }
 

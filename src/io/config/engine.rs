@@ -729,6 +729,25 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_of_commit_confirmed_keeps_the_commit_it_returns_to() {
+        let dir = tempdir("confirm-run");
+        let (mut e, _) = boot(&dir, None, 1000);
+        // More unconfirmed commits than there are slots: the oldest is overwritten each
+        // time, but never the last confirmed commit, which the rollback needs.
+        for n in 0..crate::io::config::store::SLOTS as u64 + 3 {
+            let c = edited(&e, &format!("set system host-name try{n}.example\n"));
+            e.commit_candidate(&c, &req("again", Some(5)), 1000 + n)
+                .unwrap();
+            assert_eq!(e.pending_confirm().map(|p| p.1), Some(1));
+        }
+        let deadline = e.pending_confirm().unwrap().0;
+        e.expire_confirm(deadline).unwrap().expect("rolled back");
+        assert_eq!(e.running(), &host_default());
+        assert_eq!(e.pending_confirm(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_confirmation_after_the_deadline_is_refused_and_the_commit_rolls_back() {
         let dir = tempdir("confirm-late");
         let (mut e, _) = boot(&dir, None, 1000);

@@ -195,7 +195,7 @@ impl Store {
         // What a damaged slot claims is not trusted: the next number follows the newest
         // good record, and a damaged one never counts at boot.
         let sequence = scan.newest().map_or(0, |r| r.sequence).saturating_add(1);
-        let slot = self.free_slot(&scan);
+        let slot = self.free_slot(&scan, meta.rollback_to);
         let bytes = slot::encode(sequence, meta, config, seal).map_err(StoreError::Slot)?;
         let tmp = self.dir.join(format!("slot-{slot:02}.tmp"));
         {
@@ -213,8 +213,10 @@ impl Store {
         Ok(sequence)
     }
 
-    /// A damaged slot, else an empty one, else the one with the oldest record.
-    fn free_slot(&self, scan: &Scan) -> usize {
+    /// A damaged slot, else an empty one, else the one with the oldest record but
+    /// `keep`: the commit a `commit confirmed` returns to, which must outlive any run of
+    /// unconfirmed commits, or the rollback would find it gone.
+    fn free_slot(&self, scan: &Scan, keep: Option<u64>) -> usize {
         if let Some(d) = scan.damaged.first() {
             return d.slot;
         }
@@ -222,8 +224,13 @@ impl Store {
         if let Some(empty) = (0..SLOTS).find(|s| !used.contains(s)) {
             return empty;
         }
-        // INVARIANT: every slot holds a good record, so the oldest is the last.
-        scan.records.last().map_or(0, |(s, _)| *s)
+        // INVARIANT: every slot holds a good record, oldest last; with SLOTS > 1 one
+        // other than `keep` is always there.
+        scan.records
+            .iter()
+            .rev()
+            .find(|(_, r)| Some(r.sequence) != keep)
+            .map_or(0, |(s, _)| *s)
     }
 }
 
