@@ -48,7 +48,13 @@ impl Session {
                     self.rcpts.push((to, params));
                     self.reply(&Reply::new(250, "2.1.5", "Ok"));
                 }
-                Verdict::Reject(r) => self.reject_rcpt("RCPT", &to, r, false),
+                // A refused recipient counts as an error: one connection must not try
+                // address after address (a directory harvest, each a callout). A
+                // temporary refusal is not the client's fault and does not count.
+                Verdict::Reject(r) => {
+                    let counts = r.code >= 500;
+                    self.reject_rcpt("RCPT", &to, r, counts)
+                }
             },
             other => {
                 log::warn!("smtp server: answer() without a pending check");

@@ -52,6 +52,33 @@ fn error_limit_closes_with_421() {
 }
 
 #[test]
+fn refused_recipients_count_towards_the_error_limit() {
+    let mut cfg = config();
+    cfg.error_limit = 3;
+    let steps = vec![
+        s(GREETING),
+        c(
+            "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n\
+           RCPT TO:<nobody@example.com>\r\nRSET\r\nMAIL FROM:<a@example.org>\r\n\
+           RCPT TO:<nobody@example.com>\r\nRCPT TO:<nobody@example.net>\r\n\
+           RCPT TO:<c@example.com>\r\n",
+        ),
+    ];
+    let o = check(&cfg, &steps);
+    let text = String::from_utf8_lossy(&o.out);
+    assert_eq!(text.matches("550 5.1.1 No such user").count(), 3, "{text}");
+    assert!(
+        text.ends_with("421 4.7.0 mx.test Error: too many errors\r\n"),
+        "{text}"
+    );
+    assert!(o.closed);
+    assert_eq!(
+        o.events.last(),
+        Some(&Event::Closing(CloseReason::TooManyErrors))
+    );
+}
+
+#[test]
 fn small_commands() {
     let steps = vec![
         c("EHLO c.example\r\nVRFY x\r\nhelp\r\nNOOP hi\r\nRSET\r\nSTARTTLS\r\nAUTH PLAIN\r\nEXPN list\r\n\
