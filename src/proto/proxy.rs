@@ -1158,7 +1158,7 @@ mod tests {
             reader.poll_outcome(),
             Some(Ok(Received {
                 version: Version::V1,
-                header: Header::Local,
+                header: Header::Unknown,
                 after: Vec::new(),
             }))
         );
