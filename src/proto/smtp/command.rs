@@ -9,12 +9,17 @@ use crate::proto::smtp::address::{AddressError, Domain, Path, PathTarget};
 use crate::proto::smtp::keywords::EhloKeywords;
 use crate::proto::smtp::reply::Reply;
 
-/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF. The session
-/// never buffers more than this of one command line.
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
+/// MAIL and RCPT lines may be longer: "SMTP extensions may be used to increase this
+/// limit" (§4.5.3.1.4), and SIZE, BODY, RET, ENVID (100), AUTH= (RFC 4954 §5), NOTIFY and
+/// ORCPT (500, RFC 3461 §4.2) add to a path of up to 256 octets. At most 2048 octets with
+/// the CRLF, as Postfix's `line_length_limit`; the session never buffers more of one
+/// command line.
+pub const MAX_EXTENDED_COMMAND_LINE: usize = 2048;
 /// RFC 3461 §4.4: ENVID is at most 100 characters.
 pub const MAX_ENVID: usize = 100;
-/// RFC 3461 §4.2: ORCPT is at most 500 characters (the command line bounds it first).
+/// RFC 3461 §4.2: ORCPT is at most 500 characters.
 pub const MAX_ORCPT: usize = 500;
 /// Longest verb kept for logs when a line is refused before it is parsed.
 pub const MAX_VERB: usize = 16;
@@ -24,7 +29,8 @@ pub const MAX_MECHANISM_NAME: usize = 20;
 /// What is wrong with the framing of a command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineError {
-    /// Over `MAX_COMMAND_LINE` octets; discarded up to the next LF.
+    /// Over `MAX_COMMAND_LINE` octets (`MAX_EXTENDED_COMMAND_LINE` for MAIL and RCPT);
+    /// discarded up to the next LF.
     TooLong,
     /// The line ended in LF without CR.
     BareLf,

@@ -1,6 +1,6 @@
 //! Framing of the SMTP server session: input is buffered and cut into command lines
-//! (RFC 5321 §2.3.8: CRLF only; at most `MAX_COMMAND_LINE` octets, an over-long line
-//! dropped up to its LF and refused), pipelined commands run in order until the session
+//! (RFC 5321 §2.3.8: CRLF only; at most `MAX_COMMAND_LINE` octets, `MAX_EXTENDED_COMMAND_LINE`
+//! for MAIL and RCPT, an over-long line dropped up to its LF and refused), pipelined commands run in order until the session
 //! must wait for the layer (RFC 2920), and the timeouts and deadlines for silence, slow
 //! lines and slow content. Invariant: input is processed only while no answer from the
 //! layer is pending, and what waits meanwhile is at most `MAX_PENDING_INPUT` octets.
@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use super::{CloseReason, MAX_PENDING_INPUT, Phase, Session};
-use crate::proto::smtp::command::{LineError, MAX_COMMAND_LINE, verb_of};
+use crate::proto::smtp::command::{
+    LineError, MAX_COMMAND_LINE, MAX_EXTENDED_COMMAND_LINE, verb_of,
+};
 use crate::proto::smtp::reply::Reply;
 
 impl Session {
@@ -155,9 +157,17 @@ impl Session {
 
     /// Frames one command line (RFC 5321 §2.3.8: CRLF only) and handles it.
     fn command_line(&mut self, buf: &[u8]) -> usize {
-        let (used, framed) = self.frame(buf, MAX_COMMAND_LINE);
+        let (used, framed) = self.frame(buf, MAX_EXTENDED_COMMAND_LINE);
         match framed {
             None => {}
+            // Only MAIL and RCPT take the extensions' longer lines.
+            Some(Ok(line))
+                if line.len() + 2 > MAX_COMMAND_LINE
+                    && !matches!(verb_of(line).as_str(), "MAIL" | "RCPT") =>
+            {
+                let verb = verb_of(line);
+                self.reject(&verb, LineError::TooLong.reply(), true)
+            }
             // Shutting down, the command after a transaction gets the 421 (QUIT its 221).
             Some(Ok(line))
                 if self.shutting_down.is_some()

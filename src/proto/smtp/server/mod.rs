@@ -330,7 +330,7 @@ pub struct Session {
     tls: Option<TlsInfo>,
     phase: Phase,
     wait: Option<Wait>,
-    /// Unprocessed input: a partial command line (at most `MAX_COMMAND_LINE`), or what
+    /// Unprocessed input: a partial command line (at most `MAX_EXTENDED_COMMAND_LINE`), or what
     /// arrived while waiting (at most `MAX_PENDING_INPUT`).
     input: Vec<u8>,
     /// Inside an over-long command line: drop input up to the next LF. Holds the verb.

@@ -57,6 +57,17 @@ bad_input! {
         vec![c(format!("NOOP {}\r\n", "a".repeat(506)))],
         expect [b"500 5.5.2 Error: line too long\r\n"], absent [],
         survives true, committed 0;
+    rcpt_with_a_long_path_and_orcpt_is_over_512_octets_and_taken: same,
+        with(opening(), vec![c(format!(
+            "RCPT TO:<{local}@example.com> NOTIFY=FAILURE,DELAY ORCPT=rfc822;{local}@example.com\r\n",
+            local = "a".repeat(200)
+        ))]),
+        expect [b"250 2.1.5 Ok\r\n"], absent [b"500"],
+        survives true, committed 0;
+    mail_or_rcpt_over_2048_octets_is_too_long: same,
+        with(opening(), vec![c(format!("RCPT TO:<b@example.com> ORCPT=rfc822;{}\r\nNOOP\r\n", "a".repeat(2048)))]),
+        expect [b"500 5.5.2 Error: line too long\r\n", b"250 2.0.0 Ok\r\n"], absent [],
+        survives true, committed 0;
     text_line_over_the_limit: |c| c.max_line_length = 100,
         in_data(format!("Subject: x\r\n\r\n{}\r\nshort\r\n.\r\n", "b".repeat(99)).as_bytes()),
         expect [b"550 5.6.0 Message refused: line longer than 100 octets\r\n"], absent [QUEUED],
