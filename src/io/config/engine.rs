@@ -14,7 +14,7 @@ use crate::io::token::{ObjectHandle, Token, TokenError};
 use crate::proto::config::Candidate;
 use crate::proto::config::Config;
 use crate::proto::config::check::{Problem, check};
-use crate::proto::config::slot::{CommitMeta, MAC_LEN, Record, Seal};
+use crate::proto::config::slot::{CommitMeta, MAC_LEN, Record, Seal, SlotError};
 
 /// Longest `commit confirmed N`: a day.
 pub const MAX_CONFIRM_MINUTES: u64 = 24 * 60;
@@ -172,6 +172,14 @@ impl Engine {
         let store = Store::open(state_dir).map_err(|e| CommitError::Store(e.into()))?;
         let scan = store.scan(seal.as_ref());
         let mut log = fallback_lines(&scan);
+        // Whole records that fail only their HMAC were written with another key (the
+        // token was changed, or did not answer): they may be the administrator's whole
+        // history, and the factory configuration is not written over them.
+        let unauthenticated = scan
+            .damaged
+            .iter()
+            .filter(|d| matches!(d.error, SlotError::BadMac | SlotError::Seal(_)))
+            .count();
         let (running, commit, mut origin) = match scan.newest() {
             Some(r) => (r.config.clone(), commit_of(r), Origin::Stored),
             None => {
@@ -213,6 +221,12 @@ impl Engine {
                 engine.commit_now(config, &request, now)?;
             }
             origin = Origin::File { changed };
+        } else if origin == Origin::Factory && unauthenticated > 0 {
+            log.push(format!(
+                "{unauthenticated} slot(s) hold records this token's key does not check: \
+                 running the factory configuration without storing it, the slots untouched \
+                 (the token it was sealed with restores them; a commit writes over them)"
+            ));
         } else if origin == Origin::Factory {
             let request = CommitRequest {
                 user: "boot".into(),
@@ -641,6 +655,45 @@ mod tests {
         assert_eq!(e.commit().sequence, 3);
         let history: Vec<u64> = e.history().iter().map(|c| c.sequence).collect();
         assert_eq!(history, [3, 2, 1]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_another_key_sealed_are_not_written_over_at_start() {
+        let dir = tempdir("other-key");
+        let (mut e, _) = boot(&dir, None, 100);
+        let c = edited(&e, "set system host-name mine.example\n");
+        e.commit_candidate(&c, &req("edit", None), 200).unwrap();
+        drop(e);
+        // Started with another token's key: nothing checks, the factory configuration
+        // runs, and the slots are left as they were.
+        let before: Vec<Vec<u8>> = (0..2)
+            .map(|n| std::fs::read(dir.join("config").join(format!("slot-{n:02}"))).unwrap())
+            .collect();
+        let (other, origin, log) = Engine::boot(
+            &dir,
+            Arc::new(TestSeal([9; 32])),
+            None,
+            host_default(),
+            300,
+            60,
+        )
+        .unwrap();
+        assert_eq!(origin, Origin::Factory);
+        assert_eq!(other.running(), &host_default());
+        assert!(
+            log.iter().any(|l| l.contains("without storing it")),
+            "{log:?}"
+        );
+        for (n, bytes) in before.iter().enumerate() {
+            let now = std::fs::read(dir.join("config").join(format!("slot-{n:02}"))).unwrap();
+            assert_eq!(&now, bytes, "slot {n} was written over");
+        }
+        drop(other);
+        // The right key again: the history is all there.
+        let (e, origin) = boot(&dir, None, 400);
+        assert_eq!(origin, Origin::Stored);
+        assert_eq!(e.running().system.host_name, "mine.example");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
