@@ -162,7 +162,7 @@ impl Session {
             None => {}
             // Only MAIL and RCPT take the extensions' longer lines.
             Some(Ok(line))
-                if line.len() + 2 > MAX_COMMAND_LINE
+                if line.len() + b"\r\n".len() > MAX_COMMAND_LINE
                     && !matches!(verb_of(line).as_str(), "MAIL" | "RCPT") =>
             {
                 let verb = verb_of(line);

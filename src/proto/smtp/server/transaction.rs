@@ -52,7 +52,7 @@ impl Session {
                 // address after address (a directory harvest, each a callout). A
                 // temporary refusal is not the client's fault and does not count.
                 Verdict::Reject(r) => {
-                    let counts = r.code >= 500;
+                    let counts = r.is_permanent();
                     self.reject_rcpt("RCPT", &to, r, counts)
                 }
             },
