@@ -455,30 +455,10 @@ while True:
 #[test]
 fn plaintext_injected_after_our_starttls_is_thrown_away() {
     let dir = TempDir::new("tls-response-inject");
-    let mut server = Command::new("python3")
-        .arg("-c")
-        .arg(INJECTING_SERVER)
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut port,
-    )
-    .unwrap();
-    let port: u16 = port.trim().parse().unwrap();
-    let gw = Gateway::start(
-        dir.path(),
-        &format!(
-            "set classify 10 remote 127.0.0.0/8 category INTERNAL\n\
-             set route example.com relay [127.0.0.1]:{port}\n"
-        ),
-    );
+    let (mut server, gw) = relay_to_scripted(&dir, INJECTING_SERVER);
     send(&gw);
     gw.wait_for_log("status=sent (250 2.0.0 queued)");
-    let _ = server.wait();
+    let _ = server.0.wait();
     let seen = std::fs::read_to_string(dir.path().join("seen.txt")).unwrap();
     // After TLS we said EHLO again, and the "250-fake" line was never taken as its answer.
     assert!(seen.starts_with("EHLO gw.example.com\r\n"), "{seen}");
@@ -540,13 +520,13 @@ impl Drop for Scripted {
     }
 }
 
-#[test]
-fn opportunistic_delivery_goes_on_in_clear_after_a_failed_handshake() {
-    let dir = TempDir::new("tls-broken-next-hop");
+/// A gateway in `dir` that relays example.com to the Python next hop `script` (which
+/// prints its port first), and that next hop.
+fn relay_to_scripted(dir: &TempDir, script: &str) -> (Scripted, Gateway) {
     let mut server = Scripted(
         Command::new("python3")
             .arg("-c")
-            .arg(BROKEN_TLS_SERVER)
+            .arg(script)
             .arg(dir.path())
             .stdout(Stdio::piped())
             .spawn()
@@ -566,6 +546,13 @@ fn opportunistic_delivery_goes_on_in_clear_after_a_failed_handshake() {
              set route example.com relay [127.0.0.1]:{port}\n"
         ),
     );
+    (server, gw)
+}
+
+#[test]
+fn opportunistic_delivery_goes_on_in_clear_after_a_failed_handshake() {
+    let dir = TempDir::new("tls-broken-next-hop");
+    let (mut server, gw) = relay_to_scripted(&dir, BROKEN_TLS_SERVER);
     send(&gw);
     gw.wait_for_log("TLS handshake with 127.0.0.1[127.0.0.1]:");
     gw.wait_for_log("TLS is opportunistic: connecting again without it");
