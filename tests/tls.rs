@@ -407,9 +407,40 @@ fn must_tls_client_with_the_danger_option_delivers_unverified() {
     a.wait_for_log("Untrusted TLS connection established");
 }
 
+/// Python for a scripted next hop: `take_mail(f, send, log, queued)` reads commands
+/// from `f` until QUIT or the end, records them in `log`, answers EHLO with STARTTLS
+/// offered, DATA's end with `queued`, everything else with 250.
+macro_rules! take_mail_py {
+    () => {
+        r#"
+def take_mail(f, send, log, queued):
+    while True:
+        line = f.readline()
+        if not line:
+            break
+        log.write(line); log.flush()
+        cmd = line.strip().upper()
+        if cmd.startswith(b"EHLO"):
+            send(b"250-next.test\r\n250 STARTTLS\r\n")
+        elif cmd == b"DATA":
+            send(b"354 go\r\n")
+            while f.readline() not in (b".\r\n", b""):
+                pass
+            send(queued)
+        elif cmd == b"QUIT":
+            send(b"221 bye\r\n")
+            break
+        else:
+            send(b"250 2.0.0 ok\r\n")
+"#
+    };
+}
+
 /// A next hop that answers our STARTTLS with `220 Ready\r\n250-fake\r\n` in one write,
 /// then speaks TLS properly; records what it receives after the handshake.
-const INJECTING_SERVER: &str = r#"
+const INJECTING_SERVER: &str = concat!(
+    take_mail_py!(),
+    r#"
 import socket, ssl, subprocess, sys, os
 d = sys.argv[1]
 subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -432,25 +463,9 @@ g = tls.makefile("rb")
 log = open(d + "/seen.txt", "wb")
 line = g.readline(); log.write(line)
 tls.sendall(b"250-inject.test\r\n250 PIPELINING\r\n")
-while True:
-    line = g.readline()
-    if not line:
-        break
-    log.write(line); log.flush()
-    cmd = line.strip().upper()
-    if cmd.startswith(b"MAIL") or cmd.startswith(b"RCPT"):
-        tls.sendall(b"250 2.0.0 ok\r\n")
-    elif cmd == b"DATA":
-        tls.sendall(b"354 go\r\n")
-        while g.readline() not in (b".\r\n", b""):
-            pass
-        tls.sendall(b"250 2.0.0 queued\r\n")
-    elif cmd == b"QUIT":
-        tls.sendall(b"221 bye\r\n")
-        break
-    else:
-        tls.sendall(b"250 ok\r\n")
-"#;
+take_mail(g, tls.sendall, log, b"250 2.0.0 queued\r\n")
+"#
+);
 
 #[test]
 fn plaintext_injected_after_our_starttls_is_thrown_away() {
@@ -469,7 +484,9 @@ fn plaintext_injected_after_our_starttls_is_thrown_away() {
 /// A next hop that offers STARTTLS, answers ours with 220 and our ClientHello with no
 /// TLS at all (a broken TLS set-up), and takes mail in clear on a second connection;
 /// records the commands of that one.
-const BROKEN_TLS_SERVER: &str = r#"
+const BROKEN_TLS_SERVER: &str = concat!(
+    take_mail_py!(),
+    r#"
 import socket, sys
 d = sys.argv[1]
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -490,25 +507,9 @@ conn, _ = srv.accept()
 f = conn.makefile("rb")
 log = open(d + "/seen.txt", "wb")
 conn.sendall(b"220 broken.test ESMTP\r\n")
-while True:
-    line = f.readline()
-    if not line:
-        break
-    log.write(line); log.flush()
-    cmd = line.strip().upper()
-    if cmd.startswith(b"EHLO"):
-        conn.sendall(b"250-broken.test\r\n250 STARTTLS\r\n")
-    elif cmd == b"DATA":
-        conn.sendall(b"354 go\r\n")
-        while f.readline() not in (b".\r\n", b""):
-            pass
-        conn.sendall(b"250 2.0.0 queued in clear\r\n")
-    elif cmd == b"QUIT":
-        conn.sendall(b"221 bye\r\n")
-        break
-    else:
-        conn.sendall(b"250 2.0.0 ok\r\n")
-"#;
+take_mail(f, conn.sendall, log, b"250 2.0.0 queued in clear\r\n")
+"#
+);
 
 /// A scripted next hop, stopped when the test ends however it ends.
 struct Scripted(std::process::Child);
