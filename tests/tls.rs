@@ -407,12 +407,28 @@ fn must_tls_client_with_the_danger_option_delivers_unverified() {
     a.wait_for_log("Untrusted TLS connection established");
 }
 
-/// Python for a scripted next hop: `take_mail(f, send, log, queued)` reads commands
-/// from `f` until QUIT or the end, records them in `log`, answers EHLO with STARTTLS
-/// offered, DATA's end with `queued`, everything else with 250.
+/// Python for a scripted next hop: `listening()` binds a loopback port and prints it;
+/// `up_to_starttls(srv)` accepts, greets, offers STARTTLS and reads the client's;
+/// `take_mail(f, send, log, queued)` reads commands from `f` until QUIT or the end,
+/// records them in `log`, answers EHLO with STARTTLS offered, DATA's end with `queued`,
+/// everything else with 250.
 macro_rules! take_mail_py {
     () => {
         r#"
+import socket
+def listening():
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0)); srv.listen(2)
+    print(srv.getsockname()[1], flush=True)
+    return srv
+def up_to_starttls(srv):
+    conn, _ = srv.accept()
+    f = conn.makefile("rb")
+    conn.sendall(b"220 next.test ESMTP\r\n")
+    f.readline()
+    conn.sendall(b"250-next.test\r\n250 STARTTLS\r\n")
+    assert f.readline().strip().upper() == b"STARTTLS"
+    return conn, f
 def take_mail(f, send, log, queued):
     while True:
         line = f.readline()
@@ -448,15 +464,8 @@ subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_para
     check=True, capture_output=True)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(d + "/c.pem", d + "/k.pem")
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", 0)); srv.listen(1)
-print(srv.getsockname()[1], flush=True)
-conn, _ = srv.accept()
-f = conn.makefile("rb")
-conn.sendall(b"220 inject.test ESMTP\r\n")
-f.readline()
-conn.sendall(b"250-inject.test\r\n250 STARTTLS\r\n")
-assert f.readline().strip().upper() == b"STARTTLS"
+srv = listening()
+conn, f = up_to_starttls(srv)
 conn.sendall(b"220 Ready\r\n250-fake\r\n")
 tls = ctx.wrap_socket(conn, server_side=True)
 g = tls.makefile("rb")
@@ -489,15 +498,8 @@ const BROKEN_TLS_SERVER: &str = concat!(
     r#"
 import socket, sys
 d = sys.argv[1]
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", 0)); srv.listen(2)
-print(srv.getsockname()[1], flush=True)
-conn, _ = srv.accept()
-f = conn.makefile("rb")
-conn.sendall(b"220 broken.test ESMTP\r\n")
-f.readline()
-conn.sendall(b"250-broken.test\r\n250 STARTTLS\r\n")
-assert f.readline().strip().upper() == b"STARTTLS"
+srv = listening()
+conn, f = up_to_starttls(srv)
 conn.sendall(b"220 Ready\r\n")
 conn.recv(65536)
 conn.sendall(b"this is not TLS at all\r\n")
