@@ -493,13 +493,18 @@ impl Gateway {
             log::info!(target: "config",
                 "commit confirmed: unless confirmed by {} the configuration returns to commit {back_to}",
                 mailq_stamp(deadline));
-            let gw = self.clone();
-            self.net.executor.spawn(async move {
-                Timer::after(wait).await;
-                gw.expire_confirm().await;
-            })
+            self.expire_confirm_after(wait)
         });
         *self.confirm_timer.borrow_mut() = timer;
+    }
+
+    /// The task that rolls an unconfirmed commit back after `wait`.
+    fn expire_confirm_after(self: &Rc<Self>, wait: Duration) -> smol::Task<()> {
+        let gw = self.clone();
+        self.net.executor.spawn(async move {
+            Timer::after(wait).await;
+            gw.expire_confirm().await;
+        })
     }
 
     async fn expire_confirm(self: &Rc<Self>) {
@@ -529,12 +534,7 @@ impl Gateway {
                 // configuration running for good: the rollback is tried again.
                 log::error!(target: "config", "commit confirmed could not roll back: {e}; trying again in {} s",
                     CONFIRM_RETRY.as_secs());
-                let gw = self.clone();
-                let retry = self.net.executor.spawn(async move {
-                    Timer::after(CONFIRM_RETRY).await;
-                    gw.expire_confirm().await;
-                });
-                *self.confirm_timer.borrow_mut() = Some(retry);
+                *self.confirm_timer.borrow_mut() = Some(self.expire_confirm_after(CONFIRM_RETRY));
             }
         }
     }
