@@ -72,7 +72,9 @@ impl Lookups for Round<'_> {
     }
 }
 
-/// Whether the filter lets the client at `peer`, connected to `local`, use `service`.
+/// Whether the filter lets the client at `peer`, connected to `local`, use `service`. Both
+/// as the listener gives them: an IPv4 client of a dual-stack socket is IPv4 already, so
+/// its PTR name is looked up in in-addr.arpa.
 pub async fn decide(
     filter: &Filter,
     service: &str,
@@ -80,16 +82,13 @@ pub async fn decide(
     peer: SocketAddr,
     resolver: Option<&Resolver>,
 ) -> Decision {
-    // An IPv4 client of a dual-stack listener comes as `::ffff:a.b.c.d`: its rules, its
-    // PTR name (in in-addr.arpa) and its A records are those of the IPv4 address.
-    let client_ip = peer.ip().to_canonical();
     let request = Request {
         service,
         server_host: Some(ServerHost {
-            address: local.ip().to_canonical(),
+            address: local.ip(),
             name: None,
         }),
-        client_ip,
+        client_ip: peer.ip(),
     };
     let mut known = Known::default();
     loop {
@@ -103,11 +102,11 @@ pub async fn decide(
             return decision;
         }
         if asked.name {
-            known.name = Some(client_name(resolver, client_ip).await);
+            known.name = Some(client_name(resolver, peer.ip()).await);
         }
         if asked.forward {
             known.forward = Some(match &known.name {
-                Some(NameLookup::Known(name)) => forward_confirmed(resolver, name, client_ip).await,
+                Some(NameLookup::Known(name)) => forward_confirmed(resolver, name, peer.ip()).await,
                 _ => None,
             });
         }
