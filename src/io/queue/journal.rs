@@ -125,9 +125,7 @@ impl JournalSync {
     /// Runs on the blocking pool: `fdatasync` of each segment, then `fsync` of the
     /// directory.
     pub fn run(&self) -> io::Result<()> {
-        self.run_with(&|file: &File| file.sync_data(), &|dir: &File| {
-            dir.sync_all()
-        })
+        self.run_with(&File::sync_data, &File::sync_all)
     }
 
     /// As [`run`](Self::run), with the two syncs given (tests make them fail). Every
