@@ -367,12 +367,19 @@ pub struct Session {
     shutting_down: Option<Instant>,
 }
 
+/// The EHLO keywords `config` lets a session offer: STARTTLS only with a certificate
+/// (`tls_available`) and never once TLS is active.
+fn offered_by(config: &ServerConfig, tls_active: bool) -> EhloKeywords {
+    if config.tls_available && !tls_active {
+        config.ehlo_keywords
+    } else {
+        config.ehlo_keywords.without(EhloKeywords::STARTTLS)
+    }
+}
+
 impl Session {
     pub fn new(config: Rc<ServerConfig>, now: Instant) -> Session {
-        let mut offered = config.ehlo_keywords;
-        if !config.tls_available {
-            offered = offered.without(EhloKeywords::STARTTLS);
-        }
+        let offered = offered_by(&config, false);
         let due = now.checked_add(config.greet_delay).unwrap_or(now);
         let mut s = Session {
             config,
@@ -412,7 +419,7 @@ impl Session {
     /// implicit TLS): `is_tls()` is true and STARTTLS is never offered.
     pub fn new_tls(config: Rc<ServerConfig>, tls: TlsInfo, now: Instant) -> Session {
         let mut s = Session::new(config, now);
-        s.offered = s.offered.without(EhloKeywords::STARTTLS);
+        s.offered = offered_by(&s.config, true);
         s.tls = Some(tls);
         s
     }

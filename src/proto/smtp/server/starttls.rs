@@ -53,7 +53,7 @@ impl Session {
         self.reset_transaction();
         self.helo = None;
         self.auth_user = None;
-        self.offered = self.offered.without(EhloKeywords::STARTTLS);
+        self.offered = super::offered_by(&self.config, true);
         self.tls = Some(info);
         self.last_input = now;
     }
@@ -63,11 +63,7 @@ impl Session {
     /// `tls_established`, before the client's new EHLO, so nothing offered before is
     /// relied on.
     pub fn switch_channel(&mut self, config: Rc<ServerConfig>) {
-        let mut offered = config.ehlo_keywords;
-        if !config.tls_available || self.tls.is_some() {
-            offered = offered.without(EhloKeywords::STARTTLS);
-        }
-        self.offered = offered;
+        self.offered = super::offered_by(&config, self.tls.is_some());
         self.config = config;
     }
 
